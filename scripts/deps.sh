@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs the Debian packages ringnet needs to build, test and benchmark.
+# Idempotent: packages already present are not touched, so a second run is quick.
+set -euo pipefail
+
+pkgs=(
+  build-essential cmake pkg-config clang-format
+  libssl-dev libcmocka-dev
+  libuv1-dev libmicrohttpd-dev libjansson-dev liblmdb-dev
+  libprotobuf-c-dev protobuf-c-compiler
+  python3 gnuplot-nox
+)
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+sudo=""
+[ "$(id -u)" -ne 0 ] && sudo="sudo"
+echo "deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,36 @@
+/* main.c — the ringnet command: one binary, one subcommand per file. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: ringnet <command> [options]\n"
+		   "\n"
+		   "commands:\n"
+		   "  sim       simulate a Chord ring of up to millions of nodes (ringnet sim --help)\n"
+		   "  version   print the version\n");
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	const char *cmd = argv[1];
+	if (!strcmp(cmd, "sim"))
+		return cli_sim(argc - 1, argv + 1);
+	if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
+		printf("ringnet %s\n", RINGNET_VERSION);
+		return 0;
+	}
+	if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
+		usage(stdout);
+		return 0;
+	}
+	fprintf(stderr, "ringnet: unknown command '%s'\n", cmd);
+	usage(stderr);
+	return 2;
+}

@@ -1,0 +1,241 @@
+/* sim_cmd.c — `ringnet sim`: argument parsing and the report. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "../lib/err.h"
+#include "../sim/sim.h"
+#include "cli.h"
+
+static const char *sim_usage =
+	"usage: ringnet sim [--nodes N] [--requests R] [--lookup simple|scalable] [--bits M]\n"
+	"                   [--bootstrap static|join] [--successors r] [--fail FRACTION]\n"
+	"                   [--churn PER_SEC] [--vnodes V] [--keys K] [--seed S] [--json]\n"
+	"                   [--latency MIN-MAX] [--join-rate PER_SEC]\n"
+	"       ringnet sim N R [simple|scalable]\n"
+	"\n"
+	"Simulates a Chord ring with the node's own protocol code. Defaults: 1000 nodes,\n"
+	"100 requests per node (one per virtual second), scalable lookup, 160-bit ids,\n"
+	"static bootstrap, 8 successors, message latency 10-50 ms, seed 1.\n"
+	"  --bootstrap static  place nodes and fill fingers directly\n"
+	"  --bootstrap join    every node joins through the protocol; reports when the ring\n"
+	"                      (successors, predecessors, fingers) became correct\n"
+	"  --fail F            kill a fraction F of the nodes at once before the lookups\n"
+	"  --churn R           R joins and R failures per virtual second during the lookups\n"
+	"  --keys K            place K keys and report keys per node (with --vnodes V)\n";
+
+static int bad(const char *fmt, const char *arg)
+{
+	fprintf(stderr, "ringnet sim: ");
+	fprintf(stderr, fmt, arg);
+	fprintf(stderr, "\n%s", sim_usage);
+	return 2;
+}
+
+static int parse_u64(const char *s, uint64_t *out)
+{
+	if (!s || !*s || *s == '-')
+		return -1;
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno || *end)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+static int parse_u32(const char *s, uint32_t *out)
+{
+	uint64_t v;
+	if (parse_u64(s, &v) < 0 || v > UINT32_MAX)
+		return -1;
+	*out = (uint32_t)v;
+	return 0;
+}
+
+static int parse_double(const char *s, double *out)
+{
+	if (!s || !*s)
+		return -1;
+	char *end;
+	errno = 0;
+	double v = strtod(s, &end);
+	if (errno || *end)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+static int parse_lookup(const char *s, ring_lookup_mode *m)
+{
+	if (s && !strcmp(s, "simple"))
+		*m = RING_LOOKUP_SIMPLE;
+	else if (s && !strcmp(s, "scalable"))
+		*m = RING_LOOKUP_SCALABLE;
+	else
+		return -1;
+	return 0;
+}
+
+static long peak_rss_kb(void)
+{
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	return ru.ru_maxrss;
+}
+
+int cli_sim(int argc, char **argv)
+{
+	sim_params p;
+	sim_params_default(&p);
+	bool json = false;
+	int positional = 0;
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+		uint32_t u32;
+		if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+			fputs(sim_usage, stdout);
+			return 0;
+		} else if (!strcmp(a, "--json")) {
+			json = true;
+			continue;
+		} else if (a[0] != '-' || a[1] == '\0') {
+			/* the classic positional form: N R [simple|scalable] */
+			if (positional == 0 && parse_u32(a, &p.nodes) == 0)
+				;
+			else if (positional == 1 && parse_u32(a, &p.requests) == 0)
+				;
+			else if (positional == 2 && parse_lookup(a, &p.lookup) == 0)
+				;
+			else
+				return bad("unexpected argument '%s'", a);
+			positional++;
+			continue;
+		}
+		if (!v)
+			return bad("%s needs a value", a);
+		i++;
+		if (!strcmp(a, "--nodes")) {
+			if (parse_u32(v, &p.nodes) < 0)
+				return bad("--nodes wants a whole number, not '%s'", v);
+		} else if (!strcmp(a, "--requests")) {
+			if (parse_u32(v, &p.requests) < 0)
+				return bad("--requests wants a whole number, not '%s'", v);
+		} else if (!strcmp(a, "--lookup")) {
+			if (parse_lookup(v, &p.lookup) < 0)
+				return bad("--lookup is simple or scalable, not '%s'", v);
+		} else if (!strcmp(a, "--bits")) {
+			if (parse_u32(v, &u32) < 0)
+				return bad("--bits wants a number from 1 to 160, not '%s'", v);
+			p.bits = u32;
+		} else if (!strcmp(a, "--bootstrap")) {
+			if (!strcmp(v, "static"))
+				p.bootstrap = SIM_BOOT_STATIC;
+			else if (!strcmp(v, "join"))
+				p.bootstrap = SIM_BOOT_JOIN;
+			else
+				return bad("--bootstrap is static or join, not '%s'", v);
+		} else if (!strcmp(a, "--successors")) {
+			if (parse_u32(v, &u32) < 0)
+				return bad("--successors wants a whole number, not '%s'", v);
+			p.successors = u32;
+		} else if (!strcmp(a, "--fail")) {
+			if (parse_double(v, &p.fail) < 0)
+				return bad("--fail wants a fraction between 0 and 1, not '%s'", v);
+		} else if (!strcmp(a, "--churn")) {
+			if (parse_double(v, &p.churn) < 0)
+				return bad("--churn wants a rate per second, not '%s'", v);
+		} else if (!strcmp(a, "--vnodes")) {
+			if (parse_u32(v, &p.vnodes) < 0)
+				return bad("--vnodes wants a whole number, not '%s'", v);
+		} else if (!strcmp(a, "--keys")) {
+			if (parse_u64(v, &p.keys) < 0)
+				return bad("--keys wants a whole number, not '%s'", v);
+		} else if (!strcmp(a, "--seed")) {
+			if (parse_u64(v, &p.seed) < 0)
+				return bad("--seed wants a whole number, not '%s'", v);
+		} else if (!strcmp(a, "--join-rate")) {
+			if (parse_u32(v, &p.join_rate) < 0)
+				return bad("--join-rate wants a whole number, not '%s'", v);
+		} else if (!strcmp(a, "--latency")) {
+			unsigned lo, hi;
+			char tail;
+			if (sscanf(v, "%u-%u%c", &lo, &hi, &tail) != 2)
+				return bad("--latency wants MIN-MAX in milliseconds, not '%s'", v);
+			p.latency_min_ms = lo;
+			p.latency_max_ms = hi;
+		} else {
+			return bad("unknown option '%s'", a);
+		}
+	}
+	char err[200];
+	if (sim_params_check(&p, err, sizeof err) < 0)
+		return bad("%s", err);
+
+	sim_result r;
+	int rc = sim_run(&p, &r);
+	if (rc < 0) {
+		fprintf(stderr, "ringnet sim: %s\n", rn_strerror(rc));
+		return 1;
+	}
+	long rss = peak_rss_kb();
+	double lps = r.wall_ms > 0 ? (double)r.lookups / (r.wall_ms / 1000.0) : 0;
+	const char *mode = p.lookup == RING_LOOKUP_SIMPLE ? "simple" : "scalable";
+	if (json) {
+		printf("{\"nodes\":%u,\"live_nodes\":%u,\"bits\":%u,\"lookup\":\"%s\",\"bootstrap\":\"%s\","
+		       "\"seed\":%llu,\"lookups\":%llu,\"avg_hops\":%.4f,\"p50_hops\":%u,\"p99_hops\":%u,"
+		       "\"max_hops\":%u,\"failed_lookups\":%llu,\"failed_fraction\":%.6f,"
+		       "\"timeouts\":%llu,\"avg_latency_ms\":%.2f,\"virtual_ms\":%llu,",
+		       r.nodes, r.live_nodes, p.bits, mode,
+		       p.bootstrap == SIM_BOOT_STATIC ? "static" : "join", (unsigned long long)p.seed,
+		       (unsigned long long)r.lookups, r.avg_hops, r.p50_hops, r.p99_hops, r.max_hops,
+		       (unsigned long long)r.failed_lookups,
+		       r.lookups ? (double)r.failed_lookups / (double)r.lookups : 0.0,
+		       (unsigned long long)r.timeouts, r.avg_latency_ms, (unsigned long long)r.virtual_ms);
+		if (p.bootstrap == SIM_BOOT_JOIN)
+			printf("\"converged\":%s,\"converge_virtual_ms\":%llu,", r.converged ? "true" : "false",
+			       (unsigned long long)r.converge_ms);
+		if (p.churn > 0)
+			printf("\"churn_joins\":%llu,\"churn_failures\":%llu,", (unsigned long long)r.joins,
+			       (unsigned long long)r.failures);
+		if (p.keys)
+			printf("\"keys\":%llu,\"vnodes\":%u,\"keys_per_node_mean\":%.3f,"
+			       "\"keys_per_node_p1\":%.0f,\"keys_per_node_p99\":%.0f,"
+			       "\"keys_per_node_max\":%.0f,",
+			       (unsigned long long)p.keys, p.vnodes, r.keys_mean, r.keys_p1, r.keys_p99,
+			       r.keys_max);
+		printf("\"events\":%llu,\"messages\":%llu,\"node_bytes\":%llu,\"wall_ms\":%.0f,"
+		       "\"build_wall_ms\":%.0f,\"lookups_per_sec\":%.0f,\"peak_rss_kb\":%ld}\n",
+		       (unsigned long long)r.events, (unsigned long long)r.messages,
+		       (unsigned long long)r.node_bytes, r.wall_ms, r.build_wall_ms, lps, rss);
+		return 0;
+	}
+	printf("ringnet sim: %u nodes (%u live), %u-bit ids, %s lookup, %s bootstrap, seed %llu\n",
+	       r.nodes, r.live_nodes, p.bits, mode, p.bootstrap == SIM_BOOT_STATIC ? "static" : "join",
+	       (unsigned long long)p.seed);
+	if (p.bootstrap == SIM_BOOT_JOIN) {
+		if (r.converged)
+			printf("ring correct after %.1f s virtual (%.0f ms wall)\n", r.converge_ms / 1000.0,
+			       r.build_wall_ms);
+		else
+			printf("ring NOT correct after %.1f s virtual: stopped at the time limit\n",
+			       r.converge_ms / 1000.0);
+	}
+	printf("hops: p50 %u, p99 %u, max %u; failed lookups %llu (%.2f%%); timeouts %llu\n",
+	       r.p50_hops, r.p99_hops, r.max_hops, (unsigned long long)r.failed_lookups,
+	       r.lookups ? 100.0 * (double)r.failed_lookups / (double)r.lookups : 0.0,
+	       (unsigned long long)r.timeouts);
+	if (p.keys)
+		printf("keys per node (%llu keys, %u vnodes): mean %.1f, p1 %.0f, p99 %.0f, max %.0f\n",
+		       (unsigned long long)p.keys, p.vnodes, r.keys_mean, r.keys_p1, r.keys_p99, r.keys_max);
+	printf("memory: %.0f bytes per node in the ring cores, peak RSS %ld MB\n",
+	       r.nodes ? (double)r.node_bytes / r.nodes : 0.0, rss / 1024);
+	printf("All %u nodes are done: %llu lookups in %.0f ms (virtual %llu ms), average hops %.2f\n",
+	       r.live_nodes, (unsigned long long)r.lookups, r.wall_ms, (unsigned long long)r.virtual_ms,
+	       r.avg_hops);
+	return 0;
+}

@@ -1,0 +1,789 @@
+/* ring.c — the Chord core. See ring.h for the driver contract.
+ *
+ * The finger table is stored run-length encoded: consecutive fingers that point to the
+ * same peer share one entry. On a 160-bit ring of N nodes only about log2(N) fingers are
+ * distinct, so a node costs ~25 entries instead of 160, which is what lets the simulator
+ * hold a million nodes in memory. */
+#include "ring.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "../lib/err.h"
+
+struct ring_node {
+	const ring_config *cfg;
+	ring_peer self;
+	ring_peer pred;
+	uint64_t t_stab, t_fix, t_check; /* next time each periodic task is due */
+	uint64_t stab_sent, ping_sent, join_sent, finger_sent;
+	uint64_t req_seq; /* ids for lookups the ring itself starts */
+	uint64_t join_req, finger_req;
+	ring_addr join_via;
+	uint8_t joined, stab_pending, ping_pending, join_pending, finger_pending;
+	uint8_t next_finger, nsucc, nruns, cap_runs;
+	ring_peer *runs;  /* finger runs: runs[k] covers fingers [lo[k], lo[k+1]) */
+	uint8_t *run_lo;
+	ring_peer succ[]; /* cfg->successors entries */
+};
+
+static const ring_peer no_peer = {.addr = RING_ADDR_NONE};
+
+void ring_config_default(ring_config *c)
+{
+	c->bits = 160;
+	c->successors = 8;
+	c->lookup = RING_LOOKUP_SCALABLE;
+	c->stabilize_ms = 1000;
+	c->fix_fingers_ms = 1000;
+	c->check_pred_ms = 2000;
+	c->rpc_timeout_ms = 3000;
+	c->max_hops = 4096;
+}
+
+int ring_config_check(const ring_config *c)
+{
+	if (c->bits < 1 || c->bits > RN_ID_BITS)
+		return RN_EINVAL;
+	if (c->successors < 1 || c->successors > RING_MAX_SUCC)
+		return RN_EINVAL;
+	if (c->lookup != RING_LOOKUP_SIMPLE && c->lookup != RING_LOOKUP_SCALABLE)
+		return RN_EINVAL;
+	if (!c->stabilize_ms || !c->fix_fingers_ms || !c->check_pred_ms || !c->rpc_timeout_ms ||
+	    !c->max_hops)
+		return RN_EINVAL;
+	return RN_OK;
+}
+
+void ring_out_reset(ring_out *o)
+{
+	o->nmsgs = 0;
+	o->nevents = 0;
+	o->wake_at = UINT64_MAX;
+	o->dropped = 0;
+}
+
+static bool peer_eq(const ring_peer *a, const ring_peer *b)
+{
+	return a->addr == b->addr && (a->addr == RING_ADDR_NONE || rn_id_eq(&a->id, &b->id));
+}
+
+static bool peer_valid(const ring_node *n, const ring_peer *p)
+{
+	return p->addr != RING_ADDR_NONE && p->addr != n->self.addr;
+}
+
+/* ---- output helpers ---- */
+
+static ring_msg *emit(ring_node *n, ring_out *o, uint8_t type, ring_addr to)
+{
+	if (o->nmsgs >= RING_OUT_MSGS || to == RING_ADDR_NONE) {
+		o->dropped++;
+		return NULL;
+	}
+	ring_msg *m = &o->msgs[o->nmsgs++];
+	memset(m, 0, sizeof *m);
+	m->type = type;
+	m->to = to;
+	m->from = n->self;
+	m->origin = no_peer;
+	m->result = no_peer;
+	return m;
+}
+
+static void event(ring_out *o, uint8_t type, const ring_peer *result)
+{
+	if (o->nevents >= RING_OUT_EVENTS) {
+		o->dropped++;
+		return;
+	}
+	ring_event *e = &o->events[o->nevents++];
+	memset(e, 0, sizeof *e);
+	e->type = type;
+	if (result)
+		e->result = *result;
+}
+
+/* ---- successors, predecessor, fingers ---- */
+
+static ring_peer successor(const ring_node *n) { return n->nsucc ? n->succ[0] : n->self; }
+
+static unsigned run_hi(const ring_node *n, unsigned k)
+{
+	return k + 1 < n->nruns ? n->run_lo[k + 1] : n->cfg->bits;
+}
+
+static int runs_reserve(ring_node *n, unsigned want)
+{
+	if (want <= n->cap_runs)
+		return 0;
+	unsigned cap = n->cap_runs ? n->cap_runs : 4;
+	while (cap < want)
+		cap *= 2;
+	if (cap > RN_ID_BITS)
+		cap = RN_ID_BITS;
+	ring_peer *r = realloc(n->runs, cap * sizeof *r);
+	if (!r)
+		return RN_ENOMEM;
+	n->runs = r;
+	uint8_t *l = realloc(n->run_lo, cap);
+	if (!l)
+		return RN_ENOMEM;
+	n->run_lo = l;
+	n->cap_runs = (uint8_t)cap;
+	return 0;
+}
+
+void ring_set_fingers(ring_node *n, unsigned lo, unsigned hi, const ring_peer *p)
+{
+	unsigned m = n->cfg->bits;
+	if (hi > m)
+		hi = m;
+	if (lo >= hi)
+		return;
+	unsigned last = n->nruns - 1u;
+	if (n->nruns && hi == m && lo >= n->run_lo[last]) {
+		if (peer_eq(&n->runs[last], p))
+			return;
+		if (lo == n->run_lo[last]) {
+			n->runs[last] = *p;
+			if (last && peer_eq(&n->runs[last - 1], p))
+				n->nruns--;
+			return;
+		}
+		if (runs_reserve(n, n->nruns + 1u) < 0)
+			return;
+		n->runs[n->nruns] = *p;
+		n->run_lo[n->nruns++] = (uint8_t)lo;
+		return;
+	}
+	ring_peer tp[RN_ID_BITS + 2];
+	uint8_t tl[RN_ID_BITS + 2];
+	unsigned k = 0;
+	for (unsigned i = 0; i < n->nruns; i++)
+		if (n->run_lo[i] < lo) {
+			tp[k] = n->runs[i];
+			tl[k++] = n->run_lo[i];
+		}
+	tp[k] = *p;
+	tl[k++] = (uint8_t)lo;
+	for (unsigned i = 0; i < n->nruns && hi < m; i++) {
+		unsigned rlo = n->run_lo[i], rhi = run_hi(n, i);
+		if (rhi <= hi)
+			continue;
+		tp[k] = n->runs[i];
+		tl[k++] = (uint8_t)(rlo > hi ? rlo : hi);
+	}
+	/* merge neighbours that point to the same peer */
+	unsigned w = 0;
+	for (unsigned i = 0; i < k; i++) {
+		if (w && peer_eq(&tp[w - 1], &tp[i]))
+			continue;
+		tp[w] = tp[i];
+		tl[w++] = tl[i];
+	}
+	if (runs_reserve(n, w) < 0)
+		return; /* out of memory: the table stays as it was, which is still safe */
+	memcpy(n->runs, tp, w * sizeof *tp);
+	memcpy(n->run_lo, tl, w);
+	n->nruns = (uint8_t)w;
+}
+
+ring_peer ring_finger(const ring_node *n, unsigned i)
+{
+	for (unsigned k = n->nruns; k-- > 0;)
+		if (n->run_lo[k] <= i)
+			return n->runs[k];
+	return no_peer;
+}
+
+size_t ring_finger_runs(const ring_node *n) { return n->nruns; }
+
+void ring_finger_start(const ring_node *n, unsigned i, rn_id *out)
+{
+	rn_id_add_pow2(out, &n->self.id, RN_ID_BITS - n->cfg->bits + i);
+}
+
+unsigned ring_finger_span(const ring_node *n, unsigned i, const rn_id *r)
+{
+	/* finger j starts at self + 2^(160-m+j), inside (self, r] exactly while that power is
+	 * at most the distance d = r - self; d = 0 means r is self: the whole ring */
+	unsigned m = n->cfg->bits, shift = RN_ID_BITS - m;
+	rn_id d;
+	rn_id_sub(&d, r, &n->self.id);
+	unsigned len = rn_id_bitlen(&d);
+	unsigned j = len == 0 ? m : (len > shift ? len - shift : 0);
+	if (j > m)
+		j = m;
+	return j > i + 1 ? j : i + 1;
+}
+
+void ring_set_successors(ring_node *n, const ring_peer *s, size_t count)
+{
+	size_t k = 0;
+	for (size_t i = 0; i < count && k < n->cfg->successors; i++) {
+		if (!peer_valid(n, &s[i]))
+			break; /* the list wrapped around to us */
+		bool dup = false;
+		for (size_t j = 0; j < k; j++)
+			dup |= n->succ[j].addr == s[i].addr;
+		if (!dup)
+			n->succ[k++] = s[i];
+	}
+	n->nsucc = (uint8_t)k;
+	n->joined = 1;
+}
+
+void ring_set_predecessor(ring_node *n, const ring_peer *p) { n->pred = *p; }
+
+/* The successor list is empty: fall back on the nearest finger, then the predecessor. */
+static void refill_successor(ring_node *n)
+{
+	if (n->nsucc)
+		return;
+	for (unsigned k = 0; k < n->nruns; k++)
+		if (peer_valid(n, &n->runs[k])) {
+			n->succ[0] = n->runs[k];
+			n->nsucc = 1;
+			return;
+		}
+	if (peer_valid(n, &n->pred)) {
+		n->succ[0] = n->pred;
+		n->nsucc = 1;
+	}
+}
+
+/* Forget a peer everywhere: it did not answer or could not be reached. */
+static void forget(ring_node *n, ring_addr dead, ring_out *o)
+{
+	if (dead == RING_ADDR_NONE || dead == n->self.addr)
+		return;
+	bool head = n->nsucc && n->succ[0].addr == dead;
+	unsigned w = 0;
+	for (unsigned i = 0; i < n->nsucc; i++)
+		if (n->succ[i].addr != dead)
+			n->succ[w++] = n->succ[i];
+	n->nsucc = (uint8_t)w;
+	if (n->pred.addr == dead) {
+		n->pred = no_peer;
+		n->ping_pending = 0;
+		event(o, RING_EV_PRED_CHANGED, &n->pred);
+	}
+	for (unsigned k = 0; k < n->nruns; k++)
+		if (n->runs[k].addr == dead)
+			ring_set_fingers(n, n->run_lo[k], run_hi(n, k), &no_peer);
+	if (head) {
+		n->stab_pending = 0;
+		refill_successor(n);
+		ring_peer s = successor(n);
+		event(o, RING_EV_SUCC_CHANGED, &s);
+	}
+}
+
+/* ---- lookup ---- */
+
+/* The known peer that most closely precedes key: fingers from the top, then the
+ * successor list, whichever lands nearer the key. */
+static const ring_peer *closest_preceding(const ring_node *n, const rn_id *key)
+{
+	const ring_peer *best = NULL;
+	for (unsigned k = n->nruns; k-- > 0;) {
+		const ring_peer *p = &n->runs[k];
+		if (peer_valid(n, p) && rn_id_in_oo(&p->id, &n->self.id, key)) {
+			best = p;
+			break;
+		}
+	}
+	for (unsigned j = n->nsucc; j-- > 0;) {
+		const ring_peer *p = &n->succ[j];
+		if (rn_id_in_oo(&p->id, &n->self.id, key)) {
+			if (!best || rn_id_in_oo(&p->id, &best->id, key))
+				best = p;
+			break;
+		}
+	}
+	return best;
+}
+
+static void on_found(ring_node *n, uint64_t now, const ring_msg *m, ring_out *o);
+
+/* One routing step for a FIND_SUCC at this node: answer it or pass it on. */
+static void route(ring_node *n, uint64_t now, const ring_msg *in, ring_out *o)
+{
+	ring_peer succ = successor(n);
+	bool answer = rn_id_in_oc(&in->key, &n->self.id, &succ.id);
+	bool fail = !answer && in->hops >= n->cfg->max_hops;
+	if (answer || fail) {
+		ring_msg f;
+		memset(&f, 0, sizeof f);
+		f.type = RING_MSG_FOUND;
+		f.purpose = in->purpose;
+		f.finger = in->finger;
+		f.ok = answer;
+		f.hops = in->hops;
+		f.from = n->self;
+		f.origin = in->origin;
+		f.key = in->key;
+		f.req = in->req;
+		f.result = answer ? succ : no_peer;
+		if (in->origin.addr == n->self.addr) {
+			on_found(n, now, &f, o);
+			return;
+		}
+		ring_msg *m = emit(n, o, RING_MSG_FOUND, in->origin.addr);
+		if (m) {
+			f.to = m->to;
+			*m = f;
+		}
+		return;
+	}
+	const ring_peer *next = NULL;
+	if (n->cfg->lookup == RING_LOOKUP_SCALABLE)
+		next = closest_preceding(n, &in->key);
+	if (!next)
+		next = &n->succ[0]; /* nsucc > 0 here, or the key would be ours */
+	ring_msg *m = emit(n, o, RING_MSG_FIND_SUCC, next->addr);
+	if (!m)
+		return;
+	ring_addr to = m->to;
+	*m = *in;
+	m->to = to;
+	m->from = n->self;
+	m->hops = in->hops + 1;
+}
+
+static void start_lookup(ring_node *n, uint64_t now, const rn_id *key, uint8_t purpose,
+			 uint8_t finger, uint64_t req, ring_out *o)
+{
+	ring_msg m;
+	memset(&m, 0, sizeof m);
+	m.type = RING_MSG_FIND_SUCC;
+	m.purpose = purpose;
+	m.finger = finger;
+	m.origin = n->self;
+	m.from = n->self;
+	m.key = *key;
+	m.req = req;
+	m.result = no_peer;
+	route(n, now, &m, o);
+}
+
+void ring_lookup(ring_node *n, uint64_t now, const rn_id *key, uint64_t req, ring_out *o)
+{
+	start_lookup(n, now, key, RING_FOR_USER, 0, req, o);
+}
+
+/* Finger i resolved to r: every later finger whose start still falls in (self, r] has the
+ * same successor, so fill them all and move on to the first that does not. */
+static void finger_resolved(ring_node *n, unsigned i, const ring_peer *r)
+{
+	unsigned m = n->cfg->bits;
+	unsigned j = ring_finger_span(n, i, &r->id);
+	ring_set_fingers(n, i, j, r);
+	n->next_finger = (uint8_t)(j >= m ? 0 : j);
+}
+
+static void fix_fingers(ring_node *n, uint64_t now, ring_out *o)
+{
+	/* fingers inside (self, successor] resolve locally; stop at the first that needs the
+	 * network, or after one full pass */
+	for (unsigned guard = 0; guard < n->cfg->bits && !n->finger_pending; guard++) {
+		unsigned i = n->next_finger;
+		rn_id start;
+		ring_finger_start(n, i, &start);
+		n->finger_pending = 1;
+		n->finger_sent = now;
+		n->finger_req = ++n->req_seq;
+		start_lookup(n, now, &start, RING_FOR_FINGER, (uint8_t)i, n->finger_req, o);
+		if (n->next_finger == 0 && !n->finger_pending)
+			break;
+	}
+}
+
+static void on_found(ring_node *n, uint64_t now, const ring_msg *m, ring_out *o)
+{
+	switch (m->purpose) {
+	case RING_FOR_USER:
+		if (o->nevents < RING_OUT_EVENTS) {
+			ring_event *e = &o->events[o->nevents++];
+			memset(e, 0, sizeof *e);
+			e->type = RING_EV_LOOKUP_DONE;
+			e->ok = m->ok;
+			e->hops = m->hops;
+			e->req = m->req;
+			e->key = m->key;
+			e->result = m->result;
+		} else {
+			o->dropped++;
+		}
+		break;
+	case RING_FOR_JOIN:
+		if (!n->join_pending || m->req != n->join_req || !m->ok)
+			break;
+		n->join_pending = 0;
+		if (rn_id_eq(&m->result.id, &n->self.id) && m->result.addr != n->self.addr) {
+			event(o, RING_EV_ID_TAKEN, &m->result);
+			break;
+		}
+		ring_set_successors(n, &m->result, 1);
+		n->t_stab = now; /* stabilize at once to learn the successor list */
+		event(o, RING_EV_JOINED, &m->result);
+		break;
+	case RING_FOR_FINGER:
+		if (!n->finger_pending || m->req != n->finger_req)
+			break;
+		n->finger_pending = 0;
+		if (m->ok)
+			finger_resolved(n, m->finger, &m->result);
+		else
+			n->next_finger = (uint8_t)((m->finger + 1u) % n->cfg->bits);
+		break;
+	}
+}
+
+/* ---- lifecycle ---- */
+
+ring_node *ring_node_new(const ring_config *cfg, const rn_id *id, ring_addr self)
+{
+	ring_node *n = calloc(1, sizeof *n + cfg->successors * sizeof(ring_peer));
+	if (!n)
+		return NULL;
+	n->cfg = cfg;
+	n->self.id = *id;
+	rn_id_truncate(&n->self.id, cfg->bits);
+	n->self.addr = self;
+	n->pred = no_peer;
+	n->join_via = RING_ADDR_NONE;
+	if (runs_reserve(n, 1) < 0) {
+		ring_node_free(n);
+		return NULL;
+	}
+	n->runs[0] = no_peer;
+	n->run_lo[0] = 0;
+	n->nruns = 1;
+	return n;
+}
+
+void ring_node_free(ring_node *n)
+{
+	if (!n)
+		return;
+	free(n->runs);
+	free(n->run_lo);
+	free(n);
+}
+
+size_t ring_node_mem(const ring_node *n)
+{
+	return sizeof *n + n->cfg->successors * sizeof(ring_peer) +
+	       n->cap_runs * (sizeof(ring_peer) + 1);
+}
+
+static void schedule(ring_node *n, uint64_t now)
+{
+	n->t_stab = now;
+	n->t_fix = now + n->cfg->fix_fingers_ms;
+	n->t_check = now + n->cfg->check_pred_ms;
+}
+
+static uint64_t next_due(const ring_node *n)
+{
+	uint64_t w = UINT64_MAX;
+	const ring_config *c = n->cfg;
+	if (n->joined) {
+		w = n->t_stab < n->t_fix ? n->t_stab : n->t_fix;
+		if (n->t_check < w)
+			w = n->t_check;
+		if (n->stab_pending && n->stab_sent + c->rpc_timeout_ms < w)
+			w = n->stab_sent + c->rpc_timeout_ms;
+		if (n->ping_pending && n->ping_sent + c->rpc_timeout_ms < w)
+			w = n->ping_sent + c->rpc_timeout_ms;
+		if (n->finger_pending && n->finger_sent + c->rpc_timeout_ms < w)
+			w = n->finger_sent + c->rpc_timeout_ms;
+	} else if (n->join_via != RING_ADDR_NONE) {
+		w = n->join_sent + c->rpc_timeout_ms;
+	}
+	return w;
+}
+
+static void done(ring_node *n, ring_out *o)
+{
+	uint64_t w = next_due(n);
+	if (w < o->wake_at)
+		o->wake_at = w;
+}
+
+void ring_create(ring_node *n, uint64_t now, ring_out *o)
+{
+	n->nsucc = 0;
+	n->pred = no_peer;
+	n->joined = 1;
+	schedule(n, now);
+	done(n, o);
+}
+
+static void send_join(ring_node *n, uint64_t now, ring_out *o)
+{
+	ring_msg *m = emit(n, o, RING_MSG_FIND_SUCC, n->join_via);
+	n->join_pending = 1;
+	n->join_sent = now;
+	n->join_req = ++n->req_seq;
+	if (!m)
+		return;
+	m->purpose = RING_FOR_JOIN;
+	m->origin = n->self;
+	m->key = n->self.id;
+	m->req = n->join_req;
+}
+
+void ring_join(ring_node *n, uint64_t now, ring_addr bootstrap, ring_out *o)
+{
+	n->joined = 0;
+	n->nsucc = 0;
+	n->pred = no_peer;
+	n->join_via = bootstrap;
+	schedule(n, now);
+	send_join(n, now, o);
+	done(n, o);
+}
+
+void ring_leave(ring_node *n, uint64_t now, ring_out *o)
+{
+	(void)now;
+	if (!n->joined)
+		return;
+	ring_peer s = successor(n);
+	if (peer_valid(n, &s)) {
+		ring_msg *m = emit(n, o, RING_MSG_LEAVE, s.addr);
+		if (m)
+			m->result = n->pred;
+	}
+	if (peer_valid(n, &n->pred) && n->pred.addr != s.addr) {
+		size_t i = o->nmsgs;
+		ring_msg *m = emit(n, o, RING_MSG_LEAVE, n->pred.addr);
+		if (m) {
+			m->result = s;
+			unsigned k = n->nsucc > 1 ? n->nsucc - 1u : 0;
+			memcpy(o->peers[i], n->succ + 1, k * sizeof(ring_peer));
+			m->peers = o->peers[i];
+			m->npeers = (uint8_t)k;
+		}
+	}
+	n->joined = 0;
+	n->join_via = RING_ADDR_NONE;
+	n->nsucc = 0;
+	n->pred = no_peer;
+}
+
+/* ---- maintenance ---- */
+
+static void stabilize(ring_node *n, uint64_t now, ring_out *o)
+{
+	if (!n->nsucc) {
+		/* alone, or everyone we knew died: a predecessor that notified us is the way back */
+		refill_successor(n);
+		if (n->nsucc) {
+			ring_peer s = successor(n);
+			event(o, RING_EV_SUCC_CHANGED, &s);
+		}
+		return;
+	}
+	ring_msg *m = emit(n, o, RING_MSG_GET_PRED, n->succ[0].addr);
+	if (m) {
+		n->stab_pending = 1;
+		n->stab_sent = now;
+	}
+}
+
+static void on_pred_reply(ring_node *n, const ring_msg *m, ring_out *o)
+{
+	if (!n->nsucc || m->from.addr != n->succ[0].addr)
+		return; /* a stale answer from a successor we have since replaced */
+	n->stab_pending = 0;
+	ring_peer list[RING_MAX_SUCC + 2];
+	size_t k = 0;
+	const ring_peer *x = &m->result;
+	bool changed = peer_valid(n, x) && rn_id_in_oo(&x->id, &n->self.id, &n->succ[0].id);
+	if (changed) {
+		list[k++] = *x;
+		for (unsigned i = 0; i < n->nsucc && k < RING_MAX_SUCC; i++)
+			list[k++] = n->succ[i];
+	} else {
+		list[k++] = n->succ[0];
+		for (unsigned i = 0; i < m->npeers && k < RING_MAX_SUCC; i++)
+			list[k++] = m->peers[i];
+	}
+	ring_set_successors(n, list, k);
+	if (changed)
+		event(o, RING_EV_SUCC_CHANGED, &n->succ[0]);
+	ring_msg *nm = emit(n, o, RING_MSG_NOTIFY, n->succ[0].addr);
+	(void)nm;
+}
+
+static void on_notify(ring_node *n, const ring_msg *m, ring_out *o)
+{
+	const ring_peer *x = &m->from;
+	if (!peer_valid(n, x) || !n->joined)
+		return;
+	if (n->pred.addr == RING_ADDR_NONE || rn_id_in_oo(&x->id, &n->pred.id, &n->self.id)) {
+		n->pred = *x;
+		n->ping_pending = 0;
+		event(o, RING_EV_PRED_CHANGED, &n->pred);
+	}
+	if (!n->nsucc) { /* the first other node of a ring of one */
+		ring_set_successors(n, x, 1);
+		event(o, RING_EV_SUCC_CHANGED, x);
+	}
+}
+
+static void on_leave(ring_node *n, const ring_msg *m, ring_out *o)
+{
+	ring_addr leaver = m->from.addr;
+	if (n->pred.addr == leaver) {
+		n->pred = peer_valid(n, &m->result) ? m->result : no_peer;
+		n->ping_pending = 0;
+		event(o, RING_EV_PRED_CHANGED, &n->pred);
+	}
+	if (n->nsucc && n->succ[0].addr == leaver) {
+		ring_peer list[RING_MAX_SUCC + 1];
+		size_t k = 0;
+		if (peer_valid(n, &m->result))
+			list[k++] = m->result;
+		for (unsigned i = 0; i < m->npeers && k < RING_MAX_SUCC; i++)
+			list[k++] = m->peers[i];
+		ring_set_successors(n, list, k);
+		forget(n, leaver, o);
+		if (!n->nsucc)
+			refill_successor(n);
+		ring_peer s = successor(n);
+		event(o, RING_EV_SUCC_CHANGED, &s);
+		return;
+	}
+	forget(n, leaver, o);
+}
+
+void ring_on_msg(ring_node *n, uint64_t now, const ring_msg *m, ring_out *o)
+{
+	switch (m->type) {
+	case RING_MSG_FIND_SUCC:
+		if (n->joined)
+			route(n, now, m, o);
+		break; /* a node not yet in a ring cannot route; the asker will time out */
+	case RING_MSG_FOUND:
+		on_found(n, now, m, o);
+		break;
+	case RING_MSG_GET_PRED: {
+		size_t i = o->nmsgs;
+		ring_msg *r = emit(n, o, RING_MSG_PRED_REPLY, m->from.addr);
+		if (r) {
+			r->result = n->pred;
+			memcpy(o->peers[i], n->succ, n->nsucc * sizeof(ring_peer));
+			r->peers = o->peers[i];
+			r->npeers = n->nsucc;
+		}
+		break;
+	}
+	case RING_MSG_PRED_REPLY:
+		on_pred_reply(n, m, o);
+		break;
+	case RING_MSG_NOTIFY:
+		on_notify(n, m, o);
+		break;
+	case RING_MSG_PING:
+		emit(n, o, RING_MSG_PONG, m->from.addr);
+		break;
+	case RING_MSG_PONG:
+		if (m->from.addr == n->pred.addr)
+			n->ping_pending = 0;
+		break;
+	case RING_MSG_LEAVE:
+		on_leave(n, m, o);
+		break;
+	default:
+		break; /* unknown types are ignored: newer peers may speak more */
+	}
+	done(n, o);
+}
+
+void ring_on_unreachable(ring_node *n, uint64_t now, const ring_msg *m, ring_out *o)
+{
+	forget(n, m->to, o);
+	switch (m->type) {
+	case RING_MSG_FIND_SUCC:
+		if (m->purpose == RING_FOR_JOIN && m->origin.addr == n->self.addr) {
+			n->join_pending = 0; /* retried from ring_tick */
+			break;
+		}
+		if (n->joined) {
+			ring_msg again = *m;
+			again.hops = m->hops ? m->hops - 1 : 0; /* the failed attempt was no hop */
+			route(n, now, &again, o);
+		}
+		break;
+	case RING_MSG_GET_PRED:
+		n->stab_pending = 0;
+		break;
+	case RING_MSG_PING:
+		n->ping_pending = 0;
+		break;
+	default:
+		break;
+	}
+	done(n, o);
+}
+
+void ring_tick(ring_node *n, uint64_t now, ring_out *o)
+{
+	const ring_config *c = n->cfg;
+	if (!n->joined) {
+		if (n->join_via != RING_ADDR_NONE && now >= n->join_sent + c->rpc_timeout_ms)
+			send_join(n, now, o);
+		done(n, o);
+		return;
+	}
+	if (n->stab_pending && now >= n->stab_sent + c->rpc_timeout_ms && n->nsucc)
+		forget(n, n->succ[0].addr, o); /* the successor stopped answering */
+	if (n->ping_pending && now >= n->ping_sent + c->rpc_timeout_ms) {
+		n->ping_pending = 0;
+		n->pred = no_peer;
+		event(o, RING_EV_PRED_CHANGED, &n->pred);
+	}
+	if (n->finger_pending && now >= n->finger_sent + c->rpc_timeout_ms) {
+		n->finger_pending = 0;
+		n->next_finger = (uint8_t)((n->next_finger + 1u) % c->bits);
+	}
+	if (now >= n->t_stab) {
+		n->t_stab = now + c->stabilize_ms;
+		if (!n->stab_pending)
+			stabilize(n, now, o);
+	}
+	if (now >= n->t_fix) {
+		n->t_fix = now + c->fix_fingers_ms;
+		fix_fingers(n, now, o);
+	}
+	if (now >= n->t_check) {
+		n->t_check = now + c->check_pred_ms;
+		if (!n->ping_pending && peer_valid(n, &n->pred)) {
+			if (emit(n, o, RING_MSG_PING, n->pred.addr)) {
+				n->ping_pending = 1;
+				n->ping_sent = now;
+			}
+		}
+	}
+	done(n, o);
+}
+
+/* ---- accessors ---- */
+
+const rn_id *ring_self_id(const ring_node *n) { return &n->self.id; }
+ring_addr ring_self_addr(const ring_node *n) { return n->self.addr; }
+bool ring_joined(const ring_node *n) { return n->joined; }
+ring_peer ring_successor(const ring_node *n) { return successor(n); }
+ring_peer ring_predecessor(const ring_node *n) { return n->pred; }
+
+size_t ring_successors(const ring_node *n, ring_peer *out, size_t max)
+{
+	size_t k = n->nsucc < max ? n->nsucc : max;
+	memcpy(out, n->succ, k * sizeof *out);
+	return k;
+}

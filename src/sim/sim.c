@@ -1,0 +1,919 @@
+/* sim.c — see sim.h.
+ *
+ * Node i has ring_addr i. Every message a core emits becomes one DELIVER event after a
+ * random latency; a message to a dead node comes back to its sender as an UNREACHABLE
+ * notice after the connect timeout, which is the driver contract of ring.h. Each node has
+ * at most one live TICK event (tick_at[i]); earlier wake-ups push a new one and the stale
+ * one is skipped when it pops. */
+#include "sim.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../lib/err.h"
+#include "../lib/rng.h"
+
+enum { EV_DELIVER, EV_UNREACH, EV_TICK, EV_ISSUE, EV_JOIN, EV_CHECK, EV_CHURN_JOIN, EV_CHURN_FAIL };
+
+#define CONNECT_TIMEOUT_MS 1000
+#define CHECK_EVERY_MS 1000
+
+typedef struct {
+	uint64_t t;
+	uint64_t seq;
+	uint32_t kind;
+	uint32_t ref;
+} ev;
+
+typedef struct {
+	ring_msg m;
+	uint32_t sender;
+	uint32_t next_free;
+} slot;
+
+typedef struct {
+	const sim_params *p;
+	sim_result *r;
+	ring_config cfg;
+	rn_rng rng;
+	uint64_t now, seq;
+	/* events */
+	ev *heap;
+	size_t nheap, capheap;
+	/* messages in flight */
+	slot *slots;
+	uint32_t nslots, capslots, free_slot;
+	/* nodes */
+	uint32_t n, cap;
+	ring_node **node;
+	uint8_t *alive;
+	uint64_t *tick_at;
+	uint32_t *issued;
+	bool maintain;
+	/* oracle: live nodes sorted by id */
+	ring_peer *live;
+	uint32_t nlive;
+	/* joined nodes (bootstrap candidates) */
+	uint32_t *joined;
+	uint32_t njoined;
+	/* lookups */
+	bool lookups_on;
+	uint64_t lookups_total, lookups_done, next_req;
+	uint64_t lookups_start;
+	uint32_t *issue_ms; /* by req: virtual issue time minus lookups_start */
+	uint64_t *hops_hist;
+	uint32_t hist_len;
+	double latency_sum;
+	uint64_t hops_sum;
+	bool churn_on;
+	ring_out out;
+} sim;
+
+/* ---- heap ---- */
+
+static bool ev_less(const ev *a, const ev *b) { return a->t < b->t || (a->t == b->t && a->seq < b->seq); }
+
+static int push(sim *s, uint64_t t, uint32_t kind, uint32_t ref)
+{
+	if (s->nheap == s->capheap) {
+		size_t cap = s->capheap ? s->capheap * 2 : 1024;
+		ev *h = realloc(s->heap, cap * sizeof *h);
+		if (!h)
+			return RN_ENOMEM;
+		s->heap = h;
+		s->capheap = cap;
+	}
+	ev e = {t, s->seq++, kind, ref};
+	size_t i = s->nheap++;
+	while (i) {
+		size_t up = (i - 1) / 2;
+		if (!ev_less(&e, &s->heap[up]))
+			break;
+		s->heap[i] = s->heap[up];
+		i = up;
+	}
+	s->heap[i] = e;
+	return 0;
+}
+
+static ev pop(sim *s)
+{
+	ev top = s->heap[0];
+	ev last = s->heap[--s->nheap];
+	size_t i = 0, n = s->nheap;
+	for (;;) {
+		size_t c = 2 * i + 1;
+		if (c >= n)
+			break;
+		if (c + 1 < n && ev_less(&s->heap[c + 1], &s->heap[c]))
+			c++;
+		if (!ev_less(&s->heap[c], &last))
+			break;
+		s->heap[i] = s->heap[c];
+		i = c;
+	}
+	if (n)
+		s->heap[i] = last;
+	return top;
+}
+
+/* ---- oracle ---- */
+
+static int peer_cmp(const void *a, const void *b)
+{
+	return rn_id_cmp(&((const ring_peer *)a)->id, &((const ring_peer *)b)->id);
+}
+
+/* index in live[] of the first id >= key (wrapping to 0) */
+static uint32_t live_lower(const sim *s, const rn_id *key)
+{
+	uint32_t lo = 0, hi = s->nlive;
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo) / 2;
+		if (rn_id_cmp(&s->live[mid].id, key) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo == s->nlive ? 0 : lo;
+}
+
+static const ring_peer *true_succ(const sim *s, const rn_id *key) { return &s->live[live_lower(s, key)]; }
+
+static void live_insert(sim *s, const ring_peer *p)
+{
+	uint32_t i = s->nlive ? live_lower(s, &p->id) : 0;
+	if (s->nlive && i == 0 && rn_id_cmp(&s->live[0].id, &p->id) < 0)
+		i = s->nlive;
+	memmove(&s->live[i + 1], &s->live[i], (s->nlive - i) * sizeof *s->live);
+	s->live[i] = *p;
+	s->nlive++;
+}
+
+static void live_remove(sim *s, const ring_peer *p)
+{
+	uint32_t i = live_lower(s, &p->id);
+	if (s->nlive && s->live[i].addr == p->addr) {
+		memmove(&s->live[i], &s->live[i + 1], (s->nlive - i - 1) * sizeof *s->live);
+		s->nlive--;
+	}
+}
+
+/* ---- nodes ---- */
+
+static bool id_taken(const sim *s, const rn_id *id)
+{
+	if (!s->nlive)
+		return false;
+	return rn_id_eq(&s->live[live_lower(s, id)].id, id);
+}
+
+static int grow_nodes(sim *s, uint32_t want)
+{
+	if (want <= s->cap)
+		return 0;
+	uint32_t cap = s->cap ? s->cap : 16;
+	while (cap < want)
+		cap *= 2;
+#define GROW(f)                                                                                    \
+	do {                                                                                       \
+		void *q = realloc(s->f, (size_t)cap * sizeof *s->f);                              \
+		if (!q)                                                                            \
+			return RN_ENOMEM;                                                          \
+		s->f = q;                                                                          \
+	} while (0)
+	GROW(node);
+	GROW(alive);
+	GROW(tick_at);
+	GROW(issued);
+	GROW(live);
+	GROW(joined);
+#undef GROW
+	s->cap = cap;
+	return 0;
+}
+
+/* A new node with a fresh id not used by any live node (ids are positions on the ring). */
+static int add_node(sim *s, const rn_id *fixed)
+{
+	int rc = grow_nodes(s, s->n + 1);
+	if (rc < 0)
+		return rc;
+	rn_id id;
+	if (fixed)
+		id = *fixed;
+	else
+		do
+			rn_id_random(&id, &s->rng, s->cfg.bits);
+		while (id_taken(s, &id));
+	uint32_t i = s->n;
+	s->node[i] = ring_node_new(&s->cfg, &id, i);
+	if (!s->node[i])
+		return RN_ENOMEM;
+	s->alive[i] = 1;
+	s->tick_at[i] = UINT64_MAX;
+	s->issued[i] = 0;
+	s->n++;
+	ring_peer p = {id, i};
+	live_insert(s, &p);
+	return 0;
+}
+
+/* Distinct random ids for n nodes: on a small ring, a random subset of all positions. */
+static int make_ids(sim *s, uint32_t n, rn_id **out)
+{
+	rn_id *ids = malloc((size_t)n * sizeof *ids);
+	if (!ids)
+		return RN_ENOMEM;
+	unsigned m = s->cfg.bits;
+	if (m <= 24) {
+		uint32_t space = 1u << m;
+		uint32_t *pos = malloc((size_t)space * sizeof *pos);
+		if (!pos) {
+			free(ids);
+			return RN_ENOMEM;
+		}
+		for (uint32_t i = 0; i < space; i++)
+			pos[i] = i;
+		for (uint32_t i = 0; i < n; i++) {
+			uint32_t j = i + (uint32_t)rn_rng_below(&s->rng, space - i);
+			uint32_t t = pos[i];
+			pos[i] = pos[j];
+			pos[j] = t;
+			rn_id_from_u64(&ids[i], pos[i], m);
+		}
+		free(pos);
+	} else {
+		/* 2^25 positions or more: draw, sort, redraw the few duplicates */
+		for (uint32_t i = 0; i < n; i++)
+			rn_id_random(&ids[i], &s->rng, m);
+		for (;;) {
+			ring_peer *tmp = malloc((size_t)n * sizeof *tmp);
+			if (!tmp) {
+				free(ids);
+				return RN_ENOMEM;
+			}
+			for (uint32_t i = 0; i < n; i++) {
+				tmp[i].id = ids[i];
+				tmp[i].addr = i;
+			}
+			qsort(tmp, n, sizeof *tmp, peer_cmp);
+			uint32_t dups = 0;
+			for (uint32_t i = 1; i < n; i++)
+				if (rn_id_eq(&tmp[i].id, &tmp[i - 1].id)) {
+					rn_id_random(&ids[tmp[i].addr], &s->rng, m);
+					dups++;
+				}
+			free(tmp);
+			if (!dups)
+				break;
+		}
+	}
+	*out = ids;
+	return 0;
+}
+
+static void kill_node(sim *s, uint32_t i)
+{
+	if (!s->alive[i])
+		return;
+	s->alive[i] = 0;
+	ring_peer p = {*ring_self_id(s->node[i]), i};
+	live_remove(s, &p);
+	s->r->failures++;
+}
+
+/* ---- driving the cores ---- */
+
+static void lookup_done(sim *s, uint32_t origin, const ring_event *e);
+
+static int drain(sim *s, uint32_t from)
+{
+	ring_out *o = &s->out;
+	for (size_t k = 0; k < o->nmsgs; k++) {
+		const ring_msg *m = &o->msgs[k];
+		uint32_t id;
+		if (s->free_slot != UINT32_MAX) {
+			id = s->free_slot;
+			s->free_slot = s->slots[id].next_free;
+		} else {
+			if (s->nslots == s->capslots) {
+				uint32_t cap = s->capslots ? s->capslots * 2 : 1024;
+				slot *q = realloc(s->slots, (size_t)cap * sizeof *q);
+				if (!q)
+					return RN_ENOMEM;
+				s->slots = q;
+				s->capslots = cap;
+			}
+			id = s->nslots++;
+		}
+		slot *sl = &s->slots[id];
+		sl->m = *m;
+		sl->sender = from;
+		if (m->npeers) {
+			ring_peer *copy = malloc(m->npeers * sizeof *copy);
+			if (!copy)
+				return RN_ENOMEM;
+			memcpy(copy, m->peers, m->npeers * sizeof *copy);
+			sl->m.peers = copy;
+		} else {
+			sl->m.peers = NULL;
+		}
+		s->r->messages++;
+		uint64_t t;
+		int kind;
+		if (m->to < s->n && s->alive[m->to]) {
+			uint32_t span = s->p->latency_max_ms - s->p->latency_min_ms + 1;
+			t = s->now + s->p->latency_min_ms + rn_rng_below(&s->rng, span);
+			kind = EV_DELIVER;
+		} else {
+			t = s->now + CONNECT_TIMEOUT_MS;
+			kind = EV_UNREACH;
+		}
+		int rc = push(s, t, (uint32_t)kind, id);
+		if (rc < 0)
+			return rc;
+	}
+	for (size_t k = 0; k < o->nevents; k++) {
+		const ring_event *e = &o->events[k];
+		if (e->type == RING_EV_LOOKUP_DONE)
+			lookup_done(s, from, e);
+		else if (e->type == RING_EV_JOINED)
+			s->joined[s->njoined++] = from;
+	}
+	if (s->maintain && o->wake_at < s->tick_at[from]) {
+		s->tick_at[from] = o->wake_at;
+		int rc = push(s, o->wake_at, EV_TICK, from);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
+static void free_slot(sim *s, uint32_t id)
+{
+	free((void *)s->slots[id].m.peers);
+	s->slots[id].m.peers = NULL;
+	s->slots[id].next_free = s->free_slot;
+	s->free_slot = id;
+}
+
+static void lookup_done(sim *s, uint32_t origin, const ring_event *e)
+{
+	(void)origin;
+	if (!s->lookups_on || e->req >= s->lookups_total)
+		return;
+	s->lookups_done++;
+	const ring_peer *want = true_succ(s, &e->key);
+	bool ok = e->ok && e->result.addr == want->addr;
+	if (!ok)
+		s->r->failed_lookups++;
+	uint32_t h = e->hops < s->hist_len ? e->hops : s->hist_len - 1;
+	s->hops_hist[h]++;
+	s->hops_sum += e->hops;
+	s->latency_sum += (double)(s->now - s->lookups_start - s->issue_ms[e->req]);
+}
+
+/* ---- experiments ---- */
+
+static int build_static(sim *s)
+{
+	rn_id *ids;
+	int rc = make_ids(s, s->p->nodes, &ids);
+	if (rc < 0)
+		return rc;
+	rc = grow_nodes(s, s->p->nodes);
+	for (uint32_t i = 0; i < s->p->nodes && rc == 0; i++) {
+		/* ids are distinct by construction: skip add_node's search */
+		s->node[i] = ring_node_new(&s->cfg, &ids[i], i);
+		if (!s->node[i])
+			rc = RN_ENOMEM;
+		s->alive[i] = 1;
+		s->tick_at[i] = UINT64_MAX;
+		s->issued[i] = 0;
+		s->live[i].id = ids[i];
+		s->live[i].addr = i;
+		s->n = i + 1;
+	}
+	free(ids);
+	if (rc < 0)
+		return rc;
+	s->nlive = s->n;
+	qsort(s->live, s->nlive, sizeof *s->live, peer_cmp);
+	unsigned m = s->cfg.bits, r = s->cfg.successors;
+	ring_peer succ[RING_MAX_SUCC];
+	for (uint32_t k = 0; k < s->nlive; k++) {
+		ring_node *nd = s->node[s->live[k].addr];
+		size_t c = 0;
+		for (unsigned j = 1; j <= r && j < s->nlive; j++)
+			succ[c++] = s->live[(k + j) % s->nlive];
+		ring_set_successors(nd, succ, c);
+		if (s->nlive > 1)
+			ring_set_predecessor(nd, &s->live[(k + s->nlive - 1) % s->nlive]);
+		for (unsigned i = 0; i < m;) {
+			rn_id start;
+			ring_finger_start(nd, i, &start);
+			const ring_peer *f = true_succ(s, &start);
+			unsigned j = ring_finger_span(nd, i, &f->id);
+			ring_set_fingers(nd, i, j, f);
+			i = j;
+		}
+	}
+	return 0;
+}
+
+/* Is every live node's successor, predecessor and finger table what the oracle says? */
+static bool ring_correct(sim *s)
+{
+	for (uint32_t k = 0; k < s->nlive; k++) {
+		uint32_t i = s->live[k].addr;
+		ring_node *nd = s->node[i];
+		if (!ring_joined(nd))
+			return false;
+		const ring_peer *ts = &s->live[(k + 1) % s->nlive];
+		const ring_peer *tp = &s->live[(k + s->nlive - 1) % s->nlive];
+		ring_peer succ = ring_successor(nd), pred = ring_predecessor(nd);
+		if (s->nlive > 1 && (succ.addr != ts->addr || pred.addr != tp->addr))
+			return false;
+	}
+	for (uint32_t k = 0; k < s->nlive; k++) {
+		ring_node *nd = s->node[s->live[k].addr];
+		for (unsigned i = 0; i < s->cfg.bits;) {
+			rn_id start;
+			ring_finger_start(nd, i, &start);
+			const ring_peer *f = true_succ(s, &start);
+			unsigned j = ring_finger_span(nd, i, &f->id);
+			/* fingers [i, j) must all be f: check both ends of the span */
+			ring_peer a = ring_finger(nd, i), b = ring_finger(nd, j - 1);
+			bool self = f->addr == (uint32_t)s->live[k].addr;
+			if (!self && (a.addr != f->addr || b.addr != f->addr))
+				return false;
+			i = j;
+		}
+	}
+	return true;
+}
+
+static int step_node(sim *s, uint32_t i, int (*fn)(sim *, uint32_t, void *), void *arg)
+{
+	ring_out_reset(&s->out);
+	int rc = fn(s, i, arg);
+	if (rc < 0)
+		return rc;
+	if (s->out.dropped)
+		fprintf(stderr, "sim: node %u: core output overflow\n", i);
+	return drain(s, i);
+}
+
+static int do_msg(sim *s, uint32_t i, void *arg)
+{
+	ring_on_msg(s->node[i], s->now, arg, &s->out);
+	return 0;
+}
+static int do_unreach(sim *s, uint32_t i, void *arg)
+{
+	ring_on_unreachable(s->node[i], s->now, arg, &s->out);
+	return 0;
+}
+static int do_tick(sim *s, uint32_t i, void *arg)
+{
+	(void)arg;
+	ring_tick(s->node[i], s->now, &s->out);
+	return 0;
+}
+static int do_create(sim *s, uint32_t i, void *arg)
+{
+	(void)arg;
+	ring_create(s->node[i], s->now, &s->out);
+	s->joined[s->njoined++] = i;
+	return 0;
+}
+static int do_join(sim *s, uint32_t i, void *arg)
+{
+	ring_join(s->node[i], s->now, *(ring_addr *)arg, &s->out);
+	return 0;
+}
+static int do_lookup(sim *s, uint32_t i, void *arg)
+{
+	(void)arg;
+	rn_id key;
+	rn_id_random(&key, &s->rng, s->cfg.bits);
+	uint64_t req = s->next_req++;
+	s->issue_ms[req] = (uint32_t)(s->now - s->lookups_start);
+	ring_lookup(s->node[i], s->now, &key, req, &s->out);
+	return 0;
+}
+
+static uint32_t random_joined(sim *s)
+{
+	for (;;) {
+		uint32_t k = (uint32_t)rn_rng_below(&s->rng, s->njoined);
+		uint32_t i = s->joined[k];
+		if (s->alive[i])
+			return i;
+		s->joined[k] = s->joined[--s->njoined]; /* drop the dead */
+		if (!s->njoined)
+			return UINT32_MAX;
+	}
+}
+
+static int handle(sim *s, const ev *e)
+{
+	switch (e->kind) {
+	case EV_DELIVER: {
+		slot *sl = &s->slots[e->ref];
+		uint32_t to = sl->m.to;
+		int rc = 0;
+		if (s->alive[to]) {
+			ring_msg m = sl->m;
+			rc = step_node(s, to, do_msg, &m);
+		} else if (s->alive[sl->sender]) {
+			/* died while the message was on the wire */
+			rc = push(s, s->now + CONNECT_TIMEOUT_MS, EV_UNREACH, e->ref);
+			return rc;
+		}
+		free_slot(s, e->ref);
+		return rc;
+	}
+	case EV_UNREACH: {
+		slot *sl = &s->slots[e->ref];
+		int rc = 0;
+		s->r->timeouts++;
+		if (s->alive[sl->sender]) {
+			ring_msg m = sl->m;
+			rc = step_node(s, sl->sender, do_unreach, &m);
+		}
+		free_slot(s, e->ref);
+		return rc;
+	}
+	case EV_TICK:
+		if (!s->alive[e->ref] || s->tick_at[e->ref] != e->t || !s->maintain)
+			return 0;
+		s->tick_at[e->ref] = UINT64_MAX;
+		return step_node(s, e->ref, do_tick, NULL);
+	case EV_ISSUE: {
+		uint32_t i = e->ref;
+		if (!s->alive[i] || s->issued[i] >= s->p->requests || s->next_req >= s->lookups_total)
+			return 0;
+		s->issued[i]++;
+		int rc = step_node(s, i, do_lookup, NULL);
+		if (rc == 0 && s->issued[i] < s->p->requests)
+			rc = push(s, s->now + 1000, EV_ISSUE, i);
+		return rc;
+	}
+	case EV_JOIN: {
+		uint32_t i = e->ref;
+		if (!s->njoined)
+			return step_node(s, i, do_create, NULL);
+		ring_addr via = random_joined(s);
+		if (via == UINT32_MAX)
+			return step_node(s, i, do_create, NULL);
+		return step_node(s, i, do_join, &via);
+	}
+	case EV_CHURN_JOIN: {
+		int rc = add_node(s, NULL);
+		if (rc < 0)
+			return rc;
+		s->r->joins++;
+		ring_addr via = random_joined(s);
+		if (via != UINT32_MAX)
+			rc = step_node(s, s->n - 1, do_join, &via);
+		if (rc == 0)
+			rc = push(s, s->now + (uint64_t)rn_rng_exp(&s->rng, 1000.0 / s->p->churn) + 1,
+				  EV_CHURN_JOIN, 0);
+		return rc;
+	}
+	case EV_CHURN_FAIL: {
+		if (s->nlive > 1) {
+			uint32_t k = (uint32_t)rn_rng_below(&s->rng, s->nlive);
+			kill_node(s, s->live[k].addr);
+		}
+		return push(s, s->now + (uint64_t)rn_rng_exp(&s->rng, 1000.0 / s->p->churn) + 1,
+			    EV_CHURN_FAIL, 0);
+	}
+	default:
+		return 0;
+	}
+}
+
+/* Run events until done() says stop, the heap runs dry, or time runs out. */
+static int run_until(sim *s, bool (*stop)(sim *), uint64_t deadline)
+{
+	uint64_t next_check = s->now + CHECK_EVERY_MS;
+	while (s->nheap && !stop(s)) {
+		if (s->heap[0].t > deadline)
+			return 0;
+		ev e = pop(s);
+		s->now = e.t;
+		s->r->events++;
+		int rc = handle(s, &e);
+		if (rc < 0)
+			return rc;
+		if (s->now >= next_check) {
+			next_check = s->now + CHECK_EVERY_MS;
+			if (stop(s))
+				break;
+		}
+	}
+	return 0;
+}
+
+static bool never(sim *s)
+{
+	(void)s;
+	return false;
+}
+
+static bool lookups_finished(sim *s) { return s->lookups_done >= s->lookups_total; }
+
+static double now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static int build_join(sim *s)
+{
+	uint32_t n = s->p->nodes;
+	rn_id *ids;
+	int rc = make_ids(s, n, &ids);
+	if (rc < 0)
+		return rc;
+	s->maintain = true;
+	double t = 0;
+	for (uint32_t i = 0; i < n && rc == 0; i++) {
+		rc = add_node(s, &ids[i]);
+		if (rc == 0)
+			rc = push(s, (uint64_t)t, EV_JOIN, i);
+		t += rn_rng_exp(&s->rng, 1000.0 / s->p->join_rate);
+	}
+	free(ids);
+	if (rc < 0)
+		return rc;
+	/* run until every node joined, then check the ring once per virtual second */
+	uint64_t limit = s->p->max_virtual_ms;
+	while (s->now < limit && s->nheap) {
+		uint64_t until = s->now + CHECK_EVERY_MS;
+		rc = run_until(s, never, until);
+		if (rc < 0)
+			return rc;
+		s->now = until;
+		if (s->njoined >= n && ring_correct(s)) {
+			s->r->converged = true;
+			s->r->converge_ms = s->now;
+			return 0;
+		}
+	}
+	return 0;
+}
+
+static void load_figures(sim *s)
+{
+	const sim_params *p = s->p;
+	uint64_t nv = (uint64_t)p->nodes * p->vnodes;
+	ring_peer *v = malloc(nv * sizeof *v);
+	uint64_t *count = calloc(p->nodes, sizeof *count);
+	if (!v || !count) {
+		free(v);
+		free(count);
+		return;
+	}
+	rn_rng rng;
+	rn_rng_seed(&rng, p->seed ^ 0x6b657973ull); /* its own stream: independent of the rest */
+	for (uint64_t i = 0; i < nv; i++) {
+		rn_id_random(&v[i].id, &rng, s->cfg.bits);
+		v[i].addr = (uint32_t)(i / p->vnodes);
+	}
+	qsort(v, nv, sizeof *v, peer_cmp);
+	for (uint64_t k = 0; k < p->keys; k++) {
+		rn_id key;
+		rn_id_random(&key, &rng, s->cfg.bits);
+		uint64_t lo = 0, hi = nv;
+		while (lo < hi) {
+			uint64_t mid = lo + (hi - lo) / 2;
+			if (rn_id_cmp(&v[mid].id, &key) < 0)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		count[v[lo == nv ? 0 : lo].addr]++;
+	}
+	/* percentiles by counting sort over the key counts */
+	uint64_t maxc = 0;
+	for (uint32_t i = 0; i < p->nodes; i++)
+		if (count[i] > maxc)
+			maxc = count[i];
+	uint64_t *hist = calloc(maxc + 1, sizeof *hist);
+	if (hist) {
+		for (uint32_t i = 0; i < p->nodes; i++)
+			hist[count[i]]++;
+		uint64_t p1 = (uint64_t)ceil(0.01 * p->nodes), p99 = (uint64_t)ceil(0.99 * p->nodes);
+		uint64_t acc = 0;
+		bool got1 = false, got99 = false;
+		for (uint64_t c = 0; c <= maxc; c++) {
+			acc += hist[c];
+			if (!got1 && acc >= p1) {
+				s->r->keys_p1 = (double)c;
+				got1 = true;
+			}
+			if (!got99 && acc >= p99) {
+				s->r->keys_p99 = (double)c;
+				got99 = true;
+			}
+		}
+		free(hist);
+	}
+	s->r->keys_mean = (double)p->keys / p->nodes;
+	s->r->keys_max = (double)maxc;
+	free(v);
+	free(count);
+}
+
+void sim_params_default(sim_params *p)
+{
+	memset(p, 0, sizeof *p);
+	p->nodes = 1000;
+	p->requests = 100;
+	p->lookup = RING_LOOKUP_SCALABLE;
+	p->bits = 160;
+	p->successors = 8;
+	p->bootstrap = SIM_BOOT_STATIC;
+	p->vnodes = 1;
+	p->seed = 1;
+	p->latency_min_ms = 10;
+	p->latency_max_ms = 50;
+	p->join_rate = 2000;
+	p->max_virtual_ms = 24ull * 3600 * 1000;
+}
+
+int sim_params_check(const sim_params *p, char *err, size_t len)
+{
+#define BAD(...)                                                                                   \
+	do {                                                                                       \
+		snprintf(err, len, __VA_ARGS__);                                                   \
+		return RN_EINVAL;                                                                  \
+	} while (0)
+	if (p->nodes < 1)
+		BAD("--nodes must be at least 1");
+	if (p->bits < 1 || p->bits > 160)
+		BAD("--bits must be between 1 and 160");
+	if (p->bits < 32 && p->nodes > (1ull << p->bits))
+		BAD("--nodes %u do not fit on a %u-bit ring (at most %llu positions)", p->nodes,
+		    p->bits, 1ull << p->bits);
+	if (p->successors < 1 || p->successors > RING_MAX_SUCC)
+		BAD("--successors must be between 1 and %d", RING_MAX_SUCC);
+	if (!(p->fail >= 0 && p->fail <= 1))
+		BAD("--fail must be a fraction between 0 and 1");
+	if (!(p->churn >= 0 && p->churn <= 1e6))
+		BAD("--churn must be a rate between 0 and 1000000 per second");
+	if (p->vnodes < 1 || p->vnodes > 1024)
+		BAD("--vnodes must be between 1 and 1024");
+	if ((uint64_t)p->nodes * p->requests > 4000000000ull)
+		BAD("--nodes x --requests is over 4e9 lookups");
+	if (p->latency_min_ms > p->latency_max_ms)
+		BAD("latency range is empty");
+	if (p->join_rate < 1)
+		BAD("--join-rate must be at least 1");
+	return 0;
+#undef BAD
+}
+
+int sim_run(const sim_params *p, sim_result *r)
+{
+	memset(r, 0, sizeof *r);
+	sim s;
+	memset(&s, 0, sizeof s);
+	s.p = p;
+	s.r = r;
+	s.free_slot = UINT32_MAX;
+	ring_config_default(&s.cfg);
+	s.cfg.bits = p->bits;
+	s.cfg.successors = p->successors;
+	s.cfg.lookup = p->lookup;
+	s.cfg.max_hops = p->nodes * 2u + 64u > s.cfg.max_hops ? p->nodes * 2u + 64u : s.cfg.max_hops;
+	rn_rng_seed(&s.rng, p->seed);
+	double t0 = now_ms();
+	int rc = p->bootstrap == SIM_BOOT_STATIC ? build_static(&s) : build_join(&s);
+	r->build_wall_ms = now_ms() - t0;
+	if (rc < 0)
+		goto out;
+
+	if (p->fail > 0) {
+		uint32_t kill = (uint32_t)floor(p->fail * s.n + 0.5);
+		if (kill >= s.n)
+			kill = s.n - 1; /* someone must be left to ask */
+		/* choose victims by a partial shuffle of the live list */
+		uint32_t *idx = malloc((size_t)s.n * sizeof *idx);
+		if (!idx) {
+			rc = RN_ENOMEM;
+			goto out;
+		}
+		for (uint32_t i = 0; i < s.n; i++)
+			idx[i] = i;
+		for (uint32_t i = 0; i < kill; i++) {
+			uint32_t j = i + (uint32_t)rn_rng_below(&s.rng, s.n - i);
+			uint32_t t = idx[i];
+			idx[i] = idx[j];
+			idx[j] = t;
+		}
+		/* the oracle keeps the dead: a key whose holder died is a failed lookup */
+		for (uint32_t i = 0; i < kill; i++)
+			s.alive[idx[i]] = 0;
+		free(idx);
+		r->failures = kill;
+		s.maintain = false; /* no stabilization between the failure and the lookups */
+	}
+	if (p->churn > 0) {
+		s.maintain = true;
+		s.churn_on = true;
+		for (uint32_t i = 0; i < s.n; i++)
+			if (s.alive[i] && s.tick_at[i] == UINT64_MAX) {
+				s.tick_at[i] = s.now + rn_rng_below(&s.rng, 1000);
+				if ((rc = push(&s, s.tick_at[i], EV_TICK, i)) < 0)
+					goto out;
+			}
+		if ((rc = push(&s, s.now + (uint64_t)rn_rng_exp(&s.rng, 1000.0 / p->churn), EV_CHURN_JOIN,
+			       0)) < 0 ||
+		    (rc = push(&s, s.now + (uint64_t)rn_rng_exp(&s.rng, 1000.0 / p->churn), EV_CHURN_FAIL,
+			       0)) < 0)
+			goto out;
+	}
+
+	/* lookups: every live node asks requests keys, one per virtual second */
+	uint64_t live = 0;
+	for (uint32_t i = 0; i < s.n; i++)
+		live += s.alive[i];
+	s.lookups_total = live * p->requests;
+	s.hist_len = s.cfg.max_hops + 2;
+	s.hops_hist = calloc(s.hist_len, sizeof *s.hops_hist);
+	s.issue_ms = malloc((s.lookups_total ? s.lookups_total : 1) * sizeof *s.issue_ms);
+	if (!s.hops_hist || !s.issue_ms) {
+		rc = RN_ENOMEM;
+		goto out;
+	}
+	s.lookups_on = true;
+	s.lookups_start = s.now;
+	for (uint32_t i = 0; i < s.n && p->requests; i++)
+		if (s.alive[i]) {
+			if ((rc = push(&s, s.now + rn_rng_below(&s.rng, 1000), EV_ISSUE, i)) < 0)
+				goto out;
+		}
+	double t1 = now_ms();
+	rc = run_until(&s, lookups_finished, s.now + p->max_virtual_ms);
+	r->wall_ms = now_ms() - t1;
+	if (rc < 0)
+		goto out;
+
+	r->nodes = s.n;
+	for (uint32_t i = 0; i < s.n; i++)
+		r->live_nodes += s.alive[i];
+	r->lookups = s.lookups_total;
+	/* lookups never answered (their origin died, or time ran out) count as failed */
+	r->failed_lookups += s.lookups_total - s.lookups_done;
+	r->virtual_ms = s.now - s.lookups_start;
+	if (s.lookups_done) {
+		r->avg_hops = (double)s.hops_sum / (double)s.lookups_done;
+		r->avg_latency_ms = s.latency_sum / (double)s.lookups_done;
+		uint64_t acc = 0, p50 = (s.lookups_done + 1) / 2,
+			 p99 = (uint64_t)ceil(0.99 * (double)s.lookups_done);
+		bool g50 = false, g99 = false;
+		for (uint32_t h = 0; h < s.hist_len; h++) {
+			acc += s.hops_hist[h];
+			if (s.hops_hist[h])
+				r->max_hops = h;
+			if (!g50 && acc >= p50) {
+				r->p50_hops = h;
+				g50 = true;
+			}
+			if (!g99 && acc >= p99) {
+				r->p99_hops = h;
+				g99 = true;
+			}
+		}
+	}
+	for (uint32_t i = 0; i < s.n; i++)
+		r->node_bytes += ring_node_mem(s.node[i]);
+	if (p->keys)
+		load_figures(&s);
+out:
+	for (uint32_t i = 0; i < s.n; i++)
+		ring_node_free(s.node[i]);
+	for (size_t k = 0; k < s.nheap; k++)
+		if (s.heap[k].kind == EV_DELIVER || s.heap[k].kind == EV_UNREACH)
+			free((void *)s.slots[s.heap[k].ref].m.peers);
+	free(s.node);
+	free(s.alive);
+	free(s.tick_at);
+	free(s.issued);
+	free(s.live);
+	free(s.joined);
+	free(s.heap);
+	free(s.slots);
+	free(s.hops_hist);
+	free(s.issue_ms);
+	return rc;
+}

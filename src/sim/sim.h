@@ -1,0 +1,54 @@
+/* sim.h — the discrete-event simulator: a virtual clock, a binary heap of events, a
+ * latency / crash model and many ring cores in one process. It drives the very same
+ * src/ring code a real node runs. Deterministic: one seed, one result. */
+#ifndef RN_SIM_H
+#define RN_SIM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "../ring/ring.h"
+
+typedef enum { SIM_BOOT_STATIC = 0, SIM_BOOT_JOIN = 1 } sim_bootstrap;
+
+typedef struct {
+	uint32_t nodes;
+	uint32_t requests; /* lookups per node, one per virtual second */
+	ring_lookup_mode lookup;
+	unsigned bits;
+	unsigned successors;
+	sim_bootstrap bootstrap;
+	double fail;          /* fraction of nodes killed at once before the lookups */
+	double churn;         /* joins per second and failures per second (each) */
+	uint32_t vnodes;      /* virtual nodes per physical node, for the load figures */
+	uint64_t keys;        /* keys placed for the load figures (0: none) */
+	uint64_t seed;
+	uint32_t latency_min_ms, latency_max_ms; /* one-way message latency, uniform */
+	uint32_t join_rate;                      /* joins per virtual second for --bootstrap join */
+	uint64_t max_virtual_ms;                 /* give up after this much virtual time */
+} sim_params;
+
+typedef struct {
+	uint32_t nodes, live_nodes;
+	uint64_t lookups, failed_lookups, timeouts;
+	double avg_hops;
+	uint32_t p50_hops, p99_hops, max_hops;
+	double avg_latency_ms;
+	uint64_t virtual_ms;  /* virtual time the lookups phase took */
+	uint64_t converge_ms; /* --bootstrap join: virtual time until the ring was correct */
+	bool converged;
+	uint64_t events, messages;
+	uint64_t joins, failures; /* churn */
+	double wall_ms, build_wall_ms;
+	uint64_t node_bytes; /* memory the ring cores own */
+	/* load (--keys) */
+	double keys_mean, keys_p1, keys_p99, keys_max;
+} sim_result;
+
+void sim_params_default(sim_params *p);
+/* 0, or a negative RN_E* code with a message in err (size errlen). */
+int sim_params_check(const sim_params *p, char *err, size_t errlen);
+/* Runs the whole experiment. 0 or a negative RN_E* code. */
+int sim_run(const sim_params *p, sim_result *r);
+
+#endif
