@@ -6,9 +6,6 @@
 
 #include "rng.h"
 
-int rn_id_cmp(const rn_id *a, const rn_id *b) { return memcmp(a->b, b->b, RN_ID_BYTES); }
-
-bool rn_id_eq(const rn_id *a, const rn_id *b) { return memcmp(a->b, b->b, RN_ID_BYTES) == 0; }
 
 bool rn_id_is_zero(const rn_id *a)
 {

@@ -20,8 +20,31 @@ typedef struct {
 
 struct rn_rng;
 
-int rn_id_cmp(const rn_id *a, const rn_id *b);
-bool rn_id_eq(const rn_id *a, const rn_id *b);
+/* Compared as big-endian words: ids are compared on every routing step, and a call
+ * into libc's memcmp was a fifth of the simulator's time. */
+static inline uint64_t rn_id_word_(const uint8_t *p, int bytes)
+{
+	uint64_t v = 0;
+	for (int i = 0; i < bytes; i++)
+		v = v << 8 | p[i];
+	return v;
+}
+
+static inline int rn_id_cmp(const rn_id *a, const rn_id *b)
+{
+	uint64_t x = rn_id_word_(a->b, 8), y = rn_id_word_(b->b, 8);
+	if (x != y)
+		return x < y ? -1 : 1;
+	x = rn_id_word_(a->b + 8, 8);
+	y = rn_id_word_(b->b + 8, 8);
+	if (x != y)
+		return x < y ? -1 : 1;
+	x = rn_id_word_(a->b + 16, 4);
+	y = rn_id_word_(b->b + 16, 4);
+	return x < y ? -1 : x > y;
+}
+
+static inline bool rn_id_eq(const rn_id *a, const rn_id *b) { return rn_id_cmp(a, b) == 0; }
 bool rn_id_is_zero(const rn_id *a);
 
 /* Keep the top m bits of x. */

@@ -20,6 +20,7 @@ enum { EV_DELIVER, EV_UNREACH, EV_TICK, EV_ISSUE, EV_JOIN, EV_CHECK, EV_CHURN_JO
 
 #define CONNECT_TIMEOUT_MS 1000
 #define CHECK_EVERY_MS 1000
+#define LOOKUP_TIMEOUT_MS 30000 /* a lookup unanswered this long has failed, as for a client */
 
 typedef struct {
 	uint64_t t;
@@ -62,7 +63,8 @@ typedef struct {
 	/* lookups */
 	bool lookups_on;
 	uint64_t lookups_total, lookups_done, next_req;
-	uint64_t lookups_start;
+	uint64_t lookups_start, last_issue;
+	uint32_t issuers; /* nodes that still have lookups to issue */
 	uint32_t *issue_ms; /* by req: virtual issue time minus lookups_start */
 	uint64_t *hops_hist;
 	uint32_t hist_len;
@@ -364,11 +366,11 @@ static void free_slot(sim *s, uint32_t id)
 static void lookup_done(sim *s, uint32_t origin, const ring_event *e)
 {
 	(void)origin;
-	if (!s->lookups_on || e->req >= s->lookups_total)
+	if (!s->lookups_on || e->req >= s->next_req)
 		return;
 	s->lookups_done++;
 	const ring_peer *want = true_succ(s, &e->key);
-	bool ok = e->ok && e->result.addr == want->addr;
+	bool ok = e->ok && e->result.addr == want->addr && s->alive[want->addr];
 	if (!ok)
 		s->r->failed_lookups++;
 	uint32_t h = e->hops < s->hist_len ? e->hops : s->hist_len - 1;
@@ -396,6 +398,8 @@ static int build_static(sim *s)
 		s->issued[i] = 0;
 		s->live[i].id = ids[i];
 		s->live[i].addr = i;
+		s->joined[i] = i;
+		s->njoined = i + 1;
 		s->n = i + 1;
 	}
 	free(ids);
@@ -509,15 +513,14 @@ static int do_lookup(sim *s, uint32_t i, void *arg)
 
 static uint32_t random_joined(sim *s)
 {
-	for (;;) {
+	while (s->njoined) {
 		uint32_t k = (uint32_t)rn_rng_below(&s->rng, s->njoined);
 		uint32_t i = s->joined[k];
 		if (s->alive[i])
 			return i;
 		s->joined[k] = s->joined[--s->njoined]; /* drop the dead */
-		if (!s->njoined)
-			return UINT32_MAX;
 	}
+	return UINT32_MAX;
 }
 
 static int handle(sim *s, const ev *e)
@@ -556,12 +559,17 @@ static int handle(sim *s, const ev *e)
 		return step_node(s, e->ref, do_tick, NULL);
 	case EV_ISSUE: {
 		uint32_t i = e->ref;
-		if (!s->alive[i] || s->issued[i] >= s->p->requests || s->next_req >= s->lookups_total)
+		if (!s->alive[i] || s->next_req >= s->lookups_total) {
+			s->issuers--; /* died before asking everything it meant to */
 			return 0;
+		}
 		s->issued[i]++;
+		s->last_issue = s->now;
 		int rc = step_node(s, i, do_lookup, NULL);
 		if (rc == 0 && s->issued[i] < s->p->requests)
 			rc = push(s, s->now + 1000, EV_ISSUE, i);
+		else
+			s->issuers--;
 		return rc;
 	}
 	case EV_JOIN: {
@@ -627,7 +635,11 @@ static bool never(sim *s)
 	return false;
 }
 
-static bool lookups_finished(sim *s) { return s->lookups_done >= s->lookups_total; }
+static bool lookups_finished(sim *s)
+{
+	return s->issuers == 0 &&
+	       (s->lookups_done >= s->next_req || s->now >= s->last_issue + LOOKUP_TIMEOUT_MS);
+}
 
 static double now_ms(void)
 {
@@ -861,6 +873,7 @@ int sim_run(const sim_params *p, sim_result *r)
 		if (s.alive[i]) {
 			if ((rc = push(&s, s.now + rn_rng_below(&s.rng, 1000), EV_ISSUE, i)) < 0)
 				goto out;
+			s.issuers++;
 		}
 	double t1 = now_ms();
 	rc = run_until(&s, lookups_finished, s.now + p->max_virtual_ms);
@@ -871,9 +884,9 @@ int sim_run(const sim_params *p, sim_result *r)
 	r->nodes = s.n;
 	for (uint32_t i = 0; i < s.n; i++)
 		r->live_nodes += s.alive[i];
-	r->lookups = s.lookups_total;
-	/* lookups never answered (their origin died, or time ran out) count as failed */
-	r->failed_lookups += s.lookups_total - s.lookups_done;
+	r->lookups = s.next_req;
+	/* lookups never answered (their origin died, or they timed out) count as failed */
+	r->failed_lookups += s.next_req - s.lookups_done;
 	r->virtual_ms = s.now - s.lookups_start;
 	if (s.lookups_done) {
 		r->avg_hops = (double)s.hops_sum / (double)s.lookups_done;

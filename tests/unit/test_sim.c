@@ -1,0 +1,173 @@
+/* test_sim.c — the simulator as a whole: reproducible per seed, correct answers on a
+ * healthy ring, the expected share of failures after mass failure, convergence by join. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "sim/sim.h"
+
+static void run(sim_params *p, sim_result *r) { assert_int_equal(sim_run(p, r), 0); }
+
+static void test_same_seed_same_result(void **state)
+{
+	(void)state;
+	sim_params p;
+	sim_params_default(&p);
+	p.nodes = 300;
+	p.requests = 20;
+	p.fail = 0.2;
+	sim_result a, b, c;
+	run(&p, &a);
+	run(&p, &b);
+	assert_int_equal(a.events, b.events);
+	assert_int_equal(a.messages, b.messages);
+	assert_int_equal(a.failed_lookups, b.failed_lookups);
+	assert_int_equal(a.virtual_ms, b.virtual_ms);
+	assert_true(a.avg_hops == b.avg_hops);
+	p.seed = 2;
+	run(&p, &c);
+	assert_true(c.events != a.events || c.failed_lookups != a.failed_lookups);
+}
+
+static void test_healthy_ring_never_fails(void **state)
+{
+	(void)state;
+	sim_params p;
+	sim_params_default(&p);
+	for (int mode = 0; mode < 2; mode++) {
+		p.nodes = 500;
+		p.requests = 10;
+		p.lookup = (ring_lookup_mode)mode;
+		sim_result r;
+		run(&p, &r);
+		assert_int_equal(r.lookups, 5000);
+		assert_int_equal(r.failed_lookups, 0);
+		if (mode == RING_LOOKUP_SIMPLE)
+			assert_true(r.avg_hops > 200 && r.avg_hops < 300); /* about N/2 */
+		else
+			assert_true(r.avg_hops > 3 && r.avg_hops < 6); /* about log2(N)/2 = 4.5 */
+	}
+}
+
+static void test_small_bits_collide_nothing(void **state)
+{
+	(void)state;
+	sim_params p;
+	sim_params_default(&p);
+	p.nodes = 1024;
+	p.bits = 10; /* every position taken */
+	p.requests = 5;
+	sim_result r;
+	run(&p, &r);
+	assert_int_equal(r.failed_lookups, 0);
+	p.nodes = 1;
+	run(&p, &r);
+	assert_int_equal(r.failed_lookups, 0);
+	assert_int_equal(r.max_hops, 0);
+}
+
+static void test_mass_failure_costs_about_p(void **state)
+{
+	(void)state;
+	sim_params p;
+	sim_params_default(&p);
+	p.nodes = 2000;
+	p.requests = 10;
+	p.fail = 0.5;
+	sim_result r;
+	run(&p, &r);
+	assert_int_equal(r.live_nodes, 1000);
+	double f = (double)r.failed_lookups / (double)r.lookups;
+	/* a key fails exactly when its holder died: about half of them */
+	assert_true(f > 0.4 && f < 0.6);
+	assert_true(r.timeouts > 0);
+}
+
+static void test_join_converges(void **state)
+{
+	(void)state;
+	sim_params p;
+	sim_params_default(&p);
+	p.nodes = 400;
+	p.requests = 5;
+	p.bootstrap = SIM_BOOT_JOIN;
+	p.join_rate = 100;
+	sim_result r;
+	run(&p, &r);
+	assert_true(r.converged);
+	assert_true(r.converge_ms > 0);
+	assert_int_equal(r.failed_lookups, 0);
+}
+
+static void test_churn_mostly_succeeds(void **state)
+{
+	(void)state;
+	sim_params p;
+	sim_params_default(&p);
+	p.nodes = 500;
+	p.requests = 20;
+	p.churn = 1;
+	sim_result r;
+	run(&p, &r);
+	assert_true(r.joins > 5 && r.failures > 5);
+	assert_true(r.failed_lookups < r.lookups / 10);
+}
+
+static void test_load_figures(void **state)
+{
+	(void)state;
+	sim_params p;
+	sim_params_default(&p);
+	p.nodes = 1000;
+	p.requests = 0;
+	p.keys = 100000;
+	sim_result one, many;
+	run(&p, &one);
+	assert_true(one.keys_mean == 100.0);
+	assert_true(one.keys_p1 <= one.keys_mean && one.keys_mean <= one.keys_p99);
+	assert_true(one.keys_p99 <= one.keys_max);
+	p.vnodes = 20;
+	run(&p, &many);
+	/* virtual nodes even the load out: the 99th percentile comes down */
+	assert_true(many.keys_p99 < one.keys_p99);
+	assert_true(many.keys_max < one.keys_max);
+}
+
+static void test_bad_params(void **state)
+{
+	(void)state;
+	char err[200];
+	sim_params p;
+	sim_params_default(&p);
+	p.nodes = 0;
+	assert_true(sim_params_check(&p, err, sizeof err) < 0);
+	sim_params_default(&p);
+	p.fail = 1.5;
+	assert_true(sim_params_check(&p, err, sizeof err) < 0);
+	sim_params_default(&p);
+	p.bits = 161;
+	assert_true(sim_params_check(&p, err, sizeof err) < 0);
+	sim_params_default(&p);
+	p.bits = 4;
+	p.nodes = 17;
+	assert_true(sim_params_check(&p, err, sizeof err) < 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_same_seed_same_result),
+		cmocka_unit_test(test_healthy_ring_never_fails),
+		cmocka_unit_test(test_small_bits_collide_nothing),
+		cmocka_unit_test(test_mass_failure_costs_about_p),
+		cmocka_unit_test(test_join_converges),
+		cmocka_unit_test(test_churn_mostly_succeeds),
+		cmocka_unit_test(test_load_figures),
+		cmocka_unit_test(test_bad_params),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
