@@ -11,19 +11,26 @@
 
 #include "../lib/err.h"
 
+/* One finger run: fingers [lo, next run's lo) all point to p. */
+typedef struct {
+	ring_peer p;
+	uint8_t lo;
+} frun;
+
+/* Fields a routing step reads come first, so a hop touches few cache lines: in the
+ * simulator a million nodes do not fit in cache and every hop lands on a cold node. */
 struct ring_node {
-	const ring_config *cfg;
 	ring_peer self;
+	uint8_t joined, nsucc, nruns, cap_runs;
+	const ring_config *cfg;
+	frun *runs;
 	ring_peer pred;
+	uint8_t stab_pending, ping_pending, join_pending, finger_pending, next_finger;
+	ring_addr join_via;
 	uint64_t t_stab, t_fix, t_check; /* next time each periodic task is due */
 	uint64_t stab_sent, ping_sent, join_sent, finger_sent;
 	uint64_t req_seq; /* ids for lookups the ring itself starts */
 	uint64_t join_req, finger_req;
-	ring_addr join_via;
-	uint8_t joined, stab_pending, ping_pending, join_pending, finger_pending;
-	uint8_t next_finger, nsucc, nruns, cap_runs;
-	ring_peer *runs;  /* finger runs: runs[k] covers fingers [lo[k], lo[k+1]) */
-	uint8_t *run_lo;
 	ring_peer succ[]; /* cfg->successors entries */
 };
 
@@ -110,26 +117,19 @@ static ring_peer successor(const ring_node *n) { return n->nsucc ? n->succ[0] : 
 
 static unsigned run_hi(const ring_node *n, unsigned k)
 {
-	return k + 1 < n->nruns ? n->run_lo[k + 1] : n->cfg->bits;
+	return k + 1 < n->nruns ? n->runs[k + 1].lo : n->cfg->bits;
 }
 
 static int runs_reserve(ring_node *n, unsigned want)
 {
 	if (want <= n->cap_runs)
 		return 0;
-	unsigned cap = n->cap_runs ? n->cap_runs : 4;
-	while (cap < want)
-		cap *= 2;
-	if (cap > RN_ID_BITS)
-		cap = RN_ID_BITS;
-	ring_peer *r = realloc(n->runs, cap * sizeof *r);
+	/* grow in small steps: a million nodes each wasting half an array adds up */
+	unsigned cap = want + 4 > RN_ID_BITS ? RN_ID_BITS : want + 4;
+	frun *r = realloc(n->runs, cap * sizeof *r);
 	if (!r)
 		return RN_ENOMEM;
 	n->runs = r;
-	uint8_t *l = realloc(n->run_lo, cap);
-	if (!l)
-		return RN_ENOMEM;
-	n->run_lo = l;
 	n->cap_runs = (uint8_t)cap;
 	return 0;
 }
@@ -142,58 +142,54 @@ void ring_set_fingers(ring_node *n, unsigned lo, unsigned hi, const ring_peer *p
 	if (lo >= hi)
 		return;
 	unsigned last = n->nruns - 1u;
-	if (n->nruns && hi == m && lo >= n->run_lo[last]) {
-		if (peer_eq(&n->runs[last], p))
+	if (n->nruns && hi == m && lo >= n->runs[last].lo) {
+		/* appending at the top: what the static fill and fix_fingers mostly do */
+		if (peer_eq(&n->runs[last].p, p))
 			return;
-		if (lo == n->run_lo[last]) {
-			n->runs[last] = *p;
-			if (last && peer_eq(&n->runs[last - 1], p))
+		if (lo == n->runs[last].lo) {
+			n->runs[last].p = *p;
+			if (last && peer_eq(&n->runs[last - 1].p, p))
 				n->nruns--;
 			return;
 		}
 		if (runs_reserve(n, n->nruns + 1u) < 0)
 			return;
-		n->runs[n->nruns] = *p;
-		n->run_lo[n->nruns++] = (uint8_t)lo;
+		n->runs[n->nruns].p = *p;
+		n->runs[n->nruns++].lo = (uint8_t)lo;
 		return;
 	}
-	ring_peer tp[RN_ID_BITS + 2];
-	uint8_t tl[RN_ID_BITS + 2];
+	frun t[RN_ID_BITS + 2];
 	unsigned k = 0;
 	for (unsigned i = 0; i < n->nruns; i++)
-		if (n->run_lo[i] < lo) {
-			tp[k] = n->runs[i];
-			tl[k++] = n->run_lo[i];
-		}
-	tp[k] = *p;
-	tl[k++] = (uint8_t)lo;
+		if (n->runs[i].lo < lo)
+			t[k++] = n->runs[i];
+	t[k].p = *p;
+	t[k++].lo = (uint8_t)lo;
 	for (unsigned i = 0; i < n->nruns && hi < m; i++) {
-		unsigned rlo = n->run_lo[i], rhi = run_hi(n, i);
+		unsigned rlo = n->runs[i].lo, rhi = run_hi(n, i);
 		if (rhi <= hi)
 			continue;
-		tp[k] = n->runs[i];
-		tl[k++] = (uint8_t)(rlo > hi ? rlo : hi);
+		t[k].p = n->runs[i].p;
+		t[k++].lo = (uint8_t)(rlo > hi ? rlo : hi);
 	}
 	/* merge neighbours that point to the same peer */
 	unsigned w = 0;
 	for (unsigned i = 0; i < k; i++) {
-		if (w && peer_eq(&tp[w - 1], &tp[i]))
+		if (w && peer_eq(&t[w - 1].p, &t[i].p))
 			continue;
-		tp[w] = tp[i];
-		tl[w++] = tl[i];
+		t[w++] = t[i];
 	}
 	if (runs_reserve(n, w) < 0)
 		return; /* out of memory: the table stays as it was, which is still safe */
-	memcpy(n->runs, tp, w * sizeof *tp);
-	memcpy(n->run_lo, tl, w);
+	memcpy(n->runs, t, w * sizeof *t);
 	n->nruns = (uint8_t)w;
 }
 
 ring_peer ring_finger(const ring_node *n, unsigned i)
 {
 	for (unsigned k = n->nruns; k-- > 0;)
-		if (n->run_lo[k] <= i)
-			return n->runs[k];
+		if (n->runs[k].lo <= i)
+			return n->runs[k].p;
 	return no_peer;
 }
 
@@ -242,8 +238,8 @@ static void refill_successor(ring_node *n)
 	if (n->nsucc)
 		return;
 	for (unsigned k = 0; k < n->nruns; k++)
-		if (peer_valid(n, &n->runs[k])) {
-			n->succ[0] = n->runs[k];
+		if (peer_valid(n, &n->runs[k].p)) {
+			n->succ[0] = n->runs[k].p;
 			n->nsucc = 1;
 			return;
 		}
@@ -270,8 +266,8 @@ static void forget(ring_node *n, ring_addr dead, ring_out *o)
 		event(o, RING_EV_PRED_CHANGED, &n->pred);
 	}
 	for (unsigned k = 0; k < n->nruns; k++)
-		if (n->runs[k].addr == dead)
-			ring_set_fingers(n, n->run_lo[k], run_hi(n, k), &no_peer);
+		if (n->runs[k].p.addr == dead)
+			ring_set_fingers(n, n->runs[k].lo, run_hi(n, k), &no_peer);
 	if (head) {
 		n->stab_pending = 0;
 		refill_successor(n);
@@ -287,8 +283,9 @@ static void forget(ring_node *n, ring_addr dead, ring_out *o)
 static const ring_peer *closest_preceding(const ring_node *n, const rn_id *key)
 {
 	const ring_peer *best = NULL;
-	for (unsigned k = n->nruns; k-- > 0;) {
-		const ring_peer *p = &n->runs[k];
+	unsigned k = n->nruns;
+	while (k-- > 0) {
+		const ring_peer *p = &n->runs[k].p;
 		if (peer_valid(n, p) && rn_id_in_oo(&p->id, &n->self.id, key)) {
 			best = p;
 			break;
@@ -443,40 +440,66 @@ static void on_found(ring_node *n, uint64_t now, const ring_msg *m, ring_out *o)
 
 /* ---- lifecycle ---- */
 
+size_t ring_node_size(const ring_config *cfg)
+{
+	size_t sz = sizeof(ring_node) + cfg->successors * sizeof(ring_peer);
+	return (sz + 15) & ~(size_t)15;
+}
+
 ring_node *ring_node_new(const ring_config *cfg, const rn_id *id, ring_addr self)
 {
-	ring_node *n = calloc(1, sizeof *n + cfg->successors * sizeof(ring_peer));
-	if (!n)
+	void *mem = malloc(ring_node_size(cfg));
+	if (!mem)
 		return NULL;
+	ring_node *n = ring_node_init(mem, cfg, id, self);
+	if (!n)
+		free(mem);
+	return n;
+}
+
+ring_node *ring_node_init(void *mem, const ring_config *cfg, const rn_id *id, ring_addr self)
+{
+	ring_node *n = mem;
+	memset(n, 0, ring_node_size(cfg));
 	n->cfg = cfg;
 	n->self.id = *id;
 	rn_id_truncate(&n->self.id, cfg->bits);
 	n->self.addr = self;
 	n->pred = no_peer;
 	n->join_via = RING_ADDR_NONE;
-	if (runs_reserve(n, 1) < 0) {
-		ring_node_free(n);
+	if (runs_reserve(n, 1) < 0)
 		return NULL;
-	}
-	n->runs[0] = no_peer;
-	n->run_lo[0] = 0;
+	n->runs[0].p = no_peer;
+	n->runs[0].lo = 0;
 	n->nruns = 1;
 	return n;
 }
 
+void ring_node_fini(ring_node *n)
+{
+	if (n)
+		free(n->runs);
+}
+
 void ring_node_free(ring_node *n)
 {
-	if (!n)
-		return;
-	free(n->runs);
-	free(n->run_lo);
+	ring_node_fini(n);
 	free(n);
+}
+
+void ring_prefetch(const ring_node *n)
+{
+	/* routing scans the finger runs from the top and then the successor list */
+	__builtin_prefetch(&n->runs[n->nruns - 1]);
+	if (n->nruns > 3)
+		__builtin_prefetch(&n->runs[n->nruns - 4]);
+	__builtin_prefetch(n->succ);
 }
 
 size_t ring_node_mem(const ring_node *n)
 {
 	return sizeof *n + n->cfg->successors * sizeof(ring_peer) +
-	       n->cap_runs * (sizeof(ring_peer) + 1);
+	       n->cap_runs * sizeof(frun);
 }
 
 static void schedule(ring_node *n, uint64_t now)

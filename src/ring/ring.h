@@ -117,6 +117,14 @@ typedef struct ring_node ring_node;
  * and must outlive the node (a simulator shares one config among a million nodes). */
 ring_node *ring_node_new(const ring_config *cfg, const rn_id *id, ring_addr self);
 void ring_node_free(ring_node *n);
+/* The same, placed in memory the caller owns (the simulator keeps a million nodes in
+ * one array): ring_node_size bytes, suitably aligned for any object. */
+size_t ring_node_size(const ring_config *cfg);
+ring_node *ring_node_init(void *mem, const ring_config *cfg, const rn_id *id, ring_addr self);
+void ring_node_fini(ring_node *n);
+/* A hint: the node is about to be handed a message, so start loading the memory a
+ * routing step reads. Does nothing observable. */
+void ring_prefetch(const ring_node *n);
 size_t ring_node_mem(const ring_node *n); /* bytes this node owns, for memory accounting */
 
 /* Start a new ring of one. */

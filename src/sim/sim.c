@@ -29,6 +29,39 @@ typedef struct {
 	uint32_t ref;
 } ev;
 
+/* ---- event queue ----
+ * A timing wheel of 1 ms buckets covers the next WHEEL ms: nearly every event (message
+ * latencies, timeouts, the next lookup) lands there, and a bucket is a FIFO, so pushes
+ * and pops are O(1) and walk memory in order. Events further out wait in a binary heap
+ * and move into the wheel when their time comes within reach, before anything else can
+ * be pushed for that millisecond, so the order stays (time, push order): deterministic. */
+
+#define WHEEL 4096u
+
+typedef struct {
+	uint32_t kind, ref;
+} wev;
+
+/* a message in flight, kept inline in its bucket so the wheel is read in order */
+typedef struct {
+	uint32_t kind, sender;
+	ring_msg m;
+} mev;
+
+typedef struct {
+	wev *v; /* timers and other small events */
+	mev *m; /* messages, drained before the small events of the same millisecond */
+	uint32_t n, cap, head;
+	uint32_t mn, mcap, mhead;
+} wbucket;
+
+/* what pop hands out */
+typedef struct {
+	uint64_t t;
+	uint32_t kind, ref;
+	mev msg; /* for EV_DELIVER / EV_UNREACH */
+} popped;
+
 typedef struct {
 	ring_msg m;
 	uint32_t sender;
@@ -42,14 +75,26 @@ typedef struct {
 	rn_rng rng;
 	uint64_t now, seq;
 	/* events */
-	ev *heap;
+	wbucket *wheel;
+	/* drained message arrays, handed to the buckets being filled: only the next few
+	 * tens of milliseconds hold messages, so a few arrays circulate instead of 4096
+	 * growing to their peak */
+	struct {
+		mev *m;
+		uint32_t cap;
+	} spare[64];
+	uint32_t nspare;
+	uint64_t wtime; /* the bucket being drained */
+	size_t wcount;
+	ev *heap; /* events WHEEL ms or more ahead */
 	size_t nheap, capheap;
 	/* messages in flight */
 	slot *slots;
 	uint32_t nslots, capslots, free_slot;
 	/* nodes */
 	uint32_t n, cap;
-	ring_node **node;
+	char *arena; /* node i lives at arena + i * stride */
+	size_t stride;
 	uint8_t *alive;
 	uint64_t *tick_at;
 	uint32_t *issued;
@@ -74,11 +119,17 @@ typedef struct {
 	ring_out out;
 } sim;
 
-/* ---- heap ---- */
+static inline ring_node *NODE(const sim *s, uint32_t i)
+{
+	return (ring_node *)(s->arena + (size_t)i * s->stride);
+}
+
+/* ---- heap for far events ---- */
+
 
 static bool ev_less(const ev *a, const ev *b) { return a->t < b->t || (a->t == b->t && a->seq < b->seq); }
 
-static int push(sim *s, uint64_t t, uint32_t kind, uint32_t ref)
+static int heap_push(sim *s, uint64_t t, uint32_t kind, uint32_t ref)
 {
 	if (s->nheap == s->capheap) {
 		size_t cap = s->capheap ? s->capheap * 2 : 1024;
@@ -101,7 +152,7 @@ static int push(sim *s, uint64_t t, uint32_t kind, uint32_t ref)
 	return 0;
 }
 
-static ev pop(sim *s)
+static ev heap_pop(sim *s)
 {
 	ev top = s->heap[0];
 	ev last = s->heap[--s->nheap];
@@ -120,6 +171,171 @@ static ev pop(sim *s)
 	if (n)
 		s->heap[i] = last;
 	return top;
+}
+
+static int bucket_add(sim *s, uint64_t t, uint32_t kind, uint32_t ref)
+{
+	wbucket *b = &s->wheel[t & (WHEEL - 1)];
+	if (b->n == b->cap) {
+		uint32_t cap = b->cap ? b->cap * 2 : 64;
+		wev *v = realloc(b->v, cap * sizeof *v);
+		if (!v)
+			return RN_ENOMEM;
+		b->v = v;
+		b->cap = cap;
+	}
+	b->v[b->n++] = (wev){kind, ref};
+	s->wcount++;
+	return 0;
+}
+
+static mev *bucket_add_msg(sim *s, uint64_t t)
+{
+	wbucket *b = &s->wheel[t & (WHEEL - 1)];
+	if (!b->mcap && s->nspare) {
+		s->nspare--;
+		b->m = s->spare[s->nspare].m;
+		b->mcap = s->spare[s->nspare].cap;
+	}
+	if (b->mn == b->mcap) {
+		uint32_t cap = b->mcap ? b->mcap * 2 : 64;
+		mev *v = realloc(b->m, cap * sizeof *v);
+		if (!v)
+			return NULL;
+		b->m = v;
+		b->mcap = cap;
+	}
+	s->wcount++;
+	return &b->m[b->mn++];
+}
+
+static int push(sim *s, uint64_t t, uint32_t kind, uint32_t ref)
+{
+	if (t < s->wtime)
+		t = s->wtime;
+	if (t - s->wtime < WHEEL)
+		return bucket_add(s, t, kind, ref);
+	return heap_push(s, t, kind, ref);
+}
+
+static uint32_t slot_alloc(sim *s)
+{
+	if (s->free_slot != UINT32_MAX) {
+		uint32_t id = s->free_slot;
+		s->free_slot = s->slots[id].next_free;
+		return id;
+	}
+	if (s->nslots == s->capslots) {
+		uint32_t cap = s->capslots ? s->capslots * 2 : 64;
+		slot *q = realloc(s->slots, (size_t)cap * sizeof *q);
+		if (!q)
+			return UINT32_MAX;
+		s->slots = q;
+		s->capslots = cap;
+	}
+	return s->nslots++;
+}
+
+/* A message event: inline in the wheel, or parked in a slot while it is far ahead.
+ * The message's peer list, if any, is owned by the event from here on. */
+static int push_msg(sim *s, uint64_t t, uint32_t kind, uint32_t sender, const ring_msg *m)
+{
+	if (t < s->wtime)
+		t = s->wtime;
+	if (t - s->wtime < WHEEL) {
+		mev *e = bucket_add_msg(s, t);
+		if (!e)
+			return RN_ENOMEM;
+		*e = (mev){kind, sender, *m};
+		return 0;
+	}
+	uint32_t id = slot_alloc(s);
+	if (id == UINT32_MAX)
+		return RN_ENOMEM;
+	s->slots[id].m = *m;
+	s->slots[id].sender = sender;
+	return heap_push(s, t, kind, id);
+}
+
+static size_t pending(const sim *s) { return s->wcount + s->nheap; }
+
+static bool is_msg(uint32_t kind) { return kind == EV_DELIVER || kind == EV_UNREACH; }
+
+#define PREFETCH_AHEAD 6
+
+/* The next event; false when none is left. Messages come with a copy of themselves. */
+static bool pop(sim *s, popped *out)
+{
+	for (;;) {
+		wbucket *b = &s->wheel[s->wtime & (WHEEL - 1)];
+		if (b->mhead < b->mn) {
+			/* the nodes that the next messages go to: start loading them now, in two
+			 * stages, since each is a cache miss in a large ring */
+			uint32_t h = b->mhead;
+			if (h + 2 * PREFETCH_AHEAD < b->mn)
+				__builtin_prefetch(s->arena + (size_t)b->m[h + 2 * PREFETCH_AHEAD].m.to * s->stride);
+			if (h + PREFETCH_AHEAD < b->mn) {
+				const mev *f = &b->m[h + PREFETCH_AHEAD];
+				uint32_t to = f->kind == EV_DELIVER ? f->m.to : f->sender;
+				if (to < s->n)
+					ring_prefetch(NODE(s, to));
+			}
+			const mev *e = &b->m[b->mhead++];
+			s->wcount--;
+			out->t = s->wtime;
+			out->kind = e->kind;
+			out->ref = 0;
+			out->msg = *e;
+			return true;
+		}
+		if (b->head < b->n) {
+			wev w = b->v[b->head++];
+			s->wcount--;
+			out->t = s->wtime;
+			out->kind = w.kind;
+			out->ref = w.ref;
+			return true;
+		}
+		b->n = b->head = 0;
+		b->mn = b->mhead = 0;
+		if (b->mcap && s->nspare < sizeof s->spare / sizeof *s->spare) {
+			s->spare[s->nspare].m = b->m;
+			s->spare[s->nspare++].cap = b->mcap;
+			b->m = NULL;
+			b->mcap = 0;
+		}
+		if (s->wcount)
+			s->wtime++;
+		else if (s->nheap)
+			s->wtime = s->heap[0].t;
+		else
+			return false;
+		while (s->nheap && s->heap[0].t < s->wtime + WHEEL) {
+			ev e = heap_pop(s);
+			if (is_msg(e.kind)) {
+				slot *sl = &s->slots[e.ref];
+				mev *m = bucket_add_msg(s, e.t);
+				if (!m)
+					return false;
+				*m = (mev){e.kind, sl->sender, sl->m};
+				sl->next_free = s->free_slot;
+				s->free_slot = e.ref;
+			} else if (bucket_add(s, e.t, e.kind, e.ref) < 0) {
+				return false;
+			}
+		}
+	}
+}
+
+/* Put back the event pop just returned (it was past a deadline). */
+static void unpop(sim *s, const popped *e)
+{
+	wbucket *b = &s->wheel[s->wtime & (WHEEL - 1)];
+	if (is_msg(e->kind))
+		b->mhead--;
+	else
+		b->head--;
+	s->wcount++;
 }
 
 /* ---- oracle ---- */
@@ -187,7 +403,12 @@ static int grow_nodes(sim *s, uint32_t want)
 			return RN_ENOMEM;                                                          \
 		s->f = q;                                                                          \
 	} while (0)
-	GROW(node);
+	{
+		void *q = realloc(s->arena, (size_t)cap * s->stride);
+		if (!q)
+			return RN_ENOMEM;
+		s->arena = q;
+	}
 	GROW(alive);
 	GROW(tick_at);
 	GROW(issued);
@@ -212,8 +433,7 @@ static int add_node(sim *s, const rn_id *fixed)
 			rn_id_random(&id, &s->rng, s->cfg.bits);
 		while (id_taken(s, &id));
 	uint32_t i = s->n;
-	s->node[i] = ring_node_new(&s->cfg, &id, i);
-	if (!s->node[i])
+	if (!ring_node_init(NODE(s, i), &s->cfg, &id, i))
 		return RN_ENOMEM;
 	s->alive[i] = 1;
 	s->tick_at[i] = UINT64_MAX;
@@ -283,7 +503,7 @@ static void kill_node(sim *s, uint32_t i)
 	if (!s->alive[i])
 		return;
 	s->alive[i] = 0;
-	ring_peer p = {*ring_self_id(s->node[i]), i};
+	ring_peer p = {*ring_self_id(NODE(s, i)), i};
 	live_remove(s, &p);
 	s->r->failures++;
 }
@@ -296,38 +516,20 @@ static int drain(sim *s, uint32_t from)
 {
 	ring_out *o = &s->out;
 	for (size_t k = 0; k < o->nmsgs; k++) {
-		const ring_msg *m = &o->msgs[k];
-		uint32_t id;
-		if (s->free_slot != UINT32_MAX) {
-			id = s->free_slot;
-			s->free_slot = s->slots[id].next_free;
-		} else {
-			if (s->nslots == s->capslots) {
-				uint32_t cap = s->capslots ? s->capslots * 2 : 1024;
-				slot *q = realloc(s->slots, (size_t)cap * sizeof *q);
-				if (!q)
-					return RN_ENOMEM;
-				s->slots = q;
-				s->capslots = cap;
-			}
-			id = s->nslots++;
-		}
-		slot *sl = &s->slots[id];
-		sl->m = *m;
-		sl->sender = from;
-		if (m->npeers) {
-			ring_peer *copy = malloc(m->npeers * sizeof *copy);
+		ring_msg m = o->msgs[k];
+		if (m.npeers) {
+			ring_peer *copy = malloc(m.npeers * sizeof *copy);
 			if (!copy)
 				return RN_ENOMEM;
-			memcpy(copy, m->peers, m->npeers * sizeof *copy);
-			sl->m.peers = copy;
+			memcpy(copy, m.peers, m.npeers * sizeof *copy);
+			m.peers = copy;
 		} else {
-			sl->m.peers = NULL;
+			m.peers = NULL;
 		}
 		s->r->messages++;
 		uint64_t t;
-		int kind;
-		if (m->to < s->n && s->alive[m->to]) {
+		uint32_t kind;
+		if (m.to < s->n && s->alive[m.to]) {
 			uint32_t span = s->p->latency_max_ms - s->p->latency_min_ms + 1;
 			t = s->now + s->p->latency_min_ms + rn_rng_below(&s->rng, span);
 			kind = EV_DELIVER;
@@ -335,9 +537,11 @@ static int drain(sim *s, uint32_t from)
 			t = s->now + CONNECT_TIMEOUT_MS;
 			kind = EV_UNREACH;
 		}
-		int rc = push(s, t, (uint32_t)kind, id);
-		if (rc < 0)
+		int rc = push_msg(s, t, kind, from, &m);
+		if (rc < 0) {
+			free((void *)m.peers);
 			return rc;
+		}
 	}
 	for (size_t k = 0; k < o->nevents; k++) {
 		const ring_event *e = &o->events[k];
@@ -355,13 +559,6 @@ static int drain(sim *s, uint32_t from)
 	return 0;
 }
 
-static void free_slot(sim *s, uint32_t id)
-{
-	free((void *)s->slots[id].m.peers);
-	s->slots[id].m.peers = NULL;
-	s->slots[id].next_free = s->free_slot;
-	s->free_slot = id;
-}
 
 static void lookup_done(sim *s, uint32_t origin, const ring_event *e)
 {
@@ -390,8 +587,7 @@ static int build_static(sim *s)
 	rc = grow_nodes(s, s->p->nodes);
 	for (uint32_t i = 0; i < s->p->nodes && rc == 0; i++) {
 		/* ids are distinct by construction: skip add_node's search */
-		s->node[i] = ring_node_new(&s->cfg, &ids[i], i);
-		if (!s->node[i])
+		if (!ring_node_init(NODE(s, i), &s->cfg, &ids[i], i))
 			rc = RN_ENOMEM;
 		s->alive[i] = 1;
 		s->tick_at[i] = UINT64_MAX;
@@ -410,7 +606,7 @@ static int build_static(sim *s)
 	unsigned m = s->cfg.bits, r = s->cfg.successors;
 	ring_peer succ[RING_MAX_SUCC];
 	for (uint32_t k = 0; k < s->nlive; k++) {
-		ring_node *nd = s->node[s->live[k].addr];
+		ring_node *nd = NODE(s, s->live[k].addr);
 		size_t c = 0;
 		for (unsigned j = 1; j <= r && j < s->nlive; j++)
 			succ[c++] = s->live[(k + j) % s->nlive];
@@ -434,7 +630,7 @@ static bool ring_correct(sim *s)
 {
 	for (uint32_t k = 0; k < s->nlive; k++) {
 		uint32_t i = s->live[k].addr;
-		ring_node *nd = s->node[i];
+		ring_node *nd = NODE(s, i);
 		if (!ring_joined(nd))
 			return false;
 		const ring_peer *ts = &s->live[(k + 1) % s->nlive];
@@ -444,7 +640,7 @@ static bool ring_correct(sim *s)
 			return false;
 	}
 	for (uint32_t k = 0; k < s->nlive; k++) {
-		ring_node *nd = s->node[s->live[k].addr];
+		ring_node *nd = NODE(s, s->live[k].addr);
 		for (unsigned i = 0; i < s->cfg.bits;) {
 			rn_id start;
 			ring_finger_start(nd, i, &start);
@@ -474,30 +670,30 @@ static int step_node(sim *s, uint32_t i, int (*fn)(sim *, uint32_t, void *), voi
 
 static int do_msg(sim *s, uint32_t i, void *arg)
 {
-	ring_on_msg(s->node[i], s->now, arg, &s->out);
+	ring_on_msg(NODE(s, i), s->now, arg, &s->out);
 	return 0;
 }
 static int do_unreach(sim *s, uint32_t i, void *arg)
 {
-	ring_on_unreachable(s->node[i], s->now, arg, &s->out);
+	ring_on_unreachable(NODE(s, i), s->now, arg, &s->out);
 	return 0;
 }
 static int do_tick(sim *s, uint32_t i, void *arg)
 {
 	(void)arg;
-	ring_tick(s->node[i], s->now, &s->out);
+	ring_tick(NODE(s, i), s->now, &s->out);
 	return 0;
 }
 static int do_create(sim *s, uint32_t i, void *arg)
 {
 	(void)arg;
-	ring_create(s->node[i], s->now, &s->out);
+	ring_create(NODE(s, i), s->now, &s->out);
 	s->joined[s->njoined++] = i;
 	return 0;
 }
 static int do_join(sim *s, uint32_t i, void *arg)
 {
-	ring_join(s->node[i], s->now, *(ring_addr *)arg, &s->out);
+	ring_join(NODE(s, i), s->now, *(ring_addr *)arg, &s->out);
 	return 0;
 }
 static int do_lookup(sim *s, uint32_t i, void *arg)
@@ -507,7 +703,7 @@ static int do_lookup(sim *s, uint32_t i, void *arg)
 	rn_id_random(&key, &s->rng, s->cfg.bits);
 	uint64_t req = s->next_req++;
 	s->issue_ms[req] = (uint32_t)(s->now - s->lookups_start);
-	ring_lookup(s->node[i], s->now, &key, req, &s->out);
+	ring_lookup(NODE(s, i), s->now, &key, req, &s->out);
 	return 0;
 }
 
@@ -523,33 +719,28 @@ static uint32_t random_joined(sim *s)
 	return UINT32_MAX;
 }
 
-static int handle(sim *s, const ev *e)
+static int handle(sim *s, popped *e)
 {
 	switch (e->kind) {
 	case EV_DELIVER: {
-		slot *sl = &s->slots[e->ref];
-		uint32_t to = sl->m.to;
+		ring_msg *m = &e->msg.m;
 		int rc = 0;
-		if (s->alive[to]) {
-			ring_msg m = sl->m;
-			rc = step_node(s, to, do_msg, &m);
-		} else if (s->alive[sl->sender]) {
-			/* died while the message was on the wire */
-			rc = push(s, s->now + CONNECT_TIMEOUT_MS, EV_UNREACH, e->ref);
-			return rc;
+		if (s->alive[m->to]) {
+			rc = step_node(s, m->to, do_msg, m);
+		} else if (s->alive[e->msg.sender]) {
+			/* died while the message was on the wire: the sender learns it the hard way */
+			return push_msg(s, s->now + CONNECT_TIMEOUT_MS, EV_UNREACH, e->msg.sender, m);
 		}
-		free_slot(s, e->ref);
+		free((void *)m->peers);
 		return rc;
 	}
 	case EV_UNREACH: {
-		slot *sl = &s->slots[e->ref];
+		ring_msg *m = &e->msg.m;
 		int rc = 0;
 		s->r->timeouts++;
-		if (s->alive[sl->sender]) {
-			ring_msg m = sl->m;
-			rc = step_node(s, sl->sender, do_unreach, &m);
-		}
-		free_slot(s, e->ref);
+		if (s->alive[e->msg.sender])
+			rc = step_node(s, e->msg.sender, do_unreach, m);
+		free((void *)m->peers);
 		return rc;
 	}
 	case EV_TICK:
@@ -611,10 +802,12 @@ static int handle(sim *s, const ev *e)
 static int run_until(sim *s, bool (*stop)(sim *), uint64_t deadline)
 {
 	uint64_t next_check = s->now + CHECK_EVERY_MS;
-	while (s->nheap && !stop(s)) {
-		if (s->heap[0].t > deadline)
+	popped e;
+	while (!stop(s) && pop(s, &e)) {
+		if (e.t > deadline) {
+			unpop(s, &e);
 			return 0;
-		ev e = pop(s);
+		}
 		s->now = e.t;
 		s->r->events++;
 		int rc = handle(s, &e);
@@ -668,7 +861,7 @@ static int build_join(sim *s)
 		return rc;
 	/* run until every node joined, then check the ring once per virtual second */
 	uint64_t limit = s->p->max_virtual_ms;
-	while (s->now < limit && s->nheap) {
+	while (s->now < limit && pending(s)) {
 		uint64_t until = s->now + CHECK_EVERY_MS;
 		rc = run_until(s, never, until);
 		if (rc < 0)
@@ -802,11 +995,15 @@ int sim_run(const sim_params *p, sim_result *r)
 	s.p = p;
 	s.r = r;
 	s.free_slot = UINT32_MAX;
+	s.wheel = calloc(WHEEL, sizeof *s.wheel);
+	if (!s.wheel)
+		return RN_ENOMEM;
 	ring_config_default(&s.cfg);
 	s.cfg.bits = p->bits;
 	s.cfg.successors = p->successors;
 	s.cfg.lookup = p->lookup;
 	s.cfg.max_hops = p->nodes * 2u + 64u > s.cfg.max_hops ? p->nodes * 2u + 64u : s.cfg.max_hops;
+	s.stride = ring_node_size(&s.cfg);
 	rn_rng_seed(&s.rng, p->seed);
 	double t0 = now_ms();
 	int rc = p->bootstrap == SIM_BOOT_STATIC ? build_static(&s) : build_join(&s);
@@ -909,16 +1106,26 @@ int sim_run(const sim_params *p, sim_result *r)
 		}
 	}
 	for (uint32_t i = 0; i < s.n; i++)
-		r->node_bytes += ring_node_mem(s.node[i]);
+		r->node_bytes += ring_node_mem(NODE(&s, i));
 	if (p->keys)
 		load_figures(&s);
 out:
 	for (uint32_t i = 0; i < s.n; i++)
-		ring_node_free(s.node[i]);
+		ring_node_fini(NODE(&s, i));
+	/* messages still in flight own their peer lists */
 	for (size_t k = 0; k < s.nheap; k++)
-		if (s.heap[k].kind == EV_DELIVER || s.heap[k].kind == EV_UNREACH)
+		if (is_msg(s.heap[k].kind))
 			free((void *)s.slots[s.heap[k].ref].m.peers);
-	free(s.node);
+	for (uint32_t i = 0; s.wheel && i < WHEEL; i++) {
+		for (uint32_t k = s.wheel[i].mhead; k < s.wheel[i].mn; k++)
+			free((void *)s.wheel[i].m[k].m.peers);
+		free(s.wheel[i].v);
+		free(s.wheel[i].m);
+	}
+	for (uint32_t i = 0; i < s.nspare; i++)
+		free(s.spare[i].m);
+	free(s.wheel);
+	free(s.arena);
 	free(s.alive);
 	free(s.tick_at);
 	free(s.issued);
