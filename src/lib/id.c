@@ -96,17 +96,9 @@ void rn_id_sub(rn_id *out, const rn_id *a, const rn_id *b)
 
 unsigned rn_id_bitlen(const rn_id *x)
 {
-	for (int i = 0; i < RN_ID_BYTES; i++) {
-		if (x->b[i]) {
-			unsigned v = x->b[i], n = 0;
-			while (v) {
-				n++;
-				v >>= 1;
-			}
-			return (unsigned)(RN_ID_BYTES - 1 - i) * 8 + n;
-		}
-	}
-	return 0;
+	rn_id zero;
+	memset(&zero, 0, sizeof zero);
+	return rn_id_dist_bitlen(x, &zero);
 }
 
 bool rn_id_in_oc(const rn_id *x, const rn_id *a, const rn_id *b)

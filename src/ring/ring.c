@@ -17,21 +17,27 @@ typedef struct {
 	uint8_t lo;
 } frun;
 
-/* Fields a routing step reads come first, so a hop touches few cache lines: in the
- * simulator a million nodes do not fit in cache and every hop lands on a cold node. */
+/* Laid out in 64-byte lines: line 0 has everything a routing step reads but the
+ * successor and the finger runs, line 1 the timers every call consults. In the simulator
+ * a million nodes do not fit in cache and every hop lands on a cold node, so the number
+ * of lines a hop touches is what the simulator's speed comes down to. */
 struct ring_node {
+	/* line 0 */
 	ring_peer self;
 	uint8_t joined, nsucc, nruns, cap_runs;
+	uint32_t starts[5]; /* bit i set: a finger run starts at index i */
+	frun *heap_runs;    /* NULL while the runs fit in the inline area after succ[] */
 	const ring_config *cfg;
-	frun *runs;
+	/* line 1 */
 	ring_peer pred;
 	uint8_t stab_pending, ping_pending, join_pending, finger_pending, next_finger;
 	ring_addr join_via;
 	uint64_t t_stab, t_fix, t_check; /* next time each periodic task is due */
+	/* line 2 */
 	uint64_t stab_sent, ping_sent, join_sent, finger_sent;
 	uint64_t req_seq; /* ids for lookups the ring itself starts */
 	uint64_t join_req, finger_req;
-	ring_peer succ[]; /* cfg->successors entries */
+	ring_peer succ[]; /* cfg->successors entries, then cfg->finger_slots inline runs */
 };
 
 static const ring_peer no_peer = {.addr = RING_ADDR_NONE};
@@ -46,6 +52,7 @@ void ring_config_default(ring_config *c)
 	c->check_pred_ms = 2000;
 	c->rpc_timeout_ms = 3000;
 	c->max_hops = 4096;
+	c->finger_slots = 4;
 }
 
 int ring_config_check(const ring_config *c)
@@ -55,6 +62,8 @@ int ring_config_check(const ring_config *c)
 	if (c->successors < 1 || c->successors > RING_MAX_SUCC)
 		return RN_EINVAL;
 	if (c->lookup != RING_LOOKUP_SIMPLE && c->lookup != RING_LOOKUP_SCALABLE)
+		return RN_EINVAL;
+	if (c->finger_slots > RN_ID_BITS)
 		return RN_EINVAL;
 	if (!c->stabilize_ms || !c->fix_fingers_ms || !c->check_pred_ms || !c->rpc_timeout_ms ||
 	    !c->max_hops)
@@ -113,11 +122,54 @@ static void event(ring_out *o, uint8_t type, const ring_peer *result)
 
 /* ---- successors, predecessor, fingers ---- */
 
+/* The finger runs: inline after the successor list, or on the heap once they outgrew it.
+ * (const is dropped: the node owns them either way.) */
+static inline frun *R(const ring_node *n)
+{
+	return n->heap_runs ? n->heap_runs : (frun *)(uintptr_t)(n->succ + n->cfg->successors);
+}
+
 static ring_peer successor(const ring_node *n) { return n->nsucc ? n->succ[0] : n->self; }
 
 static unsigned run_hi(const ring_node *n, unsigned k)
 {
-	return k + 1 < n->nruns ? n->runs[k + 1].lo : n->cfg->bits;
+	return k + 1 < n->nruns ? R(n)[k + 1].lo : n->cfg->bits;
+}
+
+static void index_runs(ring_node *n)
+{
+	memset(n->starts, 0, sizeof n->starts);
+	for (unsigned k = 0; k < n->nruns; k++)
+		n->starts[R(n)[k].lo / 32] |= 1u << (R(n)[k].lo % 32);
+}
+
+/* Without -mpopcnt, __builtin_popcount is a library call; this is a few instructions. */
+static inline unsigned popcount32(uint32_t v)
+{
+	v = v - ((v >> 1) & 0x55555555u);
+	v = (v & 0x33333333u) + ((v >> 2) & 0x33333333u);
+	return (((v + (v >> 4)) & 0x0f0f0f0fu) * 0x01010101u) >> 24;
+}
+
+/* The run that holds finger i. */
+static unsigned run_of(const ring_node *n, unsigned i)
+{
+	unsigned w = i / 32, c = 0;
+	for (unsigned k = 0; k < w; k++)
+		c += popcount32(n->starts[k]);
+	uint32_t mask = (i % 32 == 31) ? UINT32_MAX : ((1u << (i % 32 + 1)) - 1);
+	c += popcount32(n->starts[w] & mask);
+	return c - 1;
+}
+
+/* The highest finger whose start lies in (self, key], or -1 when key comes before
+ * finger 0's start. */
+static int top_finger_before(const ring_node *n, const rn_id *key)
+{
+	unsigned len = rn_id_dist_bitlen(key, &n->self.id), shift = RN_ID_BITS - n->cfg->bits;
+	if (len == 0)
+		return (int)n->cfg->bits - 1; /* key is self: the whole ring precedes it */
+	return (int)len - 1 - (int)shift;
 }
 
 static int runs_reserve(ring_node *n, unsigned want)
@@ -126,10 +178,18 @@ static int runs_reserve(ring_node *n, unsigned want)
 		return 0;
 	/* grow in small steps: a million nodes each wasting half an array adds up */
 	unsigned cap = want + 4 > RN_ID_BITS ? RN_ID_BITS : want + 4;
-	frun *r = realloc(n->runs, cap * sizeof *r);
-	if (!r)
-		return RN_ENOMEM;
-	n->runs = r;
+	frun *r;
+	if (n->heap_runs) {
+		r = realloc(n->heap_runs, cap * sizeof *r);
+		if (!r)
+			return RN_ENOMEM;
+	} else {
+		r = malloc(cap * sizeof *r); /* outgrew the inline area */
+		if (!r)
+			return RN_ENOMEM;
+		memcpy(r, R(n), n->nruns * sizeof *r);
+	}
+	n->heap_runs = r;
 	n->cap_runs = (uint8_t)cap;
 	return 0;
 }
@@ -142,34 +202,41 @@ void ring_set_fingers(ring_node *n, unsigned lo, unsigned hi, const ring_peer *p
 	if (lo >= hi)
 		return;
 	unsigned last = n->nruns - 1u;
-	if (n->nruns && hi == m && lo >= n->runs[last].lo) {
-		/* appending at the top: what the static fill and fix_fingers mostly do */
-		if (peer_eq(&n->runs[last].p, p))
+	if (n->nruns && lo >= R(n)[last].lo) {
+		/* only the top run changes: what the static fill and fix_fingers mostly do */
+		ring_peer old = R(n)[last].p;
+		if (peer_eq(&old, p))
 			return;
-		if (lo == n->runs[last].lo) {
-			n->runs[last].p = *p;
-			if (last && peer_eq(&n->runs[last - 1].p, p))
+		if (runs_reserve(n, n->nruns + 2u) < 0)
+			return;
+		frun *r = R(n);
+		if (lo == r[last].lo) {
+			r[last].p = *p;
+			if (last && peer_eq(&r[last - 1].p, p))
 				n->nruns--;
-			return;
+		} else {
+			r[n->nruns].p = *p;
+			r[n->nruns++].lo = (uint8_t)lo;
 		}
-		if (runs_reserve(n, n->nruns + 1u) < 0)
-			return;
-		n->runs[n->nruns].p = *p;
-		n->runs[n->nruns++].lo = (uint8_t)lo;
+		if (hi < m) {
+			r[n->nruns].p = old;
+			r[n->nruns++].lo = (uint8_t)hi;
+		}
+		index_runs(n);
 		return;
 	}
 	frun t[RN_ID_BITS + 2];
 	unsigned k = 0;
 	for (unsigned i = 0; i < n->nruns; i++)
-		if (n->runs[i].lo < lo)
-			t[k++] = n->runs[i];
+		if (R(n)[i].lo < lo)
+			t[k++] = R(n)[i];
 	t[k].p = *p;
 	t[k++].lo = (uint8_t)lo;
 	for (unsigned i = 0; i < n->nruns && hi < m; i++) {
-		unsigned rlo = n->runs[i].lo, rhi = run_hi(n, i);
+		unsigned rlo = R(n)[i].lo, rhi = run_hi(n, i);
 		if (rhi <= hi)
 			continue;
-		t[k].p = n->runs[i].p;
+		t[k].p = R(n)[i].p;
 		t[k++].lo = (uint8_t)(rlo > hi ? rlo : hi);
 	}
 	/* merge neighbours that point to the same peer */
@@ -181,15 +248,16 @@ void ring_set_fingers(ring_node *n, unsigned lo, unsigned hi, const ring_peer *p
 	}
 	if (runs_reserve(n, w) < 0)
 		return; /* out of memory: the table stays as it was, which is still safe */
-	memcpy(n->runs, t, w * sizeof *t);
+	memcpy(R(n), t, w * sizeof *t);
 	n->nruns = (uint8_t)w;
+	index_runs(n);
 }
 
 ring_peer ring_finger(const ring_node *n, unsigned i)
 {
 	for (unsigned k = n->nruns; k-- > 0;)
-		if (n->runs[k].lo <= i)
-			return n->runs[k].p;
+		if (R(n)[k].lo <= i)
+			return R(n)[k].p;
 	return no_peer;
 }
 
@@ -205,9 +273,7 @@ unsigned ring_finger_span(const ring_node *n, unsigned i, const rn_id *r)
 	/* finger j starts at self + 2^(160-m+j), inside (self, r] exactly while that power is
 	 * at most the distance d = r - self; d = 0 means r is self: the whole ring */
 	unsigned m = n->cfg->bits, shift = RN_ID_BITS - m;
-	rn_id d;
-	rn_id_sub(&d, r, &n->self.id);
-	unsigned len = rn_id_bitlen(&d);
+	unsigned len = rn_id_dist_bitlen(r, &n->self.id);
 	unsigned j = len == 0 ? m : (len > shift ? len - shift : 0);
 	if (j > m)
 		j = m;
@@ -238,8 +304,8 @@ static void refill_successor(ring_node *n)
 	if (n->nsucc)
 		return;
 	for (unsigned k = 0; k < n->nruns; k++)
-		if (peer_valid(n, &n->runs[k].p)) {
-			n->succ[0] = n->runs[k].p;
+		if (peer_valid(n, &R(n)[k].p)) {
+			n->succ[0] = R(n)[k].p;
 			n->nsucc = 1;
 			return;
 		}
@@ -266,8 +332,8 @@ static void forget(ring_node *n, ring_addr dead, ring_out *o)
 		event(o, RING_EV_PRED_CHANGED, &n->pred);
 	}
 	for (unsigned k = 0; k < n->nruns; k++)
-		if (n->runs[k].p.addr == dead)
-			ring_set_fingers(n, n->runs[k].lo, run_hi(n, k), &no_peer);
+		if (R(n)[k].p.addr == dead)
+			ring_set_fingers(n, R(n)[k].lo, run_hi(n, k), &no_peer);
 	if (head) {
 		n->stab_pending = 0;
 		refill_successor(n);
@@ -283,9 +349,12 @@ static void forget(ring_node *n, ring_addr dead, ring_out *o)
 static const ring_peer *closest_preceding(const ring_node *n, const rn_id *key)
 {
 	const ring_peer *best = NULL;
-	unsigned k = n->nruns;
+	/* fingers above the one that starts just before the key point past it (in a correct
+	 * table), so the scan starts there instead of at the top */
+	int top = top_finger_before(n, key);
+	unsigned k = top < 0 ? 0 : run_of(n, (unsigned)top) + 1;
 	while (k-- > 0) {
-		const ring_peer *p = &n->runs[k].p;
+		const ring_peer *p = &R(n)[k].p;
 		if (peer_valid(n, p) && rn_id_in_oo(&p->id, &n->self.id, key)) {
 			best = p;
 			break;
@@ -442,8 +511,9 @@ static void on_found(ring_node *n, uint64_t now, const ring_msg *m, ring_out *o)
 
 size_t ring_node_size(const ring_config *cfg)
 {
-	size_t sz = sizeof(ring_node) + cfg->successors * sizeof(ring_peer);
-	return (sz + 15) & ~(size_t)15;
+	size_t sz = sizeof(ring_node) + cfg->successors * sizeof(ring_peer) +
+		    cfg->finger_slots * sizeof(frun);
+	return (sz + 63) & ~(size_t)63;
 }
 
 ring_node *ring_node_new(const ring_config *cfg, const rn_id *id, ring_addr self)
@@ -462,6 +532,7 @@ ring_node *ring_node_init(void *mem, const ring_config *cfg, const rn_id *id, ri
 	ring_node *n = mem;
 	memset(n, 0, ring_node_size(cfg));
 	n->cfg = cfg;
+	n->cap_runs = (uint8_t)(cfg->finger_slots > RN_ID_BITS ? RN_ID_BITS : cfg->finger_slots);
 	n->self.id = *id;
 	rn_id_truncate(&n->self.id, cfg->bits);
 	n->self.addr = self;
@@ -469,16 +540,17 @@ ring_node *ring_node_init(void *mem, const ring_config *cfg, const rn_id *id, ri
 	n->join_via = RING_ADDR_NONE;
 	if (runs_reserve(n, 1) < 0)
 		return NULL;
-	n->runs[0].p = no_peer;
-	n->runs[0].lo = 0;
+	R(n)[0].p = no_peer;
+	R(n)[0].lo = 0;
 	n->nruns = 1;
+	index_runs(n);
 	return n;
 }
 
 void ring_node_fini(ring_node *n)
 {
 	if (n)
-		free(n->runs);
+		free(n->heap_runs);
 }
 
 void ring_node_free(ring_node *n)
@@ -487,19 +559,25 @@ void ring_node_free(ring_node *n)
 	free(n);
 }
 
-void ring_prefetch(const ring_node *n)
+void ring_prefetch(const ring_node *n, const rn_id *key)
 {
-	/* routing scans the finger runs from the top and then the successor list */
-	__builtin_prefetch(&n->runs[n->nruns - 1]);
-	if (n->nruns > 3)
-		__builtin_prefetch(&n->runs[n->nruns - 4]);
+	/* a routing step reads the successor, the finger run that covers the key and the
+	 * one below it, and the end of the successor list */
+	__builtin_prefetch((const char *)n + 64);
 	__builtin_prefetch(n->succ);
+	__builtin_prefetch(&n->succ[n->nsucc ? n->nsucc - 1 : 0]);
+	int top = key ? top_finger_before(n, key) : (int)n->cfg->bits - 1;
+	if (top >= 0) {
+		unsigned k = run_of(n, (unsigned)top);
+		__builtin_prefetch(&R(n)[k]);
+		if (k)
+			__builtin_prefetch(&R(n)[k - 1]);
+	}
 }
 
 size_t ring_node_mem(const ring_node *n)
 {
-	return sizeof *n + n->cfg->successors * sizeof(ring_peer) +
-	       n->cap_runs * sizeof(frun);
+	return ring_node_size(n->cfg) + (n->heap_runs ? n->cap_runs * sizeof(frun) : 0);
 }
 
 static void schedule(ring_node *n, uint64_t now)
@@ -810,3 +888,5 @@ size_t ring_successors(const ring_node *n, ring_peer *out, size_t max)
 	memcpy(out, n->succ, k * sizeof *out);
 	return k;
 }
+
+_Static_assert(offsetof(struct ring_node, pred) == 64, "line 0 of ring_node overflowed");

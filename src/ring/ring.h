@@ -46,6 +46,8 @@ typedef struct {
 	uint32_t check_pred_ms;
 	uint32_t rpc_timeout_ms; /* a successor or predecessor silent this long is dead */
 	uint32_t max_hops;       /* a lookup forwarded this often is answered as failed */
+	unsigned finger_slots;   /* finger runs stored inside the node before spilling to the
+				  * heap: about log2(N) + 4 keeps a node in one allocation */
 } ring_config;
 
 void ring_config_default(ring_config *c);
@@ -122,9 +124,9 @@ void ring_node_free(ring_node *n);
 size_t ring_node_size(const ring_config *cfg);
 ring_node *ring_node_init(void *mem, const ring_config *cfg, const rn_id *id, ring_addr self);
 void ring_node_fini(ring_node *n);
-/* A hint: the node is about to be handed a message, so start loading the memory a
- * routing step reads. Does nothing observable. */
-void ring_prefetch(const ring_node *n);
+/* A hint: the node is about to route key (NULL: something else), so start loading the
+ * memory that step reads. Does nothing observable. */
+void ring_prefetch(const ring_node *n, const rn_id *key);
 size_t ring_node_mem(const ring_node *n); /* bytes this node owns, for memory accounting */
 
 /* Start a new ring of one. */

@@ -5,7 +5,10 @@
  * notice after the connect timeout, which is the driver contract of ring.h. Each node has
  * at most one live TICK event (tick_at[i]); earlier wake-ups push a new one and the stale
  * one is skipped when it pops. */
+#define _GNU_SOURCE /* mremap */
 #include "sim.h"
+
+#include <sys/mman.h>
 
 #include <math.h>
 #include <stdio.h>
@@ -262,6 +265,7 @@ static size_t pending(const sim *s) { return s->wcount + s->nheap; }
 static bool is_msg(uint32_t kind) { return kind == EV_DELIVER || kind == EV_UNREACH; }
 
 #define PREFETCH_AHEAD 6
+#define NO_PF 0
 
 /* The next event; false when none is left. Messages come with a copy of themselves. */
 static bool pop(sim *s, popped *out)
@@ -272,13 +276,15 @@ static bool pop(sim *s, popped *out)
 			/* the nodes that the next messages go to: start loading them now, in two
 			 * stages, since each is a cache miss in a large ring */
 			uint32_t h = b->mhead;
+			if (!NO_PF) {
 			if (h + 2 * PREFETCH_AHEAD < b->mn)
 				__builtin_prefetch(s->arena + (size_t)b->m[h + 2 * PREFETCH_AHEAD].m.to * s->stride);
 			if (h + PREFETCH_AHEAD < b->mn) {
 				const mev *f = &b->m[h + PREFETCH_AHEAD];
 				uint32_t to = f->kind == EV_DELIVER ? f->m.to : f->sender;
 				if (to < s->n)
-					ring_prefetch(NODE(s, to));
+					ring_prefetch(NODE(s, to), f->m.type == RING_MSG_FIND_SUCC ? &f->m.key : NULL);
+			}
 			}
 			const mev *e = &b->m[b->mhead++];
 			s->wcount--;
@@ -345,10 +351,41 @@ static int peer_cmp(const void *a, const void *b)
 	return rn_id_cmp(&((const ring_peer *)a)->id, &((const ring_peer *)b)->id);
 }
 
-/* index in live[] of the first id >= key (wrapping to 0) */
+/* index in live[] of the first id >= key (wrapping to 0). Ids are uniformly random, so
+ * the key's share of the id space is a good guess at its position; gallop from there. */
 static uint32_t live_lower(const sim *s, const rn_id *key)
 {
-	uint32_t lo = 0, hi = s->nlive;
+	uint32_t n = s->nlive;
+	if (n == 0)
+		return 0;
+	double frac = (double)rn_id_top64(key) / 18446744073709551616.0;
+	uint32_t g = (uint32_t)(frac * n), lo, hi;
+	if (g >= n)
+		g = n - 1;
+	if (rn_id_cmp(&s->live[g].id, key) < 0) {
+		uint32_t a = g, b = g + 1, step = 1;
+		while (b < n && rn_id_cmp(&s->live[b].id, key) < 0) {
+			a = b;
+			step *= 2;
+			b = a + step > n ? n : a + step;
+		}
+		lo = a + 1;
+		hi = b;
+	} else {
+		uint32_t b = g, step = 1;
+		lo = 0;
+		while (b > 0) {
+			uint32_t a = b > step ? b - step : 0;
+			if (rn_id_cmp(&s->live[a].id, key) < 0) {
+				lo = a + 1;
+				break;
+			}
+			b = a;
+			step *= 2;
+		}
+		hi = b;
+	}
+	/* live[lo-1] < key <= live[hi] (hi may be n): binary search in between */
 	while (lo < hi) {
 		uint32_t mid = lo + (hi - lo) / 2;
 		if (rn_id_cmp(&s->live[mid].id, key) < 0)
@@ -356,7 +393,7 @@ static uint32_t live_lower(const sim *s, const rn_id *key)
 		else
 			hi = mid;
 	}
-	return lo == s->nlive ? 0 : lo;
+	return lo == n ? 0 : lo;
 }
 
 static const ring_peer *true_succ(const sim *s, const rn_id *key) { return &s->live[live_lower(s, key)]; }
@@ -404,9 +441,14 @@ static int grow_nodes(sim *s, uint32_t want)
 		s->f = q;                                                                          \
 	} while (0)
 	{
-		void *q = realloc(s->arena, (size_t)cap * s->stride);
-		if (!q)
+		/* one mapping in huge pages: every hop lands on a random node, and with 4 KB
+		 * pages each would also miss the TLB */
+		size_t old = (size_t)s->cap * s->stride, len = (size_t)cap * s->stride;
+		void *q = s->arena ? mremap(s->arena, old, len, MREMAP_MAYMOVE)
+				   : mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (q == MAP_FAILED)
 			return RN_ENOMEM;
+		madvise(q, len, MADV_HUGEPAGE);
 		s->arena = q;
 	}
 	GROW(alive);
@@ -1003,6 +1045,11 @@ int sim_run(const sim_params *p, sim_result *r)
 	s.cfg.successors = p->successors;
 	s.cfg.lookup = p->lookup;
 	s.cfg.max_hops = p->nodes * 2u + 64u > s.cfg.max_hops ? p->nodes * 2u + 64u : s.cfg.max_hops;
+	/* room inline for the ~log2(N) distinct fingers a node has, and some to spare */
+	unsigned lg = 0;
+	while ((1ull << lg) < p->nodes)
+		lg++;
+	s.cfg.finger_slots = lg + 6 < s.cfg.bits + 1 ? lg + 6 : s.cfg.bits + 1;
 	s.stride = ring_node_size(&s.cfg);
 	rn_rng_seed(&s.rng, p->seed);
 	double t0 = now_ms();
@@ -1125,7 +1172,8 @@ out:
 	for (uint32_t i = 0; i < s.nspare; i++)
 		free(s.spare[i].m);
 	free(s.wheel);
-	free(s.arena);
+	if (s.arena)
+		munmap(s.arena, (size_t)s.cap * s.stride);
 	free(s.alive);
 	free(s.tick_at);
 	free(s.issued);

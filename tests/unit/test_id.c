@@ -69,7 +69,34 @@ static void test_add_sub_bitlen(void **state)
 			while (len < 64 && (d >> len))
 				len++;
 			assert_int_equal(rn_id_bitlen(&r), d ? len + RN_ID_BITS - m : 0);
+			assert_int_equal(rn_id_dist_bitlen(&ia, &ib), rn_id_bitlen(&r));
 		}
+	}
+}
+
+static void test_word_ops_on_wide_ids(void **state)
+{
+	/* distances that borrow across the 64/64/32-bit word boundaries */
+	(void)state;
+	rn_rng rng;
+	rn_rng_seed(&rng, 11);
+	for (int t = 0; t < 20000; t++) {
+		rn_id a, b, d;
+		rn_id_random(&a, &rng, 160);
+		b = a;
+		/* make b differ from a only in a random suffix, so borrows chain */
+		int from = (int)rn_rng_below(&rng, RN_ID_BYTES);
+		for (int i = from; i < RN_ID_BYTES; i++)
+			b.b[i] = (uint8_t)rn_rng_below(&rng, 256);
+		rn_id_sub(&d, &a, &b);
+		unsigned len = 0;
+		for (int i = 0; i < RN_ID_BYTES && !len; i++)
+			for (int bit = 7; bit >= 0 && !len; bit--)
+				if (d.b[i] >> bit & 1)
+					len = (unsigned)(RN_ID_BYTES - 1 - i) * 8 + (unsigned)bit + 1;
+		assert_int_equal(rn_id_dist_bitlen(&a, &b), len);
+		assert_int_equal(rn_id_cmp(&a, &b) < 0, memcmp(a.b, b.b, RN_ID_BYTES) < 0);
+		assert_int_equal(rn_id_cmp(&a, &b) == 0, memcmp(a.b, b.b, RN_ID_BYTES) == 0);
 	}
 }
 
@@ -130,6 +157,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_intervals_brute_force),
 		cmocka_unit_test(test_add_sub_bitlen),
+		cmocka_unit_test(test_word_ops_on_wide_ids),
 		cmocka_unit_test(test_wraparound_at_zero),
 		cmocka_unit_test(test_hash_and_truncate),
 		cmocka_unit_test(test_random_stays_on_ring),
