@@ -91,6 +91,16 @@ static bool peer_valid(const ring_node *n, const ring_peer *p)
 
 /* ---- output helpers ---- */
 
+/* A slot for a message the caller fills in whole. */
+static ring_msg *emit_raw(ring_out *o, ring_addr to)
+{
+	if (o->nmsgs >= RING_OUT_MSGS || to == RING_ADDR_NONE) {
+		o->dropped++;
+		return NULL;
+	}
+	return &o->msgs[o->nmsgs++];
+}
+
 static ring_msg *emit(ring_node *n, ring_out *o, uint8_t type, ring_addr to)
 {
 	if (o->nmsgs >= RING_OUT_MSGS || to == RING_ADDR_NONE) {
@@ -408,12 +418,11 @@ static void route(ring_node *n, uint64_t now, const ring_msg *in, ring_out *o)
 		next = closest_preceding(n, &in->key);
 	if (!next)
 		next = &n->succ[0]; /* nsucc > 0 here, or the key would be ours */
-	ring_msg *m = emit(n, o, RING_MSG_FIND_SUCC, next->addr);
+	ring_msg *m = emit_raw(o, next->addr);
 	if (!m)
 		return;
-	ring_addr to = m->to;
 	*m = *in;
-	m->to = to;
+	m->to = next->addr;
 	m->from = n->self;
 	m->hops = in->hops + 1;
 }
@@ -767,11 +776,16 @@ void ring_on_msg(ring_node *n, uint64_t now, const ring_msg *m, ring_out *o)
 {
 	switch (m->type) {
 	case RING_MSG_FIND_SUCC:
+		/* a node not yet in a ring cannot route; the asker will time out */
 		if (n->joined)
 			route(n, now, m, o);
-		break; /* a node not yet in a ring cannot route; the asker will time out */
+		if (m->origin.addr != n->self.addr)
+			return; /* passing a lookup on changes no deadline of ours */
+		break;
 	case RING_MSG_FOUND:
 		on_found(n, now, m, o);
+		if (m->purpose == RING_FOR_USER)
+			return;
 		break;
 	case RING_MSG_GET_PRED: {
 		size_t i = o->nmsgs;

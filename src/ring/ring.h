@@ -107,7 +107,10 @@ typedef struct {
 	ring_event events[RING_OUT_EVENTS];
 	size_t nevents;
 	ring_peer peers[RING_OUT_MSGS][RING_MAX_SUCC]; /* storage for msgs[i].peers */
-	uint64_t wake_at; /* call ring_tick at this time; UINT64_MAX: no need */
+	/* call ring_tick no later than this. UINT64_MAX: nothing new, keep the timer you
+	 * have (forwarding a lookup changes no deadline, and skipping that bookkeeping on
+	 * the hot path is measurable); after ring_tick it is always the next due time. */
+	uint64_t wake_at;
 	uint32_t dropped; /* messages or events that did not fit (a core bug if ever > 0) */
 } ring_out;
 

@@ -11,6 +11,7 @@
 #include <sys/mman.h>
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -110,7 +111,8 @@ typedef struct {
 	uint32_t njoined;
 	/* lookups */
 	bool lookups_on;
-	uint64_t lookups_total, lookups_done, next_req;
+	uint64_t lookups_done, next_req; /* answered, issued (by this lane) */
+	uint64_t req_space;              /* req = node * requests + k is below this */
 	uint64_t lookups_start, last_issue;
 	uint32_t issuers; /* nodes that still have lookups to issue */
 	uint32_t *issue_ms; /* by req: virtual issue time minus lookups_start */
@@ -605,7 +607,7 @@ static int drain(sim *s, uint32_t from)
 static void lookup_done(sim *s, uint32_t origin, const ring_event *e)
 {
 	(void)origin;
-	if (!s->lookups_on || e->req >= s->next_req)
+	if (!s->lookups_on || e->req >= s->req_space)
 		return;
 	s->lookups_done++;
 	const ring_peer *want = true_succ(s, &e->key);
@@ -619,6 +621,37 @@ static void lookup_done(sim *s, uint32_t origin, const ring_event *e)
 }
 
 /* ---- experiments ---- */
+
+typedef struct {
+	sim *s;
+	uint32_t from, to; /* positions in live[] */
+} fill_job;
+
+static void *fill_range(void *arg)
+{
+	fill_job *j = arg;
+	sim *s = j->s;
+	unsigned m = s->cfg.bits, r = s->cfg.successors;
+	ring_peer succ[RING_MAX_SUCC];
+	for (uint32_t k = j->from; k < j->to; k++) {
+		ring_node *nd = NODE(s, s->live[k].addr);
+		size_t c = 0;
+		for (unsigned i = 1; i <= r && i < s->nlive; i++)
+			succ[c++] = s->live[(k + i) % s->nlive];
+		ring_set_successors(nd, succ, c);
+		if (s->nlive > 1)
+			ring_set_predecessor(nd, &s->live[(k + s->nlive - 1) % s->nlive]);
+		for (unsigned i = 0; i < m;) {
+			rn_id start;
+			ring_finger_start(nd, i, &start);
+			const ring_peer *f = true_succ(s, &start);
+			unsigned e = ring_finger_span(nd, i, &f->id);
+			ring_set_fingers(nd, i, e, f);
+			i = e;
+		}
+	}
+	return NULL;
+}
 
 static int build_static(sim *s)
 {
@@ -645,25 +678,16 @@ static int build_static(sim *s)
 		return rc;
 	s->nlive = s->n;
 	qsort(s->live, s->nlive, sizeof *s->live, peer_cmp);
-	unsigned m = s->cfg.bits, r = s->cfg.successors;
-	ring_peer succ[RING_MAX_SUCC];
-	for (uint32_t k = 0; k < s->nlive; k++) {
-		ring_node *nd = NODE(s, s->live[k].addr);
-		size_t c = 0;
-		for (unsigned j = 1; j <= r && j < s->nlive; j++)
-			succ[c++] = s->live[(k + j) % s->nlive];
-		ring_set_successors(nd, succ, c);
-		if (s->nlive > 1)
-			ring_set_predecessor(nd, &s->live[(k + s->nlive - 1) % s->nlive]);
-		for (unsigned i = 0; i < m;) {
-			rn_id start;
-			ring_finger_start(nd, i, &start);
-			const ring_peer *f = true_succ(s, &start);
-			unsigned j = ring_finger_span(nd, i, &f->id);
-			ring_set_fingers(nd, i, j, f);
-			i = j;
-		}
-	}
+	/* every node's tables come from the oracle alone: fill halves of the ring on two
+	 * threads */
+	fill_job jobs[2] = {{s, 0, s->nlive / 2}, {s, s->nlive / 2, s->nlive}};
+	pthread_t tid;
+	bool threaded = pthread_create(&tid, NULL, fill_range, &jobs[1]) == 0;
+	fill_range(&jobs[0]);
+	if (threaded)
+		pthread_join(tid, NULL);
+	else
+		fill_range(&jobs[1]);
 	return 0;
 }
 
@@ -740,10 +764,9 @@ static int do_join(sim *s, uint32_t i, void *arg)
 }
 static int do_lookup(sim *s, uint32_t i, void *arg)
 {
-	(void)arg;
+	uint64_t req = *(uint64_t *)arg;
 	rn_id key;
 	rn_id_random(&key, &s->rng, s->cfg.bits);
-	uint64_t req = s->next_req++;
 	s->issue_ms[req] = (uint32_t)(s->now - s->lookups_start);
 	ring_lookup(NODE(s, i), s->now, &key, req, &s->out);
 	return 0;
@@ -792,13 +815,14 @@ static int handle(sim *s, popped *e)
 		return step_node(s, e->ref, do_tick, NULL);
 	case EV_ISSUE: {
 		uint32_t i = e->ref;
-		if (!s->alive[i] || s->next_req >= s->lookups_total) {
+		if (!s->alive[i]) {
 			s->issuers--; /* died before asking everything it meant to */
 			return 0;
 		}
-		s->issued[i]++;
+		uint64_t req = (uint64_t)i * s->p->requests + s->issued[i]++;
+		s->next_req++;
 		s->last_issue = s->now;
-		int rc = step_node(s, i, do_lookup, NULL);
+		int rc = step_node(s, i, do_lookup, &req);
 		if (rc == 0 && s->issued[i] < s->p->requests)
 			rc = push(s, s->now + 1000, EV_ISSUE, i);
 		else
@@ -980,6 +1004,66 @@ static void load_figures(sim *s)
 	free(count);
 }
 
+
+static int queue_init(sim *s)
+{
+	s->free_slot = UINT32_MAX;
+	s->wheel = calloc(WHEEL, sizeof *s->wheel);
+	return s->wheel ? 0 : RN_ENOMEM;
+}
+
+static void queue_free(sim *s)
+{
+	/* messages still in flight own their peer lists */
+	for (size_t k = 0; k < s->nheap; k++)
+		if (is_msg(s->heap[k].kind))
+			free((void *)s->slots[s->heap[k].ref].m.peers);
+	for (uint32_t i = 0; s->wheel && i < WHEEL; i++) {
+		for (uint32_t k = s->wheel[i].mhead; k < s->wheel[i].mn; k++)
+			free((void *)s->wheel[i].m[k].m.peers);
+		free(s->wheel[i].v);
+		free(s->wheel[i].m);
+	}
+	for (uint32_t i = 0; i < s->nspare; i++)
+		free(s->spare[i].m);
+	free(s->wheel);
+	free(s->heap);
+	free(s->slots);
+	s->wheel = NULL;
+	s->heap = NULL;
+	s->slots = NULL;
+}
+
+/* Lookups run in SIM_LANES independent lanes when nothing can change a node while they
+ * run (static ring, no failures, no churn): each lane has its own clock, queue, random
+ * stream and counters and issues the lookups of the nodes i with i % SIM_LANES == lane.
+ * Lanes only read the shared nodes, so they run on separate threads and the result
+ * depends on the seed alone, never on how the threads were scheduled. */
+#define SIM_LANES 2
+
+static void *lane_main(void *arg)
+{
+	sim *s = arg;
+	int rc = run_until(s, lookups_finished, s->now + s->p->max_virtual_ms);
+	return (void *)(intptr_t)rc;
+}
+
+static void lane_merge(sim *into, const sim *l)
+{
+	into->r->events += l->r->events;
+	into->r->messages += l->r->messages;
+	into->r->timeouts += l->r->timeouts;
+	into->r->failed_lookups += l->r->failed_lookups;
+	into->lookups_done += l->lookups_done;
+	into->next_req += l->next_req;
+	into->hops_sum += l->hops_sum;
+	into->latency_sum += l->latency_sum;
+	for (uint32_t h = 0; h < into->hist_len; h++)
+		into->hops_hist[h] += l->hops_hist[h];
+	if (l->now > into->now)
+		into->now = l->now;
+}
+
 void sim_params_default(sim_params *p)
 {
 	memset(p, 0, sizeof *p);
@@ -1036,9 +1120,7 @@ int sim_run(const sim_params *p, sim_result *r)
 	memset(&s, 0, sizeof s);
 	s.p = p;
 	s.r = r;
-	s.free_slot = UINT32_MAX;
-	s.wheel = calloc(WHEEL, sizeof *s.wheel);
-	if (!s.wheel)
+	if (queue_init(&s) < 0)
 		return RN_ENOMEM;
 	ring_config_default(&s.cfg);
 	s.cfg.bits = p->bits;
@@ -1100,27 +1182,69 @@ int sim_run(const sim_params *p, sim_result *r)
 	}
 
 	/* lookups: every live node asks requests keys, one per virtual second */
-	uint64_t live = 0;
-	for (uint32_t i = 0; i < s.n; i++)
-		live += s.alive[i];
-	s.lookups_total = live * p->requests;
+	s.req_space = (uint64_t)s.n * p->requests;
 	s.hist_len = s.cfg.max_hops + 2;
 	s.hops_hist = calloc(s.hist_len, sizeof *s.hops_hist);
-	s.issue_ms = malloc((s.lookups_total ? s.lookups_total : 1) * sizeof *s.issue_ms);
+	s.issue_ms = malloc((s.req_space ? s.req_space : 1) * sizeof *s.issue_ms);
 	if (!s.hops_hist || !s.issue_ms) {
 		rc = RN_ENOMEM;
 		goto out;
 	}
 	s.lookups_on = true;
 	s.lookups_start = s.now;
+	bool read_only = !s.maintain && !(p->fail > 0);
+	unsigned nlanes = read_only ? SIM_LANES : 1;
+	sim lane[SIM_LANES];
+	sim_result lane_r[SIM_LANES];
+	sim *lanes[SIM_LANES] = {&s};
+	for (unsigned k = 1; k < nlanes; k++) {
+		lane[k] = s; /* shares the nodes and the oracle, which nobody writes now */
+		memset(&lane_r[k], 0, sizeof lane_r[k]);
+		lane[k].r = &lane_r[k];
+		lane[k].nspare = 0;
+		lane[k].nheap = lane[k].capheap = 0;
+		lane[k].nslots = lane[k].capslots = 0;
+		lane[k].wcount = 0;
+		rn_rng_seed(&lane[k].rng, rn_rng_next(&s.rng));
+		lane[k].hops_hist = calloc(s.hist_len, sizeof *s.hops_hist);
+		if (queue_init(&lane[k]) < 0 || !lane[k].hops_hist) {
+			free(lane[k].hops_hist);
+			for (unsigned j = 1; j < k; j++) {
+				queue_free(&lane[j]);
+				free(lane[j].hops_hist);
+			}
+			rc = RN_ENOMEM;
+			goto out;
+		}
+		lanes[k] = &lane[k];
+	}
 	for (uint32_t i = 0; i < s.n && p->requests; i++)
 		if (s.alive[i]) {
-			if ((rc = push(&s, s.now + rn_rng_below(&s.rng, 1000), EV_ISSUE, i)) < 0)
-				goto out;
-			s.issuers++;
+			sim *l = lanes[i % nlanes];
+			if ((rc = push(l, l->now + rn_rng_below(&l->rng, 1000), EV_ISSUE, i)) < 0)
+				break;
+			l->issuers++;
 		}
 	double t1 = now_ms();
-	rc = run_until(&s, lookups_finished, s.now + p->max_virtual_ms);
+	pthread_t tid[SIM_LANES];
+	unsigned started = 1;
+	for (unsigned k = 1; k < nlanes && rc == 0; k++, started++)
+		if (pthread_create(&tid[k], NULL, lane_main, lanes[k]) != 0)
+			break;
+	if (rc == 0)
+		rc = (int)(intptr_t)lane_main(&s);
+	for (unsigned k = 1; k < nlanes; k++) {
+		void *ret = NULL;
+		if (k < started)
+			pthread_join(tid[k], &ret);
+		else if (rc == 0)
+			ret = lane_main(lanes[k]); /* no thread to be had: run it here */
+		if (rc == 0 && (intptr_t)ret < 0)
+			rc = (int)(intptr_t)ret;
+		lane_merge(&s, lanes[k]);
+		queue_free(lanes[k]);
+		free(lanes[k]->hops_hist);
+	}
 	r->wall_ms = now_ms() - t1;
 	if (rc < 0)
 		goto out;
@@ -1159,19 +1283,7 @@ int sim_run(const sim_params *p, sim_result *r)
 out:
 	for (uint32_t i = 0; i < s.n; i++)
 		ring_node_fini(NODE(&s, i));
-	/* messages still in flight own their peer lists */
-	for (size_t k = 0; k < s.nheap; k++)
-		if (is_msg(s.heap[k].kind))
-			free((void *)s.slots[s.heap[k].ref].m.peers);
-	for (uint32_t i = 0; s.wheel && i < WHEEL; i++) {
-		for (uint32_t k = s.wheel[i].mhead; k < s.wheel[i].mn; k++)
-			free((void *)s.wheel[i].m[k].m.peers);
-		free(s.wheel[i].v);
-		free(s.wheel[i].m);
-	}
-	for (uint32_t i = 0; i < s.nspare; i++)
-		free(s.spare[i].m);
-	free(s.wheel);
+	queue_free(&s);
 	if (s.arena)
 		munmap(s.arena, (size_t)s.cap * s.stride);
 	free(s.alive);
@@ -1179,8 +1291,6 @@ out:
 	free(s.issued);
 	free(s.live);
 	free(s.joined);
-	free(s.heap);
-	free(s.slots);
 	free(s.hops_hist);
 	free(s.issue_ms);
 	return rc;
