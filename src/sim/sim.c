@@ -24,6 +24,7 @@ enum { EV_DELIVER, EV_UNREACH, EV_TICK, EV_ISSUE, EV_JOIN, EV_CHECK, EV_CHURN_JO
 
 #define CONNECT_TIMEOUT_MS 1000
 #define CHECK_EVERY_MS 1000
+#define JOIN_GROWTH 0.05 /* joins per second per node already in the ring */
 #define LOOKUP_TIMEOUT_MS 30000 /* a lookup unanswered this long has failed, as for a client */
 
 typedef struct {
@@ -920,7 +921,14 @@ static int build_join(sim *s)
 		rc = add_node(s, &ids[i]);
 		if (rc == 0)
 			rc = push(s, (uint64_t)t, EV_JOIN, i);
-		t += rn_rng_exp(&s->rng, 1000.0 / s->p->join_rate);
+		/* a ring grows in proportion to its size: JOIN_GROWTH of it per second, at most
+		 * --join-rate. Thousands of nodes joining a ring of a few at once would all
+		 * land in the same gaps, and stabilize untangles such a pile one node per
+		 * round: Chord assumes joins are spread out, and so does this schedule. */
+		double rate = JOIN_GROWTH * (i + 1);
+		if (rate > s->p->join_rate)
+			rate = s->p->join_rate;
+		t += rn_rng_exp(&s->rng, 1000.0 / rate);
 	}
 	free(ids);
 	if (rc < 0)
