@@ -187,12 +187,12 @@ int cli_sim(int argc, char **argv)
 	const char *mode = p.lookup == RING_LOOKUP_SIMPLE ? "simple" : "scalable";
 	if (json) {
 		printf("{\"nodes\":%u,\"live_nodes\":%u,\"bits\":%u,\"lookup\":\"%s\",\"bootstrap\":\"%s\","
-		       "\"seed\":%llu,\"lookups\":%llu,\"avg_hops\":%.4f,\"p50_hops\":%u,\"p99_hops\":%u,"
+		       "\"seed\":%llu,\"lookups\":%llu,\"avg_hops\":%.4f,\"p1_hops\":%u,\"p50_hops\":%u,\"p99_hops\":%u,"
 		       "\"max_hops\":%u,\"failed_lookups\":%llu,\"failed_fraction\":%.6f,"
 		       "\"timeouts\":%llu,\"avg_latency_ms\":%.2f,\"virtual_ms\":%llu,",
 		       r.nodes, r.live_nodes, p.bits, mode,
 		       p.bootstrap == SIM_BOOT_STATIC ? "static" : "join", (unsigned long long)p.seed,
-		       (unsigned long long)r.lookups, r.avg_hops, r.p50_hops, r.p99_hops, r.max_hops,
+		       (unsigned long long)r.lookups, r.avg_hops, r.p1_hops, r.p50_hops, r.p99_hops, r.max_hops,
 		       (unsigned long long)r.failed_lookups,
 		       r.lookups ? (double)r.failed_lookups / (double)r.lookups : 0.0,
 		       (unsigned long long)r.timeouts, r.avg_latency_ms, (unsigned long long)r.virtual_ms);

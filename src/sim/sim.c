@@ -268,7 +268,6 @@ static size_t pending(const sim *s) { return s->wcount + s->nheap; }
 static bool is_msg(uint32_t kind) { return kind == EV_DELIVER || kind == EV_UNREACH; }
 
 #define PREFETCH_AHEAD 6
-#define NO_PF 0
 
 /* The next event; false when none is left. Messages come with a copy of themselves. */
 static bool pop(sim *s, popped *out)
@@ -279,7 +278,6 @@ static bool pop(sim *s, popped *out)
 			/* the nodes that the next messages go to: start loading them now, in two
 			 * stages, since each is a cache miss in a large ring */
 			uint32_t h = b->mhead;
-			if (!NO_PF) {
 			if (h + 2 * PREFETCH_AHEAD < b->mn)
 				__builtin_prefetch(s->arena + (size_t)b->m[h + 2 * PREFETCH_AHEAD].m.to * s->stride);
 			if (h + PREFETCH_AHEAD < b->mn) {
@@ -287,7 +285,6 @@ static bool pop(sim *s, popped *out)
 				uint32_t to = f->kind == EV_DELIVER ? f->m.to : f->sender;
 				if (to < s->n)
 					ring_prefetch(NODE(s, to), f->m.type == RING_MSG_FIND_SUCC ? &f->m.key : NULL);
-			}
 			}
 			const mev *e = &b->m[b->mhead++];
 			s->wcount--;
@@ -1268,12 +1265,17 @@ int sim_run(const sim_params *p, sim_result *r)
 		r->avg_hops = (double)s.hops_sum / (double)s.lookups_done;
 		r->avg_latency_ms = s.latency_sum / (double)s.lookups_done;
 		uint64_t acc = 0, p50 = (s.lookups_done + 1) / 2,
+			 p1 = (uint64_t)ceil(0.01 * (double)s.lookups_done),
 			 p99 = (uint64_t)ceil(0.99 * (double)s.lookups_done);
-		bool g50 = false, g99 = false;
+		bool g1 = false, g50 = false, g99 = false;
 		for (uint32_t h = 0; h < s.hist_len; h++) {
 			acc += s.hops_hist[h];
 			if (s.hops_hist[h])
 				r->max_hops = h;
+			if (!g1 && acc >= p1) {
+				r->p1_hops = h;
+				g1 = true;
+			}
 			if (!g50 && acc >= p50) {
 				r->p50_hops = h;
 				g50 = true;

@@ -32,7 +32,7 @@ typedef struct {
 	uint32_t nodes, live_nodes;
 	uint64_t lookups, failed_lookups, timeouts;
 	double avg_hops;
-	uint32_t p50_hops, p99_hops, max_hops;
+	uint32_t p1_hops, p50_hops, p99_hops, max_hops;
 	double avg_latency_ms;
 	uint64_t virtual_ms;  /* virtual time the lookups phase took */
 	uint64_t converge_ms; /* --bootstrap join: virtual time until the ring was correct */
