@@ -17,28 +17,41 @@ typedef struct {
 	uint8_t lo;
 } frun;
 
-/* Laid out in 64-byte lines: line 0 has everything a routing step reads but the
- * successor and the finger runs, line 1 the timers every call consults. In the simulator
- * a million nodes do not fit in cache and every hop lands on a cold node, so the number
- * of lines a hop touches is what the simulator's speed comes down to. */
-struct ring_node {
-	/* line 0 */
-	ring_peer self;
-	uint8_t joined, nsucc, nruns, cap_runs;
-	uint32_t starts[5]; /* bit i set: a finger run starts at index i */
-	frun *heap_runs;    /* NULL while the runs fit in the inline area after succ[] */
-	const ring_config *cfg;
-	/* line 1 */
+/* State a routing step never reads: maintenance timers and pending requests. It lives
+ * after the successor list, out of the way of the hot lines. */
+typedef struct {
 	ring_peer pred;
 	uint8_t stab_pending, ping_pending, join_pending, finger_pending, next_finger;
 	ring_addr join_via;
 	uint64_t t_stab, t_fix, t_check; /* next time each periodic task is due */
-	/* line 2 */
 	uint64_t stab_sent, ping_sent, join_sent, finger_sent;
 	uint64_t req_seq; /* ids for lookups the ring itself starts */
 	uint64_t join_req, finger_req;
-	ring_peer succ[]; /* cfg->successors entries, then cfg->finger_slots inline runs */
+} ring_cold;
+
+/* Memory, in order: line 0 (everything a routing step reads but the successor and the
+ * finger runs), the successor list from byte 72 (so the successor shares the 128-byte
+ * pair that the hardware fetches together with line 0), the cold state, the inline
+ * finger runs. In the simulator a million nodes do not fit in cache and every hop lands
+ * on a cold node, so the number of lines a hop touches is what its speed comes down to. */
+struct ring_node {
+	/* line 0 */
+	ring_peer self;
+	uint8_t joined, nsucc, nruns, cap_runs;
+	uint8_t succ_span; /* bit length of the distance to the last successor: a finger
+			    * further away than that beats every successor */
+	uint32_t starts[5]; /* bit i set: a finger run starts at index i */
+	frun *heap_runs;    /* NULL while the runs fit in the inline area */
+	/* line 1 */
+	const ring_config *cfg;
+	ring_peer succ[]; /* cfg->successors entries, then ring_cold, then the runs */
 };
+
+static inline ring_cold *C(const ring_node *n)
+{
+	size_t off = (n->cfg->successors * sizeof(ring_peer) + 7) & ~(size_t)7;
+	return (ring_cold *)(uintptr_t)((const char *)n->succ + off);
+}
 
 static const ring_peer no_peer = {.addr = RING_ADDR_NONE};
 
@@ -136,7 +149,14 @@ static void event(ring_out *o, uint8_t type, const ring_peer *result)
  * (const is dropped: the node owns them either way.) */
 static inline frun *R(const ring_node *n)
 {
-	return n->heap_runs ? n->heap_runs : (frun *)(uintptr_t)(n->succ + n->cfg->successors);
+	return n->heap_runs ? n->heap_runs : (frun *)(uintptr_t)(C(n) + 1);
+}
+
+/* Every change of the successor list's length goes through here to keep succ_span. */
+static void set_nsucc(ring_node *n, unsigned k)
+{
+	n->nsucc = (uint8_t)k;
+	n->succ_span = k ? (uint8_t)rn_id_dist_bitlen(&n->succ[k - 1].id, &n->self.id) : 0;
 }
 
 static ring_peer successor(const ring_node *n) { return n->nsucc ? n->succ[0] : n->self; }
@@ -302,11 +322,11 @@ void ring_set_successors(ring_node *n, const ring_peer *s, size_t count)
 		if (!dup)
 			n->succ[k++] = s[i];
 	}
-	n->nsucc = (uint8_t)k;
+	set_nsucc(n, (uint8_t)k);
 	n->joined = 1;
 }
 
-void ring_set_predecessor(ring_node *n, const ring_peer *p) { n->pred = *p; }
+void ring_set_predecessor(ring_node *n, const ring_peer *p) { C(n)->pred = *p; }
 
 /* The successor list is empty: fall back on the nearest finger, then the predecessor. */
 static void refill_successor(ring_node *n)
@@ -316,12 +336,12 @@ static void refill_successor(ring_node *n)
 	for (unsigned k = 0; k < n->nruns; k++)
 		if (peer_valid(n, &R(n)[k].p)) {
 			n->succ[0] = R(n)[k].p;
-			n->nsucc = 1;
+			set_nsucc(n, 1);
 			return;
 		}
-	if (peer_valid(n, &n->pred)) {
-		n->succ[0] = n->pred;
-		n->nsucc = 1;
+	if (peer_valid(n, &C(n)->pred)) {
+		n->succ[0] = C(n)->pred;
+		set_nsucc(n, 1);
 	}
 }
 
@@ -335,17 +355,17 @@ static void forget(ring_node *n, ring_addr dead, ring_out *o)
 	for (unsigned i = 0; i < n->nsucc; i++)
 		if (n->succ[i].addr != dead)
 			n->succ[w++] = n->succ[i];
-	n->nsucc = (uint8_t)w;
-	if (n->pred.addr == dead) {
-		n->pred = no_peer;
-		n->ping_pending = 0;
-		event(o, RING_EV_PRED_CHANGED, &n->pred);
+	set_nsucc(n, (uint8_t)w);
+	if (C(n)->pred.addr == dead) {
+		C(n)->pred = no_peer;
+		C(n)->ping_pending = 0;
+		event(o, RING_EV_PRED_CHANGED, &C(n)->pred);
 	}
 	for (unsigned k = 0; k < n->nruns; k++)
 		if (R(n)[k].p.addr == dead)
 			ring_set_fingers(n, R(n)[k].lo, run_hi(n, k), &no_peer);
 	if (head) {
-		n->stab_pending = 0;
+		C(n)->stab_pending = 0;
 		refill_successor(n);
 		ring_peer s = successor(n);
 		event(o, RING_EV_SUCC_CHANGED, &s);
@@ -370,6 +390,10 @@ static const ring_peer *closest_preceding(const ring_node *n, const rn_id *key)
 			break;
 		}
 	}
+	/* a finger further away than the last successor leaves no successor between it and
+	 * the key: skip reading the list (usually a cache line of its own) */
+	if (best && rn_id_dist_bitlen(&best->id, &n->self.id) > n->succ_span)
+		return best;
 	for (unsigned j = n->nsucc; j-- > 0;) {
 		const ring_peer *p = &n->succ[j];
 		if (rn_id_in_oo(&p->id, &n->self.id, key)) {
@@ -455,22 +479,22 @@ static void finger_resolved(ring_node *n, unsigned i, const ring_peer *r)
 	unsigned m = n->cfg->bits;
 	unsigned j = ring_finger_span(n, i, &r->id);
 	ring_set_fingers(n, i, j, r);
-	n->next_finger = (uint8_t)(j >= m ? 0 : j);
+	C(n)->next_finger = (uint8_t)(j >= m ? 0 : j);
 }
 
 static void fix_fingers(ring_node *n, uint64_t now, ring_out *o)
 {
 	/* fingers inside (self, successor] resolve locally; stop at the first that needs the
 	 * network, or after one full pass */
-	for (unsigned guard = 0; guard < n->cfg->bits && !n->finger_pending; guard++) {
-		unsigned i = n->next_finger;
+	for (unsigned guard = 0; guard < n->cfg->bits && !C(n)->finger_pending; guard++) {
+		unsigned i = C(n)->next_finger;
 		rn_id start;
 		ring_finger_start(n, i, &start);
-		n->finger_pending = 1;
-		n->finger_sent = now;
-		n->finger_req = ++n->req_seq;
-		start_lookup(n, now, &start, RING_FOR_FINGER, (uint8_t)i, n->finger_req, o);
-		if (n->next_finger == 0 && !n->finger_pending)
+		C(n)->finger_pending = 1;
+		C(n)->finger_sent = now;
+		C(n)->finger_req = ++C(n)->req_seq;
+		start_lookup(n, now, &start, RING_FOR_FINGER, (uint8_t)i, C(n)->finger_req, o);
+		if (C(n)->next_finger == 0 && !C(n)->finger_pending)
 			break;
 	}
 }
@@ -493,25 +517,25 @@ static void on_found(ring_node *n, uint64_t now, const ring_msg *m, ring_out *o)
 		}
 		break;
 	case RING_FOR_JOIN:
-		if (!n->join_pending || m->req != n->join_req || !m->ok)
+		if (!C(n)->join_pending || m->req != C(n)->join_req || !m->ok)
 			break;
-		n->join_pending = 0;
+		C(n)->join_pending = 0;
 		if (rn_id_eq(&m->result.id, &n->self.id) && m->result.addr != n->self.addr) {
 			event(o, RING_EV_ID_TAKEN, &m->result);
 			break;
 		}
 		ring_set_successors(n, &m->result, 1);
-		n->t_stab = now; /* stabilize at once to learn the successor list */
+		C(n)->t_stab = now; /* stabilize at once to learn the successor list */
 		event(o, RING_EV_JOINED, &m->result);
 		break;
 	case RING_FOR_FINGER:
-		if (!n->finger_pending || m->req != n->finger_req)
+		if (!C(n)->finger_pending || m->req != C(n)->finger_req)
 			break;
-		n->finger_pending = 0;
+		C(n)->finger_pending = 0;
 		if (m->ok)
 			finger_resolved(n, m->finger, &m->result);
 		else
-			n->next_finger = (uint8_t)((m->finger + 1u) % n->cfg->bits);
+			C(n)->next_finger = (uint8_t)((m->finger + 1u) % n->cfg->bits);
 		break;
 	}
 }
@@ -520,8 +544,8 @@ static void on_found(ring_node *n, uint64_t now, const ring_msg *m, ring_out *o)
 
 size_t ring_node_size(const ring_config *cfg)
 {
-	size_t sz = sizeof(ring_node) + cfg->successors * sizeof(ring_peer) +
-		    cfg->finger_slots * sizeof(frun);
+	size_t sz = sizeof(ring_node) + ((cfg->successors * sizeof(ring_peer) + 7) & ~(size_t)7) +
+		    sizeof(ring_cold) + cfg->finger_slots * sizeof(frun);
 	return (sz + 63) & ~(size_t)63;
 }
 
@@ -545,8 +569,8 @@ ring_node *ring_node_init(void *mem, const ring_config *cfg, const rn_id *id, ri
 	n->self.id = *id;
 	rn_id_truncate(&n->self.id, cfg->bits);
 	n->self.addr = self;
-	n->pred = no_peer;
-	n->join_via = RING_ADDR_NONE;
+	C(n)->pred = no_peer;
+	C(n)->join_via = RING_ADDR_NONE;
 	if (runs_reserve(n, 1) < 0)
 		return NULL;
 	R(n)[0].p = no_peer;
@@ -570,12 +594,14 @@ void ring_node_free(ring_node *n)
 
 void ring_prefetch(const ring_node *n, const rn_id *key)
 {
-	/* a routing step reads the successor, the finger run that covers the key and the
-	 * one below it, and the end of the successor list */
-	__builtin_prefetch((const char *)n + 64);
+	if (!key) {
+		__builtin_prefetch(C(n)); /* maintenance reads the cold state */
+		return;
+	}
+	/* a routing step reads the successor and the finger run that covers the key (and
+	 * the one below it, when that one points past the key) */
 	__builtin_prefetch(n->succ);
-	__builtin_prefetch(&n->succ[n->nsucc ? n->nsucc - 1 : 0]);
-	int top = key ? top_finger_before(n, key) : (int)n->cfg->bits - 1;
+	int top = top_finger_before(n, key);
 	if (top >= 0) {
 		unsigned k = run_of(n, (unsigned)top);
 		__builtin_prefetch(&R(n)[k]);
@@ -591,9 +617,9 @@ size_t ring_node_mem(const ring_node *n)
 
 static void schedule(ring_node *n, uint64_t now)
 {
-	n->t_stab = now;
-	n->t_fix = now + n->cfg->fix_fingers_ms;
-	n->t_check = now + n->cfg->check_pred_ms;
+	C(n)->t_stab = now;
+	C(n)->t_fix = now + n->cfg->fix_fingers_ms;
+	C(n)->t_check = now + n->cfg->check_pred_ms;
 }
 
 static uint64_t next_due(const ring_node *n)
@@ -601,17 +627,17 @@ static uint64_t next_due(const ring_node *n)
 	uint64_t w = UINT64_MAX;
 	const ring_config *c = n->cfg;
 	if (n->joined) {
-		w = n->t_stab < n->t_fix ? n->t_stab : n->t_fix;
-		if (n->t_check < w)
-			w = n->t_check;
-		if (n->stab_pending && n->stab_sent + c->rpc_timeout_ms < w)
-			w = n->stab_sent + c->rpc_timeout_ms;
-		if (n->ping_pending && n->ping_sent + c->rpc_timeout_ms < w)
-			w = n->ping_sent + c->rpc_timeout_ms;
-		if (n->finger_pending && n->finger_sent + c->rpc_timeout_ms < w)
-			w = n->finger_sent + c->rpc_timeout_ms;
-	} else if (n->join_via != RING_ADDR_NONE) {
-		w = n->join_sent + c->rpc_timeout_ms;
+		w = C(n)->t_stab < C(n)->t_fix ? C(n)->t_stab : C(n)->t_fix;
+		if (C(n)->t_check < w)
+			w = C(n)->t_check;
+		if (C(n)->stab_pending && C(n)->stab_sent + c->rpc_timeout_ms < w)
+			w = C(n)->stab_sent + c->rpc_timeout_ms;
+		if (C(n)->ping_pending && C(n)->ping_sent + c->rpc_timeout_ms < w)
+			w = C(n)->ping_sent + c->rpc_timeout_ms;
+		if (C(n)->finger_pending && C(n)->finger_sent + c->rpc_timeout_ms < w)
+			w = C(n)->finger_sent + c->rpc_timeout_ms;
+	} else if (C(n)->join_via != RING_ADDR_NONE) {
+		w = C(n)->join_sent + c->rpc_timeout_ms;
 	}
 	return w;
 }
@@ -625,8 +651,8 @@ static void done(ring_node *n, ring_out *o)
 
 void ring_create(ring_node *n, uint64_t now, ring_out *o)
 {
-	n->nsucc = 0;
-	n->pred = no_peer;
+	set_nsucc(n, 0);
+	C(n)->pred = no_peer;
 	n->joined = 1;
 	schedule(n, now);
 	done(n, o);
@@ -634,24 +660,24 @@ void ring_create(ring_node *n, uint64_t now, ring_out *o)
 
 static void send_join(ring_node *n, uint64_t now, ring_out *o)
 {
-	ring_msg *m = emit(n, o, RING_MSG_FIND_SUCC, n->join_via);
-	n->join_pending = 1;
-	n->join_sent = now;
-	n->join_req = ++n->req_seq;
+	ring_msg *m = emit(n, o, RING_MSG_FIND_SUCC, C(n)->join_via);
+	C(n)->join_pending = 1;
+	C(n)->join_sent = now;
+	C(n)->join_req = ++C(n)->req_seq;
 	if (!m)
 		return;
 	m->purpose = RING_FOR_JOIN;
 	m->origin = n->self;
 	m->key = n->self.id;
-	m->req = n->join_req;
+	m->req = C(n)->join_req;
 }
 
 void ring_join(ring_node *n, uint64_t now, ring_addr bootstrap, ring_out *o)
 {
 	n->joined = 0;
-	n->nsucc = 0;
-	n->pred = no_peer;
-	n->join_via = bootstrap;
+	set_nsucc(n, 0);
+	C(n)->pred = no_peer;
+	C(n)->join_via = bootstrap;
 	schedule(n, now);
 	send_join(n, now, o);
 	done(n, o);
@@ -666,11 +692,11 @@ void ring_leave(ring_node *n, uint64_t now, ring_out *o)
 	if (peer_valid(n, &s)) {
 		ring_msg *m = emit(n, o, RING_MSG_LEAVE, s.addr);
 		if (m)
-			m->result = n->pred;
+			m->result = C(n)->pred;
 	}
-	if (peer_valid(n, &n->pred) && n->pred.addr != s.addr) {
+	if (peer_valid(n, &C(n)->pred) && C(n)->pred.addr != s.addr) {
 		size_t i = o->nmsgs;
-		ring_msg *m = emit(n, o, RING_MSG_LEAVE, n->pred.addr);
+		ring_msg *m = emit(n, o, RING_MSG_LEAVE, C(n)->pred.addr);
 		if (m) {
 			m->result = s;
 			unsigned k = n->nsucc > 1 ? n->nsucc - 1u : 0;
@@ -680,9 +706,9 @@ void ring_leave(ring_node *n, uint64_t now, ring_out *o)
 		}
 	}
 	n->joined = 0;
-	n->join_via = RING_ADDR_NONE;
-	n->nsucc = 0;
-	n->pred = no_peer;
+	C(n)->join_via = RING_ADDR_NONE;
+	set_nsucc(n, 0);
+	C(n)->pred = no_peer;
 }
 
 /* ---- maintenance ---- */
@@ -700,8 +726,8 @@ static void stabilize(ring_node *n, uint64_t now, ring_out *o)
 	}
 	ring_msg *m = emit(n, o, RING_MSG_GET_PRED, n->succ[0].addr);
 	if (m) {
-		n->stab_pending = 1;
-		n->stab_sent = now;
+		C(n)->stab_pending = 1;
+		C(n)->stab_sent = now;
 	}
 }
 
@@ -709,7 +735,7 @@ static void on_pred_reply(ring_node *n, const ring_msg *m, ring_out *o)
 {
 	if (!n->nsucc || m->from.addr != n->succ[0].addr)
 		return; /* a stale answer from a successor we have since replaced */
-	n->stab_pending = 0;
+	C(n)->stab_pending = 0;
 	ring_peer list[RING_MAX_SUCC + 2];
 	size_t k = 0;
 	const ring_peer *x = &m->result;
@@ -735,10 +761,10 @@ static void on_notify(ring_node *n, const ring_msg *m, ring_out *o)
 	const ring_peer *x = &m->from;
 	if (!peer_valid(n, x) || !n->joined)
 		return;
-	if (n->pred.addr == RING_ADDR_NONE || rn_id_in_oo(&x->id, &n->pred.id, &n->self.id)) {
-		n->pred = *x;
-		n->ping_pending = 0;
-		event(o, RING_EV_PRED_CHANGED, &n->pred);
+	if (C(n)->pred.addr == RING_ADDR_NONE || rn_id_in_oo(&x->id, &C(n)->pred.id, &n->self.id)) {
+		C(n)->pred = *x;
+		C(n)->ping_pending = 0;
+		event(o, RING_EV_PRED_CHANGED, &C(n)->pred);
 	}
 	if (!n->nsucc) { /* the first other node of a ring of one */
 		ring_set_successors(n, x, 1);
@@ -749,10 +775,10 @@ static void on_notify(ring_node *n, const ring_msg *m, ring_out *o)
 static void on_leave(ring_node *n, const ring_msg *m, ring_out *o)
 {
 	ring_addr leaver = m->from.addr;
-	if (n->pred.addr == leaver) {
-		n->pred = peer_valid(n, &m->result) ? m->result : no_peer;
-		n->ping_pending = 0;
-		event(o, RING_EV_PRED_CHANGED, &n->pred);
+	if (C(n)->pred.addr == leaver) {
+		C(n)->pred = peer_valid(n, &m->result) ? m->result : no_peer;
+		C(n)->ping_pending = 0;
+		event(o, RING_EV_PRED_CHANGED, &C(n)->pred);
 	}
 	if (n->nsucc && n->succ[0].addr == leaver) {
 		ring_peer list[RING_MAX_SUCC + 1];
@@ -791,7 +817,7 @@ void ring_on_msg(ring_node *n, uint64_t now, const ring_msg *m, ring_out *o)
 		size_t i = o->nmsgs;
 		ring_msg *r = emit(n, o, RING_MSG_PRED_REPLY, m->from.addr);
 		if (r) {
-			r->result = n->pred;
+			r->result = C(n)->pred;
 			memcpy(o->peers[i], n->succ, n->nsucc * sizeof(ring_peer));
 			r->peers = o->peers[i];
 			r->npeers = n->nsucc;
@@ -808,8 +834,8 @@ void ring_on_msg(ring_node *n, uint64_t now, const ring_msg *m, ring_out *o)
 		emit(n, o, RING_MSG_PONG, m->from.addr);
 		break;
 	case RING_MSG_PONG:
-		if (m->from.addr == n->pred.addr)
-			n->ping_pending = 0;
+		if (m->from.addr == C(n)->pred.addr)
+			C(n)->ping_pending = 0;
 		break;
 	case RING_MSG_LEAVE:
 		on_leave(n, m, o);
@@ -826,7 +852,7 @@ void ring_on_unreachable(ring_node *n, uint64_t now, const ring_msg *m, ring_out
 	switch (m->type) {
 	case RING_MSG_FIND_SUCC:
 		if (m->purpose == RING_FOR_JOIN && m->origin.addr == n->self.addr) {
-			n->join_pending = 0; /* retried from ring_tick */
+			C(n)->join_pending = 0; /* retried from ring_tick */
 			break;
 		}
 		if (n->joined) {
@@ -836,10 +862,10 @@ void ring_on_unreachable(ring_node *n, uint64_t now, const ring_msg *m, ring_out
 		}
 		break;
 	case RING_MSG_GET_PRED:
-		n->stab_pending = 0;
+		C(n)->stab_pending = 0;
 		break;
 	case RING_MSG_PING:
-		n->ping_pending = 0;
+		C(n)->ping_pending = 0;
 		break;
 	default:
 		break;
@@ -851,37 +877,37 @@ void ring_tick(ring_node *n, uint64_t now, ring_out *o)
 {
 	const ring_config *c = n->cfg;
 	if (!n->joined) {
-		if (n->join_via != RING_ADDR_NONE && now >= n->join_sent + c->rpc_timeout_ms)
+		if (C(n)->join_via != RING_ADDR_NONE && now >= C(n)->join_sent + c->rpc_timeout_ms)
 			send_join(n, now, o);
 		done(n, o);
 		return;
 	}
-	if (n->stab_pending && now >= n->stab_sent + c->rpc_timeout_ms && n->nsucc)
+	if (C(n)->stab_pending && now >= C(n)->stab_sent + c->rpc_timeout_ms && n->nsucc)
 		forget(n, n->succ[0].addr, o); /* the successor stopped answering */
-	if (n->ping_pending && now >= n->ping_sent + c->rpc_timeout_ms) {
-		n->ping_pending = 0;
-		n->pred = no_peer;
-		event(o, RING_EV_PRED_CHANGED, &n->pred);
+	if (C(n)->ping_pending && now >= C(n)->ping_sent + c->rpc_timeout_ms) {
+		C(n)->ping_pending = 0;
+		C(n)->pred = no_peer;
+		event(o, RING_EV_PRED_CHANGED, &C(n)->pred);
 	}
-	if (n->finger_pending && now >= n->finger_sent + c->rpc_timeout_ms) {
-		n->finger_pending = 0;
-		n->next_finger = (uint8_t)((n->next_finger + 1u) % c->bits);
+	if (C(n)->finger_pending && now >= C(n)->finger_sent + c->rpc_timeout_ms) {
+		C(n)->finger_pending = 0;
+		C(n)->next_finger = (uint8_t)((C(n)->next_finger + 1u) % c->bits);
 	}
-	if (now >= n->t_stab) {
-		n->t_stab = now + c->stabilize_ms;
-		if (!n->stab_pending)
+	if (now >= C(n)->t_stab) {
+		C(n)->t_stab = now + c->stabilize_ms;
+		if (!C(n)->stab_pending)
 			stabilize(n, now, o);
 	}
-	if (now >= n->t_fix) {
-		n->t_fix = now + c->fix_fingers_ms;
+	if (now >= C(n)->t_fix) {
+		C(n)->t_fix = now + c->fix_fingers_ms;
 		fix_fingers(n, now, o);
 	}
-	if (now >= n->t_check) {
-		n->t_check = now + c->check_pred_ms;
-		if (!n->ping_pending && peer_valid(n, &n->pred)) {
-			if (emit(n, o, RING_MSG_PING, n->pred.addr)) {
-				n->ping_pending = 1;
-				n->ping_sent = now;
+	if (now >= C(n)->t_check) {
+		C(n)->t_check = now + c->check_pred_ms;
+		if (!C(n)->ping_pending && peer_valid(n, &C(n)->pred)) {
+			if (emit(n, o, RING_MSG_PING, C(n)->pred.addr)) {
+				C(n)->ping_pending = 1;
+				C(n)->ping_sent = now;
 			}
 		}
 	}
@@ -894,7 +920,7 @@ const rn_id *ring_self_id(const ring_node *n) { return &n->self.id; }
 ring_addr ring_self_addr(const ring_node *n) { return n->self.addr; }
 bool ring_joined(const ring_node *n) { return n->joined; }
 ring_peer ring_successor(const ring_node *n) { return successor(n); }
-ring_peer ring_predecessor(const ring_node *n) { return n->pred; }
+ring_peer ring_predecessor(const ring_node *n) { return C(n)->pred; }
 
 size_t ring_successors(const ring_node *n, ring_peer *out, size_t max)
 {
@@ -903,4 +929,4 @@ size_t ring_successors(const ring_node *n, ring_peer *out, size_t max)
 	return k;
 }
 
-_Static_assert(offsetof(struct ring_node, pred) == 64, "line 0 of ring_node overflowed");
+_Static_assert(offsetof(struct ring_node, cfg) == 64, "line 0 of ring_node overflowed");

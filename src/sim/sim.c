@@ -278,8 +278,11 @@ static bool pop(sim *s, popped *out)
 			/* the nodes that the next messages go to: start loading them now, in two
 			 * stages, since each is a cache miss in a large ring */
 			uint32_t h = b->mhead;
-			if (h + 2 * PREFETCH_AHEAD < b->mn)
-				__builtin_prefetch(s->arena + (size_t)b->m[h + 2 * PREFETCH_AHEAD].m.to * s->stride);
+			if (h + 2 * PREFETCH_AHEAD < b->mn) {
+				const char *nd = s->arena + (size_t)b->m[h + 2 * PREFETCH_AHEAD].m.to * s->stride;
+				__builtin_prefetch(nd);
+				__builtin_prefetch(nd + 64);
+			}
 			if (h + PREFETCH_AHEAD < b->mn) {
 				const mev *f = &b->m[h + PREFETCH_AHEAD];
 				uint32_t to = f->kind == EV_DELIVER ? f->m.to : f->sender;
