@@ -3,7 +3,7 @@ BUILD      ?= build
 TEST_BUILD ?= build-test
 JOBS       ?= $(shell nproc)
 
-.PHONY: all build deps run test bench format clean
+.PHONY: all build deps run test bench experiments format format-check clean
 
 all: build
 
@@ -19,7 +19,7 @@ run: build
 	@echo "ringnet: the network node is not built yet; running a 1000-node simulation instead"
 	./$(BUILD)/ringnet sim --nodes 1000 --requests 100
 
-test: deps
+test: deps format-check
 	@cmake -S . -B $(TEST_BUILD) -DCMAKE_BUILD_TYPE=Debug -DRINGNET_SANITIZE=ON -DBUILD_TESTING=ON >/dev/null
 	@cmake --build $(TEST_BUILD) -j $(JOBS)
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF >/dev/null
@@ -29,8 +29,16 @@ test: deps
 bench: build
 	bash bench/sim_scale.sh
 
+experiments: build
+	bash bench/experiments.sh
+
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
+
+# fails, naming the files, when a C file is not as clang-format would write it
+format-check:
+	@bad=$$(for f in $$(git ls-files '*.c' '*.h'); do clang-format --dry-run -Werror "$$f" >/dev/null 2>&1 || echo "$$f"; done); \
+	if [ -n "$$bad" ]; then echo "format-check: run 'make format' for:"; echo "$$bad"; exit 1; fi
 
 clean:
 	rm -rf $(BUILD) $(TEST_BUILD)

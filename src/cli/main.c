@@ -6,11 +6,12 @@
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: ringnet <command> [options]\n"
-		   "\n"
-		   "commands:\n"
-		   "  sim       simulate a Chord ring of up to millions of nodes (ringnet sim --help)\n"
-		   "  version   print the version\n");
+	fprintf(
+	    f, "usage: ringnet <command> [options]\n"
+	       "\n"
+	       "commands:\n"
+	       "  sim       simulate a Chord ring of up to millions of nodes (ringnet sim --help)\n"
+	       "  version   print the version\n");
 }
 
 int main(int argc, char **argv)

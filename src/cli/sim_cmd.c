@@ -10,21 +10,21 @@
 #include "cli.h"
 
 static const char *sim_usage =
-	"usage: ringnet sim [--nodes N] [--requests R] [--lookup simple|scalable] [--bits M]\n"
-	"                   [--bootstrap static|join] [--successors r] [--fail FRACTION]\n"
-	"                   [--churn PER_SEC] [--vnodes V] [--keys K] [--seed S] [--json]\n"
-	"                   [--latency MIN-MAX] [--join-rate PER_SEC]\n"
-	"       ringnet sim N R [simple|scalable]\n"
-	"\n"
-	"Simulates a Chord ring with the node's own protocol code. Defaults: 1000 nodes,\n"
-	"100 requests per node (one per virtual second), scalable lookup, 160-bit ids,\n"
-	"static bootstrap, 8 successors, message latency 10-50 ms, seed 1.\n"
-	"  --bootstrap static  place nodes and fill fingers directly\n"
-	"  --bootstrap join    every node joins through the protocol; reports when the ring\n"
-	"                      (successors, predecessors, fingers) became correct\n"
-	"  --fail F            kill a fraction F of the nodes at once before the lookups\n"
-	"  --churn R           R joins and R failures per virtual second during the lookups\n"
-	"  --keys K            place K keys and report keys per node (with --vnodes V)\n";
+    "usage: ringnet sim [--nodes N] [--requests R] [--lookup simple|scalable] [--bits M]\n"
+    "                   [--bootstrap static|join] [--successors r] [--fail FRACTION]\n"
+    "                   [--churn PER_SEC] [--vnodes V] [--keys K] [--seed S] [--json]\n"
+    "                   [--latency MIN-MAX] [--join-rate PER_SEC]\n"
+    "       ringnet sim N R [simple|scalable]\n"
+    "\n"
+    "Simulates a Chord ring with the node's own protocol code. Defaults: 1000 nodes,\n"
+    "100 requests per node (one per virtual second), scalable lookup, 160-bit ids,\n"
+    "static bootstrap, 8 successors, message latency 10-50 ms, seed 1.\n"
+    "  --bootstrap static  place nodes and fill fingers directly\n"
+    "  --bootstrap join    every node joins through the protocol; reports when the ring\n"
+    "                      (successors, predecessors, fingers) became correct\n"
+    "  --fail F            kill a fraction F of the nodes at once before the lookups\n"
+    "  --churn R           R joins and R failures per virtual second during the lookups\n"
+    "  --keys K            place K keys and report keys per node (with --vnodes V)\n";
 
 static int bad(const char *fmt, const char *arg)
 {
@@ -186,28 +186,32 @@ int cli_sim(int argc, char **argv)
 	double lps = r.wall_ms > 0 ? (double)r.lookups / (r.wall_ms / 1000.0) : 0;
 	const char *mode = p.lookup == RING_LOOKUP_SIMPLE ? "simple" : "scalable";
 	if (json) {
-		printf("{\"nodes\":%u,\"live_nodes\":%u,\"bits\":%u,\"lookup\":\"%s\",\"bootstrap\":\"%s\","
-		       "\"seed\":%llu,\"lookups\":%llu,\"avg_hops\":%.4f,\"p1_hops\":%u,\"p50_hops\":%u,\"p99_hops\":%u,"
+		printf("{\"nodes\":%u,\"live_nodes\":%u,\"bits\":%u,\"lookup\":\"%s\","
+		       "\"bootstrap\":\"%s\","
+		       "\"seed\":%llu,\"lookups\":%llu,\"avg_hops\":%.4f,\"p1_hops\":%u,\"p50_"
+		       "hops\":%u,\"p99_hops\":%u,"
 		       "\"max_hops\":%u,\"failed_lookups\":%llu,\"failed_fraction\":%.6f,"
 		       "\"timeouts\":%llu,\"avg_latency_ms\":%.2f,\"virtual_ms\":%llu,",
 		       r.nodes, r.live_nodes, p.bits, mode,
-		       p.bootstrap == SIM_BOOT_STATIC ? "static" : "join", (unsigned long long)p.seed,
-		       (unsigned long long)r.lookups, r.avg_hops, r.p1_hops, r.p50_hops, r.p99_hops, r.max_hops,
+		       p.bootstrap == SIM_BOOT_STATIC ? "static" : "join",
+		       (unsigned long long)p.seed, (unsigned long long)r.lookups, r.avg_hops,
+		       r.p1_hops, r.p50_hops, r.p99_hops, r.max_hops,
 		       (unsigned long long)r.failed_lookups,
 		       r.lookups ? (double)r.failed_lookups / (double)r.lookups : 0.0,
-		       (unsigned long long)r.timeouts, r.avg_latency_ms, (unsigned long long)r.virtual_ms);
+		       (unsigned long long)r.timeouts, r.avg_latency_ms,
+		       (unsigned long long)r.virtual_ms);
 		if (p.bootstrap == SIM_BOOT_JOIN)
-			printf("\"converged\":%s,\"converge_virtual_ms\":%llu,", r.converged ? "true" : "false",
-			       (unsigned long long)r.converge_ms);
+			printf("\"converged\":%s,\"converge_virtual_ms\":%llu,",
+			       r.converged ? "true" : "false", (unsigned long long)r.converge_ms);
 		if (p.churn > 0)
-			printf("\"churn_joins\":%llu,\"churn_failures\":%llu,", (unsigned long long)r.joins,
-			       (unsigned long long)r.failures);
+			printf("\"churn_joins\":%llu,\"churn_failures\":%llu,",
+			       (unsigned long long)r.joins, (unsigned long long)r.failures);
 		if (p.keys)
 			printf("\"keys\":%llu,\"vnodes\":%u,\"keys_per_node_mean\":%.3f,"
 			       "\"keys_per_node_p1\":%.0f,\"keys_per_node_p99\":%.0f,"
 			       "\"keys_per_node_max\":%.0f,",
-			       (unsigned long long)p.keys, p.vnodes, r.keys_mean, r.keys_p1, r.keys_p99,
-			       r.keys_max);
+			       (unsigned long long)p.keys, p.vnodes, r.keys_mean, r.keys_p1,
+			       r.keys_p99, r.keys_max);
 		printf("\"events\":%llu,\"messages\":%llu,\"node_bytes\":%llu,\"wall_ms\":%.0f,"
 		       "\"build_wall_ms\":%.0f,\"lookups_per_sec\":%.0f,\"peak_rss_kb\":%ld}\n",
 		       (unsigned long long)r.events, (unsigned long long)r.messages,
@@ -215,12 +219,12 @@ int cli_sim(int argc, char **argv)
 		return 0;
 	}
 	printf("ringnet sim: %u nodes (%u live), %u-bit ids, %s lookup, %s bootstrap, seed %llu\n",
-	       r.nodes, r.live_nodes, p.bits, mode, p.bootstrap == SIM_BOOT_STATIC ? "static" : "join",
-	       (unsigned long long)p.seed);
+	       r.nodes, r.live_nodes, p.bits, mode,
+	       p.bootstrap == SIM_BOOT_STATIC ? "static" : "join", (unsigned long long)p.seed);
 	if (p.bootstrap == SIM_BOOT_JOIN) {
 		if (r.converged)
-			printf("ring correct after %.1f s virtual (%.0f ms wall)\n", r.converge_ms / 1000.0,
-			       r.build_wall_ms);
+			printf("ring correct after %.1f s virtual (%.0f ms wall)\n",
+			       r.converge_ms / 1000.0, r.build_wall_ms);
 		else
 			printf("ring NOT correct after %.1f s virtual: stopped at the time limit\n",
 			       r.converge_ms / 1000.0);
@@ -230,12 +234,15 @@ int cli_sim(int argc, char **argv)
 	       r.lookups ? 100.0 * (double)r.failed_lookups / (double)r.lookups : 0.0,
 	       (unsigned long long)r.timeouts);
 	if (p.keys)
-		printf("keys per node (%llu keys, %u vnodes): mean %.1f, p1 %.0f, p99 %.0f, max %.0f\n",
-		       (unsigned long long)p.keys, p.vnodes, r.keys_mean, r.keys_p1, r.keys_p99, r.keys_max);
+		printf("keys per node (%llu keys, %u vnodes): mean %.1f, p1 %.0f, p99 %.0f, max "
+		       "%.0f\n",
+		       (unsigned long long)p.keys, p.vnodes, r.keys_mean, r.keys_p1, r.keys_p99,
+		       r.keys_max);
 	printf("memory: %.0f bytes per node in the ring cores, peak RSS %ld MB\n",
 	       r.nodes ? (double)r.node_bytes / r.nodes : 0.0, rss / 1024);
-	printf("All %u nodes are done: %llu lookups in %.0f ms (virtual %llu ms), average hops %.2f\n",
-	       r.live_nodes, (unsigned long long)r.lookups, r.wall_ms, (unsigned long long)r.virtual_ms,
-	       r.avg_hops);
+	printf(
+	    "All %u nodes are done: %llu lookups in %.0f ms (virtual %llu ms), average hops %.2f\n",
+	    r.live_nodes, (unsigned long long)r.lookups, r.wall_ms,
+	    (unsigned long long)r.virtual_ms, r.avg_hops);
 	return 0;
 }

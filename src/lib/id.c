@@ -6,7 +6,6 @@
 
 #include "rng.h"
 
-
 bool rn_id_is_zero(const rn_id *a)
 {
 	for (int i = 0; i < RN_ID_BYTES; i++)

@@ -12,8 +12,8 @@
 #include <string.h>
 
 #define RN_ID_BYTES 20
-#define RN_ID_BITS 160
-#define RN_ID_HEX 41 /* 40 hex digits and the terminator */
+#define RN_ID_BITS  160
+#define RN_ID_HEX   41 /* 40 hex digits and the terminator */
 
 typedef struct {
 	uint8_t b[RN_ID_BYTES];
@@ -45,7 +45,10 @@ static inline uint32_t rn_id_load32_(const uint8_t *p)
 }
 
 /* The top 64 bits of x. */
-static inline uint64_t rn_id_top64(const rn_id *x) { return rn_id_load64_(x->b); }
+static inline uint64_t rn_id_top64(const rn_id *x)
+{
+	return rn_id_load64_(x->b);
+}
 
 static inline int rn_id_cmp(const rn_id *a, const rn_id *b)
 {
@@ -80,7 +83,10 @@ static inline unsigned rn_id_dist_bitlen(const rn_id *a, const rn_id *b)
 	return 0;
 }
 
-static inline bool rn_id_eq(const rn_id *a, const rn_id *b) { return rn_id_cmp(a, b) == 0; }
+static inline bool rn_id_eq(const rn_id *a, const rn_id *b)
+{
+	return rn_id_cmp(a, b) == 0;
+}
 bool rn_id_is_zero(const rn_id *a);
 
 /* Keep the top m bits of x. */

@@ -17,7 +17,10 @@ void rn_rng_seed(rn_rng *r, uint64_t seed)
 		r->s[i] = splitmix64(&seed);
 }
 
-static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+static inline uint64_t rotl(uint64_t x, int k)
+{
+	return (x << k) | (x >> (64 - k));
+}
 
 uint64_t rn_rng_next(rn_rng *r)
 {
@@ -44,6 +47,12 @@ uint64_t rn_rng_below(rn_rng *r, uint64_t n)
 	return v % n;
 }
 
-double rn_rng_unit(rn_rng *r) { return (double)(rn_rng_next(r) >> 11) * 0x1.0p-53; }
+double rn_rng_unit(rn_rng *r)
+{
+	return (double)(rn_rng_next(r) >> 11) * 0x1.0p-53;
+}
 
-double rn_rng_exp(rn_rng *r, double mean) { return -mean * log(1.0 - rn_rng_unit(r)); }
+double rn_rng_exp(rn_rng *r, double mean)
+{
+	return -mean * log(1.0 - rn_rng_unit(r));
+}

@@ -38,8 +38,8 @@ struct ring_node {
 	/* line 0 */
 	ring_peer self;
 	uint8_t joined, nsucc, nruns, cap_runs;
-	uint8_t succ_span; /* bit length of the distance to the last successor: a finger
-			    * further away than that beats every successor */
+	uint8_t succ_span;  /* bit length of the distance to the last successor: a finger
+	                     * further away than that beats every successor */
 	uint32_t starts[5]; /* bit i set: a finger run starts at index i */
 	frun *heap_runs;    /* NULL while the runs fit in the inline area */
 	/* line 1 */
@@ -159,7 +159,10 @@ static void set_nsucc(ring_node *n, unsigned k)
 	n->succ_span = k ? (uint8_t)rn_id_dist_bitlen(&n->succ[k - 1].id, &n->self.id) : 0;
 }
 
-static ring_peer successor(const ring_node *n) { return n->nsucc ? n->succ[0] : n->self; }
+static ring_peer successor(const ring_node *n)
+{
+	return n->nsucc ? n->succ[0] : n->self;
+}
 
 static unsigned run_hi(const ring_node *n, unsigned k)
 {
@@ -291,7 +294,10 @@ ring_peer ring_finger(const ring_node *n, unsigned i)
 	return no_peer;
 }
 
-size_t ring_finger_runs(const ring_node *n) { return n->nruns; }
+size_t ring_finger_runs(const ring_node *n)
+{
+	return n->nruns;
+}
 
 void ring_finger_start(const ring_node *n, unsigned i, rn_id *out)
 {
@@ -326,7 +332,10 @@ void ring_set_successors(ring_node *n, const ring_peer *s, size_t count)
 	n->joined = 1;
 }
 
-void ring_set_predecessor(ring_node *n, const ring_peer *p) { C(n)->pred = *p; }
+void ring_set_predecessor(ring_node *n, const ring_peer *p)
+{
+	C(n)->pred = *p;
+}
 
 /* The successor list is empty: fall back on the nearest finger, then the predecessor. */
 static void refill_successor(ring_node *n)
@@ -452,7 +461,7 @@ static void route(ring_node *n, uint64_t now, const ring_msg *in, ring_out *o)
 }
 
 static void start_lookup(ring_node *n, uint64_t now, const rn_id *key, uint8_t purpose,
-			 uint8_t finger, uint64_t req, ring_out *o)
+                         uint8_t finger, uint64_t req, ring_out *o)
 {
 	ring_msg m;
 	memset(&m, 0, sizeof m);
@@ -545,7 +554,7 @@ static void on_found(ring_node *n, uint64_t now, const ring_msg *m, ring_out *o)
 size_t ring_node_size(const ring_config *cfg)
 {
 	size_t sz = sizeof(ring_node) + ((cfg->successors * sizeof(ring_peer) + 7) & ~(size_t)7) +
-		    sizeof(ring_cold) + cfg->finger_slots * sizeof(frun);
+	            sizeof(ring_cold) + cfg->finger_slots * sizeof(frun);
 	return (sz + 63) & ~(size_t)63;
 }
 
@@ -716,7 +725,8 @@ void ring_leave(ring_node *n, uint64_t now, ring_out *o)
 static void stabilize(ring_node *n, uint64_t now, ring_out *o)
 {
 	if (!n->nsucc) {
-		/* alone, or everyone we knew died: a predecessor that notified us is the way back */
+		/* alone, or everyone we knew died: a predecessor that notified us is the way back
+		 */
 		refill_successor(n);
 		if (n->nsucc) {
 			ring_peer s = successor(n);
@@ -916,11 +926,26 @@ void ring_tick(ring_node *n, uint64_t now, ring_out *o)
 
 /* ---- accessors ---- */
 
-const rn_id *ring_self_id(const ring_node *n) { return &n->self.id; }
-ring_addr ring_self_addr(const ring_node *n) { return n->self.addr; }
-bool ring_joined(const ring_node *n) { return n->joined; }
-ring_peer ring_successor(const ring_node *n) { return successor(n); }
-ring_peer ring_predecessor(const ring_node *n) { return C(n)->pred; }
+const rn_id *ring_self_id(const ring_node *n)
+{
+	return &n->self.id;
+}
+ring_addr ring_self_addr(const ring_node *n)
+{
+	return n->self.addr;
+}
+bool ring_joined(const ring_node *n)
+{
+	return n->joined;
+}
+ring_peer ring_successor(const ring_node *n)
+{
+	return successor(n);
+}
+ring_peer ring_predecessor(const ring_node *n)
+{
+	return C(n)->pred;
+}
 
 size_t ring_successors(const ring_node *n, ring_peer *out, size_t max)
 {

@@ -25,9 +25,9 @@
 #include "../lib/id.h"
 
 typedef uint32_t ring_addr;
-#define RING_ADDR_NONE UINT32_MAX
-#define RING_MAX_SUCC 32
-#define RING_OUT_MSGS 16
+#define RING_ADDR_NONE  UINT32_MAX
+#define RING_MAX_SUCC   32
+#define RING_OUT_MSGS   16
 #define RING_OUT_EVENTS 8
 
 typedef struct {
@@ -47,7 +47,7 @@ typedef struct {
 	uint32_t rpc_timeout_ms; /* a successor or predecessor silent this long is dead */
 	uint32_t max_hops;       /* a lookup forwarded this often is answered as failed */
 	unsigned finger_slots;   /* finger runs stored inside the node before spilling to the
-				  * heap: about log2(N) + 4 keeps a node in one allocation */
+	                          * heap: about log2(N) + 4 keeps a node in one allocation */
 } ring_config;
 
 void ring_config_default(ring_config *c);
@@ -62,7 +62,7 @@ typedef enum {
 	RING_MSG_NOTIFY,        /* "I think I am your predecessor" */
 	RING_MSG_PING,          /* check_predecessor */
 	RING_MSG_PONG,
-	RING_MSG_LEAVE,         /* graceful departure: result = the leaver's pred or succ */
+	RING_MSG_LEAVE, /* graceful departure: result = the leaver's pred or succ */
 } ring_msg_type;
 
 /* Why the origin of a lookup asked: the answer goes to the application or to the ring. */

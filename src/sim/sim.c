@@ -23,9 +23,9 @@
 enum { EV_DELIVER, EV_UNREACH, EV_TICK, EV_ISSUE, EV_JOIN, EV_CHECK, EV_CHURN_JOIN, EV_CHURN_FAIL };
 
 #define CONNECT_TIMEOUT_MS 1000
-#define CHECK_EVERY_MS 1000
-#define JOIN_GROWTH 0.05 /* joins per second per node already in the ring */
-#define LOOKUP_TIMEOUT_MS 30000 /* a lookup unanswered this long has failed, as for a client */
+#define CHECK_EVERY_MS     1000
+#define JOIN_GROWTH        0.05  /* joins per second per node already in the ring */
+#define LOOKUP_TIMEOUT_MS  30000 /* a lookup unanswered this long has failed, as for a client */
 
 typedef struct {
 	uint64_t t;
@@ -115,7 +115,7 @@ typedef struct {
 	uint64_t lookups_done, next_req; /* answered, issued (by this lane) */
 	uint64_t req_space;              /* req = node * requests + k is below this */
 	uint64_t lookups_start, last_issue;
-	uint32_t issuers; /* nodes that still have lookups to issue */
+	uint32_t issuers;   /* nodes that still have lookups to issue */
 	uint32_t *issue_ms; /* by req: virtual issue time minus lookups_start */
 	uint64_t *hops_hist;
 	uint32_t hist_len;
@@ -125,6 +125,14 @@ typedef struct {
 	ring_out out;
 } sim;
 
+/* Where key should sit in live[] if ids were spread evenly (they are uniform). */
+static inline uint32_t live_guess(const sim *s, const rn_id *key)
+{
+	double frac = (double)rn_id_top64(key) / 18446744073709551616.0;
+	uint32_t g = (uint32_t)(frac * s->nlive);
+	return g >= s->nlive ? (s->nlive ? s->nlive - 1 : 0) : g;
+}
+
 static inline ring_node *NODE(const sim *s, uint32_t i)
 {
 	return (ring_node *)(s->arena + (size_t)i * s->stride);
@@ -132,8 +140,10 @@ static inline ring_node *NODE(const sim *s, uint32_t i)
 
 /* ---- heap for far events ---- */
 
-
-static bool ev_less(const ev *a, const ev *b) { return a->t < b->t || (a->t == b->t && a->seq < b->seq); }
+static bool ev_less(const ev *a, const ev *b)
+{
+	return a->t < b->t || (a->t == b->t && a->seq < b->seq);
+}
 
 static int heap_push(sim *s, uint64_t t, uint32_t kind, uint32_t ref)
 {
@@ -263,9 +273,15 @@ static int push_msg(sim *s, uint64_t t, uint32_t kind, uint32_t sender, const ri
 	return heap_push(s, t, kind, id);
 }
 
-static size_t pending(const sim *s) { return s->wcount + s->nheap; }
+static size_t pending(const sim *s)
+{
+	return s->wcount + s->nheap;
+}
 
-static bool is_msg(uint32_t kind) { return kind == EV_DELIVER || kind == EV_UNREACH; }
+static bool is_msg(uint32_t kind)
+{
+	return kind == EV_DELIVER || kind == EV_UNREACH;
+}
 
 #define PREFETCH_AHEAD 6
 
@@ -279,15 +295,21 @@ static bool pop(sim *s, popped *out)
 			 * stages, since each is a cache miss in a large ring */
 			uint32_t h = b->mhead;
 			if (h + 2 * PREFETCH_AHEAD < b->mn) {
-				const char *nd = s->arena + (size_t)b->m[h + 2 * PREFETCH_AHEAD].m.to * s->stride;
+				const char *nd =
+				    s->arena +
+				    (size_t)b->m[h + 2 * PREFETCH_AHEAD].m.to * s->stride;
 				__builtin_prefetch(nd);
 				__builtin_prefetch(nd + 64);
 			}
 			if (h + PREFETCH_AHEAD < b->mn) {
 				const mev *f = &b->m[h + PREFETCH_AHEAD];
 				uint32_t to = f->kind == EV_DELIVER ? f->m.to : f->sender;
-				if (to < s->n)
-					ring_prefetch(NODE(s, to), f->m.type == RING_MSG_FIND_SUCC ? &f->m.key : NULL);
+				if (f->m.type == RING_MSG_FOUND && f->kind == EV_DELIVER)
+					__builtin_prefetch(&s->live[live_guess(s, &f->m.key)]);
+				else if (to < s->n)
+					ring_prefetch(NODE(s, to), f->m.type == RING_MSG_FIND_SUCC
+					                               ? &f->m.key
+					                               : NULL);
 			}
 			const mev *e = &b->m[b->mhead++];
 			s->wcount--;
@@ -361,10 +383,7 @@ static uint32_t live_lower(const sim *s, const rn_id *key)
 	uint32_t n = s->nlive;
 	if (n == 0)
 		return 0;
-	double frac = (double)rn_id_top64(key) / 18446744073709551616.0;
-	uint32_t g = (uint32_t)(frac * n), lo, hi;
-	if (g >= n)
-		g = n - 1;
+	uint32_t g = live_guess(s, key), lo, hi;
 	if (rn_id_cmp(&s->live[g].id, key) < 0) {
 		uint32_t a = g, b = g + 1, step = 1;
 		while (b < n && rn_id_cmp(&s->live[b].id, key) < 0) {
@@ -399,7 +418,10 @@ static uint32_t live_lower(const sim *s, const rn_id *key)
 	return lo == n ? 0 : lo;
 }
 
-static const ring_peer *true_succ(const sim *s, const rn_id *key) { return &s->live[live_lower(s, key)]; }
+static const ring_peer *true_succ(const sim *s, const rn_id *key)
+{
+	return &s->live[live_lower(s, key)];
+}
 
 static void live_insert(sim *s, const ring_peer *p)
 {
@@ -429,6 +451,17 @@ static bool id_taken(const sim *s, const rn_id *id)
 	return rn_id_eq(&s->live[live_lower(s, id)].id, id);
 }
 
+static int grow_mapping(void **p, size_t old, size_t len)
+{
+	void *q = *p ? mremap(*p, old, len, MREMAP_MAYMOVE)
+	             : mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (q == MAP_FAILED)
+		return RN_ENOMEM;
+	madvise(q, len, MADV_HUGEPAGE);
+	*p = q;
+	return 0;
+}
+
 static int grow_nodes(sim *s, uint32_t want)
 {
 	if (want <= s->cap)
@@ -438,26 +471,21 @@ static int grow_nodes(sim *s, uint32_t want)
 		cap *= 2;
 #define GROW(f)                                                                                    \
 	do {                                                                                       \
-		void *q = realloc(s->f, (size_t)cap * sizeof *s->f);                              \
+		void *q = realloc(s->f, (size_t)cap * sizeof *s->f);                               \
 		if (!q)                                                                            \
 			return RN_ENOMEM;                                                          \
 		s->f = q;                                                                          \
 	} while (0)
-	{
-		/* one mapping in huge pages: every hop lands on a random node, and with 4 KB
-		 * pages each would also miss the TLB */
-		size_t old = (size_t)s->cap * s->stride, len = (size_t)cap * s->stride;
-		void *q = s->arena ? mremap(s->arena, old, len, MREMAP_MAYMOVE)
-				   : mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-		if (q == MAP_FAILED)
-			return RN_ENOMEM;
-		madvise(q, len, MADV_HUGEPAGE);
-		s->arena = q;
-	}
+	/* the nodes and the oracle are read at random on every hop: one mapping each, in
+	 * huge pages, or each access would also miss the TLB */
+	if (grow_mapping((void **)&s->arena, (size_t)s->cap * s->stride, (size_t)cap * s->stride) <
+	        0 ||
+	    grow_mapping((void **)&s->live, (size_t)s->cap * sizeof *s->live,
+	                 (size_t)cap * sizeof *s->live) < 0)
+		return RN_ENOMEM;
 	GROW(alive);
 	GROW(tick_at);
 	GROW(issued);
-	GROW(live);
 	GROW(joined);
 #undef GROW
 	s->cap = cap;
@@ -603,7 +631,6 @@ static int drain(sim *s, uint32_t from)
 	}
 	return 0;
 }
-
 
 static void lookup_done(sim *s, uint32_t origin, const ring_event *e)
 {
@@ -794,8 +821,10 @@ static int handle(sim *s, popped *e)
 		if (s->alive[m->to]) {
 			rc = step_node(s, m->to, do_msg, m);
 		} else if (s->alive[e->msg.sender]) {
-			/* died while the message was on the wire: the sender learns it the hard way */
-			return push_msg(s, s->now + CONNECT_TIMEOUT_MS, EV_UNREACH, e->msg.sender, m);
+			/* died while the message was on the wire: the sender learns it the hard way
+			 */
+			return push_msg(s, s->now + CONNECT_TIMEOUT_MS, EV_UNREACH, e->msg.sender,
+			                m);
 		}
 		free((void *)m->peers);
 		return rc;
@@ -848,8 +877,9 @@ static int handle(sim *s, popped *e)
 		if (via != UINT32_MAX)
 			rc = step_node(s, s->n - 1, do_join, &via);
 		if (rc == 0)
-			rc = push(s, s->now + (uint64_t)rn_rng_exp(&s->rng, 1000.0 / s->p->churn) + 1,
-				  EV_CHURN_JOIN, 0);
+			rc = push(s,
+			          s->now + (uint64_t)rn_rng_exp(&s->rng, 1000.0 / s->p->churn) + 1,
+			          EV_CHURN_JOIN, 0);
 		return rc;
 	}
 	case EV_CHURN_FAIL: {
@@ -858,7 +888,7 @@ static int handle(sim *s, popped *e)
 			kill_node(s, s->live[k].addr);
 		}
 		return push(s, s->now + (uint64_t)rn_rng_exp(&s->rng, 1000.0 / s->p->churn) + 1,
-			    EV_CHURN_FAIL, 0);
+		            EV_CHURN_FAIL, 0);
 	}
 	default:
 		return 0;
@@ -990,7 +1020,8 @@ static void load_figures(sim *s)
 	if (hist) {
 		for (uint32_t i = 0; i < p->nodes; i++)
 			hist[count[i]]++;
-		uint64_t p1 = (uint64_t)ceil(0.01 * p->nodes), p99 = (uint64_t)ceil(0.99 * p->nodes);
+		uint64_t p1 = (uint64_t)ceil(0.01 * p->nodes),
+		         p99 = (uint64_t)ceil(0.99 * p->nodes);
 		uint64_t acc = 0;
 		bool got1 = false, got99 = false;
 		for (uint64_t c = 0; c <= maxc; c++) {
@@ -1011,7 +1042,6 @@ static void load_figures(sim *s)
 	free(v);
 	free(count);
 }
-
 
 static int queue_init(sim *s)
 {
@@ -1134,7 +1164,8 @@ int sim_run(const sim_params *p, sim_result *r)
 	s.cfg.bits = p->bits;
 	s.cfg.successors = p->successors;
 	s.cfg.lookup = p->lookup;
-	s.cfg.max_hops = p->nodes * 2u + 64u > s.cfg.max_hops ? p->nodes * 2u + 64u : s.cfg.max_hops;
+	s.cfg.max_hops =
+	    p->nodes * 2u + 64u > s.cfg.max_hops ? p->nodes * 2u + 64u : s.cfg.max_hops;
 	/* room inline for the ~log2(N) distinct fingers a node has, and some to spare */
 	unsigned lg = 0;
 	while ((1ull << lg) < p->nodes)
@@ -1182,10 +1213,10 @@ int sim_run(const sim_params *p, sim_result *r)
 				if ((rc = push(&s, s.tick_at[i], EV_TICK, i)) < 0)
 					goto out;
 			}
-		if ((rc = push(&s, s.now + (uint64_t)rn_rng_exp(&s.rng, 1000.0 / p->churn), EV_CHURN_JOIN,
-			       0)) < 0 ||
-		    (rc = push(&s, s.now + (uint64_t)rn_rng_exp(&s.rng, 1000.0 / p->churn), EV_CHURN_FAIL,
-			       0)) < 0)
+		if ((rc = push(&s, s.now + (uint64_t)rn_rng_exp(&s.rng, 1000.0 / p->churn),
+		               EV_CHURN_JOIN, 0)) < 0 ||
+		    (rc = push(&s, s.now + (uint64_t)rn_rng_exp(&s.rng, 1000.0 / p->churn),
+		               EV_CHURN_FAIL, 0)) < 0)
 			goto out;
 	}
 
@@ -1268,8 +1299,8 @@ int sim_run(const sim_params *p, sim_result *r)
 		r->avg_hops = (double)s.hops_sum / (double)s.lookups_done;
 		r->avg_latency_ms = s.latency_sum / (double)s.lookups_done;
 		uint64_t acc = 0, p50 = (s.lookups_done + 1) / 2,
-			 p1 = (uint64_t)ceil(0.01 * (double)s.lookups_done),
-			 p99 = (uint64_t)ceil(0.99 * (double)s.lookups_done);
+		         p1 = (uint64_t)ceil(0.01 * (double)s.lookups_done),
+		         p99 = (uint64_t)ceil(0.99 * (double)s.lookups_done);
 		bool g1 = false, g50 = false, g99 = false;
 		for (uint32_t h = 0; h < s.hist_len; h++) {
 			acc += s.hops_hist[h];
@@ -1302,7 +1333,8 @@ out:
 	free(s.alive);
 	free(s.tick_at);
 	free(s.issued);
-	free(s.live);
+	if (s.live)
+		munmap(s.live, (size_t)s.cap * sizeof *s.live);
 	free(s.joined);
 	free(s.hops_hist);
 	free(s.issue_ms);

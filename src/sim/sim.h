@@ -18,10 +18,10 @@ typedef struct {
 	unsigned bits;
 	unsigned successors;
 	sim_bootstrap bootstrap;
-	double fail;          /* fraction of nodes killed at once before the lookups */
-	double churn;         /* joins per second and failures per second (each) */
-	uint32_t vnodes;      /* virtual nodes per physical node, for the load figures */
-	uint64_t keys;        /* keys placed for the load figures (0: none) */
+	double fail;     /* fraction of nodes killed at once before the lookups */
+	double churn;    /* joins per second and failures per second (each) */
+	uint32_t vnodes; /* virtual nodes per physical node, for the load figures */
+	uint64_t keys;   /* keys placed for the load figures (0: none) */
 	uint64_t seed;
 	uint32_t latency_min_ms, latency_max_ms; /* one-way message latency, uniform */
 	uint32_t join_rate;                      /* joins per virtual second for --bootstrap join */

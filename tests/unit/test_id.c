@@ -40,8 +40,10 @@ static void test_intervals_brute_force(void **state)
 					rn_id_from_u64(&ia, a, m);
 					rn_id_from_u64(&ib, b, m);
 					rn_id_from_u64(&ix, x, m);
-					assert_int_equal(rn_id_in_oc(&ix, &ia, &ib), oc(x, a, b, mod));
-					assert_int_equal(rn_id_in_oo(&ix, &ia, &ib), oo(x, a, b, mod));
+					assert_int_equal(rn_id_in_oc(&ix, &ia, &ib),
+					                 oc(x, a, b, mod));
+					assert_int_equal(rn_id_in_oo(&ix, &ia, &ib),
+					                 oo(x, a, b, mod));
 				}
 	}
 }
@@ -93,7 +95,8 @@ static void test_word_ops_on_wide_ids(void **state)
 		for (int i = 0; i < RN_ID_BYTES && !len; i++)
 			for (int bit = 7; bit >= 0 && !len; bit--)
 				if (d.b[i] >> bit & 1)
-					len = (unsigned)(RN_ID_BYTES - 1 - i) * 8 + (unsigned)bit + 1;
+					len =
+					    (unsigned)(RN_ID_BYTES - 1 - i) * 8 + (unsigned)bit + 1;
 		assert_int_equal(rn_id_dist_bitlen(&a, &b), len);
 		assert_int_equal(rn_id_cmp(&a, &b) < 0, memcmp(a.b, b.b, RN_ID_BYTES) < 0);
 		assert_int_equal(rn_id_cmp(&a, &b) == 0, memcmp(a.b, b.b, RN_ID_BYTES) == 0);
@@ -155,12 +158,12 @@ static void test_random_stays_on_ring(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_intervals_brute_force),
-		cmocka_unit_test(test_add_sub_bitlen),
-		cmocka_unit_test(test_word_ops_on_wide_ids),
-		cmocka_unit_test(test_wraparound_at_zero),
-		cmocka_unit_test(test_hash_and_truncate),
-		cmocka_unit_test(test_random_stays_on_ring),
+	    cmocka_unit_test(test_intervals_brute_force),
+	    cmocka_unit_test(test_add_sub_bitlen),
+	    cmocka_unit_test(test_word_ops_on_wide_ids),
+	    cmocka_unit_test(test_wraparound_at_zero),
+	    cmocka_unit_test(test_hash_and_truncate),
+	    cmocka_unit_test(test_random_stays_on_ring),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

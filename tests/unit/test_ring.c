@@ -127,7 +127,8 @@ static int oracle(net *t, const rn_id *key)
 		const rn_id *id = ring_self_id(t->node[i]);
 		if (lowest < 0 || rn_id_cmp(id, ring_self_id(t->node[lowest])) < 0)
 			lowest = i;
-		if (rn_id_cmp(id, key) >= 0 && (best < 0 || rn_id_cmp(id, ring_self_id(t->node[best])) < 0))
+		if (rn_id_cmp(id, key) >= 0 &&
+		    (best < 0 || rn_id_cmp(id, ring_self_id(t->node[best])) < 0))
 			best = i;
 	}
 	return best >= 0 ? best : lowest;
@@ -213,7 +214,8 @@ static void check_lookups(net *t, rn_rng *rng, int random_keys, uint32_t max_hop
 		rn_id_truncate(&keys[nk++], t->cfg.bits);
 		for (int j = 0; j < n && nk < 8; j += 1 + n / 3) {
 			keys[nk++] = *ring_self_id(t->node[j]);
-			rn_id_add_pow2(&keys[nk++], ring_self_id(t->node[j]), RN_ID_BITS - t->cfg.bits);
+			rn_id_add_pow2(&keys[nk++], ring_self_id(t->node[j]),
+			               RN_ID_BITS - t->cfg.bits);
 		}
 		for (int k = 0; k < nk + random_keys; k++) {
 			rn_id key;
@@ -243,8 +245,8 @@ static void test_static_rings_many_sizes(void **state)
 			for (int mode = 0; mode < 2; mode++) {
 				net *t = net_new(bits[b], (ring_lookup_mode)mode, 4);
 				build_static(t, sizes[s], &rng);
-				uint32_t bound = mode == RING_LOOKUP_SIMPLE ? (uint32_t)sizes[s]
-									   : bits[b] + 1;
+				uint32_t bound =
+				    mode == RING_LOOKUP_SIMPLE ? (uint32_t)sizes[s] : bits[b] + 1;
 				check_lookups(t, &rng, 5, bound);
 				net_free(t);
 			}
@@ -346,7 +348,8 @@ static void join_ring(net *t, int n, rn_rng *rng, bool all_at_once)
 		if (k == 0)
 			ring_create(t->node[0], t->now, &t->out);
 		else
-			ring_join(t->node[k], t->now, (ring_addr)rn_rng_below(rng, (uint64_t)k), &t->out);
+			ring_join(t->node[k], t->now, (ring_addr)rn_rng_below(rng, (uint64_t)k),
+			          &t->out);
 		collect(t, (uint32_t)k);
 		pump(t);
 		if (!all_at_once)
@@ -439,11 +442,11 @@ static void test_failures_repaired(void **state)
 		int live = oracle(t, &keys[k]);
 		if (t->alive[holder[k]])
 			assert_int_equal(got, holder[k]);
-		else if (got != live &&
-			 (got < 0 || t->alive[got] ||
-			  !rn_id_in_oc(ring_self_id(t->node[got]), &keys[k], ring_self_id(t->node[live]))))
-			fail_msg("key %d: got %d, holder %d (dead), live successor %d", k, got, holder[k],
-				 live);
+		else if (got != live && (got < 0 || t->alive[got] ||
+		                         !rn_id_in_oc(ring_self_id(t->node[got]), &keys[k],
+		                                      ring_self_id(t->node[live]))))
+			fail_msg("key %d: got %d, holder %d (dead), live successor %d", k, got,
+			         holder[k], live);
 		live_answers += got == live;
 	}
 	assert_true(live_answers >= 100);
@@ -506,15 +509,15 @@ static void test_config_check(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_static_rings_many_sizes),
-		cmocka_unit_test(test_full_small_ring),
-		cmocka_unit_test(test_scalable_hops_logarithmic),
-		cmocka_unit_test(test_join_one_by_one),
-		cmocka_unit_test(test_concurrent_joins),
-		cmocka_unit_test(test_two_nodes_and_leave),
-		cmocka_unit_test(test_failures_repaired),
-		cmocka_unit_test(test_finger_runs_match_plain_array),
-		cmocka_unit_test(test_config_check),
+	    cmocka_unit_test(test_static_rings_many_sizes),
+	    cmocka_unit_test(test_full_small_ring),
+	    cmocka_unit_test(test_scalable_hops_logarithmic),
+	    cmocka_unit_test(test_join_one_by_one),
+	    cmocka_unit_test(test_concurrent_joins),
+	    cmocka_unit_test(test_two_nodes_and_leave),
+	    cmocka_unit_test(test_failures_repaired),
+	    cmocka_unit_test(test_finger_runs_match_plain_array),
+	    cmocka_unit_test(test_config_check),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -10,7 +10,10 @@
 
 #include "sim/sim.h"
 
-static void run(sim_params *p, sim_result *r) { assert_int_equal(sim_run(p, r), 0); }
+static void run(sim_params *p, sim_result *r)
+{
+	assert_int_equal(sim_run(p, r), 0);
+}
 
 static void test_same_seed_same_result(void **state)
 {
@@ -31,6 +34,30 @@ static void test_same_seed_same_result(void **state)
 	p.seed = 2;
 	run(&p, &c);
 	assert_true(c.events != a.events || c.failed_lookups != a.failed_lookups);
+}
+
+static void test_lanes_same_seed_same_result(void **state)
+{
+	/* no failures, no churn: lookups run in two lanes on two threads, and the result
+	 * must still depend on the seed alone */
+	(void)state;
+	sim_params p;
+	sim_params_default(&p);
+	p.nodes = 2000;
+	p.requests = 20;
+	sim_result a, b;
+	for (int i = 0; i < 3; i++) {
+		run(&p, i ? &b : &a);
+		if (!i)
+			continue;
+		assert_int_equal(a.events, b.events);
+		assert_int_equal(a.messages, b.messages);
+		assert_int_equal(a.virtual_ms, b.virtual_ms);
+		assert_int_equal(a.p99_hops, b.p99_hops);
+		assert_true(a.avg_hops == b.avg_hops && a.avg_latency_ms == b.avg_latency_ms);
+	}
+	assert_int_equal(a.lookups, 40000);
+	assert_int_equal(a.failed_lookups, 0);
 }
 
 static void test_healthy_ring_never_fails(void **state)
@@ -160,14 +187,15 @@ static void test_bad_params(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_same_seed_same_result),
-		cmocka_unit_test(test_healthy_ring_never_fails),
-		cmocka_unit_test(test_small_bits_collide_nothing),
-		cmocka_unit_test(test_mass_failure_costs_about_p),
-		cmocka_unit_test(test_join_converges),
-		cmocka_unit_test(test_churn_mostly_succeeds),
-		cmocka_unit_test(test_load_figures),
-		cmocka_unit_test(test_bad_params),
+	    cmocka_unit_test(test_same_seed_same_result),
+	    cmocka_unit_test(test_lanes_same_seed_same_result),
+	    cmocka_unit_test(test_healthy_ring_never_fails),
+	    cmocka_unit_test(test_small_bits_collide_nothing),
+	    cmocka_unit_test(test_mass_failure_costs_about_p),
+	    cmocka_unit_test(test_join_converges),
+	    cmocka_unit_test(test_churn_mostly_succeeds),
+	    cmocka_unit_test(test_load_figures),
+	    cmocka_unit_test(test_bad_params),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
