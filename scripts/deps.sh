@@ -9,6 +9,7 @@ pkgs=(
   libuv1-dev libmicrohttpd-dev libjansson-dev liblmdb-dev
   libprotobuf-c-dev protobuf-c-compiler
   python3 gnuplot-nox
+  clang libclang-rt-14-dev
 )
 
 missing=()

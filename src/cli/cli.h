@@ -8,5 +8,6 @@
 #endif
 
 int cli_sim(int argc, char **argv);
+int cli_node(int argc, char **argv);
 
 #endif

@@ -23,6 +23,8 @@ int main(int argc, char **argv)
 	const char *cmd = argv[1];
 	if (!strcmp(cmd, "sim"))
 		return cli_sim(argc - 1, argv + 1);
+	if (!strcmp(cmd, "node"))
+		return cli_node(argc - 1, argv + 1);
 	if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
 		printf("ringnet %s\n", RINGNET_VERSION);
 		return 0;

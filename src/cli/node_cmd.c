@@ -1,0 +1,86 @@
+/* node_cmd.c — `ringnet node`: arguments, then the real driver. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../net/node.h"
+#include "cli.h"
+
+static const char *node_usage =
+    "usage: ringnet node --id NAME --listen HOST:PORT --http HOST:PORT [--join HOST:PORT]...\n"
+    "                    [--log-level error|warn|info|debug]\n"
+    "\n"
+    "Runs one node of a ring. Its ring id is SHA-1 of NAME. Without --join it starts a new\n"
+    "ring; with --join it joins the ring of the node listening there. Peers talk to it on\n"
+    "--listen (an IPv4 address other nodes can reach, not 0.0.0.0); the HTTP API is on\n"
+    "--http: GET /ring, GET /health. SIGINT or SIGTERM leaves the ring and exits 0.\n";
+
+static int bad(const char *fmt, const char *arg)
+{
+	fprintf(stderr, "ringnet node: ");
+	fprintf(stderr, fmt, arg);
+	fprintf(stderr, "\n%s", node_usage);
+	return 2;
+}
+
+static int copy(char *dst, size_t len, const char *src)
+{
+	if (strlen(src) >= len)
+		return -1;
+	strcpy(dst, src);
+	return 0;
+}
+
+int cli_node(int argc, char **argv)
+{
+	node_opts o;
+	memset(&o, 0, sizeof o);
+	o.log_level = 2;
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+			fputs(node_usage, stdout);
+			return 0;
+		}
+		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+		if (!v)
+			return bad("%s needs a value", a);
+		i++;
+		char host[64];
+		int port;
+		if (!strcmp(a, "--id")) {
+			if (!*v || copy(o.name, sizeof o.name, v) < 0)
+				return bad("--id wants a name of 1 to 63 characters, not '%s'", v);
+		} else if (!strcmp(a, "--listen") || !strcmp(a, "--http") || !strcmp(a, "--join")) {
+			if (node_parse_hostport(v, host, sizeof host, &port) < 0 ||
+			    !strcmp(host, "0.0.0.0"))
+				return bad(
+				    "wants HOST:PORT with an IPv4 address or localhost, not '%s'",
+				    v);
+			char *dst = !strcmp(a, "--listen") ? o.listen
+			            : !strcmp(a, "--http") ? o.http
+			                                   : NULL;
+			if (!dst) {
+				if (o.njoin == NODE_MAX_JOIN)
+					return bad("at most 8 --join addresses%s", "");
+				dst = o.join[o.njoin++];
+			}
+			if (copy(dst, 64, v) < 0)
+				return bad("address too long: '%s'", v);
+		} else if (!strcmp(a, "--log-level")) {
+			static const char *levels[] = {"error", "warn", "info", "debug"};
+			o.log_level = -1;
+			for (int k = 0; k < 4; k++)
+				if (!strcmp(v, levels[k]))
+					o.log_level = k;
+			if (o.log_level < 0)
+				return bad("--log-level is error, warn, info or debug, not '%s'",
+				           v);
+		} else {
+			return bad("unknown option '%s'", a);
+		}
+	}
+	if (!o.name[0] || !o.listen[0] || !o.http[0])
+		return bad("--id, --listen and --http are required%s", "");
+	return node_run(&o);
+}

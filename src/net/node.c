@@ -1,0 +1,717 @@
+/* node.c — see node.h.
+ *
+ * Connections: a node opens one outgoing TCP connection per peer address and sends
+ * everything for that peer over it; what arrives on connections others opened to us is
+ * read, framed and handed to the core. A connect that fails, a connection that drops with
+ * messages still queued, or a queue that overflows hands those messages back to the core
+ * with ring_on_unreachable: that is how the core learns a peer is gone.
+ *
+ * HTTP: libmicrohttpd answers on its own thread from snapshots the loop publishes under a
+ * mutex every 100 ms, so the loop never blocks on a client and the ring core is only
+ * ever touched by the loop thread. */
+#include "node.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <microhttpd.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "../lib/err.h"
+#include "../ring/ring.h"
+#include "wire.h"
+
+#define MAX_PEERS          4096
+#define MAX_QUEUE          1024 /* frames waiting for one peer's connection */
+#define SNAPSHOT_MS        100
+#define CONNECT_BACKOFF_MS 500
+
+typedef struct pending {
+	struct pending *next;
+	uint8_t *buf;
+	size_t len;
+	ring_msg msg; /* handed back to the core if it cannot be delivered */
+	ring_peer peers[RING_MAX_SUCC];
+} pending;
+
+struct node;
+
+typedef struct {
+	struct node *node;
+	char addr[WIRE_ADDR_MAX];
+	struct sockaddr_in sa;
+	uv_tcp_t *tcp; /* NULL when idle */
+	uv_connect_t connect;
+	bool connected;
+	pending *head, *tail;
+	unsigned nq;
+	uint64_t failed_at; /* last connect failure: back off before trying again */
+} peer;
+
+typedef struct {
+	uv_tcp_t tcp;
+	struct node *node;
+	uint8_t *buf;
+	size_t len, cap;
+} inconn;
+
+typedef struct {
+	uv_write_t req;
+	peer *p;
+	pending *frame;
+} wreq;
+
+typedef struct node {
+	const node_opts *o;
+	uv_loop_t loop;
+	ring_config cfg;
+	ring_node *ring;
+	ring_out out;
+	uv_tcp_t listener;
+	uv_timer_t tick, snap;
+	uv_signal_t sigint, sigterm;
+	uint64_t tick_at;
+	peer *peers;
+	uint32_t npeers;
+	wire_book book;
+	bool stopping;
+	/* counters, read by /metrics later and by the logs now */
+	uint64_t frames_in, frames_out, bad_frames, bytes_in, bytes_out, unreachable;
+	/* HTTP */
+	struct MHD_Daemon *mhd;
+	pthread_mutex_t lock;
+	char *snap_ring, *snap_health;
+} node;
+
+/* ---- logging ---- */
+
+static void logf_(const node *n, int level, const char *fmt, ...)
+{
+	if (level > n->o->log_level)
+		return;
+	static const char *names[] = {"error", "warn", "info", "debug"};
+	fprintf(stderr, "ringnet node %s [%s] ", n->o->name, names[level]);
+	va_list ap;
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+#define LOG_E(n, ...) logf_(n, 0, __VA_ARGS__)
+#define LOG_W(n, ...) logf_(n, 1, __VA_ARGS__)
+#define LOG_I(n, ...) logf_(n, 2, __VA_ARGS__)
+#define LOG_D(n, ...) logf_(n, 3, __VA_ARGS__)
+
+/* ---- addresses ---- */
+
+int node_parse_hostport(const char *s, char *host, size_t hostlen, int *port)
+{
+	const char *colon = strrchr(s, ':');
+	if (!colon || colon == s || (size_t)(colon - s) >= hostlen)
+		return -1;
+	char *end;
+	errno = 0;
+	long p = strtol(colon + 1, &end, 10);
+	if (errno || *end || p < 1 || p > 65535)
+		return -1;
+	memcpy(host, s, (size_t)(colon - s));
+	host[colon - s] = '\0';
+	if (!strcmp(host, "localhost"))
+		snprintf(host, hostlen, "127.0.0.1");
+	struct sockaddr_in sa;
+	if (uv_ip4_addr(host, (int)p, &sa) != 0)
+		return -1;
+	*port = (int)p;
+	return 0;
+}
+
+static const char *book_name(void *ctx, ring_addr a)
+{
+	node *n = ctx;
+	return a < n->npeers ? n->peers[a].addr : NULL;
+}
+
+static ring_addr book_intern(void *ctx, const char *addr)
+{
+	node *n = ctx;
+	for (uint32_t i = 0; i < n->npeers; i++)
+		if (!strcmp(n->peers[i].addr, addr))
+			return i;
+	char host[24]; /* an IPv4 address in dotted form fits with room to spare */
+	int port;
+	if (n->npeers >= MAX_PEERS || node_parse_hostport(addr, host, sizeof host, &port) < 0)
+		return RING_ADDR_NONE;
+	peer *p = &n->peers[n->npeers];
+	memset(p, 0, sizeof *p);
+	p->node = n;
+	snprintf(p->addr, sizeof p->addr, "%s:%d", host, port);
+	uv_ip4_addr(host, port, &p->sa);
+	return n->npeers++;
+}
+
+/* ---- sending ---- */
+
+static void drain(node *n);
+
+static void hand_back(node *n, pending *f)
+{
+	n->unreachable++;
+	f->msg.peers = f->peers;
+	ring_out_reset(&n->out);
+	ring_on_unreachable(n->ring, uv_now(&n->loop), &f->msg, &n->out);
+	drain(n);
+}
+
+static void free_frame(pending *f)
+{
+	free(f->buf);
+	free(f);
+}
+
+/* Every queued frame of p goes back to the core as undeliverable. */
+static void fail_queue(peer *p)
+{
+	pending *f = p->head;
+	p->head = p->tail = NULL;
+	p->nq = 0;
+	while (f) {
+		pending *next = f->next;
+		hand_back(p->node, f);
+		free_frame(f);
+		f = next;
+	}
+}
+
+static void on_closed(uv_handle_t *h)
+{
+	free(h);
+}
+
+static void drop_connection(peer *p)
+{
+	if (p->tcp) {
+		p->tcp->data = NULL;
+		uv_close((uv_handle_t *)p->tcp, on_closed);
+	}
+	p->tcp = NULL;
+	p->connected = false;
+}
+
+static void on_write(uv_write_t *req, int status)
+{
+	wreq *w = (wreq *)req;
+	node *n = w->p->node;
+	if (status < 0) {
+		LOG_D(n, "write to %s failed: %s", w->p->addr, uv_strerror(status));
+		hand_back(n, w->frame);
+		if (w->p->connected)
+			drop_connection(w->p);
+	} else {
+		n->frames_out++;
+		n->bytes_out += w->frame->len;
+	}
+	free_frame(w->frame);
+	free(w);
+}
+
+static void write_frame(peer *p, pending *f)
+{
+	wreq *w = malloc(sizeof *w);
+	if (!w) {
+		hand_back(p->node, f);
+		free_frame(f);
+		return;
+	}
+	w->p = p;
+	w->frame = f;
+	uv_buf_t b = uv_buf_init((char *)f->buf, (unsigned)f->len);
+	int rc = uv_write(&w->req, (uv_stream_t *)p->tcp, &b, 1, on_write);
+	if (rc < 0) {
+		free(w);
+		hand_back(p->node, f);
+		free_frame(f);
+	}
+}
+
+static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *b)
+{
+	(void)h;
+	static char discard[4096]; /* outgoing connections carry nothing back */
+	(void)hint;
+	*b = uv_buf_init(discard, sizeof discard);
+}
+
+static void on_out_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+{
+	(void)b;
+	peer *p = s->data;
+	if (nread < 0 && p) {
+		LOG_D(p->node, "connection to %s closed: %s", p->addr, uv_strerror((int)nread));
+		drop_connection(p);
+		fail_queue(p);
+	}
+}
+
+static void on_connect(uv_connect_t *req, int status)
+{
+	peer *p = req->data;
+	node *n = p->node;
+	if (status < 0) {
+		LOG_D(n, "cannot connect to %s: %s", p->addr, uv_strerror(status));
+		drop_connection(p);
+		p->failed_at = uv_now(&n->loop);
+		fail_queue(p);
+		return;
+	}
+	p->connected = true;
+	uv_read_start((uv_stream_t *)p->tcp, alloc_cb, on_out_read);
+	pending *f = p->head;
+	p->head = p->tail = NULL;
+	p->nq = 0;
+	while (f) {
+		pending *next = f->next;
+		write_frame(p, f);
+		f = next;
+	}
+}
+
+static void send_frame(node *n, ring_addr to, pending *f)
+{
+	peer *p = &n->peers[to];
+	if (p->connected) {
+		write_frame(p, f);
+		return;
+	}
+	uint64_t now = uv_now(&n->loop);
+	if (p->nq >= MAX_QUEUE ||
+	    (!p->tcp && p->failed_at && now - p->failed_at < CONNECT_BACKOFF_MS)) {
+		hand_back(n, f); /* queue full, or it refused us a moment ago */
+		free_frame(f);
+		return;
+	}
+	f->next = NULL;
+	if (p->tail)
+		p->tail->next = f;
+	else
+		p->head = f;
+	p->tail = f;
+	p->nq++;
+	if (p->tcp)
+		return; /* connecting */
+	p->tcp = malloc(sizeof *p->tcp);
+	if (!p->tcp) {
+		fail_queue(p);
+		return;
+	}
+	uv_tcp_init(&n->loop, p->tcp);
+	uv_tcp_nodelay(p->tcp, 1);
+	p->tcp->data = p;
+	p->connect.data = p;
+	if (uv_tcp_connect(&p->connect, p->tcp, (const struct sockaddr *)&p->sa, on_connect) < 0) {
+		drop_connection(p);
+		p->failed_at = now;
+		fail_queue(p);
+	}
+}
+
+static void arm_timer(node *n, uint64_t at);
+
+/* Sends what the core put in n->out, reports its events, and re-arms the tick timer.
+ * Handing messages back can re-enter drain, so the output is copied out first. */
+static void drain(node *n)
+{
+	ring_out o = n->out;
+	ring_out_reset(&n->out);
+	for (size_t k = 0; k < o.nmsgs; k++) {
+		ring_msg *m = &o.msgs[k];
+		if (m->to == RING_ADDR_NONE || m->to >= n->npeers)
+			continue;
+		pending *f = calloc(1, sizeof *f);
+		if (!f)
+			continue;
+		f->msg = *m;
+		if (m->npeers)
+			memcpy(f->peers, m->peers, m->npeers * sizeof(ring_peer));
+		f->msg.peers = f->peers;
+		if (wire_encode_ring(&f->msg, &n->book, &f->buf, &f->len) < 0) {
+			free(f);
+			continue;
+		}
+		send_frame(n, m->to, f);
+	}
+	for (size_t k = 0; k < o.nevents; k++) {
+		const ring_event *e = &o.events[k];
+		const char *who =
+		    e->result.addr < n->npeers ? n->peers[e->result.addr].addr : "none";
+		switch (e->type) {
+		case RING_EV_JOINED:
+			LOG_I(n, "joined the ring; successor %s", who);
+			break;
+		case RING_EV_ID_TAKEN:
+			LOG_E(n, "another node (%s) already has this id: choose another --id", who);
+			break;
+		case RING_EV_SUCC_CHANGED:
+			LOG_I(n, "successor is now %s", who);
+			break;
+		case RING_EV_PRED_CHANGED:
+			LOG_I(n, "predecessor is now %s", who);
+			break;
+		default:
+			break;
+		}
+	}
+	if (o.wake_at != UINT64_MAX)
+		arm_timer(n, o.wake_at);
+}
+
+/* ---- timers ---- */
+
+static void on_tick(uv_timer_t *t)
+{
+	node *n = t->data;
+	n->tick_at = UINT64_MAX;
+	ring_out_reset(&n->out);
+	ring_tick(n->ring, uv_now(&n->loop), &n->out);
+	drain(n);
+}
+
+static void arm_timer(node *n, uint64_t at)
+{
+	if (at >= n->tick_at)
+		return;
+	uint64_t now = uv_now(&n->loop);
+	n->tick_at = at;
+	uv_timer_start(&n->tick, on_tick, at > now ? at - now : 0, 0);
+}
+
+/* ---- receiving ---- */
+
+static void in_closed(uv_handle_t *h)
+{
+	inconn *c = (inconn *)h;
+	free(c->buf);
+	free(c);
+}
+
+static void in_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
+{
+	inconn *c = (inconn *)h;
+	if (hint < 65536)
+		hint = 65536;
+	if (c->cap - c->len < hint) {
+		size_t cap = c->len + hint;
+		uint8_t *q = realloc(c->buf, cap);
+		if (!q) {
+			*b = uv_buf_init(NULL, 0);
+			return;
+		}
+		c->buf = q;
+		c->cap = cap;
+	}
+	*b = uv_buf_init((char *)c->buf + c->len, (unsigned)(c->cap - c->len));
+}
+
+/* Handles every whole frame in the buffer; false when the peer sent garbage. */
+static bool consume(inconn *c)
+{
+	node *n = c->node;
+	size_t off = 0;
+	while (c->len - off >= WIRE_HEADER) {
+		uint32_t blen;
+		uint8_t type;
+		if (wire_header(c->buf + off, &blen, &type) < 0 || type != WIRE_RING)
+			return false;
+		if (c->len - off < WIRE_HEADER + (size_t)blen)
+			break;
+		ring_msg m;
+		ring_peer peers[RING_MAX_SUCC];
+		if (wire_decode_ring(c->buf + off + WIRE_HEADER, blen, &n->book, &m, peers) < 0)
+			return false;
+		m.to = 0;
+		n->frames_in++;
+		ring_out_reset(&n->out);
+		ring_on_msg(n->ring, uv_now(&n->loop), &m, &n->out);
+		drain(n);
+		off += WIRE_HEADER + blen;
+	}
+	memmove(c->buf, c->buf + off, c->len - off);
+	c->len -= off;
+	return true;
+}
+
+static void in_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+{
+	(void)b;
+	inconn *c = (inconn *)s;
+	if (nread < 0) {
+		uv_close((uv_handle_t *)s, in_closed);
+		return;
+	}
+	c->len += (size_t)nread;
+	c->node->bytes_in += (uint64_t)nread;
+	if (!consume(c)) {
+		c->node->bad_frames++;
+		LOG_W(c->node, "malformed frame from a peer connection: closing that connection");
+		uv_read_stop(s);
+		uv_close((uv_handle_t *)s, in_closed);
+	}
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+	node *n = server->data;
+	if (status < 0)
+		return;
+	inconn *c = calloc(1, sizeof *c);
+	if (!c)
+		return;
+	c->node = n;
+	uv_tcp_init(&n->loop, &c->tcp);
+	c->tcp.data = NULL; /* marks an incoming connection for close_walk */
+	if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {
+		uv_close((uv_handle_t *)&c->tcp, in_closed);
+		return;
+	}
+	uv_read_start((uv_stream_t *)&c->tcp, in_alloc, in_read);
+}
+
+/* ---- HTTP ---- */
+
+static json_t *peer_json(node *n, const ring_peer *p)
+{
+	if (p->addr == RING_ADDR_NONE || p->addr >= n->npeers)
+		return json_null();
+	char hex[RN_ID_HEX];
+	rn_id_to_hex(&p->id, hex);
+	return json_pack("{s:s, s:s}", "id", hex, "addr", n->peers[p->addr].addr);
+}
+
+static void publish(node *n)
+{
+	json_t *r = json_object();
+	ring_peer self = {*ring_self_id(n->ring), 0};
+	json_object_set_new(r, "name", json_string(n->o->name));
+	json_object_set_new(r, "self", peer_json(n, &self));
+	json_object_set_new(r, "joined", json_boolean(ring_joined(n->ring)));
+	ring_peer pred = ring_predecessor(n->ring);
+	json_object_set_new(r, "predecessor", peer_json(n, &pred));
+	ring_peer succ[RING_MAX_SUCC];
+	size_t ns = ring_successors(n->ring, succ, RING_MAX_SUCC);
+	json_t *sl = json_array();
+	for (size_t i = 0; i < ns; i++)
+		json_array_append_new(sl, peer_json(n, &succ[i]));
+	json_object_set_new(r, "successors", sl);
+	json_t *fl = json_array();
+	ring_peer last = {.addr = RING_ADDR_NONE - 1};
+	for (unsigned i = 0; i < n->cfg.bits; i++) {
+		ring_peer f = ring_finger(n->ring, i);
+		if (f.addr == last.addr && rn_id_eq(&f.id, &last.id))
+			continue; /* runs of equal fingers are listed once, by their first index */
+		last = f;
+		json_t *e = peer_json(n, &f);
+		if (json_is_object(e))
+			json_object_set_new(e, "from", json_integer(i));
+		json_array_append_new(fl, e);
+	}
+	json_object_set_new(r, "fingers", fl);
+	char *ring_s = json_dumps(r, JSON_COMPACT);
+	json_decref(r);
+	json_t *h = json_pack("{s:s, s:s, s:b, s:I, s:I, s:I}", "status", "ok", "name", n->o->name,
+	                      "joined", ring_joined(n->ring), "frames_in", (json_int_t)n->frames_in,
+	                      "frames_out", (json_int_t)n->frames_out, "bad_frames",
+	                      (json_int_t)n->bad_frames);
+	char *health_s = json_dumps(h, JSON_COMPACT);
+	json_decref(h);
+	pthread_mutex_lock(&n->lock);
+	free(n->snap_ring);
+	free(n->snap_health);
+	n->snap_ring = ring_s;
+	n->snap_health = health_s;
+	pthread_mutex_unlock(&n->lock);
+}
+
+static void on_snapshot(uv_timer_t *t)
+{
+	publish(t->data);
+}
+
+static enum MHD_Result reply(struct MHD_Connection *c, unsigned status, const char *body)
+{
+	struct MHD_Response *r = MHD_create_response_from_buffer(
+	    strlen(body), (void *)(uintptr_t)body, MHD_RESPMEM_MUST_COPY);
+	if (!r)
+		return MHD_NO;
+	MHD_add_response_header(r, "Content-Type", "application/json");
+	enum MHD_Result ok = MHD_queue_response(c, status, r);
+	MHD_destroy_response(r);
+	return ok;
+}
+
+static enum MHD_Result on_http(void *cls, struct MHD_Connection *c, const char *url,
+                               const char *method, const char *version, const char *upload,
+                               size_t *upload_size, void **state)
+{
+	(void)version;
+	(void)upload;
+	node *n = cls;
+	if (!*state) { /* first call: headers only; answer on the next */
+		*state = (void *)1;
+		return MHD_YES;
+	}
+	*upload_size = 0; /* status routes take no body */
+	bool ring = !strcmp(url, "/ring"), health = !strcmp(url, "/health");
+	if (!ring && !health)
+		return reply(c, MHD_HTTP_NOT_FOUND,
+		             "{\"error\":\"no such route; try /ring or /health\"}");
+	if (strcmp(method, "GET") != 0)
+		return reply(c, MHD_HTTP_METHOD_NOT_ALLOWED,
+		             "{\"error\":\"use GET on this route\"}");
+	pthread_mutex_lock(&n->lock);
+	char *body = strdup(ring ? n->snap_ring : n->snap_health);
+	pthread_mutex_unlock(&n->lock);
+	if (!body)
+		return reply(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "{\"error\":\"out of memory\"}");
+	enum MHD_Result rc = reply(c, MHD_HTTP_OK, body);
+	free(body);
+	return rc;
+}
+
+/* ---- lifecycle ---- */
+
+static void stop_loop(uv_timer_t *t)
+{
+	uv_stop(t->loop);
+}
+
+static void on_signal(uv_signal_t *s, int sig)
+{
+	node *n = s->data;
+	if (n->stopping)
+		return;
+	n->stopping = true;
+	LOG_I(n, "signal %d: leaving the ring", sig);
+	ring_out_reset(&n->out);
+	ring_leave(n->ring, uv_now(&n->loop), &n->out);
+	drain(n);
+	uv_timer_stop(&n->tick);
+	/* give the goodbyes a moment to go out, then stop */
+	uv_timer_start(&n->snap, stop_loop, 300, 0);
+}
+
+/* After the peers' connections are closed, what is left: the listener, timers, signals
+ * (no memory of their own) and incoming connections (freed by in_closed). */
+static void close_walk(uv_handle_t *h, void *arg)
+{
+	node *n = arg;
+	if (uv_is_closing(h))
+		return;
+	if (h->type == UV_TCP && h != (uv_handle_t *)&n->listener)
+		uv_close(h, in_closed);
+	else
+		uv_close(h, NULL);
+}
+
+int node_run(const node_opts *o)
+{
+	node *n = calloc(1, sizeof *n);
+	if (!n)
+		return 1;
+	n->o = o;
+	n->tick_at = UINT64_MAX;
+	n->peers = calloc(MAX_PEERS, sizeof *n->peers);
+	pthread_mutex_init(&n->lock, NULL);
+	n->book = (wire_book){book_name, book_intern, n};
+	int exit_code = 1;
+	char host[64];
+	int port, hport;
+	if (!n->peers || node_parse_hostport(o->listen, host, sizeof host, &port) < 0) {
+		fprintf(stderr, "ringnet node: --listen '%s' is not HOST:PORT\n", o->listen);
+		goto out;
+	}
+	char hhost[64];
+	if (node_parse_hostport(o->http, hhost, sizeof hhost, &hport) < 0) {
+		fprintf(stderr, "ringnet node: --http '%s' is not HOST:PORT\n", o->http);
+		goto out;
+	}
+	ring_addr self = book_intern(n, o->listen); /* handle 0 is this node */
+	ring_config_default(&n->cfg);
+	rn_id id;
+	rn_id_hash(&id, o->name, strlen(o->name), n->cfg.bits);
+	n->ring = ring_node_new(&n->cfg, &id, self);
+	uv_loop_init(&n->loop);
+	uv_tcp_init(&n->loop, &n->listener);
+	n->listener.data = n;
+	int rc = uv_tcp_bind(&n->listener, (const struct sockaddr *)&n->peers[0].sa, 0);
+	if (rc == 0)
+		rc = uv_listen((uv_stream_t *)&n->listener, 128, on_connection);
+	if (rc < 0) {
+		fprintf(stderr, "ringnet node: cannot listen on %s: %s\n", o->listen,
+		        uv_strerror(rc));
+		goto out_loop;
+	}
+	publish(n);
+	struct sockaddr_in hsa;
+	uv_ip4_addr(hhost, hport, &hsa);
+	n->mhd = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG,
+	                          (uint16_t)hport, NULL, NULL, on_http, n, MHD_OPTION_SOCK_ADDR,
+	                          &hsa, MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_END);
+	if (!n->mhd) {
+		fprintf(stderr, "ringnet node: cannot serve HTTP on %s (port in use?)\n", o->http);
+		goto out_loop;
+	}
+	uv_timer_init(&n->loop, &n->tick);
+	n->tick.data = n;
+	uv_timer_init(&n->loop, &n->snap);
+	n->snap.data = n;
+	uv_timer_start(&n->snap, on_snapshot, SNAPSHOT_MS, SNAPSHOT_MS);
+	uv_signal_init(&n->loop, &n->sigint);
+	uv_signal_init(&n->loop, &n->sigterm);
+	n->sigint.data = n->sigterm.data = n;
+	uv_signal_start(&n->sigint, on_signal, SIGINT);
+	uv_signal_start(&n->sigterm, on_signal, SIGTERM);
+
+	ring_out_reset(&n->out);
+	if (o->njoin == 0) {
+		ring_create(n->ring, uv_now(&n->loop), &n->out);
+		LOG_I(n, "started a new ring at %s (http %s)", o->listen, o->http);
+	} else {
+		ring_addr via = book_intern(n, o->join[0]);
+		if (via == RING_ADDR_NONE) {
+			fprintf(stderr, "ringnet node: --join '%s' is not HOST:PORT\n", o->join[0]);
+			goto out_loop;
+		}
+		ring_join(n->ring, uv_now(&n->loop), via, &n->out);
+		LOG_I(n, "joining through %s (http %s)", o->join[0], o->http);
+	}
+	drain(n);
+	uv_run(&n->loop, UV_RUN_DEFAULT);
+	exit_code = 0;
+out_loop:
+	if (n->mhd)
+		MHD_stop_daemon(n->mhd);
+	for (uint32_t i = 0; i < n->npeers; i++)
+		drop_connection(&n->peers[i]);
+	uv_walk(&n->loop, close_walk, n);
+	uv_run(&n->loop, UV_RUN_DEFAULT);
+	uv_loop_close(&n->loop);
+	ring_node_free(n->ring);
+out:
+	for (uint32_t i = 0; i < n->npeers; i++) {
+		pending *f = n->peers[i].head;
+		while (f) {
+			pending *next = f->next;
+			free_frame(f);
+			f = next;
+		}
+	}
+	free(n->peers);
+	free(n->snap_ring);
+	free(n->snap_health);
+	pthread_mutex_destroy(&n->lock);
+	free(n);
+	return exit_code;
+}

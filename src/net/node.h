@@ -1,0 +1,25 @@
+/* node.h — `ringnet node`: the real driver. A libuv loop runs the sans-IO ring core
+ * over TCP peer connections (wire.h frames) and libmicrohttpd serves the HTTP API. */
+#ifndef RN_NODE_H
+#define RN_NODE_H
+
+#include <stddef.h>
+
+#define NODE_MAX_JOIN 8
+
+typedef struct {
+	char name[64];   /* --id: the ring id is SHA-1 of it */
+	char listen[64]; /* host:port for peers */
+	char http[64];   /* host:port for the HTTP API */
+	char join[NODE_MAX_JOIN][64];
+	int njoin;
+	int log_level; /* 0 error, 1 warn, 2 info, 3 debug */
+} node_opts;
+
+/* Parses "host:port" (an IPv4 address or "localhost"); 0 or -1. */
+int node_parse_hostport(const char *s, char *host, size_t hostlen, int *port);
+
+/* Runs a node until SIGINT or SIGTERM; returns the process exit code. */
+int node_run(const node_opts *o);
+
+#endif

@@ -1,0 +1,44 @@
+/* wire.h — the peer protocol's frames and the codec for ring messages.
+ *
+ * A frame is u32 length (big-endian, type + body) | u8 type | body. Ring messages are
+ * protobuf (proto/ringnet.proto). On the wire a peer is its ring id and the "host:port"
+ * it listens on; inside a node it is a ring_addr handle, so the codec maps between the
+ * two through the node's address book. Every decoded field is checked before use: a
+ * malformed frame is an error for that connection, never a crash. */
+#ifndef RN_WIRE_H
+#define RN_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../ring/ring.h"
+
+#define WIRE_HEADER    5
+#define WIRE_MAX_FRAME (1u << 20) /* larger frames close the connection */
+#define WIRE_ADDR_MAX  64         /* "host:port", NUL included */
+
+enum { WIRE_RING = 1 };
+
+/* How the codec turns handles into addresses and back. */
+typedef struct {
+	/* the "host:port" of handle a, or NULL */
+	const char *(*name)(void *ctx, ring_addr a);
+	/* the handle for "host:port" (learned if new), or RING_ADDR_NONE when the book is full */
+	ring_addr (*intern)(void *ctx, const char *addr);
+	void *ctx;
+} wire_book;
+
+/* Encodes m as one whole frame into a new buffer (*out, *len); the caller frees it.
+ * 0 or a negative RN_E* code. */
+int wire_encode_ring(const ring_msg *m, const wire_book *book, uint8_t **out, size_t *len);
+
+/* Decodes the body of a WIRE_RING frame into m; peers go to peers[] (RING_MAX_SUCC).
+ * 0, or RN_EPROTO for anything malformed. */
+int wire_decode_ring(const uint8_t *body, size_t len, const wire_book *book, ring_msg *m,
+                     ring_peer *peers);
+
+/* Reads a frame header: 0 and the body length and type, RN_EPROTO if the length is zero
+ * or over WIRE_MAX_FRAME. */
+int wire_header(const uint8_t hdr[WIRE_HEADER], uint32_t *body_len, uint8_t *type);
+
+#endif
