@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "../net/node.h"
 #include "cli.h"
@@ -67,6 +68,9 @@ int cli_node(int argc, char **argv)
 			}
 			if (copy(dst, 64, v) < 0)
 				return bad("address too long: '%s'", v);
+		} else if (!strcmp(a, "--data")) {
+			if (!*v || copy(o.data, sizeof o.data, v) < 0)
+				return bad("--data wants a directory path, not '%s'", v);
 		} else if (!strcmp(a, "--log-level")) {
 			static const char *levels[] = {"error", "warn", "info", "debug"};
 			o.log_level = -1;
@@ -82,5 +86,9 @@ int cli_node(int argc, char **argv)
 	}
 	if (!o.name[0] || !o.listen[0] || !o.http[0])
 		return bad("--id, --listen and --http are required%s", "");
+	if (!o.data[0]) {
+		mkdir("ringnet-data", 0755);
+		snprintf(o.data, sizeof o.data, "ringnet-data/%s", o.name);
+	}
 	return node_run(&o);
 }

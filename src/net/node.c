@@ -23,18 +23,25 @@
 
 #include "../lib/err.h"
 #include "../ring/ring.h"
+#include "../store/store.h"
 #include "wire.h"
 
 #define MAX_PEERS          4096
 #define MAX_QUEUE          1024 /* frames waiting for one peer's connection */
 #define SNAPSHOT_MS        100
 #define CONNECT_BACKOFF_MS 500
+#define KV_DEADLINE_MS     5000       /* an HTTP request waiting on the ring longer gets 503 */
+#define KV_BODY_MAX        (1u << 20) /* bytes in a POST body */
+
+enum { FRAME_RING, FRAME_KV };
 
 typedef struct pending {
 	struct pending *next;
 	uint8_t *buf;
 	size_t len;
-	ring_msg msg; /* handed back to the core if it cannot be delivered */
+	uint8_t kind;    /* FRAME_RING: msg goes back to the core if undeliverable */
+	uint64_t kv_req; /* FRAME_KV: the request that fails if undeliverable */
+	ring_msg msg;    /* handed back to the core if it cannot be delivered */
 	ring_peer peers[RING_MAX_SUCC];
 } pending;
 
@@ -65,6 +72,30 @@ typedef struct {
 	pending *frame;
 } wreq;
 
+/* One HTTP key-value request: made by the HTTP thread, handed to the loop, answered by
+ * the loop, which then resumes the suspended connection and never touches it again. */
+typedef struct job {
+	struct job *next;
+	struct MHD_Connection *conn;
+	uint8_t op; /* WIRE_KV_PUT / GET / DEL */
+	char *key;
+	char *value; /* JSON text, for a put */
+	uint64_t req;
+	uint64_t deadline;
+	/* the answer */
+	unsigned status;
+	char *body;
+	bool done;
+} job;
+
+/* Per HTTP connection state, in MHD's con_cls. */
+typedef struct {
+	char *body;
+	size_t len;
+	bool too_big;
+	job *job;
+} http_req;
+
 typedef struct node {
 	const node_opts *o;
 	uv_loop_t loop;
@@ -81,6 +112,13 @@ typedef struct node {
 	bool stopping;
 	/* counters, read by /metrics later and by the logs now */
 	uint64_t frames_in, frames_out, bad_frames, bytes_in, bytes_out, unreachable;
+	/* key-value */
+	store *st;
+	uv_async_t wake;
+	job *incoming; /* from the HTTP thread, under lock */
+	job *active;   /* waiting on the ring (loop thread only) */
+	uint64_t kv_seq;
+	uint64_t kv_local, kv_forwarded, kv_served_for_others;
 	/* HTTP */
 	struct MHD_Daemon *mhd;
 	pthread_mutex_t lock;
@@ -157,9 +195,15 @@ static ring_addr book_intern(void *ctx, const char *addr)
 
 static void drain(node *n);
 
+static void kv_unreachable(node *n, uint64_t req);
+
 static void hand_back(node *n, pending *f)
 {
 	n->unreachable++;
+	if (f->kind == FRAME_KV) {
+		kv_unreachable(n, f->kv_req);
+		return;
+	}
 	f->msg.peers = f->peers;
 	ring_out_reset(&n->out);
 	ring_on_unreachable(n->ring, uv_now(&n->loop), &f->msg, &n->out);
@@ -319,6 +363,7 @@ static void send_frame(node *n, ring_addr to, pending *f)
 }
 
 static void arm_timer(node *n, uint64_t at);
+static void kv_on_lookup(node *n, const ring_event *e);
 
 /* Sends what the core put in n->out, reports its events, and re-arms the tick timer.
  * Handing messages back can re-enter drain, so the output is copied out first. */
@@ -348,6 +393,9 @@ static void drain(node *n)
 		const char *who =
 		    e->result.addr < n->npeers ? n->peers[e->result.addr].addr : "none";
 		switch (e->type) {
+		case RING_EV_LOOKUP_DONE:
+			kv_on_lookup(n, e);
+			break;
 		case RING_EV_JOINED:
 			LOG_I(n, "joined the ring; successor %s", who);
 			break;
@@ -415,6 +463,8 @@ static void in_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
 	*b = uv_buf_init((char *)c->buf + c->len, (unsigned)(c->cap - c->len));
 }
 
+static void kv_on_frame(node *n, const wire_kv *kv);
+
 /* Handles every whole frame in the buffer; false when the peer sent garbage. */
 static bool consume(inconn *c)
 {
@@ -423,10 +473,21 @@ static bool consume(inconn *c)
 	while (c->len - off >= WIRE_HEADER) {
 		uint32_t blen;
 		uint8_t type;
-		if (wire_header(c->buf + off, &blen, &type) < 0 || type != WIRE_RING)
+		if (wire_header(c->buf + off, &blen, &type) < 0 ||
+		    (type != WIRE_RING && type != WIRE_KV))
 			return false;
 		if (c->len - off < WIRE_HEADER + (size_t)blen)
 			break;
+		if (type == WIRE_KV) {
+			wire_kv kv;
+			if (wire_decode_kv(c->buf + off + WIRE_HEADER, blen, &kv) < 0)
+				return false;
+			n->frames_in++;
+			kv_on_frame(n, &kv);
+			wire_kv_free(&kv);
+			off += WIRE_HEADER + blen;
+			continue;
+		}
 		ring_msg m;
 		ring_peer peers[RING_MAX_SUCC];
 		if (wire_decode_ring(c->buf + off + WIRE_HEADER, blen, &n->book, &m, peers) < 0)
@@ -477,6 +538,215 @@ static void on_connection(uv_stream_t *server, int status)
 		return;
 	}
 	uv_read_start((uv_stream_t *)&c->tcp, in_alloc, in_read);
+}
+
+/* ---- key-value (loop thread) ---- */
+
+static char *json_text(json_t *j)
+{
+	char *t = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
+	json_decref(j);
+	return t;
+}
+
+/* The answer a client sees, from what the owner decided. */
+static char *kv_body(uint8_t op, unsigned status, const char *key, const uint8_t *val, size_t vlen,
+                     const rn_id *owner)
+{
+	char hex[RN_ID_HEX];
+	rn_id_to_hex(owner, hex);
+	if (status == 404)
+		return json_text(json_pack("{s:s, s:s, s:s}", "error", "key not found", "key", key,
+		                           "node", hex));
+	if (status != 200)
+		return json_text(json_pack("{s:s, s:s}", "error",
+		                           "the key's owner could not read or write its store",
+		                           "node", hex));
+	if (op == WIRE_KV_PUT)
+		return json_text(
+		    json_pack("{s:s, s:s, s:s}", "status", "stored", "key", key, "node", hex));
+	if (op == WIRE_KV_DEL)
+		return json_text(
+		    json_pack("{s:s, s:s, s:s}", "status", "deleted", "key", key, "node", hex));
+	json_t *v = json_loadb((const char *)val, vlen, JSON_DECODE_ANY, NULL);
+	if (!v)
+		return json_text(json_pack("{s:s}", "error", "stored value is not JSON"));
+	return json_text(json_pack("{s:s, s:o, s:s}", "key", key, "value", v, "node", hex));
+}
+
+/* Runs op on this node's store: the HTTP status, and for a get the value. */
+static unsigned kv_exec(node *n, uint8_t op, const char *key, const uint8_t *val, size_t vlen,
+                        void **out, size_t *outlen)
+{
+	*out = NULL;
+	*outlen = 0;
+	int rc;
+	switch (op) {
+	case WIRE_KV_PUT:
+		rc = store_put(n->st, key, strlen(key), val, vlen);
+		break;
+	case WIRE_KV_GET:
+		rc = store_get(n->st, key, strlen(key), out, outlen);
+		break;
+	default:
+		rc = store_del(n->st, key, strlen(key));
+		break;
+	}
+	return rc == 0 ? 200 : rc == RN_ENOTFOUND ? 404 : 500;
+}
+
+static void kv_finish(node *n, job *j, unsigned status, char *body)
+{
+	for (job **pp = &n->active; *pp; pp = &(*pp)->next)
+		if (*pp == j) {
+			*pp = j->next;
+			break;
+		}
+	j->status = status;
+	j->body = body ? body : strdup("{\"error\":\"out of memory\"}");
+	pthread_mutex_lock(&n->lock);
+	j->done = true;
+	pthread_mutex_unlock(&n->lock);
+	MHD_resume_connection(j->conn); /* the HTTP thread owns j from here on */
+}
+
+static job *kv_find(node *n, uint64_t req)
+{
+	for (job *j = n->active; j; j = j->next)
+		if (j->req == req)
+			return j;
+	return NULL;
+}
+
+static void kv_fail(node *n, job *j, const char *why)
+{
+	kv_finish(n, j, 503, json_text(json_pack("{s:s}", "error", why)));
+}
+
+static void kv_on_lookup(node *n, const ring_event *e)
+{
+	job *j = kv_find(n, e->req);
+	if (!j)
+		return; /* answered already (timed out) */
+	if (!e->ok || e->result.addr == RING_ADDR_NONE) {
+		kv_fail(n, j, "the ring could not find the key's owner; try again");
+		return;
+	}
+	if (e->result.addr == 0) { /* ours */
+		void *val;
+		size_t vlen;
+		const char *in = j->value ? j->value : "";
+		unsigned st =
+		    kv_exec(n, j->op, j->key, (const uint8_t *)in, strlen(in), &val, &vlen);
+		n->kv_local++;
+		kv_finish(n, j, st, kv_body(j->op, st, j->key, val, vlen, ring_self_id(n->ring)));
+		free(val);
+		return;
+	}
+	wire_kv m = {.op = j->op, .req = j->req, .key = j->key};
+	m.value = (uint8_t *)j->value;
+	m.vlen = j->value ? strlen(j->value) : 0;
+	snprintf(m.reply_to, sizeof m.reply_to, "%s", n->peers[0].addr);
+	pending *f = calloc(1, sizeof *f);
+	if (!f || wire_encode_kv(&m, &f->buf, &f->len) < 0) {
+		free(f);
+		kv_fail(n, j, "could not forward the request");
+		return;
+	}
+	f->kind = FRAME_KV;
+	f->kv_req = j->req;
+	n->kv_forwarded++;
+	send_frame(n, e->result.addr, f);
+}
+
+static void kv_unreachable(node *n, uint64_t req)
+{
+	job *j = kv_find(n, req);
+	if (j)
+		kv_fail(n, j, "the key's owner is unreachable; try again");
+}
+
+static void kv_on_frame(node *n, const wire_kv *kv)
+{
+	if (kv->op == WIRE_KV_REPLY) {
+		job *j = kv_find(n, kv->req);
+		if (j)
+			kv_finish(
+			    n, j, kv->status,
+			    kv_body(j->op, kv->status, j->key, kv->value, kv->vlen, &kv->node));
+		return;
+	}
+	/* a request for a key of ours: run it and answer the asker */
+	void *val;
+	size_t vlen;
+	unsigned st = kv_exec(n, kv->op, kv->key, kv->value, kv->vlen, &val, &vlen);
+	n->kv_served_for_others++;
+	wire_kv r = {.op = WIRE_KV_REPLY, .status = (uint16_t)st, .req = kv->req, .key = kv->key};
+	r.value = val;
+	r.vlen = vlen;
+	r.node = *ring_self_id(n->ring);
+	ring_addr to = book_intern(n, kv->reply_to);
+	pending *f = calloc(1, sizeof *f);
+	if (to != RING_ADDR_NONE && f && wire_encode_kv(&r, &f->buf, &f->len) == 0) {
+		f->kind = FRAME_KV;
+		f->kv_req = 0; /* nothing waits here if the reply is lost: the asker times out */
+		send_frame(n, to, f);
+	} else {
+		free(f);
+	}
+	free(val);
+}
+
+/* Requests handed over by the HTTP thread. */
+static void on_wake(uv_async_t *a)
+{
+	node *n = a->data;
+	pthread_mutex_lock(&n->lock);
+	job *list = n->incoming;
+	n->incoming = NULL;
+	pthread_mutex_unlock(&n->lock);
+	/* the list was pushed at the head: reverse it to keep arrival order */
+	job *rev = NULL;
+	while (list) {
+		job *next = list->next;
+		list->next = rev;
+		rev = list;
+		list = next;
+	}
+	uint64_t now = uv_now(&n->loop);
+	while (rev) {
+		job *j = rev;
+		rev = rev->next;
+		if (n->stopping) {
+			j->next = n->active;
+			n->active = j;
+			kv_fail(n, j, "the node is shutting down");
+			continue;
+		}
+		j->req = ++n->kv_seq;
+		j->deadline = now + KV_DEADLINE_MS;
+		j->next = n->active;
+		n->active = j;
+		rn_id key;
+		rn_id_hash(&key, j->key, strlen(j->key), n->cfg.bits);
+		ring_out_reset(&n->out);
+		ring_lookup(n->ring, now, &key, j->req, &n->out);
+		drain(n);
+	}
+}
+
+static void kv_expire(node *n, bool all)
+{
+	uint64_t now = uv_now(&n->loop);
+	job *j = n->active;
+	while (j) {
+		job *next = j->next;
+		if (all || now >= j->deadline)
+			kv_fail(n, j,
+			        all ? "the node is shutting down"
+			            : "no answer from the key's owner in time; try again");
+		j = next;
+	}
 }
 
 /* ---- HTTP ---- */
@@ -551,33 +821,168 @@ static enum MHD_Result reply(struct MHD_Connection *c, unsigned status, const ch
 	return ok;
 }
 
+static enum MHD_Result reply_json(struct MHD_Connection *c, unsigned status, json_t *j)
+{
+	char *t = json_text(j);
+	enum MHD_Result rc = reply(c, status, t ? t : "{}");
+	free(t);
+	return rc;
+}
+
+static enum MHD_Result bad_request(struct MHD_Connection *c, unsigned status, const char *why)
+{
+	return reply_json(c, status, json_pack("{s:s}", "error", why));
+}
+
+/* Hands a request to the loop and suspends the connection until the loop answers. */
+static enum MHD_Result submit(node *n, struct MHD_Connection *c, http_req *r, uint8_t op,
+                              const char *key, char *value)
+{
+	job *j = calloc(1, sizeof *j);
+	if (!j || !(j->key = strdup(key))) {
+		free(j);
+		free(value);
+		return bad_request(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
+	}
+	j->conn = c;
+	j->op = op;
+	j->value = value;
+	r->job = j;
+	MHD_suspend_connection(c);
+	pthread_mutex_lock(&n->lock);
+	j->next = n->incoming;
+	n->incoming = j;
+	pthread_mutex_unlock(&n->lock);
+	uv_async_send(&n->wake);
+	return MHD_YES;
+}
+
+static enum MHD_Result put_request(node *n, struct MHD_Connection *c, http_req *r)
+{
+	if (r->too_big)
+		return bad_request(c, MHD_HTTP_CONTENT_TOO_LARGE,
+		                   "request body over 1 MiB: store smaller values");
+	json_error_t err;
+	json_t *doc = r->body ? json_loadb(r->body, r->len, 0, &err) : NULL;
+	if (!doc) {
+		char why[256];
+		snprintf(why, sizeof why, "malformed JSON: %s (line %d, column %d)",
+		         r->body ? err.text : "empty body", r->body ? err.line : 0,
+		         r->body ? err.column : 0);
+		return bad_request(c, MHD_HTTP_BAD_REQUEST, why);
+	}
+	json_t *key = json_object_get(doc, "key"), *value = json_object_get(doc, "value");
+	enum MHD_Result rc;
+	if (!json_is_object(doc) || !json_is_string(key) || !json_string_length(key))
+		rc = bad_request(c, MHD_HTTP_BAD_REQUEST,
+		                 "send an object with a non-empty string \"key\" and a \"value\"");
+	else if (!value)
+		rc = bad_request(c, MHD_HTTP_BAD_REQUEST, "missing \"value\" (any JSON value)");
+	else if (json_string_length(key) > WIRE_KEY_MAX ||
+	         strlen(json_string_value(key)) != json_string_length(key))
+		rc = bad_request(c, MHD_HTTP_CONTENT_TOO_LARGE,
+		                 "keys are at most 1024 bytes, without NUL characters");
+	else
+		rc = submit(n, c, r, WIRE_KV_PUT, json_string_value(key),
+		            json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY));
+	json_decref(doc);
+	return rc;
+}
+
 static enum MHD_Result on_http(void *cls, struct MHD_Connection *c, const char *url,
                                const char *method, const char *version, const char *upload,
                                size_t *upload_size, void **state)
 {
 	(void)version;
-	(void)upload;
 	node *n = cls;
-	if (!*state) { /* first call: headers only; answer on the next */
-		*state = (void *)1;
+	http_req *r = *state;
+	if (!r) { /* first call: headers only */
+		r = calloc(1, sizeof *r);
+		if (!r)
+			return MHD_NO;
+		*state = r;
 		return MHD_YES;
 	}
-	*upload_size = 0; /* status routes take no body */
-	bool ring = !strcmp(url, "/ring"), health = !strcmp(url, "/health");
-	if (!ring && !health)
-		return reply(c, MHD_HTTP_NOT_FOUND,
-		             "{\"error\":\"no such route; try /ring or /health\"}");
-	if (strcmp(method, "GET") != 0)
-		return reply(c, MHD_HTTP_METHOD_NOT_ALLOWED,
-		             "{\"error\":\"use GET on this route\"}");
-	pthread_mutex_lock(&n->lock);
-	char *body = strdup(ring ? n->snap_ring : n->snap_health);
-	pthread_mutex_unlock(&n->lock);
-	if (!body)
-		return reply(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "{\"error\":\"out of memory\"}");
-	enum MHD_Result rc = reply(c, MHD_HTTP_OK, body);
-	free(body);
-	return rc;
+	if (*upload_size) { /* body arrives in pieces; keep at most KV_BODY_MAX */
+		if (!r->too_big && r->len + *upload_size <= KV_BODY_MAX) {
+			char *b = realloc(r->body, r->len + *upload_size);
+			if (b) {
+				memcpy(b + r->len, upload, *upload_size);
+				r->body = b;
+				r->len += *upload_size;
+			} else {
+				r->too_big = true;
+			}
+		} else {
+			r->too_big = true;
+		}
+		*upload_size = 0;
+		return MHD_YES;
+	}
+	if (r->job) { /* resumed: the loop has answered */
+		pthread_mutex_lock(&n->lock);
+		bool done = r->job->done;
+		pthread_mutex_unlock(&n->lock);
+		if (!done)
+			return MHD_YES;
+		return reply(c, r->job->status, r->job->body);
+	}
+	bool get = !strcmp(method, "GET");
+	if (!strcmp(url, "/ring") || !strcmp(url, "/health")) {
+		if (!get)
+			return bad_request(c, MHD_HTTP_METHOD_NOT_ALLOWED, "use GET on this route");
+		pthread_mutex_lock(&n->lock);
+		char *body = strdup(!strcmp(url, "/ring") ? n->snap_ring : n->snap_health);
+		pthread_mutex_unlock(&n->lock);
+		if (!body)
+			return bad_request(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
+		enum MHD_Result rc = reply(c, MHD_HTTP_OK, body);
+		free(body);
+		return rc;
+	}
+	if (!strcmp(url, "/kv")) {
+		if (strcmp(method, "POST") != 0)
+			return bad_request(
+			    c, MHD_HTTP_METHOD_NOT_ALLOWED,
+			    "POST /kv stores; GET or DELETE /kv/<key> reads or removes");
+		return put_request(n, c, r);
+	}
+	if (!strncmp(url, "/kv/", 4)) {
+		const char *key = url + 4;
+		bool del = !strcmp(method, "DELETE");
+		if (!get && !del)
+			return bad_request(c, MHD_HTTP_METHOD_NOT_ALLOWED,
+			                   "use GET or DELETE on /kv/<key>");
+		if (!*key)
+			return bad_request(c, MHD_HTTP_BAD_REQUEST,
+			                   "the key is missing: /kv/<key>");
+		if (strlen(key) > WIRE_KEY_MAX)
+			return bad_request(c, MHD_HTTP_CONTENT_TOO_LARGE,
+			                   "keys are at most 1024 bytes");
+		return submit(n, c, r, get ? WIRE_KV_GET : WIRE_KV_DEL, key, NULL);
+	}
+	return bad_request(c, MHD_HTTP_NOT_FOUND,
+	                   "no such route: try POST /kv, GET /kv/<key>, GET /ring, GET /health");
+}
+
+static void on_http_done(void *cls, struct MHD_Connection *c, void **state,
+                         enum MHD_RequestTerminationCode why)
+{
+	(void)cls;
+	(void)c;
+	(void)why;
+	http_req *r = *state;
+	if (!r)
+		return;
+	if (r->job) {
+		free(r->job->key);
+		free(r->job->value);
+		free(r->job->body);
+		free(r->job);
+	}
+	free(r->body);
+	free(r);
+	*state = NULL;
 }
 
 /* ---- lifecycle ---- */
@@ -653,12 +1058,21 @@ int node_run(const node_opts *o)
 		        uv_strerror(rc));
 		goto out_loop;
 	}
+	char err[256];
+	if (store_open(&n->st, o->data, err, sizeof err) < 0) {
+		fprintf(stderr, "ringnet node: %s\n", err);
+		goto out_loop;
+	}
+	uv_async_init(&n->loop, &n->wake, on_wake);
+	n->wake.data = n;
 	publish(n);
 	struct sockaddr_in hsa;
 	uv_ip4_addr(hhost, hport, &hsa);
-	n->mhd = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG,
+	n->mhd = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG |
+	                              MHD_ALLOW_SUSPEND_RESUME,
 	                          (uint16_t)hport, NULL, NULL, on_http, n, MHD_OPTION_SOCK_ADDR,
-	                          &hsa, MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_END);
+	                          &hsa, MHD_OPTION_CONNECTION_TIMEOUT, 30u,
+	                          MHD_OPTION_NOTIFY_COMPLETED, on_http_done, n, MHD_OPTION_END);
 	if (!n->mhd) {
 		fprintf(stderr, "ringnet node: cannot serve HTTP on %s (port in use?)\n", o->http);
 		goto out_loop;
@@ -691,8 +1105,15 @@ int node_run(const node_opts *o)
 	uv_run(&n->loop, UV_RUN_DEFAULT);
 	exit_code = 0;
 out_loop:
-	if (n->mhd)
+	if (n->mhd) {
+		/* answer whatever is still waiting before the HTTP thread goes away */
+		n->stopping = true;
+		if (n->wake.data)
+			on_wake(&n->wake);
+		kv_expire(n, true);
 		MHD_stop_daemon(n->mhd);
+	}
+	store_close(n->st);
 	for (uint32_t i = 0; i < n->npeers; i++)
 		drop_connection(&n->peers[i]);
 	uv_walk(&n->loop, close_walk, n);

@@ -11,6 +11,7 @@ typedef struct {
 	char name[64];   /* --id: the ring id is SHA-1 of it */
 	char listen[64]; /* host:port for peers */
 	char http[64];   /* host:port for the HTTP API */
+	char data[256];  /* directory of the LMDB store */
 	char join[NODE_MAX_JOIN][64];
 	int njoin;
 	int log_level; /* 0 error, 1 warn, 2 info, 3 debug */

@@ -7,6 +7,20 @@
 #include "../lib/err.h"
 #include "ringnet.pb-c.h"
 
+static uint8_t *frame_alloc(size_t body, uint8_t type)
+{
+	uint8_t *buf = malloc(WIRE_HEADER + body);
+	if (!buf)
+		return NULL;
+	uint32_t flen = (uint32_t)(body + 1);
+	buf[0] = (uint8_t)(flen >> 24);
+	buf[1] = (uint8_t)(flen >> 16);
+	buf[2] = (uint8_t)(flen >> 8);
+	buf[3] = (uint8_t)flen;
+	buf[4] = type;
+	return buf;
+}
+
 static int peer_out(const ring_peer *p, const wire_book *b, Ringnet__Peer *w)
 {
 	ringnet__peer__init(w);
@@ -49,15 +63,9 @@ int wire_encode_ring(const ring_msg *m, const wire_book *b, uint8_t **out, size_
 	w.n_peers = np;
 	w.peers = pp;
 	size_t body = ringnet__ring_msg__get_packed_size(&w);
-	uint8_t *buf = malloc(WIRE_HEADER + body);
+	uint8_t *buf = frame_alloc(body, WIRE_RING);
 	if (!buf)
 		return RN_ENOMEM;
-	uint32_t flen = (uint32_t)(body + 1);
-	buf[0] = (uint8_t)(flen >> 24);
-	buf[1] = (uint8_t)(flen >> 16);
-	buf[2] = (uint8_t)(flen >> 8);
-	buf[3] = (uint8_t)flen;
-	buf[4] = WIRE_RING;
 	ringnet__ring_msg__pack(&w, buf + WIRE_HEADER);
 	*out = buf;
 	*len = WIRE_HEADER + body;
@@ -108,6 +116,76 @@ int wire_decode_ring(const uint8_t *body, size_t len, const wire_book *b, ring_m
 out:
 	ringnet__ring_msg__free_unpacked(w, NULL);
 	return rc;
+}
+
+int wire_encode_kv(const wire_kv *m, uint8_t **out, size_t *len)
+{
+	Ringnet__KvMsg w;
+	ringnet__kv_msg__init(&w);
+	w.op = m->op;
+	w.req = m->req;
+	w.status = m->status;
+	w.key = m->key ? m->key : (char *)"";
+	w.value.data = m->value;
+	w.value.len = m->vlen;
+	w.reply_to = (char *)(uintptr_t)m->reply_to;
+	if (m->op == WIRE_KV_REPLY) {
+		w.node.data = (uint8_t *)(uintptr_t)m->node.b;
+		w.node.len = RN_ID_BYTES;
+	}
+	size_t body = ringnet__kv_msg__get_packed_size(&w);
+	if (body + 1 > WIRE_MAX_FRAME)
+		return RN_EINVAL;
+	uint8_t *buf = frame_alloc(body, WIRE_KV);
+	if (!buf)
+		return RN_ENOMEM;
+	ringnet__kv_msg__pack(&w, buf + WIRE_HEADER);
+	*out = buf;
+	*len = WIRE_HEADER + body;
+	return 0;
+}
+
+int wire_decode_kv(const uint8_t *body, size_t len, wire_kv *m)
+{
+	memset(m, 0, sizeof *m);
+	Ringnet__KvMsg *w = ringnet__kv_msg__unpack(NULL, len, body);
+	if (!w)
+		return RN_EPROTO;
+	int rc = RN_EPROTO;
+	size_t klen = w->key ? strlen(w->key) : 0;
+	if (w->op < WIRE_KV_PUT || w->op > WIRE_KV_REPLY || klen > WIRE_KEY_MAX ||
+	    (w->op != WIRE_KV_REPLY && klen == 0) || !w->reply_to ||
+	    strlen(w->reply_to) >= WIRE_ADDR_MAX ||
+	    (w->op == WIRE_KV_REPLY && w->node.len != RN_ID_BYTES) || w->status > 599)
+		goto out;
+	m->op = (uint8_t)w->op;
+	m->req = w->req;
+	m->status = (uint16_t)w->status;
+	strcpy(m->reply_to, w->reply_to);
+	if (w->node.len == RN_ID_BYTES)
+		memcpy(m->node.b, w->node.data, RN_ID_BYTES);
+	m->key = strdup(w->key ? w->key : "");
+	m->value = malloc(w->value.len ? w->value.len : 1);
+	if (!m->key || !m->value) {
+		wire_kv_free(m);
+		rc = RN_ENOMEM;
+		goto out;
+	}
+	if (w->value.len) /* an empty bytes field has no data pointer */
+		memcpy(m->value, w->value.data, w->value.len);
+	m->vlen = w->value.len;
+	rc = 0;
+out:
+	ringnet__kv_msg__free_unpacked(w, NULL);
+	return rc;
+}
+
+void wire_kv_free(wire_kv *m)
+{
+	free(m->key);
+	free(m->value);
+	m->key = NULL;
+	m->value = NULL;
 }
 
 int wire_header(const uint8_t h[WIRE_HEADER], uint32_t *body_len, uint8_t *type)

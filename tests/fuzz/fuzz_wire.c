@@ -1,4 +1,4 @@
-/* fuzz_wire.c — libFuzzer target for the peer protocol's frame decoder: any bytes a
+/* fuzz_wire.c — libFuzzer target for the peer protocol's frame decoders (ring and KV): any bytes a
  * peer can send, cut into frames and decoded exactly as a node does. It must never
  * crash, leak or read out of bounds; malformed input is an error return. */
 #include <stdint.h>
@@ -40,10 +40,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	while (size - off >= WIRE_HEADER) {
 		uint32_t blen;
 		uint8_t type;
-		if (wire_header(data + off, &blen, &type) < 0 || type != WIRE_RING)
+		if (wire_header(data + off, &blen, &type) < 0 ||
+		    (type != WIRE_RING && type != WIRE_KV))
 			return 0;
 		if (size - off - WIRE_HEADER < blen)
 			return 0;
+		if (type == WIRE_KV) {
+			wire_kv kv;
+			if (wire_decode_kv(data + off + WIRE_HEADER, blen, &kv) == 0) {
+				uint8_t *out;
+				size_t len;
+				if (wire_encode_kv(&kv, &out, &len) == 0)
+					free(out);
+				wire_kv_free(&kv);
+			}
+			off += WIRE_HEADER + blen;
+			continue;
+		}
 		ring_msg m;
 		ring_peer peers[RING_MAX_SUCC];
 		if (wire_decode_ring(data + off + WIRE_HEADER, blen, &book, &m, peers) == 0) {

@@ -24,5 +24,7 @@ msg = field(1, 0, b"\x01") + field(6, 2, peer(idb, b"127.0.0.1:6001")) + field(8
 frame = struct.pack(">IB", len(msg) + 1, 1) + msg
 open(os.path.join(sys.argv[1], "seed1"), "wb").write(frame)
 open(os.path.join(sys.argv[1], "seed2"), "wb").write(frame + frame)
+kv = field(1, 0, b"\x04") + field(3, 2, b"color") + field(6, 2, b"127.0.0.1:6001") + field(7, 2, idb)
+open(os.path.join(sys.argv[1], "seed3"), "wb").write(struct.pack(">IB", len(kv) + 1, 2) + kv)
 PY
 "$out/fuzz_wire" -max_total_time="$secs" -rss_limit_mb=1024 -print_final_stats=1 "$out/corpus" 2>&1 | tail -5

@@ -1,0 +1,136 @@
+"""Helpers for tests that run real `ringnet node` processes on 127.0.0.1."""
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+
+class Checks:
+    def __init__(self, name):
+        self.name, self.failures, self.passed = name, [], 0
+
+    def check(self, what, cond, detail=""):
+        if cond:
+            self.passed += 1
+        else:
+            self.failures.append(f"{what}: {detail}")
+
+    def finish(self):
+        for f in self.failures:
+            print("FAIL", f)
+        print(f"{self.name}: {self.passed} passed, {len(self.failures)} failed")
+        return 1 if self.failures else 0
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def request(port, path, method="GET", body=None, timeout=10):
+    data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read() or b"{}")
+    except urllib.error.HTTPError as e:
+        raw = e.read()
+        try:
+            return e.code, json.loads(raw or b"{}")
+        except ValueError:
+            return e.code, {"raw": raw.decode(errors="replace")}
+
+
+def get(port, path):
+    return request(port, path)
+
+
+def sha1_hex(s):
+    return hashlib.sha1(s.encode()).hexdigest()
+
+
+class Node:
+    def __init__(self, bin_, name, logdir, join=None, data=None, peer=None, http=None):
+        self.bin, self.name, self.logdir = bin_, name, logdir
+        self.peer, self.http = peer or free_port(), http or free_port()
+        self.data = data or os.path.join(logdir, "data-" + name)
+        self.join = join
+        self.addr = f"127.0.0.1:{self.peer}"
+        self.id = sha1_hex(name)
+        self.start()
+
+    def start(self):
+        args = [self.bin, "node", "--id", self.name, "--listen", self.addr,
+                "--http", f"127.0.0.1:{self.http}", "--data", self.data]
+        if self.join:
+            args += ["--join", self.join.addr]
+        self.log = open(os.path.join(self.logdir, self.name + ".log"), "a")
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
+        for _ in range(200):
+            try:
+                get(self.http, "/health")
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"{self.name} never served HTTP")
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+
+def owner(nodes, key):
+    """The oracle: the first node id at or after SHA-1(key), wrapping around."""
+    k = sha1_hex(key)
+    ring = sorted(nodes, key=lambda n: n.id)
+    for n in ring:
+        if n.id >= k:
+            return n
+    return ring[0]
+
+
+def expected(nodes):
+    ring = sorted(nodes, key=lambda n: n.id)
+    succ = {n.addr: ring[(i + 1) % len(ring)].addr for i, n in enumerate(ring)}
+    pred = {n.addr: ring[i - 1].addr for i, n in enumerate(ring)}
+    return succ, pred
+
+
+def ring_state(nodes):
+    state = {}
+    for n in nodes:
+        _, r = get(n.http, "/ring")
+        s = r["successors"][0]["addr"] if r["successors"] else None
+        state[n.addr] = (s, (r["predecessor"] or {}).get("addr"))
+    return state
+
+
+def converge(nodes, timeout=40):
+    succ, pred = expected(nodes)
+    deadline = time.time() + timeout
+    state = None
+    while time.time() < deadline:
+        state = ring_state(nodes)
+        if all(state[a] == (succ[a], pred[a]) for a in succ):
+            return True, state
+        time.sleep(0.5)
+    return False, state
+
+
+def dump_logs(logdir):
+    for f in sorted(os.listdir(logdir)):
+        if f.endswith(".log"):
+            print(f"--- {f}")
+            print(open(os.path.join(logdir, f)).read()[-2000:])

@@ -1,0 +1,90 @@
+#!/usr/bin/env python3
+"""The key-value API as a user would use it, on 5 real node processes."""
+import random
+import sys
+import tempfile
+
+from ringtest import Checks, Node, converge, dump_logs, owner, request
+
+BIN = sys.argv[1]
+t = Checks("kv_nodes")
+
+
+def main():
+    random.seed(2)
+    with tempfile.TemporaryDirectory() as logdir:
+        nodes = []
+        try:
+            nodes.append(Node(BIN, "kv-0", logdir))
+            for i in range(1, 5):
+                nodes.append(Node(BIN, f"kv-{i}", logdir, join=random.choice(nodes)))
+            ok, state = converge(nodes)
+            t.check("ring converges", ok, state)
+
+            # every key put through any node is readable through every node, on its owner
+            values = {}
+            for i in range(40):
+                key = f"key-{i}"
+                value = random.choice([i, f"text {i}", {"nested": [i, None, True]}, [1.5, "x"]])
+                values[key] = value
+                status, body = request(random.choice(nodes).http, "/kv", "POST",
+                                       {"key": key, "value": value})
+                t.check(f"put {key}", status == 200 and body.get("status") == "stored", body)
+                t.check(f"put {key} lands on the oracle's owner",
+                        body.get("node") == owner(nodes, key).id, (body, owner(nodes, key).name))
+            for key, value in values.items():
+                for n in nodes:
+                    status, body = request(n.http, f"/kv/{key}")
+                    t.check(f"get {key} via {n.name}",
+                            status == 200 and body.get("value") == value, (status, body))
+            # overwrite, delete, not found
+            status, _ = request(nodes[1].http, "/kv", "POST", {"key": "key-1", "value": "new"})
+            status, body = request(nodes[3].http, "/kv/key-1")
+            t.check("overwrite is visible everywhere", body.get("value") == "new", body)
+            status, body = request(nodes[2].http, "/kv/key-2", "DELETE")
+            t.check("delete", status == 200 and body.get("status") == "deleted", body)
+            status, body = request(nodes[4].http, "/kv/key-2")
+            t.check("deleted key is 404", status == 404 and "error" in body, body)
+            status, body = request(nodes[4].http, "/kv/key-2", "DELETE")
+            t.check("deleting again is 404", status == 404, body)
+
+            # bad input: its status and a message, and the node keeps serving
+            n = nodes[0]
+            for what, (method, path, body, code) in {
+                "malformed JSON": ("POST", "/kv", b'{"key": "a", "value": ', 400),
+                "not an object": ("POST", "/kv", b'[1, 2]', 400),
+                "missing key": ("POST", "/kv", {"value": 1}, 400),
+                "empty key": ("POST", "/kv", {"key": "", "value": 1}, 400),
+                "missing value": ("POST", "/kv", {"key": "a"}, 400),
+                "key too long": ("POST", "/kv", {"key": "k" * 2000, "value": 1}, 413),
+                "huge body": ("POST", "/kv", b'{"key": "big", "value": "' + b"a" * (2 << 20) + b'"}', 413),
+                "unknown route": ("GET", "/nope", None, 404),
+                "wrong method": ("PUT", "/kv", b"{}", 405),
+                "wrong method on a key": ("POST", "/kv/abc", b"{}", 405),
+            }.items():
+                status, reply = request(n.http, path, method, body)
+                t.check(f"{what} -> {code}", status == code and "error" in reply, (status, reply))
+            status, body = request(n.http, "/kv/key-3")
+            t.check("still serving after bad input", status == 200, body)
+
+            # kill -9 a node and restart it on the same data: its keys are back
+            victim = owner(nodes, "key-5")
+            mine = [k for k in values if k not in ("key-1", "key-2") and owner(nodes, k) is victim]
+            victim.stop(sig=9)
+            victim.join = next(x for x in nodes if x is not victim)
+            victim.start()
+            ok, state = converge(nodes)
+            t.check("ring whole again after restart", ok, state)
+            for key in mine:
+                status, body = request(random.choice(nodes).http, f"/kv/{key}")
+                t.check(f"{key} survives kill -9 and restart",
+                        status == 200 and body.get("value") == values[key], (status, body))
+        finally:
+            for n in nodes:
+                n.stop()
+            if t.failures:
+                dump_logs(logdir)
+    return t.finish()
+
+
+sys.exit(main())
