@@ -30,8 +30,11 @@
 #define MAX_QUEUE          1024 /* frames waiting for one peer's connection */
 #define SNAPSHOT_MS        100
 #define CONNECT_BACKOFF_MS 500
-#define KV_DEADLINE_MS     5000       /* an HTTP request waiting on the ring longer gets 503 */
-#define KV_BODY_MAX        (1u << 20) /* bytes in a POST body */
+#define KV_DEADLINE_MS     5000         /* an HTTP request waiting on the ring longer gets 503 */
+#define KV_BODY_MAX        (1u << 20)   /* bytes in a POST body */
+#define HANDOFF_BIT        (1ull << 63) /* request ids of key handoffs, not HTTP requests */
+#define HANDOFF_EVERY_MS   5000         /* re-check for keys this node no longer owns */
+#define LEAVE_WAIT_MS      3000         /* on SIGTERM, wait this long for handed-off keys */
 
 enum { FRAME_RING, FRAME_KV };
 
@@ -88,6 +91,13 @@ typedef struct job {
 	bool done;
 } job;
 
+/* A key sent to the node that now owns it, deleted here once that node says stored. */
+typedef struct handoff {
+	struct handoff *next;
+	uint64_t req;
+	char *key;
+} handoff;
+
 /* Per HTTP connection state, in MHD's con_cls. */
 typedef struct {
 	char *body;
@@ -118,7 +128,9 @@ typedef struct node {
 	job *incoming; /* from the HTTP thread, under lock */
 	job *active;   /* waiting on the ring (loop thread only) */
 	uint64_t kv_seq;
-	uint64_t kv_local, kv_forwarded, kv_served_for_others;
+	uint64_t kv_local, kv_forwarded, kv_served_for_others, keys_handed_off;
+	handoff *handoffs;
+	uint64_t handoff_seq, handoff_at, leave_deadline;
 	/* HTTP */
 	struct MHD_Daemon *mhd;
 	pthread_mutex_t lock;
@@ -364,6 +376,8 @@ static void send_frame(node *n, ring_addr to, pending *f)
 
 static void arm_timer(node *n, uint64_t at);
 static void kv_on_lookup(node *n, const ring_event *e);
+static void handoff_to(node *n, ring_peer to, bool all);
+static void handoff_done(node *n, uint64_t req, bool stored);
 
 /* Sends what the core put in n->out, reports its events, and re-arms the tick timer.
  * Handing messages back can re-enter drain, so the output is copied out first. */
@@ -407,6 +421,8 @@ static void drain(node *n)
 			break;
 		case RING_EV_PRED_CHANGED:
 			LOG_I(n, "predecessor is now %s", who);
+			if (!n->stopping)
+				handoff_to(n, e->result, false); /* keys it now owns go to it */
 			break;
 		default:
 			break;
@@ -540,6 +556,81 @@ static void on_connection(uv_stream_t *server, int status)
 	uv_read_start((uv_stream_t *)&c->tcp, in_alloc, in_read);
 }
 
+/* ---- key handoff (loop thread) ---- */
+
+static void handoff_done(node *n, uint64_t req, bool stored)
+{
+	for (handoff **pp = &n->handoffs; *pp; pp = &(*pp)->next) {
+		handoff *h = *pp;
+		if (h->req != req)
+			continue;
+		*pp = h->next;
+		if (stored && store_del(n->st, h->key, strlen(h->key)) == 0)
+			n->keys_handed_off++;
+		free(h->key);
+		free(h);
+		return;
+	}
+}
+
+typedef struct {
+	node *n;
+	ring_peer to;
+	bool all;
+} handoff_scan;
+
+static int handoff_one(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	handoff_scan *hs = ctx;
+	node *n = hs->n;
+	if (klen == 0 || klen > WIRE_KEY_MAX)
+		return 0;
+	char *k = strndup(key, klen);
+	if (!k)
+		return 1;
+	rn_id id;
+	rn_id_hash(&id, k, klen, n->cfg.bits);
+	/* ours while it lies in (predecessor, self] */
+	bool ours = rn_id_in_oc(&id, &hs->to.id, ring_self_id(n->ring));
+	bool busy = false;
+	for (handoff *h = n->handoffs; h && !busy; h = h->next)
+		busy = !strcmp(h->key, k);
+	if ((ours && !hs->all) || busy) {
+		free(k);
+		return 0;
+	}
+	handoff *h = calloc(1, sizeof *h);
+	pending *f = calloc(1, sizeof *f);
+	wire_kv m = {.op = WIRE_KV_PUT, .req = HANDOFF_BIT | ++n->handoff_seq, .key = k};
+	m.value = (uint8_t *)(uintptr_t)val;
+	m.vlen = vlen;
+	snprintf(m.reply_to, sizeof m.reply_to, "%s", n->peers[0].addr);
+	if (!h || !f || wire_encode_kv(&m, &f->buf, &f->len) < 0) {
+		free(h);
+		free(f);
+		free(k);
+		return 1;
+	}
+	h->req = m.req;
+	h->key = k;
+	h->next = n->handoffs;
+	n->handoffs = h;
+	f->kind = FRAME_KV;
+	f->kv_req = m.req;
+	send_frame(n, hs->to.addr, f);
+	return 0;
+}
+
+/* Sends to `to` the keys outside (to, self] (all of them when leaving). */
+static void handoff_to(node *n, ring_peer to, bool all)
+{
+	if (to.addr == RING_ADDR_NONE || to.addr == 0 || !n->st)
+		return;
+	handoff_scan hs = {n, to, all};
+	n->handoff_at = uv_now(&n->loop);
+	store_scan(n->st, handoff_one, &hs);
+}
+
 /* ---- key-value (loop thread) ---- */
 
 static char *json_text(json_t *j)
@@ -661,6 +752,10 @@ static void kv_on_lookup(node *n, const ring_event *e)
 
 static void kv_unreachable(node *n, uint64_t req)
 {
+	if (req & HANDOFF_BIT) {
+		handoff_done(n, req, false);
+		return;
+	}
 	job *j = kv_find(n, req);
 	if (j)
 		kv_fail(n, j, "the key's owner is unreachable; try again");
@@ -668,6 +763,10 @@ static void kv_unreachable(node *n, uint64_t req)
 
 static void kv_on_frame(node *n, const wire_kv *kv)
 {
+	if (kv->op == WIRE_KV_REPLY && (kv->req & HANDOFF_BIT)) {
+		handoff_done(n, kv->req, kv->status == 200);
+		return;
+	}
 	if (kv->op == WIRE_KV_REPLY) {
 		job *j = kv_find(n, kv->req);
 		if (j)
@@ -987,9 +1086,16 @@ static void on_http_done(void *cls, struct MHD_Connection *c, void **state,
 
 /* ---- lifecycle ---- */
 
-static void stop_loop(uv_timer_t *t)
+/* Leaving: stop once every handed-off key is acknowledged, or at the deadline. */
+static void leave_check(uv_timer_t *t)
 {
-	uv_stop(t->loop);
+	node *n = t->data;
+	if (!n->handoffs || uv_now(&n->loop) >= n->leave_deadline) {
+		if (n->handoffs)
+			LOG_W(n, "leaving with keys not acknowledged by the successor; they stay "
+			         "in --data");
+		uv_stop(t->loop);
+	}
 }
 
 static void on_signal(uv_signal_t *s, int sig)
@@ -998,13 +1104,17 @@ static void on_signal(uv_signal_t *s, int sig)
 	if (n->stopping)
 		return;
 	n->stopping = true;
-	LOG_I(n, "signal %d: leaving the ring", sig);
+	ring_peer succ = ring_successor(n->ring);
+	LOG_I(n, "signal %d: handing %llu keys to %s and leaving the ring", sig,
+	      (unsigned long long)(n->st ? store_count(n->st) : 0),
+	      succ.addr < n->npeers && succ.addr ? n->peers[succ.addr].addr : "nobody");
+	handoff_to(n, succ, true);
 	ring_out_reset(&n->out);
 	ring_leave(n->ring, uv_now(&n->loop), &n->out);
 	drain(n);
 	uv_timer_stop(&n->tick);
-	/* give the goodbyes a moment to go out, then stop */
-	uv_timer_start(&n->snap, stop_loop, 300, 0);
+	n->leave_deadline = uv_now(&n->loop) + LEAVE_WAIT_MS;
+	uv_timer_start(&n->snap, leave_check, 50, 50);
 }
 
 /* After the peers' connections are closed, what is left: the listener, timers, signals
@@ -1128,6 +1238,12 @@ out:
 			free_frame(f);
 			f = next;
 		}
+	}
+	while (n->handoffs) {
+		handoff *h = n->handoffs;
+		n->handoffs = h->next;
+		free(h->key);
+		free(h);
 	}
 	free(n->peers);
 	free(n->snap_ring);

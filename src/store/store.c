@@ -117,3 +117,24 @@ uint64_t store_count(store *s)
 	mdb_txn_abort(txn);
 	return rc == 0 ? st.ms_entries : 0;
 }
+
+int store_scan(store *s,
+               int (*fn)(void *ctx, const void *key, size_t klen, const void *val, size_t vlen),
+               void *ctx)
+{
+	MDB_txn *txn;
+	MDB_cursor *cur;
+	if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn) != 0)
+		return RN_EIO;
+	if (mdb_cursor_open(txn, s->dbi, &cur) != 0) {
+		mdb_txn_abort(txn);
+		return RN_EIO;
+	}
+	MDB_val k, v;
+	int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+	while (rc == 0 && fn(ctx, k.mv_data, k.mv_size, v.mv_data, v.mv_size) == 0)
+		rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+	mdb_cursor_close(cur);
+	mdb_txn_abort(txn);
+	return 0;
+}

@@ -18,6 +18,10 @@ int store_put(store *s, const void *key, size_t klen, const void *val, size_t vl
 int store_get(store *s, const void *key, size_t klen, void **val, size_t *vlen);
 /* 0 or RN_ENOTFOUND. */
 int store_del(store *s, const void *key, size_t klen);
+/* Calls fn for every key in order until it returns non-zero. */
+int store_scan(store *s,
+               int (*fn)(void *ctx, const void *key, size_t klen, const void *val, size_t vlen),
+               void *ctx);
 /* Number of keys. */
 uint64_t store_count(store *s);
 

@@ -3,11 +3,27 @@
 import random
 import sys
 import tempfile
+import time
 
 from ringtest import Checks, Node, converge, dump_logs, owner, request
 
 BIN = sys.argv[1]
 t = Checks("kv_nodes")
+
+
+def wait_placed(nodes, live, when, timeout=30):
+    """Every key readable with its value, answered by the oracle's owner."""
+    deadline = time.time() + timeout
+    while True:
+        wrong = []
+        for key, value in live.items():
+            status, body = request(random.choice(nodes).http, f"/kv/{key}")
+            if status != 200 or body.get("value") != value or body.get("node") != owner(nodes, key).id:
+                wrong.append((key, status, body))
+        if not wrong or time.time() > deadline:
+            break
+        time.sleep(1)
+    t.check(f"every key on its owner {when}", not wrong, wrong[:5])
 
 
 def main():
@@ -79,6 +95,25 @@ def main():
                 status, body = request(random.choice(nodes).http, f"/kv/{key}")
                 t.check(f"{key} survives kill -9 and restart",
                         status == 200 and body.get("value") == values[key], (status, body))
+
+            # nodes that join later take over the keys they now own
+            live = {k: v for k, v in values.items() if k != "key-2"}
+            live["key-1"] = "new"
+            for i in range(5, 8):
+                nodes.append(Node(BIN, f"kv-{i}", logdir, join=random.choice(nodes)))
+            ok, state = converge(nodes)
+            t.check("ring converges with 8 nodes", ok, state)
+            wait_placed(nodes, live, "after joins")
+
+            # a node that leaves gracefully hands its keys on first
+            leaver = max(nodes, key=lambda n: sum(owner(nodes, k) is n for k in live))
+            held = sum(owner(nodes, k) is leaver for k in live)
+            nodes.remove(leaver)
+            t.check("SIGTERM exits 0", leaver.stop() == 0)
+            t.check("the leaver held keys", held > 0, held)
+            ok, state = converge(nodes)
+            t.check("ring converges after the leave", ok, state)
+            wait_placed(nodes, live, "after a graceful leave")
         finally:
             for n in nodes:
                 n.stop()
