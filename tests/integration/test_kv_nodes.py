@@ -11,6 +11,20 @@ BIN = sys.argv[1]
 t = Checks("kv_nodes")
 
 
+def metrics(port):
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        ctype = r.headers.get("Content-Type", "")
+        lines = r.read().decode().splitlines()
+    out = {}
+    for line in lines:
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    t.check("metrics are Prometheus text", ctype.startswith("text/plain"), ctype)
+    return out
+
+
 def wait_placed(nodes, live, when, timeout=30):
     """Every key readable with its value, answered by the oracle's owner."""
     deadline = time.time() + timeout
@@ -82,6 +96,22 @@ def main():
                 t.check(f"{what} -> {code}", status == code and "error" in reply, (status, reply))
             status, body = request(n.http, "/kv/key-3")
             t.check("still serving after bad input", status == 200, body)
+
+            # /metrics in Prometheus text format; /peers lists the others
+            time.sleep(0.3)  # metrics are a snapshot refreshed every 100 ms
+            stored, http_ok = 0, 0
+            for x in nodes:
+                text = metrics(x.http)
+                stored += text.get("ringnet_keys_stored", 0)
+                http_ok += text.get('ringnet_http_requests_total{route="/kv",status="200"}', 0)
+                t.check(f"metrics of {x.name} have peer messages",
+                        text.get('ringnet_peer_messages_total{dir="in",type="notify"}', 0) > 0, text)
+            t.check("keys_stored over all nodes = keys alive", stored == len(values) - 1,
+                    (stored, len(values) - 1))
+            t.check("http_requests_total counts the puts", http_ok >= 41, http_ok)
+            status, body = request(nodes[0].http, "/peers")
+            known = {p["addr"] for p in body.get("peers", [])}
+            t.check("/peers knows its neighbours", status == 200 and len(known) >= 2, body)
 
             # kill -9 a node and restart it on the same data: its keys are back
             victim = owner(nodes, "key-5")
