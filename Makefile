@@ -14,10 +14,9 @@ build: deps
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
 
-# Until the node lands (issue #3), the main job is a small simulation.
+# The main job: a local 5-node ring (HTTP on 5001-5005), until Ctrl-C.
 run: build
-	@echo "ringnet: the network node is not built yet; running a 1000-node simulation instead"
-	./$(BUILD)/ringnet sim --nodes 1000 --requests 100
+	./$(BUILD)/ringnet cluster --nodes 5
 
 test: deps format-check
 	@cmake -S . -B $(TEST_BUILD) -DCMAKE_BUILD_TYPE=Debug -DRINGNET_SANITIZE=ON -DBUILD_TESTING=ON >/dev/null

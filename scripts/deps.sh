@@ -7,7 +7,7 @@ pkgs=(
   build-essential cmake pkg-config clang-format
   libssl-dev libcmocka-dev
   libuv1-dev libmicrohttpd-dev libjansson-dev liblmdb-dev
-  libprotobuf-c-dev protobuf-c-compiler
+  libprotobuf-c-dev protobuf-c-compiler libcurl4-openssl-dev
   python3 gnuplot-nox
   clang libclang-rt-14-dev
 )

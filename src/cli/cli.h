@@ -9,5 +9,7 @@
 
 int cli_sim(int argc, char **argv);
 int cli_node(int argc, char **argv);
+int cli_client(const char *cmd, int argc, char **argv);
+int cli_cluster(int argc, char **argv);
 
 #endif

@@ -25,6 +25,12 @@ int main(int argc, char **argv)
 		return cli_sim(argc - 1, argv + 1);
 	if (!strcmp(cmd, "node"))
 		return cli_node(argc - 1, argv + 1);
+	if (!strcmp(cmd, "cluster"))
+		return cli_cluster(argc - 1, argv + 1);
+	static const char *client[] = {"put", "get", "del", "peers", "ring"};
+	for (int i = 0; i < 5; i++)
+		if (!strcmp(cmd, client[i]))
+			return cli_client(cmd, argc - 1, argv + 1);
 	if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
 		printf("ringnet %s\n", RINGNET_VERSION);
 		return 0;

@@ -1,0 +1,233 @@
+/* cluster_cmd.c — `ringnet cluster`: a local ring of N node processes on 127.0.0.1,
+ * supervised: a node that dies is started again on its data directory, and Ctrl-C (or
+ * SIGTERM) stops them all gracefully. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+#define MAX_NODES 64
+
+static const char *cluster_usage =
+    "usage: ringnet cluster [--nodes N] [--base-http PORT] [--base-peer PORT] [--data DIR]\n"
+    "                       [--log-level error|warn|info|debug]\n"
+    "\n"
+    "Starts N nodes (default 5) on 127.0.0.1: node-i serves HTTP on base-http + i - 1\n"
+    "(default 5001..) and peers on base-peer + i - 1 (default 6001..), keeps its data in\n"
+    "DIR/node-i (default ringnet-data), and joins through node-1. Restarts a node that\n"
+    "dies; Ctrl-C stops them all and exits 0.\n";
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_stop(int sig)
+{
+	(void)sig;
+	stop_requested = 1;
+}
+
+typedef struct {
+	pid_t pid;
+	char name[32], http[32], peer[32], data[512];
+	time_t started;
+	int restarts;
+} child;
+
+static pid_t spawn(const char *exe, child *c, const char *join, const char *level)
+{
+	pid_t pid = fork();
+	if (pid == 0) {
+		signal(SIGINT, SIG_IGN); /* the terminal's Ctrl-C is for the supervisor to relay */
+		char *args[16];
+		int k = 0;
+		args[k++] = (char *)exe;
+		args[k++] = "node";
+		args[k++] = "--id";
+		args[k++] = c->name;
+		args[k++] = "--listen";
+		args[k++] = c->peer;
+		args[k++] = "--http";
+		args[k++] = c->http;
+		args[k++] = "--data";
+		args[k++] = c->data;
+		args[k++] = "--log-level";
+		args[k++] = (char *)level;
+		if (join) {
+			args[k++] = "--join";
+			args[k++] = (char *)join;
+		}
+		args[k] = NULL;
+		execv(exe, args);
+		fprintf(stderr, "ringnet cluster: cannot run %s: %s\n", exe, strerror(errno));
+		_exit(127);
+	}
+	c->pid = pid;
+	c->started = time(NULL);
+	return pid;
+}
+
+/* Waits until something accepts connections on 127.0.0.1:port (at most ~5 s). */
+static int wait_port(int port)
+{
+	for (int i = 0; i < 100 && !stop_requested; i++) {
+		int fd = socket(AF_INET, SOCK_STREAM, 0);
+		struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+		sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		int ok = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+		close(fd);
+		if (ok)
+			return 0;
+		struct timespec ts = {0, 50 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
+	return -1;
+}
+
+static int parse_port(const char *s, int *out)
+{
+	char *end;
+	long v = strtol(s, &end, 10);
+	if (!*s || *end || v < 1 || v > 65535)
+		return -1;
+	*out = (int)v;
+	return 0;
+}
+
+int cli_cluster(int argc, char **argv)
+{
+	int n = 5, base_http = 5001, base_peer = 6001;
+	const char *dir = "ringnet-data", *level = "info";
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+		if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+			fputs(cluster_usage, stdout);
+			return 0;
+		}
+		if (!v) {
+			fprintf(stderr, "ringnet cluster: %s needs a value\n%s", a, cluster_usage);
+			return 2;
+		}
+		i++;
+		int bad = 0;
+		if (!strcmp(a, "--nodes"))
+			bad = parse_port(v, &n) < 0 || n > MAX_NODES;
+		else if (!strcmp(a, "--base-http"))
+			bad = parse_port(v, &base_http) < 0;
+		else if (!strcmp(a, "--base-peer"))
+			bad = parse_port(v, &base_peer) < 0;
+		else if (!strcmp(a, "--data"))
+			dir = v;
+		else if (!strcmp(a, "--log-level"))
+			level = v;
+		else {
+			fprintf(stderr, "ringnet cluster: unknown option '%s'\n%s", a,
+			        cluster_usage);
+			return 2;
+		}
+		if (bad) {
+			fprintf(stderr,
+			        "ringnet cluster: bad value '%s' for %s (nodes 1..%d, ports "
+			        "1..65535)\n%s",
+			        v, a, MAX_NODES, cluster_usage);
+			return 2;
+		}
+	}
+	if (base_http + n - 1 > 65535 || base_peer + n - 1 > 65535 ||
+	    (base_peer < base_http + n && base_http < base_peer + n)) {
+		fprintf(stderr,
+		        "ringnet cluster: the HTTP and peer port ranges overlap or overflow\n");
+		return 2;
+	}
+	char exe[4096];
+	ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+	if (len <= 0) {
+		fprintf(stderr, "ringnet cluster: cannot find my own executable\n");
+		return 1;
+	}
+	exe[len] = '\0';
+	if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
+		fprintf(stderr, "ringnet cluster: cannot create %s: %s\n", dir, strerror(errno));
+		return 1;
+	}
+	struct sigaction sa = {.sa_handler = on_stop}; /* no SA_RESTART: waitpid wakes up */
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+
+	child kids[MAX_NODES];
+	memset(kids, 0, sizeof kids);
+	for (int i = 0; i < n; i++) {
+		child *c = &kids[i];
+		snprintf(c->name, sizeof c->name, "node-%d", i + 1);
+		snprintf(c->http, sizeof c->http, "127.0.0.1:%d", base_http + i);
+		snprintf(c->peer, sizeof c->peer, "127.0.0.1:%d", base_peer + i);
+		snprintf(c->data, sizeof c->data, "%s/node-%d", dir, i + 1);
+		spawn(exe, c, i ? kids[0].peer : NULL, level);
+		/* node-1 must be up before the others join through it */
+		if (wait_port(base_http + i) < 0 && !stop_requested)
+			fprintf(stderr, "ringnet cluster: %s is slow to start; see its log lines\n",
+			        c->name);
+	}
+	printf("ringnet cluster: %d nodes on 127.0.0.1 (Ctrl-C stops them all)\n", n);
+	for (int i = 0; i < n; i++)
+		printf("  %-8s http://%s  peer %s  data %s  pid %d\n", kids[i].name, kids[i].http,
+		       kids[i].peer, kids[i].data, (int)kids[i].pid);
+	printf("try: curl -X POST http://%s/kv -d '{\"key\": \"color\", \"value\": \"blue\"}'\n",
+	       kids[0].http);
+	fflush(stdout);
+
+	while (!stop_requested) {
+		int st;
+		pid_t pid = waitpid(-1, &st, 0);
+		if (pid < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		for (int i = 0; i < n; i++) {
+			child *c = &kids[i];
+			if (c->pid != pid || stop_requested)
+				continue;
+			c->pid = 0;
+			fprintf(stderr, "ringnet cluster: %s (pid %d) %s %d; starting it again\n",
+			        c->name, (int)pid,
+			        WIFSIGNALED(st) ? "was killed by signal" : "exited with",
+			        WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+			if (time(NULL) - c->started < 2) /* crashing at start: do not spin */
+				sleep(1);
+			const char *join = NULL;
+			for (int k = 0; k < n && !join; k++)
+				if (k != i && kids[k].pid)
+					join = kids[k].peer;
+			spawn(exe, c, join, level);
+			c->restarts++;
+		}
+	}
+	fprintf(stderr, "ringnet cluster: stopping %d nodes\n", n);
+	for (int i = 0; i < n; i++)
+		if (kids[i].pid)
+			kill(kids[i].pid, SIGTERM);
+	for (int i = 0; i < n; i++) {
+		if (!kids[i].pid)
+			continue;
+		int st, waited = 0;
+		while (waitpid(kids[i].pid, &st, WNOHANG) == 0 && waited < 100) {
+			struct timespec ts = {0, 100 * 1000 * 1000};
+			nanosleep(&ts, NULL);
+			waited++;
+		}
+		if (waited >= 100) {
+			kill(kids[i].pid, SIGKILL);
+			waitpid(kids[i].pid, &st, 0);
+		}
+	}
+	return 0;
+}

@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""`ringnet cluster` and the client commands, as a user runs them."""
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+from ringtest import Checks
+
+BIN = sys.argv[1]
+t = Checks("cluster")
+
+
+def ports_free(base, n):
+    for p in range(base, base + n):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", p))
+            except OSError:
+                return False
+    return True
+
+
+def cli(*args, node):
+    r = subprocess.run([BIN, *args, "--node", node], capture_output=True, text=True, timeout=30)
+    return r.returncode, r.stdout.strip(), r.stderr
+
+
+def main():
+    random.seed(os.getpid())
+    while True:
+        base = random.randrange(20000, 40000, 100)
+        if ports_free(base, 5) and ports_free(base + 50, 5):
+            break
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.Popen([BIN, "cluster", "--nodes", "5", "--base-http", str(base),
+                                 "--base-peer", str(base + 50), "--data", os.path.join(tmp, "d")],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            lines = [proc.stdout.readline() for _ in range(6)]
+            pids = {l.split()[0]: int(l.split()[-1]) for l in lines[1:] if "pid" in l}
+            t.check("cluster prints 5 nodes", len(pids) == 5, lines)
+            nodes = [f"http://127.0.0.1:{base + i}" for i in range(5)]
+            time.sleep(3)  # let the ring settle
+
+            # client commands and their exit codes
+            rc, out, err = cli("put", "color", "blue", node=nodes[0])
+            t.check("put exits 0", rc == 0 and out.startswith("stored color"), (rc, out, err))
+            rc, out, err = cli("put", "n", '{"a": [1, 2]}', node=nodes[1])
+            t.check("put JSON", rc == 0, (rc, out, err))
+            for n in nodes:
+                rc, out, _ = cli("get", "color", node=n)
+                t.check(f"get via {n}", rc == 0 and out == "blue", (rc, out))
+            rc, out, _ = cli("get", "n", node=nodes[4])
+            t.check("JSON value comes back as JSON", rc == 0 and out == '{"a":[1,2]}', out)
+            rc, out, err = cli("get", "nope", node=nodes[2])
+            t.check("missing key exits 1", rc == 1 and "not found" in err, (rc, err))
+            rc, out, err = cli("del", "n", node=nodes[3])
+            t.check("del exits 0", rc == 0, (rc, err))
+            rc, out, err = cli("get", "n", node=nodes[0])
+            t.check("deleted key exits 1", rc == 1, (rc, err))
+            rc, out, err = cli("get", node=nodes[0])
+            t.check("usage error exits 2", rc == 2 and "usage:" in err, (rc, err))
+            rc, out, err = cli("get", "x", node="http://127.0.0.1:1")
+            t.check("unreachable node exits 3", rc == 3, (rc, err))
+            rc, out, err = cli("peers", node=nodes[0])
+            t.check("peers prints JSON", rc == 0 and '"peers"' in out, (rc, out))
+            rc, out, err = cli("ring", node=nodes[0])
+            t.check("ring prints JSON", rc == 0 and '"successors"' in out, (rc, out))
+
+            # the supervisor restarts a node that dies, on its data
+            for i in range(20):
+                cli("put", f"k{i}", str(i), node=nodes[i % 5])
+            os.kill(pids["node-3"], signal.SIGKILL)
+            deadline, back = time.time() + 30, False
+            while time.time() < deadline and not back:
+                time.sleep(0.5)
+                back = cli("get", "color", node=nodes[2])[0] == 0
+            t.check("a killed node is started again and serves", back)
+            deadline = time.time() + 30
+            while time.time() < deadline:
+                got = [cli("get", f"k{i}", node=nodes[(i + 2) % 5]) for i in range(20)]
+                if all(g[0] == 0 and g[1] == str(i) for i, g in enumerate(got)):
+                    break
+                time.sleep(1)
+            t.check("every key readable after the restart",
+                    all(g[0] == 0 and g[1] == str(i) for i, g in enumerate(got)), got)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                rc = proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                rc = None
+            t.check("Ctrl-C stops the cluster with exit 0", rc == 0, rc)
+            # restarted nodes have new pids: look for anything still using our data dir
+            left = subprocess.run(["pgrep", "-f", tmp], capture_output=True, text=True).stdout
+            t.check("no node left running", not left.strip(), left)
+    return t.finish()
+
+
+sys.exit(main())
