@@ -12,6 +12,11 @@ pkgs=(
   clang libclang-rt-14-dev
 )
 
+# `scripts/deps.sh --bench` adds what the benchmarks measure ringnet against
+if [ "${1:-}" = "--bench" ]; then
+  pkgs+=(wrk nginx-light etcd-server etcd-client hyperfine)
+fi
+
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
