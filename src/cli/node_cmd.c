@@ -1,4 +1,5 @@
 /* node_cmd.c — `ringnet node`: arguments, then the real driver. */
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,11 +33,79 @@ static int copy(char *dst, size_t len, const char *src)
 	return 0;
 }
 
+static int set_option(node_opts *o, const char *a, const char *v);
+
+/* Reads settings from a JSON file: the same names as the flags, without dashes. */
+static int load_config(node_opts *o, const char *path)
+{
+	json_error_t err;
+	json_t *doc = json_load_file(path, 0, &err);
+	if (!doc) {
+		fprintf(stderr, "ringnet node: config %s: %s (line %d, column %d)\n", path,
+		        err.text, err.line, err.column);
+		return 2;
+	}
+	int rc = 0;
+	if (!json_is_object(doc)) {
+		fprintf(stderr, "ringnet node: config %s: want a JSON object of settings\n", path);
+		rc = 2;
+	}
+	const char *k;
+	json_t *v;
+	json_object_foreach(doc, k, v)
+	{
+		if (rc)
+			break;
+		static const char *names[] = {"id", "listen", "http", "join", "data", "log_level"};
+		static const char *flags[] = {"--id",   "--listen", "--http",
+		                              "--join", "--data",   "--log-level"};
+		int which = -1;
+		for (int i = 0; i < 6; i++)
+			if (!strcmp(k, names[i]))
+				which = i;
+		if (which < 0) {
+			fprintf(stderr, "ringnet node: config %s: unknown setting \"%s\"\n", path,
+			        k);
+			rc = 2;
+		} else if (which == 3 && json_is_array(v)) {
+			size_t i;
+			json_t *e;
+			json_array_foreach(v, i, e)
+			{
+				if (!json_is_string(e)) {
+					fprintf(stderr,
+					        "ringnet node: config %s: \"join\" wants strings\n",
+					        path);
+					rc = 2;
+					break;
+				}
+				if ((rc = set_option(o, "--join", json_string_value(e))) != 0)
+					break;
+			}
+		} else if (!json_is_string(v)) {
+			fprintf(stderr, "ringnet node: config %s: \"%s\" wants a string\n", path,
+			        k);
+			rc = 2;
+		} else {
+			rc = set_option(o, flags[which], json_string_value(v));
+		}
+	}
+	json_decref(doc);
+	return rc;
+}
+
 int cli_node(int argc, char **argv)
 {
 	node_opts o;
 	memset(&o, 0, sizeof o);
 	o.log_level = 2;
+	/* the config file first, so that flags win over it */
+	for (int i = 1; i + 1 < argc; i++)
+		if (!strcmp(argv[i], "--config")) {
+			int rc = load_config(&o, argv[i + 1]);
+			if (rc)
+				return rc;
+		}
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
 		if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -47,42 +116,11 @@ int cli_node(int argc, char **argv)
 		if (!v)
 			return bad("%s needs a value", a);
 		i++;
-		char host[64];
-		int port;
-		if (!strcmp(a, "--id")) {
-			if (!*v || copy(o.name, sizeof o.name, v) < 0)
-				return bad("--id wants a name of 1 to 63 characters, not '%s'", v);
-		} else if (!strcmp(a, "--listen") || !strcmp(a, "--http") || !strcmp(a, "--join")) {
-			if (node_parse_hostport(v, host, sizeof host, &port) < 0 ||
-			    !strcmp(host, "0.0.0.0"))
-				return bad(
-				    "wants HOST:PORT with an IPv4 address or localhost, not '%s'",
-				    v);
-			char *dst = !strcmp(a, "--listen") ? o.listen
-			            : !strcmp(a, "--http") ? o.http
-			                                   : NULL;
-			if (!dst) {
-				if (o.njoin == NODE_MAX_JOIN)
-					return bad("at most 8 --join addresses%s", "");
-				dst = o.join[o.njoin++];
-			}
-			if (copy(dst, 64, v) < 0)
-				return bad("address too long: '%s'", v);
-		} else if (!strcmp(a, "--data")) {
-			if (!*v || copy(o.data, sizeof o.data, v) < 0)
-				return bad("--data wants a directory path, not '%s'", v);
-		} else if (!strcmp(a, "--log-level")) {
-			static const char *levels[] = {"error", "warn", "info", "debug"};
-			o.log_level = -1;
-			for (int k = 0; k < 4; k++)
-				if (!strcmp(v, levels[k]))
-					o.log_level = k;
-			if (o.log_level < 0)
-				return bad("--log-level is error, warn, info or debug, not '%s'",
-				           v);
-		} else {
-			return bad("unknown option '%s'", a);
-		}
+		if (!strcmp(a, "--config"))
+			continue;
+		int rc = set_option(&o, a, v);
+		if (rc)
+			return rc;
 	}
 	if (!o.name[0] || !o.listen[0] || !o.http[0])
 		return bad("--id, --listen and --http are required%s", "");
@@ -91,4 +129,51 @@ int cli_node(int argc, char **argv)
 		snprintf(o.data, sizeof o.data, "ringnet-data/%s", o.name);
 	}
 	return node_run(&o);
+}
+
+static int set_option(node_opts *o, const char *a, const char *v)
+{
+	{
+		char host[64];
+		int port;
+		if (!strcmp(a, "--id")) {
+			if (!*v || copy(o->name, sizeof o->name, v) < 0)
+				return bad("--id wants a name of 1 to 63 characters, not '%s'", v);
+		} else if (!strcmp(a, "--listen") || !strcmp(a, "--http") || !strcmp(a, "--join")) {
+			if (node_parse_hostport(v, host, sizeof host, &port) < 0 ||
+			    !strcmp(host, "0.0.0.0")) {
+				char what[160];
+				snprintf(what, sizeof what,
+				         "%s wants HOST:PORT with an IPv4 address or localhost, "
+				         "not '%%s'",
+				         a);
+				return bad(what, v);
+			}
+			char *dst = !strcmp(a, "--listen") ? o->listen
+			            : !strcmp(a, "--http") ? o->http
+			                                   : NULL;
+			if (!dst) {
+				if (o->njoin == NODE_MAX_JOIN)
+					return bad("at most 8 --join addresses%s", "");
+				dst = o->join[o->njoin++];
+			}
+			if (copy(dst, 64, v) < 0)
+				return bad("address too long: '%s'", v);
+		} else if (!strcmp(a, "--data")) {
+			if (!*v || copy(o->data, sizeof o->data, v) < 0)
+				return bad("--data wants a directory path, not '%s'", v);
+		} else if (!strcmp(a, "--log-level")) {
+			static const char *levels[] = {"error", "warn", "info", "debug"};
+			o->log_level = -1;
+			for (int k = 0; k < 4; k++)
+				if (!strcmp(v, levels[k]))
+					o->log_level = k;
+			if (o->log_level < 0)
+				return bad("--log-level is error, warn, info or debug, not '%s'",
+				           v);
+		} else {
+			return bad("unknown option '%s'", a);
+		}
+	}
+	return 0;
 }

@@ -34,6 +34,7 @@
 #define KV_BODY_MAX        (1u << 20)   /* bytes in a POST body */
 #define HANDOFF_BIT        (1ull << 63) /* request ids of key handoffs, not HTTP requests */
 #define HANDOFF_EVERY_MS   5000         /* re-check for keys this node no longer owns */
+#define REJOIN_EVERY_MS    3000         /* not in a ring yet: try the next known peer */
 #define LEAVE_WAIT_MS      3000         /* on SIGTERM, wait this long for handed-off keys */
 
 enum { FRAME_RING, FRAME_KV };
@@ -85,6 +86,8 @@ typedef struct job {
 	char *value; /* JSON text, for a put */
 	uint64_t req;
 	uint64_t deadline;
+	uint64_t retry_at; /* owner was unreachable: look the key up again at this time */
+	bool retried;
 	/* the answer */
 	unsigned status;
 	char *body;
@@ -143,6 +146,11 @@ typedef struct node {
 	uint64_t kv_local, kv_forwarded, kv_served_for_others, keys_handed_off;
 	handoff *handoffs;
 	uint64_t handoff_seq, handoff_at, leave_deadline;
+	/* joining: --join addresses, then the peers saved in DATA/peers by an earlier run */
+	char (*candidates)[WIRE_ADDR_MAX];
+	unsigned ncandidates, next_candidate;
+	uint64_t join_tried_at;
+	char *saved_peers; /* what DATA/peers holds now */
 	/* HTTP */
 	struct MHD_Daemon *mhd;
 	pthread_mutex_t lock;
@@ -774,8 +782,24 @@ static void kv_unreachable(node *n, uint64_t req)
 		return;
 	}
 	job *j = kv_find(n, req);
-	if (j)
+	if (!j)
+		return;
+	if (j->retried) {
 		kv_fail(n, j, "the key's owner is unreachable; try again");
+		return;
+	}
+	/* once more, a second later: by then the ring has usually routed around the loss */
+	j->retried = true;
+	j->retry_at = uv_now(&n->loop) + 1000;
+}
+
+static void kv_lookup(node *n, job *j)
+{
+	rn_id key;
+	rn_id_hash(&key, j->key, strlen(j->key), n->cfg.bits);
+	ring_out_reset(&n->out);
+	ring_lookup(n->ring, uv_now(&n->loop), &key, j->req, &n->out);
+	drain(n);
 }
 
 static void kv_on_frame(node *n, const wire_kv *kv)
@@ -843,11 +867,7 @@ static void on_wake(uv_async_t *a)
 		j->deadline = now + KV_DEADLINE_MS;
 		j->next = n->active;
 		n->active = j;
-		rn_id key;
-		rn_id_hash(&key, j->key, strlen(j->key), n->cfg.bits);
-		ring_out_reset(&n->out);
-		ring_lookup(n->ring, now, &key, j->req, &n->out);
-		drain(n);
+		kv_lookup(n, j);
 	}
 }
 
@@ -1018,6 +1038,9 @@ static void publish(node *n)
 	pthread_mutex_unlock(&n->lock);
 }
 
+static void save_peers(node *n);
+static void try_join(node *n);
+
 static void on_snapshot(uv_timer_t *t)
 {
 	node *n = t->data;
@@ -1025,6 +1048,10 @@ static void on_snapshot(uv_timer_t *t)
 	kv_expire(n, false);
 	if (!n->stopping && uv_now(&n->loop) - n->handoff_at >= HANDOFF_EVERY_MS)
 		handoff_to(n, ring_predecessor(n->ring), false);
+	save_peers(n);
+	if (!n->stopping && !ring_joined(n->ring) && n->ncandidates &&
+	    uv_now(&n->loop) - n->join_tried_at >= REJOIN_EVERY_MS)
+		try_join(n);
 }
 
 static enum MHD_Result reply(http_req *q, struct MHD_Connection *c, unsigned status,
@@ -1258,6 +1285,99 @@ static void on_http_done(void *cls, struct MHD_Connection *c, void **state,
 	*state = NULL;
 }
 
+/* ---- joining and the saved peers ---- */
+
+static void add_candidate(node *n, const char *addr)
+{
+	char host[24];
+	int port;
+	if (node_parse_hostport(addr, host, sizeof host, &port) < 0)
+		return;
+	char canon[WIRE_ADDR_MAX];
+	snprintf(canon, sizeof canon, "%s:%d", host, port);
+	if (!strcmp(canon, n->peers[0].addr))
+		return; /* ourselves */
+	for (unsigned i = 0; i < n->ncandidates; i++)
+		if (!strcmp(n->candidates[i], canon))
+			return;
+	void *q = realloc(n->candidates, (n->ncandidates + 1) * sizeof *n->candidates);
+	if (!q)
+		return;
+	n->candidates = q;
+	snprintf(n->candidates[n->ncandidates++], WIRE_ADDR_MAX, "%s", canon);
+}
+
+/* --join addresses first, then the peers an earlier run of this node knew. */
+static void load_candidates(node *n)
+{
+	for (int i = 0; i < n->o->njoin; i++)
+		add_candidate(n, n->o->join[i]);
+	char path[512];
+	snprintf(path, sizeof path, "%s/peers", n->o->data);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return;
+	char line[128];
+	unsigned before = n->ncandidates;
+	while (fgets(line, sizeof line, f)) {
+		line[strcspn(line, "\r\n")] = '\0';
+		if (line[0])
+			add_candidate(n, line);
+	}
+	fclose(f);
+	if (n->ncandidates > before)
+		LOG_I(n, "%u peers saved by an earlier run will be tried to rejoin",
+		      n->ncandidates - before);
+}
+
+static void try_join(node *n)
+{
+	if (!n->ncandidates || ring_joined(n->ring))
+		return;
+	const char *addr = n->candidates[n->next_candidate++ % n->ncandidates];
+	ring_addr via = book_intern(n, addr);
+	if (via == RING_ADDR_NONE)
+		return;
+	n->join_tried_at = uv_now(&n->loop);
+	LOG_I(n, "joining through %s", addr);
+	ring_out_reset(&n->out);
+	ring_join(n->ring, uv_now(&n->loop), via, &n->out);
+	drain(n);
+}
+
+/* Keeps DATA/peers listing the peers this node knows best, for the next start. */
+static void save_peers(node *n)
+{
+	if (!ring_joined(n->ring) || n->stopping)
+		return;
+	ring_peer list[RING_MAX_SUCC + 1];
+	size_t k = ring_successors(n->ring, list, RING_MAX_SUCC);
+	ring_peer pred = ring_predecessor(n->ring);
+	if (pred.addr != RING_ADDR_NONE)
+		list[k++] = pred;
+	char text[(RING_MAX_SUCC + 1) * WIRE_ADDR_MAX + 1];
+	size_t len = 0;
+	for (size_t i = 0; i < k; i++)
+		if (list[i].addr < n->npeers && list[i].addr != 0)
+			len += (size_t)snprintf(text + len, sizeof text - len, "%s\n",
+			                        n->peers[list[i].addr].addr);
+	text[len] = '\0';
+	if (!len || (n->saved_peers && !strcmp(n->saved_peers, text)))
+		return;
+	char path[512], tmp[520];
+	snprintf(path, sizeof path, "%s/peers", n->o->data);
+	snprintf(tmp, sizeof tmp, "%s.tmp", path);
+	FILE *f = fopen(tmp, "w");
+	if (!f)
+		return;
+	bool ok = fputs(text, f) >= 0;
+	ok = fclose(f) == 0 && ok;
+	if (ok && rename(tmp, path) == 0) { /* atomic: a crash leaves the old list or the new */
+		free(n->saved_peers);
+		n->saved_peers = strdup(text);
+	}
+}
+
 /* ---- lifecycle ---- */
 
 /* Leaving: stop once every handed-off key is acknowledged, or at the deadline. */
@@ -1372,18 +1492,14 @@ int node_run(const node_opts *o)
 	uv_signal_start(&n->sigint, on_signal, SIGINT);
 	uv_signal_start(&n->sigterm, on_signal, SIGTERM);
 
+	load_candidates(n);
 	ring_out_reset(&n->out);
-	if (o->njoin == 0) {
+	if (n->ncandidates == 0) {
 		ring_create(n->ring, uv_now(&n->loop), &n->out);
-		LOG_I(n, "started a new ring at %s (http %s)", o->listen, o->http);
+		LOG_I(n, "started a new ring at %s (http %s, data %s)", o->listen, o->http,
+		      o->data);
 	} else {
-		ring_addr via = book_intern(n, o->join[0]);
-		if (via == RING_ADDR_NONE) {
-			fprintf(stderr, "ringnet node: --join '%s' is not HOST:PORT\n", o->join[0]);
-			goto out_loop;
-		}
-		ring_join(n->ring, uv_now(&n->loop), via, &n->out);
-		LOG_I(n, "joining through %s (http %s)", o->join[0], o->http);
+		try_join(n);
 	}
 	drain(n);
 	uv_run(&n->loop, UV_RUN_DEFAULT);
@@ -1419,6 +1535,8 @@ out:
 		free(h->key);
 		free(h);
 	}
+	free(n->candidates);
+	free(n->saved_peers);
 	free(n->peers);
 	free(n->snap_ring);
 	free(n->snap_health);

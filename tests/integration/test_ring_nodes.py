@@ -10,7 +10,9 @@ import sys
 import tempfile
 import time
 
-from ringtest import Checks, Node, converge, dump_logs, get
+import json
+
+from ringtest import Checks, Node, converge, dump_logs, free_port, get, sha1_hex
 
 BIN = sys.argv[1]
 t = Checks("ring_nodes")
@@ -68,6 +70,24 @@ def main():
 
             # a node joining after the crash finds its place
             nodes.append(Node(BIN, "node-late", logdir, join=nodes[0]))
+            # one more, configured by a file instead of flags
+            cfg_peer, cfg_http = free_port(), free_port()
+            with open(f"{logdir}/cfg.json", "w") as f:
+                json.dump({"id": "node-cfg", "listen": f"127.0.0.1:{cfg_peer}",
+                           "http": f"127.0.0.1:{cfg_http}", "join": [nodes[1].addr],
+                           "data": f"{logdir}/data-cfg", "log_level": "info"}, f)
+            cfg_node = Node.__new__(Node)
+            cfg_node.name, cfg_node.peer, cfg_node.http = "node-cfg", cfg_peer, cfg_http
+            cfg_node.addr, cfg_node.id = f"127.0.0.1:{cfg_peer}", sha1_hex("node-cfg")
+            cfg_node.proc = subprocess.Popen([BIN, "node", "--config", f"{logdir}/cfg.json"],
+                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for _ in range(100):
+                try:
+                    get(cfg_http, "/health")
+                    break
+                except OSError:
+                    time.sleep(0.05)
+            nodes.append(cfg_node)
             ok, state = converge(nodes, timeout=40)
             check("a late joiner is placed correctly", ok, state)
 
@@ -89,6 +109,18 @@ def main():
         r = subprocess.run([BIN, *args], capture_output=True, text=True, timeout=10)
         check(f"usage {args}", r.returncode == 2 and "usage:" in r.stderr, r.stderr[:200])
 
+    # a wrong config file: exit 2 and say what is wrong
+    with tempfile.TemporaryDirectory() as d:
+        for text, word in (('{"id": "a", "lisen": "127.0.0.1:1"}', "unknown setting"),
+                           ('{"id": 7}', "wants a string"),
+                           ('{"id": ', "line"),
+                           ('{"id": "a", "listen": "0.0.0.0:9", "http": "127.0.0.1:9"}', "--listen")):
+            path = f"{d}/c.json"
+            with open(path, "w") as f:
+                f.write(text)
+            r = subprocess.run([BIN, "node", "--config", path], capture_output=True, text=True,
+                               timeout=10)
+            check(f"bad config {text!r}", r.returncode == 2 and word in r.stderr, r.stderr[:200])
     return t.finish()
 
 
