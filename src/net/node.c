@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <uv.h>
 
 #include "../lib/err.h"
@@ -28,6 +29,8 @@
 
 #define MAX_PEERS          4096
 #define MAX_QUEUE          1024 /* frames waiting for one peer's connection */
+#define MAX_OUT_CONNS      256  /* outgoing connections; the least recently used idle one goes */
+#define MAX_IN_CONNS       1024 /* incoming connections; more are closed at once */
 #define SNAPSHOT_MS        100
 #define CONNECT_BACKOFF_MS 500
 #define KV_DEADLINE_MS     5000         /* an HTTP request waiting on the ring longer gets 503 */
@@ -61,6 +64,7 @@ typedef struct {
 	pending *head, *tail;
 	unsigned nq;
 	uint64_t failed_at; /* last connect failure: back off before trying again */
+	uint64_t used_at;   /* last frame sent: for closing idle connections */
 } peer;
 
 typedef struct {
@@ -127,6 +131,8 @@ typedef struct node {
 	bool stopping;
 	/* counters for /metrics and /health (loop thread; published in snapshots) */
 	uint64_t frames_in, frames_out, bad_frames, bytes_in, bytes_out, unreachable;
+	unsigned nout, nin; /* open connections */
+	uint64_t refused_conns;
 	uint64_t msgs_in[RING_MSG_LEAVE + 1], msgs_out[RING_MSG_LEAVE + 1];
 	uint64_t lookups, lookup_hops, lookups_failed;
 	/* HTTP requests by route and status (HTTP thread, under lock) */
@@ -270,6 +276,7 @@ static void on_closed(uv_handle_t *h)
 static void drop_connection(peer *p)
 {
 	if (p->tcp) {
+		p->node->nout--;
 		p->tcp->data = NULL;
 		uv_close((uv_handle_t *)p->tcp, on_closed);
 	}
@@ -355,9 +362,26 @@ static void on_connect(uv_connect_t *req, int status)
 	}
 }
 
+/* Closes the connected peer connection that has been idle longest (nothing queued). */
+static void close_idle(node *n)
+{
+	peer *oldest = NULL;
+	for (uint32_t i = 1; i < n->npeers; i++) {
+		peer *q = &n->peers[i];
+		if (q->connected && !q->nq && (!oldest || q->used_at < oldest->used_at))
+			oldest = q;
+	}
+	if (oldest) {
+		LOG_D(n, "closing idle connection to %s (at the limit of %d)", oldest->addr,
+		      MAX_OUT_CONNS);
+		drop_connection(oldest);
+	}
+}
+
 static void send_frame(node *n, ring_addr to, pending *f)
 {
 	peer *p = &n->peers[to];
+	p->used_at = uv_now(&n->loop);
 	if (p->connected) {
 		write_frame(p, f);
 		return;
@@ -378,11 +402,14 @@ static void send_frame(node *n, ring_addr to, pending *f)
 	p->nq++;
 	if (p->tcp)
 		return; /* connecting */
+	if (n->nout >= MAX_OUT_CONNS)
+		close_idle(n);
 	p->tcp = malloc(sizeof *p->tcp);
 	if (!p->tcp) {
 		fail_queue(p);
 		return;
 	}
+	n->nout++;
 	uv_tcp_init(&n->loop, p->tcp);
 	uv_tcp_nodelay(p->tcp, 1);
 	p->tcp->data = p;
@@ -478,6 +505,7 @@ static void arm_timer(node *n, uint64_t at)
 static void in_closed(uv_handle_t *h)
 {
 	inconn *c = (inconn *)h;
+	c->node->nin--;
 	free(c->buf);
 	free(c);
 }
@@ -571,7 +599,14 @@ static void on_connection(uv_stream_t *server, int status)
 	c->node = n;
 	uv_tcp_init(&n->loop, &c->tcp);
 	c->tcp.data = NULL; /* marks an incoming connection for close_walk */
+	n->nin++;
 	if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {
+		uv_close((uv_handle_t *)&c->tcp, in_closed);
+		return;
+	}
+	if (n->nin > MAX_IN_CONNS) {
+		if (!n->refused_conns++)
+			LOG_W(n, "more than %d peer connections: closing new ones", MAX_IN_CONNS);
 		uv_close((uv_handle_t *)&c->tcp, in_closed);
 		return;
 	}
@@ -919,6 +954,16 @@ static char *metrics_text(node *n)
 	  "# TYPE ringnet_peer_bytes_total counter\n"
 	  "ringnet_peer_bytes_total{dir=\"in\"} %llu\nringnet_peer_bytes_total{dir=\"out\"} %llu\n",
 	  (unsigned long long)n->bytes_in, (unsigned long long)n->bytes_out);
+	P("# HELP ringnet_peer_connections Open peer connections (out: at most %d, in: at most "
+	  "%d).\n"
+	  "# TYPE ringnet_peer_connections gauge\n"
+	  "ringnet_peer_connections{dir=\"out\"} %u\nringnet_peer_connections{dir=\"in\"} %u\n",
+	  MAX_OUT_CONNS, MAX_IN_CONNS, n->nout, n->nin);
+	P("# HELP ringnet_peer_connections_refused_total Incoming connections closed at once "
+	  "because %d were open.\n"
+	  "# TYPE ringnet_peer_connections_refused_total counter\n"
+	  "ringnet_peer_connections_refused_total %llu\n",
+	  MAX_IN_CONNS, (unsigned long long)n->refused_conns);
 	P("# HELP ringnet_peer_bad_frames_total Malformed frames (each closed its connection).\n"
 	  "# TYPE ringnet_peer_bad_frames_total counter\nringnet_peer_bad_frames_total %llu\n",
 	  (unsigned long long)n->bad_frames);
@@ -1424,8 +1469,20 @@ static void close_walk(uv_handle_t *h, void *arg)
 		uv_close(h, NULL);
 }
 
+/* The connection bounds need more descriptors than a default soft limit of 1024 allows. */
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+	rlim_t want = MAX_IN_CONNS + MAX_OUT_CONNS + 1024; /* + HTTP clients, LMDB, logs */
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < want) {
+		rl.rlim_cur = rl.rlim_max < want ? rl.rlim_max : want;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
 int node_run(const node_opts *o)
 {
+	raise_fd_limit();
 	node *n = calloc(1, sizeof *n);
 	if (!n)
 		return 1;
@@ -1472,7 +1529,7 @@ int node_run(const node_opts *o)
 	publish(n);
 	struct sockaddr_in hsa;
 	uv_ip4_addr(hhost, hport, &hsa);
-	n->mhd = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG |
+	n->mhd = MHD_start_daemon(MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG |
 	                              MHD_ALLOW_SUSPEND_RESUME,
 	                          (uint16_t)hport, NULL, NULL, on_http, n, MHD_OPTION_SOCK_ADDR,
 	                          &hsa, MHD_OPTION_CONNECTION_TIMEOUT, 30u,

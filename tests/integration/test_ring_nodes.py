@@ -4,11 +4,13 @@
 The oracle: a node's ring id is SHA-1 of its --id, so the correct successor and
 predecessor of every node follow from sorting the hashes of the live names."""
 import random
+import resource
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 import json
 
@@ -29,7 +31,21 @@ def frame_garbage(port, payload):
             return True
 
 
+def metrics(port):
+    """The node's Prometheus samples as {name{labels}: value}."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
 def main():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(4096, hard)), hard))
     random.seed(1)
     with tempfile.TemporaryDirectory() as logdir:
         nodes = []
@@ -56,6 +72,29 @@ def main():
                   status == 200 and health["bad_frames"] >= 2, health)
             ok, state = converge(nodes, timeout=10)
             check("ring intact after garbage", ok, state)
+
+            # a flood of idle connections on the peer port: the node bounds them and
+            # keeps serving its ring and its HTTP clients
+            flood = []
+            try:
+                for _ in range(1100):
+                    flood.append(socket.create_connection(("127.0.0.1", victim.peer), timeout=5))
+                m = {}
+                for _ in range(40):
+                    m = metrics(victim.http)
+                    if m.get("ringnet_peer_connections_refused_total", 0) >= 76:
+                        break
+                    time.sleep(0.05)
+                check("incoming connections are bounded",
+                      m.get('ringnet_peer_connections{dir="in"}', 1e9) <= 1024
+                      and m.get("ringnet_peer_connections_refused_total", 0) >= 76, m)
+                status, _ = get(victim.http, "/health")
+                check("node serves HTTP during the flood", status == 200)
+            finally:
+                for s in flood:
+                    s.close()
+            ok, state = converge(nodes, timeout=20)
+            check("ring intact after the flood", ok, state)
 
             # errors a person can act on
             status, body = get(victim.http, "/no-such-route")
