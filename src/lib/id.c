@@ -100,29 +100,6 @@ unsigned rn_id_bitlen(const rn_id *x)
 	return rn_id_dist_bitlen(x, &zero);
 }
 
-bool rn_id_in_oc(const rn_id *x, const rn_id *a, const rn_id *b)
-{
-	int ab = rn_id_cmp(a, b);
-	if (ab == 0)
-		return true;
-	int xa = rn_id_cmp(x, a), xb = rn_id_cmp(x, b);
-	if (ab < 0)
-		return xa > 0 && xb <= 0;
-	return xa > 0 || xb <= 0;
-}
-
-bool rn_id_in_oo(const rn_id *x, const rn_id *a, const rn_id *b)
-{
-	int ab = rn_id_cmp(a, b);
-	int xa = rn_id_cmp(x, a);
-	if (ab == 0)
-		return xa != 0;
-	int xb = rn_id_cmp(x, b);
-	if (ab < 0)
-		return xa > 0 && xb < 0;
-	return xa > 0 || xb < 0;
-}
-
 void rn_id_to_hex(const rn_id *x, char out[RN_ID_HEX])
 {
 	static const char digits[] = "0123456789abcdef";

@@ -107,10 +107,31 @@ void rn_id_sub(rn_id *out, const rn_id *a, const rn_id *b);
 /* Number of significant bits of x (0 for zero). */
 unsigned rn_id_bitlen(const rn_id *x);
 
-/* x in the ring interval (a, b]; (a, a] is the whole ring. */
-bool rn_id_in_oc(const rn_id *x, const rn_id *a, const rn_id *b);
+/* x in the ring interval (a, b]; (a, a] is the whole ring. Inline: every routing step
+ * makes a few of these tests. */
+static inline bool rn_id_in_oc(const rn_id *x, const rn_id *a, const rn_id *b)
+{
+	int ab = rn_id_cmp(a, b);
+	if (ab == 0)
+		return true;
+	int xa = rn_id_cmp(x, a), xb = rn_id_cmp(x, b);
+	if (ab < 0)
+		return xa > 0 && xb <= 0;
+	return xa > 0 || xb <= 0;
+}
+
 /* x in the ring interval (a, b); (a, a) is the whole ring but a. */
-bool rn_id_in_oo(const rn_id *x, const rn_id *a, const rn_id *b);
+static inline bool rn_id_in_oo(const rn_id *x, const rn_id *a, const rn_id *b)
+{
+	int ab = rn_id_cmp(a, b);
+	int xa = rn_id_cmp(x, a);
+	if (ab == 0)
+		return xa != 0;
+	int xb = rn_id_cmp(x, b);
+	if (ab < 0)
+		return xa > 0 && xb < 0;
+	return xa > 0 || xb < 0;
+}
 
 void rn_id_to_hex(const rn_id *x, char out[RN_ID_HEX]);
 /* Parses 1..40 hex digits, left-aligned (a short string names the top bits). 0 or -1. */

@@ -41,6 +41,7 @@ struct ring_node {
 	uint8_t succ_span;  /* bit length of the distance to the last successor: a finger
 	                     * further away than that beats every successor */
 	uint32_t starts[5]; /* bit i set: a finger run starts at index i */
+	uint8_t rank[4];    /* rank[w]: runs starting in starts[0..w] (run_of's prefix sums) */
 	frun *heap_runs;    /* NULL while the runs fit in the inline area */
 	/* line 1 */
 	const ring_config *cfg;
@@ -169,13 +170,6 @@ static unsigned run_hi(const ring_node *n, unsigned k)
 	return k + 1 < n->nruns ? R(n)[k + 1].lo : n->cfg->bits;
 }
 
-static void index_runs(ring_node *n)
-{
-	memset(n->starts, 0, sizeof n->starts);
-	for (unsigned k = 0; k < n->nruns; k++)
-		n->starts[R(n)[k].lo / 32] |= 1u << (R(n)[k].lo % 32);
-}
-
 /* Without -mpopcnt, __builtin_popcount is a library call; this is a few instructions. */
 static inline unsigned popcount32(uint32_t v)
 {
@@ -184,12 +178,22 @@ static inline unsigned popcount32(uint32_t v)
 	return (((v + (v >> 4)) & 0x0f0f0f0fu) * 0x01010101u) >> 24;
 }
 
+static void index_runs(ring_node *n)
+{
+	memset(n->starts, 0, sizeof n->starts);
+	for (unsigned k = 0; k < n->nruns; k++)
+		n->starts[R(n)[k].lo / 32] |= 1u << (R(n)[k].lo % 32);
+	unsigned c = 0;
+	for (unsigned w = 0; w < 4; w++) {
+		c += popcount32(n->starts[w]);
+		n->rank[w] = (uint8_t)c;
+	}
+}
+
 /* The run that holds finger i. */
 static unsigned run_of(const ring_node *n, unsigned i)
 {
-	unsigned w = i / 32, c = 0;
-	for (unsigned k = 0; k < w; k++)
-		c += popcount32(n->starts[k]);
+	unsigned w = i / 32, c = w ? n->rank[w - 1] : 0;
 	uint32_t mask = (i % 32 == 31) ? UINT32_MAX : ((1u << (i % 32 + 1)) - 1);
 	c += popcount32(n->starts[w] & mask);
 	return c - 1;

@@ -262,7 +262,9 @@ static int push_msg(sim *s, uint64_t t, uint32_t kind, uint32_t sender, const ri
 		mev *e = bucket_add_msg(s, t);
 		if (!e)
 			return RN_ENOMEM;
-		*e = (mev){kind, sender, *m};
+		e->kind = kind;
+		e->sender = sender;
+		e->m = *m;
 		return 0;
 	}
 	uint32_t id = slot_alloc(s);
@@ -283,7 +285,9 @@ static bool is_msg(uint32_t kind)
 	return kind == EV_DELIVER || kind == EV_UNREACH;
 }
 
+#ifndef PREFETCH_AHEAD
 #define PREFETCH_AHEAD 6
+#endif
 
 /* The next event; false when none is left. Messages come with a copy of themselves. */
 static bool pop(sim *s, popped *out)
@@ -589,20 +593,20 @@ static int drain(sim *s, uint32_t from)
 {
 	ring_out *o = &s->out;
 	for (size_t k = 0; k < o->nmsgs; k++) {
-		ring_msg m = o->msgs[k];
-		if (m.npeers) {
-			ring_peer *copy = malloc(m.npeers * sizeof *copy);
+		ring_msg *m = &o->msgs[k]; /* the output is reset before the next step */
+		if (m->npeers) {
+			ring_peer *copy = malloc(m->npeers * sizeof *copy);
 			if (!copy)
 				return RN_ENOMEM;
-			memcpy(copy, m.peers, m.npeers * sizeof *copy);
-			m.peers = copy;
+			memcpy(copy, m->peers, m->npeers * sizeof *copy);
+			m->peers = copy;
 		} else {
-			m.peers = NULL;
+			m->peers = NULL;
 		}
 		s->r->messages++;
 		uint64_t t;
 		uint32_t kind;
-		if (m.to < s->n && s->alive[m.to]) {
+		if (m->to < s->n && s->alive[m->to]) {
 			uint32_t span = s->p->latency_max_ms - s->p->latency_min_ms + 1;
 			t = s->now + s->p->latency_min_ms + rn_rng_below(&s->rng, span);
 			kind = EV_DELIVER;
@@ -610,9 +614,9 @@ static int drain(sim *s, uint32_t from)
 			t = s->now + CONNECT_TIMEOUT_MS;
 			kind = EV_UNREACH;
 		}
-		int rc = push_msg(s, t, kind, from, &m);
+		int rc = push_msg(s, t, kind, from, m);
 		if (rc < 0) {
-			free((void *)m.peers);
+			free((void *)m->peers);
 			return rc;
 		}
 	}
