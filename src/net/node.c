@@ -27,18 +27,19 @@
 #include "../store/store.h"
 #include "wire.h"
 
-#define MAX_PEERS          4096
-#define MAX_QUEUE          1024 /* frames waiting for one peer's connection */
-#define MAX_OUT_CONNS      256  /* outgoing connections; the least recently used idle one goes */
-#define MAX_IN_CONNS       1024 /* incoming connections; more are closed at once */
-#define SNAPSHOT_MS        100
-#define CONNECT_BACKOFF_MS 500
-#define KV_DEADLINE_MS     5000         /* an HTTP request waiting on the ring longer gets 503 */
-#define KV_BODY_MAX        (1u << 20)   /* bytes in a POST body */
-#define HANDOFF_BIT        (1ull << 63) /* request ids of key handoffs, not HTTP requests */
-#define HANDOFF_EVERY_MS   5000         /* re-check for keys this node no longer owns */
-#define REJOIN_EVERY_MS    3000         /* not in a ring yet: try the next known peer */
-#define LEAVE_WAIT_MS      3000         /* on SIGTERM, wait this long for handed-off keys */
+#define MAX_PEERS           4096
+#define MAX_QUEUE           1024 /* frames waiting for one peer's connection */
+#define MAX_OUT_CONNS       256  /* outgoing connections; the least recently used idle one goes */
+#define MAX_IN_CONNS        1024 /* incoming connections; more are closed at once */
+#define SNAPSHOT_MS         100
+#define CONNECT_BACKOFF_MS  500        /* after a failed connect; doubles with each failure */
+#define CONNECT_BACKOFF_MAX 8000       /* ... up to this, until a connect works or it talks to us */
+#define KV_DEADLINE_MS      5000       /* an HTTP request waiting on the ring longer gets 503 */
+#define KV_BODY_MAX         (1u << 20) /* bytes in a POST body */
+#define HANDOFF_BIT         (1ull << 63) /* request ids of key handoffs, not HTTP requests */
+#define HANDOFF_EVERY_MS    5000         /* re-check for keys this node no longer owns */
+#define REJOIN_EVERY_MS     3000         /* not in a ring yet: try the next known peer */
+#define LEAVE_WAIT_MS       3000         /* on SIGTERM, wait this long for handed-off keys */
 
 enum { FRAME_RING, FRAME_KV };
 
@@ -63,8 +64,9 @@ typedef struct {
 	bool connected;
 	pending *head, *tail;
 	unsigned nq;
-	uint64_t failed_at; /* last connect failure: back off before trying again */
-	uint64_t used_at;   /* last frame sent: for closing idle connections */
+	uint64_t failed_at;  /* last connect failure: back off before trying again */
+	uint32_t backoff_ms; /* how long, from failed_at (0: try at once) */
+	uint64_t used_at;    /* last frame sent: for closing idle connections */
 } peer;
 
 typedef struct {
@@ -339,6 +341,15 @@ static void on_out_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 	}
 }
 
+/* Exponential backoff: a peer that is down is not hammered with connects. */
+static void connect_failed(peer *p, uint64_t now)
+{
+	p->failed_at = now;
+	p->backoff_ms = !p->backoff_ms                             ? CONNECT_BACKOFF_MS
+	                : p->backoff_ms >= CONNECT_BACKOFF_MAX / 2 ? CONNECT_BACKOFF_MAX
+	                                                           : p->backoff_ms * 2;
+}
+
 static void on_connect(uv_connect_t *req, int status)
 {
 	peer *p = req->data;
@@ -346,11 +357,12 @@ static void on_connect(uv_connect_t *req, int status)
 	if (status < 0) {
 		LOG_D(n, "cannot connect to %s: %s", p->addr, uv_strerror(status));
 		drop_connection(p);
-		p->failed_at = uv_now(&n->loop);
+		connect_failed(p, uv_now(&n->loop));
 		fail_queue(p);
 		return;
 	}
 	p->connected = true;
+	p->backoff_ms = 0;
 	uv_read_start((uv_stream_t *)p->tcp, alloc_cb, on_out_read);
 	pending *f = p->head;
 	p->head = p->tail = NULL;
@@ -388,7 +400,7 @@ static void send_frame(node *n, ring_addr to, pending *f)
 	}
 	uint64_t now = uv_now(&n->loop);
 	if (p->nq >= MAX_QUEUE ||
-	    (!p->tcp && p->failed_at && now - p->failed_at < CONNECT_BACKOFF_MS)) {
+	    (!p->tcp && p->backoff_ms && now - p->failed_at < p->backoff_ms)) {
 		hand_back(n, f); /* queue full, or it refused us a moment ago */
 		free_frame(f);
 		return;
@@ -416,7 +428,7 @@ static void send_frame(node *n, ring_addr to, pending *f)
 	p->connect.data = p;
 	if (uv_tcp_connect(&p->connect, p->tcp, (const struct sockaddr *)&p->sa, on_connect) < 0) {
 		drop_connection(p);
-		p->failed_at = now;
+		connect_failed(p, now);
 		fail_queue(p);
 	}
 }
@@ -558,6 +570,9 @@ static bool consume(inconn *c)
 		if (wire_decode_ring(c->buf + off + WIRE_HEADER, blen, &n->book, &m, peers) < 0)
 			return false;
 		m.to = 0;
+		if (m.from.addr != RING_ADDR_NONE && m.from.addr < n->npeers)
+			n->peers[m.from.addr].backoff_ms =
+			    0; /* it is up again: connect when needed */
 		n->frames_in++;
 		n->msgs_in[m.type]++;
 		ring_out_reset(&n->out);
@@ -1023,9 +1038,10 @@ static char *peers_json(node *n)
 		                    : p->tcp       ? "connecting"
 		                    : p->failed_at ? "unreachable"
 		                                   : "idle";
-		json_array_append_new(a, json_pack("{s:s, s:s, s:o, s:I}", "addr", p->addr, "state",
-		                                   state, "roles", roles, "queued",
-		                                   (json_int_t)p->nq));
+		json_array_append_new(a, json_pack("{s:s, s:s, s:o, s:I, s:I}", "addr", p->addr,
+		                                   "state", state, "roles", roles, "queued",
+		                                   (json_int_t)p->nq, "backoff_ms",
+		                                   (json_int_t)p->backoff_ms));
 	}
 	json_t *doc = json_pack("{s:s, s:o}", "self", n->peers[0].addr, "peers", a);
 	char *t = json_dumps(doc, JSON_COMPACT);
