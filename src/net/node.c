@@ -38,7 +38,9 @@
 #define KV_BODY_MAX         (1u << 20) /* bytes in a POST body */
 #define HANDOFF_BIT         (1ull << 63) /* request ids of key handoffs, not HTTP requests */
 #define HANDOFF_EVERY_MS    5000         /* re-check for keys this node no longer owns */
-#define REJOIN_EVERY_MS     3000         /* not in a ring yet: try the next known peer */
+#define REJOIN_EVERY_MS     1000         /* not in a ring yet: try the next known peer */
+#define ANCHOR_EVERY_MS     5000         /* look up successor(0), the ring's smallest id */
+#define ANCHOR_BIT          (1ull << 62) /* request ids of those lookups */
 #define LEAVE_WAIT_MS       3000         /* on SIGTERM, wait this long for handed-off keys */
 
 enum { FRAME_RING, FRAME_KV };
@@ -101,6 +103,13 @@ typedef struct job {
 } job;
 
 /* A key sent to the node that now owns it, deleted here once that node says stored. */
+/* A peer to join through; its ring id is known when an earlier run saved it. */
+typedef struct {
+	char addr[WIRE_ADDR_MAX];
+	rn_id id;
+	bool has_id;
+} candidate;
+
 typedef struct handoff {
 	struct handoff *next;
 	uint64_t req;
@@ -155,9 +164,12 @@ typedef struct node {
 	handoff *handoffs;
 	uint64_t handoff_seq, handoff_at, leave_deadline;
 	/* joining: --join addresses, then the peers saved in DATA/peers by an earlier run */
-	char (*candidates)[WIRE_ADDR_MAX];
-	unsigned ncandidates, next_candidate;
+	candidate *candidates;
+	unsigned ncandidates, next_candidate, join_tries;
 	uint64_t join_tried_at;
+	bool restarted;   /* DATA/peers named peers: this node was in a ring before */
+	ring_peer anchor; /* successor(0), the ring's smallest id, saved with the peers */
+	uint64_t anchor_at, anchor_seq;
 	char *saved_peers; /* what DATA/peers holds now */
 	/* HTTP */
 	struct MHD_Daemon *mhd;
@@ -788,6 +800,11 @@ static void kv_fail(node *n, job *j, const char *why)
 
 static void kv_on_lookup(node *n, const ring_event *e)
 {
+	if (e->req & ANCHOR_BIT) {
+		if (e->ok && e->result.addr != RING_ADDR_NONE)
+			n->anchor = e->result;
+		return;
+	}
 	n->lookups++;
 	n->lookup_hops += e->hops;
 	n->lookups_failed += !e->ok;
@@ -911,6 +928,13 @@ static void on_wake(uv_async_t *a)
 			j->next = n->active;
 			n->active = j;
 			kv_fail(n, j, "the node is shutting down");
+			continue;
+		}
+		if (!ring_joined(n->ring)) { /* it would answer for the whole ring alone */
+			j->next = n->active;
+			n->active = j;
+			kv_fail(n, j,
+			        "this node is not in a ring yet (joining); try again shortly");
 			continue;
 		}
 		j->req = ++n->kv_seq;
@@ -1101,6 +1125,7 @@ static void publish(node *n)
 
 static void save_peers(node *n);
 static void try_join(node *n);
+static bool restart_ring(node *n);
 
 static void on_snapshot(uv_timer_t *t)
 {
@@ -1109,10 +1134,20 @@ static void on_snapshot(uv_timer_t *t)
 	kv_expire(n, false);
 	if (!n->stopping && uv_now(&n->loop) - n->handoff_at >= HANDOFF_EVERY_MS)
 		handoff_to(n, ring_predecessor(n->ring), false);
+	uint64_t now = uv_now(&n->loop);
+	if (!n->stopping && ring_joined(n->ring) && now - n->anchor_at >= ANCHOR_EVERY_MS) {
+		n->anchor_at = now;
+		rn_id zero = {{0}};
+		ring_out_reset(&n->out);
+		ring_lookup(n->ring, now, &zero, ANCHOR_BIT | ++n->anchor_seq, &n->out);
+		drain(n);
+	}
 	save_peers(n);
 	if (!n->stopping && !ring_joined(n->ring) && n->ncandidates &&
-	    uv_now(&n->loop) - n->join_tried_at >= REJOIN_EVERY_MS)
-		try_join(n);
+	    now - n->join_tried_at >= REJOIN_EVERY_MS) {
+		if (!restart_ring(n))
+			try_join(n);
+	}
 }
 
 static enum MHD_Result reply(http_req *q, struct MHD_Connection *c, unsigned status,
@@ -1348,54 +1383,107 @@ static void on_http_done(void *cls, struct MHD_Connection *c, void **state,
 
 /* ---- joining and the saved peers ---- */
 
-static void add_candidate(node *n, const char *addr)
+/* Adds a peer to join through (id: NULL when not known); 1 when it is new. */
+static int add_candidate(node *n, const char *addr, const rn_id *id)
 {
 	char host[24];
 	int port;
 	if (node_parse_hostport(addr, host, sizeof host, &port) < 0)
-		return;
+		return 0;
 	char canon[WIRE_ADDR_MAX];
 	snprintf(canon, sizeof canon, "%s:%d", host, port);
 	if (!strcmp(canon, n->peers[0].addr))
-		return; /* ourselves */
-	for (unsigned i = 0; i < n->ncandidates; i++)
-		if (!strcmp(n->candidates[i], canon))
-			return;
-	void *q = realloc(n->candidates, (n->ncandidates + 1) * sizeof *n->candidates);
-	if (!q)
-		return;
-	n->candidates = q;
-	snprintf(n->candidates[n->ncandidates++], WIRE_ADDR_MAX, "%s", canon);
+		return 0; /* ourselves */
+	candidate *c = NULL;
+	for (unsigned i = 0; i < n->ncandidates && !c; i++)
+		if (!strcmp(n->candidates[i].addr, canon))
+			c = &n->candidates[i];
+	int added = 0;
+	if (!c) {
+		void *q = realloc(n->candidates, (n->ncandidates + 1) * sizeof *n->candidates);
+		if (!q)
+			return 0;
+		n->candidates = q;
+		c = &n->candidates[n->ncandidates++];
+		memset(c, 0, sizeof *c);
+		snprintf(c->addr, sizeof c->addr, "%s", canon);
+		added = 1;
+	}
+	if (id) {
+		c->id = *id;
+		c->has_id = true;
+	}
+	return added;
 }
 
 /* --join addresses first, then the peers an earlier run of this node knew. */
 static void load_candidates(node *n)
 {
 	for (int i = 0; i < n->o->njoin; i++)
-		add_candidate(n, n->o->join[i]);
+		add_candidate(n, n->o->join[i], NULL);
 	char path[512];
 	snprintf(path, sizeof path, "%s/peers", n->o->data);
 	FILE *f = fopen(path, "r");
 	if (!f)
 		return;
+	/* a line is "host:port id-in-hex" (the id is missing in files of older versions) */
 	char line[128];
-	unsigned before = n->ncandidates;
+	unsigned saved = 0;
 	while (fgets(line, sizeof line, f)) {
 		line[strcspn(line, "\r\n")] = '\0';
-		if (line[0])
-			add_candidate(n, line);
+		char *sp = strchr(line, ' ');
+		rn_id id;
+		bool has_id = false;
+		if (sp) {
+			*sp = '\0';
+			has_id = rn_id_from_hex(&id, sp + 1) == 0;
+		}
+		if (line[0]) {
+			add_candidate(n, line, has_id ? &id : NULL);
+			saved++;
+		}
 	}
 	fclose(f);
-	if (n->ncandidates > before)
-		LOG_I(n, "%u peers saved by an earlier run will be tried to rejoin",
-		      n->ncandidates - before);
+	if (saved) {
+		n->restarted = true;
+		LOG_I(n, "%u peers saved by an earlier run will be tried to rejoin", saved);
+	}
+}
+
+/* A whole ring that stopped and starts again: nobody is in a ring to join. The node with
+ * the smallest id among those up starts it again and the others join it. A node that has
+ * tried every peer it knows, and sees none with a smaller id up (connected to it), is that
+ * node. Every node saves its predecessor (smaller than itself, but for the smallest) and
+ * successor(0) (the smallest of all), so normally exactly one node starts the ring; were
+ * those both down, two parts of the ring could each start one. Only a node that was in a
+ * ring before does this: a first start with --join waits for its --join peers. */
+static bool restart_ring(node *n)
+{
+	if (!n->restarted || n->join_tries < n->ncandidates)
+		return false;
+	const rn_id *self = ring_self_id(n->ring);
+	for (unsigned i = 0; i < n->ncandidates; i++) {
+		const candidate *c = &n->candidates[i];
+		if (!c->has_id || rn_id_cmp(&c->id, self) >= 0)
+			continue;
+		ring_addr a = book_intern(n, c->addr);
+		if (a != RING_ADDR_NONE && n->peers[a].connected)
+			return false; /* a smaller one is up: it starts the ring, or has */
+	}
+	LOG_W(n, "no peer this node knew is in a ring, and none with a smaller id is up: "
+	         "starting the ring again");
+	ring_out_reset(&n->out);
+	ring_create(n->ring, uv_now(&n->loop), &n->out);
+	drain(n);
+	return true;
 }
 
 static void try_join(node *n)
 {
 	if (!n->ncandidates || ring_joined(n->ring))
 		return;
-	const char *addr = n->candidates[n->next_candidate++ % n->ncandidates];
+	const char *addr = n->candidates[n->next_candidate++ % n->ncandidates].addr;
+	n->join_tries++;
 	ring_addr via = book_intern(n, addr);
 	if (via == RING_ADDR_NONE)
 		return;
@@ -1411,17 +1499,26 @@ static void save_peers(node *n)
 {
 	if (!ring_joined(n->ring) || n->stopping)
 		return;
-	ring_peer list[RING_MAX_SUCC + 1];
+	ring_peer list[RING_MAX_SUCC + 2];
 	size_t k = ring_successors(n->ring, list, RING_MAX_SUCC);
 	ring_peer pred = ring_predecessor(n->ring);
 	if (pred.addr != RING_ADDR_NONE)
 		list[k++] = pred;
-	char text[(RING_MAX_SUCC + 1) * WIRE_ADDR_MAX + 1];
+	if (n->anchor.addr != RING_ADDR_NONE)
+		list[k++] = n->anchor;
+	char text[(RING_MAX_SUCC + 2) * (WIRE_ADDR_MAX + RN_ID_HEX + 1) + 1];
 	size_t len = 0;
-	for (size_t i = 0; i < k; i++)
-		if (list[i].addr < n->npeers && list[i].addr != 0)
-			len += (size_t)snprintf(text + len, sizeof text - len, "%s\n",
-			                        n->peers[list[i].addr].addr);
+	for (size_t i = 0; i < k; i++) {
+		bool dup = false;
+		for (size_t j = 0; j < i && !dup; j++)
+			dup = list[j].addr == list[i].addr;
+		if (dup || list[i].addr >= n->npeers || list[i].addr == 0)
+			continue;
+		char hex[RN_ID_HEX];
+		rn_id_to_hex(&list[i].id, hex);
+		len += (size_t)snprintf(text + len, sizeof text - len, "%s %s\n",
+		                        n->peers[list[i].addr].addr, hex);
+	}
 	text[len] = '\0';
 	if (!len || (n->saved_peers && !strcmp(n->saved_peers, text)))
 		return;
@@ -1504,6 +1601,7 @@ int node_run(const node_opts *o)
 		return 1;
 	n->o = o;
 	n->tick_at = UINT64_MAX;
+	n->anchor.addr = RING_ADDR_NONE;
 	n->peers = calloc(MAX_PEERS, sizeof *n->peers);
 	pthread_mutex_init(&n->lock, NULL);
 	n->book = (wire_book){book_name, book_intern, n};

@@ -666,6 +666,8 @@ void ring_create(ring_node *n, uint64_t now, ring_out *o)
 {
 	set_nsucc(n, 0);
 	C(n)->pred = no_peer;
+	C(n)->join_via = RING_ADDR_NONE; /* a join still under way is moot now */
+	C(n)->join_pending = 0;
 	n->joined = 1;
 	schedule(n, now);
 	done(n, o);

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
 """`ringnet cluster` and the client commands, as a user runs them."""
+import json
 import os
 import random
 import signal
@@ -100,6 +101,41 @@ def main():
             # restarted nodes have new pids: look for anything still using our data dir
             left = subprocess.run(["pgrep", "-f", tmp], capture_output=True, text=True).stdout
             t.check("no node left running", not left.strip(), left)
+
+        # `make run` a second time: the same cluster on the same data comes back whole,
+        # with no --join telling the first node where a ring is
+        if rc == 0:
+            proc = subprocess.Popen([BIN, "cluster", "--nodes", "5", "--base-http", str(base),
+                                     "--base-peer", str(base + 50), "--data",
+                                     os.path.join(tmp, "d")],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            try:
+                deadline = time.time() + 40
+                while time.time() < deadline:
+                    time.sleep(1)
+                    joined = [json.loads(cli("ring", node=n)[1] or "{}").get("successors")
+                              for n in nodes]
+                    got = [cli("get", f"k{i}", node=nodes[(i + 3) % 5]) for i in range(20)]
+                    whole = all(joined) and all(g[0] == 0 and g[1] == str(i)
+                                                for i, g in enumerate(got))
+                    if whole:
+                        break
+                t.check("after a restart of the cluster every node is in the ring",
+                        all(joined), joined)
+                t.check("after a restart of the cluster every key is readable",
+                        all(g[0] == 0 and g[1] == str(i) for i, g in enumerate(got)), got)
+                rc, out, err = cli("put", "after", "restart", node=nodes[4])
+                t.check("writes work after the restart", rc == 0, (rc, out, err))
+                t.check("and read back through another node",
+                        cli("get", "after", node=nodes[1])[:2] == (0, "restart"))
+            finally:
+                proc.send_signal(signal.SIGINT)
+                try:
+                    rc = proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    rc = None
+                t.check("Ctrl-C stops the restarted cluster with exit 0", rc == 0, rc)
     return t.finish()
 
 

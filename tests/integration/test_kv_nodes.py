@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """The key-value API as a user would use it, on 5 real node processes."""
 import random
+import signal
 import sys
 import tempfile
 import time
 
-from ringtest import Checks, Node, converge, dump_logs, owner, request
+from ringtest import Checks, Node, converge, dump_logs, free_port, owner, request
 
 BIN = sys.argv[1]
 t = Checks("kv_nodes")
@@ -144,6 +145,33 @@ def main():
             ok, state = converge(nodes)
             t.check("ring converges after the leave", ok, state)
             wait_placed(nodes, live, "after a graceful leave")
+
+            # the whole ring stops at once (as on Ctrl-C) and starts again on the same data,
+            # each node finding the others through the peers it saved: every key is back
+            for n in nodes:
+                n.proc.send_signal(signal.SIGTERM)
+            codes = [n.proc.wait(timeout=15) for n in nodes]
+            t.check("every node exits 0 when all stop at once", codes == [0] * len(nodes), codes)
+            for n in nodes:
+                n.join = None
+                n.start()
+            ok, state = converge(nodes)
+            t.check("ring converges after a restart of every node", ok, state)
+            wait_placed(nodes, live, "after every node stopped and started again", timeout=60)
+
+            # a node that cannot join (its --join peer is down, and it was never in a ring)
+            # does not answer for the whole ring: it says so, and does not start a ring
+            class Nowhere:
+                addr = f"127.0.0.1:{free_port()}"
+            lonely = Node(BIN, "kv-lonely", logdir, join=Nowhere)
+            nodes.append(lonely)
+            status, body = request(lonely.http, "/kv", "POST", {"key": "k", "value": 1})
+            t.check("a node not in a ring answers 503", status == 503 and "ring" in body.get("error", ""),
+                    (status, body))
+            time.sleep(2.5)
+            status, health = request(lonely.http, "/health")
+            t.check("and does not start a ring of its own",
+                    status == 200 and health.get("joined") is False, health)
         finally:
             for n in nodes:
                 n.stop()
