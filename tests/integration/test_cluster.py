@@ -31,6 +31,23 @@ def cli(*args, node):
     return r.returncode, r.stdout.strip(), r.stderr
 
 
+def cluster(base, tmp):
+    """`ringnet cluster` of 5 on ports from base, data under tmp."""
+    return subprocess.Popen([BIN, "cluster", "--nodes", "5", "--base-http", str(base),
+                             "--base-peer", str(base + 50), "--data", os.path.join(tmp, "d")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def interrupt(proc):
+    """Ctrl-C, as a user stops the cluster: its exit status, or None if it hangs."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        return proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return None
+
+
 def main():
     random.seed(os.getpid())
     while True:
@@ -38,9 +55,7 @@ def main():
         if ports_free(base, 5) and ports_free(base + 50, 5):
             break
     with tempfile.TemporaryDirectory() as tmp:
-        proc = subprocess.Popen([BIN, "cluster", "--nodes", "5", "--base-http", str(base),
-                                 "--base-peer", str(base + 50), "--data", os.path.join(tmp, "d")],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = cluster(base, tmp)
         try:
             lines = [proc.stdout.readline() for _ in range(6)]
             pids = {l.split()[0]: int(l.split()[-1]) for l in lines[1:] if "pid" in l}
@@ -91,12 +106,7 @@ def main():
             t.check("every key readable after the restart",
                     all(g[0] == 0 and g[1] == str(i) for i, g in enumerate(got)), got)
         finally:
-            proc.send_signal(signal.SIGINT)
-            try:
-                rc = proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                rc = None
+            rc = interrupt(proc)
             t.check("Ctrl-C stops the cluster with exit 0", rc == 0, rc)
             # restarted nodes have new pids: look for anything still using our data dir
             left = subprocess.run(["pgrep", "-f", tmp], capture_output=True, text=True).stdout
@@ -105,10 +115,7 @@ def main():
         # `make run` a second time: the same cluster on the same data comes back whole,
         # with no --join telling the first node where a ring is
         if rc == 0:
-            proc = subprocess.Popen([BIN, "cluster", "--nodes", "5", "--base-http", str(base),
-                                     "--base-peer", str(base + 50), "--data",
-                                     os.path.join(tmp, "d")],
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            proc = cluster(base, tmp)
             try:
                 deadline = time.time() + 40
                 while time.time() < deadline:
@@ -129,12 +136,7 @@ def main():
                 t.check("and read back through another node",
                         cli("get", "after", node=nodes[1])[:2] == (0, "restart"))
             finally:
-                proc.send_signal(signal.SIGINT)
-                try:
-                    rc = proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    rc = None
+                rc = interrupt(proc)
                 t.check("Ctrl-C stops the restarted cluster with exit 0", rc == 0, rc)
     return t.finish()
 
