@@ -102,7 +102,6 @@ typedef struct job {
 	bool done;
 } job;
 
-/* A key sent to the node that now owns it, deleted here once that node says stored. */
 /* A peer to join through; its ring id is known when an earlier run saved it. */
 typedef struct {
 	char addr[WIRE_ADDR_MAX];
@@ -110,9 +109,13 @@ typedef struct {
 	bool has_id;
 } candidate;
 
+/* A key sent to the node that now owns it, deleted here once that node says stored, and
+ * only if it still holds the value sent (SHA-1 of it): a write that came in meanwhile stays
+ * and goes with the next handoff. */
 typedef struct handoff {
 	struct handoff *next;
 	uint64_t req;
+	rn_id sent;
 	char *key;
 } handoff;
 
@@ -649,8 +652,16 @@ static void handoff_done(node *n, uint64_t req, bool stored)
 		if (h->req != req)
 			continue;
 		*pp = h->next;
-		if (stored && store_del(n->st, h->key, strlen(h->key)) == 0)
-			n->keys_handed_off++;
+		void *val = NULL;
+		size_t vlen = 0;
+		rn_id now;
+		if (stored && store_get(n->st, h->key, strlen(h->key), &val, &vlen) == 0) {
+			rn_id_hash(&now, val, vlen, RN_ID_BITS);
+			if (rn_id_eq(&now, &h->sent) &&
+			    store_del(n->st, h->key, strlen(h->key)) == 0)
+				n->keys_handed_off++;
+		}
+		free(val);
 		free(h->key);
 		free(h);
 		return;
@@ -697,6 +708,7 @@ static int handoff_one(void *ctx, const void *key, size_t klen, const void *val,
 	}
 	h->req = m.req;
 	h->key = k;
+	rn_id_hash(&h->sent, val, vlen, RN_ID_BITS);
 	h->next = n->handoffs;
 	n->handoffs = h;
 	f->kind = FRAME_KV;
