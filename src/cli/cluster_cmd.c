@@ -39,8 +39,10 @@ typedef struct {
 	pid_t pid;
 	char name[32], http[32], peer[32], data[512];
 	time_t started;
-	int restarts;
+	int restarts, quick_fails; /* exits soon after a start, in a row */
 } child;
+
+#define GIVE_UP_AFTER 5 /* a node that fails this often in a row at start is not retried */
 
 static pid_t spawn(const char *exe, child *c, const char *join, const char *level)
 {
@@ -90,6 +92,21 @@ static int wait_port(int port)
 		nanosleep(&ts, NULL);
 	}
 	return -1;
+}
+
+/* 0 when nothing listens on 127.0.0.1:port and we may bind it. */
+static int port_free(int port)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	if (fd < 0)
+		return -1;
+	int one = 1;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one); /* as the node does */
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	int rc = bind(fd, (struct sockaddr *)&sa, sizeof sa);
+	close(fd);
+	return rc;
 }
 
 static int parse_port(const char *s, int *out)
@@ -147,6 +164,17 @@ int cli_cluster(int argc, char **argv)
 		        "ringnet cluster: the HTTP and peer port ranges overlap or overflow\n");
 		return 2;
 	}
+	for (int i = 0; i < 2 * n; i++) {
+		int port = i < n ? base_http + i : base_peer + i - n;
+		if (port_free(port) < 0) {
+			fprintf(
+			    stderr,
+			    "ringnet cluster: port %d on 127.0.0.1 is in use (is another cluster "
+			    "running? stop it, or choose --base-http and --base-peer)\n",
+			    port);
+			return 1;
+		}
+	}
 	char exe[4096];
 	ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
 	if (len <= 0) {
@@ -184,6 +212,7 @@ int cli_cluster(int argc, char **argv)
 	       kids[0].http);
 	fflush(stdout);
 
+	int exit_code = 0;
 	while (!stop_requested) {
 		int st;
 		pid_t pid = waitpid(-1, &st, 0);
@@ -201,7 +230,18 @@ int cli_cluster(int argc, char **argv)
 			        c->name, (int)pid,
 			        WIFSIGNALED(st) ? "was killed by signal" : "exited with",
 			        WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
-			if (time(NULL) - c->started < 2) /* crashing at start: do not spin */
+			c->quick_fails = time(NULL) - c->started < 2 ? c->quick_fails + 1 : 0;
+			if (c->quick_fails >= GIVE_UP_AFTER) {
+				fprintf(
+				    stderr,
+				    "ringnet cluster: %s failed %d times in a row as it started; "
+				    "giving up (its log lines above say why)\n",
+				    c->name, GIVE_UP_AFTER);
+				stop_requested = 1;
+				exit_code = 1;
+				break;
+			}
+			if (c->quick_fails) /* crashing at start: do not spin */
 				sleep(1);
 			const char *join = NULL;
 			for (int k = 0; k < n && !join; k++)
@@ -229,5 +269,5 @@ int cli_cluster(int argc, char **argv)
 			waitpid(kids[i].pid, &st, 0);
 		}
 	}
-	return 0;
+	return exit_code;
 }

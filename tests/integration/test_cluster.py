@@ -138,6 +138,30 @@ def main():
             finally:
                 rc = interrupt(proc)
                 t.check("Ctrl-C stops the restarted cluster with exit 0", rc == 0, rc)
+
+        # a port already taken: a clear message and exit 1, before anything starts
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the port may be in TIME_WAIT
+            s.bind(("127.0.0.1", base + 52))
+            s.listen()
+            r = subprocess.run([BIN, "cluster", "--nodes", "5", "--base-http", str(base),
+                                "--base-peer", str(base + 50), "--data", os.path.join(tmp, "p")],
+                               capture_output=True, text=True, timeout=30)
+        t.check("a port in use is named and the cluster exits 1",
+                r.returncode == 1 and f"port {base + 52}" in r.stderr and "in use" in r.stderr,
+                (r.returncode, r.stderr[-300:]))
+
+        # a node that cannot start (its data directory is a file) is not restarted forever
+        os.makedirs(os.path.join(tmp, "q"))
+        open(os.path.join(tmp, "q", "node-2"), "w").close()
+        r = subprocess.run([BIN, "cluster", "--nodes", "3", "--base-http", str(base),
+                            "--base-peer", str(base + 50), "--data", os.path.join(tmp, "q")],
+                           capture_output=True, text=True, timeout=60)
+        t.check("a node failing at every start makes the cluster give up with exit 1",
+                r.returncode == 1 and "node-2 failed 5 times" in r.stderr
+                and "Not a directory" in r.stderr, (r.returncode, r.stderr[-300:]))
+        left = subprocess.run(["pgrep", "-f", tmp], capture_output=True, text=True).stdout
+        t.check("and stops the others", not left.strip(), left)
     return t.finish()
 
 
