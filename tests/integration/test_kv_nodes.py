@@ -159,6 +159,16 @@ def main():
             t.check("ring converges after a restart of every node", ok, state)
             wait_placed(nodes, live, "after every node stopped and started again", timeout=60)
 
+            # a power cut: every node killed at once, no handoff, then all started again
+            for n in nodes:
+                n.proc.kill()
+            for n in nodes:
+                n.proc.wait(timeout=15)
+                n.start()
+            ok, state = converge(nodes)
+            t.check("ring converges after every node was killed and restarted", ok, state)
+            wait_placed(nodes, live, "after every node was killed and started again", timeout=60)
+
             # a node that cannot join (its --join peer is down, and it was never in a ring)
             # does not answer for the whole ring: it says so, and does not start a ring
             class Nowhere:
