@@ -961,3 +961,55 @@ size_t ring_successors(const ring_node *n, ring_peer *out, size_t max)
 }
 
 _Static_assert(offsetof(struct ring_node, cfg) == 64, "line 0 of ring_node overflowed");
+
+/* ---- sorting peers ---- */
+
+/* By id, then by address: a total order, so any sort gives the same array. */
+static bool peer_less(const ring_peer *a, const ring_peer *b)
+{
+	int c = rn_id_cmp(&a->id, &b->id);
+	return c < 0 || (c == 0 && a->addr < b->addr);
+}
+
+static int peer_cmp_total(const void *a, const void *b)
+{
+	return peer_less(a, b) ? -1 : peer_less(b, a);
+}
+
+/* Sorts peers by id (ties by address). A counting pass on the top 16 bits of the ids puts
+ * each in its bucket, then an insertion sort finishes each bucket: ids are uniform, so a
+ * bucket holds a handful. On a million peers this is several times faster than qsort,
+ * which was most of the time the simulator's static build spent outside the finger fill. */
+int ring_peers_sort(ring_peer *a, size_t n)
+{
+	if (n < 4096) {
+		qsort(a, n, sizeof *a, peer_cmp_total);
+		return 0;
+	}
+	enum { BUCKETS = 1 << 16 };
+	uint32_t *at = calloc(BUCKETS + 1, sizeof *at);
+	ring_peer *tmp = malloc(n * sizeof *tmp);
+	if (!at || !tmp) {
+		free(at);
+		free(tmp);
+		return RN_ENOMEM;
+	}
+	for (size_t i = 0; i < n; i++)
+		at[(rn_id_top64(&a[i].id) >> 48) + 1]++;
+	for (size_t b = 0; b < BUCKETS; b++)
+		at[b + 1] += at[b];
+	for (size_t i = 0; i < n; i++) /* in order of address within a bucket */
+		tmp[at[rn_id_top64(&a[i].id) >> 48]++] = a[i];
+	/* every element is already in its bucket, so each moves only within it */
+	for (size_t i = 1; i < n; i++) {
+		ring_peer x = tmp[i];
+		size_t j = i;
+		for (; j > 0 && peer_less(&x, &tmp[j - 1]); j--)
+			tmp[j] = tmp[j - 1];
+		tmp[j] = x;
+	}
+	memcpy(a, tmp, n * sizeof *a);
+	free(tmp);
+	free(at);
+	return 0;
+}

@@ -174,4 +174,8 @@ void ring_set_successors(ring_node *n, const ring_peer *succ, size_t count);
 void ring_set_predecessor(ring_node *n, const ring_peer *p);
 void ring_set_fingers(ring_node *n, unsigned lo, unsigned hi, const ring_peer *p);
 
+/* Sorts peers by id, ties by address (a total order: every sort gives the same array).
+ * Several times faster than qsort on large arrays of uniform ids. 0 or RN_ENOMEM. */
+int ring_peers_sort(ring_peer *a, size_t n);
+
 #endif

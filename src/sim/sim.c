@@ -559,7 +559,11 @@ static int make_ids(sim *s, uint32_t n, rn_id **out)
 				tmp[i].id = ids[i];
 				tmp[i].addr = i;
 			}
-			qsort(tmp, n, sizeof *tmp, peer_cmp);
+			if (ring_peers_sort(tmp, n) < 0) {
+				free(tmp);
+				free(ids);
+				return RN_ENOMEM;
+			}
 			uint32_t dups = 0;
 			for (uint32_t i = 1; i < n; i++)
 				if (rn_id_eq(&tmp[i].id, &tmp[i - 1].id)) {
@@ -685,6 +689,31 @@ static void *fill_range(void *arg)
 	return NULL;
 }
 
+typedef struct {
+	sim *s;
+	const rn_id *ids;
+	uint32_t from, to;
+	int rc;
+} init_job;
+
+static void *init_range(void *arg)
+{
+	init_job *j = arg;
+	sim *s = j->s;
+	for (uint32_t i = j->from; i < j->to; i++) {
+		/* ids are distinct by construction: skip add_node's search */
+		if (!ring_node_init(NODE(s, i), &s->cfg, &j->ids[i], i))
+			j->rc = RN_ENOMEM;
+		s->alive[i] = 1;
+		s->tick_at[i] = UINT64_MAX;
+		s->issued[i] = 0;
+		s->live[i].id = j->ids[i];
+		s->live[i].addr = i;
+		s->joined[i] = i;
+	}
+	return NULL;
+}
+
 static int build_static(sim *s)
 {
 	rn_id *ids;
@@ -692,24 +721,26 @@ static int build_static(sim *s)
 	if (rc < 0)
 		return rc;
 	rc = grow_nodes(s, s->p->nodes);
-	for (uint32_t i = 0; i < s->p->nodes && rc == 0; i++) {
-		/* ids are distinct by construction: skip add_node's search */
-		if (!ring_node_init(NODE(s, i), &s->cfg, &ids[i], i))
-			rc = RN_ENOMEM;
-		s->alive[i] = 1;
-		s->tick_at[i] = UINT64_MAX;
-		s->issued[i] = 0;
-		s->live[i].id = ids[i];
-		s->live[i].addr = i;
-		s->joined[i] = i;
-		s->njoined = i + 1;
-		s->n = i + 1;
+	if (rc == 0) {
+		/* two threads: most of this is the kernel handing out the arena's pages */
+		init_job jobs[2] = {{s, ids, 0, s->p->nodes / 2, 0},
+		                    {s, ids, s->p->nodes / 2, s->p->nodes, 0}};
+		pthread_t tid;
+		bool threaded = pthread_create(&tid, NULL, init_range, &jobs[1]) == 0;
+		init_range(&jobs[0]);
+		if (threaded)
+			pthread_join(tid, NULL);
+		else
+			init_range(&jobs[1]);
+		rc = jobs[0].rc < 0 ? jobs[0].rc : jobs[1].rc;
+		s->n = s->njoined = s->p->nodes;
 	}
 	free(ids);
 	if (rc < 0)
 		return rc;
 	s->nlive = s->n;
-	qsort(s->live, s->nlive, sizeof *s->live, peer_cmp);
+	if ((rc = ring_peers_sort(s->live, s->nlive)) < 0)
+		return rc;
 	/* every node's tables come from the oracle alone: fill halves of the ring on two
 	 * threads */
 	fill_job jobs[2] = {{s, 0, s->nlive / 2}, {s, s->nlive / 2, s->nlive}};

@@ -506,10 +506,52 @@ static void test_config_check(void **state)
 	assert_true(ring_config_check(&c) < 0);
 }
 
+/* The oracle for ring_peers_sort: qsort with the same total order, written out here. */
+static int oracle_cmp(const void *a, const void *b)
+{
+	const ring_peer *x = a, *y = b;
+	int c = memcmp(x->id.b, y->id.b, RN_ID_BYTES);
+	if (c)
+		return c;
+	return x->addr < y->addr ? -1 : x->addr > y->addr;
+}
+
+static void test_peers_sort_matches_qsort(void **state)
+{
+	(void)state;
+	rn_rng rng;
+	rn_rng_seed(&rng, 7);
+	/* sizes on both sides of the bucketing threshold; small rings make equal ids */
+	const size_t sizes[] = {0, 1, 2, 100, 4095, 4096, 5000, 70000, 200000};
+	const unsigned bits[] = {160, 12, 20};
+	for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++)
+		for (size_t bi = 0; bi < sizeof bits / sizeof *bits; bi++) {
+			size_t n = sizes[si];
+			ring_peer *a = malloc((n ? n : 1) * sizeof *a);
+			ring_peer *want = malloc((n ? n : 1) * sizeof *want);
+			assert_non_null(a);
+			assert_non_null(want);
+			for (size_t i = 0; i < n; i++) {
+				rn_id_random(&a[i].id, &rng, bits[bi]);
+				a[i].addr = (ring_addr)rn_rng_below(&rng, 1000);
+			}
+			memcpy(want, a, n * sizeof *a);
+			qsort(want, n, sizeof *want, oracle_cmp);
+			assert_int_equal(ring_peers_sort(a, n), 0);
+			for (size_t i = 0; i < n; i++) {
+				assert_memory_equal(a[i].id.b, want[i].id.b, RN_ID_BYTES);
+				assert_int_equal(a[i].addr, want[i].addr);
+			}
+			free(a);
+			free(want);
+		}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_static_rings_many_sizes),
+	    cmocka_unit_test(test_peers_sort_matches_qsort),
 	    cmocka_unit_test(test_full_small_ring),
 	    cmocka_unit_test(test_scalable_hops_logarithmic),
 	    cmocka_unit_test(test_join_one_by_one),
