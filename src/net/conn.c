@@ -1,0 +1,378 @@
+/* conn.c — the node's peer connections (loop thread): the address book that maps a ring_addr
+ * to a peer's host:port, sending, receiving and the core's timer. A node opens one outgoing
+ * TCP connection per peer address and sends everything for that peer over it; what arrives on
+ * connections others opened to us is read, framed and handed to the core (a KvMsg to kv.c). A
+ * connect that fails, a connection that drops with messages still queued, or a queue that
+ * overflows hands those messages back to the core with ring_on_unreachable: that is how the
+ * core learns a peer is gone. At most MAX_OUT_CONNS outgoing connections (the one idle longest
+ * is closed to open another) and MAX_IN_CONNS incoming (more are closed at once); a peer that
+ * refused a connect is not tried again before its backoff has passed. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "node_internal.h"
+
+typedef struct {
+	uv_write_t req;
+	peer *p;
+	pending *frame;
+} wreq;
+
+/* ---- addresses ---- */
+
+const char *nd_book_name(void *ctx, ring_addr a)
+{
+	node *n = ctx;
+	return a < n->npeers ? n->peers[a].addr : NULL;
+}
+
+ring_addr nd_book_intern(void *ctx, const char *addr)
+{
+	node *n = ctx;
+	for (uint32_t i = 0; i < n->npeers; i++)
+		if (!strcmp(n->peers[i].addr, addr))
+			return i;
+	char host[24]; /* an IPv4 address in dotted form fits with room to spare */
+	int port;
+	if (n->npeers >= MAX_PEERS || node_parse_hostport(addr, host, sizeof host, &port) < 0)
+		return RING_ADDR_NONE;
+	peer *p = &n->peers[n->npeers];
+	memset(p, 0, sizeof *p);
+	p->node = n;
+	snprintf(p->addr, sizeof p->addr, "%s:%d", host, port);
+	uv_ip4_addr(host, port, &p->sa);
+	return n->npeers++;
+}
+
+/* ---- sending ---- */
+
+static void hand_back(node *n, pending *f)
+{
+	n->unreachable++;
+	if (f->kind == FRAME_KV) {
+		nd_kv_unreachable(n, f->kv_req);
+		return;
+	}
+	f->msg.peers = f->peers;
+	ring_out_reset(&n->out);
+	ring_on_unreachable(n->ring, uv_now(&n->loop), &f->msg, &n->out);
+	nd_drain(n);
+}
+
+void nd_free_frame(pending *f)
+{
+	free(f->buf);
+	free(f);
+}
+
+/* Every queued frame of p goes back to the core as undeliverable. */
+static void fail_queue(peer *p)
+{
+	pending *f = p->head;
+	p->head = p->tail = NULL;
+	p->nq = 0;
+	while (f) {
+		pending *next = f->next;
+		hand_back(p->node, f);
+		nd_free_frame(f);
+		f = next;
+	}
+}
+
+static void on_closed(uv_handle_t *h)
+{
+	free(h);
+}
+
+void nd_drop_connection(peer *p)
+{
+	if (p->tcp) {
+		p->node->nout--;
+		p->tcp->data = NULL;
+		uv_close((uv_handle_t *)p->tcp, on_closed);
+	}
+	p->tcp = NULL;
+	p->connected = false;
+}
+
+static void on_write(uv_write_t *req, int status)
+{
+	wreq *w = (wreq *)req;
+	node *n = w->p->node;
+	if (status < 0) {
+		LOG_D(n, "write to %s failed: %s", w->p->addr, uv_strerror(status));
+		hand_back(n, w->frame);
+		if (w->p->connected)
+			nd_drop_connection(w->p);
+	} else {
+		n->frames_out++;
+		n->bytes_out += w->frame->len;
+	}
+	nd_free_frame(w->frame);
+	free(w);
+}
+
+static void write_frame(peer *p, pending *f)
+{
+	wreq *w = malloc(sizeof *w);
+	if (!w) {
+		hand_back(p->node, f);
+		nd_free_frame(f);
+		return;
+	}
+	w->p = p;
+	w->frame = f;
+	uv_buf_t b = uv_buf_init((char *)f->buf, (unsigned)f->len);
+	int rc = uv_write(&w->req, (uv_stream_t *)p->tcp, &b, 1, on_write);
+	if (rc < 0) {
+		free(w);
+		hand_back(p->node, f);
+		nd_free_frame(f);
+	}
+}
+
+static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *b)
+{
+	(void)h;
+	static char discard[4096]; /* outgoing connections carry nothing back */
+	(void)hint;
+	*b = uv_buf_init(discard, sizeof discard);
+}
+
+static void on_out_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+{
+	(void)b;
+	peer *p = s->data;
+	if (nread < 0 && p) {
+		LOG_D(p->node, "connection to %s closed: %s", p->addr, uv_strerror((int)nread));
+		nd_drop_connection(p);
+		fail_queue(p);
+	}
+}
+
+/* Exponential backoff: a peer that is down is not hammered with connects. */
+static void connect_failed(peer *p, uint64_t now)
+{
+	p->failed_at = now;
+	p->backoff_ms = !p->backoff_ms                             ? CONNECT_BACKOFF_MS
+	                : p->backoff_ms >= CONNECT_BACKOFF_MAX / 2 ? CONNECT_BACKOFF_MAX
+	                                                           : p->backoff_ms * 2;
+}
+
+static void on_connect(uv_connect_t *req, int status)
+{
+	peer *p = req->data;
+	node *n = p->node;
+	if (status < 0) {
+		LOG_D(n, "cannot connect to %s: %s", p->addr, uv_strerror(status));
+		nd_drop_connection(p);
+		connect_failed(p, uv_now(&n->loop));
+		fail_queue(p);
+		return;
+	}
+	p->connected = true;
+	p->backoff_ms = 0;
+	uv_read_start((uv_stream_t *)p->tcp, alloc_cb, on_out_read);
+	pending *f = p->head;
+	p->head = p->tail = NULL;
+	p->nq = 0;
+	while (f) {
+		pending *next = f->next;
+		write_frame(p, f);
+		f = next;
+	}
+}
+
+/* Closes the connected peer connection that has been idle longest (nothing queued). */
+static void close_idle(node *n)
+{
+	peer *oldest = NULL;
+	for (uint32_t i = 1; i < n->npeers; i++) {
+		peer *q = &n->peers[i];
+		if (q->connected && !q->nq && (!oldest || q->used_at < oldest->used_at))
+			oldest = q;
+	}
+	if (oldest) {
+		LOG_D(n, "closing idle connection to %s (at the limit of %d)", oldest->addr,
+		      MAX_OUT_CONNS);
+		nd_drop_connection(oldest);
+	}
+}
+
+void nd_send_frame(node *n, ring_addr to, pending *f)
+{
+	peer *p = &n->peers[to];
+	p->used_at = uv_now(&n->loop);
+	if (p->connected) {
+		write_frame(p, f);
+		return;
+	}
+	uint64_t now = uv_now(&n->loop);
+	if (p->nq >= MAX_QUEUE ||
+	    (!p->tcp && p->backoff_ms && now - p->failed_at < p->backoff_ms)) {
+		hand_back(n, f); /* queue full, or it refused us a moment ago */
+		nd_free_frame(f);
+		return;
+	}
+	f->next = NULL;
+	if (p->tail)
+		p->tail->next = f;
+	else
+		p->head = f;
+	p->tail = f;
+	p->nq++;
+	if (p->tcp)
+		return; /* connecting */
+	if (n->nout >= MAX_OUT_CONNS)
+		close_idle(n);
+	p->tcp = malloc(sizeof *p->tcp);
+	if (!p->tcp) {
+		fail_queue(p);
+		return;
+	}
+	n->nout++;
+	uv_tcp_init(&n->loop, p->tcp);
+	uv_tcp_nodelay(p->tcp, 1);
+	p->tcp->data = p;
+	p->connect.data = p;
+	if (uv_tcp_connect(&p->connect, p->tcp, (const struct sockaddr *)&p->sa, on_connect) < 0) {
+		nd_drop_connection(p);
+		connect_failed(p, now);
+		fail_queue(p);
+	}
+}
+
+/* ---- timers ---- */
+
+static void on_tick(uv_timer_t *t)
+{
+	node *n = t->data;
+	n->tick_at = UINT64_MAX;
+	ring_out_reset(&n->out);
+	ring_tick(n->ring, uv_now(&n->loop), &n->out);
+	nd_drain(n);
+}
+
+void nd_arm_timer(node *n, uint64_t at)
+{
+	if (at >= n->tick_at)
+		return;
+	uint64_t now = uv_now(&n->loop);
+	n->tick_at = at;
+	uv_timer_start(&n->tick, on_tick, at > now ? at - now : 0, 0);
+}
+
+/* ---- receiving ---- */
+
+void nd_in_closed(uv_handle_t *h)
+{
+	inconn *c = (inconn *)h;
+	c->node->nin--;
+	free(c->buf);
+	free(c);
+}
+
+static void in_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
+{
+	inconn *c = (inconn *)h;
+	if (hint < 65536)
+		hint = 65536;
+	if (c->cap - c->len < hint) {
+		size_t cap = c->len + hint;
+		uint8_t *q = realloc(c->buf, cap);
+		if (!q) {
+			*b = uv_buf_init(NULL, 0);
+			return;
+		}
+		c->buf = q;
+		c->cap = cap;
+	}
+	*b = uv_buf_init((char *)c->buf + c->len, (unsigned)(c->cap - c->len));
+}
+
+/* Handles every whole frame in the buffer; false when the peer sent garbage. */
+static bool consume(inconn *c)
+{
+	node *n = c->node;
+	size_t off = 0;
+	while (c->len - off >= WIRE_HEADER) {
+		uint32_t blen;
+		uint8_t type;
+		if (wire_header(c->buf + off, &blen, &type) < 0 ||
+		    (type != WIRE_RING && type != WIRE_KV))
+			return false;
+		if (c->len - off < WIRE_HEADER + (size_t)blen)
+			break;
+		if (type == WIRE_KV) {
+			wire_kv kv;
+			if (wire_decode_kv(c->buf + off + WIRE_HEADER, blen, &kv) < 0)
+				return false;
+			n->frames_in++;
+			nd_kv_on_frame(n, &kv);
+			wire_kv_free(&kv);
+			off += WIRE_HEADER + blen;
+			continue;
+		}
+		ring_msg m;
+		ring_peer peers[RING_MAX_SUCC];
+		if (wire_decode_ring(c->buf + off + WIRE_HEADER, blen, &n->book, &m, peers) < 0)
+			return false;
+		m.to = 0;
+		if (m.from.addr != RING_ADDR_NONE && m.from.addr < n->npeers)
+			n->peers[m.from.addr].backoff_ms =
+			    0; /* it is up again: connect when needed */
+		n->frames_in++;
+		n->msgs_in[m.type]++;
+		ring_out_reset(&n->out);
+		ring_on_msg(n->ring, uv_now(&n->loop), &m, &n->out);
+		nd_drain(n);
+		off += WIRE_HEADER + blen;
+	}
+	memmove(c->buf, c->buf + off, c->len - off);
+	c->len -= off;
+	return true;
+}
+
+static void in_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+{
+	(void)b;
+	inconn *c = (inconn *)s;
+	if (nread < 0) {
+		uv_close((uv_handle_t *)s, nd_in_closed);
+		return;
+	}
+	c->len += (size_t)nread;
+	c->node->bytes_in += (uint64_t)nread;
+	if (!consume(c)) {
+		c->node->bad_frames++;
+		LOG_W(c->node, "malformed frame from a peer connection: closing that connection");
+		uv_read_stop(s);
+		uv_close((uv_handle_t *)s, nd_in_closed);
+	}
+}
+
+void nd_on_connection(uv_stream_t *server, int status)
+{
+	node *n = server->data;
+	if (status < 0)
+		return;
+	inconn *c = calloc(1, sizeof *c);
+	if (!c)
+		return;
+	c->node = n;
+	uv_tcp_init(&n->loop, &c->tcp);
+	c->tcp.data = NULL; /* marks an incoming connection for close_walk */
+	n->nin++;
+	if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {
+		uv_close((uv_handle_t *)&c->tcp, nd_in_closed);
+		return;
+	}
+	if (n->nin > MAX_IN_CONNS) {
+		if (!n->refused_conns++)
+			LOG_W(n, "more than %d peer connections: closing new ones", MAX_IN_CONNS);
+		uv_close((uv_handle_t *)&c->tcp, nd_in_closed);
+		return;
+	}
+	uv_read_start((uv_stream_t *)&c->tcp, in_alloc, in_read);
+}

@@ -1,0 +1,425 @@
+/* http.c — the HTTP API, served by libmicrohttpd on its own thread. The status routes (/ring,
+ * /peers, /health, /metrics) answer from snapshots the loop publishes under a mutex every
+ * SNAPSHOT_MS (nd_publish), so the loop never blocks on a client and the ring core is only
+ * ever touched by the loop thread. A key-value request is validated here, then its connection
+ * is suspended and a job handed to the loop (a locked list and uv_async_send); kv.c answers it
+ * and resumes the connection. The HTTP request counters of /metrics are kept here. */
+#include <microhttpd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "node_internal.h"
+
+/* ---- status snapshots (loop thread) ---- */
+
+static json_t *peer_json(node *n, const ring_peer *p)
+{
+	if (p->addr == RING_ADDR_NONE || p->addr >= n->npeers)
+		return json_null();
+	char hex[RN_ID_HEX];
+	rn_id_to_hex(&p->id, hex);
+	return json_pack("{s:s, s:s}", "id", hex, "addr", n->peers[p->addr].addr);
+}
+
+static const char *msg_names[] = {"",       "find_succ", "found", "get_pred", "pred_reply",
+                                  "notify", "ping",      "pong",  "leave"};
+
+/* The loop's counters in Prometheus text format (HTTP counters are added on request). */
+static char *metrics_text(node *n)
+{
+	size_t cap = 8192, len = 0;
+	char *b = malloc(cap);
+	if (!b)
+		return NULL;
+#define P(...) len += (size_t)snprintf(b + len, len < cap ? cap - len : 0, __VA_ARGS__)
+	P("# HELP ringnet_peer_messages_total Ring protocol messages by direction and type.\n"
+	  "# TYPE ringnet_peer_messages_total counter\n");
+	for (int t = 1; t <= RING_MSG_LEAVE; t++) {
+		P("ringnet_peer_messages_total{dir=\"in\",type=\"%s\"} %llu\n", msg_names[t],
+		  (unsigned long long)n->msgs_in[t]);
+		P("ringnet_peer_messages_total{dir=\"out\",type=\"%s\"} %llu\n", msg_names[t],
+		  (unsigned long long)n->msgs_out[t]);
+	}
+	P("# HELP ringnet_peer_bytes_total Bytes on peer connections.\n"
+	  "# TYPE ringnet_peer_bytes_total counter\n"
+	  "ringnet_peer_bytes_total{dir=\"in\"} %llu\nringnet_peer_bytes_total{dir=\"out\"} %llu\n",
+	  (unsigned long long)n->bytes_in, (unsigned long long)n->bytes_out);
+	P("# HELP ringnet_peer_connections Open peer connections (out: at most %d, in: at most "
+	  "%d).\n"
+	  "# TYPE ringnet_peer_connections gauge\n"
+	  "ringnet_peer_connections{dir=\"out\"} %u\nringnet_peer_connections{dir=\"in\"} %u\n",
+	  MAX_OUT_CONNS, MAX_IN_CONNS, n->nout, n->nin);
+	P("# HELP ringnet_peer_connections_refused_total Incoming connections closed at once "
+	  "because %d were open.\n"
+	  "# TYPE ringnet_peer_connections_refused_total counter\n"
+	  "ringnet_peer_connections_refused_total %llu\n",
+	  MAX_IN_CONNS, (unsigned long long)n->refused_conns);
+	P("# HELP ringnet_peer_bad_frames_total Malformed frames (each closed its connection).\n"
+	  "# TYPE ringnet_peer_bad_frames_total counter\nringnet_peer_bad_frames_total %llu\n",
+	  (unsigned long long)n->bad_frames);
+	P("# HELP ringnet_peer_undeliverable_total Messages handed back: peer unreachable.\n"
+	  "# TYPE ringnet_peer_undeliverable_total counter\nringnet_peer_undeliverable_total "
+	  "%llu\n",
+	  (unsigned long long)n->unreachable);
+	P("# HELP ringnet_lookups_total Key lookups started here, and their hops.\n"
+	  "# TYPE ringnet_lookups_total counter\nringnet_lookups_total %llu\n"
+	  "# TYPE ringnet_lookup_hops_total counter\nringnet_lookup_hops_total %llu\n"
+	  "# TYPE ringnet_lookups_failed_total counter\nringnet_lookups_failed_total %llu\n",
+	  (unsigned long long)n->lookups, (unsigned long long)n->lookup_hops,
+	  (unsigned long long)n->lookups_failed);
+	P("# HELP ringnet_kv_requests_total Key-value requests by where they ran.\n"
+	  "# TYPE ringnet_kv_requests_total counter\n"
+	  "ringnet_kv_requests_total{where=\"local\"} %llu\n"
+	  "ringnet_kv_requests_total{where=\"forwarded\"} %llu\n"
+	  "ringnet_kv_requests_total{where=\"for_peer\"} %llu\n",
+	  (unsigned long long)n->kv_local, (unsigned long long)n->kv_forwarded,
+	  (unsigned long long)n->kv_served_for_others);
+	P("# HELP ringnet_keys_stored Keys in this node's store.\n# TYPE ringnet_keys_stored "
+	  "gauge\n"
+	  "ringnet_keys_stored %llu\n"
+	  "# TYPE ringnet_keys_handed_off_total counter\nringnet_keys_handed_off_total %llu\n",
+	  (unsigned long long)(n->st ? store_count(n->st) : 0),
+	  (unsigned long long)n->keys_handed_off);
+#undef P
+	if (len >= cap) {
+		free(b);
+		return NULL;
+	}
+	return b;
+}
+
+/* Every peer this node knows of, with its role and connection state. */
+static char *peers_json(node *n)
+{
+	ring_peer succ[RING_MAX_SUCC];
+	size_t ns = ring_successors(n->ring, succ, RING_MAX_SUCC);
+	ring_peer pred = ring_predecessor(n->ring);
+	json_t *a = json_array();
+	for (uint32_t i = 1; i < n->npeers; i++) {
+		peer *p = &n->peers[i];
+		json_t *roles = json_array();
+		if (pred.addr == i)
+			json_array_append_new(roles, json_string("predecessor"));
+		for (size_t k = 0; k < ns; k++)
+			if (succ[k].addr == i)
+				json_array_append_new(
+				    roles, json_string(k ? "successor-list" : "successor"));
+		for (unsigned f = 0; f < n->cfg.bits; f++)
+			if (ring_finger(n->ring, f).addr == i) {
+				json_array_append_new(roles, json_string("finger"));
+				break;
+			}
+		const char *state = p->connected   ? "connected"
+		                    : p->tcp       ? "connecting"
+		                    : p->failed_at ? "unreachable"
+		                                   : "idle";
+		json_array_append_new(a, json_pack("{s:s, s:s, s:o, s:I, s:I}", "addr", p->addr,
+		                                   "state", state, "roles", roles, "queued",
+		                                   (json_int_t)p->nq, "backoff_ms",
+		                                   (json_int_t)p->backoff_ms));
+	}
+	json_t *doc = json_pack("{s:s, s:o}", "self", n->peers[0].addr, "peers", a);
+	char *t = json_dumps(doc, JSON_COMPACT);
+	json_decref(doc);
+	return t;
+}
+
+void nd_publish(node *n)
+{
+	json_t *r = json_object();
+	ring_peer self = {*ring_self_id(n->ring), 0};
+	json_object_set_new(r, "name", json_string(n->o->name));
+	json_object_set_new(r, "self", peer_json(n, &self));
+	json_object_set_new(r, "joined", json_boolean(ring_joined(n->ring)));
+	ring_peer pred = ring_predecessor(n->ring);
+	json_object_set_new(r, "predecessor", peer_json(n, &pred));
+	ring_peer succ[RING_MAX_SUCC];
+	size_t ns = ring_successors(n->ring, succ, RING_MAX_SUCC);
+	json_t *sl = json_array();
+	for (size_t i = 0; i < ns; i++)
+		json_array_append_new(sl, peer_json(n, &succ[i]));
+	json_object_set_new(r, "successors", sl);
+	json_t *fl = json_array();
+	ring_peer last = {.addr = RING_ADDR_NONE - 1};
+	for (unsigned i = 0; i < n->cfg.bits; i++) {
+		ring_peer f = ring_finger(n->ring, i);
+		if (f.addr == last.addr && rn_id_eq(&f.id, &last.id))
+			continue; /* runs of equal fingers are listed once, by their first index */
+		last = f;
+		json_t *e = peer_json(n, &f);
+		if (json_is_object(e))
+			json_object_set_new(e, "from", json_integer(i));
+		json_array_append_new(fl, e);
+	}
+	json_object_set_new(r, "fingers", fl);
+	char *ring_s = json_dumps(r, JSON_COMPACT);
+	json_decref(r);
+	json_t *h = json_pack("{s:s, s:s, s:b, s:I, s:I, s:I}", "status", "ok", "name", n->o->name,
+	                      "joined", ring_joined(n->ring), "frames_in", (json_int_t)n->frames_in,
+	                      "frames_out", (json_int_t)n->frames_out, "bad_frames",
+	                      (json_int_t)n->bad_frames);
+	char *health_s = json_dumps(h, JSON_COMPACT);
+	json_decref(h);
+	char *metrics_s = metrics_text(n);
+	char *peers_s = peers_json(n);
+	pthread_mutex_lock(&n->lock);
+	free(n->snap_ring);
+	free(n->snap_health);
+	free(n->snap_metrics);
+	free(n->snap_peers);
+	n->snap_ring = ring_s;
+	n->snap_health = health_s;
+	n->snap_metrics = metrics_s;
+	n->snap_peers = peers_s;
+	pthread_mutex_unlock(&n->lock);
+}
+
+/* ---- requests (HTTP thread) ---- */
+
+static enum MHD_Result reply(http_req *q, struct MHD_Connection *c, unsigned status,
+                             const char *body)
+{
+	q->status = status;
+	struct MHD_Response *r = MHD_create_response_from_buffer(
+	    strlen(body), (void *)(uintptr_t)body, MHD_RESPMEM_MUST_COPY);
+	if (!r)
+		return MHD_NO;
+	bool prom = q->route && !strcmp(q->route, "/metrics") && status == 200;
+	MHD_add_response_header(r, "Content-Type",
+	                        prom ? "text/plain; version=0.0.4" : "application/json");
+	enum MHD_Result ok = MHD_queue_response(c, status, r);
+	MHD_destroy_response(r);
+	return ok;
+}
+
+static enum MHD_Result reply_json(http_req *q, struct MHD_Connection *c, unsigned status, json_t *j)
+{
+	char *t = nd_json_text(j);
+	enum MHD_Result rc = reply(q, c, status, t ? t : "{}");
+	free(t);
+	return rc;
+}
+
+static enum MHD_Result bad_request(http_req *q, struct MHD_Connection *c, unsigned status,
+                                   const char *why)
+{
+	return reply_json(q, c, status, json_pack("{s:s}", "error", why));
+}
+
+/* Appends the HTTP counters (kept by the HTTP thread) to the loop's metrics. Under lock. */
+static char *add_http_metrics(node *n, char *body)
+{
+	size_t len = strlen(body), cap = len + 256 + n->nhttp_count * 96;
+	char *b = realloc(body, cap);
+	if (!b) {
+		free(body);
+		return NULL;
+	}
+	len += (size_t)snprintf(
+	    b + len, cap - len,
+	    "# HELP ringnet_http_requests_total HTTP requests by route and status.\n"
+	    "# TYPE ringnet_http_requests_total counter\n");
+	for (unsigned i = 0; i < n->nhttp_count && len < cap; i++)
+		len += (size_t)snprintf(
+		    b + len, cap - len,
+		    "ringnet_http_requests_total{route=\"%s\",status=\"%u\"} %llu\n",
+		    n->http_count[i].route, n->http_count[i].status,
+		    (unsigned long long)n->http_count[i].count);
+	return b;
+}
+
+/* Hands a request to the loop and suspends the connection until the loop answers. */
+static enum MHD_Result submit(node *n, struct MHD_Connection *c, http_req *r, uint8_t op,
+                              const char *key, char *value)
+{
+	job *j = calloc(1, sizeof *j);
+	if (!j || !(j->key = strdup(key))) {
+		free(j);
+		free(value);
+		return bad_request(r, c, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
+	}
+	j->conn = c;
+	j->op = op;
+	j->value = value;
+	r->job = j;
+	MHD_suspend_connection(c);
+	pthread_mutex_lock(&n->lock);
+	j->next = n->incoming;
+	n->incoming = j;
+	pthread_mutex_unlock(&n->lock);
+	uv_async_send(&n->wake);
+	return MHD_YES;
+}
+
+static enum MHD_Result put_request(node *n, struct MHD_Connection *c, http_req *r)
+{
+	if (r->too_big)
+		return bad_request(r, c, MHD_HTTP_CONTENT_TOO_LARGE,
+		                   "request body over 1 MiB: store smaller values");
+	json_error_t err;
+	json_t *doc = r->body ? json_loadb(r->body, r->len, 0, &err) : NULL;
+	if (!doc) {
+		char why[256];
+		snprintf(why, sizeof why, "malformed JSON: %s (line %d, column %d)",
+		         r->body ? err.text : "empty body", r->body ? err.line : 0,
+		         r->body ? err.column : 0);
+		return bad_request(r, c, MHD_HTTP_BAD_REQUEST, why);
+	}
+	json_t *key = json_object_get(doc, "key"), *value = json_object_get(doc, "value");
+	enum MHD_Result rc;
+	if (!json_is_object(doc) || !json_is_string(key) || !json_string_length(key))
+		rc = bad_request(r, c, MHD_HTTP_BAD_REQUEST,
+		                 "send an object with a non-empty string \"key\" and a \"value\"");
+	else if (!value)
+		rc = bad_request(r, c, MHD_HTTP_BAD_REQUEST, "missing \"value\" (any JSON value)");
+	else if (json_string_length(key) > WIRE_KEY_MAX ||
+	         strlen(json_string_value(key)) != json_string_length(key))
+		rc = bad_request(r, c, MHD_HTTP_CONTENT_TOO_LARGE,
+		                 "keys are at most 1024 bytes, without NUL characters");
+	else
+		rc = submit(n, c, r, WIRE_KV_PUT, json_string_value(key),
+		            json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY));
+	json_decref(doc);
+	return rc;
+}
+
+static enum MHD_Result on_http(void *cls, struct MHD_Connection *c, const char *url,
+                               const char *method, const char *version, const char *upload,
+                               size_t *upload_size, void **state)
+{
+	(void)version;
+	node *n = cls;
+	http_req *r = *state;
+	if (!r) { /* first call: headers only */
+		r = calloc(1, sizeof *r);
+		if (!r)
+			return MHD_NO;
+		*state = r;
+		return MHD_YES;
+	}
+	if (*upload_size) { /* body arrives in pieces; keep at most KV_BODY_MAX */
+		if (!r->too_big && r->len + *upload_size <= KV_BODY_MAX) {
+			char *b = realloc(r->body, r->len + *upload_size);
+			if (b) {
+				memcpy(b + r->len, upload, *upload_size);
+				r->body = b;
+				r->len += *upload_size;
+			} else {
+				r->too_big = true;
+			}
+		} else {
+			r->too_big = true;
+		}
+		*upload_size = 0;
+		return MHD_YES;
+	}
+	if (r->job) { /* resumed: the loop has answered */
+		pthread_mutex_lock(&n->lock);
+		bool done = r->job->done;
+		pthread_mutex_unlock(&n->lock);
+		if (!done)
+			return MHD_YES;
+		return reply(r, c, r->job->status, r->job->body);
+	}
+	bool get = !strcmp(method, "GET");
+	static const char *status_routes[] = {"/ring", "/health", "/peers", "/metrics"};
+	for (int i = 0; i < 4; i++) {
+		if (strcmp(url, status_routes[i]) != 0)
+			continue;
+		r->route = status_routes[i];
+		if (!get)
+			return bad_request(r, c, MHD_HTTP_METHOD_NOT_ALLOWED,
+			                   "use GET on this route");
+		pthread_mutex_lock(&n->lock);
+		char *snap[] = {n->snap_ring, n->snap_health, n->snap_peers, n->snap_metrics};
+		char *body = snap[i] ? strdup(snap[i]) : NULL;
+		if (body && i == 3)
+			body = add_http_metrics(n, body);
+		pthread_mutex_unlock(&n->lock);
+		if (!body)
+			return bad_request(r, c, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
+		enum MHD_Result rc = reply(r, c, MHD_HTTP_OK, body);
+		free(body);
+		return rc;
+	}
+	r->route = "other";
+	if (!strcmp(url, "/kv")) {
+		r->route = "/kv";
+		if (strcmp(method, "POST") != 0)
+			return bad_request(
+			    r, c, MHD_HTTP_METHOD_NOT_ALLOWED,
+			    "POST /kv stores; GET or DELETE /kv/<key> reads or removes");
+		return put_request(n, c, r);
+	}
+	if (!strncmp(url, "/kv/", 4)) {
+		const char *key = url + 4;
+		r->route = "/kv/<key>";
+		bool del = !strcmp(method, "DELETE");
+		if (!get && !del)
+			return bad_request(r, c, MHD_HTTP_METHOD_NOT_ALLOWED,
+			                   "use GET or DELETE on /kv/<key>");
+		if (!*key)
+			return bad_request(r, c, MHD_HTTP_BAD_REQUEST,
+			                   "the key is missing: /kv/<key>");
+		if (strlen(key) > WIRE_KEY_MAX)
+			return bad_request(r, c, MHD_HTTP_CONTENT_TOO_LARGE,
+			                   "keys are at most 1024 bytes");
+		return submit(n, c, r, get ? WIRE_KV_GET : WIRE_KV_DEL, key, NULL);
+	}
+	return bad_request(
+	    r, c, MHD_HTTP_NOT_FOUND,
+	    "no such route: try POST /kv, GET /kv/<key>, GET /ring, /peers, /health, /metrics");
+}
+
+static void on_http_done(void *cls, struct MHD_Connection *c, void **state,
+                         enum MHD_RequestTerminationCode why)
+{
+	(void)c;
+	(void)why;
+	http_req *r = *state;
+	if (!r)
+		return;
+	node *n = cls;
+	if (r->route && r->status) {
+		pthread_mutex_lock(&n->lock);
+		unsigned i = 0;
+		while (i < n->nhttp_count &&
+		       (n->http_count[i].route != r->route || n->http_count[i].status != r->status))
+			i++;
+		if (i < 64) {
+			if (i == n->nhttp_count) {
+				n->http_count[i].route = r->route;
+				n->http_count[i].status = r->status;
+				n->nhttp_count++;
+			}
+			n->http_count[i].count++;
+		}
+		pthread_mutex_unlock(&n->lock);
+	}
+	if (r->job) {
+		free(r->job->key);
+		free(r->job->value);
+		free(r->job->body);
+		free(r->job);
+	}
+	free(r->body);
+	free(r);
+	*state = NULL;
+}
+
+/* ---- start and stop (loop thread) ---- */
+
+struct MHD_Daemon *nd_http_start(node *n, const struct sockaddr_in *sa, int port)
+{
+	return MHD_start_daemon(MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG |
+	                            MHD_ALLOW_SUSPEND_RESUME,
+	                        (uint16_t)port, NULL, NULL, on_http, n, MHD_OPTION_SOCK_ADDR, sa,
+	                        MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_NOTIFY_COMPLETED,
+	                        on_http_done, n, MHD_OPTION_END);
+}
+
+void nd_http_stop(node *n)
+{
+	MHD_stop_daemon(n->mhd);
+}

@@ -1,0 +1,225 @@
+/* node_internal.h — internal to src/net, not for other modules (they use node.h): the types
+ * and limits the node's files share (node.c, conn.c, kv.c, http.c, join.c) and the functions
+ * one of them calls in another, each declared here under the file that defines it. */
+#ifndef RN_NODE_INTERNAL_H
+#define RN_NODE_INTERNAL_H
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "../ring/ring.h"
+#include "../store/store.h"
+#include "node.h"
+#include "wire.h"
+
+struct MHD_Daemon;
+struct MHD_Connection;
+
+#define MAX_PEERS           4096
+#define MAX_QUEUE           1024 /* frames waiting for one peer's connection */
+#define MAX_OUT_CONNS       256  /* outgoing connections; the least recently used idle one goes */
+#define MAX_IN_CONNS        1024 /* incoming connections; more are closed at once */
+#define SNAPSHOT_MS         100
+#define CONNECT_BACKOFF_MS  500        /* after a failed connect; doubles with each failure */
+#define CONNECT_BACKOFF_MAX 8000       /* ... up to this, until a connect works or it talks to us */
+#define KV_DEADLINE_MS      5000       /* an HTTP request waiting on the ring longer gets 503 */
+#define KV_BODY_MAX         (1u << 20) /* bytes in a POST body */
+#define HANDOFF_BIT         (1ull << 63) /* request ids of key handoffs, not HTTP requests */
+#define HANDOFF_EVERY_MS    5000         /* re-check for keys this node no longer owns */
+#define REJOIN_EVERY_MS     1000         /* not in a ring yet: try the next known peer */
+#define ANCHOR_EVERY_MS     5000         /* look up successor(0), the ring's smallest id */
+#define ANCHOR_BIT          (1ull << 62) /* request ids of those lookups */
+#define LEAVE_WAIT_MS       3000         /* on SIGTERM, wait this long for handed-off keys */
+
+enum { FRAME_RING, FRAME_KV };
+
+typedef struct pending {
+	struct pending *next;
+	uint8_t *buf;
+	size_t len;
+	uint8_t kind;    /* FRAME_RING: msg goes back to the core if undeliverable */
+	uint64_t kv_req; /* FRAME_KV: the request that fails if undeliverable */
+	ring_msg msg;    /* handed back to the core if it cannot be delivered */
+	ring_peer peers[RING_MAX_SUCC];
+} pending;
+
+struct node;
+
+typedef struct {
+	struct node *node;
+	char addr[WIRE_ADDR_MAX];
+	struct sockaddr_in sa;
+	uv_tcp_t *tcp; /* NULL when idle */
+	uv_connect_t connect;
+	bool connected;
+	pending *head, *tail;
+	unsigned nq;
+	uint64_t failed_at;  /* last connect failure: back off before trying again */
+	uint32_t backoff_ms; /* how long, from failed_at (0: try at once) */
+	uint64_t used_at;    /* last frame sent: for closing idle connections */
+} peer;
+
+typedef struct {
+	uv_tcp_t tcp;
+	struct node *node;
+	uint8_t *buf;
+	size_t len, cap;
+} inconn;
+
+/* One HTTP key-value request: made by the HTTP thread, handed to the loop, answered by
+ * the loop, which then resumes the suspended connection and never touches it again. */
+typedef struct job {
+	struct job *next;
+	struct MHD_Connection *conn;
+	uint8_t op; /* WIRE_KV_PUT / GET / DEL */
+	char *key;
+	char *value; /* JSON text, for a put */
+	uint64_t req;
+	uint64_t deadline;
+	uint64_t retry_at; /* owner was unreachable: look the key up again at this time */
+	bool retried;
+	/* the answer */
+	unsigned status;
+	char *body;
+	bool done;
+} job;
+
+/* A peer to join through; its ring id is known when an earlier run saved it. */
+typedef struct {
+	char addr[WIRE_ADDR_MAX];
+	rn_id id;
+	bool has_id;
+} candidate;
+
+/* A key sent to the node that now owns it, deleted here once that node says stored, and
+ * only if it still holds the value sent (SHA-1 of it): a write that came in meanwhile stays
+ * and goes with the next handoff. */
+typedef struct handoff {
+	struct handoff *next;
+	uint64_t req;
+	rn_id sent;
+	char *key;
+} handoff;
+
+/* Per HTTP connection state, in MHD's con_cls. */
+typedef struct {
+	char *body;
+	size_t len;
+	bool too_big;
+	job *job;
+	const char *route; /* for /metrics: what was asked, and the answer's status */
+	unsigned status;
+} http_req;
+
+typedef struct node {
+	const node_opts *o;
+	uv_loop_t loop;
+	ring_config cfg;
+	ring_node *ring;
+	ring_out out;
+	uv_tcp_t listener;
+	uv_timer_t tick, snap;
+	uv_signal_t sigint, sigterm;
+	uint64_t tick_at;
+	peer *peers;
+	uint32_t npeers;
+	wire_book book;
+	bool stopping;
+	/* counters for /metrics and /health (loop thread; published in snapshots) */
+	uint64_t frames_in, frames_out, bad_frames, bytes_in, bytes_out, unreachable;
+	unsigned nout, nin; /* open connections */
+	uint64_t refused_conns;
+	uint64_t msgs_in[RING_MSG_LEAVE + 1], msgs_out[RING_MSG_LEAVE + 1];
+	uint64_t lookups, lookup_hops, lookups_failed;
+	/* HTTP requests by route and status (HTTP thread, under lock) */
+	struct {
+		const char *route;
+		unsigned status;
+		uint64_t count;
+	} http_count[64];
+	unsigned nhttp_count;
+	char *snap_metrics, *snap_peers;
+	/* key-value */
+	store *st;
+	uv_async_t wake;
+	job *incoming; /* from the HTTP thread, under lock */
+	job *active;   /* waiting on the ring (loop thread only) */
+	uint64_t kv_seq;
+	uint64_t kv_local, kv_forwarded, kv_served_for_others, keys_handed_off;
+	handoff *handoffs;
+	uint64_t handoff_seq, handoff_at, leave_deadline;
+	/* joining: --join addresses, then the peers saved in DATA/peers by an earlier run */
+	candidate *candidates;
+	unsigned ncandidates, next_candidate, join_tries;
+	uint64_t join_tried_at;
+	bool restarted;   /* DATA/peers named peers: this node was in a ring before */
+	ring_peer anchor; /* successor(0), the ring's smallest id, saved with the peers */
+	uint64_t anchor_at, anchor_seq;
+	char *saved_peers; /* what DATA/peers holds now */
+	/* HTTP */
+	struct MHD_Daemon *mhd;
+	pthread_mutex_t lock;
+	char *snap_ring, *snap_health;
+} node;
+
+/* ---- node.c ---- */
+
+/* Logs one line at a level (0 error .. 3 debug) if --log-level lets it through. */
+void nd_log(const node *n, int level, const char *fmt, ...);
+#define LOG_E(n, ...) nd_log(n, 0, __VA_ARGS__)
+#define LOG_W(n, ...) nd_log(n, 1, __VA_ARGS__)
+#define LOG_I(n, ...) nd_log(n, 2, __VA_ARGS__)
+#define LOG_D(n, ...) nd_log(n, 3, __VA_ARGS__)
+/* Sends what the core put in n->out and handles its events; call after every core call. */
+void nd_drain(node *n);
+
+/* ---- conn.c ---- */
+
+/* The address book (wire_book callbacks): ring_addr <-> "host:port"; handle 0 is this node. */
+const char *nd_book_name(void *ctx, ring_addr a);
+ring_addr nd_book_intern(void *ctx, const char *addr);
+void nd_free_frame(pending *f);
+void nd_drop_connection(peer *p);
+/* Sends a frame to a peer (connecting first if need be); takes f. */
+void nd_send_frame(node *n, ring_addr to, pending *f);
+/* Runs ring_tick at `at` (ms, loop time) unless the timer is already due earlier. */
+void nd_arm_timer(node *n, uint64_t at);
+/* Callbacks: an incoming connection's close, and the peer listener's. */
+void nd_in_closed(uv_handle_t *h);
+void nd_on_connection(uv_stream_t *server, int status);
+
+/* ---- kv.c ---- */
+
+void nd_handoff_to(node *n, ring_peer to, bool all);
+/* The compact JSON text of j, which it frees. */
+char *nd_json_text(json_t *j);
+/* What happens next to a key-value request: its lookup is done, its frame could not be
+ * delivered, or a peer sent a KvMsg. */
+void nd_kv_on_lookup(node *n, const ring_event *e);
+void nd_kv_unreachable(node *n, uint64_t req);
+void nd_kv_on_frame(node *n, const wire_kv *kv);
+void nd_on_wake(uv_async_t *a);
+/* Answers 503 to the requests past their deadline (to all of them when all). */
+void nd_kv_expire(node *n, bool all);
+
+/* ---- http.c ---- */
+
+/* Builds the snapshots of /ring, /health, /metrics and /peers and swaps them in. */
+void nd_publish(node *n);
+/* Starts libmicrohttpd on its own thread at sa; NULL when it cannot. */
+struct MHD_Daemon *nd_http_start(node *n, const struct sockaddr_in *sa, int port);
+void nd_http_stop(node *n);
+
+/* ---- join.c ---- */
+
+void nd_load_candidates(node *n);
+bool nd_restart_ring(node *n);
+void nd_try_join(node *n);
+void nd_save_peers(node *n);
+void nd_anchor_lookup(node *n, uint64_t now);
+
+#endif
