@@ -331,6 +331,20 @@ void nd_on_wake(uv_async_t *a)
 void nd_kv_expire(node *n, bool all)
 {
 	uint64_t now = uv_now(&n->loop);
+	/* the one retry of a request whose owner was unreachable (nd_kv_unreachable): by
+	 * request id, since a lookup can finish other jobs while it runs */
+	uint64_t due[64];
+	size_t ndue = 0;
+	for (job *j = n->active; j && !all && ndue < 64; j = j->next)
+		if (j->retry_at && now >= j->retry_at) {
+			j->retry_at = 0;
+			due[ndue++] = j->req;
+		}
+	for (size_t i = 0; i < ndue; i++) {
+		job *j = kv_find(n, due[i]);
+		if (j)
+			kv_lookup(n, j);
+	}
 	job *j = n->active;
 	while (j) {
 		job *next = j->next;
