@@ -616,10 +616,11 @@ void ring_prefetch(const ring_node *n, const rn_id *key)
 	__builtin_prefetch(n->succ);
 	int top = top_finger_before(n, key);
 	if (top >= 0) {
+		/* runs are 28 bytes and straddle lines: prefetch the first byte of the lower
+		 * one and the last byte of run k, not just where each starts */
 		unsigned k = run_of(n, (unsigned)top);
-		__builtin_prefetch(&R(n)[k]);
-		if (k)
-			__builtin_prefetch(&R(n)[k - 1]);
+		__builtin_prefetch(&R(n)[k ? k - 1 : 0]);
+		__builtin_prefetch((const char *)&R(n)[k + 1] - 1);
 	}
 }
 
