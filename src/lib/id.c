@@ -35,12 +35,14 @@ void rn_id_hash(rn_id *out, const void *data, size_t len, unsigned m)
 
 void rn_id_random(rn_id *out, struct rn_rng *rng, unsigned m)
 {
-	uint64_t v = 0;
-	for (int i = 0; i < RN_ID_BYTES; i++) {
-		if (i % 8 == 0)
-			v = rn_rng_next(rng);
-		out->b[i] = (uint8_t)(v >> (8 * (i % 8)));
-	}
+	/* byte i is byte i % 8 of the (i / 8)th draw, counted from its low end */
+	uint64_t v[3] = {rn_rng_next(rng), rn_rng_next(rng), rn_rng_next(rng)};
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	memcpy(out->b, v, RN_ID_BYTES);
+#else
+	for (int i = 0; i < RN_ID_BYTES; i++)
+		out->b[i] = (uint8_t)(v[i / 8] >> (8 * (i % 8)));
+#endif
 	rn_id_truncate(out, m);
 }
 
