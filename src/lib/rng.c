@@ -36,15 +36,24 @@ uint64_t rn_rng_next(rn_rng *r)
 	return result;
 }
 
-uint64_t rn_rng_below(rn_rng *r, uint64_t n)
+uint64_t rn_rng_limit(uint64_t n)
+{
+	return UINT64_MAX - UINT64_MAX % n;
+}
+
+uint64_t rn_rng_below_lim(rn_rng *r, uint64_t n, uint64_t limit)
 {
 	/* rejection keeps it unbiased */
-	uint64_t limit = UINT64_MAX - UINT64_MAX % n;
 	uint64_t v;
 	do
 		v = rn_rng_next(r);
 	while (v >= limit);
 	return v % n;
+}
+
+uint64_t rn_rng_below(rn_rng *r, uint64_t n)
+{
+	return rn_rng_below_lim(r, n, rn_rng_limit(n));
 }
 
 double rn_rng_unit(rn_rng *r)

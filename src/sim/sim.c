@@ -79,6 +79,7 @@ typedef struct {
 	sim_result *r;
 	ring_config cfg;
 	rn_rng rng;
+	uint64_t lat_span, lat_limit; /* message latencies: min + below(lat_span) */
 	uint64_t now, seq;
 	/* events */
 	wbucket *wheel;
@@ -703,8 +704,8 @@ static int drain(sim *s, uint32_t from)
 		uint64_t t;
 		uint32_t kind;
 		if (m->to < s->n && (!s->ndead || s->alive[m->to])) {
-			uint32_t span = s->p->latency_max_ms - s->p->latency_min_ms + 1;
-			t = s->now + s->p->latency_min_ms + rn_rng_below(&s->rng, span);
+			t = s->now + s->p->latency_min_ms +
+			    rn_rng_below_lim(&s->rng, s->lat_span, s->lat_limit);
 			kind = EV_DELIVER;
 		} else {
 			t = s->now + CONNECT_TIMEOUT_MS;
@@ -1317,6 +1318,8 @@ int sim_run(const sim_params *p, sim_result *r)
 	s.cfg.finger_slots = lg + 6 < s.cfg.bits + 1 ? lg + 6 : s.cfg.bits + 1;
 	s.stride = ring_node_size(&s.cfg);
 	rn_rng_seed(&s.rng, p->seed);
+	s.lat_span = p->latency_max_ms - p->latency_min_ms + 1ull;
+	s.lat_limit = rn_rng_limit(s.lat_span);
 	double t0 = now_ms();
 	int rc = p->bootstrap == SIM_BOOT_STATIC ? build_static(&s) : build_join(&s);
 	r->build_wall_ms = now_ms() - t0;
