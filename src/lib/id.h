@@ -133,6 +133,35 @@ static inline bool rn_id_in_oo(const rn_id *x, const rn_id *a, const rn_id *b)
 	return xa > 0 || xb < 0;
 }
 
+/* The same tests when the top words (rn_id_top64) of the ids are at hand. Ids whose top
+ * words all differ, as nearly all do, are ordered by those words alone, so the rest of
+ * each id is read only for near-ties. Routing makes several such tests per hop. */
+static inline bool rn_id_in_oo_t(const rn_id *x, uint64_t xt, const rn_id *a, uint64_t at,
+                                 const rn_id *b, uint64_t bt)
+{
+	if (xt != at && xt != bt && at != bt)
+		return at < bt ? at < xt && xt < bt : at < xt || xt < bt;
+	return rn_id_in_oo(x, a, b);
+}
+
+static inline bool rn_id_in_oc_t(const rn_id *x, uint64_t xt, const rn_id *a, uint64_t at,
+                                 const rn_id *b, uint64_t bt)
+{
+	if (xt != at && xt != bt && at != bt)
+		return at < bt ? at < xt && xt < bt : at < xt || xt < bt;
+	return rn_id_in_oc(x, a, b);
+}
+
+static inline unsigned rn_id_dist_bitlen_t(const rn_id *a, uint64_t at, const rn_id *b, uint64_t bt)
+{
+	/* a borrow from the lower words takes one off v, which changes its length only when
+	 * v is zero or a power of two */
+	uint64_t v = at - bt;
+	if (v & (v - 1))
+		return 160 - (unsigned)__builtin_clzll(v);
+	return rn_id_dist_bitlen(a, b);
+}
+
 void rn_id_to_hex(const rn_id *x, char out[RN_ID_HEX]);
 /* Parses 1..40 hex digits, left-aligned (a short string names the top bits). 0 or -1. */
 int rn_id_from_hex(rn_id *out, const char *hex);

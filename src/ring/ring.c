@@ -201,9 +201,10 @@ static unsigned run_of(const ring_node *n, unsigned i)
 
 /* The highest finger whose start lies in (self, key], or -1 when key comes before
  * finger 0's start. */
-static int top_finger_before(const ring_node *n, const rn_id *key)
+static int top_finger_before(const ring_node *n, const rn_id *key, uint64_t kt, uint64_t st)
 {
-	unsigned len = rn_id_dist_bitlen(key, &n->self.id), shift = RN_ID_BITS - n->cfg->bits;
+	unsigned len = rn_id_dist_bitlen_t(key, kt, &n->self.id, st);
+	unsigned shift = RN_ID_BITS - n->cfg->bits;
 	if (len == 0)
 		return (int)n->cfg->bits - 1; /* key is self: the whole ring precedes it */
 	return (int)len - 1 - (int)shift;
@@ -389,28 +390,34 @@ static void forget(ring_node *n, ring_addr dead, ring_out *o)
 
 /* The known peer that most closely precedes key: fingers from the top, then the
  * successor list, whichever lands nearer the key. */
-static const ring_peer *closest_preceding(const ring_node *n, const rn_id *key)
+static const ring_peer *closest_preceding(const ring_node *n, const rn_id *key, uint64_t kt,
+                                          uint64_t st)
 {
+	const rn_id *self = &n->self.id;
 	const ring_peer *best = NULL;
+	uint64_t bt = 0; /* the top words of best's id, the key's, self's */
 	/* fingers above the one that starts just before the key point past it (in a correct
 	 * table), so the scan starts there instead of at the top */
-	int top = top_finger_before(n, key);
+	int top = top_finger_before(n, key, kt, st);
 	unsigned k = top < 0 ? 0 : run_of(n, (unsigned)top) + 1;
 	while (k-- > 0) {
 		const ring_peer *p = &R(n)[k].p;
-		if (peer_valid(n, p) && rn_id_in_oo(&p->id, &n->self.id, key)) {
+		uint64_t pt = rn_id_top64(&p->id);
+		if (peer_valid(n, p) && rn_id_in_oo_t(&p->id, pt, self, st, key, kt)) {
 			best = p;
+			bt = pt;
 			break;
 		}
 	}
 	/* a finger further away than the last successor leaves no successor between it and
 	 * the key: skip reading the list (usually a cache line of its own) */
-	if (best && rn_id_dist_bitlen(&best->id, &n->self.id) > n->succ_span)
+	if (best && rn_id_dist_bitlen_t(&best->id, bt, self, st) > n->succ_span)
 		return best;
 	for (unsigned j = n->nsucc; j-- > 0;) {
 		const ring_peer *p = &n->succ[j];
-		if (rn_id_in_oo(&p->id, &n->self.id, key)) {
-			if (!best || rn_id_in_oo(&p->id, &best->id, key))
+		uint64_t pt = rn_id_top64(&p->id);
+		if (rn_id_in_oo_t(&p->id, pt, self, st, key, kt)) {
+			if (!best || rn_id_in_oo_t(&p->id, pt, &best->id, bt, key, kt))
 				best = p;
 			break;
 		}
@@ -424,7 +431,8 @@ static void on_found(ring_node *n, uint64_t now, const ring_msg *m, ring_out *o)
 static void route(ring_node *n, uint64_t now, const ring_msg *in, ring_out *o)
 {
 	ring_peer succ = successor(n);
-	bool answer = rn_id_in_oc(&in->key, &n->self.id, &succ.id);
+	uint64_t kt = rn_id_top64(&in->key), st = rn_id_top64(&n->self.id);
+	bool answer = rn_id_in_oc_t(&in->key, kt, &n->self.id, st, &succ.id, rn_id_top64(&succ.id));
 	bool fail = !answer && in->hops >= n->cfg->max_hops;
 	if (answer || fail) {
 		ring_msg f;
@@ -452,7 +460,7 @@ static void route(ring_node *n, uint64_t now, const ring_msg *in, ring_out *o)
 	}
 	const ring_peer *next = NULL;
 	if (n->cfg->lookup == RING_LOOKUP_SCALABLE)
-		next = closest_preceding(n, &in->key);
+		next = closest_preceding(n, &in->key, kt, st);
 	if (!next)
 		next = &n->succ[0]; /* nsucc > 0 here, or the key would be ours */
 	ring_msg *m = emit_raw(o, next->addr);
@@ -614,7 +622,7 @@ void ring_prefetch(const ring_node *n, const rn_id *key)
 	/* a routing step reads the successor and the finger run that covers the key (and
 	 * the one below it, when that one points past the key) */
 	__builtin_prefetch(n->succ);
-	int top = top_finger_before(n, key);
+	int top = top_finger_before(n, key, rn_id_top64(key), rn_id_top64(&n->self.id));
 	if (top >= 0) {
 		/* runs are 28 bytes and straddle lines: prefetch the first byte of the lower
 		 * one and the last byte of run k, not just where each starts */

@@ -103,6 +103,61 @@ static void test_word_ops_on_wide_ids(void **state)
 	}
 }
 
+static void set_words(rn_id *x, uint64_t top, uint64_t mid, uint32_t low)
+{
+	/* big-endian bytes: 64 top bits, 64 middle, 32 low */
+	for (int i = 0; i < 8; i++) {
+		x->b[i] = (uint8_t)(top >> (56 - 8 * i));
+		x->b[8 + i] = (uint8_t)(mid >> (56 - 8 * i));
+	}
+	for (int i = 0; i < 4; i++)
+		x->b[16 + i] = (uint8_t)(low >> (24 - 8 * i));
+}
+
+static void test_top_word_shortcuts(void **state)
+{
+	/* the _t forms decide by the top words when they can; they must agree with the
+	 * full comparisons everywhere, above all on near-ties, borrows and powers of two */
+	(void)state;
+	static const uint64_t tops[] = {0, 1, 2, 3, 4, 5, 1ull << 63, (1ull << 63) + 1, ~0ull};
+	static const uint64_t rest[] = {0, 1, 1ull << 63, ~0ull};
+	enum { NT = sizeof tops / sizeof tops[0], NR = sizeof rest / sizeof rest[0] };
+	rn_id ids[NT * NR];
+	unsigned n = 0;
+	for (unsigned t = 0; t < NT; t++)
+		for (unsigned r = 0; r < NR; r++)
+			set_words(&ids[n++], tops[t], rest[r], (uint32_t)rest[r]);
+	rn_rng rng;
+	rn_rng_seed(&rng, 5);
+	for (unsigned i = 0; i < n; i++)
+		for (unsigned j = 0; j < n; j++) {
+			const rn_id *a = &ids[i], *b = &ids[j];
+			uint64_t at = rn_id_top64(a), bt = rn_id_top64(b);
+			assert_int_equal(rn_id_dist_bitlen_t(a, at, b, bt),
+			                 rn_id_dist_bitlen(a, b));
+			for (unsigned k = 0; k < n; k++) {
+				const rn_id *x = &ids[k];
+				uint64_t xt = rn_id_top64(x);
+				assert_int_equal(rn_id_in_oo_t(x, xt, a, at, b, bt),
+				                 rn_id_in_oo(x, a, b));
+				assert_int_equal(rn_id_in_oc_t(x, xt, a, at, b, bt),
+				                 rn_id_in_oc(x, a, b));
+			}
+		}
+	for (int t = 0; t < 100000; t++) {
+		rn_id x, a, b;
+		rn_id_random(&x, &rng, 160);
+		rn_id_random(&a, &rng, 160);
+		rn_id_random(&b, &rng, 160);
+		if (t & 1) /* share the top word, so the full compare must decide */
+			memcpy(a.b, x.b, 8);
+		uint64_t xt = rn_id_top64(&x), at = rn_id_top64(&a), bt = rn_id_top64(&b);
+		assert_int_equal(rn_id_in_oo_t(&x, xt, &a, at, &b, bt), rn_id_in_oo(&x, &a, &b));
+		assert_int_equal(rn_id_in_oc_t(&x, xt, &a, at, &b, bt), rn_id_in_oc(&x, &a, &b));
+		assert_int_equal(rn_id_dist_bitlen_t(&x, xt, &a, at), rn_id_dist_bitlen(&x, &a));
+	}
+}
+
 static void test_wraparound_at_zero(void **state)
 {
 	(void)state;
@@ -158,11 +213,9 @@ static void test_random_stays_on_ring(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_intervals_brute_force),
-	    cmocka_unit_test(test_add_sub_bitlen),
-	    cmocka_unit_test(test_word_ops_on_wide_ids),
-	    cmocka_unit_test(test_wraparound_at_zero),
-	    cmocka_unit_test(test_hash_and_truncate),
+	    cmocka_unit_test(test_intervals_brute_force), cmocka_unit_test(test_add_sub_bitlen),
+	    cmocka_unit_test(test_word_ops_on_wide_ids),  cmocka_unit_test(test_top_word_shortcuts),
+	    cmocka_unit_test(test_wraparound_at_zero),    cmocka_unit_test(test_hash_and_truncate),
 	    cmocka_unit_test(test_random_stays_on_ring),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
