@@ -34,6 +34,19 @@ static int bad(const char *fmt, const char *arg)
 	return 2;
 }
 
+/* The options that take a value, so that an unknown one is named as such even when it
+ * comes last. */
+static bool takes_value(const char *a)
+{
+	static const char *const names[] = {
+	    "--nodes", "--requests", "--lookup", "--bits", "--bootstrap", "--successors", "--fail",
+	    "--churn", "--vnodes",   "--keys",   "--seed", "--join-rate", "--latency"};
+	for (size_t k = 0; k < sizeof names / sizeof names[0]; k++)
+		if (!strcmp(a, names[k]))
+			return true;
+	return false;
+}
+
 static int parse_u64(const char *s, uint64_t *out)
 {
 	if (!s || !*s || *s == '-')
@@ -116,6 +129,8 @@ int cli_sim(int argc, char **argv)
 			positional++;
 			continue;
 		}
+		if (!takes_value(a))
+			return bad("unknown option '%s'", a);
 		if (!v)
 			return bad("%s needs a value", a);
 		i++;
@@ -168,8 +183,6 @@ int cli_sim(int argc, char **argv)
 				return bad("--latency wants MIN-MAX in milliseconds, not '%s'", v);
 			p.latency_min_ms = lo;
 			p.latency_max_ms = hi;
-		} else {
-			return bad("unknown option '%s'", a);
 		}
 	}
 	char err[200];

@@ -32,6 +32,8 @@ for args, word in [
     (["--bits", "0"], "--bits"),
     (["--bits", "161"], "--bits"),
     (["--frobnicate", "3"], "unknown option"),
+    (["--frobnicate"], "unknown option"),
+    (["--json", "--frobnicate"], "unknown option"),
     (["--lookup", "fast"], "--lookup"),
     (["--nodes", "ten"], "--nodes"),
     (["--nodes"], "needs a value"),
