@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -129,8 +130,16 @@ int cli_cluster(int argc, char **argv)
 			fputs(cluster_usage, stdout);
 			return 0;
 		}
-		if (!v) {
-			fprintf(stderr, "ringnet cluster: %s needs a value\n%s", a, cluster_usage);
+		static const char *const known[] = {"--nodes", "--base-http", "--base-peer",
+		                                    "--data", "--log-level"};
+		bool is_known = false;
+		for (size_t k = 0; k < sizeof known / sizeof known[0]; k++)
+			is_known |= !strcmp(a, known[k]);
+		if (!is_known || !v) {
+			fprintf(stderr,
+			        is_known ? "ringnet cluster: %s needs a value\n%s"
+			                 : "ringnet cluster: unknown option '%s'\n%s",
+			        a, cluster_usage);
 			return 2;
 		}
 		i++;
@@ -145,11 +154,6 @@ int cli_cluster(int argc, char **argv)
 			dir = v;
 		else if (!strcmp(a, "--log-level"))
 			level = v;
-		else {
-			fprintf(stderr, "ringnet cluster: unknown option '%s'\n%s", a,
-			        cluster_usage);
-			return 2;
-		}
 		if (bad) {
 			fprintf(stderr,
 			        "ringnet cluster: bad value '%s' for %s (nodes 1..%d, ports "

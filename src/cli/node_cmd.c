@@ -1,5 +1,6 @@
 /* node_cmd.c — `ringnet node`: arguments, then the real driver. */
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,14 +36,31 @@ static int copy(char *dst, size_t len, const char *src)
 
 static int set_option(node_opts *o, const char *a, const char *v);
 
+/* The settings, as a config file names them and as flags. */
+enum { NODE_NOPTS = 6 };
+static const char *const names[NODE_NOPTS] = {"id", "listen", "http", "join", "data", "log_level"};
+static const char *const flags[NODE_NOPTS] = {"--id",   "--listen", "--http",
+                                              "--join", "--data",   "--log-level"};
+
+static bool is_flag(const char *a)
+{
+	for (int i = 0; i < NODE_NOPTS; i++)
+		if (!strcmp(a, flags[i]))
+			return true;
+	return !strcmp(a, "--config");
+}
+
 /* Reads settings from a JSON file: the same names as the flags, without dashes. */
 static int load_config(node_opts *o, const char *path)
 {
 	json_error_t err;
 	json_t *doc = json_load_file(path, 0, &err);
 	if (!doc) {
-		fprintf(stderr, "ringnet node: config %s: %s (line %d, column %d)\n", path,
-		        err.text, err.line, err.column);
+		if (err.line < 0) /* not a parse error: the file could not be read */
+			fprintf(stderr, "ringnet node: config %s: %s\n", path, err.text);
+		else
+			fprintf(stderr, "ringnet node: config %s: %s (line %d, column %d)\n", path,
+			        err.text, err.line, err.column);
 		return 2;
 	}
 	int rc = 0;
@@ -56,11 +74,8 @@ static int load_config(node_opts *o, const char *path)
 	{
 		if (rc)
 			break;
-		static const char *names[] = {"id", "listen", "http", "join", "data", "log_level"};
-		static const char *flags[] = {"--id",   "--listen", "--http",
-		                              "--join", "--data",   "--log-level"};
 		int which = -1;
-		for (int i = 0; i < 6; i++)
+		for (int i = 0; i < NODE_NOPTS; i++)
 			if (!strcmp(k, names[i]))
 				which = i;
 		if (which < 0) {
@@ -113,6 +128,8 @@ int cli_node(int argc, char **argv)
 			return 0;
 		}
 		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+		if (!is_flag(a))
+			return bad("unknown option '%s'", a);
 		if (!v)
 			return bad("%s needs a value", a);
 		i++;

@@ -1,5 +1,6 @@
 /* sim_cmd.c — `ringnet sim`: argument parsing and the report. */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

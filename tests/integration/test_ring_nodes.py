@@ -147,19 +147,28 @@ def main():
                  ["node", "--bogus", "1"]):
         r = subprocess.run([BIN, *args], capture_output=True, text=True, timeout=10)
         check(f"usage {args}", r.returncode == 2 and "usage:" in r.stderr, r.stderr[:200])
+    for args, word in ((["node", "--bogus"], "unknown option"),
+                       (["node", "--id"], "needs a value"),
+                       (["cluster", "--bogus"], "unknown option"),
+                       (["cluster", "--nodes"], "needs a value")):
+        r = subprocess.run([BIN, *args], capture_output=True, text=True, timeout=10)
+        check(f"usage {args}", r.returncode == 2 and word in r.stderr, r.stderr[:200])
 
     # a wrong config file: exit 2 and say what is wrong
     with tempfile.TemporaryDirectory() as d:
         for text, word in (('{"id": "a", "lisen": "127.0.0.1:1"}', "unknown setting"),
                            ('{"id": 7}', "wants a string"),
                            ('{"id": ', "line"),
+                           (None, "No such file"),
                            ('{"id": "a", "listen": "0.0.0.0:9", "http": "127.0.0.1:9"}', "--listen")):
-            path = f"{d}/c.json"
-            with open(path, "w") as f:
-                f.write(text)
+            path = f"{d}/c.json" if text is not None else f"{d}/missing.json"
+            if text is not None:
+                with open(path, "w") as f:
+                    f.write(text)
             r = subprocess.run([BIN, "node", "--config", path], capture_output=True, text=True,
                                timeout=10)
-            check(f"bad config {text!r}", r.returncode == 2 and word in r.stderr, r.stderr[:200])
+            check(f"bad config {text!r}", r.returncode == 2 and word in r.stderr
+                  and "line -1" not in r.stderr, r.stderr[:200])
     return t.finish()
 
 
