@@ -8,13 +8,13 @@ pkgs=(
   libssl-dev libcmocka-dev
   libuv1-dev libmicrohttpd-dev libjansson-dev liblmdb-dev
   libprotobuf-c-dev protobuf-c-compiler libcurl4-openssl-dev
-  python3 gnuplot-nox
+  python3 gnuplot-nox time
   clang libclang-rt-14-dev
 )
 
 # `scripts/deps.sh --bench` adds what the benchmarks measure ringnet against
 if [ "${1:-}" = "--bench" ]; then
-  pkgs+=(wrk nginx-light etcd-server etcd-client hyperfine)
+  pkgs+=(wrk nginx-light etcd-server etcd-client hyperfine curl)
 fi
 
 missing=()
