@@ -136,20 +136,27 @@ static inline bool rn_id_in_oo(const rn_id *x, const rn_id *a, const rn_id *b)
 /* The same tests when the top words (rn_id_top64) of the ids are at hand. Ids whose top
  * words all differ, as nearly all do, are ordered by those words alone, so the rest of
  * each id is read only for near-ties. Routing makes several such tests per hop. */
+static inline bool rn_top_distinct(uint64_t xt, uint64_t at, uint64_t bt)
+{
+	return xt != at && xt != bt && at != bt;
+}
+
+/* x in (a, b) by the top words alone; (a, b] is the same set when they are distinct */
+static inline bool rn_top_in(uint64_t xt, uint64_t at, uint64_t bt)
+{
+	return at < bt ? at < xt && xt < bt : at < xt || xt < bt;
+}
+
 static inline bool rn_id_in_oo_t(const rn_id *x, uint64_t xt, const rn_id *a, uint64_t at,
                                  const rn_id *b, uint64_t bt)
 {
-	if (xt != at && xt != bt && at != bt)
-		return at < bt ? at < xt && xt < bt : at < xt || xt < bt;
-	return rn_id_in_oo(x, a, b);
+	return rn_top_distinct(xt, at, bt) ? rn_top_in(xt, at, bt) : rn_id_in_oo(x, a, b);
 }
 
 static inline bool rn_id_in_oc_t(const rn_id *x, uint64_t xt, const rn_id *a, uint64_t at,
                                  const rn_id *b, uint64_t bt)
 {
-	if (xt != at && xt != bt && at != bt)
-		return at < bt ? at < xt && xt < bt : at < xt || xt < bt;
-	return rn_id_in_oc(x, a, b);
+	return rn_top_distinct(xt, at, bt) ? rn_top_in(xt, at, bt) : rn_id_in_oc(x, a, b);
 }
 
 static inline unsigned rn_id_dist_bitlen_t(const rn_id *a, uint64_t at, const rn_id *b, uint64_t bt)
@@ -158,7 +165,7 @@ static inline unsigned rn_id_dist_bitlen_t(const rn_id *a, uint64_t at, const rn
 	 * v is zero or a power of two */
 	uint64_t v = at - bt;
 	if (v & (v - 1))
-		return 160 - (unsigned)__builtin_clzll(v);
+		return RN_ID_BITS - (unsigned)__builtin_clzll(v);
 	return rn_id_dist_bitlen(a, b);
 }
 

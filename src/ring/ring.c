@@ -395,7 +395,7 @@ static const ring_peer *closest_preceding(const ring_node *n, const rn_id *key, 
 {
 	const rn_id *self = &n->self.id;
 	const ring_peer *best = NULL;
-	uint64_t bt = 0; /* the top words of best's id, the key's, self's */
+	uint64_t bt = 0; /* the top word of best's id (kt, st: the key's, self's) */
 	/* fingers above the one that starts just before the key point past it (in a correct
 	 * table), so the scan starts there instead of at the top */
 	int top = top_finger_before(n, key, kt, st);
