@@ -3,6 +3,10 @@
 #ifndef RN_CLI_H
 #define RN_CLI_H
 
+#include <stdbool.h>
+#include <stddef.h>
+#include <string.h>
+
 #ifndef RINGNET_VERSION
 #define RINGNET_VERSION "0.1.0"
 #endif
@@ -11,5 +15,15 @@ int cli_sim(int argc, char **argv);
 int cli_node(int argc, char **argv);
 int cli_client(const char *cmd, int argc, char **argv);
 int cli_cluster(int argc, char **argv);
+
+/* Whether s is one of the n strings in list (an option or command name). */
+static inline bool cli_one_of(const char *s, const char *const *list, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(s, list[i]))
+			return true;
+	return false;
+}
+#define CLI_NELEM(a) (sizeof(a) / sizeof((a)[0]))
 
 #endif

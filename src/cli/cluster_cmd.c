@@ -132,9 +132,7 @@ int cli_cluster(int argc, char **argv)
 		}
 		static const char *const known[] = {"--nodes", "--base-http", "--base-peer",
 		                                    "--data", "--log-level"};
-		bool is_known = false;
-		for (size_t k = 0; k < sizeof known / sizeof known[0]; k++)
-			is_known |= !strcmp(a, known[k]);
+		bool is_known = cli_one_of(a, known, CLI_NELEM(known));
 		if (!is_known || !v) {
 			fprintf(stderr,
 			        is_known ? "ringnet cluster: %s needs a value\n%s"

@@ -7,11 +7,16 @@
 static void usage(FILE *f)
 {
 	fprintf(
-	    f, "usage: ringnet <command> [options]\n"
-	       "\n"
-	       "commands:\n"
-	       "  sim       simulate a Chord ring of up to millions of nodes (ringnet sim --help)\n"
-	       "  version   print the version\n");
+	    f,
+	    "usage: ringnet <command> [options]\n"
+	    "\n"
+	    "commands:\n"
+	    "  cluster   run a local ring of N nodes, Ctrl-C stops them (ringnet cluster --help)\n"
+	    "  node      run one node of a ring (ringnet node --help)\n"
+	    "  put, get, del, peers, ring\n"
+	    "            talk to a running node over HTTP (ringnet get --help)\n"
+	    "  sim       simulate a Chord ring of up to millions of nodes (ringnet sim --help)\n"
+	    "  version   print the version\n");
 }
 
 int main(int argc, char **argv)
@@ -27,10 +32,9 @@ int main(int argc, char **argv)
 		return cli_node(argc - 1, argv + 1);
 	if (!strcmp(cmd, "cluster"))
 		return cli_cluster(argc - 1, argv + 1);
-	static const char *client[] = {"put", "get", "del", "peers", "ring"};
-	for (int i = 0; i < 5; i++)
-		if (!strcmp(cmd, client[i]))
-			return cli_client(cmd, argc - 1, argv + 1);
+	static const char *const client[] = {"put", "get", "del", "peers", "ring"};
+	if (cli_one_of(cmd, client, CLI_NELEM(client)))
+		return cli_client(cmd, argc - 1, argv + 1);
 	if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
 		printf("ringnet %s\n", RINGNET_VERSION);
 		return 0;

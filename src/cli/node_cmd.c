@@ -44,10 +44,7 @@ static const char *const flags[NODE_NOPTS] = {"--id",   "--listen", "--http",
 
 static bool is_flag(const char *a)
 {
-	for (int i = 0; i < NODE_NOPTS; i++)
-		if (!strcmp(a, flags[i]))
-			return true;
-	return !strcmp(a, "--config");
+	return cli_one_of(a, flags, NODE_NOPTS) || !strcmp(a, "--config");
 }
 
 /* Reads settings from a JSON file: the same names as the flags, without dashes. */

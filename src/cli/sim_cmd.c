@@ -42,10 +42,7 @@ static bool takes_value(const char *a)
 	static const char *const names[] = {
 	    "--nodes", "--requests", "--lookup", "--bits", "--bootstrap", "--successors", "--fail",
 	    "--churn", "--vnodes",   "--keys",   "--seed", "--join-rate", "--latency"};
-	for (size_t k = 0; k < sizeof names / sizeof names[0]; k++)
-		if (!strcmp(a, names[k]))
-			return true;
-	return false;
+	return cli_one_of(a, names, CLI_NELEM(names));
 }
 
 static int parse_u64(const char *s, uint64_t *out)

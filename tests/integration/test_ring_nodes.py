@@ -147,6 +147,10 @@ def main():
                  ["node", "--bogus", "1"]):
         r = subprocess.run([BIN, *args], capture_output=True, text=True, timeout=10)
         check(f"usage {args}", r.returncode == 2 and "usage:" in r.stderr, r.stderr[:200])
+    r = subprocess.run([BIN, "--help"], capture_output=True, text=True, timeout=10)
+    check("top-level help names every command", r.returncode == 0 and all(
+        c in r.stdout for c in ("cluster", "node", "put", "get", "del", "peers", "ring", "sim")),
+        r.stdout)
     for args, word in ((["node", "--bogus"], "unknown option"),
                        (["node", "--id"], "needs a value"),
                        (["cluster", "--bogus"], "unknown option"),
