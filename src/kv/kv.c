@@ -1,0 +1,1525 @@
+/* kv.c — the key-value service core (see kv.h for what it does and what its driver
+ * provides). Four kinds of work are open at a time, each an `op` found by its request id:
+ *   ENTRY    a client request at the node the client spoke to: look up the owner, send it
+ *            the request, relay the answer; fall back to the next replica when the owner
+ *            does not answer.
+ *   COORD    the owner's (or a fallback's) work for one request: write to or read from
+ *            the replicas, count acknowledgements or answers, repair stale replicas.
+ *   HANDOFF  a record this node holds outside every range it replicates, on its way to
+ *            the key's owner.
+ *   LEAVE    the pushes of a graceful leave, counted down by their acknowledgements.
+ * Anti-entropy (sync) is not an op: it is a round every sync_ms, stateless between rounds
+ * except for the ranges it taught this node to hold (covers). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "../lib/err.h"
+#include "kv.h"
+
+#define MAX_COVERS    16
+#define MAX_HANDOFFS  64 /* in flight at once */
+#define MAX_TARGETS   (KV_MAX_R * 2)
+#define RETRY_MS      1000
+#define SYNC_AGAIN_MS 50 /* a round that found differences is followed soon by another */
+#define F_REPLAYED    4u /* RESP flag: a write already applied under this request id */
+#define REQ_SEQ_LIMIT (1ull << 62)
+#define PURGE_MAX     256
+#define VIEW_MAX_SUCC RING_MAX_SUCC
+
+enum { OP_ENTRY = 1, OP_COORD, OP_HANDOFF, OP_LEAVE };
+enum { ST_LOOKUP = 1, ST_SENT, ST_FALLBACK_LOOKUP, ST_RETRY_WAIT };
+enum { RS_WAIT = 0, RS_DONE, RS_FAILED };
+
+/* A record with its bytes in one allocation the op owns. */
+typedef struct {
+	kv_record r;
+	uint8_t *mem;
+	bool set;
+} own_rec;
+
+typedef struct {
+	ring_peer p;
+	uint8_t state; /* RS_* */
+	bool has;      /* a read answer held a record */
+	kv_version v;
+} target;
+
+typedef struct op {
+	struct op *next;
+	uint8_t kind;
+	uint8_t stage;
+	uint8_t kop; /* kv_op */
+	uint8_t flags;
+	uint64_t req;
+	uint64_t deadline, retry_at;
+	own_rec rec; /* ENTRY/COORD: the request (a write's record; a get's key) */
+	/* ENTRY */
+	uint64_t client;
+	ring_peer coord;
+	bool sent, fell_back, retried;
+	/* COORD */
+	ring_addr origin; /* the entry node (self addr: this node) */
+	uint64_t origin_req;
+	target t[MAX_TARGETS];
+	unsigned nt, acks, answers, failed, need; /* need: W for a write, read quorum for a get */
+	bool replied, replayed;
+	own_rec best; /* a get: the newest record seen */
+	bool has_best;
+	/* HANDOFF */
+	kv_version hv;
+	/* LEAVE */
+	unsigned outstanding;
+} op;
+
+typedef struct {
+	rn_id lo, hi; /* positions */
+	rn_id from;
+	uint64_t at;
+	bool used;
+} cover;
+
+struct kv_node {
+	kv_config cfg;
+	kv_driver d;
+	rn_id self;
+	ring_addr addr;
+	uint64_t self_top;
+	rn_id ext; /* 2^(160 - bits) - 1: the low bits a position leaves out of a key id */
+	bool joined;
+	ring_peer pred;
+	ring_peer succ[VIEW_MAX_SUCC];
+	size_t nsucc;
+	uint64_t view_at;
+	uint64_t hlc;
+	uint64_t seq;
+	op *ops;
+	unsigned nhandoffs;
+	cover covers[MAX_COVERS];
+	uint64_t sync_at, handoff_at;
+	uint32_t round;
+	bool matched[KV_MAX_R]; /* last round: replica i reported no difference */
+	unsigned nmatched_targets;
+	op *leave;
+	kv_stats st;
+};
+
+/* ---- small things ---- */
+
+int kv_version_cmp(const kv_version *a, const kv_version *b)
+{
+	if (a->stamp != b->stamp)
+		return a->stamp < b->stamp ? -1 : 1;
+	if (a->writer != b->writer)
+		return a->writer < b->writer ? -1 : 1;
+	if (a->tomb != b->tomb) /* the same write cannot be both; order them anyway */
+		return a->tomb ? 1 : -1;
+	return 0;
+}
+
+void kv_config_default(kv_config *c)
+{
+	memset(c, 0, sizeof *c);
+	c->bits = RN_ID_BITS;
+	c->replicas = 3;
+	c->write_quorum = 2;
+	c->read_quorum = 2;
+	c->op_timeout_ms = 1000;
+	c->req_timeout_ms = 5000;
+	c->sync_ms = 2000;
+	c->settle_ms = 5000;
+	c->cover_ms = 8000;
+	c->tomb_grace_ms = 60000;
+}
+
+int kv_config_check(const kv_config *c)
+{
+	if (c->bits < 1 || c->bits > RN_ID_BITS || c->replicas < 1 || c->replicas > KV_MAX_R ||
+	    c->write_quorum < 1 || c->write_quorum > c->replicas || c->read_quorum < 1 ||
+	    c->read_quorum > c->replicas || !c->op_timeout_ms || !c->req_timeout_ms ||
+	    !c->sync_ms || c->cover_ms < c->sync_ms)
+		return RN_EINVAL;
+	return 0;
+}
+
+static int own_set(own_rec *o, const kv_record *r)
+{
+	size_t n = r->klen + r->vlen + r->ridlen;
+	uint8_t *m = malloc(n ? n : 1);
+	if (!m)
+		return RN_ENOMEM;
+	free(o->mem);
+	o->mem = m;
+	o->r = *r;
+	if (r->klen)
+		memcpy(m, r->key, r->klen);
+	o->r.key = m;
+	if (r->vlen)
+		memcpy(m + r->klen, r->val, r->vlen);
+	o->r.val = r->val ? m + r->klen : NULL;
+	if (r->ridlen)
+		memcpy(m + r->klen + r->vlen, r->rid, r->ridlen);
+	o->r.rid = r->ridlen ? m + r->klen + r->vlen : NULL;
+	o->set = true;
+	return 0;
+}
+
+static void own_free(own_rec *o)
+{
+	free(o->mem);
+	memset(o, 0, sizeof *o);
+}
+
+/* The ring position of a key id (its top `bits` bits). */
+static rn_id pos_of(const kv_node *k, const rn_id *kid)
+{
+	rn_id p = *kid;
+	rn_id_truncate(&p, k->cfg.bits);
+	return p;
+}
+
+/* The last key id at position p: scans over positions (lo, hi] ask the store for key ids
+ * in (ext(lo), ext(hi)]. */
+static rn_id ext_of(const kv_node *k, const rn_id *p)
+{
+	rn_id zero, neg, out;
+	memset(&zero, 0, sizeof zero);
+	rn_id_sub(&neg, &zero, &k->ext);
+	rn_id_sub(&out, p, &neg);
+	return out;
+}
+
+static uint64_t next_req(kv_node *k)
+{
+	if (++k->seq >= REQ_SEQ_LIMIT)
+		k->seq = 1;
+	return k->seq;
+}
+
+static kv_version stamp_new(kv_node *k, uint64_t now, bool tomb)
+{
+	uint64_t phys = (now + k->cfg.wall_offset_ms) << 16;
+	k->hlc = phys > k->hlc ? phys : k->hlc + 1;
+	return (kv_version){k->hlc, k->self_top, tomb};
+}
+
+static void hlc_seen(kv_node *k, uint64_t stamp)
+{
+	if (stamp > k->hlc)
+		k->hlc = stamp;
+}
+
+static op *op_find(kv_node *k, uint64_t req)
+{
+	for (op *o = k->ops; o; o = o->next)
+		if (o->req == req)
+			return o;
+	return NULL;
+}
+
+static op *op_new(kv_node *k, uint8_t kind)
+{
+	op *o = calloc(1, sizeof *o);
+	if (!o)
+		return NULL;
+	o->kind = kind;
+	o->req = next_req(k);
+	o->next = k->ops;
+	k->ops = o;
+	k->st.pending_ops++;
+	if (kind == OP_HANDOFF) {
+		k->nhandoffs++;
+		k->st.pending_handoffs++;
+	}
+	return o;
+}
+
+static void op_free(kv_node *k, op *x)
+{
+	for (op **pp = &k->ops; *pp; pp = &(*pp)->next)
+		if (*pp == x) {
+			*pp = x->next;
+			break;
+		}
+	k->st.pending_ops--;
+	if (x->kind == OP_HANDOFF) {
+		k->nhandoffs--;
+		k->st.pending_handoffs--;
+	}
+	if (k->leave == x)
+		k->leave = NULL;
+	own_free(&x->rec);
+	own_free(&x->best);
+	free(x);
+}
+
+static void send_msg(kv_node *k, kv_msg *m)
+{
+	m->from = (ring_peer){k->self, k->addr};
+	k->d.send(k->d.ctx, m);
+}
+
+/* Stores r unless a version at least as new is there; *held is what is there after.
+ * 1 stored, 0 kept the newer one, or a negative RN_E*. */
+static int apply(kv_node *k, const kv_record *r, kv_version *held)
+{
+	kv_record cur;
+	int rc = k->d.get(k->d.ctx, &r->kid, &cur);
+	if (rc == 0 && kv_version_cmp(&cur.v, &r->v) >= 0) {
+		*held = cur.v;
+		return 0;
+	}
+	if (rc != 0 && rc != RN_ENOTFOUND)
+		return rc;
+	rc = k->d.put(k->d.ctx, r);
+	if (rc < 0)
+		return rc;
+	*held = r->v;
+	return 1;
+}
+
+static bool settled(const kv_node *k, uint64_t now)
+{
+	return k->joined && now - k->view_at >= k->cfg.settle_ms;
+}
+
+/* Up to max distinct successors, not this node, in ring order. */
+static size_t distinct_succ(const kv_node *k, ring_peer *out, size_t max)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < k->nsucc && n < max; i++) {
+		const ring_peer *p = &k->succ[i];
+		if (p->addr == RING_ADDR_NONE || rn_id_eq(&p->id, &k->self))
+			continue;
+		bool dup = false;
+		for (size_t j = 0; j < n && !dup; j++)
+			dup = rn_id_eq(&out[j].id, &p->id);
+		if (!dup)
+			out[n++] = *p;
+	}
+	return n;
+}
+
+/* The nodes this one sees: itself and its distinct successors (all of a small ring). */
+static unsigned ring_seen(const kv_node *k)
+{
+	ring_peer s[VIEW_MAX_SUCC];
+	return 1 + (unsigned)distinct_succ(k, s, VIEW_MAX_SUCC);
+}
+
+static bool own_range(const kv_node *k, const rn_id *pos)
+{
+	if (k->pred.addr == RING_ADDR_NONE)
+		return true; /* alone, or not told: everything is ours */
+	return rn_id_in_oc(pos, &k->pred.id, &k->self);
+}
+
+/* ---- lifecycle ---- */
+
+kv_node *kv_new(const kv_config *cfg, const kv_driver *drv, const rn_id *self, ring_addr addr)
+{
+	if (kv_config_check(cfg) < 0)
+		return NULL;
+	kv_node *k = calloc(1, sizeof *k);
+	if (!k)
+		return NULL;
+	k->cfg = *cfg;
+	k->d = *drv;
+	k->self = *self;
+	k->addr = addr;
+	k->self_top = rn_id_top64(self);
+	k->pred.addr = RING_ADDR_NONE;
+	memset(&k->ext, 0, sizeof k->ext);
+	if (cfg->bits < RN_ID_BITS) {
+		rn_id one, p;
+		memset(&p, 0, sizeof p);
+		rn_id_add_pow2(&p, &p, RN_ID_BITS - cfg->bits);
+		memset(&one, 0, sizeof one);
+		one.b[RN_ID_BYTES - 1] = 1;
+		rn_id_sub(&k->ext, &p, &one);
+	}
+	k->sync_at = cfg->sync_ms;
+	k->handoff_at = cfg->cover_ms;
+	return k;
+}
+
+void kv_free(kv_node *k)
+{
+	if (!k)
+		return;
+	while (k->ops)
+		op_free(k, k->ops);
+	free(k);
+}
+
+const kv_stats *kv_get_stats(const kv_node *k)
+{
+	return &k->st;
+}
+
+void kv_set_view(kv_node *k, uint64_t now, bool joined, ring_peer pred, const ring_peer *succ,
+                 size_t nsucc)
+{
+	if (nsucc > VIEW_MAX_SUCC)
+		nsucc = VIEW_MAX_SUCC;
+	/* what placement depends on: the predecessor and the first R successors */
+	size_t watch = k->cfg.replicas < nsucc ? k->cfg.replicas : nsucc;
+	size_t oldwatch = k->cfg.replicas < k->nsucc ? k->cfg.replicas : k->nsucc;
+	bool changed = joined != k->joined || pred.addr != k->pred.addr ||
+	               (pred.addr != RING_ADDR_NONE && !rn_id_eq(&pred.id, &k->pred.id)) ||
+	               watch != oldwatch;
+	for (size_t i = 0; i < watch && !changed; i++)
+		changed = succ[i].addr != k->succ[i].addr || !rn_id_eq(&succ[i].id, &k->succ[i].id);
+	k->joined = joined;
+	k->pred = pred;
+	memcpy(k->succ, succ, nsucc * sizeof *succ);
+	k->nsucc = nsucc;
+	if (changed) {
+		k->view_at = now;
+		if (joined && k->sync_at > now + SYNC_AGAIN_MS)
+			k->sync_at = now + SYNC_AGAIN_MS; /* the ranges moved: compare soon */
+	}
+}
+
+/* ---- answering ---- */
+
+static void reply_client(kv_node *k, op *e, kv_status st, const char *why, const kv_msg *resp)
+{
+	kv_reply r;
+	memset(&r, 0, sizeof r);
+	r.status = st;
+	r.why = why;
+	if (resp) {
+		r.has_rec = resp->has_rec;
+		r.rec = resp->rec;
+		r.coordinator = resp->from.id;
+		r.acked = resp->acked;
+		r.nacked = resp->nacked;
+		r.replayed = resp->flags & F_REPLAYED;
+	}
+	if (st == KV_UNSURE || st == KV_UNKNOWN || st == KV_NOT_APPLIED)
+		r.retry_ms = RETRY_MS;
+	k->d.reply(k->d.ctx, e->client, &r);
+	op_free(k, e);
+}
+
+static void on_resp(kv_node *k, uint64_t now, const kv_msg *m);
+
+/* The coordinator's answer goes to the entry node, which may be this one. */
+static void coord_answer(kv_node *k, uint64_t now, op *c, kv_status st, bool has_rec,
+                         const kv_record *rec)
+{
+	if (c->replied)
+		return;
+	c->replied = true;
+	ring_peer acked[MAX_TARGETS];
+	size_t na = 0;
+	for (unsigned i = 0; i < c->nt; i++)
+		if (c->t[i].state == RS_DONE)
+			acked[na++] = c->t[i].p;
+	kv_msg m;
+	memset(&m, 0, sizeof m);
+	m.type = KV_MSG_RESP;
+	m.to = c->origin;
+	m.req = c->origin_req;
+	m.status = (uint8_t)st;
+	m.flags = c->replayed ? F_REPLAYED : 0;
+	m.has_rec = has_rec;
+	if (has_rec)
+		m.rec = *rec;
+	m.acked = acked;
+	m.nacked = na;
+	if (c->origin == k->addr) {
+		m.from = (ring_peer){k->self, k->addr};
+		on_resp(k, now, &m);
+	} else {
+		send_msg(k, &m);
+	}
+}
+
+/* ---- coordinating ---- */
+
+static void coord_targets(kv_node *k, op *c)
+{
+	ring_peer s[VIEW_MAX_SUCC];
+	size_t ns = distinct_succ(k, s, VIEW_MAX_SUCC);
+	c->t[0] = (target){.p = {k->self, k->addr}};
+	c->nt = 1;
+	for (size_t i = 0; i < ns && c->nt < k->cfg.replicas; i++)
+		c->t[c->nt++] = (target){.p = s[i]};
+}
+
+/* A replica failed: take the next successor not yet asked in its place (a sloppy quorum:
+ * the stand-in hands the record on once the ring has settled). */
+static bool coord_substitute(kv_node *k, op *c, kv_msg *m)
+{
+	if (c->nt >= MAX_TARGETS)
+		return false;
+	ring_peer s[VIEW_MAX_SUCC];
+	size_t ns = distinct_succ(k, s, VIEW_MAX_SUCC);
+	for (size_t i = 0; i < ns; i++) {
+		bool asked = false;
+		for (unsigned j = 0; j < c->nt && !asked; j++)
+			asked = rn_id_eq(&c->t[j].p.id, &s[i].id);
+		if (asked)
+			continue;
+		c->t[c->nt++] = (target){.p = s[i]};
+		m->to = s[i].addr;
+		send_msg(k, m);
+		return true;
+	}
+	return false;
+}
+
+static void coord_request_msg(const op *c, kv_msg *m)
+{
+	memset(m, 0, sizeof *m);
+	m->req = c->req;
+	m->rec = c->rec.r;
+	m->has_rec = true;
+	if (c->kop == KV_GET) {
+		m->type = KV_MSG_READ;
+		m->rec.val = NULL;
+		m->rec.vlen = 0;
+	} else {
+		m->type = KV_MSG_REPL;
+	}
+}
+
+static void coord_finish_write(kv_node *k, uint64_t now, op *c, bool final)
+{
+	unsigned live = c->nt - c->failed;
+	if (!c->replied && c->acks >= c->need) {
+		coord_answer(k, now, c, KV_OK, true, &c->rec.r);
+	} else if (!c->replied && (final || live < c->need)) {
+		if (c->acks)
+			coord_answer(k, now, c, KV_UNKNOWN, false,
+			             NULL); /* on some replicas: may be applied */
+		else
+			coord_answer(k, now, c, KV_ERROR, false, NULL);
+	}
+	if (final || c->acks + c->failed >= c->nt)
+		op_free(k, c);
+}
+
+/* Sends the newest record to every replica that answered with less (read repair). */
+static void read_repair(kv_node *k, op *c)
+{
+	if (!c->has_best)
+		return;
+	kv_msg m;
+	memset(&m, 0, sizeof m);
+	m.type = KV_MSG_REPL;
+	m.rec = c->best.r;
+	m.has_rec = true;
+	for (unsigned i = 0; i < c->nt; i++) {
+		target *t = &c->t[i];
+		if (t->state != RS_DONE || (t->has && kv_version_cmp(&t->v, &c->best.r.v) >= 0))
+			continue;
+		k->st.read_repairs++;
+		t->has = true;
+		t->v = c->best.r.v;
+		if (i == 0) {
+			kv_version held;
+			apply(k, &c->best.r, &held);
+			continue;
+		}
+		m.to = t->p.addr;
+		k->st.repl_sent++;
+		send_msg(k, &m);
+	}
+}
+
+static void coord_finish_read(kv_node *k, uint64_t now, op *c, bool final)
+{
+	bool all = c->answers + c->failed >= c->nt;
+	if (!c->replied && (all || final)) {
+		unsigned need = c->need < c->nt ? c->need : c->nt;
+		if (c->answers < need)
+			coord_answer(k, now, c, KV_UNSURE, false, NULL);
+		else if (c->has_best && !c->best.r.v.tomb)
+			coord_answer(k, now, c, KV_OK, true, &c->best.r);
+		else if (c->has_best) /* deleted: say when */
+			coord_answer(k, now, c, KV_NOT_FOUND, true, &c->best.r);
+		else if (c->answers == c->nt && c->nt >= k->cfg.replicas && settled(k, now))
+			coord_answer(k, now, c, KV_NOT_FOUND, false, NULL);
+		else if (c->answers == c->nt && c->failed == 0 && settled(k, now) &&
+		         c->nt == ring_seen(k))
+			coord_answer(k, now, c, KV_NOT_FOUND, false,
+			             NULL); /* a ring smaller than R */
+		else
+			coord_answer(k, now, c, KV_UNSURE, false, NULL);
+	}
+	read_repair(k, c);
+	if (all || final)
+		op_free(k, c);
+}
+
+static void coord_finish(kv_node *k, uint64_t now, op *c, bool final)
+{
+	if (c->kop == KV_GET)
+		coord_finish_read(k, now, c, final);
+	else
+		coord_finish_write(k, now, c, final);
+}
+
+/* A request reached its coordinator (this node): m is a REQ, from the entry or local. */
+static void coordinate(kv_node *k, uint64_t now, ring_addr origin, uint64_t origin_req,
+                       const kv_msg *m)
+{
+	op *c = op_new(k, OP_COORD);
+	if (!c || own_set(&c->rec, &m->rec) < 0) {
+		if (c)
+			op_free(k, c);
+		return; /* the entry times out */
+	}
+	k->st.coordinated++;
+	k->st.fallbacks += (m->flags & KV_F_FALLBACK) != 0;
+	c->kop = m->op;
+	c->flags = m->flags;
+	c->origin = origin;
+	c->origin_req = origin_req;
+	c->deadline = now + k->cfg.op_timeout_ms;
+	coord_targets(k, c);
+	c->need = m->op == KV_GET ? k->cfg.read_quorum : k->cfg.write_quorum;
+	if (c->need > c->nt)
+		c->need = c->nt; /* a ring of fewer than R nodes */
+	hlc_seen(k, c->rec.r.v.stamp);
+	/* this node first */
+	kv_record cur;
+	int rc = k->d.get(k->d.ctx, &c->rec.r.kid, &cur);
+	if (c->kop == KV_GET) {
+		if (rc == 0) {
+			c->t[0].has = true;
+			c->t[0].v = cur.v;
+			if (own_set(&c->best, &cur) == 0)
+				c->has_best = true;
+		}
+		c->t[0].state = rc == 0 || rc == RN_ENOTFOUND ? RS_DONE : RS_FAILED;
+		c->answers += c->t[0].state == RS_DONE;
+		c->failed += c->t[0].state == RS_FAILED;
+	} else {
+		if (rc == 0 && c->rec.r.ridlen && cur.ridlen == c->rec.r.ridlen &&
+		    !memcmp(cur.rid, c->rec.r.rid, cur.ridlen) && !(c->flags & KV_F_HANDOFF)) {
+			/* a retry of a write already applied: keep that one */
+			c->replayed = true;
+			own_set(&c->rec, &cur);
+		}
+		kv_version held;
+		rc = apply(k, &c->rec.r, &held);
+		c->t[0].state = rc >= 0 ? RS_DONE : RS_FAILED;
+		c->acks += rc >= 0;
+		c->failed += rc < 0;
+	}
+	kv_msg r;
+	coord_request_msg(c, &r);
+	for (unsigned i = 1; i < c->nt; i++) {
+		r.to = c->t[i].p.addr;
+		k->st.repl_sent += c->kop != KV_GET;
+		send_msg(k, &r);
+	}
+	coord_finish(k, now, c, false);
+}
+
+static target *coord_target(op *c, ring_addr from, const rn_id *id)
+{
+	for (unsigned i = 0; i < c->nt; i++)
+		if (c->t[i].state == RS_WAIT && c->t[i].p.addr == from &&
+		    (!id || rn_id_eq(&c->t[i].p.id, id)))
+			return &c->t[i];
+	return NULL;
+}
+
+static void on_ack(kv_node *k, uint64_t now, const kv_msg *m)
+{
+	op *c = op_find(k, m->req);
+	if (c && c->kind == OP_LEAVE) {
+		if (c->outstanding && !--c->outstanding)
+			op_free(k, c);
+		return;
+	}
+	if (!c || c->kind != OP_COORD || c->kop == KV_GET)
+		return;
+	target *t = coord_target(c, m->from.addr, &m->from.id);
+	if (!t)
+		return;
+	t->state = RS_DONE;
+	c->acks++;
+	coord_finish(k, now, c, false);
+}
+
+static void on_read_ans(kv_node *k, uint64_t now, const kv_msg *m)
+{
+	op *c = op_find(k, m->req);
+	if (!c || c->kind != OP_COORD || c->kop != KV_GET)
+		return;
+	target *t = coord_target(c, m->from.addr, &m->from.id);
+	if (!t)
+		return;
+	t->state = RS_DONE;
+	c->answers++;
+	if (m->has_rec) {
+		t->has = true;
+		t->v = m->rec.v;
+		hlc_seen(k, m->rec.v.stamp);
+		if (!c->has_best || kv_version_cmp(&m->rec.v, &c->best.r.v) > 0) {
+			if (own_set(&c->best, &m->rec) == 0)
+				c->has_best = true;
+		}
+	}
+	coord_finish(k, now, c, false);
+}
+
+/* ---- replicas ---- */
+
+static void on_repl(kv_node *k, const kv_msg *m)
+{
+	if (!m->has_rec)
+		return;
+	hlc_seen(k, m->rec.v.stamp);
+	kv_version held = m->rec.v;
+	int rc = apply(k, &m->rec, &held);
+	if (rc == 1)
+		k->st.repl_applied++;
+	else if (rc == 0)
+		k->st.repl_stale++;
+	if (!m->req || rc < 0)
+		return; /* no ACK for a failed store: the coordinator counts it as not stored */
+	kv_msg a;
+	memset(&a, 0, sizeof a);
+	a.type = KV_MSG_ACK;
+	a.to = m->from.addr;
+	a.req = m->req;
+	a.has_rec = true;
+	a.rec.kid = m->rec.kid;
+	a.rec.v = held;
+	send_msg(k, &a);
+}
+
+static void on_read(kv_node *k, const kv_msg *m)
+{
+	kv_msg a;
+	memset(&a, 0, sizeof a);
+	a.type = KV_MSG_READ_ANS;
+	a.to = m->from.addr;
+	a.req = m->req;
+	kv_record cur;
+	int rc = k->d.get(k->d.ctx, &m->rec.kid, &cur);
+	if (rc < 0 && rc != RN_ENOTFOUND)
+		return; /* a store that cannot read does not answer */
+	if (rc == 0) {
+		a.has_rec = true;
+		a.rec = cur;
+	}
+	send_msg(k, &a);
+}
+
+/* ---- the entry node ---- */
+
+static void entry_send(kv_node *k, uint64_t now, op *e, ring_peer to)
+{
+	kv_msg m;
+	memset(&m, 0, sizeof m);
+	m.type = KV_MSG_REQ;
+	m.op = e->kop;
+	m.flags = e->flags | (e->fell_back ? KV_F_FALLBACK : 0);
+	m.req = e->req;
+	m.rec = e->rec.r;
+	m.has_rec = true;
+	e->coord = to;
+	e->stage = ST_SENT;
+	e->retry_at = now + 2 * (uint64_t)k->cfg.op_timeout_ms; /* no answer: fall back */
+	if (to.addr == k->addr && rn_id_eq(&to.id, &k->self)) {
+		coordinate(k, now, k->addr, e->req, &m);
+		return;
+	}
+	e->sent = true;
+	k->st.forwarded++;
+	m.to = to.addr;
+	send_msg(k, &m);
+}
+
+/* The owner did not answer: try the node after it, which holds a replica. */
+static void entry_fall_back(kv_node *k, uint64_t now, op *e)
+{
+	if (e->fell_back || e->coord.addr == RING_ADDR_NONE) {
+		e->stage = ST_RETRY_WAIT;
+		e->retry_at = UINT64_MAX; /* wait for an answer until the deadline */
+		return;
+	}
+	e->fell_back = true;
+	e->stage = ST_FALLBACK_LOOKUP;
+	e->retry_at = 0;
+	rn_id after = e->coord.id;
+	rn_id_add_pow2(&after, &after, RN_ID_BITS - k->cfg.bits); /* the next position */
+	k->d.lookup(k->d.ctx, &after, e->req);
+}
+
+static void entry_lookup(kv_node *k, uint64_t now, op *e)
+{
+	rn_id pos = pos_of(k, &e->rec.r.kid);
+	if (own_range(k, &pos)) {
+		entry_send(k, now, e, (ring_peer){k->self, k->addr});
+		return;
+	}
+	e->stage = ST_LOOKUP;
+	e->retry_at = 0;
+	k->d.lookup(k->d.ctx, &pos, e->req);
+}
+
+static kv_status entry_failure(const op *e)
+{
+	if (e->kop == KV_GET)
+		return KV_UNSURE;
+	return e->sent ? KV_UNKNOWN : KV_NOT_APPLIED;
+}
+
+void kv_client(kv_node *k, uint64_t now, uint64_t client, const kv_request *r)
+{
+	k->st.client_ops++;
+	op *e = op_new(k, OP_ENTRY);
+	kv_record rec;
+	memset(&rec, 0, sizeof rec);
+	rec.key = r->key;
+	rec.klen = r->klen;
+	rn_id_hash(&rec.kid, r->key, r->klen, RN_ID_BITS);
+	if (r->op != KV_GET) {
+		rec.val = r->op == KV_PUT ? r->val : NULL;
+		rec.vlen = r->op == KV_PUT ? r->vlen : 0;
+		rec.rid = r->rid;
+		rec.ridlen = r->ridlen > KV_RID_MAX ? KV_RID_MAX : r->ridlen;
+	}
+	if (!e || own_set(&e->rec, &rec) < 0) {
+		kv_reply rep = {
+		    .status = KV_NOT_APPLIED, .why = "out of memory", .retry_ms = RETRY_MS};
+		if (e)
+			op_free(k, e);
+		k->d.reply(k->d.ctx, client, &rep);
+		return;
+	}
+	e->client = client;
+	e->kop = (uint8_t)r->op;
+	e->coord.addr = RING_ADDR_NONE;
+	e->deadline = now + k->cfg.req_timeout_ms;
+	if (!k->joined) {
+		reply_client(k, e, r->op == KV_GET ? KV_UNSURE : KV_NOT_APPLIED,
+		             "this node is not in a ring yet (joining); try again shortly", NULL);
+		return;
+	}
+	if (r->op != KV_GET)
+		e->rec.r.v = stamp_new(k, now, r->op == KV_DEL);
+	entry_lookup(k, now, e);
+}
+
+static void on_resp(kv_node *k, uint64_t now, const kv_msg *m)
+{
+	op *e = op_find(k, m->req);
+	if (!e)
+		return;
+	if (e->kind == OP_HANDOFF) {
+		kv_record cur;
+		if (m->status == KV_OK && m->has_rec && kv_version_cmp(&m->rec.v, &e->hv) >= 0 &&
+		    k->d.get(k->d.ctx, &e->rec.r.kid, &cur) == 0 &&
+		    kv_version_cmp(&cur.v, &e->hv) == 0) {
+			rn_id pos = pos_of(k, &e->rec.r.kid);
+			if (!own_range(k, &pos)) { /* still not ours: the owner has it now */
+				k->d.del(k->d.ctx, &e->rec.r.kid);
+				k->st.handoffs_done++;
+			}
+		}
+		op_free(k, e);
+		return;
+	}
+	if (e->kind != OP_ENTRY || e->stage != ST_SENT)
+		return;
+	if (m->from.addr != e->coord.addr && e->coord.addr != k->addr)
+		return; /* not who we asked */
+	static const char *whys[] = {
+	    [KV_NOT_FOUND] = "key not found",
+	    [KV_UNSURE] = "the key's replicas could not all be asked (the ring is changing or "
+	                  "a node is down); try again",
+	    [KV_UNKNOWN] = "the write reached fewer replicas than the write quorum: it may or "
+	                   "may not be applied; retry with the same request id",
+	    [KV_ERROR] = "a replica's store failed",
+	};
+	kv_status st = m->status <= KV_ERROR ? (kv_status)m->status : KV_ERROR;
+	reply_client(k, e, st, st == KV_OK ? NULL : whys[st], m);
+}
+
+void kv_on_lookup(kv_node *k, uint64_t now, uint64_t req, bool ok, ring_peer owner)
+{
+	op *e = op_find(k, req);
+	if (!e)
+		return;
+	if (e->kind == OP_HANDOFF) {
+		if (!ok || owner.addr == RING_ADDR_NONE || rn_id_eq(&owner.id, &k->self)) {
+			op_free(k, e); /* tried again next round */
+			return;
+		}
+		kv_msg m;
+		memset(&m, 0, sizeof m);
+		m.type = KV_MSG_REQ;
+		m.op = e->rec.r.v.tomb ? KV_DEL : KV_PUT;
+		m.flags = KV_F_HANDOFF;
+		m.req = e->req;
+		m.rec = e->rec.r;
+		m.has_rec = true;
+		m.to = owner.addr;
+		e->coord = owner;
+		e->stage = ST_SENT;
+		k->st.handoffs_sent++;
+		send_msg(k, &m);
+		return;
+	}
+	if (e->kind != OP_ENTRY || (e->stage != ST_LOOKUP && e->stage != ST_FALLBACK_LOOKUP))
+		return;
+	if (!ok || owner.addr == RING_ADDR_NONE) {
+		if (e->retried) {
+			reply_client(k, e, entry_failure(e),
+			             "the ring could not find the key's owner; try again", NULL);
+			return;
+		}
+		e->retried = true;
+		e->stage = ST_RETRY_WAIT;
+		e->retry_at = now + RETRY_MS;
+		return;
+	}
+	entry_send(k, now, e, owner);
+}
+
+void kv_on_unreachable(kv_node *k, uint64_t now, uint64_t req, ring_addr to)
+{
+	op *o = op_find(k, req);
+	if (!o)
+		return;
+	switch (o->kind) {
+	case OP_ENTRY:
+		if (o->stage == ST_SENT && o->coord.addr == to)
+			entry_fall_back(k, now, o);
+		break;
+	case OP_COORD: {
+		target *t = coord_target(o, to, NULL);
+		if (!t)
+			break;
+		t->state = RS_FAILED;
+		o->failed++;
+		kv_msg m;
+		coord_request_msg(o, &m);
+		coord_substitute(k, o, &m);
+		coord_finish(k, now, o, false);
+		break;
+	}
+	case OP_HANDOFF:
+		op_free(k, o);
+		break;
+	case OP_LEAVE:
+		if (o->outstanding && !--o->outstanding)
+			op_free(k, o);
+		break;
+	}
+}
+
+/* ---- anti-entropy ---- */
+
+static uint64_t mix64(uint64_t x)
+{
+	x ^= x >> 30;
+	x *= 0xbf58476d1ce4e5b9ull;
+	x ^= x >> 27;
+	x *= 0x94d049bb133111ebull;
+	x ^= x >> 31;
+	return x;
+}
+
+static uint64_t entry_hash(const rn_id *kid, const kv_version *v)
+{
+	uint64_t h = mix64(rn_id_top64(kid) ^ 0x9e3779b97f4a7c15ull);
+	h = mix64(h ^ rn_id_load64_(kid->b + 8));
+	h = mix64(h ^ v->stamp);
+	h = mix64(h ^ v->writer ^ (v->tomb ? 0x5bd1e995ull : 0));
+	return h;
+}
+
+/* Which of KV_BUCKETS equal slices of (lo, hi] holds position pos. */
+static unsigned bucket_of(const rn_id *lo, const rn_id *hi, const rn_id *pos)
+{
+	rn_id off, span;
+	rn_id_sub(&off, pos, lo);
+	rn_id_sub(&span, hi, lo);
+	uint64_t o = rn_id_top64(&off), s = rn_id_top64(&span);
+	if (rn_id_eq(lo, hi))
+		s = UINT64_MAX; /* the whole ring */
+	if (o > 0)
+		o--; /* (lo, hi]: lo + 1 is the first position */
+	uint64_t width = s / KV_BUCKETS + 1;
+	uint64_t b = o / width;
+	return b >= KV_BUCKETS ? KV_BUCKETS - 1 : (unsigned)b;
+}
+
+typedef struct {
+	kv_node *k;
+	const rn_id *lo, *hi;
+	uint64_t *hashes;
+	/* listing entries of some buckets */
+	const bool *want;
+	kv_entry *out;
+	size_t n, max;
+	bool truncated;
+	uint8_t last_bucket;
+} scan_ctx;
+
+static int digest_one(void *arg, const kv_record *r)
+{
+	scan_ctx *s = arg;
+	rn_id pos = pos_of(s->k, &r->kid);
+	s->hashes[bucket_of(s->lo, s->hi, &pos)] ^= entry_hash(&r->kid, &r->v);
+	return 0;
+}
+
+static void range_digest(kv_node *k, const rn_id *lo, const rn_id *hi, uint64_t *hashes)
+{
+	memset(hashes, 0, KV_BUCKETS * sizeof *hashes);
+	scan_ctx s = {.k = k, .lo = lo, .hi = hi, .hashes = hashes};
+	rn_id elo = ext_of(k, lo), ehi = ext_of(k, hi);
+	k->d.scan(k->d.ctx, &elo, &ehi, false, digest_one, &s);
+}
+
+static int list_one(void *arg, const kv_record *r)
+{
+	scan_ctx *s = arg;
+	rn_id pos = pos_of(s->k, &r->kid);
+	unsigned b = bucket_of(s->lo, s->hi, &pos);
+	if (!s->want[b])
+		return 0;
+	if (s->n >= s->max) {
+		s->truncated = true;
+		return 1;
+	}
+	s->out[s->n++] = (kv_entry){r->kid, r->v};
+	s->last_bucket = (uint8_t)b;
+	return 0;
+}
+
+/* The entries of the wanted buckets of (lo, hi], in ring order from lo. */
+static size_t range_list(kv_node *k, const rn_id *lo, const rn_id *hi, const bool *want,
+                         kv_entry *out, size_t max, bool *truncated, uint8_t *last)
+{
+	scan_ctx s = {.k = k, .lo = lo, .hi = hi, .want = want, .out = out, .max = max};
+	rn_id elo = ext_of(k, lo), ehi = ext_of(k, hi);
+	k->d.scan(k->d.ctx, &elo, &ehi, false, list_one, &s);
+	*truncated = s.truncated;
+	*last = s.last_bucket;
+	return s.n;
+}
+
+/* Replica targets of this node's own range: its first R-1 distinct successors. */
+static size_t sync_targets(kv_node *k, ring_peer *out)
+{
+	return distinct_succ(k, out, k->cfg.replicas - 1);
+}
+
+static void purge_tombs(kv_node *k, uint64_t now, const ring_peer *to, size_t nto);
+
+static void sync_round(kv_node *k, uint64_t now)
+{
+	k->sync_at = now + k->cfg.sync_ms;
+	if (!k->joined || k->pred.addr == RING_ADDR_NONE || rn_id_eq(&k->pred.id, &k->self))
+		return;
+	ring_peer to[KV_MAX_R];
+	size_t nto = sync_targets(k, to);
+	if (!nto)
+		return;
+	/* every replica matched last round: old tombstones can go */
+	bool all = k->nmatched_targets == nto;
+	for (size_t i = 0; i < nto && all; i++)
+		all = k->matched[i];
+	if (all)
+		purge_tombs(k, now, to, nto);
+	memset(k->matched, 0, sizeof k->matched);
+	k->nmatched_targets = (unsigned)nto;
+	uint64_t hashes[KV_BUCKETS];
+	range_digest(k, &k->pred.id, &k->self, hashes);
+	k->round++;
+	kv_msg m;
+	memset(&m, 0, sizeof m);
+	m.type = KV_MSG_DIGEST;
+	m.round = k->round;
+	m.lo = k->pred.id;
+	m.hi = k->self;
+	m.hashes = hashes;
+	for (size_t i = 0; i < nto; i++) {
+		m.to = to[i].addr;
+		k->st.sync_rounds++;
+		k->st.sync_bytes += KV_BUCKETS * 8 + 48;
+		send_msg(k, &m);
+	}
+}
+
+static void note_cover(kv_node *k, uint64_t now, const kv_msg *m)
+{
+	cover *slot = NULL, *oldest = &k->covers[0];
+	for (int i = 0; i < MAX_COVERS; i++) {
+		cover *c = &k->covers[i];
+		if (c->used && rn_id_eq(&c->from, &m->from.id)) {
+			slot = c;
+			break;
+		}
+		if (!c->used && !slot)
+			slot = c;
+		if (c->at < oldest->at)
+			oldest = c;
+	}
+	if (!slot)
+		slot = oldest;
+	*slot = (cover){m->lo, m->hi, m->from.id, now, true};
+}
+
+static bool covered(const kv_node *k, uint64_t now, const rn_id *pos)
+{
+	for (int i = 0; i < MAX_COVERS; i++) {
+		const cover *c = &k->covers[i];
+		if (c->used && now - c->at <= k->cfg.cover_ms && rn_id_in_oc(pos, &c->lo, &c->hi))
+			return true;
+	}
+	return false;
+}
+
+static void on_digest(kv_node *k, uint64_t now, const kv_msg *m)
+{
+	note_cover(k, now, m);
+	uint64_t mine[KV_BUCKETS];
+	range_digest(k, &m->lo, &m->hi, mine);
+	bool want[KV_BUCKETS];
+	uint8_t diff[KV_BUCKETS];
+	size_t nd = 0;
+	for (unsigned b = 0; b < KV_BUCKETS; b++) {
+		want[b] = mine[b] != m->hashes[b];
+		if (want[b])
+			diff[nd++] = (uint8_t)b;
+	}
+	kv_entry *ents = NULL;
+	size_t ne = 0;
+	if (nd) {
+		ents = malloc(KV_ENTRY_MAX * sizeof *ents);
+		if (!ents)
+			return;
+		bool trunc;
+		uint8_t last;
+		ne = range_list(k, &m->lo, &m->hi, want, ents, KV_ENTRY_MAX, &trunc, &last);
+		if (trunc) { /* list only the buckets whose entries are all there */
+			size_t keep = 0;
+			while (keep < nd && diff[keep] < last)
+				keep++;
+			if (keep == 0) {
+				keep =
+				    1; /* one bucket alone overflows: a partial list still helps */
+			} else {
+				while (ne) {
+					rn_id pos = pos_of(k, &ents[ne - 1].kid);
+					if (bucket_of(&m->lo, &m->hi, &pos) < last)
+						break;
+					ne--;
+				}
+			}
+			nd = keep;
+		}
+	}
+	kv_msg a;
+	memset(&a, 0, sizeof a);
+	a.type = KV_MSG_KEYS;
+	a.to = m->from.addr;
+	a.round = m->round;
+	a.lo = m->lo;
+	a.hi = m->hi;
+	a.buckets = diff;
+	a.nbuckets = nd;
+	a.entries = ents;
+	a.nentries = ne;
+	k->st.sync_bytes += ne * 37 + nd + 48;
+	send_msg(k, &a);
+	free(ents);
+}
+
+/* a before b in ring order from base */
+static int ring_cmp(const rn_id *base, const rn_id *a, const rn_id *b)
+{
+	rn_id da, db;
+	rn_id_sub(&da, a, base);
+	rn_id_sub(&db, b, base);
+	return rn_id_cmp(&da, &db);
+}
+
+static void push_record(kv_node *k, ring_addr to, const rn_id *kid)
+{
+	kv_record r;
+	if (k->d.get(k->d.ctx, kid, &r) < 0)
+		return;
+	kv_msg m;
+	memset(&m, 0, sizeof m);
+	m.type = KV_MSG_REPL;
+	m.to = to;
+	m.rec = r;
+	m.has_rec = true;
+	k->st.repl_sent++;
+	k->st.sync_bytes += r.klen + r.vlen + 48;
+	send_msg(k, &m);
+}
+
+/* The primary's half of a bucket exchange: push what the replica lacks or has older, ask
+ * for what it has newer. */
+static void on_keys(kv_node *k, uint64_t now, const kv_msg *m)
+{
+	if (!k->joined || k->pred.addr == RING_ADDR_NONE || !rn_id_eq(&m->lo, &k->pred.id) ||
+	    !rn_id_eq(&m->hi, &k->self))
+		return; /* an answer about a range this node no longer has */
+	ring_peer to[KV_MAX_R];
+	size_t nto = sync_targets(k, to), idx = nto;
+	for (size_t i = 0; i < nto; i++)
+		if (rn_id_eq(&to[i].id, &m->from.id))
+			idx = i;
+	if (m->nbuckets == 0) {
+		if (idx < nto && m->round == k->round)
+			k->matched[idx] = true;
+		return;
+	}
+	bool want[KV_BUCKETS] = {false};
+	for (size_t i = 0; i < m->nbuckets; i++)
+		if (m->buckets[i] < KV_BUCKETS)
+			want[m->buckets[i]] = true;
+	kv_entry *mine = malloc(KV_ENTRY_MAX * sizeof *mine);
+	rn_id *pull = malloc(KV_PULL_MAX * sizeof *pull);
+	rn_id *push = malloc(KV_REPAIR_MAX * sizeof *push);
+	if (!mine || !pull || !push) {
+		free(mine);
+		free(pull);
+		free(push);
+		return;
+	}
+	bool trunc;
+	uint8_t last;
+	size_t nm = range_list(k, &m->lo, &m->hi, want, mine, KV_ENTRY_MAX, &trunc, &last);
+	rn_id base = ext_of(k, &m->lo); /* (lo, hi] starts just after it */
+	rn_id_add_pow2(&base, &base, 0);
+	size_t i = 0, j = 0, npull = 0, npush = 0;
+	while ((i < nm || j < m->nentries) && npull < KV_PULL_MAX && npush < KV_REPAIR_MAX) {
+		const kv_entry *a = i < nm ? &mine[i] : NULL,
+		               *b = j < m->nentries ? &m->entries[j] : NULL;
+		if (!a && trunc)
+			break; /* past what this node listed: it may have those */
+		/* c < 0: only this node has a's key; c > 0: only the replica has b's */
+		int c = !a ? 1 : !b ? -1 : ring_cmp(&base, &a->kid, &b->kid);
+		if (c < 0) {
+			push[npush++] = a->kid;
+			i++;
+		} else if (c > 0) {
+			pull[npull++] = b->kid;
+			j++;
+		} else {
+			int v = kv_version_cmp(&a->v, &b->v);
+			if (v > 0)
+				push[npush++] = a->kid;
+			else if (v < 0)
+				pull[npull++] = b->kid;
+			i++;
+			j++;
+		}
+	}
+	for (size_t p = 0; p < npush; p++)
+		push_record(k, m->from.addr, &push[p]);
+	k->st.sync_keys_pushed += npush;
+	if (npull) {
+		kv_msg q;
+		memset(&q, 0, sizeof q);
+		q.type = KV_MSG_PULL;
+		q.to = m->from.addr;
+		q.kids = pull;
+		q.nkids = npull;
+		k->st.sync_keys_pulled += npull;
+		k->st.sync_bytes += npull * 20 + 16;
+		send_msg(k, &q);
+	}
+	/* differences remain: the next round comes soon */
+	if (k->sync_at > now + SYNC_AGAIN_MS)
+		k->sync_at = now + SYNC_AGAIN_MS;
+	free(mine);
+	free(pull);
+	free(push);
+}
+
+static void on_pull(kv_node *k, const kv_msg *m)
+{
+	for (size_t i = 0; i < m->nkids && i < KV_PULL_MAX; i++)
+		push_record(k, m->from.addr, &m->kids[i]);
+}
+
+typedef struct {
+	kv_node *k;
+	uint64_t before; /* stamps older than this */
+	kv_entry *out;
+	size_t n;
+} purge_ctx;
+
+static int purge_one(void *arg, const kv_record *r)
+{
+	purge_ctx *p = arg;
+	if (r->v.tomb && r->v.stamp < p->before)
+		p->out[p->n++] = (kv_entry){r->kid, r->v};
+	return p->n >= PURGE_MAX;
+}
+
+/* Tombstones older than the grace period in this node's range, which every replica has
+ * (they all matched it last round): drop them here and there. */
+static void purge_tombs(kv_node *k, uint64_t now, const ring_peer *to, size_t nto)
+{
+	uint64_t phys = now + k->cfg.wall_offset_ms;
+	if (phys < k->cfg.tomb_grace_ms)
+		return;
+	kv_entry ents[PURGE_MAX];
+	purge_ctx p = {k, (phys - k->cfg.tomb_grace_ms) << 16, ents, 0};
+	rn_id lo = ext_of(k, &k->pred.id), hi = ext_of(k, &k->self);
+	k->d.scan(k->d.ctx, &lo, &hi, false, purge_one, &p);
+	if (!p.n)
+		return;
+	for (size_t i = 0; i < p.n; i++)
+		k->d.del(k->d.ctx, &ents[i].kid);
+	k->st.tombs_purged += p.n;
+	kv_msg m;
+	memset(&m, 0, sizeof m);
+	m.type = KV_MSG_PURGE;
+	m.entries = ents;
+	m.nentries = p.n;
+	for (size_t i = 0; i < nto; i++) {
+		m.to = to[i].addr;
+		send_msg(k, &m);
+	}
+}
+
+static void on_purge(kv_node *k, const kv_msg *m)
+{
+	for (size_t i = 0; i < m->nentries && i < PURGE_MAX; i++) {
+		kv_record cur;
+		if (k->d.get(k->d.ctx, &m->entries[i].kid, &cur) == 0 && cur.v.tomb &&
+		    kv_version_cmp(&cur.v, &m->entries[i].v) == 0) {
+			k->d.del(k->d.ctx, &m->entries[i].kid);
+			k->st.tombs_purged++;
+		}
+	}
+}
+
+/* ---- handoff of records outside every range this node holds ---- */
+
+typedef struct {
+	kv_node *k;
+	uint64_t now;
+} handoff_ctx;
+
+static int handoff_one(void *arg, const kv_record *r)
+{
+	handoff_ctx *h = arg;
+	kv_node *k = h->k;
+	rn_id pos = pos_of(k, &r->kid);
+	if (own_range(k, &pos) || covered(k, h->now, &pos))
+		return 0;
+	for (op *o = k->ops; o; o = o->next)
+		if (o->kind == OP_HANDOFF && rn_id_eq(&o->rec.r.kid, &r->kid))
+			return 0; /* on its way */
+	if (k->nhandoffs >= MAX_HANDOFFS)
+		return 1;
+	op *o = op_new(k, OP_HANDOFF);
+	if (!o)
+		return 1;
+	if (own_set(&o->rec, r) < 0) {
+		op_free(k, o);
+		return 1;
+	}
+	o->hv = r->v;
+	o->stage = ST_LOOKUP;
+	o->deadline = h->now + k->cfg.req_timeout_ms;
+	k->d.lookup(k->d.ctx, &pos, o->req);
+	return 0;
+}
+
+static void handoff_round(kv_node *k, uint64_t now)
+{
+	k->handoff_at = now + k->cfg.sync_ms;
+	/* only a node whose view has been still long enough to have heard every range it
+	 * replicates knows what is out of place */
+	if (!k->joined || k->pred.addr == RING_ADDR_NONE || rn_id_eq(&k->pred.id, &k->self) ||
+	    now - k->view_at < k->cfg.cover_ms || k->nhandoffs >= MAX_HANDOFFS)
+		return;
+	handoff_ctx h = {k, now};
+	rn_id lo = ext_of(k, &k->self), hi = ext_of(k, &k->pred.id);
+	k->d.scan(k->d.ctx, &lo, &hi, true, handoff_one, &h);
+}
+
+/* ---- messages, time, leaving ---- */
+
+void kv_on_msg(kv_node *k, uint64_t now, const kv_msg *m)
+{
+	switch (m->type) {
+	case KV_MSG_REQ:
+		if (m->has_rec && k->joined)
+			coordinate(k, now, m->from.addr, m->req, m);
+		break;
+	case KV_MSG_RESP:
+		on_resp(k, now, m);
+		break;
+	case KV_MSG_REPL:
+		on_repl(k, m);
+		break;
+	case KV_MSG_ACK:
+		on_ack(k, now, m);
+		break;
+	case KV_MSG_READ:
+		on_read(k, m);
+		break;
+	case KV_MSG_READ_ANS:
+		on_read_ans(k, now, m);
+		break;
+	case KV_MSG_DIGEST:
+		if (m->hashes)
+			on_digest(k, now, m);
+		break;
+	case KV_MSG_KEYS:
+		on_keys(k, now, m);
+		break;
+	case KV_MSG_PULL:
+		on_pull(k, m);
+		break;
+	case KV_MSG_PURGE:
+		on_purge(k, m);
+		break;
+	default:
+		break;
+	}
+}
+
+static bool op_due(const op *o, uint64_t now)
+{
+	return now >= o->deadline || (o->retry_at && now >= o->retry_at);
+}
+
+void kv_tick(kv_node *k, uint64_t now)
+{
+	/* by request id: handling one op can finish others */
+	uint64_t due[256];
+	size_t n = 0;
+	for (op *o = k->ops; o && n < 256; o = o->next)
+		if (op_due(o, now))
+			due[n++] = o->req;
+	for (size_t i = 0; i < n; i++) {
+		op *o = op_find(k, due[i]);
+		if (!o || !op_due(o, now))
+			continue;
+		switch (o->kind) {
+		case OP_ENTRY:
+			if (now >= o->deadline)
+				reply_client(
+				    k, o, entry_failure(o),
+				    o->kop == KV_GET
+				        ? "no answer from the key's replicas in time; try again"
+				        : "no answer from the key's replicas in time: the write "
+				          "may or may not be applied; retry with the same "
+				          "request id",
+				    NULL);
+			else if (o->stage == ST_SENT)
+				entry_fall_back(k, now, o);
+			else if (o->stage == ST_RETRY_WAIT && o->retry_at != UINT64_MAX)
+				entry_lookup(k, now, o);
+			else
+				o->retry_at = 0;
+			break;
+		case OP_COORD:
+			coord_finish(k, now, o, true);
+			break;
+		default:
+			op_free(k, o);
+			break;
+		}
+	}
+	if (now >= k->sync_at)
+		sync_round(k, now);
+	if (now >= k->handoff_at)
+		handoff_round(k, now);
+}
+
+uint64_t kv_wake_at(const kv_node *k)
+{
+	uint64_t at = k->sync_at < k->handoff_at ? k->sync_at : k->handoff_at;
+	for (const op *o = k->ops; o; o = o->next) {
+		if (o->deadline < at)
+			at = o->deadline;
+		if (o->retry_at && o->retry_at < at)
+			at = o->retry_at;
+	}
+	return at;
+}
+
+typedef struct {
+	kv_node *k;
+	op *o;
+	ring_addr to;
+} leave_ctx;
+
+static int leave_one(void *arg, const kv_record *r)
+{
+	leave_ctx *l = arg;
+	kv_msg m;
+	memset(&m, 0, sizeof m);
+	m.type = KV_MSG_REPL;
+	m.to = l->to;
+	m.req = l->o->req;
+	m.rec = *r;
+	m.has_rec = true;
+	l->o->outstanding++;
+	l->k->st.repl_sent++;
+	send_msg(l->k, &m);
+	return 0;
+}
+
+void kv_leave(kv_node *k, uint64_t now)
+{
+	ring_peer s[VIEW_MAX_SUCC];
+	size_t ns = distinct_succ(k, s, k->cfg.replicas);
+	if (!ns || k->leave)
+		return;
+	op *o = op_new(k, OP_LEAVE);
+	if (!o)
+		return;
+	o->deadline = now + k->cfg.req_timeout_ms;
+	k->leave = o;
+	/* the node that becomes a replica of this range once this node is gone */
+	leave_ctx l = {k, o, s[ns - 1].addr};
+	rn_id lo = ext_of(k, &k->pred.id), hi = ext_of(k, &k->self);
+	if (k->pred.addr == RING_ADDR_NONE)
+		lo = hi; /* the whole ring */
+	k->d.scan(k->d.ctx, &lo, &hi, true, leave_one, &l);
+	if (!o->outstanding)
+		op_free(k, o);
+}
+
+bool kv_leaving(const kv_node *k)
+{
+	return k->leave != NULL;
+}
+
+void kv_abort(kv_node *k, uint64_t now)
+{
+	(void)now;
+	uint64_t due[256];
+	for (;;) {
+		size_t n = 0;
+		for (op *o = k->ops; o && n < 256; o = o->next)
+			if (o->kind == OP_ENTRY)
+				due[n++] = o->req;
+		if (!n)
+			break;
+		for (size_t i = 0; i < n; i++) {
+			op *o = op_find(k, due[i]);
+			if (o)
+				reply_client(k, o, entry_failure(o), "the node is shutting down",
+				             NULL);
+		}
+	}
+	while (k->ops)
+		op_free(k, k->ops);
+}

@@ -1,0 +1,251 @@
+/* kv.h — the key-value service core: replicated, versioned, self-repairing (sans-IO).
+ *
+ * One kv_node per ring node. It takes client operations, peer messages, the ring's view
+ * (predecessor and successors), lookup answers and ticks; it answers through the calls
+ * its driver provides (kv_driver below): messages to send, ring lookups to start, store
+ * operations, client replies. It never touches a socket, clock, file or thread, so the
+ * real node (src/net) and the simulator (src/sim) run the same code.
+ *
+ * Placement. A key's id is SHA-1 of its bytes (top `bits` bits). Its replicas are the
+ * first R live nodes at or after the id: the owner (the id's successor) and the next
+ * R-1 successors. The owner coordinates: a put or delete is acknowledged once W replicas
+ * have committed it; a get asks every replica and answers with the newest version once
+ * enough have answered.
+ *
+ * Versions. Every write carries a stamp made at the node the client spoke to: a hybrid
+ * logical clock (48 bits of wall-clock milliseconds, 16 bits of counter) with the
+ * writer's id as tie-break. The newest stamp wins everywhere: on a replica, in a read,
+ * in a repair, in a handoff. A delete writes a tombstone. So a late repair or handoff
+ * can never undo a newer write.
+ *
+ * Repair. Every sync period a node compares its own range (predecessor, self] with each
+ * of its R-1 successors by range digests (the range cut into buckets, each bucket a hash
+ * of the versions in it) and sends only the records that differ, both ways. A node also
+ * learns from those digests which ranges it is a replica of; a record it holds outside
+ * all of them (the ring moved) is handed to the key's owner through the write path,
+ * version kept, and deleted here once the owner holds that version or a newer one.
+ * A get that sees a stale or missing replica repairs it (read repair).
+ *
+ * "Not found" is said only when the node is sure: every replica answered, none has the
+ * key, and the node's view of the ring has not changed for settle_ms. Otherwise the
+ * answer is KV_UNSURE (503 with a retry hint).
+ *
+ * ---- Provided by the driver (kv_driver) ----
+ * - store: get / put / del / scan over records sorted by key id (ring order), count.
+ *   put returns once the record is durable: acknowledgements depend on it.
+ * - send: deliver a kv_msg to m->to (a ring_addr, as in src/ring). Encode or copy before
+ *   returning; a message that cannot be delivered is reported later through
+ *   kv_on_unreachable (never from inside send: the core is not re-entrant).
+ * - lookup: start a ring lookup of an id; answer with kv_on_lookup.
+ * - reply: answer a client request made with kv_client.
+ * - the view: the driver calls kv_set_view whenever the ring's predecessor or successor
+ *   list may have changed (cheap when nothing did).
+ * - time: every call takes `now`, milliseconds on a clock that does not jump; the HLC's
+ *   physical part is now + wall_offset_ms (kv_config), the driver's wall clock at now=0.
+ * - ticks: call kv_tick no later than kv_wake_at(). */
+#ifndef RN_KV_H
+#define RN_KV_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../lib/id.h"
+#include "../ring/ring.h"
+
+#define KV_MAX_R      8
+#define KV_KEY_MAX    1024 /* bytes in a key */
+#define KV_RID_MAX    64   /* bytes in a client's request id (idempotency key) */
+#define KV_BUCKETS    64   /* a range digest cuts the range into this many buckets */
+#define KV_ENTRY_MAX  8192 /* versions listed in one sync answer */
+#define KV_PULL_MAX   512  /* records asked for or pushed per bucket exchange */
+#define KV_REPAIR_MAX 1024 /* records pushed to one replica in one exchange */
+
+typedef enum { KV_PUT = 1, KV_GET = 2, KV_DEL = 3 } kv_op;
+
+/* A version: newer is a larger (stamp, writer). */
+typedef struct {
+	uint64_t stamp;  /* HLC: ms << 16 | counter */
+	uint64_t writer; /* tie-break: the top 64 bits of the writing node's id */
+	bool tomb;       /* a delete */
+} kv_version;
+
+int kv_version_cmp(const kv_version *a, const kv_version *b);
+
+/* One stored record. The store sorts by kid (SHA-1 of key, the full 160 bits). */
+typedef struct {
+	rn_id kid;
+	kv_version v;
+	const uint8_t *key;
+	size_t klen;
+	const uint8_t *val; /* the client's bytes as sent (JSON text for the HTTP API) */
+	size_t vlen;
+	const uint8_t *rid; /* the request id of the client write that made it, if any */
+	size_t ridlen;
+} kv_record;
+
+typedef enum {
+	KV_MSG_REQ = 1,  /* entry -> coordinator: op, req, rec (key; value and version for
+	                  * a write), flags */
+	KV_MSG_RESP,     /* coordinator -> entry: req, status, rec (a get's answer),
+	                  * acked (the replicas that answered) */
+	KV_MSG_REPL,     /* -> replica: store rec if newer; req != 0 asks for an ACK */
+	KV_MSG_ACK,      /* req, rec.v = the version the replica now holds */
+	KV_MSG_READ,     /* coordinator -> replica: req, rec.kid / key */
+	KV_MSG_READ_ANS, /* req, has_rec, rec */
+	KV_MSG_DIGEST,   /* primary -> replica: round, lo, hi, hashes[KV_BUCKETS] */
+	KV_MSG_KEYS,     /* replica -> primary: round, lo, hi, the differing buckets and
+	                  * the replica's versions in them (entries) */
+	KV_MSG_PULL,     /* primary -> replica: send me these records (kids) */
+	KV_MSG_PURGE,    /* primary -> replica: drop these tombstones if still as listed */
+} kv_msg_type;
+
+typedef enum {
+	KV_OK = 0,
+	KV_NOT_FOUND,   /* 404: sure it is absent (or deleted) */
+	KV_UNSURE,      /* 503: cannot tell now (replicas did not answer, the ring moves) */
+	KV_UNKNOWN,     /* 503: a write reached some replicas but not W: it may be applied */
+	KV_NOT_APPLIED, /* 503: a write that reached no replica: safe to retry */
+	KV_ERROR,       /* 500: a store failed */
+} kv_status;
+
+/* REQ flags */
+#define KV_F_HANDOFF  1u /* a repair write of an existing version: keep rec.v */
+#define KV_F_FALLBACK 2u /* the owner did not answer; coordinate as the next replica */
+
+typedef struct {
+	rn_id kid;
+	kv_version v;
+} kv_entry;
+
+typedef struct {
+	uint8_t type; /* kv_msg_type */
+	uint8_t op;   /* REQ */
+	uint8_t status;
+	uint8_t flags;
+	bool has_rec;
+	ring_addr to;
+	ring_peer from;
+	uint64_t req;
+	kv_record rec;
+	/* sync */
+	uint32_t round;
+	rn_id lo, hi;
+	const uint64_t *hashes; /* DIGEST: KV_BUCKETS of them */
+	const uint8_t *buckets; /* KEYS: indices of the buckets whose entries follow */
+	size_t nbuckets;
+	const kv_entry *entries; /* KEYS; PURGE */
+	size_t nentries;
+	const rn_id *kids; /* PULL */
+	size_t nkids;
+	/* RESP */
+	const ring_peer *acked;
+	size_t nacked;
+} kv_msg;
+
+/* The answer to a client. Pointers are valid during the reply call only. */
+typedef struct {
+	kv_status status;
+	const char *why; /* for the non-OK answers: what happened, for a person */
+	bool has_rec;    /* a get's value, or a write's version */
+	kv_record rec;
+	rn_id coordinator;
+	const ring_peer *acked; /* the replicas that answered */
+	size_t nacked;
+	bool replayed; /* a retry of a write already applied (same request id) */
+	uint32_t retry_ms;
+} kv_reply;
+
+typedef struct {
+	kv_op op;
+	const uint8_t *key;
+	size_t klen;
+	const uint8_t *val;
+	size_t vlen;
+	const uint8_t *rid; /* optional idempotency key */
+	size_t ridlen;
+} kv_request;
+
+typedef struct {
+	void *ctx;
+	/* store: 0, RN_ENOTFOUND (get, del) or another RN_E*. get's record and its bytes
+	 * are valid until the next store call. */
+	int (*get)(void *ctx, const rn_id *kid, kv_record *out);
+	int (*put)(void *ctx, const kv_record *rec);
+	int (*del)(void *ctx, const rn_id *kid);
+	/* fn for every record with kid in the ring interval (lo, hi], in ring order from lo,
+	 * until fn returns non-zero. Values may be left out (val NULL) when !values. The
+	 * store must not be changed from fn. */
+	int (*scan)(void *ctx, const rn_id *lo, const rn_id *hi, bool values,
+	            int (*fn)(void *arg, const kv_record *rec), void *arg);
+	uint64_t (*count)(void *ctx);
+	void (*send)(void *ctx, const kv_msg *m);
+	void (*lookup)(void *ctx, const rn_id *kid, uint64_t req);
+	void (*reply)(void *ctx, uint64_t client, const kv_reply *r);
+} kv_driver;
+
+typedef struct {
+	unsigned bits;           /* ring width, as the ring core's */
+	unsigned replicas;       /* R, 1..KV_MAX_R */
+	unsigned write_quorum;   /* W, 1..R */
+	unsigned read_quorum;    /* answers a get needs, 1..R (default R + 1 - W) */
+	uint32_t op_timeout_ms;  /* a coordinator's wait for its replicas */
+	uint32_t req_timeout_ms; /* a client request, end to end */
+	uint32_t sync_ms;        /* anti-entropy period */
+	uint32_t settle_ms;      /* a view this fresh is not sure enough for "not found" */
+	uint32_t cover_ms;       /* a replica range not synced this long is no longer ours */
+	uint32_t tomb_grace_ms;  /* tombstones live at least this long */
+	uint64_t wall_offset_ms; /* wall clock (Unix ms) at now = 0, for the HLC */
+} kv_config;
+
+void kv_config_default(kv_config *c);
+int kv_config_check(const kv_config *c); /* 0 or RN_EINVAL */
+
+/* Counters, for /metrics and the simulator's reports. */
+typedef struct {
+	uint64_t client_ops, coordinated, fallbacks, forwarded;
+	uint64_t repl_sent, repl_applied, repl_stale; /* records sent, stored, older than held */
+	uint64_t read_repairs, sync_rounds, sync_keys_pushed, sync_keys_pulled, sync_bytes;
+	uint64_t handoffs_sent, handoffs_done, tombs_purged;
+	uint64_t pending_ops, pending_handoffs;
+	uint64_t under_replicated; /* last round: own keys not confirmed on R replicas */
+} kv_stats;
+
+typedef struct kv_node kv_node;
+
+/* A node with the given id and own address; cfg and drv are copied. */
+kv_node *kv_new(const kv_config *cfg, const kv_driver *drv, const rn_id *self, ring_addr addr);
+void kv_free(kv_node *k);
+
+/* The ring's view: joined, predecessor (addr NONE when unknown), successor list. */
+void kv_set_view(kv_node *k, uint64_t now, bool joined, ring_peer pred, const ring_peer *succ,
+                 size_t nsucc);
+
+/* A client request; the answer comes through drv.reply with the same client handle. */
+void kv_client(kv_node *k, uint64_t now, uint64_t client, const kv_request *r);
+void kv_on_msg(kv_node *k, uint64_t now, const kv_msg *m);
+/* A ring lookup the core asked for finished (ok false: it failed). */
+void kv_on_lookup(kv_node *k, uint64_t now, uint64_t req, bool ok, ring_peer owner);
+/* A message with this req sent to `to` could not be delivered. */
+void kv_on_unreachable(kv_node *k, uint64_t now, uint64_t req, ring_addr to);
+void kv_tick(kv_node *k, uint64_t now);
+uint64_t kv_wake_at(const kv_node *k);
+
+/* Graceful leave: push this node's own range to the node that becomes a new replica.
+ * kv_leaving() is true while those pushes wait for acknowledgements. */
+void kv_leave(kv_node *k, uint64_t now);
+bool kv_leaving(const kv_node *k);
+/* Answers every open client request (KV_UNSURE / KV_UNKNOWN: the node is stopping). */
+void kv_abort(kv_node *k, uint64_t now);
+
+const kv_stats *kv_get_stats(const kv_node *k);
+
+/* ---- records at rest: the bytes a store keeps for a record (codec, no IO) ---- */
+
+/* Bytes kv_record_encode needs. */
+size_t kv_record_size(const kv_record *r);
+void kv_record_encode(const kv_record *r, uint8_t *out);
+/* Parses bytes made by kv_record_encode; r's pointers point into buf. 0 or RN_EPROTO. */
+int kv_record_decode(const uint8_t *buf, size_t len, const rn_id *kid, kv_record *r);
+
+#endif

@@ -1,0 +1,76 @@
+/* record.c — a record at rest (see kv.h): the bytes a store keeps under a key id.
+ *
+ *   u8 magic 'K' | u8 format 1 | u8 flags (bit 0: tombstone) | u64 stamp | u64 writer
+ *   | u16 key length | u8 request-id length | key | request id | value
+ *
+ * Integers are big-endian. The value runs to the end, so it is stored as the client sent
+ * it, byte for byte. */
+#include <string.h>
+
+#include "../lib/err.h"
+#include "kv.h"
+
+#define REC_MAGIC  'K'
+#define REC_FORMAT 1
+#define REC_HEAD   (3 + 8 + 8 + 2 + 1)
+
+static void put64(uint8_t *p, uint64_t v)
+{
+	for (int i = 7; i >= 0; i--, v >>= 8)
+		p[i] = (uint8_t)v;
+}
+
+static uint64_t get64(const uint8_t *p)
+{
+	uint64_t v = 0;
+	for (int i = 0; i < 8; i++)
+		v = v << 8 | p[i];
+	return v;
+}
+
+size_t kv_record_size(const kv_record *r)
+{
+	return REC_HEAD + r->klen + r->ridlen + r->vlen;
+}
+
+void kv_record_encode(const kv_record *r, uint8_t *out)
+{
+	out[0] = REC_MAGIC;
+	out[1] = REC_FORMAT;
+	out[2] = r->v.tomb ? 1 : 0;
+	put64(out + 3, r->v.stamp);
+	put64(out + 11, r->v.writer);
+	out[19] = (uint8_t)(r->klen >> 8);
+	out[20] = (uint8_t)r->klen;
+	out[21] = (uint8_t)r->ridlen;
+	uint8_t *p = out + REC_HEAD;
+	if (r->klen)
+		memcpy(p, r->key, r->klen);
+	p += r->klen;
+	if (r->ridlen)
+		memcpy(p, r->rid, r->ridlen);
+	p += r->ridlen;
+	if (r->vlen)
+		memcpy(p, r->val, r->vlen);
+}
+
+int kv_record_decode(const uint8_t *buf, size_t len, const rn_id *kid, kv_record *r)
+{
+	if (len < REC_HEAD || buf[0] != REC_MAGIC || buf[1] != REC_FORMAT || buf[2] > 1)
+		return RN_EPROTO;
+	size_t klen = (size_t)buf[19] << 8 | buf[20], ridlen = buf[21];
+	if (klen > KV_KEY_MAX || ridlen > KV_RID_MAX || REC_HEAD + klen + ridlen > len)
+		return RN_EPROTO;
+	memset(r, 0, sizeof *r);
+	r->kid = *kid;
+	r->v.tomb = buf[2] == 1;
+	r->v.stamp = get64(buf + 3);
+	r->v.writer = get64(buf + 11);
+	r->key = buf + REC_HEAD;
+	r->klen = klen;
+	r->rid = ridlen ? buf + REC_HEAD + klen : NULL;
+	r->ridlen = ridlen;
+	r->val = buf + REC_HEAD + klen + ridlen;
+	r->vlen = len - REC_HEAD - klen - ridlen;
+	return 0;
+}
