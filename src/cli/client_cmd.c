@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cli.h"
 
@@ -39,14 +40,21 @@ static size_t on_data(char *p, size_t size, size_t n, void *ctx)
 	return size * n;
 }
 
-/* One request; the status in *status, the body in *out (caller frees). 0 or -1. */
-static int http(const char *method, const char *url, const char *body, long *status, char **out)
+/* One request; the status in *status, the body in *out (caller frees). 0 or -1. rid: the
+ * Idempotency-Key that makes a retried write safe, or NULL. */
+static int http(const char *method, const char *url, const char *body, const char *rid,
+                long *status, char **out)
 {
 	CURL *c = curl_easy_init();
 	if (!c)
 		return -1;
 	buf b = {NULL, 0};
 	struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
+	char idem[96];
+	if (rid) {
+		snprintf(idem, sizeof idem, "Idempotency-Key: %s", rid);
+		h = curl_slist_append(h, idem);
+	}
 	curl_easy_setopt(c, CURLOPT_URL, url);
 	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
@@ -145,8 +153,34 @@ int cli_client(const char *cmd, int argc, char **argv)
 	} else {
 		snprintf(url, sizeof url, "%s/%s", node, cmd);
 	}
+	/* a write carries a request id, so that retrying it after an unclear answer is safe */
+	char rid[40] = "";
+	if (put || del) {
+		FILE *ur = fopen("/dev/urandom", "rb");
+		unsigned char r[16];
+		if (ur && fread(r, 1, sizeof r, ur) == sizeof r)
+			for (int i = 0; i < 16; i++)
+				snprintf(rid + 2 * i, 3, "%02x", r[i]);
+		if (ur)
+			fclose(ur);
+	}
+	/* 503 says "cannot tell now, try again" (the ring is still settling, a replica did not
+	 * answer): retry as the node suggests, for up to 10 s */
 	long status = 0;
-	int rc = http(method, url, body, &status, &out);
+	int rc;
+	for (int waited = 0;;) {
+		free(out);
+		out = NULL;
+		rc = http(method, url, body, rid[0] ? rid : NULL, &status, &out);
+		json_t *j = rc == 0 && status == 503 && out ? json_loads(out, 0, NULL) : NULL;
+		json_int_t after = json_integer_value(json_object_get(j, "retry_after_ms"));
+		json_decref(j);
+		if (!after || waited + after > 10000)
+			break;
+		waited += (int)after;
+		struct timespec ts = {after / 1000, (after % 1000) * 1000000L};
+		nanosleep(&ts, NULL);
+	}
 	int exit_code = 3;
 	if (rc == 0 && status == 200) {
 		exit_code = 0;

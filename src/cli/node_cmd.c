@@ -11,7 +11,8 @@
 
 static const char *node_usage =
     "usage: ringnet node --id NAME --listen HOST:PORT --http HOST:PORT [--join HOST:PORT]...\n"
-    "                    [--log-level error|warn|info|debug]\n"
+    "                    [--data DIR] [--replicas R] [--write-quorum W]\n"
+    "                    [--log-level error|warn|info|debug] [--config FILE]\n"
     "\n"
     "Runs one node of a ring. Its ring id is SHA-1 of NAME. Without --join it starts a new\n"
     "ring; with --join it joins the ring of the node listening there. Peers talk to it on\n"
@@ -37,10 +38,12 @@ static int copy(char *dst, size_t len, const char *src)
 static int set_option(node_opts *o, const char *a, const char *v);
 
 /* The settings, as a config file names them and as flags. */
-enum { NODE_NOPTS = 6 };
-static const char *const names[NODE_NOPTS] = {"id", "listen", "http", "join", "data", "log_level"};
-static const char *const flags[NODE_NOPTS] = {"--id",   "--listen", "--http",
-                                              "--join", "--data",   "--log-level"};
+enum { NODE_NOPTS = 8 };
+static const char *const names[NODE_NOPTS] = {"id",   "listen",    "http",     "join",
+                                              "data", "log_level", "replicas", "write_quorum"};
+static const char *const flags[NODE_NOPTS] = {"--id",       "--listen",      "--http",
+                                              "--join",     "--data",        "--log-level",
+                                              "--replicas", "--write-quorum"};
 
 static bool is_flag(const char *a)
 {
@@ -94,9 +97,13 @@ static int load_config(node_opts *o, const char *path)
 				if ((rc = set_option(o, "--join", json_string_value(e))) != 0)
 					break;
 			}
+		} else if (which >= 6 && json_is_integer(v)) {
+			char num[32];
+			snprintf(num, sizeof num, "%lld", (long long)json_integer_value(v));
+			rc = set_option(o, flags[which], num);
 		} else if (!json_is_string(v)) {
-			fprintf(stderr, "ringnet node: config %s: \"%s\" wants a string\n", path,
-			        k);
+			fprintf(stderr, "ringnet node: config %s: \"%s\" wants a %s\n", path, k,
+			        which >= 6 ? "number" : "string");
 			rc = 2;
 		} else {
 			rc = set_option(o, flags[which], json_string_value(v));
@@ -138,6 +145,10 @@ int cli_node(int argc, char **argv)
 	}
 	if (!o.name[0] || !o.listen[0] || !o.http[0])
 		return bad("--id, --listen and --http are required%s", "");
+	if (o.replicas && o.write_quorum > o.replicas)
+		return bad("--write-quorum cannot exceed --replicas%s", "");
+	if (!o.replicas && o.write_quorum > 3)
+		return bad("--write-quorum cannot exceed --replicas (3 unless given)%s", "");
 	if (!o.data[0]) {
 		mkdir("ringnet-data", 0755);
 		snprintf(o.data, sizeof o.data, "ringnet-data/%s", o.name);
@@ -176,6 +187,17 @@ static int set_option(node_opts *o, const char *a, const char *v)
 		} else if (!strcmp(a, "--data")) {
 			if (!*v || copy(o->data, sizeof o->data, v) < 0)
 				return bad("--data wants a directory path, not '%s'", v);
+		} else if (!strcmp(a, "--replicas") || !strcmp(a, "--write-quorum")) {
+			char *end;
+			long x = strtol(v, &end, 10);
+			if (!*v || *end || x < 1 || x > 8)
+				return bad(
+				    !strcmp(a, "--replicas")
+				        ? "--replicas wants a number of copies, 1 to 8, not '%s'"
+				        : "--write-quorum wants a number, 1 to --replicas, not "
+				          "'%s'",
+				    v);
+			*(!strcmp(a, "--replicas") ? &o->replicas : &o->write_quorum) = (int)x;
 		} else if (!strcmp(a, "--log-level")) {
 			static const char *levels[] = {"error", "warn", "info", "debug"};
 			o->log_level = -1;

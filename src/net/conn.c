@@ -51,7 +51,7 @@ static void hand_back(node *n, pending *f)
 {
 	n->unreachable++;
 	if (f->kind == FRAME_KV) {
-		nd_kv_unreachable(n, f->kv_req);
+		nd_kv_unreachable(n, f->kv_req, f->kv_to);
 		return;
 	}
 	f->msg.peers = f->peers;
@@ -306,10 +306,10 @@ static bool consume(inconn *c)
 			break;
 		if (type == WIRE_KV) {
 			wire_kv kv;
-			if (wire_decode_kv(c->buf + off + WIRE_HEADER, blen, &kv) < 0)
+			if (wire_decode_kv(c->buf + off + WIRE_HEADER, blen, &n->book, &kv) < 0)
 				return false;
 			n->frames_in++;
-			nd_kv_on_frame(n, &kv);
+			nd_kv_on_frame(n, &kv.m);
 			wire_kv_free(&kv);
 			off += WIRE_HEADER + blen;
 			continue;

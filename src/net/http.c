@@ -28,7 +28,7 @@ static const char *msg_names[] = {"",       "find_succ", "found", "get_pred", "p
 /* The loop's counters in Prometheus text format (HTTP counters are added on request). */
 static char *metrics_text(node *n)
 {
-	size_t cap = 8192, len = 0;
+	size_t cap = 16384, len = 0;
 	char *b = malloc(cap);
 	if (!b)
 		return NULL;
@@ -68,19 +68,67 @@ static char *metrics_text(node *n)
 	  "# TYPE ringnet_lookups_failed_total counter\nringnet_lookups_failed_total %llu\n",
 	  (unsigned long long)n->lookups, (unsigned long long)n->lookup_hops,
 	  (unsigned long long)n->lookups_failed);
-	P("# HELP ringnet_kv_requests_total Key-value requests by where they ran.\n"
-	  "# TYPE ringnet_kv_requests_total counter\n"
-	  "ringnet_kv_requests_total{where=\"local\"} %llu\n"
-	  "ringnet_kv_requests_total{where=\"forwarded\"} %llu\n"
-	  "ringnet_kv_requests_total{where=\"for_peer\"} %llu\n",
-	  (unsigned long long)n->kv_local, (unsigned long long)n->kv_forwarded,
-	  (unsigned long long)n->kv_served_for_others);
-	P("# HELP ringnet_keys_stored Keys in this node's store.\n# TYPE ringnet_keys_stored "
-	  "gauge\n"
-	  "ringnet_keys_stored %llu\n"
-	  "# TYPE ringnet_keys_handed_off_total counter\nringnet_keys_handed_off_total %llu\n",
-	  (unsigned long long)(n->st ? store_count(n->st) : 0),
-	  (unsigned long long)n->keys_handed_off);
+	const kv_stats *ks = n->kv ? kv_get_stats(n->kv) : NULL;
+	if (ks) {
+		static const char *kv_names[] = {"",     "req",  "resp",     "repl",
+		                                 "ack",  "read", "read_ans", "digest",
+		                                 "keys", "pull", "purge"};
+		static const char *st_names[] = {"ok",      "not_found",   "unsure",
+		                                 "unknown", "not_applied", "error"};
+		P("# HELP ringnet_kv_messages_total Key-value peer messages by direction and "
+		  "type.\n"
+		  "# TYPE ringnet_kv_messages_total counter\n");
+		for (int t = 1; t <= KV_MSG_PURGE; t++)
+			P("ringnet_kv_messages_total{dir=\"in\",type=\"%s\"} %llu\n"
+			  "ringnet_kv_messages_total{dir=\"out\",type=\"%s\"} %llu\n",
+			  kv_names[t], (unsigned long long)n->kv_msgs_in[t], kv_names[t],
+			  (unsigned long long)n->kv_msgs_out[t]);
+		P("# HELP ringnet_kv_replies_total Answers to clients of this node, by outcome.\n"
+		  "# TYPE ringnet_kv_replies_total counter\n");
+		for (int t = 0; t <= KV_ERROR; t++)
+			P("ringnet_kv_replies_total{outcome=\"%s\"} %llu\n", st_names[t],
+			  (unsigned long long)n->kv_replies[t]);
+#define KVC(name, help, v)                                                                         \
+	P("# HELP ringnet_kv_" name " " help "\n# TYPE ringnet_kv_" name " counter\n"              \
+	  "ringnet_kv_" name " %llu\n",                                                            \
+	  (unsigned long long)(v))
+		KVC("client_requests_total", "Client requests that entered here.", ks->client_ops);
+		KVC("coordinated_total", "Requests this node coordinated as a key's owner.",
+		    ks->coordinated);
+		KVC("fallbacks_total",
+		    "Requests coordinated here because the owner did not answer.", ks->fallbacks);
+		KVC("forwarded_total", "Requests sent on to the key's owner.", ks->forwarded);
+		KVC("replica_writes_sent_total", "Records sent to replicas (writes and repairs).",
+		    ks->repl_sent);
+		KVC("replica_writes_applied_total", "Records stored here because they were newer.",
+		    ks->repl_applied);
+		KVC("replica_writes_stale_total", "Records received older than what is here.",
+		    ks->repl_stale);
+		KVC("read_repairs_total", "Stale or missing replicas fixed by a read.",
+		    ks->read_repairs);
+		KVC("sync_rounds_total", "Range digests sent to replicas (anti-entropy).",
+		    ks->sync_rounds);
+		KVC("repair_keys_pushed_total", "Records pushed to a replica that lacked them.",
+		    ks->sync_keys_pushed);
+		KVC("repair_keys_pulled_total", "Records asked of a replica that had them newer.",
+		    ks->sync_keys_pulled);
+		KVC("repair_bytes_total", "Bytes of anti-entropy traffic sent.", ks->sync_bytes);
+		KVC("handoffs_total",
+		    "Records handed to their owner from outside this node's ranges.",
+		    ks->handoffs_done);
+		KVC("tombstones_purged_total", "Tombstones dropped after the grace period.",
+		    ks->tombs_purged);
+#undef KVC
+		P("# HELP ringnet_kv_pending_handoffs Handoffs in flight.\n"
+		  "# TYPE ringnet_kv_pending_handoffs gauge\nringnet_kv_pending_handoffs %llu\n"
+		  "# HELP ringnet_kv_pending_ops Client requests and replica operations in "
+		  "flight.\n"
+		  "# TYPE ringnet_kv_pending_ops gauge\nringnet_kv_pending_ops %llu\n",
+		  (unsigned long long)ks->pending_handoffs, (unsigned long long)ks->pending_ops);
+	}
+	P("# HELP ringnet_keys_stored Records in this node's store (its own keys, replicas, "
+	  "tombstones).\n# TYPE ringnet_keys_stored gauge\nringnet_keys_stored %llu\n",
+	  (unsigned long long)(n->st ? store_count(n->st) : 0));
 #undef P
 	if (len >= cap) {
 		free(b);
@@ -229,19 +277,32 @@ static char *add_http_metrics(node *n, char *body)
 	return b;
 }
 
-/* Hands a request to the loop and suspends the connection until the loop answers. */
+/* Hands a request to the loop and suspends the connection until the loop answers. Takes
+ * value. */
 static enum MHD_Result submit(node *n, struct MHD_Connection *c, http_req *r, uint8_t op,
-                              const char *key, char *value)
+                              const char *key, size_t klen, char *value, size_t vlen)
 {
+	const char *rid = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Idempotency-Key");
+	if (rid && (!*rid || strlen(rid) > KV_RID_MAX)) {
+		free(value);
+		return bad_request(r, c, MHD_HTTP_BAD_REQUEST,
+		                   "Idempotency-Key must be 1 to 64 bytes");
+	}
 	job *j = calloc(1, sizeof *j);
-	if (!j || !(j->key = strdup(key))) {
+	if (!j || !(j->key = malloc(klen + 1)) || (rid && !(j->rid = strdup(rid)))) {
+		if (j)
+			free(j->key);
 		free(j);
 		free(value);
 		return bad_request(r, c, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
 	}
+	memcpy(j->key, key, klen);
+	j->key[klen] = '\0';
+	j->klen = klen;
 	j->conn = c;
 	j->op = op;
 	j->value = value;
+	j->vlen = vlen;
 	r->job = j;
 	MHD_suspend_connection(c);
 	pthread_mutex_lock(&n->lock);
@@ -252,13 +313,101 @@ static enum MHD_Result submit(node *n, struct MHD_Connection *c, http_req *r, ui
 	return MHD_YES;
 }
 
+/* Where the top-level "value" member's text is in a valid JSON object: the bytes the
+ * client sent, stored as they are. 0 when the key is spelled with escapes (the caller
+ * then stores the value as jansson writes it). */
+static size_t skip_ws(const char *b, size_t i, size_t n)
+{
+	while (i < n && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r'))
+		i++;
+	return i;
+}
+
+static size_t skip_string(const char *b, size_t i, size_t n, bool *escaped)
+{
+	for (i++; i < n && b[i] != '"'; i++)
+		if (b[i] == '\\') {
+			*escaped = true;
+			i++;
+		}
+	return i + 1;
+}
+
+static size_t skip_value(const char *b, size_t i, size_t n)
+{
+	bool esc = false;
+	if (b[i] == '"')
+		return skip_string(b, i, n, &esc);
+	if (b[i] != '{' && b[i] != '[') {
+		while (i < n && b[i] != ',' && b[i] != '}' && b[i] != ']' && b[i] != ' ' &&
+		       b[i] != '\t' && b[i] != '\n' && b[i] != '\r')
+			i++;
+		return i;
+	}
+	int depth = 0;
+	for (; i < n; i++) {
+		if (b[i] == '"') {
+			i = skip_string(b, i, n, &esc) - 1;
+			continue;
+		}
+		depth += b[i] == '{' || b[i] == '[';
+		depth -= b[i] == '}' || b[i] == ']';
+		if (!depth)
+			return i + 1;
+	}
+	return n;
+}
+
+static bool raw_value(const char *b, size_t n, size_t *off, size_t *len)
+{
+	size_t i = skip_ws(b, 0, n);
+	if (i >= n || b[i] != '{')
+		return false;
+	for (i = skip_ws(b, i + 1, n); i < n && b[i] == '"';) {
+		bool esc = false;
+		size_t k0 = i + 1, k1 = skip_string(b, i, n, &esc);
+		i = skip_ws(b, k1, n);
+		if (i >= n || b[i] != ':')
+			return false;
+		i = skip_ws(b, i + 1, n);
+		size_t v0 = i, v1 = skip_value(b, i, n);
+		if (esc)
+			return false;
+		if (k1 - 1 - k0 == 5 && !memcmp(b + k0, "value", 5)) {
+			*off = v0;
+			*len = v1 - v0;
+			return true;
+		}
+		i = skip_ws(b, v1, n);
+		if (i < n && b[i] == ',')
+			i = skip_ws(b, i + 1, n);
+	}
+	return false;
+}
+
+/* A key as the API takes it: 1 to KV_KEY_MAX bytes of UTF-8 without NUL. */
+static const char *key_problem(const char *key, size_t len)
+{
+	if (!len)
+		return "the key is missing or empty";
+	if (len > KV_KEY_MAX)
+		return "keys are at most 1024 bytes";
+	if (strlen(key) != len)
+		return "keys cannot hold NUL characters";
+	json_t *probe = json_stringn(key, len); /* NULL when not valid UTF-8 */
+	if (!probe)
+		return "keys must be valid UTF-8";
+	json_decref(probe);
+	return NULL;
+}
+
 static enum MHD_Result put_request(node *n, struct MHD_Connection *c, http_req *r)
 {
 	if (r->too_big)
 		return bad_request(r, c, MHD_HTTP_CONTENT_TOO_LARGE,
 		                   "request body over 1 MiB: store smaller values");
 	json_error_t err;
-	json_t *doc = r->body ? json_loadb(r->body, r->len, 0, &err) : NULL;
+	json_t *doc = r->body ? json_loadb(r->body, r->len, JSON_REJECT_DUPLICATES, &err) : NULL;
 	if (!doc) {
 		char why[256];
 		snprintf(why, sizeof why, "malformed JSON: %s (line %d, column %d)",
@@ -268,18 +417,31 @@ static enum MHD_Result put_request(node *n, struct MHD_Connection *c, http_req *
 	}
 	json_t *key = json_object_get(doc, "key"), *value = json_object_get(doc, "value");
 	enum MHD_Result rc;
-	if (!json_is_object(doc) || !json_is_string(key) || !json_string_length(key))
+	const char *problem = json_is_string(key)
+	                          ? key_problem(json_string_value(key), json_string_length(key))
+	                          : NULL;
+	if (!json_is_object(doc) || !json_is_string(key))
 		rc = bad_request(r, c, MHD_HTTP_BAD_REQUEST,
 		                 "send an object with a non-empty string \"key\" and a \"value\"");
 	else if (!value)
 		rc = bad_request(r, c, MHD_HTTP_BAD_REQUEST, "missing \"value\" (any JSON value)");
-	else if (json_string_length(key) > WIRE_KEY_MAX ||
-	         strlen(json_string_value(key)) != json_string_length(key))
-		rc = bad_request(r, c, MHD_HTTP_CONTENT_TOO_LARGE,
-		                 "keys are at most 1024 bytes, without NUL characters");
-	else
-		rc = submit(n, c, r, WIRE_KV_PUT, json_string_value(key),
-		            json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY));
+	else if (problem)
+		rc = bad_request(r, c,
+		                 json_string_length(key) > KV_KEY_MAX ? MHD_HTTP_CONTENT_TOO_LARGE
+		                                                      : MHD_HTTP_BAD_REQUEST,
+		                 problem);
+	else {
+		size_t off, len;
+		char *v;
+		if (raw_value(r->body, r->len, &off, &len) && (v = malloc(len ? len : 1))) {
+			memcpy(v, r->body + off, len); /* the client's bytes */
+		} else {
+			v = json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY);
+			len = v ? strlen(v) : 0;
+		}
+		rc = submit(n, c, r, KV_PUT, json_string_value(key), json_string_length(key), v,
+		            len);
+	}
 	json_decref(doc);
 	return rc;
 }
@@ -359,13 +521,13 @@ static enum MHD_Result on_http(void *cls, struct MHD_Connection *c, const char *
 		if (!get && !del)
 			return bad_request(r, c, MHD_HTTP_METHOD_NOT_ALLOWED,
 			                   "use GET or DELETE on /kv/<key>");
-		if (!*key)
-			return bad_request(r, c, MHD_HTTP_BAD_REQUEST,
-			                   "the key is missing: /kv/<key>");
-		if (strlen(key) > WIRE_KEY_MAX)
-			return bad_request(r, c, MHD_HTTP_CONTENT_TOO_LARGE,
-			                   "keys are at most 1024 bytes");
-		return submit(n, c, r, get ? WIRE_KV_GET : WIRE_KV_DEL, key, NULL);
+		const char *problem = key_problem(key, strlen(key));
+		if (problem)
+			return bad_request(r, c,
+			                   strlen(key) > KV_KEY_MAX ? MHD_HTTP_CONTENT_TOO_LARGE
+			                                            : MHD_HTTP_BAD_REQUEST,
+			                   problem);
+		return submit(n, c, r, get ? KV_GET : KV_DEL, key, strlen(key), NULL, 0);
 	}
 	return bad_request(
 	    r, c, MHD_HTTP_NOT_FOUND,
@@ -399,6 +561,7 @@ static void on_http_done(void *cls, struct MHD_Connection *c, void **state,
 	}
 	if (r->job) {
 		free(r->job->key);
+		free(r->job->rid);
 		free(r->job->value);
 		free(r->job->body);
 		free(r->job);

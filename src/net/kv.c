@@ -1,156 +1,166 @@
-/* kv.c — the key-value path and the key handoff, on the loop thread. A request the HTTP thread
- * hands over (a job, see http.c) starts a ring lookup of SHA-1(key); if this node owns the key
- * it runs the operation on its store, otherwise it sends a KvMsg to the owner, which runs it
- * and replies. The loop then answers the job and resumes its HTTP connection; a request
- * unanswered in KV_DEADLINE_MS, or whose owner cannot be reached, is a 503 with a message.
- * Keys follow ownership: when the predecessor changes (and every HANDOFF_EVERY_MS) the keys
- * outside (predecessor, self] go to it, each deleted here once that node acknowledges it and
- * only if it still holds the value sent. */
+/* kv.c — the node's driver of the key-value core (src/kv), on the loop thread. It gives the
+ * core what kv.h asks of a driver: the LMDB store (src/store), peer frames (a kv_msg per
+ * WIRE_KV frame, sent with nd_send_frame), ring lookups, client replies and the ring's
+ * view. The core is not re-entrant, so what would call back into it while it runs (a
+ * lookup the ring answers at once, a frame handed back as undeliverable) is queued and
+ * delivered by nd_kv_pump once the core has returned.
+ *
+ * An HTTP request (a job, see http.c) becomes one kv_client call; the core's reply
+ * becomes the job's status and JSON body, and the loop resumes the HTTP connection. */
 #include <microhttpd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "../lib/err.h"
 #include "node_internal.h"
 
-/* ---- key handoff (loop thread) ---- */
+/* ---- deferred inputs ---- */
 
-static void handoff_done(node *n, uint64_t req, bool stored)
+enum { Q_LOOKUP = 1, Q_FOUND, Q_UNREACH };
+
+static void defer(node *n, const kvq_item *it)
 {
-	for (handoff **pp = &n->handoffs; *pp; pp = &(*pp)->next) {
-		handoff *h = *pp;
-		if (h->req != req)
-			continue;
-		*pp = h->next;
-		void *val = NULL;
-		size_t vlen = 0;
-		rn_id now;
-		if (stored && store_get(n->st, h->key, strlen(h->key), &val, &vlen) == 0) {
-			rn_id_hash(&now, val, vlen, RN_ID_BITS);
-			if (rn_id_eq(&now, &h->sent) &&
-			    store_del(n->st, h->key, strlen(h->key)) == 0)
-				n->keys_handed_off++;
+	if (n->kvq_len == n->kvq_cap) {
+		size_t cap = n->kvq_cap ? 2 * n->kvq_cap : 64;
+		kvq_item *q = realloc(n->kvq, cap * sizeof *q);
+		if (!q)
+			return; /* the request times out in the core */
+		n->kvq = q;
+		n->kvq_cap = cap;
+	}
+	n->kvq[n->kvq_len++] = *it;
+}
+
+static void kv_view(node *n)
+{
+	ring_peer succ[RING_MAX_SUCC];
+	size_t ns = ring_successors(n->ring, succ, RING_MAX_SUCC);
+	kv_set_view(n->kv, uv_now(&n->loop), ring_joined(n->ring), ring_predecessor(n->ring), succ,
+	            ns);
+}
+
+void nd_kv_pump(node *n)
+{
+	if (n->kv_busy || !n->kv)
+		return;
+	n->kv_busy = true;
+	while (n->kvq_head < n->kvq_len) {
+		kvq_item it = n->kvq[n->kvq_head++];
+		uint64_t now = uv_now(&n->loop);
+		switch (it.kind) {
+		case Q_LOOKUP:
+			ring_out_reset(&n->out);
+			ring_lookup(n->ring, now, &it.kid, it.req | KV_LOOKUP_BIT, &n->out);
+			nd_drain(n); /* an answer at once comes back as a Q_FOUND */
+			break;
+		case Q_FOUND:
+			kv_on_lookup(n->kv, now, it.req, it.ok, it.owner);
+			break;
+		case Q_UNREACH:
+			kv_on_unreachable(n->kv, now, it.req, it.to);
+			break;
 		}
-		free(val);
-		free(h->key);
-		free(h);
-		return;
 	}
+	n->kvq_head = n->kvq_len = 0;
+	kv_view(n);
+	n->kv_busy = false;
 }
 
-typedef struct {
-	node *n;
-	ring_peer to;
-	bool all;
-} handoff_scan;
+/* Runs one call into the core, then what it left queued. */
+#define KV_CALL(n, call)                                                                           \
+	do {                                                                                       \
+		(n)->kv_busy = true;                                                               \
+		call;                                                                              \
+		(n)->kv_busy = false;                                                              \
+		nd_kv_pump(n);                                                                     \
+	} while (0)
 
-static int handoff_one(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+void nd_kv_unreachable(node *n, uint64_t req, ring_addr to)
 {
-	handoff_scan *hs = ctx;
-	node *n = hs->n;
-	if (klen == 0 || klen > WIRE_KEY_MAX)
-		return 0;
-	char *k = strndup(key, klen);
-	if (!k)
-		return 1;
-	rn_id id;
-	rn_id_hash(&id, k, klen, n->cfg.bits);
-	/* ours while it lies in (predecessor, self] */
-	bool ours = rn_id_in_oc(&id, &hs->to.id, ring_self_id(n->ring));
-	bool busy = false;
-	for (handoff *h = n->handoffs; h && !busy; h = h->next)
-		busy = !strcmp(h->key, k);
-	if ((ours && !hs->all) || busy) {
-		free(k);
-		return 0;
+	if (!req)
+		return;
+	kvq_item it = {.kind = Q_UNREACH, .req = req, .to = to};
+	defer(n, &it);
+	nd_kv_pump(n);
+}
+
+void nd_kv_on_lookup(node *n, const ring_event *e)
+{
+	if (e->req & ANCHOR_BIT) {
+		if (e->ok && e->result.addr != RING_ADDR_NONE)
+			n->anchor = e->result;
+		return;
 	}
-	handoff *h = calloc(1, sizeof *h);
+	n->lookups++;
+	n->lookup_hops += e->hops;
+	n->lookups_failed += !e->ok;
+	if (!(e->req & KV_LOOKUP_BIT))
+		return;
+	kvq_item it = {
+	    .kind = Q_FOUND, .req = e->req & ~KV_LOOKUP_BIT, .ok = e->ok, .owner = e->result};
+	defer(n, &it);
+	nd_kv_pump(n);
+}
+
+void nd_kv_on_frame(node *n, const kv_msg *m)
+{
+	if (m->type <= KV_MSG_PURGE)
+		n->kv_msgs_in[m->type]++;
+	KV_CALL(n, kv_on_msg(n->kv, uv_now(&n->loop), m));
+}
+
+void nd_kv_tick(node *n)
+{
+	if (!n->kv)
+		return;
+	uint64_t now = uv_now(&n->loop);
+	if (n->kv_busy)
+		return;
+	kv_view(n);
+	if (now >= kv_wake_at(n->kv))
+		KV_CALL(n, kv_tick(n->kv, now));
+}
+
+void nd_kv_leave(node *n)
+{
+	KV_CALL(n, kv_leave(n->kv, uv_now(&n->loop)));
+}
+
+/* ---- what the core asks of its driver ---- */
+
+static void d_send(void *ctx, const kv_msg *m)
+{
+	node *n = ctx;
+	if (m->to == RING_ADDR_NONE || m->to == 0 || m->to >= n->npeers)
+		return;
 	pending *f = calloc(1, sizeof *f);
-	wire_kv m = {.op = WIRE_KV_PUT, .req = HANDOFF_BIT | ++n->handoff_seq, .key = k};
-	m.value = (uint8_t *)(uintptr_t)val;
-	m.vlen = vlen;
-	snprintf(m.reply_to, sizeof m.reply_to, "%s", n->peers[0].addr);
-	if (!h || !f || wire_encode_kv(&m, &f->buf, &f->len) < 0) {
-		free(h);
+	if (!f || wire_encode_kv(m, &n->book, &f->buf, &f->len) < 0) {
 		free(f);
-		free(k);
-		return 1;
-	}
-	h->req = m.req;
-	h->key = k;
-	rn_id_hash(&h->sent, val, vlen, RN_ID_BITS);
-	h->next = n->handoffs;
-	n->handoffs = h;
-	f->kind = FRAME_KV;
-	f->kv_req = m.req;
-	nd_send_frame(n, hs->to.addr, f);
-	return 0;
-}
-
-/* Sends to `to` the keys outside (to, self] (all of them when leaving). */
-void nd_handoff_to(node *n, ring_peer to, bool all)
-{
-	if (to.addr == RING_ADDR_NONE || to.addr == 0 || !n->st)
+		nd_kv_unreachable(n, m->req, m->to); /* deferred: the core is running */
 		return;
-	handoff_scan hs = {n, to, all};
-	n->handoff_at = uv_now(&n->loop);
-	store_scan(n->st, handoff_one, &hs);
-}
-
-/* ---- key-value (loop thread) ---- */
-
-char *nd_json_text(json_t *j)
-{
-	char *t = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
-	json_decref(j);
-	return t;
-}
-
-/* The answer a client sees, from what the owner decided. */
-static char *kv_body(uint8_t op, unsigned status, const char *key, const uint8_t *val, size_t vlen,
-                     const rn_id *owner)
-{
-	char hex[RN_ID_HEX];
-	rn_id_to_hex(owner, hex);
-	if (status == 404)
-		return nd_json_text(json_pack("{s:s, s:s, s:s}", "error", "key not found", "key",
-		                              key, "node", hex));
-	if (status != 200)
-		return nd_json_text(json_pack("{s:s, s:s}", "error",
-		                              "the key's owner could not read or write its store",
-		                              "node", hex));
-	if (op == WIRE_KV_PUT)
-		return nd_json_text(
-		    json_pack("{s:s, s:s, s:s}", "status", "stored", "key", key, "node", hex));
-	if (op == WIRE_KV_DEL)
-		return nd_json_text(
-		    json_pack("{s:s, s:s, s:s}", "status", "deleted", "key", key, "node", hex));
-	json_t *v = json_loadb((const char *)val, vlen, JSON_DECODE_ANY, NULL);
-	if (!v)
-		return nd_json_text(json_pack("{s:s}", "error", "stored value is not JSON"));
-	return nd_json_text(json_pack("{s:s, s:o, s:s}", "key", key, "value", v, "node", hex));
-}
-
-/* Runs op on this node's store: the HTTP status, and for a get the value. */
-static unsigned kv_exec(node *n, uint8_t op, const char *key, const uint8_t *val, size_t vlen,
-                        void **out, size_t *outlen)
-{
-	*out = NULL;
-	*outlen = 0;
-	int rc;
-	switch (op) {
-	case WIRE_KV_PUT:
-		rc = store_put(n->st, key, strlen(key), val, vlen);
-		break;
-	case WIRE_KV_GET:
-		rc = store_get(n->st, key, strlen(key), out, outlen);
-		break;
-	default:
-		rc = store_del(n->st, key, strlen(key));
-		break;
 	}
-	return rc == 0 ? 200 : rc == RN_ENOTFOUND ? 404 : 500;
+	f->kind = FRAME_KV;
+	f->kv_req = m->req;
+	f->kv_to = m->to;
+	if (m->type <= KV_MSG_PURGE)
+		n->kv_msgs_out[m->type]++;
+	nd_send_frame(n, m->to, f);
+}
+
+static void d_lookup(void *ctx, const rn_id *kid, uint64_t req)
+{
+	kvq_item it = {.kind = Q_LOOKUP, .req = req, .kid = *kid};
+	defer(ctx, &it);
+}
+
+static job *kv_find(node *n, uint64_t req)
+{
+	for (job *j = n->active; j; j = j->next)
+		if (j->req == req)
+			return j;
+	return NULL;
 }
 
 static void kv_finish(node *n, job *j, unsigned status, char *body)
@@ -168,126 +178,157 @@ static void kv_finish(node *n, job *j, unsigned status, char *body)
 	MHD_resume_connection(j->conn); /* the HTTP thread owns j from here on */
 }
 
-static job *kv_find(node *n, uint64_t req)
+char *nd_json_text(json_t *j)
 {
-	for (job *j = n->active; j; j = j->next)
-		if (j->req == req)
-			return j;
-	return NULL;
+	char *t = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
+	json_decref(j);
+	return t;
 }
 
-static void kv_fail(node *n, job *j, const char *why)
+/* A version as the API shows it: "stamp-writer", both in hex. */
+static json_t *version_json(const kv_version *v)
 {
-	kv_finish(n, j, 503, nd_json_text(json_pack("{s:s}", "error", why)));
+	char s[40];
+	snprintf(s, sizeof s, "%016llx-%016llx", (unsigned long long)v->stamp,
+	         (unsigned long long)v->writer);
+	return json_string(s);
 }
 
-void nd_kv_on_lookup(node *n, const ring_event *e)
+static json_t *id_json(const rn_id *id)
 {
-	if (e->req & ANCHOR_BIT) {
-		if (e->ok && e->result.addr != RING_ADDR_NONE)
-			n->anchor = e->result;
-		return;
+	char hex[RN_ID_HEX];
+	rn_id_to_hex(id, hex);
+	return json_string(hex);
+}
+
+static unsigned http_status(kv_status s)
+{
+	switch (s) {
+	case KV_OK:
+		return 200;
+	case KV_NOT_FOUND:
+		return 404;
+	case KV_ERROR:
+		return 500;
+	default:
+		return 503;
 	}
-	n->lookups++;
-	n->lookup_hops += e->hops;
-	n->lookups_failed += !e->ok;
-	job *j = kv_find(n, e->req);
+}
+
+/* The JSON answer; a get's value goes out as the bytes stored, not parsed again. */
+static char *reply_body(node *n, const job *j, const kv_reply *r)
+{
+	(void)n;
+	json_t *o = json_object();
+	if (r->status == KV_OK)
+		json_object_set_new(o, "status",
+		                    json_string(j->op == KV_PUT   ? "stored"
+		                                : j->op == KV_DEL ? "deleted"
+		                                                  : "found"));
+	else
+		json_object_set_new(o, "error", json_string(r->why ? r->why : "failed"));
+	json_object_set_new(o, "key", json_stringn(j->key, j->klen));
+	if (r->status == KV_OK || r->status == KV_NOT_FOUND) {
+		json_object_set_new(o, "node", id_json(&r->coordinator));
+		json_t *reps = json_array();
+		for (size_t i = 0; i < r->nacked; i++)
+			json_array_append_new(reps, id_json(&r->acked[i].id));
+		json_object_set_new(o, "replicas", reps);
+	}
+	if (r->has_rec)
+		json_object_set_new(o, r->status == KV_NOT_FOUND ? "deleted_version" : "version",
+		                    version_json(&r->rec.v));
+	if (r->replayed)
+		json_object_set_new(o, "replayed", json_true());
+	if (r->status == KV_UNKNOWN || r->status == KV_NOT_APPLIED)
+		json_object_set_new(
+		    o, "outcome", json_string(r->status == KV_UNKNOWN ? "unknown" : "not_applied"));
+	if (r->retry_ms)
+		json_object_set_new(o, "retry_after_ms", json_integer(r->retry_ms));
+	char *t = nd_json_text(o);
+	if (!t || j->op != KV_GET || r->status != KV_OK)
+		return t;
+	/* {"key":...,"value":<stored bytes>, ...}: splice the value in after the opening brace */
+	size_t tl = strlen(t), need = tl + r->rec.vlen + 16;
+	char *b = malloc(need);
+	if (b) {
+		int head = snprintf(b, need, "{\"value\":");
+		memcpy(b + head, r->rec.val, r->rec.vlen);
+		size_t off = (size_t)head + r->rec.vlen;
+		b[off++] = ',';
+		memcpy(b + off, t + 1, tl); /* the rest of the object, its NUL included */
+	}
+	free(t);
+	return b;
+}
+
+static void d_reply(void *ctx, uint64_t client, const kv_reply *r)
+{
+	node *n = ctx;
+	job *j = kv_find(n, client);
 	if (!j)
-		return; /* answered already (timed out) */
-	if (!e->ok || e->result.addr == RING_ADDR_NONE) {
-		kv_fail(n, j, "the ring could not find the key's owner; try again");
 		return;
-	}
-	if (e->result.addr == 0) { /* ours */
-		void *val;
-		size_t vlen;
-		const char *in = j->value ? j->value : "";
-		unsigned st =
-		    kv_exec(n, j->op, j->key, (const uint8_t *)in, strlen(in), &val, &vlen);
-		n->kv_local++;
-		kv_finish(n, j, st, kv_body(j->op, st, j->key, val, vlen, ring_self_id(n->ring)));
-		free(val);
-		return;
-	}
-	wire_kv m = {.op = j->op, .req = j->req, .key = j->key};
-	m.value = (uint8_t *)j->value;
-	m.vlen = j->value ? strlen(j->value) : 0;
-	snprintf(m.reply_to, sizeof m.reply_to, "%s", n->peers[0].addr);
-	pending *f = calloc(1, sizeof *f);
-	if (!f || wire_encode_kv(&m, &f->buf, &f->len) < 0) {
-		free(f);
-		kv_fail(n, j, "could not forward the request");
-		return;
-	}
-	f->kind = FRAME_KV;
-	f->kv_req = j->req;
-	n->kv_forwarded++;
-	nd_send_frame(n, e->result.addr, f);
+	n->kv_replies[r->status <= KV_ERROR ? r->status : KV_ERROR]++;
+	kv_finish(n, j, http_status(r->status), reply_body(n, j, r));
 }
 
-void nd_kv_unreachable(node *n, uint64_t req)
+static int nd_store_get(void *ctx, const rn_id *kid, kv_record *out)
 {
-	if (req & HANDOFF_BIT) {
-		handoff_done(n, req, false);
-		return;
-	}
-	job *j = kv_find(n, req);
-	if (!j)
-		return;
-	if (j->retried) {
-		kv_fail(n, j, "the key's owner is unreachable; try again");
-		return;
-	}
-	/* once more, a second later: by then the ring has usually routed around the loss */
-	j->retried = true;
-	j->retry_at = uv_now(&n->loop) + 1000;
+	return store_get(((node *)ctx)->st, kid, out);
 }
 
-static void kv_lookup(node *n, job *j)
+static int nd_store_put(void *ctx, const kv_record *rec)
 {
-	rn_id key;
-	rn_id_hash(&key, j->key, strlen(j->key), n->cfg.bits);
-	ring_out_reset(&n->out);
-	ring_lookup(n->ring, uv_now(&n->loop), &key, j->req, &n->out);
-	nd_drain(n);
+	return store_put(((node *)ctx)->st, rec);
 }
 
-void nd_kv_on_frame(node *n, const wire_kv *kv)
+static int nd_store_del(void *ctx, const rn_id *kid)
 {
-	if (kv->op == WIRE_KV_REPLY && (kv->req & HANDOFF_BIT)) {
-		handoff_done(n, kv->req, kv->status == 200);
-		return;
-	}
-	if (kv->op == WIRE_KV_REPLY) {
-		job *j = kv_find(n, kv->req);
-		if (j)
-			kv_finish(
-			    n, j, kv->status,
-			    kv_body(j->op, kv->status, j->key, kv->value, kv->vlen, &kv->node));
-		return;
-	}
-	/* a request for a key of ours: run it and answer the asker */
-	void *val;
-	size_t vlen;
-	unsigned st = kv_exec(n, kv->op, kv->key, kv->value, kv->vlen, &val, &vlen);
-	n->kv_served_for_others++;
-	wire_kv r = {.op = WIRE_KV_REPLY, .status = (uint16_t)st, .req = kv->req, .key = kv->key};
-	r.value = val;
-	r.vlen = vlen;
-	r.node = *ring_self_id(n->ring);
-	ring_addr to = nd_book_intern(n, kv->reply_to);
-	pending *f = calloc(1, sizeof *f);
-	if (to != RING_ADDR_NONE && f && wire_encode_kv(&r, &f->buf, &f->len) == 0) {
-		f->kind = FRAME_KV;
-		f->kv_req = 0; /* nothing waits here if the reply is lost: the asker times out */
-		nd_send_frame(n, to, f);
-	} else {
-		free(f);
-	}
-	free(val);
+	return store_del(((node *)ctx)->st, kid);
 }
 
-/* Requests handed over by the HTTP thread. */
+static int nd_store_scan(void *ctx, const rn_id *lo, const rn_id *hi, bool values,
+                         int (*fn)(void *arg, const kv_record *rec), void *arg)
+{
+	return store_scan(((node *)ctx)->st, lo, hi, values, fn, arg);
+}
+
+static uint64_t nd_store_count(void *ctx)
+{
+	return store_count(((node *)ctx)->st);
+}
+
+int nd_kv_start(node *n)
+{
+	kv_config c;
+	kv_config_default(&c);
+	c.replicas = n->o->replicas ? (unsigned)n->o->replicas : c.replicas;
+	c.write_quorum = n->o->write_quorum ? (unsigned)n->o->write_quorum : c.write_quorum;
+	if (c.write_quorum > c.replicas)
+		c.write_quorum = c.replicas;
+	c.read_quorum = c.replicas + 1 - c.write_quorum;
+	c.req_timeout_ms = KV_DEADLINE_MS;
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	uint64_t wall = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+	c.wall_offset_ms = wall - uv_now(&n->loop);
+	kv_driver d = {
+	    n,      nd_store_get, nd_store_put, nd_store_del, nd_store_scan, nd_store_count,
+	    d_send, d_lookup,     d_reply};
+	n->kv = kv_new(&c, &d, ring_self_id(n->ring), 0);
+	return n->kv ? 0 : RN_ENOMEM;
+}
+
+/* ---- requests from the HTTP thread ---- */
+
+static void kv_fail(node *n, job *j, const char *why, bool maybe)
+{
+	const char *outcome = j->op == KV_GET ? "none" : maybe ? "unknown" : "not_applied";
+	kv_finish(n, j, 503,
+	          nd_json_text(json_pack("{s:s, s:s, s:i}", "error", why, "outcome", outcome,
+	                                 "retry_after_ms", 1000)));
+}
+
 void nd_on_wake(uv_async_t *a)
 {
 	node *n = a->data;
@@ -307,51 +348,37 @@ void nd_on_wake(uv_async_t *a)
 	while (rev) {
 		job *j = rev;
 		rev = rev->next;
-		if (n->stopping) {
-			j->next = n->active;
-			n->active = j;
-			kv_fail(n, j, "the node is shutting down");
-			continue;
-		}
-		if (!ring_joined(n->ring)) { /* it would answer for the whole ring alone */
-			j->next = n->active;
-			n->active = j;
-			kv_fail(n, j,
-			        "this node is not in a ring yet (joining); try again shortly");
-			continue;
-		}
 		j->req = ++n->kv_seq;
-		j->deadline = now + KV_DEADLINE_MS;
+		j->deadline = now + KV_DEADLINE_MS + 2000; /* the core answers first */
 		j->next = n->active;
 		n->active = j;
-		kv_lookup(n, j);
+		if (n->stopping || !n->kv) {
+			kv_fail(n, j, "the node is shutting down", false);
+			continue;
+		}
+		kv_request r = {(kv_op)j->op,
+		                (const uint8_t *)j->key,
+		                j->klen,
+		                (const uint8_t *)j->value,
+		                j->vlen,
+		                (const uint8_t *)j->rid,
+		                j->rid ? strlen(j->rid) : 0};
+		KV_CALL(n, kv_client(n->kv, now, j->req, &r));
 	}
 }
 
 void nd_kv_expire(node *n, bool all)
 {
+	if (all && n->kv && !n->kv_busy)
+		KV_CALL(n, kv_abort(n->kv, uv_now(&n->loop)));
 	uint64_t now = uv_now(&n->loop);
-	/* the one retry of a request whose owner was unreachable (nd_kv_unreachable): by
-	 * request id, since a lookup can finish other jobs while it runs */
-	uint64_t due[64];
-	size_t ndue = 0;
-	for (job *j = n->active; j && !all && ndue < 64; j = j->next)
-		if (j->retry_at && now >= j->retry_at) {
-			j->retry_at = 0;
-			due[ndue++] = j->req;
-		}
-	for (size_t i = 0; i < ndue; i++) {
-		job *j = kv_find(n, due[i]);
-		if (j)
-			kv_lookup(n, j);
-	}
 	job *j = n->active;
 	while (j) {
 		job *next = j->next;
 		if (all || now >= j->deadline)
 			kv_fail(n, j,
-			        all ? "the node is shutting down"
-			            : "no answer from the key's owner in time; try again");
+			        all ? "the node is shutting down" : "no answer in time; try again",
+			        true);
 		j = next;
 	}
 }

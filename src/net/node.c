@@ -96,8 +96,6 @@ void nd_drain(node *n)
 			break;
 		case RING_EV_PRED_CHANGED:
 			LOG_I(n, "predecessor is now %s", who);
-			if (!n->stopping)
-				nd_handoff_to(n, e->result, false); /* keys it now owns go to it */
 			break;
 		default:
 			break;
@@ -113,9 +111,8 @@ static void on_snapshot(uv_timer_t *t)
 {
 	node *n = t->data;
 	nd_publish(n);
+	nd_kv_tick(n);
 	nd_kv_expire(n, false);
-	if (!n->stopping && uv_now(&n->loop) - n->handoff_at >= HANDOFF_EVERY_MS)
-		nd_handoff_to(n, ring_predecessor(n->ring), false);
 	uint64_t now = uv_now(&n->loop);
 	nd_anchor_lookup(n, now);
 	nd_save_peers(n);
@@ -128,14 +125,16 @@ static void on_snapshot(uv_timer_t *t)
 
 /* ---- lifecycle ---- */
 
-/* Leaving: stop once every handed-off key is acknowledged, or at the deadline. */
+/* Leaving: stop once the leave pushes are acknowledged, or at the deadline. */
 static void leave_check(uv_timer_t *t)
 {
 	node *n = t->data;
-	if (!n->handoffs || uv_now(&n->loop) >= n->leave_deadline) {
-		if (n->handoffs)
-			LOG_W(n, "leaving with keys not acknowledged by the successor; they stay "
-			         "in --data");
+	nd_kv_tick(n);
+	bool waiting = n->kv && kv_leaving(n->kv);
+	if (!waiting || uv_now(&n->loop) >= n->leave_deadline) {
+		if (waiting)
+			LOG_W(n, "leaving before every pushed key was acknowledged; the other "
+			         "replicas and --data still have them");
 		uv_stop(t->loop);
 	}
 }
@@ -147,10 +146,10 @@ static void on_signal(uv_signal_t *s, int sig)
 		return;
 	n->stopping = true;
 	ring_peer succ = ring_successor(n->ring);
-	LOG_I(n, "signal %d: handing %llu keys to %s and leaving the ring", sig,
+	LOG_I(n, "signal %d: leaving the ring (%llu records here; successor %s)", sig,
 	      (unsigned long long)(n->st ? store_count(n->st) : 0),
 	      succ.addr < n->npeers && succ.addr ? n->peers[succ.addr].addr : "nobody");
-	nd_handoff_to(n, succ, true);
+	nd_kv_leave(n);
 	ring_out_reset(&n->out);
 	ring_leave(n->ring, uv_now(&n->loop), &n->out);
 	nd_drain(n);
@@ -228,6 +227,13 @@ int node_run(const node_opts *o)
 		fprintf(stderr, "ringnet node: %s\n", err);
 		goto out_loop;
 	}
+	if (store_migrated(n->st))
+		LOG_I(n, "moved %llu keys from the store layout of an older version",
+		      (unsigned long long)store_migrated(n->st));
+	if (nd_kv_start(n) < 0) {
+		fprintf(stderr, "ringnet node: out of memory\n");
+		goto out_loop;
+	}
 	uv_async_init(&n->loop, &n->wake, nd_on_wake);
 	n->wake.data = n;
 	nd_publish(n);
@@ -270,12 +276,14 @@ out_loop:
 		nd_kv_expire(n, true);
 		nd_http_stop(n);
 	}
-	store_close(n->st);
 	for (uint32_t i = 0; i < n->npeers; i++)
 		nd_drop_connection(&n->peers[i]);
 	uv_walk(&n->loop, close_walk, n);
 	uv_run(&n->loop, UV_RUN_DEFAULT);
 	uv_loop_close(&n->loop);
+	kv_free(n->kv);
+	store_close(n->st);
+	free(n->kvq);
 	ring_node_free(n->ring);
 out:
 	for (uint32_t i = 0; i < n->npeers; i++) {
@@ -285,12 +293,6 @@ out:
 			nd_free_frame(f);
 			f = next;
 		}
-	}
-	while (n->handoffs) {
-		handoff *h = n->handoffs;
-		n->handoffs = h->next;
-		free(h->key);
-		free(h);
 	}
 	free(n->candidates);
 	free(n->saved_peers);

@@ -14,7 +14,9 @@ typedef struct {
 	char data[256];  /* directory of the LMDB store */
 	char join[NODE_MAX_JOIN][64];
 	int njoin;
-	int log_level; /* 0 error, 1 warn, 2 info, 3 debug */
+	int log_level;    /* 0 error, 1 warn, 2 info, 3 debug */
+	int replicas;     /* R: copies of every key (0: the default, 3) */
+	int write_quorum; /* W: copies committed before a write is acknowledged (0: 2) */
 } node_opts;
 
 /* Parses "host:port" (an IPv4 address or "localhost"); 0 or -1. */

@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "../kv/kv.h"
 #include "../ring/ring.h"
 #include "../store/store.h"
 #include "node.h"
@@ -28,12 +29,11 @@ struct MHD_Connection;
 #define CONNECT_BACKOFF_MAX 8000       /* ... up to this, until a connect works or it talks to us */
 #define KV_DEADLINE_MS      5000       /* an HTTP request waiting on the ring longer gets 503 */
 #define KV_BODY_MAX         (1u << 20) /* bytes in a POST body */
-#define HANDOFF_BIT         (1ull << 63) /* request ids of key handoffs, not HTTP requests */
-#define HANDOFF_EVERY_MS    5000         /* re-check for keys this node no longer owns */
+#define KV_LOOKUP_BIT       (1ull << 63) /* request ids of the kv core's ring lookups */
 #define REJOIN_EVERY_MS     1000         /* not in a ring yet: try the next known peer */
 #define ANCHOR_EVERY_MS     5000         /* look up successor(0), the ring's smallest id */
 #define ANCHOR_BIT          (1ull << 62) /* request ids of those lookups */
-#define LEAVE_WAIT_MS       3000         /* on SIGTERM, wait this long for handed-off keys */
+#define LEAVE_WAIT_MS       3000         /* on SIGTERM, wait this long for the leave pushes */
 
 enum { FRAME_RING, FRAME_KV };
 
@@ -42,8 +42,9 @@ typedef struct pending {
 	uint8_t *buf;
 	size_t len;
 	uint8_t kind;    /* FRAME_RING: msg goes back to the core if undeliverable */
-	uint64_t kv_req; /* FRAME_KV: the request that fails if undeliverable */
-	ring_msg msg;    /* handed back to the core if it cannot be delivered */
+	uint64_t kv_req; /* FRAME_KV: the kv core's request id, told if undeliverable */
+	ring_addr kv_to;
+	ring_msg msg; /* handed back to the core if it cannot be delivered */
 	ring_peer peers[RING_MAX_SUCC];
 } pending;
 
@@ -75,13 +76,14 @@ typedef struct {
 typedef struct job {
 	struct job *next;
 	struct MHD_Connection *conn;
-	uint8_t op; /* WIRE_KV_PUT / GET / DEL */
+	uint8_t op; /* KV_PUT / GET / DEL */
 	char *key;
-	char *value; /* JSON text, for a put */
+	size_t klen;
+	char *value; /* a put's JSON value, the bytes the client sent */
+	size_t vlen;
+	char *rid; /* the client's request id (Idempotency-Key), or NULL */
 	uint64_t req;
 	uint64_t deadline;
-	uint64_t retry_at; /* owner was unreachable: look the key up again at this time */
-	bool retried;
 	/* the answer */
 	unsigned status;
 	char *body;
@@ -95,15 +97,15 @@ typedef struct {
 	bool has_id;
 } candidate;
 
-/* A key sent to the node that now owns it, deleted here once that node says stored, and
- * only if it still holds the value sent (SHA-1 of it): a write that came in meanwhile stays
- * and goes with the next handoff. */
-typedef struct handoff {
-	struct handoff *next;
+/* An input for the kv core that arrived while it was running (see kv.c). */
+typedef struct {
+	uint8_t kind;
+	bool ok;
 	uint64_t req;
-	rn_id sent;
-	char *key;
-} handoff;
+	ring_addr to;
+	rn_id kid;
+	ring_peer owner;
+} kvq_item;
 
 /* Per HTTP connection state, in MHD's con_cls. */
 typedef struct {
@@ -145,13 +147,17 @@ typedef struct node {
 	char *snap_metrics, *snap_peers;
 	/* key-value */
 	store *st;
+	kv_node *kv;
+	kvq_item *kvq; /* inputs waiting for the core to return */
+	size_t kvq_head, kvq_len, kvq_cap;
+	bool kv_busy;
 	uv_async_t wake;
 	job *incoming; /* from the HTTP thread, under lock */
-	job *active;   /* waiting on the ring (loop thread only) */
+	job *active;   /* waiting on the kv core (loop thread only) */
 	uint64_t kv_seq;
-	uint64_t kv_local, kv_forwarded, kv_served_for_others, keys_handed_off;
-	handoff *handoffs;
-	uint64_t handoff_seq, handoff_at, leave_deadline;
+	uint64_t kv_msgs_in[KV_MSG_PURGE + 1], kv_msgs_out[KV_MSG_PURGE + 1];
+	uint64_t kv_replies[KV_ERROR + 1];
+	uint64_t leave_deadline;
 	/* joining: --join addresses, then the peers saved in DATA/peers by an earlier run */
 	candidate *candidates;
 	unsigned ncandidates, next_candidate, join_tries;
@@ -194,14 +200,19 @@ void nd_on_connection(uv_stream_t *server, int status);
 
 /* ---- kv.c ---- */
 
-void nd_handoff_to(node *n, ring_peer to, bool all);
+/* Makes the kv core (after the store and the ring core exist). 0 or RN_ENOMEM. */
+int nd_kv_start(node *n);
 /* The compact JSON text of j, which it frees. */
 char *nd_json_text(json_t *j);
-/* What happens next to a key-value request: its lookup is done, its frame could not be
- * delivered, or a peer sent a KvMsg. */
+/* Inputs for the kv core: a ring lookup finished, a frame could not be delivered, a peer
+ * sent a KV frame, periodic work (every SNAPSHOT_MS), a graceful leave. */
 void nd_kv_on_lookup(node *n, const ring_event *e);
-void nd_kv_unreachable(node *n, uint64_t req);
-void nd_kv_on_frame(node *n, const wire_kv *kv);
+void nd_kv_unreachable(node *n, uint64_t req, ring_addr to);
+void nd_kv_on_frame(node *n, const kv_msg *m);
+void nd_kv_tick(node *n);
+void nd_kv_leave(node *n);
+/* Delivers what was queued for the kv core while it ran. */
+void nd_kv_pump(node *n);
 void nd_on_wake(uv_async_t *a);
 /* Answers 503 to the requests past their deadline (to all of them when all). */
 void nd_kv_expire(node *n, bool all);

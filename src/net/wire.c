@@ -118,74 +118,218 @@ out:
 	return rc;
 }
 
-int wire_encode_kv(const wire_kv *m, uint8_t **out, size_t *len)
+int wire_encode_kv(const kv_msg *m, const wire_book *b, uint8_t **out, size_t *len)
 {
 	Ringnet__KvMsg w;
+	Ringnet__Peer from, acked[2 * KV_MAX_R], *ap[2 * KV_MAX_R];
+	Ringnet__KvRecord rec;
 	ringnet__kv_msg__init(&w);
+	w.type = m->type;
 	w.op = m->op;
-	w.req = m->req;
 	w.status = m->status;
-	w.key = m->key ? m->key : (char *)"";
-	w.value.data = m->value;
-	w.value.len = m->vlen;
-	w.reply_to = (char *)(uintptr_t)m->reply_to;
-	if (m->op == WIRE_KV_REPLY) {
-		w.node.data = (uint8_t *)(uintptr_t)m->node.b;
-		w.node.len = RN_ID_BYTES;
+	w.flags = m->flags;
+	w.req = m->req;
+	w.round = m->round;
+	if (peer_out(&m->from, b, &from) < 0)
+		return RN_EINVAL;
+	w.from = &from;
+	if (m->has_rec) {
+		ringnet__kv_record__init(&rec);
+		rec.kid = (ProtobufCBinaryData){RN_ID_BYTES, (uint8_t *)(uintptr_t)m->rec.kid.b};
+		rec.key = (ProtobufCBinaryData){m->rec.klen, (uint8_t *)(uintptr_t)m->rec.key};
+		rec.value = (ProtobufCBinaryData){m->rec.vlen, (uint8_t *)(uintptr_t)m->rec.val};
+		rec.rid = (ProtobufCBinaryData){m->rec.ridlen, (uint8_t *)(uintptr_t)m->rec.rid};
+		rec.stamp = m->rec.v.stamp;
+		rec.writer = m->rec.v.writer;
+		rec.tomb = m->rec.v.tomb;
+		w.rec = &rec;
 	}
+	if (m->type == KV_MSG_DIGEST || m->type == KV_MSG_KEYS) {
+		w.lo = (ProtobufCBinaryData){RN_ID_BYTES, (uint8_t *)(uintptr_t)m->lo.b};
+		w.hi = (ProtobufCBinaryData){RN_ID_BYTES, (uint8_t *)(uintptr_t)m->hi.b};
+	}
+	if (m->hashes) {
+		w.n_hashes = KV_BUCKETS;
+		w.hashes = (uint64_t *)(uintptr_t)m->hashes;
+	}
+	w.buckets = (ProtobufCBinaryData){m->nbuckets, (uint8_t *)(uintptr_t)m->buckets};
+	int rc = RN_ENOMEM;
+	Ringnet__KvEntry *ents = NULL, **ep = NULL;
+	ProtobufCBinaryData *kids = NULL;
+	if (m->nentries) {
+		ents = malloc(m->nentries * sizeof *ents);
+		ep = malloc(m->nentries * sizeof *ep);
+		if (!ents || !ep)
+			goto out;
+		for (size_t i = 0; i < m->nentries; i++) {
+			ringnet__kv_entry__init(&ents[i]);
+			ents[i].kid = (ProtobufCBinaryData){
+			    RN_ID_BYTES, (uint8_t *)(uintptr_t)m->entries[i].kid.b};
+			ents[i].stamp = m->entries[i].v.stamp;
+			ents[i].writer = m->entries[i].v.writer;
+			ents[i].tomb = m->entries[i].v.tomb;
+			ep[i] = &ents[i];
+		}
+		w.n_entries = m->nentries;
+		w.entries = ep;
+	}
+	if (m->nkids) {
+		kids = malloc(m->nkids * sizeof *kids);
+		if (!kids)
+			goto out;
+		for (size_t i = 0; i < m->nkids; i++)
+			kids[i] =
+			    (ProtobufCBinaryData){RN_ID_BYTES, (uint8_t *)(uintptr_t)m->kids[i].b};
+		w.n_kids = m->nkids;
+		w.kids = kids;
+	}
+	rc = RN_EINVAL;
+	size_t na = m->nacked > 2 * KV_MAX_R ? 2 * KV_MAX_R : m->nacked;
+	for (size_t i = 0; i < na; i++) {
+		if (peer_out(&m->acked[i], b, &acked[i]) < 0)
+			goto out;
+		ap[i] = &acked[i];
+	}
+	w.n_acked = na;
+	w.acked = ap;
 	size_t body = ringnet__kv_msg__get_packed_size(&w);
 	if (body + 1 > WIRE_MAX_FRAME)
-		return RN_EINVAL;
+		goto out;
+	rc = RN_ENOMEM;
 	uint8_t *buf = frame_alloc(body, WIRE_KV);
 	if (!buf)
-		return RN_ENOMEM;
+		goto out;
 	ringnet__kv_msg__pack(&w, buf + WIRE_HEADER);
 	*out = buf;
 	*len = WIRE_HEADER + body;
-	return 0;
-}
-
-int wire_decode_kv(const uint8_t *body, size_t len, wire_kv *m)
-{
-	memset(m, 0, sizeof *m);
-	Ringnet__KvMsg *w = ringnet__kv_msg__unpack(NULL, len, body);
-	if (!w)
-		return RN_EPROTO;
-	int rc = RN_EPROTO;
-	size_t klen = w->key ? strlen(w->key) : 0;
-	if (w->op < WIRE_KV_PUT || w->op > WIRE_KV_REPLY || klen > WIRE_KEY_MAX ||
-	    (w->op != WIRE_KV_REPLY && klen == 0) || !w->reply_to ||
-	    strlen(w->reply_to) >= WIRE_ADDR_MAX ||
-	    (w->op == WIRE_KV_REPLY && w->node.len != RN_ID_BYTES) || w->status > 599)
-		goto out;
-	m->op = (uint8_t)w->op;
-	m->req = w->req;
-	m->status = (uint16_t)w->status;
-	strcpy(m->reply_to, w->reply_to);
-	if (w->node.len == RN_ID_BYTES)
-		memcpy(m->node.b, w->node.data, RN_ID_BYTES);
-	m->key = strdup(w->key ? w->key : "");
-	m->value = malloc(w->value.len ? w->value.len : 1);
-	if (!m->key || !m->value) {
-		wire_kv_free(m);
-		rc = RN_ENOMEM;
-		goto out;
-	}
-	if (w->value.len) /* an empty bytes field has no data pointer */
-		memcpy(m->value, w->value.data, w->value.len);
-	m->vlen = w->value.len;
 	rc = 0;
 out:
-	ringnet__kv_msg__free_unpacked(w, NULL);
+	free(ents);
+	free(ep);
+	free(kids);
 	return rc;
 }
 
-void wire_kv_free(wire_kv *m)
+static bool id_field(const ProtobufCBinaryData *d, rn_id *out)
 {
-	free(m->key);
-	free(m->value);
-	m->key = NULL;
-	m->value = NULL;
+	if (d->len != RN_ID_BYTES)
+		return false;
+	memcpy(out->b, d->data, RN_ID_BYTES);
+	return true;
+}
+
+int wire_decode_kv(const uint8_t *body, size_t len, const wire_book *b, wire_kv *out)
+{
+	memset(out, 0, sizeof *out);
+	Ringnet__KvMsg *w = ringnet__kv_msg__unpack(NULL, len, body);
+	if (!w)
+		return RN_EPROTO;
+	out->pb = w;
+	kv_msg *m = &out->m;
+	if (w->type < KV_MSG_REQ || w->type > KV_MSG_PURGE || w->op > KV_DEL ||
+	    w->status > KV_ERROR || w->flags > 0xff || (w->n_hashes && w->n_hashes != KV_BUCKETS) ||
+	    w->buckets.len > KV_BUCKETS || w->n_entries > KV_ENTRY_MAX || w->n_kids > KV_PULL_MAX ||
+	    w->n_acked > 2 * KV_MAX_R)
+		goto bad;
+	m->type = (uint8_t)w->type;
+	m->op = (uint8_t)w->op;
+	m->status = (uint8_t)w->status;
+	m->flags = (uint8_t)w->flags;
+	m->req = w->req;
+	m->round = w->round;
+	if (m->type == KV_MSG_REQ && (m->op < KV_PUT || !w->rec))
+		goto bad;
+	if (peer_in(w->from, b, &m->from) < 0 || m->from.addr == RING_ADDR_NONE)
+		goto bad;
+	if (w->rec) {
+		Ringnet__KvRecord *r = w->rec;
+		if (!id_field(&r->kid, &m->rec.kid) || r->key.len > KV_KEY_MAX ||
+		    r->rid.len > KV_RID_MAX)
+			goto bad;
+		if (r->key.len) { /* a key travels with its id: they must agree */
+			rn_id h;
+			rn_id_hash(&h, r->key.data, r->key.len, RN_ID_BITS);
+			if (!rn_id_eq(&h, &m->rec.kid))
+				goto bad;
+		}
+		if ((m->type == KV_MSG_REQ || m->type == KV_MSG_REPL) && !r->key.len)
+			goto bad;
+		m->has_rec = true;
+		m->rec.key = r->key.data;
+		m->rec.klen = r->key.len;
+		m->rec.val = r->value.data;
+		m->rec.vlen = r->value.len;
+		m->rec.rid = r->rid.len ? r->rid.data : NULL;
+		m->rec.ridlen = r->rid.len;
+		m->rec.v = (kv_version){r->stamp, r->writer, r->tomb};
+	}
+	if (m->type == KV_MSG_DIGEST || m->type == KV_MSG_KEYS) {
+		if (!id_field(&w->lo, &m->lo) || !id_field(&w->hi, &m->hi))
+			goto bad;
+	}
+	if (m->type == KV_MSG_DIGEST && w->n_hashes != KV_BUCKETS)
+		goto bad;
+	if (w->n_hashes) {
+		out->hashes = malloc(KV_BUCKETS * sizeof *out->hashes);
+		if (!out->hashes)
+			goto bad;
+		memcpy(out->hashes, w->hashes, KV_BUCKETS * sizeof *out->hashes);
+		m->hashes = out->hashes;
+	}
+	for (size_t i = 0; i < w->buckets.len; i++)
+		if (w->buckets.data[i] >= KV_BUCKETS)
+			goto bad;
+	m->buckets = w->buckets.len ? w->buckets.data : NULL;
+	m->nbuckets = w->buckets.len;
+	if (w->n_entries) {
+		out->entries = malloc(w->n_entries * sizeof *out->entries);
+		if (!out->entries)
+			goto bad;
+		for (size_t i = 0; i < w->n_entries; i++) {
+			Ringnet__KvEntry *e = w->entries[i];
+			if (!id_field(&e->kid, &out->entries[i].kid))
+				goto bad;
+			out->entries[i].v = (kv_version){e->stamp, e->writer, e->tomb};
+		}
+		m->entries = out->entries;
+		m->nentries = w->n_entries;
+	}
+	if (w->n_kids) {
+		out->kids = malloc(w->n_kids * sizeof *out->kids);
+		if (!out->kids)
+			goto bad;
+		for (size_t i = 0; i < w->n_kids; i++)
+			if (!id_field(&w->kids[i], &out->kids[i]))
+				goto bad;
+		m->kids = out->kids;
+		m->nkids = w->n_kids;
+	}
+	if (w->n_acked) {
+		out->acked = malloc(w->n_acked * sizeof *out->acked);
+		if (!out->acked)
+			goto bad;
+		for (size_t i = 0; i < w->n_acked; i++)
+			if (peer_in(w->acked[i], b, &out->acked[i]) < 0 ||
+			    out->acked[i].addr == RING_ADDR_NONE)
+				goto bad;
+		m->acked = out->acked;
+		m->nacked = w->n_acked;
+	}
+	return 0;
+bad:
+	wire_kv_free(out);
+	return RN_EPROTO;
+}
+
+void wire_kv_free(wire_kv *w)
+{
+	if (w->pb)
+		ringnet__kv_msg__free_unpacked(w->pb, NULL);
+	free(w->entries);
+	free(w->kids);
+	free(w->acked);
+	free(w->hashes);
+	memset(w, 0, sizeof *w);
 }
 
 int wire_header(const uint8_t h[WIRE_HEADER], uint32_t *body_len, uint8_t *type)

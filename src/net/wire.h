@@ -11,29 +11,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../kv/kv.h"
 #include "../ring/ring.h"
 
 #define WIRE_HEADER    5
-#define WIRE_MAX_FRAME (1u << 20) /* larger frames close the connection */
-#define WIRE_ADDR_MAX  64         /* "host:port", NUL included */
+#define WIRE_MAX_FRAME ((1u << 20) + (1u << 16)) /* a 1 MiB value and its record fit */
+#define WIRE_ADDR_MAX  64                        /* "host:port", NUL included */
 
 enum { WIRE_RING = 1, WIRE_KV = 2 };
-
-#define WIRE_KEY_MAX 1024 /* bytes in a key */
-
-enum { WIRE_KV_PUT = 1, WIRE_KV_GET = 2, WIRE_KV_DEL = 3, WIRE_KV_REPLY = 4 };
-
-/* A key-value request forwarded to the key's owner, or the owner's reply. */
-typedef struct {
-	uint8_t op;
-	uint16_t status; /* reply: the HTTP status the owner decided */
-	uint64_t req;
-	char *key; /* NUL-terminated, at most WIRE_KEY_MAX bytes */
-	uint8_t *value;
-	size_t vlen;
-	char reply_to[WIRE_ADDR_MAX];
-	rn_id node; /* reply: the owner's id */
-} wire_kv;
 
 /* How the codec turns handles into addresses and back. */
 typedef struct {
@@ -53,11 +38,23 @@ int wire_encode_ring(const ring_msg *m, const wire_book *book, uint8_t **out, si
 int wire_decode_ring(const uint8_t *body, size_t len, const wire_book *book, ring_msg *m,
                      ring_peer *peers);
 
-/* Encodes m as one whole WIRE_KV frame (the caller frees *out). */
-int wire_encode_kv(const wire_kv *m, uint8_t **out, size_t *len);
-/* Decodes a WIRE_KV body; key and value are malloc'd (wire_kv_free). RN_EPROTO if bad. */
-int wire_decode_kv(const uint8_t *body, size_t len, wire_kv *m);
-void wire_kv_free(wire_kv *m);
+/* A decoded WIRE_KV frame: m points into the rest, which wire_kv_free releases. */
+typedef struct {
+	kv_msg m;
+	void *pb;
+	kv_entry *entries;
+	rn_id *kids;
+	ring_peer *acked;
+	uint64_t *hashes;
+} wire_kv;
+
+/* Encodes m as one whole WIRE_KV frame (the caller frees *out); RN_EINVAL when it does
+ * not fit in a frame. */
+int wire_encode_kv(const kv_msg *m, const wire_book *book, uint8_t **out, size_t *len);
+/* Decodes a WIRE_KV body; RN_EPROTO for anything malformed: a field out of range, a list
+ * over its bound, or a key whose id is not SHA-1 of it. */
+int wire_decode_kv(const uint8_t *body, size_t len, const wire_book *book, wire_kv *out);
+void wire_kv_free(wire_kv *w);
 
 /* Reads a frame header: 0 and the body length and type, RN_EPROTO if the length is zero
  * or over WIRE_MAX_FRAME. */

@@ -1,5 +1,5 @@
-/* store.c — see store.h. One LMDB environment, one unnamed database; every write is
- * its own committed transaction, so an acknowledged write is on disk. */
+/* store.c — see store.h. One LMDB environment with one named database, "records":
+ * key = the 20-byte key id, value = the encoded record. */
 #include "store.h"
 
 #include <errno.h>
@@ -14,7 +14,69 @@
 struct store {
 	MDB_env *env;
 	MDB_dbi dbi;
+	uint8_t *buf; /* the last record store_get read */
+	size_t cap;
+	uint64_t migrated;
 };
+
+/* Moves the records of the pre-replication layout (the unnamed database: user key ->
+ * JSON text) into "records", with version (1, 0): older than any real write. */
+static int migrate(store *s, MDB_txn *txn)
+{
+	MDB_dbi old;
+	MDB_cursor *cur;
+	if (mdb_dbi_open(txn, NULL, 0, &old) != 0 || mdb_cursor_open(txn, old, &cur) != 0)
+		return 0;
+	MDB_val k, v;
+	int err = 0;
+	/* first copy, then delete the copied keys (a cursor that deletes as it walks is
+	 * easy to get wrong) */
+	size_t n = 0, cap = 0;
+	MDB_val *done = NULL;
+	for (int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && !err;
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		/* the named database itself is an entry of the unnamed one */
+		if ((k.mv_size == 7 && !memcmp(k.mv_data, "records", 7)) || !k.mv_size ||
+		    k.mv_size > KV_KEY_MAX)
+			continue;
+		kv_record r = {.key = k.mv_data,
+		               .klen = k.mv_size,
+		               .val = v.mv_data,
+		               .vlen = v.mv_size,
+		               .v = {1, 0, false}};
+		rn_id_hash(&r.kid, k.mv_data, k.mv_size, RN_ID_BITS);
+		MDB_val nk = {RN_ID_BYTES, r.kid.b}, nv = {kv_record_size(&r), NULL};
+		err = mdb_put(txn, s->dbi, &nk, &nv, MDB_RESERVE);
+		if (!err)
+			kv_record_encode(&r, nv.mv_data);
+		if (!err && n == cap) {
+			cap = cap ? 2 * cap : 64;
+			MDB_val *q = realloc(done, cap * sizeof *q);
+			if (!q)
+				err = ENOMEM;
+			else
+				done = q;
+		}
+		if (!err) {
+			done[n].mv_size = k.mv_size;
+			done[n].mv_data = malloc(k.mv_size);
+			if (!done[n].mv_data)
+				err = ENOMEM;
+			else
+				memcpy(done[n++].mv_data, k.mv_data, k.mv_size);
+		}
+	}
+	mdb_cursor_close(cur);
+	for (size_t i = 0; i < n; i++) {
+		if (!err)
+			err = mdb_del(txn, old, &done[i], NULL);
+		free(done[i].mv_data);
+	}
+	free(done);
+	if (!err)
+		s->migrated = n;
+	return err ? RN_EIO : 0;
+}
 
 int store_open(store **out, const char *dir, char *err, size_t errlen)
 {
@@ -29,12 +91,16 @@ int store_open(store **out, const char *dir, char *err, size_t errlen)
 	if (rc == 0)
 		rc = mdb_env_set_mapsize(s->env, (size_t)1 << 34); /* 16 GiB of address space */
 	if (rc == 0)
+		rc = mdb_env_set_maxdbs(s->env, 4);
+	if (rc == 0)
 		rc = mdb_env_open(s->env, dir, 0, 0644);
 	MDB_txn *txn = NULL;
 	if (rc == 0)
 		rc = mdb_txn_begin(s->env, NULL, 0, &txn);
 	if (rc == 0)
-		rc = mdb_dbi_open(txn, NULL, 0, &s->dbi);
+		rc = mdb_dbi_open(txn, "records", MDB_CREATE, &s->dbi);
+	if (rc == 0 && migrate(s, txn) < 0)
+		rc = MDB_PANIC;
 	if (rc == 0)
 		rc = mdb_txn_commit(txn);
 	else if (txn)
@@ -55,50 +121,66 @@ void store_close(store *s)
 	if (!s)
 		return;
 	mdb_env_close(s->env);
+	free(s->buf);
 	free(s);
 }
 
-int store_put(store *s, const void *key, size_t klen, const void *val, size_t vlen)
+uint64_t store_migrated(const store *s)
 {
-	MDB_txn *txn;
-	if (mdb_txn_begin(s->env, NULL, 0, &txn) != 0)
-		return RN_EIO;
-	MDB_val k = {klen, (void *)(uintptr_t)key}, v = {vlen, (void *)(uintptr_t)val};
-	if (mdb_put(txn, s->dbi, &k, &v, 0) != 0) {
-		mdb_txn_abort(txn);
-		return RN_EIO;
-	}
-	return mdb_txn_commit(txn) == 0 ? 0 : RN_EIO;
+	return s->migrated;
 }
 
-int store_get(store *s, const void *key, size_t klen, void **val, size_t *vlen)
+int store_get(void *ctx, const rn_id *kid, kv_record *out)
 {
+	store *s = ctx;
 	MDB_txn *txn;
 	if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn) != 0)
 		return RN_EIO;
-	MDB_val k = {klen, (void *)(uintptr_t)key}, v;
+	MDB_val k = {RN_ID_BYTES, (void *)(uintptr_t)kid->b}, v;
 	int rc = mdb_get(txn, s->dbi, &k, &v);
-	if (rc == 0) {
-		*val = malloc(v.mv_size ? v.mv_size : 1);
-		if (*val) {
-			memcpy(*val, v.mv_data, v.mv_size);
-			*vlen = v.mv_size;
+	if (rc == 0 && v.mv_size > s->cap) {
+		uint8_t *b = realloc(s->buf, v.mv_size);
+		if (!b)
+			rc = ENOMEM;
+		else {
+			s->buf = b;
+			s->cap = v.mv_size;
 		}
 	}
+	if (rc == 0)
+		memcpy(s->buf, v.mv_data, v.mv_size);
 	mdb_txn_abort(txn);
 	if (rc == MDB_NOTFOUND)
 		return RN_ENOTFOUND;
 	if (rc != 0)
-		return RN_EIO;
-	return *val ? 0 : RN_ENOMEM;
+		return rc == ENOMEM ? RN_ENOMEM : RN_EIO;
+	return kv_record_decode(s->buf, v.mv_size, kid, out) < 0 ? RN_EIO : 0;
 }
 
-int store_del(store *s, const void *key, size_t klen)
+int store_put(void *ctx, const kv_record *rec)
 {
+	store *s = ctx;
+	size_t n = kv_record_size(rec);
 	MDB_txn *txn;
 	if (mdb_txn_begin(s->env, NULL, 0, &txn) != 0)
 		return RN_EIO;
-	MDB_val k = {klen, (void *)(uintptr_t)key};
+	MDB_val k = {RN_ID_BYTES, (void *)(uintptr_t)rec->kid.b}, v = {n, NULL};
+	/* reserve the space and encode straight into the page */
+	if (mdb_put(txn, s->dbi, &k, &v, MDB_RESERVE) != 0) {
+		mdb_txn_abort(txn);
+		return RN_EIO;
+	}
+	kv_record_encode(rec, v.mv_data);
+	return mdb_txn_commit(txn) == 0 ? 0 : RN_EIO;
+}
+
+int store_del(void *ctx, const rn_id *kid)
+{
+	store *s = ctx;
+	MDB_txn *txn;
+	if (mdb_txn_begin(s->env, NULL, 0, &txn) != 0)
+		return RN_EIO;
+	MDB_val k = {RN_ID_BYTES, (void *)(uintptr_t)kid->b};
 	int rc = mdb_del(txn, s->dbi, &k, NULL);
 	if (rc != 0) {
 		mdb_txn_abort(txn);
@@ -107,8 +189,9 @@ int store_del(store *s, const void *key, size_t klen)
 	return mdb_txn_commit(txn) == 0 ? 0 : RN_EIO;
 }
 
-uint64_t store_count(store *s)
+uint64_t store_count(void *ctx)
 {
+	store *s = ctx;
 	MDB_txn *txn;
 	MDB_stat st;
 	if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn) != 0)
@@ -118,10 +201,37 @@ uint64_t store_count(store *s)
 	return rc == 0 ? st.ms_entries : 0;
 }
 
-int store_scan(store *s,
-               int (*fn)(void *ctx, const void *key, size_t klen, const void *val, size_t vlen),
-               void *ctx)
+/* Calls fn on the records from the cursor's position while their id is <= hi (or to the
+ * end when hi is NULL); 1 when fn asked to stop. */
+static int walk(MDB_cursor *cur, MDB_val *k, MDB_val *v, int rc, const rn_id *hi, bool values,
+                int (*fn)(void *arg, const kv_record *rec), void *arg)
 {
+	while (rc == 0) {
+		if (k->mv_size != RN_ID_BYTES)
+			goto next;
+		rn_id kid;
+		memcpy(kid.b, k->mv_data, RN_ID_BYTES);
+		if (hi && rn_id_cmp(&kid, hi) > 0)
+			return 0;
+		kv_record r;
+		if (kv_record_decode(v->mv_data, v->mv_size, &kid, &r) == 0) {
+			if (!values) {
+				r.val = NULL;
+				r.vlen = 0;
+			}
+			if (fn(arg, &r))
+				return 1;
+		}
+	next:
+		rc = mdb_cursor_get(cur, k, v, MDB_NEXT);
+	}
+	return 0;
+}
+
+int store_scan(void *ctx, const rn_id *lo, const rn_id *hi, bool values,
+               int (*fn)(void *arg, const kv_record *rec), void *arg)
+{
+	store *s = ctx;
 	MDB_txn *txn;
 	MDB_cursor *cur;
 	if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn) != 0)
@@ -130,10 +240,21 @@ int store_scan(store *s,
 		mdb_txn_abort(txn);
 		return RN_EIO;
 	}
-	MDB_val k, v;
-	int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
-	while (rc == 0 && fn(ctx, k.mv_data, k.mv_size, v.mv_data, v.mv_size) == 0)
+	/* the first id after lo: position at lo, step over it if it is there */
+	MDB_val k = {RN_ID_BYTES, (void *)(uintptr_t)lo->b}, v;
+	int rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+	if (rc == 0 && k.mv_size == RN_ID_BYTES && !memcmp(k.mv_data, lo->b, RN_ID_BYTES))
 		rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+	int c = rn_id_cmp(lo, hi), stop;
+	if (c < 0) {
+		walk(cur, &k, &v, rc, hi, values, fn, arg);
+	} else { /* wraps past the top; lo == hi is the whole ring, lo itself last */
+		stop = walk(cur, &k, &v, rc, NULL, values, fn, arg);
+		if (!stop) {
+			rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+			walk(cur, &k, &v, rc, c == 0 ? lo : hi, values, fn, arg);
+		}
+	}
 	mdb_cursor_close(cur);
 	mdb_txn_abort(txn);
 	return 0;

@@ -1,11 +1,20 @@
-/* store.h — the node's persistent key-value store: LMDB in one directory. Keys are
- * byte strings, values opaque bytes (the KV service keeps JSON text). Driver-side: the
- * protocol cores never see it. */
+/* store.h — the node's persistent record store: LMDB in one directory. It keeps the kv
+ * core's records (src/kv/kv.h) under their 20-byte key ids, so a scan in key-id order is
+ * a walk around the ring; the bytes at rest are kv_record_encode's. Every write is its
+ * own committed transaction: when store_put returns 0 the record is on disk. Driver-side:
+ * the cores reach it only through the kv_driver calls src/net wires to it.
+ *
+ * A store written by ringnet 0.1 before replication (user keys, JSON values, no
+ * versions) is moved into this layout when opened, each value with the oldest version,
+ * so any newer write wins over it. */
 #ifndef RN_STORE_H
 #define RN_STORE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "../kv/kv.h"
 
 typedef struct store store;
 
@@ -13,16 +22,15 @@ typedef struct store store;
 int store_open(store **out, const char *dir, char *err, size_t errlen);
 void store_close(store *s);
 
-int store_put(store *s, const void *key, size_t klen, const void *val, size_t vlen);
-/* 0 with a malloc'd copy in *val (caller frees), RN_ENOTFOUND, or another RN_E*. */
-int store_get(store *s, const void *key, size_t klen, void **val, size_t *vlen);
-/* 0 or RN_ENOTFOUND. */
-int store_del(store *s, const void *key, size_t klen);
-/* Calls fn for every key in order until it returns non-zero. */
-int store_scan(store *s,
-               int (*fn)(void *ctx, const void *key, size_t klen, const void *val, size_t vlen),
-               void *ctx);
-/* Number of keys. */
-uint64_t store_count(store *s);
+/* The kv_driver store calls (kv.h); ctx is the store. get's record points into memory the
+ * store owns until its next call; scan's records are valid during fn only. */
+int store_get(void *ctx, const rn_id *kid, kv_record *out);
+int store_put(void *ctx, const kv_record *rec);
+int store_del(void *ctx, const rn_id *kid);
+int store_scan(void *ctx, const rn_id *lo, const rn_id *hi, bool values,
+               int (*fn)(void *arg, const kv_record *rec), void *arg);
+uint64_t store_count(void *ctx);
+/* Records moved from the old layout when the store was opened. */
+uint64_t store_migrated(const store *s);
 
 #endif

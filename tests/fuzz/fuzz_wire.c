@@ -47,10 +47,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			return 0;
 		if (type == WIRE_KV) {
 			wire_kv kv;
-			if (wire_decode_kv(data + off + WIRE_HEADER, blen, &kv) == 0) {
+			if (wire_decode_kv(data + off + WIRE_HEADER, blen, &book, &kv) == 0) {
 				uint8_t *out;
 				size_t len;
-				if (wire_encode_kv(&kv, &out, &len) == 0)
+				if (wire_encode_kv(&kv.m, &book, &out, &len) == 0)
 					free(out);
 				wire_kv_free(&kv);
 			}

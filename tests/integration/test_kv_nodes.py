@@ -76,8 +76,11 @@ def main():
             t.check("delete", status == 200 and body.get("status") == "deleted", body)
             status, body = request(nodes[4].http, "/kv/key-2")
             t.check("deleted key is 404", status == 404 and "error" in body, body)
+            t.check("a deleted key's 404 names the delete's version",
+                    "deleted_version" in body, body)
             status, body = request(nodes[4].http, "/kv/key-2", "DELETE")
-            t.check("deleting again is 404", status == 404, body)
+            t.check("deleting again is a new delete (idempotent)",
+                    status == 200 and body.get("status") == "deleted", body)
 
             # bad input: its status and a message, and the node keeps serving
             n = nodes[0]
@@ -107,8 +110,9 @@ def main():
                 http_ok += text.get('ringnet_http_requests_total{route="/kv",status="200"}', 0)
                 t.check(f"metrics of {x.name} have peer messages",
                         text.get('ringnet_peer_messages_total{dir="in",type="notify"}', 0) > 0, text)
-            t.check("keys_stored over all nodes = keys alive", stored == len(values) - 1,
-                    (stored, len(values) - 1))
+            # every key (key-2 as its tombstone) on its 3 replicas, and nowhere else
+            t.check("keys_stored over all nodes = 3 copies of each key", stored == 3 * len(values),
+                    (stored, 3 * len(values)))
             t.check("http_requests_total counts the puts", http_ok >= 41, http_ok)
             status, body = request(nodes[0].http, "/peers")
             known = {p["addr"] for p in body.get("peers", [])}
