@@ -1349,6 +1349,8 @@ static void handoff_round(kv_node *k, uint64_t now)
 	handoff_ctx h = {k, now};
 	rn_id lo = ext_of(k, &k->self), hi = ext_of(k, &k->pred.id);
 	k->d.scan(k->d.ctx, &lo, &hi, true, handoff_one, &h);
+	if (k->nhandoffs >= MAX_HANDOFFS) /* more to hand on: go on once these are done */
+		k->handoff_at = now + SYNC_AGAIN_MS;
 }
 
 /* ---- messages, time, leaving ---- */

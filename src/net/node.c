@@ -5,6 +5,7 @@
  * the key handoff), http.c (the HTTP API), join.c (joining and the saved peers);
  * node_internal.h holds what they share. */
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -184,6 +185,8 @@ static void raise_fd_limit(void)
 
 int node_run(const node_opts *o)
 {
+	/* a peer that resets a connection we write to must cost an error, not the process */
+	signal(SIGPIPE, SIG_IGN);
 	raise_fd_limit();
 	node *n = calloc(1, sizeof *n);
 	if (!n)
