@@ -217,6 +217,9 @@ int cli_sim(int argc, char **argv)
 		if (p.churn > 0)
 			printf("\"churn_joins\":%llu,\"churn_failures\":%llu,",
 			       (unsigned long long)r.joins, (unsigned long long)r.failures);
+		if (r.stabilized)
+			printf("\"stabilize_rounds_min\":%u,\"stabilize_rounds_median\":%u,",
+			       r.rounds_min, r.rounds_median);
 		if (p.keys)
 			printf("\"keys\":%llu,\"vnodes\":%u,\"keys_per_node_mean\":%.3f,"
 			       "\"keys_per_node_p1\":%.0f,\"keys_per_node_p99\":%.0f,"
@@ -244,6 +247,10 @@ int cli_sim(int argc, char **argv)
 	       r.p50_hops, r.p99_hops, r.max_hops, (unsigned long long)r.failed_lookups,
 	       r.lookups ? 100.0 * (double)r.failed_lookups / (double)r.lookups : 0.0,
 	       (unsigned long long)r.timeouts);
+	if (r.stabilized)
+		printf("stabilize rounds per node during the lookups: min %u, median %u (%u nodes "
+		       "live throughout)\n",
+		       r.rounds_min, r.rounds_median, r.rounds_nodes);
 	if (p.keys)
 		printf("keys per node (%llu keys, %u vnodes): mean %.1f, p1 %.0f, p99 %.0f, max "
 		       "%.0f\n",

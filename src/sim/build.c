@@ -56,6 +56,7 @@ static void *init_range(void *arg)
 		s->alive[i] = 1;
 		s->tick_at[i] = UINT64_MAX;
 		s->issued[i] = 0;
+		s->rounds[i] = 0;
 		s->live[i].id = j->ids[i];
 		s->live[i].addr = i;
 		s->joined[i] = i;

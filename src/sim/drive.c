@@ -83,6 +83,12 @@ static int do_tick(sim *s, uint32_t i, void *arg)
 {
 	(void)arg;
 	ring_tick(NODE(s, i), s->now, &s->out);
+	/* a round of maintenance is a tick that asked the successor for its predecessor */
+	for (size_t k = 0; k < s->out.nmsgs; k++)
+		if (s->out.msgs[k].type == RING_MSG_GET_PRED) {
+			s->rounds[i]++;
+			break;
+		}
 	return 0;
 }
 int do_create(sim *s, uint32_t i, void *arg)

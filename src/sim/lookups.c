@@ -105,6 +105,7 @@ static void lane_merge(sim *into, const sim *l)
 int run_lookups(sim *s)
 {
 	int rc = 0;
+	s->n_start = s->n;
 	s->req_space = (uint64_t)s->n * s->p->requests;
 	s->hist_len = s->cfg.max_hops + 2;
 	s->hops_hist = calloc(s->hist_len, sizeof *s->hops_hist);
@@ -117,6 +118,8 @@ int run_lookups(sim *s)
 	for (uint32_t k = 0; k < s->nlive; k++)
 		s->rank[s->live[k].addr] = k;
 	s->rank_ok = s->nlive == s->n;
+	for (uint32_t i = 0; i < s->n; i++)
+		s->rounds[i] = 0; /* count the rounds the lookups see */
 	s->lookups_on = true;
 	s->lookups_start = s->now;
 	bool read_only = !s->maintain && !(s->p->fail > 0);

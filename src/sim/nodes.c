@@ -44,6 +44,7 @@ int grow_nodes(sim *s, uint32_t want)
 	GROW(alive);
 	GROW(tick_at);
 	GROW(issued);
+	GROW(rounds);
 	GROW(joined);
 #undef GROW
 	s->cap = cap;
@@ -68,6 +69,7 @@ int add_node(sim *s, const rn_id *fixed)
 	s->alive[i] = 1;
 	s->tick_at[i] = UINT64_MAX;
 	s->issued[i] = 0;
+	s->rounds[i] = 0;
 	s->n++;
 	ring_peer p = {id, i};
 	live_insert(s, &p);
@@ -163,6 +165,7 @@ void nodes_free(sim *s)
 	free(s->alive);
 	free(s->tick_at);
 	free(s->issued);
+	free(s->rounds);
 	if (s->live)
 		munmap(s->live, (size_t)s->cap * sizeof *s->live);
 	free(s->joined);

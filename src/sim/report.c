@@ -5,6 +5,33 @@
 
 #include "sim_internal.h"
 
+static int u32_cmp(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* Maintenance rounds per node over the nodes that were there when the lookups began and
+ * are still alive: each should have stabilized about once per period all along. */
+static void report_rounds(sim *s)
+{
+	sim_result *r = s->r;
+	r->stabilized = true;
+	uint32_t *v = malloc((size_t)(s->n_start ? s->n_start : 1) * sizeof *v), k = 0;
+	if (!v)
+		return;
+	for (uint32_t i = 0; i < s->n_start; i++)
+		if (s->alive[i])
+			v[k++] = s->rounds[i];
+	if (k) {
+		qsort(v, k, sizeof *v, u32_cmp);
+		r->rounds_min = v[0];
+		r->rounds_median = v[(k - 1) / 2];
+	}
+	r->rounds_nodes = k;
+	free(v);
+}
+
 void report_lookups(sim *s)
 {
 	sim_result *r = s->r;
@@ -42,6 +69,8 @@ void report_lookups(sim *s)
 	}
 	for (uint32_t i = 0; i < s->n; i++)
 		r->node_bytes += ring_node_mem(NODE(s, i));
+	if (s->maintain)
+		report_rounds(s);
 }
 
 void load_figures(sim *s)

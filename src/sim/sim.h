@@ -39,6 +39,12 @@ typedef struct {
 	bool converged;
 	uint64_t events, messages;
 	uint64_t joins, failures; /* churn */
+	/* maintenance rounds (ticks at which a node stabilized) during the lookups, over the
+	 * nodes live from their start to their end; stabilized says whether there was any
+	 * maintenance then (--churn, --bootstrap join) */
+	bool stabilized;
+	uint32_t rounds_min, rounds_median;
+	uint32_t rounds_nodes; /* how many nodes those figures are over */
 	double wall_ms, build_wall_ms;
 	uint64_t node_bytes; /* memory the ring cores own */
 	/* load (--keys) */

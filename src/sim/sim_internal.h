@@ -110,6 +110,7 @@ typedef struct {
 	uint32_t ndead; /* alive[] is all ones while this is 0: skip reading it */
 	uint64_t *tick_at;
 	uint32_t *issued;
+	uint32_t *rounds; /* rounds[i]: ring_tick calls at which node i stabilized */
 	bool maintain;
 	/* oracle: live nodes sorted by id */
 	ring_peer *live;
@@ -125,6 +126,7 @@ typedef struct {
 	/* lookups */
 	bool lookups_on;
 	uint64_t lookups_done, next_req; /* answered, issued (by this lane) */
+	uint32_t n_start;                /* nodes when the lookups began */
 	uint64_t req_space;              /* req = node * requests + k is below this */
 	uint64_t lookups_start, last_issue;
 	uint32_t issuers; /* nodes that still have lookups to issue */
