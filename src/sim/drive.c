@@ -49,9 +49,13 @@ static int drain(sim *s, uint32_t from)
 		else if (e->type == RING_EV_JOINED)
 			s->joined[s->njoined++] = from;
 	}
-	if (s->maintain && o->wake_at < s->tick_at[from]) {
-		s->tick_at[from] = o->wake_at;
-		int rc = push(s, o->wake_at, EV_TICK, from);
+	/* a deadline already past (a static node's timers start at 0) is due now: the queue
+	 * files it under now, and tick_at must say the same, or the tick looks stale when it
+	 * pops, is skipped, and the node never ticks again */
+	uint64_t wake = o->wake_at > s->now ? o->wake_at : s->now;
+	if (s->maintain && wake < s->tick_at[from]) {
+		s->tick_at[from] = wake;
+		int rc = push(s, wake, EV_TICK, from);
 		if (rc < 0)
 			return rc;
 	}
