@@ -68,32 +68,48 @@ int sim_params_check(const sim_params *p, char *err, size_t len)
 	return 0;
 #undef BAD
 }
-int sim_run(const sim_params *p, sim_result *r)
+int sim_init(sim *s, const sim_params *p, sim_result *r)
 {
 	memset(r, 0, sizeof *r);
-	sim s;
-	memset(&s, 0, sizeof s);
-	s.p = p;
-	s.r = r;
-	if (queue_init(&s) < 0)
+	memset(s, 0, sizeof *s);
+	s->p = p;
+	s->r = r;
+	if (queue_init(s) < 0)
 		return RN_ENOMEM;
-	ring_config_default(&s.cfg);
-	s.cfg.bits = p->bits;
-	s.cfg.successors = p->successors;
-	s.cfg.lookup = p->lookup;
-	s.cfg.max_hops =
-	    p->nodes * 2u + 64u > s.cfg.max_hops ? p->nodes * 2u + 64u : s.cfg.max_hops;
+	ring_config_default(&s->cfg);
+	s->cfg.bits = p->bits;
+	s->cfg.successors = p->successors;
+	s->cfg.lookup = p->lookup;
+	s->cfg.max_hops =
+	    p->nodes * 2u + 64u > s->cfg.max_hops ? p->nodes * 2u + 64u : s->cfg.max_hops;
 	/* room inline for the ~log2(N) distinct fingers a node has, and some to spare */
 	unsigned lg = 0;
 	while ((1ull << lg) < p->nodes)
 		lg++;
-	s.cfg.finger_slots = lg + 6 < s.cfg.bits + 1 ? lg + 6 : s.cfg.bits + 1;
-	s.stride = ring_node_size(&s.cfg);
-	rn_rng_seed(&s.rng, p->seed);
-	s.lat_span = p->latency_max_ms - p->latency_min_ms + 1ull;
-	s.lat_limit = rn_rng_limit(s.lat_span);
+	s->cfg.finger_slots = lg + 6 < s->cfg.bits + 1 ? lg + 6 : s->cfg.bits + 1;
+	s->stride = ring_node_size(&s->cfg);
+	rn_rng_seed(&s->rng, p->seed);
+	s->lat_span = p->latency_max_ms - p->latency_min_ms + 1ull;
+	s->lat_limit = rn_rng_limit(s->lat_span);
+	return 0;
+}
+
+void sim_fini(sim *s)
+{
+	queue_free(s);
+	nodes_free(s);
+	free(s->hops_hist);
+	free(s->rank);
+}
+
+int sim_run(const sim_params *p, sim_result *r)
+{
+	sim s;
+	int rc = sim_init(&s, p, r);
+	if (rc < 0)
+		goto out;
 	double t0 = now_ms();
-	int rc = p->bootstrap == SIM_BOOT_STATIC ? build_static(&s) : build_join(&s);
+	rc = p->bootstrap == SIM_BOOT_STATIC ? build_static(&s) : build_join(&s);
 	r->build_wall_ms = now_ms() - t0;
 	if (rc < 0)
 		goto out;
@@ -107,9 +123,6 @@ int sim_run(const sim_params *p, sim_result *r)
 	if (p->keys)
 		load_figures(&s);
 out:
-	queue_free(&s);
-	nodes_free(&s);
-	free(s.hops_hist);
-	free(s.rank);
+	sim_fini(&s);
 	return rc;
 }

@@ -229,5 +229,9 @@ void load_figures(sim *s);
 
 /* sim.c */
 double now_ms(void);
+/* A simulator with p's configuration and no nodes yet (sim_fini frees it, also after a
+ * failed init); sim_run's phases, or a test, go on from there. */
+int sim_init(sim *s, const sim_params *p, sim_result *r);
+void sim_fini(sim *s);
 
 #endif
