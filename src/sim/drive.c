@@ -47,7 +47,7 @@ static int drain(sim *s, uint32_t from)
 		if (e->type == RING_EV_LOOKUP_DONE)
 			lookup_done(s, from, e);
 		else if (e->type == RING_EV_JOINED)
-			s->joined[s->njoined++] = from;
+			node_in_ring(s, from);
 	}
 	/* a deadline already past (a static node's timers start at 0) is due now: the queue
 	 * files it under now, and tick_at must say the same, or the tick looks stale when it
@@ -99,13 +99,23 @@ int do_create(sim *s, uint32_t i, void *arg)
 {
 	(void)arg;
 	ring_create(NODE(s, i), s->now, &s->out);
-	s->joined[s->njoined++] = i;
+	node_in_ring(s, i);
 	return 0;
 }
 int do_join(sim *s, uint32_t i, void *arg)
 {
 	ring_join(NODE(s, i), s->now, *(ring_addr *)arg, &s->out);
 	return 0;
+}
+
+/* The node it meant to join through is dead, and the core would ask it again: ask
+ * another node of the ring, as a real node goes down its list of addresses. */
+static int rejoin(sim *s, uint32_t i)
+{
+	ring_addr via = random_joined(s);
+	if (via == UINT32_MAX || via == i)
+		return 0;
+	return step_node(s, i, do_join, &via);
 }
 
 static int handle(sim *s, popped *e)
@@ -128,9 +138,14 @@ static int handle(sim *s, popped *e)
 	case EV_UNREACH: {
 		ring_msg *m = &e->msg.m;
 		int rc = 0;
+		uint32_t from = e->msg.sender;
 		s->r->timeouts++;
-		if (s->alive[e->msg.sender])
-			rc = step_node(s, e->msg.sender, do_unreach, m);
+		if (s->alive[from])
+			rc = step_node(s, from, do_unreach, m);
+		if (rc == 0 && s->alive[from] && m->type == RING_MSG_FIND_SUCC &&
+		    m->purpose == RING_FOR_JOIN && m->origin.addr == from &&
+		    !ring_joined(NODE(s, from)))
+			rc = rejoin(s, from);
 		free((void *)m->peers);
 		return rc;
 	}

@@ -71,9 +71,30 @@ int add_node(sim *s, const rn_id *fixed)
 	s->issued[i] = 0;
 	s->rounds[i] = 0;
 	s->n++;
-	ring_peer p = {id, i};
-	live_insert(s, &p);
+	if (!fixed) { /* a churn joiner: its id is taken from now on, though not in the ring */
+		if (s->njoining == s->capjoining) {
+			uint32_t cap = s->capjoining ? s->capjoining * 2 : 16;
+			uint32_t *q = realloc(s->joining, cap * sizeof *q);
+			if (!q)
+				return RN_ENOMEM;
+			s->joining = q;
+			s->capjoining = cap;
+		}
+		s->joining[s->njoining++] = i;
+	}
 	return 0;
+}
+
+void node_in_ring(sim *s, uint32_t i)
+{
+	s->joined[s->njoined++] = i;
+	ring_peer p = {*ring_self_id(NODE(s, i)), i};
+	live_insert(s, &p);
+	for (uint32_t k = 0; k < s->njoining; k++)
+		if (s->joining[k] == i) {
+			s->joining[k] = s->joining[--s->njoining];
+			break;
+		}
 }
 
 int make_ids(sim *s, uint32_t n, rn_id **out)
@@ -169,4 +190,5 @@ void nodes_free(sim *s)
 	if (s->live)
 		munmap(s->live, (size_t)s->cap * sizeof *s->live);
 	free(s->joined);
+	free(s->joining);
 }

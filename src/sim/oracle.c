@@ -79,6 +79,9 @@ void live_remove(sim *s, const ring_peer *p)
 
 bool id_taken(const sim *s, const rn_id *id)
 {
+	for (uint32_t k = 0; k < s->njoining; k++)
+		if (rn_id_eq(ring_self_id(NODE(s, s->joining[k])), id))
+			return true;
 	if (!s->nlive)
 		return false;
 	return rn_id_eq(&s->live[live_lower(s, id)].id, id);

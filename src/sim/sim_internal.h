@@ -120,9 +120,13 @@ typedef struct {
 	 * be prefetched, instead of searching live[] for the key. */
 	uint32_t *rank;
 	bool rank_ok;
-	/* joined nodes (bootstrap candidates) */
+	/* joined nodes (bootstrap candidates; the dead are dropped lazily) */
 	uint32_t *joined;
 	uint32_t njoined;
+	/* churn joiners whose join has not returned yet: their ids are taken, but they are
+	 * not in live[] (a key's owner is the live node that has joined) */
+	uint32_t *joining;
+	uint32_t njoining, capjoining;
 	/* lookups */
 	bool lookups_on;
 	uint64_t lookups_done, next_req; /* answered, issued (by this lane) */
@@ -188,8 +192,12 @@ bool ring_correct(sim *s);
 
 /* nodes.c */
 int grow_nodes(sim *s, uint32_t want);
-/* A new node with a fresh id not used by any live node (ids are positions on the ring). */
+/* A new node with a fresh id not used by any live or joining node (ids are positions on
+ * the ring), or with id fixed. It enters the oracle only with node_in_ring. */
 int add_node(sim *s, const rn_id *fixed);
+/* Node i is in the ring (it created it, or its join lookup returned): from now on it is
+ * the owner of the keys up to its id, and a bootstrap for others. */
+void node_in_ring(sim *s, uint32_t i);
 /* Distinct random ids for n nodes: on a small ring, a random subset of all positions. */
 int make_ids(sim *s, uint32_t n, rn_id **out);
 void kill_node(sim *s, uint32_t i);

@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include "sim/sim.h"
+#include "sim/sim_internal.h"
 
 static void run(sim_params *p, sim_result *r)
 {
@@ -168,6 +169,54 @@ static void test_churn_every_node_keeps_stabilizing(void **state)
 	assert_true(r.rounds_min * 10 >= periods * 8);
 }
 
+/* The oracle's notion of "the key's true successor" counts a node once it is in the ring
+ * (its join lookup returned: it has a successor), as the Chord paper's join does, not from
+ * the moment it asks to join. Checked against a brute-force scan of the joined nodes at
+ * every millisecond of a join. */
+static void test_joiner_owns_keys_once_in_ring(void **state)
+{
+	(void)state;
+	sim_params p;
+	sim_params_default(&p);
+	p.nodes = 64;
+	p.requests = 0;
+	sim_result r;
+	sim s;
+	assert_int_equal(sim_init(&s, &p, &r), 0);
+	assert_int_equal(build_static(&s), 0);
+	s.maintain = true;
+	assert_int_equal(add_node(&s, NULL), 0);
+	uint32_t j = s.n - 1;
+	rn_id jid = *ring_self_id(NODE(&s, j));
+	ring_addr via = random_joined(&s);
+	assert_int_equal(step_node(&s, j, do_join, &via), 0);
+	bool was_in = false;
+	for (int ms = 0; ms < 10000 && !was_in; ms++) {
+		assert_int_equal(run_until(&s, never, s.now + 1), 0);
+		s.now++;
+		/* brute force: the joined node with the first id at or after jid, wrapping */
+		uint32_t succ = UINT32_MAX, lowest = UINT32_MAX;
+		for (uint32_t i = 0; i < s.n; i++) {
+			if (!s.alive[i] || !ring_joined(NODE(&s, i)))
+				continue;
+			const rn_id *id = ring_self_id(NODE(&s, i));
+			if (lowest == UINT32_MAX ||
+			    rn_id_cmp(id, ring_self_id(NODE(&s, lowest))) < 0)
+				lowest = i;
+			if (rn_id_cmp(id, &jid) >= 0 &&
+			    (succ == UINT32_MAX || rn_id_cmp(id, ring_self_id(NODE(&s, succ))) < 0))
+				succ = i;
+		}
+		if (succ == UINT32_MAX)
+			succ = lowest;
+		was_in = ring_joined(NODE(&s, j));
+		assert_int_equal(succ == j, was_in);
+		assert_int_equal(true_succ(&s, &jid)->addr, succ);
+	}
+	assert_true(was_in);
+	sim_fini(&s);
+}
+
 static void test_load_figures(void **state)
 {
 	(void)state;
@@ -219,6 +268,7 @@ int main(void)
 	    cmocka_unit_test(test_join_converges),
 	    cmocka_unit_test(test_churn_mostly_succeeds),
 	    cmocka_unit_test(test_churn_every_node_keeps_stabilizing),
+	    cmocka_unit_test(test_joiner_owns_keys_once_in_ring),
 	    cmocka_unit_test(test_load_figures),
 	    cmocka_unit_test(test_bad_params),
 	};
