@@ -197,20 +197,23 @@ int cli_sim(int argc, char **argv)
 	double lps = r.wall_ms > 0 ? (double)r.lookups / (r.wall_ms / 1000.0) : 0;
 	const char *mode = p.lookup == RING_LOOKUP_SIMPLE ? "simple" : "scalable";
 	if (json) {
-		printf("{\"nodes\":%u,\"live_nodes\":%u,\"bits\":%u,\"lookup\":\"%s\","
-		       "\"bootstrap\":\"%s\","
-		       "\"seed\":%llu,\"lookups\":%llu,\"avg_hops\":%.4f,\"p1_hops\":%u,\"p50_"
-		       "hops\":%u,\"p99_hops\":%u,"
-		       "\"max_hops\":%u,\"failed_lookups\":%llu,\"failed_fraction\":%.6f,"
-		       "\"timeouts\":%llu,\"avg_latency_ms\":%.2f,\"virtual_ms\":%llu,",
-		       r.nodes, r.live_nodes, p.bits, mode,
-		       p.bootstrap == SIM_BOOT_STATIC ? "static" : "join",
-		       (unsigned long long)p.seed, (unsigned long long)r.lookups, r.avg_hops,
-		       r.p1_hops, r.p50_hops, r.p99_hops, r.max_hops,
-		       (unsigned long long)r.failed_lookups,
-		       r.lookups ? (double)r.failed_lookups / (double)r.lookups : 0.0,
-		       (unsigned long long)r.timeouts, r.avg_latency_ms,
-		       (unsigned long long)r.virtual_ms);
+		printf(
+		    "{\"nodes\":%u,\"live_nodes\":%u,\"bits\":%u,\"lookup\":\"%s\","
+		    "\"bootstrap\":\"%s\","
+		    "\"seed\":%llu,\"lookups\":%llu,\"avg_hops\":%.4f,\"p1_hops\":%u,\"p50_"
+		    "hops\":%u,\"p99_hops\":%u,"
+		    "\"max_hops\":%u,\"failed_lookups\":%llu,\"failed_fraction\":%.6f,"
+		    "\"lookup_timeouts\":%llu,\"lookups_abandoned\":%llu,"
+		    "\"lookups_unfinished\":%llu,"
+		    "\"timeouts\":%llu,\"avg_latency_ms\":%.2f,\"virtual_ms\":%llu,",
+		    r.nodes, r.live_nodes, p.bits, mode,
+		    p.bootstrap == SIM_BOOT_STATIC ? "static" : "join", (unsigned long long)p.seed,
+		    (unsigned long long)r.lookups, r.avg_hops, r.p1_hops, r.p50_hops, r.p99_hops,
+		    r.max_hops, (unsigned long long)r.failed_lookups,
+		    r.lookups ? (double)r.failed_lookups / (double)r.lookups : 0.0,
+		    (unsigned long long)r.lookup_timeouts, (unsigned long long)r.lookups_abandoned,
+		    (unsigned long long)r.lookups_unfinished, (unsigned long long)r.timeouts,
+		    r.avg_latency_ms, (unsigned long long)r.virtual_ms);
 		if (p.bootstrap == SIM_BOOT_JOIN)
 			printf("\"converged\":%s,\"converge_virtual_ms\":%llu,",
 			       r.converged ? "true" : "false", (unsigned long long)r.converge_ms);
@@ -243,10 +246,17 @@ int cli_sim(int argc, char **argv)
 			printf("ring NOT correct after %.1f s virtual: stopped at the time limit\n",
 			       r.converge_ms / 1000.0);
 	}
-	printf("hops: p50 %u, p99 %u, max %u; failed lookups %llu (%.2f%%); timeouts %llu\n",
+	printf("hops: p50 %u, p99 %u, max %u; failed lookups %llu (%.2f%%), timed out %llu; "
+	       "connect timeouts %llu\n",
 	       r.p50_hops, r.p99_hops, r.max_hops, (unsigned long long)r.failed_lookups,
 	       r.lookups ? 100.0 * (double)r.failed_lookups / (double)r.lookups : 0.0,
-	       (unsigned long long)r.timeouts);
+	       (unsigned long long)r.lookup_timeouts, (unsigned long long)r.timeouts);
+	if (r.lookups_abandoned || r.lookups_unfinished)
+		printf(
+		    "not judged: %llu lookups whose origin crashed before the answer, %llu still "
+		    "under way at the time limit\n",
+		    (unsigned long long)r.lookups_abandoned,
+		    (unsigned long long)r.lookups_unfinished);
 	if (r.stabilized)
 		printf("stabilize rounds per node during the lookups: min %u, median %u (%u nodes "
 		       "live throughout)\n",

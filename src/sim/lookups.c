@@ -38,11 +38,21 @@ int on_issue(sim *s, const popped *e)
 
 void lookup_done(sim *s, uint32_t origin, const ring_event *e)
 {
-	(void)origin;
 	uint32_t idx = (uint32_t)e->req, issued = (uint32_t)(e->req >> 32);
 	if (!s->lookups_on || idx >= s->req_space)
 		return;
 	s->lookups_done++;
+	if (s->answered)
+		s->answered[origin]++;
+	uint64_t took = s->now - s->lookups_start - issued;
+	uint32_t h = e->hops < s->hist_len ? e->hops : s->hist_len - 1;
+	s->hops_hist[h]++;
+	s->hops_sum += e->hops;
+	s->latency_sum += (double)took;
+	if (took >= LOOKUP_TIMEOUT_MS) {
+		s->late++; /* the asker gave up before this came: a timeout, right or wrong */
+		return;
+	}
 	bool ok;
 	if (s->rank_ok) {
 		/* the answer is right when it is live and the key falls between it and the live
@@ -60,16 +70,20 @@ void lookup_done(sim *s, uint32_t origin, const ring_event *e)
 	}
 	if (!ok)
 		s->r->failed_lookups++;
-	uint32_t h = e->hops < s->hist_len ? e->hops : s->hist_len - 1;
-	s->hops_hist[h]++;
-	s->hops_sum += e->hops;
-	s->latency_sum += (double)(s->now - s->lookups_start - issued);
+}
+
+void lookups_origin_died(sim *s, uint32_t i)
+{
+	/* its open lookups have nobody to answer to: not failures of the ring */
+	if (s->answered && i < s->n_start)
+		s->abandoned += s->issued[i] - s->answered[i];
 }
 
 static bool lookups_finished(sim *s)
 {
-	return s->issuers == 0 &&
-	       (s->lookups_done >= s->next_req || s->now >= s->last_issue + LOOKUP_TIMEOUT_MS);
+	/* every lookup answered, abandoned by its dead origin, or past its deadline */
+	return s->issuers == 0 && (s->lookups_done + s->abandoned >= s->next_req ||
+	                           s->now >= s->last_issue + LOOKUP_TIMEOUT_MS);
 }
 
 /* Lookups run in SIM_LANES independent lanes when nothing can change a node while they
@@ -83,6 +97,9 @@ static void *lane_main(void *arg)
 {
 	sim *s = arg;
 	int rc = run_until(s, lookups_finished, s->now + s->p->max_virtual_ms);
+	/* stopped by the time limit with lookups still under way (not by a queue run dry,
+	 * which leaves only lookups nothing will ever answer) */
+	s->cut = !lookups_finished(s) && pending(s) > 0;
 	return (void *)(intptr_t)rc;
 }
 
@@ -93,6 +110,9 @@ static void lane_merge(sim *into, const sim *l)
 	into->r->timeouts += l->r->timeouts;
 	into->r->failed_lookups += l->r->failed_lookups;
 	into->lookups_done += l->lookups_done;
+	into->late += l->late;
+	into->abandoned += l->abandoned;
+	into->cut |= l->cut;
 	into->next_req += l->next_req;
 	into->hops_sum += l->hops_sum;
 	into->latency_sum += l->latency_sum;
@@ -120,6 +140,11 @@ int run_lookups(sim *s)
 	s->rank_ok = s->nlive == s->n;
 	for (uint32_t i = 0; i < s->n; i++)
 		s->rounds[i] = 0; /* count the rounds the lookups see */
+	if (s->churn_on) {        /* origins may die with lookups open */
+		s->answered = calloc(s->n ? s->n : 1, sizeof *s->answered);
+		if (!s->answered)
+			return RN_ENOMEM;
+	}
 	s->lookups_on = true;
 	s->lookups_start = s->now;
 	bool read_only = !s->maintain && !(s->p->fail > 0);

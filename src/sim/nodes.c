@@ -163,6 +163,7 @@ void kill_node(sim *s, uint32_t i)
 	ring_peer p = {*ring_self_id(NODE(s, i)), i};
 	live_remove(s, &p);
 	s->r->failures++;
+	lookups_origin_died(s, i);
 }
 
 uint32_t random_joined(sim *s)

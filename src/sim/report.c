@@ -39,8 +39,15 @@ void report_lookups(sim *s)
 	for (uint32_t i = 0; i < s->n; i++)
 		r->live_nodes += s->alive[i];
 	r->lookups = s->next_req;
-	/* lookups never answered (their origin died, or they timed out) count as failed */
-	r->failed_lookups += s->next_req - s->lookups_done;
+	/* a lookup not answered when the run stopped: a timeout, unless its origin died
+	 * first or the time limit cut the run short */
+	uint64_t open = s->next_req - s->lookups_done - s->abandoned;
+	if (s->cut)
+		r->lookups_unfinished = open;
+	else
+		r->lookup_timeouts = open; /* all past their deadline when the run stopped */
+	r->lookup_timeouts += s->late;
+	r->lookups_abandoned = s->abandoned;
 	r->virtual_ms = s->now - s->lookups_start;
 	if (s->lookups_done) {
 		r->avg_hops = (double)s->hops_sum / (double)s->lookups_done;

@@ -100,6 +100,7 @@ void sim_fini(sim *s)
 	nodes_free(s);
 	free(s->hops_hist);
 	free(s->rank);
+	free(s->answered);
 }
 
 int sim_run(const sim_params *p, sim_result *r)

@@ -30,7 +30,12 @@ typedef struct {
 
 typedef struct {
 	uint32_t nodes, live_nodes;
-	uint64_t lookups, failed_lookups, timeouts;
+	/* lookups issued; of those: answered wrong (or "failed") within the timeout; not
+	 * answered within it (30 s); abandoned by an origin that crashed first (--churn);
+	 * still under way when max_virtual_ms stopped the run. The rest succeeded.
+	 * timeouts: messages that met a dead node (each costs the sender a connect timeout). */
+	uint64_t lookups, failed_lookups, lookup_timeouts, lookups_abandoned, lookups_unfinished;
+	uint64_t timeouts;
 	double avg_hops;
 	uint32_t p1_hops, p50_hops, p99_hops, max_hops;
 	double avg_latency_ms;

@@ -133,7 +133,11 @@ typedef struct {
 	uint32_t n_start;                /* nodes when the lookups began */
 	uint64_t req_space;              /* req = node * requests + k is below this */
 	uint64_t lookups_start, last_issue;
-	uint32_t issuers; /* nodes that still have lookups to issue */
+	uint32_t issuers;   /* nodes that still have lookups to issue */
+	uint64_t late;      /* answers that came after LOOKUP_TIMEOUT_MS: timeouts */
+	uint64_t abandoned; /* open lookups of origins that died (churn) */
+	uint32_t *answered; /* answered[i]: answers node i had, while origins can die */
+	bool cut;           /* the time limit stopped the lookups with some under way */
 	uint64_t *hops_hist;
 	uint32_t hist_len;
 	double latency_sum;
@@ -230,6 +234,7 @@ int run_lookups(sim *s);               /* every live node asks requests keys, on
 int on_issue(sim *s, const popped *e); /* EV_ISSUE */
 int do_lookup(sim *s, uint32_t i, void *arg);
 void lookup_done(sim *s, uint32_t origin, const ring_event *e);
+void lookups_origin_died(sim *s, uint32_t i); /* from kill_node */
 
 /* report.c */
 void report_lookups(sim *s); /* the result's lookup figures, after run_lookups */
