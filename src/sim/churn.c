@@ -9,9 +9,8 @@
 
 int fail_nodes(sim *s)
 {
+	/* sim_params_check leaves someone to ask */
 	uint32_t kill = (uint32_t)floor(s->p->fail * s->n + 0.5);
-	if (kill >= s->n)
-		kill = s->n - 1; /* someone must be left to ask */
 	/* choose victims by a partial shuffle of the live list */
 	uint32_t *idx = malloc((size_t)s->n * sizeof *idx);
 	if (!idx)

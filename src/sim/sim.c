@@ -3,6 +3,7 @@
  * is split by concern over the files sim_internal.h lists. */
 #include "sim.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +54,10 @@ int sim_params_check(const sim_params *p, char *err, size_t len)
 		BAD("--successors must be between 1 and %d", RING_MAX_SUCC);
 	if (!(p->fail >= 0 && p->fail <= 1))
 		BAD("--fail must be a fraction between 0 and 1");
+	if (p->fail > 0 && floor(p->fail * p->nodes + 0.5) >= p->nodes)
+		BAD("--fail %g of %u nodes kills every node, leaving nobody to look a key up; use "
+		    "a smaller fraction",
+		    p->fail, p->nodes);
 	if (!(p->churn >= 0 && p->churn <= 1e6))
 		BAD("--churn must be a rate between 0 and 1000000 per second");
 	if (p->vnodes < 1 || p->vnodes > 1024)

@@ -28,6 +28,8 @@ def check(name, cond, detail=""):
 for args, word in [
     (["--nodes", "0"], "--nodes"),
     (["--fail", "1.5"], "--fail"),
+    (["--fail", "1"], "kills every node"),
+    (["--nodes", "300", "--fail", "0.999"], "kills every node"),
     (["--fail", "-0.1"], "--fail"),
     (["--bits", "0"], "--bits"),
     (["--bits", "161"], "--bits"),

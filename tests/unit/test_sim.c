@@ -275,6 +275,14 @@ static void test_bad_params(void **state)
 	sim_params_default(&p);
 	p.fail = 1.5;
 	assert_true(sim_params_check(&p, err, sizeof err) < 0);
+	/* killing every node leaves nobody to ask: refused, not quietly one survivor */
+	p.fail = 1;
+	assert_true(sim_params_check(&p, err, sizeof err) < 0);
+	p.nodes = 300;
+	p.fail = 0.999; /* rounds to all 300 */
+	assert_true(sim_params_check(&p, err, sizeof err) < 0);
+	p.fail = 0.99;
+	assert_int_equal(sim_params_check(&p, err, sizeof err), 0);
 	sim_params_default(&p);
 	p.bits = 161;
 	assert_true(sim_params_check(&p, err, sizeof err) < 0);
