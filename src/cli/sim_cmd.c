@@ -14,7 +14,7 @@ static const char *sim_usage =
     "usage: ringnet sim [--nodes N] [--requests R] [--lookup simple|scalable] [--bits M]\n"
     "                   [--bootstrap static|join] [--successors r] [--fail FRACTION]\n"
     "                   [--churn PER_SEC] [--vnodes V] [--keys K] [--seed S] [--json]\n"
-    "                   [--latency MIN-MAX] [--join-rate PER_SEC]\n"
+    "                   [--latency MIN-MAX] [--join-rate PER_SEC] [--stabilize-ms MS]\n"
     "       ringnet sim N R [simple|scalable]\n"
     "\n"
     "Simulates a Chord ring with the node's own protocol code. Defaults: 1000 nodes,\n"
@@ -25,6 +25,8 @@ static const char *sim_usage =
     "                      (successors, predecessors, fingers) became correct\n"
     "  --fail F            kill a fraction F of the nodes at once before the lookups\n"
     "  --churn R           R joins and R failures per virtual second during the lookups\n"
+    "  --stabilize-ms MS   each node's stabilize / fix_fingers period (default 1000; the\n"
+    "                      Chord paper's churn experiment uses 30000)\n"
     "  --keys K            place K keys and report keys per node (with --vnodes V)\n";
 
 static int bad(const char *fmt, const char *arg)
@@ -40,8 +42,9 @@ static int bad(const char *fmt, const char *arg)
 static bool takes_value(const char *a)
 {
 	static const char *const names[] = {
-	    "--nodes", "--requests", "--lookup", "--bits", "--bootstrap", "--successors", "--fail",
-	    "--churn", "--vnodes",   "--keys",   "--seed", "--join-rate", "--latency"};
+	    "--nodes",      "--requests",  "--lookup",  "--bits",        "--bootstrap",
+	    "--successors", "--fail",      "--churn",   "--vnodes",      "--keys",
+	    "--seed",       "--join-rate", "--latency", "--stabilize-ms"};
 	return cli_one_of(a, names, CLI_NELEM(names));
 }
 
@@ -174,6 +177,11 @@ int cli_sim(int argc, char **argv)
 		} else if (!strcmp(a, "--join-rate")) {
 			if (parse_u32(v, &p.join_rate) < 0)
 				return bad("--join-rate wants a whole number, not '%s'", v);
+		} else if (!strcmp(a, "--stabilize-ms")) {
+			if (parse_u32(v, &p.stabilize_ms) < 0)
+				return bad(
+				    "--stabilize-ms wants a whole number of milliseconds, not '%s'",
+				    v);
 		} else if (!strcmp(a, "--latency")) {
 			unsigned lo, hi;
 			char tail;

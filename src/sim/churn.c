@@ -40,7 +40,8 @@ int churn_start(sim *s)
 	int rc;
 	for (uint32_t i = 0; i < s->n; i++)
 		if (s->alive[i] && s->tick_at[i] == UINT64_MAX) {
-			s->tick_at[i] = s->now + rn_rng_below(&s->rng, 1000);
+			/* a random phase: the nodes of a static ring do not stabilize in step */
+			s->tick_at[i] = s->now + rn_rng_below(&s->rng, s->p->stabilize_ms);
 			if ((rc = push(s, s->tick_at[i], EV_TICK, i)) < 0)
 				return rc;
 		}

@@ -33,6 +33,7 @@ void sim_params_default(sim_params *p)
 	p->latency_min_ms = 10;
 	p->latency_max_ms = 50;
 	p->join_rate = 2000;
+	p->stabilize_ms = 1000;
 	p->max_virtual_ms = 24ull * 3600 * 1000;
 }
 
@@ -68,6 +69,8 @@ int sim_params_check(const sim_params *p, char *err, size_t len)
 		BAD("latency range is empty");
 	if (p->join_rate < 1)
 		BAD("--join-rate must be at least 1");
+	if (p->stabilize_ms < 1 || p->stabilize_ms > 3600000)
+		BAD("--stabilize-ms must be between 1 and 3600000 (an hour)");
 	if (p->max_virtual_ms >= (1ull << 32))
 		BAD("the virtual time limit must be below 2^32 ms"); /* issue times are 32-bit */
 	return 0;
@@ -85,6 +88,8 @@ int sim_init(sim *s, const sim_params *p, sim_result *r)
 	s->cfg.bits = p->bits;
 	s->cfg.successors = p->successors;
 	s->cfg.lookup = p->lookup;
+	s->cfg.stabilize_ms = s->cfg.fix_fingers_ms = p->stabilize_ms;
+	s->cfg.check_pred_ms = 2 * p->stabilize_ms;
 	s->cfg.max_hops =
 	    p->nodes * 2u + 64u > s->cfg.max_hops ? p->nodes * 2u + 64u : s->cfg.max_hops;
 	/* room inline for the ~log2(N) distinct fingers a node has, and some to spare */

@@ -25,7 +25,9 @@ typedef struct {
 	uint64_t seed;
 	uint32_t latency_min_ms, latency_max_ms; /* one-way message latency, uniform */
 	uint32_t join_rate;                      /* joins per virtual second for --bootstrap join */
-	uint64_t max_virtual_ms;                 /* give up after this much virtual time */
+	uint32_t stabilize_ms;   /* each node's stabilize and fix_fingers period (check_predecessor:
+	                          * twice that); phases are random, the period fixed */
+	uint64_t max_virtual_ms; /* give up after this much virtual time */
 } sim_params;
 
 typedef struct {

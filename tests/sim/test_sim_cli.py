@@ -40,6 +40,8 @@ for args, word in [
     (["--nodes", "ten"], "--nodes"),
     (["--nodes"], "needs a value"),
     (["--bits", "3", "--nodes", "9"], "do not fit"),
+    (["--stabilize-ms", "0"], "--stabilize-ms"),
+    (["--stabilize-ms", "soon"], "--stabilize-ms"),
 ]:
     r = run(*args)
     check(f"usage {args}", r.returncode == 2 and word in r.stderr and "usage:" in r.stderr,

@@ -173,6 +173,28 @@ static void test_churn_every_node_keeps_stabilizing(void **state)
  * (its join lookup returned: it has a successor), as the Chord paper's join does, not from
  * the moment it asks to join. Checked against a brute-force scan of the joined nodes at
  * every millisecond of a join. */
+/* --stabilize-ms sets the period: at 20 s every surviving node ran about one round per
+ * 20 virtual seconds, not one a second. */
+static void test_stabilize_period(void **state)
+{
+	(void)state;
+	sim_params p;
+	sim_params_default(&p);
+	p.nodes = 200;
+	p.requests = 200;
+	p.churn = 0.05;
+	p.stabilize_ms = 20000;
+	sim_result r;
+	run(&p, &r);
+	uint64_t periods = r.virtual_ms / 20000;
+	assert_true(periods >= 9);
+	assert_true(r.rounds_median + 1 >= periods && r.rounds_median <= periods + 1);
+	assert_true(r.rounds_min * 10 >= periods * 8);
+	char err[200];
+	p.stabilize_ms = 0;
+	assert_true(sim_params_check(&p, err, sizeof err) < 0);
+}
+
 static void test_joiner_owns_keys_once_in_ring(void **state)
 {
 	(void)state;
@@ -303,6 +325,7 @@ int main(void)
 	    cmocka_unit_test(test_join_converges),
 	    cmocka_unit_test(test_churn_mostly_succeeds),
 	    cmocka_unit_test(test_churn_every_node_keeps_stabilizing),
+	    cmocka_unit_test(test_stabilize_period),
 	    cmocka_unit_test(test_joiner_owns_keys_once_in_ring),
 	    cmocka_unit_test(test_slow_lookups_time_out_not_fail),
 	    cmocka_unit_test(test_load_figures),
