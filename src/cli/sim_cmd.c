@@ -212,7 +212,7 @@ int cli_sim(int argc, char **argv)
 		    "hops\":%u,\"p99_hops\":%u,"
 		    "\"max_hops\":%u,\"failed_lookups\":%llu,\"failed_fraction\":%.6f,"
 		    "\"lookup_timeouts\":%llu,\"lookups_abandoned\":%llu,"
-		    "\"lookups_unfinished\":%llu,"
+		    "\"lookups_unfinished\":%llu,\"lookups_rerouted\":%llu,"
 		    "\"timeouts\":%llu,\"avg_latency_ms\":%.2f,\"virtual_ms\":%llu,",
 		    r.nodes, r.live_nodes, p.bits, mode,
 		    p.bootstrap == SIM_BOOT_STATIC ? "static" : "join", (unsigned long long)p.seed,
@@ -220,7 +220,8 @@ int cli_sim(int argc, char **argv)
 		    r.max_hops, (unsigned long long)r.failed_lookups,
 		    r.lookups ? (double)r.failed_lookups / (double)r.lookups : 0.0,
 		    (unsigned long long)r.lookup_timeouts, (unsigned long long)r.lookups_abandoned,
-		    (unsigned long long)r.lookups_unfinished, (unsigned long long)r.timeouts,
+		    (unsigned long long)r.lookups_unfinished,
+		    (unsigned long long)r.lookups_rerouted, (unsigned long long)r.timeouts,
 		    r.avg_latency_ms, (unsigned long long)r.virtual_ms);
 		if (p.bootstrap == SIM_BOOT_JOIN)
 			printf("\"converged\":%s,\"converge_virtual_ms\":%llu,",
@@ -265,6 +266,10 @@ int cli_sim(int argc, char **argv)
 		    "under way at the time limit\n",
 		    (unsigned long long)r.lookups_abandoned,
 		    (unsigned long long)r.lookups_unfinished);
+	if (r.lookups_rerouted)
+		printf("rerouted: %llu lookups met a dead node on the way and still found the key "
+		       "(counted as successes)\n",
+		       (unsigned long long)r.lookups_rerouted);
 	if (r.stabilized)
 		printf("stabilize rounds per node during the lookups: min %u, median %u (%u nodes "
 		       "live throughout)\n",

@@ -140,6 +140,8 @@ static int handle(sim *s, popped *e)
 		int rc = 0;
 		uint32_t from = e->msg.sender;
 		s->r->timeouts++;
+		if (m->type == RING_MSG_FIND_SUCC && (rc = lookup_met_dead(s, m)) < 0)
+			return rc;
 		if (s->alive[from])
 			rc = step_node(s, from, do_unreach, m);
 		if (rc == 0 && s->alive[from] && m->type == RING_MSG_FIND_SUCC &&

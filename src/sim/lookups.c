@@ -36,6 +36,54 @@ int on_issue(sim *s, const popped *e)
 	return rc;
 }
 
+/* The set of lookups (req + 1; 0 marks a free slot) forwarded at least once to a dead
+ * node: open addressing, never shrunk (each lookup meets it once or twice). */
+static bool met_has(const sim *s, uint64_t key)
+{
+	if (!s->met_cap)
+		return false;
+	for (size_t k = (size_t)(key * 0x9e3779b97f4a7c15ull) & (s->met_cap - 1);;
+	     k = (k + 1) & (s->met_cap - 1)) {
+		if (s->met[k] == key)
+			return true;
+		if (!s->met[k])
+			return false;
+	}
+}
+
+static int met_add(sim *s, uint64_t key)
+{
+	if (met_has(s, key))
+		return 0;
+	if (2 * (s->met_n + 1) > s->met_cap) {
+		size_t cap = s->met_cap ? 2 * s->met_cap : 1024;
+		uint64_t *t = calloc(cap, sizeof *t), *old = s->met;
+		if (!t)
+			return RN_ENOMEM;
+		size_t oldcap = s->met_cap;
+		s->met = t;
+		s->met_cap = cap;
+		s->met_n = 0;
+		for (size_t k = 0; k < oldcap; k++)
+			if (old[k])
+				met_add(s, old[k]);
+		free(old);
+	}
+	size_t k = (size_t)(key * 0x9e3779b97f4a7c15ull) & (s->met_cap - 1);
+	while (s->met[k])
+		k = (k + 1) & (s->met_cap - 1);
+	s->met[k] = key;
+	s->met_n++;
+	return 0;
+}
+
+int lookup_met_dead(sim *s, const ring_msg *m)
+{
+	if (m->purpose != RING_FOR_USER || !s->lookups_on || (uint32_t)m->req >= s->req_space)
+		return 0;
+	return met_add(s, m->req + 1);
+}
+
 void lookup_done(sim *s, uint32_t origin, const ring_event *e)
 {
 	uint32_t idx = (uint32_t)e->req, issued = (uint32_t)(e->req >> 32);
@@ -70,6 +118,8 @@ void lookup_done(sim *s, uint32_t origin, const ring_event *e)
 	}
 	if (!ok)
 		s->r->failed_lookups++;
+	else if (met_has(s, e->req + 1))
+		s->rerouted++;
 }
 
 void lookups_origin_died(sim *s, uint32_t i)
@@ -111,6 +161,7 @@ static void lane_merge(sim *into, const sim *l)
 	into->r->failed_lookups += l->r->failed_lookups;
 	into->lookups_done += l->lookups_done;
 	into->late += l->late;
+	into->rerouted += l->rerouted;
 	into->abandoned += l->abandoned;
 	into->cut |= l->cut;
 	into->next_req += l->next_req;

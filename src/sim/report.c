@@ -48,6 +48,7 @@ void report_lookups(sim *s)
 		r->lookup_timeouts = open; /* all past their deadline when the run stopped */
 	r->lookup_timeouts += s->late;
 	r->lookups_abandoned = s->abandoned;
+	r->lookups_rerouted = s->rerouted;
 	r->virtual_ms = s->now - s->lookups_start;
 	if (s->lookups_done) {
 		r->avg_hops = (double)s->hops_sum / (double)s->lookups_done;

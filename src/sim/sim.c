@@ -111,6 +111,7 @@ void sim_fini(sim *s)
 	free(s->hops_hist);
 	free(s->rank);
 	free(s->answered);
+	free(s->met);
 }
 
 int sim_run(const sim_params *p, sim_result *r)

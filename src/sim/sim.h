@@ -37,6 +37,9 @@ typedef struct {
 	 * still under way when max_virtual_ms stopped the run. The rest succeeded.
 	 * timeouts: messages that met a dead node (each costs the sender a connect timeout). */
 	uint64_t lookups, failed_lookups, lookup_timeouts, lookups_abandoned, lookups_unfinished;
+	/* of the successes: lookups forwarded to a dead node on the way, which the core routed
+	 * around (the Chord paper's churn simulator, which does not retry, fails them) */
+	uint64_t lookups_rerouted;
 	uint64_t timeouts;
 	double avg_hops;
 	uint32_t p1_hops, p50_hops, p99_hops, max_hops;

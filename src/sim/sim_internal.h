@@ -138,6 +138,9 @@ typedef struct {
 	uint64_t abandoned; /* open lookups of origins that died (churn) */
 	uint32_t *answered; /* answered[i]: answers node i had, while origins can die */
 	bool cut;           /* the time limit stopped the lookups with some under way */
+	uint64_t rerouted;  /* right and in time, though forwarded to a dead node on the way */
+	uint64_t *met;      /* the lookups that were (lookups.c) */
+	size_t met_n, met_cap;
 	uint64_t *hops_hist;
 	uint32_t hist_len;
 	double latency_sum;
@@ -235,6 +238,8 @@ int on_issue(sim *s, const popped *e); /* EV_ISSUE */
 int do_lookup(sim *s, uint32_t i, void *arg);
 void lookup_done(sim *s, uint32_t origin, const ring_event *e);
 void lookups_origin_died(sim *s, uint32_t i); /* from kill_node */
+/* m, a FIND_SUCC, came back from a dead node (a lookup's first meeting of one counts) */
+int lookup_met_dead(sim *s, const ring_msg *m);
 
 /* report.c */
 void report_lookups(sim *s); /* the result's lookup figures, after run_lookups */

@@ -74,6 +74,7 @@ static void test_healthy_ring_never_fails(void **state)
 		run(&p, &r);
 		assert_int_equal(r.lookups, 5000);
 		assert_int_equal(r.failed_lookups, 0);
+		assert_int_equal(r.lookups_rerouted, 0);
 		if (mode == RING_LOOKUP_SIMPLE)
 			assert_true(r.avg_hops > 200 && r.avg_hops < 300); /* about N/2 */
 		else
@@ -113,6 +114,9 @@ static void test_mass_failure_costs_about_p(void **state)
 	/* a key fails exactly when its holder died: about half of them */
 	assert_true(f > 0.4 && f < 0.6);
 	assert_true(r.timeouts > 0);
+	/* lookups routed around dead nodes to the right answer: each met one at least */
+	assert_true(r.lookups_rerouted > 0 && r.lookups_rerouted <= r.timeouts);
+	assert_true(r.lookups_rerouted + r.failed_lookups <= r.lookups);
 }
 
 static void test_join_converges(void **state)
