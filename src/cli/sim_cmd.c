@@ -230,8 +230,9 @@ int cli_sim(int argc, char **argv)
 			printf("\"churn_joins\":%llu,\"churn_failures\":%llu,",
 			       (unsigned long long)r.joins, (unsigned long long)r.failures);
 		if (r.stabilized)
-			printf("\"stabilize_rounds_min\":%u,\"stabilize_rounds_median\":%u,",
-			       r.rounds_min, r.rounds_median);
+			printf("\"stabilize_rounds_min\":%u,\"stabilize_rounds_median\":%u,"
+			       "\"isolated_nodes\":%u,",
+			       r.rounds_min, r.rounds_median, r.isolated_nodes);
 		if (p.keys)
 			printf("\"keys\":%llu,\"vnodes\":%u,\"keys_per_node_mean\":%.3f,"
 			       "\"keys_per_node_p1\":%.0f,\"keys_per_node_p99\":%.0f,"
@@ -274,6 +275,10 @@ int cli_sim(int argc, char **argv)
 		printf("stabilize rounds per node during the lookups: min %u, median %u (%u nodes "
 		       "live throughout)\n",
 		       r.rounds_min, r.rounds_median, r.rounds_nodes);
+	if (r.isolated_nodes)
+		printf(
+		    "isolated: %u nodes in the ring lost every successor and are cut off from it\n",
+		    r.isolated_nodes);
 	if (p.keys)
 		printf("keys per node (%llu keys, %u vnodes): mean %.1f, p1 %.0f, p99 %.0f, max "
 		       "%.0f\n",

@@ -30,6 +30,11 @@ static void report_rounds(sim *s)
 	}
 	r->rounds_nodes = k;
 	free(v);
+	/* in the ring but cut off from it: every successor it knew is gone and nothing is
+	 * left to fall back on, so it stabilizes with nobody (the core does not rejoin) */
+	for (uint32_t i = 0; i < s->n && s->nlive > 1; i++)
+		if (s->alive[i] && ring_joined(NODE(s, i)) && ring_successor(NODE(s, i)).addr == i)
+			r->isolated_nodes++;
 }
 
 void report_lookups(sim *s)

@@ -54,7 +54,8 @@ typedef struct {
 	 * maintenance then (--churn, --bootstrap join) */
 	bool stabilized;
 	uint32_t rounds_min, rounds_median;
-	uint32_t rounds_nodes; /* how many nodes those figures are over */
+	uint32_t rounds_nodes;   /* how many nodes those figures are over */
+	uint32_t isolated_nodes; /* live, joined, and without a successor at the end */
 	double wall_ms, build_wall_ms;
 	uint64_t node_bytes; /* memory the ring cores own */
 	/* load (--keys) */
