@@ -43,7 +43,7 @@ done
 # wrong or not within 30 s, over the lookups that could be judged (not those whose origin
 # crashed first); by the paper's rule also those forwarded to a dead node on the way
 # (its simulator does not retry them). churn_row prints: failed timed_out not_successful
-# avg_hops min_rounds not_successful_paper_rule
+# avg_hops min_rounds not_successful_paper_rule isolated_nodes
 churn_row() {
   $BIN sim "$@" --json | python3 -c "
 import json, sys
@@ -52,10 +52,10 @@ judged = d['lookups'] - d['lookups_abandoned'] - d['lookups_unfinished']
 bad = d['failed_lookups'] + d['lookup_timeouts']
 print(round(d['failed_lookups'] / judged, 6), round(d['lookup_timeouts'] / judged, 6),
       round(bad / judged, 6), d['avg_hops'], d['stabilize_rounds_min'],
-      round((bad + d['lookups_rerouted']) / judged, 6))"
+      round((bad + d['lookups_rerouted']) / judged, 6), d['isolated_nodes'])"
 }
 # 4a. 1000 nodes stabilizing every second
-echo "rate failed timed_out not_successful avg_hops min_rounds paper_rule" > $OUT/churn.csv
+echo "rate failed timed_out not_successful avg_hops min_rounds paper_rule isolated" > $OUT/churn.csv
 for r in 0.5 1 2 4 8 16 32; do
   echo "$r $(churn_row --nodes 1000 --requests 60 --churn $r --seed 7)" >> $OUT/churn.csv
 done
