@@ -14,7 +14,7 @@ static const char *sim_usage =
     "usage: ringnet sim [--nodes N] [--requests R] [--lookup simple|scalable] [--bits M]\n"
     "                   [--bootstrap static|join] [--successors r] [--fail FRACTION]\n"
     "                   [--churn PER_SEC] [--vnodes V] [--keys K] [--seed S] [--json]\n"
-    "                   [--latency MIN-MAX] [--join-rate PER_SEC]\n"
+    "                   [--latency MIN-MAX] [--join-rate PER_SEC] [--stabilize-ms MS]\n"
     "       ringnet sim N R [simple|scalable]\n"
     "\n"
     "Simulates a Chord ring with the node's own protocol code. Defaults: 1000 nodes,\n"
@@ -25,6 +25,8 @@ static const char *sim_usage =
     "                      (successors, predecessors, fingers) became correct\n"
     "  --fail F            kill a fraction F of the nodes at once before the lookups\n"
     "  --churn R           R joins and R failures per virtual second during the lookups\n"
+    "  --stabilize-ms MS   each node's stabilize / fix_fingers period (default 1000; the\n"
+    "                      Chord paper's churn experiment uses 30000)\n"
     "  --keys K            place K keys and report keys per node (with --vnodes V)\n";
 
 static int bad(const char *fmt, const char *arg)
@@ -40,8 +42,9 @@ static int bad(const char *fmt, const char *arg)
 static bool takes_value(const char *a)
 {
 	static const char *const names[] = {
-	    "--nodes", "--requests", "--lookup", "--bits", "--bootstrap", "--successors", "--fail",
-	    "--churn", "--vnodes",   "--keys",   "--seed", "--join-rate", "--latency"};
+	    "--nodes",      "--requests",  "--lookup",  "--bits",        "--bootstrap",
+	    "--successors", "--fail",      "--churn",   "--vnodes",      "--keys",
+	    "--seed",       "--join-rate", "--latency", "--stabilize-ms"};
 	return cli_one_of(a, names, CLI_NELEM(names));
 }
 
@@ -174,6 +177,11 @@ int cli_sim(int argc, char **argv)
 		} else if (!strcmp(a, "--join-rate")) {
 			if (parse_u32(v, &p.join_rate) < 0)
 				return bad("--join-rate wants a whole number, not '%s'", v);
+		} else if (!strcmp(a, "--stabilize-ms")) {
+			if (parse_u32(v, &p.stabilize_ms) < 0)
+				return bad(
+				    "--stabilize-ms wants a whole number of milliseconds, not '%s'",
+				    v);
 		} else if (!strcmp(a, "--latency")) {
 			unsigned lo, hi;
 			char tail;
@@ -197,26 +205,34 @@ int cli_sim(int argc, char **argv)
 	double lps = r.wall_ms > 0 ? (double)r.lookups / (r.wall_ms / 1000.0) : 0;
 	const char *mode = p.lookup == RING_LOOKUP_SIMPLE ? "simple" : "scalable";
 	if (json) {
-		printf("{\"nodes\":%u,\"live_nodes\":%u,\"bits\":%u,\"lookup\":\"%s\","
-		       "\"bootstrap\":\"%s\","
-		       "\"seed\":%llu,\"lookups\":%llu,\"avg_hops\":%.4f,\"p1_hops\":%u,\"p50_"
-		       "hops\":%u,\"p99_hops\":%u,"
-		       "\"max_hops\":%u,\"failed_lookups\":%llu,\"failed_fraction\":%.6f,"
-		       "\"timeouts\":%llu,\"avg_latency_ms\":%.2f,\"virtual_ms\":%llu,",
-		       r.nodes, r.live_nodes, p.bits, mode,
-		       p.bootstrap == SIM_BOOT_STATIC ? "static" : "join",
-		       (unsigned long long)p.seed, (unsigned long long)r.lookups, r.avg_hops,
-		       r.p1_hops, r.p50_hops, r.p99_hops, r.max_hops,
-		       (unsigned long long)r.failed_lookups,
-		       r.lookups ? (double)r.failed_lookups / (double)r.lookups : 0.0,
-		       (unsigned long long)r.timeouts, r.avg_latency_ms,
-		       (unsigned long long)r.virtual_ms);
+		printf(
+		    "{\"nodes\":%u,\"live_nodes\":%u,\"bits\":%u,\"lookup\":\"%s\","
+		    "\"bootstrap\":\"%s\","
+		    "\"seed\":%llu,\"lookups\":%llu,\"avg_hops\":%.4f,\"p1_hops\":%u,\"p50_"
+		    "hops\":%u,\"p99_hops\":%u,"
+		    "\"max_hops\":%u,\"failed_lookups\":%llu,\"failed_fraction\":%.6f,"
+		    "\"lookup_timeouts\":%llu,\"lookups_abandoned\":%llu,"
+		    "\"lookups_unfinished\":%llu,\"lookups_rerouted\":%llu,"
+		    "\"timeouts\":%llu,\"avg_latency_ms\":%.2f,\"virtual_ms\":%llu,",
+		    r.nodes, r.live_nodes, p.bits, mode,
+		    p.bootstrap == SIM_BOOT_STATIC ? "static" : "join", (unsigned long long)p.seed,
+		    (unsigned long long)r.lookups, r.avg_hops, r.p1_hops, r.p50_hops, r.p99_hops,
+		    r.max_hops, (unsigned long long)r.failed_lookups,
+		    r.lookups ? (double)r.failed_lookups / (double)r.lookups : 0.0,
+		    (unsigned long long)r.lookup_timeouts, (unsigned long long)r.lookups_abandoned,
+		    (unsigned long long)r.lookups_unfinished,
+		    (unsigned long long)r.lookups_rerouted, (unsigned long long)r.timeouts,
+		    r.avg_latency_ms, (unsigned long long)r.virtual_ms);
 		if (p.bootstrap == SIM_BOOT_JOIN)
 			printf("\"converged\":%s,\"converge_virtual_ms\":%llu,",
 			       r.converged ? "true" : "false", (unsigned long long)r.converge_ms);
 		if (p.churn > 0)
 			printf("\"churn_joins\":%llu,\"churn_failures\":%llu,",
 			       (unsigned long long)r.joins, (unsigned long long)r.failures);
+		if (r.stabilized)
+			printf("\"stabilize_rounds_min\":%u,\"stabilize_rounds_median\":%u,"
+			       "\"isolated_nodes\":%u,",
+			       r.rounds_min, r.rounds_median, r.isolated_nodes);
 		if (p.keys)
 			printf("\"keys\":%llu,\"vnodes\":%u,\"keys_per_node_mean\":%.3f,"
 			       "\"keys_per_node_p1\":%.0f,\"keys_per_node_p99\":%.0f,"
@@ -240,10 +256,29 @@ int cli_sim(int argc, char **argv)
 			printf("ring NOT correct after %.1f s virtual: stopped at the time limit\n",
 			       r.converge_ms / 1000.0);
 	}
-	printf("hops: p50 %u, p99 %u, max %u; failed lookups %llu (%.2f%%); timeouts %llu\n",
+	printf("hops: p50 %u, p99 %u, max %u; failed lookups %llu (%.2f%%), timed out %llu; "
+	       "connect timeouts %llu\n",
 	       r.p50_hops, r.p99_hops, r.max_hops, (unsigned long long)r.failed_lookups,
 	       r.lookups ? 100.0 * (double)r.failed_lookups / (double)r.lookups : 0.0,
-	       (unsigned long long)r.timeouts);
+	       (unsigned long long)r.lookup_timeouts, (unsigned long long)r.timeouts);
+	if (r.lookups_abandoned || r.lookups_unfinished)
+		printf(
+		    "not judged: %llu lookups whose origin crashed before the answer, %llu still "
+		    "under way at the time limit\n",
+		    (unsigned long long)r.lookups_abandoned,
+		    (unsigned long long)r.lookups_unfinished);
+	if (r.lookups_rerouted)
+		printf("rerouted: %llu lookups met a dead node on the way and still found the key "
+		       "(counted as successes)\n",
+		       (unsigned long long)r.lookups_rerouted);
+	if (r.stabilized)
+		printf("stabilize rounds per node during the lookups: min %u, median %u (%u nodes "
+		       "live throughout)\n",
+		       r.rounds_min, r.rounds_median, r.rounds_nodes);
+	if (r.isolated_nodes)
+		printf(
+		    "isolated: %u nodes in the ring lost every successor and are cut off from it\n",
+		    r.isolated_nodes);
 	if (p.keys)
 		printf("keys per node (%llu keys, %u vnodes): mean %.1f, p1 %.0f, p99 %.0f, max "
 		       "%.0f\n",

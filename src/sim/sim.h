@@ -25,12 +25,22 @@ typedef struct {
 	uint64_t seed;
 	uint32_t latency_min_ms, latency_max_ms; /* one-way message latency, uniform */
 	uint32_t join_rate;                      /* joins per virtual second for --bootstrap join */
-	uint64_t max_virtual_ms;                 /* give up after this much virtual time */
+	uint32_t stabilize_ms;   /* each node's stabilize and fix_fingers period (check_predecessor:
+	                          * twice that); phases are random, the period fixed */
+	uint64_t max_virtual_ms; /* give up after this much virtual time */
 } sim_params;
 
 typedef struct {
 	uint32_t nodes, live_nodes;
-	uint64_t lookups, failed_lookups, timeouts;
+	/* lookups issued; of those: answered wrong (or "failed") within the timeout; not
+	 * answered within it (30 s); abandoned by an origin that crashed first (--churn);
+	 * still under way when max_virtual_ms stopped the run. The rest succeeded.
+	 * timeouts: messages that met a dead node (each costs the sender a connect timeout). */
+	uint64_t lookups, failed_lookups, lookup_timeouts, lookups_abandoned, lookups_unfinished;
+	/* of the successes: lookups forwarded to a dead node on the way, which the core routed
+	 * around (the Chord paper's churn simulator, which does not retry, fails them) */
+	uint64_t lookups_rerouted;
+	uint64_t timeouts;
 	double avg_hops;
 	uint32_t p1_hops, p50_hops, p99_hops, max_hops;
 	double avg_latency_ms;
@@ -39,6 +49,13 @@ typedef struct {
 	bool converged;
 	uint64_t events, messages;
 	uint64_t joins, failures; /* churn */
+	/* maintenance rounds (ticks at which a node stabilized) during the lookups, over the
+	 * nodes live from their start to their end; stabilized says whether there was any
+	 * maintenance then (--churn, --bootstrap join) */
+	bool stabilized;
+	uint32_t rounds_min, rounds_median;
+	uint32_t rounds_nodes;   /* how many nodes those figures are over */
+	uint32_t isolated_nodes; /* live, joined, and without a successor at the end */
 	double wall_ms, build_wall_ms;
 	uint64_t node_bytes; /* memory the ring cores own */
 	/* load (--keys) */

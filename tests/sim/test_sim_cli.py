@@ -28,6 +28,8 @@ def check(name, cond, detail=""):
 for args, word in [
     (["--nodes", "0"], "--nodes"),
     (["--fail", "1.5"], "--fail"),
+    (["--fail", "1"], "kills every node"),
+    (["--nodes", "300", "--fail", "0.999"], "kills every node"),
     (["--fail", "-0.1"], "--fail"),
     (["--bits", "0"], "--bits"),
     (["--bits", "161"], "--bits"),
@@ -38,6 +40,8 @@ for args, word in [
     (["--nodes", "ten"], "--nodes"),
     (["--nodes"], "needs a value"),
     (["--bits", "3", "--nodes", "9"], "do not fit"),
+    (["--stabilize-ms", "0"], "--stabilize-ms"),
+    (["--stabilize-ms", "soon"], "--stabilize-ms"),
 ]:
     r = run(*args)
     check(f"usage {args}", r.returncode == 2 and word in r.stderr and "usage:" in r.stderr,
@@ -57,7 +61,8 @@ r = run("--nodes", "300", "--requests", "5", "--keys", "3000", "--vnodes", "4", 
 j = json.loads(r.stdout)
 for k in ("nodes", "lookups", "avg_hops", "p50_hops", "p99_hops", "max_hops", "failed_lookups",
           "virtual_ms", "wall_ms", "lookups_per_sec", "peak_rss_kb", "keys_per_node_mean",
-          "keys_per_node_p1", "keys_per_node_p99", "keys_per_node_max"):
+          "keys_per_node_p1", "keys_per_node_p99", "keys_per_node_max", "lookup_timeouts",
+          "lookups_abandoned", "lookups_unfinished", "lookups_rerouted"):
     check(f"json field {k}", k in j, sorted(j))
 check("json values", j["nodes"] == 300 and j["lookups"] == 1500 and j["failed_lookups"] == 0, j)
 check("keys mean", abs(j["keys_per_node_mean"] - 10.0) < 1e-9, j)
@@ -88,6 +93,16 @@ check("simple is about N/2", 400 < hops < 600, hops)
 r = run("--nodes", "300", "--requests", "5", "--bootstrap", "join", "--json")
 j = json.loads(r.stdout)
 check("join converged", j.get("converged") is True and j["failed_lookups"] == 0, j)
+
+# under churn every node that lived through the run stabilized once a period
+for period in (1000, 5000):
+    r = run("--nodes", "200", "--requests", "40", "--churn", "0.5", "--stabilize-ms", str(period),
+            "--json")
+    j = json.loads(r.stdout)
+    periods = j["virtual_ms"] // period
+    check(f"rounds at {period} ms",
+          abs(j["stabilize_rounds_median"] - periods) <= 1
+          and j["stabilize_rounds_min"] * 10 >= periods * 8, j)
 
 for f_ in failures:
     print("FAIL", f_)
