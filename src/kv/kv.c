@@ -356,6 +356,14 @@ const kv_stats *kv_get_stats(const kv_node *k)
 	return &k->st;
 }
 
+size_t kv_get_view(const kv_node *k, ring_peer *pred, ring_peer *succ, size_t max)
+{
+	*pred = k->pred;
+	size_t n = k->nsucc < max ? k->nsucc : max;
+	memcpy(succ, k->succ, n * sizeof *succ);
+	return n;
+}
+
 void kv_set_view(kv_node *k, uint64_t now, bool joined, ring_peer pred, const ring_peer *succ,
                  size_t nsucc)
 {

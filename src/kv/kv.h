@@ -239,6 +239,8 @@ bool kv_leaving(const kv_node *k);
 void kv_abort(kv_node *k, uint64_t now);
 
 const kv_stats *kv_get_stats(const kv_node *k);
+/* The view the driver last gave: the predecessor, and up to max successors (their count). */
+size_t kv_get_view(const kv_node *k, ring_peer *pred, ring_peer *succ, size_t max);
 
 /* ---- records at rest: the bytes a store keeps for a record (codec, no IO) ---- */
 

@@ -163,10 +163,14 @@ def stored_total(nodes):
 def wait_replicated(nodes, nkeys, what, timeout=120):
     start = time.time()
     total = None
+    last = 0
     while time.time() - start < timeout:
         total = stored_total(nodes)
         if total == 3 * nkeys:
             break
+        if time.time() - last > 10:
+            print(f"kv_replication: {what}: {total} records after {time.time() - start:.0f} s")
+            last = time.time()
         time.sleep(0.5)
     took = time.time() - start
     print(f"kv_replication: {what}: {total} records for {nkeys} keys after {took:.1f} s")

@@ -1,10 +1,10 @@
 /* test_kv.c — the key-value core against a brute-force oracle.
  *
- * A small driver lives here: N kv cores with in-memory stores, an event heap with random
- * message latency (so messages overtake each other), lookups answered by scanning the
- * live ids, and the ring's view (predecessor, successors) computed the same way and given
- * to every node whenever membership changes. Crashed nodes keep their stores, as disks
- * would, and bounce what is sent to them. The oracle keeps every write the clients made
+ The driver is the simulator's (src/sim/kvsim.c): N kv cores with in-memory stores, an
+ * event heap with random message latency (so messages overtake each other), lookups
+ * answered from the true membership, and each node's view (predecessor, successors) given
+ * to it whenever membership changes. Crashed nodes keep their stores, as disks would, and
+ * bounce what is sent to them. The oracle keeps every write the clients made
  * and which were acknowledged, and checks reads and placement against it. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -21,36 +21,10 @@
 #include "lib/err.h"
 #include "lib/id.h"
 #include "lib/rng.h"
+#include "sim/kvsim.h"
 
 #define MAXN   48
-#define NSUCC  8
 #define MAXOPS 20000
-
-enum { EV_MSG = 1, EV_LOOKUP, EV_UNREACH };
-
-typedef struct {
-	uint64_t at, seq;
-	uint8_t kind;
-	uint32_t from, to;
-	uint64_t req;
-	rn_id key;
-	kv_msg m;
-	uint8_t *blob;
-} event;
-
-struct net;
-typedef struct {
-	struct net *t;
-	uint32_t i;
-} dctx;
-
-typedef struct {
-	kv_node *kv;
-	memstore *st;
-	rn_id id;
-	bool alive;
-	dctx ctx;
-} tnode;
 
 typedef struct {
 	uint8_t op;
@@ -66,210 +40,16 @@ typedef struct {
 	bool orphaned; /* its entry node crashed before answering: the client saw an error */
 } cop;
 
-typedef struct net {
-	kv_config cfg;
-	tnode n[MAXN];
-	uint32_t count;
-	event *heap;
-	size_t nh, caph;
-	uint64_t seq, now;
-	rn_rng rng;
-	uint32_t lat_max;
+/* The simulator's network of kv cores (src/sim/kvsim.h) and the clients' log. */
+typedef struct {
+	kvs_net *k;
 	cop *ops;
 	size_t nops;
-	uint64_t msgs;
 } net;
 
-/* ---- event heap ---- */
-
-static bool ev_before(const event *a, const event *b)
+static void on_reply(void *arg, uint64_t client, const kv_reply *r)
 {
-	return a->at != b->at ? a->at < b->at : a->seq < b->seq;
-}
-
-static void heap_push(net *t, event e)
-{
-	if (t->nh == t->caph) {
-		t->caph = t->caph ? t->caph * 2 : 1024;
-		t->heap = realloc(t->heap, t->caph * sizeof *t->heap);
-		assert_non_null(t->heap);
-	}
-	e.seq = t->seq++;
-	size_t i = t->nh++;
-	while (i && ev_before(&e, &t->heap[(i - 1) / 2])) {
-		t->heap[i] = t->heap[(i - 1) / 2];
-		i = (i - 1) / 2;
-	}
-	t->heap[i] = e;
-}
-
-static event heap_pop(net *t)
-{
-	event top = t->heap[0], last = t->heap[--t->nh];
-	size_t i = 0;
-	for (;;) {
-		size_t c = 2 * i + 1;
-		if (c >= t->nh)
-			break;
-		if (c + 1 < t->nh && ev_before(&t->heap[c + 1], &t->heap[c]))
-			c++;
-		if (!ev_before(&t->heap[c], &last))
-			break;
-		t->heap[i] = t->heap[c];
-		i = c;
-	}
-	if (t->nh)
-		t->heap[i] = last;
-	return top;
-}
-
-/* ---- the oracle ring ---- */
-
-/* Live nodes sorted by id into out; returns how many. */
-static uint32_t live_sorted(net *t, uint32_t *out)
-{
-	uint32_t n = 0;
-	for (uint32_t i = 0; i < t->count; i++)
-		if (t->n[i].alive)
-			out[n++] = i;
-	for (uint32_t a = 1; a < n; a++) /* insertion sort: MAXN is small */
-		for (uint32_t b = a; b > 0 && rn_id_cmp(&t->n[out[b - 1]].id, &t->n[out[b]].id) > 0;
-		     b--) {
-			uint32_t x = out[b];
-			out[b] = out[b - 1];
-			out[b - 1] = x;
-		}
-	return n;
-}
-
-/* Index in the sorted live list of the first node at or after pos. */
-static uint32_t succ_index(net *t, const uint32_t *live, uint32_t n, const rn_id *pos)
-{
-	for (uint32_t i = 0; i < n; i++)
-		if (rn_id_cmp(&t->n[live[i]].id, pos) >= 0)
-			return i;
-	return 0;
-}
-
-/* The first R live nodes at or after the key's position. */
-static uint32_t true_replicas(net *t, const rn_id *kid, uint32_t *out)
-{
-	uint32_t live[MAXN];
-	uint32_t n = live_sorted(t, live);
-	rn_id pos = *kid;
-	rn_id_truncate(&pos, t->cfg.bits);
-	uint32_t s = succ_index(t, live, n, &pos), r = 0;
-	for (uint32_t k = 0; k < n && r < t->cfg.replicas; k++)
-		out[r++] = live[(s + k) % n];
-	return r;
-}
-
-static void set_views(net *t)
-{
-	uint32_t live[MAXN];
-	uint32_t n = live_sorted(t, live);
-	for (uint32_t k = 0; k < n; k++) {
-		tnode *x = &t->n[live[k]];
-		ring_peer pred = {t->n[live[(k + n - 1) % n]].id, live[(k + n - 1) % n]};
-		ring_peer succ[NSUCC];
-		size_t ns = 0;
-		for (uint32_t j = 1; j <= NSUCC && j <= n; j++) {
-			uint32_t s = live[(k + j) % n];
-			succ[ns++] = (ring_peer){t->n[s].id, s};
-		}
-		kv_set_view(x->kv, t->now, true, pred, succ, ns);
-	}
-}
-
-/* ---- the driver ---- */
-
-static memstore *st_of(void *ctx)
-{
-	dctx *c = ctx;
-	return c->t->n[c->i].st;
-}
-
-static int d_get(void *ctx, const rn_id *kid, kv_record *out)
-{
-	return memstore_get(st_of(ctx), kid, out);
-}
-
-static int d_put(void *ctx, const kv_record *r)
-{
-	return memstore_put(st_of(ctx), r);
-}
-
-static int d_del(void *ctx, const rn_id *kid)
-{
-	return memstore_del(st_of(ctx), kid);
-}
-
-static int d_scan(void *ctx, const rn_id *lo, const rn_id *hi, bool values,
-                  int (*fn)(void *, const kv_record *), void *arg)
-{
-	return memstore_scan(st_of(ctx), lo, hi, values, fn, arg);
-}
-
-static uint64_t d_count(void *ctx)
-{
-	return memstore_count(st_of(ctx));
-}
-
-/* A deep copy of m, its arrays and bytes in one blob. */
-static uint8_t *copy_msg(const kv_msg *m, kv_msg *out)
-{
-	size_t n = m->rec.klen + m->rec.vlen + m->rec.ridlen + (m->hashes ? KV_BUCKETS * 8 : 0) +
-	           m->nbuckets + m->nentries * sizeof(kv_entry) + m->nkids * sizeof(rn_id) +
-	           m->nacked * sizeof(ring_peer) + 64;
-	uint8_t *b = malloc(n), *p = b;
-	assert_non_null(b);
-	*out = *m;
-#define COPY(field, len)                                                                           \
-	do {                                                                                       \
-		p = (uint8_t *)(((uintptr_t)p + 7) & ~(uintptr_t)7);                               \
-		if (m->field && (len) != 0) {                                                      \
-			memcpy(p, m->field, (len));                                                \
-			out->field = (void *)p;                                                    \
-			p += (len);                                                                \
-		}                                                                                  \
-	} while (0)
-	COPY(hashes, KV_BUCKETS * 8);
-	COPY(entries, m->nentries * sizeof(kv_entry));
-	COPY(kids, m->nkids * sizeof(rn_id));
-	COPY(acked, m->nacked * sizeof(ring_peer));
-	COPY(rec.key, m->rec.klen);
-	COPY(rec.val, m->rec.vlen);
-	COPY(rec.rid, m->rec.ridlen);
-	COPY(buckets, m->nbuckets);
-#undef COPY
-	assert_true((size_t)(p - b) <= n);
-	return b;
-}
-
-static void d_send(void *ctx, const kv_msg *m)
-{
-	dctx *c = ctx;
-	net *t = c->t;
-	event e = {.kind = EV_MSG, .from = c->i, .to = m->to};
-	e.at = t->now + 1 + rn_rng_below(&t->rng, t->lat_max);
-	e.blob = copy_msg(m, &e.m);
-	assert_true(m->to < t->count);
-	t->msgs++;
-	heap_push(t, e);
-}
-
-static void d_lookup(void *ctx, const rn_id *kid, uint64_t req)
-{
-	dctx *c = ctx;
-	event e = {.kind = EV_LOOKUP, .from = c->i, .req = req, .key = *kid};
-	e.at = c->t->now + 2;
-	heap_push(c->t, e);
-}
-
-static void d_reply(void *ctx, uint64_t client, const kv_reply *r)
-{
-	dctx *c = ctx;
-	net *t = c->t;
+	net *t = arg;
 	assert_true(client < t->nops);
 	cop *o = &t->ops[client];
 	assert_false(o->replied); /* one answer per request */
@@ -284,111 +64,41 @@ static void d_reply(void *ctx, uint64_t client, const kv_reply *r)
 	}
 }
 
-static void start_node(net *t, uint32_t i)
-{
-	kv_driver d = {&t->n[i].ctx, d_get,  d_put,    d_del,  d_scan,
-	               d_count,      d_send, d_lookup, d_reply};
-	t->n[i].ctx = (dctx){t, i};
-	t->n[i].kv = kv_new(&t->cfg, &d, &t->n[i].id, i);
-	assert_non_null(t->n[i].kv);
-	t->n[i].alive = true;
-}
-
 static net *net_new(uint32_t n, uint64_t seed)
 {
 	net *t = calloc(1, sizeof *t);
 	assert_non_null(t);
-	kv_config_default(&t->cfg);
-	t->cfg.op_timeout_ms = 100;
-	t->cfg.req_timeout_ms = 1000;
-	t->cfg.sync_ms = 200;
-	t->cfg.settle_ms = 500;
-	t->cfg.cover_ms = 800;
-	t->cfg.tomb_grace_ms = 600000; /* test_tombstone_collected sets its own */
-	t->cfg.wall_offset_ms = 1700000000000ull;
-	t->lat_max = 5;
-	rn_rng_seed(&t->rng, seed);
+	kvs_params p = {
+	    .latency_min_ms = 1, .latency_max_ms = 5, .seed = seed, .on_reply = on_reply, .arg = t};
+	kv_config_default(&p.kv);
+	p.kv.op_timeout_ms = 100;
+	p.kv.req_timeout_ms = 1000;
+	p.kv.sync_ms = 200;
+	p.kv.settle_ms = 500;
+	p.kv.cover_ms = 800;
+	p.kv.tomb_grace_ms = 600000; /* test_tombstone_collected sets its own */
+	p.kv.wall_offset_ms = 1700000000000ull;
+	t->k = kvs_new(&p);
+	assert_non_null(t->k);
 	t->ops = calloc(MAXOPS, sizeof *t->ops);
-	for (uint32_t i = 0; i < n; i++) {
-		rn_id_random(&t->n[i].id, &t->rng, t->cfg.bits);
-		t->n[i].st = memstore_new();
-		start_node(t, i);
-	}
-	t->count = n;
-	set_views(t);
+	for (uint32_t i = 0; i < n; i++)
+		assert_int_not_equal(kvs_add(t->k, NULL), UINT32_MAX);
 	return t;
 }
 
 static void net_free(net *t)
 {
-	for (uint32_t i = 0; i < t->count; i++) {
-		kv_free(t->n[i].kv);
-		memstore_free(t->n[i].st);
-	}
-	for (size_t i = 0; i < t->nh; i++)
-		free(t->heap[i].blob);
-	free(t->heap);
+	kvs_free(t->k);
 	free(t->ops);
 	free(t);
 }
 
-static void deliver(net *t, event *e)
-{
-	tnode *to = &t->n[e->to];
-	tnode *from = &t->n[e->from];
-	switch (e->kind) {
-	case EV_MSG:
-		if (to->alive) {
-			kv_on_msg(to->kv, t->now, &e->m);
-		} else if (from->alive && e->m.req) {
-			event u = {
-			    .kind = EV_UNREACH, .from = e->from, .to = e->to, .req = e->m.req};
-			u.at = t->now + 1;
-			heap_push(t, u);
-		}
-		break;
-	case EV_LOOKUP:
-		if (from->alive) {
-			uint32_t live[MAXN];
-			uint32_t n = live_sorted(t, live);
-			uint32_t s = live[succ_index(t, live, n, &e->key)];
-			kv_on_lookup(from->kv, t->now, e->req, true, (ring_peer){t->n[s].id, s});
-		}
-		break;
-	case EV_UNREACH:
-		if (from->alive)
-			kv_on_unreachable(from->kv, t->now, e->req, e->to);
-		break;
-	}
-}
+#define CFG(t)     ((t)->k->p.kv)
+#define NODE(t, i) ((t)->k->n[i])
 
-/* Runs every event and tick due up to `until`. */
 static void run(net *t, uint64_t until)
 {
-	for (;;) {
-		uint64_t ev_at = t->nh ? t->heap[0].at : UINT64_MAX, tick_at = UINT64_MAX;
-		uint32_t who = UINT32_MAX;
-		for (uint32_t i = 0; i < t->count; i++) {
-			uint64_t w = t->n[i].alive ? kv_wake_at(t->n[i].kv) : UINT64_MAX;
-			if (w < tick_at) {
-				tick_at = w;
-				who = i;
-			}
-		}
-		uint64_t next = tick_at <= ev_at ? tick_at : ev_at;
-		if (next > until)
-			break;
-		if (next > t->now)
-			t->now = next;
-		if (tick_at <= ev_at) {
-			kv_tick(t->n[who].kv, t->now);
-			continue;
-		}
-		event e = heap_pop(t);
-		deliver(t, &e);
-		free(e.blob);
-	}
-	t->now = until;
+	kvs_run(t->k, until);
 }
 
 static size_t client(net *t, uint32_t entry, uint8_t op, const char *key, const char *val,
@@ -410,17 +120,13 @@ static size_t client(net *t, uint32_t entry, uint8_t op, const char *key, const 
 	                val ? strlen(val) : 0,
 	                (const uint8_t *)rid,
 	                rid ? strlen(rid) : 0};
-	kv_client(t->n[entry].kv, t->now, id, &r);
+	kvs_client(t->k, entry, id, &r);
 	return id;
 }
 
 static uint32_t random_live(net *t)
 {
-	for (;;) {
-		uint32_t i = (uint32_t)rn_rng_below(&t->rng, t->count);
-		if (t->n[i].alive)
-			return i;
-	}
+	return kvs_random_live(t->k);
 }
 
 static void kill(net *t, uint32_t i)
@@ -428,26 +134,23 @@ static void kill(net *t, uint32_t i)
 	for (size_t j = 0; j < t->nops; j++)
 		if (t->ops[j].entry == i && !t->ops[j].replied)
 			t->ops[j].orphaned = true;
-	t->n[i].alive = false;
-	set_views(t);
+	kvs_kill(t->k, i);
 }
 
 /* A restart: the core's memory is gone, its store is not. */
 static void revive(net *t, uint32_t i)
 {
-	kv_free(t->n[i].kv);
-	start_node(t, i);
-	set_views(t);
+	kvs_revive(t->k, i);
 }
 
 static uint32_t add_node(net *t)
 {
-	uint32_t i = t->count++;
-	rn_id_random(&t->n[i].id, &t->rng, t->cfg.bits);
-	t->n[i].st = memstore_new();
-	start_node(t, i);
-	set_views(t);
-	return i;
+	return kvs_add(t->k, NULL);
+}
+
+static uint32_t true_replicas(net *t, const rn_id *kid, uint32_t *out)
+{
+	return kvs_replicas(t->k, kid, out);
 }
 
 /* ---- oracle checks ---- */
@@ -487,7 +190,7 @@ static cop *write_of(net *t, const char *key, const kv_version *v)
 static void check_read(net *t, const char *key)
 {
 	size_t id = client(t, random_live(t), KV_GET, key, NULL, NULL);
-	run(t, t->now + 3000);
+	run(t, t->k->now + 3000);
 	cop *g = &t->ops[id];
 	assert_true(g->replied);
 	long w = newest_acked(t, key);
@@ -521,9 +224,9 @@ typedef struct {
 static uint32_t holders(net *t, const rn_id *kid, const kv_version *v, uint32_t *out)
 {
 	uint32_t n = 0;
-	for (uint32_t i = 0; i < t->count; i++) {
+	for (uint32_t i = 0; i < t->k->count; i++) {
 		kv_record r;
-		if (t->n[i].alive && memstore_get(t->n[i].st, kid, &r) == 0 &&
+		if (NODE(t, i)->alive && memstore_get(NODE(t, i)->st, kid, &r) == 0 &&
 		    (!v || kv_version_cmp(&r.v, v) == 0))
 			out[n++] = i;
 	}
@@ -541,10 +244,10 @@ static void check_placement(net *t, const char *key)
 	if (!na)
 		return; /* a key never written, or a tombstone collected everywhere */
 	kv_record r;
-	memstore_get(t->n[any[0]].st, &kid, &r);
+	memstore_get(NODE(t, any[0])->st, &kid, &r);
 	kv_version v = r.v;
 	for (uint32_t i = 1; i < na; i++) {
-		memstore_get(t->n[any[i]].st, &kid, &r);
+		memstore_get(NODE(t, any[i])->st, &kid, &r);
 		if (kv_version_cmp(&r.v, &v) > 0)
 			v = r.v;
 	}
@@ -660,12 +363,12 @@ static void test_put_get_delete(void **state)
 	net *t = net_new(10, 1);
 	run(t, 1000);
 	size_t p = client(t, 3, KV_PUT, "color", "\"blue\"", NULL);
-	run(t, t->now + 500);
+	run(t, t->k->now + 500);
 	assert_true(t->ops[p].replied);
 	assert_int_equal(t->ops[p].status, KV_OK);
 	for (uint32_t e = 0; e < 10; e++) { /* any node answers */
 		size_t g = client(t, e, KV_GET, "color", NULL, NULL);
-		run(t, t->now + 500);
+		run(t, t->k->now + 500);
 		assert_int_equal(t->ops[g].status, KV_OK);
 		assert_string_equal(t->ops[g].got, "\"blue\"");
 		assert_int_equal(kv_version_cmp(&t->ops[g].v, &t->ops[p].v), 0);
@@ -673,15 +376,15 @@ static void test_put_get_delete(void **state)
 	check_placement(t, "color");
 	/* a key nobody wrote: sure it is absent once the ring is settled */
 	size_t g = client(t, 5, KV_GET, "nothing", NULL, NULL);
-	run(t, t->now + 500);
+	run(t, t->k->now + 500);
 	assert_int_equal(t->ops[g].status, KV_NOT_FOUND);
 	assert_false(t->ops[g].has_v);
 	size_t d = client(t, 7, KV_DEL, "color", NULL, NULL);
-	run(t, t->now + 500);
+	run(t, t->k->now + 500);
 	assert_int_equal(t->ops[d].status, KV_OK);
 	assert_true(kv_version_cmp(&t->ops[d].v, &t->ops[p].v) > 0);
 	g = client(t, 0, KV_GET, "color", NULL, NULL);
-	run(t, t->now + 500);
+	run(t, t->k->now + 500);
 	assert_int_equal(t->ops[g].status, KV_NOT_FOUND);
 	assert_true(t->ops[g].has_v && t->ops[g].v.tomb);
 	net_free(t);
@@ -705,12 +408,12 @@ static void test_no_false_not_found(void **state)
 			break;
 	}
 	size_t g = client(t, 0, KV_GET, key, NULL, NULL);
-	run(t, t->now + 300);
+	run(t, t->k->now + 300);
 	assert_true(t->ops[g].replied);
 	assert_int_equal(t->ops[g].status, KV_UNSURE);
-	run(t, t->now + t->cfg.settle_ms);
+	run(t, t->k->now + CFG(t).settle_ms);
 	g = client(t, 0, KV_GET, key, NULL, NULL);
-	run(t, t->now + 300);
+	run(t, t->k->now + 300);
 	assert_int_equal(t->ops[g].status, KV_NOT_FOUND);
 	net_free(t);
 }
@@ -727,22 +430,22 @@ static void test_join_reads_and_repair(void **state)
 		snprintf(val, sizeof val, "%d", i);
 		client(t, random_live(t), KV_PUT, key, val, NULL);
 	}
-	run(t, t->now + 2000);
+	run(t, t->k->now + 2000);
 	for (int j = 0; j < 4; j++)
 		add_node(t);
 	for (int i = 0; i < 200; i++) { /* at once, before any repair has run */
 		snprintf(key, sizeof key, "k%d", i);
 		size_t g = client(t, random_live(t), KV_GET, key, NULL, NULL);
-		run(t, t->now + 20);
+		run(t, t->k->now + 20);
 		(void)g;
 	}
-	run(t, t->now + 1000);
+	run(t, t->k->now + 1000);
 	for (size_t i = 0; i < t->nops; i++)
 		if (t->ops[i].op == KV_GET) {
 			assert_true(t->ops[i].replied);
 			assert_int_not_equal(t->ops[i].status, KV_NOT_FOUND);
 		}
-	run(t, t->now + 10 * t->cfg.cover_ms); /* repair and handoff */
+	run(t, t->k->now + 10 * CFG(t).cover_ms); /* repair and handoff */
 	for (int i = 0; i < 200; i++) {
 		snprintf(key, sizeof key, "k%d", i);
 		check_placement(t, key);
@@ -757,22 +460,22 @@ static void test_join_reads_and_repair(void **state)
 static void churn_run(uint64_t seed, uint32_t nodes, unsigned R, unsigned W)
 {
 	net *t = net_new(nodes, seed);
-	t->cfg.replicas = R;
-	t->cfg.write_quorum = W;
-	t->cfg.read_quorum = R + 1 - W;
-	for (uint32_t i = 0; i < t->count; i++)
+	CFG(t).replicas = R;
+	CFG(t).write_quorum = W;
+	CFG(t).read_quorum = R + 1 - W;
+	for (uint32_t i = 0; i < t->k->count; i++)
 		revive(t, i);
 	run(t, 1000);
 	const int keys = 60;
 	char key[32], val[32];
 	uint32_t down = UINT32_MAX;
 	for (int step = 0; step < 1500; step++) {
-		int k = (int)rn_rng_below(&t->rng, keys);
+		int k = (int)rn_rng_below(&t->k->rng, keys);
 		snprintf(key, sizeof key, "key-%d", k);
 		snprintf(val, sizeof val, "v%d", step);
-		uint8_t op = rn_rng_below(&t->rng, 5) == 0 ? KV_DEL : KV_PUT;
+		uint8_t op = rn_rng_below(&t->k->rng, 5) == 0 ? KV_DEL : KV_PUT;
 		client(t, random_live(t), op, key, op == KV_PUT ? val : NULL, NULL);
-		run(t, t->now + rn_rng_below(&t->rng, 8));
+		run(t, t->k->now + rn_rng_below(&t->k->rng, 8));
 		if (step % 100 == 50) { /* one node at a time down, then back after a repair */
 			if (down != UINT32_MAX) {
 				revive(t, down);
@@ -782,14 +485,14 @@ static void churn_run(uint64_t seed, uint32_t nodes, unsigned R, unsigned W)
 				kill(t, down);
 			}
 		}
-		if (step % 300 == 299 && t->count < MAXN)
+		if (step % 300 == 299 && t->k->count < MAXN)
 			add_node(t);
 		if (step % 100 == 99)
-			run(t, t->now + 3 * t->cfg.sync_ms);
+			run(t, t->k->now + 3 * CFG(t).sync_ms);
 	}
 	if (down != UINT32_MAX)
 		revive(t, down);
-	run(t, t->now + 20 * t->cfg.cover_ms);
+	run(t, t->k->now + 20 * CFG(t).cover_ms);
 	size_t acked = 0;
 	for (size_t i = 0; i < t->nops; i++) {
 		/* every request got an answer, unless its entry node crashed */
@@ -801,7 +504,7 @@ static void churn_run(uint64_t seed, uint32_t nodes, unsigned R, unsigned W)
 		snprintf(key, sizeof key, "key-%d", k);
 		check_read(t, key);
 	}
-	run(t, t->now + 20 * t->cfg.cover_ms);
+	run(t, t->k->now + 20 * CFG(t).cover_ms);
 	for (int k = 0; k < keys; k++) {
 		snprintf(key, sizeof key, "key-%d", k);
 		check_placement(t, key);
@@ -832,7 +535,7 @@ static void test_stale_replica_loses(void **state)
 	run(t, 1000);
 	client(t, 0, KV_PUT, "x", "\"old\"", NULL);
 	client(t, 0, KV_PUT, "y", "\"old\"", NULL);
-	run(t, t->now + 1000);
+	run(t, t->k->now + 1000);
 	rn_id kid;
 	kid_of("x", &kid);
 	uint32_t reps[KV_MAX_R];
@@ -840,11 +543,11 @@ static void test_stale_replica_loses(void **state)
 	kill(t, reps[0]); /* the owner of x goes away with "old" */
 	size_t p = client(t, 1, KV_PUT, "x", "\"new\"", NULL);
 	size_t d = client(t, 1, KV_DEL, "y", NULL, NULL);
-	run(t, t->now + 2000);
+	run(t, t->k->now + 2000);
 	assert_int_equal(t->ops[p].status, KV_OK);
 	assert_int_equal(t->ops[d].status, KV_OK);
 	revive(t, reps[0]);
-	run(t, t->now + 10 * t->cfg.cover_ms);
+	run(t, t->k->now + 10 * CFG(t).cover_ms);
 	check_read(t, "x");
 	check_read(t, "y");
 	check_placement(t, "x");
@@ -858,16 +561,16 @@ static void test_idempotent_retry(void **state)
 	net *t = net_new(6, 5);
 	run(t, 1000);
 	size_t a = client(t, 0, KV_PUT, "order-17", "\"paid\"", "req-abc");
-	run(t, t->now + 500);
+	run(t, t->k->now + 500);
 	size_t b = client(t, 4, KV_PUT, "order-17", "\"paid\"", "req-abc");
-	run(t, t->now + 500);
+	run(t, t->k->now + 500);
 	assert_int_equal(t->ops[a].status, KV_OK);
 	assert_false(t->ops[a].replayed);
 	assert_int_equal(t->ops[b].status, KV_OK);
 	assert_true(t->ops[b].replayed);
 	assert_int_equal(kv_version_cmp(&t->ops[a].v, &t->ops[b].v), 0);
 	size_t c = client(t, 4, KV_PUT, "order-17", "\"refunded\"", "req-def");
-	run(t, t->now + 500);
+	run(t, t->k->now + 500);
 	assert_false(t->ops[c].replayed);
 	assert_true(kv_version_cmp(&t->ops[c].v, &t->ops[a].v) > 0);
 	net_free(t);
@@ -886,9 +589,9 @@ static void test_quorum_not_met(void **state)
 	/* the owner is up but both other replicas and every stand-in are gone */
 	for (uint32_t i = 0; i < 5; i++)
 		if (i != reps[0])
-			t->n[i].alive = false; /* crashed, and the ring has not noticed yet */
+			NODE(t, i)->alive = false; /* crashed, and the ring has not noticed yet */
 	size_t p = client(t, reps[0], KV_PUT, "q", "1", NULL);
-	run(t, t->now + 3000);
+	run(t, t->k->now + 3000);
 	assert_true(t->ops[p].replied);
 	assert_int_equal(t->ops[p].status, KV_UNKNOWN);
 	net_free(t);
@@ -899,24 +602,24 @@ static void test_tombstone_collected(void **state)
 {
 	(void)state;
 	net *t = net_new(6, 8);
-	t->cfg.tomb_grace_ms = 5000;
-	for (uint32_t i = 0; i < t->count; i++)
+	CFG(t).tomb_grace_ms = 5000;
+	for (uint32_t i = 0; i < t->k->count; i++)
 		revive(t, i);
 	run(t, 1000);
 	client(t, 0, KV_PUT, "gone", "1", NULL);
-	run(t, t->now + 500);
+	run(t, t->k->now + 500);
 	client(t, 2, KV_DEL, "gone", NULL, NULL);
-	run(t, t->now + 500);
+	run(t, t->k->now + 500);
 	rn_id kid;
 	kid_of("gone", &kid);
 	uint32_t any[MAXN];
 	assert_int_equal(holders(t, &kid, NULL, any), 3); /* tombstones on the 3 replicas */
-	run(t, t->now + t->cfg.tomb_grace_ms / 2);
+	run(t, t->k->now + CFG(t).tomb_grace_ms / 2);
 	assert_int_equal(holders(t, &kid, NULL, any), 3); /* not before the grace period */
-	run(t, t->now + t->cfg.tomb_grace_ms + 10 * t->cfg.sync_ms);
+	run(t, t->k->now + CFG(t).tomb_grace_ms + 10 * CFG(t).sync_ms);
 	assert_int_equal(holders(t, &kid, NULL, any), 0);
 	size_t g = client(t, 1, KV_GET, "gone", NULL, NULL);
-	run(t, t->now + 500);
+	run(t, t->k->now + 500);
 	assert_int_equal(t->ops[g].status, KV_NOT_FOUND);
 	net_free(t);
 }
@@ -932,9 +635,9 @@ static void test_repair_sends_only_differences(void **state)
 	for (int i = 0; i < 500; i++) {
 		snprintf(key, sizeof key, "d%d", i);
 		client(t, 0, KV_PUT, key, "1", NULL);
-		run(t, t->now + 2);
+		run(t, t->k->now + 2);
 	}
-	run(t, t->now + 3000);
+	run(t, t->k->now + 3000);
 	/* drop 5 keys from one node's store behind its back */
 	uint32_t victim = 2;
 	int dropped = 0;
@@ -942,19 +645,19 @@ static void test_repair_sends_only_differences(void **state)
 		snprintf(key, sizeof key, "d%d", i);
 		rn_id kid;
 		kid_of(key, &kid);
-		dropped += memstore_del(t->n[victim].st, &kid) == 0;
+		dropped += memstore_del(NODE(t, victim)->st, &kid) == 0;
 	}
 	assert_int_equal(dropped, 5);
 	uint64_t pushed = 0, pulled = 0;
-	for (uint32_t i = 0; i < t->count; i++) {
-		pushed += kv_get_stats(t->n[i].kv)->sync_keys_pushed;
-		pulled += kv_get_stats(t->n[i].kv)->sync_keys_pulled;
+	for (uint32_t i = 0; i < t->k->count; i++) {
+		pushed += kv_get_stats(NODE(t, i)->kv)->sync_keys_pushed;
+		pulled += kv_get_stats(NODE(t, i)->kv)->sync_keys_pulled;
 	}
-	run(t, t->now + 5 * t->cfg.sync_ms);
+	run(t, t->k->now + 5 * CFG(t).sync_ms);
 	uint64_t moved = 0;
-	for (uint32_t i = 0; i < t->count; i++)
-		moved += kv_get_stats(t->n[i].kv)->sync_keys_pushed +
-		         kv_get_stats(t->n[i].kv)->sync_keys_pulled;
+	for (uint32_t i = 0; i < t->k->count; i++)
+		moved += kv_get_stats(NODE(t, i)->kv)->sync_keys_pushed +
+		         kv_get_stats(NODE(t, i)->kv)->sync_keys_pulled;
 	moved -= pushed + pulled;
 	assert_true(moved >= 5);
 	assert_true(moved <= 10);
@@ -963,6 +666,53 @@ static void test_repair_sends_only_differences(void **state)
 		check_placement(t, key);
 	}
 	net_free(t);
+}
+
+/* The simulator's driver: after joins and crashes in any order, and once the detection
+ * delay has passed, every node's view is what a scan of all live ids gives. */
+static void test_sim_views_follow_membership(void **state)
+{
+	(void)state;
+	for (uint32_t delay = 0; delay <= 300; delay += 300) {
+		net *t = net_new(20, 30 + delay);
+		t->k->p.detect_min_ms = delay / 3;
+		t->k->p.detect_max_ms = delay;
+		for (int step = 0; step < 200; step++) {
+			if (rn_rng_below(&t->k->rng, 2) && t->k->nlive > 3)
+				kill(t, random_live(t));
+			else if (t->k->count < MAXN)
+				add_node(t);
+			else
+				revive(t, (uint32_t)rn_rng_below(&t->k->rng, t->k->count));
+			run(t, t->k->now + rn_rng_below(&t->k->rng, 2 * delay + 1));
+			if (step % 20)
+				continue;
+			run(t, t->k->now + delay + 1);
+			/* brute force: sort the live ids by scanning */
+			uint32_t live[MAXN], n = 0;
+			for (uint32_t i = 0; i < t->k->count; i++)
+				if (NODE(t, i)->alive)
+					live[n++] = i;
+			for (uint32_t a = 1; a < n; a++)
+				for (uint32_t b = a; b > 0 && rn_id_cmp(&NODE(t, live[b - 1])->id,
+				                                        &NODE(t, live[b])->id) > 0;
+				     b--) {
+					uint32_t x = live[b];
+					live[b] = live[b - 1];
+					live[b - 1] = x;
+				}
+			for (uint32_t k = 0; k < n; k++) {
+				ring_peer pred, succ[KVS_NSUCC];
+				size_t ns =
+				    kv_get_view(NODE(t, live[k])->kv, &pred, succ, KVS_NSUCC);
+				assert_int_equal(ns, n - 1 < KVS_NSUCC ? n - 1 : KVS_NSUCC);
+				assert_int_equal(pred.addr, live[(k + n - 1) % n]);
+				for (size_t j = 0; j < ns; j++)
+					assert_int_equal(succ[j].addr, live[(k + 1 + j) % n]);
+			}
+		}
+		net_free(t);
+	}
 }
 
 int main(void)
@@ -978,6 +728,7 @@ int main(void)
 	    cmocka_unit_test(test_quorum_not_met),
 	    cmocka_unit_test(test_tombstone_collected),
 	    cmocka_unit_test(test_repair_sends_only_differences),
+	    cmocka_unit_test(test_sim_views_follow_membership),
 	    cmocka_unit_test(test_churn_r3w2),
 	    cmocka_unit_test(test_churn_r2w1_r5w3),
 	};

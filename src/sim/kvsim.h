@@ -1,0 +1,116 @@
+/* kvsim.h — the key-value core under simulation: many kv cores (src/kv) in one process,
+ * an event heap with random message latency, crashes that keep a node's store (as a disk
+ * would) and bounce what is sent to it, joins, and a ring view per node that follows the
+ * true membership after a detection delay drawn per node and change (what a ring's
+ * stabilization or a failure detector would give it). Lookups are answered from the true
+ * membership. Deterministic: one seed, one run.
+ *
+ * Two layers: the network (kvs_*: the driver of the cores, used by tests/unit/test_kv.c
+ * to build scenarios) and the experiment (kvsim_run: a workload of writes and reads under
+ * churn, checked against what was acknowledged, for `ringnet sim --replicas`). */
+#ifndef RN_KVSIM_H
+#define RN_KVSIM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../kv/kv.h"
+#include "../kv/memstore.h"
+#include "../lib/rng.h"
+
+#define KVS_NSUCC 8 /* successors in a node's view */
+
+typedef struct kvs_net kvs_net;
+
+typedef struct {
+	kv_node *kv;
+	memstore *st;
+	rn_id id;
+	bool alive;
+	bool in_ring;      /* counted in the membership (alive and joined) */
+	uint64_t view_due; /* a view refresh is scheduled (UINT64_MAX: none) */
+	uint64_t tick_due; /* a tick is scheduled for then (UINT64_MAX: none) */
+	kvs_net *t;        /* the driver's context: nodes never move */
+	uint32_t i;
+} kvs_node;
+
+/* Called for every client reply: the client handle given to kvs_client. */
+typedef void (*kvs_reply_fn)(void *arg, uint64_t client, const kv_reply *r);
+
+typedef struct {
+	kv_config kv;
+	uint32_t latency_min_ms, latency_max_ms; /* one-way */
+	uint32_t detect_min_ms, detect_max_ms;   /* 0, 0: views change at once */
+	uint64_t seed;
+	kvs_reply_fn on_reply;
+	void *arg;
+} kvs_params;
+
+struct kvs_net {
+	kvs_params p;
+	kvs_node **n; /* each allocated alone, so a core's driver context stays put */
+	uint32_t count, cap;
+	uint32_t *live; /* in-ring nodes sorted by id */
+	uint32_t nlive;
+	struct kvs_event *heap;
+	size_t nh, caph;
+	uint64_t seq, now;
+	rn_rng rng;
+	uint64_t messages, events, msg_bytes;
+};
+
+kvs_net *kvs_new(const kvs_params *p);
+void kvs_free(kvs_net *t);
+/* A node with a random id (or *id), joined at once. Returns its index. */
+uint32_t kvs_add(kvs_net *t, const rn_id *id);
+/* Crash: the core stops, its store stays. */
+void kvs_kill(kvs_net *t, uint32_t i);
+/* Restart a crashed node: a new core on the old store. */
+void kvs_revive(kvs_net *t, uint32_t i);
+/* A client request through node `entry`. */
+void kvs_client(kvs_net *t, uint32_t entry, uint64_t client, const kv_request *r);
+/* Runs every event and tick due up to `until` (virtual ms). */
+void kvs_run(kvs_net *t, uint64_t until);
+/* The first R in-ring nodes at or after kid's position; returns how many. */
+uint32_t kvs_replicas(const kvs_net *t, const rn_id *kid, uint32_t *out);
+/* A random live in-ring node. */
+uint32_t kvs_random_live(kvs_net *t);
+
+/* ---- the experiment ---- */
+
+typedef struct {
+	uint32_t nodes;
+	uint64_t keys;       /* written once each before churn starts */
+	double churn;        /* crashes per second and joins per second, each (Poisson) */
+	double fail;         /* fraction of nodes crashed at once after loading */
+	uint64_t run_ms;     /* virtual time of the churn phase */
+	double ops_per_sec;  /* client operations during churn: 80% reads, 15% writes, 5% deletes */
+	uint32_t value_bytes;
+	uint64_t settle_ms;  /* after churn: quiet time before the final check */
+	kvs_params net;
+} kvsim_params;
+
+typedef struct {
+	uint32_t nodes, live_nodes;
+	uint64_t keys, joins, crashes;
+	uint64_t writes, writes_acked, writes_unknown, writes_failed;
+	uint64_t reads, reads_ok, reads_not_found, reads_unsure, reads_stale, reads_false_404;
+	uint64_t lost;             /* acknowledged writes no live node holds at the end */
+	uint64_t under_replicated; /* keys with fewer than R live copies at the end */
+	uint64_t over_replicated;  /* keys with copies outside their R replicas at the end */
+	uint64_t repair_bytes;     /* anti-entropy and handoff traffic, whole run */
+	uint64_t forced_bytes;     /* what churn forces: records that lost a holder or must
+	                            * reach a new one, counted once each */
+	double repair_per_node_sec; /* bytes per live node per second of churn */
+	uint64_t messages, events;
+	uint64_t virtual_ms;
+	double wall_ms;
+	uint64_t store_bytes; /* records held, all nodes, at the end */
+} kvsim_result;
+
+void kvsim_params_default(kvsim_params *p);
+int kvsim_params_check(const kvsim_params *p, char *err, size_t errlen);
+int kvsim_run(const kvsim_params *p, kvsim_result *r);
+
+#endif
