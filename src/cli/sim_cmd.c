@@ -27,7 +27,9 @@ static const char *sim_usage =
     "  --churn R           R joins and R failures per virtual second during the lookups\n"
     "  --stabilize-ms MS   each node's stabilize / fix_fingers period (default 1000; the\n"
     "                      Chord paper's churn experiment uses 30000)\n"
-    "  --keys K            place K keys and report keys per node (with --vnodes V)\n";
+    "  --keys K            place K keys and report keys per node (with --vnodes V)\n"
+    "  --replicas R        run the key-value core on every node instead (see\n"
+    "                      'ringnet sim --replicas 3 --help')\n";
 
 static int bad(const char *fmt, const char *arg)
 {
@@ -103,6 +105,9 @@ static long peak_rss_kb(void)
 
 int cli_sim(int argc, char **argv)
 {
+	for (int i = 1; i < argc; i++)
+		if (!strcmp(argv[i], "--replicas"))
+			return cli_kvsim(argc, argv); /* the key-value core under churn */
 	sim_params p;
 	sim_params_default(&p);
 	bool json = false;

@@ -128,7 +128,7 @@ void kv_config_default(kv_config *c)
 	c->sync_ms = 2000;
 	c->settle_ms = 5000;
 	c->cover_ms = 8000;
-	c->tomb_grace_ms = 60000;
+	c->tomb_grace_ms = 600000;
 }
 
 int kv_config_check(const kv_config *c)
@@ -533,6 +533,8 @@ static void read_repair(kv_node *k, op *c)
 		}
 		m.to = t->p.addr;
 		k->st.repl_sent++;
+		k->st.sync_bytes += m.rec.klen + m.rec.vlen + 48;
+		k->st.repair_data_bytes += m.rec.klen + m.rec.vlen + 48;
 		send_msg(k, &m);
 	}
 }
@@ -875,6 +877,8 @@ void kv_on_lookup(kv_node *k, uint64_t now, uint64_t req, bool ok, ring_peer own
 		e->coord = owner;
 		e->stage = ST_SENT;
 		k->st.handoffs_sent++;
+		k->st.sync_bytes += e->rec.r.klen + e->rec.r.vlen + 48;
+		k->st.repair_data_bytes += e->rec.r.klen + e->rec.r.vlen + 48;
 		send_msg(k, &m);
 		return;
 	}
@@ -1169,6 +1173,7 @@ static void push_record(kv_node *k, ring_addr to, const rn_id *kid)
 	m.has_rec = true;
 	k->st.repl_sent++;
 	k->st.sync_bytes += r.klen + r.vlen + 48;
+	k->st.repair_data_bytes += r.klen + r.vlen + 48;
 	send_msg(k, &m);
 }
 

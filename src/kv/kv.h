@@ -205,7 +205,10 @@ int kv_config_check(const kv_config *c); /* 0 or RN_EINVAL */
 typedef struct {
 	uint64_t client_ops, coordinated, fallbacks, forwarded;
 	uint64_t repl_sent, repl_applied, repl_stale; /* records sent, stored, older than held */
-	uint64_t read_repairs, sync_rounds, sync_keys_pushed, sync_keys_pulled, sync_bytes;
+	uint64_t read_repairs, sync_rounds, sync_keys_pushed, sync_keys_pulled;
+	uint64_t sync_bytes; /* repair traffic sent: digests, listings, pushed records, handoffs,
+	                      * read repairs */
+	uint64_t repair_data_bytes; /* of which records (pushed, handed off, read-repaired) */
 	uint64_t handoffs_sent, handoffs_done, tombs_purged;
 	uint64_t pending_ops, pending_handoffs;
 	uint64_t under_replicated; /* last round: own keys not confirmed on R replicas */

@@ -220,14 +220,14 @@ static uint8_t *copy_msg(const kv_msg *m, kv_msg *out, size_t *bytes)
 		return NULL;
 	*out = *m;
 	*bytes = n + 48;
-#define COPY(field, len)                                                                      \
-	do {                                                                                  \
-		p = (uint8_t *)(((uintptr_t)p + 7) & ~(uintptr_t)7);                          \
-		if (m->field && (len) != 0) {                                                 \
-			memcpy(p, m->field, (len));                                           \
-			out->field = (void *)p;                                               \
-			p += (len);                                                           \
-		}                                                                             \
+#define COPY(field, len)                                                                           \
+	do {                                                                                       \
+		p = (uint8_t *)(((uintptr_t)p + 7) & ~(uintptr_t)7);                               \
+		if (m->field && (len) != 0) {                                                      \
+			memcpy(p, m->field, (len));                                                \
+			out->field = (void *)p;                                                    \
+			p += (len);                                                                \
+		}                                                                                  \
 	} while (0)
 	COPY(hashes, KV_BUCKETS * 8);
 	COPY(entries, m->nentries * sizeof(kv_entry));
@@ -408,8 +408,11 @@ static void deliver(kvs_net *t, kvs_event *e)
 			schedule(t, e->to);
 		} else if (from->alive && e->m.req) {
 			/* a connect to a dead node fails: the sender hears of it */
-			kvs_event u = {.kind = EV_UNREACH, .from = e->from, .to = e->to,
-			               .req = e->m.req, .at = t->now + t->p.latency_max_ms};
+			kvs_event u = {.kind = EV_UNREACH,
+			               .from = e->from,
+			               .to = e->to,
+			               .req = e->m.req,
+			               .at = t->now + t->p.latency_max_ms};
 			heap_push(t, u);
 		}
 		break;
@@ -454,4 +457,410 @@ void kvs_run(kvs_net *t, uint64_t until)
 	}
 	if (until > t->now)
 		t->now = until;
+}
+
+/* ---- the experiment ---- */
+
+/* What the clients were told about one key. */
+typedef struct {
+	rn_id kid;
+	kv_version acked; /* newest acknowledged write (stamp 0: none) */
+	uint32_t index;
+} key_state;
+
+typedef struct {
+	uint32_t key;
+	uint8_t op;
+	kv_version before; /* a read: the newest acknowledged version when it was issued */
+} pending_op;
+
+typedef struct {
+	const kvsim_params *p;
+	kvs_net *t;
+	key_state *keys;  /* by key index */
+	uint32_t *by_kid; /* key indices sorted by kid */
+	pending_op *ops;
+	size_t nops, capops;
+	kvsim_result *r;
+	uint8_t *val;
+} experiment;
+
+static void key_name(char *out, size_t len, uint64_t i)
+{
+	snprintf(out, len, "key-%llu", (unsigned long long)i);
+}
+
+static int kid_cmp(const void *a, const void *b, void *ctx)
+{
+	const key_state *k = ctx;
+	return rn_id_cmp(&k[*(const uint32_t *)a].kid, &k[*(const uint32_t *)b].kid);
+}
+
+/* A small merge sort with a context (qsort_r is not C17). */
+static void sort_idx(uint32_t *a, uint32_t *tmp, size_t n, const key_state *k)
+{
+	if (n < 2)
+		return;
+	size_t h = n / 2;
+	sort_idx(a, tmp, h, k);
+	sort_idx(a + h, tmp, n - h, k);
+	size_t i = 0, j = h, o = 0;
+	while (i < h || j < n)
+		tmp[o++] =
+		    j >= n || (i < h && kid_cmp(&a[i], &a[j], (void *)k) <= 0) ? a[i++] : a[j++];
+	memcpy(a, tmp, n * sizeof *a);
+}
+
+static long key_of_kid(const experiment *x, const rn_id *kid)
+{
+	size_t lo = 0, hi = x->p->keys;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int c = rn_id_cmp(&x->keys[x->by_kid[mid]].kid, kid);
+		if (!c)
+			return x->by_kid[mid];
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return -1;
+}
+
+static void on_reply(void *arg, uint64_t client, const kv_reply *rep)
+{
+	experiment *x = arg;
+	if (client >= x->nops)
+		return;
+	pending_op *o = &x->ops[client];
+	key_state *k = &x->keys[o->key];
+	kvsim_result *r = x->r;
+	if (o->op == KV_GET) {
+		r->reads++;
+		if (rep->status == KV_OK || rep->status == KV_NOT_FOUND) {
+			r->reads_ok += rep->status == KV_OK;
+			r->reads_not_found += rep->status == KV_NOT_FOUND;
+			bool has = rep->has_rec;
+			if (o->before.stamp &&
+			    (!has || kv_version_cmp(&rep->rec.v, &o->before) < 0)) {
+				r->reads_stale++;
+				r->reads_false_404 += !has;
+			}
+		} else {
+			r->reads_unsure++;
+		}
+		return;
+	}
+	r->writes++;
+	if (rep->status == KV_OK) {
+		r->writes_acked++;
+		if (rep->has_rec && kv_version_cmp(&rep->rec.v, &k->acked) > 0)
+			k->acked = rep->rec.v;
+	} else if (rep->status == KV_UNKNOWN) {
+		r->writes_unknown++;
+	} else {
+		r->writes_failed++;
+	}
+}
+
+static int issue(experiment *x, uint32_t key, uint8_t op)
+{
+	if (x->nops == x->capops) {
+		size_t cap = x->capops ? 2 * x->capops : 1 << 16;
+		pending_op *q = realloc(x->ops, cap * sizeof *q);
+		if (!q)
+			return RN_ENOMEM;
+		x->ops = q;
+		x->capops = cap;
+	}
+	size_t id = x->nops++;
+	x->ops[id] = (pending_op){key, op, x->keys[key].acked};
+	char name[32];
+	key_name(name, sizeof name, key);
+	/* the value: the key's index and the op's, in value_bytes (at least 16) */
+	size_t vlen = x->p->value_bytes;
+	snprintf((char *)x->val, vlen + 1, "%08x%08x", key, (unsigned)id);
+	kv_request q = {(kv_op)op, (const uint8_t *)name, strlen(name), x->val, vlen, NULL, 0};
+	kvs_client(x->t, kvs_random_live(x->t), id, &q);
+	return 0;
+}
+
+static size_t record_bytes(const kv_record *r)
+{
+	return r->klen + r->vlen + 48; /* what a record costs on the wire, roughly */
+}
+
+typedef struct {
+	uint64_t bytes;
+} sum_ctx;
+
+static int sum_one(void *arg, const kv_record *r)
+{
+	((sum_ctx *)arg)->bytes += record_bytes(r);
+	return 0;
+}
+
+static uint64_t node_bytes(kvs_node *x)
+{
+	sum_ctx s = {0};
+	rn_id z;
+	memset(&z, 0, sizeof z);
+	memstore_scan(x->st, &z, &z, true, sum_one, &s);
+	return s.bytes;
+}
+
+static uint64_t mean_node_bytes(kvs_net *t)
+{
+	uint64_t b = 0;
+	for (uint32_t k = 0; k < t->nlive; k++)
+		b += node_bytes(t->n[t->live[k]]);
+	return t->nlive ? b / t->nlive : 0;
+}
+
+/* Crashes and joins as Poisson processes, each at p->churn per second, while the clients
+ * go on; then quiet, then the check. */
+static void churn_phase(experiment *x)
+{
+	kvs_net *t = x->t;
+	const kvsim_params *p = x->p;
+	uint64_t start = t->now, end = start + p->run_ms;
+	double next_crash = start, next_join = start, next_op = start;
+	if (p->churn > 0) {
+		next_crash += rn_rng_exp(&t->rng, 1000.0 / p->churn);
+		next_join += rn_rng_exp(&t->rng, 1000.0 / p->churn);
+	}
+	double op_gap = p->ops_per_sec > 0 ? 1000.0 / p->ops_per_sec : 0;
+	if (!op_gap)
+		next_op = (double)UINT64_MAX;
+	for (;;) {
+		double next = next_op;
+		if (p->churn > 0 && next_crash < next)
+			next = next_crash;
+		if (p->churn > 0 && next_join < next)
+			next = next_join;
+		if (next >= (double)end)
+			break;
+		kvs_run(t, (uint64_t)next);
+		if (next == next_op) {
+			uint32_t key = (uint32_t)rn_rng_below(&t->rng, p->keys);
+			uint64_t dice = rn_rng_below(&t->rng, 100);
+			issue(x, key, dice < 80 ? KV_GET : dice < 95 ? KV_PUT : KV_DEL);
+			next_op += rn_rng_exp(&t->rng, op_gap);
+		} else if (next == next_crash) {
+			if (t->nlive > p->net.kv.replicas + 1) {
+				uint32_t v = kvs_random_live(t);
+				x->r->forced_bytes +=
+				    node_bytes(t->n[v]); /* each copy it held, once */
+				kvs_kill(t, v);
+				x->r->crashes++;
+			}
+			next_crash += rn_rng_exp(&t->rng, 1000.0 / p->churn);
+		} else {
+			x->r->forced_bytes += mean_node_bytes(t); /* a newcomer's share */
+			kvs_add(t, NULL);
+			x->r->joins++;
+			next_join += rn_rng_exp(&t->rng, 1000.0 / p->churn);
+		}
+	}
+	kvs_run(t, end);
+}
+
+typedef struct {
+	experiment *x;
+	kv_version *maxv;
+	uint32_t *holders;
+} tally_ctx;
+
+static int tally_one(void *arg, const kv_record *r)
+{
+	tally_ctx *c = arg;
+	long k = key_of_kid(c->x, &r->kid);
+	if (k < 0)
+		return 0;
+	c->holders[k]++;
+	if (kv_version_cmp(&r->v, &c->maxv[k]) > 0)
+		c->maxv[k] = r->v;
+	return 0;
+}
+
+/* Every key: is its newest acknowledged write on a live node, and on how many of its R
+ * replicas is its newest version. */
+static int final_check(experiment *x)
+{
+	kvs_net *t = x->t;
+	kvsim_result *r = x->r;
+	uint64_t nk = x->p->keys;
+	kv_version *maxv = calloc(nk, sizeof *maxv);
+	uint32_t *holders = calloc(nk, sizeof *holders);
+	if (!maxv || !holders) {
+		free(maxv);
+		free(holders);
+		return RN_ENOMEM;
+	}
+	tally_ctx c = {x, maxv, holders};
+	rn_id z;
+	memset(&z, 0, sizeof z);
+	for (uint32_t k = 0; k < t->nlive; k++) {
+		kvs_node *n = t->n[t->live[k]];
+		memstore_scan(n->st, &z, &z, false, tally_one, &c);
+		r->store_bytes += memstore_bytes(n->st);
+	}
+	uint32_t want = t->nlive < t->p.kv.replicas ? t->nlive : t->p.kv.replicas;
+	for (uint64_t i = 0; i < nk; i++) {
+		key_state *k = &x->keys[i];
+		/* lost: the newest acknowledged write is on no live node. A delete whose
+		 * tombstone was collected leaves nothing, which is its answer; but an older
+		 * value left behind would be the delete undone */
+		if (k->acked.stamp && kv_version_cmp(&maxv[i], &k->acked) < 0 &&
+		    (!k->acked.tomb || holders[i])) {
+			r->lost++;
+			continue;
+		}
+		if (!holders[i])
+			continue;
+		uint32_t reps[KV_MAX_R], good = 0;
+		uint32_t nr = kvs_replicas(t, &k->kid, reps);
+		for (uint32_t j = 0; j < nr; j++) {
+			kv_record rec;
+			if (memstore_get(t->n[reps[j]]->st, &k->kid, &rec) == 0 &&
+			    kv_version_cmp(&rec.v, &maxv[i]) == 0)
+				good++;
+		}
+		r->under_replicated += good < want;
+		r->over_replicated += holders[i] > good;
+	}
+	free(maxv);
+	free(holders);
+	return 0;
+}
+
+void kvsim_params_default(kvsim_params *p)
+{
+	memset(p, 0, sizeof *p);
+	p->nodes = 1000;
+	p->keys = 100000;
+	p->churn = 0;
+	p->run_ms = 120000;
+	p->ops_per_sec = 1000;
+	p->value_bytes = 100;
+	p->settle_ms = 60000;
+	kv_config_default(&p->net.kv);
+	p->net.kv.wall_offset_ms = 1700000000000ull;
+	p->net.latency_min_ms = 10;
+	p->net.latency_max_ms = 50;
+	p->net.detect_min_ms = 1000; /* a ring notices a crash or a join in 1-3 s */
+	p->net.detect_max_ms = 3000;
+	p->net.seed = 1;
+}
+
+int kvsim_params_check(const kvsim_params *p, char *err, size_t len)
+{
+	if (p->nodes < 1 || p->nodes > 1000000)
+		snprintf(err, len, "--nodes must be 1..1000000");
+	else if (p->keys < 1 || p->keys > 100000000)
+		snprintf(err, len, "--keys must be 1..100000000 with --replicas");
+	else if (kv_config_check(&p->net.kv) < 0)
+		snprintf(err, len, "--replicas must be 1..%d and --write-quorum 1..replicas",
+		         KV_MAX_R);
+	else if (p->churn < 0 || p->churn > 1000)
+		snprintf(err, len, "--churn must be 0..1000 per second");
+	else if (p->fail < 0 || p->fail >= 1)
+		snprintf(err, len, "--fail must be at least 0 and below 1");
+	else if (p->value_bytes < 16 || p->value_bytes > 65536)
+		snprintf(err, len, "--value-bytes must be 16..65536");
+	else if (p->net.latency_min_ms > p->net.latency_max_ms)
+		snprintf(err, len, "--latency wants MIN-MAX with MIN <= MAX");
+	else
+		return 0;
+	return RN_EINVAL;
+}
+
+static double wall_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+int kvsim_run(const kvsim_params *p, kvsim_result *r)
+{
+	char err[128];
+	if (kvsim_params_check(p, err, sizeof err) < 0)
+		return RN_EINVAL;
+	memset(r, 0, sizeof *r);
+	double t0 = wall_now_ms();
+	experiment x = {.p = p, .r = r};
+	kvs_params np = p->net;
+	np.on_reply = on_reply;
+	np.arg = &x;
+	x.t = kvs_new(&np);
+	x.keys = calloc(p->keys, sizeof *x.keys);
+	x.by_kid = calloc(p->keys, sizeof *x.by_kid);
+	uint32_t *tmp = calloc(p->keys, sizeof *tmp);
+	x.val = malloc(p->value_bytes + 1);
+	int rc = RN_ENOMEM;
+	if (!x.t || !x.keys || !x.by_kid || !tmp || !x.val)
+		goto out;
+	for (uint64_t i = 0; i < p->keys; i++) {
+		char name[32];
+		key_name(name, sizeof name, i);
+		rn_id_hash(&x.keys[i].kid, name, strlen(name), RN_ID_BITS);
+		x.keys[i].index = (uint32_t)i;
+		x.by_kid[i] = (uint32_t)i;
+	}
+	sort_idx(x.by_kid, tmp, p->keys, x.keys);
+	for (uint32_t i = 0; i < p->nodes; i++)
+		if (kvs_add(x.t, NULL) == UINT32_MAX)
+			goto out;
+	kvs_run(x.t, 5000); /* the views settle */
+	/* load: every key written once, spread over time so no node is flooded */
+	uint64_t load_ms = p->keys * 1000 / (p->nodes * 50ull) + 1000;
+	for (uint64_t i = 0; i < p->keys; i++) {
+		kvs_run(x.t, 5000 + i * load_ms / p->keys);
+		if (issue(&x, (uint32_t)i, KV_PUT) < 0)
+			goto out;
+	}
+	kvs_run(x.t, x.t->now + 30000);
+	if (p->fail > 0) {
+		uint32_t kill = (uint32_t)(p->fail * x.t->nlive);
+		for (uint32_t k = 0; k < kill && x.t->nlive > 1; k++) {
+			uint32_t v = kvs_random_live(&*x.t);
+			r->forced_bytes += node_bytes(x.t->n[v]);
+			kvs_kill(x.t, v);
+			r->crashes++;
+		}
+	}
+	uint64_t churn_start = x.t->now;
+	uint64_t repair_before = 0, data_before = 0;
+	for (uint32_t i = 0; i < x.t->count; i++) {
+		repair_before += kv_get_stats(x.t->n[i]->kv)->sync_bytes;
+		data_before += kv_get_stats(x.t->n[i]->kv)->repair_data_bytes;
+	}
+	churn_phase(&x);
+	kvs_run(x.t, x.t->now + p->settle_ms);
+	for (uint32_t i = 0; i < x.t->count; i++) {
+		r->repair_bytes += kv_get_stats(x.t->n[i]->kv)->sync_bytes;
+		r->repair_data_bytes += kv_get_stats(x.t->n[i]->kv)->repair_data_bytes;
+	}
+	r->repair_bytes -= repair_before;
+	r->repair_data_bytes -= data_before;
+	rc = final_check(&x);
+	r->nodes = x.t->count;
+	r->live_nodes = x.t->nlive;
+	r->keys = p->keys;
+	r->messages = x.t->messages;
+	r->events = x.t->events;
+	r->virtual_ms = x.t->now;
+	uint64_t secs = (x.t->now - churn_start) / 1000;
+	r->repair_per_node_sec =
+	    secs && x.t->nlive ? (double)r->repair_bytes / (double)x.t->nlive / (double)secs : 0;
+out:
+	r->wall_ms = wall_now_ms() - t0;
+	kvs_free(x.t);
+	free(x.keys);
+	free(x.by_kid);
+	free(tmp);
+	free(x.val);
+	free(x.ops);
+	return rc;
 }

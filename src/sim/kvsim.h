@@ -81,13 +81,13 @@ uint32_t kvs_random_live(kvs_net *t);
 
 typedef struct {
 	uint32_t nodes;
-	uint64_t keys;       /* written once each before churn starts */
-	double churn;        /* crashes per second and joins per second, each (Poisson) */
-	double fail;         /* fraction of nodes crashed at once after loading */
-	uint64_t run_ms;     /* virtual time of the churn phase */
-	double ops_per_sec;  /* client operations during churn: 80% reads, 15% writes, 5% deletes */
+	uint64_t keys;      /* written once each before churn starts */
+	double churn;       /* crashes per second and joins per second, each (Poisson) */
+	double fail;        /* fraction of nodes crashed at once after loading */
+	uint64_t run_ms;    /* virtual time of the churn phase */
+	double ops_per_sec; /* client operations during churn: 80% reads, 15% writes, 5% deletes */
 	uint32_t value_bytes;
-	uint64_t settle_ms;  /* after churn: quiet time before the final check */
+	uint64_t settle_ms; /* after churn: quiet time before the final check */
 	kvs_params net;
 } kvsim_params;
 
@@ -96,12 +96,13 @@ typedef struct {
 	uint64_t keys, joins, crashes;
 	uint64_t writes, writes_acked, writes_unknown, writes_failed;
 	uint64_t reads, reads_ok, reads_not_found, reads_unsure, reads_stale, reads_false_404;
-	uint64_t lost;             /* acknowledged writes no live node holds at the end */
-	uint64_t under_replicated; /* keys with fewer than R live copies at the end */
-	uint64_t over_replicated;  /* keys with copies outside their R replicas at the end */
-	uint64_t repair_bytes;     /* anti-entropy and handoff traffic, whole run */
-	uint64_t forced_bytes;     /* what churn forces: records that lost a holder or must
-	                            * reach a new one, counted once each */
+	uint64_t lost;              /* acknowledged writes no live node holds at the end */
+	uint64_t under_replicated;  /* keys with fewer than R live copies at the end */
+	uint64_t over_replicated;   /* keys with copies outside their R replicas at the end */
+	uint64_t repair_bytes;      /* anti-entropy and handoff traffic, whole run */
+	uint64_t repair_data_bytes; /* of which records; the rest is digests and listings */
+	uint64_t forced_bytes;      /* what churn forces: records that lost a holder or must
+	                             * reach a new one, counted once each */
 	double repair_per_node_sec; /* bytes per live node per second of churn */
 	uint64_t messages, events;
 	uint64_t virtual_ms;
