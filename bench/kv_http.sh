@@ -87,7 +87,7 @@ pids+=($!)
 for i in 1 2 3 4 5; do wait_http http://127.0.0.1:$((18510 + i))/health; done
 sleep 3
 for i in $(seq 0 99); do curl -s -o /dev/null -X POST http://127.0.0.1:18511/kv -d "{\"key\":\"k$i\",\"value\":\"value-$i\"}"; done
-fwd=$(curl -s http://127.0.0.1:18511/metrics | awk '/kv_requests_total\{where="forwarded"\}/{f=$2} /kv_requests_total\{where="local"\}/{l=$2} END{printf "%.0f%%", 100*f/(f+l)}')
+fwd=$(curl -s http://127.0.0.1:18511/metrics | awk '/^ringnet_kv_forwarded_total /{f=$2} /^ringnet_kv_client_requests_total /{c=$2} END{printf "%.0f%%", 100*f/c}')
 printf '%s\n' 'math.randomseed(7)' \
   'request = function() return wrk.format("GET", "/kv/k" .. math.random(0, 99)) end' > "$TMP/get.lua"
 five=$(wrkm -s "$TMP/get.lua" http://127.0.0.1:18511)

@@ -58,11 +58,10 @@ int cli_kvsim(int argc, char **argv)
 	kvsim_params p;
 	kvsim_params_default(&p);
 	bool json = false, wq = false;
-	static const char *const opts[] = {"--replicas", "--write-quorum", "--nodes",
-	                                   "--keys",     "--churn",        "--fail",
-	                                   "--run-s",    "--ops",          "--value-bytes",
-	                                   "--sync-ms",  "--detect",       "--latency",
-	                                   "--seed"};
+	static const char *const opts[] = {
+	    "--replicas", "--write-quorum", "--nodes", "--keys",        "--churn",
+	    "--fail",     "--run-s",        "--ops",   "--value-bytes", "--sync-ms",
+	    "--detect",   "--latency",      "--seed"};
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		double x;
@@ -149,9 +148,9 @@ int cli_kvsim(int argc, char **argv)
 		       (unsigned long long)r.lost, (unsigned long long)r.under_replicated,
 		       (unsigned long long)r.over_replicated, (unsigned long long)r.repair_bytes,
 		       (unsigned long long)r.repair_data_bytes, (unsigned long long)r.forced_bytes,
-		       ratio, r.repair_per_node_sec,
-		       (unsigned long long)r.messages, (unsigned long long)r.events,
-		       (unsigned long long)r.virtual_ms, r.wall_ms, ru.ru_maxrss);
+		       ratio, r.repair_per_node_sec, (unsigned long long)r.messages,
+		       (unsigned long long)r.events, (unsigned long long)r.virtual_ms, r.wall_ms,
+		       ru.ru_maxrss);
 		return 0;
 	}
 	printf("ringnet sim: %u nodes (%u live at the end), %llu keys, R = %u, W = %u, churn "

@@ -97,6 +97,10 @@ struct kv_node {
 	cover covers[MAX_COVERS];
 	uint64_t sync_at, handoff_at;
 	uint32_t round;
+	bool dirty;   /* a record of this node's own range changed since the last round */
+	bool foreign; /* a record outside it was stored since the last handoff scan */
+	unsigned idle_scans;
+	unsigned quiet_rounds;
 	bool matched[KV_MAX_R]; /* last round: replica i reported no difference */
 	unsigned nmatched_targets;
 	op *leave;
@@ -260,6 +264,8 @@ static void send_msg(kv_node *k, kv_msg *m)
 
 /* Stores r unless a version at least as new is there; *held is what is there after.
  * 1 stored, 0 kept the newer one, or a negative RN_E*. */
+static bool own_range(const kv_node *k, const rn_id *pos);
+
 static int apply(kv_node *k, const kv_record *r, kv_version *held)
 {
 	kv_record cur;
@@ -274,6 +280,11 @@ static int apply(kv_node *k, const kv_record *r, kv_version *held)
 	if (rc < 0)
 		return rc;
 	*held = r->v;
+	rn_id pos = pos_of(k, &r->kid);
+	if (own_range(k, &pos))
+		k->dirty = true; /* this node's digest changed: the next round is a full one */
+	else
+		k->foreign = true; /* a replica's record, or one to hand on: scan for it */
 	return 1;
 }
 
@@ -383,6 +394,8 @@ void kv_set_view(kv_node *k, uint64_t now, bool joined, ring_peer pred, const ri
 	k->nsucc = nsucc;
 	if (changed) {
 		k->view_at = now;
+		memset(k->matched, 0, sizeof k->matched); /* the replicas may be others now */
+		k->dirty = k->foreign = true;
 		if (joined && k->sync_at > now + SYNC_AGAIN_MS)
 			k->sync_at = now + SYNC_AGAIN_MS; /* the ranges moved: compare soon */
 	}
@@ -951,19 +964,15 @@ static uint64_t entry_hash(const rn_id *kid, const kv_version *v)
 	return h;
 }
 
-/* Which of KV_BUCKETS equal slices of (lo, hi] holds position pos. */
+/* Which of KV_BUCKETS equal slices of (lo, hi] holds position pos, by the top 64 bits
+ * of the ids (both sides of an exchange compute it the same way, which is all that
+ * matters; a full 160-bit subtraction per record was a quarter of a digest's cost). */
 static unsigned bucket_of(const rn_id *lo, const rn_id *hi, const rn_id *pos)
 {
-	rn_id off, span;
-	rn_id_sub(&off, pos, lo);
-	rn_id_sub(&span, hi, lo);
-	uint64_t o = rn_id_top64(&off), s = rn_id_top64(&span);
-	if (rn_id_eq(lo, hi))
-		s = UINT64_MAX; /* the whole ring */
-	if (o > 0)
-		o--; /* (lo, hi]: lo + 1 is the first position */
-	uint64_t width = s / KV_BUCKETS + 1;
-	uint64_t b = o / width;
+	uint64_t l = rn_id_top64(lo), o = rn_id_top64(pos) - l - 1, s = rn_id_top64(hi) - l;
+	if (s == 0)
+		s = UINT64_MAX; /* the whole ring (or a range narrower than 2^96 ids) */
+	uint64_t b = o / (s / KV_BUCKETS + 1);
 	return b >= KV_BUCKETS ? KV_BUCKETS - 1 : (unsigned)b;
 }
 
@@ -1042,10 +1051,18 @@ static void sync_round(kv_node *k, uint64_t now)
 		return;
 	/* every replica matched last round: old tombstones can go */
 	bool all = k->nmatched_targets == nto;
-	for (size_t i = 0; i < nto && all; i++)
-		all = k->matched[i];
+	unsigned insync = 0;
+	for (size_t i = 0; i < nto; i++)
+		insync += k->matched[i];
+	all = all && insync == nto;
+	k->st.replicas_in_sync = insync;
+	/* nothing changed and every replica matched: send a digest every third round only,
+	 * often enough that replicas keep this range within cover_ms (4 rounds) */
+	if (all && !k->dirty && ++k->quiet_rounds % 3 != 0)
+		return;
 	if (all)
 		purge_tombs(k, now, to, nto);
+	k->dirty = false;
 	memset(k->matched, 0, sizeof k->matched);
 	k->nmatched_targets = (unsigned)nto;
 	uint64_t hashes[KV_BUCKETS];
@@ -1323,6 +1340,7 @@ static void on_purge(kv_node *k, const kv_msg *m)
 typedef struct {
 	kv_node *k;
 	uint64_t now;
+	unsigned found;
 } handoff_ctx;
 
 static int handoff_one(void *arg, const kv_record *r)
@@ -1332,6 +1350,7 @@ static int handoff_one(void *arg, const kv_record *r)
 	rn_id pos = pos_of(k, &r->kid);
 	if (own_range(k, &pos) || covered(k, h->now, &pos))
 		return 0;
+	h->found++;
 	for (op *o = k->ops; o; o = o->next)
 		if (o->kind == OP_HANDOFF && rn_id_eq(&o->rec.r.kid, &r->kid))
 			return 0; /* on its way */
@@ -1359,9 +1378,16 @@ static void handoff_round(kv_node *k, uint64_t now)
 	if (!k->joined || k->pred.addr == RING_ADDR_NONE || rn_id_eq(&k->pred.id, &k->self) ||
 	    now - k->view_at < k->cfg.cover_ms || k->nhandoffs >= MAX_HANDOFFS)
 		return;
-	handoff_ctx h = {k, now};
+	/* a scan that found nothing, with nothing stored outside this node's range since,
+	 * finds nothing again until a cover runs out: scan every fourth period then */
+	if (!k->foreign && k->idle_scans++ % 4 != 3)
+		return;
+	k->foreign = false;
+	handoff_ctx h = {k, now, 0};
 	rn_id lo = ext_of(k, &k->self), hi = ext_of(k, &k->pred.id);
 	k->d.scan(k->d.ctx, &lo, &hi, true, handoff_one, &h);
+	if (h.found)
+		k->foreign = true, k->idle_scans = 0; /* look again next period */
 	if (k->nhandoffs >= MAX_HANDOFFS) /* more to hand on: go on once these are done */
 		k->handoff_at = now + SYNC_AGAIN_MS;
 }

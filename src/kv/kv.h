@@ -211,7 +211,8 @@ typedef struct {
 	uint64_t repair_data_bytes; /* of which records (pushed, handed off, read-repaired) */
 	uint64_t handoffs_sent, handoffs_done, tombs_purged;
 	uint64_t pending_ops, pending_handoffs;
-	uint64_t under_replicated; /* last round: own keys not confirmed on R replicas */
+	uint64_t replicas_in_sync; /* last full round: replicas whose digests matched this
+	                            * node's range (R-1 when all is repaired) */
 } kv_stats;
 
 typedef struct kv_node kv_node;

@@ -22,10 +22,7 @@ static void put64(uint8_t *p, uint64_t v)
 
 static uint64_t get64(const uint8_t *p)
 {
-	uint64_t v = 0;
-	for (int i = 0; i < 8; i++)
-		v = v << 8 | p[i];
-	return v;
+	return rn_id_load64_(p); /* big-endian, one load */
 }
 
 size_t kv_record_size(const kv_record *r)

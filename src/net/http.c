@@ -119,6 +119,10 @@ static char *metrics_text(node *n)
 		KVC("tombstones_purged_total", "Tombstones dropped after the grace period.",
 		    ks->tombs_purged);
 #undef KVC
+		P("# HELP ringnet_kv_replicas_in_sync Replicas of this node's range whose digests "
+		  "matched in the last round (R-1 once repaired).\n"
+		  "# TYPE ringnet_kv_replicas_in_sync gauge\nringnet_kv_replicas_in_sync %llu\n",
+		  (unsigned long long)ks->replicas_in_sync);
 		P("# HELP ringnet_kv_pending_handoffs Handoffs in flight.\n"
 		  "# TYPE ringnet_kv_pending_handoffs gauge\nringnet_kv_pending_handoffs %llu\n"
 		  "# HELP ringnet_kv_pending_ops Client requests and replica operations in "
@@ -127,8 +131,12 @@ static char *metrics_text(node *n)
 		  (unsigned long long)ks->pending_handoffs, (unsigned long long)ks->pending_ops);
 	}
 	P("# HELP ringnet_keys_stored Records in this node's store (its own keys, replicas, "
-	  "tombstones).\n# TYPE ringnet_keys_stored gauge\nringnet_keys_stored %llu\n",
-	  (unsigned long long)(n->st ? store_count(n->st) : 0));
+	  "tombstones).\n# TYPE ringnet_keys_stored gauge\nringnet_keys_stored %llu\n"
+	  "# HELP ringnet_tombstones_stored Of those, deletes kept until every replica has "
+	  "them and the grace period has passed.\n# TYPE ringnet_tombstones_stored gauge\n"
+	  "ringnet_tombstones_stored %llu\n",
+	  (unsigned long long)(n->st ? store_count(n->st) : 0),
+	  (unsigned long long)(n->st ? store_tombstones(n->st) : 0));
 #undef P
 	if (len >= cap) {
 		free(b);

@@ -17,7 +17,14 @@ struct store {
 	uint8_t *buf; /* the last record store_get read */
 	size_t cap;
 	uint64_t migrated;
+	uint64_t tombs; /* records that are tombstones, kept as they are written */
 };
+
+/* Whether the bytes at rest are a tombstone (kv_record_encode's flags byte). */
+static bool is_tomb(const MDB_val *v)
+{
+	return v->mv_size > 2 && (((const uint8_t *)v->mv_data)[2] & 1);
+}
 
 /* Moves the records of the pre-replication layout (the unnamed database: user key ->
  * JSON text) into "records", with version (1, 0): older than any real write. */
@@ -101,6 +108,16 @@ int store_open(store **out, const char *dir, char *err, size_t errlen)
 		rc = mdb_dbi_open(txn, "records", MDB_CREATE, &s->dbi);
 	if (rc == 0 && migrate(s, txn) < 0)
 		rc = MDB_PANIC;
+	if (rc == 0) { /* count the tombstones once; puts and deletes keep the count */
+		MDB_cursor *cur;
+		MDB_val k, v;
+		if (mdb_cursor_open(txn, s->dbi, &cur) == 0) {
+			for (int c = mdb_cursor_get(cur, &k, &v, MDB_FIRST); c == 0;
+			     c = mdb_cursor_get(cur, &k, &v, MDB_NEXT))
+				s->tombs += is_tomb(&v);
+			mdb_cursor_close(cur);
+		}
+	}
 	if (rc == 0)
 		rc = mdb_txn_commit(txn);
 	else if (txn)
@@ -128,6 +145,11 @@ void store_close(store *s)
 uint64_t store_migrated(const store *s)
 {
 	return s->migrated;
+}
+
+uint64_t store_tombstones(const store *s)
+{
+	return s->tombs;
 }
 
 int store_get(void *ctx, const rn_id *kid, kv_record *out)
@@ -164,14 +186,18 @@ int store_put(void *ctx, const kv_record *rec)
 	MDB_txn *txn;
 	if (mdb_txn_begin(s->env, NULL, 0, &txn) != 0)
 		return RN_EIO;
-	MDB_val k = {RN_ID_BYTES, (void *)(uintptr_t)rec->kid.b}, v = {n, NULL};
+	MDB_val k = {RN_ID_BYTES, (void *)(uintptr_t)rec->kid.b}, v = {n, NULL}, old;
+	bool was = mdb_get(txn, s->dbi, &k, &old) == 0 && is_tomb(&old);
 	/* reserve the space and encode straight into the page */
 	if (mdb_put(txn, s->dbi, &k, &v, MDB_RESERVE) != 0) {
 		mdb_txn_abort(txn);
 		return RN_EIO;
 	}
 	kv_record_encode(rec, v.mv_data);
-	return mdb_txn_commit(txn) == 0 ? 0 : RN_EIO;
+	if (mdb_txn_commit(txn) != 0)
+		return RN_EIO;
+	s->tombs += (uint64_t)rec->v.tomb - (uint64_t)was;
+	return 0;
 }
 
 int store_del(void *ctx, const rn_id *kid)
@@ -180,13 +206,17 @@ int store_del(void *ctx, const rn_id *kid)
 	MDB_txn *txn;
 	if (mdb_txn_begin(s->env, NULL, 0, &txn) != 0)
 		return RN_EIO;
-	MDB_val k = {RN_ID_BYTES, (void *)(uintptr_t)kid->b};
+	MDB_val k = {RN_ID_BYTES, (void *)(uintptr_t)kid->b}, old;
+	bool was = mdb_get(txn, s->dbi, &k, &old) == 0 && is_tomb(&old);
 	int rc = mdb_del(txn, s->dbi, &k, NULL);
 	if (rc != 0) {
 		mdb_txn_abort(txn);
 		return rc == MDB_NOTFOUND ? RN_ENOTFOUND : RN_EIO;
 	}
-	return mdb_txn_commit(txn) == 0 ? 0 : RN_EIO;
+	if (mdb_txn_commit(txn) != 0)
+		return RN_EIO;
+	s->tombs -= was;
+	return 0;
 }
 
 uint64_t store_count(void *ctx)

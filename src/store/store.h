@@ -32,5 +32,7 @@ int store_scan(void *ctx, const rn_id *lo, const rn_id *hi, bool values,
 uint64_t store_count(void *ctx);
 /* Records moved from the old layout when the store was opened. */
 uint64_t store_migrated(const store *s);
+/* How many of the records are tombstones (deletes not yet collected). */
+uint64_t store_tombstones(const store *s);
 
 #endif

@@ -103,16 +103,18 @@ def main():
 
             # /metrics in Prometheus text format; /peers lists the others
             time.sleep(0.3)  # metrics are a snapshot refreshed every 100 ms
-            stored, http_ok = 0, 0
+            stored, tombs, http_ok = 0, 0, 0
             for x in nodes:
                 text = metrics(x.http)
                 stored += text.get("ringnet_keys_stored", 0)
+                tombs += text.get("ringnet_tombstones_stored", 0)
                 http_ok += text.get('ringnet_http_requests_total{route="/kv",status="200"}', 0)
                 t.check(f"metrics of {x.name} have peer messages",
                         text.get('ringnet_peer_messages_total{dir="in",type="notify"}', 0) > 0, text)
             # every key (key-2 as its tombstone) on its 3 replicas, and nowhere else
             t.check("keys_stored over all nodes = 3 copies of each key", stored == 3 * len(values),
                     (stored, 3 * len(values)))
+            t.check("the deleted key is 3 tombstones", tombs == 3, tombs)
             t.check("http_requests_total counts the puts", http_ok >= 41, http_ok)
             status, body = request(nodes[0].http, "/peers")
             known = {p["addr"] for p in body.get("peers", [])}
