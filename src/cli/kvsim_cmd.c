@@ -126,31 +126,34 @@ int cli_kvsim(int argc, char **argv)
 	getrusage(RUSAGE_SELF, &ru);
 	double ratio = r.forced_bytes ? (double)r.repair_data_bytes / (double)r.forced_bytes : 0;
 	if (json) {
-		printf("{\"nodes\":%u,\"live_nodes\":%u,\"keys\":%llu,\"replicas\":%u,"
-		       "\"write_quorum\":%u,\"churn\":%g,\"fail\":%g,\"seed\":%llu,"
-		       "\"joins\":%llu,\"crashes\":%llu,\"writes\":%llu,\"writes_acked\":%llu,"
-		       "\"writes_unknown\":%llu,\"writes_failed\":%llu,\"reads\":%llu,"
-		       "\"reads_ok\":%llu,\"reads_not_found\":%llu,\"reads_unsure\":%llu,"
-		       "\"reads_stale\":%llu,\"reads_false_404\":%llu,\"lost_writes\":%llu,"
-		       "\"under_replicated\":%llu,\"over_replicated\":%llu,"
-		       "\"repair_bytes\":%llu,\"repair_data_bytes\":%llu,\"forced_bytes\":%llu,"
-		       "\"repair_data_over_forced\":%.3f,"
-		       "\"repair_bytes_per_node_sec\":%.1f,\"messages\":%llu,\"events\":%llu,"
-		       "\"virtual_ms\":%llu,\"wall_ms\":%.0f,\"peak_rss_kb\":%ld}\n",
-		       r.nodes, r.live_nodes, (unsigned long long)r.keys, p.net.kv.replicas,
-		       p.net.kv.write_quorum, p.churn, p.fail, (unsigned long long)p.net.seed,
-		       (unsigned long long)r.joins, (unsigned long long)r.crashes,
-		       (unsigned long long)r.writes, (unsigned long long)r.writes_acked,
-		       (unsigned long long)r.writes_unknown, (unsigned long long)r.writes_failed,
-		       (unsigned long long)r.reads, (unsigned long long)r.reads_ok,
-		       (unsigned long long)r.reads_not_found, (unsigned long long)r.reads_unsure,
-		       (unsigned long long)r.reads_stale, (unsigned long long)r.reads_false_404,
-		       (unsigned long long)r.lost, (unsigned long long)r.under_replicated,
-		       (unsigned long long)r.over_replicated, (unsigned long long)r.repair_bytes,
-		       (unsigned long long)r.repair_data_bytes, (unsigned long long)r.forced_bytes,
-		       ratio, r.repair_per_node_sec, (unsigned long long)r.messages,
-		       (unsigned long long)r.events, (unsigned long long)r.virtual_ms, r.wall_ms,
-		       ru.ru_maxrss);
+		printf(
+		    "{\"nodes\":%u,\"live_nodes\":%u,\"keys\":%llu,\"replicas\":%u,"
+		    "\"write_quorum\":%u,\"churn\":%g,\"fail\":%g,\"seed\":%llu,"
+		    "\"joins\":%llu,\"crashes\":%llu,\"writes\":%llu,\"writes_acked\":%llu,"
+		    "\"writes_unknown\":%llu,\"writes_failed\":%llu,\"reads\":%llu,"
+		    "\"reads_ok\":%llu,\"reads_not_found\":%llu,\"reads_unsure\":%llu,"
+		    "\"reads_stale\":%llu,\"reads_false_404\":%llu,\"reads_of_lost\":%llu,"
+		    "\"lost_writes\":%llu,\"lost_explained\":%llu,\"repair_interval_ms\":%llu,"
+		    "\"under_replicated\":%llu,\"over_replicated\":%llu,"
+		    "\"repair_bytes\":%llu,\"repair_data_bytes\":%llu,\"forced_bytes\":%llu,"
+		    "\"repair_data_over_forced\":%.3f,"
+		    "\"repair_bytes_per_node_sec\":%.1f,\"messages\":%llu,\"events\":%llu,"
+		    "\"virtual_ms\":%llu,\"wall_ms\":%.0f,\"peak_rss_kb\":%ld}\n",
+		    r.nodes, r.live_nodes, (unsigned long long)r.keys, p.net.kv.replicas,
+		    p.net.kv.write_quorum, p.churn, p.fail, (unsigned long long)p.net.seed,
+		    (unsigned long long)r.joins, (unsigned long long)r.crashes,
+		    (unsigned long long)r.writes, (unsigned long long)r.writes_acked,
+		    (unsigned long long)r.writes_unknown, (unsigned long long)r.writes_failed,
+		    (unsigned long long)r.reads, (unsigned long long)r.reads_ok,
+		    (unsigned long long)r.reads_not_found, (unsigned long long)r.reads_unsure,
+		    (unsigned long long)r.reads_stale, (unsigned long long)r.reads_false_404,
+		    (unsigned long long)r.reads_of_lost, (unsigned long long)r.lost,
+		    (unsigned long long)r.lost_explained, (unsigned long long)r.repair_interval_ms,
+		    (unsigned long long)r.under_replicated, (unsigned long long)r.over_replicated,
+		    (unsigned long long)r.repair_bytes, (unsigned long long)r.repair_data_bytes,
+		    (unsigned long long)r.forced_bytes, ratio, r.repair_per_node_sec,
+		    (unsigned long long)r.messages, (unsigned long long)r.events,
+		    (unsigned long long)r.virtual_ms, r.wall_ms, ru.ru_maxrss);
 		return 0;
 	}
 	printf("ringnet sim: %u nodes (%u live at the end), %llu keys, R = %u, W = %u, churn "
@@ -175,9 +178,17 @@ int cli_kvsim(int argc, char **argv)
 	       ratio);
 	printf("memory: peak RSS %ld MB; %llu events in %.1f s\n", ru.ru_maxrss / 1024,
 	       (unsigned long long)r.events, r.wall_ms / 1000);
-	printf("%s: %llu acknowledged writes lost, %llu keys with fewer than %u live copies, "
+	if (r.lost)
+		printf("lost: %llu keys, %llu of them after all %u of their holders crashed within "
+		       "%llu ms (one repair interval); %llu reads of them\n",
+		       (unsigned long long)r.lost, (unsigned long long)r.lost_explained,
+		       p.net.kv.replicas, (unsigned long long)r.repair_interval_ms,
+		       (unsigned long long)r.reads_of_lost);
+	uint64_t unexplained = r.lost - r.lost_explained;
+	printf("%s: %llu acknowledged writes lost%s, %llu keys with fewer than %u live copies, "
 	       "%llu with copies outside their replicas\n",
-	       r.lost ? "LOST" : "No write lost", (unsigned long long)r.lost,
+	       unexplained ? "LOST" : "No write lost", (unsigned long long)unexplained,
+	       r.lost ? " but to R crashes in one repair interval" : "",
 	       (unsigned long long)r.under_replicated, p.net.kv.replicas,
 	       (unsigned long long)r.over_replicated);
 	return 0;

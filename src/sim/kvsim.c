@@ -466,6 +466,10 @@ typedef struct {
 	rn_id kid;
 	kv_version acked; /* newest acknowledged write (stamp 0: none) */
 	uint32_t index;
+	uint64_t crashes[KV_MAX_R]; /* when the last R nodes holding it crashed (a ring) */
+	uint8_t ncrash;
+	bool gone;      /* a crash took its last copy of the newest acknowledged version */
+	bool explained; /* ... and R holders had crashed within one repair interval */
 } key_state;
 
 typedef struct {
@@ -537,7 +541,9 @@ static void on_reply(void *arg, uint64_t client, const kv_reply *rep)
 	kvsim_result *r = x->r;
 	if (o->op == KV_GET) {
 		r->reads++;
-		if (rep->status == KV_OK || rep->status == KV_NOT_FOUND) {
+		if (k->gone) {
+			r->reads_of_lost++; /* its data is gone: no answer could be right */
+		} else if (rep->status == KV_OK || rep->status == KV_NOT_FOUND) {
 			r->reads_ok += rep->status == KV_OK;
 			r->reads_not_found += rep->status == KV_NOT_FOUND;
 			bool has = rep->has_rec;
@@ -617,6 +623,87 @@ static uint64_t mean_node_bytes(kvs_net *t)
 	return t->nlive ? b / t->nlive : 0;
 }
 
+typedef struct {
+	experiment *x;
+	uint32_t *keys;
+	size_t n, cap;
+} held_ctx;
+
+static int held_one(void *arg, const kv_record *r)
+{
+	held_ctx *h = arg;
+	long k = key_of_kid(h->x, &r->kid);
+	if (k < 0)
+		return 0;
+	if (h->n == h->cap) {
+		size_t cap = h->cap ? 2 * h->cap : 256;
+		uint32_t *q = realloc(h->keys, cap * sizeof *q);
+		if (!q)
+			return 1;
+		h->keys = q;
+		h->cap = cap;
+	}
+	h->keys[h->n++] = (uint32_t)k;
+	h->x->r->forced_bytes += record_bytes(r); /* each copy it held must be made again */
+	return 0;
+}
+
+/* Does a live node near the key's position (its replicas and a few stand-ins) hold its
+ * newest acknowledged version? */
+static bool newest_alive(experiment *x, const key_state *k)
+{
+	kvs_net *t = x->t;
+	uint32_t near[KV_MAX_R + 4];
+	rn_id pos = k->kid;
+	rn_id_truncate(&pos, t->p.kv.bits);
+	uint32_t n = 0;
+	if (!t->nlive)
+		return false;
+	uint32_t lo = 0, hi = t->nlive;
+	while (lo < hi) { /* the first live node at or after the key */
+		uint32_t mid = lo + (hi - lo) / 2;
+		if (rn_id_cmp(&t->n[t->live[mid]]->id, &pos) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	for (uint32_t j = 0; j < t->p.kv.replicas + 4 && j < t->nlive; j++)
+		near[n++] = t->live[(lo + j) % t->nlive];
+	for (uint32_t j = 0; j < n; j++) {
+		kv_record rec;
+		if (memstore_get(t->n[near[j]]->st, &k->kid, &rec) == 0 &&
+		    kv_version_cmp(&rec.v, &k->acked) >= 0)
+			return true;
+	}
+	return false;
+}
+
+/* A crash: the records the node held are each one copy fewer. A key whose last copy of
+ * its newest acknowledged write goes with it is marked gone, and explained when R of its
+ * holders crashed within one repair interval. */
+static void crash(experiment *x, uint32_t v)
+{
+	kvs_net *t = x->t;
+	held_ctx h = {x, NULL, 0, 0};
+	rn_id z;
+	memset(&z, 0, sizeof z);
+	memstore_scan(t->n[v]->st, &z, &z, true, held_one, &h); /* values: their bytes count */
+	kvs_kill(t, v);
+	unsigned R = t->p.kv.replicas;
+	for (size_t i = 0; i < h.n; i++) {
+		key_state *k = &x->keys[h.keys[i]];
+		k->crashes[k->ncrash++ % R] = t->now;
+		if (k->gone || !k->acked.stamp || newest_alive(x, k))
+			continue;
+		k->gone = true;
+		uint64_t oldest = UINT64_MAX;
+		for (unsigned j = 0; j < R && j < k->ncrash; j++)
+			oldest = k->crashes[j] < oldest ? k->crashes[j] : oldest;
+		k->explained = k->ncrash >= R && t->now - oldest <= x->r->repair_interval_ms;
+	}
+	free(h.keys);
+}
+
 /* Crashes and joins as Poisson processes, each at p->churn per second, while the clients
  * go on; then quiet, then the check. */
 static void churn_phase(experiment *x)
@@ -648,10 +735,7 @@ static void churn_phase(experiment *x)
 			next_op += rn_rng_exp(&t->rng, op_gap);
 		} else if (next == next_crash) {
 			if (t->nlive > p->net.kv.replicas + 1) {
-				uint32_t v = kvs_random_live(t);
-				x->r->forced_bytes +=
-				    node_bytes(t->n[v]); /* each copy it held, once */
-				kvs_kill(t, v);
+				crash(x, kvs_random_live(t));
 				x->r->crashes++;
 			}
 			next_crash += rn_rng_exp(&t->rng, 1000.0 / p->churn);
@@ -714,6 +798,7 @@ static int final_check(experiment *x)
 		if (k->acked.stamp && kv_version_cmp(&maxv[i], &k->acked) < 0 &&
 		    (!k->acked.tomb || holders[i])) {
 			r->lost++;
+			r->lost_explained += k->gone && k->explained;
 			continue;
 		}
 		if (!holders[i])
@@ -790,6 +875,10 @@ int kvsim_run(const kvsim_params *p, kvsim_result *r)
 	memset(r, 0, sizeof *r);
 	double t0 = wall_now_ms();
 	experiment x = {.p = p, .r = r};
+	/* noticing (the detection delay), a digest round that finds the gap, its answer and
+	 * the copy: what it takes to make a lost copy again */
+	r->repair_interval_ms =
+	    p->net.detect_max_ms + 2ull * p->net.kv.sync_ms + 4ull * p->net.latency_max_ms;
 	kvs_params np = p->net;
 	np.on_reply = on_reply;
 	np.arg = &x;
@@ -824,9 +913,7 @@ int kvsim_run(const kvsim_params *p, kvsim_result *r)
 	if (p->fail > 0) {
 		uint32_t kill = (uint32_t)(p->fail * x.t->nlive);
 		for (uint32_t k = 0; k < kill && x.t->nlive > 1; k++) {
-			uint32_t v = kvs_random_live(&*x.t);
-			r->forced_bytes += node_bytes(x.t->n[v]);
-			kvs_kill(x.t, v);
+			crash(&x, kvs_random_live(x.t));
 			r->crashes++;
 		}
 	}

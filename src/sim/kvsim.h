@@ -96,14 +96,18 @@ typedef struct {
 	uint64_t keys, joins, crashes;
 	uint64_t writes, writes_acked, writes_unknown, writes_failed;
 	uint64_t reads, reads_ok, reads_not_found, reads_unsure, reads_stale, reads_false_404;
-	uint64_t lost;              /* acknowledged writes no live node holds at the end */
-	uint64_t under_replicated;  /* keys with fewer than R live copies at the end */
-	uint64_t over_replicated;   /* keys with copies outside their R replicas at the end */
-	uint64_t repair_bytes;      /* anti-entropy and handoff traffic, whole run */
-	uint64_t repair_data_bytes; /* of which records; the rest is digests and listings */
-	uint64_t forced_bytes;      /* what churn forces: records that lost a holder or must
-	                             * reach a new one, counted once each */
-	double repair_per_node_sec; /* bytes per live node per second of churn */
+	uint64_t lost;               /* acknowledged writes no live node holds at the end */
+	uint64_t lost_explained;     /* of which: each of its R holders crashed within one
+	                              * repair interval (the loss replication cannot prevent) */
+	uint64_t repair_interval_ms; /* what "within one repair interval" meant */
+	uint64_t reads_of_lost;      /* reads of a key whose data was gone (not counted stale) */
+	uint64_t under_replicated;   /* keys with fewer than R live copies at the end */
+	uint64_t over_replicated;    /* keys with copies outside their R replicas at the end */
+	uint64_t repair_bytes;       /* anti-entropy and handoff traffic, whole run */
+	uint64_t repair_data_bytes;  /* of which records; the rest is digests and listings */
+	uint64_t forced_bytes;       /* what churn forces: records that lost a holder or must
+	                              * reach a new one, counted once each */
+	double repair_per_node_sec;  /* bytes per live node per second of churn */
 	uint64_t messages, events;
 	uint64_t virtual_ms;
 	double wall_ms;
