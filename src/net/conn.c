@@ -16,6 +16,7 @@
 typedef struct {
 	uv_write_t req;
 	peer *p;
+	uv_tcp_t *tcp; /* the connection it went out on (p may have a newer one by now) */
 	pending *frame;
 } wreq;
 
@@ -100,11 +101,17 @@ static void on_write(uv_write_t *req, int status)
 {
 	wreq *w = (wreq *)req;
 	node *n = w->p->node;
+	w->p->inflight--;
 	if (status < 0) {
+		/* reset, broken pipe, or cancelled by a close: the frame goes back to the
+		 * core, and the connection (if it is still this one) is dropped, so that the
+		 * next frame opens a fresh one */
 		LOG_D(n, "write to %s failed: %s", w->p->addr, uv_strerror(status));
-		hand_back(n, w->frame);
-		if (w->p->connected)
+		if (w->p->tcp == w->tcp) {
 			nd_drop_connection(w->p);
+			fail_queue(w->p);
+		}
+		hand_back(n, w->frame);
 	} else {
 		n->frames_out++;
 		n->bytes_out += w->frame->len;
@@ -115,21 +122,26 @@ static void on_write(uv_write_t *req, int status)
 
 static void write_frame(peer *p, pending *f)
 {
-	wreq *w = malloc(sizeof *w);
-	if (!w) {
+	wreq *w = p->tcp && p->connected ? malloc(sizeof *w) : NULL;
+	if (!w) { /* out of memory, or an earlier write of the same batch dropped it */
 		hand_back(p->node, f);
 		nd_free_frame(f);
 		return;
 	}
 	w->p = p;
+	w->tcp = p->tcp;
 	w->frame = f;
 	uv_buf_t b = uv_buf_init((char *)f->buf, (unsigned)f->len);
 	int rc = uv_write(&w->req, (uv_stream_t *)p->tcp, &b, 1, on_write);
 	if (rc < 0) {
+		LOG_D(p->node, "cannot write to %s: %s", p->addr, uv_strerror(rc));
 		free(w);
+		nd_drop_connection(p);
 		hand_back(p->node, f);
 		nd_free_frame(f);
+		return;
 	}
+	p->inflight++;
 }
 
 static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *b)

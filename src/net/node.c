@@ -5,6 +5,7 @@
  * the key handoff), http.c (the HTTP API), join.c (joining and the saved peers);
  * node_internal.h holds what they share. */
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -185,6 +186,10 @@ static void raise_fd_limit(void)
 
 int node_run(const node_opts *o)
 {
+	/* A write to a connection the peer has reset raises SIGPIPE, whose default action
+	 * kills the process; ignored, the write fails with EPIPE and on_write hands the
+	 * frame back to the core like any other undeliverable message. */
+	signal(SIGPIPE, SIG_IGN);
 	raise_fd_limit();
 	node *n = calloc(1, sizeof *n);
 	if (!n)

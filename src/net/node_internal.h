@@ -61,6 +61,7 @@ typedef struct {
 	uint64_t failed_at;  /* last connect failure: back off before trying again */
 	uint32_t backoff_ms; /* how long, from failed_at (0: try at once) */
 	uint64_t used_at;    /* last frame sent: for closing idle connections */
+	unsigned inflight;   /* writes not yet completed (their callbacks still name p) */
 } peer;
 
 typedef struct {
