@@ -46,6 +46,11 @@ ring_addr nd_book_intern(void *ctx, const char *addr)
 	return n->npeers++;
 }
 
+unsigned nd_book_used(const node *n)
+{
+	return n->npeers;
+}
+
 /* ---- sending ---- */
 
 static void hand_back(node *n, pending *f)
@@ -275,32 +280,82 @@ void nd_arm_timer(node *n, uint64_t at)
 	uv_timer_start(&n->tick, on_tick, at > now ? at - now : 0, 0);
 }
 
-/* ---- receiving ---- */
+/* ---- receiving ----
+ *
+ * Every incoming connection reads into the node's one read buffer; whole frames are
+ * handled from there and only a partial frame at the end is copied to the connection's
+ * own buffer. What a stranger can make the node hold this way is bounded: a frame begun
+ * must be whole within FRAME_READ_MS, a connection that sends no frame for IN_IDLE_MS is
+ * closed, partial frames over IN_BUF_SMALL count against IN_BUF_TOTAL across all
+ * connections, one address has at most IN_PER_ADDR connections, and at MAX_IN_CONNS a new
+ * connection replaces the oldest one that has not sent a whole frame yet (peers that talk
+ * keep their slots). */
+
+static void in_unlink(inconn *c)
+{
+	node *n = c->node;
+	if (!c->listed)
+		return;
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		n->inconns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	c->listed = false;
+	n->nin--;
+}
 
 void nd_in_closed(uv_handle_t *h)
 {
 	inconn *c = (inconn *)h;
-	c->node->nin--;
+	in_unlink(c);
+	c->node->in_buffered -= c->cap;
 	free(c->buf);
 	free(c);
 }
 
+static void in_close(inconn *c)
+{
+	in_unlink(c);
+	if (!uv_is_closing((uv_handle_t *)&c->tcp))
+		uv_close((uv_handle_t *)&c->tcp, nd_in_closed);
+}
+
 static void in_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
 {
+	(void)hint;
 	inconn *c = (inconn *)h;
-	if (hint < 65536)
-		hint = 65536;
-	if (c->cap - c->len < hint) {
-		size_t cap = c->len + hint;
-		uint8_t *q = realloc(c->buf, cap);
-		if (!q) {
-			*b = uv_buf_init(NULL, 0);
-			return;
+	*b = uv_buf_init((char *)c->node->rbuf, sizeof c->node->rbuf);
+}
+
+/* Appends k bytes of a partial frame to c's buffer; false when the bound on buffered
+ * bytes refuses them. */
+static bool in_keep(inconn *c, const uint8_t *data, size_t k)
+{
+	node *n = c->node;
+	size_t need = c->len + k;
+	if (need > c->cap) {
+		size_t cap = c->cap * 2 > need ? c->cap * 2 : need;
+		if (cap > WIRE_HEADER + WIRE_MAX_FRAME + IN_READ_CHUNK)
+			cap = need; /* a frame and one read at most; consume() refuses longer */
+		if (cap > IN_BUF_SMALL && n->in_buffered - c->cap + cap > IN_BUF_TOTAL) {
+			nd_limit(n, LIM_IN_BUFFER,
+			         "partial frames on peer connections hold %zu bytes (at most %u): "
+			         "closing a connection that wants %zu more",
+			         n->in_buffered, IN_BUF_TOTAL, cap - c->cap);
+			return false;
 		}
+		uint8_t *q = realloc(c->buf, cap);
+		if (!q)
+			return false;
+		n->in_buffered += cap - c->cap;
 		c->buf = q;
 		c->cap = cap;
 	}
-	*b = uv_buf_init((char *)c->buf + c->len, (unsigned)(c->cap - c->len));
+	memcpy(c->buf + c->len, data, k);
+	c->len = need;
+	return true;
 }
 
 /* Handles every whole frame in the buffer; false when the peer sent garbage. */
@@ -348,19 +403,53 @@ static bool consume(inconn *c)
 
 static void in_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 {
-	(void)b;
 	inconn *c = (inconn *)s;
+	node *n = c->node;
 	if (nread < 0) {
-		uv_close((uv_handle_t *)s, nd_in_closed);
+		in_close(c);
 		return;
 	}
-	c->len += (size_t)nread;
-	c->node->bytes_in += (uint64_t)nread;
-	if (!consume(c)) {
-		c->node->bad_frames++;
-		LOG_W(c->node, "malformed frame from a peer connection: closing that connection");
-		uv_read_stop(s);
-		uv_close((uv_handle_t *)s, nd_in_closed);
+	if (nread == 0)
+		return;
+	n->bytes_in += (uint64_t)nread;
+	uint64_t frames = n->frames_in, now = uv_now(&n->loop);
+	bool ok = true, bad = false;
+	if (!c->len) {
+		/* between frames: handle the whole ones where they are, keep the rest */
+		uint8_t *own = c->buf;
+		c->buf = (uint8_t *)b->base;
+		c->len = (size_t)nread;
+		bad = !consume(c); /* moves what is left to the start of b->base */
+		size_t left = c->len;
+		c->buf = own;
+		c->len = 0;
+		if (!bad && left)
+			ok = in_keep(c, (const uint8_t *)b->base, left);
+	} else {
+		ok = in_keep(c, (const uint8_t *)b->base, (size_t)nread);
+		bad = ok && !consume(c);
+	}
+	if (bad) {
+		n->bad_frames++;
+		nd_log_rl(n, LOG_BAD_FRAME, 1,
+		          "malformed frame from a peer connection: closing that connection");
+	}
+	if (bad || !ok) {
+		in_close(c);
+		return;
+	}
+	if (n->frames_in != frames) {
+		c->proven = true;
+		c->active_at = now;
+	}
+	if (!c->len) {
+		c->begun_at = 0;
+		n->in_buffered -= c->cap; /* between frames a connection holds nothing */
+		free(c->buf);
+		c->buf = NULL;
+		c->cap = 0;
+	} else if (!c->begun_at || n->frames_in != frames) {
+		c->begun_at = now; /* a new frame began in this read */
 	}
 }
 
@@ -375,16 +464,76 @@ void nd_on_connection(uv_stream_t *server, int status)
 	c->node = n;
 	uv_tcp_init(&n->loop, &c->tcp);
 	c->tcp.data = NULL; /* marks an incoming connection for close_walk */
-	n->nin++;
 	if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {
 		uv_close((uv_handle_t *)&c->tcp, nd_in_closed);
 		return;
 	}
-	if (n->nin > MAX_IN_CONNS) {
-		if (!n->refused_conns++)
-			LOG_W(n, "more than %d peer connections: closing new ones", MAX_IN_CONNS);
+	struct sockaddr_storage ss;
+	int sslen = sizeof ss;
+	if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sslen) == 0 &&
+	    ss.ss_family == AF_INET)
+		c->ip = ((struct sockaddr_in *)&ss)->sin_addr.s_addr;
+	char ip[INET_ADDRSTRLEN];
+	uv_inet_ntop(AF_INET, &c->ip, ip, sizeof ip);
+	unsigned same = 0;
+	inconn *oldest = NULL; /* the oldest connection that has not sent a whole frame */
+	for (inconn *o = n->inconns; o; o = o->next) {
+		same += o->ip == c->ip;
+		if (!o->proven && (!oldest || o->active_at < oldest->active_at))
+			oldest = o;
+	}
+	if (same >= IN_PER_ADDR) {
+		n->refused_conns++;
+		nd_limit(n, LIM_IN_PER_ADDR,
+		         "%u peer connections from %s already (at most %d): closing new ones", same,
+		         ip, IN_PER_ADDR);
 		uv_close((uv_handle_t *)&c->tcp, nd_in_closed);
 		return;
 	}
+	if (n->nin >= MAX_IN_CONNS) {
+		if (!oldest) {
+			n->refused_conns++;
+			nd_limit(n, LIM_IN_FULL,
+			         "%d peer connections, all of them talking: closing new ones",
+			         MAX_IN_CONNS);
+			uv_close((uv_handle_t *)&c->tcp, nd_in_closed);
+			return;
+		}
+		nd_limit(n, LIM_IN_REPLACED,
+		         "%d peer connections: closing the oldest that has sent no frame to make "
+		         "room",
+		         MAX_IN_CONNS);
+		in_close(oldest);
+	}
+	c->active_at = uv_now(&n->loop);
+	c->next = n->inconns;
+	if (c->next)
+		c->next->prev = c;
+	n->inconns = c;
+	c->listed = true;
+	n->nin++;
 	uv_read_start((uv_stream_t *)&c->tcp, in_alloc, in_read);
+}
+
+void nd_in_sweep(node *n)
+{
+	uint64_t now = uv_now(&n->loop);
+	if (now - n->in_swept_at < IN_SWEEP_MS)
+		return;
+	n->in_swept_at = now;
+	for (inconn *c = n->inconns, *next; c; c = next) {
+		next = c->next;
+		if (c->begun_at && now - c->begun_at >= FRAME_READ_MS) {
+			nd_limit(n, LIM_FRAME_TIMEOUT,
+			         "a frame on a peer connection not whole after %d s (%zu bytes "
+			         "so far): closing it",
+			         FRAME_READ_MS / 1000, c->len);
+			in_close(c);
+		} else if (!c->begun_at && now - c->active_at >= IN_IDLE_MS) {
+			nd_limit(n, LIM_IN_IDLE,
+			         "a peer connection sent no frame for %d s: closing it",
+			         IN_IDLE_MS / 1000);
+			in_close(c);
+		}
+	}
 }

@@ -51,10 +51,24 @@ static char *metrics_text(node *n)
 	  "ringnet_peer_connections{dir=\"out\"} %u\nringnet_peer_connections{dir=\"in\"} %u\n",
 	  MAX_OUT_CONNS, MAX_IN_CONNS, n->nout, n->nin);
 	P("# HELP ringnet_peer_connections_refused_total Incoming connections closed at once "
-	  "because %d were open.\n"
+	  "(%d open, all talking, or %d from that address).\n"
 	  "# TYPE ringnet_peer_connections_refused_total counter\n"
 	  "ringnet_peer_connections_refused_total %llu\n",
-	  MAX_IN_CONNS, (unsigned long long)n->refused_conns);
+	  MAX_IN_CONNS, IN_PER_ADDR, (unsigned long long)n->refused_conns);
+	P("# HELP ringnet_limit_hits_total Times a bound on what peers can make the node hold "
+	  "was hit (docs/security.md).\n"
+	  "# TYPE ringnet_limit_hits_total counter\n");
+	for (int k = 0; k < LIM_COUNT; k++)
+		P("ringnet_limit_hits_total{limit=\"%s\"} %llu\n", nd_limit_names[k],
+		  (unsigned long long)n->limit_hits[k]);
+	P("# HELP ringnet_peer_buffered_bytes Bytes held for partial frames on incoming "
+	  "connections (new ones over %u are refused).\n"
+	  "# TYPE ringnet_peer_buffered_bytes gauge\nringnet_peer_buffered_bytes %zu\n",
+	  IN_BUF_TOTAL, n->in_buffered);
+	P("# HELP ringnet_peer_book_entries Addresses in the address book (at most %d; the "
+	  "least recently seen that nothing holds are forgotten).\n"
+	  "# TYPE ringnet_peer_book_entries gauge\nringnet_peer_book_entries %u\n",
+	  MAX_PEERS, nd_book_used(n));
 	P("# HELP ringnet_peer_bad_frames_total Malformed frames (each closed its connection).\n"
 	  "# TYPE ringnet_peer_bad_frames_total counter\nringnet_peer_bad_frames_total %llu\n",
 	  (unsigned long long)n->bad_frames);
@@ -98,6 +112,8 @@ static char *peers_json(node *n)
 	json_t *a = json_array();
 	for (uint32_t i = 1; i < n->npeers; i++) {
 		peer *p = &n->peers[i];
+		if (p->unused)
+			continue;
 		json_t *roles = json_array();
 		if (pred.addr == i)
 			json_array_append_new(roles, json_string("predecessor"));
