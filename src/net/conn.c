@@ -20,35 +20,138 @@ typedef struct {
 	pending *frame;
 } wreq;
 
-/* ---- addresses ---- */
+/* ---- addresses ----
+ *
+ * The book holds up to MAX_PEERS addresses, each named by its slot (a ring_addr). Anyone
+ * can make a node learn addresses (every frame names some), so when the book is full the
+ * BOOK_EVICT least recently seen entries that nothing holds are forgotten and their slots
+ * reused: not this node, not a successor, the predecessor, a finger, the anchor or a join
+ * candidate, and not a peer with a connection, queued frames or writes under way.
+ * Addresses are compared in their canonical form, "a.b.c.d:port", so "localhost:6001",
+ * "127.0.0.1:06001" and "127.0.0.1:6001" are one entry. */
 
 const char *nd_book_name(void *ctx, ring_addr a)
 {
 	node *n = ctx;
-	return a < n->npeers ? n->peers[a].addr : NULL;
+	return a < n->npeers && !n->peers[a].unused ? n->peers[a].addr : NULL;
+}
+
+unsigned nd_book_used(const node *n)
+{
+	return n->npeers - n->nbook_free;
+}
+
+static ring_addr book_find(const node *n, const struct sockaddr_in *sa)
+{
+	for (uint32_t i = 0; i < n->npeers; i++) {
+		const peer *p = &n->peers[i];
+		if (!p->unused && p->sa.sin_port == sa->sin_port &&
+		    p->sa.sin_addr.s_addr == sa->sin_addr.s_addr)
+			return i;
+	}
+	return RING_ADDR_NONE;
+}
+
+static void pin(node *n, uint8_t *pinned, ring_addr a)
+{
+	if (a < n->npeers)
+		pinned[a] = 1;
+}
+
+typedef struct {
+	uint64_t seen;
+	uint32_t slot;
+} lru_entry;
+
+static int by_seen(const void *a, const void *b)
+{
+	uint64_t x = ((const lru_entry *)a)->seen, y = ((const lru_entry *)b)->seen;
+	return x < y ? -1 : x > y;
+}
+
+/* Forgets the BOOK_EVICT least recently seen entries that nothing holds. */
+static void book_evict(node *n)
+{
+	uint8_t *pinned = calloc(n->npeers, 1);
+	lru_entry *cand = malloc(n->npeers * sizeof *cand);
+	if (!pinned || !cand) {
+		free(pinned);
+		free(cand);
+		return;
+	}
+	pinned[0] = 1; /* this node */
+	ring_peer succ[RING_MAX_SUCC];
+	size_t ns = ring_successors(n->ring, succ, RING_MAX_SUCC);
+	for (size_t i = 0; i < ns; i++)
+		pin(n, pinned, succ[i].addr);
+	pin(n, pinned, ring_predecessor(n->ring).addr);
+	for (unsigned f = 0; f < n->cfg.bits; f++)
+		pin(n, pinned, ring_finger(n->ring, f).addr);
+	pin(n, pinned, n->anchor.addr);
+	for (unsigned i = 0; i < n->ncandidates; i++) { /* the core may be joining through one */
+		struct sockaddr_in sa;
+		char host[24];
+		int port;
+		if (node_parse_hostport(n->candidates[i].addr, host, sizeof host, &port) == 0 &&
+		    uv_ip4_addr(host, port, &sa) == 0)
+			pin(n, pinned, book_find(n, &sa));
+	}
+	uint32_t nc = 0;
+	for (uint32_t i = 1; i < n->npeers; i++) {
+		const peer *p = &n->peers[i];
+		if (!p->unused && !pinned[i] && !p->tcp && !p->nq && !p->inflight)
+			cand[nc++] = (lru_entry){p->seen, i};
+	}
+	qsort(cand, nc, sizeof *cand, by_seen);
+	uint32_t k = nc < BOOK_EVICT ? nc : BOOK_EVICT;
+	for (uint32_t i = 0; i < k; i++) {
+		peer *p = &n->peers[cand[i].slot];
+		memset(p, 0, sizeof *p);
+		p->unused = true;
+		n->book_free[n->nbook_free++] = cand[i].slot;
+	}
+	n->limit_hits[LIM_BOOK_EVICTED] += k; /* counted per entry forgotten */
+	if (k)
+		nd_log_rl(n, LIM_BOOK_EVICTED, 1,
+		          "address book full (%d peers): forgot the %u least recently seen",
+		          MAX_PEERS, k);
+	free(pinned);
+	free(cand);
 }
 
 ring_addr nd_book_intern(void *ctx, const char *addr)
 {
 	node *n = ctx;
-	for (uint32_t i = 0; i < n->npeers; i++)
-		if (!strcmp(n->peers[i].addr, addr))
-			return i;
 	char host[24]; /* an IPv4 address in dotted form fits with room to spare */
 	int port;
-	if (n->npeers >= MAX_PEERS || node_parse_hostport(addr, host, sizeof host, &port) < 0)
+	struct sockaddr_in sa;
+	if (node_parse_hostport(addr, host, sizeof host, &port) < 0 ||
+	    uv_ip4_addr(host, port, &sa) != 0)
 		return RING_ADDR_NONE;
-	peer *p = &n->peers[n->npeers];
+	ring_addr a = book_find(n, &sa);
+	if (a != RING_ADDR_NONE) {
+		n->peers[a].seen = ++n->book_clock;
+		return a;
+	}
+	if (!n->nbook_free && n->npeers >= MAX_PEERS)
+		book_evict(n);
+	if (n->nbook_free)
+		a = n->book_free[--n->nbook_free];
+	else if (n->npeers < MAX_PEERS)
+		a = n->npeers++;
+	else {
+		nd_limit(n, LIM_BOOK_FULL,
+		         "address book full (%d peers, all in use): not learning %s:%d", MAX_PEERS,
+		         host, port);
+		return RING_ADDR_NONE;
+	}
+	peer *p = &n->peers[a];
 	memset(p, 0, sizeof *p);
 	p->node = n;
 	snprintf(p->addr, sizeof p->addr, "%s:%d", host, port);
-	uv_ip4_addr(host, port, &p->sa);
-	return n->npeers++;
-}
-
-unsigned nd_book_used(const node *n)
-{
-	return n->npeers;
+	p->sa = sa;
+	p->seen = ++n->book_clock;
+	return a;
 }
 
 /* ---- sending ---- */
@@ -220,7 +323,13 @@ static void close_idle(node *n)
 void nd_send_frame(node *n, ring_addr to, pending *f)
 {
 	peer *p = &n->peers[to];
+	if (p->unused) { /* a forgotten address: nothing should name it any more */
+		hand_back(n, f);
+		nd_free_frame(f);
+		return;
+	}
 	p->used_at = uv_now(&n->loop);
+	p->seen = ++n->book_clock;
 	if (p->connected) {
 		write_frame(p, f);
 		return;
