@@ -36,15 +36,18 @@ struct MHD_Connection;
 #define LEAVE_WAIT_MS       3000         /* on SIGTERM, wait this long for handed-off keys */
 
 /* What a stranger on the peer port can make a node hold (docs/security.md). */
-#define IN_PER_ADDR   128              /* incoming connections from one IPv4 address */
-#define FRAME_READ_MS 5000             /* a frame begun must be whole within this */
-#define IN_IDLE_MS    60000            /* an incoming connection without a frame this long */
-#define IN_READ_CHUNK 65536            /* one read from a peer connection */
-#define IN_BUF_SMALL  4096             /* a partial frame this small is always kept */
-#define IN_BUF_TOTAL  (4u << 20)       /* bytes of partial frames across incoming connections */
-#define IN_SWEEP_MS   500              /* how often the timeouts above are checked */
-#define LIMIT_LOG_MS  10000            /* a bound that is hit is logged at most this often */
-#define BOOK_EVICT    (MAX_PEERS / 16) /* address book full: forget this many at once */
+#define IN_PER_ADDR    128              /* incoming connections from one IPv4 address */
+#define FRAME_READ_MS  5000             /* a frame begun must be whole within this */
+#define IN_IDLE_MS     60000            /* an incoming connection without a frame this long */
+#define IN_READ_CHUNK  65536            /* one read from a peer connection */
+#define IN_BUF_SMALL   4096             /* a partial frame this small is always kept */
+#define IN_BUF_TOTAL   (4u << 20)       /* bytes of partial frames across incoming connections */
+#define IN_SWEEP_MS    500              /* how often the timeouts above are checked */
+#define LIMIT_LOG_MS   10000            /* a bound that is hit is logged at most this often */
+#define BOOK_EVICT     (MAX_PEERS / 16) /* address book full: forget this many at once */
+#define HTTP_MAX_CONNS 512              /* HTTP connections at once (libmicrohttpd closes more) */
+#define HTTP_PER_IP    64               /* ... from one IPv4 address */
+#define HTTP_TIMEOUT_S 10               /* an HTTP connection silent this long is closed */
 
 /* The bounds, as /metrics names them (ringnet_limit_hits_total{limit=...}). */
 enum {
@@ -186,6 +189,9 @@ typedef struct node {
 		uint64_t count;
 	} http_count[64];
 	unsigned nhttp_count;
+	unsigned http_conns;                  /* open HTTP connections */
+	uint64_t http_refused;                /* closed at once by the limits above */
+	uint64_t http_log_at, http_log_quiet; /* libmicrohttpd's lines, rate-limited */
 	char *snap_metrics, *snap_peers;
 	/* key-value */
 	store *st;
