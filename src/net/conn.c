@@ -5,8 +5,9 @@
  * connect that fails, a connection that drops with messages still queued, or a queue that
  * overflows hands those messages back to the core with ring_on_unreachable: that is how the
  * core learns a peer is gone. At most MAX_OUT_CONNS outgoing connections (the one idle longest
- * is closed to open another) and MAX_IN_CONNS incoming (more are closed at once); a peer that
- * refused a connect is not tried again before its backoff has passed. */
+ * is closed to open another); a peer that refused a connect is not tried again before its
+ * backoff has passed. What incoming connections and the address book can make the node hold
+ * is bounded: see "receiving" and "addresses" below, and docs/security.md. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -448,6 +449,8 @@ static bool in_keep(inconn *c, const uint8_t *data, size_t k)
 		size_t cap = c->cap * 2 > need ? c->cap * 2 : need;
 		if (cap > WIRE_HEADER + WIRE_MAX_FRAME + IN_READ_CHUNK)
 			cap = need; /* a frame and one read at most; consume() refuses longer */
+		if (need <= IN_BUF_SMALL && cap > IN_BUF_SMALL)
+			cap = IN_BUF_SMALL; /* what is always allowed is not doubled past it */
 		if (cap > IN_BUF_SMALL && n->in_buffered - c->cap + cap > IN_BUF_TOTAL) {
 			nd_limit(n, LIM_IN_BUFFER,
 			         "partial frames on peer connections hold %zu bytes (at most %u): "
