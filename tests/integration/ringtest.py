@@ -129,6 +129,15 @@ def converge(nodes, timeout=40):
     return False, state
 
 
+def stop_all(nodes, checks, logdir):
+    """Stops the nodes (None entries are skipped); prints their logs if a check failed."""
+    for n in nodes:
+        if n:
+            n.stop()
+    if checks.failures:
+        dump_logs(logdir)
+
+
 def dump_logs(logdir):
     for f in sorted(os.listdir(logdir)):
         if f.endswith(".log"):

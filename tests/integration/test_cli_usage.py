@@ -7,7 +7,7 @@ import subprocess
 import sys
 import tempfile
 
-from ringtest import Checks, Node, dump_logs, request
+from ringtest import Checks, Node, request, stop_all
 
 BIN = sys.argv[1]
 t = Checks("cli_usage")
@@ -97,10 +97,7 @@ def main():
             r = run("get", "color", "--node", "ftp://127.0.0.1:1")
             check("a URL of another scheme is a usage error", r.returncode == 2, r.stderr)
         finally:
-            if node:
-                node.stop()
-            if t.failures:
-                dump_logs(logdir)
+            stop_all([node], t, logdir)
     return t.finish()
 
 

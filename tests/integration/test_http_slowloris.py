@@ -13,7 +13,7 @@ import threading
 import time
 import urllib.request
 
-from ringtest import Checks, Node, dump_logs, metrics
+from ringtest import Checks, Node, metrics, stop_all
 
 BIN = sys.argv[1]
 t = Checks("http_slowloris")
@@ -81,10 +81,7 @@ def main():
                       m.get("ringnet_http_connections_refused_total", 0) >= 1, m)
         finally:
             stop.set()
-            if node:
-                node.stop()
-            if t.failures:
-                dump_logs(logdir)
+            stop_all([node], t, logdir)
     return t.finish()
 
 

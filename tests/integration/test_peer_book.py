@@ -9,8 +9,8 @@ import sys
 import tempfile
 import time
 
-from ringtest import (RING_PING, Checks, Node, connect_from, converge, dump_logs, get,
-                      metrics, ring_frame)
+from ringtest import (RING_PING, Checks, Node, connect_from, converge, get, metrics,
+                      ring_frame, stop_all)
 
 BIN = sys.argv[1]
 t = Checks("peer_book")
@@ -79,10 +79,7 @@ def main():
             check("forgotten addresses are counted",
                   m.get('ringnet_limit_hits_total{limit="book_evicted"}', 0) >= 1, m)
         finally:
-            for n in nodes:
-                n.stop()
-            if t.failures:
-                dump_logs(logdir)
+            stop_all(nodes, t, logdir)
     return t.finish()
 
 

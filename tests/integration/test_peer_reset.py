@@ -12,8 +12,8 @@ import tempfile
 import threading
 import time
 
-from ringtest import (RING_PING, Checks, Node, connect_from, converge, dump_logs, get,
-                      metrics, ring_frame)
+from ringtest import (RING_PING, Checks, Node, connect_from, converge, get, metrics,
+                      ring_frame, stop_all)
 
 BIN = sys.argv[1]
 t = Checks("peer_reset")
@@ -88,10 +88,7 @@ def main():
                 check("the ring is whole", ok, state)
         finally:
             stop.set()
-            for n in nodes:
-                n.stop()
-            if t.failures:
-                dump_logs(logdir)
+            stop_all(nodes, t, logdir)
     return t.finish()
 
 
