@@ -17,8 +17,9 @@ static const char *client_usage =
     "       ringnet peers [--node URL]\n"
     "       ringnet ring [--node URL]\n"
     "\n"
-    "Talks to any node of the ring; it forwards to the key's owner. URL defaults to\n"
-    "$RINGNET_NODE, else http://127.0.0.1:5001. VALUE is taken as JSON when it parses as\n"
+    "Talks to any node of the ring; it forwards to the key's owner. URL is\n"
+    "http://HOST:PORT or just HOST:PORT; it defaults to $RINGNET_NODE, else\n"
+    "http://127.0.0.1:5001. VALUE is taken as JSON when it parses as\n"
     "JSON (42, true, {\"a\":1}) and as a string otherwise, or always with --string.\n"
     "Exit status: 0 ok, 1 key not found, 2 usage error, 3 node unreachable or failing.\n";
 
@@ -125,8 +126,18 @@ int cli_client(const char *cmd, int argc, char **argv)
 		return usage_error("wrong number of arguments for '%s'", cmd);
 	if ((put || get || del) && !*pos[0])
 		return usage_error("the key is empty%s", "");
+	/* HOST:PORT is taken as http://HOST:PORT */
+	char node_url[512];
+	const char *colon = strrchr(node, ':');
+	if (strncmp(node, "http://", 7) != 0 && !strstr(node, "://") && colon && colon != node &&
+	    colon[1] && strspn(colon + 1, "0123456789") == strlen(colon + 1) &&
+	    !strchr(node, '/') && strlen(node) < sizeof node_url - 8) {
+		snprintf(node_url, sizeof node_url, "http://%s", node);
+		node = node_url;
+	}
 	if (strncmp(node, "http://", 7) != 0)
-		return usage_error("--node wants a URL like http://127.0.0.1:5001, not '%s'", node);
+		return usage_error(
+		    "--node wants a URL like http://127.0.0.1:5001 or HOST:PORT, not '%s'", node);
 
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	char url[2048];

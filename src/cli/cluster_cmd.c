@@ -26,7 +26,8 @@ static const char *cluster_usage =
     "Starts N nodes (default 5) on 127.0.0.1: node-i serves HTTP on base-http + i - 1\n"
     "(default 5001..) and peers on base-peer + i - 1 (default 6001..), keeps its data in\n"
     "DIR/node-i (default ringnet-data), and joins through node-1. Restarts a node that\n"
-    "dies; Ctrl-C stops them all and exits 0.\n";
+    "dies, but not one that exits with status 2 (a usage error): then it stops them all\n"
+    "and exits 2. Ctrl-C stops them all and exits 0.\n";
 
 static volatile sig_atomic_t stop_requested;
 
@@ -78,10 +79,15 @@ static pid_t spawn(const char *exe, child *c, const char *join, const char *leve
 	return pid;
 }
 
-/* Waits until something accepts connections on 127.0.0.1:port (at most ~5 s). */
-static int wait_port(int port)
+/* Waits until something accepts connections on 127.0.0.1:port (at most ~5 s), or until
+ * the node that should does exit (it is left for the main loop to reap). */
+static int wait_port(int port, pid_t pid)
 {
 	for (int i = 0; i < 100 && !stop_requested; i++) {
+		siginfo_t info = {0};
+		if (waitid(P_PID, (id_t)pid, &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+		    info.si_pid == pid)
+			return -1;
 		int fd = socket(AF_INET, SOCK_STREAM, 0);
 		struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
 		sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -108,6 +114,21 @@ static int port_free(int port)
 	int rc = bind(fd, (struct sockaddr *)&sa, sizeof sa);
 	close(fd);
 	return rc;
+}
+
+/* A node exited with status 2, a usage error: the same arguments would fail the same way
+ * again, so it is not restarted and the cluster stops with status 2. Reaps it. */
+static void usage_exit(child *c, int *exit_code)
+{
+	if (c->pid)
+		waitpid(c->pid, NULL, 0);
+	c->pid = 0;
+	fprintf(stderr,
+	        "ringnet cluster: %s exited with status 2, a usage error (its message is "
+	        "above); not starting it again, stopping\n",
+	        c->name);
+	stop_requested = 1;
+	*exit_code = 2;
 }
 
 static int parse_port(const char *s, int *out)
@@ -150,8 +171,18 @@ int cli_cluster(int argc, char **argv)
 			bad = parse_port(v, &base_peer) < 0;
 		else if (!strcmp(a, "--data"))
 			dir = v;
-		else if (!strcmp(a, "--log-level"))
+		else if (!strcmp(a, "--log-level")) {
+			static const char *const levels[] = {"error", "warn", "info", "debug"};
 			level = v;
+			if (!cli_one_of(v, levels, CLI_NELEM(levels))) {
+				fprintf(stderr,
+				        "ringnet cluster: --log-level is error, warn, info or "
+				        "debug, not "
+				        "'%s'\n%s",
+				        v, cluster_usage);
+				return 2;
+			}
+		}
 		if (bad) {
 			fprintf(stderr,
 			        "ringnet cluster: bad value '%s' for %s (nodes 1..%d, ports "
@@ -194,7 +225,8 @@ int cli_cluster(int argc, char **argv)
 
 	child kids[MAX_NODES];
 	memset(kids, 0, sizeof kids);
-	for (int i = 0; i < n; i++) {
+	int exit_code = 0;
+	for (int i = 0; i < n && !stop_requested; i++) {
 		child *c = &kids[i];
 		snprintf(c->name, sizeof c->name, "node-%d", i + 1);
 		snprintf(c->http, sizeof c->http, "127.0.0.1:%d", base_http + i);
@@ -202,19 +234,29 @@ int cli_cluster(int argc, char **argv)
 		snprintf(c->data, sizeof c->data, "%s/node-%d", dir, i + 1);
 		spawn(exe, c, i ? kids[0].peer : NULL, level);
 		/* node-1 must be up before the others join through it */
-		if (wait_port(base_http + i) < 0 && !stop_requested)
-			fprintf(stderr, "ringnet cluster: %s is slow to start; see its log lines\n",
-			        c->name);
+		if (wait_port(base_http + i, c->pid) < 0 && !stop_requested) {
+			siginfo_t info = {0};
+			if (waitid(P_PID, (id_t)c->pid, &info, WEXITED | WNOHANG | WNOWAIT) < 0 ||
+			    info.si_pid != c->pid)
+				fprintf(stderr,
+				        "ringnet cluster: %s is slow to start; see its log lines\n",
+				        c->name);
+			else if (info.si_code == CLD_EXITED && info.si_status == 2)
+				usage_exit(c, &exit_code);
+			/* any other exit: the main loop starts it again */
+		}
 	}
-	printf("ringnet cluster: %d nodes on 127.0.0.1 (Ctrl-C stops them all)\n", n);
-	for (int i = 0; i < n; i++)
-		printf("  %-8s http://%s  peer %s  data %s  pid %d\n", kids[i].name, kids[i].http,
-		       kids[i].peer, kids[i].data, (int)kids[i].pid);
-	printf("try: curl -X POST http://%s/kv -d '{\"key\": \"color\", \"value\": \"blue\"}'\n",
-	       kids[0].http);
-	fflush(stdout);
+	if (!stop_requested) {
+		printf("ringnet cluster: %d nodes on 127.0.0.1 (Ctrl-C stops them all)\n", n);
+		for (int i = 0; i < n; i++)
+			printf("  %-8s http://%s  peer %s  data %s  pid %d\n", kids[i].name,
+			       kids[i].http, kids[i].peer, kids[i].data, (int)kids[i].pid);
+		printf("try: curl -X POST http://%s/kv -d '{\"key\": \"color\", \"value\": "
+		       "\"blue\"}'\n",
+		       kids[0].http);
+		fflush(stdout);
+	}
 
-	int exit_code = 0;
 	while (!stop_requested) {
 		int st;
 		pid_t pid = waitpid(-1, &st, 0);
@@ -228,6 +270,10 @@ int cli_cluster(int argc, char **argv)
 			if (c->pid != pid || stop_requested)
 				continue;
 			c->pid = 0;
+			if (WIFEXITED(st) && WEXITSTATUS(st) == 2) {
+				usage_exit(c, &exit_code);
+				break;
+			}
 			fprintf(stderr, "ringnet cluster: %s (pid %d) %s %d; starting it again\n",
 			        c->name, (int)pid,
 			        WIFSIGNALED(st) ? "was killed by signal" : "exited with",

@@ -15,9 +15,25 @@ static const char *node_usage =
     "                    [--log-level error|warn|info|debug] [--config FILE]\n"
     "\n"
     "Runs one node of a ring. Its ring id is SHA-1 of NAME. Without --join it starts a new\n"
-    "ring; with --join it joins the ring of the node listening there. Peers talk to it on\n"
-    "--listen (an IPv4 address other nodes can reach, not 0.0.0.0); the HTTP API is on\n"
-    "--http: GET /ring, GET /health. SIGINT or SIGTERM leaves the ring and exits 0.\n";
+    "ring (or, restarted on the same --data, rejoins the peers it knew); with --join (up\n"
+    "to 8) it joins the ring of the node listening there. Peers talk to it on --listen (an\n"
+    "IPv4 address other nodes can reach, not 0.0.0.0); the HTTP API is on --http.\n"
+    "  --data DIR      its LMDB key-value store and saved peers (default ringnet-data/NAME)\n"
+    "  --replicas R    copies of every key, 1-8 (default 3; every node of a ring alike)\n"
+    "  --write-quorum W  copies on disk before a write is acknowledged, 1-R (default 2)\n"
+    "  --config FILE   the same settings as JSON: {\"id\": ..., \"listen\": ..., \"http\": ...,\n"
+    "                  \"join\": [...], \"data\": ..., \"log_level\": ..., \"replicas\": 3,\n"
+    "                  \"write_quorum\": 2}; flags win over it\n"
+    "HTTP routes:\n"
+    "  POST /kv {\"key\": K, \"value\": V}   store V (any JSON) under K\n"
+    "  GET /kv/KEY, DELETE /kv/KEY       read or remove a key (any node forwards to its owner,\n"
+    "                                    which coordinates the key's R replicas)\n"
+    "  GET /ring     this node, its predecessor, successors and fingers\n"
+    "  GET /peers    every peer it knows, with roles and connection state\n"
+    "  GET /health   status and frame counters\n"
+    "  GET /metrics  Prometheus text\n"
+    "SIGINT or SIGTERM pushes its keys to their new replica, leaves the ring and exits 0.\n"
+    "Exit status: 0 after a signal, 1 when it cannot start, 2 on a usage error.\n";
 
 static int bad(const char *fmt, const char *arg)
 {
@@ -143,8 +159,17 @@ int cli_node(int argc, char **argv)
 		if (rc)
 			return rc;
 	}
-	if (!o.name[0] || !o.listen[0] || !o.http[0])
-		return bad("--id, --listen and --http are required%s", "");
+	if (!o.name[0] || !o.listen[0] || !o.http[0]) {
+		char missing[64] = "";
+		const char *req[] = {o.name, o.listen, o.http},
+		           *what[] = {"--id", "--listen", "--http"};
+		for (int k = 0; k < 3; k++)
+			if (!req[k][0])
+				snprintf(missing + strlen(missing),
+				         sizeof missing - strlen(missing), "%s%s",
+				         missing[0] ? " " : "", what[k]);
+		return bad("missing %s (--id, --listen and --http are required)", missing);
+	}
 	if (o.replicas && o.write_quorum > o.replicas)
 		return bad("--write-quorum cannot exceed --replicas%s", "");
 	if (!o.replicas && o.write_quorum > 3)

@@ -5,8 +5,9 @@
  * connect that fails, a connection that drops with messages still queued, or a queue that
  * overflows hands those messages back to the core with ring_on_unreachable: that is how the
  * core learns a peer is gone. At most MAX_OUT_CONNS outgoing connections (the one idle longest
- * is closed to open another) and MAX_IN_CONNS incoming (more are closed at once); a peer that
- * refused a connect is not tried again before its backoff has passed. */
+ * is closed to open another); a peer that refused a connect is not tried again before its
+ * backoff has passed. What incoming connections and the address book can make the node hold
+ * is bounded: see "receiving" and "addresses" below, and docs/security.md. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,33 +17,142 @@
 typedef struct {
 	uv_write_t req;
 	peer *p;
+	uv_tcp_t *tcp; /* the connection it went out on (p may have a newer one by now) */
 	pending *frame;
 } wreq;
 
-/* ---- addresses ---- */
+/* ---- addresses ----
+ *
+ * The book holds up to MAX_PEERS addresses, each named by its slot (a ring_addr). Anyone
+ * can make a node learn addresses (every frame names some), so when the book is full the
+ * BOOK_EVICT least recently seen entries that nothing holds are forgotten and their slots
+ * reused: not this node, not a successor, the predecessor, a finger, the anchor or a join
+ * candidate, and not a peer with a connection, queued frames or writes under way.
+ * Addresses are compared in their canonical form, "a.b.c.d:port", so "localhost:6001",
+ * "127.0.0.1:06001" and "127.0.0.1:6001" are one entry. */
 
 const char *nd_book_name(void *ctx, ring_addr a)
 {
 	node *n = ctx;
-	return a < n->npeers ? n->peers[a].addr : NULL;
+	return a < n->npeers && !n->peers[a].unused ? n->peers[a].addr : NULL;
+}
+
+unsigned nd_book_used(const node *n)
+{
+	return n->npeers - n->nbook_free;
+}
+
+static ring_addr book_find(const node *n, const struct sockaddr_in *sa)
+{
+	for (uint32_t i = 0; i < n->npeers; i++) {
+		const peer *p = &n->peers[i];
+		if (!p->unused && p->sa.sin_port == sa->sin_port &&
+		    p->sa.sin_addr.s_addr == sa->sin_addr.s_addr)
+			return i;
+	}
+	return RING_ADDR_NONE;
+}
+
+static void pin(node *n, uint8_t *pinned, ring_addr a)
+{
+	if (a < n->npeers)
+		pinned[a] = 1;
+}
+
+typedef struct {
+	uint64_t seen;
+	uint32_t slot;
+} lru_entry;
+
+static int by_seen(const void *a, const void *b)
+{
+	uint64_t x = ((const lru_entry *)a)->seen, y = ((const lru_entry *)b)->seen;
+	return x < y ? -1 : x > y;
+}
+
+/* Forgets the BOOK_EVICT least recently seen entries that nothing holds. */
+static void book_evict(node *n)
+{
+	uint8_t *pinned = calloc(n->npeers, 1);
+	lru_entry *cand = malloc(n->npeers * sizeof *cand);
+	if (!pinned || !cand) {
+		free(pinned);
+		free(cand);
+		return;
+	}
+	pinned[0] = 1; /* this node */
+	ring_peer succ[RING_MAX_SUCC];
+	size_t ns = ring_successors(n->ring, succ, RING_MAX_SUCC);
+	for (size_t i = 0; i < ns; i++)
+		pin(n, pinned, succ[i].addr);
+	pin(n, pinned, ring_predecessor(n->ring).addr);
+	for (unsigned f = 0; f < n->cfg.bits; f++)
+		pin(n, pinned, ring_finger(n->ring, f).addr);
+	pin(n, pinned, n->anchor.addr);
+	for (unsigned i = 0; i < n->ncandidates; i++) { /* the core may be joining through one */
+		struct sockaddr_in sa;
+		char host[24];
+		int port;
+		if (node_parse_hostport(n->candidates[i].addr, host, sizeof host, &port) == 0 &&
+		    uv_ip4_addr(host, port, &sa) == 0)
+			pin(n, pinned, book_find(n, &sa));
+	}
+	uint32_t nc = 0;
+	for (uint32_t i = 1; i < n->npeers; i++) {
+		const peer *p = &n->peers[i];
+		if (!p->unused && !pinned[i] && !p->tcp && !p->nq && !p->inflight)
+			cand[nc++] = (lru_entry){p->seen, i};
+	}
+	qsort(cand, nc, sizeof *cand, by_seen);
+	uint32_t k = nc < BOOK_EVICT ? nc : BOOK_EVICT;
+	for (uint32_t i = 0; i < k; i++) {
+		peer *p = &n->peers[cand[i].slot];
+		memset(p, 0, sizeof *p);
+		p->unused = true;
+		n->book_free[n->nbook_free++] = cand[i].slot;
+	}
+	n->limit_hits[LIM_BOOK_EVICTED] += k; /* counted per entry forgotten */
+	if (k)
+		nd_log_rl(n, LIM_BOOK_EVICTED, 1,
+		          "address book full (%d peers): forgot the %u least recently seen",
+		          MAX_PEERS, k);
+	free(pinned);
+	free(cand);
 }
 
 ring_addr nd_book_intern(void *ctx, const char *addr)
 {
 	node *n = ctx;
-	for (uint32_t i = 0; i < n->npeers; i++)
-		if (!strcmp(n->peers[i].addr, addr))
-			return i;
 	char host[24]; /* an IPv4 address in dotted form fits with room to spare */
 	int port;
-	if (n->npeers >= MAX_PEERS || node_parse_hostport(addr, host, sizeof host, &port) < 0)
+	struct sockaddr_in sa;
+	if (node_parse_hostport(addr, host, sizeof host, &port) < 0 ||
+	    uv_ip4_addr(host, port, &sa) != 0)
 		return RING_ADDR_NONE;
-	peer *p = &n->peers[n->npeers];
+	ring_addr a = book_find(n, &sa);
+	if (a != RING_ADDR_NONE) {
+		n->peers[a].seen = ++n->book_clock;
+		return a;
+	}
+	if (!n->nbook_free && n->npeers >= MAX_PEERS)
+		book_evict(n);
+	if (n->nbook_free)
+		a = n->book_free[--n->nbook_free];
+	else if (n->npeers < MAX_PEERS)
+		a = n->npeers++;
+	else {
+		nd_limit(n, LIM_BOOK_FULL,
+		         "address book full (%d peers, all in use): not learning %s:%d", MAX_PEERS,
+		         host, port);
+		return RING_ADDR_NONE;
+	}
+	peer *p = &n->peers[a];
 	memset(p, 0, sizeof *p);
 	p->node = n;
 	snprintf(p->addr, sizeof p->addr, "%s:%d", host, port);
-	uv_ip4_addr(host, port, &p->sa);
-	return n->npeers++;
+	p->sa = sa;
+	p->seen = ++n->book_clock;
+	return a;
 }
 
 /* ---- sending ---- */
@@ -100,11 +210,17 @@ static void on_write(uv_write_t *req, int status)
 {
 	wreq *w = (wreq *)req;
 	node *n = w->p->node;
+	w->p->inflight--;
 	if (status < 0) {
+		/* reset, broken pipe, or cancelled by a close: the frame goes back to the
+		 * core, and the connection (if it is still this one) is dropped, so that the
+		 * next frame opens a fresh one */
 		LOG_D(n, "write to %s failed: %s", w->p->addr, uv_strerror(status));
-		hand_back(n, w->frame);
-		if (w->p->connected)
+		if (w->p->tcp == w->tcp) {
 			nd_drop_connection(w->p);
+			fail_queue(w->p);
+		}
+		hand_back(n, w->frame);
 	} else {
 		n->frames_out++;
 		n->bytes_out += w->frame->len;
@@ -115,21 +231,26 @@ static void on_write(uv_write_t *req, int status)
 
 static void write_frame(peer *p, pending *f)
 {
-	wreq *w = malloc(sizeof *w);
-	if (!w) {
+	wreq *w = p->tcp && p->connected ? malloc(sizeof *w) : NULL;
+	if (!w) { /* out of memory, or an earlier write of the same batch dropped it */
 		hand_back(p->node, f);
 		nd_free_frame(f);
 		return;
 	}
 	w->p = p;
+	w->tcp = p->tcp;
 	w->frame = f;
 	uv_buf_t b = uv_buf_init((char *)f->buf, (unsigned)f->len);
 	int rc = uv_write(&w->req, (uv_stream_t *)p->tcp, &b, 1, on_write);
 	if (rc < 0) {
+		LOG_D(p->node, "cannot write to %s: %s", p->addr, uv_strerror(rc));
 		free(w);
+		nd_drop_connection(p);
 		hand_back(p->node, f);
 		nd_free_frame(f);
+		return;
 	}
+	p->inflight++;
 }
 
 static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *b)
@@ -203,7 +324,13 @@ static void close_idle(node *n)
 void nd_send_frame(node *n, ring_addr to, pending *f)
 {
 	peer *p = &n->peers[to];
+	if (p->unused) { /* a forgotten address: nothing should name it any more */
+		hand_back(n, f);
+		nd_free_frame(f);
+		return;
+	}
 	p->used_at = uv_now(&n->loop);
+	p->seen = ++n->book_clock;
 	if (p->connected) {
 		write_frame(p, f);
 		return;
@@ -263,32 +390,84 @@ void nd_arm_timer(node *n, uint64_t at)
 	uv_timer_start(&n->tick, on_tick, at > now ? at - now : 0, 0);
 }
 
-/* ---- receiving ---- */
+/* ---- receiving ----
+ *
+ * Every incoming connection reads into the node's one read buffer; whole frames are
+ * handled from there and only a partial frame at the end is copied to the connection's
+ * own buffer. What a stranger can make the node hold this way is bounded: a frame begun
+ * must be whole within FRAME_READ_MS, a connection that sends no frame for IN_IDLE_MS is
+ * closed, partial frames over IN_BUF_SMALL count against IN_BUF_TOTAL across all
+ * connections, one address has at most IN_PER_ADDR connections, and at MAX_IN_CONNS a new
+ * connection replaces the oldest one that has not sent a whole frame yet (peers that talk
+ * keep their slots). */
+
+static void in_unlink(inconn *c)
+{
+	node *n = c->node;
+	if (!c->listed)
+		return;
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		n->inconns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	c->listed = false;
+	n->nin--;
+}
 
 void nd_in_closed(uv_handle_t *h)
 {
 	inconn *c = (inconn *)h;
-	c->node->nin--;
+	in_unlink(c);
+	c->node->in_buffered -= c->cap;
 	free(c->buf);
 	free(c);
 }
 
+static void in_close(inconn *c)
+{
+	in_unlink(c);
+	if (!uv_is_closing((uv_handle_t *)&c->tcp))
+		uv_close((uv_handle_t *)&c->tcp, nd_in_closed);
+}
+
 static void in_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
 {
+	(void)hint;
 	inconn *c = (inconn *)h;
-	if (hint < 65536)
-		hint = 65536;
-	if (c->cap - c->len < hint) {
-		size_t cap = c->len + hint;
-		uint8_t *q = realloc(c->buf, cap);
-		if (!q) {
-			*b = uv_buf_init(NULL, 0);
-			return;
+	*b = uv_buf_init((char *)c->node->rbuf, sizeof c->node->rbuf);
+}
+
+/* Appends k bytes of a partial frame to c's buffer; false when the bound on buffered
+ * bytes refuses them. */
+static bool in_keep(inconn *c, const uint8_t *data, size_t k)
+{
+	node *n = c->node;
+	size_t need = c->len + k;
+	if (need > c->cap) {
+		size_t cap = c->cap * 2 > need ? c->cap * 2 : need;
+		if (cap > WIRE_HEADER + WIRE_MAX_FRAME + IN_READ_CHUNK)
+			cap = need; /* a frame and one read at most; consume() refuses longer */
+		if (need <= IN_BUF_SMALL && cap > IN_BUF_SMALL)
+			cap = IN_BUF_SMALL; /* what is always allowed is not doubled past it */
+		if (cap > IN_BUF_SMALL && n->in_buffered - c->cap + cap > IN_BUF_TOTAL) {
+			nd_limit(n, LIM_IN_BUFFER,
+			         "partial frames on peer connections hold %zu bytes (at most %u): "
+			         "closing a connection that wants %zu more",
+			         n->in_buffered, IN_BUF_TOTAL, cap - c->cap);
+			return false;
 		}
+		uint8_t *q = realloc(c->buf, cap);
+		if (!q)
+			return false;
+		n->in_buffered += cap - c->cap;
 		c->buf = q;
 		c->cap = cap;
 	}
-	*b = uv_buf_init((char *)c->buf + c->len, (unsigned)(c->cap - c->len));
+	memcpy(c->buf + c->len, data, k);
+	c->len = need;
+	return true;
 }
 
 /* Handles every whole frame in the buffer; false when the peer sent garbage. */
@@ -336,19 +515,53 @@ static bool consume(inconn *c)
 
 static void in_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 {
-	(void)b;
 	inconn *c = (inconn *)s;
+	node *n = c->node;
 	if (nread < 0) {
-		uv_close((uv_handle_t *)s, nd_in_closed);
+		in_close(c);
 		return;
 	}
-	c->len += (size_t)nread;
-	c->node->bytes_in += (uint64_t)nread;
-	if (!consume(c)) {
-		c->node->bad_frames++;
-		LOG_W(c->node, "malformed frame from a peer connection: closing that connection");
-		uv_read_stop(s);
-		uv_close((uv_handle_t *)s, nd_in_closed);
+	if (nread == 0)
+		return;
+	n->bytes_in += (uint64_t)nread;
+	uint64_t frames = n->frames_in, now = uv_now(&n->loop);
+	bool ok = true, bad = false;
+	if (!c->len) {
+		/* between frames: handle the whole ones where they are, keep the rest */
+		uint8_t *own = c->buf;
+		c->buf = (uint8_t *)b->base;
+		c->len = (size_t)nread;
+		bad = !consume(c); /* moves what is left to the start of b->base */
+		size_t left = c->len;
+		c->buf = own;
+		c->len = 0;
+		if (!bad && left)
+			ok = in_keep(c, (const uint8_t *)b->base, left);
+	} else {
+		ok = in_keep(c, (const uint8_t *)b->base, (size_t)nread);
+		bad = ok && !consume(c);
+	}
+	if (bad) {
+		n->bad_frames++;
+		nd_log_rl(n, LOG_BAD_FRAME, 1,
+		          "malformed frame from a peer connection: closing that connection");
+	}
+	if (bad || !ok) {
+		in_close(c);
+		return;
+	}
+	if (n->frames_in != frames) {
+		c->proven = true;
+		c->active_at = now;
+	}
+	if (!c->len) {
+		c->begun_at = 0;
+		n->in_buffered -= c->cap; /* between frames a connection holds nothing */
+		free(c->buf);
+		c->buf = NULL;
+		c->cap = 0;
+	} else if (!c->begun_at || n->frames_in != frames) {
+		c->begun_at = now; /* a new frame began in this read */
 	}
 }
 
@@ -363,16 +576,76 @@ void nd_on_connection(uv_stream_t *server, int status)
 	c->node = n;
 	uv_tcp_init(&n->loop, &c->tcp);
 	c->tcp.data = NULL; /* marks an incoming connection for close_walk */
-	n->nin++;
 	if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {
 		uv_close((uv_handle_t *)&c->tcp, nd_in_closed);
 		return;
 	}
-	if (n->nin > MAX_IN_CONNS) {
-		if (!n->refused_conns++)
-			LOG_W(n, "more than %d peer connections: closing new ones", MAX_IN_CONNS);
+	struct sockaddr_storage ss;
+	int sslen = sizeof ss;
+	if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sslen) == 0 &&
+	    ss.ss_family == AF_INET)
+		c->ip = ((struct sockaddr_in *)&ss)->sin_addr.s_addr;
+	char ip[INET_ADDRSTRLEN];
+	uv_inet_ntop(AF_INET, &c->ip, ip, sizeof ip);
+	unsigned same = 0;
+	inconn *oldest = NULL; /* the oldest connection that has not sent a whole frame */
+	for (inconn *o = n->inconns; o; o = o->next) {
+		same += o->ip == c->ip;
+		if (!o->proven && (!oldest || o->active_at < oldest->active_at))
+			oldest = o;
+	}
+	if (same >= IN_PER_ADDR) {
+		n->refused_conns++;
+		nd_limit(n, LIM_IN_PER_ADDR,
+		         "%u peer connections from %s already (at most %d): closing new ones", same,
+		         ip, IN_PER_ADDR);
 		uv_close((uv_handle_t *)&c->tcp, nd_in_closed);
 		return;
 	}
+	if (n->nin >= MAX_IN_CONNS) {
+		if (!oldest) {
+			n->refused_conns++;
+			nd_limit(n, LIM_IN_FULL,
+			         "%d peer connections, all of them talking: closing new ones",
+			         MAX_IN_CONNS);
+			uv_close((uv_handle_t *)&c->tcp, nd_in_closed);
+			return;
+		}
+		nd_limit(n, LIM_IN_REPLACED,
+		         "%d peer connections: closing the oldest that has sent no frame to make "
+		         "room",
+		         MAX_IN_CONNS);
+		in_close(oldest);
+	}
+	c->active_at = uv_now(&n->loop);
+	c->next = n->inconns;
+	if (c->next)
+		c->next->prev = c;
+	n->inconns = c;
+	c->listed = true;
+	n->nin++;
 	uv_read_start((uv_stream_t *)&c->tcp, in_alloc, in_read);
+}
+
+void nd_in_sweep(node *n)
+{
+	uint64_t now = uv_now(&n->loop);
+	if (now - n->in_swept_at < IN_SWEEP_MS)
+		return;
+	n->in_swept_at = now;
+	for (inconn *c = n->inconns, *next; c; c = next) {
+		next = c->next;
+		if (c->begun_at && now - c->begun_at >= FRAME_READ_MS) {
+			nd_limit(n, LIM_FRAME_TIMEOUT,
+			         "a frame on a peer connection not whole after %d s (%zu bytes "
+			         "so far): closing it",
+			         FRAME_READ_MS / 1000, c->len);
+			in_close(c);
+		} else if (!c->begun_at && now - c->active_at >= IN_IDLE_MS) {
+			nd_limit(n, LIM_IN_IDLE,
+			         "a peer connection sent no frame for %d s: closing it",
+			         IN_IDLE_MS / 1000);
+			in_close(c);
+		}
+	}
 }

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "node_internal.h"
 
@@ -51,10 +52,24 @@ static char *metrics_text(node *n)
 	  "ringnet_peer_connections{dir=\"out\"} %u\nringnet_peer_connections{dir=\"in\"} %u\n",
 	  MAX_OUT_CONNS, MAX_IN_CONNS, n->nout, n->nin);
 	P("# HELP ringnet_peer_connections_refused_total Incoming connections closed at once "
-	  "because %d were open.\n"
+	  "(%d open, all talking, or %d from that address).\n"
 	  "# TYPE ringnet_peer_connections_refused_total counter\n"
 	  "ringnet_peer_connections_refused_total %llu\n",
-	  MAX_IN_CONNS, (unsigned long long)n->refused_conns);
+	  MAX_IN_CONNS, IN_PER_ADDR, (unsigned long long)n->refused_conns);
+	P("# HELP ringnet_limit_hits_total Times a bound on what peers can make the node hold "
+	  "was hit (docs/security.md).\n"
+	  "# TYPE ringnet_limit_hits_total counter\n");
+	for (int k = 0; k < LIM_COUNT; k++)
+		P("ringnet_limit_hits_total{limit=\"%s\"} %llu\n", nd_limit_names[k],
+		  (unsigned long long)n->limit_hits[k]);
+	P("# HELP ringnet_peer_buffered_bytes Bytes held for partial frames on incoming "
+	  "connections (new ones over %u are refused).\n"
+	  "# TYPE ringnet_peer_buffered_bytes gauge\nringnet_peer_buffered_bytes %zu\n",
+	  IN_BUF_TOTAL, n->in_buffered);
+	P("# HELP ringnet_peer_book_entries Addresses in the address book (at most %d; the "
+	  "least recently seen that nothing holds are forgotten).\n"
+	  "# TYPE ringnet_peer_book_entries gauge\nringnet_peer_book_entries %u\n",
+	  MAX_PEERS, nd_book_used(n));
 	P("# HELP ringnet_peer_bad_frames_total Malformed frames (each closed its connection).\n"
 	  "# TYPE ringnet_peer_bad_frames_total counter\nringnet_peer_bad_frames_total %llu\n",
 	  (unsigned long long)n->bad_frames);
@@ -154,6 +169,8 @@ static char *peers_json(node *n)
 	json_t *a = json_array();
 	for (uint32_t i = 1; i < n->npeers; i++) {
 		peer *p = &n->peers[i];
+		if (p->unused)
+			continue;
 		json_t *roles = json_array();
 		if (pred.addr == i)
 			json_array_append_new(roles, json_string("predecessor"));
@@ -266,7 +283,7 @@ static enum MHD_Result bad_request(http_req *q, struct MHD_Connection *c, unsign
 /* Appends the HTTP counters (kept by the HTTP thread) to the loop's metrics. Under lock. */
 static char *add_http_metrics(node *n, char *body)
 {
-	size_t len = strlen(body), cap = len + 256 + n->nhttp_count * 96;
+	size_t len = strlen(body), cap = len + 1024 + n->nhttp_count * 96;
 	char *b = realloc(body, cap);
 	if (!b) {
 		free(body);
@@ -274,8 +291,16 @@ static char *add_http_metrics(node *n, char *body)
 	}
 	len += (size_t)snprintf(
 	    b + len, cap - len,
+	    "# HELP ringnet_http_connections Open HTTP connections (at most %d, %d from one "
+	    "address).\n"
+	    "# TYPE ringnet_http_connections gauge\nringnet_http_connections %u\n"
+	    "# HELP ringnet_http_connections_refused_total HTTP connections closed at once by "
+	    "those limits.\n"
+	    "# TYPE ringnet_http_connections_refused_total counter\n"
+	    "ringnet_http_connections_refused_total %llu\n"
 	    "# HELP ringnet_http_requests_total HTTP requests by route and status.\n"
-	    "# TYPE ringnet_http_requests_total counter\n");
+	    "# TYPE ringnet_http_requests_total counter\n",
+	    HTTP_MAX_CONNS, HTTP_PER_IP, n->http_conns, (unsigned long long)n->http_refused);
 	for (unsigned i = 0; i < n->nhttp_count && len < cap; i++)
 		len += (size_t)snprintf(
 		    b + len, cap - len,
@@ -579,15 +604,67 @@ static void on_http_done(void *cls, struct MHD_Connection *c, void **state,
 	*state = NULL;
 }
 
+/* ---- connection limits (HTTP thread) ---- */
+
+static void on_http_conn(void *cls, struct MHD_Connection *c, void **sock,
+                         enum MHD_ConnectionNotificationCode toe)
+{
+	(void)c;
+	(void)sock;
+	node *n = cls;
+	pthread_mutex_lock(&n->lock);
+	if (toe == MHD_CONNECTION_NOTIFY_STARTED)
+		n->http_conns++;
+	else if (n->http_conns)
+		n->http_conns--;
+	pthread_mutex_unlock(&n->lock);
+}
+
+/* libmicrohttpd's own log lines: at most one per LIMIT_LOG_MS, since a client can cause
+ * one per connection. A connection refused by HTTP_MAX_CONNS or HTTP_PER_IP is logged as
+ * "reached connection limit" (libmicrohttpd 0.9.75 has no callback for it), and counted. */
+static void on_http_log(void *cls, const char *fmt, va_list ap)
+{
+	node *n = cls;
+	char line[256];
+	vsnprintf(line, sizeof line, fmt, ap);
+	line[strcspn(line, "\n")] = '\0';
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	uint64_t now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+	pthread_mutex_lock(&n->lock);
+	if (strstr(line, "connection limit"))
+		n->http_refused++;
+	uint64_t quiet = n->http_log_quiet;
+	bool say = !n->http_log_at || now - n->http_log_at >= LIMIT_LOG_MS;
+	if (say) {
+		n->http_log_at = now ? now : 1;
+		n->http_log_quiet = 0;
+	} else {
+		n->http_log_quiet++;
+	}
+	pthread_mutex_unlock(&n->lock);
+	if (say && quiet)
+		nd_log(n, 1, "http: %s (and %llu more lines in the last %d s)", line,
+		       (unsigned long long)quiet, LIMIT_LOG_MS / 1000);
+	else if (say)
+		nd_log(n, 1, "http: %s", line);
+}
+
 /* ---- start and stop (loop thread) ---- */
 
 struct MHD_Daemon *nd_http_start(node *n, const struct sockaddr_in *sa, int port)
 {
-	return MHD_start_daemon(MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG |
-	                            MHD_ALLOW_SUSPEND_RESUME,
-	                        (uint16_t)port, NULL, NULL, on_http, n, MHD_OPTION_SOCK_ADDR, sa,
-	                        MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_NOTIFY_COMPLETED,
-	                        on_http_done, n, MHD_OPTION_END);
+	/* The limits keep one client (slowloris: many connections, each sending a header line
+	 * now and then) from taking every connection: one address gets HTTP_PER_IP of the
+	 * HTTP_MAX_CONNS, and a connection silent for HTTP_TIMEOUT_S is closed. */
+	return MHD_start_daemon(
+	    MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME,
+	    (uint16_t)port, NULL, NULL, on_http, n, MHD_OPTION_EXTERNAL_LOGGER, on_http_log, n,
+	    MHD_OPTION_SOCK_ADDR, sa, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_TIMEOUT_S,
+	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP_MAX_CONNS,
+	    MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)HTTP_PER_IP, MHD_OPTION_NOTIFY_CONNECTION,
+	    on_http_conn, n, MHD_OPTION_NOTIFY_COMPLETED, on_http_done, n, MHD_OPTION_END);
 }
 
 void nd_http_stop(node *n)

@@ -29,6 +29,45 @@ void nd_log(const node *n, int level, const char *fmt, ...)
 	fputc('\n', stderr);
 }
 
+const char *const nd_limit_names[LIM_COUNT] = {
+    "in_connections",  "in_per_address", "in_replaced",  "frame_read_timeout",
+    "in_idle_timeout", "in_buffer",      "book_evicted", "book_full"};
+
+static void log_rl_v(node *n, int slot, int level, const char *fmt, va_list ap)
+{
+	uint64_t now = uv_now(&n->loop);
+	if (n->log_at[slot] && now - n->log_at[slot] < LIMIT_LOG_MS) {
+		n->log_quiet[slot]++;
+		return;
+	}
+	char line[512];
+	vsnprintf(line, sizeof line, fmt, ap);
+	if (n->log_quiet[slot])
+		nd_log(n, level, "%s (and %llu more like it in the last %d s)", line,
+		       (unsigned long long)n->log_quiet[slot], LIMIT_LOG_MS / 1000);
+	else
+		nd_log(n, level, "%s", line);
+	n->log_at[slot] = now ? now : 1;
+	n->log_quiet[slot] = 0;
+}
+
+void nd_log_rl(node *n, int slot, int level, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	log_rl_v(n, slot, level, fmt, ap);
+	va_end(ap);
+}
+
+void nd_limit(node *n, int which, const char *fmt, ...)
+{
+	n->limit_hits[which]++;
+	va_list ap;
+	va_start(ap, fmt);
+	log_rl_v(n, which, 1, fmt, ap);
+	va_end(ap);
+}
+
 /* ---- addresses ---- */
 
 int node_parse_hostport(const char *s, char *host, size_t hostlen, int *port)
@@ -36,10 +75,12 @@ int node_parse_hostport(const char *s, char *host, size_t hostlen, int *port)
 	const char *colon = strrchr(s, ':');
 	if (!colon || colon == s || (size_t)(colon - s) >= hostlen)
 		return -1;
-	char *end;
-	errno = 0;
-	long p = strtol(colon + 1, &end, 10);
-	if (errno || *end || p < 1 || p > 65535)
+	/* digits only: strtol alone would take " 80", "+80" and "-0" too */
+	const char *d = colon + 1;
+	if (!*d || strspn(d, "0123456789") != strlen(d) || strlen(d) > 5)
+		return -1;
+	long p = strtol(d, NULL, 10);
+	if (p < 1 || p > 65535)
 		return -1;
 	memcpy(host, s, (size_t)(colon - s));
 	host[colon - s] = '\0';
@@ -115,6 +156,7 @@ static void on_snapshot(uv_timer_t *t)
 	nd_kv_tick(n);
 	nd_kv_expire(n, false);
 	uint64_t now = uv_now(&n->loop);
+	nd_in_sweep(n);
 	nd_anchor_lookup(n, now);
 	nd_save_peers(n);
 	if (!n->stopping && !ring_joined(n->ring) && n->ncandidates &&
@@ -185,7 +227,9 @@ static void raise_fd_limit(void)
 
 int node_run(const node_opts *o)
 {
-	/* a peer that resets a connection we write to must cost an error, not the process */
+	/* A write to a connection the peer has reset raises SIGPIPE, whose default action
+	 * kills the process; ignored, the write fails with EPIPE and on_write hands the
+	 * frame back to the core like any other undeliverable message. */
 	signal(SIGPIPE, SIG_IGN);
 	raise_fd_limit();
 	node *n = calloc(1, sizeof *n);
@@ -195,12 +239,14 @@ int node_run(const node_opts *o)
 	n->tick_at = UINT64_MAX;
 	n->anchor.addr = RING_ADDR_NONE;
 	n->peers = calloc(MAX_PEERS, sizeof *n->peers);
+	n->book_free = calloc(MAX_PEERS, sizeof *n->book_free);
 	pthread_mutex_init(&n->lock, NULL);
 	n->book = (wire_book){nd_book_name, nd_book_intern, n};
 	int exit_code = 1;
 	char host[64];
 	int port, hport;
-	if (!n->peers || node_parse_hostport(o->listen, host, sizeof host, &port) < 0) {
+	if (!n->peers || !n->book_free ||
+	    node_parse_hostport(o->listen, host, sizeof host, &port) < 0) {
 		fprintf(stderr, "ringnet node: --listen '%s' is not HOST:PORT\n", o->listen);
 		goto out;
 	}
@@ -300,6 +346,7 @@ out:
 	free(n->candidates);
 	free(n->saved_peers);
 	free(n->peers);
+	free(n->book_free);
 	free(n->snap_ring);
 	free(n->snap_health);
 	free(n->snap_metrics);

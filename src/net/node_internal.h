@@ -35,6 +35,35 @@ struct MHD_Connection;
 #define ANCHOR_BIT          (1ull << 62) /* request ids of those lookups */
 #define LEAVE_WAIT_MS       3000         /* on SIGTERM, wait this long for the leave pushes */
 
+/* What a stranger on the peer port can make a node hold (docs/security.md). */
+#define IN_PER_ADDR    128              /* incoming connections from one IPv4 address */
+#define FRAME_READ_MS  5000             /* a frame begun must be whole within this */
+#define IN_IDLE_MS     60000            /* an incoming connection without a frame this long */
+#define IN_READ_CHUNK  65536            /* one read from a peer connection */
+#define IN_BUF_SMALL   4096             /* a partial frame this small is always kept */
+#define IN_BUF_TOTAL   (4u << 20)       /* bytes of partial frames across incoming connections */
+#define IN_SWEEP_MS    500              /* how often the timeouts above are checked */
+#define LIMIT_LOG_MS   10000            /* a bound that is hit is logged at most this often */
+#define BOOK_EVICT     (MAX_PEERS / 16) /* address book full: forget this many at once */
+#define HTTP_MAX_CONNS 512              /* HTTP connections at once (libmicrohttpd closes more) */
+#define HTTP_PER_IP    64               /* ... from one IPv4 address */
+#define HTTP_TIMEOUT_S 10               /* an HTTP connection silent this long is closed */
+
+/* The bounds, as /metrics names them (ringnet_limit_hits_total{limit=...}). */
+enum {
+	LIM_IN_FULL,       /* every incoming slot held by a connection that sent a frame */
+	LIM_IN_PER_ADDR,   /* IN_PER_ADDR from that address already */
+	LIM_IN_REPLACED,   /* at MAX_IN_CONNS: the oldest connection without a frame closed */
+	LIM_FRAME_TIMEOUT, /* a frame not whole after FRAME_READ_MS */
+	LIM_IN_IDLE,       /* no frame for IN_IDLE_MS */
+	LIM_IN_BUFFER,     /* a partial frame that would take the total over IN_BUF_TOTAL */
+	LIM_BOOK_EVICTED,  /* address book entries forgotten to make room */
+	LIM_BOOK_FULL,     /* an address not learned: every entry in use */
+	LIM_COUNT,
+	LOG_BAD_FRAME = LIM_COUNT, /* not a bound, but logged at the same pace */
+	LOG_SLOTS
+};
+
 enum { FRAME_RING, FRAME_KV };
 
 typedef struct pending {
@@ -62,13 +91,22 @@ typedef struct {
 	uint64_t failed_at;  /* last connect failure: back off before trying again */
 	uint32_t backoff_ms; /* how long, from failed_at (0: try at once) */
 	uint64_t used_at;    /* last frame sent: for closing idle connections */
+	unsigned inflight;   /* writes not yet completed (their callbacks still name p) */
+	uint64_t seen;       /* book clock when last named or used: the LRU order */
+	bool unused;         /* a free slot of the address book */
 } peer;
 
-typedef struct {
+typedef struct inconn {
 	uv_tcp_t tcp;
 	struct node *node;
-	uint8_t *buf;
+	struct inconn *prev, *next; /* node.inconns: the open ones (not those closing) */
+	bool listed;
+	bool proven;  /* has delivered a whole frame */
+	uint32_t ip;  /* remote IPv4 address, network order */
+	uint8_t *buf; /* the partial frame (NULL between frames) */
 	size_t len, cap;
+	uint64_t begun_at;  /* when that partial frame began (0: none) */
+	uint64_t active_at; /* accepted, or its last whole frame */
 } inconn;
 
 /* One HTTP key-value request: made by the HTTP thread, handed to the loop, answered by
@@ -135,6 +173,15 @@ typedef struct node {
 	uint64_t frames_in, frames_out, bad_frames, bytes_in, bytes_out, unreachable;
 	unsigned nout, nin; /* open connections */
 	uint64_t refused_conns;
+	/* the bounds on what strangers can make the node hold (conn.c) */
+	inconn *inconns;
+	size_t in_buffered; /* bytes held for partial frames across incoming connections */
+	uint64_t in_swept_at;
+	uint64_t limit_hits[LIM_COUNT];
+	uint64_t log_at[LOG_SLOTS], log_quiet[LOG_SLOTS]; /* rate-limited log lines */
+	uint64_t book_clock;
+	uint32_t *book_free, nbook_free; /* unused address book slots */
+	uint8_t rbuf[IN_READ_CHUNK];     /* every incoming connection reads into this */
 	uint64_t msgs_in[RING_MSG_LEAVE + 1], msgs_out[RING_MSG_LEAVE + 1];
 	uint64_t lookups, lookup_hops, lookups_failed;
 	/* HTTP requests by route and status (HTTP thread, under lock) */
@@ -144,6 +191,9 @@ typedef struct node {
 		uint64_t count;
 	} http_count[64];
 	unsigned nhttp_count;
+	unsigned http_conns;                  /* open HTTP connections */
+	uint64_t http_refused;                /* closed at once by the limits above */
+	uint64_t http_log_at, http_log_quiet; /* libmicrohttpd's lines, rate-limited */
 	char *snap_metrics, *snap_peers;
 	/* key-value */
 	store *st;
@@ -180,6 +230,12 @@ void nd_log(const node *n, int level, const char *fmt, ...);
 #define LOG_W(n, ...) nd_log(n, 1, __VA_ARGS__)
 #define LOG_I(n, ...) nd_log(n, 2, __VA_ARGS__)
 #define LOG_D(n, ...) nd_log(n, 3, __VA_ARGS__)
+/* Logs through a slot (LIM_* or LOG_*) at most once every LIMIT_LOG_MS, saying how many
+ * lines it held back since (loop thread). */
+void nd_log_rl(node *n, int slot, int level, const char *fmt, ...);
+/* A bound was hit: counts it for /metrics and logs it, rate-limited. */
+void nd_limit(node *n, int which, const char *fmt, ...);
+extern const char *const nd_limit_names[LIM_COUNT];
 /* Sends what the core put in n->out and handles its events; call after every core call. */
 void nd_drain(node *n);
 
@@ -197,6 +253,10 @@ void nd_arm_timer(node *n, uint64_t at);
 /* Callbacks: an incoming connection's close, and the peer listener's. */
 void nd_in_closed(uv_handle_t *h);
 void nd_on_connection(uv_stream_t *server, int status);
+/* Closes incoming connections whose frame is overdue or that sent none for too long. */
+void nd_in_sweep(node *n);
+/* Live entries of the address book. */
+unsigned nd_book_used(const node *n);
 
 /* ---- kv.c ---- */
 

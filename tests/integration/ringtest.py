@@ -129,8 +129,76 @@ def converge(nodes, timeout=40):
     return False, state
 
 
+def stop_all(nodes, checks, logdir):
+    """Stops the nodes (None entries are skipped); prints their logs if a check failed."""
+    for n in nodes:
+        if n:
+            n.stop()
+    if checks.failures:
+        dump_logs(logdir)
+
+
 def dump_logs(logdir):
     for f in sorted(os.listdir(logdir)):
         if f.endswith(".log"):
             print(f"--- {f}")
             print(open(os.path.join(logdir, f)).read()[-2000:])
+
+
+# ---- raw peer frames, for tests that play a misbehaving peer ----
+
+RING_PING = 6
+
+
+def _varint(v):
+    out = bytearray()
+    while True:
+        b = v & 0x7F
+        v >>= 7
+        out.append(b | (0x80 if v else 0))
+        if not v:
+            return bytes(out)
+
+
+def _field(num, wire_type, payload):
+    if wire_type == 0:
+        return _varint(num << 3) + _varint(payload)
+    return _varint(num << 3 | 2) + _varint(len(payload)) + payload
+
+
+def ring_frame(msg_type, from_addr, from_name="stranger", key=b"\x00" * 20, req=1):
+    """One whole frame (u32 length | u8 type 1 | RingMsg) that claims to come from
+    from_addr, a "host:port" string."""
+    peer = _field(1, 2, bytes.fromhex(sha1_hex(from_name))) + _field(2, 2, from_addr.encode())
+    body = _field(1, 0, msg_type) + _field(6, 2, peer) + _field(8, 2, key) + _field(9, 0, req)
+    return (len(body) + 1).to_bytes(4, "big") + b"\x01" + body
+
+
+def connect_from(src_ip, port, timeout=5):
+    """A TCP connection to 127.0.0.1:port whose source is src_ip (another loopback
+    address, so that a test can play a second host)."""
+    s = socket.socket()
+    s.settimeout(timeout)
+    s.bind((src_ip, 0))
+    s.connect(("127.0.0.1", port))
+    return s
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def metrics(port):
+    """The node's Prometheus samples as {name{labels}: value}."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out

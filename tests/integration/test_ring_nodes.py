@@ -10,11 +10,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
 import json
 
-from ringtest import Checks, Node, converge, dump_logs, free_port, get, sha1_hex
+from ringtest import Checks, Node, converge, dump_logs, free_port, get, metrics, sha1_hex
 
 BIN = sys.argv[1]
 t = Checks("ring_nodes")
@@ -29,18 +28,6 @@ def frame_garbage(port, payload):
             return s.recv(1) == b""  # closed by the node
         except (ConnectionResetError, socket.timeout):
             return True
-
-
-def metrics(port):
-    """The node's Prometheus samples as {name{labels}: value}."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
-        text = r.read().decode()
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
 
 
 def main():
