@@ -345,6 +345,8 @@ void nd_on_wake(uv_async_t *a)
 		list = next;
 	}
 	uint64_t now = uv_now(&n->loop);
+	if (n->kv && !n->kv_busy)
+		kv_view(n); /* the ring may have changed since the last tick (or just started) */
 	while (rev) {
 		job *j = rev;
 		rev = rev->next;
