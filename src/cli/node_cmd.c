@@ -11,15 +11,20 @@
 
 static const char *node_usage =
     "usage: ringnet node --id NAME --listen HOST:PORT --http HOST:PORT [--join HOST:PORT]...\n"
-    "                    [--data DIR] [--config FILE] [--log-level error|warn|info|debug]\n"
+    "                    [--data DIR] [--key FILE] [--config FILE]\n"
+    "                    [--log-level error|warn|info|debug]\n"
     "\n"
     "Runs one node of a ring. Its ring id is SHA-1 of NAME. Without --join it starts a new\n"
     "ring (or, restarted on the same --data, rejoins the peers it knew); with --join (up\n"
     "to 8) it joins the ring of the node listening there. Peers talk to it on --listen (an\n"
     "IPv4 address other nodes can reach, not 0.0.0.0); the HTTP API is on --http.\n"
     "  --data DIR      its LMDB key-value store and saved peers (default ringnet-data/NAME)\n"
+    "  --key FILE      the cluster key (64 hex digits): only peers that know it may send\n"
+    "                  this node frames, and it sends its own only to them; without it, anyone\n"
+    "                  who reaches --listen is a peer. `ringnet cluster` makes one itself\n"
     "  --config FILE   the same settings as JSON: {\"id\": ..., \"listen\": ..., \"http\": ...,\n"
-    "                  \"join\": [...], \"data\": ..., \"log_level\": ...}; flags win over it\n"
+    "                  \"join\": [...], \"data\": ..., \"key\": ..., \"log_level\": ...};\n"
+    "                  flags win over it\n"
     "HTTP routes:\n"
     "  POST /kv {\"key\": K, \"value\": V}   store V (any JSON) under K\n"
     "  GET /kv/KEY, DELETE /kv/KEY       read or remove a key (any node forwards to its owner)\n"
@@ -49,10 +54,11 @@ static int copy(char *dst, size_t len, const char *src)
 static int set_option(node_opts *o, const char *a, const char *v);
 
 /* The settings, as a config file names them and as flags. */
-enum { NODE_NOPTS = 6 };
-static const char *const names[NODE_NOPTS] = {"id", "listen", "http", "join", "data", "log_level"};
-static const char *const flags[NODE_NOPTS] = {"--id",   "--listen", "--http",
-                                              "--join", "--data",   "--log-level"};
+enum { NODE_NOPTS = 7 };
+static const char *const names[NODE_NOPTS] = {"id",   "listen",    "http", "join",
+                                              "data", "log_level", "key"};
+static const char *const flags[NODE_NOPTS] = {"--id",   "--listen",    "--http", "--join",
+                                              "--data", "--log-level", "--key"};
 
 static bool is_flag(const char *a)
 {
@@ -197,6 +203,10 @@ static int set_option(node_opts *o, const char *a, const char *v)
 		} else if (!strcmp(a, "--data")) {
 			if (!*v || copy(o->data, sizeof o->data, v) < 0)
 				return bad("--data wants a directory path, not '%s'", v);
+		} else if (!strcmp(a, "--key")) {
+			if (!*v || copy(o->key, sizeof o->key, v) < 0)
+				return bad("--key wants the path of a cluster key file, not '%s'",
+				           v);
 		} else if (!strcmp(a, "--log-level")) {
 			static const char *levels[] = {"error", "warn", "info", "debug"};
 			o->log_level = -1;

@@ -57,8 +57,9 @@ def sha1_hex(s):
 
 
 class Node:
-    def __init__(self, bin_, name, logdir, join=None, data=None, peer=None, http=None):
-        self.bin, self.name, self.logdir = bin_, name, logdir
+    def __init__(self, bin_, name, logdir, join=None, data=None, peer=None, http=None,
+                 args=()):
+        self.bin, self.name, self.logdir, self.args = bin_, name, logdir, list(args)
         self.peer, self.http = peer or free_port(), http or free_port()
         self.data = data or os.path.join(logdir, "data-" + name)
         self.join = join
@@ -71,6 +72,7 @@ class Node:
                 "--http", f"127.0.0.1:{self.http}", "--data", self.data]
         if self.join:
             args += ["--join", self.join.addr]
+        args += self.args
         self.log = open(os.path.join(self.logdir, self.name + ".log"), "a")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
         for _ in range(200):
@@ -164,6 +166,13 @@ def _field(num, wire_type, payload):
     if wire_type == 0:
         return _varint(num << 3) + _varint(payload)
     return _varint(num << 3 | 2) + _varint(len(payload)) + payload
+
+
+def kv_put_frame(key, value, reply_to, req=1):
+    """One whole frame (type 2, KvMsg) asking the node to store value (bytes) under key."""
+    body = (_field(1, 0, 1) + _field(2, 0, req) + _field(3, 2, key.encode())
+            + _field(4, 2, value) + _field(6, 2, reply_to.encode()))
+    return (len(body) + 1).to_bytes(4, "big") + b"\x02" + body
 
 
 def ring_frame(msg_type, from_addr, from_name="stranger", key=b"\x00" * 20, req=1):
