@@ -2,6 +2,7 @@
 import hashlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -31,6 +32,25 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def free_port_range(n):
+    """A base port with n free ports from it on 127.0.0.1."""
+    for _ in range(100):
+        base = random.randrange(20000, 40000, 100)
+        socks = []
+        try:
+            for p in range(base, base + n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free ports")
 
 
 def request(port, path, method="GET", body=None, timeout=10):
@@ -129,6 +149,14 @@ def converge(nodes, timeout=40):
             return True, state
         time.sleep(0.5)
     return False, state
+
+
+def start_ring(bin_, names, logdir, nodes, args=()):
+    """Starts a node per name, each joining through the first, appending to nodes (so a
+    start that fails still leaves the others to stop); then waits for the ring."""
+    for name in names:
+        nodes.append(Node(bin_, name, logdir, join=nodes[0] if nodes else None, args=args))
+    return converge(nodes)
 
 
 def stop_all(nodes, checks, logdir):

@@ -10,14 +10,15 @@ none, cannot join. `ringnet cluster` makes a key of its own and its nodes form a
 import hashlib
 import hmac
 import os
+import random
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 
-from ringtest import (Checks, Node, connect_from, converge, get, kv_put_frame, metrics,
-                      owner, stop_all)
+from ringtest import (Checks, Node, connect_from, converge, free_port_range, get,
+                      kv_put_frame, metrics, owner, start_ring, stop_all)
 
 BIN = sys.argv[1]
 t = Checks("peer_auth")
@@ -76,10 +77,7 @@ def main():
         write_key(f"{logdir}/wrong", wrong)
         keyed = ["--key", f"{logdir}/k"]
         try:
-            nodes.append(Node(BIN, "a", logdir, args=keyed))
-            nodes.append(Node(BIN, "b", logdir, join=nodes[0], args=keyed))
-            nodes.append(Node(BIN, "c", logdir, join=nodes[0], args=keyed))
-            ok, state = converge(nodes)
+            ok, state = start_ring(BIN, ["a", "b", "c"], logdir, nodes, args=keyed)
             check("3 nodes with the key converge", ok, state)
             victim = nodes[1]
             names = [f"k{i}" for i in range(200)]
@@ -135,8 +133,8 @@ def main():
 
     # ringnet cluster makes its own key and its nodes form a ring
     with tempfile.TemporaryDirectory() as tmp:
-        import random
-        base = random.randrange(20000, 40000, 100)
+        random.seed(os.getpid())
+        base = free_port_range(60)
         proc = subprocess.Popen([BIN, "cluster", "--nodes", "3", "--base-http", str(base),
                                  "--base-peer", str(base + 50), "--data", f"{tmp}/d"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
