@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../net/auth.h"
 #include "cli.h"
 
 #define MAX_NODES 64
@@ -25,9 +26,10 @@ static const char *cluster_usage =
     "\n"
     "Starts N nodes (default 5) on 127.0.0.1: node-i serves HTTP on base-http + i - 1\n"
     "(default 5001..) and peers on base-peer + i - 1 (default 6001..), keeps its data in\n"
-    "DIR/node-i (default ringnet-data), and joins through node-1. Restarts a node that\n"
-    "dies, but not one that exits with status 2 (a usage error): then it stops them all\n"
-    "and exits 2. Ctrl-C stops them all and exits 0.\n";
+    "DIR/node-i (default ringnet-data), and joins through node-1. The nodes accept frames\n"
+    "only from peers that know the cluster key in DIR/cluster.key, made on the first run.\n"
+    "Restarts a node that dies, but not one that exits with status 2 (a usage error):\n"
+    "then it stops them all and exits 2. Ctrl-C stops them all and exits 0.\n";
 
 static volatile sig_atomic_t stop_requested;
 
@@ -46,12 +48,12 @@ typedef struct {
 
 #define GIVE_UP_AFTER 5 /* a node that fails this often in a row at start is not retried */
 
-static pid_t spawn(const char *exe, child *c, const char *join, const char *level)
+static pid_t spawn(const char *exe, child *c, const char *join, const char *level, const char *key)
 {
 	pid_t pid = fork();
 	if (pid == 0) {
 		signal(SIGINT, SIG_IGN); /* the terminal's Ctrl-C is for the supervisor to relay */
-		char *args[16];
+		char *args[20];
 		int k = 0;
 		args[k++] = (char *)exe;
 		args[k++] = "node";
@@ -65,6 +67,8 @@ static pid_t spawn(const char *exe, child *c, const char *join, const char *leve
 		args[k++] = c->data;
 		args[k++] = "--log-level";
 		args[k++] = (char *)level;
+		args[k++] = "--key";
+		args[k++] = (char *)key;
 		if (join) {
 			args[k++] = "--join";
 			args[k++] = (char *)join;
@@ -219,6 +223,16 @@ int cli_cluster(int argc, char **argv)
 		fprintf(stderr, "ringnet cluster: cannot create %s: %s\n", dir, strerror(errno));
 		return 1;
 	}
+	/* the nodes talk only to peers that know this key; made once, kept with the data */
+	char key[600];
+	snprintf(key, sizeof key, "%s/cluster.key", dir);
+	if (access(key, F_OK) != 0) {
+		char err[700];
+		if (auth_new_key_file(key, err, sizeof err) < 0) {
+			fprintf(stderr, "ringnet cluster: %s\n", err);
+			return 1;
+		}
+	}
 	struct sigaction sa = {.sa_handler = on_stop}; /* no SA_RESTART: waitpid wakes up */
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
@@ -232,7 +246,7 @@ int cli_cluster(int argc, char **argv)
 		snprintf(c->http, sizeof c->http, "127.0.0.1:%d", base_http + i);
 		snprintf(c->peer, sizeof c->peer, "127.0.0.1:%d", base_peer + i);
 		snprintf(c->data, sizeof c->data, "%s/node-%d", dir, i + 1);
-		spawn(exe, c, i ? kids[0].peer : NULL, level);
+		spawn(exe, c, i ? kids[0].peer : NULL, level, key);
 		/* node-1 must be up before the others join through it */
 		if (wait_port(base_http + i, c->pid) < 0 && !stop_requested) {
 			siginfo_t info = {0};
@@ -247,7 +261,9 @@ int cli_cluster(int argc, char **argv)
 		}
 	}
 	if (!stop_requested) {
-		printf("ringnet cluster: %d nodes on 127.0.0.1 (Ctrl-C stops them all)\n", n);
+		printf("ringnet cluster: %d nodes on 127.0.0.1, cluster key %s (Ctrl-C stops them "
+		       "all)\n",
+		       n, key);
 		for (int i = 0; i < n; i++)
 			printf("  %-8s http://%s  peer %s  data %s  pid %d\n", kids[i].name,
 			       kids[i].http, kids[i].peer, kids[i].data, (int)kids[i].pid);
@@ -295,7 +311,7 @@ int cli_cluster(int argc, char **argv)
 			for (int k = 0; k < n && !join; k++)
 				if (k != i && kids[k].pid)
 					join = kids[k].peer;
-			spawn(exe, c, join, level);
+			spawn(exe, c, join, level, key);
 			c->restarts++;
 		}
 	}

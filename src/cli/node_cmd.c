@@ -11,7 +11,7 @@
 
 static const char *node_usage =
     "usage: ringnet node --id NAME --listen HOST:PORT --http HOST:PORT [--join HOST:PORT]...\n"
-    "                    [--data DIR] [--replicas R] [--write-quorum W]\n"
+    "                    [--data DIR] [--key FILE] [--replicas R] [--write-quorum W]\n"
     "                    [--log-level error|warn|info|debug] [--config FILE]\n"
     "\n"
     "Runs one node of a ring. Its ring id is SHA-1 of NAME. Without --join it starts a new\n"
@@ -19,11 +19,14 @@ static const char *node_usage =
     "to 8) it joins the ring of the node listening there. Peers talk to it on --listen (an\n"
     "IPv4 address other nodes can reach, not 0.0.0.0); the HTTP API is on --http.\n"
     "  --data DIR      its LMDB key-value store and saved peers (default ringnet-data/NAME)\n"
+    "  --key FILE      the cluster key (64 hex digits): only peers that know it may send\n"
+    "                  this node frames, and it sends its own only to them; without it, anyone\n"
+    "                  who reaches --listen is a peer. `ringnet cluster` makes one itself\n"
     "  --replicas R    copies of every key, 1-8 (default 3; every node of a ring alike)\n"
     "  --write-quorum W  copies on disk before a write is acknowledged, 1-R (default 2)\n"
     "  --config FILE   the same settings as JSON: {\"id\": ..., \"listen\": ..., \"http\": ...,\n"
-    "                  \"join\": [...], \"data\": ..., \"log_level\": ..., \"replicas\": 3,\n"
-    "                  \"write_quorum\": 2}; flags win over it\n"
+    "                  \"join\": [...], \"data\": ..., \"key\": ..., \"log_level\": ...,\n"
+    "                  \"replicas\": 3, \"write_quorum\": 2}; flags win over it\n"
     "HTTP routes:\n"
     "  POST /kv {\"key\": K, \"value\": V}   store V (any JSON) under K\n"
     "  GET /kv/KEY, DELETE /kv/KEY       read or remove a key (any node forwards to its owner,\n"
@@ -54,12 +57,12 @@ static int copy(char *dst, size_t len, const char *src)
 static int set_option(node_opts *o, const char *a, const char *v);
 
 /* The settings, as a config file names them and as flags. */
-enum { NODE_NOPTS = 8 };
-static const char *const names[NODE_NOPTS] = {"id",   "listen",    "http",     "join",
-                                              "data", "log_level", "replicas", "write_quorum"};
-static const char *const flags[NODE_NOPTS] = {"--id",       "--listen",      "--http",
-                                              "--join",     "--data",        "--log-level",
-                                              "--replicas", "--write-quorum"};
+enum { NODE_NOPTS = 9, NODE_FIRST_NUMBER = 7 };
+static const char *const names[NODE_NOPTS] = {
+    "id", "listen", "http", "join", "data", "log_level", "key", "replicas", "write_quorum"};
+static const char *const flags[NODE_NOPTS] = {"--id",   "--listen",   "--http",
+                                              "--join", "--data",     "--log-level",
+                                              "--key",  "--replicas", "--write-quorum"};
 
 static bool is_flag(const char *a)
 {
@@ -113,13 +116,13 @@ static int load_config(node_opts *o, const char *path)
 				if ((rc = set_option(o, "--join", json_string_value(e))) != 0)
 					break;
 			}
-		} else if (which >= 6 && json_is_integer(v)) {
+		} else if (which >= NODE_FIRST_NUMBER && json_is_integer(v)) {
 			char num[32];
 			snprintf(num, sizeof num, "%lld", (long long)json_integer_value(v));
 			rc = set_option(o, flags[which], num);
 		} else if (!json_is_string(v)) {
 			fprintf(stderr, "ringnet node: config %s: \"%s\" wants a %s\n", path, k,
-			        which >= 6 ? "number" : "string");
+			        which >= NODE_FIRST_NUMBER ? "number" : "string");
 			rc = 2;
 		} else {
 			rc = set_option(o, flags[which], json_string_value(v));
@@ -223,6 +226,10 @@ static int set_option(node_opts *o, const char *a, const char *v)
 				          "'%s'",
 				    v);
 			*(!strcmp(a, "--replicas") ? &o->replicas : &o->write_quorum) = (int)x;
+		} else if (!strcmp(a, "--key")) {
+			if (!*v || copy(o->key, sizeof o->key, v) < 0)
+				return bad("--key wants the path of a cluster key file, not '%s'",
+				           v);
 		} else if (!strcmp(a, "--log-level")) {
 			static const char *levels[] = {"error", "warn", "info", "debug"};
 			o->log_level = -1;

@@ -204,6 +204,7 @@ void nd_drop_connection(peer *p)
 	}
 	p->tcp = NULL;
 	p->connected = false;
+	p->authing = false;
 }
 
 static void on_write(uv_write_t *req, int status)
@@ -240,6 +241,18 @@ static void write_frame(peer *p, pending *f)
 	w->p = p;
 	w->tcp = p->tcp;
 	w->frame = f;
+	if (p->node->keyed) { /* the frame's tag follows it (auth.h) */
+		uint8_t *q = realloc(f->buf, f->len + AUTH_TAG);
+		if (!q) {
+			free(w);
+			hand_back(p->node, f);
+			nd_free_frame(f);
+			return;
+		}
+		f->buf = q;
+		auth_frame_tag(&p->sess, p->seq_out++, f->buf, f->len, f->buf + f->len);
+		f->len += AUTH_TAG;
+	}
 	uv_buf_t b = uv_buf_init((char *)f->buf, (unsigned)f->len);
 	int rc = uv_write(&w->req, (uv_stream_t *)p->tcp, &b, 1, on_write);
 	if (rc < 0) {
@@ -256,19 +269,80 @@ static void write_frame(peer *p, pending *f)
 static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *b)
 {
 	(void)h;
-	static char discard[4096]; /* outgoing connections carry nothing back */
+	static char discard[4096]; /* outgoing connections carry nothing back but a nonce */
 	(void)hint;
 	*b = uv_buf_init(discard, sizeof discard);
 }
 
+/* Writes the queued frames of a peer whose connection is ready. */
+static void flush_queue(peer *p)
+{
+	p->connected = true;
+	pending *f = p->head;
+	p->head = p->tail = NULL;
+	p->nq = 0;
+	while (f) {
+		pending *next = f->next;
+		write_frame(p, f);
+		f = next;
+	}
+}
+
+typedef struct {
+	uv_write_t req;
+	uint8_t buf[AUTH_HELLO];
+} hello_req;
+
+static void on_hello_written(uv_write_t *req, int status)
+{
+	(void)status; /* a failure shows as a failed frame write or a closed connection */
+	free(req);
+}
+
+/* The acceptor's nonce is in: answer with ours and the proof that we know the key. */
+static void send_hello(peer *p)
+{
+	node *n = p->node;
+	hello_req *h = malloc(sizeof *h);
+	if (!h || auth_random(h->buf, AUTH_NONCE) < 0) {
+		free(h);
+		nd_drop_connection(p);
+		fail_queue(p);
+		return;
+	}
+	auth_session_init(&p->sess, n->key, p->na, h->buf, p->addr);
+	auth_hello_tag(&p->sess, h->buf + AUTH_NONCE);
+	p->seq_out = 0;
+	p->authing = false;
+	uv_buf_t b = uv_buf_init((char *)h->buf, sizeof h->buf);
+	if (uv_write(&h->req, (uv_stream_t *)p->tcp, &b, 1, on_hello_written) < 0) {
+		free(h);
+		nd_drop_connection(p);
+		fail_queue(p);
+		return;
+	}
+	flush_queue(p);
+}
+
 static void on_out_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 {
-	(void)b;
 	peer *p = s->data;
-	if (nread < 0 && p) {
+	if (!p)
+		return;
+	if (nread < 0) {
 		LOG_D(p->node, "connection to %s closed: %s", p->addr, uv_strerror((int)nread));
 		nd_drop_connection(p);
 		fail_queue(p);
+		return;
+	}
+	if (p->authing && nread > 0) {
+		size_t k = AUTH_NONCE - p->nna;
+		if ((size_t)nread < k)
+			k = (size_t)nread;
+		memcpy(p->na + p->nna, b->base, k);
+		p->nna += (unsigned)k;
+		if (p->nna == AUTH_NONCE)
+			send_hello(p);
 	}
 }
 
@@ -292,17 +366,15 @@ static void on_connect(uv_connect_t *req, int status)
 		fail_queue(p);
 		return;
 	}
-	p->connected = true;
 	p->backoff_ms = 0;
 	uv_read_start((uv_stream_t *)p->tcp, alloc_cb, on_out_read);
-	pending *f = p->head;
-	p->head = p->tail = NULL;
-	p->nq = 0;
-	while (f) {
-		pending *next = f->next;
-		write_frame(p, f);
-		f = next;
+	if (n->keyed) { /* frames wait for the acceptor's nonce (auth.h) */
+		p->authing = true;
+		p->nna = 0;
+		p->connect_at = uv_now(&n->loop);
+		return;
 	}
+	flush_queue(p);
 }
 
 /* Closes the connected peer connection that has been idle longest (nothing queued). */
@@ -513,6 +585,66 @@ static bool consume(inconn *c)
 	return true;
 }
 
+enum { IN_OK, IN_BAD, IN_AUTH };
+
+/* Hands consume() the bytes at buf (len of them) as if they were c's buffer. */
+static bool consume_at(inconn *c, uint8_t *buf, size_t *len)
+{
+	uint8_t *own = c->buf;
+	size_t own_len = c->len;
+	c->buf = buf;
+	c->len = *len;
+	bool ok = consume(c);
+	*len = c->len;
+	c->buf = own;
+	c->len = own_len;
+	return ok;
+}
+
+/* Handles every whole frame at buf and moves what is left to its start (*left bytes).
+ * With a cluster key, the connection's hello comes first and each frame is checked
+ * against its tag before consume() sees it. IN_OK, IN_BAD (a malformed frame) or IN_AUTH
+ * (a wrong hello or tag). */
+static int in_frames(inconn *c, uint8_t *buf, size_t len, size_t *left)
+{
+	node *n = c->node;
+	if (!n->keyed) {
+		*left = len;
+		return consume_at(c, buf, left) ? IN_OK : IN_BAD; /* consume() moves the rest */
+	}
+	size_t off = 0;
+	int rc = IN_OK;
+	uint8_t tag[AUTH_TAG];
+	if (!c->authed && len >= AUTH_HELLO) {
+		auth_session_init(&c->sess, n->key, c->na, buf, n->peers[0].addr);
+		auth_hello_tag(&c->sess, tag);
+		if (!auth_tag_eq(tag, buf + AUTH_NONCE))
+			return IN_AUTH;
+		c->authed = true;
+		off = AUTH_HELLO;
+	}
+	while (c->authed && len - off >= WIRE_HEADER) {
+		uint32_t blen;
+		uint8_t type;
+		if (wire_header(buf + off, &blen, &type) < 0)
+			return IN_BAD;
+		size_t flen = WIRE_HEADER + (size_t)blen;
+		if (len - off < flen + AUTH_TAG)
+			break;
+		auth_frame_tag(&c->sess, c->seq_in, buf + off, flen, tag);
+		if (!auth_tag_eq(tag, buf + off + flen))
+			return IN_AUTH;
+		c->seq_in++;
+		size_t one = flen;
+		if (!consume_at(c, buf + off, &one))
+			return IN_BAD;
+		off += flen + AUTH_TAG;
+	}
+	memmove(buf, buf + off, len - off);
+	*left = len - off;
+	return rc;
+}
+
 static void in_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 {
 	inconn *c = (inconn *)s;
@@ -525,28 +657,32 @@ static void in_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 		return;
 	n->bytes_in += (uint64_t)nread;
 	uint64_t frames = n->frames_in, now = uv_now(&n->loop);
-	bool ok = true, bad = false;
+	bool ok = true;
+	int rc = IN_OK;
+	size_t left = 0;
 	if (!c->len) {
 		/* between frames: handle the whole ones where they are, keep the rest */
-		uint8_t *own = c->buf;
-		c->buf = (uint8_t *)b->base;
-		c->len = (size_t)nread;
-		bad = !consume(c); /* moves what is left to the start of b->base */
-		size_t left = c->len;
-		c->buf = own;
-		c->len = 0;
-		if (!bad && left)
+		rc = in_frames(c, (uint8_t *)b->base, (size_t)nread, &left);
+		if (rc == IN_OK && left)
 			ok = in_keep(c, (const uint8_t *)b->base, left);
 	} else {
 		ok = in_keep(c, (const uint8_t *)b->base, (size_t)nread);
-		bad = ok && !consume(c);
+		if (ok)
+			rc = in_frames(c, c->buf, c->len, &left);
+		if (ok && rc == IN_OK)
+			c->len = left;
 	}
-	if (bad) {
+	if (rc == IN_BAD) {
 		n->bad_frames++;
 		nd_log_rl(n, LOG_BAD_FRAME, 1,
 		          "malformed frame from a peer connection: closing that connection");
+	} else if (rc == IN_AUTH) {
+		n->auth_failed++;
+		nd_log_rl(n, LOG_AUTH, 1,
+		          "a peer connection does not know the cluster key (wrong hello or frame "
+		          "tag): closing it");
 	}
-	if (bad || !ok) {
+	if (rc != IN_OK || !ok) {
 		in_close(c);
 		return;
 	}
@@ -617,6 +753,14 @@ void nd_on_connection(uv_stream_t *server, int status)
 		         MAX_IN_CONNS);
 		in_close(oldest);
 	}
+	if (n->keyed) { /* the handshake's first step (auth.h): 16 bytes fit any fresh socket */
+		uv_buf_t nb = uv_buf_init((char *)c->na, AUTH_NONCE);
+		if (auth_random(c->na, AUTH_NONCE) < 0 ||
+		    uv_try_write((uv_stream_t *)&c->tcp, &nb, 1) != AUTH_NONCE) {
+			uv_close((uv_handle_t *)&c->tcp, nd_in_closed);
+			return;
+		}
+	}
 	c->active_at = uv_now(&n->loop);
 	c->next = n->inconns;
 	if (c->next)
@@ -627,12 +771,24 @@ void nd_on_connection(uv_stream_t *server, int status)
 	uv_read_start((uv_stream_t *)&c->tcp, in_alloc, in_read);
 }
 
-void nd_in_sweep(node *n)
+void nd_conn_sweep(node *n)
 {
 	uint64_t now = uv_now(&n->loop);
 	if (now - n->in_swept_at < IN_SWEEP_MS)
 		return;
 	n->in_swept_at = now;
+	for (uint32_t i = 1; n->keyed && i < n->npeers; i++) {
+		peer *p = &n->peers[i];
+		if (p->tcp && p->authing && now - p->connect_at >= AUTH_WAIT_MS) {
+			nd_log_rl(n, LOG_AUTH, 1,
+			          "%s sent no handshake within %d s (no cluster key, or not a "
+			          "ringnet node?): giving up on it",
+			          p->addr, AUTH_WAIT_MS / 1000);
+			nd_drop_connection(p);
+			connect_failed(p, now);
+			fail_queue(p);
+		}
+	}
 	for (inconn *c = n->inconns, *next; c; c = next) {
 		next = c->next;
 		if (c->begun_at && now - c->begun_at >= FRAME_READ_MS) {

@@ -70,6 +70,10 @@ static char *metrics_text(node *n)
 	  "least recently seen that nothing holds are forgotten).\n"
 	  "# TYPE ringnet_peer_book_entries gauge\nringnet_peer_book_entries %u\n",
 	  MAX_PEERS, nd_book_used(n));
+	P("# HELP ringnet_peer_auth_failed_total Incoming connections closed because they did not "
+	  "know the cluster key (--key; %s here).\n"
+	  "# TYPE ringnet_peer_auth_failed_total counter\nringnet_peer_auth_failed_total %llu\n",
+	  n->keyed ? "set" : "not set", (unsigned long long)n->auth_failed);
 	P("# HELP ringnet_peer_bad_frames_total Malformed frames (each closed its connection).\n"
 	  "# TYPE ringnet_peer_bad_frames_total counter\nringnet_peer_bad_frames_total %llu\n",
 	  (unsigned long long)n->bad_frames);

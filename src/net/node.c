@@ -156,7 +156,7 @@ static void on_snapshot(uv_timer_t *t)
 	nd_kv_tick(n);
 	nd_kv_expire(n, false);
 	uint64_t now = uv_now(&n->loop);
-	nd_in_sweep(n);
+	nd_conn_sweep(n);
 	nd_anchor_lookup(n, now);
 	nd_save_peers(n);
 	if (!n->stopping && !ring_joined(n->ring) && n->ncandidates &&
@@ -255,6 +255,15 @@ int node_run(const node_opts *o)
 		fprintf(stderr, "ringnet node: --http '%s' is not HOST:PORT\n", o->http);
 		goto out;
 	}
+	if (o->key[0]) {
+		char kerr[600];
+		if (auth_load_key(o->key, n->key, kerr, sizeof kerr) < 0) {
+			fprintf(stderr, "ringnet node: %s\n", kerr);
+			exit_code = 2; /* like a bad flag: starting again would not help */
+			goto out;
+		}
+		n->keyed = true;
+	}
 	ring_addr self = nd_book_intern(n, o->listen); /* handle 0 is this node */
 	ring_config_default(&n->cfg);
 	rn_id id;
@@ -308,8 +317,8 @@ int node_run(const node_opts *o)
 	ring_out_reset(&n->out);
 	if (n->ncandidates == 0) {
 		ring_create(n->ring, uv_now(&n->loop), &n->out);
-		LOG_I(n, "started a new ring at %s (http %s, data %s)", o->listen, o->http,
-		      o->data);
+		LOG_I(n, "started a new ring at %s (http %s, data %s%s)", o->listen, o->http,
+		      o->data, n->keyed ? ", peers need the cluster key" : "");
 	} else {
 		nd_try_join(n);
 	}

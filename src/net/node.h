@@ -12,6 +12,7 @@ typedef struct {
 	char listen[64]; /* host:port for peers */
 	char http[64];   /* host:port for the HTTP API */
 	char data[256];  /* directory of the LMDB store */
+	char key[256];   /* --key: file of the cluster key ("": peers are not checked) */
 	char join[NODE_MAX_JOIN][64];
 	int njoin;
 	int log_level;    /* 0 error, 1 warn, 2 info, 3 debug */

@@ -14,6 +14,7 @@
 #include "../kv/kv.h"
 #include "../ring/ring.h"
 #include "../store/store.h"
+#include "auth.h"
 #include "node.h"
 #include "wire.h"
 
@@ -36,14 +37,15 @@ struct MHD_Connection;
 #define LEAVE_WAIT_MS       3000         /* on SIGTERM, wait this long for the leave pushes */
 
 /* What a stranger on the peer port can make a node hold (docs/security.md). */
-#define IN_PER_ADDR    128              /* incoming connections from one IPv4 address */
-#define FRAME_READ_MS  5000             /* a frame begun must be whole within this */
-#define IN_IDLE_MS     60000            /* an incoming connection without a frame this long */
-#define IN_READ_CHUNK  65536            /* one read from a peer connection */
-#define IN_BUF_SMALL   4096             /* a partial frame this small is always kept */
-#define IN_BUF_TOTAL   (4u << 20)       /* bytes of partial frames across incoming connections */
-#define IN_SWEEP_MS    500              /* how often the timeouts above are checked */
-#define LIMIT_LOG_MS   10000            /* a bound that is hit is logged at most this often */
+#define IN_PER_ADDR    128        /* incoming connections from one IPv4 address */
+#define FRAME_READ_MS  5000       /* a frame begun must be whole within this */
+#define IN_IDLE_MS     60000      /* an incoming connection without a frame this long */
+#define IN_READ_CHUNK  65536      /* one read from a peer connection */
+#define IN_BUF_SMALL   4096       /* a partial frame this small is always kept */
+#define IN_BUF_TOTAL   (4u << 20) /* bytes of partial frames across incoming connections */
+#define IN_SWEEP_MS    500        /* how often the timeouts above are checked */
+#define AUTH_WAIT_MS   3000       /* with a cluster key: the acceptor's nonce must come in this */
+#define LIMIT_LOG_MS   10000      /* a bound that is hit is logged at most this often */
 #define BOOK_EVICT     (MAX_PEERS / 16) /* address book full: forget this many at once */
 #define HTTP_MAX_CONNS 512              /* HTTP connections at once (libmicrohttpd closes more) */
 #define HTTP_PER_IP    64               /* ... from one IPv4 address */
@@ -61,6 +63,7 @@ enum {
 	LIM_BOOK_FULL,     /* an address not learned: every entry in use */
 	LIM_COUNT,
 	LOG_BAD_FRAME = LIM_COUNT, /* not a bound, but logged at the same pace */
+	LOG_AUTH,                  /* a peer that does not know the cluster key */
 	LOG_SLOTS
 };
 
@@ -94,6 +97,13 @@ typedef struct {
 	unsigned inflight;   /* writes not yet completed (their callbacks still name p) */
 	uint64_t seen;       /* book clock when last named or used: the LRU order */
 	bool unused;         /* a free slot of the address book */
+	/* with a cluster key (auth.h): connected means the handshake is done */
+	bool authing; /* connected, waiting for the acceptor's nonce */
+	uint8_t na[AUTH_NONCE];
+	unsigned nna;
+	uint64_t connect_at;
+	auth_session sess;
+	uint64_t seq_out;
 } peer;
 
 typedef struct inconn {
@@ -107,6 +117,11 @@ typedef struct inconn {
 	size_t len, cap;
 	uint64_t begun_at;  /* when that partial frame began (0: none) */
 	uint64_t active_at; /* accepted, or its last whole frame */
+	/* with a cluster key: the nonce sent, the session once the hello checked out */
+	bool authed;
+	uint8_t na[AUTH_NONCE];
+	auth_session sess;
+	uint64_t seq_in;
 } inconn;
 
 /* One HTTP key-value request: made by the HTTP thread, handed to the loop, answered by
@@ -182,6 +197,9 @@ typedef struct node {
 	uint64_t book_clock;
 	uint32_t *book_free, nbook_free; /* unused address book slots */
 	uint8_t rbuf[IN_READ_CHUNK];     /* every incoming connection reads into this */
+	bool keyed;                      /* --key: peers must know the cluster key */
+	uint8_t key[AUTH_KEY];
+	uint64_t auth_failed;
 	uint64_t msgs_in[RING_MSG_LEAVE + 1], msgs_out[RING_MSG_LEAVE + 1];
 	uint64_t lookups, lookup_hops, lookups_failed;
 	/* HTTP requests by route and status (HTTP thread, under lock) */
@@ -253,8 +271,9 @@ void nd_arm_timer(node *n, uint64_t at);
 /* Callbacks: an incoming connection's close, and the peer listener's. */
 void nd_in_closed(uv_handle_t *h);
 void nd_on_connection(uv_stream_t *server, int status);
-/* Closes incoming connections whose frame is overdue or that sent none for too long. */
-void nd_in_sweep(node *n);
+/* Closes incoming connections whose frame is overdue or that sent none for too long, and
+ * outgoing ones whose handshake is overdue. */
+void nd_conn_sweep(node *n);
 /* Live entries of the address book. */
 unsigned nd_book_used(const node *n);
 

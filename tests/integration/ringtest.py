@@ -2,6 +2,7 @@
 import hashlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -33,6 +34,25 @@ def free_port():
         return s.getsockname()[1]
 
 
+def free_port_range(n):
+    """A base port with n free ports from it on 127.0.0.1."""
+    for _ in range(100):
+        base = random.randrange(20000, 40000, 100)
+        socks = []
+        try:
+            for p in range(base, base + n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free ports")
+
+
 def request(port, path, method="GET", body=None, timeout=10):
     data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
     req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method,
@@ -57,8 +77,9 @@ def sha1_hex(s):
 
 
 class Node:
-    def __init__(self, bin_, name, logdir, join=None, data=None, peer=None, http=None):
-        self.bin, self.name, self.logdir = bin_, name, logdir
+    def __init__(self, bin_, name, logdir, join=None, data=None, peer=None, http=None,
+                 args=()):
+        self.bin, self.name, self.logdir, self.args = bin_, name, logdir, list(args)
         self.peer, self.http = peer or free_port(), http or free_port()
         self.data = data or os.path.join(logdir, "data-" + name)
         self.join = join
@@ -71,6 +92,7 @@ class Node:
                 "--http", f"127.0.0.1:{self.http}", "--data", self.data]
         if self.join:
             args += ["--join", self.join.addr]
+        args += self.args
         self.log = open(os.path.join(self.logdir, self.name + ".log"), "a")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
         for _ in range(200):
@@ -129,6 +151,14 @@ def converge(nodes, timeout=40):
     return False, state
 
 
+def start_ring(bin_, names, logdir, nodes, args=()):
+    """Starts a node per name, each joining through the first, appending to nodes (so a
+    start that fails still leaves the others to stop); then waits for the ring."""
+    for name in names:
+        nodes.append(Node(bin_, name, logdir, join=nodes[0] if nodes else None, args=args))
+    return converge(nodes)
+
+
 def stop_all(nodes, checks, logdir):
     """Stops the nodes (None entries are skipped); prints their logs if a check failed."""
     for n in nodes:
@@ -164,6 +194,13 @@ def _field(num, wire_type, payload):
     if wire_type == 0:
         return _varint(num << 3) + _varint(payload)
     return _varint(num << 3 | 2) + _varint(len(payload)) + payload
+
+
+def kv_put_frame(key, value, reply_to, req=1):
+    """One whole frame (type 2, KvMsg) asking the node to store value (bytes) under key."""
+    body = (_field(1, 0, 1) + _field(2, 0, req) + _field(3, 2, key.encode())
+            + _field(4, 2, value) + _field(6, 2, reply_to.encode()))
+    return (len(body) + 1).to_bytes(4, "big") + b"\x02" + body
 
 
 def ring_frame(msg_type, from_addr, from_name="stranger", key=b"\x00" * 20, req=1):

@@ -2,12 +2,11 @@
 """The command line's usage errors and help, as a user meets them."""
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
 
-from ringtest import Checks, Node, request, stop_all
+from ringtest import Checks, Node, free_port_range, request, stop_all
 
 BIN = sys.argv[1]
 t = Checks("cli_usage")
@@ -18,30 +17,11 @@ def run(*args, timeout=60):
     return subprocess.run([BIN, *args], capture_output=True, text=True, timeout=timeout)
 
 
-def free_range(n):
-    """A base port with n free ports from it on 127.0.0.1."""
-    for _ in range(100):
-        base = random.randrange(20000, 40000, 100)
-        socks = []
-        try:
-            for p in range(base, base + n):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free ports")
-
-
 def main():
     random.seed(os.getpid())
     # a bad --log-level stops the cluster at once: exit 2, one message, no node started
     with tempfile.TemporaryDirectory() as tmp:
-        base = free_range(60)
+        base = free_port_range(60)
         r = run("cluster", "--nodes", "2", "--base-http", str(base), "--base-peer",
                 str(base + 50), "--data", f"{tmp}/d", "--log-level", "loud")
         check("cluster --log-level loud exits 2", r.returncode == 2, (r.returncode, r.stderr))

@@ -10,7 +10,7 @@ import tempfile
 import time
 
 from ringtest import (RING_PING, Checks, Node, connect_from, converge, get, metrics,
-                      ring_frame, stop_all)
+                      ring_frame, start_ring, stop_all)
 
 BIN = sys.argv[1]
 t = Checks("peer_book")
@@ -43,10 +43,7 @@ def main():
     with tempfile.TemporaryDirectory() as logdir:
         nodes = []
         try:
-            nodes.append(Node(BIN, "a", logdir))
-            nodes.append(Node(BIN, "b", logdir, join=nodes[0]))
-            nodes.append(Node(BIN, "c", logdir, join=nodes[0]))
-            ok, state = converge(nodes)
+            ok, state = start_ring(BIN, ["a", "b", "c"], logdir, nodes)
             check("3 nodes converge", ok, state)
             victim = nodes[1]
 

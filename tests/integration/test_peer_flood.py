@@ -18,7 +18,7 @@ import tempfile
 import time
 
 from ringtest import (Checks, Node, connect_from, converge, get, metrics, rss_kb,
-                      stop_all)
+                      start_ring, stop_all)
 
 BIN = sys.argv[1]
 t = Checks("peer_flood")
@@ -80,10 +80,7 @@ def main():
     with tempfile.TemporaryDirectory() as logdir:
         nodes, flood = [], []
         try:
-            nodes.append(Node(BIN, "node-0", logdir))
-            for i in range(1, 5):
-                nodes.append(Node(BIN, f"node-{i}", logdir, join=nodes[0]))
-            ok, state = converge(nodes)
+            ok, state = start_ring(BIN, [f"node-{i}" for i in range(5)], logdir, nodes)
             check("5 nodes converge", ok, state)
             victim = nodes[2]
 

@@ -13,7 +13,7 @@ import threading
 import time
 
 from ringtest import (RING_PING, Checks, Node, connect_from, converge, get, metrics,
-                      ring_frame, stop_all)
+                      ring_frame, start_ring, stop_all)
 
 BIN = sys.argv[1]
 t = Checks("peer_reset")
@@ -52,10 +52,7 @@ def main():
         nodes = []
         stop = threading.Event()
         try:
-            nodes.append(Node(BIN, "a", logdir))
-            nodes.append(Node(BIN, "b", logdir, join=nodes[0]))
-            nodes.append(Node(BIN, "c", logdir, join=nodes[0]))
-            ok, state = converge(nodes)
+            ok, state = start_ring(BIN, ["a", "b", "c"], logdir, nodes)
             check("3 nodes converge", ok, state)
             victim = nodes[1]
             fake = f"127.0.0.1:{resetting_listener(stop)}"

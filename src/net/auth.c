@@ -1,0 +1,139 @@
+/* auth.c — see auth.h. HMAC-SHA256 and the random generator are OpenSSL's libcrypto. */
+#include "auth.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+int auth_random(uint8_t *out, size_t len)
+{
+	return RAND_bytes(out, (int)len) == 1 ? 0 : -1;
+}
+
+static int hexval(int c)
+{
+	return c >= '0' && c <= '9'   ? c - '0'
+	       : c >= 'a' && c <= 'f' ? c - 'a' + 10
+	       : c >= 'A' && c <= 'F' ? c - 'A' + 10
+	                              : -1;
+}
+
+int auth_load_key(const char *path, uint8_t key[AUTH_KEY], char *err, size_t errlen)
+{
+	FILE *f = fopen(path, "r");
+	if (!f) {
+		snprintf(err, errlen, "cannot read the cluster key %s: %s", path, strerror(errno));
+		return -1;
+	}
+	char text[4 * AUTH_KEY];
+	size_t len = fread(text, 1, sizeof text - 1, f);
+	fclose(f);
+	text[len] = '\0';
+	const char *p = text;
+	while (isspace((unsigned char)*p))
+		p++;
+	size_t digits = 0;
+	while (p[digits] && !isspace((unsigned char)p[digits]))
+		digits++;
+	const char *rest = p + digits;
+	while (isspace((unsigned char)*rest))
+		rest++;
+	if (digits != 2 * AUTH_KEY || *rest) {
+		snprintf(err, errlen,
+		         "the cluster key %s should hold %d hex digits and nothing else", path,
+		         2 * AUTH_KEY);
+		return -1;
+	}
+	for (size_t i = 0; i < AUTH_KEY; i++) {
+		int hi = hexval(p[2 * i]), lo = hexval(p[2 * i + 1]);
+		if (hi < 0 || lo < 0) {
+			snprintf(err, errlen, "the cluster key %s has a character that is not hex",
+			         path);
+			return -1;
+		}
+		key[i] = (uint8_t)(hi << 4 | lo);
+	}
+	return 0;
+}
+
+int auth_new_key_file(const char *path, char *err, size_t errlen)
+{
+	uint8_t key[AUTH_KEY];
+	if (auth_random(key, sizeof key) < 0) {
+		snprintf(err, errlen, "no random bytes for a cluster key");
+		return -1;
+	}
+	char text[2 * AUTH_KEY + 2];
+	for (size_t i = 0; i < AUTH_KEY; i++)
+		snprintf(text + 2 * i, 3, "%02x", key[i]);
+	text[2 * AUTH_KEY] = '\n';
+	text[2 * AUTH_KEY + 1] = '\0';
+	OPENSSL_cleanse(key, sizeof key);
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	if (fd < 0) {
+		snprintf(err, errlen, "cannot create the cluster key %s: %s", path,
+		         strerror(errno));
+		return -1;
+	}
+	size_t len = strlen(text);
+	bool ok = write(fd, text, len) == (ssize_t)len;
+	ok = close(fd) == 0 && ok;
+	OPENSSL_cleanse(text, sizeof text);
+	if (!ok) {
+		snprintf(err, errlen, "cannot write the cluster key %s", path);
+		unlink(path);
+		return -1;
+	}
+	return 0;
+}
+
+static void hmac(const uint8_t *key, size_t klen, const uint8_t *data, size_t len,
+                 uint8_t out[AUTH_TAG])
+{
+	unsigned olen = AUTH_TAG;
+	HMAC(EVP_sha256(), key, (int)klen, data, len, out, &olen);
+}
+
+void auth_session_init(auth_session *s, const uint8_t key[AUTH_KEY], const uint8_t na[AUTH_NONCE],
+                       const uint8_t nc[AUTH_NONCE], const char *acceptor)
+{
+	static const char label[] = "ringnet session v1";
+	uint8_t in[sizeof label + 2 * AUTH_NONCE + 64];
+	size_t alen = strnlen(acceptor, 63), len = 0;
+	memcpy(in, label, sizeof label); /* the NUL too: a separator */
+	len += sizeof label;
+	memcpy(in + len, na, AUTH_NONCE);
+	len += AUTH_NONCE;
+	memcpy(in + len, nc, AUTH_NONCE);
+	len += AUTH_NONCE;
+	memcpy(in + len, acceptor, alen);
+	len += alen;
+	hmac(key, AUTH_KEY, in, len, s->k);
+}
+
+void auth_hello_tag(const auth_session *s, uint8_t tag[AUTH_TAG])
+{
+	hmac(s->k, sizeof s->k, (const uint8_t *)"hello", 5, tag);
+}
+
+void auth_frame_tag(const auth_session *s, uint64_t seq, const uint8_t *frame, size_t len,
+                    uint8_t tag[AUTH_TAG])
+{
+	uint8_t be[8], k[AUTH_TAG];
+	for (int i = 0; i < 8; i++)
+		be[i] = (uint8_t)(seq >> (56 - 8 * i));
+	hmac(s->k, sizeof s->k, be, sizeof be, k); /* a key of its own for each frame */
+	hmac(k, sizeof k, frame, len, tag);
+}
+
+bool auth_tag_eq(const uint8_t a[AUTH_TAG], const uint8_t b[AUTH_TAG])
+{
+	return CRYPTO_memcmp(a, b, AUTH_TAG) == 0;
+}

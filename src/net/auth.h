@@ -1,0 +1,45 @@
+/* auth.h — the peer port's cluster key: who may send frames to a node.
+ *
+ * With a key, every connection starts with a handshake and every frame carries a tag:
+ *   acceptor -> connector   Na (AUTH_NONCE random bytes)
+ *   connector -> acceptor   Nc | HMAC(S, "hello")            where S = HMAC(K, "ringnet
+ *                           session v1" | Na | Nc | the acceptor's host:port)
+ *   connector -> acceptor   frame | HMAC(HMAC(S, seq), frame) for seq = 0, 1, 2, ...
+ * Frames are only ever read on connections others opened, so a node accepts a frame only
+ * from someone who knows K; the fresh Na makes every session's tags new (no replay from
+ * another connection), seq fixes their order (no replay, drop or reorder within one), and
+ * the acceptor's address in S keeps a handshake made with one node from being relayed to
+ * another. Nothing is encrypted: a key proves membership, it does not hide the traffic. */
+#ifndef RN_AUTH_H
+#define RN_AUTH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define AUTH_KEY   32 /* bytes of a cluster key; its file holds them as 64 hex digits */
+#define AUTH_NONCE 16
+#define AUTH_TAG   32
+#define AUTH_HELLO (AUTH_NONCE + AUTH_TAG) /* what the connector sends first */
+
+typedef struct {
+	uint8_t k[AUTH_TAG];
+} auth_session;
+
+/* Reads a key file (64 hex digits; surrounding white space is fine). 0, or -1 with a
+ * message a person can act on in err. */
+int auth_load_key(const char *path, uint8_t key[AUTH_KEY], char *err, size_t errlen);
+/* Creates path with a new random key, readable by its owner only; fails if it exists. */
+int auth_new_key_file(const char *path, char *err, size_t errlen);
+/* Random bytes from the system's generator; 0 or -1. */
+int auth_random(uint8_t *out, size_t len);
+
+void auth_session_init(auth_session *s, const uint8_t key[AUTH_KEY], const uint8_t na[AUTH_NONCE],
+                       const uint8_t nc[AUTH_NONCE], const char *acceptor);
+void auth_hello_tag(const auth_session *s, uint8_t tag[AUTH_TAG]);
+void auth_frame_tag(const auth_session *s, uint64_t seq, const uint8_t *frame, size_t len,
+                    uint8_t tag[AUTH_TAG]);
+/* Constant-time comparison of two tags. */
+bool auth_tag_eq(const uint8_t a[AUTH_TAG], const uint8_t b[AUTH_TAG]);
+
+#endif

@@ -1,0 +1,134 @@
+/* The cluster key's file and tags (src/net/auth.c): a key file is read exactly, a new one
+ * is private, and every input of a tag changes it. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "net/auth.h"
+
+static char dir[] = "/tmp/ringnet-test-auth-XXXXXX";
+
+static const char *file_with(const char *text)
+{
+	static char path[128];
+	snprintf(path, sizeof path, "%s/k", dir);
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+	return path;
+}
+
+static void test_key_file(void **state)
+{
+	(void)state;
+	uint8_t key[AUTH_KEY];
+	char err[256];
+	const char *hex = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+	char text[100];
+	snprintf(text, sizeof text, "  %s\n", hex);
+	assert_int_equal(auth_load_key(file_with(text), key, err, sizeof err), 0);
+	for (int i = 0; i < AUTH_KEY; i++)
+		assert_int_equal(key[i], i);
+	snprintf(text, sizeof text, "%.62s", hex); /* too short */
+	assert_int_equal(auth_load_key(file_with(text), key, err, sizeof err), -1);
+	assert_non_null(strstr(err, "64 hex digits"));
+	snprintf(text, sizeof text, "%s00", hex); /* too long */
+	assert_int_equal(auth_load_key(file_with(text), key, err, sizeof err), -1);
+	snprintf(text, sizeof text, "%s extra", hex); /* something after it */
+	assert_int_equal(auth_load_key(file_with(text), key, err, sizeof err), -1);
+	snprintf(text, sizeof text, "%.63sg", hex); /* not hex */
+	assert_int_equal(auth_load_key(file_with(text), key, err, sizeof err), -1);
+	assert_non_null(strstr(err, "not hex"));
+	char missing[160];
+	snprintf(missing, sizeof missing, "%s/none", dir);
+	assert_int_equal(auth_load_key(missing, key, err, sizeof err), -1);
+	assert_non_null(strstr(err, "cannot read"));
+}
+
+static void test_new_key_file(void **state)
+{
+	(void)state;
+	char path[160], err[256];
+	snprintf(path, sizeof path, "%s/new", dir);
+	unlink(path);
+	assert_int_equal(auth_new_key_file(path, err, sizeof err), 0);
+	struct stat st;
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+	uint8_t a[AUTH_KEY], b[AUTH_KEY];
+	assert_int_equal(auth_load_key(path, a, err, sizeof err), 0);
+	assert_int_equal(auth_new_key_file(path, err, sizeof err), -1); /* never overwritten */
+	unlink(path);
+	assert_int_equal(auth_new_key_file(path, err, sizeof err), 0);
+	assert_int_equal(auth_load_key(path, b, err, sizeof err), 0);
+	assert_memory_not_equal(a, b, AUTH_KEY);
+	unlink(path);
+}
+
+static void test_tags_depend_on_every_input(void **state)
+{
+	(void)state;
+	uint8_t key[AUTH_KEY] = {1}, key2[AUTH_KEY] = {2}, na[AUTH_NONCE] = {3},
+	        nc[AUTH_NONCE] = {4}, na2[AUTH_NONCE] = {5};
+	auth_session s, t;
+	uint8_t x[AUTH_TAG], y[AUTH_TAG];
+	auth_session_init(&s, key, na, nc, "127.0.0.1:6001");
+	auth_session_init(&t, key, na, nc, "127.0.0.1:6001");
+	auth_hello_tag(&s, x);
+	auth_hello_tag(&t, y);
+	assert_true(auth_tag_eq(x, y)); /* the same inputs, the same tag */
+	const struct {
+		const uint8_t *k, *a, *c;
+		const char *addr;
+	} other[] = {{key2, na, nc, "127.0.0.1:6001"},
+	             {key, na2, nc, "127.0.0.1:6001"},
+	             {key, na, na2, "127.0.0.1:6001"},
+	             {key, na, nc, "127.0.0.1:6002"}};
+	for (size_t i = 0; i < sizeof other / sizeof other[0]; i++) {
+		auth_session_init(&t, other[i].k, other[i].a, other[i].c, other[i].addr);
+		auth_hello_tag(&t, y);
+		assert_false(auth_tag_eq(x, y));
+	}
+	const uint8_t frame[] = {0, 0, 0, 2, 1, 9}, frame2[] = {0, 0, 0, 2, 1, 8};
+	auth_frame_tag(&s, 0, frame, sizeof frame, x);
+	auth_frame_tag(&s, 0, frame, sizeof frame, y);
+	assert_true(auth_tag_eq(x, y));
+	auth_frame_tag(&s, 1, frame, sizeof frame, y); /* another place in the stream */
+	assert_false(auth_tag_eq(x, y));
+	auth_frame_tag(&s, 0, frame2, sizeof frame2, y); /* another frame */
+	assert_false(auth_tag_eq(x, y));
+}
+
+static int setup(void **state)
+{
+	(void)state;
+	return mkdtemp(dir) ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	char path[160];
+	snprintf(path, sizeof path, "%s/k", dir);
+	unlink(path);
+	return rmdir(dir);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_key_file),
+	    cmocka_unit_test(test_new_key_file),
+	    cmocka_unit_test(test_tags_depend_on_every_input),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
