@@ -196,10 +196,18 @@ def _field(num, wire_type, payload):
     return _varint(num << 3 | 2) + _varint(len(payload)) + payload
 
 
-def kv_put_frame(key, value, reply_to, req=1):
-    """One whole frame (type 2, KvMsg) asking the node to store value (bytes) under key."""
-    body = (_field(1, 0, 1) + _field(2, 0, req) + _field(3, 2, key.encode())
-            + _field(4, 2, value) + _field(6, 2, reply_to.encode()))
+def kv_put_frame(key, value, reply_to, req=1, stamp=None):
+    """One whole frame (type 2, KvMsg, proto/ringnet.proto) asking the node to coordinate
+    a put of value (bytes) under key, as an entry node would: a REQ from the peer at
+    reply_to (a "host:port"), with a record stamped now."""
+    if stamp is None:
+        stamp = int(time.time() * 1000) << 16
+    kid = hashlib.sha1(key.encode()).digest()
+    rec = (_field(1, 2, kid) + _field(2, 2, key.encode()) + _field(3, 2, value)
+           + _field(4, 0, stamp) + _field(5, 0, 7))
+    peer = _field(1, 2, bytes.fromhex(sha1_hex("stranger"))) + _field(2, 2, reply_to.encode())
+    body = (_field(1, 0, 1) + _field(2, 0, 1) + _field(5, 0, req) + _field(6, 2, peer)
+            + _field(7, 2, rec))
     return (len(body) + 1).to_bytes(4, "big") + b"\x02" + body
 
 
