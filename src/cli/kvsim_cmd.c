@@ -179,16 +179,16 @@ int cli_kvsim(int argc, char **argv)
 	printf("memory: peak RSS %ld MB; %llu events in %.1f s\n", ru.ru_maxrss / 1024,
 	       (unsigned long long)r.events, r.wall_ms / 1000);
 	if (r.lost)
-		printf("lost: %llu keys, %llu of them after all %u of their holders crashed within "
-		       "%llu ms (one repair interval); %llu reads of them\n",
+		printf("lost: %llu keys, %llu of them after %u nodes holding their newest version "
+		       "crashed within %llu ms (one repair interval); %llu reads of them\n",
 		       (unsigned long long)r.lost, (unsigned long long)r.lost_explained,
-		       p.net.kv.replicas, (unsigned long long)r.repair_interval_ms,
+		       p.net.kv.write_quorum, (unsigned long long)r.repair_interval_ms,
 		       (unsigned long long)r.reads_of_lost);
 	uint64_t unexplained = r.lost - r.lost_explained;
 	printf("%s: %llu acknowledged writes lost%s, %llu keys with fewer than %u live copies, "
 	       "%llu with copies outside their replicas\n",
 	       unexplained ? "LOST" : "No write lost", (unsigned long long)unexplained,
-	       r.lost ? " but to R crashes in one repair interval" : "",
+	       r.lost ? " but to W crashes in one repair interval" : "",
 	       (unsigned long long)r.under_replicated, p.net.kv.replicas,
 	       (unsigned long long)r.over_replicated);
 	return 0;

@@ -466,10 +466,11 @@ typedef struct {
 	rn_id kid;
 	kv_version acked; /* newest acknowledged write (stamp 0: none) */
 	uint32_t index;
-	uint64_t crashes[KV_MAX_R]; /* when the last R nodes holding it crashed (a ring) */
+	uint64_t crashes[KV_MAX_R]; /* when the last nodes holding its newest acknowledged
+	                             * version crashed (a ring of R) */
 	uint8_t ncrash;
 	bool gone;      /* a crash took its last copy of the newest acknowledged version */
-	bool explained; /* ... and R holders had crashed within one repair interval */
+	bool explained; /* ... and W of its holders had crashed within one repair interval */
 } key_state;
 
 typedef struct {
@@ -626,6 +627,7 @@ static uint64_t mean_node_bytes(kvs_net *t)
 typedef struct {
 	experiment *x;
 	uint32_t *keys;
+	bool *newest; /* the record held was the key's newest acknowledged version */
 	size_t n, cap;
 } held_ctx;
 
@@ -638,11 +640,15 @@ static int held_one(void *arg, const kv_record *r)
 	if (h->n == h->cap) {
 		size_t cap = h->cap ? 2 * h->cap : 256;
 		uint32_t *q = realloc(h->keys, cap * sizeof *q);
-		if (!q)
+		bool *nq = q ? realloc(h->newest, cap * sizeof *nq) : NULL;
+		if (q)
+			h->keys = q;
+		if (!nq)
 			return 1;
-		h->keys = q;
+		h->newest = nq;
 		h->cap = cap;
 	}
+	h->newest[h->n] = kv_version_cmp(&r->v, &h->x->keys[k].acked) >= 0;
 	h->keys[h->n++] = (uint32_t)k;
 	h->x->r->forced_bytes += record_bytes(r); /* each copy it held must be made again */
 	return 0;
@@ -679,29 +685,33 @@ static bool newest_alive(experiment *x, const key_state *k)
 }
 
 /* A crash: the records the node held are each one copy fewer. A key whose last copy of
- * its newest acknowledged write goes with it is marked gone, and explained when R of its
- * holders crashed within one repair interval. */
+ * its newest acknowledged write goes with it is marked gone, and explained when W of the
+ * nodes that held that version crashed within one repair interval: an acknowledged write
+ * is on at least W nodes, and on R once repair has run, so fewer than W such crashes in
+ * one interval must never lose it. */
 static void crash(experiment *x, uint32_t v)
 {
 	kvs_net *t = x->t;
-	held_ctx h = {x, NULL, 0, 0};
+	held_ctx h = {x, NULL, NULL, 0, 0};
 	rn_id z;
 	memset(&z, 0, sizeof z);
 	memstore_scan(t->n[v]->st, &z, &z, true, held_one, &h); /* values: their bytes count */
 	kvs_kill(t, v);
-	unsigned R = t->p.kv.replicas;
+	unsigned R = t->p.kv.replicas, W = t->p.kv.write_quorum;
 	for (size_t i = 0; i < h.n; i++) {
 		key_state *k = &x->keys[h.keys[i]];
-		k->crashes[k->ncrash++ % R] = t->now;
+		if (h.newest[i])
+			k->crashes[k->ncrash++ % R] = t->now;
 		if (k->gone || !k->acked.stamp || newest_alive(x, k))
 			continue;
 		k->gone = true;
-		uint64_t oldest = UINT64_MAX;
+		unsigned recent = 0; /* holders of the newest version that crashed lately */
 		for (unsigned j = 0; j < R && j < k->ncrash; j++)
-			oldest = k->crashes[j] < oldest ? k->crashes[j] : oldest;
-		k->explained = k->ncrash >= R && t->now - oldest <= x->r->repair_interval_ms;
+			recent += t->now - k->crashes[j] <= x->r->repair_interval_ms;
+		k->explained = recent >= W;
 	}
 	free(h.keys);
+	free(h.newest);
 }
 
 /* Crashes and joins as Poisson processes, each at p->churn per second, while the clients
