@@ -56,7 +56,7 @@ typedef struct op {
 	/* ENTRY */
 	uint64_t client;
 	ring_peer coord;
-	bool sent, fell_back, retried;
+	bool sent, fell_back, retried, looked;
 	/* COORD */
 	ring_addr origin; /* the entry node (self addr: this node) */
 	uint64_t origin_req;
@@ -133,6 +133,7 @@ void kv_config_default(kv_config *c)
 	c->settle_ms = 5000;
 	c->cover_ms = 8000;
 	c->tomb_grace_ms = 600000;
+	c->owner_reads = true;
 }
 
 int kv_config_check(const kv_config *c)
@@ -555,6 +556,9 @@ static void read_repair(kv_node *k, op *c)
 static void coord_finish_read(kv_node *k, uint64_t now, op *c, bool final)
 {
 	bool all = c->answers + c->failed >= c->nt;
+	/* every replica, not just a read quorum: while the ring moves, the replicas a write
+	 * reached and the ones a read asks need not overlap in R + 1 - W (answering at the
+	 * quorum gave stale reads under heavy churn in the simulator) */
 	if (!c->replied && (all || final)) {
 		unsigned need = c->need < c->nt ? c->need : c->nt;
 		if (c->answers < need)
@@ -589,6 +593,19 @@ static void coord_finish(kv_node *k, uint64_t now, op *c, bool final)
 static void coordinate(kv_node *k, uint64_t now, ring_addr origin, uint64_t origin_req,
                        const kv_msg *m)
 {
+	rn_id pos = pos_of(k, &m->rec.kid);
+	if (origin != k->addr && !(m->flags & (KV_F_FALLBACK | KV_F_HANDOFF | KV_F_LOOKED)) &&
+	    !own_range(k, &pos)) {
+		/* the entry guessed from a successor list that has moved on: say so */
+		kv_msg r;
+		memset(&r, 0, sizeof r);
+		r.type = KV_MSG_RESP;
+		r.to = origin;
+		r.req = origin_req;
+		r.status = KV_MOVED;
+		send_msg(k, &r);
+		return;
+	}
 	op *c = op_new(k, OP_COORD);
 	if (!c || own_set(&c->rec, &m->rec) < 0) {
 		if (c)
@@ -616,6 +633,17 @@ static void coordinate(kv_node *k, uint64_t now, ring_addr origin, uint64_t orig
 			c->t[0].v = cur.v;
 			if (own_set(&c->best, &cur) == 0)
 				c->has_best = true;
+		}
+		/* the owner of a range that has been still for settle_ms (two anti-entropy rounds
+		 * or more: any newer copy on a replica has been pulled here) answers from its own
+		 * copy; otherwise, and for a key it does not have, it asks every replica */
+		if (rc == 0 && c->has_best && settled(k, now) && own_range(k, &pos) &&
+		    !(c->flags & KV_F_FALLBACK) && k->cfg.owner_reads) {
+			k->st.owner_reads++;
+			c->answers = 1;
+			c->nt = 1;
+			coord_finish(k, now, c, false);
+			return;
 		}
 		c->t[0].state = rc == 0 || rc == RN_ENOTFOUND ? RS_DONE : RS_FAILED;
 		c->answers += c->t[0].state == RS_DONE;
@@ -744,7 +772,7 @@ static void entry_send(kv_node *k, uint64_t now, op *e, ring_peer to)
 	memset(&m, 0, sizeof m);
 	m.type = KV_MSG_REQ;
 	m.op = e->kop;
-	m.flags = e->flags | (e->fell_back ? KV_F_FALLBACK : 0);
+	m.flags = e->flags | (e->fell_back ? KV_F_FALLBACK : 0) | (e->looked ? KV_F_LOOKED : 0);
 	m.req = e->req;
 	m.rec = e->rec.r;
 	m.has_rec = true;
@@ -777,6 +805,15 @@ static void entry_fall_back(kv_node *k, uint64_t now, op *e)
 	k->d.lookup(k->d.ctx, &after, e->req);
 }
 
+static void entry_ring_lookup(kv_node *k, op *e)
+{
+	rn_id pos = pos_of(k, &e->rec.r.kid);
+	e->stage = ST_LOOKUP;
+	e->retry_at = 0;
+	e->looked = true;
+	k->d.lookup(k->d.ctx, &pos, e->req);
+}
+
 static void entry_lookup(kv_node *k, uint64_t now, op *e)
 {
 	rn_id pos = pos_of(k, &e->rec.r.kid);
@@ -784,9 +821,22 @@ static void entry_lookup(kv_node *k, uint64_t now, op *e)
 		entry_send(k, now, e, (ring_peer){k->self, k->addr});
 		return;
 	}
-	e->stage = ST_LOOKUP;
-	e->retry_at = 0;
-	k->d.lookup(k->d.ctx, &pos, e->req);
+	/* a key within this node's successor list: its owner is known without a lookup (the
+	 * whole ring, in a ring of up to 9 nodes). A view that is out of date sends it to a
+	 * neighbour of the owner, which coordinates the replicas it sees, as after a lookup
+	 * that raced a join. */
+	rn_id prev = k->self;
+	for (size_t i = 0; !e->looked && i < k->nsucc && k->succ[i].addr != RING_ADDR_NONE; i++) {
+		const ring_peer *sp = &k->succ[i];
+		if (rn_id_eq(&sp->id, &k->self))
+			break;
+		if (rn_id_in_oc(&pos, &prev, &sp->id)) {
+			entry_send(k, now, e, *sp);
+			return;
+		}
+		prev = sp->id;
+	}
+	entry_ring_lookup(k, e);
 }
 
 static kv_status entry_failure(const op *e)
@@ -855,7 +905,12 @@ static void on_resp(kv_node *k, uint64_t now, const kv_msg *m)
 	if (e->kind != OP_ENTRY || e->stage != ST_SENT)
 		return;
 	if (m->from.addr != e->coord.addr && e->coord.addr != k->addr)
-		return; /* not who we asked */
+		return;              /* not who we asked */
+	if (m->status == KV_MOVED) { /* our view was behind: ask the ring */
+		k->st.moved++;
+		entry_ring_lookup(k, e);
+		return;
+	}
 	static const char *whys[] = {
 	    [KV_NOT_FOUND] = "key not found",
 	    [KV_UNSURE] = "the key's replicas could not all be asked (the ring is changing or "

@@ -107,11 +107,15 @@ typedef enum {
 	KV_UNKNOWN,     /* 503: a write reached some replicas but not W: it may be applied */
 	KV_NOT_APPLIED, /* 503: a write that reached no replica: safe to retry */
 	KV_ERROR,       /* 500: a store failed */
+	KV_MOVED,       /* between nodes only: "not my range", the entry looks the key up */
 } kv_status;
 
 /* REQ flags */
 #define KV_F_HANDOFF  1u /* a repair write of an existing version: keep rec.v */
 #define KV_F_FALLBACK 2u /* the owner did not answer; coordinate as the next replica */
+#define KV_F_LOOKED                                                                                \
+	8u /* the entry found this node by a ring lookup: coordinate even if                       \
+	    * the key looks outside this node's range (views lag) */
 
 typedef struct {
 	rn_id kid;
@@ -196,6 +200,7 @@ typedef struct {
 	uint32_t cover_ms;       /* a replica range not synced this long is no longer ours */
 	uint32_t tomb_grace_ms;  /* tombstones live at least this long */
 	uint64_t wall_offset_ms; /* wall clock (Unix ms) at now = 0, for the HLC */
+	bool owner_reads;        /* a settled owner answers a get from its own copy */
 } kv_config;
 
 void kv_config_default(kv_config *c);
@@ -204,6 +209,8 @@ int kv_config_check(const kv_config *c); /* 0 or RN_EINVAL */
 /* Counters, for /metrics and the simulator's reports. */
 typedef struct {
 	uint64_t client_ops, coordinated, fallbacks, forwarded;
+	uint64_t moved; /* requests sent by the successor list to a node no longer the owner */
+	uint64_t owner_reads; /* gets the owner answered from its own copy */
 	uint64_t repl_sent, repl_applied, repl_stale; /* records sent, stored, older than held */
 	uint64_t read_repairs, sync_rounds, sync_keys_pushed, sync_keys_pulled;
 	uint64_t sync_bytes; /* repair traffic sent: digests, listings, pushed records, handoffs,

@@ -227,7 +227,7 @@ int wire_decode_kv(const uint8_t *body, size_t len, const wire_book *b, wire_kv 
 	out->pb = w;
 	kv_msg *m = &out->m;
 	if (w->type < KV_MSG_REQ || w->type > KV_MSG_PURGE || w->op > KV_DEL ||
-	    w->status > KV_ERROR || w->flags > 0xff || (w->n_hashes && w->n_hashes != KV_BUCKETS) ||
+	    w->status > KV_MOVED || w->flags > 0xff || (w->n_hashes && w->n_hashes != KV_BUCKETS) ||
 	    w->buckets.len > KV_BUCKETS || w->n_entries > KV_ENTRY_MAX || w->n_kids > KV_PULL_MAX ||
 	    w->n_acked > 2 * KV_MAX_R)
 		goto bad;
