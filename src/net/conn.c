@@ -395,6 +395,8 @@ static void close_idle(node *n)
 
 void nd_send_frame(node *n, ring_addr to, pending *f)
 {
+	if (nd_batch_hold(n, to, f))
+		return; /* it may acknowledge a write that is not on disk yet */
 	peer *p = &n->peers[to];
 	if (p->unused) { /* a forgotten address: nothing should name it any more */
 		hand_back(n, f);
@@ -645,6 +647,8 @@ static int in_frames(inconn *c, uint8_t *buf, size_t len, size_t *left)
 	return rc;
 }
 
+static void in_read_frames(inconn *c, ssize_t nread, const uv_buf_t *b);
+
 static void in_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 {
 	inconn *c = (inconn *)s;
@@ -655,6 +659,15 @@ static void in_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 	}
 	if (nread == 0)
 		return;
+	/* every frame of this read, one store commit (see nd_batch_begin) */
+	nd_batch_begin(n);
+	in_read_frames(c, nread, b);
+	nd_batch_end(n);
+}
+
+static void in_read_frames(inconn *c, ssize_t nread, const uv_buf_t *b)
+{
+	node *n = c->node;
 	n->bytes_in += (uint64_t)nread;
 	uint64_t frames = n->frames_in, now = uv_now(&n->loop);
 	bool ok = true;

@@ -16,6 +16,62 @@
 #include "../lib/err.h"
 #include "node_internal.h"
 
+/* ---- group commit ---- */
+
+void nd_batch_begin(node *n)
+{
+	if (n->st && !n->batch_depth++ && store_batch_begin(n->st) < 0)
+		LOG_W(n, "cannot open a store transaction; writes commit one by one");
+}
+
+bool nd_batch_hold(node *n, ring_addr to, pending *f)
+{
+	if (!n->batch_depth)
+		return false;
+	f->held_to = to;
+	f->next = NULL;
+	if (n->held_tail)
+		n->held_tail->next = f;
+	else
+		n->held_head = f;
+	n->held_tail = f;
+	return true;
+}
+
+static void job_resume(node *n, job *j)
+{
+	pthread_mutex_lock(&n->lock);
+	j->done = true;
+	pthread_mutex_unlock(&n->lock);
+	MHD_resume_connection(j->conn); /* the HTTP thread owns j from here on */
+}
+
+void nd_batch_end(node *n)
+{
+	if (!n->batch_depth || --n->batch_depth)
+		return;
+	if (n->st && store_batch_end(n->st) < 0) {
+		/* the writes of this batch are not on disk, and what was held would say they
+		 * are: stop here, having said nothing (crash-only; the replicas have them) */
+		LOG_E(n, "the store cannot commit (disk full or failing): stopping the node");
+		abort();
+	}
+	pending *f = n->held_head;
+	n->held_head = n->held_tail = NULL;
+	while (f) {
+		pending *next = f->next;
+		nd_send_frame(n, f->held_to, f);
+		f = next;
+	}
+	job *j = n->held_jobs;
+	n->held_jobs = NULL;
+	while (j) {
+		job *next = j->next;
+		job_resume(n, j);
+		j = next;
+	}
+}
+
 /* ---- deferred inputs ---- */
 
 enum { Q_LOOKUP = 1, Q_FOUND, Q_UNREACH };
@@ -119,8 +175,11 @@ void nd_kv_tick(node *n)
 	if (n->kv_busy)
 		return;
 	kv_view(n);
-	if (now >= kv_wake_at(n->kv))
+	if (now >= kv_wake_at(n->kv)) {
+		nd_batch_begin(n);
 		KV_CALL(n, kv_tick(n->kv, now));
+		nd_batch_end(n);
+	}
 }
 
 void nd_kv_leave(node *n)
@@ -172,10 +231,12 @@ static void kv_finish(node *n, job *j, unsigned status, char *body)
 		}
 	j->status = status;
 	j->body = body ? body : strdup("{\"error\":\"out of memory\"}");
-	pthread_mutex_lock(&n->lock);
-	j->done = true;
-	pthread_mutex_unlock(&n->lock);
-	MHD_resume_connection(j->conn); /* the HTTP thread owns j from here on */
+	if (n->batch_depth) { /* answered once the batch's writes are on disk */
+		j->next = n->held_jobs;
+		n->held_jobs = j;
+		return;
+	}
+	job_resume(n, j);
 }
 
 char *nd_json_text(json_t *j)
@@ -347,6 +408,7 @@ void nd_on_wake(uv_async_t *a)
 	uint64_t now = uv_now(&n->loop);
 	if (n->kv && !n->kv_busy)
 		kv_view(n); /* the ring may have changed since the last tick (or just started) */
+	nd_batch_begin(n);  /* the puts of one wake-up share a commit */
 	while (rev) {
 		job *j = rev;
 		rev = rev->next;
@@ -367,6 +429,7 @@ void nd_on_wake(uv_async_t *a)
 		                j->rid ? strlen(j->rid) : 0};
 		KV_CALL(n, kv_client(n->kv, now, j->req, &r));
 	}
+	nd_batch_end(n);
 }
 
 void nd_kv_expire(node *n, bool all)

@@ -76,7 +76,8 @@ typedef struct pending {
 	uint8_t kind;    /* FRAME_RING: msg goes back to the core if undeliverable */
 	uint64_t kv_req; /* FRAME_KV: the kv core's request id, told if undeliverable */
 	ring_addr kv_to;
-	ring_msg msg; /* handed back to the core if it cannot be delivered */
+	ring_addr held_to; /* held until the store's batch commits (nd_batch_end) */
+	ring_msg msg;      /* handed back to the core if it cannot be delivered */
 	ring_peer peers[RING_MAX_SUCC];
 } pending;
 
@@ -216,6 +217,10 @@ typedef struct node {
 	/* key-value */
 	store *st;
 	kv_node *kv;
+	/* group commit: what a batch of work sent or answered waits for its commit */
+	unsigned batch_depth;
+	pending *held_head, *held_tail;
+	job *held_jobs;
 	kvq_item *kvq; /* inputs waiting for the core to return */
 	size_t kvq_head, kvq_len, kvq_cap;
 	bool kv_busy;
@@ -278,6 +283,14 @@ void nd_conn_sweep(node *n);
 unsigned nd_book_used(const node *n);
 
 /* ---- kv.c ---- */
+
+/* Group commit: the work between begin and end (the frames of one read, the HTTP jobs of
+ * one wake-up, one tick) writes in one store transaction; every frame sent and every HTTP
+ * answer made meanwhile is held and goes out only once that transaction is on disk. */
+void nd_batch_begin(node *n);
+void nd_batch_end(node *n);
+/* Queues f for `to` while a batch is open; true when it did. */
+bool nd_batch_hold(node *n, ring_addr to, pending *f);
 
 /* Makes the kv core (after the store and the ring core exist). 0 or RN_ENOMEM. */
 int nd_kv_start(node *n);

@@ -18,7 +18,51 @@ struct store {
 	size_t cap;
 	uint64_t migrated;
 	uint64_t tombs; /* records that are tombstones, kept as they are written */
+	MDB_txn *batch; /* store_batch_begin's write transaction, which every call then uses */
+	unsigned depth;
 };
+
+/* The transaction a call runs in: the open batch, or one of its own (*own). */
+static int txn_for(store *s, bool write, MDB_txn **txn, bool *own)
+{
+	*own = !s->batch;
+	if (s->batch) {
+		*txn = s->batch;
+		return 0;
+	}
+	return mdb_txn_begin(s->env, NULL, write ? 0 : MDB_RDONLY, txn) == 0 ? 0 : RN_EIO;
+}
+
+static int txn_done(MDB_txn *txn, bool own, bool commit)
+{
+	if (!own)
+		return 0;
+	if (commit)
+		return mdb_txn_commit(txn) == 0 ? 0 : RN_EIO;
+	mdb_txn_abort(txn);
+	return 0;
+}
+
+int store_batch_begin(store *s)
+{
+	if (s->depth++)
+		return 0;
+	if (mdb_txn_begin(s->env, NULL, 0, &s->batch) != 0) {
+		s->batch = NULL;
+		s->depth = 0;
+		return RN_EIO;
+	}
+	return 0;
+}
+
+int store_batch_end(store *s)
+{
+	if (!s->depth || --s->depth)
+		return 0;
+	MDB_txn *txn = s->batch;
+	s->batch = NULL;
+	return txn && mdb_txn_commit(txn) != 0 ? RN_EIO : 0;
+}
 
 /* Whether the bytes at rest are a tombstone (kv_record_encode's flags byte). */
 static bool is_tomb(const MDB_val *v)
@@ -156,7 +200,8 @@ int store_get(void *ctx, const rn_id *kid, kv_record *out)
 {
 	store *s = ctx;
 	MDB_txn *txn;
-	if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn) != 0)
+	bool own;
+	if (txn_for(s, false, &txn, &own) < 0)
 		return RN_EIO;
 	MDB_val k = {RN_ID_BYTES, (void *)(uintptr_t)kid->b}, v;
 	int rc = mdb_get(txn, s->dbi, &k, &v);
@@ -171,7 +216,7 @@ int store_get(void *ctx, const rn_id *kid, kv_record *out)
 	}
 	if (rc == 0)
 		memcpy(s->buf, v.mv_data, v.mv_size);
-	mdb_txn_abort(txn);
+	txn_done(txn, own, false);
 	if (rc == MDB_NOTFOUND)
 		return RN_ENOTFOUND;
 	if (rc != 0)
@@ -184,17 +229,18 @@ int store_put(void *ctx, const kv_record *rec)
 	store *s = ctx;
 	size_t n = kv_record_size(rec);
 	MDB_txn *txn;
-	if (mdb_txn_begin(s->env, NULL, 0, &txn) != 0)
+	bool own;
+	if (txn_for(s, true, &txn, &own) < 0)
 		return RN_EIO;
 	MDB_val k = {RN_ID_BYTES, (void *)(uintptr_t)rec->kid.b}, v = {n, NULL}, old;
 	bool was = mdb_get(txn, s->dbi, &k, &old) == 0 && is_tomb(&old);
 	/* reserve the space and encode straight into the page */
 	if (mdb_put(txn, s->dbi, &k, &v, MDB_RESERVE) != 0) {
-		mdb_txn_abort(txn);
+		txn_done(txn, own, false);
 		return RN_EIO;
 	}
 	kv_record_encode(rec, v.mv_data);
-	if (mdb_txn_commit(txn) != 0)
+	if (txn_done(txn, own, true) < 0)
 		return RN_EIO;
 	s->tombs += (uint64_t)rec->v.tomb - (uint64_t)was;
 	return 0;
@@ -204,16 +250,17 @@ int store_del(void *ctx, const rn_id *kid)
 {
 	store *s = ctx;
 	MDB_txn *txn;
-	if (mdb_txn_begin(s->env, NULL, 0, &txn) != 0)
+	bool own;
+	if (txn_for(s, true, &txn, &own) < 0)
 		return RN_EIO;
 	MDB_val k = {RN_ID_BYTES, (void *)(uintptr_t)kid->b}, old;
 	bool was = mdb_get(txn, s->dbi, &k, &old) == 0 && is_tomb(&old);
 	int rc = mdb_del(txn, s->dbi, &k, NULL);
 	if (rc != 0) {
-		mdb_txn_abort(txn);
+		txn_done(txn, own, false);
 		return rc == MDB_NOTFOUND ? RN_ENOTFOUND : RN_EIO;
 	}
-	if (mdb_txn_commit(txn) != 0)
+	if (txn_done(txn, own, true) < 0)
 		return RN_EIO;
 	s->tombs -= was;
 	return 0;
@@ -224,10 +271,11 @@ uint64_t store_count(void *ctx)
 	store *s = ctx;
 	MDB_txn *txn;
 	MDB_stat st;
-	if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn) != 0)
+	bool own;
+	if (txn_for(s, false, &txn, &own) < 0)
 		return 0;
 	int rc = mdb_stat(txn, s->dbi, &st);
-	mdb_txn_abort(txn);
+	txn_done(txn, own, false);
 	return rc == 0 ? st.ms_entries : 0;
 }
 
@@ -264,10 +312,11 @@ int store_scan(void *ctx, const rn_id *lo, const rn_id *hi, bool values,
 	store *s = ctx;
 	MDB_txn *txn;
 	MDB_cursor *cur;
-	if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn) != 0)
+	bool own;
+	if (txn_for(s, false, &txn, &own) < 0)
 		return RN_EIO;
 	if (mdb_cursor_open(txn, s->dbi, &cur) != 0) {
-		mdb_txn_abort(txn);
+		txn_done(txn, own, false);
 		return RN_EIO;
 	}
 	/* the first id after lo: position at lo, step over it if it is there */
@@ -286,6 +335,6 @@ int store_scan(void *ctx, const rn_id *lo, const rn_id *hi, bool values,
 		}
 	}
 	mdb_cursor_close(cur);
-	mdb_txn_abort(txn);
+	txn_done(txn, own, false);
 	return 0;
 }

@@ -32,6 +32,11 @@ int store_scan(void *ctx, const rn_id *lo, const rn_id *hi, bool values,
 uint64_t store_count(void *ctx);
 /* Records moved from the old layout when the store was opened. */
 uint64_t store_migrated(const store *s);
+/* Group commit: between begin and end every call runs in one write transaction, committed
+ * (one fsync) by the outermost end; 0 or RN_EIO. Whoever batches must hold back every
+ * acknowledgement made in between until end has returned 0. */
+int store_batch_begin(store *s);
+int store_batch_end(store *s);
 /* How many of the records are tombstones (deletes not yet collected). */
 uint64_t store_tombstones(const store *s);
 
