@@ -46,12 +46,13 @@ set multiplot layout 1,2 title "ringnet sim --replicas 3: ${NODES} nodes, ${KEYS
 set logscale x 2
 set xlabel "crashes per second (and as many joins)"
 set ylabel "records repaired / records churn forces"
-set yrange [0:*]
+set yrange [0:2.5]
 set key top left
 plot "$OUT/kv_churn_1000-3000.dat" using 1:4 with linespoints title "detection 1-3 s", \
      "$OUT/kv_churn_5000-15000.dat" using 1:4 with linespoints title "detection 5-15 s", \
      2 with lines dashtype 2 title "target: 2x"
 set ylabel "repair bytes per node per second"
+set yrange [0:*]
 plot "$OUT/kv_churn_1000-3000.dat" using 1:3 with linespoints title "detection 1-3 s", \
      "$OUT/kv_churn_5000-15000.dat" using 1:3 with linespoints title "detection 5-15 s"
 unset multiplot
