@@ -640,6 +640,7 @@ static void coordinate(kv_node *k, uint64_t now, ring_addr origin, uint64_t orig
 		if (rc == 0 && c->has_best && settled(k, now) && own_range(k, &pos) &&
 		    !(c->flags & KV_F_FALLBACK) && k->cfg.owner_reads) {
 			k->st.owner_reads++;
+			c->t[0].state = RS_DONE; /* it answers for itself: "replicas" names it */
 			c->answers = 1;
 			c->nt = 1;
 			coord_finish(k, now, c, false);
