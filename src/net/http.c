@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "node_internal.h"
@@ -495,6 +496,16 @@ static enum MHD_Result on_http(void *cls, struct MHD_Connection *c, const char *
 		if (!r)
 			return MHD_NO;
 		*state = r;
+		/* a body in an encoding this server cannot read (gzip, ...) would be waited for
+		 * until the connection times out: refuse it before it is sent */
+		const char *te = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+		                                             MHD_HTTP_HEADER_TRANSFER_ENCODING);
+		if (te && strcasecmp(te, "chunked") != 0) {
+			r->route = "other";
+			return bad_request(r, c, MHD_HTTP_NOT_IMPLEMENTED,
+			                   "Transfer-Encoding other than chunked is not supported: "
+			                   "send the body as is or chunked");
+		}
 		return MHD_YES;
 	}
 	if (*upload_size) { /* body arrives in pieces; keep at most KV_BODY_MAX */

@@ -98,6 +98,16 @@ def main():
             }.items():
                 status, reply = request(n.http, path, method, body)
                 t.check(f"{what} -> {code}", status == code and "error" in reply, (status, reply))
+            # a body in an encoding the node cannot read is refused at once, not waited for
+            import http.client
+            c = http.client.HTTPConnection("127.0.0.1", n.http, timeout=5)
+            c.putrequest("POST", "/kv")
+            c.putheader("Transfer-Encoding", "gzip, chunked")
+            c.endheaders()
+            r = c.getresponse()
+            t.check("Transfer-Encoding gzip -> 501 at once", r.status == 501 and b"chunked" in r.read(),
+                    r.status)
+            c.close()
             status, body = request(n.http, "/kv/key-3")
             t.check("still serving after bad input", status == 200, body)
 
