@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "../lib/err.h"
+#include "../lib/grow.h"
 #include "kv.h"
 
 #define MAX_COVERS    16
@@ -1038,8 +1039,8 @@ typedef struct {
 	uint64_t *hashes;
 	/* listing entries of some buckets */
 	const bool *want;
-	kv_entry *out;
-	size_t n, max;
+	kv_entry *out; /* grows as entries come (rn_grow), up to max */
+	size_t n, cap, max;
 	bool truncated;
 	uint8_t last_bucket;
 } scan_ctx;
@@ -1067,7 +1068,8 @@ static int list_one(void *arg, const kv_record *r)
 	unsigned b = bucket_of(s->lo, s->hi, &pos);
 	if (!s->want[b])
 		return 0;
-	if (s->n >= s->max) {
+	if (s->n >= s->max ||
+	    rn_grow((void **)&s->out, &s->cap, s->n + 1, sizeof *s->out, 256) < 0) {
 		s->truncated = true;
 		return 1;
 	}
@@ -1076,13 +1078,15 @@ static int list_one(void *arg, const kv_record *r)
 	return 0;
 }
 
-/* The entries of the wanted buckets of (lo, hi], in ring order from lo. */
+/* The entries of the wanted buckets of (lo, hi], in ring order from lo, in a new array
+ * (*out, which the caller frees) of at most max: most exchanges list a handful. */
 static size_t range_list(kv_node *k, const rn_id *lo, const rn_id *hi, const bool *want,
-                         kv_entry *out, size_t max, bool *truncated, uint8_t *last)
+                         kv_entry **out, size_t max, bool *truncated, uint8_t *last)
 {
-	scan_ctx s = {.k = k, .lo = lo, .hi = hi, .want = want, .out = out, .max = max};
+	scan_ctx s = {.k = k, .lo = lo, .hi = hi, .want = want, .max = max};
 	rn_id elo = ext_of(k, lo), ehi = ext_of(k, hi);
 	k->d.scan(k->d.ctx, &elo, &ehi, false, list_one, &s);
+	*out = s.out;
 	*truncated = s.truncated;
 	*last = s.last_bucket;
 	return s.n;
@@ -1184,12 +1188,9 @@ static void on_digest(kv_node *k, uint64_t now, const kv_msg *m)
 	kv_entry *ents = NULL;
 	size_t ne = 0;
 	if (nd) {
-		ents = malloc(KV_ENTRY_MAX * sizeof *ents);
-		if (!ents)
-			return;
 		bool trunc;
 		uint8_t last;
-		ne = range_list(k, &m->lo, &m->hi, want, ents, KV_ENTRY_MAX, &trunc, &last);
+		ne = range_list(k, &m->lo, &m->hi, want, &ents, KV_ENTRY_MAX, &trunc, &last);
 		if (trunc) { /* list only the buckets whose entries are all there */
 			size_t keep = 0;
 			while (keep < nd && diff[keep] < last)
@@ -1271,18 +1272,17 @@ static void on_keys(kv_node *k, uint64_t now, const kv_msg *m)
 	for (size_t i = 0; i < m->nbuckets; i++)
 		if (m->buckets[i] < KV_BUCKETS)
 			want[m->buckets[i]] = true;
-	kv_entry *mine = malloc(KV_ENTRY_MAX * sizeof *mine);
 	rn_id *pull = malloc(KV_PULL_MAX * sizeof *pull);
 	rn_id *push = malloc(KV_REPAIR_MAX * sizeof *push);
-	if (!mine || !pull || !push) {
-		free(mine);
+	if (!pull || !push) {
 		free(pull);
 		free(push);
 		return;
 	}
 	bool trunc;
 	uint8_t last;
-	size_t nm = range_list(k, &m->lo, &m->hi, want, mine, KV_ENTRY_MAX, &trunc, &last);
+	kv_entry *mine;
+	size_t nm = range_list(k, &m->lo, &m->hi, want, &mine, KV_ENTRY_MAX, &trunc, &last);
 	rn_id base = ext_of(k, &m->lo); /* (lo, hi] starts just after it */
 	rn_id_add_pow2(&base, &base, 0);
 	size_t i = 0, j = 0, npull = 0, npush = 0;

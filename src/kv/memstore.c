@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "../lib/err.h"
+#include "../lib/grow.h"
 
 typedef struct {
 	rn_id kid;
@@ -71,15 +72,9 @@ int memstore_put(void *ctx, const kv_record *rec)
 		s->bytes -= s->a[i].len;
 		free(s->a[i].bytes);
 	} else {
-		if (s->n == s->cap) {
-			size_t cap = s->cap ? s->cap * 2 : 16;
-			slot *q = realloc(s->a, cap * sizeof *q);
-			if (!q) {
-				free(b);
-				return RN_ENOMEM;
-			}
-			s->a = q;
-			s->cap = cap;
+		if (rn_grow((void **)&s->a, &s->cap, s->n + 1, sizeof *s->a, 16) < 0) {
+			free(b);
+			return RN_ENOMEM;
 		}
 		memmove(&s->a[i + 1], &s->a[i], (s->n - i) * sizeof *s->a);
 		s->n++;

@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "../lib/err.h"
+#include "../lib/grow.h"
 #include "node_internal.h"
 
 /* ---- group commit ---- */
@@ -78,14 +79,8 @@ enum { Q_LOOKUP = 1, Q_FOUND, Q_UNREACH };
 
 static void defer(node *n, const kvq_item *it)
 {
-	if (n->kvq_len == n->kvq_cap) {
-		size_t cap = n->kvq_cap ? 2 * n->kvq_cap : 64;
-		kvq_item *q = realloc(n->kvq, cap * sizeof *q);
-		if (!q)
-			return; /* the request times out in the core */
-		n->kvq = q;
-		n->kvq_cap = cap;
-	}
+	if (rn_grow((void **)&n->kvq, &n->kvq_cap, n->kvq_len + 1, sizeof *n->kvq, 64) < 0)
+		return; /* the request times out in the core */
 	n->kvq[n->kvq_len++] = *it;
 }
 

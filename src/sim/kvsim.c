@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "../lib/err.h"
+#include "../lib/grow.h"
 
 enum { EV_MSG = 1, EV_LOOKUP, EV_UNREACH, EV_VIEW, EV_TICK };
 
@@ -30,15 +31,9 @@ static bool ev_before(const kvs_event *a, const kvs_event *b)
 
 static void heap_push(kvs_net *t, kvs_event e)
 {
-	if (t->nh == t->caph) {
-		size_t cap = t->caph ? t->caph * 2 : 1024;
-		kvs_event *h = realloc(t->heap, cap * sizeof *h);
-		if (!h) {
-			free(e.blob); /* out of memory: the message is lost, as on a real network */
-			return;
-		}
-		t->heap = h;
-		t->caph = cap;
+	if (rn_grow((void **)&t->heap, &t->caph, t->nh + 1, sizeof *t->heap, 1024) < 0) {
+		free(e.blob); /* out of memory: the message is lost, as on a real network */
+		return;
 	}
 	e.seq = t->seq++;
 	size_t i = t->nh++;
@@ -464,8 +459,7 @@ void kvs_run(kvs_net *t, uint64_t until)
 /* What the clients were told about one key. */
 typedef struct {
 	rn_id kid;
-	kv_version acked; /* newest acknowledged write (stamp 0: none) */
-	uint32_t index;
+	kv_version acked;           /* newest acknowledged write (stamp 0: none) */
 	uint64_t crashes[KV_MAX_R]; /* when the last nodes holding its newest acknowledged
 	                             * version crashed (a ring of R) */
 	uint8_t ncrash;
@@ -482,8 +476,8 @@ typedef struct {
 typedef struct {
 	const kvsim_params *p;
 	kvs_net *t;
-	key_state *keys;  /* by key index */
-	uint32_t *by_kid; /* key indices sorted by kid */
+	key_state *keys;   /* by key index */
+	ring_peer *by_kid; /* (kid, key index) sorted by kid: ring_peers_sort's order */
 	pending_op *ops;
 	size_t nops, capops;
 	kvsim_result *r;
@@ -495,35 +489,14 @@ static void key_name(char *out, size_t len, uint64_t i)
 	snprintf(out, len, "key-%llu", (unsigned long long)i);
 }
 
-static int kid_cmp(const void *a, const void *b, void *ctx)
-{
-	const key_state *k = ctx;
-	return rn_id_cmp(&k[*(const uint32_t *)a].kid, &k[*(const uint32_t *)b].kid);
-}
-
-/* A small merge sort with a context (qsort_r is not C17). */
-static void sort_idx(uint32_t *a, uint32_t *tmp, size_t n, const key_state *k)
-{
-	if (n < 2)
-		return;
-	size_t h = n / 2;
-	sort_idx(a, tmp, h, k);
-	sort_idx(a + h, tmp, n - h, k);
-	size_t i = 0, j = h, o = 0;
-	while (i < h || j < n)
-		tmp[o++] =
-		    j >= n || (i < h && kid_cmp(&a[i], &a[j], (void *)k) <= 0) ? a[i++] : a[j++];
-	memcpy(a, tmp, n * sizeof *a);
-}
-
 static long key_of_kid(const experiment *x, const rn_id *kid)
 {
 	size_t lo = 0, hi = x->p->keys;
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
-		int c = rn_id_cmp(&x->keys[x->by_kid[mid]].kid, kid);
+		int c = rn_id_cmp(&x->by_kid[mid].id, kid);
 		if (!c)
-			return x->by_kid[mid];
+			return x->by_kid[mid].addr;
 		if (c < 0)
 			lo = mid + 1;
 		else
@@ -572,14 +545,8 @@ static void on_reply(void *arg, uint64_t client, const kv_reply *rep)
 
 static int issue(experiment *x, uint32_t key, uint8_t op)
 {
-	if (x->nops == x->capops) {
-		size_t cap = x->capops ? 2 * x->capops : 1 << 16;
-		pending_op *q = realloc(x->ops, cap * sizeof *q);
-		if (!q)
-			return RN_ENOMEM;
-		x->ops = q;
-		x->capops = cap;
-	}
+	if (rn_grow((void **)&x->ops, &x->capops, x->nops + 1, sizeof *x->ops, 1 << 16) < 0)
+		return RN_ENOMEM;
 	size_t id = x->nops++;
 	x->ops[id] = (pending_op){key, op, x->keys[key].acked};
 	char name[32];
@@ -625,9 +592,13 @@ static uint64_t mean_node_bytes(kvs_net *t)
 }
 
 typedef struct {
+	uint32_t key;
+	bool newest; /* the record held was the key's newest acknowledged version */
+} held_key;
+
+typedef struct {
 	experiment *x;
-	uint32_t *keys;
-	bool *newest; /* the record held was the key's newest acknowledged version */
+	held_key *keys;
 	size_t n, cap;
 } held_ctx;
 
@@ -637,19 +608,9 @@ static int held_one(void *arg, const kv_record *r)
 	long k = key_of_kid(h->x, &r->kid);
 	if (k < 0)
 		return 0;
-	if (h->n == h->cap) {
-		size_t cap = h->cap ? 2 * h->cap : 256;
-		uint32_t *q = realloc(h->keys, cap * sizeof *q);
-		bool *nq = q ? realloc(h->newest, cap * sizeof *nq) : NULL;
-		if (q)
-			h->keys = q;
-		if (!nq)
-			return 1;
-		h->newest = nq;
-		h->cap = cap;
-	}
-	h->newest[h->n] = kv_version_cmp(&r->v, &h->x->keys[k].acked) >= 0;
-	h->keys[h->n++] = (uint32_t)k;
+	if (rn_grow((void **)&h->keys, &h->cap, h->n + 1, sizeof *h->keys, 256) < 0)
+		return 1;
+	h->keys[h->n++] = (held_key){(uint32_t)k, kv_version_cmp(&r->v, &h->x->keys[k].acked) >= 0};
 	h->x->r->forced_bytes += record_bytes(r); /* each copy it held must be made again */
 	return 0;
 }
@@ -659,25 +620,12 @@ static int held_one(void *arg, const kv_record *r)
 static bool newest_alive(experiment *x, const key_state *k)
 {
 	kvs_net *t = x->t;
-	uint32_t near[KV_MAX_R + 4];
 	rn_id pos = k->kid;
 	rn_id_truncate(&pos, t->p.kv.bits);
-	uint32_t n = 0;
-	if (!t->nlive)
-		return false;
-	uint32_t lo = 0, hi = t->nlive;
-	while (lo < hi) { /* the first live node at or after the key */
-		uint32_t mid = lo + (hi - lo) / 2;
-		if (rn_id_cmp(&t->n[t->live[mid]]->id, &pos) < 0)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	for (uint32_t j = 0; j < t->p.kv.replicas + 4 && j < t->nlive; j++)
-		near[n++] = t->live[(lo + j) % t->nlive];
-	for (uint32_t j = 0; j < n; j++) {
+	uint32_t first = t->nlive ? lower_index(t, &pos) : 0;
+	for (uint32_t j = 0; j < t->p.kv.replicas + 4 && j < t->nlive; j++) {
 		kv_record rec;
-		if (memstore_get(t->n[near[j]]->st, &k->kid, &rec) == 0 &&
+		if (memstore_get(t->n[t->live[(first + j) % t->nlive]]->st, &k->kid, &rec) == 0 &&
 		    kv_version_cmp(&rec.v, &k->acked) >= 0)
 			return true;
 	}
@@ -692,15 +640,15 @@ static bool newest_alive(experiment *x, const key_state *k)
 static void crash(experiment *x, uint32_t v)
 {
 	kvs_net *t = x->t;
-	held_ctx h = {x, NULL, NULL, 0, 0};
+	held_ctx h = {x, NULL, 0, 0};
 	rn_id z;
 	memset(&z, 0, sizeof z);
 	memstore_scan(t->n[v]->st, &z, &z, true, held_one, &h); /* values: their bytes count */
 	kvs_kill(t, v);
 	unsigned R = t->p.kv.replicas, W = t->p.kv.write_quorum;
 	for (size_t i = 0; i < h.n; i++) {
-		key_state *k = &x->keys[h.keys[i]];
-		if (h.newest[i])
+		key_state *k = &x->keys[h.keys[i].key];
+		if (h.keys[i].newest)
 			k->crashes[k->ncrash++ % R] = t->now;
 		if (k->gone || !k->acked.stamp || newest_alive(x, k))
 			continue;
@@ -711,7 +659,6 @@ static void crash(experiment *x, uint32_t v)
 		k->explained = recent >= W;
 	}
 	free(h.keys);
-	free(h.newest);
 }
 
 /* Crashes and joins as Poisson processes, each at p->churn per second, while the clients
@@ -895,19 +842,18 @@ int kvsim_run(const kvsim_params *p, kvsim_result *r)
 	x.t = kvs_new(&np);
 	x.keys = calloc(p->keys, sizeof *x.keys);
 	x.by_kid = calloc(p->keys, sizeof *x.by_kid);
-	uint32_t *tmp = calloc(p->keys, sizeof *tmp);
 	x.val = malloc(p->value_bytes + 1);
 	int rc = RN_ENOMEM;
-	if (!x.t || !x.keys || !x.by_kid || !tmp || !x.val)
+	if (!x.t || !x.keys || !x.by_kid || !x.val)
 		goto out;
 	for (uint64_t i = 0; i < p->keys; i++) {
 		char name[32];
 		key_name(name, sizeof name, i);
 		rn_id_hash(&x.keys[i].kid, name, strlen(name), RN_ID_BITS);
-		x.keys[i].index = (uint32_t)i;
-		x.by_kid[i] = (uint32_t)i;
+		x.by_kid[i] = (ring_peer){x.keys[i].kid, (ring_addr)i};
 	}
-	sort_idx(x.by_kid, tmp, p->keys, x.keys);
+	if (ring_peers_sort(x.by_kid, p->keys) < 0)
+		goto out;
 	for (uint32_t i = 0; i < p->nodes; i++)
 		if (kvs_add(x.t, NULL) == UINT32_MAX)
 			goto out;
@@ -956,7 +902,6 @@ out:
 	kvs_free(x.t);
 	free(x.keys);
 	free(x.by_kid);
-	free(tmp);
 	free(x.val);
 	free(x.ops);
 	return rc;

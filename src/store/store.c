@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 
 #include "../lib/err.h"
+#include "../lib/grow.h"
 
 struct store {
 	MDB_env *env;
@@ -100,14 +101,8 @@ static int migrate(store *s, MDB_txn *txn)
 		err = mdb_put(txn, s->dbi, &nk, &nv, MDB_RESERVE);
 		if (!err)
 			kv_record_encode(&r, nv.mv_data);
-		if (!err && n == cap) {
-			cap = cap ? 2 * cap : 64;
-			MDB_val *q = realloc(done, cap * sizeof *q);
-			if (!q)
-				err = ENOMEM;
-			else
-				done = q;
-		}
+		if (!err && rn_grow((void **)&done, &cap, n + 1, sizeof *done, 64) < 0)
+			err = ENOMEM;
 		if (!err) {
 			done[n].mv_size = k.mv_size;
 			done[n].mv_data = malloc(k.mv_size);

@@ -8,7 +8,7 @@ mkdir -p "$out/corpus"
 clang -std=c17 -g -O1 -fsanitize=fuzzer,address,undefined -D_POSIX_C_SOURCE=200809L \
   -I"$src/src" -I"$build/proto" \
   "$src/tests/fuzz/fuzz_wire.c" "$src/src/net/wire.c" "$build/proto/ringnet.pb-c.c" \
-  "$src/src/lib/id.c" "$src/src/lib/rng.c" "$src/src/lib/err.c" "$src/src/kv/kv.c" "$src/src/kv/record.c" \
+  "$src/src/lib/id.c" "$src/src/lib/rng.c" "$src/src/lib/err.c" "$src/src/kv/kv.c" "$src/src/kv/record.c" "$src/src/lib/grow.c" \
   -lprotobuf-c -lcrypto -lm -o "$out/fuzz_wire"
 # seeds: a few valid frames, made by the encoder itself through python's view of the schema
 python3 - "$out/corpus" <<'PY'
