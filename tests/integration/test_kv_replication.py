@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 
-from ringtest import Checks, Node, converge, dump_logs
+from ringtest import Checks, Node, converge, dump_logs, get, metrics
 
 BIN = sys.argv[1]
 KEYS = int(sys.argv[2]) if len(sys.argv) > 2 else 10000
@@ -146,18 +146,12 @@ def stored_totals(nodes):
     """Records and tombstones stored over all nodes, from /metrics."""
     total = tombs = 0
     for n in nodes:
-        c = http.client.HTTPConnection("127.0.0.1", n.http, timeout=5)
         try:
-            c.request("GET", "/metrics")
-            for line in c.getresponse().read().decode().splitlines():
-                if line.startswith("ringnet_keys_stored "):
-                    total += int(float(line.split()[1]))
-                if line.startswith("ringnet_tombstones_stored "):
-                    tombs += int(float(line.split()[1]))
+            m = metrics(n.http)
         except OSError:
             return None, None
-        finally:
-            c.close()
+        total += int(m.get("ringnet_keys_stored", 0))
+        tombs += int(m.get("ringnet_tombstones_stored", 0))
     return total, tombs
 
 
@@ -185,13 +179,10 @@ def wait_replicated(nodes, final, what, timeout=120):
     ok = values == 3 * live and tombs is not None and tombs <= 3 * dead
     if not ok:  # what each node holds and sees, for whoever reads the failure
         for n in sorted(nodes, key=lambda n: n.id):
-            c = http.client.HTTPConnection("127.0.0.1", n.http, timeout=5)
-            c.request("GET", "/metrics")
-            m = [l for l in c.getresponse().read().decode().splitlines()
-                 if l.startswith(("ringnet_keys_stored", "ringnet_tombstones", "ringnet_kv_sync",
-                                  "ringnet_kv_repair", "ringnet_kv_handoffs", "ringnet_kv_pending"))]
-            c.request("GET", "/ring")
-            r = json.loads(c.getresponse().read())
+            m = {k: v for k, v in metrics(n.http).items()
+                 if k.startswith(("ringnet_keys_stored", "ringnet_tombstones", "ringnet_kv_sync",
+                                  "ringnet_kv_repair", "ringnet_kv_handoffs", "ringnet_kv_pending"))}
+            _, r = get(n.http, "/ring")
             print(n.name, n.id[:8], "pred", (r["predecessor"] or {}).get("id", "")[:8],
                   "succ", [s["id"][:8] for s in r["successors"]], m)
     t.check(f"every key on exactly 3 nodes {what}", ok, (values, tombs, live, dead))
