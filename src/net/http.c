@@ -239,7 +239,7 @@ void nd_publish(node *n)
 	                      (json_int_t)n->bad_frames);
 	char *health_s = json_dumps(h, JSON_COMPACT);
 	json_decref(h);
-	char *metrics_s = metrics_text(n);
+	char *metrics_s = nd_dash_metrics(n, metrics_text(n));
 	char *peers_s = peers_json(n);
 	pthread_mutex_lock(&n->lock);
 	free(n->snap_ring);
@@ -251,6 +251,7 @@ void nd_publish(node *n)
 	n->snap_metrics = metrics_s;
 	n->snap_peers = peers_s;
 	pthread_mutex_unlock(&n->lock);
+	nd_dash_publish(n);
 }
 
 /* ---- requests (HTTP thread) ---- */
@@ -259,11 +260,20 @@ static enum MHD_Result reply(http_req *q, struct MHD_Connection *c, unsigned sta
                              const char *body)
 {
 	q->status = status;
-	struct MHD_Response *r = MHD_create_response_from_buffer(
-	    strlen(body), (void *)(uintptr_t)body, MHD_RESPMEM_MUST_COPY);
-	if (!r)
-		return MHD_NO;
 	bool prom = q->route && !strcmp(q->route, "/metrics") && status == 200;
+	/* JSON answers end with a newline, so that a shell prompt does not stick to them */
+	size_t len = strlen(body);
+	char *t = malloc(len + 2);
+	if (!t)
+		return MHD_NO;
+	memcpy(t, body, len);
+	if (!prom && (!len || body[len - 1] != '\n'))
+		t[len++] = '\n';
+	struct MHD_Response *r = MHD_create_response_from_buffer(len, t, MHD_RESPMEM_MUST_FREE);
+	if (!r) {
+		free(t);
+		return MHD_NO;
+	}
 	MHD_add_response_header(r, "Content-Type",
 	                        prom ? "text/plain; version=0.0.4" : "application/json");
 	enum MHD_Result ok = MHD_queue_response(c, status, r);
@@ -283,6 +293,27 @@ static enum MHD_Result bad_request(http_req *q, struct MHD_Connection *c, unsign
                                    const char *why)
 {
 	return reply_json(q, c, status, json_pack("{s:s}", "error", why));
+}
+
+/* The dashboard's page and /api/ routes (api.c). */
+static enum MHD_Result reply_answer(http_req *q, struct MHD_Connection *c, nd_answer *a)
+{
+	if (!a->body)
+		return bad_request(q, c, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
+	q->route = a->route;
+	q->status = MHD_HTTP_OK;
+	struct MHD_Response *r = MHD_create_response_from_buffer(a->len, (void *)(uintptr_t)a->body,
+	                                                         a->owned ? MHD_RESPMEM_MUST_FREE
+	                                                                  : MHD_RESPMEM_PERSISTENT);
+	if (!r) {
+		free(a->owned);
+		return MHD_NO;
+	}
+	MHD_add_response_header(r, "Content-Type", a->type);
+	MHD_add_response_header(r, "Cache-Control", "no-store");
+	enum MHD_Result ok = MHD_queue_response(c, MHD_HTTP_OK, r);
+	MHD_destroy_response(r);
+	return ok;
 }
 
 /* Appends the HTTP counters (kept by the HTTP thread) to the loop's metrics. Under lock. */
@@ -533,6 +564,9 @@ static enum MHD_Result on_http(void *cls, struct MHD_Connection *c, const char *
 		return reply(r, c, r->job->status, r->job->body);
 	}
 	bool get = !strcmp(method, "GET");
+	nd_answer dash;
+	if (get && nd_dash_get(n, c, url, &dash))
+		return reply_answer(r, c, &dash);
 	static const char *status_routes[] = {"/ring", "/health", "/peers", "/metrics"};
 	for (int i = 0; i < 4; i++) {
 		if (strcmp(url, status_routes[i]) != 0)
@@ -579,7 +613,8 @@ static enum MHD_Result on_http(void *cls, struct MHD_Connection *c, const char *
 	}
 	return bad_request(
 	    r, c, MHD_HTTP_NOT_FOUND,
-	    "no such route: try POST /kv, GET /kv/<key>, GET /ring, /peers, /health, /metrics");
+	    "no such route: try POST /kv, GET /kv/<key>, GET /ring, /peers, /health, /metrics, "
+	    "/ (the dashboard), /api/node, /api/ring, /api/peers, /api/traffic, /api/files");
 }
 
 static void on_http_done(void *cls, struct MHD_Connection *c, void **state,

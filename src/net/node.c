@@ -11,22 +11,49 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "node_internal.h"
 
 /* ---- logging ---- */
 
+/* One event per line, key=value: ts (UTC), level, node, msg (quoted). The line goes out in
+ * one write(), so lines of the nodes of `ringnet cluster`, which share the terminal, and
+ * of this node's two threads never mix mid-line. */
 void nd_log(const node *n, int level, const char *fmt, ...)
 {
 	if (level > n->o->log_level)
 		return;
 	static const char *names[] = {"error", "warn", "info", "debug"};
-	fprintf(stderr, "ringnet node %s [%s] ", n->o->name, names[level]);
+	char msg[1536], line[2048];
 	va_list ap;
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	struct tm tm;
+	gmtime_r(&ts.tv_sec, &tm);
+	size_t len = strftime(line, sizeof line, "ts=%Y-%m-%dT%H:%M:%S", &tm);
+	len += (size_t)snprintf(line + len, sizeof line - len, ".%03dZ level=%s node=%s msg=\"",
+	                        (int)(ts.tv_nsec / 1000000), names[level], n->o->name);
+	for (const char *p = msg; *p && len < sizeof line - 4; p++) {
+		if (*p == '"' || *p == '\\' || *p == '\n') {
+			line[len++] = '\\';
+			line[len++] = *p == '\n' ? 'n' : *p;
+		} else {
+			line[len++] = *p;
+		}
+	}
+	line[len++] = '"';
+	line[len++] = '\n';
+	for (size_t off = 0; off < len;) {
+		ssize_t w = write(STDERR_FILENO, line + off, len - off);
+		if (w <= 0 && errno != EINTR)
+			break;
+		off += w > 0 ? (size_t)w : 0;
+	}
 }
 
 const char *const nd_limit_names[LIM_COUNT] = {
@@ -117,6 +144,7 @@ void nd_drain(node *n)
 			continue;
 		}
 		n->msgs_out[m->type <= RING_MSG_LEAVE ? m->type : 0]++;
+		traffic_count(&n->tr, TR_RING_BASE + m->type - 1u, TR_OUT, f->len);
 		nd_send_frame(n, m->to, f);
 	}
 	for (size_t k = 0; k < o.nevents; k++) {
@@ -128,7 +156,13 @@ void nd_drain(node *n)
 			nd_kv_on_lookup(n, e);
 			break;
 		case RING_EV_JOINED:
-			LOG_I(n, "joined the ring; successor %s", who);
+			if (e->result.addr == 0) /* the ring answered with this node's old entry */
+				LOG_I(n,
+				      "joined the ring; its successor is not known yet (the ring "
+				      "still lists this node from before its restart; "
+				      "stabilization finds it)");
+			else
+				LOG_I(n, "joined the ring; successor %s", who);
 			break;
 		case RING_EV_ID_TAKEN:
 			LOG_E(n, "another node (%s) already has this id: choose another --id", who);
@@ -189,9 +223,18 @@ static void on_signal(uv_signal_t *s, int sig)
 		return;
 	n->stopping = true;
 	ring_peer succ = ring_successor(n->ring);
-	LOG_I(n, "signal %d: leaving the ring (%llu records here; successor %s)", sig,
-	      (unsigned long long)(n->st ? store_count(n->st) : 0),
-	      succ.addr < n->npeers && succ.addr ? n->peers[succ.addr].addr : "nobody");
+	unsigned long long recs = n->st ? store_count(n->st) : 0;
+	if (succ.addr < n->npeers && succ.addr)
+		LOG_I(n,
+		      "signal %d: leaving the ring; its own range goes to the node that becomes "
+		      "a new replica, the other replicas keep their copies, and its %llu "
+		      "records stay in %s (successor %s)",
+		      sig, recs, n->o->data, n->peers[succ.addr].addr);
+	else
+		LOG_I(n,
+		      "signal %d: leaving; no other node is in the ring, so its %llu records "
+		      "stay in %s for its next start (nothing is lost)",
+		      sig, recs, n->o->data);
 	nd_kv_leave(n);
 	ring_out_reset(&n->out);
 	ring_leave(n->ring, uv_now(&n->loop), &n->out);
@@ -360,6 +403,7 @@ out:
 	free(n->snap_health);
 	free(n->snap_metrics);
 	free(n->snap_peers);
+	nd_dash_free(n);
 	pthread_mutex_destroy(&n->lock);
 	free(n);
 	return exit_code;

@@ -16,6 +16,7 @@
 #include "../store/store.h"
 #include "auth.h"
 #include "node.h"
+#include "traffic.h"
 #include "wire.h"
 
 struct MHD_Daemon;
@@ -105,6 +106,11 @@ typedef struct {
 	uint64_t connect_at;
 	auth_session sess;
 	uint64_t seq_out;
+	/* what the dashboard knows of it (api.c), until the membership list replaces it */
+	rn_id id;
+	bool has_id;
+	bool left;         /* sent a leave notice, nothing since */
+	uint64_t heard_at; /* its last ring message */
 } peer;
 
 typedef struct inconn {
@@ -243,6 +249,11 @@ typedef struct node {
 	struct MHD_Daemon *mhd;
 	pthread_mutex_t lock;
 	char *snap_ring, *snap_health;
+	/* the dashboard (api.c): traffic by type, and the /api/ snapshots under lock */
+	traffic tr;
+	uint64_t dash_started_at;
+	char *snap_api[3]; /* /api/node, /api/ring, /api/peers */
+	unsigned dash_states[4];
 } node;
 
 /* ---- node.c ---- */
@@ -316,6 +327,26 @@ void nd_publish(node *n);
 /* Starts libmicrohttpd on its own thread at sa; NULL when it cannot. */
 struct MHD_Daemon *nd_http_start(node *n, const struct sockaddr_in *sa, int port);
 void nd_http_stop(node *n);
+
+/* ---- api.c ---- */
+
+/* An answer the dashboard's routes make: body is owned (freed by the caller) or static. */
+typedef struct {
+	const char *route, *type;
+	const char *body;
+	size_t len;
+	char *owned;
+} nd_answer;
+
+/* Learns peers' ids from a ring message (and who sent it, and leave notices). */
+void nd_dash_learn(node *n, const ring_msg *m);
+/* Builds the /api/ snapshots and takes a traffic sample when one is due (loop thread). */
+void nd_dash_publish(node *n);
+void nd_dash_free(node *n);
+/* Appends the dashboard's metrics to the text of /metrics (takes and returns it). */
+char *nd_dash_metrics(node *n, char *text);
+/* A GET of the page or of /api/...: true when url is one of them (HTTP thread). */
+bool nd_dash_get(node *n, struct MHD_Connection *c, const char *url, nd_answer *a);
 
 /* ---- join.c ---- */
 

@@ -274,6 +274,20 @@ uint64_t store_count(void *ctx)
 	return rc == 0 ? st.ms_entries : 0;
 }
 
+uint64_t store_bytes(store *s)
+{
+	MDB_txn *txn;
+	MDB_stat st;
+	bool own;
+	if (txn_for(s, false, &txn, &own) < 0)
+		return 0;
+	int rc = mdb_stat(txn, s->dbi, &st);
+	txn_done(txn, own, false);
+	return rc == 0 ? (uint64_t)st.ms_psize *
+	                     (st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages)
+	               : 0;
+}
+
 /* Calls fn on the records from the cursor's position while their id is <= hi (or to the
  * end when hi is NULL); 1 when fn asked to stop. */
 static int walk(MDB_cursor *cur, MDB_val *k, MDB_val *v, int rc, const rn_id *hi, bool values,

@@ -39,5 +39,7 @@ int store_batch_begin(store *s);
 int store_batch_end(store *s);
 /* How many of the records are tombstones (deletes not yet collected). */
 uint64_t store_tombstones(const store *s);
+/* Bytes of the store's B-tree pages: what its records take on disk. */
+uint64_t store_bytes(store *s);
 
 #endif

@@ -1,0 +1,289 @@
+// The ringnet dashboard: polls this node's small JSON routes under /api/ (one node's view,
+// so it stays light at any ring size) and draws the ring, the peers and the traffic itself.
+'use strict';
+
+const SVG = 'http://www.w3.org/2000/svg';
+const R = 160; // the ring's radius in the SVG's units
+const COLORS = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2',
+  '#7f7f7f', '#bcbd22', '#17becf', '#393b79', '#637939', '#8c6d31', '#843c39', '#7b4173',
+  '#3182bd', '#e6550d', '#31a354'];
+
+const state = { node: null, ring: null, peers: null, samples: [], next: 0, types: [],
+  slots: 180, interval: 1000, hovered: null, failures: 0 };
+window.dash = state; // for the browser test and for anyone curious in the console
+
+const $ = (id) => document.getElementById(id);
+
+function el(tag, attrs, text) {
+  const e = tag.startsWith('svg:') ? document.createElementNS(SVG, tag.slice(4))
+    : document.createElement(tag);
+  for (const k in attrs || {}) e.setAttribute(k, attrs[k]);
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+function fmtBytes(n) {
+  if (n === null || n === undefined) return '—';
+  const u = ['B', 'KB', 'MB', 'GB', 'TB'];
+  let i = 0;
+  while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; }
+  return (i ? n.toFixed(1) : String(Math.round(n))) + ' ' + u[i];
+}
+
+function fmtAgo(ms) {
+  if (ms === null || ms === undefined) return '—';
+  if (ms < 1000) return 'now';
+  if (ms < 120000) return Math.round(ms / 1000) + ' s ago';
+  return Math.round(ms / 60000) + ' min ago';
+}
+
+async function getJSON(path) {
+  const r = await fetch(path, { cache: 'no-store' });
+  if (!r.ok) throw new Error(path + ': HTTP ' + r.status);
+  return r.json();
+}
+
+// ---- the ring ----
+
+function xy(pos, radius) {
+  const a = pos * 2 * Math.PI - Math.PI / 2; // id 0 at the top, clockwise
+  return [radius * Math.cos(a), radius * Math.sin(a)];
+}
+
+// The next node clockwise that is not known to be down: its successor as this node sees it.
+function successorOf(nodes, i) {
+  for (let k = 1; k < nodes.length; k++) {
+    const c = nodes[(i + k) % nodes.length];
+    if (c.state === 'alive' || c.state === 'suspect') return c;
+  }
+  return null;
+}
+
+function drawRing() {
+  const svg = $('ring'), ring = state.ring;
+  if (!ring) return;
+  const nodes = ring.nodes.slice().sort((a, b) => a.pos - b.pos);
+  svg.textContent = '';
+  svg.appendChild(el('svg:circle', { class: 'track', cx: 0, cy: 0, r: R }));
+  const links = el('svg:g', { id: 'links' });
+  svg.appendChild(links);
+  const byAddr = new Map(nodes.map((n) => [n.addr, n]));
+  const dot = nodes.length > 60 ? 3 : nodes.length > 20 ? 5 : 8;
+  const h = state.hovered && byAddr.get(state.hovered);
+  if (h) {
+    const targets = [];
+    if (h.self) {
+      for (const f of ring.fingers) if (byAddr.has(f.addr)) targets.push(['', byAddr.get(f.addr)]);
+      if (ring.successors.length && byAddr.has(ring.successors[0]))
+        targets.push(['succ', byAddr.get(ring.successors[0])]);
+    } else {
+      const s = successorOf(nodes, nodes.indexOf(h));
+      if (s) targets.push(['succ', s]);
+    }
+    const [x1, y1] = xy(h.pos, R);
+    for (const [cls, t] of targets) {
+      const [x2, y2] = xy(t.pos, R);
+      // a chord bowed toward the centre, so that neighbours' links stay visible
+      const mx = (x1 + x2) / 4, my = (y1 + y2) / 4;
+      links.appendChild(el('svg:path', { class: 'link ' + cls,
+        d: `M${x1.toFixed(1)},${y1.toFixed(1)} Q${mx.toFixed(1)},${my.toFixed(1)} ${x2.toFixed(1)},${y2.toFixed(1)}` }));
+    }
+  }
+  for (const n of nodes) {
+    const [x, y] = xy(n.pos, R);
+    const c = el('svg:circle', { class: `node ${n.state}${n.self ? ' self' : ''}`, cx: x.toFixed(1),
+      cy: y.toFixed(1), r: n.self ? dot + 2 : dot, 'data-addr': n.addr, 'data-state': n.state });
+    c.appendChild(el('svg:title', {}, `${n.addr} (${n.state}) id ${n.id.slice(0, 12)}…`));
+    c.addEventListener('mouseenter', () => hover(n));
+    svg.appendChild(c);
+    if (nodes.length <= 24) {
+      const [lx, ly] = xy(n.pos, R + 22);
+      svg.appendChild(el('svg:text', { class: 'label', x: lx.toFixed(1), y: ly.toFixed(1),
+        'text-anchor': 'middle', 'dominant-baseline': 'middle' }, n.addr.replace('127.0.0.1:', ':')));
+    }
+  }
+  const alive = nodes.filter((n) => n.state === 'alive').length;
+  $('ring-count').textContent = `${nodes.length} nodes known, ${alive} alive`;
+}
+
+function hover(n) {
+  if (state.hovered === n.addr) return;
+  state.hovered = n.addr;
+  const what = n.self ? 'this node: its successor (green) and fingers (blue)'
+    : 'its successor as this node sees it (green)';
+  $('hover').textContent = `${n.addr} · ${n.state} · id ${n.id.slice(0, 16)}… · ${what}`;
+  drawRing();
+}
+
+// ---- the peers ----
+
+function drawPeers() {
+  const p = state.peers;
+  if (!p) return;
+  const body = $('peers').tBodies[0];
+  body.textContent = '';
+  const counts = { alive: 0, suspect: 0, dead: 0, left: 0 };
+  for (const e of p.peers) {
+    counts[e.state] = (counts[e.state] || 0) + 1;
+    const tr = el('tr', { 'data-addr': e.addr, 'data-state': e.state });
+    tr.appendChild(el('td', {}, e.addr + (e.self ? ' (this node)' : '')));
+    tr.appendChild(el('td', { class: e.state }, e.state));
+    tr.appendChild(el('td', { title: e.id }, e.id.slice(0, 10) + '…'));
+    tr.appendChild(el('td', {}, e.self ? '' : (e.roles || []).join(', ')));
+    tr.appendChild(el('td', { class: 'num' }, e.keys === null ? '—' : String(e.keys)));
+    tr.appendChild(el('td', { class: 'num' }, fmtBytes(e.bytes)));
+    tr.appendChild(el('td', {}, e.self ? '' : fmtAgo(e.heard_ms_ago)));
+    body.appendChild(tr);
+  }
+  $('peer-count').textContent = Object.entries(counts).filter(([, v]) => v)
+    .map(([k, v]) => `${v} ${k}`).join(', ');
+  $('peers-source').textContent = 'states from ' + p.source +
+    '; keys and bytes are known for this node only';
+}
+
+// ---- traffic ----
+
+function addSamples(t) {
+  state.types = t.types;
+  state.slots = t.slots;
+  state.interval = t.interval_ms;
+  if (t.samples.length && state.samples.length &&
+      t.samples[0].seq !== state.samples[state.samples.length - 1].seq + 1)
+    state.samples = []; // a gap (or the node restarted): start over from what it sent
+  state.samples.push(...t.samples);
+  if (state.samples.length > state.slots) state.samples.splice(0, state.samples.length - state.slots);
+  state.next = t.next;
+  $('window').textContent = Math.round(state.slots * state.interval / 60000);
+}
+
+// Rates per second of each type that appears in the window, in + out.
+function series(kind) {
+  const out = new Map();
+  state.samples.forEach((s, i) => {
+    for (const [type, v] of Object.entries(s[kind])) {
+      if (!out.has(type)) out.set(type, new Array(state.samples.length).fill(0));
+      out.get(type)[i] = (v[0] + v[1]) * 1000 / Math.max(s.ms, 1);
+    }
+  });
+  return out;
+}
+
+function color(type) {
+  const i = state.types.indexOf(type);
+  return COLORS[(i < 0 ? 0 : i) % COLORS.length];
+}
+
+function drawChart(canvas, kind, fmt) {
+  const s = series(kind), ctx = canvas.getContext('2d');
+  const W = canvas.width, H = canvas.height, L = 56, B = 16;
+  ctx.clearRect(0, 0, W, H);
+  let max = 0, total = 0;
+  // stacked: each type on top of the ones before it
+  const types = [...s.keys()].sort((a, b) => state.types.indexOf(a) - state.types.indexOf(b));
+  const n = state.samples.length;
+  const stack = new Array(n).fill(0);
+  const layers = types.map((t) => {
+    const lo = stack.slice();
+    s.get(t).forEach((v, i) => { stack[i] += v; total += v; });
+    return [t, lo, stack.slice()];
+  });
+  for (const v of stack) max = Math.max(max, v);
+  max = max > 0 ? max * 1.1 : 1;
+  const X = (i) => L + (W - L - 4) * (state.slots - n + i) / Math.max(state.slots - 1, 1);
+  const Y = (v) => H - B - (H - B - 6) * v / max;
+  ctx.strokeStyle = '#ddd';
+  ctx.fillStyle = '#777';
+  ctx.font = '10px sans-serif';
+  for (let k = 0; k <= 3; k++) {
+    const v = max * k / 3, y = Y(v);
+    ctx.beginPath(); ctx.moveTo(L, y); ctx.lineTo(W - 4, y); ctx.stroke();
+    ctx.fillText(fmt(v), 2, y + 3);
+  }
+  ctx.fillText(`-${Math.round(state.slots * state.interval / 1000)} s`, L, H - 3);
+  ctx.fillText('now', W - 26, H - 3);
+  for (const [t, lo, hi] of layers) {
+    if (!n) break;
+    ctx.beginPath();
+    ctx.moveTo(X(0), Y(hi[0]));
+    for (let i = 1; i < n; i++) ctx.lineTo(X(i), Y(hi[i]));
+    for (let i = n - 1; i >= 0; i--) ctx.lineTo(X(i), Y(lo[i]));
+    ctx.closePath();
+    ctx.fillStyle = color(t);
+    ctx.globalAlpha = 0.8;
+    ctx.fill();
+    ctx.globalAlpha = 1;
+  }
+  // what the test reads: how much is drawn, and of the key-value types
+  canvas.dataset.samples = n;
+  canvas.dataset.total = total.toFixed(1);
+  canvas.dataset.kv = layers.filter(([t]) => t.startsWith('kv_'))
+    .reduce((a, [t]) => a + s.get(t).reduce((x, y) => x + y, 0), 0).toFixed(1);
+  return types;
+}
+
+function drawTraffic() {
+  const t1 = drawChart($('msgs'), 'msgs', (v) => v < 10 ? v.toFixed(1) : Math.round(v));
+  const t2 = drawChart($('bytes'), 'bytes', (v) => fmtBytes(v));
+  const legend = $('legend');
+  legend.textContent = '';
+  for (const t of [...new Set([...t1, ...t2])]) {
+    const span = el('span');
+    const sw = el('i');
+    sw.style.background = color(t);
+    span.appendChild(sw);
+    span.appendChild(document.createTextNode(t));
+    legend.appendChild(span);
+  }
+}
+
+// ---- files ----
+
+function drawFiles(f) {
+  const body = $('files').tBodies[0];
+  body.textContent = '';
+  const rows = (f.files || []).map((x) => ({ name: x.name, size: x.size, done: x.size, total: x.size }))
+    .concat((f.transfers || []).map((x) => ({ name: x.name, size: x.size, done: x.done, total: x.size })));
+  for (const r of rows) {
+    const tr = el('tr');
+    tr.appendChild(el('td', {}, r.name));
+    tr.appendChild(el('td', { class: 'num' }, fmtBytes(r.size)));
+    const td = el('td'), bar = el('div', { class: 'bar' }), fill = el('div');
+    fill.style.width = (r.total ? 100 * r.done / r.total : 0).toFixed(1) + '%';
+    bar.appendChild(fill);
+    td.appendChild(bar);
+    tr.appendChild(td);
+    body.appendChild(tr);
+  }
+  $('files-note').textContent = rows.length ? '' : (f.note || 'no files stored, no transfers in progress');
+}
+
+// ---- polling ----
+
+async function poll() {
+  try {
+    const [node, ring, peers, traffic] = await Promise.all([getJSON('/api/node'),
+      getJSON('/api/ring'), getJSON('/api/peers'), getJSON('/api/traffic?since=' + state.next)]);
+    state.node = node; state.ring = ring; state.peers = peers;
+    if (traffic.next < state.next) { state.samples = []; state.next = 0; } // restarted
+    else addSamples(traffic);
+    $('name').textContent = node.name;
+    $('summary').textContent = `${node.addr} · http ${node.http} · ${node.joined ? 'in the ring' : 'not in a ring'}` +
+      ` · ${node.keys} keys · ${fmtBytes(node.bytes)} stored · up ${Math.round(node.uptime_ms / 1000)} s · v${node.version}`;
+    $('status').textContent = '';
+    state.failures = 0;
+    drawRing(); drawPeers(); drawTraffic();
+  } catch (e) {
+    state.failures++;
+    $('status').textContent = 'cannot reach this node: ' + e.message;
+  }
+  setTimeout(poll, state.failures ? 2000 : 1000);
+}
+
+async function pollFiles() {
+  try { drawFiles(await getJSON('/api/files')); } catch (e) { /* shown by poll() */ }
+  setTimeout(pollFiles, 5000);
+}
+
+$('ring').addEventListener('mouseleave', () => { state.hovered = null; drawRing(); });
+poll();
+pollFiles();
