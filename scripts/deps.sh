@@ -10,6 +10,7 @@ pkgs=(
   libprotobuf-c-dev protobuf-c-compiler libcurl4-openssl-dev
   python3 gnuplot-nox time
   clang libclang-rt-14-dev
+  chromium
 )
 
 # `scripts/deps.sh --bench` adds what the benchmarks measure ringnet against

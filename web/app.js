@@ -174,9 +174,16 @@ function color(type) {
 }
 
 function drawChart(canvas, kind, fmt) {
+  const dpr = window.devicePixelRatio || 1, want = Math.round(canvas.clientWidth * dpr);
+  if (want && canvas.width !== want) { // sharp text at any width
+    canvas.width = want;
+    canvas.height = Math.round(canvas.clientHeight * dpr);
+  }
   const s = series(kind), ctx = canvas.getContext('2d');
-  const W = canvas.width, H = canvas.height, L = 56, B = 16;
-  ctx.clearRect(0, 0, W, H);
+  const W = canvas.width / dpr, H = canvas.height / dpr, L = 56, B = 16;
+  ctx.setTransform(1, 0, 0, 1, 0, 0);
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  ctx.scale(dpr, dpr);
   let max = 0, total = 0;
   // stacked: each type on top of the ones before it
   const types = [...s.keys()].sort((a, b) => state.types.indexOf(a) - state.types.indexOf(b));
