@@ -1,10 +1,13 @@
 /* sim_cmd.c — `ringnet sim`: argument parsing and the report. */
 #include <errno.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "../lib/err.h"
 #include "../sim/sim.h"
@@ -30,6 +33,76 @@ static const char *sim_usage =
     "  --keys K            place K keys and report keys per node (with --vnodes V)\n"
     "  --replicas R        run the key-value core on every node instead (see\n"
     "                      'ringnet sim --replicas 3 --help')\n";
+
+/* ---- a progress line on a terminal (stderr), nothing when it is piped ---- */
+
+typedef struct {
+	sim_progress prog;
+	uint32_t nodes;
+	pthread_t tid;
+	_Atomic bool stop;
+	bool shown;
+} watcher;
+
+static double mono_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void *watch(void *arg)
+{
+	watcher *w = arg;
+	double t0 = mono_s();
+	while (!atomic_load(&w->stop)) {
+		struct timespec ts = {0, 250 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+		double el = mono_s() - t0;
+		if (el < 1.0 || atomic_load(&w->stop))
+			continue; /* a short run prints nothing */
+		int ph = atomic_load(&w->prog.phase);
+		uint64_t done = atomic_load(&w->prog.done), total = atomic_load(&w->prog.total);
+		char line[160];
+		if (ph == SIM_PHASE_BUILD && !total)
+			snprintf(line, sizeof line, "building the ring of %u nodes", w->nodes);
+		else if (ph == SIM_PHASE_BUILD)
+			snprintf(line, sizeof line, "joining: %llu of %llu nodes in",
+			         (unsigned long long)done, (unsigned long long)total);
+		else if (ph == SIM_PHASE_LOOKUPS)
+			snprintf(line, sizeof line, "lookups: %llu of %llu (%.0f%%)",
+			         (unsigned long long)done, (unsigned long long)total,
+			         total
+			             ? 100.0 * (double)(done < total ? done : total) / (double)total
+			             : 100.0);
+		else if (ph == SIM_PHASE_REPORT)
+			snprintf(line, sizeof line, "computing the report");
+		else
+			continue;
+		fprintf(stderr, "\r\033[Kringnet sim: %s, %.0f s", line, el);
+		w->shown = true;
+	}
+	return NULL;
+}
+
+static void watch_start(watcher *w, sim_params *p)
+{
+	memset(w, 0, sizeof *w);
+	w->nodes = p->nodes;
+	p->progress = &w->prog;
+	if (!isatty(STDERR_FILENO) || pthread_create(&w->tid, NULL, watch, w) != 0)
+		atomic_store(&w->stop, true);
+}
+
+static void watch_stop(watcher *w)
+{
+	if (atomic_load(&w->stop))
+		return;
+	atomic_store(&w->stop, true);
+	pthread_join(w->tid, NULL);
+	if (w->shown)
+		fputs("\r\033[K", stderr); /* the line goes; the report follows */
+}
 
 static int bad(const char *fmt, const char *arg)
 {
@@ -201,7 +274,10 @@ int cli_sim(int argc, char **argv)
 		return bad("%s", err);
 
 	sim_result r;
+	watcher w;
+	watch_start(&w, &p);
 	int rc = sim_run(&p, &r);
+	watch_stop(&w);
 	if (rc < 0) {
 		fprintf(stderr, "ringnet sim: %s\n", rn_strerror(rc));
 		return 1;

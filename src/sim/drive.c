@@ -169,6 +169,21 @@ static int handle(sim *s, popped *e)
 	}
 }
 
+/* Publishes how far the run is (once per CHECK_EVERY_MS of virtual time). */
+static void tell_progress(sim *s)
+{
+	sim_progress *pr = s->p->progress;
+	if (!pr)
+		return;
+	if (s->lookups_on) {
+		uint64_t done = s->lookups_done + s->abandoned;
+		atomic_fetch_add(&pr->done, done - s->progress_told);
+		s->progress_told = done;
+	} else {
+		atomic_store(&pr->done, s->njoined);
+	}
+}
+
 int run_until(sim *s, bool (*stop)(sim *), uint64_t deadline)
 {
 	uint64_t next_check = s->now + CHECK_EVERY_MS;
@@ -185,6 +200,7 @@ int run_until(sim *s, bool (*stop)(sim *), uint64_t deadline)
 			return rc;
 		if (s->now >= next_check) {
 			next_check = s->now + CHECK_EVERY_MS;
+			tell_progress(s);
 			if (stop(s))
 				break;
 		}

@@ -120,6 +120,11 @@ int sim_run(const sim_params *p, sim_result *r)
 	int rc = sim_init(&s, p, r);
 	if (rc < 0)
 		goto out;
+	sim_progress *pr = p->progress;
+	if (pr) {
+		atomic_store(&pr->total, p->bootstrap == SIM_BOOT_JOIN ? p->nodes : 0);
+		atomic_store(&pr->phase, SIM_PHASE_BUILD);
+	}
 	double t0 = now_ms();
 	rc = p->bootstrap == SIM_BOOT_STATIC ? build_static(&s) : build_join(&s);
 	r->build_wall_ms = now_ms() - t0;
@@ -129,12 +134,21 @@ int sim_run(const sim_params *p, sim_result *r)
 		goto out;
 	if (p->churn > 0 && (rc = churn_start(&s)) < 0)
 		goto out;
+	if (pr) {
+		atomic_store(&pr->done, 0);
+		atomic_store(&pr->total, (uint64_t)s.nlive * p->requests);
+		atomic_store(&pr->phase, SIM_PHASE_LOOKUPS);
+	}
 	if ((rc = run_lookups(&s)) < 0)
 		goto out;
+	if (pr)
+		atomic_store(&pr->phase, SIM_PHASE_REPORT);
 	report_lookups(&s);
 	if (p->keys)
 		load_figures(&s);
 out:
 	sim_fini(&s);
+	if (pr)
+		atomic_store(&pr->phase, SIM_PHASE_DONE);
 	return rc;
 }

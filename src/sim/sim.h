@@ -4,12 +4,22 @@
 #ifndef RN_SIM_H
 #define RN_SIM_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
 #include "../ring/ring.h"
 
 typedef enum { SIM_BOOT_STATIC = 0, SIM_BOOT_JOIN = 1 } sim_bootstrap;
+
+/* Where a run is, for a progress line: sim_run writes it, another thread of the caller may
+ * read it at any time. done/total count nodes joined (SIM_PHASE_BUILD with --bootstrap
+ * join; 0 of 0 while a static ring is built) or lookups finished (SIM_PHASE_LOOKUPS). */
+enum { SIM_PHASE_START, SIM_PHASE_BUILD, SIM_PHASE_LOOKUPS, SIM_PHASE_REPORT, SIM_PHASE_DONE };
+typedef struct {
+	_Atomic int phase;
+	_Atomic uint64_t done, total;
+} sim_progress;
 
 typedef struct {
 	uint32_t nodes;
@@ -28,6 +38,7 @@ typedef struct {
 	uint32_t stabilize_ms;   /* each node's stabilize and fix_fingers period (check_predecessor:
 	                          * twice that); phases are random, the period fixed */
 	uint64_t max_virtual_ms; /* give up after this much virtual time */
+	sim_progress *progress;  /* NULL: nobody watches */
 } sim_params;
 
 typedef struct {

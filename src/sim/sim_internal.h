@@ -129,6 +129,7 @@ typedef struct {
 	uint32_t njoining, capjoining;
 	/* lookups */
 	bool lookups_on;
+	uint64_t progress_told;          /* lookups this lane has added to p->progress->done */
 	uint64_t lookups_done, next_req; /* answered, issued (by this lane) */
 	uint32_t n_start;                /* nodes when the lookups began */
 	uint64_t req_space;              /* req = node * requests + k is below this */
