@@ -84,7 +84,9 @@ static char *metrics_text(node *n)
 	  (unsigned long long)n->unreachable);
 	P("# HELP ringnet_lookups_total Key lookups started here, and their hops.\n"
 	  "# TYPE ringnet_lookups_total counter\nringnet_lookups_total %llu\n"
+	  "# HELP ringnet_lookup_hops_total Hops those lookups took, summed.\n"
 	  "# TYPE ringnet_lookup_hops_total counter\nringnet_lookup_hops_total %llu\n"
+	  "# HELP ringnet_lookups_failed_total Lookups started here that failed.\n"
 	  "# TYPE ringnet_lookups_failed_total counter\nringnet_lookups_failed_total %llu\n",
 	  (unsigned long long)n->lookups, (unsigned long long)n->lookup_hops,
 	  (unsigned long long)n->lookups_failed);

@@ -168,7 +168,11 @@ void nd_drain(node *n)
 			LOG_E(n, "another node (%s) already has this id: choose another --id", who);
 			break;
 		case RING_EV_SUCC_CHANGED:
-			LOG_I(n, "successor is now %s", who);
+			if (e->result.addr == 0)
+				LOG_I(n,
+				      "successor is now this node itself: it is alone in the ring");
+			else
+				LOG_I(n, "successor is now %s", who);
 			break;
 		case RING_EV_PRED_CHANGED:
 			LOG_I(n, "predecessor is now %s", who);

@@ -1,0 +1,153 @@
+"""The dashboard's routes and /metrics as a client reads them, on 3 real nodes:
+/api/ring and /api/peers against the oracle (every node, its id = SHA-1 of its name, its
+position on the circle, the successors sorted by id); /api/traffic's history against the
+node's own /metrics counters; every JSON answer ends with a newline; every metric sample
+has HELP and TYPE lines; the page and its files are served with their types; a
+graceful leave shows as "left".
+
+usage: test_dash_api.py RINGNET_BINARY"""
+import re
+import signal
+import sys
+import tempfile
+import time
+import urllib.request
+
+import ringtest
+
+SAMPLE = re.compile(r"^([a-z_:][a-z0-9_:]*)(\{[^}]*\})? (-?[0-9.e+]+)$")
+
+
+def raw(port, path):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+            return r.status, r.headers.get("Content-Type"), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers.get("Content-Type"), e.read()
+
+
+def metrics(port):
+    _, _, body = raw(port, "/metrics")
+    return body.decode()
+
+
+def main():
+    binary = sys.argv[1]
+    t = ringtest.Checks("dash_api")
+    logdir = tempfile.mkdtemp(prefix="rnd-api-")
+    nodes = []
+    try:
+        ok, _ = ringtest.start_ring(binary, ["api-a", "api-b", "api-c"], logdir, nodes)
+        t.check("the ring converged", ok)
+        n0 = nodes[0]
+        for k in range(20):
+            ringtest.request(n0.http, "/kv", "POST", {"key": f"api-{k}", "value": k})
+        time.sleep(2.2)  # two traffic samples past the writes
+
+        # ring and peers against the oracle
+        _, ring = ringtest.get(n0.http, "/api/ring")
+        got = {e["addr"]: e for e in ring["nodes"]}
+        t.check("/api/ring lists the 3 nodes", sorted(got) == sorted(n.addr for n in nodes), got)
+        for n in nodes:
+            e = got.get(n.addr, {})
+            t.check(f"{n.name}: id is SHA-1 of its name", e.get("id") == n.id, e)
+            t.check(f"{n.name}: pos is its id's fraction of the circle",
+                    abs(e.get("pos", -1) - int(n.id[:16], 16) / 2**64) < 1e-12, e)
+        order = sorted(nodes, key=lambda n: n.id)
+        i = order.index(n0)
+        want = [order[(i + k) % 3].addr for k in (1, 2)]
+        t.check("successors in id order", ring["successors"][:2] == want, (ring["successors"], want))
+        t.check("predecessor", ring["predecessor"] == order[i - 1].addr, ring["predecessor"])
+        _, peers = ringtest.get(n0.http, "/api/peers")
+        states = {p["addr"]: p["state"] for p in peers["peers"]}
+        t.check("/api/peers: all alive", states == {n.addr: "alive" for n in nodes}, states)
+        me = peers["peers"][0]
+        _, node = ringtest.get(n0.http, "/api/node")
+        m = metrics(n0.http)
+        stored = int(re.search(r"^ringnet_keys_stored (\d+)$", m, re.M).group(1))
+        t.check("this node's keys in /api/node and /api/peers are the store's",
+                node["keys"] == stored == me["keys"] and stored > 0, (node["keys"], me["keys"], stored))
+        t.check("bytes stored are whole pages, > 0", node["bytes"] > 0 and node["bytes"] % 4096 == 0,
+                node["bytes"])
+
+        # the traffic history adds up to the totals of /metrics (kv requests, both ways)
+        _, tr = ringtest.get(n0.http, "/api/traffic")
+        t.check("traffic: 180 one-second slots", tr["slots"] == 180 and tr["interval_ms"] == 1000, tr)
+        seqs = [s["seq"] for s in tr["samples"]]
+        t.check("samples numbered without gaps up to next", seqs == list(range(seqs[0], tr["next"])) if seqs else False, seqs)
+        for typ in ("kv_req", "kv_repl"):
+            hist_out = sum(s["msgs"].get(typ, [0, 0])[1] for s in tr["samples"])
+            total = int(re.search(rf'^ringnet_kv_messages_total{{dir="out",type="{typ[3:]}"}} (\d+)$', m, re.M).group(1))
+            # the history ends at the last sample, /metrics a moment later: nothing was
+            # written since, so they agree
+            t.check(f"{typ} sent: the history's sum is the counter", hist_out == total, (hist_out, total))
+        byt = sum(sum(v) for s in tr["samples"] for v in s["bytes"].values())
+        tot = sum(int(x) for x in re.findall(r"^ringnet_peer_message_bytes_total\{[^}]*\} (\d+)$", m, re.M))
+        t.check("bytes in the history at most the totals", 0 < byt <= tot, (byt, tot))
+        _, later = ringtest.get(n0.http, f"/api/traffic?since={tr['next']}")
+        t.check("?since= gives only newer samples",
+                all(s["seq"] >= tr["next"] for s in later["samples"]), later["samples"][:1])
+        _, junk = ringtest.get(n0.http, "/api/traffic?since=bogus")
+        t.check("?since= that is not a number gives everything kept", len(junk["samples"]) >= len(seqs))
+
+        # every JSON answer ends with a newline, and has the JSON type
+        for path in ("/api/node", "/api/ring", "/api/peers", "/api/traffic", "/api/files",
+                     "/ring", "/peers", "/health", "/kv/api-1", "/kv/none-such", "/nope"):
+            status, ctype, body = raw(n0.http, path)
+            t.check(f"{path} ends with a newline", body.endswith(b"\n"), body[-40:])
+            t.check(f"{path} is JSON", ctype == "application/json", ctype)
+        _, files = ringtest.get(n0.http, "/api/files")
+        t.check("files: honestly empty", files["files"] == [] and files["transfers"] == []
+                and files["available"] is False, files)
+
+        # the page and its files
+        for path, typ, word in (("/", "text/html", b"<svg id=\"ring\""), ("/app.js", "text/javascript", b"/api/traffic"),
+                                ("/app.css", "text/css", b"#ring")):
+            status, ctype, body = raw(n0.http, path)
+            t.check(f"{path} served", status == 200 and ctype.startswith(typ) and word in body,
+                    (status, ctype, body[:80]))
+        status, _, body = raw(n0.http, "/api/nope")
+        t.check("an unknown /api/ route is 404 with a hint", status == 404 and b"/api/peers" in body, body)
+
+        # every sample in /metrics has HELP and TYPE
+        helps = set(re.findall(r"^# HELP (\S+) ", m, re.M))
+        types = dict(re.findall(r"^# TYPE (\S+) (counter|gauge)$", m, re.M))
+        names = set()
+        bad = []
+        for line in m.splitlines():
+            if line.startswith("#"):
+                continue
+            g = SAMPLE.match(line)
+            if not g:
+                bad.append(line)
+                continue
+            names.add(g.group(1))
+        t.check("every metric line parses", not bad, bad[:3])
+        t.check("every metric has HELP", names <= helps, sorted(names - helps))
+        t.check("every metric has TYPE", names <= set(types), sorted(names - set(types)))
+        t.check("counters end in _total", all(k.endswith("_total") for k, v in types.items() if v == "counter"),
+                [k for k, v in types.items() if v == "counter" and not k.endswith("_total")])
+        t.check("peer gauge counts 2 alive", 'ringnet_peers{state="alive"} 2' in m)
+        for want_name in ("ringnet_ring_joined", "ringnet_ring_successors", "ringnet_store_bytes",
+                          "ringnet_http_requests_total", "ringnet_kv_messages_total",
+                          "ringnet_peer_message_bytes_total", "ringnet_uptime_seconds"):
+            t.check(f"{want_name} present", want_name in names)
+
+        # a graceful leave: the others show it as left, then not in the ring
+        leaver = next(n for n in nodes if n is not n0)
+        leaver.stop(signal.SIGTERM)
+        st = None
+        for _ in range(40):
+            _, peers = ringtest.get(n0.http, "/api/peers")
+            st = {p["addr"]: p["state"] for p in peers["peers"]}.get(leaver.addr)
+            if st == "left":
+                break
+            time.sleep(0.25)
+        t.check("a node that left is shown 'left'", st == "left", st)
+    finally:
+        ringtest.stop_all(nodes, t, logdir)
+    return t.finish()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
