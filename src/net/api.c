@@ -292,9 +292,6 @@ char *nd_dash_metrics(node *n, char *text)
 			P("ringnet_peer_message_bytes_total{dir=\"%s\",type=\"%s\"} %llu\n",
 			  d ? "out" : "in", traffic_type_name(t),
 			  (unsigned long long)n->tr.bytes[d][t]);
-	P("# HELP ringnet_http_dashboard_routes Routes the embedded dashboard serves (web/).\n"
-	  "# TYPE ringnet_http_dashboard_routes gauge\nringnet_http_dashboard_routes %zu\n",
-	  rn_web_nassets);
 #undef P
 	if (len >= cap) {
 		free(b);

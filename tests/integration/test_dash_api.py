@@ -6,6 +6,8 @@ has HELP and TYPE lines; the page and its files are served with their types; a
 graceful leave shows as "left".
 
 usage: test_dash_api.py RINGNET_BINARY"""
+import json
+import os
 import re
 import signal
 import sys
@@ -132,6 +134,17 @@ def main():
                           "ringnet_http_requests_total", "ringnet_kv_messages_total",
                           "ringnet_peer_message_bytes_total", "ringnet_uptime_seconds"):
             t.check(f"{want_name} present", want_name in names)
+
+        # deploy/: the Grafana dashboard asks only for metrics that exist; Prometheus
+        # scrapes the ports `ringnet cluster` uses by default
+        repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        dash = json.load(open(os.path.join(repo, "deploy", "grafana-dashboard.json")))
+        used = {name for p in dash["panels"] for tg in p["targets"]
+                for name in re.findall(r"ringnet_[a-z_]+", tg["expr"])}
+        t.check("the Grafana dashboard's metrics all exist", used and used <= names, sorted(used - names))
+        prom = open(os.path.join(repo, "deploy", "prometheus.yml")).read()
+        t.check("prometheus.yml scrapes the cluster's 5 nodes",
+                all(f"127.0.0.1:{5001 + k}" in prom for k in range(5)) and "/metrics" in prom)
 
         # a graceful leave: the others show it as left, then not in the ring
         leaver = next(n for n in nodes if n is not n0)
