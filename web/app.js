@@ -103,7 +103,9 @@ function drawRing() {
     }
   }
   const alive = nodes.filter((n) => n.state === 'alive').length;
-  $('ring-count').textContent = `${nodes.length} nodes known, ${alive} alive`;
+  const walk = ring.walk || {};
+  const how = walk.laps ? ', walked round the whole ring' : walk.active ? ', walking the ring…' : '';
+  $('ring-count').textContent = `${nodes.length} nodes known${how}, ${alive} alive`;
 }
 
 function hover(n) {

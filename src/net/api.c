@@ -42,6 +42,45 @@ void nd_dash_learn(node *n, const ring_msg *m)
 		learn(n, &m->peers[k], now, false);
 }
 
+/* ---- the ring walk: while someone watches, learn every node, not only neighbours ---- */
+
+/* One node sees its successors, fingers and predecessor: a few dozen of a ring of 200.
+ * While the dashboard is open (a poll of /api/ring in the last DASH_VIEW_MS), the node
+ * looks up the successor of the last node it found, plus one, every DASH_WALK_MS: the
+ * walk goes round the whole ring, O(log N) messages a step, and stops when nobody looks. */
+void nd_dash_walk(node *n, uint64_t now)
+{
+	pthread_mutex_lock(&n->lock);
+	uint64_t viewed = n->dash_viewed_at;
+	pthread_mutex_unlock(&n->lock);
+	if (n->stopping || !ring_joined(n->ring) || !viewed || now > viewed + DASH_VIEW_MS)
+		return;
+	if (now < n->dash_walk_at + (n->dash_walking ? DASH_WALK_GIVEUP_MS : DASH_WALK_MS))
+		return;
+	if (rn_id_is_zero(&n->dash_walk_next)) /* the start, or after a failed step */
+		rn_id_add_pow2(&n->dash_walk_next, ring_self_id(n->ring), RN_ID_BITS - n->cfg.bits);
+	n->dash_walk_at = now;
+	n->dash_walking = true;
+	ring_out_reset(&n->out);
+	ring_lookup(n->ring, now, &n->dash_walk_next, DASH_BIT | ++n->dash_walk_seq, &n->out);
+	nd_drain(n);
+}
+
+void nd_dash_on_lookup(node *n, const ring_event *e)
+{
+	if ((e->req & ~DASH_BIT) != n->dash_walk_seq)
+		return; /* an answer to a step given up on */
+	n->dash_walking = false;
+	if (!e->ok || e->result.addr == RING_ADDR_NONE) {
+		memset(&n->dash_walk_next, 0, sizeof n->dash_walk_next); /* from the start */
+		return;
+	}
+	learn(n, &e->result, 0, false);
+	rn_id_add_pow2(&n->dash_walk_next, &e->result.id, RN_ID_BITS - n->cfg.bits);
+	if (e->result.addr == 0) /* round the ring: start again from here */
+		n->dash_walk_laps++;
+}
+
 /* ---- peer states: the adapter the membership list replaces ---- */
 
 enum { ROLE_PRED = 1, ROLE_SUCC = 2, ROLE_SUCCLIST = 4, ROLE_FINGER = 8 };
@@ -202,10 +241,14 @@ static void peer_docs(node *n, uint64_t now, char **peers_s, char **ring_s, unsi
 		if (succ[k].addr < n->npeers)
 			json_array_append_new(sl, json_string(n->peers[succ[k].addr].addr));
 	ring_peer pred = ring_predecessor(n->ring);
+	pthread_mutex_lock(&n->lock);
+	bool watched = n->dash_viewed_at && now <= n->dash_viewed_at + DASH_VIEW_MS;
+	pthread_mutex_unlock(&n->lock);
 	*ring_s = dumps_nl(
-	    json_pack("{s:s, s:o, s:o, s:o, s:o}", "self", n->peers[0].addr, "nodes", nodes,
-	              "successors", sl, "fingers", fl, "predecessor",
-	              pred.addr < n->npeers ? json_string(n->peers[pred.addr].addr) : json_null()));
+	    json_pack("{s:s, s:o, s:o, s:o, s:o, s:{s:b, s:I}}", "self", n->peers[0].addr, "nodes",
+	              nodes, "successors", sl, "fingers", fl, "predecessor",
+	              pred.addr < n->npeers ? json_string(n->peers[pred.addr].addr) : json_null(),
+	              "walk", "active", watched, "laps", (json_int_t)n->dash_walk_laps));
 }
 
 void nd_dash_publish(node *n)
@@ -229,6 +272,7 @@ void nd_dash_publish(node *n)
 	n->snap_api[1] = ring_s;
 	n->snap_api[2] = peers_s;
 	memcpy(n->dash_states, counts, sizeof counts);
+	n->dash_pub_at = now;
 	pthread_mutex_unlock(&n->lock);
 }
 
@@ -374,6 +418,8 @@ bool nd_dash_get(node *n, struct MHD_Connection *c, const char *url, nd_answer *
 	} else {
 		pthread_mutex_lock(&n->lock);
 		t = n->snap_api[r] ? strdup(n->snap_api[r]) : NULL;
+		if (r == 1) /* someone watches the ring: walk it (nd_dash_walk) */
+			n->dash_viewed_at = n->dash_pub_at;
 		pthread_mutex_unlock(&n->lock);
 	}
 	a->owned = t;

@@ -139,6 +139,10 @@ void nd_kv_unreachable(node *n, uint64_t req, ring_addr to)
 
 void nd_kv_on_lookup(node *n, const ring_event *e)
 {
+	if (e->req & DASH_BIT) {
+		nd_dash_on_lookup(n, e);
+		return;
+	}
 	if (e->req & ANCHOR_BIT) {
 		if (e->ok && e->result.addr != RING_ADDR_NONE)
 			n->anchor = e->result;

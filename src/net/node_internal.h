@@ -36,6 +36,10 @@ struct MHD_Connection;
 #define ANCHOR_EVERY_MS     5000         /* look up successor(0), the ring's smallest id */
 #define ANCHOR_BIT          (1ull << 62) /* request ids of those lookups */
 #define LEAVE_WAIT_MS       3000         /* on SIGTERM, wait this long for the leave pushes */
+#define DASH_BIT            (1ull << 61) /* request ids of the dashboard's ring walk */
+#define DASH_VIEW_MS        10000        /* the walk runs this long after a poll of /api/ring */
+#define DASH_WALK_MS        250          /* one step of the walk this often */
+#define DASH_WALK_GIVEUP_MS 5000         /* a step unanswered this long is tried again */
 
 /* What a stranger on the peer port can make a node hold (docs/security.md). */
 #define IN_PER_ADDR    128        /* incoming connections from one IPv4 address */
@@ -254,6 +258,10 @@ typedef struct node {
 	uint64_t dash_started_at;
 	char *snap_api[3]; /* /api/node, /api/ring, /api/peers */
 	unsigned dash_states[4];
+	uint64_t dash_pub_at, dash_viewed_at; /* under lock: last publish, last /api/ring */
+	uint64_t dash_walk_at, dash_walk_seq, dash_walk_laps; /* the ring walk (api.c) */
+	rn_id dash_walk_next;
+	bool dash_walking;
 } node;
 
 /* ---- node.c ---- */
@@ -338,6 +346,10 @@ typedef struct {
 	char *owned;
 } nd_answer;
 
+/* The ring walk: a step every DASH_WALK_MS while the dashboard is open (loop thread), and
+ * its lookups' answers (DASH_BIT request ids). */
+void nd_dash_walk(node *n, uint64_t now);
+void nd_dash_on_lookup(node *n, const ring_event *e);
 /* Learns peers' ids from a ring message (and who sent it, and leave notices). */
 void nd_dash_learn(node *n, const ring_msg *m);
 /* Builds the /api/ snapshots and takes a traffic sample when one is due (loop thread). */

@@ -1,6 +1,7 @@
-"""The dashboard's routes and /metrics as a client reads them, on 3 real nodes:
-/api/ring and /api/peers against the oracle (every node, its id = SHA-1 of its name, its
-position on the circle, the successors sorted by id); /api/traffic's history against the
+"""The dashboard's routes and /metrics as a client reads them, on 10 real nodes (more than
+one node's successor list of 8): /api/ring and /api/peers against the oracle (every node,
+found by the ring walk while /api/ring is polled; its id = SHA-1 of its name, its
+position on the circle; the successors sorted by id); /api/traffic's history against the
 node's own /metrics counters; every JSON answer ends with a newline; every metric sample
 has HELP and TYPE lines; the page and its files are served with their types; a
 graceful leave shows as "left".
@@ -39,17 +40,25 @@ def main():
     logdir = tempfile.mkdtemp(prefix="rnd-api-")
     nodes = []
     try:
-        ok, _ = ringtest.start_ring(binary, ["api-a", "api-b", "api-c"], logdir, nodes)
+        ok, _ = ringtest.start_ring(binary, [f"api-{c}" for c in "abcdefghij"], logdir, nodes)
         t.check("the ring converged", ok)
         n0 = nodes[0]
         for k in range(20):
             ringtest.request(n0.http, "/kv", "POST", {"key": f"api-{k}", "value": k})
-        time.sleep(2.2)  # two traffic samples past the writes
 
-        # ring and peers against the oracle
-        _, ring = ringtest.get(n0.http, "/api/ring")
+        # ring and peers against the oracle; polling /api/ring starts the ring walk, which
+        # finds the nodes beyond this one's successors and fingers
+        want_all = sorted(n.addr for n in nodes)
+        ring, deadline = None, time.time() + 20
+        while time.time() < deadline:
+            _, ring = ringtest.get(n0.http, "/api/ring")
+            if sorted(e["addr"] for e in ring["nodes"]) == want_all and ring["walk"]["laps"] > 0:
+                break
+            time.sleep(0.5)
         got = {e["addr"]: e for e in ring["nodes"]}
-        t.check("/api/ring lists the 3 nodes", sorted(got) == sorted(n.addr for n in nodes), got)
+        t.check("/api/ring lists all 10 nodes", sorted(got) == want_all, (len(got), ring["walk"]))
+        t.check("... and the walk went round the ring", ring["walk"]["laps"] > 0 and ring["walk"]["active"],
+                ring["walk"])
         for n in nodes:
             e = got.get(n.addr, {})
             t.check(f"{n.name}: id is SHA-1 of its name", e.get("id") == n.id, e)
@@ -57,12 +66,14 @@ def main():
                     abs(e.get("pos", -1) - int(n.id[:16], 16) / 2**64) < 1e-12, e)
         order = sorted(nodes, key=lambda n: n.id)
         i = order.index(n0)
-        want = [order[(i + k) % 3].addr for k in (1, 2)]
-        t.check("successors in id order", ring["successors"][:2] == want, (ring["successors"], want))
+        want = [order[(i + k) % len(order)].addr for k in range(1, 9)]
+        t.check("successors in id order", ring["successors"] == want, (ring["successors"], want))
         t.check("predecessor", ring["predecessor"] == order[i - 1].addr, ring["predecessor"])
+        time.sleep(2.2)  # two traffic samples past the writes, then nothing but ring upkeep
         _, peers = ringtest.get(n0.http, "/api/peers")
         states = {p["addr"]: p["state"] for p in peers["peers"]}
         t.check("/api/peers: all alive", states == {n.addr: "alive" for n in nodes}, states)
+        t.check("... this node first", peers["peers"][0]["addr"] == n0.addr and peers["peers"][0]["self"])
         me = peers["peers"][0]
         _, node = ringtest.get(n0.http, "/api/node")
         m = metrics(n0.http)
@@ -129,7 +140,7 @@ def main():
         t.check("every metric has TYPE", names <= set(types), sorted(names - set(types)))
         t.check("counters end in _total", all(k.endswith("_total") for k, v in types.items() if v == "counter"),
                 [k for k, v in types.items() if v == "counter" and not k.endswith("_total")])
-        t.check("peer gauge counts 2 alive", 'ringnet_peers{state="alive"} 2' in m)
+        t.check("peer gauge counts 9 alive", 'ringnet_peers{state="alive"} 9' in m)
         for want_name in ("ringnet_ring_joined", "ringnet_ring_successors", "ringnet_store_bytes",
                           "ringnet_http_requests_total", "ringnet_kv_messages_total",
                           "ringnet_peer_message_bytes_total", "ringnet_uptime_seconds"):
@@ -147,7 +158,8 @@ def main():
                 all(f"127.0.0.1:{5001 + k}" in prom for k in range(5)) and "/metrics" in prom)
 
         # a graceful leave: the others show it as left, then not in the ring
-        leaver = next(n for n in nodes if n is not n0)
+        # (its successor: a leave notice goes to the leaver's predecessor and successor)
+        leaver = next(n for n in nodes if n.addr == want[0])
         leaver.stop(signal.SIGTERM)
         st = None
         for _ in range(40):

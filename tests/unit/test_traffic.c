@@ -26,7 +26,7 @@ static void run(uint64_t seed, unsigned steps)
 	rn_rng r;
 	rn_rng_seed(&r, seed);
 	traffic *t = malloc(sizeof *t);
-	event *ev = malloc(steps * 5 * sizeof *ev); /* at most 4 a step */
+	event *ev = malloc(steps * 5 * sizeof *ev);           /* at most 4 a step */
 	uint64_t *starts = calloc(steps + 1, sizeof *starts); /* when sample k began */
 	assert_non_null(t);
 	assert_non_null(ev);
@@ -42,7 +42,8 @@ static void run(uint64_t seed, unsigned steps)
 		for (unsigned i = 0; i < k; i++) {
 			/* out-of-range types and directions are ignored, not counted */
 			event e = {(unsigned)rn_rng_below(&r, TR_TYPES + 2),
-			           (int)rn_rng_below(&r, 3), (size_t)rn_rng_below(&r, 5000), samples};
+			           (int)rn_rng_below(&r, 3), (size_t)rn_rng_below(&r, 5000),
+			           samples};
 			traffic_count(t, e.type, e.dir, e.bytes);
 			if (e.type < TR_TYPES && e.dir < 2)
 				ev[nev++] = e;
@@ -71,7 +72,8 @@ static void run(uint64_t seed, unsigned steps)
 			for (unsigned y = 0; y < TR_TYPES; y++) {
 				uint64_t m = 0, b = 0;
 				for (size_t i = 0; i < nev; i++)
-					if (ev[i].sample == k && ev[i].dir == d && ev[i].type == y) {
+					if (ev[i].sample == k && ev[i].dir == d &&
+					    ev[i].type == y) {
 						m++;
 						b += ev[i].bytes;
 					}
