@@ -280,7 +280,7 @@ async function poll() {
       ` · ${node.keys} keys · ${fmtBytes(node.bytes)} stored · up ${Math.round(node.uptime_ms / 1000)} s · v${node.version}`;
     $('status').textContent = '';
     state.failures = 0;
-    drawRing(); drawPeers(); drawTraffic();
+    drawTraffic(); drawRing(); drawPeers(); // charts first: they read sizes before the DOM changes
   } catch (e) {
     state.failures++;
     $('status').textContent = 'cannot reach this node: ' + e.message;

@@ -82,6 +82,7 @@ def main():
             if st == "dead":
                 break
             time.sleep(0.25)
+        print(f"states the page showed for the node killed with -9: {seen}")
         t.check("the killed node is shown not alive", any(s in ("suspect", "dead") for s in seen), seen)
         t.check("... dead once the ring dropped it", "dead" in seen, seen)
         t.check("the ring drawing colours it so", browser.eval(
