@@ -261,31 +261,31 @@ int store_del(void *ctx, const rn_id *kid)
 	return 0;
 }
 
-uint64_t store_count(void *ctx)
+/* The records database's statistics, in the open batch or a read transaction of its own. */
+static int db_stat(store *s, MDB_stat *st)
 {
-	store *s = ctx;
 	MDB_txn *txn;
-	MDB_stat st;
 	bool own;
 	if (txn_for(s, false, &txn, &own) < 0)
-		return 0;
-	int rc = mdb_stat(txn, s->dbi, &st);
+		return RN_EIO;
+	int rc = mdb_stat(txn, s->dbi, st);
 	txn_done(txn, own, false);
-	return rc == 0 ? st.ms_entries : 0;
+	return rc == 0 ? 0 : RN_EIO;
+}
+
+uint64_t store_count(void *ctx)
+{
+	MDB_stat st;
+	return db_stat(ctx, &st) == 0 ? st.ms_entries : 0;
 }
 
 uint64_t store_bytes(store *s)
 {
-	MDB_txn *txn;
 	MDB_stat st;
-	bool own;
-	if (txn_for(s, false, &txn, &own) < 0)
+	if (db_stat(s, &st) < 0)
 		return 0;
-	int rc = mdb_stat(txn, s->dbi, &st);
-	txn_done(txn, own, false);
-	return rc == 0 ? (uint64_t)st.ms_psize *
-	                     (st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages)
-	               : 0;
+	return (uint64_t)st.ms_psize *
+	       (st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages);
 }
 
 /* Calls fn on the records from the cursor's position while their id is <= hi (or to the

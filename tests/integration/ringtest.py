@@ -113,6 +113,16 @@ class Node:
             return self.proc.wait()
 
 
+def stop_process(proc, sig=signal.SIGTERM, timeout=30):
+    """Sends sig, waits up to timeout seconds, then kills; returns the exit status."""
+    proc.send_signal(sig)
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
+
+
 def owner(nodes, key):
     """The oracle: the first node id at or after SHA-1(key), wrapping around."""
     k = sha1_hex(key)

@@ -60,12 +60,7 @@ def main():
         for k in range(30):
             ringtest.request(base + k % 5, "/kv", "POST", {"key": f"log2-{k}", "value": k})
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        ringtest.stop_process(proc)
         reader.join()
     bad = [ln for ln in lines if not (LINE.match(ln) or CLUSTER.match(ln))]
     t.check("every line is whole: key=value from a node, or the cluster's own", not bad, bad[:5])

@@ -11,14 +11,13 @@ import hashlib
 import hmac
 import os
 import random
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 
 from ringtest import (Checks, Node, connect_from, converge, free_port_range, get,
-                      kv_put_frame, metrics, owner, start_ring, stop_all)
+                      kv_put_frame, metrics, owner, start_ring, stop_all, stop_process)
 
 BIN = sys.argv[1]
 t = Checks("peer_auth")
@@ -153,12 +152,7 @@ def main():
             check("the key is kept with the data, for its owner only",
                   os.path.exists(path) and os.stat(path).st_mode & 0o077 == 0)
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc)
     return t.finish()
 
 
