@@ -270,6 +270,7 @@ int cli_cluster(int argc, char **argv)
 		printf("try: curl -X POST http://%s/kv -d '{\"key\": \"color\", \"value\": "
 		       "\"blue\"}'\n",
 		       kids[0].http);
+		printf("dashboard: http://%s/ (any node serves one)\n", kids[0].http);
 		fflush(stdout);
 	}
 

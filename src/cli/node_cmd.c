@@ -35,6 +35,8 @@ static const char *node_usage =
     "  GET /peers    every peer it knows, with roles and connection state\n"
     "  GET /health   status and frame counters\n"
     "  GET /metrics  Prometheus text\n"
+    "  GET /         the dashboard (its JSON: /api/node, /api/ring, /api/peers, /api/traffic,\n"
+    "                /api/files; docs/metrics.md)\n"
     "SIGINT or SIGTERM pushes its keys to their new replica, leaves the ring and exits 0.\n"
     "Exit status: 0 after a signal, 1 when it cannot start, 2 on a usage error.\n";
 

@@ -17,7 +17,7 @@ import ringtest
 
 LINE = re.compile(r'^ts=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z level=(error|warn|info|debug) '
                   r'node=node-\d+ msg="([^"\\]|\\.)*"$')
-CLUSTER = re.compile(r"^(ringnet cluster: |  node-\d+ +http://|try: curl )")
+CLUSTER = re.compile(r"^(ringnet cluster: |  node-\d+ +http://|try: curl |dashboard: http://)")
 
 
 def main():
@@ -64,6 +64,8 @@ def main():
         reader.join()
     bad = [ln for ln in lines if not (LINE.match(ln) or CLUSTER.match(ln))]
     t.check("every line is whole: key=value from a node, or the cluster's own", not bad, bad[:5])
+    t.check("the cluster names the dashboard's address",
+            f"dashboard: http://127.0.0.1:{base}/ (any node serves one)" in lines, lines[:12])
     t.check("debug lines came from several nodes",
             len({ln.split()[2] for ln in lines if LINE.match(ln)}) == 5, len(lines))
     me = f"127.0.0.1:{base + 7}"
