@@ -101,29 +101,34 @@ typedef struct {
  * Returns how many it wrote into out (at most max). */
 static size_t dash_peer_states(node *n, dash_peer *out, size_t max)
 {
+	/* roles first, one pass over the ring core's tables (out[i].roles, by handle) */
+	for (uint32_t i = 0; i < n->npeers && i < max; i++)
+		out[i].roles = 0;
 	ring_peer succ[RING_MAX_SUCC];
 	size_t ns = ring_successors(n->ring, succ, RING_MAX_SUCC);
-	ring_peer pred = ring_predecessor(n->ring);
 	for (size_t k = 0; k < ns; k++)
-		learn(n, &succ[k], 0, false);
-	learn(n, &pred, 0, false);
-	size_t cnt = 0;
-	for (uint32_t i = 1; i < n->npeers && cnt < max; i++) {
-		peer *p = &n->peers[i];
-		if (p->unused)
-			continue;
-		unsigned roles = pred.addr == i ? ROLE_PRED : 0;
-		for (size_t k = 0; k < ns; k++)
-			if (succ[k].addr == i)
-				roles |= k ? ROLE_SUCCLIST : ROLE_SUCC;
-		for (unsigned f = 0; f < n->cfg.bits && !(roles & ROLE_FINGER); f++) {
-			ring_peer fp = ring_finger(n->ring, f);
-			if (fp.addr == i) {
-				roles |= ROLE_FINGER;
-				learn(n, &fp, 0, false);
-			}
+		if (succ[k].addr < max) {
+			out[succ[k].addr].roles |= k ? ROLE_SUCCLIST : ROLE_SUCC;
+			learn(n, &succ[k], 0, false);
 		}
-		if (!p->has_id)
+	ring_peer pred = ring_predecessor(n->ring);
+	if (pred.addr < max) {
+		out[pred.addr].roles |= ROLE_PRED;
+		learn(n, &pred, 0, false);
+	}
+	for (unsigned f = 0; f < n->cfg.bits; f++) {
+		ring_peer fp = ring_finger(n->ring, f);
+		if (fp.addr < max) {
+			out[fp.addr].roles |= ROLE_FINGER;
+			learn(n, &fp, 0, false);
+		}
+	}
+	/* then the states, packed to the front (cnt <= i: no entry is overwritten unread) */
+	size_t cnt = 0;
+	for (uint32_t i = 1; i < n->npeers && i < max; i++) {
+		peer *p = &n->peers[i];
+		unsigned roles = out[i].roles;
+		if (p->unused || !p->has_id)
 			continue;
 		const char *st = p->left          ? "left"
 		                 : !p->backoff_ms ? "alive"
@@ -346,7 +351,7 @@ char *nd_dash_metrics(node *n, char *text)
 
 /* ---- the routes (HTTP thread) ---- */
 
-/* /api/traffic: the samples from `since` on (all that are kept without it). Under lock. */
+/* /api/traffic: the samples from `since` on (all that are kept without it). */
 static char *traffic_text(const traffic *t, uint64_t since)
 {
 	json_t *types = json_array();
@@ -411,10 +416,18 @@ bool nd_dash_get(node *n, struct MHD_Connection *c, const char *url, nd_answer *
 		char *end = NULL;
 		unsigned long long since = s ? strtoull(s, &end, 10) : 0;
 		if (s && (!*s || *end))
-			since = 0; /* not a number: everything kept */
-		pthread_mutex_lock(&n->lock);
-		t = traffic_text(&n->tr, since);
-		pthread_mutex_unlock(&n->lock);
+			since = 0;                    /* not a number: everything kept */
+		traffic *copy = malloc(sizeof *copy); /* ~80 KB: copied under the lock, */
+		if (copy) {                           /* the JSON is built outside it */
+			pthread_mutex_lock(&n->lock);
+			/* only what traffic_sample writes under the lock: the loop counts into
+			 * the totals without it */
+			copy->seq = n->tr.seq;
+			memcpy(copy->hist, n->tr.hist, sizeof copy->hist);
+			pthread_mutex_unlock(&n->lock);
+			t = traffic_text(copy, since);
+			free(copy);
+		}
 	} else {
 		pthread_mutex_lock(&n->lock);
 		t = n->snap_api[r] ? strdup(n->snap_api[r]) : NULL;

@@ -26,6 +26,13 @@ def state_of(b, addr):
     return dict(b.eval(PEER_STATES) or []).get(addr)
 
 
+T0 = time.time()
+
+
+def phase(what):
+    print(f"{time.time() - T0:5.1f} s  {what}", flush=True)
+
+
 def main():
     binary = sys.argv[1]
     t = ringtest.Checks("dashboard")
@@ -34,8 +41,10 @@ def main():
     try:
         ok, _ = ringtest.start_ring(binary, [f"dash-{i}" for i in range(1, 6)], logdir, nodes)
         t.check("the 5-node ring converged", ok)
+        phase("5 nodes up")
         view = nodes[0]
         browser = Browser()
+        phase("chromium up")
         browser.goto(f"http://127.0.0.1:{view.http}/")
         five = browser.wait_for(
             f"(() => {{ const s = {PEER_STATES}; return s.length === 5 && "
@@ -51,6 +60,7 @@ def main():
         t.check("... each at its id's angle", pos and all(abs(pos[a] - want[a]) < 1e-9 for a in want),
                 (pos, want))
 
+        phase("5 alive peers, 5 nodes drawn")
         # the traffic chart moves when keys are written
         browser.wait_for("+document.getElementById('msgs').dataset.samples >= 2", 10)
         before = browser.eval("[+document.getElementById('msgs').dataset.kv, "
@@ -70,6 +80,7 @@ def main():
                                 "return r && +r.children[4].textContent; })()", 5)
         t.check("this node's row shows its keys", keys and keys > 0, keys)
 
+        phase("the chart moved")
         # kill -9 the node this one depends on most (its successor): it must turn not alive
         _, ring = ringtest.get(view.http, "/ring")
         victim = next(n for n in nodes if n.addr == ring["successors"][0]["addr"])
@@ -88,6 +99,7 @@ def main():
         t.check("the ring drawing colours it so", browser.eval(
             f"(document.querySelector('#ring circle[data-addr=\"{victim.addr}\"]') || {{}}).dataset?.state")
             in ("suspect", "dead"))
+        phase("the killed node shown dead")
         victim.start()
         back = browser.wait_for(
             f"(() => {{ const s = new Map({PEER_STATES}); return s.get('{victim.addr}') === 'alive'; }})()", 30)
@@ -101,6 +113,7 @@ def main():
         time.sleep(1.2)  # one more poll, so the screenshot has the links and fresh charts
         browser.eval("document.querySelector('#ring circle.self')"
                      ".dispatchEvent(new MouseEvent('mouseenter'))")
+        phase("alive again after the restart")
         shot = os.path.join(REPO, "docs", "dashboard.png")
         browser.screenshot(shot)
         t.check("the screenshot is a PNG", open(shot, "rb").read(8) == b"\x89PNG\r\n\x1a\n")
