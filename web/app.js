@@ -59,9 +59,15 @@ function successorOf(nodes, i) {
   return null;
 }
 
+let ringDrawn = '';
+
 function drawRing() {
   const svg = $('ring'), ring = state.ring;
   if (!ring) return;
+  // the drawing changes only when the ring, a state or the hovered node does
+  const key = JSON.stringify([ring, state.hovered]);
+  if (key === ringDrawn) return;
+  ringDrawn = key;
   const nodes = ring.nodes.slice().sort((a, b) => a.pos - b.pos);
   svg.textContent = '';
   svg.appendChild(el('svg:circle', { class: 'track', cx: 0, cy: 0, r: R }));
@@ -119,24 +125,51 @@ function hover(n) {
 
 // ---- the peers ----
 
+// Rows are kept by address and only the cells that changed are written, so a poll of a
+// ring of 200 touches a few cells, not 1,400 new elements.
+const rows = new Map();
+
+function setText(td, text) {
+  if (td.textContent !== text) td.textContent = text;
+}
+
+function peerRow(addr) {
+  let tr = rows.get(addr);
+  if (!tr) {
+    tr = el('tr', { 'data-addr': addr });
+    for (let k = 0; k < 7; k++) tr.appendChild(el('td', k === 4 || k === 5 ? { class: 'num' } : {}));
+    rows.set(addr, tr);
+  }
+  return tr;
+}
+
 function drawPeers() {
   const p = state.peers;
   if (!p) return;
   const body = $('peers').tBodies[0];
-  body.textContent = '';
   const counts = { alive: 0, suspect: 0, dead: 0, left: 0 };
+  const seen = new Set();
+  let prev = null;
   for (const e of p.peers) {
     counts[e.state] = (counts[e.state] || 0) + 1;
-    const tr = el('tr', { 'data-addr': e.addr, 'data-state': e.state });
-    tr.appendChild(el('td', {}, e.addr + (e.self ? ' (this node)' : '')));
-    tr.appendChild(el('td', { class: e.state }, e.state));
-    tr.appendChild(el('td', { title: e.id }, e.id.slice(0, 10) + '…'));
-    tr.appendChild(el('td', {}, e.self ? '' : (e.roles || []).join(', ')));
-    tr.appendChild(el('td', { class: 'num' }, e.keys === null ? '—' : String(e.keys)));
-    tr.appendChild(el('td', { class: 'num' }, fmtBytes(e.bytes)));
-    tr.appendChild(el('td', {}, e.self ? '' : fmtAgo(e.heard_ms_ago)));
-    body.appendChild(tr);
+    seen.add(e.addr);
+    const tr = peerRow(e.addr), c = tr.children;
+    if (tr.dataset.state !== e.state) tr.dataset.state = e.state;
+    setText(c[0], e.addr + (e.self ? ' (this node)' : ''));
+    setText(c[1], e.state);
+    if (c[1].className !== e.state) c[1].className = e.state;
+    setText(c[2], e.id.slice(0, 10) + '…');
+    if (c[2].title !== e.id) c[2].title = e.id;
+    setText(c[3], e.self ? '' : (e.roles || []).join(', '));
+    setText(c[4], e.keys === null ? '—' : String(e.keys));
+    setText(c[5], fmtBytes(e.bytes));
+    setText(c[6], e.self ? '' : fmtAgo(e.heard_ms_ago));
+    const at = prev ? prev.nextSibling : body.firstChild; // keep the node's order
+    if (at !== tr) body.insertBefore(tr, at);
+    prev = tr;
   }
+  for (const [addr, tr] of rows)
+    if (!seen.has(addr)) { tr.remove(); rows.delete(addr); }
   $('peer-count').textContent = Object.entries(counts).filter(([, v]) => v)
     .map(([k, v]) => `${v} ${k}`).join(', ');
   $('peers-source').textContent = 'states from ' + p.source +

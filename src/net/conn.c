@@ -562,7 +562,7 @@ static bool consume(inconn *c)
 			if (wire_decode_kv(c->buf + off + WIRE_HEADER, blen, &n->book, &kv) < 0)
 				return false;
 			n->frames_in++;
-			traffic_count(&n->tr, TR_KV_BASE + kv.m.type - 1u, TR_IN,
+			traffic_count(&n->tr, traffic_kv_type(kv.m.type), TR_IN,
 			              WIRE_HEADER + blen);
 			nd_kv_on_frame(n, &kv.m);
 			wire_kv_free(&kv);
@@ -579,7 +579,7 @@ static bool consume(inconn *c)
 			    0; /* it is up again: connect when needed */
 		n->frames_in++;
 		n->msgs_in[m.type]++;
-		traffic_count(&n->tr, TR_RING_BASE + m.type - 1u, TR_IN, WIRE_HEADER + blen);
+		traffic_count(&n->tr, traffic_ring_type(m.type), TR_IN, WIRE_HEADER + blen);
 		nd_dash_learn(n, &m);
 		ring_out_reset(&n->out);
 		ring_on_msg(n->ring, uv_now(&n->loop), &m, &n->out);

@@ -204,7 +204,7 @@ static void d_send(void *ctx, const kv_msg *m)
 	f->kv_to = m->to;
 	if (m->type <= KV_MSG_PURGE)
 		n->kv_msgs_out[m->type]++;
-	traffic_count(&n->tr, TR_KV_BASE + m->type - 1u, TR_OUT, f->len);
+	traffic_count(&n->tr, traffic_kv_type(m->type), TR_OUT, f->len);
 	nd_send_frame(n, m->to, f);
 }
 

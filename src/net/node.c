@@ -144,7 +144,7 @@ void nd_drain(node *n)
 			continue;
 		}
 		n->msgs_out[m->type <= RING_MSG_LEAVE ? m->type : 0]++;
-		traffic_count(&n->tr, TR_RING_BASE + m->type - 1u, TR_OUT, f->len);
+		traffic_count(&n->tr, traffic_ring_type(m->type), TR_OUT, f->len);
 		nd_send_frame(n, m->to, f);
 	}
 	for (size_t k = 0; k < o.nevents; k++) {

@@ -18,6 +18,17 @@
 
 enum { TR_IN, TR_OUT };
 
+/* The type index of ring message type t and of key-value message type t; TR_TYPES (not
+ * counted) for a type out of range. */
+static inline unsigned traffic_ring_type(unsigned t)
+{
+	return t >= 1 && t <= 8 ? TR_RING_BASE + t - 1 : TR_TYPES;
+}
+static inline unsigned traffic_kv_type(unsigned t)
+{
+	return t >= 1 && t <= 10 ? TR_KV_BASE + t - 1 : TR_TYPES;
+}
+
 /* One sample: what was counted between two traffic_sample calls, and how long that was. */
 typedef struct {
 	uint64_t at; /* when it was taken */

@@ -121,6 +121,14 @@ static void test_names(void **state)
 	assert_null(traffic_type_name(TR_TYPES));
 	assert_string_equal(traffic_type_name(TR_RING_BASE + 6 - 1), "ping");
 	assert_string_equal(traffic_type_name(TR_KV_BASE + 1 - 1), "kv_req");
+	/* the mappings from the wire's types: every one a distinct index, the rest none */
+	assert_int_equal(traffic_ring_type(0), TR_TYPES);
+	assert_int_equal(traffic_ring_type(9), TR_TYPES);
+	assert_int_equal(traffic_kv_type(0), TR_TYPES);
+	assert_int_equal(traffic_kv_type(11), TR_TYPES);
+	assert_string_equal(traffic_type_name(traffic_ring_type(8)), "leave");
+	assert_string_equal(traffic_type_name(traffic_kv_type(1)), "kv_req");
+	assert_string_equal(traffic_type_name(traffic_kv_type(10)), "kv_purge");
 }
 
 int main(void)
