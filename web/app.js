@@ -173,7 +173,7 @@ function drawPeers() {
   $('peer-count').textContent = Object.entries(counts).filter(([, v]) => v)
     .map(([k, v]) => `${v} ${k}`).join(', ');
   $('peers-source').textContent = 'states from ' + p.source +
-    '; keys and bytes are known for this node only';
+    '; keys and bytes as each node last told this one (— when it has not in 10 s)';
 }
 
 // ---- traffic ----

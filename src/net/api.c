@@ -48,6 +48,8 @@ void nd_dash_learn(node *n, const ring_msg *m)
  * While the dashboard is open (a poll of /api/ring in the last DASH_VIEW_MS), the node
  * looks up the successor of the last node it found, plus one, every DASH_WALK_MS: the
  * walk goes round the whole ring, O(log N) messages a step, and stops when nobody looks. */
+static void ask_stats(node *n, uint64_t now);
+
 void nd_dash_walk(node *n, uint64_t now)
 {
 	pthread_mutex_lock(&n->lock);
@@ -55,6 +57,7 @@ void nd_dash_walk(node *n, uint64_t now)
 	pthread_mutex_unlock(&n->lock);
 	if (n->stopping || !ring_joined(n->ring) || !viewed || now > viewed + DASH_VIEW_MS)
 		return;
+	ask_stats(n, now);
 	if (now < n->dash_walk_at + (n->dash_walking ? DASH_WALK_GIVEUP_MS : DASH_WALK_MS))
 		return;
 	if (rn_id_is_zero(&n->dash_walk_next)) /* the start, or after a failed step */
@@ -79,6 +82,62 @@ void nd_dash_on_lookup(node *n, const ring_event *e)
 	rn_id_add_pow2(&n->dash_walk_next, &e->result.id, RN_ID_BITS - n->cfg.bits);
 	if (e->result.addr == 0) /* round the ring: start again from here */
 		n->dash_walk_laps++;
+}
+
+/* ---- other nodes' keys and bytes: WIRE_STATS asks and tells ---- */
+
+/* Only a node knows what it stores. While the dashboard is open, every DASH_STATS_MS the
+ * node asks up to DASH_STATS_MAX peers it believes alive; each answers with its counts
+ * (at most DASH_TELLS_PER_S answers a second, so asks cannot make a node flood). */
+static void send_stats(node *n, ring_addr to, uint8_t kind)
+{
+	wire_stats m = {.kind = kind, .from = 0};
+	if (kind == WIRE_STATS_TELL && n->st) {
+		m.keys = store_count(n->st);
+		m.bytes = store_bytes(n->st);
+	}
+	pending *f = calloc(1, sizeof *f);
+	if (!f || wire_encode_stats(&m, &n->book, &f->buf, &f->len) < 0) {
+		free(f);
+		return;
+	}
+	f->kind = FRAME_DASH;
+	nd_send_frame(n, to, f);
+}
+
+static void ask_stats(node *n, uint64_t now)
+{
+	if (now < n->dash_asked_at + DASH_STATS_MS)
+		return;
+	n->dash_asked_at = now;
+	unsigned asked = 0;
+	for (uint32_t i = 1; i < n->npeers && asked < DASH_STATS_MAX; i++) {
+		peer *p = &n->peers[i];
+		if (p->unused || !p->has_id || p->left || p->backoff_ms)
+			continue;
+		send_stats(n, i, WIRE_STATS_ASK);
+		asked++;
+	}
+}
+
+void nd_dash_on_stats(node *n, const wire_stats *m)
+{
+	if (m->from == 0 || m->from >= n->npeers)
+		return; /* names this node: nothing to answer or keep */
+	uint64_t now = uv_now(&n->loop);
+	if (m->kind == WIRE_STATS_TELL) {
+		peer *p = &n->peers[m->from];
+		p->stats_keys = m->keys;
+		p->stats_bytes = m->bytes;
+		p->stats_at = now ? now : 1;
+		return;
+	}
+	if (now >= n->dash_told_at + 1000) {
+		n->dash_told_at = now;
+		n->dash_told = 0;
+	}
+	if (n->dash_told++ < DASH_TELLS_PER_S)
+		send_stats(n, m->from, WIRE_STATS_TELL);
 }
 
 /* ---- peer states: the adapter the membership list replaces ---- */
@@ -193,6 +252,13 @@ static json_t *node_doc(node *n, uint64_t now)
 	                 (json_int_t)(n->st ? store_bytes(n->st) : 0), "bits", (int)n->cfg.bits);
 }
 
+/* A peer's keys or bytes as it last told them, or null when it has not lately. */
+static json_t *stats_json(const peer *p, uint64_t now, uint64_t v)
+{
+	return p->stats_at && now - p->stats_at <= DASH_STATS_FRESH_MS ? json_integer((json_int_t)v)
+	                                                               : json_null();
+}
+
 /* /api/peers and /api/ring from one pass over the peers. */
 static void peer_docs(node *n, uint64_t now, char **peers_s, char **ring_s, unsigned *counts)
 {
@@ -213,13 +279,14 @@ static void peer_docs(node *n, uint64_t now, char **peers_s, char **ring_s, unsi
 		const char *st = dp[k].state;
 		counts[st[0] == 'a' ? 0 : st[0] == 's' ? 1 : st[0] == 'd' ? 2 : 3]++;
 		json_t *e = json_pack(
-		    "{s:s, s:o, s:f, s:s, s:o, s:b, s:o, s:o, s:n, s:n}", "addr", p->addr, "id",
+		    "{s:s, s:o, s:f, s:s, s:o, s:b, s:o, s:o, s:o, s:o}", "addr", p->addr, "id",
 		    id_json(&p->id), "pos", id_pos(&p->id), "state", st, "roles",
 		    roles_json(dp[k].roles), "connected", p->connected, "heard_ms_ago",
 		    p->heard_at ? json_integer((json_int_t)(now - p->heard_at)) : json_null(),
 		    "failing_since_ms_ago",
 		    p->backoff_ms ? json_integer((json_int_t)(now - p->failed_at)) : json_null(),
-		    "keys", "bytes");
+		    "keys", stats_json(p, now, p->stats_keys), "bytes",
+		    stats_json(p, now, p->stats_bytes));
 		json_array_append_new(pl, e);
 		json_array_append_new(nodes, json_pack("{s:s, s:o, s:f, s:s}", "addr", p->addr,
 		                                       "id", id_json(&p->id), "pos", id_pos(&p->id),

@@ -160,6 +160,8 @@ ring_addr nd_book_intern(void *ctx, const char *addr)
 static void hand_back(node *n, pending *f)
 {
 	n->unreachable++;
+	if (f->kind == FRAME_DASH)
+		return; /* a stats frame (api.c): nothing waits for it */
 	if (f->kind == FRAME_KV) {
 		nd_kv_unreachable(n, f->kv_req, f->kv_to);
 		return;
@@ -553,10 +555,19 @@ static bool consume(inconn *c)
 		uint32_t blen;
 		uint8_t type;
 		if (wire_header(c->buf + off, &blen, &type) < 0 ||
-		    (type != WIRE_RING && type != WIRE_KV))
+		    (type != WIRE_RING && type != WIRE_KV && type != WIRE_STATS))
 			return false;
 		if (c->len - off < WIRE_HEADER + (size_t)blen)
 			break;
+		if (type == WIRE_STATS) { /* the dashboard's (api.c) */
+			wire_stats st;
+			if (wire_decode_stats(c->buf + off + WIRE_HEADER, blen, &n->book, &st) < 0)
+				return false;
+			n->frames_in++;
+			nd_dash_on_stats(n, &st);
+			off += WIRE_HEADER + blen;
+			continue;
+		}
 		if (type == WIRE_KV) {
 			wire_kv kv;
 			if (wire_decode_kv(c->buf + off + WIRE_HEADER, blen, &n->book, &kv) < 0)

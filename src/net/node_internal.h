@@ -40,6 +40,10 @@ struct MHD_Connection;
 #define DASH_VIEW_MS        10000        /* the walk runs this long after a poll of /api/ring */
 #define DASH_WALK_MS        250          /* one step of the walk this often */
 #define DASH_WALK_GIVEUP_MS 5000         /* a step unanswered this long is tried again */
+#define DASH_STATS_MS       2000         /* while watched, ask every known peer this often */
+#define DASH_STATS_MAX      256          /* ... at most this many peers a round */
+#define DASH_TELLS_PER_S    512          /* stats tells a node sends a second, at most */
+#define DASH_STATS_FRESH_MS 10000        /* a tell older than this is not shown */
 
 /* What a stranger on the peer port can make a node hold (docs/security.md). */
 #define IN_PER_ADDR    128        /* incoming connections from one IPv4 address */
@@ -72,7 +76,7 @@ enum {
 	LOG_SLOTS
 };
 
-enum { FRAME_RING, FRAME_KV };
+enum { FRAME_RING, FRAME_KV, FRAME_DASH };
 
 typedef struct pending {
 	struct pending *next;
@@ -115,6 +119,8 @@ typedef struct {
 	bool has_id;
 	bool left;         /* sent a leave notice, nothing since */
 	uint64_t heard_at; /* its last ring message */
+	uint64_t stats_at; /* its last WIRE_STATS tell, of: */
+	uint64_t stats_keys, stats_bytes;
 } peer;
 
 typedef struct inconn {
@@ -262,6 +268,8 @@ typedef struct node {
 	uint64_t dash_walk_at, dash_walk_seq, dash_walk_laps; /* the ring walk (api.c) */
 	rn_id dash_walk_next;
 	bool dash_walking;
+	uint64_t dash_asked_at;           /* the last round of stats asks */
+	uint64_t dash_told_at, dash_told; /* tells sent in the current second */
 } node;
 
 /* ---- node.c ---- */
@@ -350,6 +358,9 @@ typedef struct {
  * its lookups' answers (DASH_BIT request ids). */
 void nd_dash_walk(node *n, uint64_t now);
 void nd_dash_on_lookup(node *n, const ring_event *e);
+/* A WIRE_STATS frame: an ask is answered with this node's keys and bytes (rate-limited), a
+ * tell kept for /api/peers. */
+void nd_dash_on_stats(node *n, const wire_stats *m);
 /* Learns peers' ids from a ring message (and who sent it, and leave notices). */
 void nd_dash_learn(node *n, const ring_msg *m);
 /* Builds the /api/ snapshots and takes a traffic sample when one is due (loop thread). */

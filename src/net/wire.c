@@ -332,6 +332,59 @@ void wire_kv_free(wire_kv *w)
 	memset(w, 0, sizeof *w);
 }
 
+/* ---- WIRE_STATS ---- */
+
+static void put64(uint8_t *p, uint64_t v)
+{
+	for (int k = 7; k >= 0; k--, v >>= 8)
+		p[k] = (uint8_t)v;
+}
+
+static uint64_t get64(const uint8_t *p)
+{
+	uint64_t v = 0;
+	for (int k = 0; k < 8; k++)
+		v = v << 8 | p[k];
+	return v;
+}
+
+int wire_encode_stats(const wire_stats *m, const wire_book *book, uint8_t **out, size_t *len)
+{
+	const char *a = book->name(book->ctx, m->from);
+	size_t alen = a ? strlen(a) : 0;
+	if (!alen || alen >= WIRE_ADDR_MAX)
+		return RN_EINVAL;
+	size_t body = 1 + 16 + 1 + alen;
+	uint8_t *b = frame_alloc(body, WIRE_STATS);
+	if (!b)
+		return RN_ENOMEM;
+	b[5] = m->kind;
+	put64(b + 6, m->keys);
+	put64(b + 14, m->bytes);
+	b[22] = (uint8_t)alen;
+	memcpy(b + 23, a, alen);
+	*out = b;
+	*len = WIRE_HEADER + body;
+	return 0;
+}
+
+int wire_decode_stats(const uint8_t *body, size_t len, const wire_book *book, wire_stats *m)
+{
+	if (len < 18 || (body[0] != WIRE_STATS_ASK && body[0] != WIRE_STATS_TELL))
+		return RN_EPROTO;
+	size_t alen = body[17];
+	if (!alen || alen >= WIRE_ADDR_MAX || len != 18 + alen || memchr(body + 18, 0, alen))
+		return RN_EPROTO;
+	char a[WIRE_ADDR_MAX];
+	memcpy(a, body + 18, alen);
+	a[alen] = '\0';
+	m->kind = body[0];
+	m->keys = get64(body + 1);
+	m->bytes = get64(body + 9);
+	m->from = book->intern(book->ctx, a);
+	return m->from == RING_ADDR_NONE ? RN_ENOMEM : 0;
+}
+
 int wire_header(const uint8_t h[WIRE_HEADER], uint32_t *body_len, uint8_t *type)
 {
 	uint32_t len = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];

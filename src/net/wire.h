@@ -19,6 +19,7 @@
 #define WIRE_ADDR_MAX  64                        /* "host:port", NUL included */
 
 enum { WIRE_RING = 1, WIRE_KV = 2 };
+#define WIRE_STATS 16 /* the dashboard's ask / tell of a node's keys and bytes (api.c) */
 
 /* How the codec turns handles into addresses and back. */
 typedef struct {
@@ -55,6 +56,18 @@ int wire_encode_kv(const kv_msg *m, const wire_book *book, uint8_t **out, size_t
  * over its bound, or a key whose id is not SHA-1 of it. */
 int wire_decode_kv(const uint8_t *body, size_t len, const wire_book *book, wire_kv *out);
 void wire_kv_free(wire_kv *w);
+
+/* A WIRE_STATS frame: u8 kind | u64 keys | u64 bytes (big-endian) | u8 n | n bytes of the
+ * sender's "host:port". An ask wants a tell back at that address; a tell answers one. */
+enum { WIRE_STATS_ASK = 1, WIRE_STATS_TELL = 2 };
+typedef struct {
+	uint8_t kind;
+	uint64_t keys, bytes;
+	ring_addr from;
+} wire_stats;
+int wire_encode_stats(const wire_stats *m, const wire_book *book, uint8_t **out, size_t *len);
+/* RN_EPROTO for anything malformed; RN_ENOMEM when the address book is full. */
+int wire_decode_stats(const uint8_t *body, size_t len, const wire_book *book, wire_stats *m);
 
 /* Reads a frame header: 0 and the body length and type, RN_EPROTO if the length is zero
  * or over WIRE_MAX_FRAME. */

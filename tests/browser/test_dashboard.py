@@ -79,6 +79,12 @@ def main():
         keys = browser.wait_for("(() => { const r = document.querySelector('#peers tbody tr'); "
                                 "return r && +r.children[4].textContent; })()", 5)
         t.check("this node's row shows its keys", keys and keys > 0, keys)
+        told = browser.wait_for("(() => { const r = [...document.querySelectorAll('#peers tbody tr')]; "
+                                "return r.length === 5 && r.every(x => /^[0-9]+$/.test(x.children[4].textContent)) "
+                                "&& r.reduce((a, x) => a + +x.children[4].textContent, 0) >= 120 && "
+                                "r.reduce((a, x) => a + +x.children[4].textContent, 0); })()", 10)
+        t.check("every peer's row shows the keys it holds, at least W = 2 copies of the 60",
+                told and told >= 120, told)
 
         phase("the chart moved")
         # kill -9 the node this one depends on most (its successor): it must turn not alive

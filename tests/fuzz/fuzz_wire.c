@@ -41,10 +41,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		uint32_t blen;
 		uint8_t type;
 		if (wire_header(data + off, &blen, &type) < 0 ||
-		    (type != WIRE_RING && type != WIRE_KV))
+		    (type != WIRE_RING && type != WIRE_KV && type != WIRE_STATS))
 			return 0;
 		if (size - off - WIRE_HEADER < blen)
 			return 0;
+		if (type ==
+		    WIRE_STATS) { /* the dashboard's: decodes to what encodes back the same */
+			wire_stats st;
+			if (wire_decode_stats(data + off + WIRE_HEADER, blen, &book, &st) == 0) {
+				uint8_t *out;
+				size_t len;
+				if (wire_encode_stats(&st, &book, &out, &len) == 0) {
+					if (len != WIRE_HEADER + blen ||
+					    memcmp(out, data + off, WIRE_HEADER + blen) != 0)
+						abort();
+					free(out);
+				}
+			}
+			off += WIRE_HEADER + blen;
+			continue;
+		}
 		if (type == WIRE_KV) {
 			wire_kv kv;
 			if (wire_decode_kv(data + off + WIRE_HEADER, blen, &book, &kv) == 0) {

@@ -28,5 +28,7 @@ import hashlib
 rec = field(1, 2, hashlib.sha1(b"color").digest()) + field(2, 2, b"color") + field(3, 2, b"\"blue\"")
 kv = field(1, 0, b"\x01") + field(2, 0, b"\x01") + field(5, 0, b"\x07") + field(6, 2, peer(idb, b"127.0.0.1:6001")) + field(7, 2, rec)
 open(os.path.join(sys.argv[1], "seed3"), "wb").write(struct.pack(">IB", len(kv) + 1, 2) + kv)
+st = bytes([2]) + struct.pack(">QQ", 18, 4096) + bytes([14]) + b"127.0.0.1:6001"  # a stats tell
+open(os.path.join(sys.argv[1], "seed4"), "wb").write(struct.pack(">IB", len(st) + 1, 16) + st)
 PY
 "$out/fuzz_wire" -max_total_time="$secs" -rss_limit_mb=1024 -print_final_stats=1 "$out/corpus" 2>&1 | tail -5

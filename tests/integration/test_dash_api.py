@@ -69,6 +69,21 @@ def main():
         want = [order[(i + k) % len(order)].addr for k in range(1, 9)]
         t.check("successors in id order", ring["successors"] == want, (ring["successors"], want))
         t.check("predecessor", ring["predecessor"] == order[i - 1].addr, ring["predecessor"])
+        # every peer's keys and bytes, as it told this node (WIRE_STATS), against what
+        # each node says of itself; nothing is written now, so they agree once asked again
+        own = {}
+        for _ in range(30):
+            own = {n.addr: ringtest.get(n.http, "/api/node")[1] for n in nodes}
+            _, pv = ringtest.get(n0.http, "/api/peers")
+            told = {e["addr"]: (e["keys"], e["bytes"]) for e in pv["peers"]}
+            if all(told.get(a) == (d["keys"], d["bytes"]) for a, d in own.items()):
+                break
+            time.sleep(0.5)
+        t.check("/api/peers: each node's keys and bytes as it reports them itself",
+                all(told.get(a) == (d["keys"], d["bytes"]) for a, d in own.items()),
+                [(a, told.get(a), (d["keys"], d["bytes"])) for a, d in own.items()][:4])
+        t.check("... which hold each of the 20 acknowledged keys at least W = 2 times",
+                sum(d["keys"] for d in own.values()) >= 40, sum(d["keys"] for d in own.values()))
         time.sleep(2.2)  # two traffic samples past the writes, then nothing but ring upkeep
         _, peers = ringtest.get(n0.http, "/api/peers")
         states = {p["addr"]: p["state"] for p in peers["peers"]}
