@@ -49,10 +49,14 @@ def main():
         # ring and peers against the oracle; polling /api/ring starts the ring walk, which
         # finds the nodes beyond this one's successors and fingers
         want_all = sorted(n.addr for n in nodes)
-        ring, deadline = None, time.time() + 20
-        while time.time() < deadline:
-            _, ring = ringtest.get(n0.http, "/api/ring")
-            if sorted(e["addr"] for e in ring["nodes"]) == want_all and ring["walk"]["laps"] > 0:
+        order = sorted(nodes, key=lambda n: n.id)
+        i = order.index(n0)
+        want = [order[(i + k) % len(order)].addr for k in range(1, 9)]
+        ring, deadline = None, time.time() + 30
+        while time.time() < deadline:  # (converge() waited for successor and predecessor
+            _, ring = ringtest.get(n0.http, "/api/ring")  # only; the whole list takes longer)
+            if sorted(e["addr"] for e in ring["nodes"]) == want_all and ring["walk"]["laps"] > 0 \
+                    and ring["successors"] == want:
                 break
             time.sleep(0.5)
         got = {e["addr"]: e for e in ring["nodes"]}
@@ -64,9 +68,6 @@ def main():
             t.check(f"{n.name}: id is SHA-1 of its name", e.get("id") == n.id, e)
             t.check(f"{n.name}: pos is its id's fraction of the circle",
                     abs(e.get("pos", -1) - int(n.id[:16], 16) / 2**64) < 1e-12, e)
-        order = sorted(nodes, key=lambda n: n.id)
-        i = order.index(n0)
-        want = [order[(i + k) % len(order)].addr for k in range(1, 9)]
         t.check("successors in id order", ring["successors"] == want, (ring["successors"], want))
         t.check("predecessor", ring["predecessor"] == order[i - 1].addr, ring["predecessor"])
         # every peer's keys and bytes, as it told this node (WIRE_STATS), against what
