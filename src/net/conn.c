@@ -241,17 +241,20 @@ static void write_frame(peer *p, pending *f)
 	w->p = p;
 	w->tcp = p->tcp;
 	w->frame = f;
-	if (p->node->keyed) { /* the frame's tag follows it (auth.h) */
-		uint8_t *q = realloc(f->buf, f->len + AUTH_TAG);
-		if (!q) {
+	if (p->node->keyed) { /* the body is sealed, its tag follows it (auth.h) */
+		uint8_t *q = realloc(f->buf, f->len + AUTH_SEAL);
+		if (q)
+			f->buf = q;
+		if (!q ||
+		    auth_seal(&p->sess, p->seq_out++, q, f->len, WIRE_HEADER, q + f->len) < 0) {
+			if (q) /* the stream's sequence has a gap now */
+				nd_drop_connection(p);
 			free(w);
 			hand_back(p->node, f);
 			nd_free_frame(f);
 			return;
 		}
-		f->buf = q;
-		auth_frame_tag(&p->sess, p->seq_out++, f->buf, f->len, f->buf + f->len);
-		f->len += AUTH_TAG;
+		f->len += AUTH_SEAL;
 	}
 	uv_buf_t b = uv_buf_init((char *)f->buf, (unsigned)f->len);
 	int rc = uv_write(&w->req, (uv_stream_t *)p->tcp, &b, 1, on_write);
@@ -631,16 +634,15 @@ static int in_frames(inconn *c, uint8_t *buf, size_t len, size_t *left)
 		if (wire_header(buf + off, &blen, &type) < 0)
 			return IN_BAD;
 		size_t flen = WIRE_HEADER + (size_t)blen;
-		if (len - off < flen + AUTH_TAG)
+		if (len - off < flen + AUTH_SEAL)
 			break;
-		auth_frame_tag(&c->sess, c->seq_in, buf + off, flen, tag);
-		if (!auth_tag_eq(tag, buf + off + flen))
+		if (!auth_open(&c->sess, c->seq_in, buf + off, flen, WIRE_HEADER, buf + off + flen))
 			return IN_AUTH;
 		c->seq_in++;
 		size_t one = flen;
 		if (!consume_at(c, buf + off, &one))
 			return IN_BAD;
-		off += flen + AUTH_TAG;
+		off += flen + AUTH_SEAL;
 	}
 	memmove(buf, buf + off, len - off);
 	*left = len - off;
