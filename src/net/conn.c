@@ -338,6 +338,15 @@ static void on_out_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 		fail_queue(p);
 		return;
 	}
+	if (!p->node->keyed && nread > 0) { /* only a keyed acceptor says anything: its nonce */
+		nd_log_rl(
+		    p->node, LOG_AUTH, 0,
+		    "the peer at %s asks for the cluster key (it opened with a handshake) and "
+		    "this node has none: it cannot join that ring; start it with --key FILE, "
+		    "the ring's key",
+		    p->addr);
+		return;
+	}
 	if (p->authing && nread > 0) {
 		size_t k = AUTH_NONCE - p->nna;
 		if ((size_t)nread < k)

@@ -167,6 +167,10 @@ def main():
             for o in others:
                 _, h = get(o.http, "/health")
                 check(f"node {o.name} without the key has not joined", not h.get("joined"), h)
+            with open(f"{logdir}/n.log") as f:
+                said = f.read()
+            check("the node without a key says why it cannot join",
+                  "asks for the cluster key" in said and "--key FILE" in said, said[-2000:])
             ok, state = converge(nodes, timeout=10)
             check("the keyed ring is unchanged", ok, state)
         finally:
