@@ -8,6 +8,7 @@
  * is closed to open another); a peer that refused a connect is not tried again before its
  * backoff has passed. What incoming connections and the address book can make the node hold
  * is bounded: see "receiving" and "addresses" below, and docs/security.md. */
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -449,6 +450,9 @@ void nd_send_frame(node *n, ring_addr to, pending *f)
 	uv_tcp_nodelay(p->tcp, 1);
 	p->tcp->data = p;
 	p->connect.data = p;
+	struct sockaddr_in src = n->peers[0].sa; /* from the --listen address (sender_ok) */
+	src.sin_port = 0;
+	uv_tcp_bind(p->tcp, (const struct sockaddr *)&src, 0);
 	if (uv_tcp_connect(&p->connect, p->tcp, (const struct sockaddr *)&p->sa, on_connect) < 0) {
 		nd_drop_connection(p);
 		connect_failed(p, now);
@@ -557,6 +561,24 @@ static bool in_keep(inconn *c, const uint8_t *data, size_t k)
 }
 
 /* Handles every whole frame in the buffer; false when the peer sent garbage. */
+/* A frame's claimed sender must listen on the address its connection came from: a
+ * stranger cannot speak for another host's node (its answers would go there). Outgoing
+ * connections are bound to the node's --listen address so that its own frames pass. */
+static bool sender_ok(inconn *c, ring_addr from)
+{
+	node *n = c->node;
+	if (from == RING_ADDR_NONE || from >= n->npeers ||
+	    n->peers[from].sa.sin_addr.s_addr == c->ip)
+		return true;
+	char got[INET_ADDRSTRLEN] = "?";
+	inet_ntop(AF_INET, &c->ip, got, sizeof got);
+	n->spoofed++;
+	nd_log_rl(n, LOG_BAD_FRAME, 1,
+	          "a frame claims to be from %s but came from %s: closing that connection",
+	          n->peers[from].addr, got);
+	return false;
+}
+
 static bool consume(inconn *c)
 {
 	node *n = c->node;
@@ -573,6 +595,10 @@ static bool consume(inconn *c)
 			wire_kv kv;
 			if (wire_decode_kv(c->buf + off + WIRE_HEADER, blen, &n->book, &kv) < 0)
 				return false;
+			if (!sender_ok(c, kv.m.from.addr)) {
+				wire_kv_free(&kv);
+				return false;
+			}
 			n->frames_in++;
 			nd_kv_on_frame(n, &kv.m);
 			wire_kv_free(&kv);
@@ -581,7 +607,8 @@ static bool consume(inconn *c)
 		}
 		ring_msg m;
 		ring_peer peers[RING_MAX_SUCC];
-		if (wire_decode_ring(c->buf + off + WIRE_HEADER, blen, &n->book, &m, peers) < 0)
+		if (wire_decode_ring(c->buf + off + WIRE_HEADER, blen, &n->book, &m, peers) < 0 ||
+		    !sender_ok(c, m.from.addr))
 			return false;
 		m.to = 0;
 		if (m.from.addr != RING_ADDR_NONE && m.from.addr < n->npeers)

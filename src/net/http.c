@@ -78,6 +78,11 @@ static char *metrics_text(node *n)
 	P("# HELP ringnet_peer_bad_frames_total Malformed frames (each closed its connection).\n"
 	  "# TYPE ringnet_peer_bad_frames_total counter\nringnet_peer_bad_frames_total %llu\n",
 	  (unsigned long long)n->bad_frames);
+	P("# HELP ringnet_peer_spoofed_frames_total Frames whose claimed sender does not listen on "
+	  "the address they came from (each closed its connection; counted in bad frames too).\n"
+	  "# TYPE ringnet_peer_spoofed_frames_total counter\nringnet_peer_spoofed_frames_total "
+	  "%llu\n",
+	  (unsigned long long)n->spoofed);
 	P("# HELP ringnet_peer_undeliverable_total Messages handed back: peer unreachable.\n"
 	  "# TYPE ringnet_peer_undeliverable_total counter\nringnet_peer_undeliverable_total "
 	  "%llu\n",

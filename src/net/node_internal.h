@@ -187,6 +187,7 @@ typedef struct node {
 	wire_book book;
 	bool stopping;
 	/* counters for /metrics and /health (loop thread; published in snapshots) */
+	uint64_t spoofed; /* frames whose claimed sender is not where they came from */
 	uint64_t frames_in, frames_out, bad_frames, bytes_in, bytes_out, unreachable;
 	unsigned nout, nin; /* open connections */
 	uint64_t refused_conns;

@@ -127,17 +127,17 @@ def main():
             reply = "127.0.0.99:9"
 
             # no handshake: a plain frame, as an unkeyed node would send it
-            s = connect_from("127.0.0.1", victim.peer)
+            s = connect_from("127.0.0.99", victim.peer)
             s.sendall(kv_put_frame(k_plain, b'"evil, and long enough to pass for a hello"', reply))
             check("a frame without the handshake closes the connection", closed(s))
             s.close()
             # the handshake with a wrong key
-            s = connect_from("127.0.0.1", victim.peer)
+            s = connect_from("127.0.0.99", victim.peer)
             sealed_session(s, wrong, victim.addr, [kv_put_frame(k_wrong, b'"evil"', reply)])
             check("a wrong key closes the connection", closed(s))
             s.close()
             # the right key: stored (so the two above failed for the key alone)
-            s = connect_from("127.0.0.1", victim.peer)
+            s = connect_from("127.0.0.99", victim.peer)
             sent = sealed_session(s, key, victim.addr,
                                   [kv_put_frame(k_good, b'"ok"', reply)])
             time.sleep(0.5)
@@ -146,7 +146,7 @@ def main():
                   body)
             s.close()
             # replaying that session's bytes on a new connection (a fresh nonce)
-            s = connect_from("127.0.0.1", victim.peer)
+            s = connect_from("127.0.0.99", victim.peer)
             s.recv(16)
             s.sendall(sent.replace(k_good.encode(), k_replay.encode()))
             check("a replayed session closes the connection", closed(s))
