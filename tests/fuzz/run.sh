@@ -29,4 +29,7 @@ rec = field(1, 2, hashlib.sha1(b"color").digest()) + field(2, 2, b"color") + fie
 kv = field(1, 0, b"\x01") + field(2, 0, b"\x01") + field(5, 0, b"\x07") + field(6, 2, peer(idb, b"127.0.0.1:6001")) + field(7, 2, rec)
 open(os.path.join(sys.argv[1], "seed3"), "wb").write(struct.pack(">IB", len(kv) + 1, 2) + kv)
 PY
-"$out/fuzz_wire" -max_total_time="$secs" -rss_limit_mb=1024 -print_final_stats=1 "$out/corpus" 2>&1 | tail -5
+# new inputs go to the build's corpus; tests/fuzz/corpus/wire (the long run's, minimised,
+# see docs/testing.md) is read as seeds too, so the short run starts where that one ended
+"$out/fuzz_wire" -max_total_time="$secs" -rss_limit_mb=1024 -print_final_stats=1 "$out/corpus" \
+  "$src/tests/fuzz/corpus/wire" 2>&1 | tail -5
