@@ -37,8 +37,42 @@ function fmtAgo(ms) {
   return Math.round(ms / 60000) + ' min ago';
 }
 
+// A node with --api-token wants 'Authorization: Bearer TOKEN' on /api/: the page takes the
+// token from the address's #token=... (which browsers never send to the server) or asks
+// for it, and keeps it in this tab's sessionStorage.
+function takeToken() {
+  const m = location.hash.match(/token=([^&]+)/);
+  if (m) {
+    sessionStorage.setItem('ringnet-token', decodeURIComponent(m[1]));
+    history.replaceState(null, '', location.pathname); // out of the address bar
+    $('token').hidden = true;
+  }
+}
+takeToken();
+window.addEventListener('hashchange', takeToken);
+
+function askToken() {
+  const box = $('token');
+  if (box.hidden) {
+    box.hidden = false;
+    $('token-input').focus();
+  }
+}
+
+$('token').addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  sessionStorage.setItem('ringnet-token', $('token-input').value.trim());
+  $('token').hidden = true;
+});
+
 async function getJSON(path) {
-  const r = await fetch(path, { cache: 'no-store' });
+  const token = sessionStorage.getItem('ringnet-token');
+  const r = await fetch(path, { cache: 'no-store',
+    headers: token ? { Authorization: 'Bearer ' + token } : {} });
+  if (r.status === 401) {
+    askToken();
+    throw new Error('this node wants its API token (--api-token)');
+  }
   if (!r.ok) throw new Error(path + ': HTTP ' + r.status);
   return r.json();
 }

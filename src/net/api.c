@@ -451,19 +451,31 @@ static const char files_doc[] =
     "{\"files\":[],\"transfers\":[],\"available\":false,"
     "\"note\":\"this build has no file service: nothing is stored as files here\"}\n";
 
-bool nd_dash_get(node *n, struct MHD_Connection *c, const char *url, nd_answer *a)
+static const rn_web_asset *asset(const char *url)
 {
 	for (size_t k = 0; k < rn_web_nassets; k++) {
 		const rn_web_asset *w = &rn_web_assets[k];
-		if (!strcmp(url, w->path) ||
-		    (!strcmp(url, "/") && !strcmp(w->path, "/index.html"))) {
-			a->route = "/";
-			a->type = w->type;
-			a->body = (const char *)w->data;
-			a->len = w->len;
-			a->owned = NULL;
-			return true;
-		}
+		if (!strcmp(url, w->path) || (!strcmp(url, "/") && !strcmp(w->path, "/index.html")))
+			return w;
+	}
+	return NULL;
+}
+
+bool nd_dash_is_asset(const char *url)
+{
+	return asset(url) != NULL;
+}
+
+bool nd_dash_get(node *n, struct MHD_Connection *c, const char *url, nd_answer *a)
+{
+	const rn_web_asset *w = asset(url);
+	if (w) {
+		a->route = "/";
+		a->type = w->type;
+		a->body = (const char *)w->data;
+		a->len = w->len;
+		a->owned = NULL;
+		return true;
 	}
 	static const char *routes[] = {"/api/node", "/api/ring", "/api/peers", "/api/traffic",
 	                               "/api/files"};

@@ -10,6 +10,7 @@ import signal
 import sys
 import tempfile
 import time
+import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -123,6 +124,27 @@ def main():
         shot = os.path.join(REPO, "docs", "dashboard.png")
         browser.screenshot(shot)
         t.check("the screenshot is a PNG", open(shot, "rb").read(8) == b"\x89PNG\r\n\x1a\n")
+
+        # a node with --api-token: the page is served without it, its data only with it;
+        # given as #token=..., the page sends it and shows the node
+        tokfile = os.path.join(logdir, "api.token")
+        with open(tokfile, "w") as f:
+            f.write("dashboard-test-token-0123456789\n")
+        guarded = ringtest.Node(binary, "dash-token", logdir, args=["--api-token", tokfile])
+        nodes.append(guarded)
+        with urllib.request.urlopen(f"http://127.0.0.1:{guarded.http}/", timeout=10) as r:
+            st_page = r.status
+        st_api, _ = ringtest.get(guarded.http, "/api/node")
+        t.check("with --api-token: / without the token 200, /api/node 401", (st_page, st_api) == (200, 401),
+                (st_page, st_api))
+        browser.goto(f"http://127.0.0.1:{guarded.http}/")
+        asked = browser.wait_for("!document.getElementById('token').hidden", 10)
+        t.check("... the page asks for the token", asked)
+        browser.goto(f"http://127.0.0.1:{guarded.http}/#token=dashboard-test-token-0123456789")
+        shown = browser.wait_for("document.getElementById('name').textContent === 'dash-token'", 10)
+        t.check("... and with #token= shows the node", shown, browser.eval("document.getElementById('status').textContent"))
+        t.check("... the token leaves the address bar", "token" not in browser.eval("location.href"))
+        phase("the token-guarded node")
     finally:
         if browser:
             browser.close()
