@@ -37,7 +37,8 @@ else
   mapfile -t srcs < <(find "$src/src" -name '*.c' -not -path '*/cli/*' -not -path '*/sim/*' | sort)
   # shellcheck disable=SC2046
   clang "${flags[@]}" $(pkg-config --cflags libuv libmicrohttpd jansson libprotobuf-c) \
-    "$src/tests/fuzz/fuzz_http.c" "${srcs[@]}" "$build"/proto/*.pb-c.c \
+    -I"$src/src/net" "$src/tests/fuzz/fuzz_http.c" "${srcs[@]}" "$build"/proto/*.pb-c.c \
+    "$build/web_assets.c" \
     $(pkg-config --libs libuv libmicrohttpd jansson libprotobuf-c) -llmdb -lcrypto -lpthread -lm \
     -o "$out/fuzz_http"
 fi
