@@ -30,7 +30,7 @@ static const char *msg_names[] = {"",       "find_succ", "found", "get_pred", "p
 /* The loop's counters in Prometheus text format (HTTP counters are added on request). */
 static char *metrics_text(node *n)
 {
-	size_t cap = 16384, len = 0;
+	size_t cap = 24576, len = 0;
 	char *b = malloc(cap);
 	if (!b)
 		return NULL;
@@ -158,6 +158,8 @@ static char *metrics_text(node *n)
 	  (unsigned long long)(n->st ? store_count(n->st) : 0),
 	  (unsigned long long)(n->st ? store_tombstones(n->st) : 0));
 #undef P
+	if (len < cap)
+		len += nd_files_metrics(n, b + len, cap - len);
 	if (len >= cap) {
 		free(b);
 		return NULL;
@@ -506,6 +508,14 @@ static enum MHD_Result on_http(void *cls, struct MHD_Connection *c, const char *
 			                   "Transfer-Encoding other than chunked is not supported: "
 			                   "send the body as is or chunked");
 		}
+		if (nd_files_route(url))
+			return nd_files_http(n, c, r, url, method, upload, upload_size);
+		return MHD_YES;
+	}
+	if (nd_files_route(url)) {
+		if (r->files)
+			return nd_files_http(n, c, r, url, method, upload, upload_size);
+		*upload_size = 0; /* answered at the first call */
 		return MHD_YES;
 	}
 	if (*upload_size) { /* body arrives in pieces; keep at most KV_BODY_MAX */
@@ -586,11 +596,11 @@ static void on_http_done(void *cls, struct MHD_Connection *c, void **state,
                          enum MHD_RequestTerminationCode why)
 {
 	(void)c;
-	(void)why;
 	http_req *r = *state;
 	if (!r)
 		return;
 	node *n = cls;
+	nd_files_http_done(n, r, why == MHD_REQUEST_TERMINATED_COMPLETED_OK);
 	if (r->route && r->status) {
 		pthread_mutex_lock(&n->lock);
 		unsigned i = 0;
