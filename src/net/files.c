@@ -297,13 +297,14 @@ static void d_done(void *ctx, uint64_t id, const files_result *r)
 	if (r->status != FILES_OK) {
 		body = json_err(r->why);
 	} else if (x->kind == FX_UP) {
-		body = nd_json_text(json_pack(
-		    "{s:s, s:s%, s:I, s:o, s:I}", "status", "uploaded", "filename", r->m->name,
-		    r->m->nlen, "size", (json_int_t)r->m->size, "sha256", sha_json(r->m->sha),
-		    "chunks", (json_int_t)r->m->nchunks));
+		body = nd_json_text(json_pack("{s:s, s:s%, s:I, s:o, s:I}", "status", "uploaded",
+		                              "filename", r->m->name, r->m->nlen, "size",
+		                              (json_int_t)r->m->size, "sha256", sha_json(r->m->sha),
+		                              "chunks", (json_int_t)r->m->nchunks));
 	} else if (x->kind == FX_DEL) {
-		body = nd_json_text(json_pack("{s:s, s:s%, s:I}", "status", "deleted", "filename",
-		                              r->m->name, r->m->nlen, "size", (json_int_t)r->m->size));
+		body =
+		    nd_json_text(json_pack("{s:s, s:s%, s:I}", "status", "deleted", "filename",
+		                           r->m->name, r->m->nlen, "size", (json_int_t)r->m->size));
 	} else if (x->kind == FX_LIST) {
 		json_t *a = json_array();
 		for (size_t i = 0; i < r->nlist; i++) {
@@ -313,11 +314,13 @@ static void d_done(void *ctx, uint64_t id, const files_result *r)
 			                 (json_int_t)e->size, "sha256", sha_json(e->sha),
 			                 "uploaded_at", time_json(e->uploaded_ms)));
 		}
-		body = nd_json_text(json_pack("{s:o, s:I}", "files", a, "count", (json_int_t)r->nlist));
+		body = nd_json_text(
+		    json_pack("{s:o, s:I}", "files", a, "count", (json_int_t)r->nlist));
 	}
 	if (r->chunks_repaired)
-		LOG_W(n, "download of %s: %u chunk reads came back damaged or failed and were read "
-		         "again",
+		LOG_W(n,
+		      "download of %s: %u chunk reads came back damaged or failed and were read "
+		      "again",
 		      x->name, r->chunks_repaired);
 	pthread_mutex_lock(&n->lock);
 	x->done = true;
@@ -338,8 +341,13 @@ static void files_kv_issue(node *n)
 	/* ops may grow while we go (kv answers come back queued, not at once) */
 	for (size_t i = 0; i < nf->nops; i++) {
 		kvop *o = &nf->ops[i];
-		kv_request r = {o->op, o->key, o->klen, o->op == KV_PUT ? o->val : NULL,
-		                o->op == KV_PUT ? o->vlen : 0, NULL, 0};
+		kv_request r = {o->op,
+		                o->key,
+		                o->klen,
+		                o->op == KV_PUT ? o->val : NULL,
+		                o->op == KV_PUT ? o->vlen : 0,
+		                NULL,
+		                0};
 		nd_kv_client(n, FILES_KV_BIT | o->req, &r);
 		free(o->key);
 	}
@@ -380,14 +388,15 @@ static void files_run(node *n)
 			pthread_mutex_lock(&n->lock);
 			x->refs++; /* the loop's hold, until done or abort */
 			pthread_mutex_unlock(&n->lock);
-			if (rn_grow((void **)&nf->live, &nf->caplive, nf->nlive + 1, sizeof *nf->live,
-			            16) < 0)
+			if (rn_grow((void **)&nf->live, &nf->caplive, nf->nlive + 1,
+			            sizeof *nf->live, 16) < 0)
 				rc = RN_ENOMEM;
 			else
 				nf->live[nf->nlive++] = x;
 			if (rc == 0) {
 				if (x->kind == FX_UP)
-					rc = files_upload_begin(nf->core, now, x->id, x->name, x->nlen);
+					rc = files_upload_begin(nf->core, now, x->id, x->name,
+					                        x->nlen);
 				else if (x->kind == FX_DOWN || x->kind == FX_HEAD)
 					rc = files_download(nf->core, now, x->id, x->name, x->nlen);
 				else if (x->kind == FX_LIST)
@@ -401,7 +410,8 @@ static void files_run(node *n)
 				pthread_mutex_lock(&n->lock);
 				x->done = true;
 				x->status = rc == RN_EINVAL ? 400 : 500;
-				x->body = json_err(rc == RN_EINVAL ? "bad file name" : "out of memory");
+				x->body =
+				    json_err(rc == RN_EINVAL ? "bad file name" : "out of memory");
 				pthread_mutex_unlock(&n->lock);
 				fx_resume(n, x);
 			}
@@ -500,6 +510,13 @@ void nd_files_tick(node *n)
 	}
 }
 
+/* The kv core's check of a copy it read: a chunk must hash to its key. */
+static bool record_check(void *ctx, const kv_record *r)
+{
+	(void)ctx;
+	return files_record_valid(r->key, r->klen, r->val, r->vlen);
+}
+
 int nd_files_start(node *n)
 {
 	nd_files *nf = calloc(1, sizeof *nf);
@@ -518,6 +535,7 @@ int nd_files_start(node *n)
 		free(nf);
 		return RN_EINVAL;
 	}
+	kv_set_check(n->kv, record_check);
 	uv_async_init(&n->loop, &nf->wake, on_files_wake);
 	nf->wake.data = n;
 	nf->started = true;
@@ -581,6 +599,7 @@ size_t nd_files_metrics(node *n, char *b, size_t cap)
 	if (!nf || !nf->core)
 		return 0;
 	const files_stats *s = files_get_stats(nf->core);
+	const kv_stats *ks = n->kv ? kv_get_stats(n->kv) : NULL;
 	int k = snprintf(
 	    b, cap,
 	    "# HELP ringnet_files_total File operations that entered here, by kind.\n"
@@ -599,13 +618,19 @@ size_t nd_files_metrics(node *n, char *b, size_t cap)
 	    "ringnet_files_bytes_total{dir=\"in\"} %llu\nringnet_files_bytes_total{dir=\"out\"} "
 	    "%llu\n"
 	    "# HELP ringnet_files_transfers Transfers open (uploads, downloads, collections).\n"
-	    "# TYPE ringnet_files_transfers gauge\nringnet_files_transfers %zu\n",
+	    "# TYPE ringnet_files_transfers gauge\nringnet_files_transfers %zu\n"
+	    "# HELP ringnet_kv_damaged_total Copies a get read here that failed their check (a "
+	    "chunk not matching its hash), and those rewritten with a good copy.\n"
+	    "# TYPE ringnet_kv_damaged_total counter\n"
+	    "ringnet_kv_damaged_total{what=\"seen\"} %llu\n"
+	    "ringnet_kv_damaged_total{what=\"repaired\"} %llu\n",
 	    (unsigned long long)s->uploads, (unsigned long long)s->downloads,
 	    (unsigned long long)s->deletes, (unsigned long long)s->aborted,
 	    (unsigned long long)s->chunks_put, (unsigned long long)s->chunks_got,
 	    (unsigned long long)s->chunks_deleted, (unsigned long long)s->bad_chunks,
 	    (unsigned long long)s->bytes_in, (unsigned long long)s->bytes_out,
-	    files_active(nf->core));
+	    files_active(nf->core), (unsigned long long)(ks ? ks->damaged_seen : 0),
+	    (unsigned long long)(ks ? ks->damaged_repaired : 0));
 	return k < 0 ? 0 : (size_t)k;
 }
 
@@ -680,8 +705,7 @@ static void hand_over(node *n, fx *x, struct MHD_Connection *c, bool end)
 
 static bool take_bytes(fx *x, const char *data, size_t size)
 {
-	if (rn_grow((void **)&x->acc, &x->acap, x->alen + size, 1, FILES_CHUNK_DEFAULT + 65536) <
-	    0)
+	if (rn_grow((void **)&x->acc, &x->acap, x->alen + size, 1, FILES_CHUNK_DEFAULT + 65536) < 0)
 		return false;
 	memcpy(x->acc + x->alen, data, size);
 	x->alen += size;
@@ -734,19 +758,30 @@ static enum MHD_Result on_part(void *cls, enum MHD_ValueKind kind, const char *k
 
 static const char *mime_type(const char *name, size_t nlen)
 {
-	static const char *const map[][2] = {
-	    {"txt", "text/plain; charset=utf-8"}, {"html", "text/html; charset=utf-8"},
-	    {"htm", "text/html; charset=utf-8"},  {"css", "text/css"},
-	    {"js", "text/javascript"},            {"json", "application/json"},
-	    {"xml", "application/xml"},           {"csv", "text/csv"},
-	    {"md", "text/markdown"},              {"png", "image/png"},
-	    {"jpg", "image/jpeg"},                {"jpeg", "image/jpeg"},
-	    {"gif", "image/gif"},                 {"svg", "image/svg+xml"},
-	    {"webp", "image/webp"},               {"pdf", "application/pdf"},
-	    {"mp4", "video/mp4"},                 {"webm", "video/webm"},
-	    {"mp3", "audio/mpeg"},                {"ogg", "audio/ogg"},
-	    {"wav", "audio/wav"},                 {"zip", "application/zip"},
-	    {"gz", "application/gzip"},           {"tar", "application/x-tar"}};
+	static const char *const map[][2] = {{"txt", "text/plain; charset=utf-8"},
+	                                     {"html", "text/html; charset=utf-8"},
+	                                     {"htm", "text/html; charset=utf-8"},
+	                                     {"css", "text/css"},
+	                                     {"js", "text/javascript"},
+	                                     {"json", "application/json"},
+	                                     {"xml", "application/xml"},
+	                                     {"csv", "text/csv"},
+	                                     {"md", "text/markdown"},
+	                                     {"png", "image/png"},
+	                                     {"jpg", "image/jpeg"},
+	                                     {"jpeg", "image/jpeg"},
+	                                     {"gif", "image/gif"},
+	                                     {"svg", "image/svg+xml"},
+	                                     {"webp", "image/webp"},
+	                                     {"pdf", "application/pdf"},
+	                                     {"mp4", "video/mp4"},
+	                                     {"webm", "video/webm"},
+	                                     {"mp3", "audio/mpeg"},
+	                                     {"ogg", "audio/ogg"},
+	                                     {"wav", "audio/wav"},
+	                                     {"zip", "application/zip"},
+	                                     {"gz", "application/gzip"},
+	                                     {"tar", "application/x-tar"}};
 	const char *dot = NULL;
 	for (size_t i = 0; i < nlen; i++)
 		if (name[i] == '.')
@@ -849,8 +884,8 @@ static enum MHD_Result answer_meta(node *n, http_req *q, struct MHD_Connection *
 		fx_post(n, x);
 		q->status = MHD_HTTP_RANGE_NOT_SATISFIABLE;
 		char *t = json_err("the range is outside the file");
-		struct MHD_Response *r = MHD_create_response_from_buffer(
-		    strlen(t), t, MHD_RESPMEM_MUST_FREE);
+		struct MHD_Response *r =
+		    MHD_create_response_from_buffer(strlen(t), t, MHD_RESPMEM_MUST_FREE);
 		if (!r)
 			return MHD_NO;
 		char cr[64];
@@ -948,6 +983,19 @@ static void free_body(void *cls)
 	fx_unref(x->node, x);
 }
 
+/* libmicrohttpd's unescaping of a URL, except that on a file route %00 becomes %01: the
+ * handler sees the path as a C string, where a NUL would cut the name short silently
+ * ("a%00b" stored as "a"); a control byte gets the 400 a NUL deserves. */
+size_t nd_files_unescape(void *cls, struct MHD_Connection *c, char *s)
+{
+	(void)cls;
+	(void)c;
+	if (nd_files_route(s))
+		for (char *p = strstr(s, "%00"); p; p = strstr(p + 3, "%00"))
+			p[2] = '1';
+	return MHD_http_unescape(s);
+}
+
 bool nd_files_route(const char *url)
 {
 	return !strcmp(url, "/upload") || !strcmp(url, "/files") || !strncmp(url, "/files/", 7) ||
@@ -981,9 +1029,10 @@ enum MHD_Result nd_files_http(node *n, struct MHD_Connection *c, http_req *q, co
 			name = url + 7;
 			q->route = "/files/<name>";
 			if (!put && !del && !get && !head)
-				return answer_err(q, c, MHD_HTTP_METHOD_NOT_ALLOWED,
-				                  "PUT /files/<name> stores the body, DELETE removes, "
-				                  "GET or HEAD /download/<name> reads");
+				return answer_err(
+				    q, c, MHD_HTTP_METHOD_NOT_ALLOWED,
+				    "PUT /files/<name> stores the body, DELETE removes, "
+				    "GET or HEAD /download/<name> reads");
 			kind = put ? FX_UP : del ? FX_DEL : get ? FX_DOWN : FX_HEAD;
 		} else {
 			name = url + 10; /* "/download/" */
@@ -994,21 +1043,24 @@ enum MHD_Result nd_files_http(node *n, struct MHD_Connection *c, http_req *q, co
 			kind = get ? FX_DOWN : FX_HEAD;
 		}
 		if (name) {
-			/* libmicrohttpd has decoded %XX already; the name is the rest of the path */
+			/* libmicrohttpd has decoded %XX already; the name is the rest of the path
+			 */
 			const char *why = files_name_problem(name, strlen(name));
 			if (why)
 				return answer_err(q, c, MHD_HTTP_BAD_REQUEST, why);
 		}
 		if (kind == FX_UP) {
-			const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
-			                                             MHD_HTTP_HEADER_CONTENT_LENGTH);
+			const char *cl = MHD_lookup_connection_value(
+			    c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
 			uint64_t max = n->files->cfg.max_file;
-			uint64_t slack = name ? 0 : 64 * 1024; /* multipart's boundaries and headers */
+			uint64_t slack =
+			    name ? 0 : 64 * 1024; /* multipart's boundaries and headers */
 			if (cl && strtoull(cl, NULL, 10) > max + slack) {
 				char why[160];
-				snprintf(why, sizeof why,
-				         "the file is over this node's limit of %llu bytes (--max-file)",
-				         (unsigned long long)max);
+				snprintf(
+				    why, sizeof why,
+				    "the file is over this node's limit of %llu bytes (--max-file)",
+				    (unsigned long long)max);
 				return answer_err(q, c, MHD_HTTP_CONTENT_TOO_LARGE, why);
 			}
 		}
@@ -1020,9 +1072,10 @@ enum MHD_Result nd_files_http(node *n, struct MHD_Connection *c, http_req *q, co
 			x->multipart = true;
 			x->pp = MHD_create_post_processor(c, 65536, on_part, x);
 			if (!x->pp)
-				return answer_err(q, c, MHD_HTTP_BAD_REQUEST,
-				                  "send multipart/form-data with a \"file\" field (curl -F "
-				                  "'file=@PATH')");
+				return answer_err(
+				    q, c, MHD_HTTP_BAD_REQUEST,
+				    "send multipart/form-data with a \"file\" field (curl -F "
+				    "'file=@PATH')");
 		}
 		return MHD_YES;
 	}

@@ -689,7 +689,8 @@ struct MHD_Daemon *nd_http_start(node *n, const struct sockaddr_in *sa, int port
 	    MHD_OPTION_SOCK_ADDR, sa, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_TIMEOUT_S,
 	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP_MAX_CONNS,
 	    MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)HTTP_PER_IP, MHD_OPTION_NOTIFY_CONNECTION,
-	    on_http_conn, n, MHD_OPTION_NOTIFY_COMPLETED, on_http_done, n, MHD_OPTION_END);
+	    on_http_conn, n, MHD_OPTION_NOTIFY_COMPLETED, on_http_done, n,
+	    MHD_OPTION_UNESCAPE_CALLBACK, nd_files_unescape, n, MHD_OPTION_END);
 }
 
 void nd_http_stop(node *n)

@@ -326,6 +326,7 @@ bool nd_files_client(uint64_t client);
 void nd_files_on_reply(node *n, uint64_t client, const kv_reply *r);
 /* The HTTP thread's side: whether a URL is a file route, a request on one, and its end. */
 bool nd_files_route(const char *url);
+size_t nd_files_unescape(void *cls, struct MHD_Connection *c, char *s);
 enum MHD_Result nd_files_http(node *n, struct MHD_Connection *c, http_req *q, const char *url,
                               const char *method, const char *upload, size_t *upload_size);
 void nd_files_http_done(node *n, http_req *q, bool completed);
