@@ -1,6 +1,7 @@
 /* client_cmd.c — `ringnet put|get|del|peers|ring`: a thin HTTP client for a node.
  * Exit codes: 0 ok, 1 not found, 2 usage, 3 node unreachable or failing. */
 #include <curl/curl.h>
+#include <errno.h>
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -11,7 +12,7 @@
 #include "cli.h"
 
 static const char *client_usage =
-    "usage: ringnet put KEY VALUE [--string] [--node URL]\n"
+    "usage: ringnet put KEY VALUE|-|@FILE [--string] [--node URL]\n"
     "       ringnet get KEY [--node URL]\n"
     "       ringnet del KEY [--node URL]\n"
     "       ringnet peers [--node URL]\n"
@@ -21,6 +22,8 @@ static const char *client_usage =
     "http://HOST:PORT or just HOST:PORT; it defaults to $RINGNET_NODE, else\n"
     "http://127.0.0.1:5001. VALUE is taken as JSON when it parses as\n"
     "JSON (42, true, {\"a\":1}) and as a string otherwise, or always with --string.\n"
+    "VALUE '-' reads the value from standard input, '@FILE' from a file (up to 1 MiB);\n"
+    "to store a string that starts with '@', or is '-', give it as JSON: '\"@x\"'.\n"
     "Exit status: 0 ok, 1 key not found, 2 usage error, 3 node unreachable or failing.\n";
 
 typedef struct {
@@ -85,7 +88,7 @@ static int usage_error(const char *msg, const char *arg)
 }
 
 /* The node's error message, or the raw body. */
-static void print_error(long status, const char *body)
+void cli_print_error(long status, const char *body)
 {
 	json_t *j = body ? json_loads(body, 0, NULL) : NULL;
 	const char *msg = j ? json_string_value(json_object_get(j, "error")) : NULL;
@@ -126,18 +129,25 @@ int cli_client(const char *cmd, int argc, char **argv)
 		return usage_error("wrong number of arguments for '%s'", cmd);
 	if ((put || get || del) && !*pos[0])
 		return usage_error("the key is empty%s", "");
-	/* HOST:PORT is taken as http://HOST:PORT */
 	char node_url[512];
-	const char *colon = strrchr(node, ':');
-	if (strncmp(node, "http://", 7) != 0 && !strstr(node, "://") && colon && colon != node &&
-	    colon[1] && strspn(colon + 1, "0123456789") == strlen(colon + 1) &&
-	    !strchr(node, '/') && strlen(node) < sizeof node_url - 8) {
-		snprintf(node_url, sizeof node_url, "http://%s", node);
-		node = node_url;
-	}
-	if (strncmp(node, "http://", 7) != 0)
+	if (!(node = cli_node_url(node, node_url, sizeof node_url)))
 		return usage_error(
 		    "--node wants a URL like http://127.0.0.1:5001 or HOST:PORT, not '%s'", node);
+	char *loaded = NULL;
+	if (put && (!strcmp(pos[1], "-") || pos[1][0] == '@')) {
+		size_t vlen;
+		loaded = cli_read_value(pos[1], &vlen);
+		if (!loaded)
+			return 2;
+		pos[1] = loaded;
+		if (strlen(loaded) != vlen) {
+			fprintf(stderr,
+			        "ringnet: the value holds NUL bytes: store binary data with "
+			        "ringnet upload\n");
+			free(loaded);
+			return 2;
+		}
+	}
 
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	char url[2048];
@@ -151,6 +161,16 @@ int cli_client(const char *cmd, int argc, char **argv)
 			json_t *v = as_string ? NULL : json_loads(pos[1], JSON_DECODE_ANY, NULL);
 			if (!v)
 				v = json_string(pos[1]);
+			if (!v) {
+				fprintf(stderr,
+				        "ringnet: the value is neither JSON nor UTF-8 text: "
+				        "store binary data with ringnet upload\n");
+				curl_free(esc);
+				curl_easy_cleanup(c);
+				free(loaded);
+				curl_global_cleanup();
+				return 2;
+			}
 			json_t *doc = json_pack("{s:s, s:o}", "key", pos[0], "value", v);
 			body = json_dumps(doc, JSON_COMPACT);
 			json_decref(doc);
@@ -215,13 +235,85 @@ int cli_client(const char *cmd, int argc, char **argv)
 		}
 		json_decref(j);
 	} else if (rc == 0) {
-		print_error(status, out);
+		cli_print_error(status, out);
 		exit_code = status == 404 && (get || del)   ? 1
 		            : status >= 400 && status < 500 ? 2
 		                                            : 3;
 	}
 	free(body);
 	free(out);
+	free(loaded);
 	curl_global_cleanup();
 	return exit_code;
+}
+
+const char *cli_node_url(const char *node, char *out, size_t len)
+{
+	/* HOST:PORT is taken as http://HOST:PORT */
+	const char *colon = strrchr(node, ':');
+	if (strncmp(node, "http://", 7) != 0 && !strstr(node, "://") && colon && colon != node &&
+	    colon[1] && strspn(colon + 1, "0123456789") == strlen(colon + 1) &&
+	    !strchr(node, '/') && strlen(node) + 8 < len) {
+		snprintf(out, len, "http://%s", node);
+		return out;
+	}
+	if (strncmp(node, "http://", 7) != 0)
+		return NULL;
+	/* no trailing '/': routes are appended */
+	size_t n = strlen(node);
+	if (n && node[n - 1] == '/' && n < len) {
+		memcpy(out, node, n - 1);
+		out[n - 1] = '\0';
+		return out;
+	}
+	return node;
+}
+
+/* "-": standard input; "@PATH": the file. The bytes, NUL-terminated, or NULL (said why). */
+char *cli_read_value(const char *arg, size_t *len)
+{
+	bool in = !strcmp(arg, "-");
+	FILE *f = in ? stdin : fopen(arg + 1, "rb");
+	if (!f) {
+		fprintf(stderr, "ringnet: cannot read %s: %s\n", arg + 1, strerror(errno));
+		return NULL;
+	}
+	size_t cap = 4096, n = 0;
+	char *b = malloc(cap);
+	size_t k;
+	while (b && (k = fread(b + n, 1, cap - n - 1, f)) > 0) {
+		n += k;
+		if (n + 1 == cap) {
+			if (cap >= (2u << 20)) { /* the node takes at most 1 MiB per request */
+				fprintf(stderr,
+				        "ringnet: %s is over 1 MiB, more than a value can be: "
+				        "store it with ringnet upload\n",
+				        in ? "standard input" : arg + 1);
+				free(b);
+				b = NULL;
+				break;
+			}
+			char *q = realloc(b, cap * 2);
+			if (!q) {
+				free(b);
+				b = NULL;
+				break;
+			}
+			b = q;
+			cap *= 2;
+		}
+	}
+	if (b && ferror(f)) {
+		fprintf(stderr, "ringnet: cannot read %s: %s\n", in ? "standard input" : arg + 1,
+		        strerror(errno));
+		free(b);
+		b = NULL;
+	}
+	if (!in)
+		fclose(f);
+	if (b) {
+		b[n] = '\0';
+		*len = n;
+	}
+	return b;
 }

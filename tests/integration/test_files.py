@@ -16,6 +16,7 @@ import os
 import random
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -99,6 +100,49 @@ def holders(nodes, key):
     ring = sorted(nodes, key=lambda n: n.id)
     i = next((k for k, n in enumerate(ring) if n.id >= kid), 0)
     return [ring[(i + j) % len(ring)] for j in range(3)]
+
+
+def cli(*args, stdin=None):
+    p = subprocess.run([BIN, *args], input=stdin, capture_output=True, timeout=120)
+    return p.returncode, p.stdout, p.stderr
+
+
+def cli_checks(nodes, logdir, data):
+    src = os.path.join(logdir, "cli-src.bin")
+    open(src, "wb").write(data)
+    node_a, node_b = f"127.0.0.1:{nodes[0].http}", f"127.0.0.1:{nodes[3].http}"
+    rc, out, err = cli("upload", src, "--name", "cli file.bin", "--node", node_a)
+    t.check("ringnet upload: exit 0, no progress bar when not a terminal",
+            rc == 0 and b"uploaded cli file.bin" in out and b"[" not in err, f"{rc} {out} {err}")
+    dst = os.path.join(logdir, "cli-out.bin")
+    rc, out, err = cli("download", "cli file.bin", "-o", dst, "--node", node_b)
+    t.check("ringnet download through another node: verified and renamed",
+            rc == 0 and open(dst, "rb").read() == data and
+            not [f for f in os.listdir(logdir) if ".ringnet-" in f], f"{rc} {out} {err}")
+    rc, out, _ = cli("download", "cli file.bin", "-o", "-", "--node", node_b)
+    t.check("ringnet download -o - writes standard output", rc == 0 and out == data, str(rc))
+    rc, out, _ = cli("files", "--node", node_b)
+    t.check("ringnet files lists it", rc == 0 and b"cli file.bin" in out, str(out[-300:]))
+    rc, _, _ = cli("download", "no such", "-o", dst + "2", "--node", node_b)
+    t.check("ringnet download of a missing file: exit 1, nothing written",
+            rc == 1 and not os.path.exists(dst + "2"), str(rc))
+    rc, _, _ = cli("rm", "cli file.bin", "--node", node_a)
+    rc2, _, _ = cli("rm", "cli file.bin", "--node", node_a)
+    t.check("ringnet rm: exit 0, then 1", (rc, rc2) == (0, 1), f"{rc} {rc2}")
+    big = b'{"list": [' + b",".join(b"%d" % i for i in range(40000)) + b"]}"
+    rc, _, err = cli("put", "from-stdin", "-", "--node", node_a, stdin=big)
+    st, body = call(nodes[2], "GET", "/kv/from-stdin")[0::2]
+    t.check("ringnet put KEY - stores standard input (over 128 KiB, as JSON)",
+            rc == 0 and st == 200 and json.loads(body)["value"] == json.loads(big),
+            f"{rc} {st} {err}")
+    txt = os.path.join(logdir, "value.txt")
+    open(txt, "w").write("a line\nand another")
+    rc, _, _ = cli("put", "from-file", "@" + txt, "--node", node_a)
+    st, body = call(nodes[1], "GET", "/kv/from-file")[0::2]
+    t.check("ringnet put KEY @FILE stores the file's text",
+            rc == 0 and json.loads(body)["value"] == "a line\nand another", f"{rc} {body}")
+    rc, _, _ = cli("put", "k", "@" + txt + ".missing", "--node", node_a)
+    t.check("ringnet put KEY @missing: exit 2", rc == 2, str(rc))
 
 
 def main():
@@ -224,6 +268,8 @@ def main():
         back = wait_for(lambda: live_records(nodes) == before, 30)
         t.check("... and its chunks are collected (live records as before)", back,
                 f"{before} before, {live_records(nodes)} now")
+        # ---- the command line ----
+        cli_checks(nodes, logdir, files["chunk+1.bin"])
         # ---- a chunk corrupted on disk ----
         victim = files["chunk+1.bin"][:MiB]
         key = chunk_key(victim)
