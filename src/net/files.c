@@ -102,8 +102,14 @@ typedef struct nd_files {
 	kvans *ans;
 	size_t nans, capans;
 	bool running;
-	uint64_t http_uploads, http_downloads, bytes_in, bytes_out;
+	uint64_t bytes_in, bytes_out;
+	unsigned open;    /* transfers with an HTTP request (under lock) */
+	uint64_t refused; /* ... refused at FILES_MAX_OPEN */
 } nd_files;
+
+/* Transfers at once: each holds up to window + 2 chunks (about 6 MiB), so this bounds
+ * what file clients can make a node hold (the HTTP connection limits bound the rest). */
+#define FILES_MAX_OPEN 32
 
 #define FILES_KV_BIT (1ull << 61)
 
@@ -600,6 +606,9 @@ size_t nd_files_metrics(node *n, char *b, size_t cap)
 		return 0;
 	const files_stats *s = files_get_stats(nf->core);
 	const kv_stats *ks = n->kv ? kv_get_stats(n->kv) : NULL;
+	pthread_mutex_lock(&n->lock);
+	unsigned long long refused = nf->refused;
+	pthread_mutex_unlock(&n->lock);
 	int k = snprintf(
 	    b, cap,
 	    "# HELP ringnet_files_total File operations that entered here, by kind.\n"
@@ -619,6 +628,8 @@ size_t nd_files_metrics(node *n, char *b, size_t cap)
 	    "%llu\n"
 	    "# HELP ringnet_files_transfers Transfers open (uploads, downloads, collections).\n"
 	    "# TYPE ringnet_files_transfers gauge\nringnet_files_transfers %zu\n"
+	    "# HELP ringnet_files_refused_total File requests refused: %d transfers were open.\n"
+	    "# TYPE ringnet_files_refused_total counter\nringnet_files_refused_total %llu\n"
 	    "# HELP ringnet_kv_damaged_total Copies a get read here that failed their check (a "
 	    "chunk not matching its hash), and those rewritten with a good copy.\n"
 	    "# TYPE ringnet_kv_damaged_total counter\n"
@@ -629,7 +640,8 @@ size_t nd_files_metrics(node *n, char *b, size_t cap)
 	    (unsigned long long)s->chunks_put, (unsigned long long)s->chunks_got,
 	    (unsigned long long)s->chunks_deleted, (unsigned long long)s->bad_chunks,
 	    (unsigned long long)s->bytes_in, (unsigned long long)s->bytes_out,
-	    files_active(nf->core), (unsigned long long)(ks ? ks->damaged_seen : 0),
+	    files_active(nf->core), FILES_MAX_OPEN, refused,
+	    (unsigned long long)(ks ? ks->damaged_seen : 0),
 	    (unsigned long long)(ks ? ks->damaged_repaired : 0));
 	return k < 0 ? 0 : (size_t)k;
 }
@@ -674,6 +686,7 @@ static fx *fx_new(node *n, struct MHD_Connection *c, int kind, const char *name,
 	}
 	pthread_mutex_lock(&n->lock);
 	x->id = ++n->files->seq;
+	n->files->open++;
 	pthread_mutex_unlock(&n->lock);
 	return x;
 }
@@ -1064,6 +1077,21 @@ enum MHD_Result nd_files_http(node *n, struct MHD_Connection *c, http_req *q, co
 				return answer_err(q, c, MHD_HTTP_CONTENT_TOO_LARGE, why);
 			}
 		}
+		pthread_mutex_lock(&n->lock);
+		bool full = n->files->open >= FILES_MAX_OPEN;
+		n->files->refused += full;
+		pthread_mutex_unlock(&n->lock);
+		if (full) {
+			q->status = MHD_HTTP_SERVICE_UNAVAILABLE;
+			char *t = nd_json_text(json_pack(
+			    "{s:s, s:i}", "error",
+			    "too many file transfers on this node at once; try again shortly",
+			    "retry_after_ms", 1000));
+			enum MHD_Result rc =
+			    answer(q, c, MHD_HTTP_SERVICE_UNAVAILABLE, t ? t : "{}");
+			free(t);
+			return rc;
+		}
 		x = fx_new(n, c, kind, name, name ? strlen(name) : 0);
 		if (!x)
 			return answer_err(q, c, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
@@ -1164,6 +1192,7 @@ void nd_files_http_done(node *n, http_req *q, bool completed)
 	if (tell)
 		fx_post_locked(n->files, x);
 	x->conn = NULL;
+	n->files->open--;
 	fx_unref_locked(x);
 	pthread_mutex_unlock(&n->lock);
 	if (tell)

@@ -268,6 +268,23 @@ def main():
         back = wait_for(lambda: live_records(nodes) == before, 30)
         t.check("... and its chunks are collected (live records as before)", back,
                 f"{before} before, {live_records(nodes)} now")
+        # ---- at most 32 transfers at once per node ----
+        held = []
+        for _ in range(32):
+            s = socket.create_connection(("127.0.0.1", nodes[4].http), timeout=10)
+            s.sendall(b"PUT /files/slow.bin HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nab")
+            held.append(s)
+        time.sleep(0.5)
+        st, _, body = call(nodes[4], "PUT", "/files/one-more", body=b"x")
+        t.check("the 33rd transfer at once: 503 with a retry hint", st == 503 and
+                js(body).get("retry_after_ms"), f"{st} {body}")
+        for s in held:
+            s.close()
+        time.sleep(0.5)
+        st, _, body = call(nodes[4], "PUT", "/files/one-more", body=b"x")
+        t.check("... and once they are gone, 200", st == 200, f"{st} {body}")
+        st, _, _ = call(nodes[4], "GET", "/download/slow.bin")
+        t.check("the 32 dropped uploads left no file", st == 404, str(st))
         # ---- the command line ----
         cli_checks(nodes, logdir, files["chunk+1.bin"])
         # ---- a chunk corrupted on disk ----
