@@ -130,9 +130,11 @@ int cli_client(const char *cmd, int argc, char **argv)
 	if ((put || get || del) && !*pos[0])
 		return usage_error("the key is empty%s", "");
 	char node_url[512];
-	if (!(node = cli_node_url(node, node_url, sizeof node_url)))
+	const char *base = cli_node_url(node, node_url, sizeof node_url);
+	if (!base)
 		return usage_error(
 		    "--node wants a URL like http://127.0.0.1:5001 or HOST:PORT, not '%s'", node);
+	node = base;
 	char *loaded = NULL;
 	if (put && (!strcmp(pos[1], "-") || pos[1][0] == '@')) {
 		size_t vlen;
