@@ -54,8 +54,8 @@ chmod 644 "$TMP/www/"*.bin
 BYTES=$(stat -c %s "$TMP/www/big.bin")
 SUM=$(sha256sum "$TMP/www/big.bin" | cut -d' ' -f1)
 
-# peak RSS (KiB) of the nodes while a command runs: prints "max_over_nodes sum_of_peaks"
-rss() { awk '/VmRSS/{print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+# peak anonymous RSS (KiB: the heap, not LMDB's mapped file) of the nodes while a command runs: prints "max_over_nodes sum_of_peaks"
+rss() { awk '/RssAnon/{print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 with_rss() {
   local out=$TMP/rss.$$ ; : > "$out"
   ( while :; do l=""; for p in "${node_pids[@]}"; do l+="$(rss "$p") "; done; echo "$l" >> "$out"; sleep 0.1; done ) &
@@ -110,6 +110,6 @@ echo "| download $SIZE through 1 of 5 nodes | $(mbs "$m_dl") MiB/s ($m_dl s) | n
 echo "| upload $SIZE through 1 of 5 nodes (R = 3, W = 2) | $(mbs "$m_up") MiB/s ($m_up s) | nginx WebDAV PUT: $(mbs "$m_upng") MiB/s | $(ratio "$m_up" "$m_upng") |"
 echo "| upload $SIZE through 1 of 5 nodes | $(mbs "$m_up") MiB/s | cp + sync to the same disk: $(mbs "$m_upcp") MiB/s | $(ratio "$m_up" "$m_upcp") |"
 echo
-echo "node RSS (KiB): before $before (largest node); peak of the largest node during an upload $(echo "$uprss" | cut -d' ' -f1)," \
+echo "node anonymous RSS (KiB; LMDB's mapped file pages left out): before $before (largest node); peak of the largest node during an upload $(echo "$uprss" | cut -d' ' -f1)," \
   "a download of $SIZE $(echo "$dlrss" | cut -d' ' -f1), a download of 1/16 of it $(echo "$smrss" | cut -d' ' -f1)"
 echo "limit hits: $(for i in 1 2 3 4 5; do curl -s http://127.0.0.1:$((HB + i - 1))/metrics | awk '/^ringnet_limit_hits_total/ && $2 > 0 {printf "%s=%s ", $1, $2}'; done)"

@@ -12,6 +12,7 @@
  *
  * A transfer (fx) is shared by the two threads under the node's lock and freed when the
  * last of its holders (the HTTP request, the loop, a download's response) lets go. */
+#include <malloc.h>
 #include <microhttpd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -528,6 +529,11 @@ int nd_files_start(node *n)
 	nd_files *nf = calloc(1, sizeof *nf);
 	if (!nf)
 		return RN_ENOMEM;
+	/* chunks are 1 MiB buffers made and freed many times a second: above glibc's default
+	 * threshold (128 KiB) each would be its own mmap, page-faulted in and unmapped again
+	 * (a quarter of a download's CPU); from the heap they are reused */
+	mallopt(M_MMAP_THRESHOLD, 16 << 20);
+	mallopt(M_TRIM_THRESHOLD, 64 << 20);
 	files_config_default(&nf->cfg);
 	if (n->o->max_file)
 		nf->cfg.max_file = n->o->max_file;
