@@ -26,6 +26,12 @@ int cli_files(const char *cmd, int argc, char **argv);
 const char *cli_node_url(const char *node, char *out, size_t len);
 void cli_print_error(long status, const char *body);
 char *cli_read_value(const char *arg, size_t *len);
+/* A libcurl write callback that collects an answer's body in a cli_buf (NUL-terminated). */
+typedef struct {
+	char *data;
+	size_t len;
+} cli_buf;
+size_t cli_collect(char *p, size_t size, size_t n, void *ctx);
 
 /* Whether s is one of the n strings in list (an option or command name). */
 static inline bool cli_one_of(const char *s, const char *const *list, size_t n)

@@ -26,14 +26,9 @@ static const char *client_usage =
     "to store a string that starts with '@', or is '-', give it as JSON: '\"@x\"'.\n"
     "Exit status: 0 ok, 1 key not found, 2 usage error, 3 node unreachable or failing.\n";
 
-typedef struct {
-	char *data;
-	size_t len;
-} buf;
-
-static size_t on_data(char *p, size_t size, size_t n, void *ctx)
+size_t cli_collect(char *p, size_t size, size_t n, void *ctx)
 {
-	buf *b = ctx;
+	cli_buf *b = ctx;
 	char *q = realloc(b->data, b->len + size * n + 1);
 	if (!q)
 		return 0;
@@ -52,7 +47,7 @@ static int http(const char *method, const char *url, const char *body, const cha
 	CURL *c = curl_easy_init();
 	if (!c)
 		return -1;
-	buf b = {NULL, 0};
+	cli_buf b = {NULL, 0};
 	struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
 	char idem[96];
 	if (rid) {
@@ -62,7 +57,7 @@ static int http(const char *method, const char *url, const char *body, const cha
 	curl_easy_setopt(c, CURLOPT_URL, url);
 	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, cli_collect);
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
 	curl_easy_setopt(c, CURLOPT_TIMEOUT, 15L);
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);

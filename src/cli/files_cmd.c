@@ -106,26 +106,6 @@ static int on_progress(void *ctx, curl_off_t dltotal, curl_off_t dlnow, curl_off
 
 /* ---- requests ---- */
 
-typedef struct {
-	char *data;
-	size_t len;
-} buf;
-
-static size_t to_buf(char *p, size_t size, size_t n, void *ctx)
-{
-	buf *b = ctx;
-	if (b->len + size * n > (64u << 20))
-		return 0; /* an answer this large is not JSON from a node */
-	char *q = realloc(b->data, b->len + size * n + 1);
-	if (!q)
-		return 0;
-	memcpy(q + b->len, p, size * n);
-	b->data = q;
-	b->len += size * n;
-	b->data[b->len] = '\0';
-	return size * n;
-}
-
 static CURL *easy(const char *url, progress *p)
 {
 	CURL *c = curl_easy_init();
@@ -208,7 +188,7 @@ static int cmd_upload(const char *base, const char *path, const char *name)
 		char url[4096];
 		snprintf(url, sizeof url, "%s/files/%s", base, esc ? esc : "");
 		curl_free(esc);
-		buf b = {NULL, 0};
+		cli_buf b = {NULL, 0};
 		long status = 0;
 		if (!c) {
 			fclose(f);
@@ -219,7 +199,7 @@ static int cmd_upload(const char *base, const char *path, const char *name)
 		curl_easy_setopt(c, CURLOPT_READDATA, f);
 		if (size >= 0)
 			curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, size);
-		curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, to_buf);
+		curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, cli_collect);
 		curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
 		struct curl_slist *h = curl_slist_append(NULL, "Expect:");
 		curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
@@ -265,7 +245,7 @@ typedef struct {
 	EVP_MD_CTX *sha;
 	curl_off_t got;
 	long status;
-	buf err; /* the body of an answer that is not the file */
+	cli_buf err; /* the body of an answer that is not the file */
 	CURL *c;
 } sink;
 
@@ -275,7 +255,7 @@ static size_t to_file(char *p, size_t size, size_t n, void *ctx)
 	if (!s->status)
 		curl_easy_getinfo(s->c, CURLINFO_RESPONSE_CODE, &s->status);
 	if (s->status != 200)
-		return to_buf(p, size, n, &s->err);
+		return cli_collect(p, size, n, &s->err);
 	if (fwrite(p, size, n, s->out) != n)
 		return 0;
 	EVP_DigestUpdate(s->sha, p, size * n);
@@ -369,14 +349,15 @@ static int cmd_download(const char *base, const char *name, const char *out)
 		if (good) {
 			bar(&p, (double)s.got, (double)s.got, true);
 			if (!to_stdout)
-				printf("downloaded %s to %s: %lld bytes, sha256 %s (verified)\n", name,
-				       out, (long long)s.got, hex);
+				printf("downloaded %s to %s: %lld bytes, sha256 %s (verified)\n",
+				       name, out, (long long)s.got, hex);
 			exit_code = 0;
 		} else if (rc == 0 && status == 200) {
 			if (p.on)
 				fputc('\n', stderr);
-			fprintf(stderr, "ringnet: the download of %s does not match its sha256 (got "
-			                "%s, want %s): nothing written\n",
+			fprintf(stderr,
+			        "ringnet: the download of %s does not match its sha256 (got "
+			        "%s, want %s): nothing written\n",
 			        name, hex, etag[0] ? etag : "none announced");
 		} else if (rc == 0) {
 			cli_print_error(status, s.err.data);
@@ -398,9 +379,9 @@ static int simple(const char *method, const char *url, long *status, char **body
 		CURL *c = easy(url, NULL);
 		if (!c)
 			return -1;
-		buf b = {NULL, 0};
+		cli_buf b = {NULL, 0};
 		curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-		curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, to_buf);
+		curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, cli_collect);
 		curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
 		curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
 		int rc = perform(c, url, status);
@@ -516,8 +497,8 @@ int cli_files(const char *cmd, int argc, char **argv)
 		return usage_error(
 		    "--node wants a URL like http://127.0.0.1:5001 or HOST:PORT, not '%s'", node);
 	curl_global_init(CURL_GLOBAL_DEFAULT);
-	int rc = upload     ? cmd_upload(b, pos, name)
-	         : download ? cmd_download(b, pos, out)
+	int rc = upload               ? cmd_upload(b, pos, name)
+	         : download           ? cmd_download(b, pos, out)
 	         : !strcmp(cmd, "rm") ? cmd_rm(b, pos)
 	                              : cmd_list(b);
 	curl_global_cleanup();

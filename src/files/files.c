@@ -1011,19 +1011,6 @@ static void up_on_answer(files_core *f, uint64_t now, xfer *x, kop *o, kv_status
 		idx_begin(f, now, x);
 		return;
 	}
-	if (o->tag == T_IDX_GET && x->state == S_IDX) {
-		idx_update(f, now, x, st, val, vlen);
-		return;
-	}
-	if (o->tag == T_IDX_PUT) {
-		idx_release(f, now, x);
-		if (st != KV_OK) {
-			fail(f, now, x, FILES_UNAVAIL,
-			     "stored, but the file index could not be updated");
-			return;
-		}
-		up_after_index(f, now, x);
-	}
 }
 
 static void up_after_index(files_core *f, uint64_t now, xfer *x)
@@ -1044,22 +1031,31 @@ static void up_after_index(files_core *f, uint64_t now, xfer *x)
 
 /* ---- downloads ---- */
 
-int files_download(files_core *f, uint64_t now, uint64_t xfer_id, const char *name, size_t nlen)
+/* A transfer that begins by reading a file's manifest (a download, a delete) or, with no
+ * name, the index (a listing). */
+static int start_named(files_core *f, uint64_t now, uint64_t xfer_id, int kind, int state,
+                       const char *name, size_t nlen)
 {
-	if (files_name_problem(name, nlen))
+	if (name && files_name_problem(name, nlen))
 		return RN_EINVAL;
-	xfer *x = xfer_new(f, xfer_id, X_DOWN, name, nlen);
+	xfer *x = xfer_new(f, xfer_id, kind, name, nlen);
 	if (!x)
 		return RN_ENOMEM;
-	x->state = S_DL_MANIFEST;
-	f->st.downloads++;
+	x->state = state;
 	uint8_t key[FILES_KEY_MAX];
-	size_t kl = files_manifest_key(name, nlen, key);
-	if (kop_start(f, x, T_MAN_GET, 0, KV_GET, key, kl, NULL, 0) < 0) {
+	size_t kl = name ? files_manifest_key(name, nlen, key) : files_index_key(key);
+	if (kop_start(f, x, name ? T_MAN_GET : T_IDX_GET, 0, KV_GET, key, kl, NULL, 0) < 0) {
 		xfer_end(f, now, x);
 		return RN_ENOMEM;
 	}
 	return 0;
+}
+
+int files_download(files_core *f, uint64_t now, uint64_t xfer_id, const char *name, size_t nlen)
+{
+	int rc = start_named(f, now, xfer_id, X_DOWN, S_DL_MANIFEST, name, nlen);
+	f->st.downloads += rc == 0;
+	return rc;
 }
 
 static size_t chunk_len(const files_manifest *m, uint32_t i)
@@ -1143,6 +1139,30 @@ void files_download_consumed(files_core *f, uint64_t now, uint64_t xfer_id)
 	dl_pump(f, now, x);
 }
 
+/* The manifest a download or delete asked for, kept in x; false (x has ended) when it is
+ * missing, unreadable or could not be read. */
+static bool take_manifest(files_core *f, uint64_t now, xfer *x, kv_status st, const uint8_t *val,
+                          size_t vlen)
+{
+	if (st != KV_OK) {
+		finish(f, now, x, st == KV_NOT_FOUND ? FILES_NOT_FOUND : kv_to_files(st),
+		       st == KV_NOT_FOUND ? "no such file" : "the store did not answer; try again");
+		return false;
+	}
+	x->mbuf = malloc(vlen ? vlen : 1);
+	if (!x->mbuf) {
+		finish(f, now, x, FILES_ERROR, "out of memory");
+		return false;
+	}
+	memcpy(x->mbuf, val, vlen);
+	x->mlen = vlen;
+	if (files_manifest_decode(x->mbuf, vlen, &x->m) < 0) {
+		finish(f, now, x, FILES_ERROR, "the file's manifest is damaged");
+		return false;
+	}
+	return true;
+}
+
 static void dl_on_answer(files_core *f, uint64_t now, xfer *x, kop *o, kv_status st,
                          const uint8_t *val, size_t vlen)
 {
@@ -1152,25 +1172,8 @@ static void dl_on_answer(files_core *f, uint64_t now, xfer *x, kop *o, kv_status
 		return;
 	}
 	if (o->tag == T_MAN_GET && x->state == S_DL_MANIFEST) {
-		if (st == KV_NOT_FOUND) {
-			finish(f, now, x, FILES_NOT_FOUND, "no such file");
+		if (!take_manifest(f, now, x, st, val, vlen))
 			return;
-		}
-		if (st != KV_OK) {
-			finish(f, now, x, kv_to_files(st), "the store did not answer; try again");
-			return;
-		}
-		x->mbuf = malloc(vlen ? vlen : 1);
-		if (!x->mbuf) {
-			finish(f, now, x, FILES_ERROR, "out of memory");
-			return;
-		}
-		memcpy(x->mbuf, val, vlen);
-		x->mlen = vlen;
-		if (files_manifest_decode(x->mbuf, vlen, &x->m) < 0) {
-			finish(f, now, x, FILES_ERROR, "the file's manifest is damaged");
-			return;
-		}
 		x->state = S_DL_META;
 		f->d.meta(f->d.ctx, x->id, &x->m);
 		return;
@@ -1214,35 +1217,14 @@ static void dl_on_answer(files_core *f, uint64_t now, xfer *x, kop *o, kv_status
 
 int files_list(files_core *f, uint64_t now, uint64_t xfer_id)
 {
-	xfer *x = xfer_new(f, xfer_id, X_LIST, NULL, 0);
-	if (!x)
-		return RN_ENOMEM;
-	x->state = S_LIST;
-	uint8_t key[FILES_KEY_MAX];
-	size_t kl = files_index_key(key);
-	if (kop_start(f, x, T_IDX_GET, 0, KV_GET, key, kl, NULL, 0) < 0) {
-		xfer_end(f, now, x);
-		return RN_ENOMEM;
-	}
-	return 0;
+	return start_named(f, now, xfer_id, X_LIST, S_LIST, NULL, 0);
 }
 
 int files_delete(files_core *f, uint64_t now, uint64_t xfer_id, const char *name, size_t nlen)
 {
-	if (files_name_problem(name, nlen))
-		return RN_EINVAL;
-	xfer *x = xfer_new(f, xfer_id, X_DEL, name, nlen);
-	if (!x)
-		return RN_ENOMEM;
-	x->state = S_DEL_GET;
-	f->st.deletes++;
-	uint8_t key[FILES_KEY_MAX];
-	size_t kl = files_manifest_key(name, nlen, key);
-	if (kop_start(f, x, T_MAN_GET, 0, KV_GET, key, kl, NULL, 0) < 0) {
-		xfer_end(f, now, x);
-		return RN_ENOMEM;
-	}
-	return 0;
+	int rc = start_named(f, now, xfer_id, X_DEL, S_DEL_GET, name, nlen);
+	f->st.deletes += rc == 0;
+	return rc;
 }
 
 static void gc_on_answer(files_core *f, uint64_t now, xfer *x, kop *o, kv_status st,
@@ -1289,21 +1271,8 @@ static void del_on_answer(files_core *f, uint64_t now, xfer *x, kop *o, kv_statu
                           const uint8_t *val, size_t vlen)
 {
 	if (x->state == S_DEL_GET) {
-		if (st == KV_NOT_FOUND) {
-			finish(f, now, x, FILES_NOT_FOUND, "no such file");
+		if (!take_manifest(f, now, x, st, val, vlen))
 			return;
-		}
-		if (st != KV_OK) {
-			finish(f, now, x, kv_to_files(st), "the store did not answer; try again");
-			return;
-		}
-		x->mbuf = malloc(vlen ? vlen : 1);
-		if (!x->mbuf ||
-		    (memcpy(x->mbuf, val, vlen), files_manifest_decode(x->mbuf, vlen, &x->m)) < 0) {
-			finish(f, now, x, FILES_ERROR, "the file's manifest is damaged");
-			return;
-		}
-		x->mlen = vlen;
 		x->orphaned = true; /* the client may go: the delete runs to its end */
 		x->state = S_DEL_MANIFEST;
 		uint8_t key[FILES_KEY_MAX];
@@ -1321,21 +1290,34 @@ static void del_on_answer(files_core *f, uint64_t now, xfer *x, kop *o, kv_statu
 		idx_begin(f, now, x);
 		return;
 	}
-	if (x->state == S_IDX && o->tag == T_IDX_GET) {
+}
+
+/* The index read (change it, write it back) or written (an upload is listed; a deleted
+ * file's chunks are collected). */
+static void idx_on_answer(files_core *f, uint64_t now, xfer *x, kop *o, kv_status st,
+                          const uint8_t *val, size_t vlen)
+{
+	if (o->tag == T_IDX_GET) {
 		idx_update(f, now, x, st, val, vlen);
 		return;
 	}
-	if (o->tag == T_IDX_PUT) {
-		idx_release(f, now, x);
+	idx_release(f, now, x);
+	if (x->kind == X_DEL)
 		gc_start(f, now, x, x->m.chunks, x->m.nchunks, FILES_OK, NULL);
-		return;
-	}
+	else if (st != KV_OK)
+		fail(f, now, x, FILES_UNAVAIL, "stored, but the file index could not be updated");
+	else
+		up_after_index(f, now, x);
 }
 
 static void on_answer(files_core *f, uint64_t now, kop *o, kv_status st, const uint8_t *val,
                       size_t vlen)
 {
 	xfer *x = o->x;
+	if (x->state == S_IDX && (o->tag == T_IDX_GET || o->tag == T_IDX_PUT)) {
+		idx_on_answer(f, now, x, o, st, val, vlen);
+		return;
+	}
 	if (x->state >= S_GC_INDEX && x->state <= S_GC_DELETE) {
 		gc_on_answer(f, now, x, o, st, val, vlen);
 		return;

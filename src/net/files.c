@@ -654,25 +654,11 @@ size_t nd_files_metrics(node *n, char *b, size_t cap)
 
 /* ---- HTTP (HTTP thread) ---- */
 
-static enum MHD_Result answer(http_req *q, struct MHD_Connection *c, unsigned status,
-                              const char *body)
-{
-	q->status = status;
-	struct MHD_Response *r = MHD_create_response_from_buffer(
-	    strlen(body), (void *)(uintptr_t)body, MHD_RESPMEM_MUST_COPY);
-	if (!r)
-		return MHD_NO;
-	MHD_add_response_header(r, "Content-Type", "application/json");
-	enum MHD_Result ok = MHD_queue_response(c, status, r);
-	MHD_destroy_response(r);
-	return ok;
-}
-
 static enum MHD_Result answer_err(http_req *q, struct MHD_Connection *c, unsigned status,
                                   const char *why)
 {
 	char *t = json_err(why);
-	enum MHD_Result rc = answer(q, c, status, t ? t : "{}");
+	enum MHD_Result rc = nd_http_reply(q, c, status, t ? t : "{}");
 	free(t);
 	return rc;
 }
@@ -1094,7 +1080,7 @@ enum MHD_Result nd_files_http(node *n, struct MHD_Connection *c, http_req *q, co
 			    "too many file transfers on this node at once; try again shortly",
 			    "retry_after_ms", 1000));
 			enum MHD_Result rc =
-			    answer(q, c, MHD_HTTP_SERVICE_UNAVAILABLE, t ? t : "{}");
+			    nd_http_reply(q, c, MHD_HTTP_SERVICE_UNAVAILABLE, t ? t : "{}");
 			free(t);
 			return rc;
 		}
@@ -1123,7 +1109,7 @@ enum MHD_Result nd_files_http(node *n, struct MHD_Connection *c, http_req *q, co
 	if (x->kind == FX_UP && done) { /* the loop has answered (or the node stops) */
 		*upload_size = 0;
 		x->answered = true;
-		return answer(q, c, x->status, x->body ? x->body : "{}");
+		return nd_http_reply(q, c, x->status, x->body ? x->body : "{}");
 	}
 	if (x->kind == FX_UP) {
 		if (*upload_size) {
@@ -1178,7 +1164,7 @@ enum MHD_Result nd_files_http(node *n, struct MHD_Connection *c, http_req *q, co
 	}
 	if (done) {
 		x->answered = true;
-		return answer(q, c, x->status, x->body ? x->body : "{}");
+		return nd_http_reply(q, c, x->status, x->body ? x->body : "{}");
 	}
 	return MHD_YES;
 }

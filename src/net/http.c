@@ -273,6 +273,12 @@ static enum MHD_Result reply(http_req *q, struct MHD_Connection *c, unsigned sta
 	return ok;
 }
 
+enum MHD_Result nd_http_reply(http_req *q, struct MHD_Connection *c, unsigned status,
+                              const char *body)
+{
+	return reply(q, c, status, body);
+}
+
 static enum MHD_Result reply_json(http_req *q, struct MHD_Connection *c, unsigned status, json_t *j)
 {
 	char *t = nd_json_text(j);

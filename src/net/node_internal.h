@@ -340,6 +340,9 @@ void nd_publish(node *n);
 /* Starts libmicrohttpd on its own thread at sa; NULL when it cannot. */
 struct MHD_Daemon *nd_http_start(node *n, const struct sockaddr_in *sa, int port);
 void nd_http_stop(node *n);
+/* A JSON answer (copied) with its status, counted for /metrics (HTTP thread). */
+enum MHD_Result nd_http_reply(http_req *q, struct MHD_Connection *c, unsigned status,
+                              const char *body);
 
 /* ---- join.c ---- */
 
