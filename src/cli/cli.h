@@ -32,6 +32,10 @@ typedef struct {
 	size_t len;
 } cli_buf;
 size_t cli_collect(char *p, size_t size, size_t n, void *ctx);
+/* $RINGNET_API_TOKEN as a bearer header added to h (returned), $RINGNET_CACERT as the CA
+ * file c trusts (a CURL * and a struct curl_slist *; cli.h does not include libcurl). */
+struct curl_slist;
+struct curl_slist *cli_auth(void *c, struct curl_slist *h);
 
 /* Whether s is one of the n strings in list (an option or command name). */
 static inline bool cli_one_of(const char *s, const char *const *list, size_t n)

@@ -22,6 +22,8 @@ static const char *client_usage =
     "http://HOST:PORT or just HOST:PORT; it defaults to $RINGNET_NODE, else\n"
     "http://127.0.0.1:5001. VALUE is taken as JSON when it parses as\n"
     "JSON (42, true, {\"a\":1}) and as a string otherwise, or always with --string.\n"
+    "A node that asks for a token (its --api-token) gets $RINGNET_API_TOKEN; for an\n"
+    "https:// node, $RINGNET_CACERT names the CA file to trust (else the system's).\n"
     "VALUE '-' reads the value from standard input, '@FILE' from a file (up to 1 MiB);\n"
     "to store a string that starts with '@', or is '-', give it as JSON: '\"@x\"'.\n"
     "Exit status: 0 ok, 1 key not found, 2 usage error, 3 node unreachable or failing.\n";
@@ -54,6 +56,7 @@ static int http(const char *method, const char *url, const char *body, const cha
 		snprintf(idem, sizeof idem, "Idempotency-Key: %s", rid);
 		h = curl_slist_append(h, idem);
 	}
+	h = cli_auth(c, h);
 	curl_easy_setopt(c, CURLOPT_URL, url);
 	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
@@ -128,7 +131,9 @@ int cli_client(const char *cmd, int argc, char **argv)
 	const char *base = cli_node_url(node, node_url, sizeof node_url);
 	if (!base)
 		return usage_error(
-		    "--node wants a URL like http://127.0.0.1:5001 or HOST:PORT, not '%s'", node);
+		    "--node wants a URL like http://127.0.0.1:5001, https://HOST:PORT "
+		    "or HOST:PORT, not '%s'",
+		    node);
 	node = base;
 	char *loaded = NULL;
 	if (put && (!strcmp(pos[1], "-") || pos[1][0] == '@')) {
@@ -244,6 +249,20 @@ int cli_client(const char *cmd, int argc, char **argv)
 	return exit_code;
 }
 
+struct curl_slist *cli_auth(void *c, struct curl_slist *h)
+{
+	/* a node that asks for a token (its --api-token), a CA for an https:// node */
+	const char *token = getenv("RINGNET_API_TOKEN"), *ca = getenv("RINGNET_CACERT");
+	char bearer[300];
+	if (token && *token && strlen(token) < sizeof bearer - 32) {
+		snprintf(bearer, sizeof bearer, "Authorization: Bearer %s", token);
+		h = curl_slist_append(h, bearer);
+	}
+	if (ca && *ca)
+		curl_easy_setopt(c, CURLOPT_CAINFO, ca);
+	return h;
+}
+
 const char *cli_node_url(const char *node, char *out, size_t len)
 {
 	/* HOST:PORT is taken as http://HOST:PORT */
@@ -254,7 +273,7 @@ const char *cli_node_url(const char *node, char *out, size_t len)
 		snprintf(out, len, "http://%s", node);
 		return out;
 	}
-	if (strncmp(node, "http://", 7) != 0)
+	if (strncmp(node, "http://", 7) != 0 && strncmp(node, "https://", 8) != 0)
 		return NULL;
 	/* no trailing '/': routes are appended */
 	size_t n = strlen(node);

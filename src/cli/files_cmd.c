@@ -30,7 +30,8 @@ static const char *files_usage =
     "(default: NAME in the current directory; '-o -' is standard output) through a\n"
     "temporary file renamed into place once its SHA-256 matches. files lists the files;\n"
     "rm deletes one. URL is http://HOST:PORT or HOST:PORT (default $RINGNET_NODE, else\n"
-    "http://127.0.0.1:5001). A progress bar is shown on a terminal.\n"
+    "http://127.0.0.1:5001). A progress bar is shown on a terminal. A node that asks\n"
+    "for a token gets $RINGNET_API_TOKEN; $RINGNET_CACERT is the CA for an https:// node.\n"
     "Exit status: 0 ok, 1 no such file, 2 usage error or refused, 3 node unreachable or "
     "failing.\n";
 
@@ -106,11 +107,16 @@ static int on_progress(void *ctx, curl_off_t dltotal, curl_off_t dlnow, curl_off
 
 /* ---- requests ---- */
 
-static CURL *easy(const char *url, progress *p)
+/* A handle for url with the node's token and CA (cli_auth); *h holds the header list the
+ * caller frees after the transfer. */
+static CURL *easy(const char *url, progress *p, struct curl_slist **h)
 {
 	CURL *c = curl_easy_init();
 	if (!c)
 		return NULL;
+	/* no "Expect: 100-continue" wait before an upload's body */
+	*h = cli_auth(c, curl_slist_append(NULL, "Expect:"));
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, *h);
 	curl_easy_setopt(c, CURLOPT_URL, url);
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 10L);
@@ -183,7 +189,8 @@ static int cmd_upload(const char *base, const char *path, const char *name)
 	progress p = {isatty(2), now_s(), 0, "upload"};
 	int exit_code = 3;
 	for (int attempt = 0; attempt < 5; attempt++) {
-		CURL *c = easy("", &p);
+		struct curl_slist *h = NULL;
+		CURL *c = easy("", &p, &h);
 		char *esc = c ? curl_easy_escape(c, name, 0) : NULL;
 		char url[4096];
 		snprintf(url, sizeof url, "%s/files/%s", base, esc ? esc : "");
@@ -201,8 +208,6 @@ static int cmd_upload(const char *base, const char *path, const char *name)
 			curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, size);
 		curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, cli_collect);
 		curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
-		struct curl_slist *h = curl_slist_append(NULL, "Expect:");
-		curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
 		int rc = perform(c, url, &status);
 		curl_slist_free_all(h);
 		curl_easy_cleanup(c);
@@ -304,7 +309,8 @@ static int cmd_download(const char *base, const char *name, const char *out)
 		}
 		sink s = {f, EVP_MD_CTX_new(), 0, 0, {NULL, 0}, NULL};
 		EVP_DigestInit_ex(s.sha, EVP_sha256(), NULL);
-		CURL *c = easy("", &p);
+		struct curl_slist *h = NULL;
+		CURL *c = easy("", &p, &h);
 		char *esc = c ? curl_easy_escape(c, name, 0) : NULL;
 		char url[4096], etag[65] = "";
 		snprintf(url, sizeof url, "%s/download/%s", base, esc ? esc : "");
@@ -321,13 +327,14 @@ static int cmd_download(const char *base, const char *name, const char *out)
 			rc = perform(c, url, &status);
 			curl_easy_cleanup(c);
 		}
-		uint8_t h[32];
+		curl_slist_free_all(h);
+		uint8_t md[32];
 		unsigned hl = 32;
-		EVP_DigestFinal_ex(s.sha, h, &hl);
+		EVP_DigestFinal_ex(s.sha, md, &hl);
 		EVP_MD_CTX_free(s.sha);
 		char hex[65];
 		for (int i = 0; i < 32; i++)
-			snprintf(hex + 2 * i, 3, "%02x", h[i]);
+			snprintf(hex + 2 * i, 3, "%02x", md[i]);
 		bool good = rc == 0 && status == 200 && !strcmp(hex, etag);
 		if (!to_stdout) {
 			good = good && fflush(f) == 0 && fsync(fileno(f)) == 0;
@@ -376,7 +383,8 @@ static int cmd_download(const char *base, const char *name, const char *out)
 static int simple(const char *method, const char *url, long *status, char **body)
 {
 	for (int waited = 0;;) {
-		CURL *c = easy(url, NULL);
+		struct curl_slist *h = NULL;
+		CURL *c = easy(url, NULL, &h);
 		if (!c)
 			return -1;
 		cli_buf b = {NULL, 0};
@@ -386,6 +394,7 @@ static int simple(const char *method, const char *url, long *status, char **body
 		curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
 		int rc = perform(c, url, status);
 		curl_easy_cleanup(c);
+		curl_slist_free_all(h);
 		long after = rc == 0 ? retry_hint(*status, b.data) : 0;
 		if (after && waited + after <= 10000) {
 			free(b.data);
