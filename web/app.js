@@ -330,7 +330,8 @@ function drawFiles(f) {
     tr.appendChild(td);
     body.appendChild(tr);
   }
-  $('files-note').textContent = rows.length ? '' : (f.note || 'no files stored, no transfers in progress');
+  $('files-note').textContent = f.note || '';
+  $('files').dataset.count = rows.length;
 }
 
 // ---- polling ----
@@ -355,8 +356,18 @@ async function poll() {
   setTimeout(poll, state.failures ? 2000 : 1000);
 }
 
+// The files stored: the file service's own listing (GET /files, the whole ring's), with
+// what /api/files says of transfers in progress.
 async function pollFiles() {
-  try { drawFiles(await getJSON('/api/files')); } catch (e) { /* shown by poll() */ }
+  try {
+    const f = await getJSON('/api/files');
+    try {
+      const listed = await getJSON('/files');
+      f.files = (listed.files || []).map((x) => ({ name: x.name, size: x.size }));
+      f.note = (f.files.length ? '' : 'no files stored; ') + 'transfers in progress are not reported yet';
+    } catch (e) { /* no file service on this node: /api/files says so */ }
+    drawFiles(f);
+  } catch (e) { /* shown by poll() */ }
   setTimeout(pollFiles, 5000);
 }
 

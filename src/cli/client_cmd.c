@@ -1,6 +1,7 @@
 /* client_cmd.c — `ringnet put|get|del|peers|ring`: a thin HTTP client for a node.
  * Exit codes: 0 ok, 1 not found, 2 usage, 3 node unreachable or failing. */
 #include <curl/curl.h>
+#include <errno.h>
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -11,7 +12,7 @@
 #include "cli.h"
 
 static const char *client_usage =
-    "usage: ringnet put KEY VALUE [--string] [--node URL]\n"
+    "usage: ringnet put KEY VALUE|-|@FILE [--string] [--node URL]\n"
     "       ringnet get KEY [--node URL]\n"
     "       ringnet del KEY [--node URL]\n"
     "       ringnet peers [--node URL]\n"
@@ -23,16 +24,13 @@ static const char *client_usage =
     "JSON (42, true, {\"a\":1}) and as a string otherwise, or always with --string.\n"
     "A node that asks for a token (its --api-token) gets $RINGNET_API_TOKEN; for an\n"
     "https:// node, $RINGNET_CACERT names the CA file to trust (else the system's).\n"
+    "VALUE '-' reads the value from standard input, '@FILE' from a file (up to 1 MiB);\n"
+    "to store a string that starts with '@', or is '-', give it as JSON: '\"@x\"'.\n"
     "Exit status: 0 ok, 1 key not found, 2 usage error, 3 node unreachable or failing.\n";
 
-typedef struct {
-	char *data;
-	size_t len;
-} buf;
-
-static size_t on_data(char *p, size_t size, size_t n, void *ctx)
+size_t cli_collect(char *p, size_t size, size_t n, void *ctx)
 {
-	buf *b = ctx;
+	cli_buf *b = ctx;
 	char *q = realloc(b->data, b->len + size * n + 1);
 	if (!q)
 		return 0;
@@ -51,25 +49,18 @@ static int http(const char *method, const char *url, const char *body, const cha
 	CURL *c = curl_easy_init();
 	if (!c)
 		return -1;
-	buf b = {NULL, 0};
+	cli_buf b = {NULL, 0};
 	struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
-	char idem[96], bearer[300];
+	char idem[96];
 	if (rid) {
 		snprintf(idem, sizeof idem, "Idempotency-Key: %s", rid);
 		h = curl_slist_append(h, idem);
 	}
-	/* a node that asks for a token (its --api-token), a CA for an https:// node */
-	const char *token = getenv("RINGNET_API_TOKEN"), *ca = getenv("RINGNET_CACERT");
-	if (token && *token && strlen(token) < sizeof bearer - 32) {
-		snprintf(bearer, sizeof bearer, "Authorization: Bearer %s", token);
-		h = curl_slist_append(h, bearer);
-	}
-	if (ca && *ca)
-		curl_easy_setopt(c, CURLOPT_CAINFO, ca);
+	h = cli_auth(c, h);
 	curl_easy_setopt(c, CURLOPT_URL, url);
 	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, cli_collect);
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
 	curl_easy_setopt(c, CURLOPT_TIMEOUT, 15L);
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
@@ -95,7 +86,7 @@ static int usage_error(const char *msg, const char *arg)
 }
 
 /* The node's error message, or the raw body. */
-static void print_error(long status, const char *body)
+void cli_print_error(long status, const char *body)
 {
 	json_t *j = body ? json_loads(body, 0, NULL) : NULL;
 	const char *msg = j ? json_string_value(json_object_get(j, "error")) : NULL;
@@ -136,20 +127,29 @@ int cli_client(const char *cmd, int argc, char **argv)
 		return usage_error("wrong number of arguments for '%s'", cmd);
 	if ((put || get || del) && !*pos[0])
 		return usage_error("the key is empty%s", "");
-	/* HOST:PORT is taken as http://HOST:PORT */
 	char node_url[512];
-	const char *colon = strrchr(node, ':');
-	if (strncmp(node, "http://", 7) != 0 && !strstr(node, "://") && colon && colon != node &&
-	    colon[1] && strspn(colon + 1, "0123456789") == strlen(colon + 1) &&
-	    !strchr(node, '/') && strlen(node) < sizeof node_url - 8) {
-		snprintf(node_url, sizeof node_url, "http://%s", node);
-		node = node_url;
-	}
-	if (strncmp(node, "http://", 7) != 0 && strncmp(node, "https://", 8) != 0)
+	const char *base = cli_node_url(node, node_url, sizeof node_url);
+	if (!base)
 		return usage_error(
 		    "--node wants a URL like http://127.0.0.1:5001, https://HOST:PORT "
 		    "or HOST:PORT, not '%s'",
 		    node);
+	node = base;
+	char *loaded = NULL;
+	if (put && (!strcmp(pos[1], "-") || pos[1][0] == '@')) {
+		size_t vlen;
+		loaded = cli_read_value(pos[1], &vlen);
+		if (!loaded)
+			return 2;
+		pos[1] = loaded;
+		if (strlen(loaded) != vlen) {
+			fprintf(stderr,
+			        "ringnet: the value holds NUL bytes: store binary data with "
+			        "ringnet upload\n");
+			free(loaded);
+			return 2;
+		}
+	}
 
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	char url[2048];
@@ -163,6 +163,16 @@ int cli_client(const char *cmd, int argc, char **argv)
 			json_t *v = as_string ? NULL : json_loads(pos[1], JSON_DECODE_ANY, NULL);
 			if (!v)
 				v = json_string(pos[1]);
+			if (!v) {
+				fprintf(stderr,
+				        "ringnet: the value is neither JSON nor UTF-8 text: "
+				        "store binary data with ringnet upload\n");
+				curl_free(esc);
+				curl_easy_cleanup(c);
+				free(loaded);
+				curl_global_cleanup();
+				return 2;
+			}
 			json_t *doc = json_pack("{s:s, s:o}", "key", pos[0], "value", v);
 			body = json_dumps(doc, JSON_COMPACT);
 			json_decref(doc);
@@ -227,13 +237,99 @@ int cli_client(const char *cmd, int argc, char **argv)
 		}
 		json_decref(j);
 	} else if (rc == 0) {
-		print_error(status, out);
+		cli_print_error(status, out);
 		exit_code = status == 404 && (get || del)   ? 1
 		            : status >= 400 && status < 500 ? 2
 		                                            : 3;
 	}
 	free(body);
 	free(out);
+	free(loaded);
 	curl_global_cleanup();
 	return exit_code;
+}
+
+struct curl_slist *cli_auth(void *c, struct curl_slist *h)
+{
+	/* a node that asks for a token (its --api-token), a CA for an https:// node */
+	const char *token = getenv("RINGNET_API_TOKEN"), *ca = getenv("RINGNET_CACERT");
+	char bearer[300];
+	if (token && *token && strlen(token) < sizeof bearer - 32) {
+		snprintf(bearer, sizeof bearer, "Authorization: Bearer %s", token);
+		h = curl_slist_append(h, bearer);
+	}
+	if (ca && *ca)
+		curl_easy_setopt(c, CURLOPT_CAINFO, ca);
+	return h;
+}
+
+const char *cli_node_url(const char *node, char *out, size_t len)
+{
+	/* HOST:PORT is taken as http://HOST:PORT */
+	const char *colon = strrchr(node, ':');
+	if (strncmp(node, "http://", 7) != 0 && !strstr(node, "://") && colon && colon != node &&
+	    colon[1] && strspn(colon + 1, "0123456789") == strlen(colon + 1) &&
+	    !strchr(node, '/') && strlen(node) + 8 < len) {
+		snprintf(out, len, "http://%s", node);
+		return out;
+	}
+	if (strncmp(node, "http://", 7) != 0 && strncmp(node, "https://", 8) != 0)
+		return NULL;
+	/* no trailing '/': routes are appended */
+	size_t n = strlen(node);
+	if (n && node[n - 1] == '/' && n < len) {
+		memcpy(out, node, n - 1);
+		out[n - 1] = '\0';
+		return out;
+	}
+	return node;
+}
+
+/* "-": standard input; "@PATH": the file. The bytes, NUL-terminated, or NULL (said why). */
+char *cli_read_value(const char *arg, size_t *len)
+{
+	bool in = !strcmp(arg, "-");
+	FILE *f = in ? stdin : fopen(arg + 1, "rb");
+	if (!f) {
+		fprintf(stderr, "ringnet: cannot read %s: %s\n", arg + 1, strerror(errno));
+		return NULL;
+	}
+	size_t cap = 4096, n = 0;
+	char *b = malloc(cap);
+	size_t k;
+	while (b && (k = fread(b + n, 1, cap - n - 1, f)) > 0) {
+		n += k;
+		if (n + 1 == cap) {
+			if (cap >= (2u << 20)) { /* the node takes at most 1 MiB per request */
+				fprintf(stderr,
+				        "ringnet: %s is over 1 MiB, more than a value can be: "
+				        "store it with ringnet upload\n",
+				        in ? "standard input" : arg + 1);
+				free(b);
+				b = NULL;
+				break;
+			}
+			char *q = realloc(b, cap * 2);
+			if (!q) {
+				free(b);
+				b = NULL;
+				break;
+			}
+			b = q;
+			cap *= 2;
+		}
+	}
+	if (b && ferror(f)) {
+		fprintf(stderr, "ringnet: cannot read %s: %s\n", in ? "standard input" : arg + 1,
+		        strerror(errno));
+		free(b);
+		b = NULL;
+	}
+	if (!in)
+		fclose(f);
+	if (b) {
+		b[n] = '\0';
+		*len = n;
+	}
+	return b;
 }

@@ -15,6 +15,8 @@ static void usage(FILE *f)
 	    "  node      run one node of a ring (ringnet node --help)\n"
 	    "  put, get, del, peers, ring\n"
 	    "            talk to a running node over HTTP (ringnet get --help)\n"
+	    "  upload, download, files, rm\n"
+	    "            files on the ring (ringnet upload --help)\n"
 	    "  sim       simulate a Chord ring of up to millions of nodes (ringnet sim --help)\n"
 	    "  version   print the version\n");
 }
@@ -35,6 +37,9 @@ int main(int argc, char **argv)
 	static const char *const client[] = {"put", "get", "del", "peers", "ring"};
 	if (cli_one_of(cmd, client, CLI_NELEM(client)))
 		return cli_client(cmd, argc - 1, argv + 1);
+	static const char *const files[] = {"upload", "download", "files", "rm"};
+	if (cli_one_of(cmd, files, CLI_NELEM(files)))
+		return cli_files(cmd, argc - 1, argv + 1);
 	if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
 		printf("ringnet %s\n", RINGNET_VERSION);
 		return 0;

@@ -13,6 +13,7 @@ static const char *node_usage =
     "usage: ringnet node --id NAME --listen HOST:PORT --http HOST:PORT [--join HOST:PORT]...\n"
     "                    [--data DIR] [--key FILE] [--replicas R] [--write-quorum W]\n"
     "                    [--api-token FILE|none] [--http-tls CERT,KEY]\n"
+    "                    [--max-file SIZE]\n"
     "                    [--log-level error|warn|info|debug] [--config FILE]\n"
     "\n"
     "Runs one node of a ring. Its ring id is SHA-1 of NAME. Without --join it starts a new\n"
@@ -25,6 +26,7 @@ static const char *node_usage =
     "                  who reaches --listen is a peer. `ringnet cluster` makes one itself\n"
     "  --replicas R    copies of every key, 1-8 (default 3; every node of a ring alike)\n"
     "  --write-quorum W  copies on disk before a write is acknowledged, 1-R (default 2)\n"
+    "  --max-file SIZE the largest file it takes, in bytes or with K, M, G (default 4G)\n"
     "  --api-token FILE  HTTP requests (but /health) need 'Authorization: Bearer TOKEN',\n"
     "                  the token in FILE; none: they do not. Default: none on a loopback\n"
     "                  --http, else a token made in DATA/api.token on the first start\n"
@@ -37,6 +39,8 @@ static const char *node_usage =
     "  POST /kv {\"key\": K, \"value\": V}   store V (any JSON) under K\n"
     "  GET /kv/KEY, DELETE /kv/KEY       read or remove a key (any node forwards to its owner,\n"
     "                                    which coordinates the key's R replicas)\n"
+    "  POST /upload (multipart, field \"file\"), PUT /files/NAME (raw body)  store a file\n"
+    "  GET /download/NAME (Range, HEAD)   read it back; GET /files lists, DELETE /files/NAME\n"
     "  GET /ring     this node, its predecessor, successors and fingers\n"
     "  GET /peers    every peer it knows, with roles and connection state\n"
     "  GET /health   status and frame counters\n"
@@ -65,13 +69,13 @@ static int copy(char *dst, size_t len, const char *src)
 static int set_option(node_opts *o, const char *a, const char *v);
 
 /* The settings, as a config file names them and as flags. */
-enum { NODE_NOPTS = 11, NODE_FIRST_NUMBER = 9 };
-static const char *const names[NODE_NOPTS] = {"id",       "listen",    "http",        "join",
-                                              "data",     "log_level", "key",         "api_token",
-                                              "http_tls", "replicas",  "write_quorum"};
+enum { NODE_NOPTS = 12, NODE_FIRST_NUMBER = 9 };
+static const char *const names[NODE_NOPTS] = {"id",       "listen",    "http",         "join",
+                                              "data",     "log_level", "key",          "api_token",
+                                              "http_tls", "replicas",  "write_quorum", "max_file"};
 static const char *const flags[NODE_NOPTS] = {
-    "--id",  "--listen",    "--http",     "--join",     "--data",        "--log-level",
-    "--key", "--api-token", "--http-tls", "--replicas", "--write-quorum"};
+    "--id",  "--listen",    "--http",     "--join",     "--data",         "--log-level",
+    "--key", "--api-token", "--http-tls", "--replicas", "--write-quorum", "--max-file"};
 
 static bool is_flag(const char *a)
 {
@@ -235,6 +239,27 @@ static int set_option(node_opts *o, const char *a, const char *v)
 				          "'%s'",
 				    v);
 			*(!strcmp(a, "--replicas") ? &o->replicas : &o->write_quorum) = (int)x;
+		} else if (!strcmp(a, "--max-file")) {
+			char *end;
+			unsigned long long x = strtoull(v, &end, 10);
+			int shift = 0;
+			if (*end && strchr("KkMmGgTt", *end)) {
+				shift = strchr("Kk", *end)   ? 10
+				        : strchr("Mm", *end) ? 20
+				        : strchr("Gg", *end) ? 30
+				                             : 40;
+				end++;
+				if (*end == 'i')
+					end++;
+				if (*end == 'B')
+					end++;
+			}
+			if (!*v || *v == '-' || *end || x < 1 || x > (16ull << 30) >> shift)
+				return bad("--max-file wants a size from 1 byte to 16G (like 4G or "
+				           "500M), not "
+				           "'%s'",
+				           v);
+			o->max_file = x << shift;
 		} else if (!strcmp(a, "--key")) {
 			if (!*v || copy(o->key, sizeof o->key, v) < 0)
 				return bad("--key wants the path of a cluster key file, not '%s'",

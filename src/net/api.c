@@ -449,7 +449,8 @@ static char *traffic_text(const traffic *t, uint64_t since)
 
 static const char files_doc[] =
     "{\"files\":[],\"transfers\":[],\"available\":false,"
-    "\"note\":\"this build has no file service: nothing is stored as files here\"}\n";
+    "\"note\":\"the files stored are listed by GET /files (the page reads it); transfers in "
+    "progress are not reported yet\"}\n";
 
 static const rn_web_asset *asset(const char *url)
 {

@@ -193,6 +193,7 @@ static void on_snapshot(uv_timer_t *t)
 	nd_publish(n);
 	nd_kv_tick(n);
 	nd_kv_expire(n, false);
+	nd_files_tick(n);
 	uint64_t now = uv_now(&n->loop);
 	nd_conn_sweep(n);
 	nd_anchor_lookup(n, now);
@@ -348,6 +349,10 @@ int node_run(const node_opts *o)
 	}
 	uv_async_init(&n->loop, &n->wake, nd_on_wake);
 	n->wake.data = n;
+	if (nd_files_start(n) < 0) {
+		fprintf(stderr, "ringnet node: --max-file is too large for one manifest\n");
+		goto out_loop;
+	}
 	nd_publish(n);
 	struct sockaddr_in hsa;
 	uv_ip4_addr(hhost, hport, &hsa);
@@ -386,6 +391,7 @@ out_loop:
 		if (n->wake.data)
 			nd_on_wake(&n->wake);
 		nd_kv_expire(n, true);
+		nd_files_stop(n);
 		nd_http_stop(n);
 	}
 	for (uint32_t i = 0; i < n->npeers; i++)
@@ -393,6 +399,7 @@ out_loop:
 	uv_walk(&n->loop, close_walk, n);
 	uv_run(&n->loop, UV_RUN_DEFAULT);
 	uv_loop_close(&n->loop);
+	nd_files_free(n);
 	kv_free(n->kv);
 	nd_api_auth_free(n);
 	store_close(n->st);

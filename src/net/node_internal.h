@@ -37,7 +37,7 @@ struct MHD_Connection;
 #define ANCHOR_BIT          (1ull << 62) /* request ids of those lookups */
 #define MERGE_EVERY_MS      5000         /* probe a known peer: is another ring there? */
 #define LEAVE_WAIT_MS       3000         /* on SIGTERM, wait this long for the leave pushes */
-#define DASH_BIT            (1ull << 61) /* request ids of the dashboard's ring walk */
+#define DASH_BIT            (1ull << 60) /* request ids of the dashboard's ring walk */
 #define DASH_VIEW_MS        10000        /* the walk runs this long after a poll of /api/ring */
 #define DASH_WALK_MS        250          /* one step of the walk this often */
 #define DASH_WALK_GIVEUP_MS 5000         /* a step unanswered this long is tried again */
@@ -187,6 +187,7 @@ typedef struct {
 	job *job;
 	const char *route; /* for /metrics: what was asked, and the answer's status */
 	unsigned status;
+	struct fx *files; /* a file route's transfer (files.c) */
 } http_req;
 
 typedef struct node {
@@ -266,6 +267,7 @@ typedef struct node {
 	struct MHD_Daemon *mhd;
 	pthread_mutex_t lock;
 	char *snap_ring, *snap_health;
+	struct nd_files *files; /* the file service (files.c) */
 	/* the dashboard (api.c): traffic by type, and the /api/ snapshots under lock */
 	traffic tr;
 	uint64_t dash_started_at;
@@ -339,9 +341,31 @@ void nd_kv_tick(node *n);
 void nd_kv_leave(node *n);
 /* Delivers what was queued for the kv core while it ran. */
 void nd_kv_pump(node *n);
+/* A client request made on the loop thread (the file service's); the answer comes
+ * through kv.c's reply, which hands handles nd_files_client claims to files.c. */
+void nd_kv_client(node *n, uint64_t client, const kv_request *r);
 void nd_on_wake(uv_async_t *a);
 /* Answers 503 to the requests past their deadline (to all of them when all). */
 void nd_kv_expire(node *n, bool all);
+
+/* ---- files.c ---- */
+
+/* The file core and its HTTP routes (/upload, /files, /files/<name>, /download/<name>). */
+int nd_files_start(node *n);
+void nd_files_tick(node *n);
+void nd_files_stop(node *n); /* answers every open transfer: the node stops */
+void nd_files_free(node *n);
+/* A kv client handle the file core made, and its answer (kv.c routes it here). */
+bool nd_files_client(uint64_t client);
+void nd_files_on_reply(node *n, uint64_t client, const kv_reply *r);
+/* The HTTP thread's side: whether a URL is a file route, a request on one, and its end. */
+bool nd_files_route(const char *url);
+size_t nd_files_unescape(void *cls, struct MHD_Connection *c, char *s);
+enum MHD_Result nd_files_http(node *n, struct MHD_Connection *c, http_req *q, const char *url,
+                              const char *method, const char *upload, size_t *upload_size);
+void nd_files_http_done(node *n, http_req *q, bool completed);
+/* Appends the file counters to /metrics; the bytes written. */
+size_t nd_files_metrics(node *n, char *b, size_t cap);
 
 /* ---- http.c ---- */
 
@@ -358,6 +382,9 @@ int nd_api_auth_setup(node *n, const char *host, char *err, size_t errlen);
 bool nd_api_authorized(const node *n, const char *authorization);
 void nd_api_auth_free(node *n);
 void nd_http_stop(node *n);
+/* A JSON answer (copied) with its status, counted for /metrics (HTTP thread). */
+enum MHD_Result nd_http_reply(http_req *q, struct MHD_Connection *c, unsigned status,
+                              const char *body);
 
 /* ---- api.c ---- */
 

@@ -88,6 +88,16 @@ def main():
                 told and told >= 120, told)
 
         phase("the chart moved")
+        # a file stored through another node shows in the files section, with its size
+        req = urllib.request.Request(f"http://127.0.0.1:{nodes[2].http}/files/dash-file.txt",
+                                     data=b"x" * 5000, method="PUT")
+        with urllib.request.urlopen(req, timeout=30) as r:
+            t.check("a file stored", r.status == 200, r.status)
+        listed = browser.wait_for("(() => { const r = [...document.querySelectorAll('#files tbody tr')]; "
+                                  "return r.length === 1 && r[0].children[0].textContent === 'dash-file.txt' "
+                                  "&& r[0].children[1].textContent; })()", 15)
+        t.check("... and listed on the page with its size", listed == "4.9 KB", listed)
+        phase("the file listed")
         # kill -9 the node this one depends on most (its successor): it must turn not alive
         _, ring = ringtest.get(view.http, "/ring")
         victim = next(n for n in nodes if n.addr == ring["successors"][0]["addr"])
