@@ -16,12 +16,16 @@ static const char *client_usage =
     "       ringnet del KEY [--node URL]\n"
     "       ringnet peers [--node URL]\n"
     "       ringnet ring [--node URL]\n"
+    "       ringnet health [--node URL]\n"
     "\n"
     "Talks to any node of the ring; it forwards to the key's owner. URL is\n"
     "http://HOST:PORT or just HOST:PORT; it defaults to $RINGNET_NODE, else\n"
     "http://127.0.0.1:5001. VALUE is taken as JSON when it parses as\n"
     "JSON (42, true, {\"a\":1}) and as a string otherwise, or always with --string.\n"
-    "Exit status: 0 ok, 1 key not found, 2 usage error, 3 node unreachable or failing.\n";
+    "Exit status: 0 ok, 1 key not found, 2 usage error, 3 node unreachable or failing.\n"
+    "`ringnet health` is a container's health check: it asks the node's GET /health\n"
+    "(URL defaults to $RINGNET_NODE, else $RINGNET_HTTP, the address `ringnet node`\n"
+    "serves on) and exits 0 when the node answers \"ok\", 1 otherwise.\n";
 
 typedef struct {
 	char *data;
@@ -96,7 +100,10 @@ static void print_error(long status, const char *body)
 
 int cli_client(const char *cmd, int argc, char **argv)
 {
+	bool health = !strcmp(cmd, "health");
 	const char *node = getenv("RINGNET_NODE");
+	if (health && (!node || !*node))
+		node = getenv("RINGNET_HTTP");
 	if (!node || !*node)
 		node = "http://127.0.0.1:5001";
 	const char *pos[3] = {NULL, NULL, NULL};
@@ -193,7 +200,15 @@ int cli_client(const char *cmd, int argc, char **argv)
 		nanosleep(&ts, NULL);
 	}
 	int exit_code = 3;
-	if (rc == 0 && status == 200) {
+	if (health) {
+		json_t *j = rc == 0 && out ? json_loads(out, 0, NULL) : NULL;
+		const char *st = json_string_value(json_object_get(j, "status"));
+		exit_code = status == 200 && st && !strcmp(st, "ok") ? 0 : 1;
+		printf("%s\n", exit_code == 0 ? out : "unhealthy");
+		if (rc == 0 && exit_code)
+			print_error(status, out);
+		json_decref(j);
+	} else if (rc == 0 && status == 200) {
 		exit_code = 0;
 		json_t *j = out ? json_loads(out, 0, NULL) : NULL;
 		if (get) {
