@@ -6,9 +6,11 @@
 #                                        # no registry: CONTEXT/rootfs is a tree made on the host
 #                                        # by deploy/rootfs.sh (what tests/container does)
 ARG ROOTFS=build
+# the build stage's base; a local one works too (README: a Debian base without a registry)
+ARG DEBIAN=debian:bookworm-slim
 
 # ---- build stage: Debian, the same packages scripts/deps.sh installs to build ----
-FROM debian:bookworm-slim AS build
+FROM ${DEBIAN} AS build
 RUN apt-get update && apt-get install -y --no-install-recommends \
         build-essential cmake pkg-config libssl-dev libuv1-dev libmicrohttpd-dev \
         libjansson-dev liblmdb-dev libprotobuf-c-dev protobuf-c-compiler \

@@ -189,13 +189,15 @@ def can_run():
     return None, r
 
 
-def cleanup(boxes):
+def cleanup(boxes, keep_image=False):
     for b in boxes:
         podman("rm", "-f", "-t", "2", b.name)
     podman("network", "rm", "-f", NET)
     for b in boxes:
         podman("volume", "rm", "-f", b.volume)
-    podman("rmi", "-f", IMAGE)
+    remove_named(TAG)
+    if not keep_image:
+        podman("rmi", "-f", IMAGE)
 
 
 def leftovers():
@@ -327,6 +329,85 @@ def scenario(boxes):
                   and got == blob, (status, len(got)))
 
 
+def compose_scenario(tmp):
+    """deploy/compose.yaml under docker-compose, talking to podman's Docker API (a `podman
+    system service` on a socket of this test's own): five nodes, node 1 on the published port
+    (RINGNET_PORT, 5001 for a user; a free one here), the README's commands against it."""
+    if not shutil.which("docker-compose"):
+        check("docker-compose is installed (scripts/deps.sh --test)", False)
+        return
+    sock = os.path.join(tmp, "api.sock")
+    api = subprocess.Popen(PODMAN + ["system", "service", "--time=0", f"unix://{sock}"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    project = f"{TAG}-compose"
+    try:
+        for _ in range(100):
+            if os.path.exists(sock):
+                break
+            time.sleep(0.1)
+        port = free_port()
+        env = dict(os.environ, DOCKER_HOST=f"unix://{sock}", RINGNET_IMAGE=IMAGE,
+                   RINGNET_PORT=str(port))
+        base = ["docker-compose", "-p", project, "-f",
+                os.path.join(REPO, "deploy", "compose.yaml")]
+        r = None
+        for _ in range(5):  # a /24 another network holds: another one
+            env["RINGNET_SUBNET"] = f"10.{random.randrange(90, 250)}.{random.randrange(256)}"
+            r = subprocess.run(base + ["up", "-d", "--no-build"], env=env,
+                               capture_output=True, text=True, timeout=180)
+            if r.returncode == 0 or "overlap" not in (r.stdout + r.stderr).lower():
+                break
+            remove_named(project)
+        names = podman("ps", "--format", "{{.Names}}").stdout.split()
+        mine = sorted(n for n in names if project in n)
+        check("docker-compose up starts the five nodes of deploy/compose.yaml",
+              r.returncode == 0 and len(mine) == 5, (r.returncode, mine, r.stderr[-800:]))
+        ring = None
+        for _ in range(80 if r.returncode == 0 else 0):
+            try:
+                _, ring = get(port, "/ring")
+                if len(ring.get("successors") or []) >= 4:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.5)
+        check("node 1 on the published port sees a ring of five",
+              len((ring or {}).get("successors") or []) >= 4, ring)
+        status, body = request(port, "/kv", "POST", {"key": "color", "value": "blue"})
+        check("curl -X POST http://localhost:PORT/kv ... works from the host",
+              status == 200, (status, body))
+        status, body = request(port, "/kv/color")
+        check("curl http://localhost:PORT/kv/color answers blue",
+              status == 200 and body.get("value") == "blue", (status, body))
+        vols = [v for v in podman("volume", "ls", "--format", "{{.Name}}").stdout.split()
+                if project in v]
+        check("each node has its own named volume", len(vols) == 5, vols)
+        if t.failures:
+            for n in mine:
+                print(f"--- {n}\n" + podman("logs", n).stderr[-1500:])
+        r = subprocess.run(base + ["down", "-v"], env=env, capture_output=True, text=True,
+                           timeout=120)
+        check("docker-compose down -v", r.returncode == 0, r.stderr[-500:])
+    finally:
+        api.terminate()
+        try:
+            api.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            api.kill()
+        remove_named(project)
+
+
+def remove_named(part):
+    """Removes the containers, networks and volumes whose names hold part."""
+    for what, fmt in (("ps", "{{.Names}}"), ("network", "{{.Name}}"),
+                      ("volume", "{{.Name}}")):
+        cmd = ["ps", "-a"] if what == "ps" else [what, "ls"]
+        names = [n for n in podman(*cmd, "--format", fmt).stdout.split() if part in n]
+        if names:
+            rm = ["rm", "-f", "-t", "2"] if what == "ps" else [what, "rm", "-f"]
+            podman(*rm, *names)
+
+
 def main():
     random.seed(os.getpid())
     if not shutil.which("podman"):
@@ -338,14 +419,17 @@ def main():
         with tempfile.TemporaryDirectory(prefix="rnc-") as ctx:
             if not build_image(ctx):
                 return t.finish()
-        reason, r = can_run()
-        if reason:
-            print(f"SKIP: podman cannot run containers here: {reason}")
-            return 77
-        check("the image runs `ringnet version`", r.returncode == 0
-              and r.stdout.startswith("ringnet "), (r.returncode, r.stdout, r.stderr[-500:]))
-        if r.returncode == 0:
-            scenario(boxes)
+            reason, r = can_run()
+            if reason:
+                print(f"SKIP: podman cannot run containers here: {reason}")
+                return 77
+            check("the image runs `ringnet version`", r.returncode == 0
+                  and r.stdout.startswith("ringnet "), (r.returncode, r.stdout,
+                                                        r.stderr[-500:]))
+            if r.returncode == 0:
+                scenario(boxes)
+                cleanup(boxes, keep_image=True)
+                compose_scenario(ctx)
     except Exception as e:  # a podman call that could not even run is a failure too
         check("the scenario ran to its end", False, repr(e))
     finally:
