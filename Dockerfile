@@ -38,10 +38,9 @@ COPY --chown=10001:10001 rootfs/user/ /
 
 # ---- the runtime image ----
 FROM rootfs-${ROOTFS}
-# flags given to `podman run IMAGE ...` are added after `node` and win over these
-ENV RINGNET_DATA=/data \
-    RINGNET_LISTEN=ringnet:7000 \
-    RINGNET_HTTP=ringnet:8080
+# configured by RINGNET_ID, RINGNET_LISTEN, RINGNET_HTTP (say node1:7000 and node1:8080 for a
+# container named node1), RINGNET_JOIN ...; flags after the image name win over them
+ENV RINGNET_DATA=/data
 # 7000: the peer port, 8080: the HTTP API
 EXPOSE 7000 8080
 VOLUME /data

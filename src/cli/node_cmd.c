@@ -14,6 +14,7 @@
 static const char *node_usage =
     "usage: ringnet node --id NAME --listen HOST:PORT --http HOST:PORT [--join HOST:PORT]...\n"
     "                    [--data DIR] [--key FILE] [--replicas R] [--write-quorum W]\n"
+    "                    [--api-token FILE|none] [--http-tls CERT,KEY]\n"
     "                    [--log-level error|warn|info|debug] [--config FILE]\n"
     "\n"
     "Runs one node of a ring. Its ring id is SHA-1 of NAME. Without --join it starts a new\n"
@@ -27,13 +28,18 @@ static const char *node_usage =
     "                  who reaches --listen is a peer. `ringnet cluster` makes one itself\n"
     "  --replicas R    copies of every key, 1-8 (default 3; every node of a ring alike)\n"
     "  --write-quorum W  copies on disk before a write is acknowledged, 1-R (default 2)\n"
+    "  --api-token FILE  HTTP requests (but /health) need 'Authorization: Bearer TOKEN',\n"
+    "                  the token in FILE; none: they do not. Default: none on a loopback\n"
+    "                  --http, else a token made in DATA/api.token on the first start\n"
+    "  --http-tls CERT,KEY  serve the API over HTTPS with these PEM files\n"
     "  --config FILE   the same settings as JSON: {\"id\": ..., \"listen\": ..., \"http\": ...,\n"
     "                  \"join\": [...], \"data\": ..., \"key\": ..., \"log_level\": ...,\n"
+    "                  \"api_token\": ..., \"http_tls\": ...,\n"
     "                  \"replicas\": 3, \"write_quorum\": 2}; flags win over it\n"
     "Environment: RINGNET_ID, RINGNET_LISTEN, RINGNET_HTTP, RINGNET_JOIN (addresses apart\n"
-    "  by commas), RINGNET_DATA, RINGNET_KEY, RINGNET_REPLICAS, RINGNET_WRITE_QUORUM,\n"
-    "  RINGNET_LOG_LEVEL: the same settings; they win over --config, flags win over them,\n"
-    "  and an empty one is not set\n"
+    "  by commas), RINGNET_DATA, RINGNET_KEY, RINGNET_API_TOKEN_FILE (--api-token),\n"
+    "  RINGNET_HTTP_TLS, RINGNET_REPLICAS, RINGNET_WRITE_QUORUM, RINGNET_LOG_LEVEL: the\n"
+    "  same settings; they win over --config, flags win over them; an empty one is unset\n"
     "HTTP routes:\n"
     "  POST /kv {\"key\": K, \"value\": V}   store V (any JSON) under K\n"
     "  GET /kv/KEY, DELETE /kv/KEY       read or remove a key (any node forwards to its owner,\n"
@@ -64,18 +70,29 @@ static int copy(char *dst, size_t len, const char *src)
 static int set_option(node_opts *o, const char *a, const char *v);
 
 /* The settings, as a config file names them and as flags. */
-enum { NODE_NOPTS = 9, NODE_FIRST_NUMBER = 7 };
-static const char *const names[NODE_NOPTS] = {
-    "id", "listen", "http", "join", "data", "log_level", "key", "replicas", "write_quorum"};
-static const char *const flags[NODE_NOPTS] = {"--id",   "--listen",   "--http",
-                                              "--join", "--data",     "--log-level",
-                                              "--key",  "--replicas", "--write-quorum"};
+enum { NODE_NOPTS = 11, NODE_FIRST_NUMBER = 9 };
+static const char *const names[NODE_NOPTS] = {"id",       "listen",    "http",        "join",
+                                              "data",     "log_level", "key",         "api_token",
+                                              "http_tls", "replicas",  "write_quorum"};
+static const char *const flags[NODE_NOPTS] = {
+    "--id",  "--listen",    "--http",     "--join",     "--data",        "--log-level",
+    "--key", "--api-token", "--http-tls", "--replicas", "--write-quorum"};
 
-/* The same settings from the environment (see the usage). */
-static const char *const envs[NODE_NOPTS] = {
-    "RINGNET_ID",   "RINGNET_LISTEN",   "RINGNET_HTTP",
-    "RINGNET_JOIN", "RINGNET_DATA",     "RINGNET_LOG_LEVEL",
-    "RINGNET_KEY",  "RINGNET_REPLICAS", "RINGNET_WRITE_QUORUM"};
+/* The same settings from the environment (see the usage). RINGNET_API_TOKEN is the clients'
+ * token itself, so the node's --api-token FILE|none is RINGNET_API_TOKEN_FILE. */
+static const struct {
+	const char *var, *flag;
+} envs[] = {{"RINGNET_ID", "--id"},
+            {"RINGNET_LISTEN", "--listen"},
+            {"RINGNET_HTTP", "--http"},
+            {"RINGNET_JOIN", "--join"},
+            {"RINGNET_DATA", "--data"},
+            {"RINGNET_LOG_LEVEL", "--log-level"},
+            {"RINGNET_KEY", "--key"},
+            {"RINGNET_API_TOKEN_FILE", "--api-token"},
+            {"RINGNET_HTTP_TLS", "--http-tls"},
+            {"RINGNET_REPLICAS", "--replicas"},
+            {"RINGNET_WRITE_QUORUM", "--write-quorum"}};
 
 static bool is_flag(const char *a)
 {
@@ -149,15 +166,15 @@ static int load_config(node_opts *o, const char *path)
  * wins), and RINGNET_JOIN replaces the config file's join list. */
 static int load_env(node_opts *o, int argc, char **argv)
 {
-	for (int i = 0; i < NODE_NOPTS; i++) {
-		const char *v = getenv(envs[i]);
+	for (size_t i = 0; i < CLI_NELEM(envs); i++) {
+		const char *v = getenv(envs[i].var);
 		bool flagged = false;
 		for (int k = 1; k < argc; k++)
-			flagged |= !strcmp(argv[k], flags[i]);
+			flagged |= !strcmp(argv[k], envs[i].flag);
 		if (!v || !*v || flagged)
 			continue;
 		int rc = 0;
-		if (i == 3) {
+		if (!strcmp(envs[i].flag, "--join")) {
 			o->njoin = 0;
 			char list[NODE_MAX_JOIN * 64 + 64];
 			if (strlen(v) >= sizeof list)
@@ -169,10 +186,10 @@ static int load_env(node_opts *o, int argc, char **argv)
 			     a = strtok_r(NULL, ", ", &save))
 				rc = set_option(o, "--join", a);
 		} else {
-			rc = set_option(o, flags[i], v);
+			rc = set_option(o, envs[i].flag, v);
 		}
 		if (rc) {
-			fprintf(stderr, "ringnet node: (the bad value is %s's)\n", envs[i]);
+			fprintf(stderr, "ringnet node: (the bad value is %s's)\n", envs[i].var);
 			return rc;
 		}
 	}
@@ -306,6 +323,18 @@ static int set_option(node_opts *o, const char *a, const char *v)
 			if (!*v || copy(o->key, sizeof o->key, v) < 0)
 				return bad("--key wants the path of a cluster key file, not '%s'",
 				           v);
+		} else if (!strcmp(a, "--api-token")) {
+			if (!*v || copy(o->api_token, sizeof o->api_token, v) < 0)
+				return bad(
+				    "--api-token wants the path of a file holding the token, "
+				    "or none, not '%s'",
+				    v);
+		} else if (!strcmp(a, "--http-tls")) {
+			if (!strchr(v, ',') || copy(o->http_tls, sizeof o->http_tls, v) < 0)
+				return bad(
+				    "--http-tls wants CERT,KEY (the paths of two PEM files), "
+				    "not '%s'",
+				    v);
 		} else if (!strcmp(a, "--log-level")) {
 			static const char *levels[] = {"error", "warn", "info", "debug"};
 			o->log_level = -1;

@@ -288,6 +288,11 @@ int node_run(const node_opts *o)
 	if (store_migrated(n->st))
 		LOG_I(n, "moved %llu keys from the store layout of an older version",
 		      (unsigned long long)store_migrated(n->st));
+	if (nd_api_auth_setup(n, hhost, err, sizeof err) < 0) {
+		fprintf(stderr, "ringnet node: %s\n", err);
+		exit_code = 2; /* like a bad flag: starting again would not help */
+		goto out_loop;
+	}
 	if (nd_kv_start(n) < 0) {
 		fprintf(stderr, "ringnet node: out of memory\n");
 		goto out_loop;
@@ -340,6 +345,7 @@ out_loop:
 	uv_run(&n->loop, UV_RUN_DEFAULT);
 	uv_loop_close(&n->loop);
 	kv_free(n->kv);
+	nd_api_auth_free(n);
 	store_close(n->st);
 	free(n->kvq);
 	ring_node_free(n->ring);

@@ -54,6 +54,7 @@ class Box:
         self.name = f"{TAG}-n{i}"
         self.volume = f"{TAG}-v{i}"
         self.http = free_port()
+        self.token = None  # the API token the node made in its volume on its first start
 
     def run(self, subnet, env, args=()):
         # a fixed address: the others know a node by it, so it must survive a restart
@@ -73,13 +74,36 @@ class Box:
             time.sleep(0.3)
         return False
 
+    def read_token(self):
+        path, _ = volume_files(self.volume)
+        try:
+            with open(os.path.join(path or "", "api.token")) as f:
+                self.token = f.read().strip()
+        except OSError:
+            self.token = None
+        return self.token
+
+    def call(self, path, method="GET", body=None, ctype=None, token=True):
+        """An HTTP request to the node with its token (token=False: without); status, bytes."""
+        if isinstance(body, dict):
+            body, ctype = json.dumps(body).encode(), "application/json"
+        headers = {"Authorization": f"Bearer {self.token}"} if token and self.token else {}
+        return http_raw(self.http, path, method, body, ctype, headers=headers)
+
+    def kv(self, path, method="GET", body=None):
+        status, raw = self.call(path, method, body)
+        try:
+            return status, json.loads(raw or b"{}")
+        except ValueError:
+            return status, {"raw": raw[:200]}
+
     def logs(self):
         r = podman("logs", self.name)
         return (r.stdout + r.stderr)[-2500:]
 
 
 def ring_of(box):
-    _, r = get(box.http, "/ring")
+    _, r = box.kv("/ring")
     return r
 
 
@@ -106,7 +130,7 @@ def read_all(box, keys):
     bad = []
     for k, v in keys.items():
         try:
-            status, body = request(box.http, f"/kv/{k}")
+            status, body = box.kv(f"/kv/{k}")
         except OSError as e:
             status, body = str(e), {}
         if status != 200 or body.get("value") != v:
@@ -122,8 +146,9 @@ def multipart(field, filename, data):
     return body, f"multipart/form-data; boundary={boundary}"
 
 
-def http_raw(port, path, method="GET", body=None, ctype=None, timeout=60):
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, method=method)
+def http_raw(port, path, method="GET", body=None, ctype=None, timeout=60, headers=None):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, method=method,
+                                 headers=headers or {})
     if ctype:
         req.add_header("Content-Type", ctype)
     try:
@@ -135,19 +160,19 @@ def http_raw(port, path, method="GET", body=None, ctype=None, timeout=60):
 
 def has_files_route(box):
     """Whether this build serves the files API (another part of issue 11)."""
-    status, body = http_raw(box.http, "/files")
+    status, body = box.call("/files")
     return not (status == 404 and b"no such route" in body)
 
 
 def file_round_trip(up, downs, name, data, what):
     body, ctype = multipart("file", name, data)
-    status, raw = http_raw(up.http, "/upload", "POST", body, ctype)
+    status, raw = up.call("/upload", "POST", body, ctype)
     ans = json.loads(raw or b"{}") if status == 200 else {}
     check(f"{what}: upload through {up.name}", status == 200
           and ans.get("sha256") == hashlib.sha256(data).hexdigest()
           and ans.get("size") == len(data), (status, raw[:300]))
     for d in downs:
-        status, got = http_raw(d.http, f"/download/{name}")
+        status, got = d.call(f"/download/{name}")
         check(f"{what}: download through {d.name} is byte for byte the upload",
               status == 200 and got == data, (status, len(got)))
 
@@ -288,10 +313,19 @@ def scenario(boxes):
             args = ("--id", "n3")
         b.run(subnet, env, args)
         check(f"{b.name} passes its health check", b.healthy(), b.logs())
+        b.read_token()
     ok, seen = converged(boxes)
     check("three containers make one ring, by container name", ok, seen)
     _, h = get(n3.http, "/health")
     check("a flag given to `podman run IMAGE` wins over RINGNET_ID", h.get("name") == "n3", h)
+
+    # an API reachable beyond loopback asks for a token by default: each node made one in
+    # its volume; /health (the health check) stays open
+    tokens = [b.token for b in boxes]
+    check("each node made its API token in its volume", all(tokens)
+          and len(set(tokens)) == 3, [bool(x) for x in tokens])
+    status, _ = n1.call("/kv/color", token=False)
+    check("a request without the token gets 401", status == 401, status)
 
     # the user: the node's process, seen from the host, and the files in its volume
     pid = podman("inspect", "--format", "{{.State.Pid}}", n1.name).stdout.strip()
@@ -307,15 +341,15 @@ def scenario(boxes):
     keys = {f"key-{i}": {"n": i, "r": random.random()} for i in range(40)}
     keys["color"] = "blue"
     for k, v in keys.items():
-        status, body = request(n1.http, "/kv", "POST", {"key": k, "value": v})
+        status, body = n1.kv("/kv", "POST", {"key": k, "value": v})
         if status != 200:
             check(f"write {k} through {n1.name}", False, (status, body))
     for b in (n2, n3):
         bad = read_all(b, keys)
         check(f"every key written through {n1.name} reads back through {b.name}",
               not bad, bad[:5])
-    r = podman("exec", n3.name, "/usr/local/bin/ringnet", "get", "color", "--node",
-               f"{n3.name}:8080")
+    r = podman("exec", "-e", f"RINGNET_API_TOKEN={n3.token}", n3.name,
+               "/usr/local/bin/ringnet", "get", "color", "--node", f"{n3.name}:8080")
     check("ringnet get inside a container", r.returncode == 0 and r.stdout.strip() == "blue",
           (r.returncode, r.stdout, r.stderr))
 
@@ -347,9 +381,12 @@ def scenario(boxes):
         big = {f: v for f, v in fs.items() if v[0] > 0}
         check(f"{b.volume} holds the node's store, owned by 10001",
               big and all(v[1] == 10001 for v in fs.values()), (path, fs))
-    for b in boxes:
-        r = podman("start", b.name)
-        check(f"podman start {b.name}", r.returncode == 0, r.stderr)
+    # all at once, as the restart policies of a rebooted host would start them
+    starts = [subprocess.Popen(PODMAN + ["start", b.name], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True) for b in boxes]
+    for b, p in zip(boxes, starts):
+        _, err = p.communicate(timeout=120)
+        check(f"podman start {b.name}", p.returncode == 0, err[-300:])
     for b in boxes:
         check(f"{b.name} is healthy after a full stop", b.healthy(), b.logs())
     ok, seen = converged(boxes)
@@ -360,7 +397,7 @@ def scenario(boxes):
               not bad, bad[:5])
     if files:
         for b in boxes:
-            status, got = http_raw(b.http, "/download/blob.bin")
+            status, got = b.call("/download/blob.bin")
             check(f"the file downloads through {b.name} after the stop", status == 200
                   and got == blob, (status, len(got)))
 

@@ -15,7 +15,8 @@ t = Checks("node_env")
 check = t.check
 VARS = ("RINGNET_ID", "RINGNET_LISTEN", "RINGNET_HTTP", "RINGNET_JOIN", "RINGNET_DATA",
         "RINGNET_KEY", "RINGNET_REPLICAS", "RINGNET_WRITE_QUORUM", "RINGNET_LOG_LEVEL",
-        "RINGNET_NODE")
+        "RINGNET_NODE", "RINGNET_API_TOKEN", "RINGNET_API_TOKEN_FILE", "RINGNET_HTTP_TLS",
+        "RINGNET_CACERT")
 
 
 def env_with(**kw):
@@ -131,6 +132,27 @@ def main():
             procs.append(c)
             check("a bad variable overridden by its flag is not looked at",
                   wait_http(int(env["RINGNET_HTTP"].split(":")[1]), c), c.poll())
+
+            # RINGNET_API_TOKEN_FILE is the node's --api-token (RINGNET_API_TOKEN, the
+            # clients' token itself, is not read by the node)
+            with open(f"{tmp}/token", "w") as f:
+                f.write("0123456789abcdef0123456789abcdef\n")
+            ht = free_port()
+            tk = start(tmp, "t", env_with(RINGNET_ID="t", RINGNET_LISTEN=f"127.0.0.1:{free_port()}",
+                                          RINGNET_HTTP=f"127.0.0.1:{ht}", RINGNET_DATA=f"{tmp}/t",
+                                          RINGNET_API_TOKEN_FILE=f"{tmp}/token",
+                                          RINGNET_API_TOKEN="not-read-by-the-node"))
+            procs.append(tk)
+            check("a node with RINGNET_API_TOKEN_FILE starts", wait_http(ht, tk), tk.poll())
+            status, _ = request(ht, "/ring")
+            check("... and asks for that token (even on loopback)", status == 401, status)
+            got = subprocess.run([BIN, "ring", "--node", f"127.0.0.1:{ht}"], capture_output=True,
+                                 text=True, timeout=30,
+                                 env=env_with(RINGNET_API_TOKEN="0123456789abcdef0123456789abcdef"))
+            check("... which a client sends from RINGNET_API_TOKEN", got.returncode == 0
+                  and '"t"' in got.stdout, (got.returncode, got.stderr[-300:]))
+            hr = health(ht)
+            check("ringnet health needs no token", hr.returncode == 0, (hr.returncode, hr.stderr))
 
             # ringnet health: 0 for a live node (by --node or RINGNET_HTTP), 1 otherwise
             hr = health(h1)
