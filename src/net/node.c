@@ -158,6 +158,7 @@ static void on_snapshot(uv_timer_t *t)
 	uint64_t now = uv_now(&n->loop);
 	nd_conn_sweep(n);
 	nd_anchor_lookup(n, now);
+	nd_merge_probe(n, now);
 	nd_save_peers(n);
 	if (!n->stopping && !ring_joined(n->ring) && n->ncandidates &&
 	    now - n->join_tried_at >= REJOIN_EVERY_MS) {

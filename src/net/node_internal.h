@@ -34,6 +34,7 @@ struct MHD_Connection;
 #define REJOIN_EVERY_MS     1000         /* not in a ring yet: try the next known peer */
 #define ANCHOR_EVERY_MS     5000         /* look up successor(0), the ring's smallest id */
 #define ANCHOR_BIT          (1ull << 62) /* request ids of those lookups */
+#define MERGE_EVERY_MS      5000         /* probe a known peer: is another ring there? */
 #define LEAVE_WAIT_MS       3000         /* on SIGTERM, wait this long for the leave pushes */
 
 /* What a stranger on the peer port can make a node hold (docs/security.md). */
@@ -243,7 +244,8 @@ typedef struct node {
 	bool restarted;   /* DATA/peers named peers: this node was in a ring before */
 	ring_peer anchor; /* successor(0), the ring's smallest id, saved with the peers */
 	uint64_t anchor_at, anchor_seq;
-	char *saved_peers; /* what DATA/peers holds now */
+	uint64_t merge_at, merge_seq; /* nd_merge_probe */
+	char *saved_peers;            /* what DATA/peers holds now */
 	/* HTTP */
 	struct MHD_Daemon *mhd;
 	pthread_mutex_t lock;
@@ -337,5 +339,6 @@ bool nd_restart_ring(node *n);
 void nd_try_join(node *n);
 void nd_save_peers(node *n);
 void nd_anchor_lookup(node *n, uint64_t now);
+void nd_merge_probe(node *n, uint64_t now);
 
 #endif

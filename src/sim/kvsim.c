@@ -434,6 +434,14 @@ static void ring_deliver(kvs_net *t, kvs_event *e)
 		to->ring_due = UINT64_MAX;
 		ring_tick(to->ring, t->now, &t->out);
 		ring_drain(t, e->to);
+		if (t->p.probe_ms && t->now - to->probe_at >= t->p.probe_ms) {
+			/* any node it may have heard of, dead ones too, as the node's book */
+			to->probe_at = t->now;
+			ring_out_reset(&t->out);
+			ring_probe(to->ring, t->now, (ring_addr)rn_rng_below(&t->rng, t->count),
+			           &t->out);
+			ring_drain(t, e->to);
+		}
 		ring_view(t, e->to); /* the successor list may have moved without an event */
 	} else if (e->kind == EV_RING && to->alive) {
 		ring_on_msg(to->ring, t->now, &e->rm, &t->out);
@@ -916,6 +924,18 @@ static int final_check(experiment *x)
 		memstore_scan(n->st, &z, &z, false, tally_one, &c);
 		r->store_bytes += memstore_bytes(n->st);
 	}
+	/* real_ring: how far the Chord cores are from the true ring at the end */
+	for (uint32_t k = 0; k < t->nlive && t->p.real_ring; k++) {
+		ring_node *rn = t->n[t->live[k]]->ring;
+		uint32_t next = t->live[(k + 1) % t->nlive],
+		         prev = t->live[(k + t->nlive - 1) % t->nlive];
+		if (!ring_joined(rn))
+			r->ring_unjoined++;
+		else if (t->nlive > 1 && ring_successor(rn).addr != next)
+			r->ring_wrong_succ++;
+		if (t->nlive > 1 && ring_predecessor(rn).addr != prev)
+			r->ring_wrong_pred++;
+	}
 	uint32_t want = t->nlive < t->p.kv.replicas ? t->nlive : t->p.kv.replicas;
 	for (uint64_t i = 0; i < nk; i++) {
 		key_state *k = &x->keys[i];
@@ -963,6 +983,7 @@ void kvsim_params_default(kvsim_params *p)
 	p->net.detect_min_ms = 1000; /* a ring notices a crash or a join in 1-3 s */
 	p->net.detect_max_ms = 3000;
 	p->net.unreach_ms = 1000; /* a connect to a crashed host gives up */
+	p->net.probe_ms = 5000;   /* as the node (MERGE_EVERY_MS) */
 	ring_config_default(&p->net.ring);
 	p->net.ring.bits = p->net.kv.bits;
 	p->net.seed = 1;

@@ -38,6 +38,7 @@ typedef struct {
 	uint32_t i;
 	ring_node *ring;   /* with real_ring: the node's Chord core (src/ring) */
 	uint64_t ring_due; /* its tick is scheduled for then (UINT64_MAX: none) */
+	uint64_t probe_at; /* its last ring_probe */
 } kvs_node;
 
 /* Called for every client reply: the client handle given to kvs_client. */
@@ -53,6 +54,8 @@ typedef struct {
 	 * comes back as undeliverable after unreach_ms). The detect_* delays are then unused. */
 	bool real_ring;
 	uint32_t unreach_ms; /* real_ring: a send to a crashed node fails after this */
+	uint32_t probe_ms;   /* real_ring: each node probes a random known node this often,
+	                      * as the node does (ring_probe); 0: never */
 	ring_config ring;    /* real_ring: the cores' settings (bits = kv.bits) */
 	uint64_t seed;
 	kvs_reply_fn on_reply;
@@ -129,6 +132,9 @@ typedef struct {
 	double repair_per_node_sec;  /* bytes per live node per second of churn */
 	uint64_t messages, events;
 	uint64_t ring_messages; /* real_ring: Chord messages (not in messages) */
+	/* real_ring, at the end: live nodes not in a ring, or whose successor or predecessor
+	 * is not the true one */
+	uint32_t ring_unjoined, ring_wrong_succ, ring_wrong_pred;
 	uint64_t virtual_ms;
 	double wall_ms;
 	uint64_t store_bytes; /* records held, all nodes, at the end */

@@ -107,6 +107,8 @@ for churn in ("0", "1"):
           j["under_replicated"] == 0 and j["over_replicated"] == 0, j)
     check(f"real ring, churn {churn}: the clients did work",
           j["writes_acked"] > 6000 and j["reads"] > 5000, j)
+    check(f"real ring, churn {churn}: the rings are exact at the end",
+          j["ring_unjoined"] == 0 and j["ring_wrong_succ"] == 0 and j["ring_wrong_pred"] == 0, j)
     if churn == "0":
         check("real ring, no churn: no stale read", j["reads_stale"] == 0, j)
 r = run("3", "--ring", "chord")

@@ -76,6 +76,7 @@ static net *net_new_ring(uint32_t n, uint64_t seed, bool real)
 	    .latency_min_ms = 1, .latency_max_ms = 5, .seed = seed, .on_reply = on_reply, .arg = t};
 	p.real_ring = real;
 	p.unreach_ms = 20;
+	p.probe_ms = 250; /* as the node probes (ring_probe), on the fast timers */
 	ring_config_default(&p.ring);
 	p.ring.stabilize_ms = 50;
 	p.ring.fix_fingers_ms = 50;
