@@ -27,7 +27,8 @@ static const char *client_usage =
     "Exit status: 0 ok, 1 key not found, 2 usage error, 3 node unreachable or failing.\n"
     "`ringnet health` is a container's health check: it asks the node's GET /health\n"
     "(URL defaults to $RINGNET_NODE, else $RINGNET_HTTP, the address `ringnet node`\n"
-    "serves on) and exits 0 when the node answers \"ok\", 1 otherwise.\n";
+    "serves on, over HTTPS when $RINGNET_HTTP_TLS is set too) and exits 0 when the node\n"
+    "answers \"ok\", 1 otherwise.\n";
 
 typedef struct {
 	char *data;
@@ -110,10 +111,13 @@ static void print_error(long status, const char *body)
 
 int cli_client(const char *cmd, int argc, char **argv)
 {
-	bool health = !strcmp(cmd, "health");
+	bool health = !strcmp(cmd, "health"), tls = false;
 	const char *node = getenv("RINGNET_NODE");
-	if (health && (!node || !*node))
+	if (health && (!node || !*node)) {
 		node = getenv("RINGNET_HTTP");
+		const char *t = getenv("RINGNET_HTTP_TLS"); /* the node's own --http-tls */
+		tls = t && *t;
+	}
 	if (!node || !*node)
 		node = "http://127.0.0.1:5001";
 	const char *pos[3] = {NULL, NULL, NULL};
@@ -149,7 +153,7 @@ int cli_client(const char *cmd, int argc, char **argv)
 	if (strncmp(node, "http://", 7) != 0 && !strstr(node, "://") && colon && colon != node &&
 	    colon[1] && strspn(colon + 1, "0123456789") == strlen(colon + 1) &&
 	    !strchr(node, '/') && strlen(node) < sizeof node_url - 8) {
-		snprintf(node_url, sizeof node_url, "http://%s", node);
+		snprintf(node_url, sizeof node_url, "%s://%s", tls ? "https" : "http", node);
 		node = node_url;
 	}
 	if (strncmp(node, "http://", 7) != 0 && strncmp(node, "https://", 8) != 0)

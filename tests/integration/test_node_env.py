@@ -180,6 +180,33 @@ c.close()
                 srv.wait(timeout=10)
             check("health of a server answering 404 exits 1", hr.returncode == 1,
                   (hr.returncode, hr.stdout, hr.stderr))
+            # a node serving HTTPS (RINGNET_HTTP_TLS): health finds it by the same variables
+            cert, key = f"{tmp}/cert.pem", f"{tmp}/key.pem"
+            r = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                                "-keyout", key, "-out", cert, "-days", "1", "-subj",
+                                "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
+                               capture_output=True, text=True, timeout=60)
+            check("openssl made a certificate", r.returncode == 0, r.stderr)
+            hs = free_port()
+            tlsenv = env_with(RINGNET_ID="s", RINGNET_LISTEN=f"127.0.0.1:{free_port()}",
+                              RINGNET_HTTP=f"localhost:{hs}", RINGNET_DATA=f"{tmp}/s",
+                              RINGNET_HTTP_TLS=f"{cert},{key}")
+            sn = start(tmp, "s", tlsenv)
+            procs.append(sn)
+            up = False
+            for _ in range(100):
+                if subprocess.run([BIN, "health"], env=dict(tlsenv, RINGNET_CACERT=cert),
+                                  capture_output=True, timeout=30).returncode == 0:
+                    up = True
+                    break
+                time.sleep(0.1)
+            check("health reaches a node over HTTPS by RINGNET_HTTP and RINGNET_HTTP_TLS", up,
+                  sn.poll())
+            hr = subprocess.run([BIN, "health"], env=tlsenv, capture_output=True, text=True,
+                                timeout=30)
+            check("... and fails when it does not trust the certificate", hr.returncode == 1,
+                  (hr.returncode, hr.stderr[-200:]))
+
             status, _ = request(h1, "/kv", "POST", {"key": "k", "value": 1})
             check("the env-configured ring stores a key", status == 200, status)
         finally:
