@@ -212,7 +212,9 @@ def can_run():
     if r.returncode == 0:
         return None, r
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    if any(w in r.stderr for w in RUNTIME_WORDS):
+    # an image without its binary or a library also fails in runc's words: that is a failure
+    broken = ("no such file", "not found", "exec format", "error while loading")
+    if any(w in r.stderr for w in RUNTIME_WORDS) and not any(b in r.stderr for b in broken):
         return (lines[-1] if lines else f"exit {r.returncode}"), r
     return None, r
 
