@@ -2,9 +2,11 @@
 # shared libraries it loads and nothing else (no shell, no package manager).
 #
 #   docker build -t ringnet .            # builds the binary in a Debian stage (needs a registry)
-#   podman build --build-arg ROOTFS=host -t ringnet CONTEXT
+#   podman build --format docker --build-arg ROOTFS=host -t ringnet CONTEXT
 #                                        # no registry: CONTEXT/rootfs is a tree made on the host
 #                                        # by deploy/rootfs.sh (what tests/container does)
+# podman 4.3 wants --format docker (its default OCI format drops HEALTHCHECK) and, for the
+# Debian stage, --build-arg ROOTFS=build (its buildah does not see the default below).
 ARG ROOTFS=build
 # the build stage's base; a local one works too (README: a Debian base without a registry)
 ARG DEBIAN=debian:bookworm-slim
