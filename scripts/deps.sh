@@ -17,6 +17,12 @@ if [ "${1:-}" = "--bench" ]; then
   pkgs+=(wrk nginx-light etcd-server etcd-client hyperfine curl)
 fi
 
+# `scripts/deps.sh --test` (make test) adds what tests/container runs the image with: podman
+# with the runc runtime, its network backend and DNS, and docker-compose for deploy/compose.yaml
+if [ "${1:-}" = "--test" ]; then
+  pkgs+=(podman runc netavark aardvark-dns iptables docker-compose)
+fi
+
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -17,6 +17,7 @@ static void usage(FILE *f)
 	    "            talk to a running node over HTTP (ringnet get --help)\n"
 	    "  upload, download, files, rm\n"
 	    "            files on the ring (ringnet upload --help)\n"
+	    "  health    exit 0 when a node answers GET /health (a container's health check)\n"
 	    "  sim       simulate a Chord ring of up to millions of nodes (ringnet sim --help)\n"
 	    "  version   print the version\n");
 }
@@ -34,7 +35,7 @@ int main(int argc, char **argv)
 		return cli_node(argc - 1, argv + 1);
 	if (!strcmp(cmd, "cluster"))
 		return cli_cluster(argc - 1, argv + 1);
-	static const char *const client[] = {"put", "get", "del", "peers", "ring"};
+	static const char *const client[] = {"put", "get", "del", "peers", "ring", "health"};
 	if (cli_one_of(cmd, client, CLI_NELEM(client)))
 		return cli_client(cmd, argc - 1, argv + 1);
 	static const char *const files[] = {"upload", "download", "files", "rm"};
