@@ -820,8 +820,13 @@ void cast_on_link_info(cast_node *k, uint64_t now, uint32_t id, uint64_t deliver
 static void gossip(cast_node *k, uint64_t now)
 {
 	if (k->nodes[0].dirty) {
+		/* newer is larger, across restarts too: at least the ms since the start */
+		uint64_t wall = now + k->cfg.wall_offset_ms;
+		uint64_t since =
+		    k->active && wall > k->x.start_wall_ms ? wall - k->x.start_wall_ms : 0;
+		uint32_t seq = k->nodes[0].p.seq + 1;
 		k->nodes[0].dirty = false;
-		k->nodes[0].p.seq++;
+		k->nodes[0].p.seq = since > seq && since < UINT32_MAX ? (uint32_t)since : seq;
 		k->nodes[0].p.held = k->held;
 	}
 	cast_prog *list = k->active ? malloc(k->nnodes * sizeof *list) : NULL;
