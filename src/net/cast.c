@@ -247,10 +247,12 @@ static uint32_t piece_len(const cast_info *x, uint32_t p)
 	                           : x->piece_size;
 }
 
-static bool read_all(int fd, uint8_t *buf, size_t len, uint64_t off)
+/* Reads (or writes) all len bytes at off; false on an error or a short file. */
+static bool io_all(int fd, uint8_t *buf, size_t len, uint64_t off, bool write)
 {
 	while (len) {
-		ssize_t r = pread(fd, buf, len, (off_t)off);
+		ssize_t r =
+		    write ? pwrite(fd, buf, len, (off_t)off) : pread(fd, buf, len, (off_t)off);
 		if (r <= 0) {
 			if (r < 0 && errno == EINTR)
 				continue;
@@ -263,20 +265,9 @@ static bool read_all(int fd, uint8_t *buf, size_t len, uint64_t off)
 	return true;
 }
 
-static bool write_all(int fd, const uint8_t *buf, size_t len, uint64_t off)
+static bool read_all(int fd, uint8_t *buf, size_t len, uint64_t off)
 {
-	while (len) {
-		ssize_t r = pwrite(fd, buf, len, (off_t)off);
-		if (r <= 0) {
-			if (r < 0 && errno == EINTR)
-				continue;
-			return false;
-		}
-		buf += r;
-		len -= (size_t)r;
-		off += (uint64_t)r;
-	}
-	return true;
+	return io_all(fd, buf, len, off, false);
 }
 
 static int drv_send_piece(void *ctx, uint32_t id, const cast_info *x, uint32_t p)
@@ -376,7 +367,7 @@ static int drv_store(void *ctx, const cast_info *x, uint32_t p, const uint8_t *d
 		LOG_W(c->n, "cast: piece %u of %s came corrupt: asking again", p, x->name);
 		return RN_EPROTO;
 	}
-	if (!write_all(c->fd, data, len, (uint64_t)p * x->piece_size)) {
+	if (!io_all(c->fd, (uint8_t *)(uintptr_t)data, len, (uint64_t)p * x->piece_size, true)) {
 		LOG_E(c->n, "cast: cannot write %s: %s", c->part, strerror(errno));
 		return RN_EIO;
 	}
