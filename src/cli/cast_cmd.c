@@ -64,13 +64,14 @@ static json_t *status(const char *base)
 	return j;
 }
 
-/* Waits until the set of nodes the source knows has not changed for a second (at most
- * 10 s): "--to all" means every node reachable, and the links may still be forming. */
+/* Waits until the set of nodes the source knows has not changed for 2 s (at most 20 s:
+ * "--to all" means every node reachable, and links may still be forming: a dial that
+ * failed is retried within 2 s). */
 static void settle(const char *base)
 {
 	size_t last = 0;
 	int same = 0;
-	for (int i = 0; i < 100 && same < 5; i++) {
+	for (int i = 0; i < 100 && same < 10; i++) {
 		json_t *j = status(base);
 		size_t n = j ? json_array_size(json_object_get(j, "known")) : 0;
 		json_decref(j);

@@ -41,7 +41,7 @@
 #define SNAP_MS       100
 #define HELLO_WAIT_MS 3000
 #define DIAL_MIN_MS   250
-#define DIAL_MAX_MS   4000
+#define DIAL_MAX_MS   2000
 #define HELLO_TYPE    0 /* a body whose first byte is 0 is the driver's hello, not a msg */
 
 typedef struct clink {
@@ -65,7 +65,8 @@ typedef struct {
 	clink *link;
 	uint64_t next_try;
 	uint32_t backoff;
-	bool self; /* it was this node */
+	bool self;                /* it was this node */
+	char peer[CAST_NAME_MAX]; /* the name behind it, once a hello said */
 } dial_t;
 
 typedef struct {
@@ -464,6 +465,8 @@ static void link_up(clink *l)
 		close_link(l);
 		return;
 	}
+	if (l->dial >= 0) /* who is behind that address: a link to it, either way, will do */
+		snprintf(c->dials[l->dial].peer, CAST_NAME_MAX, "%s", l->peer);
 	for (int i = 0; i < CAST_MAX_LINKS; i++) {
 		clink *o = c->links[i];
 		if (!o || o == l || !o->up || o->dead || strcmp(o->peer, l->peer))
@@ -472,9 +475,6 @@ static void link_up(clink *l)
 		 * the same side replaces the old one) */
 		bool same_opener = (o->dial >= 0) == (l->dial >= 0);
 		if (!same_opener && keeper(c, o)) {
-			if (l->dial >= 0)
-				c->dials[l->dial].backoff =
-				    DIAL_MAX_MS; /* no hurry: we have a link */
 			close_link(l);
 			return;
 		}
@@ -584,9 +584,9 @@ static void dial(nd_cast *c, int i, uint64_t now)
 	dial_t *d = &c->dials[i];
 	if (d->self || d->link || now < d->next_try)
 		return;
-	for (int j = 0; j < CAST_MAX_LINKS; j++) /* already linked by its own dial to us */
-		if (c->links[j] && c->links[j]->up && c->links[j]->dial < 0 &&
-		    d->backoff >= DIAL_MAX_MS)
+	for (int j = 0; j < CAST_MAX_LINKS; j++) /* linked already, by its own dial to us */
+		if (d->peer[0] && c->links[j] && c->links[j]->up &&
+		    !strcmp(c->links[j]->peer, d->peer))
 			return;
 	d->backoff = !d->backoff                    ? DIAL_MIN_MS
 	             : d->backoff * 2 > DIAL_MAX_MS ? DIAL_MAX_MS
