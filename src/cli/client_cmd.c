@@ -48,8 +48,8 @@ size_t cli_collect(char *p, size_t size, size_t n, void *ctx)
 
 /* One request; the status in *status, the body in *out (caller frees). 0 or -1. rid: the
  * Idempotency-Key that makes a retried write safe, or NULL. */
-static int http(const char *method, const char *url, const char *body, const char *rid,
-                long *status, char **out)
+int cli_http(const char *method, const char *url, const char *body, const char *rid, long *status,
+             char **out)
 {
 	CURL *c = curl_easy_init();
 	if (!c)
@@ -220,7 +220,7 @@ int cli_client(const char *cmd, int argc, char **argv)
 	for (int waited = 0;;) {
 		free(out);
 		out = NULL;
-		rc = http(method, url, body, rid[0] ? rid : NULL, &status, &out);
+		rc = cli_http(method, url, body, rid[0] ? rid : NULL, &status, &out);
 		json_t *j = rc == 0 && status == 503 && out ? json_loads(out, 0, NULL) : NULL;
 		json_int_t after = json_integer_value(json_object_get(j, "retry_after_ms"));
 		json_decref(j);

@@ -299,6 +299,10 @@ int node_run(const node_opts *o)
 		fprintf(stderr, "ringnet node: out of memory\n");
 		goto out_loop;
 	}
+	if (nd_cast_start(n) < 0) {
+		fprintf(stderr, "ringnet node: out of memory\n");
+		goto out_loop;
+	}
 	uv_async_init(&n->loop, &n->wake, nd_on_wake);
 	n->wake.data = n;
 	if (nd_files_start(n) < 0) {
@@ -346,6 +350,7 @@ out_loop:
 		nd_files_stop(n);
 		nd_http_stop(n);
 	}
+	nd_cast_stop(n);
 	for (uint32_t i = 0; i < n->npeers; i++)
 		nd_drop_connection(&n->peers[i]);
 	uv_walk(&n->loop, close_walk, n);
@@ -353,6 +358,7 @@ out_loop:
 	uv_loop_close(&n->loop);
 	nd_files_free(n);
 	kv_free(n->kv);
+	nd_cast_free(n);
 	nd_api_auth_free(n);
 	store_close(n->st);
 	free(n->kvq);
