@@ -593,7 +593,8 @@ static bool consume(inconn *c)
 			break;
 		if (type == WIRE_CAST) { /* a cast link: its socket goes to cast.c */
 			c->handed = !c->proven && off == 0 &&
-			            nd_cast_accept(n, &c->tcp, c->buf + WIRE_HEADER, blen);
+			            nd_cast_accept(n, &c->tcp, c->buf + WIRE_HEADER, blen,
+			                           n->keyed ? &c->sess : NULL, c->seq_in);
 			return false;
 		}
 		if (type == WIRE_KV) {

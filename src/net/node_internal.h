@@ -370,7 +370,10 @@ void nd_cast_stop(node *n);
 void nd_cast_free(node *n);
 /* A WIRE_CAST hello came as the first frame of an incoming connection: cast.c takes the
  * socket over (true; the caller closes its own handle, the socket lives on) or refuses. */
-bool nd_cast_accept(node *n, uv_tcp_t *from, const uint8_t *body, size_t len);
+/* with a cluster key, sess and seq_in are the connection's session and its next frame's
+ * number (the link goes on in them); without, sess is NULL */
+bool nd_cast_accept(node *n, uv_tcp_t *from, const uint8_t *body, size_t len,
+                    const auth_session *sess, uint64_t seq_in);
 /* POST /cast and GET /cast/status (HTTP thread): the answer's JSON text and status. */
 char *nd_cast_http(node *n, const char *method, const char *url, const char *body, size_t len,
                    bool too_big, unsigned *status);
