@@ -17,6 +17,13 @@ int cli_kvsim(int argc, char **argv);
 int cli_node(int argc, char **argv);
 int cli_client(const char *cmd, int argc, char **argv);
 int cli_cluster(int argc, char **argv);
+/* the query service (query_cmd.c, bench_query_cmd.c) */
+bool cli_query_is_cluster(int argc, char **argv);
+int cli_query_node(int argc, char **argv);
+int cli_query(int argc, char **argv);
+int cli_query_metrics(int argc, char **argv);
+int cli_data(int argc, char **argv);
+int cli_bench_query(int argc, char **argv);
 
 /* Whether s is one of the n strings in list (an option or command name). */
 static inline bool cli_one_of(const char *s, const char *const *list, size_t n)

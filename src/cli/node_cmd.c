@@ -134,6 +134,8 @@ static int load_config(node_opts *o, const char *path)
 
 int cli_node(int argc, char **argv)
 {
+	if (cli_query_is_cluster(argc, argv)) /* a query cluster file (query_cmd.c) */
+		return cli_query_node(argc, argv);
 	node_opts o;
 	memset(&o, 0, sizeof o);
 	o.log_level = 2;

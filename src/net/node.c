@@ -292,6 +292,10 @@ int node_run(const node_opts *o)
 		fprintf(stderr, "ringnet node: out of memory\n");
 		goto out_loop;
 	}
+	if (o->query_config[0] && nd_query_start(n) < 0) {
+		exit_code = 2; /* a bad cluster file: starting again would not help */
+		goto out_loop;
+	}
 	uv_async_init(&n->loop, &n->wake, nd_on_wake);
 	n->wake.data = n;
 	nd_publish(n);
@@ -332,6 +336,7 @@ out_loop:
 		if (n->wake.data)
 			nd_on_wake(&n->wake);
 		nd_kv_expire(n, true);
+		nd_query_stop(n);
 		nd_http_stop(n);
 	}
 	for (uint32_t i = 0; i < n->npeers; i++)
@@ -339,6 +344,7 @@ out_loop:
 	uv_walk(&n->loop, close_walk, n);
 	uv_run(&n->loop, UV_RUN_DEFAULT);
 	uv_loop_close(&n->loop);
+	nd_query_free(n);
 	kv_free(n->kv);
 	store_close(n->st);
 	free(n->kvq);

@@ -48,8 +48,8 @@ typedef struct {
 	char id[Q_NAME_MAX];
 	q_role role;
 	int team;
-	char host[64];
-	int port, http_port; /* http_port: port + 1000 unless "http_port" is given */
+	char host[48];          /* with ":port" it fits a peer address */
+	int port, http_port;    /* http_port: port + 1000 unless "http_port" is given */
 	int neigh[Q_MAX_NEIGH]; /* the processes this one sends queries down to */
 	int nneigh;
 } q_proc;
@@ -59,7 +59,7 @@ typedef struct {
 	int32_t day_lo, day_hi; /* days since 1970-01-01, both included */
 } q_team;
 
-typedef struct {
+typedef struct q_config {
 	q_strategy strategy;
 	unsigned chunk_size;       /* records per chunk (500) */
 	unsigned max_concurrent;   /* per team, the strict cap (60) */
@@ -69,9 +69,9 @@ typedef struct {
 	unsigned result_ttl_ms;    /* a result set is dropped this long after it was made */
 	unsigned max_results;      /* result sets held at once (the oldest goes) */
 	unsigned hb_interval_ms, hb_timeout_ms;
-	unsigned call_timeout_ms; /* a call to a child without an answer this long failed */
-	unsigned retries;         /* retries of a failed call before routing around it (2) */
-	unsigned backoff_ms;      /* first retry delay; doubles, plus jitter up to as much */
+	unsigned call_timeout_ms;   /* a call to a child without an answer this long failed */
+	unsigned retries;           /* retries of a failed call before routing around it (2) */
+	unsigned backoff_ms;        /* first retry delay; doubles, plus jitter up to as much */
 	unsigned breaker_threshold; /* consecutive failures that open a neighbour's breaker */
 	char data_dir[256];
 	q_team teams[Q_MAX_TEAMS];
@@ -212,8 +212,8 @@ uint64_t q_wake_at(const q_node *q);
 
 /* Chunk i of a result set: 0 and its records (valid until the next core call), or
  * RN_ENOTFOUND when the uid is unknown or expired, or i is past its end. */
-int q_chunk(q_node *q, uint64_t now, const char *uid, uint32_t i, const q_rec **recs,
-            uint32_t *n, bool *is_last, uint32_t *total_chunks);
+int q_chunk(q_node *q, uint64_t now, const char *uid, uint32_t i, const q_rec **recs, uint32_t *n,
+            bool *is_last, uint32_t *total_chunks);
 
 /* What /metrics shows. */
 typedef struct {
