@@ -92,8 +92,8 @@ static void d_send(void *ctx, const q_msg *m)
 		free(f);
 		if (m->req) {
 			unreach_item it = {m->req, m->to};
-			if (q->nuq < q->uqcap || !rn_grow((void **)&q->uq, &q->uqcap, q->nuq + 1,
-			                                  sizeof *q->uq, 16))
+			if (q->nuq < q->uqcap ||
+			    !rn_grow((void **)&q->uq, &q->uqcap, q->nuq + 1, sizeof *q->uq, 16))
 				q->uq[q->nuq++] = it;
 		}
 		return;
@@ -156,10 +156,10 @@ static json_t *slices_json(const nq *q, uint64_t mask)
 		char lo[12], hi[12];
 		day_text(sl->day_lo, lo);
 		day_text(sl->day_hi, hi);
-		json_array_append_new(
-		    a, json_pack("{s:i, s:s, s:s, s:s, s:s, s:s}", "slice", s, "team",
-		                 q->c.teams[sl->team].name, "from", lo, "to", hi, "owner",
-		                 q->c.procs[sl->owner].id, "copy", q->c.procs[sl->copy].id));
+		json_array_append_new(a, json_pack("{s:i, s:s, s:s, s:s, s:s, s:s}", "slice", s,
+		                                   "team", q->c.teams[sl->team].name, "from", lo,
+		                                   "to", hi, "owner", q->c.procs[sl->owner].id,
+		                                   "copy", q->c.procs[sl->copy].id));
 	}
 	return a;
 }
@@ -197,11 +197,11 @@ static void d_reply(void *ctx, uint64_t req, const q_answer *a)
 		                                q->c.procs[q->self].id)));
 		return;
 	}
-	json_t *o = json_pack("{s:s, s:i, s:i, s:o, s:s, s:s, s:f}", "uid", a->uid, "total_chunks",
-	                      (int)a->total_chunks, "total_records", (int)a->total_records, "hops",
-	                      hops_json(q, a->hops), "status",
-	                      a->status == Q_ANS_OK ? "ok" : "partial", "node",
-	                      q->c.procs[q->self].id, "ms", ms);
+	json_t *o =
+	    json_pack("{s:s, s:i, s:i, s:o, s:s, s:s, s:f}", "uid", a->uid, "total_chunks",
+	              (int)a->total_chunks, "total_records", (int)a->total_records, "hops",
+	              hops_json(q, a->hops), "status", a->status == Q_ANS_OK ? "ok" : "partial",
+	              "node", q->c.procs[q->self].id, "ms", ms);
 	if (a->missing)
 		json_object_set_new(o, "missing", slices_json(q, a->missing));
 	job_done(q, j, 200, nd_json_text(o));
@@ -319,8 +319,8 @@ static void num(char out[32], double v)
 		snprintf(out, 32, "%.17g", v);
 }
 
-static char *chunk_body(const char *uid, uint32_t i, uint32_t total, bool last,
-                        const q_rec *r, uint32_t n)
+static char *chunk_body(const char *uid, uint32_t i, uint32_t total, bool last, const q_rec *r,
+                        uint32_t n)
 {
 	sbuf t = {malloc(4096), 0, 4096, false};
 	if (!t.b)
@@ -352,10 +352,10 @@ static char *status_json(nq *q, const q_stats *s)
 {
 	const q_proc *me = &q->c.procs[q->self];
 	json_t *o = json_pack(
-	    "{s:s, s:s, s:s, s:s, s:i, s:i, s:f, s:I, s:I, s:I, s:I, s:I, s:f, s:I, s:I, s:i}", "id",
-	    me->id, "role", q_role_name(me->role), "team", q->c.teams[me->team].name, "strategy",
-	    q_strategy_name(q->c.strategy), "active", (int)s->active, "queued", (int)s->queued,
-	    "avg_ms", s->avg_ms, "served", (json_int_t)s->served, "rejected",
+	    "{s:s, s:s, s:s, s:s, s:i, s:i, s:f, s:I, s:I, s:I, s:I, s:I, s:f, s:I, s:I, s:i}",
+	    "id", me->id, "role", q_role_name(me->role), "team", q->c.teams[me->team].name,
+	    "strategy", q_strategy_name(q->c.strategy), "active", (int)s->active, "queued",
+	    (int)s->queued, "avg_ms", s->avg_ms, "served", (json_int_t)s->served, "rejected",
 	    (json_int_t)s->rejected, "partial", (json_int_t)s->partial, "rows_loaded",
 	    (json_int_t)q->ds.rows, "bad_rows", (json_int_t)q->ds.bad_rows, "load_ms", q->load_ms,
 	    "data_bytes", (json_int_t)q_data_bytes(q->data), "heartbeats", (json_int_t)s->beats,
@@ -370,12 +370,12 @@ static char *status_json(nq *q, const q_stats *s)
 	json_object_set_new(o, "teams", teams);
 	json_t *nb = json_object();
 	for (int i = 0; i < s->nneigh; i++)
-		json_object_set_new(
-		    nb, q->c.procs[s->neigh[i].proc].id,
-		    json_pack("{s:s, s:b, s:I, s:I}", "state", s->neigh[i].up ? "up" : "failed",
-		              "breaker_open", s->neigh[i].breaker_open, "failures",
-		              (json_int_t)s->neigh[i].failures, "recoveries",
-		              (json_int_t)s->neigh[i].recoveries));
+		json_object_set_new(nb, q->c.procs[s->neigh[i].proc].id,
+		                    json_pack("{s:s, s:b, s:I, s:I}", "state",
+		                              s->neigh[i].up ? "up" : "failed", "breaker_open",
+		                              s->neigh[i].breaker_open, "failures",
+		                              (json_int_t)s->neigh[i].failures, "recoveries",
+		                              (json_int_t)s->neigh[i].recoveries));
 	json_object_set_new(o, "neighbors", nb);
 	json_t *log = json_array();
 	for (int i = 0; i < s->nlog; i++)
@@ -414,7 +414,8 @@ static char *prom_text(nq *q, const q_stats *s)
 	tput(&t, "# TYPE ringnet_query_team_active gauge\n");
 	for (int k = 0; k < q->c.nteams; k++)
 		tput(&t,
-		     "ringnet_query_team_active{team=\"%s\"} %u\nringnet_query_team_queued{team=\"%s\"} "
+		     "ringnet_query_team_active{team=\"%s\"} "
+		     "%u\nringnet_query_team_queued{team=\"%s\"} "
 		     "%u\nringnet_query_team_cap{team=\"%s\"} %u\n",
 		     q->c.teams[k].name, s->team_active[k], q->c.teams[k].name, s->team_queued[k],
 		     q->c.teams[k].name, s->team_cap[k]);
@@ -493,7 +494,8 @@ static void on_wake(uv_async_t *a)
 				             "no such result set or chunk (result sets expire; "
 				             "chunks count from 0)")));
 			else
-				job_done(q, j, 200, chunk_body(j->uid, j->chunk, total, last, r, n));
+				job_done(q, j, 200,
+				         chunk_body(j->uid, j->chunk, total, last, r, n));
 		} else {
 			q_stats s;
 			q_get_stats(q->core, now, &s);
@@ -573,15 +575,16 @@ static enum MHD_Result query_request(nq *q, struct MHD_Connection *c, http_req *
 		return refuse(r, c, 400, "param is missing: GET /query?param=PM2.5&min=10&max=50");
 	int p = q_param_find(param);
 	if (p < 0)
-		return refuse(r, c, 400,
-		              "param: unknown parameter \"%.40s\" (PM2.5, PM10, OZONE, NO2, CO, SO2)",
-		              param);
+		return refuse(
+		    r, c, 400,
+		    "param: unknown parameter \"%.40s\" (PM2.5, PM10, OZONE, NO2, CO, SO2)", param);
 	struct qjob *j = calloc(1, sizeof *j);
 	if (!j)
 		return refuse(r, c, 500, "out of memory");
 	j->kind = QJ_QUERY;
 	q_filter_all(&j->f, p);
-	static const char *const nums[] = {"min", "max", "lat_min", "lat_max", "lon_min", "lon_max"};
+	static const char *const nums[] = {"min",     "max",     "lat_min",
+	                                   "lat_max", "lon_min", "lon_max"};
 	double *dst[] = {&j->f.vmin,    &j->f.vmax,    &j->f.lat_min,
 	                 &j->f.lat_max, &j->f.lon_min, &j->f.lon_max};
 	for (int i = 0; i < 6; i++)
@@ -595,9 +598,10 @@ static enum MHD_Result query_request(nq *q, struct MHD_Connection *c, http_req *
 		const char *s = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, times[i]);
 		if (s && !q_parse_time(s, tdst[i])) {
 			free(j);
-			return refuse(r, c, 400,
-			              "%s: wants a UTC time YYYY-MM-DDTHH:MM, YYYY-MM-DD or YYYYMMDD",
-			              times[i]);
+			return refuse(
+			    r, c, 400,
+			    "%s: wants a UTC time YYYY-MM-DDTHH:MM, YYYY-MM-DD or YYYYMMDD",
+			    times[i]);
 		}
 		if (s && i == 1 && strlen(s) != 16)
 			j->f.t_to += 1439; /* a date as "to" includes its whole day */
@@ -608,7 +612,8 @@ static enum MHD_Result query_request(nq *q, struct MHD_Connection *c, http_req *
 		long v = strtol(lim, &end, 10);
 		if (!*lim || *end || v < 1) {
 			free(j);
-			return refuse(r, c, 400, "limit: wants a whole number of records, 1 or more");
+			return refuse(r, c, 400,
+			              "limit: wants a whole number of records, 1 or more");
 		}
 		j->limit = v > Q_MAX_RECORDS ? Q_MAX_RECORDS : (uint32_t)v;
 	}
@@ -629,8 +634,9 @@ enum MHD_Result nd_query_http(node *n, struct MHD_Connection *c, http_req *r, co
 	}
 	r->route = "/query";
 	if (!q)
-		return refuse(r, c, 404,
-		              "this node serves no queries: run it with --config CLUSTER --id NAME");
+		return refuse(
+		    r, c, 404,
+		    "this node serves no queries: run it with --config CLUSTER --id NAME");
 	if (strcmp(method, "GET") != 0)
 		return refuse(r, c, 405, "use GET on /query routes");
 	if (!strcmp(url, "/query"))
@@ -781,7 +787,8 @@ int nd_query_start(node *n)
 	}
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
-	rn_rng_seed(&q->rng, (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20) ^ (uint64_t)getpid());
+	rn_rng_seed(&q->rng,
+	            (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20) ^ (uint64_t)getpid());
 	uv_update_time(&n->loop); /* the load took a while: the loop's clock is stale */
 	q_driver d = {q, d_send, d_scan, d_reply, d_random, d_log};
 	q->core = q_new(&q->c, &q->p, q->self, &d, uv_now(&n->loop), rn_rng_next(&q->rng));
