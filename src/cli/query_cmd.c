@@ -117,8 +117,8 @@ int cli_query_node(int argc, char **argv)
 		static const char *const known[] = {"--config", "--id", "--http", "--data",
 		                                    "--log-level"};
 		if (!cli_one_of(a, known, CLI_NELEM(known))) {
-			fprintf(stderr, "ringnet node: unknown option '%s' with a cluster file\n%s", a,
-			        qnode_usage);
+			fprintf(stderr, "ringnet node: unknown option '%s' with a cluster file\n%s",
+			        a, qnode_usage);
 			return 2;
 		}
 		if (!v) {
@@ -141,7 +141,9 @@ int cli_query_node(int argc, char **argv)
 				if (!strcmp(v, levels[k]))
 					o.log_level = k;
 			if (o.log_level < 0) {
-				fprintf(stderr, "ringnet node: --log-level is error, warn, info or debug\n");
+				fprintf(
+				    stderr,
+				    "ringnet node: --log-level is error, warn, info or debug\n");
 				return 2;
 			}
 		}
@@ -164,7 +166,8 @@ int cli_query_node(int argc, char **argv)
 	}
 	snprintf(o.listen, sizeof o.listen, "%s:%d", c.procs[self].host, c.procs[self].port);
 	if (!o.http[0])
-		snprintf(o.http, sizeof o.http, "%s:%d", c.procs[self].host, c.procs[self].http_port);
+		snprintf(o.http, sizeof o.http, "%s:%d", c.procs[self].host,
+		         c.procs[self].http_port);
 	if (!o.data[0]) {
 		mkdir("ringnet-data", 0755);
 		snprintf(o.data, sizeof o.data, "ringnet-data/query-%s", o.name);
@@ -200,9 +203,12 @@ static void print_csv(json_t *recs)
 	json_t *r;
 	json_array_foreach(recs, i, r)
 	{
-		char *lat = json_dumps(json_object_get(r, "lat"), JSON_ENCODE_ANY | JSON_REAL_PRECISION(17));
-		char *lon = json_dumps(json_object_get(r, "lon"), JSON_ENCODE_ANY | JSON_REAL_PRECISION(17));
-		char *val = json_dumps(json_object_get(r, "value"), JSON_ENCODE_ANY | JSON_REAL_PRECISION(17));
+		char *lat = json_dumps(json_object_get(r, "lat"),
+		                       JSON_ENCODE_ANY | JSON_REAL_PRECISION(17));
+		char *lon = json_dumps(json_object_get(r, "lon"),
+		                       JSON_ENCODE_ANY | JSON_REAL_PRECISION(17));
+		char *val = json_dumps(json_object_get(r, "value"),
+		                       JSON_ENCODE_ANY | JSON_REAL_PRECISION(17));
 		printf("%s,%s,%s,%s,%s,%lld\n", lat ? lat : "", lon ? lon : "",
 		       json_string_value(json_object_get(r, "time")),
 		       json_string_value(json_object_get(r, "param")), val ? val : "",
@@ -235,9 +241,10 @@ int cli_query(int argc, char **argv)
 			csv = true;
 			continue;
 		}
-		static const char *const opts[] = {"--node",    "--limit",   "--from",    "--to",
-		                                   "--lat-min", "--lat-max", "--lon-min", "--lon-max"};
-		static const char *const args[] = {"",       "limit",   "from",    "to",
+		static const char *const opts[] = {"--node",    "--limit",   "--from",
+		                                   "--to",      "--lat-min", "--lat-max",
+		                                   "--lon-min", "--lon-max"};
+		static const char *const args[] = {"",        "limit",   "from",    "to",
 		                                   "lat_min", "lat_max", "lon_min", "lon_max"};
 		int which = -1;
 		for (int k = 0; k < 8; k++)
@@ -252,7 +259,8 @@ int cli_query(int argc, char **argv)
 				continue;
 			}
 			char *esc = curl_easy_escape(NULL, v, 0);
-			elen += (size_t)snprintf(extra + elen, elen < sizeof extra ? sizeof extra - elen : 0,
+			elen += (size_t)snprintf(extra + elen,
+			                         elen < sizeof extra ? sizeof extra - elen : 0,
 			                         "&%s=%s", args[which], esc ? esc : "");
 			curl_free(esc);
 			continue;
@@ -296,8 +304,9 @@ int cli_query(int argc, char **argv)
 	long long chunks = json_integer_value(json_object_get(ans, "total_chunks"));
 	char *hops = json_dumps(json_object_get(ans, "hops"), JSON_COMPACT);
 	fprintf(rep, "latency %.1f ms, status %s, %lld records in %lld chunks, hops %s, uid %s\n",
-	        t1 - t0, st ? st : "?", (long long)json_integer_value(json_object_get(ans, "total_records")),
-	        chunks, hops ? hops : "[]", uid ? uid : "?");
+	        t1 - t0, st ? st : "?",
+	        (long long)json_integer_value(json_object_get(ans, "total_records")), chunks,
+	        hops ? hops : "[]", uid ? uid : "?");
 	free(hops);
 	json_t *missing = json_object_get(ans, "missing");
 	if (missing) {
@@ -345,9 +354,10 @@ int cli_query_metrics(int argc, char **argv)
 		if (!strcmp(argv[i], "--node") && i + 1 < argc) {
 			node = argv[++i];
 		} else {
-			fprintf(stderr, "usage: ringnet metrics [--node HOST:PORT]\n"
-			                "Prints a query node's role, team, load, neighbours and recent "
-			                "log lines.\n");
+			fprintf(stderr,
+			        "usage: ringnet metrics [--node HOST:PORT]\n"
+			        "Prints a query node's role, team, load, neighbours and recent "
+			        "log lines.\n");
 			return strcmp(argv[i], "--help") ? 2 : 0;
 		}
 	}
@@ -416,7 +426,8 @@ int cli_data(int argc, char **argv)
 	if (config && !dir) {
 		json_error_t je;
 		json_t *doc = json_load_file(config, 0, &je);
-		const char *d = json_string_value(json_object_get(json_object_get(doc, "data"), "dir"));
+		const char *d =
+		    json_string_value(json_object_get(json_object_get(doc, "data"), "dir"));
 		if (!d) {
 			fprintf(stderr, "ringnet data: %s: no data.dir (%s)\n", config,
 			        doc ? "missing" : je.text);
@@ -447,7 +458,8 @@ int cli_data(int argc, char **argv)
 				if (!s)
 					break;
 				*s = '\0';
-				snprintf(found, sizeof found, "%s/../shared/data/airnow-2020-fire.tar.xz", exe);
+				snprintf(found, sizeof found,
+				         "%s/../shared/data/airnow-2020-fire.tar.xz", exe);
 				if (file_exists(found))
 					archive = found;
 			}

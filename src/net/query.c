@@ -66,8 +66,8 @@ struct nq {
 	struct qjob *active;   /* waiting on the core */
 	uint64_t seq;
 	rn_rng rng;
-	q_rec *rx; /* decoded records of one frame */
-	double load_ms;
+	q_rec *rx;                   /* decoded records of one frame */
+	double load_ms, load_cpu_ms; /* wall and this process's CPU time to load its slices */
 	uint64_t slices;
 	q_data_stats ds;
 	char *snap_prom, *snap_status; /* under n->lock */
@@ -115,9 +115,9 @@ static void d_send(void *ctx, const q_msg *m)
 }
 
 static uint32_t d_scan(void *ctx, int32_t lo, int32_t hi, const q_filter *f, uint32_t limit,
-                       q_rec *out)
+                       uint32_t count_to, q_rec *out)
 {
-	return q_data_scan(((nq *)ctx)->data, lo, hi, f, limit, out);
+	return q_data_scan(((nq *)ctx)->data, lo, hi, f, limit, count_to, out);
 }
 
 static uint32_t d_random(void *ctx)
@@ -311,14 +311,6 @@ static void tput(sbuf *t, const char *fmt, ...)
 	}
 }
 
-/* The shortest of %.15g / %.17g that reads back as the same double. */
-static void num(char out[32], double v)
-{
-	snprintf(out, 32, "%.15g", v);
-	if (strtod(out, NULL) != v)
-		snprintf(out, 32, "%.17g", v);
-}
-
 static char *chunk_body(const char *uid, uint32_t i, uint32_t total, bool last, const q_rec *r,
                         uint32_t n)
 {
@@ -327,16 +319,48 @@ static char *chunk_body(const char *uid, uint32_t i, uint32_t total, bool last, 
 		return NULL;
 	tput(&t, "{\"uid\":\"%s\",\"chunk\":%u,\"total_chunks\":%u,\"is_last\":%s,\"records\":[",
 	     uid, i, total, last ? "true" : "false");
+	/* a record is at most ~150 bytes: room for all first, then plain copies (this is the
+	 * leader's hottest loop) */
+	size_t need = t.len + (size_t)n * 192 + 16;
+	if (need > t.cap) {
+		char *nb = realloc(t.b, need);
+		if (!nb) {
+			free(t.b);
+			return NULL;
+		}
+		t.b = nb;
+		t.cap = need;
+	}
+	char tm[20] = "";
+	int32_t tm_of = INT32_MIN;
 	for (uint32_t k = 0; k < n; k++) {
-		char lat[32], lon[32], val[32], tm[20];
-		num(lat, r[k].lat);
-		num(lon, r[k].lon);
-		num(val, r[k].value);
-		q_format_time(r[k].minute, tm);
-		tput(&t,
-		     "%s{\"lat\":%s,\"lon\":%s,\"time\":\"%s\",\"param\":\"%s\",\"value\":%s,"
-		     "\"aqi\":%d}",
-		     k ? "," : "", lat, lon, tm, q_param_names[r[k].param], val, r[k].aqi);
+		if (r[k].minute != tm_of) {
+			q_format_time(r[k].minute, tm);
+			tm_of = r[k].minute;
+		}
+		char *o = t.b + t.len;
+		if (k)
+			*o++ = ',';
+		memcpy(o, "{\"lat\":", 7);
+		o += 7;
+		o += q_format_number(o, r[k].lat, r[k].lat_s);
+		memcpy(o, ",\"lon\":", 7);
+		o += 7;
+		o += q_format_number(o, r[k].lon, r[k].lon_s);
+		memcpy(o, ",\"time\":\"", 9);
+		o += 9;
+		memcpy(o, tm, 16);
+		o += 16;
+		memcpy(o, "\",\"param\":\"", 11);
+		o += 11;
+		size_t pl = strlen(q_param_names[r[k].param]);
+		memcpy(o, q_param_names[r[k].param], pl);
+		o += pl;
+		memcpy(o, "\",\"value\":", 10);
+		o += 10;
+		o += q_format_number(o, r[k].value, r[k].val_s);
+		o += snprintf(o, 24, ",\"aqi\":%d}", r[k].aqi);
+		t.len = (size_t)(o - t.b);
 	}
 	tput(&t, "]}");
 	if (t.oom) {
@@ -361,6 +385,7 @@ static char *status_json(nq *q, const q_stats *s)
 	    "data_bytes", (json_int_t)q_data_bytes(q->data), "heartbeats", (json_int_t)s->beats,
 	    "result_sets", (int)s->results);
 	json_object_set_new(o, "slices_loaded", slices_json(q, q->slices));
+	json_object_set_new(o, "load_cpu_ms", json_real(q->load_cpu_ms));
 	json_t *teams = json_object();
 	for (int t = 0; t < q->c.nteams; t++)
 		json_object_set_new(teams, q->c.teams[t].name,
@@ -747,6 +772,8 @@ int nd_query_start(node *n)
 	q->self = q_proc_find(&q->c, n->o->name);
 	q_plan_build(&q->c, &q->p);
 	uint64_t t0 = uv_hrtime();
+	struct timespec c0, c1;
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c0);
 	q->slices = q_plan_held(&q->p, q->self);
 	int32_t lo = INT32_MAX, hi = INT32_MIN;
 	for (int s = 0; s < q->p.n; s++)
@@ -779,6 +806,9 @@ int nd_query_start(node *n)
 		return rc;
 	}
 	q->load_ms = (double)(uv_hrtime() - t0) / 1e6;
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c1);
+	q->load_cpu_ms =
+	    (double)(c1.tv_sec - c0.tv_sec) * 1e3 + (double)(c1.tv_nsec - c0.tv_nsec) / 1e6;
 	q_data_stats_get(q->data, &q->ds);
 	for (int i = 0; i < q->c.nprocs; i++) {
 		char a[WIRE_ADDR_MAX];

@@ -121,6 +121,34 @@ void q_format_time(int32_t minute, char out[20])
 	out[19] = '\0';
 }
 
+static const double pow10_[] = {1e0, 1e1, 1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15};
+
+int q_format_number(char *out, double v, uint8_t scale)
+{
+	if (scale >= 16 || !(fabs(v) < 1e15))
+		return snprintf(out, 32, "%.17g", v);
+	/* v is the double nearest m / 10^scale, so rounding v * 10^scale gives m back */
+	long long m = llround(v * pow10_[scale]);
+	char digits[24];
+	int n = 0;
+	unsigned long long a = m < 0 ? (unsigned long long)-m : (unsigned long long)m;
+	do {
+		digits[n++] = (char)('0' + a % 10);
+		a /= 10;
+	} while (a || n <= scale);
+	int len = 0;
+	if (m < 0 || (m == 0 && signbit(v)))
+		out[len++] = '-';
+	for (int i = n - 1; i >= 0; i--) {
+		out[len++] = digits[i];
+		if (i == scale && scale)
+			out[len++] = '.';
+	}
+	out[len] = '\0';
+	return len;
+}
+
 void q_filter_all(q_filter *f, int param)
 {
 	memset(f, 0, sizeof *f);
@@ -160,8 +188,8 @@ int q_proc_find(const q_config *c, const char *id)
 }
 
 /* A positive integer setting of "strategies" (or "heartbeat"), within [lo, hi]. */
-static int uint_field(json_t *obj, const char *section, const char *name, unsigned lo,
-                      unsigned hi, unsigned *out, char *err, size_t errlen)
+static int uint_field(json_t *obj, const char *section, const char *name, unsigned lo, unsigned hi,
+                      unsigned *out, char *err, size_t errlen)
 {
 	json_t *v = obj ? json_object_get(obj, name) : NULL;
 	if (!v)
@@ -187,7 +215,8 @@ static bool find_cycle(const q_config *c, int v, int *state, int *stack, int dep
 			while (stack[from] != w)
 				from++;
 			for (int i = from; i <= depth; i++)
-				len += (size_t)snprintf(path + len, len < sizeof path ? sizeof path - len : 0,
+				len += (size_t)snprintf(path + len,
+				                        len < sizeof path ? sizeof path - len : 0,
 				                        "%s -> ", c->procs[stack[i]].id);
 			snprintf(path + len, len < sizeof path ? sizeof path - len : 0, "%s",
 			         c->procs[w].id);
@@ -219,11 +248,13 @@ static int parse_procs(json_t *procs, q_config *c, char *err, size_t errlen)
 		json_t *id = json_object_get(p, "id");
 		const char *name = id ? json_string_value(id) : key;
 		if (!name || !*name || strlen(name) >= Q_NAME_MAX)
-			return fail(err, errlen, "processes.%s.id: wants a name of 1 to %d characters",
-			            key, Q_NAME_MAX - 1);
+			return fail(err, errlen,
+			            "processes.%s.id: wants a name of 1 to %d characters", key,
+			            Q_NAME_MAX - 1);
 		if (strcmp(name, key) != 0)
-			return fail(err, errlen, "processes.%s.id: is \"%s\", not the process's name",
-			            key, name);
+			return fail(err, errlen,
+			            "processes.%s.id: is \"%s\", not the process's name", key,
+			            name);
 		strcpy(q->id, name);
 		const char *role = json_string_value(json_object_get(p, "role"));
 		if (!role)
@@ -235,18 +266,20 @@ static int parse_procs(json_t *procs, q_config *c, char *err, size_t errlen)
 		else if (!strcmp(role, "worker"))
 			q->role = Q_WORKER;
 		else
-			return fail(err, errlen,
-			            "processes.%s.role: unknown role \"%s\" (leader, team_leader or "
-			            "worker)",
-			            key, role);
+			return fail(
+			    err, errlen,
+			    "processes.%s.role: unknown role \"%s\" (leader, team_leader or "
+			    "worker)",
+			    key, role);
 		const char *team = json_string_value(json_object_get(p, "team"));
 		q->team = -1;
 		for (int t = 0; team && t < c->nteams; t++)
 			if (!strcmp(team, c->teams[t].name))
 				q->team = t;
 		if (q->team < 0)
-			return fail(err, errlen, "processes.%s.team: %s%s%s is not a team of data.teams",
-			            key, team ? "\"" : "", team ? team : "missing", team ? "\"" : "");
+			return fail(err, errlen,
+			            "processes.%s.team: %s%s%s is not a team of data.teams", key,
+			            team ? "\"" : "", team ? team : "missing", team ? "\"" : "");
 		const char *host = json_string_value(json_object_get(p, "host"));
 		if (!host || !*host || strlen(host) >= sizeof q->host)
 			return fail(err, errlen, "processes.%s.host: wants an IPv4 address", key);
@@ -254,14 +287,16 @@ static int parse_procs(json_t *procs, q_config *c, char *err, size_t errlen)
 		json_t *port = json_object_get(p, "port");
 		if (!json_is_integer(port) || json_integer_value(port) < 1 ||
 		    json_integer_value(port) > 64535)
-			return fail(err, errlen, "processes.%s.port: wants a port from 1 to 64535", key);
+			return fail(err, errlen, "processes.%s.port: wants a port from 1 to 64535",
+			            key);
 		q->port = (int)json_integer_value(port);
 		q->http_port = q->port + 1000;
 		json_t *hp = json_object_get(p, "http_port");
 		if (hp) {
 			if (!json_is_integer(hp) || json_integer_value(hp) < 1 ||
 			    json_integer_value(hp) > 65535)
-				return fail(err, errlen, "processes.%s.http_port: wants a port", key);
+				return fail(err, errlen, "processes.%s.http_port: wants a port",
+				            key);
 			q->http_port = (int)json_integer_value(hp);
 		}
 	}
@@ -273,8 +308,9 @@ static int parse_procs(json_t *procs, q_config *c, char *err, size_t errlen)
 		if (!nb)
 			continue;
 		if (!json_is_array(nb) || json_array_size(nb) > Q_MAX_NEIGH)
-			return fail(err, errlen, "processes.%s.neighbors: wants a list of at most %d names",
-			            key, Q_MAX_NEIGH);
+			return fail(err, errlen,
+			            "processes.%s.neighbors: wants a list of at most %d names", key,
+			            Q_MAX_NEIGH);
 		size_t i;
 		json_t *e;
 		json_array_foreach(nb, i, e)
@@ -282,16 +318,19 @@ static int parse_procs(json_t *procs, q_config *c, char *err, size_t errlen)
 			const char *name = json_string_value(e);
 			int w = name ? q_proc_find(c, name) : -1;
 			if (w < 0)
-				return fail(err, errlen,
-				            "processes.%s.neighbors: %s%s%s is not a process of this "
-				            "config",
-				            key, name ? "\"" : "", name ? name : "a non-string",
-				            name ? "\"" : "");
+				return fail(
+				    err, errlen,
+				    "processes.%s.neighbors: %s%s%s is not a process of this "
+				    "config",
+				    key, name ? "\"" : "", name ? name : "a non-string",
+				    name ? "\"" : "");
 			if (w == q - c->procs)
-				return fail(err, errlen, "processes.%s.neighbors: names itself", key);
+				return fail(err, errlen, "processes.%s.neighbors: names itself",
+				            key);
 			for (int k = 0; k < q->nneigh; k++)
 				if (q->neigh[k] == w)
-					return fail(err, errlen, "processes.%s.neighbors: \"%s\" twice", key,
+					return fail(err, errlen,
+					            "processes.%s.neighbors: \"%s\" twice", key,
 					            name);
 			q->neigh[q->nneigh++] = w;
 		}
@@ -328,13 +367,15 @@ static int parse_teams(json_t *data, q_config *c, char *err, size_t errlen)
 		if (!json_is_array(r) || json_array_size(r) != 2 || !lo || !hi ||
 		    !q_parse_day(lo, &t->day_lo) || !q_parse_day(hi, &t->day_hi) ||
 		    t->day_lo > t->day_hi)
-			return fail(err, errlen,
-			            "data.teams.%s: wants [\"YYYYMMDD\", \"YYYYMMDD\"], first not after "
-			            "last",
-			            name);
+			return fail(
+			    err, errlen,
+			    "data.teams.%s: wants [\"YYYYMMDD\", \"YYYYMMDD\"], first not after "
+			    "last",
+			    name);
 		for (int k = 0; k < c->nteams; k++)
 			if (t->day_lo <= c->teams[k].day_hi && c->teams[k].day_lo <= t->day_hi)
-				return fail(err, errlen, "data.teams.%s: its dates overlap team %s's", name,
+				return fail(err, errlen,
+				            "data.teams.%s: its dates overlap team %s's", name,
 				            c->teams[k].name);
 		c->nteams++;
 	}
@@ -361,8 +402,8 @@ static void defaults(q_config *c)
 	c->leader = -1;
 }
 
-static int parse_doc(json_t *doc, q_config *c, bool (*dir_exists)(void *, const char *),
-                     void *ctx, char *err, size_t errlen)
+static int parse_doc(json_t *doc, q_config *c, bool (*dir_exists)(void *, const char *), void *ctx,
+                     char *err, size_t errlen)
 {
 	static const char *const top[] = {"strategies", "data", "processes", "heartbeat"};
 	const char *key;
@@ -374,7 +415,8 @@ static int parse_doc(json_t *doc, q_config *c, bool (*dir_exists)(void *, const 
 			known |= !strcmp(key, top[i]);
 		if (!known)
 			return fail(err, errlen,
-			            "%s: unknown section (strategies, data, processes, heartbeat)", key);
+			            "%s: unknown section (strategies, data, processes, heartbeat)",
+			            key);
 	}
 	json_t *s = json_object_get(doc, "strategies");
 	if (s && !json_is_object(s))
@@ -390,10 +432,11 @@ static int parse_doc(json_t *doc, q_config *c, bool (*dir_exists)(void *, const 
 		else if (!strcmp(fs, "hybrid"))
 			c->strategy = Q_HYBRID;
 		else
-			return fail(err, errlen,
-			            "strategies.fairness_strategy: unknown strategy \"%s\" (strict, "
-			            "weighted or hybrid)",
-			            fs);
+			return fail(
+			    err, errlen,
+			    "strategies.fairness_strategy: unknown strategy \"%s\" (strict, "
+			    "weighted or hybrid)",
+			    fs);
 	}
 	json_t *hb = json_object_get(doc, "heartbeat");
 	if (hb && !json_is_object(hb))
@@ -413,8 +456,8 @@ static int parse_doc(json_t *doc, q_config *c, bool (*dir_exists)(void *, const 
 	        : uint_field(s, "strategies", "max_records", 1, Q_MAX_RECORDS, &c->max_records, err,
 	                     errlen);
 	rc = rc ? rc
-	        : uint_field(s, "strategies", "result_ttl_ms", 100, 86400000, &c->result_ttl_ms, err,
-	                     errlen);
+	        : uint_field(s, "strategies", "result_ttl_ms", 100, 86400000, &c->result_ttl_ms,
+	                     err, errlen);
 	rc = rc ? rc
 	        : uint_field(s, "strategies", "max_results", 1, 100000, &c->max_results, err,
 	                     errlen);
@@ -444,10 +487,11 @@ static int parse_doc(json_t *doc, q_config *c, bool (*dir_exists)(void *, const 
 	for (int i = 0; i < c->nprocs; i++)
 		if (c->procs[i].role == Q_LEADER) {
 			if (c->leader >= 0)
-				return fail(err, errlen,
-				            "processes.%s.role: a second leader (%s is one); want exactly "
-				            "one",
-				            c->procs[i].id, c->procs[c->leader].id);
+				return fail(
+				    err, errlen,
+				    "processes.%s.role: a second leader (%s is one); want exactly "
+				    "one",
+				    c->procs[i].id, c->procs[c->leader].id);
 			c->leader = i;
 		}
 	if (c->leader < 0)
@@ -460,9 +504,10 @@ static int parse_doc(json_t *doc, q_config *c, bool (*dir_exists)(void *, const 
 	q_plan_build(c, &p);
 	for (int i = 0; i < c->nprocs; i++)
 		if (!(p.reach[c->leader] & (1u << i)))
-			return fail(err, errlen,
-			            "processes.%s: not reachable from the leader %s through neighbors",
-			            c->procs[i].id, c->procs[c->leader].id);
+			return fail(
+			    err, errlen,
+			    "processes.%s: not reachable from the leader %s through neighbors",
+			    c->procs[i].id, c->procs[c->leader].id);
 	for (int t = 0; t < c->nteams; t++) {
 		bool any = false;
 		for (int i = 0; i < c->nprocs; i++)

@@ -17,6 +17,7 @@ typedef struct {
 	double *lat, *lon, *value;
 	int32_t *minute;
 	int16_t *aqi;
+	uint8_t *scale; /* 3 a row: the decimals of lat, lon, value as written */
 	size_t n, cap;
 	bool sorted;
 } column_set;
@@ -24,6 +25,9 @@ typedef struct {
 struct q_data {
 	column_set p[Q_NPARAMS];
 	q_data_stats st;
+	char last_time[16]; /* the rows of one file share their time: parse it once */
+	int32_t last_minute;
+	bool has_last;
 };
 
 q_data *q_data_new(void)
@@ -47,6 +51,7 @@ void q_data_free(q_data *d)
 		free(c->value);
 		free(c->minute);
 		free(c->aqi);
+		free(c->scale);
 	}
 	free(d);
 }
@@ -74,13 +79,45 @@ static int reserve(column_set *c)
 	if (!q)
 		return RN_ENOMEM;
 	c->aqi = q;
+	uint8_t *s = realloc(c->scale, cap * 3);
+	if (!s)
+		return RN_ENOMEM;
+	c->scale = s;
 	c->cap = cap;
 	return 0;
 }
 
-/* A finite number filling the whole field. */
-static bool number(const char *s, size_t n, double *out)
+static const double pow10_[] = {1e0, 1e1, 1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15};
+
+/* A finite number filling the whole field, and its decimals (Q_SCALE_NONE when it is not
+ * a plain [-]digits[.digits] of at most 15 digits). The plain case needs no strtod: m and
+ * 10^k are exact doubles, so the one division m / 10^k is correctly rounded, as strtod is. */
+static bool number(const char *s, size_t n, double *out, uint8_t *scale)
 {
+	size_t i = s[0] == '-';
+	uint64_t m = 0;
+	int digits = 0, decimals = -1;
+	for (; i < n; i++) {
+		if (s[i] >= '0' && s[i] <= '9') {
+			m = m * 10 + (uint64_t)(s[i] - '0');
+			digits++;
+			if (decimals >= 0)
+				decimals++;
+		} else if (s[i] == '.' && decimals < 0) {
+			decimals = 0;
+		} else {
+			break;
+		}
+	}
+	if (i == n && digits && digits <= 15 && decimals != 0) {
+		int k = decimals < 0 ? 0 : decimals;
+		double v = (double)m / pow10_[k];
+		*out = s[0] == '-' ? -v : v;
+		*scale = (uint8_t)k;
+		return true;
+	}
+	*scale = Q_SCALE_NONE;
 	char buf[64];
 	if (!n || n >= sizeof buf)
 		return false;
@@ -164,17 +201,29 @@ static int add_line(q_data *d, const char *s, size_t n)
 	const char *f[NFIELDS];
 	size_t fl[NFIELDS];
 	double lat, lon, value;
+	uint8_t sc[3];
 	char tbuf[20], pbuf[16];
-	int32_t minute;
+	int32_t minute = 0;
 	int param = -1;
-	bool ok = split(s, n, f, fl) && number(f[0], fl[0], &lat) && number(f[1], fl[1], &lon) &&
-	          number(f[4], fl[4], &value) && fl[2] < sizeof tbuf && fl[3] < sizeof pbuf;
+	bool ok = split(s, n, f, fl) && number(f[0], fl[0], &lat, &sc[0]) &&
+	          number(f[1], fl[1], &lon, &sc[1]) && number(f[4], fl[4], &value, &sc[2]) &&
+	          fl[2] == 16 && fl[3] < sizeof pbuf;
+	if (ok && d->has_last && !memcmp(f[2], d->last_time, 16)) {
+		minute = d->last_minute;
+	} else if (ok) {
+		memcpy(tbuf, f[2], 16);
+		tbuf[16] = '\0';
+		ok = q_parse_time(tbuf, &minute);
+		if (ok) {
+			memcpy(d->last_time, f[2], 16);
+			d->last_minute = minute;
+			d->has_last = true;
+		}
+	}
 	if (ok) {
-		memcpy(tbuf, f[2], fl[2]);
-		tbuf[fl[2]] = '\0';
 		memcpy(pbuf, f[3], fl[3]);
 		pbuf[fl[3]] = '\0';
-		ok = fl[2] == 16 && q_parse_time(tbuf, &minute) && (param = q_param_find(pbuf)) >= 0;
+		ok = (param = q_param_find(pbuf)) >= 0;
 	}
 	if (!ok) {
 		d->st.bad_rows++;
@@ -190,6 +239,7 @@ static int add_line(q_data *d, const char *s, size_t n)
 	c->value[c->n] = value;
 	c->minute[c->n] = minute;
 	c->aqi[c->n] = whole(f[7], fl[7]);
+	memcpy(c->scale + 3 * c->n, sc, 3);
 	c->n++;
 	d->st.rows++;
 	return 0;
@@ -275,7 +325,8 @@ int q_data_load_days(q_data *d, const char *dir, int32_t day_lo, int32_t day_hi,
 		d->st.days++;
 		for (int h = 0; h < 24; h++) {
 			char path[700];
-			snprintf(path, sizeof path, "%s/%04d%02d%02d-%02d.csv", folder, y, m, dd, h);
+			snprintf(path, sizeof path, "%s/%04d%02d%02d-%02d.csv", folder, y, m, dd,
+			         h);
 			int rc = load_file(d, path, err, errlen);
 			if (rc)
 				return rc;
@@ -335,6 +386,13 @@ int q_data_finish(q_data *d)
 		PERMUTE(double, c->value);
 		PERMUTE(int32_t, c->minute);
 		PERMUTE(int16_t, c->aqi);
+		uint8_t *ns = malloc(c->n * 3 + 1);
+		if (!ns)
+			goto nomem;
+		for (size_t i = 0; i < c->n; i++)
+			memcpy(ns + 3 * i, c->scale + 3 * (size_t)ix[i], 3);
+		free(c->scale);
+		c->scale = ns;
 		c->cap = c->n;
 		c->sorted = true;
 		free(ix);
@@ -361,7 +419,7 @@ static size_t lower(const column_set *c, int32_t t)
 }
 
 uint32_t q_data_scan(const q_data *d, int32_t day_lo, int32_t day_hi, const q_filter *f,
-                     uint32_t limit, q_rec *out)
+                     uint32_t limit, uint32_t count_to, q_rec *out)
 {
 	if (f->param >= Q_NPARAMS)
 		return 0;
@@ -374,13 +432,18 @@ uint32_t q_data_scan(const q_data *d, int32_t day_lo, int32_t day_hi, const q_fi
 	if (t0 > t1 || t0 > INT32_MAX)
 		return 0;
 	uint32_t matched = 0;
-	for (size_t i = lower(c, (int32_t)t0); i < c->n && c->minute[i] <= t1; i++) {
+	if (count_to < limit)
+		count_to = limit;
+	for (size_t i = lower(c, (int32_t)t0); i < c->n && c->minute[i] <= t1 && matched < count_to;
+	     i++) {
 		if (c->value[i] < f->vmin || c->value[i] > f->vmax || c->lat[i] < f->lat_min ||
 		    c->lat[i] > f->lat_max || c->lon[i] < f->lon_min || c->lon[i] > f->lon_max)
 			continue;
 		if (matched < limit)
-			out[matched] = (q_rec){c->lat[i], c->lon[i],        c->value[i],
-			                       c->minute[i], c->aqi[i], (uint8_t)f->param};
+			out[matched] =
+			    (q_rec){c->lat[i],       c->lon[i],           c->value[i],
+			            c->minute[i],    c->aqi[i],           (uint8_t)f->param,
+			            c->scale[3 * i], c->scale[3 * i + 1], c->scale[3 * i + 2]};
 		matched++;
 	}
 	return matched;
@@ -395,6 +458,6 @@ size_t q_data_bytes(const q_data *d)
 {
 	size_t b = 0;
 	for (int p = 0; p < Q_NPARAMS; p++)
-		b += d->p[p].cap * (3 * sizeof(double) + sizeof(int32_t) + sizeof(int16_t));
+		b += d->p[p].cap * (3 * sizeof(double) + sizeof(int32_t) + sizeof(int16_t) + 3);
 	return b;
 }

@@ -35,9 +35,9 @@ int q_data_load_days(q_data *d, const char *dir, int32_t day_lo, int32_t day_hi,
 /* Sorts what was added out of time order; call after the last add, before scans. */
 int q_data_finish(q_data *d);
 /* Appends to out up to limit records of days [day_lo, day_hi] that match f; returns how
- * many match in all. */
+ * many match, counting no further than count_to (it stops scanning there). */
 uint32_t q_data_scan(const q_data *d, int32_t day_lo, int32_t day_hi, const q_filter *f,
-                     uint32_t limit, q_rec *out);
+                     uint32_t limit, uint32_t count_to, q_rec *out);
 void q_data_stats_get(const q_data *d, q_data_stats *s);
 /* Bytes of memory the columns hold. */
 size_t q_data_bytes(const q_data *d);

@@ -38,7 +38,7 @@ typedef struct task {
 	int parent;    /* or the process that asked, and its request id */
 	uint64_t preq;
 	q_filter f;
-	uint32_t limit;
+	uint32_t limit, count_to;
 	uint64_t slices, missing;
 	uint32_t hops, teams;
 	uint32_t excl[Q_MAX_SLICES]; /* children that cannot answer a slice */
@@ -254,7 +254,8 @@ static int route(q_node *q, task *t, int s)
 				link_t *l = &q->links[i];
 				bool same = q->c.procs[l->proc].team == sl->team;
 				if (!l->child || same != (pass == 0) || !l->up ||
-				    (t->excl[s] & (1u << l->proc)) || !(q->p.reach[l->proc] & (1u << who)))
+				    (t->excl[s] & (1u << l->proc)) ||
+				    !(q->p.reach[l->proc] & (1u << who)))
 					continue;
 				return l->proc;
 			}
@@ -305,6 +306,7 @@ static void send_req(q_node *q, uint64_t now, task *t, part *p)
 	           .req = p->req,
 	           .f = t->f,
 	           .limit = p->limit,
+	           .count_to = t->count_to,
 	           .slices = p->slices};
 	q->d.send(q->d.ctx, &m);
 }
@@ -319,6 +321,7 @@ static void run_local(q_node *q, task *t, part *p)
 			continue;
 		uint32_t room = p->recs ? p->limit - got : 0;
 		uint32_t k = q->d.scan(q->d.ctx, q->p.s[s].day_lo, q->p.s[s].day_hi, &t->f, room,
+		                       matched < t->count_to ? t->count_to - matched : 0,
 		                       p->recs ? p->recs + got : q->scratch);
 		matched += k;
 		got += k < room ? k : room;
@@ -371,8 +374,7 @@ static void dispatch(q_node *q, uint64_t now, task *t, uint64_t mask, uint32_t l
 
 /* ---- finishing ---- */
 
-static void store_result(q_node *q, uint64_t now, task *t, q_rec *recs, uint32_t n,
-                         q_answer *a)
+static void store_result(q_node *q, uint64_t now, task *t, q_rec *recs, uint32_t n, q_answer *a)
 {
 	/* a uid nobody can guess from the last one: splitmix64 of a counter */
 	uint64_t z = (q->uid_state += 0x9e3779b97f4a7c15ull);
@@ -484,7 +486,7 @@ static void finish(q_node *q, uint64_t now, task *t)
 		           .to = (uint8_t)t->parent,
 		           .req = t->preq,
 		           .status = t->missing && t->busy_seen ? Q_ST_BUSY : Q_ST_OK,
-		           .matched = matched,
+		           .matched = matched < t->count_to ? matched : t->count_to,
 		           .missing = t->missing,
 		           .hops = t->hops,
 		           .recs = recs,
@@ -630,6 +632,7 @@ void q_client(q_node *q, uint64_t now, uint64_t req, const q_filter *f, uint32_t
 	t->creq = req;
 	t->f = *f;
 	t->limit = limit && limit < q->c.max_records ? limit : q->c.max_records;
+	t->count_to = t->limit;
 	int32_t lo = f->t_from == INT32_MIN ? INT32_MIN : floor_div(f->t_from, 1440);
 	int32_t hi = f->t_to == INT32_MAX ? INT32_MAX : floor_div(f->t_to, 1440);
 	t->slices = q_plan_overlap(&q->p, lo, hi);
@@ -774,6 +777,9 @@ void q_on_msg(q_node *q, uint64_t now, const q_msg *m)
 		t->preq = m->req;
 		t->f = m->f;
 		t->limit = m->limit < q->c.max_records ? m->limit : q->c.max_records;
+		t->count_to = m->count_to > t->limit ? m->count_to : t->limit;
+		if (t->count_to > Q_MAX_RECORDS)
+			t->count_to = Q_MAX_RECORDS;
 		t->slices = m->slices & (q->p.n >= 64 ? ~0ull : (1ull << q->p.n) - 1);
 		arrive(q, now, t);
 	}
@@ -882,8 +888,8 @@ uint64_t q_wake_at(const q_node *q)
 
 /* ---- chunks and stats ---- */
 
-int q_chunk(q_node *q, uint64_t now, const char *uid, uint32_t i, const q_rec **recs,
-            uint32_t *n, bool *is_last, uint32_t *total_chunks)
+int q_chunk(q_node *q, uint64_t now, const char *uid, uint32_t i, const q_rec **recs, uint32_t *n,
+            bool *is_last, uint32_t *total_chunks)
 {
 	for (unsigned k = 0; k < q->nresults; k++) {
 		result_set *r = &q->results[k];

@@ -8,8 +8,8 @@
  *   or copy before returning; a message that cannot be delivered is reported later with
  *   q_on_unreachable (never from inside send: the core is not re-entrant).
  * - scan: filter the local data of days [day_lo, day_hi] (days since 1970-01-01): append
- *   up to `limit` matching records to out, return how many match in all (the count, even
- *   past the limit).
+ *   up to `limit` matching records to out, return how many match, counting no further
+ *   than count_to (>= limit; a node only needs the counts up to the client's limit).
  * - reply: the answer to a client request made with q_client (its req id).
  * - random: a uniform 32-bit number (the jitter of retry backoff).
  * - log: one line for the node's log and the recent lines of /metrics.
@@ -122,7 +122,14 @@ typedef struct {
 	int32_t minute; /* UTC minutes since 1970 */
 	int16_t aqi;
 	uint8_t param;
+	/* decimals the source wrote each number with (Q_SCALE_NONE: not a plain decimal), so
+	 * that it is written back as the same digits, which read as the same double */
+	uint8_t lat_s, lon_s, val_s;
 } q_rec;
+
+#define Q_SCALE_NONE 255
+/* Writes v as written with `scale` decimals (or %.17g for Q_SCALE_NONE); the length. */
+int q_format_number(char *out, double v, uint8_t scale);
 
 typedef struct {
 	uint8_t param;
@@ -155,6 +162,7 @@ typedef struct {
 	/* REQ */
 	q_filter f;
 	uint32_t limit;
+	uint32_t count_to; /* count matches up to this (the client's limit) */
 	uint64_t slices;
 	/* RESP */
 	uint8_t status;
@@ -165,8 +173,8 @@ typedef struct {
 	uint32_t nrec;
 } q_msg;
 
-/* The codec of WIRE_QUERY bodies (big-endian, fixed layout; records are 35 bytes). */
-#define Q_WIRE_REC 35
+/* The codec of WIRE_QUERY bodies (big-endian, fixed layout; records are 38 bytes). */
+#define Q_WIRE_REC 38
 size_t q_wire_size(const q_msg *m);
 /* Writes m's body into buf (q_wire_size bytes). */
 void q_wire_encode(const q_msg *m, uint8_t *buf);
@@ -191,7 +199,7 @@ typedef struct {
 	void *ctx;
 	void (*send)(void *ctx, const q_msg *m);
 	uint32_t (*scan)(void *ctx, int32_t day_lo, int32_t day_hi, const q_filter *f,
-	                 uint32_t limit, q_rec *out);
+	                 uint32_t limit, uint32_t count_to, q_rec *out);
 	void (*reply)(void *ctx, uint64_t req, const struct q_answer *a);
 	uint32_t (*random)(void *ctx);
 	void (*log)(void *ctx, const char *line);

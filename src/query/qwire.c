@@ -1,5 +1,5 @@
 /* qwire.c — the body of a WIRE_QUERY frame: a fixed big-endian layout, records as raw
- * 35-byte rows (bulk data, so no protobuf). Every field is checked on decode: a length
+ * 38-byte rows (bulk data, so no protobuf). Every field is checked on decode: a length
  * that does not match, a record count over Q_MAX_RECORDS or a type out of range is
  * RN_EPROTO, never a crash. */
 #include <string.h>
@@ -9,8 +9,8 @@
 
 /* type, from, to, req */
 #define HDR 11
-/* param, vmin, vmax, t_from, t_to, 4 box edges, limit, slices */
-#define REQ_BODY (1 + 8 + 8 + 4 + 4 + 32 + 4 + 8)
+/* param, vmin, vmax, t_from, t_to, 4 box edges, limit, count_to, slices */
+#define REQ_BODY (1 + 8 + 8 + 4 + 4 + 32 + 4 + 4 + 8)
 /* status, matched, missing, hops, nrec */
 #define RESP_BODY (1 + 4 + 8 + 4 + 4)
 
@@ -89,6 +89,7 @@ void q_wire_encode(const q_msg *m, uint8_t *buf)
 		p = putd(p, m->f.lon_min);
 		p = putd(p, m->f.lon_max);
 		p = put32(p, m->limit);
+		p = put32(p, m->count_to);
 		p = put64(p, m->slices);
 	} else if (m->type == Q_MSG_RESP) {
 		*p++ = m->status;
@@ -105,6 +106,9 @@ void q_wire_encode(const q_msg *m, uint8_t *buf)
 			*p++ = (uint8_t)((uint16_t)r->aqi >> 8);
 			*p++ = (uint8_t)r->aqi;
 			*p++ = r->param;
+			*p++ = r->lat_s;
+			*p++ = r->lon_s;
+			*p++ = r->val_s;
 		}
 	}
 }
@@ -137,6 +141,7 @@ int q_wire_decode(const uint8_t *buf, size_t len, q_msg *m, q_rec *recs)
 		m->f.lon_min = getd(&p);
 		m->f.lon_max = getd(&p);
 		m->limit = get32(&p);
+		m->count_to = get32(&p);
 		m->slices = get64(&p);
 		if (m->f.param >= Q_NPARAMS || m->limit > Q_MAX_RECORDS)
 			return RN_EPROTO;
@@ -161,6 +166,9 @@ int q_wire_decode(const uint8_t *buf, size_t len, q_msg *m, q_rec *recs)
 			r->aqi = (int16_t)(uint16_t)(p[0] << 8 | p[1]);
 			p += 2;
 			r->param = *p++;
+			r->lat_s = *p++;
+			r->lon_s = *p++;
+			r->val_s = *p++;
 			if (r->param >= Q_NPARAMS)
 				return RN_EPROTO;
 		}

@@ -76,9 +76,8 @@ static void test_config(void **st)
 	(void)st;
 	q_config c;
 	char err[256];
-	assert_int_equal(q_config_parse(cluster_json, strlen(cluster_json), &c, NULL, NULL, err,
-	                                sizeof err),
-	                 0);
+	assert_int_equal(
+	    q_config_parse(cluster_json, strlen(cluster_json), &c, NULL, NULL, err, sizeof err), 0);
 	assert_int_equal(c.nprocs, 6);
 	assert_int_equal(c.leader, q_proc_find(&c, "A"));
 	assert_int_equal(c.procs[q_proc_find(&c, "E")].http_port, 61055);
@@ -97,9 +96,9 @@ static void test_config(void **st)
 	expect_refused("\"role\": \"leader\"", "\"role\": \"team_leader\"", "leader");
 	expect_refused("\"chunk_size\": 7", "\"chunk_size\": 0", "strategies.chunk_size");
 	/* a missing data folder */
-	assert_int_equal(q_config_parse(cluster_json, strlen(cluster_json), &c, no_dir, NULL, err,
-	                                sizeof err),
-	                 RN_EINVAL);
+	assert_int_equal(
+	    q_config_parse(cluster_json, strlen(cluster_json), &c, no_dir, NULL, err, sizeof err),
+	    RN_EINVAL);
 	assert_non_null(strstr(err, "data.dir"));
 	assert_int_equal(q_config_parse("{", 1, &c, NULL, NULL, err, sizeof err), RN_EINVAL);
 }
@@ -108,7 +107,8 @@ static void test_config_cycle_message(void **st)
 {
 	(void)st;
 	/* B -> C -> B: a cycle among team members, named with its path */
-	char *j = replace(cluster_json, "\"port\": 60053}", "\"port\": 60053, \"neighbors\": [\"B\"]}");
+	char *j =
+	    replace(cluster_json, "\"port\": 60053}", "\"port\": 60053, \"neighbors\": [\"B\"]}");
 	q_config c;
 	char err[256];
 	assert_int_equal(q_config_parse(j, strlen(j), &c, NULL, NULL, err, sizeof err), RN_EINVAL);
@@ -123,9 +123,8 @@ static void test_plan(void **st)
 	(void)st;
 	q_config c;
 	char err[256];
-	assert_int_equal(q_config_parse(cluster_json, strlen(cluster_json), &c, NULL, NULL, err,
-	                                sizeof err),
-	                 0);
+	assert_int_equal(
+	    q_config_parse(cluster_json, strlen(cluster_json), &c, NULL, NULL, err, sizeof err), 0);
 	q_plan p;
 	assert_int_equal(q_plan_build(&c, &p), 0);
 	assert_int_equal(p.n, 6);
@@ -183,9 +182,9 @@ static void test_dates(void **st)
 static void test_wire(void **st)
 {
 	(void)st;
-	static q_rec recs[3] = {{37.5, -122.25, 12.5, 26000000, 51, 0},
-	                        {-1e-9, 180, 0, -5, -1, 5},
-	                        {1, 2, 3, 4, 32767, 2}};
+	static q_rec recs[3] = {{37.5, -122.25, 12.5, 26000000, 51, 0, 1, 2, 1},
+	                        {-1e-9, 180, 0, -5, -1, 5, Q_SCALE_NONE, 0, 0},
+	                        {1, 2, 3, 4, 32767, 2, 3, 4, 5}};
 	q_msg m = {.type = Q_MSG_RESP,
 	           .from = 3,
 	           .to = 1,
@@ -208,6 +207,8 @@ static void test_wire(void **st)
 	assert_int_equal(back[1].minute, -5);
 	assert_int_equal(back[1].aqi, -1);
 	assert_int_equal(back[2].aqi, 32767);
+	assert_int_equal(back[1].lat_s, Q_SCALE_NONE);
+	assert_int_equal(back[2].val_s, 5);
 	/* every truncation and a bad record count are refused */
 	for (size_t k = 0; k < n; k++)
 		assert_int_equal(q_wire_decode(buf, k, &d, back), RN_EPROTO);
@@ -242,8 +243,8 @@ static void push(recset *s, q_rec r)
 }
 
 /* Random readings over [day0, day0 + ndays), as CSV text and as records. */
-static char *make_csv(rn_rng *g, int32_t day0, int ndays, int per_day, recset *all,
-                      size_t *len, unsigned *bad)
+static char *make_csv(rn_rng *g, int32_t day0, int ndays, int per_day, recset *all, size_t *len,
+                      unsigned *bad)
 {
 	size_t cap = (size_t)ndays * per_day * 220 + 4096, n = 0;
 	char *b = malloc(cap);
@@ -268,13 +269,15 @@ static char *make_csv(rn_rng *g, int32_t day0, int ndays, int per_day, recset *a
 			q_format_time(r.minute, t);
 			if (rn_rng_below(g, 50) == 0) { /* a bad row now and then */
 				n += (size_t)snprintf(b + n, cap - n,
-				                      "\"%.5f\",\"x\",\"%s\",\"PM2.5\",\"1\"\n", r.lat, t);
+				                      "\"%.5f\",\"x\",\"%s\",\"PM2.5\",\"1\"\n",
+				                      r.lat, t);
 				(*bad)++;
 				continue;
 			}
 			n += (size_t)snprintf(
 			    b + n, cap - n,
-			    "\"%.5f\",\"%.5f\",\"%s\",\"%s\",\"%.1f\",\"UG/M3\",\"1.0\",\"%d\",\"1\","
+			    "\"%.5f\",\"%.5f\",\"%s\",\"%s\",\"%.1f\",\"UG/"
+			    "M3\",\"1.0\",\"%d\",\"1\","
 			    "\"Site, \"\"quoted\"\"\",\"Agency\",\"123\",\"840123\"\n",
 			    r.lat, r.lon, t, q_param_names[r.param], r.value, r.aqi);
 			push(all, r);
@@ -357,9 +360,10 @@ static void test_data(void **st)
 	for (int k = 0; k < 300; k++) {
 		q_filter f;
 		random_filter(&g, &f, day0, 12);
-		int32_t dlo = day0 + (int32_t)rn_rng_below(&g, 12), dhi = dlo + (int32_t)rn_rng_below(&g, 6);
+		int32_t dlo = day0 + (int32_t)rn_rng_below(&g, 12),
+		        dhi = dlo + (int32_t)rn_rng_below(&g, 6);
 		size_t nw = oracle(&all, &f, dlo, dhi, want);
-		uint32_t ng = q_data_scan(d, dlo, dhi, &f, (uint32_t)all.n, got);
+		uint32_t ng = q_data_scan(d, dlo, dhi, &f, (uint32_t)all.n, UINT32_MAX, got);
 		assert_int_equal(ng, nw);
 		qsort(want, nw, sizeof *want, rec_cmp);
 		qsort(got, ng, sizeof *got, rec_cmp);
@@ -367,7 +371,11 @@ static void test_data(void **st)
 			assert_int_equal(rec_cmp(&want[i], &got[i]), 0);
 		/* a limit returns that many, all of them matches, and still counts them all */
 		uint32_t lim = (uint32_t)(nw / 2);
-		assert_int_equal(q_data_scan(d, dlo, dhi, &f, lim, got), nw);
+		assert_int_equal(q_data_scan(d, dlo, dhi, &f, lim, UINT32_MAX, got), nw);
+		/* counting stops at count_to, never below the limit */
+		assert_int_equal(q_data_scan(d, dlo, dhi, &f, lim, lim + 3, got),
+		                 nw < lim + 3 ? nw : lim + 3);
+		assert_int_equal(q_data_scan(d, dlo, dhi, &f, lim, 0, got), nw < lim ? nw : lim);
 		for (uint32_t i = 0; i < lim; i++)
 			assert_true(q_filter_match(&f, &got[i]) && got[i].minute / 1440 >= dlo &&
 			            got[i].minute / 1440 <= dhi);
@@ -377,6 +385,41 @@ static void test_data(void **st)
 	free(csv);
 	free(all.r);
 	q_data_free(d);
+}
+
+/* Numbers come back out as the digits they were read from (so a client reads the same
+ * double the CSV said), and the fast parse gives strtod's double. */
+static void test_numbers(void **st)
+{
+	(void)st;
+	static const char *const texts[] = {
+	    "37.7749",       "-124.20347", "11.0",     "0.5",      "-0.0",
+	    "163.9",         "7",          "0.000001", "-3.14",    "1e3",
+	    "123456.654321", "99999999.9", "-0.30000", "40.776943"};
+	for (size_t k = 0; k < sizeof texts / sizeof *texts; k++) {
+		char line[256];
+		int n =
+		    snprintf(line, sizeof line,
+		             "\"%s\",\"%s\",\"2020-08-10T01:00\",\"PM10\",\"%s\",\"U\",\"1\",\"5\","
+		             "\"1\",\"S\",\"A\",\"1\",\"2\"\n",
+		             texts[k], texts[k], texts[k]);
+		q_data *d = q_data_new();
+		assert_int_equal(q_data_add_csv(d, line, (size_t)n), 0);
+		assert_int_equal(q_data_finish(d), 0);
+		q_filter f;
+		q_filter_all(&f, 1);
+		q_rec r;
+		assert_int_equal(q_data_scan(d, 0, 30000, &f, 1, 1, &r), 1);
+		assert_true(r.lat == strtod(texts[k], NULL) && r.value == strtod(texts[k], NULL));
+		assert_true(signbit(r.lat) == signbit(strtod(texts[k], NULL)));
+		char out[32];
+		q_format_number(out, r.lat, r.lat_s);
+		if (strchr(texts[k], 'e'))
+			assert_true(strtod(out, NULL) == 1e3); /* not plain: %.17g */
+		else
+			assert_string_equal(out, texts[k]);
+		q_data_free(d);
+	}
 }
 
 /* ---- six cores in one process ---- */
@@ -440,10 +483,10 @@ static void d_send(void *ctx, const q_msg *m)
 }
 
 static uint32_t d_scan(void *ctx, int32_t lo, int32_t hi, const q_filter *f, uint32_t limit,
-                       q_rec *out)
+                       uint32_t count_to, q_rec *out)
 {
 	proc *p = ctx;
-	return q_data_scan(p->data, lo, hi, f, limit, out);
+	return q_data_scan(p->data, lo, hi, f, limit, count_to, out);
 }
 
 static void d_reply(void *ctx, uint64_t req, const q_answer *a)
@@ -493,7 +536,8 @@ static void run_until(cluster *cl, uint64_t until)
 		/* the earliest event due now, else advance a millisecond and tick */
 		size_t best = SIZE_MAX;
 		for (size_t k = 0; k < cl->nev; k++)
-			if (cl->ev[k].at <= cl->now && (best == SIZE_MAX || cl->ev[k].at < cl->ev[best].at))
+			if (cl->ev[k].at <= cl->now &&
+			    (best == SIZE_MAX || cl->ev[k].at < cl->ev[best].at))
 				best = k;
 		if (best == SIZE_MAX) {
 			cl->now++;
@@ -533,7 +577,8 @@ static void cluster_init(cluster *cl, const char *json, uint64_t seed)
 {
 	memset(cl, 0, sizeof *cl);
 	char err[256];
-	assert_int_equal(q_config_parse(json, strlen(json), &cl->c, NULL, NULL, err, sizeof err), 0);
+	assert_int_equal(q_config_parse(json, strlen(json), &cl->c, NULL, NULL, err, sizeof err),
+	                 0);
 	assert_int_equal(q_plan_build(&cl->c, &cl->p), 0);
 	rn_rng_seed(&cl->g, seed);
 	cl->now = 1000;
@@ -554,8 +599,10 @@ static void cluster_init(cluster *cl, const char *json, uint64_t seed)
 			t[10] = '\0';
 			int32_t day = q_days(atoi(t), atoi(t + 5), atoi(t + 8));
 			for (int s = 0; s < cl->p.n; s++)
-				if ((held & (1ull << s)) && cl->p.s[s].day_lo <= day && day <= cl->p.s[s].day_hi)
-					q_data_add_csv(cl->pr[i].data, line, (size_t)(nl - line) + 1);
+				if ((held & (1ull << s)) && cl->p.s[s].day_lo <= day &&
+				    day <= cl->p.s[s].day_hi)
+					q_data_add_csv(cl->pr[i].data, line,
+					               (size_t)(nl - line) + 1);
 			line = nl + 1;
 		}
 		assert_int_equal(q_data_finish(cl->pr[i].data), 0);
@@ -597,7 +644,8 @@ static q_answer ask(cluster *cl, int at, const q_filter *f, uint32_t limit, recs
 			const q_rec *r;
 			uint32_t n, total;
 			bool last;
-			assert_int_equal(q_chunk(p->q, cl->now, a.uid, i, &r, &n, &last, &total), 0);
+			assert_int_equal(q_chunk(p->q, cl->now, a.uid, i, &r, &n, &last, &total),
+			                 0);
 			assert_int_equal(total, a.total_chunks);
 			assert_int_equal(last, i + 1 == a.total_chunks);
 			assert_true(n >= 1 && n <= cl->c.chunk_size);
@@ -607,8 +655,9 @@ static q_answer ask(cluster *cl, int at, const q_filter *f, uint32_t limit, recs
 		const q_rec *r;
 		uint32_t n, total;
 		bool last;
-		assert_int_equal(q_chunk(p->q, cl->now, a.uid, a.total_chunks, &r, &n, &last, &total),
-		                 RN_ENOTFOUND);
+		assert_int_equal(
+		    q_chunk(p->q, cl->now, a.uid, a.total_chunks, &r, &n, &last, &total),
+		    RN_ENOTFOUND);
 		assert_int_equal(out->n, a.total_records);
 	}
 	return a;
@@ -627,7 +676,8 @@ static void check_answer(cluster *cl, const q_filter *f, uint32_t limit, const q
 		int32_t day = cl->all.r[i].minute / 1440;
 		bool missing = false;
 		for (int s = 0; s < cl->p.n; s++)
-			if ((a->missing & (1ull << s)) && cl->p.s[s].day_lo <= day && day <= cl->p.s[s].day_hi)
+			if ((a->missing & (1ull << s)) && cl->p.s[s].day_lo <= day &&
+			    day <= cl->p.s[s].day_hi)
 				missing = true;
 		if (!missing && q_filter_match(f, &cl->all.r[i]))
 			want[nw++] = cl->all.r[i];
@@ -813,11 +863,11 @@ static void test_admission(void **st)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_config),  cmocka_unit_test(test_config_cycle_message),
-	    cmocka_unit_test(test_plan),    cmocka_unit_test(test_dates),
-	    cmocka_unit_test(test_wire),    cmocka_unit_test(test_data),
-	    cmocka_unit_test(test_cluster_exact), cmocka_unit_test(test_cluster_faults),
-	    cmocka_unit_test(test_admission),
+	    cmocka_unit_test(test_config),         cmocka_unit_test(test_config_cycle_message),
+	    cmocka_unit_test(test_plan),           cmocka_unit_test(test_dates),
+	    cmocka_unit_test(test_wire),           cmocka_unit_test(test_data),
+	    cmocka_unit_test(test_numbers),        cmocka_unit_test(test_cluster_exact),
+	    cmocka_unit_test(test_cluster_faults), cmocka_unit_test(test_admission),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
