@@ -10,7 +10,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 bin=$repo/build/ringnet
 out=${1:-$repo/bench/out/query}
 runs=${2:-3}
-skew_cap=${SKEW_CAP:-60}
+skew_cap=${SKEW_CAP:-10} # per-team cap in the skewed run: low enough that 200 clients reach it
 mkdir -p "$out"
 cd "$repo"
 [ -x "$bin" ] || { cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF >/dev/null && cmake --build build -j2 >/dev/null; }
@@ -37,8 +37,11 @@ start_cluster() { # $1 config
 	until curl -sf http://127.0.0.1:61051/query/status | python3 -c 'import json,sys; s=json.load(sys.stdin); sys.exit(0 if all(v["state"]=="up" for v in s["neighbors"].values()) else 1)'; do sleep 0.05; done
 	rss_kb=0
 	for p in "${pids[@]}"; do rss_kb=$(( rss_kb + $(awk '/VmRSS/{print $2}' /proc/$p/status) )); done
-	load_ms=$(for port in 61051 61052 61053 61054 61055 61056; do curl -s "http://127.0.0.1:$port/query/status"; echo; done | python3 -c 'import json,sys; print(max(json.loads(l)["load_ms"] for l in sys.stdin if l.strip()))')
+	load_ms=$(for port in 61051 61052 61053 61054 61055 61056; do curl -s "http://127.0.0.1:$port/query/status"; echo; done | python3 -c 'import json,sys; s=[json.loads(l) for l in sys.stdin if l.strip()]; print("%.0f ms wall, %.0f ms CPU" % (max(x["load_ms"] for x in s), max(x["load_cpu_ms"] for x in s)))')
 }
+
+cpu_ticks() { local t=0; for p in "${pids[@]}"; do t=$(( t + $(awk '{print $14 + $15}' /proc/$p/stat) )); done; echo $t; }
+rss_mib() { local k=0; for p in "${pids[@]}"; do k=$(( k + $(awk '/VmRSS/{print $2}' /proc/$p/status) )); done; echo $(( k / 1024 )); }
 
 stop_cluster() {
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -50,23 +53,32 @@ summary=$out/summary.txt
 : >"$summary"
 for strategy in strict weighted hybrid; do
 	cfg=$tmp/$strategy.json
-	python3 - "$strategy" "$skew_cap" >"$cfg" <<'PY'
+	for cap in 60 "$skew_cap"; do
+		python3 - "$strategy" "$cap" >"$tmp/$strategy-$cap.json" <<'PY'
 import json, sys
 c = json.load(open("configs/one_host.json"))
 c["strategies"]["fairness_strategy"] = sys.argv[1]
 c["strategies"]["max_concurrent"] = int(sys.argv[2])
 print(json.dumps(c))
 PY
+	done
+	cp "$tmp/$strategy-60.json" "$cfg"
 	start_cluster "$cfg"
-	echo "$strategy: start-up $startup_ms ms (slowest load $load_ms ms), RSS of six $((rss_kb / 1024)) MiB" | tee -a "$summary"
+	echo "$strategy: start-up $startup_ms ms (slowest load $load_ms), RSS of six $((rss_kb / 1024)) MiB, load average $(cut -d' ' -f1 /proc/loadavg)" | tee -a "$summary"
 	for r in $(seq 1 "$runs"); do
+		c0=$(cpu_ticks)
 		"$bin" bench-query --config "$cfg" --leader 127.0.0.1:61051 --num-requests 400 --concurrency 20 \
 			--workload original --output-dir "$out/original-$r" >/dev/null
+		c1=$(cpu_ticks)
 		grep -E "whole request|query call|served" "$out/original-$r/benchmark_fairness_$strategy.txt" | sed "s/^/  original run $r: /" | tee -a "$summary"
+		echo "  original run $r: CPU of the six processes $(( (c1 - c0) * 10 )) ms for 400 requests, RSS now $(rss_mib) MiB" | tee -a "$summary"
 	done
 	"$bin" bench-query --config "$cfg" --leader 127.0.0.1:61051 --num-requests 400 --concurrency 20 \
 		--workload mix --output-dir "$out/mix" >/dev/null
-	"$bin" bench-query --config "$cfg" --leader 127.0.0.1:61051 --num-requests 4000 --concurrency 200 \
+	grep -E "whole request|served|green|pink|Jain" "$out/mix/benchmark_fairness_$strategy.txt" | sed "s/^/  mix: /" | tee -a "$summary"
+	stop_cluster
+	start_cluster "$tmp/$strategy-$skew_cap.json"
+	"$bin" bench-query --config "$tmp/$strategy-$skew_cap.json" --leader 127.0.0.1:61051 --num-requests 4000 --concurrency 200 \
 		--workload skewed --output-dir "$out/skewed" >/dev/null || true
 	sed "s/^/  skewed: /" "$out/skewed/benchmark_fairness_$strategy.txt" | grep -E "served|green|pink|Jain" | tee -a "$summary"
 	stop_cluster
