@@ -359,7 +359,10 @@ static char *chunk_body(const char *uid, uint32_t i, uint32_t total, bool last, 
 		memcpy(o, "\",\"value\":", 10);
 		o += 10;
 		o += q_format_number(o, r[k].value, r[k].val_s);
-		o += snprintf(o, 24, ",\"aqi\":%d}", r[k].aqi);
+		memcpy(o, ",\"aqi\":", 7);
+		o += 7;
+		o += q_format_number(o, r[k].aqi, 0);
+		*o++ = '}';
 		t.len = (size_t)(o - t.b);
 	}
 	tput(&t, "]}");
