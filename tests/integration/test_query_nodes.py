@@ -239,6 +239,64 @@ def refused_configs(c, tmp):
     return out
 
 
+def busy_answers(tmp, datadir, t):
+    """Admission over HTTP: a leader allowed 1 request of its team at a time and 1 waiting,
+    whose team leader is stopped (SIGSTOP) so that a request holds its slot until the call
+    times out: of three at once, one runs, one waits, one gets 429 with a retry hint (and
+    the two others end exact, from the leader's copy of the stopped process's slice)."""
+    ports = [ringtest.free_port() for _ in range(4)]
+    cfg = {"strategies": {"max_concurrent": 1, "queue_max": 1, "queue_timeout_ms": 20000,
+                          "max_records": 20000},
+           "heartbeat": {"interval_ms": 250, "timeout_ms": 60000, "call_timeout_ms": 1500,
+                         "retries": 0, "breaker_threshold": 1},
+           "data": {"dir": datadir, "teams": {"green": TEAMS["green"]}},
+           "processes": {
+               "A": {"id": "A", "role": "leader", "team": "green", "host": "127.0.0.1",
+                     "port": ports[0], "http_port": ports[1], "neighbors": ["B"]},
+               "B": {"id": "B", "role": "team_leader", "team": "green", "host": "127.0.0.1",
+                     "port": ports[2], "http_port": ports[3]}}}
+    sub = os.path.join(tmp, "busy")
+    os.makedirs(sub)
+    c = Cluster.__new__(Cluster)
+    c.tmp, c.procs, c.cfg = sub, {}, cfg
+    c.ports = {"A": (ports[0], ports[1]), "B": (ports[2], ports[3])}
+    c.path = os.path.join(sub, "cluster.json")
+    json.dump(cfg, open(c.path, "w"))
+    try:
+        for n in ("A", "B"):
+            c.start(n)
+        for n in ("A", "B"):
+            c.wait_ready(n)
+        c.wait_up("A", "B")
+        c.procs["B"].send_signal(signal.SIGSTOP)
+        results = []
+
+        def one():
+            url = f"http://127.0.0.1:{c.http('A')}/query?param=PM10&min=0&max=5000"
+            try:
+                with urllib.request.urlopen(url, timeout=60) as r:
+                    results.append((r.status, json.loads(r.read()), None))
+            except urllib.error.HTTPError as e:
+                results.append((e.code, json.loads(e.read() or b"{}"), e.headers.get("Retry-After")))
+
+        threads = [threading.Thread(target=one) for _ in range(3)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(timeout=90)
+        codes = sorted(r[0] for r in results)
+        t.check("one of three gets 429", codes == [200, 200, 429], str(results)[:300])
+        busy = [r for r in results if r[0] == 429]
+        t.check("429 says when to retry", busy and busy[0][2] and busy[0][1].get("retry_after_ms", 0) > 0,
+                str(busy)[:300])
+        ok = [r for r in results if r[0] == 200]
+        t.check("the admitted ones are exact from the copy",
+                all(r[1]["status"] == "ok" and "B" not in r[1]["hops"] for r in ok), str(ok)[:300])
+        c.procs["B"].send_signal(signal.SIGCONT)
+    finally:
+        c.stop()
+
+
 def main():
     t = ringtest.Checks("query_nodes")
     tmp = tempfile.mkdtemp(prefix="rnq-")
@@ -428,6 +486,8 @@ def main():
             log = " ".join(c.status(n)["log"])
             t.check(f"{n} logged failure and recovery",
                     "neighbor_failed" in log and "neighbor_recovered" in log, log)
+        c.stop()
+        busy_answers(tmp, datadir, t)
     finally:
         c.stop()
         if t.failures:

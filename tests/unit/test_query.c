@@ -863,14 +863,72 @@ static void test_admission(void **st)
 	cluster_free(&cl);
 }
 
+/* weighted: caps follow the recent load (10 green arrivals to 1 pink: green gets 10/11 of
+ * the 2 x 4 slots, pink 1); hybrid: the same until 80% of the slots are busy, then strict */
+static void test_weighted_hybrid(void **st)
+{
+	(void)st;
+	for (int m = 0; m < 2; m++) {
+		char *j = replace(cluster_json, "\"fairness_strategy\": \"strict\"",
+		                  m ? "\"fairness_strategy\": \"hybrid\""
+		                    : "\"fairness_strategy\": \"weighted\"");
+		char *j2 = replace(j, "\"queue_max\": 3", "\"queue_max\": 50");
+		cluster cl;
+		cluster_init(&cl, j2, 21);
+		proc *p = &cl.pr[cl.c.leader];
+		q_filter g, k;
+		q_filter_all(&g, 1);
+		g.t_from = (cl.c.teams[0].day_lo + 6) * 1440; /* C's days: answered through B */
+		g.t_to = g.t_from + 1000;
+		k = g;
+		k.t_from = (cl.c.teams[1].day_lo + 10) * 1440; /* D's days: through E */
+		k.t_to = k.t_from + 1000;
+		p->nans = 0;
+		for (int i = 0; i < 10; i++)
+			CALL(p, q_client(p->q, cl.now, 700 + (uint64_t)i, &g, 10));
+		CALL(p, q_client(p->q, cl.now, 800, &k, 10));
+		q_stats s;
+		q_get_stats(p->q, cl.now, &s);
+		int green = 0, pink = 1;
+		if (m == 0) {
+			assert_int_equal(s.team_cap[green], 8 * 10 / 11);
+			assert_int_equal(s.team_cap[pink], 1);
+			/* green alone had all the load while its 10 came in: 8 were admitted (a cap
+			 * that drops later does not take back admitted work), 2 wait */
+			assert_int_equal(s.team_active[green], 8);
+			assert_int_equal(s.team_queued[green], 2);
+		} else {
+			/* weighted (green has all the load: cap 8) until 7 of 8 slots are busy,
+			 * over 80%: then the strict caps of 4, which still admit pink's first */
+			assert_int_equal(s.team_cap[green], 4);
+			assert_int_equal(s.team_active[green], 7);
+			assert_int_equal(s.team_queued[green], 3);
+		}
+		assert_int_equal(s.team_active[pink], 1);
+		run_until(&cl, cl.now + 2000);
+		assert_int_equal(p->nans, 11);
+		for (int i = 0; i < 11; i++)
+			assert_int_equal(p->ans[i].status, Q_ANS_OK);
+		cluster_free(&cl);
+		free(j);
+		free(j2);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_config),         cmocka_unit_test(test_config_cycle_message),
-	    cmocka_unit_test(test_plan),           cmocka_unit_test(test_dates),
-	    cmocka_unit_test(test_wire),           cmocka_unit_test(test_data),
-	    cmocka_unit_test(test_numbers),        cmocka_unit_test(test_cluster_exact),
-	    cmocka_unit_test(test_cluster_faults), cmocka_unit_test(test_admission),
+	    cmocka_unit_test(test_config),
+	    cmocka_unit_test(test_config_cycle_message),
+	    cmocka_unit_test(test_plan),
+	    cmocka_unit_test(test_dates),
+	    cmocka_unit_test(test_wire),
+	    cmocka_unit_test(test_data),
+	    cmocka_unit_test(test_numbers),
+	    cmocka_unit_test(test_cluster_exact),
+	    cmocka_unit_test(test_cluster_faults),
+	    cmocka_unit_test(test_admission),
+	    cmocka_unit_test(test_weighted_hybrid),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
