@@ -6,15 +6,11 @@
 # the mixed workload, and the skewed one (one team asked 10x as often, 200 clients).
 # usage: bench/query_bench.sh [OUT_DIR] [RUNS]     (results in OUT_DIR, default bench/out/query)
 set -euo pipefail
-repo=$(cd "$(dirname "$0")/.." && pwd)
-bin=$repo/build/ringnet
+source "$(dirname "$0")/query_lib.sh"
 out=${1:-$repo/bench/out/query}
 runs=${2:-3}
 skew_cap=${SKEW_CAP:-10} # per-team cap in the skewed run: low enough that 200 clients reach it
 mkdir -p "$out"
-cd "$repo"
-[ -x "$bin" ] || { cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF >/dev/null && cmake --build build -j2 >/dev/null; }
-[ -d data/2020-fire/data ] || "$bin" data fetch --config configs/one_host.json
 tmp=$(mktemp -d /tmp/rnq-bench.XXXX)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }

@@ -5,15 +5,11 @@
 # rnq-* and removed on exit, even on failure.
 # usage: bench/query_netns.sh [OUT_DIR] [RUNS]
 set -euo pipefail
-repo=$(cd "$(dirname "$0")/.." && pwd)
-bin=$repo/build/ringnet
+if [ "$(id -u)" != 0 ]; then echo "query_netns: skipped (needs root for network namespaces)"; exit 0; fi
+source "$(dirname "$0")/query_lib.sh"
 out=${1:-$repo/bench/out/query-netns}
 runs=${2:-3}
-if [ "$(id -u)" != 0 ]; then echo "query_netns: skipped (needs root for network namespaces)"; exit 0; fi
 mkdir -p "$out"
-cd "$repo"
-[ -x "$bin" ] || { cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF >/dev/null && cmake --build build -j2 >/dev/null; }
-[ -d data/2020-fire/data ] || "$bin" data fetch --config configs/one_host.json
 tmp=$(mktemp -d /tmp/rnq-netns.XXXX)
 pids=()
 cleanup() {

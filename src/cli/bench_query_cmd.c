@@ -19,8 +19,6 @@
 #include "cli.h"
 #include "query_http.h"
 
-int nd_query_load_config(const char *path, q_config *c, char *err, size_t errlen);
-
 enum { W_MIX, W_ORIGINAL, W_SKEWED };
 
 typedef struct {
@@ -216,11 +214,8 @@ int cli_bench_query(int argc, char **argv)
 		return 2;
 	}
 	static q_config c;
-	char err[600];
-	if (nd_query_load_config(config, &c, err, sizeof err) < 0) {
-		fprintf(stderr, "ringnet bench-query: %s\n", err);
+	if (qh_load_config("bench-query", config, &c))
 		return 2;
-	}
 	char base[256];
 	qh_base(leader, base, sizeof base);
 	curl_global_init(CURL_GLOBAL_DEFAULT);

@@ -72,6 +72,16 @@ void qh_base(const char *node, char *out, size_t len)
 		out[n - 1] = '\0';
 }
 
+int qh_load_config(const char *who, const char *path, q_config *c)
+{
+	char err[600];
+	if (nd_query_load_config(path, c, err, sizeof err) < 0) {
+		fprintf(stderr, "ringnet %s: %s\n", who, err);
+		return 2;
+	}
+	return 0;
+}
+
 /* ---- ringnet node --config CLUSTER --id A ---- */
 
 static const char *qnode_usage =
@@ -154,11 +164,8 @@ int cli_query_node(int argc, char **argv)
 		return 2;
 	}
 	static q_config c;
-	char err[600];
-	if (nd_query_load_config(config, &c, err, sizeof err) < 0) {
-		fprintf(stderr, "ringnet node: %s\n", err);
+	if (qh_load_config("node", config, &c))
 		return 2;
-	}
 	int self = q_proc_find(&c, o.name);
 	if (self < 0) {
 		fprintf(stderr, "ringnet node: --id %s: no such process in %s\n", o.name, config);

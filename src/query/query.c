@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "../lib/err.h"
+#include "../lib/grow.h"
 
 #define LOCAL           (-1)
 #define NONE            (-2)
@@ -43,7 +44,7 @@ typedef struct task {
 	uint32_t hops, teams;
 	uint32_t excl[Q_MAX_SLICES]; /* children that cannot answer a slice */
 	part *parts;
-	int nparts, cap;
+	size_t nparts, cap;
 	int round;
 	bool busy_seen, admitted;
 	uint64_t arrived;
@@ -155,7 +156,7 @@ q_node *q_new(const q_config *c, const q_plan *p, int self, const q_driver *d, u
 
 static void task_free(task *t)
 {
-	for (int i = 0; i < t->nparts; i++)
+	for (size_t i = 0; i < t->nparts; i++)
 		free(t->parts[i].recs);
 	free(t->parts);
 	free(t);
@@ -238,6 +239,28 @@ static unsigned retry_hint(const q_node *q)
 	return ms < 50 ? 50 : ms > 5000 ? 5000 : (unsigned)ms;
 }
 
+/* Adds delta (+1 or -1, never below 0) to ctr[k] for each team k in the mask. */
+static void team_count(const q_node *q, unsigned *ctr, uint32_t teams, int delta)
+{
+	for (int k = 0; k < q->c.nteams; k++)
+		if (teams & (1u << k)) {
+			if (delta > 0)
+				ctr[k]++;
+			else if (ctr[k])
+				ctr[k]--;
+		}
+}
+
+/* Takes the task at *pp off the admission queue. */
+static task *dequeue(q_node *q, task **pp)
+{
+	task *t = *pp;
+	*pp = t->next;
+	q->nqueued--;
+	team_count(q, q->team_queued, t->teams, -1);
+	return t;
+}
+
 /* ---- routing ---- */
 
 static int route(q_node *q, task *t, int s)
@@ -274,14 +297,8 @@ static int32_t slice_days(const q_node *q, uint64_t mask)
 
 static part *add_part(task *t, int target, uint64_t slices)
 {
-	if (t->nparts == t->cap) {
-		int cap = t->cap ? t->cap * 2 : 4;
-		part *np = realloc(t->parts, (size_t)cap * sizeof *np);
-		if (!np)
-			return NULL;
-		t->parts = np;
-		t->cap = cap;
-	}
+	if (rn_grow((void **)&t->parts, &t->cap, t->nparts + 1, sizeof *t->parts, 4) < 0)
+		return NULL;
 	part *p = &t->parts[t->nparts++];
 	memset(p, 0, sizeof *p);
 	p->target = target;
@@ -348,7 +365,7 @@ static void dispatch(q_node *q, uint64_t now, task *t, uint64_t mask, uint32_t l
 	}
 	int32_t total = slice_days(q, mask & ~t->missing);
 	uint32_t given = 0;
-	int first = t->nparts;
+	size_t first = t->nparts;
 	for (int r = 0; r <= Q_MAX_PROCS; r++) {
 		if (!by[r])
 			continue;
@@ -361,9 +378,9 @@ static void dispatch(q_node *q, uint64_t now, task *t, uint64_t mask, uint32_t l
 		given += p->limit;
 	}
 	/* what rounding left goes to the first parts, one each */
-	for (int i = first; given < limit && i < t->nparts; i++, given++)
+	for (size_t i = first; given < limit && i < t->nparts; i++, given++)
 		t->parts[i].limit++;
-	for (int i = first; i < t->nparts; i++) {
+	for (size_t i = first; i < t->nparts; i++) {
 		part *p = &t->parts[i];
 		if (p->target == LOCAL)
 			run_local(q, t, p);
@@ -400,9 +417,7 @@ static void store_result(q_node *q, uint64_t now, task *t, q_rec *recs, uint32_t
 static void release(q_node *q, task *t)
 {
 	if (t->admitted) {
-		for (int k = 0; k < q->c.nteams; k++)
-			if ((t->teams & (1u << k)) && q->team_active[k])
-				q->team_active[k]--;
+		team_count(q, q->team_active, t->teams, -1);
 		q->ntasks--;
 	}
 }
@@ -416,6 +431,16 @@ static void unlink_task(task **list, task *t)
 		}
 }
 
+/* The answer to the process that asked for task t. */
+static q_msg resp_for(const q_node *q, const task *t, uint8_t status)
+{
+	return (q_msg){.type = Q_MSG_RESP,
+	               .from = (uint8_t)q->self,
+	               .to = (uint8_t)t->parent,
+	               .req = t->preq,
+	               .status = status};
+}
+
 static void answer_busy(q_node *q, task *t)
 {
 	q->rejected++;
@@ -423,12 +448,8 @@ static void answer_busy(q_node *q, task *t)
 		q_answer a = {.status = Q_ANS_BUSY, .retry_ms = retry_hint(q)};
 		q->d.reply(q->d.ctx, t->creq, &a);
 	} else {
-		q_msg m = {.type = Q_MSG_RESP,
-		           .from = (uint8_t)q->self,
-		           .to = (uint8_t)t->parent,
-		           .req = t->preq,
-		           .status = Q_ST_BUSY,
-		           .missing = t->slices};
+		q_msg m = resp_for(q, t, Q_ST_BUSY);
+		m.missing = t->slices;
 		q->d.send(q->d.ctx, &m);
 	}
 }
@@ -438,7 +459,7 @@ static void admit_waiting(q_node *q, uint64_t now);
 static void finish(q_node *q, uint64_t now, task *t)
 {
 	uint32_t n = 0, matched = 0;
-	for (int i = 0; i < t->nparts; i++)
+	for (size_t i = 0; i < t->nparts; i++)
 		if (t->parts[i].have) {
 			n += t->parts[i].nrec;
 			matched += t->parts[i].matched;
@@ -448,7 +469,7 @@ static void finish(q_node *q, uint64_t now, task *t)
 		n = t->limit;
 	q_rec *recs = malloc(((size_t)n + 1) * sizeof *recs);
 	uint32_t at = 0;
-	for (int i = 0; recs && i < t->nparts && at < n; i++) {
+	for (size_t i = 0; recs && i < t->nparts && at < n; i++) {
 		part *p = &t->parts[i];
 		if (!p->have)
 			continue;
@@ -481,16 +502,12 @@ static void finish(q_node *q, uint64_t now, task *t)
 		}
 		q->d.reply(q->d.ctx, t->creq, &a);
 	} else {
-		q_msg m = {.type = Q_MSG_RESP,
-		           .from = (uint8_t)q->self,
-		           .to = (uint8_t)t->parent,
-		           .req = t->preq,
-		           .status = t->missing && t->busy_seen ? Q_ST_BUSY : Q_ST_OK,
-		           .matched = matched < t->count_to ? matched : t->count_to,
-		           .missing = t->missing,
-		           .hops = t->hops,
-		           .recs = recs,
-		           .nrec = n};
+		q_msg m = resp_for(q, t, t->missing && t->busy_seen ? Q_ST_BUSY : Q_ST_OK);
+		m.matched = matched < t->count_to ? matched : t->count_to;
+		m.missing = t->missing;
+		m.hops = t->hops;
+		m.recs = recs;
+		m.nrec = n;
 		q->d.send(q->d.ctx, &m);
 		free(recs);
 	}
@@ -504,14 +521,14 @@ static void finish(q_node *q, uint64_t now, task *t)
  * else the answer. */
 static void check_done(q_node *q, uint64_t now, task *t)
 {
-	for (int i = 0; i < t->nparts; i++)
+	for (size_t i = 0; i < t->nparts; i++)
 		if (t->parts[i].state == PT_WAIT || t->parts[i].state == PT_BACKOFF)
 			return;
 	if (t->round == 1) {
 		t->round = 2;
 		uint32_t total = 0;
 		bool short_ = false;
-		for (int i = 0; i < t->nparts; i++)
+		for (size_t i = 0; i < t->nparts; i++)
 			if (t->parts[i].have) {
 				total += t->parts[i].nrec;
 				short_ |= t->parts[i].matched > t->parts[i].nrec;
@@ -520,7 +537,7 @@ static void check_done(q_node *q, uint64_t now, task *t)
 			/* the counts are known now: give each part what it matched, in order */
 			uint32_t left = t->limit;
 			bool asked = false;
-			for (int i = 0; i < t->nparts; i++) {
+			for (size_t i = 0; i < t->nparts; i++) {
 				part *p = &t->parts[i];
 				if (!p->have)
 					continue;
@@ -550,9 +567,7 @@ static void start(q_node *q, uint64_t now, task *t)
 {
 	t->admitted = true;
 	q->ntasks++;
-	for (int k = 0; k < q->c.nteams; k++)
-		if (t->teams & (1u << k))
-			q->team_active[k]++;
+	team_count(q, q->team_active, t->teams, 1);
 	t->next = q->tasks;
 	q->tasks = t;
 	t->round = 1;
@@ -569,12 +584,7 @@ static void admit_waiting(q_node *q, uint64_t now)
 			pp = &t->next;
 			continue;
 		}
-		*pp = t->next;
-		q->nqueued--;
-		for (int k = 0; k < q->c.nteams; k++)
-			if ((t->teams & (1u << k)) && q->team_queued[k])
-				q->team_queued[k]--;
-		start(q, now, t);
+		start(q, now, dequeue(q, pp));
 		pp = &q->queued; /* start may have finished tasks and changed the list */
 	}
 }
@@ -603,9 +613,7 @@ static void arrive(q_node *q, uint64_t now, task *t)
 		task_free(t);
 		return;
 	}
-	for (int k = 0; k < q->c.nteams; k++)
-		if (t->teams & (1u << k))
-			q->team_queued[k]++;
+	team_count(q, q->team_queued, t->teams, 1);
 	q->nqueued++;
 	t->next = NULL;
 	task **pp = &q->queued;
@@ -660,7 +668,7 @@ static void heard(q_node *q, uint64_t now, int proc)
 static bool find_part(q_node *q, uint64_t req, task **tt, part **pp)
 {
 	for (task *t = q->tasks; t; t = t->next)
-		for (int i = 0; i < t->nparts; i++)
+		for (size_t i = 0; i < t->nparts; i++)
 			if (t->parts[i].req == req && t->parts[i].target != LOCAL) {
 				*tt = t;
 				*pp = &t->parts[i];
@@ -822,7 +830,7 @@ void q_tick(q_node *q, uint64_t now)
 	 * its task (and free it), so the walk starts over after each */
 restart:
 	for (task *t = q->tasks; t; t = t->next)
-		for (int i = 0; i < t->nparts; i++) {
+		for (size_t i = 0; i < t->nparts; i++) {
 			part *p = &t->parts[i];
 			link_t *l = p->target == LOCAL ? NULL : link_of(q, p->target);
 			if (p->state == PT_WAIT && (now >= p->deadline || (l && !l->up))) {
@@ -845,11 +853,7 @@ restart:
 			pp = &t->next;
 			continue;
 		}
-		*pp = t->next;
-		q->nqueued--;
-		for (int k = 0; k < q->c.nteams; k++)
-			if ((t->teams & (1u << k)) && q->team_queued[k])
-				q->team_queued[k]--;
+		dequeue(q, pp);
 		answer_busy(q, t);
 		task_free(t);
 	}
@@ -872,7 +876,7 @@ uint64_t q_wake_at(const q_node *q)
 		if (q->links[i].up && q->links[i].last_heard + q->c.hb_timeout_ms + 1 < at)
 			at = q->links[i].last_heard + q->c.hb_timeout_ms + 1;
 	for (const task *t = q->tasks; t; t = t->next)
-		for (int i = 0; i < t->nparts; i++) {
+		for (size_t i = 0; i < t->nparts; i++) {
 			const part *p = &t->parts[i];
 			if (p->state == PT_WAIT && p->deadline < at)
 				at = p->deadline;
