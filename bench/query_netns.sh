@@ -33,6 +33,10 @@ ip -n rnq-h2 link set rnq-v2 up
 host_of() { case $1 in A | B | C) echo rnq-h1 ;; *) echo rnq-h2 ;; esac; }
 ip_of() { case $1 in A | B | C) echo 10.77.0.1 ;; *) echo 10.77.0.2 ;; esac; }
 port_of() { case $1 in A) echo 61051 ;; B) echo 61052 ;; C) echo 61053 ;; D) echo 61054 ;; E) echo 61055 ;; F) echo 61056 ;; esac; }
+# the API asks for a token on a non-loopback address: one for the nodes and the client
+tok=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
+echo "$tok" >"$tmp/api.token"
+export RINGNET_API_TOKEN=$tok
 summary=$out/summary.txt
 : >"$summary"
 for strategy in strict weighted hybrid; do
@@ -46,14 +50,14 @@ PY
 	pids=()
 	t0=$(date +%s%N)
 	for id in A B C D E F; do
-		ip netns exec "$(host_of $id)" "$bin" node --config "$cfg" --id $id --data "$tmp/ring-$strategy-$id" --log-level warn >"$tmp/$id.log" 2>&1 &
+		ip netns exec "$(host_of $id)" "$bin" node --config "$cfg" --id $id --data "$tmp/ring-$strategy-$id" --log-level warn --api-token "$tmp/api.token" >"$tmp/$id.log" 2>&1 &
 		pids+=($!)
 	done
 	for id in A B C D E F; do
-		until ip netns exec "$(host_of $id)" curl -sf "http://$(ip_of $id):$(port_of $id)/query/status" >/dev/null; do sleep 0.01; done
+		until ip netns exec "$(host_of $id)" curl -sf -H "Authorization: Bearer $tok" "http://$(ip_of $id):$(port_of $id)/query/status" >/dev/null; do sleep 0.01; done
 	done
 	echo "$strategy: start-up $(( ($(date +%s%N) - t0) / 1000000 )) ms, load average $(cut -d' ' -f1 /proc/loadavg)" | tee -a "$summary"
-	until ip netns exec rnq-h1 curl -sf http://10.77.0.1:61051/query/status | python3 -c 'import json,sys; s=json.load(sys.stdin); sys.exit(0 if all(v["state"]=="up" for v in s["neighbors"].values()) else 1)'; do sleep 0.05; done
+	until ip netns exec rnq-h1 curl -sf -H "Authorization: Bearer $tok" http://10.77.0.1:61051/query/status | python3 -c 'import json,sys; s=json.load(sys.stdin); sys.exit(0 if all(v["state"]=="up" for v in s["neighbors"].values()) else 1)'; do sleep 0.05; done
 	for r in $(seq 1 "$runs"); do
 		ip netns exec rnq-h1 "$bin" bench-query --config "$cfg" --leader 10.77.0.1:61051 --num-requests 400 \
 			--concurrency 20 --workload original --output-dir "$out/original-$r" >/dev/null

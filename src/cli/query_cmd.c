@@ -42,6 +42,20 @@ int qh_get(void *curl, const char *url, long *status, qh_buf *out)
 	out->len = 0;
 	if (out->data)
 		out->data[0] = '\0';
+	/* a node that asks for a token (its --api-token) gets $RINGNET_API_TOKEN */
+	static struct curl_slist *hdr;
+	static bool hdr_made;
+	if (!hdr_made) {
+		hdr_made = true;
+		const char *token = getenv("RINGNET_API_TOKEN");
+		char bearer[320];
+		if (token && *token && strlen(token) < 256) {
+			snprintf(bearer, sizeof bearer, "Authorization: Bearer %s", token);
+			hdr = curl_slist_append(NULL, bearer);
+		}
+	}
+	if (hdr)
+		curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdr);
 	curl_easy_setopt(c, CURLOPT_URL, url);
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, grab);
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, out);
@@ -86,13 +100,15 @@ int qh_load_config(const char *who, const char *path, q_config *c)
 
 static const char *qnode_usage =
     "usage: ringnet node --config CLUSTER.json --id NAME [--http HOST:PORT] [--data DIR]\n"
-    "                    [--log-level error|warn|info|debug]\n"
+    "                    [--log-level error|warn|info|debug] [--api-token FILE|none]\n"
+    "                    [--http-tls CERT,KEY]\n"
     "\n"
     "Runs process NAME of a query cluster file (configs/one_host.json): peers on its\n"
     "host:port, the HTTP API on port+1000 (or http_port, or --http). It loads only the\n"
     "days of its own slice and of the one it holds a copy of. An invalid cluster file is\n"
     "refused with the field named (exit 2). --data: its ring store (default\n"
-    "ringnet-data/query-NAME).\n"
+    "ringnet-data/query-NAME). --api-token and --http-tls as for any node (ringnet node\n"
+    "--help); the query commands send $RINGNET_API_TOKEN when it is set.\n"
     "HTTP routes:\n"
     "  GET /query?param=PM2.5&min=10&max=50[&from=T&to=T&lat_min=..&lat_max=..&lon_min=..\n"
     "             &lon_max=..&limit=N]   T: 2020-08-10T01:00, 2020-08-10 or 20200810\n"
@@ -124,8 +140,9 @@ int cli_query_node(int argc, char **argv)
 			fputs(qnode_usage, stdout);
 			return 0;
 		}
-		static const char *const known[] = {"--config", "--id", "--http", "--data",
-		                                    "--log-level"};
+		static const char *const known[] = {"--config",  "--id",        "--http",
+		                                    "--data",    "--log-level", "--api-token",
+		                                    "--http-tls"};
 		if (!cli_one_of(a, known, CLI_NELEM(known))) {
 			fprintf(stderr, "ringnet node: unknown option '%s' with a cluster file\n%s",
 			        a, qnode_usage);
@@ -144,6 +161,10 @@ int cli_query_node(int argc, char **argv)
 			snprintf(o.http, sizeof o.http, "%s", v);
 		else if (!strcmp(a, "--data"))
 			snprintf(o.data, sizeof o.data, "%s", v);
+		else if (!strcmp(a, "--api-token"))
+			snprintf(o.api_token, sizeof o.api_token, "%s", v);
+		else if (!strcmp(a, "--http-tls"))
+			snprintf(o.http_tls, sizeof o.http_tls, "%s", v);
 		else {
 			static const char *levels[] = {"error", "warn", "info", "debug"};
 			o.log_level = -1;

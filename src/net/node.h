@@ -15,9 +15,13 @@ typedef struct {
 	char key[256];   /* --key: file of the cluster key ("": peers are not checked) */
 	char join[NODE_MAX_JOIN][64];
 	int njoin;
-	int log_level;          /* 0 error, 1 warn, 2 info, 3 debug */
-	int replicas;           /* R: copies of every key (0: the default, 3) */
-	int write_quorum;       /* W: copies committed before a write is acknowledged (0: 2) */
+	int log_level;    /* 0 error, 1 warn, 2 info, 3 debug */
+	int replicas;     /* R: copies of every key (0: the default, 3) */
+	int write_quorum; /* W: copies committed before a write is acknowledged (0: 2) */
+	/* --api-token: a file holding the HTTP API's bearer token, or "none"; "" means none on
+	 * a loopback --http, and DATA/api.token (made on first start) on any other address */
+	char api_token[256];
+	char http_tls[512];     /* --http-tls CERT,KEY: PEM files; "": plain HTTP */
 	char query_config[256]; /* a query cluster file: serve queries as process `name` */
 } node_opts;
 
