@@ -115,6 +115,9 @@ static void *run_worker(void *arg)
 		}
 		s->records = (uint32_t)json_integer_value(json_object_get(ans, "total_records"));
 		s->served = ok;
+		if (!ok)
+			fprintf(stderr, "ringnet bench-query: a request failed: %ld %.200s\n",
+			        status, b.data ? b.data : "");
 		s->total_ms = qh_now_ms() - t0;
 		json_decref(ans);
 	}

@@ -3,6 +3,7 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,26 +37,29 @@ static size_t grab(char *p, size_t size, size_t n, void *ctx)
 	return k;
 }
 
+/* A node that asks for a token (its --api-token) gets $RINGNET_API_TOKEN. */
+static struct curl_slist *bearer;
+static pthread_once_t bearer_once = PTHREAD_ONCE_INIT;
+
+static void make_bearer(void)
+{
+	const char *token = getenv("RINGNET_API_TOKEN");
+	char h[320];
+	if (token && *token && strlen(token) < 256) {
+		snprintf(h, sizeof h, "Authorization: Bearer %s", token);
+		bearer = curl_slist_append(NULL, h);
+	}
+}
+
 int qh_get(void *curl, const char *url, long *status, qh_buf *out)
 {
 	CURL *c = curl;
 	out->len = 0;
 	if (out->data)
 		out->data[0] = '\0';
-	/* a node that asks for a token (its --api-token) gets $RINGNET_API_TOKEN */
-	static struct curl_slist *hdr;
-	static bool hdr_made;
-	if (!hdr_made) {
-		hdr_made = true;
-		const char *token = getenv("RINGNET_API_TOKEN");
-		char bearer[320];
-		if (token && *token && strlen(token) < 256) {
-			snprintf(bearer, sizeof bearer, "Authorization: Bearer %s", token);
-			hdr = curl_slist_append(NULL, bearer);
-		}
-	}
-	if (hdr)
-		curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdr);
+	pthread_once(&bearer_once, make_bearer); /* bench-query's threads share it */
+	if (bearer)
+		curl_easy_setopt(c, CURLOPT_HTTPHEADER, bearer);
 	curl_easy_setopt(c, CURLOPT_URL, url);
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, grab);
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, out);

@@ -70,7 +70,7 @@ struct nq {
 	double load_ms, load_cpu_ms; /* wall and this process's CPU time to load its slices */
 	uint64_t slices;
 	q_data_stats ds;
-	char *snap_prom, *snap_status; /* under n->lock */
+	char *snap_prom; /* the /metrics lines, under n->lock */
 	uint64_t frames_in, frames_out, bad_frames;
 };
 
@@ -473,12 +473,10 @@ static void on_snap(uv_timer_t *t)
 	nq *q = t->data;
 	q_stats s;
 	q_get_stats(q->core, uv_now(&q->n->loop), &s);
-	char *p = prom_text(q, &s), *j = status_json(q, &s);
+	char *p = prom_text(q, &s);
 	pthread_mutex_lock(&q->n->lock);
 	free(q->snap_prom);
-	free(q->snap_status);
 	q->snap_prom = p;
-	q->snap_status = j;
 	pthread_mutex_unlock(&q->n->lock);
 }
 
@@ -873,7 +871,6 @@ void nd_query_free(node *n)
 	free(q->rx);
 	free(q->uq);
 	free(q->snap_prom);
-	free(q->snap_status);
 	free(q);
 	n->query = NULL;
 }
