@@ -173,8 +173,8 @@ typedef struct {
 	uint32_t nrec;
 } q_msg;
 
-/* The codec of WIRE_QUERY bodies (big-endian, fixed layout; records are 38 bytes). */
-#define Q_WIRE_REC 38
+/* The codec of WIRE_QUERY bodies (big-endian, fixed layout; records are 34 bytes). */
+#define Q_WIRE_REC 34
 size_t q_wire_size(const q_msg *m);
 /* Writes m's body into buf (q_wire_size bytes). */
 void q_wire_encode(const q_msg *m, uint8_t *buf);

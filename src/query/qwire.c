@@ -1,5 +1,5 @@
 /* qwire.c — the body of a WIRE_QUERY frame: a fixed big-endian layout, records as raw
- * 38-byte rows (bulk data, so no protobuf). Every field is checked on decode: a length
+ * 34-byte rows (bulk data, so no protobuf). Every field is checked on decode: a length
  * that does not match, a record count over Q_MAX_RECORDS or a type out of range is
  * RN_EPROTO, never a crash. */
 #include <string.h>
