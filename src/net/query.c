@@ -29,6 +29,10 @@
 
 enum { QJ_QUERY, QJ_CHUNK, QJ_STATUS };
 
+/* An HTTP query the core has not answered in this long gets 503 (the core's own timeouts
+ * answer far sooner; this bounds what a client can make the loop hold if they did not). */
+#define QUERY_DEADLINE_NS (30ull * 1000000000ull)
+
 struct qjob {
 	struct qjob *next;
 	struct MHD_Connection *conn;
@@ -471,6 +475,15 @@ static char *prom_text(nq *q, const q_stats *s)
 static void on_snap(uv_timer_t *t)
 {
 	nq *q = t->data;
+	uint64_t ns = uv_hrtime();
+	for (struct qjob *j = q->active, *next; j; j = next) {
+		next = j->next;
+		if (ns - j->started_ns > QUERY_DEADLINE_NS)
+			job_done(q, j, 503,
+			         nd_json_text(json_pack("{s:s, s:i}", "error",
+			                                "no answer in time; try again",
+			                                "retry_after_ms", 1000)));
+	}
 	q_stats s;
 	q_get_stats(q->core, uv_now(&q->n->loop), &s);
 	char *p = prom_text(q, &s);
