@@ -677,6 +677,24 @@ static bool find_part(q_node *q, uint64_t req, task **tt, part **pp)
 	return false;
 }
 
+/* Gives up on part p (its answer too, if a second-round ask failed: the slices go again
+ * with the limit that ask had, so the answer is never silently short) and routes its
+ * slices another way, not through p's target. p may move: not touched after this. */
+static void reroute(q_node *q, uint64_t now, task *t, part *p)
+{
+	p->state = PT_DEAD;
+	p->have = false;
+	free(p->recs);
+	p->recs = NULL;
+	p->nrec = p->matched = 0;
+	uint64_t slices = p->slices;
+	uint32_t limit = p->limit;
+	for (int s = 0; s < q->p.n; s++)
+		if (slices & (1ull << s))
+			t->excl[s] |= 1u << p->target;
+	dispatch(q, now, t, slices, limit);
+}
+
 /* A call failed (no answer in time, undeliverable): retry after a backoff while the
  * neighbour's breaker is closed, else route its slices another way. */
 static void part_failed(q_node *q, uint64_t now, task *t, part *p)
@@ -687,11 +705,6 @@ static void part_failed(q_node *q, uint64_t now, task *t, part *p)
 		logf_(q, "breaker_open %s after %u failed calls", pname(q, p->target),
 		      l->consec_fail);
 	}
-	if (p->have) { /* a second-round ask: keep the first answer */
-		p->state = PT_DONE;
-		check_done(q, now, t);
-		return;
-	}
 	if (l && !breaker_open(q, l, now) && p->tries < q->c.retries) {
 		uint64_t base = (uint64_t)q->c.backoff_ms << p->tries;
 		p->tries++;
@@ -699,13 +712,7 @@ static void part_failed(q_node *q, uint64_t now, task *t, part *p)
 		p->retry_at = now + base + (q->d.random ? q->d.random(q->d.ctx) % (base + 1) : 0);
 		return;
 	}
-	p->state = PT_DEAD;
-	uint64_t slices = p->slices;
-	uint32_t limit = p->limit;
-	for (int s = 0; s < q->p.n; s++)
-		if (slices & (1ull << s))
-			t->excl[s] |= 1u << p->target;
-	dispatch(q, now, t, slices, limit); /* p may move: do not touch it after this */
+	reroute(q, now, t, p);
 	check_done(q, now, t);
 }
 
@@ -718,28 +725,13 @@ static void on_resp(q_node *q, uint64_t now, const q_msg *m)
 	link_t *l = link_of(q, p->target);
 	if (m->status == Q_ST_BUSY && !m->nrec) {
 		t->busy_seen = true;
-		if (p->have) {
-			p->state = PT_DONE;
-		} else {
-			p->state = PT_DEAD;
-			uint64_t slices = p->slices & ~0ull;
-			uint32_t limit = p->limit;
-			for (int s = 0; s < q->p.n; s++)
-				if (slices & (1ull << s))
-					t->excl[s] |= 1u << m->from;
-			dispatch(q, now, t, slices, limit);
-		}
+		reroute(q, now, t, p);
 		check_done(q, now, t);
 		return;
 	}
 	if (l) {
 		l->consec_fail = 0;
 		l->open_until = 0;
-	}
-	if (p->have && (m->missing & ~0ull) && m->missing != 0) {
-		p->state = PT_DONE; /* a second round that lost slices: keep the first answer */
-		check_done(q, now, t);
-		return;
 	}
 	if (m->status == Q_ST_BUSY)
 		t->busy_seen = true;

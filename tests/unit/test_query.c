@@ -831,6 +831,56 @@ static void test_cluster_faults(void **st)
 	cluster_free(&cl);
 }
 
+/* Kills a process in the middle of queries (at a random moment: before its first answer,
+ * between the two rounds of a limit that the split left short, or after), with limits
+ * set to the exact match count so the second round is needed: every answer must be the
+ * scan, or partial naming only slices the dead process leaves unreachable. */
+static void test_midquery_kills(void **st)
+{
+	(void)st;
+	cluster cl;
+	cluster_init(&cl, cluster_json, 77);
+	recset got = {0};
+	q_rec *tmp = malloc((cl.all.n + 1) * sizeof *tmp);
+	int leader = cl.c.leader;
+	for (int k = 0; k < 40; k++) {
+		int victim = 1 + (int)rn_rng_below(&cl.g, 5);
+		if (victim == leader)
+			victim = 0;
+		q_filter f;
+		random_filter(&cl.g, &f, cl.c.teams[0].day_lo, 46);
+		size_t nw = oracle(&cl.all, &f, INT32_MIN, INT32_MAX, tmp);
+		uint32_t limit = nw ? (uint32_t)nw : 1;
+		proc *p = &cl.pr[leader];
+		p->nans = 0;
+		CALL(p, q_client(p->q, cl.now, 9000 + (uint64_t)k, &f, limit));
+		run_until(&cl, cl.now + rn_rng_below(&cl.g, 40));
+		kill_proc(&cl, victim);
+		uint64_t allowed = unreachable_slices(&cl);
+		uint64_t deadline = cl.now + 20000;
+		while (p->nans == 0 && cl.now < deadline)
+			run_until(&cl, cl.now + 5);
+		assert_int_equal(p->nans, 1);
+		q_answer a = p->ans[0];
+		got.n = 0;
+		for (uint32_t i = 0; i < a.total_chunks; i++) {
+			const q_rec *r;
+			uint32_t n, total;
+			bool last;
+			assert_int_equal(q_chunk(p->q, cl.now, a.uid, i, &r, &n, &last, &total), 0);
+			for (uint32_t j = 0; j < n; j++)
+				push(&got, r[j]);
+		}
+		check_answer(&cl, &f, limit, &a, &got, 0);
+		assert_int_equal(a.missing & ~allowed, 0);
+		start_proc(&cl, victim);
+		run_until(&cl, cl.now + 3 * cl.c.hb_interval_ms);
+	}
+	free(tmp);
+	free(got.r);
+	cluster_free(&cl);
+}
+
 static void test_admission(void **st)
 {
 	(void)st;
@@ -926,17 +976,12 @@ static void test_weighted_hybrid(void **st)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_config),
-	    cmocka_unit_test(test_config_cycle_message),
-	    cmocka_unit_test(test_plan),
-	    cmocka_unit_test(test_dates),
-	    cmocka_unit_test(test_wire),
-	    cmocka_unit_test(test_data),
-	    cmocka_unit_test(test_numbers),
-	    cmocka_unit_test(test_cluster_exact),
-	    cmocka_unit_test(test_cluster_faults),
-	    cmocka_unit_test(test_admission),
-	    cmocka_unit_test(test_weighted_hybrid),
+	    cmocka_unit_test(test_config),         cmocka_unit_test(test_config_cycle_message),
+	    cmocka_unit_test(test_plan),           cmocka_unit_test(test_dates),
+	    cmocka_unit_test(test_wire),           cmocka_unit_test(test_data),
+	    cmocka_unit_test(test_numbers),        cmocka_unit_test(test_cluster_exact),
+	    cmocka_unit_test(test_cluster_faults), cmocka_unit_test(test_admission),
+	    cmocka_unit_test(test_midquery_kills), cmocka_unit_test(test_weighted_hybrid),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
