@@ -225,6 +225,8 @@ static int resolve_hostport(const char *v, char *out, size_t len)
 
 int cli_node(int argc, char **argv)
 {
+	if (cli_query_is_cluster(argc, argv)) /* a query cluster file (query_cmd.c) */
+		return cli_query_node(argc, argv);
 	node_opts o;
 	memset(&o, 0, sizeof o);
 	o.log_level = 2;

@@ -165,6 +165,10 @@ static void hand_back(node *n, pending *f)
 		nd_kv_unreachable(n, f->kv_req, f->kv_to);
 		return;
 	}
+	if (f->kind == FRAME_QUERY) {
+		nd_query_unreachable(n, f->kv_req, f->kv_to);
+		return;
+	}
 	f->msg.peers = f->peers;
 	ring_out_reset(&n->out);
 	ring_on_unreachable(n->ring, uv_now(&n->loop), &f->msg, &n->out);
@@ -587,10 +591,18 @@ static bool consume(inconn *c)
 		uint32_t blen;
 		uint8_t type;
 		if (wire_header(c->buf + off, &blen, &type) < 0 ||
-		    (type != WIRE_RING && type != WIRE_KV && type != WIRE_CAST))
+		    (type != WIRE_RING && type != WIRE_KV && type != WIRE_CAST &&
+		     type != WIRE_QUERY))
 			return false;
 		if (c->len - off < WIRE_HEADER + (size_t)blen)
 			break;
+		if (type == WIRE_QUERY) {
+			if (nd_query_on_frame(n, c->buf + off + WIRE_HEADER, blen) < 0)
+				return false;
+			n->frames_in++;
+			off += WIRE_HEADER + blen;
+			continue;
+		}
 		if (type == WIRE_CAST) { /* a cast link: its socket goes to cast.c */
 			c->handed = !c->proven && off == 0 &&
 			            nd_cast_accept(n, &c->tcp, c->buf + WIRE_HEADER, blen,

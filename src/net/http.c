@@ -555,6 +555,8 @@ static enum MHD_Result on_http(void *cls, struct MHD_Connection *c, const char *
 		*upload_size = 0;
 		return MHD_YES;
 	}
+	if (r->qjob || !strncmp(url, "/query", 6)) /* query.c */
+		return nd_query_http(n, c, r, url, method);
 	if (r->job) { /* resumed: the loop has answered */
 		pthread_mutex_lock(&n->lock);
 		bool done = r->job->done;
@@ -576,7 +578,7 @@ static enum MHD_Result on_http(void *cls, struct MHD_Connection *c, const char *
 		char *snap[] = {n->snap_ring, n->snap_health, n->snap_peers, n->snap_metrics};
 		char *body = snap[i] ? strdup(snap[i]) : NULL;
 		if (body && i == 3)
-			body = add_http_metrics(n, body);
+			body = nd_query_metrics(n, add_http_metrics(n, body));
 		pthread_mutex_unlock(&n->lock);
 		if (!body)
 			return bad_request(r, c, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
@@ -646,6 +648,7 @@ static void on_http_done(void *cls, struct MHD_Connection *c, void **state,
 		}
 		pthread_mutex_unlock(&n->lock);
 	}
+	nd_query_job_free(r->qjob);
 	if (r->job) {
 		free(r->job->key);
 		free(r->job->rid);
