@@ -36,6 +36,22 @@ size_t cli_collect(char *p, size_t size, size_t n, void *ctx);
  * file c trusts (a CURL * and a struct curl_slist *; cli.h does not include libcurl). */
 struct curl_slist;
 struct curl_slist *cli_auth(void *c, struct curl_slist *h);
+/* `ringnet cast FILE`: swarm broadcast from a node (cast_cmd.c). */
+int cli_cast(int argc, char **argv);
+/* `ringnet sim --cast TOPOLOGY`: the cast core on a simulated network (castsim_cmd.c). */
+int cli_castsim(int argc, char **argv);
+
+/* One HTTP request (client_cmd.c): the status in *status, the body in *out (the caller
+ * frees it). rid: an Idempotency-Key, or NULL. 0, or -1 when the node cannot be reached. */
+int cli_http(const char *method, const char *url, const char *body, const char *rid, long *status,
+             char **out);
+/* the query service (query_cmd.c, bench_query_cmd.c) */
+bool cli_query_is_cluster(int argc, char **argv);
+int cli_query_node(int argc, char **argv);
+int cli_query(int argc, char **argv);
+int cli_query_metrics(int argc, char **argv);
+int cli_data(int argc, char **argv);
+int cli_bench_query(int argc, char **argv);
 
 /* Whether s is one of the n strings in list (an option or command name). */
 static inline bool cli_one_of(const char *s, const char *const *list, size_t n)

@@ -17,6 +17,7 @@ static const char *client_usage =
     "       ringnet del KEY [--node URL]\n"
     "       ringnet peers [--node URL]\n"
     "       ringnet ring [--node URL]\n"
+    "       ringnet health [--node URL]\n"
     "\n"
     "Talks to any node of the ring; it forwards to the key's owner. URL is\n"
     "http://HOST:PORT or just HOST:PORT; it defaults to $RINGNET_NODE, else\n"
@@ -26,7 +27,11 @@ static const char *client_usage =
     "https:// node, $RINGNET_CACERT names the CA file to trust (else the system's).\n"
     "VALUE '-' reads the value from standard input, '@FILE' from a file (up to 1 MiB);\n"
     "to store a string that starts with '@', or is '-', give it as JSON: '\"@x\"'.\n"
-    "Exit status: 0 ok, 1 key not found, 2 usage error, 3 node unreachable or failing.\n";
+    "Exit status: 0 ok, 1 key not found, 2 usage error, 3 node unreachable or failing.\n"
+    "`ringnet health` is a container's health check: it asks the node's GET /health\n"
+    "(URL defaults to $RINGNET_NODE, else $RINGNET_HTTP, the address `ringnet node`\n"
+    "serves on, over HTTPS when $RINGNET_HTTP_TLS is set too) and exits 0 when the node\n"
+    "answers \"ok\", 1 otherwise.\n";
 
 size_t cli_collect(char *p, size_t size, size_t n, void *ctx)
 {
@@ -43,8 +48,8 @@ size_t cli_collect(char *p, size_t size, size_t n, void *ctx)
 
 /* One request; the status in *status, the body in *out (caller frees). 0 or -1. rid: the
  * Idempotency-Key that makes a retried write safe, or NULL. */
-static int http(const char *method, const char *url, const char *body, const char *rid,
-                long *status, char **out)
+int cli_http(const char *method, const char *url, const char *body, const char *rid, long *status,
+             char **out)
 {
 	CURL *c = curl_easy_init();
 	if (!c)
@@ -97,7 +102,13 @@ void cli_print_error(long status, const char *body)
 
 int cli_client(const char *cmd, int argc, char **argv)
 {
+	bool health = !strcmp(cmd, "health"), tls = false;
 	const char *node = getenv("RINGNET_NODE");
+	if (health && (!node || !*node)) {
+		node = getenv("RINGNET_HTTP");
+		const char *t = getenv("RINGNET_HTTP_TLS"); /* the node's own --http-tls */
+		tls = t && *t;
+	}
 	if (!node || !*node)
 		node = "http://127.0.0.1:5001";
 	const char *pos[3] = {NULL, NULL, NULL};
@@ -128,6 +139,11 @@ int cli_client(const char *cmd, int argc, char **argv)
 	if ((put || get || del) && !*pos[0])
 		return usage_error("the key is empty%s", "");
 	char node_url[512];
+	char tls_url[512];
+	if (tls && !strstr(node, "://") && strlen(node) + 9 < sizeof tls_url) {
+		snprintf(tls_url, sizeof tls_url, "https://%s", node); /* the node's --http-tls */
+		node = tls_url;
+	}
 	const char *base = cli_node_url(node, node_url, sizeof node_url);
 	if (!base)
 		return usage_error(
@@ -204,7 +220,7 @@ int cli_client(const char *cmd, int argc, char **argv)
 	for (int waited = 0;;) {
 		free(out);
 		out = NULL;
-		rc = http(method, url, body, rid[0] ? rid : NULL, &status, &out);
+		rc = cli_http(method, url, body, rid[0] ? rid : NULL, &status, &out);
 		json_t *j = rc == 0 && status == 503 && out ? json_loads(out, 0, NULL) : NULL;
 		json_int_t after = json_integer_value(json_object_get(j, "retry_after_ms"));
 		json_decref(j);
@@ -215,7 +231,15 @@ int cli_client(const char *cmd, int argc, char **argv)
 		nanosleep(&ts, NULL);
 	}
 	int exit_code = 3;
-	if (rc == 0 && status == 200) {
+	if (health) {
+		json_t *j = rc == 0 && out ? json_loads(out, 0, NULL) : NULL;
+		const char *st = json_string_value(json_object_get(j, "status"));
+		exit_code = status == 200 && st && !strcmp(st, "ok") ? 0 : 1;
+		printf("%s\n", exit_code == 0 ? out : "unhealthy");
+		if (rc == 0 && exit_code)
+			cli_print_error(status, out);
+		json_decref(j);
+	} else if (rc == 0 && status == 200) {
 		exit_code = 0;
 		json_t *j = out ? json_loads(out, 0, NULL) : NULL;
 		if (get) {

@@ -1,5 +1,7 @@
 /* node_cmd.c — `ringnet node`: arguments, then the real driver. */
+#include <arpa/inet.h>
 #include <jansson.h>
+#include <netdb.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,7 +21,8 @@ static const char *node_usage =
     "Runs one node of a ring. Its ring id is SHA-1 of NAME. Without --join it starts a new\n"
     "ring (or, restarted on the same --data, rejoins the peers it knew); with --join (up\n"
     "to 8) it joins the ring of the node listening there. Peers talk to it on --listen (an\n"
-    "IPv4 address other nodes can reach, not 0.0.0.0); the HTTP API is on --http.\n"
+    "IPv4 address other nodes can reach, not 0.0.0.0); the HTTP API is on --http. A HOST\n"
+    "may be a name (a container's, say): it is resolved to its IPv4 address at start.\n"
     "  --data DIR      its LMDB key-value store and saved peers (default ringnet-data/NAME)\n"
     "  --key FILE      the cluster key (64 hex digits): only peers that know it may send\n"
     "                  this node frames, and it sends its own only to them; without it, anyone\n"
@@ -35,6 +38,11 @@ static const char *node_usage =
     "                  \"join\": [...], \"data\": ..., \"key\": ..., \"log_level\": ...,\n"
     "                  \"api_token\": ..., \"http_tls\": ...,\n"
     "                  \"replicas\": 3, \"write_quorum\": 2}; flags win over it\n"
+    "Environment: RINGNET_ID, RINGNET_LISTEN, RINGNET_HTTP, RINGNET_JOIN (addresses apart\n"
+    "  by commas), RINGNET_DATA, RINGNET_KEY, RINGNET_API_TOKEN_FILE (--api-token),\n"
+    "  RINGNET_HTTP_TLS, RINGNET_REPLICAS, RINGNET_WRITE_QUORUM, RINGNET_MAX_FILE,\n"
+    "  RINGNET_LOG_LEVEL: the same settings; they win over --config, flags win over\n"
+    "  them; an empty one is unset\n"
     "HTTP routes:\n"
     "  POST /kv {\"key\": K, \"value\": V}   store V (any JSON) under K\n"
     "  GET /kv/KEY, DELETE /kv/KEY       read or remove a key (any node forwards to its owner,\n"
@@ -76,6 +84,23 @@ static const char *const names[NODE_NOPTS] = {"id",       "listen",    "http",  
 static const char *const flags[NODE_NOPTS] = {
     "--id",  "--listen",    "--http",     "--join",     "--data",         "--log-level",
     "--key", "--api-token", "--http-tls", "--replicas", "--write-quorum", "--max-file"};
+
+/* The same settings from the environment (see the usage). RINGNET_API_TOKEN is the clients'
+ * token itself, so the node's --api-token FILE|none is RINGNET_API_TOKEN_FILE. */
+static const struct {
+	const char *var, *flag;
+} envs[] = {{"RINGNET_ID", "--id"},
+            {"RINGNET_LISTEN", "--listen"},
+            {"RINGNET_HTTP", "--http"},
+            {"RINGNET_JOIN", "--join"},
+            {"RINGNET_DATA", "--data"},
+            {"RINGNET_LOG_LEVEL", "--log-level"},
+            {"RINGNET_KEY", "--key"},
+            {"RINGNET_API_TOKEN_FILE", "--api-token"},
+            {"RINGNET_HTTP_TLS", "--http-tls"},
+            {"RINGNET_REPLICAS", "--replicas"},
+            {"RINGNET_WRITE_QUORUM", "--write-quorum"},
+            {"RINGNET_MAX_FILE", "--max-file"}};
 
 static bool is_flag(const char *a)
 {
@@ -145,8 +170,65 @@ static int load_config(node_opts *o, const char *path)
 	return rc;
 }
 
+/* Reads the RINGNET_* variables; one whose flag is on the command line is left out (the flag
+ * wins), and RINGNET_JOIN replaces the config file's join list. */
+static int load_env(node_opts *o, int argc, char **argv)
+{
+	for (size_t i = 0; i < CLI_NELEM(envs); i++) {
+		const char *v = getenv(envs[i].var);
+		bool flagged = false;
+		for (int k = 1; k < argc; k++)
+			flagged |= !strcmp(argv[k], envs[i].flag);
+		if (!v || !*v || flagged)
+			continue;
+		int rc = 0;
+		if (!strcmp(envs[i].flag, "--join")) {
+			o->njoin = 0;
+			char list[NODE_MAX_JOIN * 64 + 64];
+			if (strlen(v) >= sizeof list)
+				rc = bad("RINGNET_JOIN is too long: '%s'", v);
+			else
+				strcpy(list, v);
+			char *save = NULL;
+			for (char *a = rc ? NULL : strtok_r(list, ", ", &save); a && !rc;
+			     a = strtok_r(NULL, ", ", &save))
+				rc = set_option(o, "--join", a);
+		} else {
+			rc = set_option(o, envs[i].flag, v);
+		}
+		if (rc) {
+			fprintf(stderr, "ringnet node: (the bad value is %s's)\n", envs[i].var);
+			return rc;
+		}
+	}
+	return 0;
+}
+
+/* "NAME:PORT" as "A.B.C.D:PORT", NAME's first IPv4 address; 0, or -1 when it has none. */
+static int resolve_hostport(const char *v, char *out, size_t len)
+{
+	const char *colon = strrchr(v, ':');
+	char host[256];
+	if (!colon || colon == v || (size_t)(colon - v) >= sizeof host)
+		return -1;
+	memcpy(host, v, (size_t)(colon - v));
+	host[colon - v] = '\0';
+	struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *res = NULL;
+	if (getaddrinfo(host, NULL, &hints, &res) != 0 || !res)
+		return -1;
+	char ip[INET_ADDRSTRLEN];
+	const struct sockaddr_in *sa = (const struct sockaddr_in *)res->ai_addr;
+	int ok = inet_ntop(AF_INET, &sa->sin_addr, ip, sizeof ip) != NULL;
+	freeaddrinfo(res);
+	if (!ok || (size_t)snprintf(out, len, "%s%s", ip, colon) >= len)
+		return -1;
+	return 0;
+}
+
 int cli_node(int argc, char **argv)
 {
+	if (cli_query_is_cluster(argc, argv)) /* a query cluster file (query_cmd.c) */
+		return cli_query_node(argc, argv);
 	node_opts o;
 	memset(&o, 0, sizeof o);
 	o.log_level = 2;
@@ -157,6 +239,9 @@ int cli_node(int argc, char **argv)
 			if (rc)
 				return rc;
 		}
+	int erc = load_env(&o, argc, argv);
+	if (erc)
+		return erc;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
 		if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -202,16 +287,21 @@ static int set_option(node_opts *o, const char *a, const char *v)
 	{
 		char host[64];
 		int port;
+		char resolved[64];
 		if (!strcmp(a, "--id")) {
 			if (!*v || copy(o->name, sizeof o->name, v) < 0)
 				return bad("--id wants a name of 1 to 63 characters, not '%s'", v);
 		} else if (!strcmp(a, "--listen") || !strcmp(a, "--http") || !strcmp(a, "--join")) {
+			/* a name that is not an address is resolved once, here */
+			if (node_parse_hostport(v, host, sizeof host, &port) < 0 &&
+			    resolve_hostport(v, resolved, sizeof resolved) == 0)
+				v = resolved;
 			if (node_parse_hostport(v, host, sizeof host, &port) < 0 ||
 			    !strcmp(host, "0.0.0.0")) {
 				char what[160];
 				snprintf(what, sizeof what,
-				         "%s wants HOST:PORT with an IPv4 address or localhost, "
-				         "not '%%s'",
+				         "%s wants HOST:PORT with an IPv4 address, localhost or a "
+				         "name that resolves to one, not '%%s'",
 				         a);
 				return bad(what, v);
 			}

@@ -32,7 +32,9 @@ static const char *sim_usage =
     "                      Chord paper's churn experiment uses 30000)\n"
     "  --keys K            place K keys and report keys per node (with --vnodes V)\n"
     "  --replicas R        run the key-value core on every node instead (see\n"
-    "                      'ringnet sim --replicas 3 --help')\n";
+    "                      'ringnet sim --replicas 3 --help')\n"
+    "  --cast TOPOLOGY     run the cast scheduler on a topology file instead (see\n"
+    "                      'ringnet sim --cast x --help')\n";
 
 /* ---- a progress line on a terminal (stderr), nothing when it is piped ---- */
 
@@ -55,11 +57,14 @@ static void *watch(void *arg)
 {
 	watcher *w = arg;
 	double t0 = mono_s();
+	/* RINGNET_PROGRESS_AFTER_S: how long a run is quiet first (tests set 0) */
+	const char *env = getenv("RINGNET_PROGRESS_AFTER_S");
+	double after = env && *env ? atof(env) : 1.0;
 	while (!atomic_load(&w->stop)) {
 		struct timespec ts = {0, 250 * 1000 * 1000};
 		nanosleep(&ts, NULL);
 		double el = mono_s() - t0;
-		if (el < 1.0 || atomic_load(&w->stop))
+		if (el < after || atomic_load(&w->stop))
 			continue; /* a short run prints nothing */
 		int ph = atomic_load(&w->prog.phase);
 		uint64_t done = atomic_load(&w->prog.done), total = atomic_load(&w->prog.total);
@@ -178,9 +183,12 @@ static long peak_rss_kb(void)
 
 int cli_sim(int argc, char **argv)
 {
-	for (int i = 1; i < argc; i++)
+	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--replicas"))
 			return cli_kvsim(argc, argv); /* the key-value core under churn */
+		if (!strcmp(argv[i], "--cast"))
+			return cli_castsim(argc, argv); /* the cast core on a topology */
+	}
 	sim_params p;
 	sim_params_default(&p);
 	bool json = false;

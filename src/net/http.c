@@ -588,6 +588,8 @@ static enum MHD_Result on_http(void *cls, struct MHD_Connection *c, const char *
 		*upload_size = 0;
 		return MHD_YES;
 	}
+	if (r->qjob || !strncmp(url, "/query", 6)) /* query.c */
+		return nd_query_http(n, c, r, url, method);
 	if (r->job) { /* resumed: the loop has answered */
 		pthread_mutex_lock(&n->lock);
 		bool done = r->job->done;
@@ -612,11 +614,19 @@ static enum MHD_Result on_http(void *cls, struct MHD_Connection *c, const char *
 		char *snap[] = {n->snap_ring, n->snap_health, n->snap_peers, n->snap_metrics};
 		char *body = snap[i] ? strdup(snap[i]) : NULL;
 		if (body && i == 3)
-			body = add_http_metrics(n, body);
+			body = nd_query_metrics(n, add_http_metrics(n, body));
 		pthread_mutex_unlock(&n->lock);
 		if (!body)
 			return bad_request(r, c, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
 		enum MHD_Result rc = reply(r, c, MHD_HTTP_OK, body);
+		free(body);
+		return rc;
+	}
+	if (!strcmp(url, "/cast") || !strcmp(url, "/cast/status")) {
+		r->route = url[5] ? "/cast/status" : "/cast";
+		unsigned st = 500;
+		char *body = nd_cast_http(n, method, url, r->body, r->len, r->too_big, &st);
+		enum MHD_Result rc = reply(r, c, st, body ? body : "{}");
 		free(body);
 		return rc;
 	}
@@ -675,6 +685,7 @@ static void on_http_done(void *cls, struct MHD_Connection *c, void **state,
 		}
 		pthread_mutex_unlock(&n->lock);
 	}
+	nd_query_job_free(r->qjob);
 	if (r->job) {
 		free(r->job->key);
 		free(r->job->rid);

@@ -347,6 +347,14 @@ int node_run(const node_opts *o)
 		fprintf(stderr, "ringnet node: out of memory\n");
 		goto out_loop;
 	}
+	if (nd_cast_start(n) < 0) {
+		fprintf(stderr, "ringnet node: out of memory\n");
+		goto out_loop;
+	}
+	if (o->query_config[0] && nd_query_start(n) < 0) {
+		exit_code = 2; /* a bad cluster file: starting again would not help */
+		goto out_loop;
+	}
 	uv_async_init(&n->loop, &n->wake, nd_on_wake);
 	n->wake.data = n;
 	if (nd_files_start(n) < 0) {
@@ -392,15 +400,19 @@ out_loop:
 			nd_on_wake(&n->wake);
 		nd_kv_expire(n, true);
 		nd_files_stop(n);
+		nd_query_stop(n);
 		nd_http_stop(n);
 	}
+	nd_cast_stop(n);
 	for (uint32_t i = 0; i < n->npeers; i++)
 		nd_drop_connection(&n->peers[i]);
 	uv_walk(&n->loop, close_walk, n);
 	uv_run(&n->loop, UV_RUN_DEFAULT);
 	uv_loop_close(&n->loop);
 	nd_files_free(n);
+	nd_query_free(n);
 	kv_free(n->kv);
+	nd_cast_free(n);
 	nd_api_auth_free(n);
 	store_close(n->st);
 	free(n->kvq);

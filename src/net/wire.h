@@ -18,8 +18,9 @@
 #define WIRE_MAX_FRAME ((1u << 20) + (1u << 16)) /* a 1 MiB value and its record fit */
 #define WIRE_ADDR_MAX  64                        /* "host:port", NUL included */
 
-enum { WIRE_RING = 1, WIRE_KV = 2 };
-#define WIRE_STATS 16 /* the dashboard's ask / tell of a node's keys and bytes (api.c) */
+enum { WIRE_RING = 1, WIRE_KV = 2, WIRE_CAST = 3 /* src/net/cast.c */ };
+enum { WIRE_QUERY = 5 }; /* query service frames: body as src/query/qwire.c says */
+#define WIRE_STATS 16    /* the dashboard's ask / tell of a node's keys and bytes (api.c) */
 
 /* How the codec turns handles into addresses and back. */
 typedef struct {
