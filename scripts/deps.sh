@@ -15,6 +15,8 @@ pkgs=(
 # `scripts/deps.sh --bench` adds what the benchmarks measure ringnet against
 if [ "${1:-}" = "--bench" ]; then
   pkgs+=(wrk nginx-light etcd-server etcd-client hyperfine curl)
+  # the cast bench (bench/cast/run): netns tools, ping, offloads, the BitTorrent baseline
+  pkgs+=(iproute2 iputils-ping ethtool aria2 opentracker)
 fi
 
 missing=()
