@@ -17,6 +17,15 @@ int cli_kvsim(int argc, char **argv);
 int cli_node(int argc, char **argv);
 int cli_client(const char *cmd, int argc, char **argv);
 int cli_cluster(int argc, char **argv);
+/* `ringnet cast FILE`: swarm broadcast from a node (cast_cmd.c). */
+int cli_cast(int argc, char **argv);
+
+/* One HTTP request (client_cmd.c): the status in *status, the body in *out (the caller
+ * frees it). rid: an Idempotency-Key, or NULL. 0, or -1 when the node cannot be reached. */
+int cli_http(const char *method, const char *url, const char *body, const char *rid, long *status,
+             char **out);
+/* Prints a node's {"error": ...} answer, or the raw body, on stderr. */
+void cli_print_error(long status, const char *body);
 
 /* Whether s is one of the n strings in list (an option or command name). */
 static inline bool cli_one_of(const char *s, const char *const *list, size_t n)

@@ -43,8 +43,8 @@ static size_t on_data(char *p, size_t size, size_t n, void *ctx)
 
 /* One request; the status in *status, the body in *out (caller frees). 0 or -1. rid: the
  * Idempotency-Key that makes a retried write safe, or NULL. */
-static int http(const char *method, const char *url, const char *body, const char *rid,
-                long *status, char **out)
+int cli_http(const char *method, const char *url, const char *body, const char *rid, long *status,
+             char **out)
 {
 	CURL *c = curl_easy_init();
 	if (!c)
@@ -85,7 +85,7 @@ static int usage_error(const char *msg, const char *arg)
 }
 
 /* The node's error message, or the raw body. */
-static void print_error(long status, const char *body)
+void cli_print_error(long status, const char *body)
 {
 	json_t *j = body ? json_loads(body, 0, NULL) : NULL;
 	const char *msg = j ? json_string_value(json_object_get(j, "error")) : NULL;
@@ -182,7 +182,7 @@ int cli_client(const char *cmd, int argc, char **argv)
 	for (int waited = 0;;) {
 		free(out);
 		out = NULL;
-		rc = http(method, url, body, rid[0] ? rid : NULL, &status, &out);
+		rc = cli_http(method, url, body, rid[0] ? rid : NULL, &status, &out);
 		json_t *j = rc == 0 && status == 503 && out ? json_loads(out, 0, NULL) : NULL;
 		json_int_t after = json_integer_value(json_object_get(j, "retry_after_ms"));
 		json_decref(j);
@@ -215,7 +215,7 @@ int cli_client(const char *cmd, int argc, char **argv)
 		}
 		json_decref(j);
 	} else if (rc == 0) {
-		print_error(status, out);
+		cli_print_error(status, out);
 		exit_code = status == 404 && (get || del)   ? 1
 		            : status >= 400 && status < 500 ? 2
 		                                            : 3;

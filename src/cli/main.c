@@ -13,6 +13,8 @@ static void usage(FILE *f)
 	    "commands:\n"
 	    "  cluster   run a local ring of N nodes, Ctrl-C stops them (ringnet cluster --help)\n"
 	    "  node      run one node of a ring (ringnet node --help)\n"
+	    "  cast      send a file to every node, relayed through the swarm (ringnet cast "
+	    "--help)\n"
 	    "  put, get, del, peers, ring\n"
 	    "            talk to a running node over HTTP (ringnet get --help)\n"
 	    "  sim       simulate a Chord ring of up to millions of nodes (ringnet sim --help)\n"
@@ -30,6 +32,8 @@ int main(int argc, char **argv)
 		return cli_sim(argc - 1, argv + 1);
 	if (!strcmp(cmd, "node"))
 		return cli_node(argc - 1, argv + 1);
+	if (!strcmp(cmd, "cast"))
+		return cli_cast(argc - 1, argv + 1);
 	if (!strcmp(cmd, "cluster"))
 		return cli_cluster(argc - 1, argv + 1);
 	static const char *const client[] = {"put", "get", "del", "peers", "ring"};

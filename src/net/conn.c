@@ -553,10 +553,15 @@ static bool consume(inconn *c)
 		uint32_t blen;
 		uint8_t type;
 		if (wire_header(c->buf + off, &blen, &type) < 0 ||
-		    (type != WIRE_RING && type != WIRE_KV))
+		    (type != WIRE_RING && type != WIRE_KV && type != WIRE_CAST))
 			return false;
 		if (c->len - off < WIRE_HEADER + (size_t)blen)
 			break;
+		if (type == WIRE_CAST) { /* a cast link: its socket goes to cast.c */
+			c->handed = !c->proven && off == 0 &&
+			            nd_cast_accept(n, &c->tcp, c->buf + WIRE_HEADER, blen);
+			return false;
+		}
 		if (type == WIRE_KV) {
 			wire_kv kv;
 			if (wire_decode_kv(c->buf + off + WIRE_HEADER, blen, &n->book, &kv) < 0)
@@ -685,7 +690,9 @@ static void in_read_frames(inconn *c, ssize_t nread, const uv_buf_t *b)
 		if (ok && rc == IN_OK)
 			c->len = left;
 	}
-	if (rc == IN_BAD) {
+	if (rc == IN_BAD && c->handed) {
+		/* not garbage: the socket lives on in cast.c */
+	} else if (rc == IN_BAD) {
 		n->bad_frames++;
 		nd_log_rl(n, LOG_BAD_FRAME, 1,
 		          "malformed frame from a peer connection: closing that connection");

@@ -553,6 +553,14 @@ static enum MHD_Result on_http(void *cls, struct MHD_Connection *c, const char *
 		free(body);
 		return rc;
 	}
+	if (!strcmp(url, "/cast") || !strcmp(url, "/cast/status")) {
+		r->route = url[5] ? "/cast/status" : "/cast";
+		unsigned st = 500;
+		char *body = nd_cast_http(n, method, url, r->body, r->len, r->too_big, &st);
+		enum MHD_Result rc = reply(r, c, st, body ? body : "{}");
+		free(body);
+		return rc;
+	}
 	r->route = "other";
 	if (!strcmp(url, "/kv")) {
 		r->route = "/kv";

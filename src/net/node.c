@@ -292,6 +292,10 @@ int node_run(const node_opts *o)
 		fprintf(stderr, "ringnet node: out of memory\n");
 		goto out_loop;
 	}
+	if (nd_cast_start(n) < 0) {
+		fprintf(stderr, "ringnet node: out of memory\n");
+		goto out_loop;
+	}
 	uv_async_init(&n->loop, &n->wake, nd_on_wake);
 	n->wake.data = n;
 	nd_publish(n);
@@ -334,12 +338,14 @@ out_loop:
 		nd_kv_expire(n, true);
 		nd_http_stop(n);
 	}
+	nd_cast_stop(n);
 	for (uint32_t i = 0; i < n->npeers; i++)
 		nd_drop_connection(&n->peers[i]);
 	uv_walk(&n->loop, close_walk, n);
 	uv_run(&n->loop, UV_RUN_DEFAULT);
 	uv_loop_close(&n->loop);
 	kv_free(n->kv);
+	nd_cast_free(n);
 	store_close(n->st);
 	free(n->kvq);
 	ring_node_free(n->ring);

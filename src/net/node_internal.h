@@ -123,6 +123,7 @@ typedef struct inconn {
 	uint8_t na[AUTH_NONCE];
 	auth_session sess;
 	uint64_t seq_in;
+	bool handed; /* its socket went to cast.c (a WIRE_CAST hello): closed quietly */
 } inconn;
 
 /* One HTTP key-value request: made by the HTTP thread, handed to the loop, answered by
@@ -243,6 +244,7 @@ typedef struct node {
 	struct MHD_Daemon *mhd;
 	pthread_mutex_t lock;
 	char *snap_ring, *snap_health;
+	struct nd_cast *cast; /* swarm broadcast (cast.c) */
 } node;
 
 /* ---- node.c ---- */
@@ -316,6 +318,20 @@ void nd_publish(node *n);
 /* Starts libmicrohttpd on its own thread at sa; NULL when it cannot. */
 struct MHD_Daemon *nd_http_start(node *n, const struct sockaddr_in *sa, int port);
 void nd_http_stop(node *n);
+
+/* ---- cast.c ---- */
+
+/* Starts the cast driver (links to the --join addresses, its timer); 0 or RN_ENOMEM. */
+int nd_cast_start(node *n);
+/* Closes its links and handles (before the loop's last run); nd_cast_free after it. */
+void nd_cast_stop(node *n);
+void nd_cast_free(node *n);
+/* A WIRE_CAST hello came as the first frame of an incoming connection: cast.c takes the
+ * socket over (true; the caller closes its own handle, the socket lives on) or refuses. */
+bool nd_cast_accept(node *n, uv_tcp_t *from, const uint8_t *body, size_t len);
+/* POST /cast and GET /cast/status (HTTP thread): the answer's JSON text and status. */
+char *nd_cast_http(node *n, const char *method, const char *url, const char *body, size_t len,
+                   bool too_big, unsigned *status);
 
 /* ---- join.c ---- */
 
