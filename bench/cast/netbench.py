@@ -72,6 +72,9 @@ class Net:
             sh("ip", "netns", "add", ns)
             self.made.append(ns)
             sh("ip", "-n", ns, "link", "set", "lo", "up")
+            # no IPv6 chatter (router solicitations, DAD) on the emulated links
+            sh("ip", "netns", "exec", ns, "sh", "-c", "for k in all default; do echo 1 > "
+               "/proc/sys/net/ipv6/conf/$k/disable_ipv6; done", check=False)
             if name in self.topo["hosts"]:
                 for knob in ("ip_forward", "conf/all/rp_filter", "conf/default/rp_filter"):
                     self.exec_in(name, "sh", "-c", f"echo 0 > /proc/sys/net/ipv4/{knob}")
