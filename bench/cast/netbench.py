@@ -38,6 +38,7 @@ class Net:
         self.procs = []  # everything else started in a namespace
         self.made = []  # namespaces made
         self.neighbours = {h: [] for h in topo["hosts"]}  # hosts reachable directly, in order
+        self.rate = {}  # (host, neighbour) -> Mbit/s of the slower link between them
         self.segment_of = self._segments()
 
     def _segments(self):
@@ -104,7 +105,7 @@ class Net:
                     sh("ip", "-n", ns, "addr", "add", f"{self.ip[end]}/32", "dev", tap)
                 sh("ip", "-n", ns, "link", "set", tap, "up")
         # hosts on each segment, and each host's taps by segment
-        members, tap_for = {}, {}
+        members, tap_for, link_rate = {}, {}, {}
         for i, l in enumerate(t["links"]):
             for end in (l["a"], l["b"]):
                 if end in self.ip:
@@ -112,6 +113,7 @@ class Net:
                     if end not in members.setdefault(seg, []):
                         members[seg].append(end)
                     tap_for.setdefault((end, seg), taps[(i, end)])
+                    link_rate.setdefault((end, seg), l["mbits"])
         for h in t["hosts"]:
             routes = {}  # neighbour -> tap
             for (end, seg), tap in tap_for.items():
@@ -127,7 +129,9 @@ class Net:
                                if {l["a"], l["b"]} == {h, first}]
                         if via and self.segment_of[via[0]] != seg:
                             continue  # the path names another way to n
-                    routes.setdefault(n, tap)
+                    if n not in routes:
+                        routes[n] = tap
+                        self.rate[(h, n)] = min(link_rate[(h, seg)], link_rate[(n, seg)])
             for n in t["hosts"]:
                 if n in routes:
                     sh("ip", "-n", self.ns[h], "route", "add", f"{self.ip[n]}/32", "dev", routes[n],
@@ -135,14 +139,24 @@ class Net:
                     self.neighbours[h].append(n)
 
     def host_routes(self):
-        """Shortest host-to-host relay routes from the source (by hops), for the naive sender."""
+        """Relay routes from the source for the naive sender: the widest path (largest
+        bottleneck rate) through hosts, fewer hops on a tie. Returns ({dest: [hop, ..., dest]},
+        hosts in the order they were reached)."""
         src = self.topo["source"]
-        prev, order = {src: None}, [src]
-        for u in order:
+        best = {src: (float("inf"), 0)}
+        prev, done, order = {src: None}, set(), []
+        while True:
+            todo = [h for h in best if h not in done]
+            if not todo:
+                break
+            u = max(todo, key=lambda h: (best[h][0], -best[h][1]))
+            done.add(u)
+            order.append(u)
             for v in self.neighbours[u]:
-                if v not in prev:
-                    prev[v] = u
-                    order.append(v)
+                cand = (min(best[u][0], self.rate[(u, v)]), best[u][1] + 1)
+                if v not in done and (v not in best or (cand[0], -cand[1]) >
+                                      (best[v][0], -best[v][1])):
+                    best[v], prev[v] = cand, u
         routes = {}
         for d in self.topo["hosts"]:
             if d == src:
