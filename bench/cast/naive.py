@@ -31,20 +31,25 @@ def read_line(conn):
     return json.loads(buf)
 
 
+def pass_on(conn, left, sink):
+    """Hands the next `left` bytes of conn to sink as they arrive."""
+    while left:
+        b = conn.recv(min(CHUNK, left))
+        if not b:
+            raise ConnectionError("short file")
+        sink(b)
+        left -= len(b)
+
+
 def handle(conn, port, outdir):
     try:
         hdr = read_line(conn)
         size, route = int(hdr["size"]), hdr["route"]
         name = os.path.basename(hdr["name"])
         if not route:
-            left, path = size, os.path.join(outdir, name)
+            path = os.path.join(outdir, name)
             with open(path + ".part", "wb") as f:
-                while left:
-                    b = conn.recv(min(CHUNK, left))
-                    if not b:
-                        raise ConnectionError("short file")
-                    f.write(b)
-                    left -= len(b)
+                pass_on(conn, size, f.write)
             done = time.time()
             os.rename(path + ".part", path)
             with open(path + ".done", "w") as f:
@@ -53,13 +58,7 @@ def handle(conn, port, outdir):
             return
         nxt = socket.create_connection((route[0], port))
         nxt.sendall((json.dumps({"name": name, "size": size, "route": route[1:]}) + "\n").encode())
-        left = size
-        while left:
-            b = conn.recv(min(CHUNK, left))
-            if not b:
-                raise ConnectionError("short file")
-            nxt.sendall(b)
-            left -= len(b)
+        pass_on(conn, size, nxt.sendall)
         conn.sendall(nxt.recv(16))
         nxt.close()
     except (OSError, ValueError, KeyError) as e:

@@ -36,6 +36,7 @@ class Net:
         self.ip = {h: f"10.0.{(i + 1) // 256}.{(i + 1) % 256}" for i, h in enumerate(topo["hosts"])}
         self.emus = []  # one Popen per link, in topology order
         self.procs = []  # everything else started in a namespace
+        self.nodes = []  # the ringnet nodes among them
         self.made = []  # namespaces made
         self.neighbours = {h: [] for h in topo["hosts"]}  # hosts reachable directly, in order
         self.rate = {}  # (host, neighbour) -> Mbit/s of the slower link between them
@@ -229,7 +230,8 @@ class Net:
 
 def leftover_namespaces(tag):
     r = sh("ip", "netns", "list", check=False)
-    return [w.split()[0] for w in r.stdout.splitlines() if w.startswith(f"rnb-{tag}-")]
+    prefix = f"rnb-{tag}-" if tag else "rnb-"
+    return [w.split()[0] for w in r.stdout.splitlines() if w.startswith(prefix)]
 
 
 __all__ = ["Net", "leftover_namespaces", "topolib"]

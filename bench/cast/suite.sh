@@ -2,12 +2,14 @@
 # Runs bench/cast/run (cast + naive + BitTorrent) on every topology of ../shared/topologies,
 # the two contest traces on scenario 1, and bench/cast/topologies; one JSON per run in
 # bench/out/cast/, then bench/cast/report.py turns them into docs/benchmarks.md's table and
-# docs/cast-completion.png. usage: bench/cast/suite.sh [SIZE_BYTES] [RUNS]   (root; make build)
+# docs/cast-completion.png. usage: bench/cast/suite.sh [SIZE_BYTES] [FIRST_RUN] [LAST_RUN]
+# (root; make build). Runs are numbered so that later calls add to earlier ones.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
 shared="$repo/../shared/topologies"
 size="${1:-20971520}"
-runs="${2:-1}"
+first="${2:-1}"
+last="${3:-$first}"
 out="$repo/bench/out/cast"
 mkdir -p "$out"
 cases=()
@@ -18,7 +20,7 @@ done
 for tr in "$shared"/contest/sc1-trace*.txt; do
   cases+=("$shared/contest/scenario1.txt|$tr")
 done
-for r in $(seq 1 "$runs"); do
+for r in $(seq "$first" "$last"); do
   for c in "${cases[@]}"; do
     t="${c%%|*}" tr="${c#*|}"
     name="$(basename "$t" .txt)${tr:++$(basename "$tr" .txt)}"
