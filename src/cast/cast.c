@@ -24,14 +24,16 @@ typedef struct {
 	/* the current transfer */
 	uint8_t *has;   /* pieces it holds */
 	uint8_t *asked; /* pieces this node asked it for, not yet come */
+	uint8_t *pend;  /* pieces it said it asked someone for (PENDING), not yet held */
 	bool got_bits;
 	uint32_t nasked;
 	uint64_t progress_at; /* a piece came, or asking began */
 	uint64_t quiet_until; /* after a stall: not asked again before */
 	uint64_t rx_bytes, sample_bytes;
-	double rx_rate; /* bytes/s of pieces from it (0: not measured yet) */
+	double rx_rate;          /* bytes/s of pieces from it (0: not measured yet) */
+	double rate_at_progress; /* rx_rate when the last piece came */
 	uint32_t rtt_us;
-	uint64_t tx_rate; /* TCP_INFO delivery rate towards it */
+	uint64_t tx_rate;          /* TCP_INFO delivery rate towards it */
 	uint32_t serve[SERVE_MAX]; /* pieces it asked for, in order */
 	uint32_t serve_head, nserve;
 	uint32_t ahead; /* pieces handed to the driver, not yet written */
@@ -62,6 +64,7 @@ struct cast_node {
 	uint8_t *have;
 	uint8_t *inflight; /* links asked for each piece */
 	uint16_t *avail;   /* links holding each piece */
+	uint16_t *pending; /* links that said they are fetching it */
 	uint32_t held;
 	uint32_t missing_free; /* missing pieces nobody was asked for */
 	bool done, source, dest;
@@ -139,15 +142,17 @@ static void xfer_free(cast_node *k)
 	free(k->have);
 	free(k->inflight);
 	free(k->avail);
+	free(k->pending);
 	k->hashes = k->have = k->inflight = NULL;
-	k->avail = NULL;
+	k->avail = k->pending = NULL;
 	k->dests = NULL;
 	k->active = false;
 	for (int i = 0; i < CAST_MAX_LINKS; i++) {
 		link_t *l = &k->links[i];
 		free(l->has);
 		free(l->asked);
-		l->has = l->asked = NULL;
+		free(l->pend);
+		l->has = l->asked = l->pend = NULL;
 	}
 }
 
@@ -191,8 +196,8 @@ static void send_bitfield(cast_node *k, link_t *l)
 	for (uint32_t i = 0; i < k->x.npieces; i++)
 		if (k->have[i])
 			bits[i / 8] |= (uint8_t)(1u << (i % 8));
-	cast_msg m = {.type = CAST_MSG_BITFIELD, .xfer = k->x.xfer, .bits = bits,
-	              .nbits = k->x.npieces};
+	cast_msg m = {
+	    .type = CAST_MSG_BITFIELD, .xfer = k->x.xfer, .bits = bits, .nbits = k->x.npieces};
 	k->drv.send(k->drv.ctx, l->id, &m);
 	free(bits);
 }
@@ -225,12 +230,16 @@ static void send_nodes(cast_node *k, link_t *l)
 
 static bool link_alloc(cast_node *k, link_t *l)
 {
+	free(l->has);
+	free(l->asked);
+	free(l->pend);
 	l->has = calloc(k->x.npieces, 1);
 	l->asked = calloc(k->x.npieces, 1);
+	l->pend = calloc(k->x.npieces, 1);
 	l->got_bits = false;
 	l->nasked = 0;
 	l->nserve = l->serve_head = 0;
-	return l->has && l->asked;
+	return l->has && l->asked && l->pend;
 }
 
 /* Forgets what this node asked l for (each piece is free to ask elsewhere). */
@@ -310,7 +319,8 @@ static void schedule(cast_node *k, uint64_t now, link_t *l)
 		if (k->inflight[p] && (!endgame || k->inflight[p] >= CAST_ENDGAME))
 			continue;
 		/* rarest first; in the end-game, pieces nobody was asked for first */
-		uint64_t key = ((uint64_t)k->inflight[p] << 48) | ((uint64_t)k->avail[p] << 32) |
+		uint64_t rarity = (uint64_t)k->avail[p] + k->pending[p];
+		uint64_t key = ((uint64_t)k->inflight[p] << 48) | (rarity << 32) |
 		               (rn_rng_next(&k->rng) & 0xffffffffu);
 		keep(best, &nb, want, key, p);
 	}
@@ -331,6 +341,9 @@ static void schedule(cast_node *k, uint64_t now, link_t *l)
 		l->progress_at = now;
 	l->nasked += nb;
 	send_list(k, l, CAST_MSG_REQUEST, list, nb);
+	for (int i = 0; i < CAST_MAX_LINKS; i++) /* so that they fetch other pieces */
+		if (k->links[i].used && &k->links[i] != l)
+			send_list(k, &k->links[i], CAST_MSG_PENDING, list, nb);
 }
 
 static void schedule_all(cast_node *k, uint64_t now)
@@ -396,15 +409,15 @@ static void got_piece(cast_node *k, uint64_t now, link_t *l, const cast_msg *m)
 	uint32_t p = m->piece;
 	if (p >= k->x.npieces)
 		return;
-	uint64_t expect = p + 1 == k->x.npieces
-	                      ? k->x.size - (uint64_t)p * k->x.piece_size
-	                      : k->x.piece_size;
+	uint64_t expect =
+	    p + 1 == k->x.npieces ? k->x.size - (uint64_t)p * k->x.piece_size : k->x.piece_size;
 	if (m->len != expect)
 		return;
 	k->st.pieces_in++;
 	k->st.bytes_in += m->len;
 	l->rx_bytes += m->len;
 	l->progress_at = now;
+	l->rate_at_progress = l->rx_rate;
 	unask(k, l, p);
 	if (k->have[p]) {
 		k->st.dup_in++;
@@ -518,7 +531,8 @@ static int adopt(cast_node *k, uint64_t now, const cast_info *x, bool source)
 	k->have = calloc(n, 1);
 	k->inflight = calloc(n, 1);
 	k->avail = calloc(n, sizeof *k->avail);
-	if (!k->hashes || !k->dests || !k->have || !k->inflight || !k->avail) {
+	k->pending = calloc(n, sizeof *k->pending);
+	if (!k->hashes || !k->dests || !k->have || !k->inflight || !k->avail || !k->pending) {
 		xfer_free(k);
 		return RN_ENOMEM;
 	}
@@ -652,17 +666,32 @@ void cast_link_down(cast_node *k, uint64_t now, uint32_t id)
 		return;
 	if (k->active && l->has) {
 		unask_all(k, l);
-		for (uint32_t p = 0; p < k->x.npieces; p++)
+		for (uint32_t p = 0; p < k->x.npieces; p++) {
 			if (l->has[p])
 				k->avail[p]--;
+			if (l->pend[p])
+				k->pending[p]--;
+		}
 	}
 	free(l->has);
 	free(l->asked);
+	free(l->pend);
 	free(l->known);
 	free(l->prog_sent);
 	memset(l, 0, sizeof *l);
 	recompute_hops(k);
 	schedule_all(k, now);
+}
+
+static void set_pend(cast_node *k, link_t *l, uint32_t p, bool v)
+{
+	if (p >= k->x.npieces || !l->pend || l->pend[p] == v || (v && l->has[p]))
+		return;
+	l->pend[p] = v;
+	if (v)
+		k->pending[p]++;
+	else
+		k->pending[p]--;
 }
 
 static void set_has(cast_node *k, link_t *l, uint32_t p, bool v)
@@ -674,6 +703,7 @@ static void set_has(cast_node *k, link_t *l, uint32_t p, bool v)
 		k->avail[p]++;
 	else
 		k->avail[p]--;
+	set_pend(k, l, p, false);
 }
 
 static void on_progress(cast_node *k, const cast_msg *m)
@@ -704,8 +734,8 @@ void cast_on_msg(cast_node *k, uint64_t now, uint32_t id, const cast_msg *m)
 		return;
 	}
 	if (m->type == CAST_MSG_ANNOUNCE) {
-		if (k->active && (m->info->xfer == k->x.xfer ||
-		                  m->info->start_wall_ms < k->x.start_wall_ms))
+		if (k->active &&
+		    (m->info->xfer == k->x.xfer || m->info->start_wall_ms < k->x.start_wall_ms))
 			return;
 		adopt(k, now, m->info, false);
 		schedule_all(k, now);
@@ -747,6 +777,10 @@ void cast_on_msg(cast_node *k, uint64_t now, uint32_t id, const cast_msg *m)
 		for (uint32_t i = 0; i < m->npieces; i++)
 			serve_remove(l, m->pieces[i]);
 		return;
+	case CAST_MSG_PENDING:
+		for (uint32_t i = 0; i < m->npieces; i++)
+			set_pend(k, l, m->pieces[i], true);
+		return;
 	case CAST_MSG_PIECE:
 		got_piece(k, now, l, m);
 		break;
@@ -786,8 +820,13 @@ void cast_on_link_info(cast_node *k, uint64_t now, uint32_t id, uint64_t deliver
 static void gossip(cast_node *k, uint64_t now)
 {
 	if (k->nodes[0].dirty) {
+		/* newer is larger, across restarts too: at least the ms since the start */
+		uint64_t wall = now + k->cfg.wall_offset_ms;
+		uint64_t since =
+		    k->active && wall > k->x.start_wall_ms ? wall - k->x.start_wall_ms : 0;
+		uint32_t seq = k->nodes[0].p.seq + 1;
 		k->nodes[0].dirty = false;
-		k->nodes[0].p.seq++;
+		k->nodes[0].p.seq = since > seq && since < UINT32_MAX ? (uint32_t)since : seq;
 		k->nodes[0].p.held = k->held;
 	}
 	cast_prog *list = k->active ? malloc(k->nnodes * sizeof *list) : NULL;
@@ -807,8 +846,8 @@ static void gossip(cast_node *k, uint64_t now)
 				l->prog_sent[i] = k->nodes[i].p.seq;
 			}
 		if (n) {
-			cast_msg m = {.type = CAST_MSG_PROGRESS, .xfer = k->x.xfer, .prog = list,
-			              .nprog = n};
+			cast_msg m = {
+			    .type = CAST_MSG_PROGRESS, .xfer = k->x.xfer, .prog = list, .nprog = n};
 			k->drv.send(k->drv.ctx, l->id, &m);
 			sent = true;
 		}
@@ -839,8 +878,9 @@ static void sample(cast_node *k, uint64_t now, uint64_t dt)
 		/* a link whose requests make no progress: ask elsewhere */
 		if (l->nasked && k->active && !k->done) {
 			uint64_t limit = k->cfg.stall_ms;
-			if (l->rx_rate > 0) {
-				uint64_t t = (uint64_t)(4000.0 * k->x.piece_size / l->rx_rate);
+			if (l->rate_at_progress > 0) { /* four pieces' time at the rate it had */
+				uint64_t t =
+				    (uint64_t)(4000.0 * k->x.piece_size / l->rate_at_progress);
 				if (t > limit)
 					limit = t;
 			}

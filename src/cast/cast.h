@@ -19,8 +19,10 @@
  * - no piece is requested from two neighbours at once, except in the end-game, where a
  *   missing piece may have at most CAST_ENDGAME requesters; the first copy cancels the
  *   rest;
- * - rarest first among the pieces a neighbour offers (fewest neighbours holding it), ties
- *   broken at random by the core's own seeded generator;
+ * - rarest first among the pieces a neighbour offers (fewest neighbours holding it or
+ *   about to: a node tells its neighbours which pieces it asked for, PENDING, so two
+ *   neighbours do not both fetch the same piece from a common source), ties broken at
+ *   random by the core's own seeded generator;
  * - a sender serves the requests of its links in order of their measured rate (faster
  *   receivers first, so they become seeders sooner), each link at most CAST_SEND_AHEAD
  *   pieces ahead of what the driver has written; both directions of every link carry data
@@ -75,6 +77,8 @@ typedef enum {
 	CAST_MSG_PIECE,     /* xfer, piece, data */
 	CAST_MSG_PROGRESS,  /* xfer, prog: nodes' progress, flooded towards everyone */
 	CAST_MSG_PING,      /* keeps a quiet link alive */
+	CAST_MSG_PENDING,   /* xfer, pieces: the sender asked a neighbour for these (a hint:
+	                     * the receiver prefers other pieces from common sources) */
 } cast_msg_type;
 
 /* A transfer as announced. hashes: npieces * 32 bytes. dests: the destination names
@@ -108,18 +112,18 @@ typedef struct {
 typedef struct {
 	uint8_t type;
 	uint64_t xfer;
-	const cast_info *info;    /* ANNOUNCE */
-	const uint8_t *bits;      /* BITFIELD: (npieces + 7) / 8 bytes, bit i of byte i / 8 */
-	uint32_t nbits;           /* BITFIELD: npieces */
-	const uint32_t *pieces;   /* HAVE, LOST, REQUEST, CANCEL */
-	uint32_t npieces;         /* ... their count (<= CAST_BATCH_MAX) */
-	uint32_t piece;           /* PIECE */
-	const uint8_t *data;      /* PIECE */
-	uint32_t len;             /* PIECE */
-	const cast_known *known;  /* NODES */
-	uint32_t nknown;          /* ... */
-	const cast_prog *prog;    /* PROGRESS */
-	uint32_t nprog;           /* ... */
+	const cast_info *info;   /* ANNOUNCE */
+	const uint8_t *bits;     /* BITFIELD: (npieces + 7) / 8 bytes, bit i of byte i / 8 */
+	uint32_t nbits;          /* BITFIELD: npieces */
+	const uint32_t *pieces;  /* HAVE, LOST, REQUEST, CANCEL */
+	uint32_t npieces;        /* ... their count (<= CAST_BATCH_MAX) */
+	uint32_t piece;          /* PIECE */
+	const uint8_t *data;     /* PIECE */
+	uint32_t len;            /* PIECE */
+	const cast_known *known; /* NODES */
+	uint32_t nknown;         /* ... */
+	const cast_prog *prog;   /* PROGRESS */
+	uint32_t nprog;          /* ... */
 } cast_msg;
 
 typedef struct {

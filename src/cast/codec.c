@@ -70,6 +70,7 @@ size_t cast_encoded_size(const cast_msg *m)
 	case CAST_MSG_LOST:
 	case CAST_MSG_REQUEST:
 	case CAST_MSG_CANCEL:
+	case CAST_MSG_PENDING:
 		n += 2 + 4 * (size_t)m->npieces;
 		break;
 	case CAST_MSG_PIECE:
@@ -122,6 +123,7 @@ void cast_encode(const cast_msg *m, uint8_t *out)
 	case CAST_MSG_LOST:
 	case CAST_MSG_REQUEST:
 	case CAST_MSG_CANCEL:
+	case CAST_MSG_PENDING:
 		put16(&w, (uint16_t)m->npieces);
 		for (uint32_t i = 0; i < m->npieces; i++)
 			put32(&w, m->pieces[i]);
@@ -231,8 +233,9 @@ int cast_decode(const uint8_t *body, size_t len, cast_msg *m, cast_info *info, v
 		info->npieces = (uint32_t)getn(&r, 4);
 		info->start_wall_ms = getn(&r, 8);
 		info->rate_cap = getn(&r, 8);
-		if (r.bad || info->piece_size < CAST_PIECE_MIN || info->piece_size > CAST_PIECE_MAX ||
-		    info->npieces == 0 || info->npieces > CAST_MAX_PIECES ||
+		if (r.bad || info->piece_size < CAST_PIECE_MIN ||
+		    info->piece_size > CAST_PIECE_MAX || info->npieces == 0 ||
+		    info->npieces > CAST_MAX_PIECES ||
 		    info->npieces != (info->size + info->piece_size - 1) / info->piece_size)
 			return RN_EPROTO;
 		info->hashes = getb(&r, 32 * (size_t)info->npieces);
@@ -259,7 +262,8 @@ int cast_decode(const uint8_t *body, size_t len, cast_msg *m, cast_info *info, v
 	case CAST_MSG_HAVE:
 	case CAST_MSG_LOST:
 	case CAST_MSG_REQUEST:
-	case CAST_MSG_CANCEL: {
+	case CAST_MSG_CANCEL:
+	case CAST_MSG_PENDING: {
 		uint32_t n = (uint32_t)getn(&r, 2);
 		if (n > CAST_BATCH_MAX)
 			return RN_EPROTO;

@@ -19,6 +19,8 @@ int cli_client(const char *cmd, int argc, char **argv);
 int cli_cluster(int argc, char **argv);
 /* `ringnet cast FILE`: swarm broadcast from a node (cast_cmd.c). */
 int cli_cast(int argc, char **argv);
+/* `ringnet sim --cast TOPOLOGY`: the cast core on a simulated network (castsim_cmd.c). */
+int cli_castsim(int argc, char **argv);
 
 /* One HTTP request (client_cmd.c): the status in *status, the body in *out (the caller
  * frees it). rid: an Idempotency-Key, or NULL. 0, or -1 when the node cannot be reached. */

@@ -29,7 +29,9 @@ static const char *sim_usage =
     "                      Chord paper's churn experiment uses 30000)\n"
     "  --keys K            place K keys and report keys per node (with --vnodes V)\n"
     "  --replicas R        run the key-value core on every node instead (see\n"
-    "                      'ringnet sim --replicas 3 --help')\n";
+    "                      'ringnet sim --replicas 3 --help')\n"
+    "  --cast TOPOLOGY     run the cast scheduler on a topology file instead (see\n"
+    "                      'ringnet sim --cast x --help')\n";
 
 static int bad(const char *fmt, const char *arg)
 {
@@ -105,9 +107,12 @@ static long peak_rss_kb(void)
 
 int cli_sim(int argc, char **argv)
 {
-	for (int i = 1; i < argc; i++)
+	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--replicas"))
 			return cli_kvsim(argc, argv); /* the key-value core under churn */
+		if (!strcmp(argv[i], "--cast"))
+			return cli_castsim(argc, argv); /* the cast core on a topology */
+	}
 	sim_params p;
 	sim_params_default(&p);
 	bool json = false;

@@ -143,7 +143,6 @@ static void reap(nd_cast *c)
 		clink *l = c->links[i];
 		if (!l || !l->dead)
 			continue;
-		i = -1; /* telling the core may break more links: scan again */
 		c->links[i] = NULL;
 		if (l->dial >= 0 && c->dials[l->dial].link == l)
 			c->dials[l->dial].link = NULL;
@@ -154,6 +153,7 @@ static void reap(nd_cast *c)
 		}
 		l->gone = true;
 		uv_close((uv_handle_t *)l->tcp, on_link_closed);
+		i = -1; /* telling the core may have broken more links: scan again */
 	}
 }
 
@@ -292,8 +292,9 @@ static int drv_send_piece(void *ctx, uint32_t id, const cast_info *x, uint32_t p
 		return RN_ENOMEM;
 	uint8_t *data = buf + WIRE_HEADER + CAST_PIECE_HEAD;
 	if (!read_all(c->fd, data, len, (uint64_t)p * x->piece_size) || !hash_ok(x, p, data, len)) {
-		LOG_W(c->n, "cast: piece %u of %s on disk does not match its hash: fetching it again",
-		      p, x->name);
+		LOG_W(c->n,
+		      "cast: piece %u of %s on disk does not match its hash: fetching it again", p,
+		      x->name);
 		free(buf);
 		return RN_EPROTO;
 	}
@@ -323,7 +324,8 @@ static int drv_open(void *ctx, const cast_info *x, uint8_t *held)
 	nd_cast *c = ctx;
 	close_storage(c);
 	if (!name_ok(x->name)) {
-		LOG_W(c->n, "cast: refusing a transfer named '%s' (not a plain file name)", x->name);
+		LOG_W(c->n, "cast: refusing a transfer named '%s' (not a plain file name)",
+		      x->name);
 		return RN_EINVAL;
 	}
 	mkdir(c->dir, 0755);
@@ -358,15 +360,14 @@ static int drv_open(void *ctx, const cast_info *x, uint8_t *held)
 	}
 	free(buf);
 	if (resumed)
-		LOG_I(c->n, "cast: %s: resuming from %u of %u pieces already held", x->name, resumed,
-		      x->npieces);
+		LOG_I(c->n, "cast: %s: resuming from %u of %u pieces already held", x->name,
+		      resumed, x->npieces);
 	c->fd = fd;
 	c->xfer = x->xfer;
 	return 0;
 }
 
-static int drv_store(void *ctx, const cast_info *x, uint32_t p, const uint8_t *data,
-                     uint32_t len)
+static int drv_store(void *ctx, const cast_info *x, uint32_t p, const uint8_t *data, uint32_t len)
 {
 	nd_cast *c = ctx;
 	if (x->xfer != c->xfer || c->fd < 0)
@@ -481,7 +482,8 @@ static void link_up(clink *l)
 		bool same_opener = (o->dial >= 0) == (l->dial >= 0);
 		if (!same_opener && keeper(c, o)) {
 			if (l->dial >= 0)
-				c->dials[l->dial].backoff = DIAL_MAX_MS; /* no hurry: we have a link */
+				c->dials[l->dial].backoff =
+				    DIAL_MAX_MS; /* no hurry: we have a link */
 			close_link(l);
 			return;
 		}
@@ -592,10 +594,12 @@ static void dial(nd_cast *c, int i, uint64_t now)
 	if (d->self || d->link || now < d->next_try)
 		return;
 	for (int j = 0; j < CAST_MAX_LINKS; j++) /* already linked by its own dial to us */
-		if (c->links[j] && c->links[j]->up && c->links[j]->dial < 0 && d->backoff >= DIAL_MAX_MS)
+		if (c->links[j] && c->links[j]->up && c->links[j]->dial < 0 &&
+		    d->backoff >= DIAL_MAX_MS)
 			return;
-	d->backoff = !d->backoff ? DIAL_MIN_MS : d->backoff * 2 > DIAL_MAX_MS ? DIAL_MAX_MS
-	                                                                      : d->backoff * 2;
+	d->backoff = !d->backoff                    ? DIAL_MIN_MS
+	             : d->backoff * 2 > DIAL_MAX_MS ? DIAL_MAX_MS
+	                                            : d->backoff * 2;
 	d->next_try = now + d->backoff;
 	clink *l = link_new(c, i);
 	if (!l)
@@ -653,15 +657,18 @@ static void status_one(void *arg, const cast_prog *p, bool dest, bool self)
 	status_ctx *s = arg;
 	if (!dest && !self)
 		return;
-	json_t *d = json_pack("{s:s, s:I, s:I, s:b, s:b}", "id", p->name, "held", (json_int_t)p->held,
-	                      "total", (json_int_t)s->x->npieces, "dest", dest, "self", self);
-	uint64_t bytes = p->held >= s->x->npieces ? s->x->size : (uint64_t)p->held * s->x->piece_size;
+	json_t *d =
+	    json_pack("{s:s, s:I, s:I, s:b, s:b}", "id", p->name, "held", (json_int_t)p->held,
+	              "total", (json_int_t)s->x->npieces, "dest", dest, "self", self);
+	uint64_t bytes =
+	    p->held >= s->x->npieces ? s->x->size : (uint64_t)p->held * s->x->piece_size;
 	json_object_set_new(d, "bytes", json_integer((json_int_t)bytes));
 	if (p->done_ms && p->held >= s->x->npieces)
-		json_object_set_new(d, "done_s",
-		                    json_real(p->done_ms >= s->x->start_wall_ms
-		                                  ? (double)(p->done_ms - s->x->start_wall_ms) / 1000.0
-		                                  : 0.0));
+		json_object_set_new(
+		    d, "done_s",
+		    json_real(p->done_ms >= s->x->start_wall_ms
+		                  ? (double)(p->done_ms - s->x->start_wall_ms) / 1000.0
+		                  : 0.0));
 	else
 		json_object_set_new(d, "done_s", json_null());
 	json_array_append_new(s->dests, d);
@@ -684,20 +691,20 @@ static void make_snapshot(nd_cast *c)
 	json_t *kn = json_array();
 	size_t nk = known ? cast_known_nodes(c->core, known, CAST_MAX_NODES) : 0;
 	for (size_t i = 0; i < nk; i++)
-		json_array_append_new(kn, json_pack("{s:s, s:i}", "id", known[i].name, "hops",
-		                                    known[i].hops));
+		json_array_append_new(
+		    kn, json_pack("{s:s, s:i}", "id", known[i].name, "hops", known[i].hops));
 	free(known);
 	json_object_set_new(j, "known", kn);
 	const cast_info *x = cast_current(c->core);
 	if (x) {
 		char id[17];
 		snprintf(id, sizeof id, "%016llx", (unsigned long long)x->xfer);
-		json_t *t = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:b}", "xfer", id,
-		                      "file", x->name, "source", x->source, "size", (json_int_t)x->size,
-		                      "piece_size", (json_int_t)x->piece_size, "pieces",
-		                      (json_int_t)x->npieces, "start_wall_ms",
-		                      (json_int_t)x->start_wall_ms, "held",
-		                      (json_int_t)cast_held(c->core), "all", x->ndests == 0);
+		json_t *t =
+		    json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:b}", "xfer", id, "file",
+		              x->name, "source", x->source, "size", (json_int_t)x->size,
+		              "piece_size", (json_int_t)x->piece_size, "pieces",
+		              (json_int_t)x->npieces, "start_wall_ms", (json_int_t)x->start_wall_ms,
+		              "held", (json_int_t)cast_held(c->core), "all", x->ndests == 0);
 		status_ctx s = {json_array(), x, 0};
 		cast_status(c->core, status_one, &s);
 		json_object_set_new(t, "destinations", s.dests);
@@ -709,12 +716,12 @@ static void make_snapshot(nd_cast *c)
 	json_object_set_new(
 	    j, "stats",
 	    json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s}", "pieces_in",
-	              (json_int_t)st->pieces_in, "pieces_out", (json_int_t)st->pieces_out,
-	              "dup_in", (json_int_t)st->dup_in, "endgame_requests",
-	              (json_int_t)st->endgame_req, "corrupt", (json_int_t)st->corrupt, "resumed",
-	              (json_int_t)st->resumed, "stalls", (json_int_t)st->stalls, "cancels",
-	              (json_int_t)st->cancels, "links_opened", (json_int_t)c->links_total,
-	              "congestion", c->cc[0] ? c->cc : "default"));
+	              (json_int_t)st->pieces_in, "pieces_out", (json_int_t)st->pieces_out, "dup_in",
+	              (json_int_t)st->dup_in, "endgame_requests", (json_int_t)st->endgame_req,
+	              "corrupt", (json_int_t)st->corrupt, "resumed", (json_int_t)st->resumed,
+	              "stalls", (json_int_t)st->stalls, "cancels", (json_int_t)st->cancels,
+	              "links_opened", (json_int_t)c->links_total, "congestion",
+	              c->cc[0] ? c->cc : "default"));
 	char *text = nd_json_text(j);
 	pthread_mutex_lock(&c->mu);
 	free(c->snap);
@@ -884,8 +891,9 @@ static int prepare(post_job *j, const char *path, uint32_t piece, unsigned *stat
 	j->fd = open(path, O_RDONLY);
 	struct stat st;
 	if (j->fd < 0 || fstat(j->fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-		*ans = err_json(status, 400, "cannot read %s on this node (a regular file's path on "
-		                             "the source node's filesystem)",
+		*ans = err_json(status, 400,
+		                "cannot read %s on this node (a regular file's path on "
+		                "the source node's filesystem)",
 		                path);
 		return -1;
 	}
@@ -896,9 +904,9 @@ static int prepare(post_job *j, const char *path, uint32_t piece, unsigned *stat
 	const char *base = strrchr(path, '/');
 	base = base ? base + 1 : path;
 	if (!name_ok(base)) {
-		*ans = err_json(status, 400,
-		                "the file's name '%s' cannot be used (at most 63 bytes, no leading dot)",
-		                base);
+		*ans = err_json(
+		    status, 400,
+		    "the file's name '%s' cannot be used (at most 63 bytes, no leading dot)", base);
 		return -1;
 	}
 	uint64_t size = (uint64_t)st.st_size;
@@ -908,8 +916,9 @@ static int prepare(post_job *j, const char *path, uint32_t piece, unsigned *stat
 		piece *= 2;
 	uint64_t np = (size + piece - 1) / piece;
 	if (piece < CAST_PIECE_MIN || piece > CAST_PIECE_MAX || np > CAST_MAX_PIECES) {
-		*ans = err_json(status, 400, "piece size must be 4096..1048576 bytes, with at most "
-		                             "32768 pieces%s",
+		*ans = err_json(status, 400,
+		                "piece size must be 4096..1048576 bytes, with at most "
+		                "32768 pieces%s",
 		                NULL);
 		return -1;
 	}
@@ -944,10 +953,11 @@ static char *post_cast(nd_cast *c, const char *body, size_t len, unsigned *statu
 	json_t *req = json_loadb(body ? body : "", len, 0, &e);
 	if (!json_is_object(req)) {
 		json_decref(req);
-		return err_json(status, 400,
-		                "the body must be a JSON object: {\"path\": FILE, \"to\": \"all\" or "
-		                "[ids], \"piece_size\": N, \"rate\": BYTES_PER_S}%s",
-		                NULL);
+		return err_json(
+		    status, 400,
+		    "the body must be a JSON object: {\"path\": FILE, \"to\": \"all\" or "
+		    "[ids], \"piece_size\": N, \"rate\": BYTES_PER_S}%s",
+		    NULL);
 	}
 	uint64_t start = wall_ms();
 	const char *path = json_string_value(json_object_get(req, "path"));
@@ -958,15 +968,16 @@ static char *post_cast(nd_cast *c, const char *body, size_t len, unsigned *statu
 	memset(&j, 0, sizeof j);
 	j.fd = -1;
 	if (!path) {
-		ans = err_json(status, 400, "missing \"path\": the file on this node to send%s", NULL);
+		ans = err_json(status, 400, "missing \"path\": the file on this node to send%s",
+		               NULL);
 		goto out;
 	}
 	if ((ps && (!json_is_integer(ps) || json_integer_value(ps) < CAST_PIECE_MIN ||
 	            json_integer_value(ps) > CAST_PIECE_MAX)) ||
 	    (rate && (!json_is_integer(rate) || json_integer_value(rate) < 0))) {
-		ans = err_json(status, 400,
-		               "\"piece_size\" must be 4096..1048576 and \"rate\" a byte rate >= 0%s",
-		               NULL);
+		ans = err_json(
+		    status, 400,
+		    "\"piece_size\" must be 4096..1048576 and \"rate\" a byte rate >= 0%s", NULL);
 		goto out;
 	}
 	if (to && !(json_is_string(to) && !strcmp(json_string_value(to), "all")) &&
@@ -985,7 +996,8 @@ static char *post_cast(nd_cast *c, const char *body, size_t len, unsigned *statu
 		for (size_t i = 0; i < nd; i++) {
 			const char *s = json_string_value(json_array_get(to, i));
 			if (!s || !s[0] || strlen(s) >= CAST_NAME_MAX) {
-				ans = err_json(status, 400, "\"to\" must list node ids (1..63 bytes)%s", NULL);
+				ans = err_json(status, 400,
+				               "\"to\" must list node ids (1..63 bytes)%s", NULL);
 				goto out;
 			}
 			snprintf(j.dests[i], CAST_NAME_MAX, "%s", s);
@@ -1019,8 +1031,8 @@ static char *post_cast(nd_cast *c, const char *body, size_t len, unsigned *statu
 	ans = nd_json_text(json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I}", "xfer", id, "file",
 	                             j.info.name, "size", (json_int_t)j.info.size, "piece_size",
 	                             (json_int_t)j.info.piece_size, "pieces",
-	                             (json_int_t)j.info.npieces, "start_wall_ms",
-	                             (json_int_t)start, "hash_ms", (json_int_t)(wall_ms() - start)));
+	                             (json_int_t)j.info.npieces, "start_wall_ms", (json_int_t)start,
+	                             "hash_ms", (json_int_t)(wall_ms() - start)));
 out:
 	if (j.fd >= 0)
 		close(j.fd);
@@ -1050,6 +1062,7 @@ char *nd_cast_http(node *n, const char *method, const char *url, const char *bod
 	if (too_big)
 		return err_json(status, 413, "the body is too large%s", NULL);
 	if (n->keyed)
-		return err_json(status, 501, "cast does not run with a cluster key (--key) yet%s", NULL);
+		return err_json(status, 501, "cast does not run with a cluster key (--key) yet%s",
+		                NULL);
 	return post_cast(c, body, len, status);
 }
