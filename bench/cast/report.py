@@ -39,6 +39,10 @@ def fmt(x, spec=".2f"):
     return "failed" if x is None else format(x, spec)
 
 
+def ran_fmt(ran, x):
+    return fmt(x) if ran else "not run"
+
+
 ORDER = ["chain4", "ring-of-stars", "star-uneven", "scenario1", "scenario2", "scenario3",
          "scenario4", "scenario5", "scenario6", "scenario1+sc1-trace1", "scenario1+sc1-trace2",
          "star20", "mesh12"]
@@ -55,12 +59,15 @@ def table(cases):
         u = med(r.get("u_s") for r in runs)
         naive = med(r.get("naive", {}).get("u_s") for r in runs)
         bt = med(r.get("bittorrent", {}).get("u_s") for r in runs)
+        ran = {k: any(k in r for r in runs) for k in ("naive", "bittorrent")}
         late = med(max((s["late_p99_us"] for s in r.get("emulator") or [] if s), default=None)
                    for r in runs)
         rows.append(
             f"| {name} | {len(runs)} | {bound:.2f} | {fmt(u)} | "
-            f"{fmt(bound / u if u else None, '.3f')} | {fmt(naive)} | {fmt(bt)} | "
-            f"{fmt(naive / u if u and naive else None)} | {fmt(bt / u if u and bt else None)} | "
+            f"{fmt(bound / u if u else None, '.3f')} | {ran_fmt(ran['naive'], naive)} | "
+            f"{ran_fmt(ran['bittorrent'], bt)} | "
+            f"{ran_fmt(ran['naive'], naive / u if u and naive else None)} | "
+            f"{ran_fmt(ran['bittorrent'], bt / u if u and bt else None)} | "
             f"{fmt(late / 1000 if late is not None else None, '.1f')} |")
     return "\n".join(rows), names
 
