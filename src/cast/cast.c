@@ -30,8 +30,8 @@ typedef struct {
 	uint64_t progress_at; /* a piece came, or asking began */
 	uint64_t quiet_until; /* after a stall: not asked again before */
 	uint64_t rx_bytes, sample_bytes;
-	double rx_rate;          /* bytes/s of pieces from it (0: not measured yet) */
-	double rate_at_progress; /* rx_rate when the last piece came */
+	double rx_rate;  /* bytes/s of pieces from it (0: not measured yet) */
+	uint64_t gap_ms; /* mean time between pieces from it while asked (ms) */
 	uint32_t rtt_us;
 	uint64_t tx_rate;          /* TCP_INFO delivery rate towards it */
 	uint32_t serve[SERVE_MAX]; /* pieces it asked for, in order */
@@ -416,8 +416,11 @@ static void got_piece(cast_node *k, uint64_t now, link_t *l, const cast_msg *m)
 	k->st.pieces_in++;
 	k->st.bytes_in += m->len;
 	l->rx_bytes += m->len;
+	if (l->nasked) {
+		uint64_t gap = now - l->progress_at;
+		l->gap_ms = l->gap_ms ? (3 * l->gap_ms + gap) / 4 : gap;
+	}
 	l->progress_at = now;
-	l->rate_at_progress = l->rx_rate;
 	unask(k, l, p);
 	if (k->have[p]) {
 		k->st.dup_in++;
@@ -877,13 +880,11 @@ static void sample(cast_node *k, uint64_t now, uint64_t dt)
 		}
 		/* a link whose requests make no progress: ask elsewhere */
 		if (l->nasked && k->active && !k->done) {
-			uint64_t limit = k->cfg.stall_ms;
-			if (l->rate_at_progress > 0) { /* four pieces' time at the rate it had */
-				uint64_t t =
-				    (uint64_t)(4000.0 * k->x.piece_size / l->rate_at_progress);
-				if (t > limit)
-					limit = t;
-			}
+			/* before its first piece a link's pace is unknown: a sender that serves
+			 * many links may take long for one piece without being dead */
+			uint64_t limit = l->gap_ms ? k->cfg.stall_ms : 5ull * k->cfg.stall_ms;
+			if (8 * l->gap_ms > limit) /* a slow link is not a dead one */
+				limit = 8 * l->gap_ms;
 			if (now - l->progress_at > limit) {
 				uint32_t list[CAST_BATCH_MAX];
 				uint32_t n = 0;

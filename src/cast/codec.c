@@ -199,6 +199,15 @@ static void getname(rd *r, char *out)
 	out[n] = 0;
 }
 
+/* A list's count (u16, at most max) and room for it in *scratch; NULL when malformed. */
+static void *get_list(rd *r, uint32_t max, size_t elem, uint32_t *n, void **scratch)
+{
+	*n = (uint32_t)getn(r, 2);
+	void *a = *n <= max && !r->bad ? calloc(*n ? *n : 1, elem) : NULL;
+	*scratch = a;
+	return a;
+}
+
 int cast_decode(const uint8_t *body, size_t len, cast_msg *m, cast_info *info, void **scratch)
 {
 	rd r = {body, body + len, false};
@@ -208,13 +217,10 @@ int cast_decode(const uint8_t *body, size_t len, cast_msg *m, cast_info *info, v
 	m->xfer = getn(&r, 8);
 	switch (m->type) {
 	case CAST_MSG_NODES: {
-		uint32_t n = (uint32_t)getn(&r, 2);
-		if (n > CAST_MAX_NODES)
-			return RN_EPROTO;
-		cast_known *k = calloc(n ? n : 1, sizeof *k);
+		uint32_t n;
+		cast_known *k = get_list(&r, CAST_MAX_NODES, sizeof *k, &n, scratch);
 		if (!k)
 			return RN_EPROTO;
-		*scratch = k;
 		for (uint32_t i = 0; i < n && !r.bad; i++) {
 			getname(&r, k[i].name);
 			k[i].hops = (uint8_t)getn(&r, 1);
@@ -239,13 +245,10 @@ int cast_decode(const uint8_t *body, size_t len, cast_msg *m, cast_info *info, v
 		    info->npieces != (info->size + info->piece_size - 1) / info->piece_size)
 			return RN_EPROTO;
 		info->hashes = getb(&r, 32 * (size_t)info->npieces);
-		uint32_t nd = (uint32_t)getn(&r, 2);
-		if (nd > CAST_MAX_DESTS)
-			return RN_EPROTO;
-		char(*d)[CAST_NAME_MAX] = calloc(nd ? nd : 1, CAST_NAME_MAX);
+		uint32_t nd;
+		char(*d)[CAST_NAME_MAX] = get_list(&r, CAST_MAX_DESTS, CAST_NAME_MAX, &nd, scratch);
 		if (!d)
 			return RN_EPROTO;
-		*scratch = d;
 		for (uint32_t i = 0; i < nd && !r.bad; i++)
 			getname(&r, d[i]);
 		info->dests = (const char(*)[CAST_NAME_MAX])d;
@@ -264,13 +267,10 @@ int cast_decode(const uint8_t *body, size_t len, cast_msg *m, cast_info *info, v
 	case CAST_MSG_REQUEST:
 	case CAST_MSG_CANCEL:
 	case CAST_MSG_PENDING: {
-		uint32_t n = (uint32_t)getn(&r, 2);
-		if (n > CAST_BATCH_MAX)
-			return RN_EPROTO;
-		uint32_t *p = calloc(n ? n : 1, sizeof *p);
+		uint32_t n;
+		uint32_t *p = get_list(&r, CAST_BATCH_MAX, sizeof *p, &n, scratch);
 		if (!p)
 			return RN_EPROTO;
-		*scratch = p;
 		for (uint32_t i = 0; i < n; i++)
 			p[i] = (uint32_t)getn(&r, 4);
 		m->pieces = p;
@@ -285,13 +285,10 @@ int cast_decode(const uint8_t *body, size_t len, cast_msg *m, cast_info *info, v
 		m->data = getb(&r, m->len);
 		break;
 	case CAST_MSG_PROGRESS: {
-		uint32_t n = (uint32_t)getn(&r, 2);
-		if (n > CAST_MAX_NODES)
-			return RN_EPROTO;
-		cast_prog *p = calloc(n ? n : 1, sizeof *p);
+		uint32_t n;
+		cast_prog *p = get_list(&r, CAST_MAX_NODES, sizeof *p, &n, scratch);
 		if (!p)
 			return RN_EPROTO;
-		*scratch = p;
 		for (uint32_t i = 0; i < n && !r.bad; i++) {
 			getname(&r, p[i].name);
 			p[i].seq = (uint32_t)getn(&r, 4);

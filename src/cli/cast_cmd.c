@@ -64,13 +64,14 @@ static json_t *status(const char *base)
 	return j;
 }
 
-/* Waits until the set of nodes the source knows has not changed for a second (at most
- * 10 s): "--to all" means every node reachable, and the links may still be forming. */
+/* Waits until the set of nodes the source knows has not changed for 2 s (at most 20 s:
+ * "--to all" means every node reachable, and links may still be forming: a dial that
+ * failed is retried within 2 s). */
 static void settle(const char *base)
 {
 	size_t last = 0;
 	int same = 0;
-	for (int i = 0; i < 100 && same < 5; i++) {
+	for (int i = 0; i < 100 && same < 10; i++) {
 		json_t *j = status(base);
 		size_t n = j ? json_array_size(json_object_get(j, "known")) : 0;
 		json_decref(j);
@@ -103,23 +104,26 @@ int cli_cast(int argc, char **argv)
 			char *end;
 			piece = strtol(argv[++i], &end, 10);
 			if (*end || piece < 4096 || piece > 1048576)
-				return usage_error("--piece-size must be 4096..1048576 bytes, not '%s'",
-				                   argv[i]);
+				return usage_error(
+				    "--piece-size must be 4096..1048576 bytes, not '%s'", argv[i]);
 		} else if (!strcmp(a, "--rate") && more) {
 			char *end;
 			rate = strtol(argv[++i], &end, 10);
 			if (*end || rate < 0)
-				return usage_error("--rate must be bytes per second, not '%s'", argv[i]);
+				return usage_error("--rate must be bytes per second, not '%s'",
+				                   argv[i]);
 		} else if (!strcmp(a, "--timeout") && more) {
 			char *end;
 			timeout = strtod(argv[++i], &end);
 			if (*end || timeout <= 0)
-				return usage_error("--timeout must be seconds > 0, not '%s'", argv[i]);
+				return usage_error("--timeout must be seconds > 0, not '%s'",
+				                   argv[i]);
 		} else if (!strcmp(a, "--json")) {
 			as_json = true;
 		} else if (a[0] == '-' && a[1] == '-') {
-			return usage_error(more ? "unknown option '%s'" : "'%s' needs a value (or is "
-			                                                  "unknown)",
+			return usage_error(more ? "unknown option '%s'"
+			                        : "'%s' needs a value (or is "
+			                          "unknown)",
 			                   a);
 		} else if (!file) {
 			file = a;
@@ -228,12 +232,15 @@ int cli_cast(int argc, char **argv)
 			{
 				if (!json_is_true(json_object_get(d, "dest")))
 					continue;
-				double held = (double)json_integer_value(json_object_get(d, "held"));
-				double total = (double)json_integer_value(json_object_get(d, "total"));
+				double held =
+				    (double)json_integer_value(json_object_get(d, "held"));
+				double total =
+				    (double)json_integer_value(json_object_get(d, "total"));
 				fprintf(stderr, "\033[K  %-20s %5.1f%%%s\n",
 				        json_string_value(json_object_get(d, "id")),
 				        total > 0 ? 100.0 * held / total : 0.0,
-				        json_is_number(json_object_get(d, "done_s")) ? "  done" : "");
+				        json_is_number(json_object_get(d, "done_s")) ? "  done"
+				                                                     : "");
 				drawn++;
 			}
 		}
@@ -261,23 +268,25 @@ int cli_cast(int argc, char **argv)
 			double s = json_number_value(ds);
 			double r = s > 0 ? (double)bytes / s : 0;
 			u = s > u ? s : u;
-			printf("%-20s %14lld %10.3f %14.2f\n", name, (long long)bytes, s, r * 8 / 1e6);
-			json_array_append_new(rows, json_pack("{s:s, s:I, s:f, s:f}", "id", name,
-			                                      "bytes", bytes, "done_s", s, "rate_bps",
-			                                      r * 8));
+			printf("%-20s %14lld %10.3f %14.2f\n", name, (long long)bytes, s,
+			       r * 8 / 1e6);
+			json_array_append_new(rows,
+			                      json_pack("{s:s, s:I, s:f, s:f}", "id", name, "bytes",
+			                                bytes, "done_s", s, "rate_bps", r * 8));
 		} else {
 			printf("%-20s %14lld %10s %14s\n", name, (long long)bytes, "-", "-");
-			json_array_append_new(rows, json_pack("{s:s, s:I, s:n, s:n}", "id", name,
-			                                      "bytes", bytes, "done_s", "rate_bps"));
+			json_array_append_new(rows,
+			                      json_pack("{s:s, s:I, s:n, s:n}", "id", name, "bytes",
+			                                bytes, "done_s", "rate_bps"));
 		}
 	}
 	printf("U = %.3f s%s\n", u, all_done ? "" : " (not every destination finished)");
 	if (as_json) {
-		json_t *o = json_pack("{s:s, s:O, s:O, s:o, s:o}", "file",
-		                      json_string_value(json_object_get(t, "file")), "size",
-		                      json_object_get(t, "size"), "pieces",
-		                      json_object_get(t, "pieces"), "u_s",
-		                      all_done ? json_real(u) : json_null(), "destinations", rows);
+		json_t *o =
+		    json_pack("{s:s, s:O, s:O, s:o, s:o}", "file",
+		              json_string_value(json_object_get(t, "file")), "size",
+		              json_object_get(t, "size"), "pieces", json_object_get(t, "pieces"),
+		              "u_s", all_done ? json_real(u) : json_null(), "destinations", rows);
 		json_object_set_new(o, "complete", json_boolean(all_done));
 		char *text = json_dumps(o, JSON_COMPACT);
 		printf("%s\n", text);
@@ -288,8 +297,9 @@ int cli_cast(int argc, char **argv)
 	}
 	json_decref(last);
 	if (!all_done) {
-		fprintf(stderr, "ringnet cast: timed out after %.0f s: not every destination holds the "
-		                "file\n",
+		fprintf(stderr,
+		        "ringnet cast: timed out after %.0f s: not every destination holds the "
+		        "file\n",
 		        timeout);
 		return 1;
 	}

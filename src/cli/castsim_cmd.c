@@ -59,7 +59,8 @@ int cli_castsim(int argc, char **argv)
 		} else if (!strcmp(a, "--piece-size") && more) {
 			if (!parse_u64(argv[++i], &piece) || piece < CAST_PIECE_MIN ||
 			    piece > CAST_PIECE_MAX)
-				return usage_error("--piece-size must be 4096..1048576, not '%s'", argv[i]);
+				return usage_error("--piece-size must be 4096..1048576, not '%s'",
+				                   argv[i]);
 		} else if (!strcmp(a, "--seed") && more) {
 			if (!parse_u64(argv[++i], &seed))
 				return usage_error("--seed must be a number, not '%s'", argv[i]);
@@ -110,8 +111,8 @@ int cli_castsim(int argc, char **argv)
 			                                       "done_s", d, "rate_bps", rate));
 		} else {
 			printf("%-20s %10s %14s\n", t.v[v].name, "-", "-");
-			json_array_append_new(
-			    dests, json_pack("{s:s, s:n, s:n}", "id", t.v[v].name, "done_s", "rate_bps"));
+			json_array_append_new(dests, json_pack("{s:s, s:n, s:n}", "id", t.v[v].name,
+			                                       "done_s", "rate_bps"));
 		}
 	}
 	double eff = r.complete && r.u_s > 0 ? b.bound_s / r.u_s : 0;
@@ -124,13 +125,13 @@ int cli_castsim(int argc, char **argv)
 	       (unsigned long long)r.dup_arrivals, r.max_dup_per_piece,
 	       (unsigned long long)r.total.endgame_req, (unsigned long long)r.total.stalls);
 	if (as_json) {
-		json_t *j = json_pack("{s:s, s:I, s:I, s:I, s:o, s:f, s:f, s:f, s:f, s:f, s:o, s:I}",
-		                      "topology", topo, "size", (json_int_t)size, "pieces",
-		                      (json_int_t)r.npieces, "piece_size", (json_int_t)r.piece_size,
-		                      "u_s", r.complete ? json_real(r.u_s) : json_null(), "bound_s",
-		                      b.bound_s, "cut_s", b.cut_s, "upload_s", b.upload_s, "delay_s",
-		                      b.delay_s, "efficiency", eff, "destinations", dests,
-		                      "duplicates", (json_int_t)r.dup_arrivals);
+		json_t *j = json_pack(
+		    "{s:s, s:I, s:I, s:I, s:o, s:f, s:f, s:f, s:f, s:f, s:o, s:I}", "topology",
+		    topo, "size", (json_int_t)size, "pieces", (json_int_t)r.npieces, "piece_size",
+		    (json_int_t)r.piece_size, "u_s", r.complete ? json_real(r.u_s) : json_null(),
+		    "bound_s", b.bound_s, "cut_s", b.cut_s, "upload_s", b.upload_s, "delay_s",
+		    b.delay_s, "efficiency", eff, "destinations", dests, "duplicates",
+		    (json_int_t)r.dup_arrivals);
 		char *text = json_dumps(j, JSON_COMPACT);
 		printf("%s\n", text);
 		free(text);

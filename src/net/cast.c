@@ -35,13 +35,13 @@
 #include "cast_tcp.h"
 #include "node_internal.h"
 
-#define CL_BUF        (WIRE_HEADER + WIRE_MAX_FRAME)
+#define CL_BUF        (WIRE_HEADER + WIRE_MAX_FRAME + AUTH_SEAL)
 #define TIMER_MS      10
 #define INFO_MS       500
 #define SNAP_MS       100
 #define HELLO_WAIT_MS 3000
 #define DIAL_MIN_MS   250
-#define DIAL_MAX_MS   4000
+#define DIAL_MAX_MS   2000
 #define HELLO_TYPE    0 /* a body whose first byte is 0 is the driver's hello, not a msg */
 
 typedef struct clink {
@@ -57,6 +57,13 @@ typedef struct clink {
 	size_t rxlen;
 	uint64_t rx_at, opened_at;
 	uv_connect_t conn;
+	/* with a cluster key (auth.h): the dialler reads the acceptor's nonce first, and then
+	 * every frame either way is sealed, each direction with its own key and sequence */
+	bool sealed;
+	unsigned nna; /* dialler: nonce bytes in so far (AUTH_NONCE: the hello went out) */
+	uint8_t na[AUTH_NONCE];
+	auth_session tx, rx_s;
+	uint64_t seq_tx, seq_rx;
 } clink;
 
 typedef struct {
@@ -65,7 +72,8 @@ typedef struct {
 	clink *link;
 	uint64_t next_try;
 	uint32_t backoff;
-	bool self; /* it was this node */
+	bool self;                /* it was this node */
+	char peer[CAST_NAME_MAX]; /* the name behind it, once a hello said */
 } dial_t;
 
 typedef struct {
@@ -201,6 +209,17 @@ static void write_frame(clink *l, uint8_t *buf, size_t blen, bool piece)
 	buf[2] = (uint8_t)(len >> 8);
 	buf[3] = (uint8_t)len;
 	buf[4] = WIRE_CAST;
+	size_t flen = WIRE_HEADER + blen;
+	if (l->sealed) {
+		uint8_t *q = realloc(buf, flen + AUTH_SEAL);
+		if (!q || auth_seal(&l->tx, l->seq_tx++, q, flen, WIRE_HEADER, q + flen) < 0) {
+			free(q ? q : buf);
+			close_link(l);
+			return;
+		}
+		buf = q;
+		flen += AUTH_SEAL;
+	}
 	cwreq *w = malloc(sizeof *w);
 	if (!w) {
 		free(buf);
@@ -210,7 +229,7 @@ static void write_frame(clink *l, uint8_t *buf, size_t blen, bool piece)
 	w->l = l;
 	w->buf = buf;
 	w->piece = piece;
-	uv_buf_t b = uv_buf_init((char *)buf, (unsigned)(WIRE_HEADER + blen));
+	uv_buf_t b = uv_buf_init((char *)buf, (unsigned)flen);
 	if (uv_write(&w->req, (uv_stream_t *)l->tcp, &b, 1, on_written) < 0) {
 		free(buf);
 		free(w);
@@ -247,10 +266,12 @@ static uint32_t piece_len(const cast_info *x, uint32_t p)
 	                           : x->piece_size;
 }
 
-static bool read_all(int fd, uint8_t *buf, size_t len, uint64_t off)
+/* Reads (or writes) all len bytes at off; false on an error or a short file. */
+static bool io_all(int fd, uint8_t *buf, size_t len, uint64_t off, bool write)
 {
 	while (len) {
-		ssize_t r = pread(fd, buf, len, (off_t)off);
+		ssize_t r =
+		    write ? pwrite(fd, buf, len, (off_t)off) : pread(fd, buf, len, (off_t)off);
 		if (r <= 0) {
 			if (r < 0 && errno == EINTR)
 				continue;
@@ -263,20 +284,9 @@ static bool read_all(int fd, uint8_t *buf, size_t len, uint64_t off)
 	return true;
 }
 
-static bool write_all(int fd, const uint8_t *buf, size_t len, uint64_t off)
+static bool read_all(int fd, uint8_t *buf, size_t len, uint64_t off)
 {
-	while (len) {
-		ssize_t r = pwrite(fd, buf, len, (off_t)off);
-		if (r <= 0) {
-			if (r < 0 && errno == EINTR)
-				continue;
-			return false;
-		}
-		buf += r;
-		len -= (size_t)r;
-		off += (uint64_t)r;
-	}
-	return true;
+	return io_all(fd, buf, len, off, false);
 }
 
 static int drv_send_piece(void *ctx, uint32_t id, const cast_info *x, uint32_t p)
@@ -376,7 +386,7 @@ static int drv_store(void *ctx, const cast_info *x, uint32_t p, const uint8_t *d
 		LOG_W(c->n, "cast: piece %u of %s came corrupt: asking again", p, x->name);
 		return RN_EPROTO;
 	}
-	if (!write_all(c->fd, data, len, (uint64_t)p * x->piece_size)) {
+	if (!io_all(c->fd, (uint8_t *)(uintptr_t)data, len, (uint64_t)p * x->piece_size, true)) {
 		LOG_E(c->n, "cast: cannot write %s: %s", c->part, strerror(errno));
 		return RN_EIO;
 	}
@@ -445,6 +455,43 @@ static void send_hello(clink *l)
 	write_frame(l, buf, 2 + nl, false);
 }
 
+typedef struct {
+	uv_write_t req;
+	uint8_t buf[AUTH_HELLO];
+} auth_hello_req;
+
+static void on_auth_hello_written(uv_write_t *req, int status)
+{
+	(void)status; /* a failure shows as a failed frame write or a closed link */
+	free(req);
+}
+
+/* Dialler, with a cluster key: the acceptor's nonce is in; answer as a peer connection
+ * does (auth.h), then the cast hello, sealed. The acceptor's address in the session is
+ * the dialled one as the address book writes it, which is how the acceptor names itself. */
+static void send_auth_hello(clink *l)
+{
+	node *n = l->c->n;
+	auth_hello_req *h = malloc(sizeof *h);
+	ring_addr a = nd_book_intern(n, l->c->dials[l->dial].addr);
+	if (!h || a == RING_ADDR_NONE || a >= n->npeers || auth_random(h->buf, AUTH_NONCE) < 0) {
+		free(h);
+		close_link(l);
+		return;
+	}
+	auth_session_init(&l->tx, n->key, l->na, h->buf, n->peers[a].addr);
+	auth_hello_tag(&l->tx, h->buf + AUTH_NONCE);
+	auth_session_back(&l->tx, &l->rx_s);
+	l->seq_tx = l->seq_rx = 0;
+	uv_buf_t b = uv_buf_init((char *)h->buf, sizeof h->buf);
+	if (uv_write(&h->req, (uv_stream_t *)l->tcp, &b, 1, on_auth_hello_written) < 0) {
+		free(h);
+		close_link(l);
+		return;
+	}
+	send_hello(l);
+}
+
 /* Parses a hello body into name; false when it is not one. */
 static bool parse_hello(const uint8_t *b, size_t len, char *name)
 {
@@ -473,6 +520,8 @@ static void link_up(clink *l)
 		close_link(l);
 		return;
 	}
+	if (l->dial >= 0) /* who is behind that address: a link to it, either way, will do */
+		snprintf(c->dials[l->dial].peer, CAST_NAME_MAX, "%s", l->peer);
 	for (int i = 0; i < CAST_MAX_LINKS; i++) {
 		clink *o = c->links[i];
 		if (!o || o == l || !o->up || o->dead || strcmp(o->peer, l->peer))
@@ -481,9 +530,6 @@ static void link_up(clink *l)
 		 * the same side replaces the old one) */
 		bool same_opener = (o->dial >= 0) == (l->dial >= 0);
 		if (!same_opener && keeper(c, o)) {
-			if (l->dial >= 0)
-				c->dials[l->dial].backoff =
-				    DIAL_MAX_MS; /* no hurry: we have a link */
 			close_link(l);
 			return;
 		}
@@ -551,17 +597,36 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 	l->rxlen += (size_t)nread;
 	l->rx_at = uv_now(&l->c->n->loop);
 	size_t off = 0;
-	while (!l->dead && l->rxlen - off >= WIRE_HEADER) {
+	if (l->sealed && l->dial >= 0 && l->nna < AUTH_NONCE) {
+		size_t k = AUTH_NONCE - l->nna < l->rxlen ? AUTH_NONCE - l->nna : l->rxlen;
+		memcpy(l->na + l->nna, l->rx, k);
+		l->nna += (unsigned)k;
+		off = k;
+		if (l->nna == AUTH_NONCE)
+			send_auth_hello(l);
+	}
+	size_t tag = l->sealed ? AUTH_SEAL : 0;
+	while (!l->dead && (!l->sealed || l->dial < 0 || l->nna == AUTH_NONCE) &&
+	       l->rxlen - off >= WIRE_HEADER) {
 		uint32_t blen;
 		uint8_t type;
 		if (wire_header(l->rx + off, &blen, &type) < 0 || type != WIRE_CAST) {
 			close_link(l);
 			return;
 		}
-		if (l->rxlen - off < WIRE_HEADER + (size_t)blen)
+		size_t flen = WIRE_HEADER + (size_t)blen;
+		if (l->rxlen - off < flen + tag)
 			break;
+		if (l->sealed && !auth_open(&l->rx_s, l->seq_rx++, l->rx + off, flen, WIRE_HEADER,
+		                            l->rx + off + flen)) {
+			nd_log_rl(
+			    l->c->n, LOG_AUTH, 1,
+			    "cast: a link's frame does not open with the cluster key: closing it");
+			close_link(l);
+			return;
+		}
 		on_frame(l, l->rx + off + WIRE_HEADER, blen);
-		off += WIRE_HEADER + blen;
+		off += flen + tag;
 	}
 	if (l->dead)
 		return;
@@ -585,7 +650,9 @@ static void on_connect(uv_connect_t *req, int status)
 	c->dials[l->dial].backoff = 0;
 	uv_tcp_nodelay(l->tcp, 1);
 	uv_read_start((uv_stream_t *)l->tcp, on_alloc, on_read);
-	send_hello(l);
+	l->sealed = c->n->keyed; /* then the hello waits for the acceptor's nonce */
+	if (!l->sealed)
+		send_hello(l);
 }
 
 static void dial(nd_cast *c, int i, uint64_t now)
@@ -593,9 +660,9 @@ static void dial(nd_cast *c, int i, uint64_t now)
 	dial_t *d = &c->dials[i];
 	if (d->self || d->link || now < d->next_try)
 		return;
-	for (int j = 0; j < CAST_MAX_LINKS; j++) /* already linked by its own dial to us */
-		if (c->links[j] && c->links[j]->up && c->links[j]->dial < 0 &&
-		    d->backoff >= DIAL_MAX_MS)
+	for (int j = 0; j < CAST_MAX_LINKS; j++) /* linked already, by its own dial to us */
+		if (d->peer[0] && c->links[j] && c->links[j]->up &&
+		    !strcmp(c->links[j]->peer, d->peer))
 			return;
 	d->backoff = !d->backoff                    ? DIAL_MIN_MS
 	             : d->backoff * 2 > DIAL_MAX_MS ? DIAL_MAX_MS
@@ -611,12 +678,13 @@ static void dial(nd_cast *c, int i, uint64_t now)
 		close_link(l);
 }
 
-bool nd_cast_accept(node *n, uv_tcp_t *from, const uint8_t *body, size_t len)
+bool nd_cast_accept(node *n, uv_tcp_t *from, const uint8_t *body, size_t len,
+                    const auth_session *sess, uint64_t seq_in)
 {
 	nd_cast *c = n->cast;
 	char name[CAST_NAME_MAX];
 	int fd, nfd;
-	if (!c || n->keyed || !parse_hello(body, len, name) ||
+	if (!c || (n->keyed && !sess) || !parse_hello(body, len, name) ||
 	    uv_fileno((uv_handle_t *)from, &fd) < 0)
 		return false;
 	uv_read_stop((uv_stream_t *)from);
@@ -636,6 +704,13 @@ bool nd_cast_accept(node *n, uv_tcp_t *from, const uint8_t *body, size_t len)
 		return true;
 	}
 	snprintf(l->peer, sizeof l->peer, "%s", name);
+	if (n->keyed) { /* the dialler's frames go on in its session; ours the other way */
+		l->sealed = true;
+		l->rx_s = *sess;
+		l->seq_rx = seq_in;
+		auth_session_back(sess, &l->tx);
+		l->seq_tx = 0;
+	}
 	uv_tcp_nodelay(l->tcp, 1);
 	uv_read_start((uv_stream_t *)l->tcp, on_alloc, on_read);
 	send_hello(l);
@@ -1061,8 +1136,5 @@ char *nd_cast_http(node *n, const char *method, const char *url, const char *bod
 		return err_json(status, 405, "use POST on /cast%s", NULL);
 	if (too_big)
 		return err_json(status, 413, "the body is too large%s", NULL);
-	if (n->keyed)
-		return err_json(status, 501, "cast does not run with a cluster key (--key) yet%s",
-		                NULL);
 	return post_cast(c, body, len, status);
 }

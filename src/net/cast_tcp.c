@@ -15,9 +15,8 @@ int cast_tcp_info(int fd, cast_tcp_sample *s)
 	memset(&ti, 0, sizeof ti);
 	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0)
 		return -1;
-	s->delivery_rate = len >= offsetof(struct tcp_info, tcpi_delivery_rate) + 8
-	                       ? ti.tcpi_delivery_rate
-	                       : 0;
+	s->delivery_rate =
+	    len >= offsetof(struct tcp_info, tcpi_delivery_rate) + 8 ? ti.tcpi_delivery_rate : 0;
 	s->bytes_acked = ti.tcpi_bytes_acked;
 	s->rtt_us = ti.tcpi_rtt;
 	s->min_rtt_us = ti.tcpi_min_rtt;

@@ -30,7 +30,7 @@ static const char *msg_names[] = {"",       "find_succ", "found", "get_pred", "p
 /* The loop's counters in Prometheus text format (HTTP counters are added on request). */
 static char *metrics_text(node *n)
 {
-	size_t cap = 16384, len = 0;
+	size_t cap = 24576, len = 0;
 	char *b = malloc(cap);
 	if (!b)
 		return NULL;
@@ -78,6 +78,11 @@ static char *metrics_text(node *n)
 	P("# HELP ringnet_peer_bad_frames_total Malformed frames (each closed its connection).\n"
 	  "# TYPE ringnet_peer_bad_frames_total counter\nringnet_peer_bad_frames_total %llu\n",
 	  (unsigned long long)n->bad_frames);
+	P("# HELP ringnet_peer_spoofed_frames_total Frames whose claimed sender does not listen on "
+	  "the address they came from (each closed its connection; counted in bad frames too).\n"
+	  "# TYPE ringnet_peer_spoofed_frames_total counter\nringnet_peer_spoofed_frames_total "
+	  "%llu\n",
+	  (unsigned long long)n->spoofed);
 	P("# HELP ringnet_peer_undeliverable_total Messages handed back: peer unreachable.\n"
 	  "# TYPE ringnet_peer_undeliverable_total counter\nringnet_peer_undeliverable_total "
 	  "%llu\n",
@@ -158,6 +163,8 @@ static char *metrics_text(node *n)
 	  (unsigned long long)(n->st ? store_count(n->st) : 0),
 	  (unsigned long long)(n->st ? store_tombstones(n->st) : 0));
 #undef P
+	if (len < cap)
+		len += nd_files_metrics(n, b + len, cap - len);
 	if (len >= cap) {
 		free(b);
 		return NULL;
@@ -266,9 +273,17 @@ static enum MHD_Result reply(http_req *q, struct MHD_Connection *c, unsigned sta
 	bool prom = q->route && !strcmp(q->route, "/metrics") && status == 200;
 	MHD_add_response_header(r, "Content-Type",
 	                        prom ? "text/plain; version=0.0.4" : "application/json");
+	if (status == MHD_HTTP_UNAUTHORIZED)
+		MHD_add_response_header(r, "WWW-Authenticate", "Bearer realm=\"ringnet\"");
 	enum MHD_Result ok = MHD_queue_response(c, status, r);
 	MHD_destroy_response(r);
 	return ok;
+}
+
+enum MHD_Result nd_http_reply(http_req *q, struct MHD_Connection *c, unsigned status,
+                              const char *body)
+{
+	return reply(q, c, status, body);
 }
 
 static enum MHD_Result reply_json(http_req *q, struct MHD_Connection *c, unsigned status, json_t *j)
@@ -500,12 +515,28 @@ static enum MHD_Result on_http(void *cls, struct MHD_Connection *c, const char *
 		 * until the connection times out: refuse it before it is sent */
 		const char *te = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
 		                                             MHD_HTTP_HEADER_TRANSFER_ENCODING);
+		if (strcmp(url, "/health") != 0 &&
+		    !nd_api_authorized(n, MHD_lookup_connection_value(
+		                              c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION))) {
+			r->route = "other";
+			return bad_request(r, c, MHD_HTTP_UNAUTHORIZED,
+			                   "this node wants 'Authorization: Bearer TOKEN' (its "
+			                   "--api-token)");
+		}
 		if (te && strcasecmp(te, "chunked") != 0) {
 			r->route = "other";
 			return bad_request(r, c, MHD_HTTP_NOT_IMPLEMENTED,
 			                   "Transfer-Encoding other than chunked is not supported: "
 			                   "send the body as is or chunked");
 		}
+		if (nd_files_route(url))
+			return nd_files_http(n, c, r, url, method, upload, upload_size);
+		return MHD_YES;
+	}
+	if (nd_files_route(url)) {
+		if (r->files)
+			return nd_files_http(n, c, r, url, method, upload, upload_size);
+		*upload_size = 0; /* answered at the first call */
 		return MHD_YES;
 	}
 	if (*upload_size) { /* body arrives in pieces; keep at most KV_BODY_MAX */
@@ -524,6 +555,8 @@ static enum MHD_Result on_http(void *cls, struct MHD_Connection *c, const char *
 		*upload_size = 0;
 		return MHD_YES;
 	}
+	if (r->qjob || !strncmp(url, "/query", 6)) /* query.c */
+		return nd_query_http(n, c, r, url, method);
 	if (r->job) { /* resumed: the loop has answered */
 		pthread_mutex_lock(&n->lock);
 		bool done = r->job->done;
@@ -545,7 +578,7 @@ static enum MHD_Result on_http(void *cls, struct MHD_Connection *c, const char *
 		char *snap[] = {n->snap_ring, n->snap_health, n->snap_peers, n->snap_metrics};
 		char *body = snap[i] ? strdup(snap[i]) : NULL;
 		if (body && i == 3)
-			body = add_http_metrics(n, body);
+			body = nd_query_metrics(n, add_http_metrics(n, body));
 		pthread_mutex_unlock(&n->lock);
 		if (!body)
 			return bad_request(r, c, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
@@ -594,11 +627,11 @@ static void on_http_done(void *cls, struct MHD_Connection *c, void **state,
                          enum MHD_RequestTerminationCode why)
 {
 	(void)c;
-	(void)why;
 	http_req *r = *state;
 	if (!r)
 		return;
 	node *n = cls;
+	nd_files_http_done(n, r, why == MHD_REQUEST_TERMINATED_COMPLETED_OK);
 	if (r->route && r->status) {
 		pthread_mutex_lock(&n->lock);
 		unsigned i = 0;
@@ -615,6 +648,7 @@ static void on_http_done(void *cls, struct MHD_Connection *c, void **state,
 		}
 		pthread_mutex_unlock(&n->lock);
 	}
+	nd_query_job_free(r->qjob);
 	if (r->job) {
 		free(r->job->key);
 		free(r->job->rid);
@@ -681,13 +715,23 @@ struct MHD_Daemon *nd_http_start(node *n, const struct sockaddr_in *sa, int port
 	/* The limits keep one client (slowloris: many connections, each sending a header line
 	 * now and then) from taking every connection: one address gets HTTP_PER_IP of the
 	 * HTTP_MAX_CONNS, and a connection silent for HTTP_TIMEOUT_S is closed. */
+	struct MHD_OptionItem tls[] = {
+	    {MHD_OPTION_HTTPS_MEM_CERT, 0, n->tls_cert},
+	    {MHD_OPTION_HTTPS_MEM_KEY, 0, n->tls_key},
+	    {MHD_OPTION_END, 0, NULL},
+	};
+	unsigned flags =
+	    MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME;
+	if (n->tls_cert)
+		flags |= MHD_USE_TLS;
 	return MHD_start_daemon(
-	    MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME,
-	    (uint16_t)port, NULL, NULL, on_http, n, MHD_OPTION_EXTERNAL_LOGGER, on_http_log, n,
-	    MHD_OPTION_SOCK_ADDR, sa, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_TIMEOUT_S,
+	    flags, (uint16_t)port, NULL, NULL, on_http, n, MHD_OPTION_EXTERNAL_LOGGER, on_http_log,
+	    n, MHD_OPTION_SOCK_ADDR, sa, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_TIMEOUT_S,
 	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP_MAX_CONNS,
 	    MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)HTTP_PER_IP, MHD_OPTION_NOTIFY_CONNECTION,
-	    on_http_conn, n, MHD_OPTION_NOTIFY_COMPLETED, on_http_done, n, MHD_OPTION_END);
+	    on_http_conn, n, MHD_OPTION_NOTIFY_COMPLETED, on_http_done, n,
+	    MHD_OPTION_UNESCAPE_CALLBACK, nd_files_unescape, n, MHD_OPTION_ARRAY,
+	    n->tls_cert ? tls : tls + 2, MHD_OPTION_END);
 }
 
 void nd_http_stop(node *n)

@@ -155,9 +155,11 @@ static void on_snapshot(uv_timer_t *t)
 	nd_publish(n);
 	nd_kv_tick(n);
 	nd_kv_expire(n, false);
+	nd_files_tick(n);
 	uint64_t now = uv_now(&n->loop);
 	nd_conn_sweep(n);
 	nd_anchor_lookup(n, now);
+	nd_merge_probe(n, now);
 	nd_save_peers(n);
 	if (!n->stopping && !ring_joined(n->ring) && n->ncandidates &&
 	    now - n->join_tried_at >= REJOIN_EVERY_MS) {
@@ -288,6 +290,11 @@ int node_run(const node_opts *o)
 	if (store_migrated(n->st))
 		LOG_I(n, "moved %llu keys from the store layout of an older version",
 		      (unsigned long long)store_migrated(n->st));
+	if (nd_api_auth_setup(n, hhost, err, sizeof err) < 0) {
+		fprintf(stderr, "ringnet node: %s\n", err);
+		exit_code = 2; /* like a bad flag: starting again would not help */
+		goto out_loop;
+	}
 	if (nd_kv_start(n) < 0) {
 		fprintf(stderr, "ringnet node: out of memory\n");
 		goto out_loop;
@@ -296,8 +303,16 @@ int node_run(const node_opts *o)
 		fprintf(stderr, "ringnet node: out of memory\n");
 		goto out_loop;
 	}
+	if (o->query_config[0] && nd_query_start(n) < 0) {
+		exit_code = 2; /* a bad cluster file: starting again would not help */
+		goto out_loop;
+	}
 	uv_async_init(&n->loop, &n->wake, nd_on_wake);
 	n->wake.data = n;
+	if (nd_files_start(n) < 0) {
+		fprintf(stderr, "ringnet node: --max-file is too large for one manifest\n");
+		goto out_loop;
+	}
 	nd_publish(n);
 	struct sockaddr_in hsa;
 	uv_ip4_addr(hhost, hport, &hsa);
@@ -336,6 +351,8 @@ out_loop:
 		if (n->wake.data)
 			nd_on_wake(&n->wake);
 		nd_kv_expire(n, true);
+		nd_files_stop(n);
+		nd_query_stop(n);
 		nd_http_stop(n);
 	}
 	nd_cast_stop(n);
@@ -344,8 +361,11 @@ out_loop:
 	uv_walk(&n->loop, close_walk, n);
 	uv_run(&n->loop, UV_RUN_DEFAULT);
 	uv_loop_close(&n->loop);
+	nd_files_free(n);
+	nd_query_free(n);
 	kv_free(n->kv);
 	nd_cast_free(n);
+	nd_api_auth_free(n);
 	store_close(n->st);
 	free(n->kvq);
 	ring_node_free(n->ring);

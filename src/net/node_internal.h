@@ -34,6 +34,7 @@ struct MHD_Connection;
 #define REJOIN_EVERY_MS     1000         /* not in a ring yet: try the next known peer */
 #define ANCHOR_EVERY_MS     5000         /* look up successor(0), the ring's smallest id */
 #define ANCHOR_BIT          (1ull << 62) /* request ids of those lookups */
+#define MERGE_EVERY_MS      5000         /* probe a known peer: is another ring there? */
 #define LEAVE_WAIT_MS       3000         /* on SIGTERM, wait this long for the leave pushes */
 
 /* What a stranger on the peer port can make a node hold (docs/security.md). */
@@ -50,6 +51,7 @@ struct MHD_Connection;
 #define HTTP_MAX_CONNS 512              /* HTTP connections at once (libmicrohttpd closes more) */
 #define HTTP_PER_IP    64               /* ... from one IPv4 address */
 #define HTTP_TIMEOUT_S 10               /* an HTTP connection silent this long is closed */
+#define API_TOKEN_MAX  256              /* bytes of an --api-token */
 
 /* The bounds, as /metrics names them (ringnet_limit_hits_total{limit=...}). */
 enum {
@@ -68,6 +70,7 @@ enum {
 };
 
 enum { FRAME_RING, FRAME_KV };
+#define FRAME_QUERY 5 /* kv_req / kv_to name the query call, told if undeliverable */
 
 typedef struct pending {
 	struct pending *next;
@@ -170,6 +173,8 @@ typedef struct {
 	job *job;
 	const char *route; /* for /metrics: what was asked, and the answer's status */
 	unsigned status;
+	struct fx *files;  /* a file route's transfer (files.c) */
+	struct qjob *qjob; /* a /query request handed to the loop (query.c) */
 } http_req;
 
 typedef struct node {
@@ -187,6 +192,7 @@ typedef struct node {
 	wire_book book;
 	bool stopping;
 	/* counters for /metrics and /health (loop thread; published in snapshots) */
+	uint64_t spoofed; /* frames whose claimed sender is not where they came from */
 	uint64_t frames_in, frames_out, bad_frames, bytes_in, bytes_out, unreachable;
 	unsigned nout, nin; /* open connections */
 	uint64_t refused_conns;
@@ -201,6 +207,9 @@ typedef struct node {
 	uint8_t rbuf[IN_READ_CHUNK];     /* every incoming connection reads into this */
 	bool keyed;                      /* --key: peers must know the cluster key */
 	uint8_t key[AUTH_KEY];
+	/* the HTTP API's guards (api_auth.c): a bearer token, TLS (PEM text; NULL: plain) */
+	char api_token[API_TOKEN_MAX + 1]; /* "": no token asked */
+	char *tls_cert, *tls_key;
 	uint64_t auth_failed;
 	uint64_t msgs_in[RING_MSG_LEAVE + 1], msgs_out[RING_MSG_LEAVE + 1];
 	uint64_t lookups, lookup_hops, lookups_failed;
@@ -239,12 +248,15 @@ typedef struct node {
 	bool restarted;   /* DATA/peers named peers: this node was in a ring before */
 	ring_peer anchor; /* successor(0), the ring's smallest id, saved with the peers */
 	uint64_t anchor_at, anchor_seq;
-	char *saved_peers; /* what DATA/peers holds now */
+	uint64_t merge_at, merge_seq; /* nd_merge_probe */
+	char *saved_peers;            /* what DATA/peers holds now */
 	/* HTTP */
 	struct MHD_Daemon *mhd;
 	pthread_mutex_t lock;
 	char *snap_ring, *snap_health;
-	struct nd_cast *cast; /* swarm broadcast (cast.c) */
+	struct nd_files *files; /* the file service (files.c) */
+	struct nd_cast *cast;   /* swarm broadcast (cast.c) */
+	struct nq *query;       /* --config CLUSTER: the query service (query.c), or NULL */
 } node;
 
 /* ---- node.c ---- */
@@ -307,9 +319,31 @@ void nd_kv_tick(node *n);
 void nd_kv_leave(node *n);
 /* Delivers what was queued for the kv core while it ran. */
 void nd_kv_pump(node *n);
+/* A client request made on the loop thread (the file service's); the answer comes
+ * through kv.c's reply, which hands handles nd_files_client claims to files.c. */
+void nd_kv_client(node *n, uint64_t client, const kv_request *r);
 void nd_on_wake(uv_async_t *a);
 /* Answers 503 to the requests past their deadline (to all of them when all). */
 void nd_kv_expire(node *n, bool all);
+
+/* ---- files.c ---- */
+
+/* The file core and its HTTP routes (/upload, /files, /files/<name>, /download/<name>). */
+int nd_files_start(node *n);
+void nd_files_tick(node *n);
+void nd_files_stop(node *n); /* answers every open transfer: the node stops */
+void nd_files_free(node *n);
+/* A kv client handle the file core made, and its answer (kv.c routes it here). */
+bool nd_files_client(uint64_t client);
+void nd_files_on_reply(node *n, uint64_t client, const kv_reply *r);
+/* The HTTP thread's side: whether a URL is a file route, a request on one, and its end. */
+bool nd_files_route(const char *url);
+size_t nd_files_unescape(void *cls, struct MHD_Connection *c, char *s);
+enum MHD_Result nd_files_http(node *n, struct MHD_Connection *c, http_req *q, const char *url,
+                              const char *method, const char *upload, size_t *upload_size);
+void nd_files_http_done(node *n, http_req *q, bool completed);
+/* Appends the file counters to /metrics; the bytes written. */
+size_t nd_files_metrics(node *n, char *b, size_t cap);
 
 /* ---- http.c ---- */
 
@@ -317,7 +351,18 @@ void nd_kv_expire(node *n, bool all);
 void nd_publish(node *n);
 /* Starts libmicrohttpd on its own thread at sa; NULL when it cannot. */
 struct MHD_Daemon *nd_http_start(node *n, const struct sockaddr_in *sa, int port);
+
+/* api_auth.c */
+/* Sets up --api-token and --http-tls for the HTTP API on host (see node.h); 0, or -1 with
+ * a message in err. */
+int nd_api_auth_setup(node *n, const char *host, char *err, size_t errlen);
+/* Whether an Authorization header value carries the node's token (true when none is asked). */
+bool nd_api_authorized(const node *n, const char *authorization);
+void nd_api_auth_free(node *n);
 void nd_http_stop(node *n);
+/* A JSON answer (copied) with its status, counted for /metrics (HTTP thread). */
+enum MHD_Result nd_http_reply(http_req *q, struct MHD_Connection *c, unsigned status,
+                              const char *body);
 
 /* ---- cast.c ---- */
 
@@ -328,10 +373,34 @@ void nd_cast_stop(node *n);
 void nd_cast_free(node *n);
 /* A WIRE_CAST hello came as the first frame of an incoming connection: cast.c takes the
  * socket over (true; the caller closes its own handle, the socket lives on) or refuses. */
-bool nd_cast_accept(node *n, uv_tcp_t *from, const uint8_t *body, size_t len);
+/* with a cluster key, sess and seq_in are the connection's session and its next frame's
+ * number (the link goes on in them); without, sess is NULL */
+bool nd_cast_accept(node *n, uv_tcp_t *from, const uint8_t *body, size_t len,
+                    const auth_session *sess, uint64_t seq_in);
 /* POST /cast and GET /cast/status (HTTP thread): the answer's JSON text and status. */
 char *nd_cast_http(node *n, const char *method, const char *url, const char *body, size_t len,
                    bool too_big, unsigned *status);
+
+/* ---- query.c ---- */
+
+typedef struct nq nq;
+struct qjob;
+struct q_config;
+/* Reads and checks a cluster file; 0, or an error with a message naming the field. */
+int nd_query_load_config(const char *path, struct q_config *c, char *err, size_t errlen);
+/* Loads this process's slices and starts the query core (o->query_config). 0 or RN_E*. */
+int nd_query_start(node *n);
+void nd_query_stop(node *n);
+void nd_query_free(node *n);
+/* A WIRE_QUERY frame's body; RN_EPROTO when malformed (the connection is dropped). */
+int nd_query_on_frame(node *n, const uint8_t *body, size_t len);
+void nd_query_unreachable(node *n, uint64_t req, ring_addr to);
+/* GET /query... (HTTP thread), and its resumed answer. */
+enum MHD_Result nd_query_http(node *n, struct MHD_Connection *c, http_req *r, const char *url,
+                              const char *method);
+void nd_query_job_free(struct qjob *j);
+/* Appends the query lines to /metrics' body (under n->lock). */
+char *nd_query_metrics(node *n, char *body);
 
 /* ---- join.c ---- */
 
@@ -340,5 +409,6 @@ bool nd_restart_ring(node *n);
 void nd_try_join(node *n);
 void nd_save_peers(node *n);
 void nd_anchor_lookup(node *n, uint64_t now);
+void nd_merge_probe(node *n, uint64_t now);
 
 #endif

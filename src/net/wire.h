@@ -19,6 +19,7 @@
 #define WIRE_ADDR_MAX  64                        /* "host:port", NUL included */
 
 enum { WIRE_RING = 1, WIRE_KV = 2, WIRE_CAST = 3 /* src/net/cast.c */ };
+enum { WIRE_QUERY = 5 }; /* query service frames: body as src/query/qwire.c says */
 
 /* How the codec turns handles into addresses and back. */
 typedef struct {

@@ -61,6 +61,18 @@ void cs_topo_free(cs_topo *t)
 	memset(t, 0, sizeof *t);
 }
 
+/* The next line of f without its comment (NULL at the end); *ln counts lines. */
+static char *next_line(FILE *f, char *line, int size, int *ln)
+{
+	if (!fgets(line, size, f))
+		return NULL;
+	(*ln)++;
+	char *hash = strchr(line, '#');
+	if (hash)
+		*hash = 0;
+	return line;
+}
+
 #define FAIL(...)                                                                                  \
 	do {                                                                                       \
 		snprintf(err, errlen, __VA_ARGS__);                                                \
@@ -78,11 +90,7 @@ int cs_topo_load(const char *path, cs_topo *t, char *err, size_t errlen)
 	size_t capv = 0, capl = 0, capp = 0;
 	char line[1024];
 	int ln = 0;
-	while (fgets(line, sizeof line, f)) {
-		ln++;
-		char *hash = strchr(line, '#');
-		if (hash)
-			*hash = 0;
+	while (next_line(f, line, sizeof line, &ln)) {
 		char w[8][128];
 		int n = sscanf(line, "%127s %127s %127s %127s %127s %127s %127s %127s", w[0], w[1],
 		               w[2], w[3], w[4], w[5], w[6], w[7]);
@@ -105,26 +113,32 @@ int cs_topo_load(const char *path, cs_topo *t, char *err, size_t errlen)
 			int a = vfind(t, w[1]), b = vfind(t, w[2]);
 			double mbps = atof(w[3]), d = parse_ms(w[4]), loss = atof(w[6]);
 			if (a < 0 || b < 0 || a == b)
-				FAIL("%s:%d: a link between two different hosts or switches named before",
+				FAIL("%s:%d: a link between two different hosts or switches named "
+				     "before",
 				     path, ln);
 			if (mbps <= 0 || d < 0 || loss < 0 || loss > 100)
-				FAIL("%s:%d: a link needs MBITS > 0, a DELAY like 10ms, LOSS 0..100", path, ln);
+				FAIL(
+				    "%s:%d: a link needs MBITS > 0, a DELAY like 10ms, LOSS 0..100",
+				    path, ln);
 			if (rn_grow((void **)&t->l, &capl, (size_t)t->nl + 1, sizeof *t->l, 16) < 0)
 				FAIL("out of memory");
 			t->l[t->nl++] = (cs_link){a, b, mbps, d, loss};
 		} else if (!strcmp(w[0], "path")) {
 			/* a route between two hosts through one switch picks that switch; longer
 			 * routes cross hosts, which the model relays through their nodes anyway */
-			int a = vfind(t, w[1]), sw = n > 2 ? vfind(t, w[2]) : -1, b = n == 4 ? vfind(t, w[3]) : -1;
+			int a = vfind(t, w[1]), sw = n > 2 ? vfind(t, w[2]) : -1,
+			    b = n == 4 ? vfind(t, w[3]) : -1;
 			if (n == 4 && a >= 0 && b >= 0 && sw >= 0 && t->v[sw].is_switch) {
-				if (rn_grow((void **)&t->via, &capp, (size_t)t->nvia + 1, sizeof *t->via, 8) < 0)
+				if (rn_grow((void **)&t->via, &capp, (size_t)t->nvia + 1,
+				            sizeof *t->via, 8) < 0)
 					FAIL("out of memory");
 				t->via[t->nvia][0] = a;
 				t->via[t->nvia][1] = sw;
 				t->via[t->nvia++][2] = b;
 			}
 		} else {
-			FAIL("%s:%d: unknown statement '%s' (host, switch, link, path)", path, ln, w[0]);
+			FAIL("%s:%d: unknown statement '%s' (host, switch, link, path)", path, ln,
+			     w[0]);
 		}
 	}
 	fclose(f);
@@ -153,11 +167,7 @@ int cs_trace_load(const char *path, cs_topo *t, char *err, size_t errlen)
 	size_t cap = (size_t)t->nch;
 	char line[1024];
 	int ln = 0;
-	while (fgets(line, sizeof line, f)) {
-		ln++;
-		char *hash = strchr(line, '#');
-		if (hash)
-			*hash = 0;
+	while (next_line(f, line, sizeof line, &ln)) {
 		char *save = NULL, *tok = strtok_r(line, " \t\r\n", &save);
 		if (!tok)
 			continue;
@@ -304,16 +314,16 @@ typedef struct item {
 	struct item *next;
 	bool piece;
 	uint32_t idx, len;
-	double left; /* bytes of a piece still to send */
+	double left;  /* bytes of a piece still to send */
 	uint8_t *msg; /* an encoded control message */
 	size_t mlen;
 } item;
 
 typedef struct {
-	int from, to;   /* hosts (vertex indices) */
-	int edge[2];    /* directed edges: 2 * link + (0: a -> b, 1: b -> a) */
+	int from, to; /* hosts (vertex indices) */
+	int edge[2];  /* directed edges: 2 * link + (0: a -> b, 1: b -> a) */
 	int nedge;
-	uint32_t link;  /* the core's link id: the pair's index */
+	uint32_t link; /* the core's link id: the pair's index */
 	item *head, *tail;
 	double rate;
 	double last_arrival;
@@ -334,8 +344,8 @@ typedef struct sim_host {
 	struct csim *s;
 	int v;
 	cast_node *core;
-	uint8_t *disk;     /* pieces held on (simulated) disk */
-	uint8_t *dups;     /* per piece: arrivals while held */
+	uint8_t *disk; /* pieces held on (simulated) disk */
+	uint8_t *dups; /* per piece: arrivals while held */
 	double tick_at;
 	double done;
 } sim_host;
@@ -391,8 +401,9 @@ static event pop_ev(csim *s)
 			m = l;
 			best = &s->heap[l];
 		}
-		if (l + 1 < s->nheap && (s->heap[l + 1].t < best->t ||
-		                         (s->heap[l + 1].t == best->t && s->heap[l + 1].seq < best->seq)))
+		if (l + 1 < s->nheap &&
+		    (s->heap[l + 1].t < best->t ||
+		     (s->heap[l + 1].t == best->t && s->heap[l + 1].seq < best->seq)))
 			m = l + 1;
 		if (m == i)
 			break;
@@ -496,25 +507,28 @@ static void reflow(csim *s)
 	for (int i = 0; i < s->nc; i++) {
 		conn *c = &s->c[i];
 		if (c->head && c->head->piece && c->rate > 0)
-			s->next_done = fmin(s->next_done, s->now + fmax(c->head->left, 0) / c->rate);
+			s->next_done =
+			    fmin(s->next_done, s->now + fmax(c->head->left, 0) / c->rate);
 	}
 }
 
-/* Sends the control messages at the head of c (they take no bandwidth). */
-static bool flush_control(csim *s, conn *c)
+/* The head of c has left: it arrives one propagation delay later, after what left before. */
+static void send_head(csim *s, conn *c)
 {
-	bool any = false;
-	while (c->head && !c->head->piece) {
-		item *it = c->head;
-		c->head = it->next;
-		if (!c->head)
-			c->tail = NULL;
-		double at = fmax(s->now + conn_delay(s, c) / 1000.0, c->last_arrival);
-		c->last_arrival = at;
-		push_ev(s, at, EV_ARRIVE, (int)(c - s->c), it);
-		any = true;
-	}
-	return any;
+	item *it = c->head;
+	c->head = it->next;
+	if (!c->head)
+		c->tail = NULL;
+	double at = fmax(s->now + conn_delay(s, c) / 1000.0, c->last_arrival);
+	c->last_arrival = at;
+	push_ev(s, at, EV_ARRIVE, (int)(c - s->c), it);
+}
+
+/* Sends the control messages at the head of c (they take no bandwidth). */
+static void flush_control(csim *s, conn *c)
+{
+	while (c->head && !c->head->piece)
+		send_head(s, c);
 }
 
 static void enqueue(csim *s, conn *c, item *it)
@@ -643,8 +657,11 @@ static void deliver(csim *s, conn *c, item *it)
 		}
 		if (s->o->preheld && s->o->preheld[c->to] && s->o->preheld[c->to][it->idx])
 			s->r->preheld_received++;
-		m = (cast_msg){.type = CAST_MSG_PIECE, .xfer = s->info.xfer, .piece = it->idx,
-		               .data = s->zero, .len = it->len};
+		m = (cast_msg){.type = CAST_MSG_PIECE,
+		               .xfer = s->info.xfer,
+		               .piece = it->idx,
+		               .data = s->zero,
+		               .len = it->len};
 		cast_on_msg(h->core, now_ms(s), c->link, &m);
 	} else if (cast_decode(it->msg, it->mlen, &m, &info, &scratch) == 0) {
 		if (m.type == CAST_MSG_ANNOUNCE)
@@ -663,13 +680,7 @@ static void complete_flows(csim *s)
 		conn *c = &s->c[i];
 		if (!c->head || !c->head->piece || c->rate <= 0 || c->head->left > 1e-6 * c->rate)
 			continue;
-		item *it = c->head;
-		c->head = it->next;
-		if (!c->head)
-			c->tail = NULL;
-		double at = fmax(s->now + conn_delay(s, c) / 1000.0, c->last_arrival);
-		c->last_arrival = at;
-		push_ev(s, at, EV_ARRIVE, i, it);
+		send_head(s, c);
 		flush_control(s, c);
 		sim_host *h = &s->h[c->from];
 		cast_on_sent(h->core, now_ms(s), c->link);
@@ -798,7 +809,10 @@ int cs_run(const cs_topo *t, const cs_opts *o, cs_result *r)
 	}
 	for (int i = 0; i < t->nch; i++)
 		push_ev(s, t->ch[i].at_ms / 1000.0, EV_TRACE, i, NULL);
-	cast_info x = {.size = o->size, .piece_size = piece, .npieces = np, .hashes = hashes,
+	cast_info x = {.size = o->size,
+	               .piece_size = piece,
+	               .npieces = np,
+	               .hashes = hashes,
 	               .start_wall_ms = 1};
 	snprintf(x.name, sizeof x.name, "sim.bin");
 	rc = cast_start(s->h[t->src].core, 0, &x);
@@ -836,7 +850,8 @@ int cs_run(const cs_topo *t, const cs_opts *o, cs_result *r)
 			const cs_change *ch = &t->ch[e.a];
 			advance(s);
 			if (ch->mbps >= 0)
-				s->cap[2 * ch->link] = s->cap[2 * ch->link + 1] = ch->mbps * 1e6 / 8;
+				s->cap[2 * ch->link] = s->cap[2 * ch->link + 1] =
+				    ch->mbps * 1e6 / 8;
 			if (ch->delay_ms >= 0)
 				s->delay[2 * ch->link] = s->delay[2 * ch->link + 1] = ch->delay_ms;
 			reflow(s);

@@ -66,18 +66,18 @@ typedef struct {
 	uint64_t size;
 	uint32_t piece_size; /* 0: cast_default_piece */
 	uint64_t seed;
-	double max_s;        /* simulated time at most (0: 3600) */
-	double corrupt_p;    /* tests: a received piece fails its hash with this probability */
-	uint8_t **preheld;   /* tests: per vertex, pieces held on disk before the start */
+	double max_s;      /* simulated time at most (0: 3600) */
+	double corrupt_p;  /* tests: a received piece fails its hash with this probability */
+	uint8_t **preheld; /* tests: per vertex, pieces held on disk before the start */
 } cs_opts;
 
 typedef struct {
 	bool complete; /* every destination held every piece */
 	double u_s;
-	double *done_s;       /* per vertex: -1 for switches, the source and unfinished hosts */
-	uint32_t *held;       /* per vertex: pieces in its (simulated) storage at the end */
-	uint64_t deliveries;  /* pieces that arrived */
-	uint64_t dup_arrivals;     /* ... at a host that already held them */
+	double *done_s;        /* per vertex: -1 for switches, the source and unfinished hosts */
+	uint32_t *held;        /* per vertex: pieces in its (simulated) storage at the end */
+	uint64_t deliveries;   /* pieces that arrived */
+	uint64_t dup_arrivals; /* ... at a host that already held them */
 	uint32_t max_dup_per_piece; /* the most such arrivals of one piece at one host */
 	uint64_t corrupt_injected;
 	uint64_t preheld_received; /* arrivals of pieces a host held before the start */

@@ -8,7 +8,9 @@ so that data for n4 is relayed by three nodes:
   holds corrupted on disk, restarts, resumes from the pieces that still match their hash
   (exactly those: the status counts them) and ends with a byte-identical file;
 - bad requests get clear errors: a missing file, a body that is not JSON, a wrong method,
-  and usage errors of the CLI."""
+  and usage errors of the CLI;
+- with a cluster key the same cast works over sealed links, and a node with another key
+  gets no link and no file."""
 import hashlib
 import json
 import os
@@ -160,6 +162,36 @@ with tempfile.TemporaryDirectory(prefix="rnk-cast-") as tmp:
         check("a bad --piece-size is a usage error", r.returncode == 2, r.stderr)
         r = cast([src, "--node", "127.0.0.1:1", "--timeout", "2"])
         check("an unreachable node exits 3", r.returncode == 3, r.stderr)
+    finally:
+        stop_all(nodes, t, tmp)
+
+# ---- with a cluster key (as `make run`'s cluster has): links are sealed both ways ----
+with tempfile.TemporaryDirectory(prefix="rnk-castkey-") as tmp:
+    nodes = []
+    try:
+        for name, k in (("key", os.urandom(32)), ("wrong", os.urandom(32))):
+            with open(os.path.join(tmp, name), "w") as f:
+                f.write(k.hex() + "\n")
+        keyed = ["--key", os.path.join(tmp, "key")]
+        for i in range(3):
+            nodes.append(Node(BIN, f"k{i}", tmp, join=nodes[-1] if nodes else None, args=keyed))
+        stranger = Node(BIN, "kx", tmp, join=nodes[2], args=["--key", os.path.join(tmp, "wrong")])
+        check("keyed nodes link up through the line", wait_known(nodes, 3),
+              json.dumps([status(n).get("known") for n in nodes]))
+        src = os.path.join(tmp, "keyed.bin")
+        with open(src, "wb") as f:
+            f.write(os.urandom(2 * 1024 * 1024 + 777))
+        r = cast([src, "--node", f"127.0.0.1:{nodes[0].http}", "--json", "--timeout", "40"])
+        check("a cast over keyed links exits 0", r.returncode == 0, r.stderr + r.stdout)
+        for n in nodes[1:]:
+            p = os.path.join(n.data, "cast", "keyed.bin")
+            check(f"{n.name} holds a byte-identical copy over sealed links",
+                  os.path.exists(p) and sha(p) == sha(src))
+        check("a node with another key gets no link and no file",
+              not status(stranger).get("links") and
+              not os.path.exists(os.path.join(stranger.data, "cast", "keyed.bin")),
+              status(stranger))
+        nodes.append(stranger)
     finally:
         stop_all(nodes, t, tmp)
 

@@ -85,12 +85,15 @@ static void mesh(cs_topo *t, int hosts, int extra, uint64_t seed)
 		link(t, i, (int)rn_rng_below(&r, (uint64_t)i), 5 + (double)rn_rng_below(&r, 95),
 		     1 + (double)rn_rng_below(&r, 20));
 	for (int k = 0; k < extra; k++) { /* ... and some more links */
-		int a = (int)rn_rng_below(&r, (uint64_t)hosts), b = (int)rn_rng_below(&r, (uint64_t)hosts);
+		int a = (int)rn_rng_below(&r, (uint64_t)hosts),
+		    b = (int)rn_rng_below(&r, (uint64_t)hosts);
 		bool dup = a == b;
 		for (int i = 0; i < t->nl && !dup; i++)
-			dup = (t->l[i].a == a && t->l[i].b == b) || (t->l[i].a == b && t->l[i].b == a);
+			dup = (t->l[i].a == a && t->l[i].b == b) ||
+			      (t->l[i].a == b && t->l[i].b == a);
 		if (!dup)
-			link(t, a, b, 5 + (double)rn_rng_below(&r, 95), 1 + (double)rn_rng_below(&r, 20));
+			link(t, a, b, 5 + (double)rn_rng_below(&r, 95),
+			     1 + (double)rn_rng_below(&r, 20));
 	}
 	t->src = 0;
 }
@@ -113,8 +116,7 @@ static void check_all_hold(const cs_topo *t, const cs_result *r)
 			assert_true(r->done_s[v] > 0);
 	}
 	/* every piece reached every destination at least once */
-	assert_true(r->deliveries >= (uint64_t)(cs_hosts(t) - 1) * r->npieces -
-	                                 r->total.resumed);
+	assert_true(r->deliveries >= (uint64_t)(cs_hosts(t) - 1) * r->npieces - r->total.resumed);
 }
 
 static void run(const cs_topo *t, uint64_t size, uint32_t piece, uint64_t seed, cs_result *r)
@@ -306,9 +308,15 @@ static void test_codec(void **state)
 	for (int i = 0; i < 96; i++)
 		hashes[i] = (uint8_t)i;
 	char dests[2][CAST_NAME_MAX] = {"d1", "node-two"};
-	cast_info x = {.xfer = 77, .size = 40000, .piece_size = 16384, .npieces = 3,
-	               .start_wall_ms = 123456789, .rate_cap = 5, .hashes = hashes,
-	               .dests = (const char(*)[CAST_NAME_MAX])dests, .ndests = 2};
+	cast_info x = {.xfer = 77,
+	               .size = 40000,
+	               .piece_size = 16384,
+	               .npieces = 3,
+	               .start_wall_ms = 123456789,
+	               .rate_cap = 5,
+	               .hashes = hashes,
+	               .dests = (const char(*)[CAST_NAME_MAX])dests,
+	               .ndests = 2};
 	snprintf(x.name, sizeof x.name, "file.bin");
 	snprintf(x.source, sizeof x.source, "src");
 	cast_msg m = {.type = CAST_MSG_ANNOUNCE, .xfer = 77, .info = &x}, o;

@@ -64,12 +64,24 @@ static void on_reply(void *arg, uint64_t client, const kv_reply *r)
 	}
 }
 
-static net *net_new(uint32_t n, uint64_t seed)
+#define CFG(t)     ((t)->k->p.kv)
+#define NODE(t, i) ((t)->k->n[i])
+
+/* real: every node runs the Chord core too (kvs_params.real_ring), with fast timers */
+static net *net_new_ring(uint32_t n, uint64_t seed, bool real)
 {
 	net *t = calloc(1, sizeof *t);
 	assert_non_null(t);
 	kvs_params p = {
 	    .latency_min_ms = 1, .latency_max_ms = 5, .seed = seed, .on_reply = on_reply, .arg = t};
+	p.real_ring = real;
+	p.unreach_ms = 20;
+	p.probe_ms = 250; /* as the node probes (ring_probe), on the fast timers */
+	ring_config_default(&p.ring);
+	p.ring.stabilize_ms = 50;
+	p.ring.fix_fingers_ms = 50;
+	p.ring.check_pred_ms = 100;
+	p.ring.rpc_timeout_ms = 150;
 	kv_config_default(&p.kv);
 	p.kv.op_timeout_ms = 100;
 	p.kv.req_timeout_ms = 1000;
@@ -81,9 +93,43 @@ static net *net_new(uint32_t n, uint64_t seed)
 	t->k = kvs_new(&p);
 	assert_non_null(t->k);
 	t->ops = calloc(MAXOPS, sizeof *t->ops);
-	for (uint32_t i = 0; i < n; i++)
+	for (uint32_t i = 0; i < n; i++) {
 		assert_int_not_equal(kvs_add(t->k, NULL), UINT32_MAX);
+		kvs_run(t->k, t->k->now + (real ? 100 : 0)); /* a join at a time */
+	}
 	return t;
+}
+
+static net *net_new(uint32_t n, uint64_t seed)
+{
+	return net_new_ring(n, seed, false);
+}
+
+/* The ring cores' successors and predecessors against the sorted live ids. */
+static void check_ring(net *t)
+{
+	uint32_t live[MAXN], n = 0;
+	for (uint32_t i = 0; i < t->k->count; i++)
+		if (NODE(t, i)->alive)
+			live[n++] = i;
+	for (uint32_t a = 1; a < n; a++) /* brute force: insertion sort by id */
+		for (uint32_t b = a;
+		     b > 0 && rn_id_cmp(&NODE(t, live[b - 1])->id, &NODE(t, live[b])->id) > 0;
+		     b--) {
+			uint32_t x = live[b];
+			live[b] = live[b - 1];
+			live[b - 1] = x;
+		}
+	for (uint32_t k = 0; k < n; k++) {
+		ring_node *r = NODE(t, live[k])->ring;
+		assert_true(ring_joined(r));
+		assert_int_equal(ring_successor(r).addr, live[(k + 1) % n]);
+		assert_int_equal(ring_predecessor(r).addr, live[(k + n - 1) % n]);
+		ring_peer pred, succ[KVS_NSUCC];
+		size_t ns = kv_get_view(NODE(t, live[k])->kv, &pred, succ, KVS_NSUCC);
+		assert_true(ns >= 1);
+		assert_int_equal(succ[0].addr, live[(k + 1) % n]); /* the kv core sees the same */
+	}
 }
 
 static void net_free(net *t)
@@ -92,9 +138,6 @@ static void net_free(net *t)
 	free(t->ops);
 	free(t);
 }
-
-#define CFG(t)     ((t)->k->p.kv)
-#define NODE(t, i) ((t)->k->n[i])
 
 static void run(net *t, uint64_t until)
 {
@@ -457,15 +500,17 @@ static void test_join_reads_and_repair(void **state)
 /* Random puts and deletes through random nodes while nodes crash and come back, fewer
  * than R at a time between repairs: every acknowledged write survives, and once things
  * settle every key is on exactly its R replicas. */
-static void churn_run(uint64_t seed, uint32_t nodes, unsigned R, unsigned W)
+static void churn_ring(uint64_t seed, uint32_t nodes, unsigned R, unsigned W, bool real)
 {
-	net *t = net_new(nodes, seed);
+	net *t = net_new_ring(nodes, seed, real);
 	CFG(t).replicas = R;
 	CFG(t).write_quorum = W;
 	CFG(t).read_quorum = R + 1 - W;
-	for (uint32_t i = 0; i < t->k->count; i++)
+	for (uint32_t i = 0; i < t->k->count; i++) {
 		revive(t, i);
-	run(t, 1000);
+		run(t, t->k->now + (real ? 100 : 0));
+	}
+	run(t, t->k->now + 1000);
 	const int keys = 60;
 	char key[32], val[32];
 	uint32_t down = UINT32_MAX;
@@ -509,7 +554,25 @@ static void churn_run(uint64_t seed, uint32_t nodes, unsigned R, unsigned W)
 		snprintf(key, sizeof key, "key-%d", k);
 		check_placement(t, key);
 	}
+	if (real)
+		check_ring(t);
 	net_free(t);
+}
+
+static void churn_run(uint64_t seed, uint32_t nodes, unsigned R, unsigned W)
+{
+	churn_ring(seed, nodes, R, W, false);
+}
+
+/* The same churn with the real Chord core on every node: its joins, its failure
+ * detection, its lookups. After the quiet time the rings are exact and no acknowledged
+ * write is lost or misplaced. */
+static void test_churn_real_ring(void **state)
+{
+	(void)state;
+	for (uint64_t seed = 40; seed < 43; seed++)
+		churn_ring(seed, 12, 3, 2, true);
+	churn_ring(43, 16, 5, 3, true);
 }
 
 static void test_churn_r3w2(void **state)
@@ -551,6 +614,104 @@ static void test_stale_replica_loses(void **state)
 	check_read(t, "x");
 	check_read(t, "y");
 	check_placement(t, "x");
+	net_free(t);
+}
+
+/* The check a driver can give (kv_set_check): here a value is good unless it starts with
+ * '!', which is how damage() spoils a copy on one node's "disk" (same version). */
+static bool check_bang(void *ctx, const kv_record *r)
+{
+	(void)ctx;
+	return !(r->vlen && r->val[0] == '!');
+}
+
+static void damage(net *t, uint32_t i, const char *key)
+{
+	rn_id kid;
+	kid_of(key, &kid);
+	kv_record cur;
+	assert_int_equal(memstore_get(NODE(t, i)->st, &kid, &cur), 0);
+	uint8_t k[64], v[64];
+	assert_true(cur.klen <= sizeof k && cur.vlen <= sizeof v && cur.vlen > 0);
+	memcpy(k, cur.key, cur.klen);
+	memcpy(v, cur.val, cur.vlen);
+	v[0] = '!';
+	kv_record r = cur;
+	r.key = k;
+	r.val = v;
+	r.rid = NULL;
+	r.ridlen = 0;
+	assert_int_equal(memstore_put(NODE(t, i)->st, &r), 0);
+}
+
+static bool copy_good(net *t, uint32_t i, const char *key, const kv_version *v)
+{
+	rn_id kid;
+	kid_of(key, &kid);
+	kv_record cur;
+	return memstore_get(NODE(t, i)->st, &kid, &cur) == 0 && check_bang(NULL, &cur) &&
+	       kv_version_cmp(&cur.v, v) == 0;
+}
+
+/* A copy damaged on disk has the version of a good one, so repair by versions cannot see
+ * it: a get must not serve it (not even the settled owner from its own copy), must answer
+ * with a good copy and rewrite the damaged one; with every copy damaged it is unsure. */
+static void test_damaged_copy(void **state)
+{
+	(void)state;
+	net *t = net_new(6, 31);
+	for (uint32_t i = 0; i < 6; i++)
+		kv_set_check(NODE(t, i)->kv, check_bang);
+	run(t, 1000);
+	size_t w = client(t, 0, KV_PUT, "blob", "\"good\"", NULL);
+	run(t, t->k->now + CFG(t).settle_ms + 1000); /* settled: the owner reads its own copy */
+	assert_int_equal(t->ops[w].status, KV_OK);
+	rn_id kid;
+	kid_of("blob", &kid);
+	uint32_t reps[KV_MAX_R];
+	assert_int_equal(true_replicas(t, &kid, reps), 3);
+	for (int k = 0; k < 3; k++)
+		assert_true(copy_good(t, reps[k], "blob", &t->ops[w].v));
+	/* the owner's copy damaged */
+	damage(t, reps[0], "blob");
+	size_t g = client(t, reps[2], KV_GET, "blob", NULL, NULL);
+	run(t, t->k->now + 2000);
+	assert_int_equal(t->ops[g].status, KV_OK);
+	assert_string_equal(t->ops[g].got, "\"good\"");
+	assert_true(copy_good(t, reps[0], "blob", &t->ops[w].v));
+	assert_true(kv_get_stats(NODE(t, reps[0])->kv)->damaged_repaired >= 1);
+	/* every copy damaged: unsure, never the damaged bytes, never "not found" */
+	for (int k = 0; k < 3; k++)
+		damage(t, reps[k], "blob");
+	g = client(t, reps[1], KV_GET, "blob", NULL, NULL);
+	run(t, t->k->now + 3000);
+	assert_true(t->ops[g].replied);
+	assert_int_equal(t->ops[g].status, KV_UNSURE);
+	/* one good copy left and the owner gone: the next replica coordinates, answers with
+	 * the good copy and rewrites its own */
+	for (int k = 0; k < 3; k++)
+		assert_false(copy_good(t, reps[k], "blob", &t->ops[w].v));
+	rn_id k2;
+	kid_of("blob", &k2);
+	kv_record cur;
+	assert_int_equal(memstore_get(NODE(t, reps[2])->st, &k2, &cur), 0);
+	kv_record fixed = cur;
+	uint8_t key[8], val[8];
+	memcpy(key, cur.key, cur.klen);
+	memcpy(val, "\"good\"", 6);
+	fixed.key = key;
+	fixed.val = val;
+	fixed.vlen = 6;
+	fixed.rid = NULL;
+	fixed.ridlen = 0;
+	assert_int_equal(memstore_put(NODE(t, reps[2])->st, &fixed), 0);
+	kill(t, reps[0]);
+	run(t, t->k->now + 2000);
+	g = client(t, reps[2], KV_GET, "blob", NULL, NULL);
+	run(t, t->k->now + 3000);
+	assert_int_equal(t->ops[g].status, KV_OK);
+	assert_string_equal(t->ops[g].got, "\"good\"");
+	assert_true(copy_good(t, reps[1], "blob", &t->ops[w].v));
 	net_free(t);
 }
 
@@ -724,6 +885,7 @@ int main(void)
 	    cmocka_unit_test(test_no_false_not_found),
 	    cmocka_unit_test(test_join_reads_and_repair),
 	    cmocka_unit_test(test_stale_replica_loses),
+	    cmocka_unit_test(test_damaged_copy),
 	    cmocka_unit_test(test_idempotent_retry),
 	    cmocka_unit_test(test_quorum_not_met),
 	    cmocka_unit_test(test_tombstone_collected),
@@ -731,6 +893,7 @@ int main(void)
 	    cmocka_unit_test(test_sim_views_follow_membership),
 	    cmocka_unit_test(test_churn_r3w2),
 	    cmocka_unit_test(test_churn_r2w1_r5w3),
+	    cmocka_unit_test(test_churn_real_ring),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
