@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-from netbench import sh
+from netbench import sh, stop_all
 
 TRACKER_IP, TRACKER_PORT, BT_PORT = "10.250.0.1", 6969, 6881
 PIECE = 256 << 10
@@ -133,15 +133,8 @@ def run(net, work, path, digest, bound_s, tracer, summary, sha256):
         got = os.path.join(root, h, name)
         ok = os.path.exists(got + ".done") and sha256(got) == digest
         times[h] = float(open(got + ".done").read()) - t0 if ok else None
-    for p in procs:
-        p.terminate()
-    for p in procs:
-        try:
-            p.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-        net.procs.remove(p)
+    stop_all(procs)
+    net.procs = [p for p in net.procs if p not in procs]
     sh("ip", "netns", "del", m, check=False)  # its veths go with it
     net.made.remove(m)
     for h in t["hosts"]:

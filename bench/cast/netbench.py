@@ -28,6 +28,20 @@ def sh(*args, check=True):
     return r
 
 
+def stop_all(procs, timeout=5.0):
+    """SIGTERM to every process still running, then SIGKILL to those not gone by timeout."""
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    deadline = time.time() + timeout
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
 class Net:
     def __init__(self, topo, tag, linkemu, seed=1):
         self.topo, self.tag, self.linkemu, self.seed = topo, tag, linkemu, seed
@@ -196,25 +210,8 @@ class Net:
         return out
 
     def teardown(self):
-        for p in self.procs:
-            if p.poll() is None:
-                try:
-                    os.killpg(p.pid, 15) if getattr(p, "own_group", False) else p.terminate()
-                except (ProcessLookupError, PermissionError):
-                    pass
-        deadline = time.time() + 5
-        for p in self.procs:
-            try:
-                p.wait(timeout=max(0.1, deadline - time.time()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-        for p in self.emus:
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(timeout=2)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+        stop_all(self.procs)
+        stop_all(self.emus, 2.0)
         self.procs, self.emus = [], []
         for ns in self.made:
             # pids still in it (a program a test started and lost) go first
