@@ -18,6 +18,8 @@ pkgs=(
 if [ "${1:-}" = "--bench" ]; then
   pkgs+=(wrk nginx-light etcd-server etcd-client hyperfine curl)
   pkgs+=(iproute2) # bench/query_netns.sh: network namespaces
+  # the cast bench (bench/cast/run): ping, offloads, the BitTorrent baseline
+  pkgs+=(iputils-ping ethtool aria2 opentracker)
 fi
 
 # `scripts/deps.sh --test` (make test) adds what tests/container runs the image with: podman
