@@ -14,6 +14,8 @@
 int cli_sim(int argc, char **argv);
 /* `ringnet sim --replicas ...`: the key-value core under churn. */
 int cli_kvsim(int argc, char **argv);
+/* `ringnet sim --member ...`: the membership core with loss and crashes. */
+int cli_membersim(int argc, char **argv);
 int cli_node(int argc, char **argv);
 int cli_client(const char *cmd, int argc, char **argv);
 int cli_cluster(int argc, char **argv);

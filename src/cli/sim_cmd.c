@@ -29,7 +29,9 @@ static const char *sim_usage =
     "                      Chord paper's churn experiment uses 30000)\n"
     "  --keys K            place K keys and report keys per node (with --vnodes V)\n"
     "  --replicas R        run the key-value core on every node instead (see\n"
-    "                      'ringnet sim --replicas 3 --help')\n";
+    "                      'ringnet sim --replicas 3 --help')\n"
+    "  --member            run the membership core on every node instead (see\n"
+    "                      'ringnet sim --member --help')\n";
 
 static int bad(const char *fmt, const char *arg)
 {
@@ -108,6 +110,9 @@ int cli_sim(int argc, char **argv)
 	for (int i = 1; i < argc; i++)
 		if (!strcmp(argv[i], "--replicas"))
 			return cli_kvsim(argc, argv); /* the key-value core under churn */
+	for (int i = 1; i < argc; i++)
+		if (!strcmp(argv[i], "--member"))
+			return cli_membersim(argc, argv); /* the membership core */
 	sim_params p;
 	sim_params_default(&p);
 	bool json = false;

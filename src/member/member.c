@@ -16,9 +16,9 @@
 #include "../lib/rng.h"
 #include "member.h"
 
-#define F_TIMER  1u /* in the suspects' list */
-#define F_QUEUED 2u /* in the gossip queue */
-#define F_ORDER  4u /* in the probe order */
+#define F_TIMER   1u /* in the suspects' list */
+#define F_QUEUED  2u /* in the gossip queue */
+#define F_ORDER   4u /* in the probe order */
 #define PIGGY_MAX 32
 
 typedef struct {
@@ -120,7 +120,7 @@ uint64_t member_suspicion_timeout(const member_node *n)
 	return (uint64_t)((double)n->cfg->suspicion_ms * (l > 2.0 ? l : 2.0));
 }
 
-static unsigned retransmit_limit(const member_node *n)
+unsigned member_retransmit_limit(const member_node *n)
 {
 	unsigned l = n->cfg->retransmit_mult * (unsigned)ceil(log10((double)live_count(n) + 1.0));
 	return l > 255 ? 255 : l < 1 ? 1 : l;
@@ -150,7 +150,7 @@ static void gq_push_front(member_node *n, member_addr a)
 static size_t gq_take(member_node *n, member_update *u, size_t max, member_addr skip)
 {
 	uint32_t cap = n->cfg->gossip_queue;
-	unsigned limit = retransmit_limit(n);
+	unsigned limit = member_retransmit_limit(n);
 	size_t k = 0;
 	for (uint32_t tries = n->gq_len; tries > 0 && k < max; tries--) {
 		member_addr a = n->gq[n->gq_head];
@@ -173,8 +173,7 @@ static size_t gq_take(member_node *n, member_update *u, size_t max, member_addr 
 
 /* ---- sending ---- */
 
-static void send_msg(member_node *n, uint8_t type, member_addr to, uint64_t seq,
-                     member_addr target)
+static void send_msg(member_node *n, uint8_t type, member_addr to, uint64_t seq, member_addr target)
 {
 	member_update u[PIGGY_MAX + 1];
 	size_t k = 0;
@@ -184,8 +183,13 @@ static void send_msg(member_node *n, uint8_t type, member_addr to, uint64_t seq,
 	k += gq_take(n, u + k, n->cfg->piggyback, k ? to : MEMBER_ADDR_NONE);
 	if (type == MEMBER_MSG_GOSSIP && k == 0)
 		return;
-	member_msg m = {.type = type, .to = to, .from = n->self, .seq = seq, .target = target,
-	                .updates = u, .nupdates = k};
+	member_msg m = {.type = type,
+	                .to = to,
+	                .from = n->self,
+	                .seq = seq,
+	                .target = target,
+	                .updates = u,
+	                .nupdates = k};
 	n->st.sent[type]++;
 	n->st.updates_sent += k;
 	n->d.send(n->d.ctx, &m);
@@ -247,7 +251,7 @@ static void order_rebuild(member_node *n)
 }
 
 /* A random member alive or suspect, other than self and not, or MEMBER_ADDR_NONE. */
-static member_addr random_member(member_node *n, member_addr not)
+static member_addr random_member(member_node *n, member_addr not )
 {
 	for (int tries = 0; tries < 16 && n->norder; tries++) {
 		member_addr a = n->order[rn_rng_below(&n->rng, n->norder)];
@@ -331,7 +335,8 @@ static void merge(member_node *n, uint64_t now, const member_update *u, bool fro
 			n->st.refused++;
 			return;
 		}
-		set_state(n, now, u->addr, u->state, u->inc, !(from_table && u->state == MEMBER_ALIVE));
+		set_state(n, now, u->addr, u->state, u->inc,
+		          !(from_table && u->state == MEMBER_ALIVE));
 		return;
 	}
 	bool take;
@@ -344,7 +349,7 @@ static void merge(member_node *n, uint64_t now, const member_update *u, bool fro
 		break;
 	default: /* DEAD, LEFT */
 		take = (e->state == MEMBER_ALIVE || e->state == MEMBER_SUSPECT) ? u->inc >= e->inc
-		                                                                 : u->inc > e->inc;
+		                                                                : u->inc > e->inc;
 		break;
 	}
 	if (take)
@@ -410,18 +415,30 @@ void member_free(member_node *n)
 	free(n);
 }
 
-void member_seed(member_node *n, uint64_t now, member_addr a)
+static bool add(member_node *n, uint64_t now, member_addr a)
 {
 	if (a >= n->cfg->max_addr || a == n->self)
-		return;
+		return false;
 	if (n->e[a].state == MEMBER_NONE) {
 		if (n->count[MEMBER_NONE] >= n->cfg->max_members) {
 			n->st.refused++;
-			return;
+			return false;
 		}
 		set_state(n, now, a, MEMBER_ALIVE, 0, false);
 	}
-	send_table(n, MEMBER_MSG_PUSH, a);
+	return true;
+}
+
+void member_add(member_node *n, uint64_t now, member_addr a)
+{
+	add(n, now, a);
+	rewake(n);
+}
+
+void member_seed(member_node *n, uint64_t now, member_addr a)
+{
+	if (add(n, now, a))
+		send_table(n, MEMBER_MSG_PUSH, a);
 	rewake(n);
 }
 
@@ -452,7 +469,8 @@ void member_on_msg(member_node *n, uint64_t now, const member_msg *m)
 			send_msg(n, MEMBER_MSG_ACK, m->from, m->seq, n->self);
 		break;
 	case MEMBER_MSG_ACK:
-		if (m->seq == n->pseq && m->target == n->ptarget && n->ptarget != MEMBER_ADDR_NONE) {
+		if (m->seq == n->pseq && m->target == n->ptarget &&
+		    n->ptarget != MEMBER_ADDR_NONE) {
 			n->packed = true;
 			break;
 		}
@@ -466,8 +484,7 @@ void member_on_msg(member_node *n, uint64_t now, const member_msg *m)
 		}
 		break;
 	case MEMBER_MSG_PING_REQ: {
-		if (m->target >= n->cfg->max_addr || m->target == n->self ||
-		    m->target == m->from) {
+		if (m->target >= n->cfg->max_addr || m->target == n->self || m->target == m->from) {
 			n->st.malformed++;
 			break;
 		}
@@ -528,7 +545,8 @@ static void probe_indirect(member_node *n)
 	n->st.probes_indirect++;
 	member_addr asked[MEMBER_K_MAX];
 	unsigned k = 0;
-	for (unsigned tries = 0; k < n->cfg->indirect_k && tries < 4 * n->cfg->indirect_k; tries++) {
+	for (unsigned tries = 0; k < n->cfg->indirect_k && tries < 4 * n->cfg->indirect_k;
+	     tries++) {
 		member_addr a = random_member(n, n->ptarget);
 		if (a == MEMBER_ADDR_NONE)
 			break;

@@ -121,8 +121,10 @@ member_node *member_new(const member_config *cfg, const member_driver *d, member
                         uint32_t inc, uint64_t seed, uint64_t now);
 void member_free(member_node *n);
 
-/* A member to start from (a join peer): taken as alive if unknown, and asked for its
- * table at once. */
+/* A member known from elsewhere (the ring's peers, a static bootstrap): taken as alive
+ * (incarnation 0) if unknown; no message is sent. */
+void member_add(member_node *n, uint64_t now, member_addr a);
+/* A member to start from (a join peer): member_add, and asked for its table at once. */
 void member_seed(member_node *n, uint64_t now, member_addr a);
 /* Handle one message addressed to this node. */
 void member_on_msg(member_node *n, uint64_t now, const member_msg *m);
@@ -143,6 +145,8 @@ member_addr member_self(const member_node *n);
 const member_stats *member_get_stats(const member_node *n);
 /* The suspicion timeout now, in ms (it depends on the members known). */
 uint64_t member_suspicion_timeout(const member_node *n);
+/* How often an update is sent now: retransmit_mult * ceil(log10(N + 1)). */
+unsigned member_retransmit_limit(const member_node *n);
 size_t member_mem(const member_node *n); /* bytes this node owns */
 
 #endif
