@@ -45,10 +45,11 @@ static int whole(const char *s, uint64_t max, uint32_t *out)
 	return 0;
 }
 
-static const char *const opts[] = {
-    "-n",         "--nodes",       "--loss",        "--crash",       "--run-s",
-    "--warmup-s", "--latency",     "--interval-ms", "--probe-timeout-ms",
-    "--indirect", "--suspicion-ms", "--retransmit-mult", "--gossip-ms", "--seed"};
+static const char *const opts[] = {"-n",          "--nodes",        "--loss",
+                                   "--crash",     "--run-s",        "--warmup-s",
+                                   "--latency",   "--interval-ms",  "--probe-timeout-ms",
+                                   "--indirect",  "--suspicion-ms", "--retransmit-mult",
+                                   "--gossip-ms", "--seed"};
 
 static void print_ms(uint64_t ms)
 {
@@ -141,36 +142,37 @@ int cli_membersim(int argc, char **argv)
 	struct rusage ru;
 	getrusage(RUSAGE_SELF, &ru);
 	if (json) {
-		printf("{\"nodes\":%u,\"loss\":%g,\"crashes\":%u,\"seed\":%llu,\"run_s\":%u,"
-		       "\"suspicion_timeout_ms\":%llu,\"retransmit_limit\":%u,"
-		       "\"crashes_known_everywhere\":%u,\"median_first_suspect_ms\":%llu,"
-		       "\"median_last_suspect_ms\":%llu,\"median_first_dead_ms\":%llu,"
-		       "\"median_last_dead_ms\":%llu,\"max_last_dead_ms\":%llu,"
-		       "\"false_deaths\":%llu,\"false_dead_nodes\":%llu,\"live_suspicions\":%llu,"
-		       "\"refutations\":%llu,\"msgs_per_node_s\":%.3f,\"updates_per_msg\":%.3f,"
-		       "\"bytes_per_node_s\":%.0f,\"messages\":%llu,\"lost\":%llu,\"events\":%llu,"
-		       "\"node_bytes\":%llu,\"wall_ms\":%.0f,\"peak_rss_kb\":%ld,\"crash\":[",
-		       r.nodes, p.loss, r.crashes, (unsigned long long)p.seed, p.run_s,
-		       (unsigned long long)r.suspicion_timeout_ms, r.retransmit_limit,
-		       r.crashes_known_everywhere, (unsigned long long)r.med_first_suspect_ms,
-		       (unsigned long long)r.med_last_suspect_ms,
-		       (unsigned long long)r.med_first_dead_ms,
-		       (unsigned long long)r.med_last_dead_ms, (unsigned long long)r.max_last_dead_ms,
-		       (unsigned long long)r.false_deaths, (unsigned long long)r.false_dead_nodes,
-		       (unsigned long long)r.live_suspicions, (unsigned long long)r.refutations,
-		       r.msgs_per_node_s, r.updates_per_msg, r.bytes_per_node_s,
-		       (unsigned long long)r.messages, (unsigned long long)r.lost,
-		       (unsigned long long)r.events, (unsigned long long)r.node_bytes, r.wall_ms,
-		       ru.ru_maxrss);
+		printf(
+		    "{\"nodes\":%u,\"loss\":%g,\"crashes\":%u,\"seed\":%llu,\"run_s\":%u,"
+		    "\"suspicion_timeout_ms\":%llu,\"retransmit_limit\":%u,"
+		    "\"crashes_known_everywhere\":%u,\"median_first_suspect_ms\":%llu,"
+		    "\"median_last_suspect_ms\":%llu,\"median_first_dead_ms\":%llu,"
+		    "\"median_last_dead_ms\":%llu,\"max_last_dead_ms\":%llu,"
+		    "\"false_deaths\":%llu,\"false_dead_nodes\":%llu,\"live_suspicions\":%llu,"
+		    "\"refutations\":%llu,\"msgs_per_node_s\":%.3f,\"updates_per_msg\":%.3f,"
+		    "\"bytes_per_node_s\":%.0f,\"messages\":%llu,\"lost\":%llu,\"events\":%llu,"
+		    "\"node_bytes\":%llu,\"wall_ms\":%.0f,\"peak_rss_kb\":%ld,\"crash\":[",
+		    r.nodes, p.loss, r.crashes, (unsigned long long)p.seed, p.run_s,
+		    (unsigned long long)r.suspicion_timeout_ms, r.retransmit_limit,
+		    r.crashes_known_everywhere, (unsigned long long)r.med_first_suspect_ms,
+		    (unsigned long long)r.med_last_suspect_ms,
+		    (unsigned long long)r.med_first_dead_ms, (unsigned long long)r.med_last_dead_ms,
+		    (unsigned long long)r.max_last_dead_ms, (unsigned long long)r.false_deaths,
+		    (unsigned long long)r.false_dead_nodes, (unsigned long long)r.live_suspicions,
+		    (unsigned long long)r.refutations, r.msgs_per_node_s, r.updates_per_msg,
+		    r.bytes_per_node_s, (unsigned long long)r.messages, (unsigned long long)r.lost,
+		    (unsigned long long)r.events, (unsigned long long)r.node_bytes, r.wall_ms,
+		    ru.ru_maxrss);
 		for (uint32_t k = 0; k < r.crashes; k++) {
 			const membersim_crash *c = &r.crash[k];
-			printf("%s{\"known_by\":%u,\"first_suspect_ms\":%llu,\"last_suspect_ms\":%llu,"
-			       "\"first_dead_ms\":%llu,\"median_dead_ms\":%llu,\"last_dead_ms\":%llu}",
-			       k ? "," : "", c->known_by, (unsigned long long)c->first_suspect_ms,
-			       (unsigned long long)c->last_suspect_ms,
-			       (unsigned long long)c->first_dead_ms,
-			       (unsigned long long)c->median_dead_ms,
-			       (unsigned long long)c->last_dead_ms);
+			printf(
+			    "%s{\"known_by\":%u,\"first_suspect_ms\":%llu,\"last_suspect_ms\":%llu,"
+			    "\"first_dead_ms\":%llu,\"median_dead_ms\":%llu,\"last_dead_ms\":%llu}",
+			    k ? "," : "", c->known_by, (unsigned long long)c->first_suspect_ms,
+			    (unsigned long long)c->last_suspect_ms,
+			    (unsigned long long)c->first_dead_ms,
+			    (unsigned long long)c->median_dead_ms,
+			    (unsigned long long)c->last_dead_ms);
 		}
 		printf("]}\n");
 		membersim_result_free(&r);
@@ -205,7 +207,8 @@ int cli_membersim(int argc, char **argv)
 	       (unsigned long long)r.live_suspicions, (unsigned long long)r.refutations);
 	printf("traffic: %.2f messages per node per second (%.2f updates each, ~%.0f bytes per "
 	       "node per second); %llu lost\n",
-	       r.msgs_per_node_s, r.updates_per_msg, r.bytes_per_node_s, (unsigned long long)r.lost);
+	       r.msgs_per_node_s, r.updates_per_msg, r.bytes_per_node_s,
+	       (unsigned long long)r.lost);
 	printf("memory: %.0f bytes per node in the member cores, peak RSS %ld MB; %.0f ms wall\n",
 	       (double)r.node_bytes / r.nodes, ru.ru_maxrss / 1024, r.wall_ms);
 	membersim_result_free(&r);

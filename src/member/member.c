@@ -157,6 +157,10 @@ static size_t gq_take(member_node *n, member_update *u, size_t max, member_addr 
 		n->gq_head = (n->gq_head + 1) % cap;
 		n->gq_len--;
 		entry *e = &n->e[a];
+		if (e->state == MEMBER_NONE) { /* dropped since */
+			e->flags &= (uint8_t)~F_QUEUED;
+			continue;
+		}
 		if (a != skip) {
 			u[k++] = (member_update){a, e->inc, e->state};
 			e->sent++;
@@ -652,6 +656,20 @@ void member_leave(member_node *n, uint64_t now, unsigned max_notices)
 		/* every notice carries the LEFT update, however often it has gone already */
 		n->e[n->self].sent = 0;
 	}
+	rewake(n);
+}
+
+void member_drop(member_node *n, member_addr a)
+{
+	if (a >= n->cfg->max_addr || a == n->self || n->e[a].state == MEMBER_NONE)
+		return;
+	entry *e = &n->e[a];
+	n->count[e->state]--;
+	n->count[MEMBER_NONE]--;
+	if (n->ptarget == a)
+		n->ptarget = MEMBER_ADDR_NONE;
+	/* the flags stay: the lists they mark skip an entry with no state */
+	*e = (entry){.flags = e->flags};
 	rewake(n);
 }
 

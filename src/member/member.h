@@ -135,6 +135,9 @@ uint64_t member_wake_at(const member_node *n);
  * random), and gossip of it from then on. */
 void member_leave(member_node *n, uint64_t now, unsigned max_notices);
 
+/* Forget a entirely (the driver is about to reuse its handle for another address). */
+void member_drop(member_node *n, member_addr a);
+
 /* What the node knows of a. MEMBER_NONE when nothing; since: ms of now when it entered
  * that state. */
 member_state member_get(const member_node *n, member_addr a, uint32_t *inc, uint64_t *since);

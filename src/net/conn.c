@@ -107,6 +107,7 @@ static void book_evict(node *n)
 	uint32_t k = nc < BOOK_EVICT ? nc : BOOK_EVICT;
 	for (uint32_t i = 0; i < k; i++) {
 		peer *p = &n->peers[cand[i].slot];
+		nd_member_forget(n, cand[i].slot);
 		memset(p, 0, sizeof *p);
 		p->unused = true;
 		n->book_free[n->nbook_free++] = cand[i].slot;
@@ -160,6 +161,8 @@ ring_addr nd_book_intern(void *ctx, const char *addr)
 static void hand_back(node *n, pending *f)
 {
 	n->unreachable++;
+	if (f->kind == FRAME_MEMBER)
+		return; /* to the membership core, a lost message like any other */
 	if (f->kind == FRAME_KV) {
 		nd_kv_unreachable(n, f->kv_req, f->kv_to);
 		return;
@@ -553,10 +556,16 @@ static bool consume(inconn *c)
 		uint32_t blen;
 		uint8_t type;
 		if (wire_header(c->buf + off, &blen, &type) < 0 ||
-		    (type != WIRE_RING && type != WIRE_KV))
+		    (type != WIRE_RING && type != WIRE_KV && type != WIRE_MEMBER))
 			return false;
 		if (c->len - off < WIRE_HEADER + (size_t)blen)
 			break;
+		if (type == WIRE_MEMBER) {
+			if (!nd_member_on_frame(n, c->buf + off + WIRE_HEADER, blen))
+				return false;
+			off += WIRE_HEADER + blen;
+			continue;
+		}
 		if (type == WIRE_KV) {
 			wire_kv kv;
 			if (wire_decode_kv(c->buf + off + WIRE_HEADER, blen, &n->book, &kv) < 0)

@@ -240,6 +240,17 @@ void nd_publish(node *n)
 	char *health_s = json_dumps(h, JSON_COMPACT);
 	json_decref(h);
 	char *metrics_s = metrics_text(n);
+	char *member_m = nd_member_metrics(n);
+	if (metrics_s && member_m) {
+		size_t a = strlen(metrics_s), b = strlen(member_m);
+		char *both = realloc(metrics_s, a + b + 1);
+		if (both) {
+			memcpy(both + a, member_m, b + 1);
+			metrics_s = both;
+		}
+	}
+	free(member_m);
+	nd_member_publish(n);
 	char *peers_s = peers_json(n);
 	pthread_mutex_lock(&n->lock);
 	free(n->snap_ring);
@@ -553,6 +564,18 @@ static enum MHD_Result on_http(void *cls, struct MHD_Connection *c, const char *
 		free(body);
 		return rc;
 	}
+	if (!strcmp(url, "/members")) {
+		r->route = "/members";
+		if (!get)
+			return bad_request(r, c, MHD_HTTP_METHOD_NOT_ALLOWED,
+			                   "use GET on this route");
+		char *body = nd_member_list(n);
+		if (!body)
+			return bad_request(r, c, MHD_HTTP_SERVICE_UNAVAILABLE, "starting");
+		enum MHD_Result rc = reply(r, c, MHD_HTTP_OK, body);
+		free(body);
+		return rc;
+	}
 	r->route = "other";
 	if (!strcmp(url, "/kv")) {
 		r->route = "/kv";
@@ -577,9 +600,9 @@ static enum MHD_Result on_http(void *cls, struct MHD_Connection *c, const char *
 			                   problem);
 		return submit(n, c, r, get ? KV_GET : KV_DEL, key, strlen(key), NULL, 0);
 	}
-	return bad_request(
-	    r, c, MHD_HTTP_NOT_FOUND,
-	    "no such route: try POST /kv, GET /kv/<key>, GET /ring, /peers, /health, /metrics");
+	return bad_request(r, c, MHD_HTTP_NOT_FOUND,
+	                   "no such route: try POST /kv, GET /kv/<key>, GET /ring, /peers, "
+	                   "/members, /health, /metrics");
 }
 
 static void on_http_done(void *cls, struct MHD_Connection *c, void **state,

@@ -193,6 +193,7 @@ static void on_signal(uv_signal_t *s, int sig)
 	      (unsigned long long)(n->st ? store_count(n->st) : 0),
 	      succ.addr < n->npeers && succ.addr ? n->peers[succ.addr].addr : "nobody");
 	nd_kv_leave(n);
+	nd_member_leave(n);
 	ring_out_reset(&n->out);
 	ring_leave(n->ring, uv_now(&n->loop), &n->out);
 	nd_drain(n);
@@ -314,6 +315,10 @@ int node_run(const node_opts *o)
 	uv_signal_start(&n->sigterm, on_signal, SIGTERM);
 
 	nd_load_candidates(n);
+	if (nd_member_start(n) < 0) {
+		fprintf(stderr, "ringnet node: out of memory\n");
+		goto out_loop;
+	}
 	ring_out_reset(&n->out);
 	if (n->ncandidates == 0) {
 		ring_create(n->ring, uv_now(&n->loop), &n->out);
@@ -339,6 +344,7 @@ out_loop:
 	uv_walk(&n->loop, close_walk, n);
 	uv_run(&n->loop, UV_RUN_DEFAULT);
 	uv_loop_close(&n->loop);
+	nd_member_stop(n);
 	kv_free(n->kv);
 	store_close(n->st);
 	free(n->kvq);

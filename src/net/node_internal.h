@@ -67,7 +67,7 @@ enum {
 	LOG_SLOTS
 };
 
-enum { FRAME_RING, FRAME_KV };
+enum { FRAME_RING, FRAME_KV, FRAME_MEMBER };
 
 typedef struct pending {
 	struct pending *next;
@@ -243,6 +243,8 @@ typedef struct node {
 	struct MHD_Daemon *mhd;
 	pthread_mutex_t lock;
 	char *snap_ring, *snap_health;
+	/* membership (member.c) */
+	struct nd_member *mem;
 } node;
 
 /* ---- node.c ---- */
@@ -316,6 +318,26 @@ void nd_publish(node *n);
 /* Starts libmicrohttpd on its own thread at sa; NULL when it cannot. */
 struct MHD_Daemon *nd_http_start(node *n, const struct sockaddr_in *sa, int port);
 void nd_http_stop(node *n);
+
+/* ---- member.c ---- */
+
+/* The membership core and its timer (after the ring core exists, the candidates are
+ * loaded and the loop runs). 0 or RN_ENOMEM. */
+int nd_member_start(node *n);
+void nd_member_stop(node *n); /* after the loop is closed */
+void nd_member_leave(node *n);
+/* A WIRE_MEMBER frame's body; false when malformed (the connection is closed). */
+bool nd_member_on_frame(node *n, const uint8_t *body, size_t len);
+/* The address book is about to reuse slot a for another address. */
+void nd_member_forget(node *n, ring_addr a);
+/* Loop thread: swaps in the snapshot nd_member_list returns. */
+void nd_member_publish(node *n);
+/* Any thread: the members as JSON text, {"self": addr, "members": [{id, addr, state
+ * ("alive", "suspect", "dead", "left"), incarnation, since_ms, self}]} (the caller frees
+ * it; NULL before the first snapshot). Takes n->lock: do not hold it. */
+char *nd_member_list(node *n);
+/* Loop thread: the ringnet_member_* metrics, Prometheus text (the caller frees it). */
+char *nd_member_metrics(node *n);
 
 /* ---- join.c ---- */
 

@@ -19,6 +19,7 @@
 #define WIRE_ADDR_MAX  64                        /* "host:port", NUL included */
 
 enum { WIRE_RING = 1, WIRE_KV = 2 };
+enum { WIRE_MEMBER = 4 }; /* proto/member.proto, src/net/member.c */
 
 /* How the codec turns handles into addresses and back. */
 typedef struct {

@@ -315,12 +315,15 @@ static void measure(msim *s, membersim_result *r)
 		for (uint32_t i = 0; i < n; i++) {
 			if (!s->up[i])
 				continue;
-			uint64_t sa = s->sus_at[(size_t)k * n + i], da = s->dead_at[(size_t)k * n + i];
+			uint64_t sa = s->sus_at[(size_t)k * n + i],
+			         da = s->dead_at[(size_t)k * n + i];
 			if (sa != UINT64_MAX) {
 				suspected++;
 				sa -= s->crash_at[k];
-				c->first_suspect_ms = sa < c->first_suspect_ms ? sa : c->first_suspect_ms;
-				c->last_suspect_ms = sa > c->last_suspect_ms ? sa : c->last_suspect_ms;
+				c->first_suspect_ms =
+				    sa < c->first_suspect_ms ? sa : c->first_suspect_ms;
+				c->last_suspect_ms =
+				    sa > c->last_suspect_ms ? sa : c->last_suspect_ms;
 			}
 			if (da != UINT64_MAX) {
 				known++;

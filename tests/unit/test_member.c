@@ -200,7 +200,8 @@ static int disagreements(const net *t, bool check_sides)
 		for (int j = 0; j < t->n; j++) {
 			if (i == j)
 				continue;
-			member_state want = t->up[j] && reachable(t, i, j) ? MEMBER_ALIVE : MEMBER_DEAD;
+			member_state want =
+			    t->up[j] && reachable(t, i, j) ? MEMBER_ALIVE : MEMBER_DEAD;
 			if (!check_sides && t->up[j] && !reachable(t, i, j))
 				continue;
 			bad += view(t, i, j) != want;
@@ -351,11 +352,11 @@ static void test_bounded_table(void **state)
 	member_update u[MAXN + 3];
 	for (int i = 0; i < MAXN; i++)
 		u[i] = (member_update){(member_addr)i, 1, MEMBER_ALIVE};
-	u[MAXN] = (member_update){MAXN + 5, 1, MEMBER_ALIVE};     /* out of range */
+	u[MAXN] = (member_update){MAXN + 5, 1, MEMBER_ALIVE};      /* out of range */
 	u[MAXN + 1] = (member_update){UINT32_MAX, 1, MEMBER_DEAD}; /* out of range */
 	u[MAXN + 2] = (member_update){7, 1, 9};                    /* no such state */
-	member_msg m = {.type = MEMBER_MSG_GOSSIP, .to = 0, .from = 1, .updates = u,
-	                .nupdates = MAXN + 3};
+	member_msg m = {
+	    .type = MEMBER_MSG_GOSSIP, .to = 0, .from = 1, .updates = u, .nupdates = MAXN + 3};
 	member_on_msg(t->node[0], t->now, &m);
 	assert_int_equal(member_count(t->node[0], MEMBER_NONE), 8);
 	const member_stats *st = member_get_stats(t->node[0]);
