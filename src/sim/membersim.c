@@ -273,7 +273,8 @@ static void run_until(msim *s, uint64_t end)
 			free(f.u);
 		} else {
 			uint32_t i = s->th[0];
-			s->now = tw;
+			if (tw > s->now) /* a wake-up already due is due now, not in the past */
+				s->now = tw;
 			member_tick(s->node[i], s->now);
 			th_fix(s, i);
 		}

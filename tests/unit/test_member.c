@@ -176,7 +176,8 @@ static void run(net *t, uint64_t ms)
 		}
 		if (who < 0)
 			break;
-		t->now = next;
+		if (next > t->now) /* a wake-up already due is due now, not in the past */
+			t->now = next;
 		cur = who;
 		member_tick(t->node[who], t->now);
 	}
