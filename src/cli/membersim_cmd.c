@@ -121,13 +121,9 @@ int cli_membersim(int argc, char **argv)
 			p.loss = strtod(v, &end);
 			if (!*v || *end)
 				return bad("--loss wants a probability, not '%s'", v);
-		} else if (!strcmp(a, "--latency")) {
-			unsigned lo, hi;
-			char tail;
-			if (sscanf(v, "%u-%u%c", &lo, &hi, &tail) != 2)
-				return bad("--latency wants MIN-MAX in milliseconds, not '%s'", v);
-			p.latency_min_ms = lo;
-			p.latency_max_ms = hi;
+		} else if (!strcmp(a, "--latency") &&
+		           cli_range(v, &p.latency_min_ms, &p.latency_max_ms) < 0) {
+			return bad("--latency wants MIN-MAX in milliseconds, not '%s'", v);
 		}
 	}
 	char err[200];

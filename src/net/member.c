@@ -103,18 +103,12 @@ static void on_send(void *ctx, const member_msg *mm)
 	if (body + 1 > WIRE_MAX_FRAME)
 		goto out;
 	pending *f = calloc(1, sizeof *f);
-	uint8_t *buf = malloc(WIRE_HEADER + body);
+	uint8_t *buf = wire_frame_alloc(body, WIRE_MEMBER);
 	if (!f || !buf) {
 		free(f);
 		free(buf);
 		goto out;
 	}
-	uint32_t flen = (uint32_t)(body + 1);
-	buf[0] = (uint8_t)(flen >> 24);
-	buf[1] = (uint8_t)(flen >> 16);
-	buf[2] = (uint8_t)(flen >> 8);
-	buf[3] = (uint8_t)flen;
-	buf[4] = WIRE_MEMBER;
 	ringnet__member_msg__pack(&w, buf + WIRE_HEADER);
 	f->buf = buf;
 	f->len = WIRE_HEADER + body;
@@ -292,8 +286,8 @@ bool nd_member_on_frame(node *n, const uint8_t *body, size_t len)
 	member_update *u = NULL;
 	if (w->type < MEMBER_MSG_PING || w->type > MEMBER_MSG_PULL || w->n_updates > MAX_PEERS)
 		goto out;
-	member_msg mm = {.type = (uint8_t)w->type, .to = 0, .seq = w->seq,
-	                 .target = MEMBER_ADDR_NONE};
+	member_msg mm = {
+	    .type = (uint8_t)w->type, .to = 0, .seq = w->seq, .target = MEMBER_ADDR_NONE};
 	mm.from = intern_name(n, w->from);
 	if (mm.from == RING_ADDR_NONE || mm.from == 0)
 		goto out;
@@ -412,8 +406,8 @@ char *nd_member_metrics(node *n)
 		  (unsigned long long)st->sent[t]);
 	}
 #define C(name, help, v)                                                                           \
-	P("# HELP ringnet_member_" name " " help "\n# TYPE ringnet_member_" name " counter\n"     \
-	  "ringnet_member_" name " %llu\n",                                                          \
+	P("# HELP ringnet_member_" name " " help "\n# TYPE ringnet_member_" name " counter\n"      \
+	  "ringnet_member_" name " %llu\n",                                                        \
 	  (unsigned long long)(v))
 	C("updates_total", "Membership updates sent on messages (gossip and tables).",
 	  st->updates_sent);

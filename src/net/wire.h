@@ -57,6 +57,10 @@ int wire_encode_kv(const kv_msg *m, const wire_book *book, uint8_t **out, size_t
 int wire_decode_kv(const uint8_t *body, size_t len, const wire_book *book, wire_kv *out);
 void wire_kv_free(wire_kv *w);
 
+/* A buffer for a frame of type with a body of that many bytes, its header written; the
+ * caller fills the body (from WIRE_HEADER on) and frees it. NULL when out of memory. */
+uint8_t *wire_frame_alloc(size_t body, uint8_t type);
+
 /* Reads a frame header: 0 and the body length and type, RN_EPROTO if the length is zero
  * or over WIRE_MAX_FRAME. */
 int wire_header(const uint8_t hdr[WIRE_HEADER], uint32_t *body_len, uint8_t *type);
