@@ -22,7 +22,7 @@ static const char *membersim_usage =
     "Reports, from each crash, when the first and the last live node suspected it and\n"
     "declared it dead; live nodes declared dead (false positives); messages per node per\n"
     "second. Defaults: 1000 nodes, probe every 1000 ms, probe timeout 500 ms, 3 indirect\n"
-    "probers, suspicion 1000 ms x max(2, log10 N), retransmit 4 x ceil(log10(N+1)),\n"
+    "probers, suspicion 1000 ms x max(2, log10 N), retransmit 6 x ceil(log10(N+1)),\n"
     "gossip every 200 ms to 3 members, latency 10-50 ms, seed 1.\n";
 
 static int bad(const char *fmt, const char *arg)

@@ -20,6 +20,7 @@
 #define F_QUEUED  2u /* in the gossip queue */
 #define F_ORDER   4u /* in the probe order */
 #define PIGGY_MAX 32
+#define TOLD_MAX  8 /* suspects of this node's own probes it keeps telling */
 
 typedef struct {
 	uint64_t at; /* when it entered its state */
@@ -60,6 +61,11 @@ struct member_node {
 	uint64_t pseq, psent;
 	bool packed, pindirect;
 	relay relays[MEMBER_RELAYS];
+	/* members this node's own probes made suspect: told of it on every gossip round
+	 * until they refute or the timeout runs out, so a lost notice costs 200 ms, not
+	 * the refutation */
+	member_addr told[TOLD_MAX];
+	uint64_t told_until[TOLD_MAX];
 	uint64_t seq;
 	uint64_t next_probe, next_gossip, next_pushpull, wake;
 	member_stats st;
@@ -87,7 +93,7 @@ void member_config_default(member_config *c, uint32_t max_addr)
 	c->probe_timeout_ms = 500;
 	c->indirect_k = 3;
 	c->suspicion_ms = 1000;
-	c->retransmit_mult = 4;
+	c->retransmit_mult = 6;
 	c->gossip_ms = 200;
 	c->gossip_nodes = 3;
 	c->piggyback = 8;
@@ -254,12 +260,12 @@ static void order_rebuild(member_node *n)
 	}
 }
 
-/* A random member alive or suspect, other than self and not, or MEMBER_ADDR_NONE. */
-static member_addr random_member(member_node *n, member_addr not )
+/* A random member alive or suspect, other than self and except, or MEMBER_ADDR_NONE. */
+static member_addr random_member(member_node *n, member_addr except)
 {
 	for (int tries = 0; tries < 16 && n->norder; tries++) {
 		member_addr a = n->order[rn_rng_below(&n->rng, n->norder)];
-		if (a != not &&probeable(n, a))
+		if (a != except && probeable(n, a))
 			return a;
 	}
 	return MEMBER_ADDR_NONE;
@@ -370,7 +376,10 @@ static void rewake(member_node *n)
 	if (n->ptarget != MEMBER_ADDR_NONE && !n->packed && !n->pindirect &&
 	    n->psent + n->cfg->probe_timeout_ms < w)
 		w = n->psent + n->cfg->probe_timeout_ms;
-	if (n->cfg->gossip_ms && n->gq_len && n->next_gossip < w)
+	bool telling = false;
+	for (unsigned i = 0; i < TOLD_MAX; i++)
+		telling |= n->told_until[i] > n->next_gossip;
+	if (n->cfg->gossip_ms && (n->gq_len || telling) && n->next_gossip < w)
 		w = n->next_gossip;
 	for (size_t i = 0; i < n->nsus; i++)
 		if (n->sus[i].deadline < w)
@@ -520,6 +529,12 @@ static void probe_next(member_node *n, uint64_t now)
 			set_state(n, now, n->ptarget, MEMBER_SUSPECT, e->inc, true);
 			/* tell it, so that it can refute before anyone's timer runs out */
 			send_msg(n, MEMBER_MSG_GOSSIP, n->ptarget, 0, MEMBER_ADDR_NONE);
+			unsigned slot = 0;
+			for (unsigned i = 1; i < TOLD_MAX; i++)
+				if (n->told_until[i] < n->told_until[slot])
+					slot = i;
+			n->told[slot] = n->ptarget;
+			n->told_until[slot] = now + member_suspicion_timeout(n);
 		}
 	}
 	n->ptarget = MEMBER_ADDR_NONE;
@@ -618,6 +633,9 @@ void member_tick(member_node *n, uint64_t now)
 			if (a != MEMBER_ADDR_NONE)
 				send_msg(n, MEMBER_MSG_GOSSIP, a, 0, MEMBER_ADDR_NONE);
 		}
+		for (unsigned i = 0; i < TOLD_MAX; i++)
+			if (n->told_until[i] > now && n->e[n->told[i]].state == MEMBER_SUSPECT)
+				send_msg(n, MEMBER_MSG_GOSSIP, n->told[i], 0, MEMBER_ADDR_NONE);
 	}
 	if (now >= n->next_pushpull && !n->leaving) {
 		n->next_pushpull = now + pushpull_period(n);

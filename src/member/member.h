@@ -56,7 +56,7 @@ typedef struct {
 	uint32_t probe_timeout_ms; /* direct probe: then the indirect ones (500) */
 	unsigned indirect_k;       /* members asked to probe indirectly (3) */
 	uint32_t suspicion_ms;     /* suspicion timeout = suspicion_ms * max(2, log10 N) (1000) */
-	unsigned retransmit_mult;  /* each update is sent mult * ceil(log10(N + 1)) times (4) */
+	unsigned retransmit_mult;  /* each update is sent mult * ceil(log10(N + 1)) times (6) */
 	uint32_t gossip_ms;        /* pending updates go out this often (200; 0: only piggyback) */
 	unsigned gossip_nodes;     /* ... to this many random members (3) */
 	unsigned piggyback;        /* updates on one message at most (8) */
