@@ -66,6 +66,8 @@ struct member_node {
 	 * the refutation */
 	member_addr told[TOLD_MAX];
 	uint64_t told_until[TOLD_MAX];
+	uint64_t pull_window; /* PULLs answered since then (a one-second window) */
+	unsigned pulls;
 	uint64_t seq;
 	uint64_t next_probe, next_gossip, next_pushpull, wake;
 	member_stats st;
@@ -511,6 +513,17 @@ void member_on_msg(member_node *n, uint64_t now, const member_msg *m)
 		break;
 	}
 	case MEMBER_MSG_PUSH:
+		/* a whole table for a small message: answered MEMBER_PULLS_PER_S times a
+		 * second at most, so that nobody can make this node a bandwidth amplifier */
+		if (now >= n->pull_window + 1000) {
+			n->pull_window = now;
+			n->pulls = 0;
+		}
+		if (n->pulls >= MEMBER_PULLS_PER_S) {
+			n->st.pulls_refused++;
+			break;
+		}
+		n->pulls++;
 		send_table(n, MEMBER_MSG_PULL, m->from);
 		break;
 	default: /* GOSSIP, PULL: the updates were all */

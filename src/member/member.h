@@ -37,9 +37,10 @@
 #include <stdint.h>
 
 typedef uint32_t member_addr;
-#define MEMBER_ADDR_NONE UINT32_MAX
-#define MEMBER_K_MAX     8  /* indirect probers at most */
-#define MEMBER_RELAYS    64 /* PING_REQs this node relays at once; more are refused */
+#define MEMBER_ADDR_NONE   UINT32_MAX
+#define MEMBER_K_MAX       8  /* indirect probers at most */
+#define MEMBER_RELAYS      64 /* PING_REQs this node relays at once; more are refused */
+#define MEMBER_PULLS_PER_S 20 /* PUSHes answered with the whole table, per second */
 
 typedef enum {
 	MEMBER_NONE = 0, /* not known */
@@ -110,6 +111,7 @@ typedef struct {
 	uint64_t refused;   /* members not learned: table full, or addr out of range */
 	uint64_t malformed; /* messages with a field out of range, dropped */
 	uint64_t relays_refused;
+	uint64_t pulls_refused; /* PUSHes past MEMBER_PULLS_PER_S, not answered */
 } member_stats;
 
 typedef struct member_node member_node;

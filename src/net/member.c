@@ -425,6 +425,8 @@ char *nd_member_metrics(node *n)
 	  st->malformed + m->frames_bad);
 	C("relays_refused_total", "Indirect probe requests refused (too many at once).",
 	  st->relays_refused);
+	C("pulls_refused_total", "Table pushes not answered (over the per-second bound).",
+	  st->pulls_refused);
 #undef C
 	P("# HELP ringnet_member_incarnation This node's incarnation number.\n"
 	  "# TYPE ringnet_member_incarnation gauge\nringnet_member_incarnation %u\n",

@@ -377,6 +377,14 @@ static void test_bounded_table(void **state)
 		member_on_msg(t->node[0], t->now, &pr);
 	}
 	assert_int_equal(st->relays_refused, 10);
+	/* and a flood of PUSHes is answered with the whole table only so often */
+	member_msg push = {.type = MEMBER_MSG_PUSH, .to = 0, .from = 1};
+	for (int i = 0; i < MEMBER_PULLS_PER_S + 30; i++)
+		member_on_msg(t->node[0], t->now, &push);
+	assert_int_equal(st->pulls_refused, 30);
+	assert_int_equal(st->sent[MEMBER_MSG_PULL], MEMBER_PULLS_PER_S);
+	member_on_msg(t->node[0], t->now + 1000, &push); /* a second later: answered */
+	assert_int_equal(st->sent[MEMBER_MSG_PULL], MEMBER_PULLS_PER_S + 1);
 	net_free(t);
 }
 
