@@ -16,11 +16,13 @@
 #include "../lib/rng.h"
 #include "member.h"
 
-#define F_TIMER   1u /* in the suspects' list */
-#define F_QUEUED  2u /* in the gossip queue */
-#define F_ORDER   4u /* in the probe order */
-#define PIGGY_MAX 32
-#define TOLD_MAX  8 /* suspects of this node's own probes it keeps telling */
+#define F_TIMER    1u /* in the suspects' list */
+#define F_QUEUED   2u /* in the gossip queue */
+#define F_ORDER    4u /* in the probe order */
+#define PIGGY_MAX  32
+#define GQ_BUCKETS 256
+#define GQ_NONE    UINT32_MAX
+#define TOLD_MAX   8 /* suspects of this node's own probes it keeps telling */
 
 typedef struct {
 	uint64_t at; /* when it entered its state */
@@ -28,7 +30,14 @@ typedef struct {
 	uint8_t state;
 	uint8_t flags;
 	uint8_t sent; /* gossip transmissions of the current update */
+	uint8_t gen;  /* which gossip queue slot is the live one (older ones are stale) */
 } entry;
+
+typedef struct {
+	member_addr a;
+	uint32_t next; /* the slot below in its bucket, or the next free one */
+	uint8_t gen;
+} gslot;
 
 typedef struct {
 	member_addr a;
@@ -54,8 +63,11 @@ struct member_node {
 	uint32_t norder, next;
 	suspect *sus;
 	size_t nsus, sus_cap;
-	member_addr *gq; /* ring buffer of gossip_queue */
-	uint32_t gq_head, gq_len;
+	/* the gossip queue: gossip_queue slots, each on the stack of the bucket of its
+	 * transmission count */
+	gslot *gq;
+	uint32_t gq_top[GQ_BUCKETS], gq_freel, gq_len;
+	unsigned gq_lo, gq_hi; /* no slot below lo, none above hi */
 	/* the probe in flight */
 	member_addr ptarget;
 	uint64_t pseq, psent;
@@ -112,7 +124,8 @@ int member_config_check(const member_config *c)
 	    c->suspicion_ms == 0 || c->retransmit_mult == 0 || c->retransmit_mult > 60 ||
 	    c->gossip_nodes > 64 || c->piggyback == 0 || c->piggyback > PIGGY_MAX ||
 	    c->pushpull_ms == 0 || c->max_addr == 0 || c->max_addr >= MEMBER_ADDR_NONE ||
-	    c->max_members == 0 || c->max_members > c->max_addr || c->gossip_queue == 0)
+	    c->max_members == 0 || c->max_members > c->max_addr || c->gossip_queue == 0 ||
+	    c->gossip_queue > (1u << 20))
 		return RN_EINVAL;
 	return 0;
 }
@@ -136,49 +149,109 @@ unsigned member_retransmit_limit(const member_node *n)
 
 /* ---- gossip queue ---- */
 
-static void gq_push_front(member_node *n, member_addr a)
+static bool gq_live(const member_node *n, const gslot *s)
+{
+	const entry *e = &n->e[s->a];
+	return (e->flags & F_QUEUED) && e->gen == s->gen;
+}
+
+static void gq_put(member_node *n, uint32_t slot, unsigned bucket)
+{
+	n->gq[slot].next = n->gq_top[bucket];
+	n->gq_top[bucket] = slot;
+	if (bucket < n->gq_lo)
+		n->gq_lo = bucket;
+	if (bucket > n->gq_hi)
+		n->gq_hi = bucket;
+}
+
+/* The slot on top of a bucket, off it; GQ_NONE when empty. */
+static uint32_t gq_pop(member_node *n, unsigned bucket)
+{
+	uint32_t slot = n->gq_top[bucket];
+	if (slot != GQ_NONE)
+		n->gq_top[bucket] = n->gq[slot].next;
+	return slot;
+}
+
+static void gq_free(member_node *n, uint32_t slot)
+{
+	n->gq[slot].next = n->gq_freel;
+	n->gq_freel = slot;
+	n->gq_len--;
+}
+
+/* A change to a: on top of the bucket of updates never sent (an older change to a that
+ * is still queued turns stale and is skipped when reached). When every slot is taken,
+ * one of the most sent updates goes. */
+static void gq_push(member_node *n, member_addr a)
 {
 	entry *e = &n->e[a];
 	e->sent = 0;
-	if (e->flags & F_QUEUED)
-		return; /* its place stays; the entry it sends is the current one */
-	uint32_t cap = n->cfg->gossip_queue;
-	if (n->gq_len == cap) { /* full: the back is the most sent; it goes */
-		member_addr old = n->gq[(n->gq_head + n->gq_len - 1) % cap];
-		n->e[old].flags &= (uint8_t)~F_QUEUED;
-		n->gq_len--;
+	e->gen++;
+	if (n->gq_freel == GQ_NONE) {
+		while (n->gq_hi > 0 && n->gq_top[n->gq_hi] == GQ_NONE)
+			n->gq_hi--;
+		uint32_t old = gq_pop(n, n->gq_hi);
+		if (old == GQ_NONE)
+			return; /* cannot happen: a full queue has a slot in some bucket */
+		if (gq_live(n, &n->gq[old]) && n->gq[old].a != a)
+			n->e[n->gq[old].a].flags &= (uint8_t)~F_QUEUED;
+		gq_free(n, old);
 	}
-	n->gq_head = (n->gq_head + cap - 1) % cap;
-	n->gq[n->gq_head] = a;
+	uint32_t slot = n->gq_freel;
+	n->gq_freel = n->gq[slot].next;
+	n->gq[slot].a = a;
+	n->gq[slot].gen = e->gen;
 	n->gq_len++;
 	e->flags |= F_QUEUED;
+	gq_put(n, slot, 0);
 }
 
-/* Takes up to max updates off the front of the queue into u. */
+/* Takes up to max updates into u, the least sent first and, among those sent as often,
+ * the newest (as memberlist's queue orders them); skip is left in the queue. */
 static size_t gq_take(member_node *n, member_update *u, size_t max, member_addr skip)
 {
-	uint32_t cap = n->cfg->gossip_queue;
 	unsigned limit = member_retransmit_limit(n);
+	uint32_t taken[PIGGY_MAX + 1], held = GQ_NONE;
 	size_t k = 0;
-	for (uint32_t tries = n->gq_len; tries > 0 && k < max; tries--) {
-		member_addr a = n->gq[n->gq_head];
-		n->gq_head = (n->gq_head + 1) % cap;
-		n->gq_len--;
-		entry *e = &n->e[a];
-		if (e->state == MEMBER_NONE) { /* dropped since */
-			e->flags &= (uint8_t)~F_QUEUED;
+	while (k < max && n->gq_len) {
+		while (n->gq_lo < GQ_BUCKETS - 1 && n->gq_top[n->gq_lo] == GQ_NONE)
+			n->gq_lo++;
+		uint32_t slot = gq_pop(n, n->gq_lo);
+		if (slot == GQ_NONE)
+			break;
+		gslot *s = &n->gq[slot];
+		entry *e = &n->e[s->a];
+		if (!gq_live(n, s) || e->state == MEMBER_NONE) { /* stale, or dropped since */
+			if (gq_live(n, s))
+				e->flags &= (uint8_t)~F_QUEUED;
+			gq_free(n, slot);
 			continue;
 		}
-		if (a != skip) {
-			u[k++] = (member_update){a, e->inc, e->state};
-			e->sent++;
+		if (s->a == skip) { /* put back after the others are taken */
+			s->next = held;
+			held = slot;
+			continue;
 		}
+		u[k] = (member_update){s->a, e->inc, e->state};
+		taken[k++] = slot;
+		e->sent++;
+	}
+	for (size_t i = 0; i < k; i++) {
+		entry *e = &n->e[n->gq[taken[i]].a];
 		if (e->sent >= limit) {
 			e->flags &= (uint8_t)~F_QUEUED;
-			continue;
+			gq_free(n, taken[i]);
+		} else {
+			gq_put(n, taken[i], e->sent);
 		}
-		n->gq[(n->gq_head + n->gq_len) % cap] = a;
-		n->gq_len++;
+	}
+	while (held != GQ_NONE) {
+		uint32_t next = n->gq[held].next;
+		entry *e = &n->e[n->gq[held].a];
+		gq_put(n, held, e->sent);
+		held = next;
 	}
 	return k;
 }
@@ -312,7 +385,7 @@ static void set_state(member_node *n, uint64_t now, member_addr a, uint8_t state
 	if (state == MEMBER_ALIVE || state == MEMBER_SUSPECT)
 		order_add(n, a);
 	if (tell)
-		gq_push_front(n, a);
+		gq_push(n, a);
 	if (old != state && n->d.changed)
 		n->d.changed(n->d.ctx, a, (member_state)old, (member_state)state, inc);
 }
@@ -332,12 +405,12 @@ static void merge(member_node *n, uint64_t now, const member_update *u, bool fro
 		    (u->state == MEMBER_ALIVE && u->inc > n->inc)) {
 			n->inc = u->inc == UINT32_MAX ? u->inc : u->inc + 1;
 			n->e[n->self].inc = n->inc;
-			gq_push_front(n, n->self);
+			gq_push(n, n->self);
 			n->st.refuted++;
 		} else if (u->state != MEMBER_ALIVE) {
 			/* a notice this node refuted already is still going round: send the
 			 * refutation round again (from the front of the queue) */
-			gq_push_front(n, n->self);
+			gq_push(n, n->self);
 		}
 		return;
 	}
@@ -404,6 +477,12 @@ member_node *member_new(const member_config *cfg, const member_driver *d, member
 		member_free(n);
 		return NULL;
 	}
+	for (unsigned b = 0; b < GQ_BUCKETS; b++)
+		n->gq_top[b] = GQ_NONE;
+	for (uint32_t i = 0; i < cfg->gossip_queue; i++)
+		n->gq[i].next = i + 1 < cfg->gossip_queue ? i + 1 : GQ_NONE;
+	n->gq_freel = 0;
+	n->gq_lo = GQ_BUCKETS - 1;
 	n->cfg = cfg;
 	n->d = *d;
 	rn_rng_seed(&n->rng, seed);
