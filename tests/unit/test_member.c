@@ -388,6 +388,75 @@ static void test_bounded_table(void **state)
 	net_free(t);
 }
 
+/* the last message a lone node sent, for the queue test */
+static member_update last_u[64];
+static size_t last_n;
+static void keep_last(void *ctx, const member_msg *m)
+{
+	(void)ctx;
+	last_n = m->nupdates < 64 ? m->nupdates : 64;
+	memcpy(last_u, m->updates, last_n * sizeof *last_u);
+}
+
+/* a change goes out on the very next message however full the queue, and each update
+ * goes out retransmit-limit times, no more */
+static void test_gossip_queue_order(void **state)
+{
+	(void)state;
+	member_config c;
+	member_config_default(&c, 64);
+	member_driver d = {keep_last, NULL, NULL};
+	member_node *n = member_new(&c, &d, 0, 1, 9, 0);
+	assert_non_null(n);
+	member_update u[60];
+	for (int i = 0; i < 60; i++)
+		u[i] = (member_update){(member_addr)(i + 1), 1, MEMBER_ALIVE};
+	member_msg g = {
+	    .type = MEMBER_MSG_GOSSIP, .to = 0, .from = 1, .updates = u, .nupdates = 60};
+	member_on_msg(n, 0, &g);
+	member_msg ping = {.type = MEMBER_MSG_PING, .to = 0, .from = 1, .target = 0};
+	for (int i = 0; i < 5; i++) { /* 5 answers take the 40 newest (21..60) once each */
+		ping.seq = (uint64_t)i;
+		member_on_msg(n, 0, &ping);
+		assert_int_equal(last_n, c.piggyback);
+	}
+	member_update news = {61, 1, MEMBER_SUSPECT};
+	member_msg g2 = {
+	    .type = MEMBER_MSG_GOSSIP, .to = 0, .from = 2, .updates = &news, .nupdates = 1};
+	member_on_msg(n, 0, &g2);
+	member_on_msg(n, 0, &ping);
+	assert_int_equal(last_u[0].addr, 61);
+	assert_int_equal(last_u[0].state, MEMBER_SUSPECT);
+	/* then some of the 21 never sent (self and 1..20) before any sent once */
+	bool seen[64] = {0};
+	for (size_t i = 1; i < last_n; i++)
+		seen[last_u[i].addr] = true;
+	int old_ones = 0;
+	for (int i = 1; i <= 20; i++)
+		old_ones += seen[i];
+	assert_int_equal(old_ones + seen[0], (int)c.piggyback - 1);
+	/* a newer change to a member still queued goes to the top too */
+	member_update news2 = {5, 1, MEMBER_SUSPECT};
+	g2.updates = &news2;
+	member_on_msg(n, 0, &g2);
+	member_on_msg(n, 0, &ping);
+	assert_int_equal(last_u[0].addr, 5);
+	/* every update is sent exactly the retransmit limit times in all */
+	unsigned limit = member_retransmit_limit(n);
+	unsigned count[64] = {0};
+	for (int i = 0; i < 400; i++) {
+		ping.seq = (uint64_t)(100 + i);
+		member_on_msg(n, 0, &ping);
+		for (size_t k = 0; k < last_n; k++)
+			count[last_u[k].addr]++;
+	}
+	assert_int_equal(count[61], limit - 1);
+	assert_int_equal(count[30], limit - 1); /* 30 went once in the first five answers */
+	assert_int_equal(count[5], limit - 1);
+	assert_int_equal(count[3], limit);
+	member_free(n);
+}
+
 static void test_config_check(void **state)
 {
 	(void)state;
@@ -411,6 +480,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_config_check),
 	    cmocka_unit_test(test_bounded_table),
+	    cmocka_unit_test(test_gossip_queue_order),
 	    cmocka_unit_test(test_crashed_become_dead_everywhere),
 	    cmocka_unit_test(test_loss_without_crashes_kills_nobody),
 	    cmocka_unit_test(test_crash_under_loss),
