@@ -5,25 +5,22 @@ truth: every crash known dead by every live node, and with no loss no live node 
 suspected or declared dead; with loss, suspicions that are refuted."""
 import json
 import math
+import os
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
+from ringtest import Checks  # noqa: E402
+
 BIN = sys.argv[1]
 WALL = ("wall_ms", "peak_rss_kb")
-failures, passed = [], 0
+t = Checks("membersim_cli")
+check = t.check
 
 
 def run(*args):
     return subprocess.run([BIN, "sim", "--member", *args], capture_output=True, text=True,
                           timeout=300)
-
-
-def check(name, cond, detail=""):
-    global passed
-    if cond:
-        passed += 1
-    else:
-        failures.append(f"{name}: {detail}")
 
 
 for args, word in [
@@ -79,7 +76,4 @@ check("the text report names detection and false positives",
       text.returncode == 0 and "last dead" in text.stdout and "false positives" in text.stdout,
       text.stdout)
 
-for f in failures:
-    print("FAIL", f)
-print(f"membersim_cli: {passed} passed, {len(failures)} failed")
-sys.exit(1 if failures else 0)
+sys.exit(t.finish())
