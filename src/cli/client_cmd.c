@@ -21,6 +21,8 @@ static const char *client_usage =
     "http://HOST:PORT or just HOST:PORT; it defaults to $RINGNET_NODE, else\n"
     "http://127.0.0.1:5001. VALUE is taken as JSON when it parses as\n"
     "JSON (42, true, {\"a\":1}) and as a string otherwise, or always with --string.\n"
+    "A node that asks for a token (its --api-token) gets $RINGNET_API_TOKEN; for an\n"
+    "https:// node, $RINGNET_CACERT names the CA file to trust (else the system's).\n"
     "Exit status: 0 ok, 1 key not found, 2 usage error, 3 node unreachable or failing.\n";
 
 typedef struct {
@@ -51,11 +53,19 @@ static int http(const char *method, const char *url, const char *body, const cha
 		return -1;
 	buf b = {NULL, 0};
 	struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
-	char idem[96];
+	char idem[96], bearer[300];
 	if (rid) {
 		snprintf(idem, sizeof idem, "Idempotency-Key: %s", rid);
 		h = curl_slist_append(h, idem);
 	}
+	/* a node that asks for a token (its --api-token), a CA for an https:// node */
+	const char *token = getenv("RINGNET_API_TOKEN"), *ca = getenv("RINGNET_CACERT");
+	if (token && *token && strlen(token) < sizeof bearer - 32) {
+		snprintf(bearer, sizeof bearer, "Authorization: Bearer %s", token);
+		h = curl_slist_append(h, bearer);
+	}
+	if (ca && *ca)
+		curl_easy_setopt(c, CURLOPT_CAINFO, ca);
 	curl_easy_setopt(c, CURLOPT_URL, url);
 	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
@@ -135,9 +145,11 @@ int cli_client(const char *cmd, int argc, char **argv)
 		snprintf(node_url, sizeof node_url, "http://%s", node);
 		node = node_url;
 	}
-	if (strncmp(node, "http://", 7) != 0)
+	if (strncmp(node, "http://", 7) != 0 && strncmp(node, "https://", 8) != 0)
 		return usage_error(
-		    "--node wants a URL like http://127.0.0.1:5001 or HOST:PORT, not '%s'", node);
+		    "--node wants a URL like http://127.0.0.1:5001, https://HOST:PORT "
+		    "or HOST:PORT, not '%s'",
+		    node);
 
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	char url[2048];

@@ -13,14 +13,21 @@ static const char *kvsim_usage =
     "usage: ringnet sim --replicas R [--write-quorum W] [--nodes N] [--keys K]\n"
     "                   [--churn PER_SEC] [--fail FRACTION] [--run-s S] [--ops PER_SEC]\n"
     "                   [--value-bytes B] [--sync-ms MS] [--detect MIN-MAX]\n"
-    "                   [--latency MIN-MAX] [--seed S] [--json]\n"
+    "                   [--latency MIN-MAX] [--ring model|real] [--unreach-ms MS]\n"
+    "                   [--probe-ms MS]\n"
+    "                   [--seed S] [--json]\n"
     "\n"
     "Runs the key-value core on every simulated node: K keys are written once, then for\n"
     "S virtual seconds (default 120) nodes crash and new ones join (PER_SEC of each,\n"
     "Poisson) while clients read (80%), write (15%) and delete (5%) random keys through\n"
     "random nodes at PER_SEC operations (--ops, default 1000). After 60 quiet seconds\n"
     "every key is checked against what was acknowledged. A node's view of the ring\n"
-    "follows a crash or a join after a delay drawn from --detect (default 1000-3000 ms).\n"
+    "follows a crash or a join after a delay drawn from --detect (default 1000-3000 ms),\n"
+    "or with --ring real every node runs the Chord core too: views are its successor\n"
+    "lists, lookups its lookups, joins its joins, and a crash is found by its stabilize\n"
+    "and check_predecessor (a send to a crashed node fails after --unreach-ms, 1000),\n"
+    "and every --probe-ms (5000, as the node; 0: never) each node asks a random node\n"
+    "for the successor of its own id (ring_probe), which mends rings churn broke.\n"
     "Defaults: 1000 nodes, 100000 keys, W = 2, values of 100 bytes, anti-entropy every\n"
     "2000 ms, latency 10-50 ms, seed 1.\n";
 
@@ -59,9 +66,9 @@ int cli_kvsim(int argc, char **argv)
 	kvsim_params_default(&p);
 	bool json = false, wq = false;
 	static const char *const opts[] = {
-	    "--replicas", "--write-quorum", "--nodes", "--keys",        "--churn",
-	    "--fail",     "--run-s",        "--ops",   "--value-bytes", "--sync-ms",
-	    "--detect",   "--latency",      "--seed"};
+	    "--replicas", "--write-quorum", "--nodes",       "--keys",    "--churn",  "--fail",
+	    "--run-s",    "--ops",          "--value-bytes", "--sync-ms", "--detect", "--latency",
+	    "--seed",     "--ring",         "--unreach-ms",  "--probe-ms"};
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		double x;
@@ -100,6 +107,12 @@ int cli_kvsim(int argc, char **argv)
 			p.net.kv.sync_ms = (uint32_t)x;
 		else if (!strcmp(a, "--seed") && num(v, 0, 1.8e19, &x) == 0)
 			p.net.seed = strtoull(v, NULL, 10);
+		else if (!strcmp(a, "--ring") && (!strcmp(v, "real") || !strcmp(v, "model")))
+			p.net.real_ring = !strcmp(v, "real");
+		else if (!strcmp(a, "--unreach-ms") && num(v, 1, 1e6, &x) == 0)
+			p.net.unreach_ms = (uint32_t)x;
+		else if (!strcmp(a, "--probe-ms") && num(v, 0, 1e7, &x) == 0)
+			p.net.probe_ms = (uint32_t)x;
 		else if (!strcmp(a, "--detect") &&
 		         cli_range(v, &p.net.detect_min_ms, &p.net.detect_max_ms) == 0)
 			;
@@ -137,7 +150,9 @@ int cli_kvsim(int argc, char **argv)
 		    "\"under_replicated\":%llu,\"over_replicated\":%llu,"
 		    "\"repair_bytes\":%llu,\"repair_data_bytes\":%llu,\"forced_bytes\":%llu,"
 		    "\"repair_data_over_forced\":%.3f,"
-		    "\"repair_bytes_per_node_sec\":%.1f,\"messages\":%llu,\"events\":%llu,"
+		    "\"repair_bytes_per_node_sec\":%.1f,\"ring\":\"%s\",\"ring_messages\":%llu,"
+		    "\"ring_unjoined\":%u,\"ring_wrong_succ\":%u,\"ring_wrong_pred\":%u,"
+		    "\"messages\":%llu,\"events\":%llu,"
 		    "\"virtual_ms\":%llu,\"wall_ms\":%.0f,\"peak_rss_kb\":%ld}\n",
 		    r.nodes, r.live_nodes, (unsigned long long)r.keys, p.net.kv.replicas,
 		    p.net.kv.write_quorum, p.churn, p.fail, (unsigned long long)p.net.seed,
@@ -152,6 +167,8 @@ int cli_kvsim(int argc, char **argv)
 		    (unsigned long long)r.under_replicated, (unsigned long long)r.over_replicated,
 		    (unsigned long long)r.repair_bytes, (unsigned long long)r.repair_data_bytes,
 		    (unsigned long long)r.forced_bytes, ratio, r.repair_per_node_sec,
+		    p.net.real_ring ? "real" : "model", (unsigned long long)r.ring_messages,
+		    r.ring_unjoined, r.ring_wrong_succ, r.ring_wrong_pred,
 		    (unsigned long long)r.messages, (unsigned long long)r.events,
 		    (unsigned long long)r.virtual_ms, r.wall_ms, ru.ru_maxrss);
 		return 0;

@@ -12,6 +12,7 @@
 static const char *node_usage =
     "usage: ringnet node --id NAME --listen HOST:PORT --http HOST:PORT [--join HOST:PORT]...\n"
     "                    [--data DIR] [--key FILE] [--replicas R] [--write-quorum W]\n"
+    "                    [--api-token FILE|none] [--http-tls CERT,KEY]\n"
     "                    [--log-level error|warn|info|debug] [--config FILE]\n"
     "\n"
     "Runs one node of a ring. Its ring id is SHA-1 of NAME. Without --join it starts a new\n"
@@ -24,8 +25,13 @@ static const char *node_usage =
     "                  who reaches --listen is a peer. `ringnet cluster` makes one itself\n"
     "  --replicas R    copies of every key, 1-8 (default 3; every node of a ring alike)\n"
     "  --write-quorum W  copies on disk before a write is acknowledged, 1-R (default 2)\n"
+    "  --api-token FILE  HTTP requests (but /health) need 'Authorization: Bearer TOKEN',\n"
+    "                  the token in FILE; none: they do not. Default: none on a loopback\n"
+    "                  --http, else a token made in DATA/api.token on the first start\n"
+    "  --http-tls CERT,KEY  serve the API over HTTPS with these PEM files\n"
     "  --config FILE   the same settings as JSON: {\"id\": ..., \"listen\": ..., \"http\": ...,\n"
     "                  \"join\": [...], \"data\": ..., \"key\": ..., \"log_level\": ...,\n"
+    "                  \"api_token\": ..., \"http_tls\": ...,\n"
     "                  \"replicas\": 3, \"write_quorum\": 2}; flags win over it\n"
     "HTTP routes:\n"
     "  POST /kv {\"key\": K, \"value\": V}   store V (any JSON) under K\n"
@@ -57,12 +63,13 @@ static int copy(char *dst, size_t len, const char *src)
 static int set_option(node_opts *o, const char *a, const char *v);
 
 /* The settings, as a config file names them and as flags. */
-enum { NODE_NOPTS = 9, NODE_FIRST_NUMBER = 7 };
-static const char *const names[NODE_NOPTS] = {
-    "id", "listen", "http", "join", "data", "log_level", "key", "replicas", "write_quorum"};
-static const char *const flags[NODE_NOPTS] = {"--id",   "--listen",   "--http",
-                                              "--join", "--data",     "--log-level",
-                                              "--key",  "--replicas", "--write-quorum"};
+enum { NODE_NOPTS = 11, NODE_FIRST_NUMBER = 9 };
+static const char *const names[NODE_NOPTS] = {"id",       "listen",    "http",        "join",
+                                              "data",     "log_level", "key",         "api_token",
+                                              "http_tls", "replicas",  "write_quorum"};
+static const char *const flags[NODE_NOPTS] = {
+    "--id",  "--listen",    "--http",     "--join",     "--data",        "--log-level",
+    "--key", "--api-token", "--http-tls", "--replicas", "--write-quorum"};
 
 static bool is_flag(const char *a)
 {
@@ -230,6 +237,18 @@ static int set_option(node_opts *o, const char *a, const char *v)
 			if (!*v || copy(o->key, sizeof o->key, v) < 0)
 				return bad("--key wants the path of a cluster key file, not '%s'",
 				           v);
+		} else if (!strcmp(a, "--api-token")) {
+			if (!*v || copy(o->api_token, sizeof o->api_token, v) < 0)
+				return bad(
+				    "--api-token wants the path of a file holding the token, "
+				    "or none, not '%s'",
+				    v);
+		} else if (!strcmp(a, "--http-tls")) {
+			if (!strchr(v, ',') || copy(o->http_tls, sizeof o->http_tls, v) < 0)
+				return bad(
+				    "--http-tls wants CERT,KEY (the paths of two PEM files), "
+				    "not '%s'",
+				    v);
 		} else if (!strcmp(a, "--log-level")) {
 			static const char *levels[] = {"error", "warn", "info", "debug"};
 			o->log_level = -1;

@@ -1,9 +1,11 @@
-/* auth.c — see auth.h. HMAC-SHA256 and the random generator are OpenSSL's libcrypto. */
+/* auth.c — see auth.h. HMAC-SHA256, AES-256-GCM and the random generator are OpenSSL's
+ * libcrypto. */
 #include "auth.h"
 
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -104,7 +106,7 @@ static void hmac(const uint8_t *key, size_t klen, const uint8_t *data, size_t le
 void auth_session_init(auth_session *s, const uint8_t key[AUTH_KEY], const uint8_t na[AUTH_NONCE],
                        const uint8_t nc[AUTH_NONCE], const char *acceptor)
 {
-	static const char label[] = "ringnet session v1";
+	static const char label[] = "ringnet session v2";
 	uint8_t in[sizeof label + 2 * AUTH_NONCE + 64];
 	size_t alen = strnlen(acceptor, 63), len = 0;
 	memcpy(in, label, sizeof label); /* the NUL too: a separator */
@@ -116,6 +118,7 @@ void auth_session_init(auth_session *s, const uint8_t key[AUTH_KEY], const uint8
 	memcpy(in + len, acceptor, alen);
 	len += alen;
 	hmac(key, AUTH_KEY, in, len, s->k);
+	hmac(s->k, sizeof s->k, (const uint8_t *)"seal", 4, s->ek);
 }
 
 void auth_hello_tag(const auth_session *s, uint8_t tag[AUTH_TAG])
@@ -123,14 +126,48 @@ void auth_hello_tag(const auth_session *s, uint8_t tag[AUTH_TAG])
 	hmac(s->k, sizeof s->k, (const uint8_t *)"hello", 5, tag);
 }
 
-void auth_frame_tag(const auth_session *s, uint64_t seq, const uint8_t *frame, size_t len,
-                    uint8_t tag[AUTH_TAG])
+/* 12-byte GCM nonce: four zero bytes, then seq big-endian. A session's key is used for one
+ * direction of one connection only, so a nonce never repeats under a key. */
+static void seal_iv(uint64_t seq, uint8_t iv[12])
 {
-	uint8_t be[8], k[AUTH_TAG];
+	memset(iv, 0, 4);
 	for (int i = 0; i < 8; i++)
-		be[i] = (uint8_t)(seq >> (56 - 8 * i));
-	hmac(s->k, sizeof s->k, be, sizeof be, k); /* a key of its own for each frame */
-	hmac(k, sizeof k, frame, len, tag);
+		iv[4 + i] = (uint8_t)(seq >> (56 - 8 * i));
+}
+
+/* One AES-256-GCM pass over frame[aad, len) in place; enc 1 seals, 0 opens. */
+static bool gcm(const auth_session *s, uint64_t seq, uint8_t *frame, size_t len, size_t aad,
+                uint8_t tag[AUTH_SEAL], int enc)
+{
+	if (aad > len || len - aad > INT_MAX || aad > INT_MAX)
+		return false;
+	uint8_t iv[12], fin[16];
+	seal_iv(seq, iv);
+	EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+	int n = 0;
+	bool ok = c && EVP_CipherInit_ex(c, EVP_aes_256_gcm(), NULL, s->ek, iv, enc) == 1 &&
+	          (aad == 0 || EVP_CipherUpdate(c, NULL, &n, frame, (int)aad) == 1) &&
+	          (len == aad ||
+	           EVP_CipherUpdate(c, frame + aad, &n, frame + aad, (int)(len - aad)) == 1) &&
+	          (enc || EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, AUTH_SEAL, tag) == 1) &&
+	          EVP_CipherFinal_ex(c, fin, &n) == 1 /* GCM writes nothing */ &&
+	          (!enc || EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, AUTH_SEAL, tag) == 1);
+	EVP_CIPHER_CTX_free(c);
+	return ok;
+}
+
+int auth_seal(const auth_session *s, uint64_t seq, uint8_t *frame, size_t len, size_t aad,
+              uint8_t tag[AUTH_SEAL])
+{
+	return gcm(s, seq, frame, len, aad, tag, 1) ? 0 : -1;
+}
+
+bool auth_open(const auth_session *s, uint64_t seq, uint8_t *frame, size_t len, size_t aad,
+               const uint8_t tag[AUTH_SEAL])
+{
+	uint8_t t[AUTH_SEAL];
+	memcpy(t, tag, sizeof t);
+	return gcm(s, seq, frame, len, aad, t, 0);
 }
 
 bool auth_tag_eq(const uint8_t a[AUTH_TAG], const uint8_t b[AUTH_TAG])

@@ -3,13 +3,16 @@
  * With a key, every connection starts with a handshake and every frame carries a tag:
  *   acceptor -> connector   Na (AUTH_NONCE random bytes)
  *   connector -> acceptor   Nc | HMAC(S, "hello")            where S = HMAC(K, "ringnet
- *                           session v1" | Na | Nc | the acceptor's host:port)
- *   connector -> acceptor   frame | HMAC(HMAC(S, seq), frame) for seq = 0, 1, 2, ...
+ *                           session v2" | Na | Nc | the acceptor's host:port)
+ *   connector -> acceptor   header | AES-256-GCM(E, seq, body, aad = header) | its tag
+ *                           for seq = 0, 1, 2, ..., where E = HMAC(S, "seal")
  * Frames are only ever read on connections others opened, so a node accepts a frame only
- * from someone who knows K; the fresh Na makes every session's tags new (no replay from
- * another connection), seq fixes their order (no replay, drop or reorder within one), and
- * the acceptor's address in S keeps a handshake made with one node from being relayed to
- * another. Nothing is encrypted: a key proves membership, it does not hide the traffic. */
+ * from someone who knows K; the fresh Na makes every session's keys new (no replay from
+ * another connection), seq is the nonce and fixes the order (no replay, drop or reorder
+ * within one), and the acceptor's address in S keeps a handshake made with one node from
+ * being relayed to another. Bodies are encrypted: only holders of K read the traffic; the
+ * 5-byte header (length, type) is authenticated but readable, so frames can be cut out of
+ * the stream before they are opened. */
 #ifndef RN_AUTH_H
 #define RN_AUTH_H
 
@@ -19,11 +22,13 @@
 
 #define AUTH_KEY   32 /* bytes of a cluster key; its file holds them as 64 hex digits */
 #define AUTH_NONCE 16
-#define AUTH_TAG   32
+#define AUTH_TAG   32                      /* the hello's HMAC-SHA256 */
+#define AUTH_SEAL  16                      /* the GCM tag after each frame */
 #define AUTH_HELLO (AUTH_NONCE + AUTH_TAG) /* what the connector sends first */
 
 typedef struct {
-	uint8_t k[AUTH_TAG];
+	uint8_t k[AUTH_TAG];  /* S */
+	uint8_t ek[AUTH_TAG]; /* E: the frames' AES-256 key */
 } auth_session;
 
 /* Reads a key file (64 hex digits; surrounding white space is fine). 0, or -1 with a
@@ -37,8 +42,14 @@ int auth_random(uint8_t *out, size_t len);
 void auth_session_init(auth_session *s, const uint8_t key[AUTH_KEY], const uint8_t na[AUTH_NONCE],
                        const uint8_t nc[AUTH_NONCE], const char *acceptor);
 void auth_hello_tag(const auth_session *s, uint8_t tag[AUTH_TAG]);
-void auth_frame_tag(const auth_session *s, uint64_t seq, const uint8_t *frame, size_t len,
-                    uint8_t tag[AUTH_TAG]);
+/* Encrypts frame[aad, len) in place as frame number seq of the session, the first aad bytes
+ * authenticated as they are, and writes the tag; 0 or -1 (libcrypto failed). */
+int auth_seal(const auth_session *s, uint64_t seq, uint8_t *frame, size_t len, size_t aad,
+              uint8_t tag[AUTH_SEAL]);
+/* Checks and decrypts, in place, what auth_seal made: true when the tag is right (then
+ * frame holds the plain bytes), false otherwise (then frame holds garbage). */
+bool auth_open(const auth_session *s, uint64_t seq, uint8_t *frame, size_t len, size_t aad,
+               const uint8_t tag[AUTH_SEAL]);
 /* Constant-time comparison of two tags. */
 bool auth_tag_eq(const uint8_t a[AUTH_TAG], const uint8_t b[AUTH_TAG]);
 

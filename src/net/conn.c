@@ -8,6 +8,7 @@
  * is closed to open another); a peer that refused a connect is not tried again before its
  * backoff has passed. What incoming connections and the address book can make the node hold
  * is bounded: see "receiving" and "addresses" below, and docs/security.md. */
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -244,17 +245,20 @@ static void write_frame(peer *p, pending *f)
 	w->p = p;
 	w->tcp = p->tcp;
 	w->frame = f;
-	if (p->node->keyed) { /* the frame's tag follows it (auth.h) */
-		uint8_t *q = realloc(f->buf, f->len + AUTH_TAG);
-		if (!q) {
+	if (p->node->keyed) { /* the body is sealed, its tag follows it (auth.h) */
+		uint8_t *q = realloc(f->buf, f->len + AUTH_SEAL);
+		if (q)
+			f->buf = q;
+		if (!q ||
+		    auth_seal(&p->sess, p->seq_out++, q, f->len, WIRE_HEADER, q + f->len) < 0) {
+			if (q) /* the stream's sequence has a gap now */
+				nd_drop_connection(p);
 			free(w);
 			hand_back(p->node, f);
 			nd_free_frame(f);
 			return;
 		}
-		f->buf = q;
-		auth_frame_tag(&p->sess, p->seq_out++, f->buf, f->len, f->buf + f->len);
-		f->len += AUTH_TAG;
+		f->len += AUTH_SEAL;
 	}
 	uv_buf_t b = uv_buf_init((char *)f->buf, (unsigned)f->len);
 	int rc = uv_write(&w->req, (uv_stream_t *)p->tcp, &b, 1, on_write);
@@ -336,6 +340,15 @@ static void on_out_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 		LOG_D(p->node, "connection to %s closed: %s", p->addr, uv_strerror((int)nread));
 		nd_drop_connection(p);
 		fail_queue(p);
+		return;
+	}
+	if (!p->node->keyed && nread > 0) { /* only a keyed acceptor says anything: its nonce */
+		nd_log_rl(
+		    p->node, LOG_AUTH, 0,
+		    "the peer at %s asks for the cluster key (it opened with a handshake) and "
+		    "this node has none: it cannot join that ring; start it with --key FILE, "
+		    "the ring's key",
+		    p->addr);
 		return;
 	}
 	if (p->authing && nread > 0) {
@@ -440,6 +453,9 @@ void nd_send_frame(node *n, ring_addr to, pending *f)
 	uv_tcp_nodelay(p->tcp, 1);
 	p->tcp->data = p;
 	p->connect.data = p;
+	struct sockaddr_in src = n->peers[0].sa; /* from the --listen address (sender_ok) */
+	src.sin_port = 0;
+	uv_tcp_bind(p->tcp, (const struct sockaddr *)&src, 0);
 	if (uv_tcp_connect(&p->connect, p->tcp, (const struct sockaddr *)&p->sa, on_connect) < 0) {
 		nd_drop_connection(p);
 		connect_failed(p, now);
@@ -548,6 +564,29 @@ static bool in_keep(inconn *c, const uint8_t *data, size_t k)
 }
 
 /* Handles every whole frame in the buffer; false when the peer sent garbage. */
+/* A frame's claimed sender must listen on the address its connection came from: a
+ * stranger cannot speak for another host's node (its answers would go there). Outgoing
+ * connections are bound to the node's --listen address so that its own frames pass. */
+static bool sender_ok(inconn *c, ring_addr from)
+{
+	node *n = c->node;
+	if (from == RING_ADDR_NONE || from >= n->npeers ||
+	    n->peers[from].sa.sin_addr.s_addr == c->ip)
+		return true;
+	char got[INET_ADDRSTRLEN] = "?";
+	inet_ntop(AF_INET, &c->ip, got, sizeof got);
+	n->spoofed++;
+	nd_log_rl(n, LOG_BAD_FRAME, 1,
+	          "a frame claims to be from %s but came from %s: closing that connection",
+	          n->peers[from].addr, got);
+	return false;
+}
+
+static bool member_sender_ok(void *c, ring_addr from)
+{
+	return sender_ok(c, from);
+}
+
 static bool consume(inconn *c)
 {
 	node *n = c->node;
@@ -561,7 +600,8 @@ static bool consume(inconn *c)
 		if (c->len - off < WIRE_HEADER + (size_t)blen)
 			break;
 		if (type == WIRE_MEMBER) {
-			if (!nd_member_on_frame(n, c->buf + off + WIRE_HEADER, blen))
+			if (!nd_member_on_frame(n, c->buf + off + WIRE_HEADER, blen,
+			                        member_sender_ok, c))
 				return false;
 			off += WIRE_HEADER + blen;
 			continue;
@@ -570,6 +610,10 @@ static bool consume(inconn *c)
 			wire_kv kv;
 			if (wire_decode_kv(c->buf + off + WIRE_HEADER, blen, &n->book, &kv) < 0)
 				return false;
+			if (!sender_ok(c, kv.m.from.addr)) {
+				wire_kv_free(&kv);
+				return false;
+			}
 			n->frames_in++;
 			nd_kv_on_frame(n, &kv.m);
 			wire_kv_free(&kv);
@@ -578,7 +622,8 @@ static bool consume(inconn *c)
 		}
 		ring_msg m;
 		ring_peer peers[RING_MAX_SUCC];
-		if (wire_decode_ring(c->buf + off + WIRE_HEADER, blen, &n->book, &m, peers) < 0)
+		if (wire_decode_ring(c->buf + off + WIRE_HEADER, blen, &n->book, &m, peers) < 0 ||
+		    !sender_ok(c, m.from.addr))
 			return false;
 		m.to = 0;
 		if (m.from.addr != RING_ADDR_NONE && m.from.addr < n->npeers)
@@ -640,16 +685,15 @@ static int in_frames(inconn *c, uint8_t *buf, size_t len, size_t *left)
 		if (wire_header(buf + off, &blen, &type) < 0)
 			return IN_BAD;
 		size_t flen = WIRE_HEADER + (size_t)blen;
-		if (len - off < flen + AUTH_TAG)
+		if (len - off < flen + AUTH_SEAL)
 			break;
-		auth_frame_tag(&c->sess, c->seq_in, buf + off, flen, tag);
-		if (!auth_tag_eq(tag, buf + off + flen))
+		if (!auth_open(&c->sess, c->seq_in, buf + off, flen, WIRE_HEADER, buf + off + flen))
 			return IN_AUTH;
 		c->seq_in++;
 		size_t one = flen;
 		if (!consume_at(c, buf + off, &one))
 			return IN_BAD;
-		off += flen + AUTH_TAG;
+		off += flen + AUTH_SEAL;
 	}
 	memmove(buf, buf + off, len - off);
 	*left = len - off;

@@ -78,6 +78,11 @@ static char *metrics_text(node *n)
 	P("# HELP ringnet_peer_bad_frames_total Malformed frames (each closed its connection).\n"
 	  "# TYPE ringnet_peer_bad_frames_total counter\nringnet_peer_bad_frames_total %llu\n",
 	  (unsigned long long)n->bad_frames);
+	P("# HELP ringnet_peer_spoofed_frames_total Frames whose claimed sender does not listen on "
+	  "the address they came from (each closed its connection; counted in bad frames too).\n"
+	  "# TYPE ringnet_peer_spoofed_frames_total counter\nringnet_peer_spoofed_frames_total "
+	  "%llu\n",
+	  (unsigned long long)n->spoofed);
 	P("# HELP ringnet_peer_undeliverable_total Messages handed back: peer unreachable.\n"
 	  "# TYPE ringnet_peer_undeliverable_total counter\nringnet_peer_undeliverable_total "
 	  "%llu\n",
@@ -277,6 +282,8 @@ static enum MHD_Result reply(http_req *q, struct MHD_Connection *c, unsigned sta
 	bool prom = q->route && !strcmp(q->route, "/metrics") && status == 200;
 	MHD_add_response_header(r, "Content-Type",
 	                        prom ? "text/plain; version=0.0.4" : "application/json");
+	if (status == MHD_HTTP_UNAUTHORIZED)
+		MHD_add_response_header(r, "WWW-Authenticate", "Bearer realm=\"ringnet\"");
 	enum MHD_Result ok = MHD_queue_response(c, status, r);
 	MHD_destroy_response(r);
 	return ok;
@@ -511,6 +518,14 @@ static enum MHD_Result on_http(void *cls, struct MHD_Connection *c, const char *
 		 * until the connection times out: refuse it before it is sent */
 		const char *te = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
 		                                             MHD_HTTP_HEADER_TRANSFER_ENCODING);
+		if (strcmp(url, "/health") != 0 &&
+		    !nd_api_authorized(n, MHD_lookup_connection_value(
+		                              c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION))) {
+			r->route = "other";
+			return bad_request(r, c, MHD_HTTP_UNAUTHORIZED,
+			                   "this node wants 'Authorization: Bearer TOKEN' (its "
+			                   "--api-token)");
+		}
 		if (te && strcasecmp(te, "chunked") != 0) {
 			r->route = "other";
 			return bad_request(r, c, MHD_HTTP_NOT_IMPLEMENTED,
@@ -696,13 +711,22 @@ struct MHD_Daemon *nd_http_start(node *n, const struct sockaddr_in *sa, int port
 	/* The limits keep one client (slowloris: many connections, each sending a header line
 	 * now and then) from taking every connection: one address gets HTTP_PER_IP of the
 	 * HTTP_MAX_CONNS, and a connection silent for HTTP_TIMEOUT_S is closed. */
+	struct MHD_OptionItem tls[] = {
+	    {MHD_OPTION_HTTPS_MEM_CERT, 0, n->tls_cert},
+	    {MHD_OPTION_HTTPS_MEM_KEY, 0, n->tls_key},
+	    {MHD_OPTION_END, 0, NULL},
+	};
+	unsigned flags =
+	    MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME;
+	if (n->tls_cert)
+		flags |= MHD_USE_TLS;
 	return MHD_start_daemon(
-	    MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME,
-	    (uint16_t)port, NULL, NULL, on_http, n, MHD_OPTION_EXTERNAL_LOGGER, on_http_log, n,
-	    MHD_OPTION_SOCK_ADDR, sa, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_TIMEOUT_S,
+	    flags, (uint16_t)port, NULL, NULL, on_http, n, MHD_OPTION_EXTERNAL_LOGGER, on_http_log,
+	    n, MHD_OPTION_SOCK_ADDR, sa, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_TIMEOUT_S,
 	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP_MAX_CONNS,
 	    MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)HTTP_PER_IP, MHD_OPTION_NOTIFY_CONNECTION,
-	    on_http_conn, n, MHD_OPTION_NOTIFY_COMPLETED, on_http_done, n, MHD_OPTION_END);
+	    on_http_conn, n, MHD_OPTION_NOTIFY_COMPLETED, on_http_done, n, MHD_OPTION_ARRAY,
+	    n->tls_cert ? tls : tls + 2, MHD_OPTION_END);
 }
 
 void nd_http_stop(node *n)

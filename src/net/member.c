@@ -274,7 +274,8 @@ static ring_addr intern_name(node *n, const char *s)
 	return nd_book_intern(n, s);
 }
 
-bool nd_member_on_frame(node *n, const uint8_t *body, size_t len)
+bool nd_member_on_frame(node *n, const uint8_t *body, size_t len,
+                        bool (*sender_ok)(void *conn, ring_addr from), void *conn)
 {
 	struct nd_member *m = n->mem;
 	if (!m)
@@ -289,7 +290,7 @@ bool nd_member_on_frame(node *n, const uint8_t *body, size_t len)
 	member_msg mm = {
 	    .type = (uint8_t)w->type, .to = 0, .seq = w->seq, .target = MEMBER_ADDR_NONE};
 	mm.from = intern_name(n, w->from);
-	if (mm.from == RING_ADDR_NONE || mm.from == 0)
+	if (mm.from == RING_ADDR_NONE || mm.from == 0 || !sender_ok(conn, mm.from))
 		goto out;
 	learn_id(m, mm.from, &w->from_id);
 	if (w->target && w->target[0]) {

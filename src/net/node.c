@@ -158,6 +158,7 @@ static void on_snapshot(uv_timer_t *t)
 	uint64_t now = uv_now(&n->loop);
 	nd_conn_sweep(n);
 	nd_anchor_lookup(n, now);
+	nd_merge_probe(n, now);
 	nd_save_peers(n);
 	if (!n->stopping && !ring_joined(n->ring) && n->ncandidates &&
 	    now - n->join_tried_at >= REJOIN_EVERY_MS) {
@@ -289,6 +290,11 @@ int node_run(const node_opts *o)
 	if (store_migrated(n->st))
 		LOG_I(n, "moved %llu keys from the store layout of an older version",
 		      (unsigned long long)store_migrated(n->st));
+	if (nd_api_auth_setup(n, hhost, err, sizeof err) < 0) {
+		fprintf(stderr, "ringnet node: %s\n", err);
+		exit_code = 2; /* like a bad flag: starting again would not help */
+		goto out_loop;
+	}
 	if (nd_kv_start(n) < 0) {
 		fprintf(stderr, "ringnet node: out of memory\n");
 		goto out_loop;
@@ -346,6 +352,7 @@ out_loop:
 	uv_loop_close(&n->loop);
 	nd_member_stop(n);
 	kv_free(n->kv);
+	nd_api_auth_free(n);
 	store_close(n->st);
 	free(n->kvq);
 	ring_node_free(n->ring);

@@ -18,6 +18,10 @@ typedef struct {
 	int log_level;    /* 0 error, 1 warn, 2 info, 3 debug */
 	int replicas;     /* R: copies of every key (0: the default, 3) */
 	int write_quorum; /* W: copies committed before a write is acknowledged (0: 2) */
+	/* --api-token: a file holding the HTTP API's bearer token, or "none"; "" means none on
+	 * a loopback --http, and DATA/api.token (made on first start) on any other address */
+	char api_token[256];
+	char http_tls[512]; /* --http-tls CERT,KEY: PEM files; "": plain HTTP */
 } node_opts;
 
 /* Parses "host:port" (an IPv4 address or "localhost"); 0 or -1. */

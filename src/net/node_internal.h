@@ -34,6 +34,7 @@ struct MHD_Connection;
 #define REJOIN_EVERY_MS     1000         /* not in a ring yet: try the next known peer */
 #define ANCHOR_EVERY_MS     5000         /* look up successor(0), the ring's smallest id */
 #define ANCHOR_BIT          (1ull << 62) /* request ids of those lookups */
+#define MERGE_EVERY_MS      5000         /* probe a known peer: is another ring there? */
 #define LEAVE_WAIT_MS       3000         /* on SIGTERM, wait this long for the leave pushes */
 
 /* What a stranger on the peer port can make a node hold (docs/security.md). */
@@ -50,6 +51,7 @@ struct MHD_Connection;
 #define HTTP_MAX_CONNS 512              /* HTTP connections at once (libmicrohttpd closes more) */
 #define HTTP_PER_IP    64               /* ... from one IPv4 address */
 #define HTTP_TIMEOUT_S 10               /* an HTTP connection silent this long is closed */
+#define API_TOKEN_MAX  256              /* bytes of an --api-token */
 
 /* The bounds, as /metrics names them (ringnet_limit_hits_total{limit=...}). */
 enum {
@@ -186,6 +188,7 @@ typedef struct node {
 	wire_book book;
 	bool stopping;
 	/* counters for /metrics and /health (loop thread; published in snapshots) */
+	uint64_t spoofed; /* frames whose claimed sender is not where they came from */
 	uint64_t frames_in, frames_out, bad_frames, bytes_in, bytes_out, unreachable;
 	unsigned nout, nin; /* open connections */
 	uint64_t refused_conns;
@@ -200,6 +203,9 @@ typedef struct node {
 	uint8_t rbuf[IN_READ_CHUNK];     /* every incoming connection reads into this */
 	bool keyed;                      /* --key: peers must know the cluster key */
 	uint8_t key[AUTH_KEY];
+	/* the HTTP API's guards (api_auth.c): a bearer token, TLS (PEM text; NULL: plain) */
+	char api_token[API_TOKEN_MAX + 1]; /* "": no token asked */
+	char *tls_cert, *tls_key;
 	uint64_t auth_failed;
 	uint64_t msgs_in[RING_MSG_LEAVE + 1], msgs_out[RING_MSG_LEAVE + 1];
 	uint64_t lookups, lookup_hops, lookups_failed;
@@ -238,7 +244,8 @@ typedef struct node {
 	bool restarted;   /* DATA/peers named peers: this node was in a ring before */
 	ring_peer anchor; /* successor(0), the ring's smallest id, saved with the peers */
 	uint64_t anchor_at, anchor_seq;
-	char *saved_peers; /* what DATA/peers holds now */
+	uint64_t merge_at, merge_seq; /* nd_merge_probe */
+	char *saved_peers;            /* what DATA/peers holds now */
 	/* HTTP */
 	struct MHD_Daemon *mhd;
 	pthread_mutex_t lock;
@@ -317,6 +324,14 @@ void nd_kv_expire(node *n, bool all);
 void nd_publish(node *n);
 /* Starts libmicrohttpd on its own thread at sa; NULL when it cannot. */
 struct MHD_Daemon *nd_http_start(node *n, const struct sockaddr_in *sa, int port);
+
+/* api_auth.c */
+/* Sets up --api-token and --http-tls for the HTTP API on host (see node.h); 0, or -1 with
+ * a message in err. */
+int nd_api_auth_setup(node *n, const char *host, char *err, size_t errlen);
+/* Whether an Authorization header value carries the node's token (true when none is asked). */
+bool nd_api_authorized(const node *n, const char *authorization);
+void nd_api_auth_free(node *n);
 void nd_http_stop(node *n);
 
 /* ---- member.c ---- */
@@ -326,8 +341,10 @@ void nd_http_stop(node *n);
 int nd_member_start(node *n);
 void nd_member_stop(node *n); /* after the loop is closed */
 void nd_member_leave(node *n);
-/* A WIRE_MEMBER frame's body; false when malformed (the connection is closed). */
-bool nd_member_on_frame(node *n, const uint8_t *body, size_t len);
+/* A WIRE_MEMBER frame's body; false when malformed or when sender_ok(conn, from) says
+ * its claimed sender cannot have sent it (the connection is closed). */
+bool nd_member_on_frame(node *n, const uint8_t *body, size_t len,
+                        bool (*sender_ok)(void *conn, ring_addr from), void *conn);
 /* The address book is about to reuse slot a for another address. */
 void nd_member_forget(node *n, ring_addr a);
 /* Loop thread: swaps in the snapshot nd_member_list returns. */
@@ -346,5 +363,6 @@ bool nd_restart_ring(node *n);
 void nd_try_join(node *n);
 void nd_save_peers(node *n);
 void nd_anchor_lookup(node *n, uint64_t now);
+void nd_merge_probe(node *n, uint64_t now);
 
 #endif

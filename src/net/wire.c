@@ -94,7 +94,7 @@ int wire_decode_ring(const uint8_t *body, size_t len, const wire_book *b, ring_m
 	int rc = RN_EPROTO;
 	memset(m, 0, sizeof *m);
 	if (w->type < RING_MSG_FIND_SUCC || w->type > RING_MSG_LEAVE ||
-	    w->purpose > RING_FOR_FINGER || w->finger >= RN_ID_BITS || w->key.len != RN_ID_BYTES ||
+	    w->purpose > RING_FOR_MERGE || w->finger >= RN_ID_BITS || w->key.len != RN_ID_BYTES ||
 	    w->n_peers > RING_MAX_SUCC)
 		goto out;
 	m->type = (uint8_t)w->type;

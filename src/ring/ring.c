@@ -488,6 +488,22 @@ static void start_lookup(ring_node *n, uint64_t now, const rn_id *key, uint8_t p
 	route(n, now, &m, o);
 }
 
+static void done(ring_node *n, ring_out *o);
+
+void ring_probe(ring_node *n, uint64_t now, ring_addr addr, ring_out *o)
+{
+	if (!n->joined || addr == n->self.addr || addr == RING_ADDR_NONE)
+		return;
+	ring_msg *m = emit(n, o, RING_MSG_FIND_SUCC, addr);
+	if (!m)
+		return;
+	m->purpose = RING_FOR_MERGE;
+	m->origin = n->self;
+	m->key = n->self.id;
+	m->req = ++C(n)->req_seq;
+	done(n, o);
+}
+
 void ring_lookup(ring_node *n, uint64_t now, const rn_id *key, uint64_t req, ring_out *o)
 {
 	start_lookup(n, now, key, RING_FOR_USER, 0, req, o);
@@ -549,6 +565,23 @@ static void on_found(ring_node *n, uint64_t now, const ring_msg *m, ring_out *o)
 		C(n)->t_stab = now; /* stabilize at once to learn the successor list */
 		event(o, RING_EV_JOINED, &m->result);
 		break;
+	case RING_FOR_MERGE: {
+		const ring_peer *r = &m->result;
+		if (!m->ok || !n->joined || !peer_valid(n, r) || m->origin.addr != n->self.addr)
+			break;
+		if (n->nsucc && (r->addr == n->succ[0].addr ||
+		                 !rn_id_in_oo(&r->id, &n->self.id, &n->succ[0].id)))
+			break; /* our successor is at least as close: the rings agree here */
+		ring_peer list[RING_MAX_SUCC];
+		size_t k = 0;
+		list[k++] = *r;
+		for (unsigned i = 0; i < n->nsucc && k < RING_MAX_SUCC; i++)
+			list[k++] = n->succ[i];
+		ring_set_successors(n, list, k);
+		C(n)->t_stab = now; /* learn its successor list, and notify it, at once */
+		event(o, RING_EV_SUCC_CHANGED, &n->succ[0]);
+		break;
+	}
 	case RING_FOR_FINGER:
 		if (!C(n)->finger_pending || m->req != C(n)->finger_req)
 			break;
@@ -880,6 +913,9 @@ void ring_on_unreachable(ring_node *n, uint64_t now, const ring_msg *m, ring_out
 			C(n)->join_pending = 0; /* retried from ring_tick */
 			break;
 		}
+		if (m->purpose == RING_FOR_MERGE && m->origin.addr == n->self.addr)
+			break; /* the other ring is not there (yet): the driver probes again later
+			        */
 		if (n->joined) {
 			ring_msg again = *m;
 			again.hops = m->hops ? m->hops - 1 : 0; /* the failed attempt was no hop */

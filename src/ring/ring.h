@@ -66,7 +66,12 @@ typedef enum {
 } ring_msg_type;
 
 /* Why the origin of a lookup asked: the answer goes to the application or to the ring. */
-typedef enum { RING_FOR_USER = 0, RING_FOR_JOIN = 1, RING_FOR_FINGER = 2 } ring_purpose;
+typedef enum {
+	RING_FOR_USER = 0,
+	RING_FOR_JOIN = 1,
+	RING_FOR_FINGER = 2,
+	RING_FOR_MERGE = 3, /* ring_probe: is our successor the one another ring would give? */
+} ring_purpose;
 
 typedef struct {
 	uint8_t type;    /* ring_msg_type */
@@ -150,6 +155,13 @@ void ring_forget(ring_node *n, uint64_t now, ring_addr addr, ring_out *out);
 /* Periodic work that is due: stabilize, fix_fingers, check_predecessor, timeouts. */
 void ring_tick(ring_node *n, uint64_t now, ring_out *out);
 
+/* Ask the peer at addr, which may belong to another ring (after a partition healed, say),
+ * for the successor of our own id. An answer between us and our successor becomes our
+ * successor (RING_EV_SUCC_CHANGED), and stabilize and notify then zip the two rings
+ * together; a stabilize alone never merges two rings that each closed on themselves.
+ * The driver calls it now and then with a peer it knows of outside its successor list.
+ * An unreachable addr is simply forgotten. */
+void ring_probe(ring_node *n, uint64_t now, ring_addr addr, ring_out *out);
 /* Start a lookup of key; the answer arrives as RING_EV_LOOKUP_DONE with the same req. */
 void ring_lookup(ring_node *n, uint64_t now, const rn_id *key, uint64_t req, ring_out *out);
 

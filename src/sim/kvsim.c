@@ -10,7 +10,7 @@
 #include "../lib/err.h"
 #include "../lib/grow.h"
 
-enum { EV_MSG = 1, EV_LOOKUP, EV_UNREACH, EV_VIEW, EV_TICK };
+enum { EV_MSG = 1, EV_LOOKUP, EV_UNREACH, EV_VIEW, EV_TICK, EV_RING, EV_RING_BACK, EV_RING_TICK };
 
 typedef struct kvs_event {
 	uint64_t at, seq;
@@ -19,6 +19,7 @@ typedef struct kvs_event {
 	uint64_t req;
 	rn_id key;
 	kv_msg m;
+	ring_msg rm; /* EV_RING, EV_RING_BACK: its peers live in blob */
 	uint8_t *blob;
 } kvs_event;
 
@@ -103,7 +104,7 @@ static void set_view_now(kvs_net *t, uint32_t i)
 {
 	kvs_node *x = t->n[i];
 	x->view_due = UINT64_MAX;
-	if (!x->alive || !x->in_ring)
+	if (!x->alive || !x->in_ring || t->p.real_ring)
 		return;
 	uint32_t k = lower_index(t, &x->id), n = t->nlive;
 	ring_peer pred = {t->n[t->live[(k + n - 1) % n]]->id, t->live[(k + n - 1) % n]};
@@ -124,7 +125,7 @@ static void set_view_now(kvs_net *t, uint32_t i)
 static void views_changed(kvs_net *t, uint32_t k)
 {
 	uint32_t n = t->nlive;
-	if (!n)
+	if (!n || t->p.real_ring) /* the ring cores find out by themselves */
 		return;
 	for (uint32_t d = 0; d <= KVS_NSUCC + 2; d++) {
 		uint32_t i = t->live[(k + n - KVS_NSUCC - 1 + d) % n];
@@ -281,7 +282,9 @@ static void d_lookup(void *ctx, const rn_id *kid, uint64_t req)
 {
 	kvs_net *t = net_of(ctx);
 	kvs_event e = {.kind = EV_LOOKUP, .from = index_of(ctx), .req = req, .key = *kid};
-	e.at = t->now + 2 * t->p.latency_max_ms; /* a lookup takes a few hops */
+	/* modelled: a lookup takes a few hops; real_ring: the ring core takes them, after the
+	 * kv core has returned */
+	e.at = t->p.real_ring ? t->now : t->now + 2 * t->p.latency_max_ms;
 	heap_push(t, e);
 }
 
@@ -290,6 +293,170 @@ static void d_reply(void *ctx, uint64_t client, const kv_reply *r)
 	kvs_net *t = net_of(ctx);
 	if (t->p.on_reply)
 		t->p.on_reply(t->p.arg, client, r);
+}
+
+/* ---- real_ring: the Chord core on every node, driven as src/net drives it ---- */
+
+static uint32_t latency(kvs_net *t)
+{
+	uint32_t span = t->p.latency_max_ms - t->p.latency_min_ms;
+	return t->p.latency_min_ms + (span ? rn_rng_below(&t->rng, span + 1) : 0);
+}
+
+/* The kv core's view from the ring core's state, as the node's kv_view does. */
+static void ring_view(kvs_net *t, uint32_t i)
+{
+	kvs_node *x = t->n[i];
+	ring_peer succ[RING_MAX_SUCC];
+	size_t ns = ring_successors(x->ring, succ, RING_MAX_SUCC);
+	kv_set_view(x->kv, t->now, ring_joined(x->ring), ring_predecessor(x->ring), succ, ns);
+}
+
+static void ring_schedule(kvs_net *t, uint32_t i, uint64_t wake)
+{
+	kvs_node *x = t->n[i];
+	if (wake == UINT64_MAX || !x->alive || wake >= x->ring_due)
+		return;
+	x->ring_due = wake < t->now ? t->now : wake;
+	heap_push(t, (kvs_event){.kind = EV_RING_TICK, .to = i, .at = x->ring_due});
+}
+
+/* Sends what one call of node i's ring core put in t->out, and hands its events to the
+ * kv core (outside any kv call: the cores are not re-entrant). */
+static void ring_drain(kvs_net *t, uint32_t i)
+{
+	kvs_node *x = t->n[i];
+	ring_out *o = &t->out;
+	for (size_t j = 0; j < o->nmsgs; j++) {
+		const ring_msg *m = &o->msgs[j];
+		if (m->to >= t->count)
+			continue;
+		kvs_event e = {.kind = EV_RING, .from = i, .to = m->to, .rm = *m};
+		e.at = t->now + latency(t);
+		if (m->npeers) {
+			e.blob = malloc(m->npeers * sizeof *m->peers);
+			if (!e.blob)
+				continue; /* as a frame lost: the core's timers cover it */
+			memcpy(e.blob, m->peers, m->npeers * sizeof *m->peers);
+			e.rm.peers = (const ring_peer *)e.blob;
+		}
+		t->ring_messages++;
+		heap_push(t, e);
+	}
+	bool view = false;
+	for (size_t j = 0; j < o->nevents; j++) {
+		const ring_event *ev = &o->events[j];
+		if (ev->type == RING_EV_LOOKUP_DONE)
+			kv_on_lookup(x->kv, t->now, ev->req, ev->ok, ev->result);
+		else
+			view = true;
+	}
+	uint64_t wake = o->wake_at;
+	ring_out_reset(o);
+	if (view)
+		ring_view(t, i);
+	ring_schedule(t, i, wake);
+	schedule(t, i);
+}
+
+/* A new ring core for node i, joined through a random live node (or a ring of its own);
+ * while t->booting, left alone for kvs_ring_bootstrap. */
+static int ring_start(kvs_net *t, uint32_t i)
+{
+	kvs_node *x = t->n[i];
+	ring_node_free(x->ring);
+	x->ring = ring_node_new(&t->p.ring, &x->id, i);
+	if (!x->ring)
+		return RN_ENOMEM;
+	x->ring_due = UINT64_MAX;
+	uint32_t boot = UINT32_MAX;
+	for (int tries = 0; tries < 8 && t->nlive && boot == UINT32_MAX; tries++) {
+		uint32_t b = t->live[rn_rng_below(&t->rng, t->nlive)];
+		if (b != i && t->n[b]->alive && ring_joined(t->n[b]->ring))
+			boot = b;
+	}
+	ring_out_reset(&t->out);
+	if (t->booting)
+		return 0;
+	if (boot == UINT32_MAX)
+		ring_create(x->ring, t->now, &t->out);
+	else
+		ring_join(x->ring, t->now, boot, &t->out);
+	ring_drain(t, i);
+	ring_view(t, i);
+	return 0;
+}
+
+void kvs_ring_bootstrap(kvs_net *t)
+{
+	t->booting = false;
+	uint32_t n = t->nlive;
+	for (uint32_t k = 0; k < n; k++) {
+		uint32_t i = t->live[k];
+		kvs_node *x = t->n[i];
+		ring_peer succ[RING_MAX_SUCC];
+		size_t ns = 0;
+		for (uint32_t j = 1; j <= t->p.ring.successors && j < n; j++) {
+			uint32_t s = t->live[(k + j) % n];
+			succ[ns++] = (ring_peer){t->n[s]->id, s};
+		}
+		if (!ns)
+			succ[ns++] = (ring_peer){x->id, i}; /* a ring of one */
+		ring_set_successors(x->ring, succ, ns);
+		uint32_t pi = t->live[(k + n - 1) % n];
+		ring_peer pred = {t->n[pi]->id, pi};
+		ring_set_predecessor(x->ring, &pred);
+		for (unsigned f = 0; f < t->p.ring.bits;) {
+			rn_id start;
+			ring_finger_start(x->ring, f, &start);
+			uint32_t s = t->live[lower_index(t, &start) % n];
+			ring_peer fp = {t->n[s]->id, s};
+			unsigned end = ring_finger_span(x->ring, f, &fp.id);
+			if (end <= f)
+				end = f + 1;
+			ring_set_fingers(x->ring, f, end, &fp);
+			f = end;
+		}
+		ring_view(t, i);
+		ring_out_reset(&t->out);
+		ring_tick(x->ring, t->now, &t->out);
+		ring_drain(t, i);
+	}
+}
+
+static void ring_deliver(kvs_net *t, kvs_event *e)
+{
+	kvs_node *to = t->n[e->to], *from = t->n[e->from];
+	ring_out_reset(&t->out);
+	if (e->kind == EV_RING_TICK) {
+		if (!to->alive || to->ring_due != e->at)
+			return;
+		to->ring_due = UINT64_MAX;
+		ring_tick(to->ring, t->now, &t->out);
+		ring_drain(t, e->to);
+		if (t->p.probe_ms && t->now - to->probe_at >= t->p.probe_ms) {
+			/* any node it may have heard of, dead ones too, as the node's book */
+			to->probe_at = t->now;
+			ring_out_reset(&t->out);
+			ring_probe(to->ring, t->now, (ring_addr)rn_rng_below(&t->rng, t->count),
+			           &t->out);
+			ring_drain(t, e->to);
+		}
+		ring_view(t, e->to); /* the successor list may have moved without an event */
+	} else if (e->kind == EV_RING && to->alive) {
+		ring_on_msg(to->ring, t->now, &e->rm, &t->out);
+		ring_drain(t, e->to);
+	} else if (e->kind == EV_RING && from->alive) {
+		/* a connect to a dead node fails: the message comes back to its sender */
+		kvs_event b = *e;
+		b.kind = EV_RING_BACK;
+		b.at = t->now + t->p.unreach_ms;
+		e->blob = NULL; /* now b's */
+		heap_push(t, b);
+	} else if (e->kind == EV_RING_BACK && from->alive) {
+		ring_on_unreachable(from->ring, t->now, &e->rm, &t->out);
+		ring_drain(t, e->from);
+	}
 }
 
 static int start_core(kvs_net *t, uint32_t i)
@@ -305,13 +472,14 @@ static int start_core(kvs_net *t, uint32_t i)
 	x->view_due = UINT64_MAX;
 	x->tick_due = UINT64_MAX;
 	schedule(t, i);
-	return 0;
+	return t->p.real_ring ? ring_start(t, i) : 0;
 }
 
 kvs_net *kvs_new(const kvs_params *p)
 {
 	if (kv_config_check(&p->kv) < 0 || p->latency_min_ms > p->latency_max_ms ||
-	    p->detect_min_ms > p->detect_max_ms)
+	    p->detect_min_ms > p->detect_max_ms ||
+	    (p->real_ring && (ring_config_check(&p->ring) < 0 || p->ring.bits != p->kv.bits)))
 		return NULL;
 	kvs_net *t = calloc(1, sizeof *t);
 	if (!t)
@@ -326,6 +494,7 @@ void kvs_free(kvs_net *t)
 	if (!t)
 		return;
 	for (uint32_t i = 0; i < t->count; i++) {
+		ring_node_free(t->n[i]->ring);
 		kv_free(t->n[i]->kv);
 		memstore_free(t->n[i]->st);
 		free(t->n[i]);
@@ -411,8 +580,17 @@ static void deliver(kvs_net *t, kvs_event *e)
 			heap_push(t, u);
 		}
 		break;
+	case EV_RING:
+	case EV_RING_BACK:
+	case EV_RING_TICK:
+		ring_deliver(t, e);
+		break;
 	case EV_LOOKUP:
-		if (from->alive && t->nlive) {
+		if (from->alive && t->p.real_ring) {
+			ring_out_reset(&t->out);
+			ring_lookup(from->ring, t->now, &e->key, e->req, &t->out);
+			ring_drain(t, e->from);
+		} else if (from->alive && t->nlive) {
 			uint32_t s = t->live[lower_index(t, &e->key)];
 			kv_on_lookup(from->kv, t->now, e->req, true, (ring_peer){t->n[s]->id, s});
 			schedule(t, e->from);
@@ -746,6 +924,18 @@ static int final_check(experiment *x)
 		memstore_scan(n->st, &z, &z, false, tally_one, &c);
 		r->store_bytes += memstore_bytes(n->st);
 	}
+	/* real_ring: how far the Chord cores are from the true ring at the end */
+	for (uint32_t k = 0; k < t->nlive && t->p.real_ring; k++) {
+		ring_node *rn = t->n[t->live[k]]->ring;
+		uint32_t next = t->live[(k + 1) % t->nlive],
+		         prev = t->live[(k + t->nlive - 1) % t->nlive];
+		if (!ring_joined(rn))
+			r->ring_unjoined++;
+		else if (t->nlive > 1 && ring_successor(rn).addr != next)
+			r->ring_wrong_succ++;
+		if (t->nlive > 1 && ring_predecessor(rn).addr != prev)
+			r->ring_wrong_pred++;
+	}
 	uint32_t want = t->nlive < t->p.kv.replicas ? t->nlive : t->p.kv.replicas;
 	for (uint64_t i = 0; i < nk; i++) {
 		key_state *k = &x->keys[i];
@@ -792,6 +982,10 @@ void kvsim_params_default(kvsim_params *p)
 	p->net.latency_max_ms = 50;
 	p->net.detect_min_ms = 1000; /* a ring notices a crash or a join in 1-3 s */
 	p->net.detect_max_ms = 3000;
+	p->net.unreach_ms = 1000; /* a connect to a crashed host gives up */
+	p->net.probe_ms = 5000;   /* as the node (MERGE_EVERY_MS) */
+	ring_config_default(&p->net.ring);
+	p->net.ring.bits = p->net.kv.bits;
 	p->net.seed = 1;
 }
 
@@ -834,8 +1028,10 @@ int kvsim_run(const kvsim_params *p, kvsim_result *r)
 	experiment x = {.p = p, .r = r};
 	/* noticing (the detection delay), a digest round that finds the gap, its answer and
 	 * the copy: what it takes to make a lost copy again */
-	r->repair_interval_ms =
-	    p->net.detect_max_ms + 2ull * p->net.kv.sync_ms + 4ull * p->net.latency_max_ms;
+	uint64_t detect = p->net.real_ring ? (uint64_t)p->net.ring.check_pred_ms +
+	                                         p->net.ring.stabilize_ms + p->net.unreach_ms
+	                                   : p->net.detect_max_ms;
+	r->repair_interval_ms = detect + 2ull * p->net.kv.sync_ms + 4ull * p->net.latency_max_ms;
 	kvs_params np = p->net;
 	np.on_reply = on_reply;
 	np.arg = &x;
@@ -854,9 +1050,12 @@ int kvsim_run(const kvsim_params *p, kvsim_result *r)
 	}
 	if (ring_peers_sort(x.by_kid, p->keys) < 0)
 		goto out;
+	x.t->booting = p->net.real_ring;
 	for (uint32_t i = 0; i < p->nodes; i++)
 		if (kvs_add(x.t, NULL) == UINT32_MAX)
 			goto out;
+	if (p->net.real_ring)
+		kvs_ring_bootstrap(x.t);
 	kvs_run(x.t, 5000); /* the views settle */
 	/* load: every key written once, spread over time so no node is flooded */
 	uint64_t load_ms = p->keys * 1000 / (p->nodes * 50ull) + 1000;
@@ -892,6 +1091,7 @@ int kvsim_run(const kvsim_params *p, kvsim_result *r)
 	r->live_nodes = x.t->nlive;
 	r->keys = p->keys;
 	r->messages = x.t->messages;
+	r->ring_messages = x.t->ring_messages;
 	r->events = x.t->events;
 	r->virtual_ms = x.t->now;
 	uint64_t secs = (x.t->now - churn_start) / 1000;

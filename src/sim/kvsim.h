@@ -2,8 +2,10 @@
  * an event heap with random message latency, crashes that keep a node's store (as a disk
  * would) and bounce what is sent to it, joins, and a ring view per node that follows the
  * true membership after a detection delay drawn per node and change (what a ring's
- * stabilization or a failure detector would give it). Lookups are answered from the true
- * membership. Deterministic: one seed, one run.
+ * stabilization or a failure detector would give it), with lookups answered from the true
+ * membership; or (real_ring) the Chord core itself on every node, whose successor lists,
+ * lookups and failure detection the kv cores then live with, as in the node.
+ * Deterministic: one seed, one run.
  *
  * Two layers: the network (kvs_*: the driver of the cores, used by tests/unit/test_kv.c
  * to build scenarios) and the experiment (kvsim_run: a workload of writes and reads under
@@ -18,6 +20,7 @@
 #include "../kv/kv.h"
 #include "../kv/memstore.h"
 #include "../lib/rng.h"
+#include "../ring/ring.h"
 
 #define KVS_NSUCC 8 /* successors in a node's view */
 
@@ -33,6 +36,9 @@ typedef struct {
 	uint64_t tick_due; /* a tick is scheduled for then (UINT64_MAX: none) */
 	kvs_net *t;        /* the driver's context: nodes never move */
 	uint32_t i;
+	ring_node *ring;   /* with real_ring: the node's Chord core (src/ring) */
+	uint64_t ring_due; /* its tick is scheduled for then (UINT64_MAX: none) */
+	uint64_t probe_at; /* its last ring_probe */
 } kvs_node;
 
 /* Called for every client reply: the client handle given to kvs_client. */
@@ -42,6 +48,15 @@ typedef struct {
 	kv_config kv;
 	uint32_t latency_min_ms, latency_max_ms; /* one-way */
 	uint32_t detect_min_ms, detect_max_ms;   /* 0, 0: views change at once */
+	/* Run the real Chord core (src/ring) on every node, as the node does: views come from
+	 * its successor list and predecessor, lookups are its lookups, joins its joins, and a
+	 * crash is found by its own stabilize and check_predecessor (a message to a dead node
+	 * comes back as undeliverable after unreach_ms). The detect_* delays are then unused. */
+	bool real_ring;
+	uint32_t unreach_ms; /* real_ring: a send to a crashed node fails after this */
+	uint32_t probe_ms;   /* real_ring: each node probes a random known node this often,
+	                      * as the node does (ring_probe); 0: never */
+	ring_config ring;    /* real_ring: the cores' settings (bits = kv.bits) */
 	uint64_t seed;
 	kvs_reply_fn on_reply;
 	void *arg;
@@ -58,12 +73,19 @@ struct kvs_net {
 	uint64_t seq, now;
 	rn_rng rng;
 	uint64_t messages, events, msg_bytes;
+	uint64_t ring_messages; /* real_ring: Chord messages sent */
+	ring_out out;           /* real_ring: one core call's output (calls never nest) */
+	bool booting;           /* real_ring: nodes added now wait for kvs_ring_bootstrap */
 };
 
 kvs_net *kvs_new(const kvs_params *p);
 void kvs_free(kvs_net *t);
 /* A node with a random id (or *id), joined at once. Returns its index. */
 uint32_t kvs_add(kvs_net *t, const rn_id *id);
+/* real_ring: the nodes added while t->booting was set get their successor lists,
+ * predecessors and fingers from the true membership (as `ringnet sim` builds a static
+ * ring); nodes added later join through the ring protocol. */
+void kvs_ring_bootstrap(kvs_net *t);
 /* Crash: the core stops, its store stays. */
 void kvs_kill(kvs_net *t, uint32_t i);
 /* Restart a crashed node: a new core on the old store. */
@@ -109,6 +131,10 @@ typedef struct {
 	                              * reach a new one, counted once each */
 	double repair_per_node_sec;  /* bytes per live node per second of churn */
 	uint64_t messages, events;
+	uint64_t ring_messages; /* real_ring: Chord messages (not in messages) */
+	/* real_ring, at the end: live nodes not in a ring, or whose successor or predecessor
+	 * is not the true one */
+	uint32_t ring_unjoined, ring_wrong_succ, ring_wrong_pred;
 	uint64_t virtual_ms;
 	double wall_ms;
 	uint64_t store_bytes; /* records held, all nodes, at the end */

@@ -7,6 +7,8 @@ replaying a good session on a new connection; none may be stored. The same frame
 by this test's own implementation of the protocol with the right key is stored, which
 shows the attempts fail for the key and not for the test. A node with a wrong key, or
 none, cannot join. `ringnet cluster` makes a key of its own and its nodes form a ring."""
+import ctypes
+import ctypes.util
 import hashlib
 import hmac
 import os
@@ -30,6 +32,45 @@ def write_key(path, key):
         f.write(key.hex() + "\n")
 
 
+def _libcrypto():
+    lib = ctypes.CDLL(ctypes.util.find_library("crypto") or "libcrypto.so.3")
+    lib.EVP_CIPHER_CTX_new.restype = ctypes.c_void_p
+    lib.EVP_aes_256_gcm.restype = ctypes.c_void_p
+    lib.EVP_EncryptInit_ex.argtypes = [ctypes.c_void_p] * 5
+    lib.EVP_EncryptUpdate.argtypes = [ctypes.c_void_p, ctypes.c_void_p,
+                                      ctypes.POINTER(ctypes.c_int), ctypes.c_char_p,
+                                      ctypes.c_int]
+    lib.EVP_EncryptFinal_ex.argtypes = [ctypes.c_void_p, ctypes.c_void_p,
+                                        ctypes.POINTER(ctypes.c_int)]
+    lib.EVP_CIPHER_CTX_ctrl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
+                                        ctypes.c_void_p]
+    lib.EVP_CIPHER_CTX_free.argtypes = [ctypes.c_void_p]
+    return lib
+
+
+CRYPTO = _libcrypto()
+
+
+def seal(ek, seq, frame):
+    """header | AES-256-GCM(body, aad = header) | tag, as src/net/auth.c seals frame seq,
+    through OpenSSL's libcrypto (the test's own implementation of the protocol)."""
+    iv = bytes(4) + seq.to_bytes(8, "big")
+    ctx = CRYPTO.EVP_CIPHER_CTX_new()
+    n = ctypes.c_int(0)
+    body = ctypes.create_string_buffer(max(1, len(frame) - 5))
+    fin = ctypes.create_string_buffer(16)
+    tag = ctypes.create_string_buffer(16)
+    assert CRYPTO.EVP_EncryptInit_ex(ctx, CRYPTO.EVP_aes_256_gcm(), None, ek, iv) == 1
+    assert CRYPTO.EVP_EncryptUpdate(ctx, None, ctypes.byref(n), frame[:5], 5) == 1
+    if len(frame) > 5:
+        assert CRYPTO.EVP_EncryptUpdate(ctx, body, ctypes.byref(n), frame[5:],
+                                        len(frame) - 5) == 1
+    assert CRYPTO.EVP_EncryptFinal_ex(ctx, fin, ctypes.byref(n)) == 1
+    assert CRYPTO.EVP_CIPHER_CTX_ctrl(ctx, 0x10, 16, tag) == 1  # EVP_CTRL_GCM_GET_TAG
+    CRYPTO.EVP_CIPHER_CTX_free(ctx)
+    return frame[:5] + body.raw[:len(frame) - 5] + tag.raw
+
+
 def sealed_session(sock, key, acceptor, frames):
     """Plays the connector's side of the handshake (src/net/auth.h) and sends frames;
     returns every byte sent after the nonce, for a replay."""
@@ -40,12 +81,12 @@ def sealed_session(sock, key, acceptor, frames):
             raise OSError("closed before the nonce")
         na += more
     nc = os.urandom(16)
-    s = hmac.new(key, b"ringnet session v1\0" + na + nc + acceptor.encode(),
+    s = hmac.new(key, b"ringnet session v2\0" + na + nc + acceptor.encode(),
                  hashlib.sha256).digest()
+    ek = hmac.new(s, b"seal", hashlib.sha256).digest()
     out = nc + hmac.new(s, b"hello", hashlib.sha256).digest()
     for seq, fr in enumerate(frames):
-        k = hmac.new(s, seq.to_bytes(8, "big"), hashlib.sha256).digest()
-        out += fr + hmac.new(k, fr, hashlib.sha256).digest()
+        out += seal(ek, seq, fr)
     sock.sendall(out)
     return out
 
@@ -86,17 +127,17 @@ def main():
             reply = "127.0.0.99:9"
 
             # no handshake: a plain frame, as an unkeyed node would send it
-            s = connect_from("127.0.0.1", victim.peer)
+            s = connect_from("127.0.0.99", victim.peer)
             s.sendall(kv_put_frame(k_plain, b'"evil, and long enough to pass for a hello"', reply))
             check("a frame without the handshake closes the connection", closed(s))
             s.close()
             # the handshake with a wrong key
-            s = connect_from("127.0.0.1", victim.peer)
+            s = connect_from("127.0.0.99", victim.peer)
             sealed_session(s, wrong, victim.addr, [kv_put_frame(k_wrong, b'"evil"', reply)])
             check("a wrong key closes the connection", closed(s))
             s.close()
             # the right key: stored (so the two above failed for the key alone)
-            s = connect_from("127.0.0.1", victim.peer)
+            s = connect_from("127.0.0.99", victim.peer)
             sent = sealed_session(s, key, victim.addr,
                                   [kv_put_frame(k_good, b'"ok"', reply)])
             time.sleep(0.5)
@@ -105,7 +146,7 @@ def main():
                   body)
             s.close()
             # replaying that session's bytes on a new connection (a fresh nonce)
-            s = connect_from("127.0.0.1", victim.peer)
+            s = connect_from("127.0.0.99", victim.peer)
             s.recv(16)
             s.sendall(sent.replace(k_good.encode(), k_replay.encode()))
             check("a replayed session closes the connection", closed(s))
@@ -126,6 +167,10 @@ def main():
             for o in others:
                 _, h = get(o.http, "/health")
                 check(f"node {o.name} without the key has not joined", not h.get("joined"), h)
+            with open(f"{logdir}/n.log") as f:
+                said = f.read()
+            check("the node without a key says why it cannot join",
+                  "asks for the cluster key" in said and "--key FILE" in said, said[-2000:])
             ok, state = converge(nodes, timeout=10)
             check("the keyed ring is unchanged", ok, state)
         finally:

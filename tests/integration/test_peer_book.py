@@ -17,16 +17,17 @@ t = Checks("peer_book")
 check = t.check
 
 
-def send_pings(port, addrs, budget_s=60):
-    """PINGs from each of addrs, 100 to a write, on a new connection whenever the node
-    closes one (it does when it cannot learn an address); how many were written."""
+def send_pings(port, addrs, src="127.0.0.1", budget_s=60):
+    """PINGs from each of addrs, 100 to a write, on a new connection from src (the host the
+    addresses claim, or the node refuses them) whenever the node closes one (it does when
+    it cannot learn an address); how many were written."""
     sent, deadline, s = 0, time.time() + budget_s, None
     for i in range(0, len(addrs), 100):
         if time.time() > deadline:
             break
         batch = addrs[i:i + 100]
         try:
-            s = s or connect_from("127.0.0.1", port, timeout=10)
+            s = s or connect_from(src, port, timeout=10)
             s.sendall(b"".join(ring_frame(RING_PING, a, req=i + k) for k, a in enumerate(batch)))
             sent += len(batch)
         except OSError:
@@ -59,7 +60,7 @@ def main():
 
             # thousands of made-up peers
             fakes = [f"127.0.0.99:{p}" for p in range(20000, 26000)]
-            sent = send_pings(victim.peer, fakes)
+            sent = send_pings(victim.peer, fakes, src="127.0.0.99")
             check("the stranger named 6,000 peers", sent == len(fakes), sent)
             time.sleep(1)
             check("the flooded node is alive", victim.proc.poll() is None)

@@ -90,6 +90,31 @@ try:
 except ValueError:
     check("deterministic runs print JSON", False, a.stdout[:200])
 
+# --ring real: the Chord core on every node too; its own joins, lookups and detection
+for churn in ("0", "1"):
+    r = run(*base, "--churn", churn, "--ring", "real", "--json")
+    check(f"real ring, churn {churn} exits 0", r.returncode == 0, r.stderr[-300:])
+    try:
+        j = json.loads(r.stdout)
+    except ValueError:
+        check(f"real ring, churn {churn} prints JSON", False, r.stdout[:200])
+        continue
+    check(f"real ring, churn {churn}: the Chord cores ran",
+          j["ring"] == "real" and j["ring_messages"] > 150 * 40, j)
+    check(f"real ring, churn {churn}: no acknowledged write lost", j["lost_writes"] == 0, j)
+    check(f"real ring, churn {churn}: no false 404", j["reads_false_404"] == 0, j)
+    check(f"real ring, churn {churn}: every key on its replicas at the end",
+          j["under_replicated"] == 0 and j["over_replicated"] == 0, j)
+    check(f"real ring, churn {churn}: the clients did work",
+          j["writes_acked"] > 6000 and j["reads"] > 5000, j)
+    check(f"real ring, churn {churn}: the rings are exact at the end",
+          j["ring_unjoined"] == 0 and j["ring_wrong_succ"] == 0 and j["ring_wrong_pred"] == 0, j)
+    if churn == "0":
+        check("real ring, no churn: no stale read", j["reads_stale"] == 0, j)
+r = run("3", "--ring", "chord")
+check("--ring chord exits 2 and names the problem", r.returncode == 2 and "bad value" in r.stderr,
+      r.stderr[:200])
+
 # the text form ends with the verdict
 r = run(*base, "--churn", "1")
 check("text report ends with the verdict", r.stdout.strip().splitlines()[-1].startswith("No write lost"),

@@ -1,5 +1,6 @@
-/* The cluster key's file and tags (src/net/auth.c): a key file is read exactly, a new one
- * is private, and every input of a tag changes it. */
+/* The cluster key's file, tags and seals (src/net/auth.c): a key file is read exactly, a
+ * new one is private, every input of a tag changes it, and a sealed frame opens only as it
+ * was sealed. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -98,14 +99,53 @@ static void test_tags_depend_on_every_input(void **state)
 		auth_hello_tag(&t, y);
 		assert_false(auth_tag_eq(x, y));
 	}
-	const uint8_t frame[] = {0, 0, 0, 2, 1, 9}, frame2[] = {0, 0, 0, 2, 1, 8};
-	auth_frame_tag(&s, 0, frame, sizeof frame, x);
-	auth_frame_tag(&s, 0, frame, sizeof frame, y);
-	assert_true(auth_tag_eq(x, y));
-	auth_frame_tag(&s, 1, frame, sizeof frame, y); /* another place in the stream */
-	assert_false(auth_tag_eq(x, y));
-	auth_frame_tag(&s, 0, frame2, sizeof frame2, y); /* another frame */
-	assert_false(auth_tag_eq(x, y));
+}
+
+/* A sealed frame opens with the same session and sequence number only; any change to
+ * its header, body or tag, another sequence number or another session fails. */
+static void test_seal_open(void **state)
+{
+	(void)state;
+	uint8_t key[AUTH_KEY] = {1}, na[AUTH_NONCE] = {3}, nc[AUTH_NONCE] = {4};
+	auth_session s, t;
+	auth_session_init(&s, key, na, nc, "127.0.0.1:6001");
+	auth_session_init(&t, key, na, nc, "127.0.0.1:6002");
+	enum { LEN = 5 + 300 };
+	uint8_t plain[LEN], f[LEN], g[LEN], tag[AUTH_SEAL], tag2[AUTH_SEAL];
+	for (int i = 0; i < LEN; i++)
+		plain[i] = (uint8_t)(i * 7);
+	memcpy(f, plain, LEN);
+	assert_int_equal(auth_seal(&s, 5, f, LEN, 5, tag), 0);
+	assert_memory_equal(f, plain, 5);                   /* the header stays readable */
+	assert_memory_not_equal(f + 5, plain + 5, LEN - 5); /* the body does not */
+	memcpy(g, f, LEN);
+	assert_true(auth_open(&s, 5, g, LEN, 5, tag));
+	assert_memory_equal(g, plain, LEN);
+	/* the same frame sealed again at another place in the stream looks different */
+	memcpy(g, plain, LEN);
+	assert_int_equal(auth_seal(&s, 6, g, LEN, 5, tag2), 0);
+	assert_memory_not_equal(g + 5, f + 5, LEN - 5);
+	struct {
+		const auth_session *s;
+		uint64_t seq;
+		int flip; /* byte of the frame to change, -1 none, LEN: the tag */
+	} bad[] = {{&s, 6, -1}, {&t, 5, -1},      {&s, 5, 0},  {&s, 5, 4},
+	           {&s, 5, 5},  {&s, 5, LEN - 1}, {&s, 5, LEN}};
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		memcpy(g, f, LEN);
+		memcpy(tag2, tag, AUTH_SEAL);
+		if (bad[i].flip == LEN)
+			tag2[0] ^= 1;
+		else if (bad[i].flip >= 0)
+			g[bad[i].flip] ^= 0x40;
+		assert_false(auth_open(bad[i].s, bad[i].seq, g, LEN, 5, tag2));
+	}
+	/* a frame that is only a header: authenticated, nothing to encrypt */
+	memcpy(g, plain, 5);
+	assert_int_equal(auth_seal(&s, 0, g, 5, 5, tag), 0);
+	assert_true(auth_open(&s, 0, g, 5, 5, tag));
+	g[1] ^= 1;
+	assert_false(auth_open(&s, 0, g, 5, 5, tag));
 }
 
 static int setup(void **state)
@@ -129,6 +169,7 @@ int main(void)
 	    cmocka_unit_test(test_key_file),
 	    cmocka_unit_test(test_new_key_file),
 	    cmocka_unit_test(test_tags_depend_on_every_input),
+	    cmocka_unit_test(test_seal_open),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

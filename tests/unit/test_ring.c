@@ -395,6 +395,56 @@ static void test_concurrent_joins(void **state)
 	net_free(t);
 }
 
+/* Two rings that formed apart (a partition) stay two under stabilize alone; nodes that
+ * now and then probe a peer they know of (ring_probe) zip them into the one ring of all. */
+static void test_partitioned_rings_merge(void **state)
+{
+	(void)state;
+	for (uint64_t seed = 0; seed < 3; seed++) {
+		rn_rng rng;
+		rn_rng_seed(&rng, 70 + seed);
+		net *t = net_new(160, RING_LOOKUP_SCALABLE, 4);
+		const int half = 16;
+		for (int side = 0; side < 2; side++)
+			for (int i = 0; i < half; i++) {
+				rn_id id;
+				rn_id_random(&id, &rng, 160);
+				int k = add(t, &id);
+				if (i == 0)
+					ring_create(t->node[k], t->now, &t->out);
+				else /* through a node of its own side only */
+					ring_join(t->node[k], t->now,
+					          (ring_addr)(side * half +
+					                      (int)rn_rng_below(&rng, (uint64_t)i)),
+					          &t->out);
+				collect(t, (uint32_t)k);
+				pump(t);
+				tick_all(t, 1000);
+			}
+		for (int round = 0; round < 100; round++)
+			tick_all(t, 1000);
+		assert_false(ring_is_correct(t)); /* still two rings */
+		int rounds = -1;
+		for (int round = 1; round <= 300 && rounds < 0; round++) {
+			for (int i = 0; i < t->n;
+			     i++) /* a fifth of the nodes probe a random peer */
+				if (rn_rng_below(&rng, 5) == 0) {
+					ring_probe(t->node[i], t->now,
+					           (ring_addr)rn_rng_below(&rng, (uint64_t)t->n),
+					           &t->out);
+					collect(t, (uint32_t)i);
+					pump(t);
+				}
+			tick_all(t, 1000);
+			if (ring_is_correct(t))
+				rounds = round;
+		}
+		assert_true(rounds > 0);
+		check_lookups(t, &rng, 10, 161);
+		net_free(t);
+	}
+}
+
 static void test_two_nodes_and_leave(void **state)
 {
 	(void)state;
@@ -614,6 +664,7 @@ int main(void)
 	    cmocka_unit_test(test_join_one_by_one),
 	    cmocka_unit_test(test_concurrent_joins),
 	    cmocka_unit_test(test_two_nodes_and_leave),
+	    cmocka_unit_test(test_partitioned_rings_merge),
 	    cmocka_unit_test(test_failures_repaired),
 	    cmocka_unit_test(test_forget_dead_peers),
 	    cmocka_unit_test(test_finger_runs_match_plain_array),
