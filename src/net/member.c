@@ -22,7 +22,8 @@
 #include "member.pb-c.h"
 #include "node_internal.h"
 
-#define MEMBER_TICK_MS 50
+#define MEMBER_TICK_MS    50
+#define NODE_SUSPICION_MS 2000
 
 typedef struct {
 	member_addr a;
@@ -209,6 +210,10 @@ int nd_member_start(node *n)
 	m->ids = calloc(MAX_PEERS, sizeof *m->ids);
 	m->has_id = calloc(MAX_PEERS, 1);
 	member_config_default(&m->cfg, MAX_PEERS);
+	/* real nodes get twice the simulator's suspicion timeout (4 s below 100 members,
+	 * memberlist's floor): a node starved of CPU (a loaded host, a sanitizer build)
+	 * answers late, and a false death here costs the ring a repair */
+	m->cfg.suspicion_ms = NODE_SUSPICION_MS;
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	/* a restarted process starts above its last incarnation: seconds since 2024 */
