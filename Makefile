@@ -19,6 +19,7 @@ run: build
 	./$(BUILD)/ringnet cluster --nodes 5
 
 test: deps format-check
+	@bash scripts/deps.sh --test
 	@cmake -S . -B $(TEST_BUILD) -DCMAKE_BUILD_TYPE=Debug -DRINGNET_SANITIZE=ON -DBUILD_TESTING=ON >/dev/null
 	@cmake --build $(TEST_BUILD) -j $(JOBS)
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF >/dev/null

@@ -10,11 +10,19 @@ pkgs=(
   libprotobuf-c-dev protobuf-c-compiler libcurl4-openssl-dev
   python3 gnuplot-nox time
   clang libclang-rt-14-dev
+  tar xz-utils # `ringnet data fetch` unpacks the AirNow archive (the query tests use it)
 )
 
 # `scripts/deps.sh --bench` adds what the benchmarks measure ringnet against
 if [ "${1:-}" = "--bench" ]; then
   pkgs+=(wrk nginx-light etcd-server etcd-client hyperfine curl)
+  pkgs+=(iproute2) # bench/query_netns.sh: network namespaces
+fi
+
+# `scripts/deps.sh --test` (make test) adds what tests/container runs the image with: podman
+# with the runc runtime, its network backend and DNS, and docker-compose for deploy/compose.yaml
+if [ "${1:-}" = "--test" ]; then
+  pkgs+=(podman runc netavark aardvark-dns iptables docker-compose)
 fi
 
 missing=()

@@ -1,6 +1,7 @@
 /* client_cmd.c — `ringnet put|get|del|peers|ring`: a thin HTTP client for a node.
  * Exit codes: 0 ok, 1 not found, 2 usage, 3 node unreachable or failing. */
 #include <curl/curl.h>
+#include <errno.h>
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -11,11 +12,12 @@
 #include "cli.h"
 
 static const char *client_usage =
-    "usage: ringnet put KEY VALUE [--string] [--node URL]\n"
+    "usage: ringnet put KEY VALUE|-|@FILE [--string] [--node URL]\n"
     "       ringnet get KEY [--node URL]\n"
     "       ringnet del KEY [--node URL]\n"
     "       ringnet peers [--node URL]\n"
     "       ringnet ring [--node URL]\n"
+    "       ringnet health [--node URL]\n"
     "\n"
     "Talks to any node of the ring; it forwards to the key's owner. URL is\n"
     "http://HOST:PORT or just HOST:PORT; it defaults to $RINGNET_NODE, else\n"
@@ -23,16 +25,17 @@ static const char *client_usage =
     "JSON (42, true, {\"a\":1}) and as a string otherwise, or always with --string.\n"
     "A node that asks for a token (its --api-token) gets $RINGNET_API_TOKEN; for an\n"
     "https:// node, $RINGNET_CACERT names the CA file to trust (else the system's).\n"
-    "Exit status: 0 ok, 1 key not found, 2 usage error, 3 node unreachable or failing.\n";
+    "VALUE '-' reads the value from standard input, '@FILE' from a file (up to 1 MiB);\n"
+    "to store a string that starts with '@', or is '-', give it as JSON: '\"@x\"'.\n"
+    "Exit status: 0 ok, 1 key not found, 2 usage error, 3 node unreachable or failing.\n"
+    "`ringnet health` is a container's health check: it asks the node's GET /health\n"
+    "(URL defaults to $RINGNET_NODE, else $RINGNET_HTTP, the address `ringnet node`\n"
+    "serves on, over HTTPS when $RINGNET_HTTP_TLS is set too) and exits 0 when the node\n"
+    "answers \"ok\", 1 otherwise.\n";
 
-typedef struct {
-	char *data;
-	size_t len;
-} buf;
-
-static size_t on_data(char *p, size_t size, size_t n, void *ctx)
+size_t cli_collect(char *p, size_t size, size_t n, void *ctx)
 {
-	buf *b = ctx;
+	cli_buf *b = ctx;
 	char *q = realloc(b->data, b->len + size * n + 1);
 	if (!q)
 		return 0;
@@ -45,31 +48,24 @@ static size_t on_data(char *p, size_t size, size_t n, void *ctx)
 
 /* One request; the status in *status, the body in *out (caller frees). 0 or -1. rid: the
  * Idempotency-Key that makes a retried write safe, or NULL. */
-static int http(const char *method, const char *url, const char *body, const char *rid,
-                long *status, char **out)
+int cli_http(const char *method, const char *url, const char *body, const char *rid, long *status,
+             char **out)
 {
 	CURL *c = curl_easy_init();
 	if (!c)
 		return -1;
-	buf b = {NULL, 0};
+	cli_buf b = {NULL, 0};
 	struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
-	char idem[96], bearer[300];
+	char idem[96];
 	if (rid) {
 		snprintf(idem, sizeof idem, "Idempotency-Key: %s", rid);
 		h = curl_slist_append(h, idem);
 	}
-	/* a node that asks for a token (its --api-token), a CA for an https:// node */
-	const char *token = getenv("RINGNET_API_TOKEN"), *ca = getenv("RINGNET_CACERT");
-	if (token && *token && strlen(token) < sizeof bearer - 32) {
-		snprintf(bearer, sizeof bearer, "Authorization: Bearer %s", token);
-		h = curl_slist_append(h, bearer);
-	}
-	if (ca && *ca)
-		curl_easy_setopt(c, CURLOPT_CAINFO, ca);
+	h = cli_auth(c, h);
 	curl_easy_setopt(c, CURLOPT_URL, url);
 	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, cli_collect);
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
 	curl_easy_setopt(c, CURLOPT_TIMEOUT, 15L);
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
@@ -95,7 +91,7 @@ static int usage_error(const char *msg, const char *arg)
 }
 
 /* The node's error message, or the raw body. */
-static void print_error(long status, const char *body)
+void cli_print_error(long status, const char *body)
 {
 	json_t *j = body ? json_loads(body, 0, NULL) : NULL;
 	const char *msg = j ? json_string_value(json_object_get(j, "error")) : NULL;
@@ -106,7 +102,13 @@ static void print_error(long status, const char *body)
 
 int cli_client(const char *cmd, int argc, char **argv)
 {
+	bool health = !strcmp(cmd, "health"), tls = false;
 	const char *node = getenv("RINGNET_NODE");
+	if (health && (!node || !*node)) {
+		node = getenv("RINGNET_HTTP");
+		const char *t = getenv("RINGNET_HTTP_TLS"); /* the node's own --http-tls */
+		tls = t && *t;
+	}
 	if (!node || !*node)
 		node = "http://127.0.0.1:5001";
 	const char *pos[3] = {NULL, NULL, NULL};
@@ -136,20 +138,34 @@ int cli_client(const char *cmd, int argc, char **argv)
 		return usage_error("wrong number of arguments for '%s'", cmd);
 	if ((put || get || del) && !*pos[0])
 		return usage_error("the key is empty%s", "");
-	/* HOST:PORT is taken as http://HOST:PORT */
 	char node_url[512];
-	const char *colon = strrchr(node, ':');
-	if (strncmp(node, "http://", 7) != 0 && !strstr(node, "://") && colon && colon != node &&
-	    colon[1] && strspn(colon + 1, "0123456789") == strlen(colon + 1) &&
-	    !strchr(node, '/') && strlen(node) < sizeof node_url - 8) {
-		snprintf(node_url, sizeof node_url, "http://%s", node);
-		node = node_url;
+	char tls_url[512];
+	if (tls && !strstr(node, "://") && strlen(node) + 9 < sizeof tls_url) {
+		snprintf(tls_url, sizeof tls_url, "https://%s", node); /* the node's --http-tls */
+		node = tls_url;
 	}
-	if (strncmp(node, "http://", 7) != 0 && strncmp(node, "https://", 8) != 0)
+	const char *base = cli_node_url(node, node_url, sizeof node_url);
+	if (!base)
 		return usage_error(
 		    "--node wants a URL like http://127.0.0.1:5001, https://HOST:PORT "
 		    "or HOST:PORT, not '%s'",
 		    node);
+	node = base;
+	char *loaded = NULL;
+	if (put && (!strcmp(pos[1], "-") || pos[1][0] == '@')) {
+		size_t vlen;
+		loaded = cli_read_value(pos[1], &vlen);
+		if (!loaded)
+			return 2;
+		pos[1] = loaded;
+		if (strlen(loaded) != vlen) {
+			fprintf(stderr,
+			        "ringnet: the value holds NUL bytes: store binary data with "
+			        "ringnet upload\n");
+			free(loaded);
+			return 2;
+		}
+	}
 
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	char url[2048];
@@ -163,6 +179,16 @@ int cli_client(const char *cmd, int argc, char **argv)
 			json_t *v = as_string ? NULL : json_loads(pos[1], JSON_DECODE_ANY, NULL);
 			if (!v)
 				v = json_string(pos[1]);
+			if (!v) {
+				fprintf(stderr,
+				        "ringnet: the value is neither JSON nor UTF-8 text: "
+				        "store binary data with ringnet upload\n");
+				curl_free(esc);
+				curl_easy_cleanup(c);
+				free(loaded);
+				curl_global_cleanup();
+				return 2;
+			}
 			json_t *doc = json_pack("{s:s, s:o}", "key", pos[0], "value", v);
 			body = json_dumps(doc, JSON_COMPACT);
 			json_decref(doc);
@@ -194,7 +220,7 @@ int cli_client(const char *cmd, int argc, char **argv)
 	for (int waited = 0;;) {
 		free(out);
 		out = NULL;
-		rc = http(method, url, body, rid[0] ? rid : NULL, &status, &out);
+		rc = cli_http(method, url, body, rid[0] ? rid : NULL, &status, &out);
 		json_t *j = rc == 0 && status == 503 && out ? json_loads(out, 0, NULL) : NULL;
 		json_int_t after = json_integer_value(json_object_get(j, "retry_after_ms"));
 		json_decref(j);
@@ -205,7 +231,15 @@ int cli_client(const char *cmd, int argc, char **argv)
 		nanosleep(&ts, NULL);
 	}
 	int exit_code = 3;
-	if (rc == 0 && status == 200) {
+	if (health) {
+		json_t *j = rc == 0 && out ? json_loads(out, 0, NULL) : NULL;
+		const char *st = json_string_value(json_object_get(j, "status"));
+		exit_code = status == 200 && st && !strcmp(st, "ok") ? 0 : 1;
+		printf("%s\n", exit_code == 0 ? out : "unhealthy");
+		if (rc == 0 && exit_code)
+			cli_print_error(status, out);
+		json_decref(j);
+	} else if (rc == 0 && status == 200) {
 		exit_code = 0;
 		json_t *j = out ? json_loads(out, 0, NULL) : NULL;
 		if (get) {
@@ -227,13 +261,99 @@ int cli_client(const char *cmd, int argc, char **argv)
 		}
 		json_decref(j);
 	} else if (rc == 0) {
-		print_error(status, out);
+		cli_print_error(status, out);
 		exit_code = status == 404 && (get || del)   ? 1
 		            : status >= 400 && status < 500 ? 2
 		                                            : 3;
 	}
 	free(body);
 	free(out);
+	free(loaded);
 	curl_global_cleanup();
 	return exit_code;
+}
+
+struct curl_slist *cli_auth(void *c, struct curl_slist *h)
+{
+	/* a node that asks for a token (its --api-token), a CA for an https:// node */
+	const char *token = getenv("RINGNET_API_TOKEN"), *ca = getenv("RINGNET_CACERT");
+	char bearer[300];
+	if (token && *token && strlen(token) < sizeof bearer - 32) {
+		snprintf(bearer, sizeof bearer, "Authorization: Bearer %s", token);
+		h = curl_slist_append(h, bearer);
+	}
+	if (ca && *ca)
+		curl_easy_setopt(c, CURLOPT_CAINFO, ca);
+	return h;
+}
+
+const char *cli_node_url(const char *node, char *out, size_t len)
+{
+	/* HOST:PORT is taken as http://HOST:PORT */
+	const char *colon = strrchr(node, ':');
+	if (strncmp(node, "http://", 7) != 0 && !strstr(node, "://") && colon && colon != node &&
+	    colon[1] && strspn(colon + 1, "0123456789") == strlen(colon + 1) &&
+	    !strchr(node, '/') && strlen(node) + 8 < len) {
+		snprintf(out, len, "http://%s", node);
+		return out;
+	}
+	if (strncmp(node, "http://", 7) != 0 && strncmp(node, "https://", 8) != 0)
+		return NULL;
+	/* no trailing '/': routes are appended */
+	size_t n = strlen(node);
+	if (n && node[n - 1] == '/' && n < len) {
+		memcpy(out, node, n - 1);
+		out[n - 1] = '\0';
+		return out;
+	}
+	return node;
+}
+
+/* "-": standard input; "@PATH": the file. The bytes, NUL-terminated, or NULL (said why). */
+char *cli_read_value(const char *arg, size_t *len)
+{
+	bool in = !strcmp(arg, "-");
+	FILE *f = in ? stdin : fopen(arg + 1, "rb");
+	if (!f) {
+		fprintf(stderr, "ringnet: cannot read %s: %s\n", arg + 1, strerror(errno));
+		return NULL;
+	}
+	size_t cap = 4096, n = 0;
+	char *b = malloc(cap);
+	size_t k;
+	while (b && (k = fread(b + n, 1, cap - n - 1, f)) > 0) {
+		n += k;
+		if (n + 1 == cap) {
+			if (cap >= (2u << 20)) { /* the node takes at most 1 MiB per request */
+				fprintf(stderr,
+				        "ringnet: %s is over 1 MiB, more than a value can be: "
+				        "store it with ringnet upload\n",
+				        in ? "standard input" : arg + 1);
+				free(b);
+				b = NULL;
+				break;
+			}
+			char *q = realloc(b, cap * 2);
+			if (!q) {
+				free(b);
+				b = NULL;
+				break;
+			}
+			b = q;
+			cap *= 2;
+		}
+	}
+	if (b && ferror(f)) {
+		fprintf(stderr, "ringnet: cannot read %s: %s\n", in ? "standard input" : arg + 1,
+		        strerror(errno));
+		free(b);
+		b = NULL;
+	}
+	if (!in)
+		fclose(f);
+	if (b) {
+		b[n] = '\0';
+		*len = n;
+	}
+	return b;
 }

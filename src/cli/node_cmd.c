@@ -1,5 +1,7 @@
 /* node_cmd.c — `ringnet node`: arguments, then the real driver. */
+#include <arpa/inet.h>
 #include <jansson.h>
+#include <netdb.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,18 +15,21 @@ static const char *node_usage =
     "usage: ringnet node --id NAME --listen HOST:PORT --http HOST:PORT [--join HOST:PORT]...\n"
     "                    [--data DIR] [--key FILE] [--replicas R] [--write-quorum W]\n"
     "                    [--api-token FILE|none] [--http-tls CERT,KEY]\n"
+    "                    [--max-file SIZE]\n"
     "                    [--log-level error|warn|info|debug] [--config FILE]\n"
     "\n"
     "Runs one node of a ring. Its ring id is SHA-1 of NAME. Without --join it starts a new\n"
     "ring (or, restarted on the same --data, rejoins the peers it knew); with --join (up\n"
     "to 8) it joins the ring of the node listening there. Peers talk to it on --listen (an\n"
-    "IPv4 address other nodes can reach, not 0.0.0.0); the HTTP API is on --http.\n"
+    "IPv4 address other nodes can reach, not 0.0.0.0); the HTTP API is on --http. A HOST\n"
+    "may be a name (a container's, say): it is resolved to its IPv4 address at start.\n"
     "  --data DIR      its LMDB key-value store and saved peers (default ringnet-data/NAME)\n"
     "  --key FILE      the cluster key (64 hex digits): only peers that know it may send\n"
     "                  this node frames, and it sends its own only to them; without it, anyone\n"
     "                  who reaches --listen is a peer. `ringnet cluster` makes one itself\n"
     "  --replicas R    copies of every key, 1-8 (default 3; every node of a ring alike)\n"
     "  --write-quorum W  copies on disk before a write is acknowledged, 1-R (default 2)\n"
+    "  --max-file SIZE the largest file it takes, in bytes or with K, M, G (default 4G)\n"
     "  --api-token FILE  HTTP requests (but /health) need 'Authorization: Bearer TOKEN',\n"
     "                  the token in FILE; none: they do not. Default: none on a loopback\n"
     "                  --http, else a token made in DATA/api.token on the first start\n"
@@ -33,10 +38,17 @@ static const char *node_usage =
     "                  \"join\": [...], \"data\": ..., \"key\": ..., \"log_level\": ...,\n"
     "                  \"api_token\": ..., \"http_tls\": ...,\n"
     "                  \"replicas\": 3, \"write_quorum\": 2}; flags win over it\n"
+    "Environment: RINGNET_ID, RINGNET_LISTEN, RINGNET_HTTP, RINGNET_JOIN (addresses apart\n"
+    "  by commas), RINGNET_DATA, RINGNET_KEY, RINGNET_API_TOKEN_FILE (--api-token),\n"
+    "  RINGNET_HTTP_TLS, RINGNET_REPLICAS, RINGNET_WRITE_QUORUM, RINGNET_MAX_FILE,\n"
+    "  RINGNET_LOG_LEVEL: the same settings; they win over --config, flags win over\n"
+    "  them; an empty one is unset\n"
     "HTTP routes:\n"
     "  POST /kv {\"key\": K, \"value\": V}   store V (any JSON) under K\n"
     "  GET /kv/KEY, DELETE /kv/KEY       read or remove a key (any node forwards to its owner,\n"
     "                                    which coordinates the key's R replicas)\n"
+    "  POST /upload (multipart, field \"file\"), PUT /files/NAME (raw body)  store a file\n"
+    "  GET /download/NAME (Range, HEAD)   read it back; GET /files lists, DELETE /files/NAME\n"
     "  GET /ring     this node, its predecessor, successors and fingers\n"
     "  GET /peers    every peer it knows, with roles and connection state\n"
     "  GET /health   status and frame counters\n"
@@ -63,13 +75,30 @@ static int copy(char *dst, size_t len, const char *src)
 static int set_option(node_opts *o, const char *a, const char *v);
 
 /* The settings, as a config file names them and as flags. */
-enum { NODE_NOPTS = 11, NODE_FIRST_NUMBER = 9 };
-static const char *const names[NODE_NOPTS] = {"id",       "listen",    "http",        "join",
-                                              "data",     "log_level", "key",         "api_token",
-                                              "http_tls", "replicas",  "write_quorum"};
+enum { NODE_NOPTS = 12, NODE_FIRST_NUMBER = 9 };
+static const char *const names[NODE_NOPTS] = {"id",       "listen",    "http",         "join",
+                                              "data",     "log_level", "key",          "api_token",
+                                              "http_tls", "replicas",  "write_quorum", "max_file"};
 static const char *const flags[NODE_NOPTS] = {
-    "--id",  "--listen",    "--http",     "--join",     "--data",        "--log-level",
-    "--key", "--api-token", "--http-tls", "--replicas", "--write-quorum"};
+    "--id",  "--listen",    "--http",     "--join",     "--data",         "--log-level",
+    "--key", "--api-token", "--http-tls", "--replicas", "--write-quorum", "--max-file"};
+
+/* The same settings from the environment (see the usage). RINGNET_API_TOKEN is the clients'
+ * token itself, so the node's --api-token FILE|none is RINGNET_API_TOKEN_FILE. */
+static const struct {
+	const char *var, *flag;
+} envs[] = {{"RINGNET_ID", "--id"},
+            {"RINGNET_LISTEN", "--listen"},
+            {"RINGNET_HTTP", "--http"},
+            {"RINGNET_JOIN", "--join"},
+            {"RINGNET_DATA", "--data"},
+            {"RINGNET_LOG_LEVEL", "--log-level"},
+            {"RINGNET_KEY", "--key"},
+            {"RINGNET_API_TOKEN_FILE", "--api-token"},
+            {"RINGNET_HTTP_TLS", "--http-tls"},
+            {"RINGNET_REPLICAS", "--replicas"},
+            {"RINGNET_WRITE_QUORUM", "--write-quorum"},
+            {"RINGNET_MAX_FILE", "--max-file"}};
 
 static bool is_flag(const char *a)
 {
@@ -139,8 +168,65 @@ static int load_config(node_opts *o, const char *path)
 	return rc;
 }
 
+/* Reads the RINGNET_* variables; one whose flag is on the command line is left out (the flag
+ * wins), and RINGNET_JOIN replaces the config file's join list. */
+static int load_env(node_opts *o, int argc, char **argv)
+{
+	for (size_t i = 0; i < CLI_NELEM(envs); i++) {
+		const char *v = getenv(envs[i].var);
+		bool flagged = false;
+		for (int k = 1; k < argc; k++)
+			flagged |= !strcmp(argv[k], envs[i].flag);
+		if (!v || !*v || flagged)
+			continue;
+		int rc = 0;
+		if (!strcmp(envs[i].flag, "--join")) {
+			o->njoin = 0;
+			char list[NODE_MAX_JOIN * 64 + 64];
+			if (strlen(v) >= sizeof list)
+				rc = bad("RINGNET_JOIN is too long: '%s'", v);
+			else
+				strcpy(list, v);
+			char *save = NULL;
+			for (char *a = rc ? NULL : strtok_r(list, ", ", &save); a && !rc;
+			     a = strtok_r(NULL, ", ", &save))
+				rc = set_option(o, "--join", a);
+		} else {
+			rc = set_option(o, envs[i].flag, v);
+		}
+		if (rc) {
+			fprintf(stderr, "ringnet node: (the bad value is %s's)\n", envs[i].var);
+			return rc;
+		}
+	}
+	return 0;
+}
+
+/* "NAME:PORT" as "A.B.C.D:PORT", NAME's first IPv4 address; 0, or -1 when it has none. */
+static int resolve_hostport(const char *v, char *out, size_t len)
+{
+	const char *colon = strrchr(v, ':');
+	char host[256];
+	if (!colon || colon == v || (size_t)(colon - v) >= sizeof host)
+		return -1;
+	memcpy(host, v, (size_t)(colon - v));
+	host[colon - v] = '\0';
+	struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *res = NULL;
+	if (getaddrinfo(host, NULL, &hints, &res) != 0 || !res)
+		return -1;
+	char ip[INET_ADDRSTRLEN];
+	const struct sockaddr_in *sa = (const struct sockaddr_in *)res->ai_addr;
+	int ok = inet_ntop(AF_INET, &sa->sin_addr, ip, sizeof ip) != NULL;
+	freeaddrinfo(res);
+	if (!ok || (size_t)snprintf(out, len, "%s%s", ip, colon) >= len)
+		return -1;
+	return 0;
+}
+
 int cli_node(int argc, char **argv)
 {
+	if (cli_query_is_cluster(argc, argv)) /* a query cluster file (query_cmd.c) */
+		return cli_query_node(argc, argv);
 	node_opts o;
 	memset(&o, 0, sizeof o);
 	o.log_level = 2;
@@ -151,6 +237,9 @@ int cli_node(int argc, char **argv)
 			if (rc)
 				return rc;
 		}
+	int erc = load_env(&o, argc, argv);
+	if (erc)
+		return erc;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
 		if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -196,16 +285,21 @@ static int set_option(node_opts *o, const char *a, const char *v)
 	{
 		char host[64];
 		int port;
+		char resolved[64];
 		if (!strcmp(a, "--id")) {
 			if (!*v || copy(o->name, sizeof o->name, v) < 0)
 				return bad("--id wants a name of 1 to 63 characters, not '%s'", v);
 		} else if (!strcmp(a, "--listen") || !strcmp(a, "--http") || !strcmp(a, "--join")) {
+			/* a name that is not an address is resolved once, here */
+			if (node_parse_hostport(v, host, sizeof host, &port) < 0 &&
+			    resolve_hostport(v, resolved, sizeof resolved) == 0)
+				v = resolved;
 			if (node_parse_hostport(v, host, sizeof host, &port) < 0 ||
 			    !strcmp(host, "0.0.0.0")) {
 				char what[160];
 				snprintf(what, sizeof what,
-				         "%s wants HOST:PORT with an IPv4 address or localhost, "
-				         "not '%%s'",
+				         "%s wants HOST:PORT with an IPv4 address, localhost or a "
+				         "name that resolves to one, not '%%s'",
 				         a);
 				return bad(what, v);
 			}
@@ -233,6 +327,27 @@ static int set_option(node_opts *o, const char *a, const char *v)
 				          "'%s'",
 				    v);
 			*(!strcmp(a, "--replicas") ? &o->replicas : &o->write_quorum) = (int)x;
+		} else if (!strcmp(a, "--max-file")) {
+			char *end;
+			unsigned long long x = strtoull(v, &end, 10);
+			int shift = 0;
+			if (*end && strchr("KkMmGgTt", *end)) {
+				shift = strchr("Kk", *end)   ? 10
+				        : strchr("Mm", *end) ? 20
+				        : strchr("Gg", *end) ? 30
+				                             : 40;
+				end++;
+				if (*end == 'i')
+					end++;
+				if (*end == 'B')
+					end++;
+			}
+			if (!*v || *v == '-' || *end || x < 1 || x > (16ull << 30) >> shift)
+				return bad("--max-file wants a size from 1 byte to 16G (like 4G or "
+				           "500M), not "
+				           "'%s'",
+				           v);
+			o->max_file = x << shift;
 		} else if (!strcmp(a, "--key")) {
 			if (!*v || copy(o->key, sizeof o->key, v) < 0)
 				return bad("--key wants the path of a cluster key file, not '%s'",

@@ -31,7 +31,9 @@ static const char *sim_usage =
     "  --replicas R        run the key-value core on every node instead (see\n"
     "                      'ringnet sim --replicas 3 --help')\n"
     "  --member            run the membership core on every node instead (see\n"
-    "                      'ringnet sim --member --help')\n";
+    "                      'ringnet sim --member --help')\n"
+    "  --cast TOPOLOGY     run the cast scheduler on a topology file instead (see\n"
+    "                      'ringnet sim --cast x --help')\n";
 
 static int bad(const char *fmt, const char *arg)
 {
@@ -107,12 +109,14 @@ static long peak_rss_kb(void)
 
 int cli_sim(int argc, char **argv)
 {
-	for (int i = 1; i < argc; i++)
+	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--replicas"))
 			return cli_kvsim(argc, argv); /* the key-value core under churn */
-	for (int i = 1; i < argc; i++)
+		if (!strcmp(argv[i], "--cast"))
+			return cli_castsim(argc, argv); /* the cast core on a topology */
 		if (!strcmp(argv[i], "--member"))
 			return cli_membersim(argc, argv); /* the membership core */
+	}
 	sim_params p;
 	sim_params_default(&p);
 	bool json = false;

@@ -42,6 +42,7 @@ typedef struct {
 	ring_peer p;
 	uint8_t state; /* RS_* */
 	bool has;      /* a read answer held a record */
+	bool damaged;  /* ... that failed the driver's check */
 	kv_version v;
 } target;
 
@@ -106,6 +107,7 @@ struct kv_node {
 	unsigned nmatched_targets;
 	op *leave;
 	kv_stats st;
+	bool (*check)(void *ctx, const kv_record *rec); /* kv_set_check */
 };
 
 /* ---- small things ---- */
@@ -288,6 +290,16 @@ static int apply(kv_node *k, const kv_record *r, kv_version *held)
 	else
 		k->foreign = true; /* a replica's record, or one to hand on: scan for it */
 	return 1;
+}
+
+static bool damaged(const kv_node *k, const kv_record *r)
+{
+	return k->check && r->val && !k->check(k->d.ctx, r);
+}
+
+void kv_set_check(kv_node *k, bool (*check)(void *ctx, const kv_record *rec))
+{
+	k->check = check;
 }
 
 static bool settled(const kv_node *k, uint64_t now)
@@ -536,22 +548,38 @@ static void read_repair(kv_node *k, op *c)
 	m.has_rec = true;
 	for (unsigned i = 0; i < c->nt; i++) {
 		target *t = &c->t[i];
-		if (t->state != RS_DONE || (t->has && kv_version_cmp(&t->v, &c->best.r.v) >= 0))
+		if (t->state != RS_DONE ||
+		    (!t->damaged && t->has && kv_version_cmp(&t->v, &c->best.r.v) >= 0))
 			continue;
+		bool fix = t->damaged && kv_version_cmp(&t->v, &c->best.r.v) <= 0;
 		k->st.read_repairs++;
+		k->st.damaged_repaired += fix;
 		t->has = true;
+		t->damaged = false;
 		t->v = c->best.r.v;
 		if (i == 0) {
 			kv_version held;
-			apply(k, &c->best.r, &held);
+			if (fix)
+				k->d.put(k->d.ctx, &c->best.r); /* same version, good bytes */
+			else
+				apply(k, &c->best.r, &held);
 			continue;
 		}
+		m.flags = fix ? KV_F_DAMAGED : 0;
 		m.to = t->p.addr;
 		k->st.repl_sent++;
 		k->st.sync_bytes += m.rec.klen + m.rec.vlen + 48;
 		k->st.repair_data_bytes += m.rec.klen + m.rec.vlen + 48;
 		send_msg(k, &m);
 	}
+}
+
+static bool any_damaged(const op *c)
+{
+	for (unsigned i = 0; i < c->nt; i++)
+		if (c->t[i].damaged)
+			return true;
+	return false;
 }
 
 static void coord_finish_read(kv_node *k, uint64_t now, op *c, bool final)
@@ -566,7 +594,9 @@ static void coord_finish_read(kv_node *k, uint64_t now, op *c, bool final)
 			coord_answer(k, now, c, KV_UNSURE, false, NULL);
 		else if (c->has_best && !c->best.r.v.tomb)
 			coord_answer(k, now, c, KV_OK, true, &c->best.r);
-		else if (c->has_best) /* deleted: say when */
+		else if (!c->has_best && any_damaged(c))
+			coord_answer(k, now, c, KV_UNSURE, false, NULL); /* no good copy answered */
+		else if (c->has_best)                                    /* deleted: say when */
 			coord_answer(k, now, c, KV_NOT_FOUND, true, &c->best.r);
 		else if (c->answers == c->nt && c->nt >= k->cfg.replicas && settled(k, now))
 			coord_answer(k, now, c, KV_NOT_FOUND, false, NULL);
@@ -629,7 +659,11 @@ static void coordinate(kv_node *k, uint64_t now, ring_addr origin, uint64_t orig
 	kv_record cur;
 	int rc = k->d.get(k->d.ctx, &c->rec.r.kid, &cur);
 	if (c->kop == KV_GET) {
-		if (rc == 0) {
+		if (rc == 0 && damaged(k, &cur)) {
+			k->st.damaged_seen++;
+			c->t[0].damaged = true; /* answered, but not a copy to serve */
+			c->t[0].v = cur.v;
+		} else if (rc == 0) {
 			c->t[0].has = true;
 			c->t[0].v = cur.v;
 			if (own_set(&c->best, &cur) == 0)
@@ -710,7 +744,11 @@ static void on_read_ans(kv_node *k, uint64_t now, const kv_msg *m)
 		return;
 	t->state = RS_DONE;
 	c->answers++;
-	if (m->has_rec) {
+	if (m->has_rec && damaged(k, &m->rec)) {
+		k->st.damaged_seen++;
+		t->damaged = true;
+		t->v = m->rec.v;
+	} else if (m->has_rec) {
 		t->has = true;
 		t->v = m->rec.v;
 		hlc_seen(k, m->rec.v.stamp);
@@ -730,7 +768,14 @@ static void on_repl(kv_node *k, const kv_msg *m)
 		return;
 	hlc_seen(k, m->rec.v.stamp);
 	kv_version held = m->rec.v;
-	int rc = apply(k, &m->rec, &held);
+	int rc;
+	kv_record cur;
+	if ((m->flags & KV_F_DAMAGED) && !damaged(k, &m->rec) &&
+	    k->d.get(k->d.ctx, &m->rec.kid, &cur) == 0 && kv_version_cmp(&cur.v, &m->rec.v) == 0 &&
+	    damaged(k, &cur))
+		rc = k->d.put(k->d.ctx, &m->rec) < 0 ? -1 : 1; /* the same version, good bytes */
+	else
+		rc = apply(k, &m->rec, &held);
 	if (rc == 1)
 		k->st.repl_applied++;
 	else if (rc == 0)

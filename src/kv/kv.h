@@ -113,6 +113,9 @@ typedef enum {
 /* REQ flags */
 #define KV_F_HANDOFF  1u /* a repair write of an existing version: keep rec.v */
 #define KV_F_FALLBACK 2u /* the owner did not answer; coordinate as the next replica */
+#define KV_F_DAMAGED                                                                               \
+	16u /* REPL: the replica's copy of this version failed the driver's check                  \
+	     * (kv_set_check): replace it even though the version is the same */
 #define KV_F_LOOKED                                                                                \
 	8u /* the entry found this node by a ring lookup: coordinate even if                       \
 	    * the key looks outside this node's range (views lag) */
@@ -220,6 +223,8 @@ typedef struct {
 	uint64_t pending_ops, pending_handoffs;
 	uint64_t replicas_in_sync; /* last full round: replicas whose digests matched this
 	                            * node's range (R-1 when all is repaired) */
+	uint64_t damaged_seen;     /* copies a get read that failed the driver's check */
+	uint64_t damaged_repaired; /* ... rewritten with a good copy of the same version */
 } kv_stats;
 
 typedef struct kv_node kv_node;
@@ -250,6 +255,14 @@ bool kv_leaving(const kv_node *k);
 void kv_abort(kv_node *k, uint64_t now);
 
 const kv_stats *kv_get_stats(const kv_node *k);
+
+/* An optional check of a record's bytes, for values that can tell when they are damaged
+ * (a file chunk stored under its hash: files_record_valid). A get that reads a copy that
+ * fails it treats that copy as absent: the owner does not answer from it, the newest good
+ * copy is the answer, and the damaged copy is rewritten with it (KV_F_DAMAGED), since a
+ * version-based repair would not see the difference. When every copy read is damaged the
+ * answer is KV_UNSURE, never the damaged bytes and never "not found". */
+void kv_set_check(kv_node *k, bool (*check)(void *ctx, const kv_record *rec));
 /* The view the driver last gave: the predecessor, and up to max successors (their count). */
 size_t kv_get_view(const kv_node *k, ring_peer *pred, ring_peer *succ, size_t max);
 

@@ -121,6 +121,12 @@ void auth_session_init(auth_session *s, const uint8_t key[AUTH_KEY], const uint8
 	hmac(s->k, sizeof s->k, (const uint8_t *)"seal", 4, s->ek);
 }
 
+void auth_session_back(const auth_session *s, auth_session *back)
+{
+	memcpy(back->k, s->k, sizeof back->k);
+	hmac(s->k, sizeof s->k, (const uint8_t *)"seal back", 9, back->ek);
+}
+
 void auth_hello_tag(const auth_session *s, uint8_t tag[AUTH_TAG])
 {
 	hmac(s->k, sizeof s->k, (const uint8_t *)"hello", 5, tag);

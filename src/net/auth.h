@@ -42,6 +42,9 @@ int auth_random(uint8_t *out, size_t len);
 void auth_session_init(auth_session *s, const uint8_t key[AUTH_KEY], const uint8_t na[AUTH_NONCE],
                        const uint8_t nc[AUTH_NONCE], const char *acceptor);
 void auth_hello_tag(const auth_session *s, uint8_t tag[AUTH_TAG]);
+/* The session for frames going the other way on the same connection (cast links carry
+ * frames both ways): the same S, its own key E' = HMAC(S, "seal back"), its own seq. */
+void auth_session_back(const auth_session *s, auth_session *back);
 /* Encrypts frame[aad, len) in place as frame number seq of the session, the first aad bytes
  * authenticated as they are, and writes the tag; 0 or -1 (libcrypto failed). */
 int auth_seal(const auth_session *s, uint64_t seq, uint8_t *frame, size_t len, size_t aad,

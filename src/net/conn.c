@@ -168,6 +168,10 @@ static void hand_back(node *n, pending *f)
 		nd_kv_unreachable(n, f->kv_req, f->kv_to);
 		return;
 	}
+	if (f->kind == FRAME_QUERY) {
+		nd_query_unreachable(n, f->kv_req, f->kv_to);
+		return;
+	}
 	f->msg.peers = f->peers;
 	ring_out_reset(&n->out);
 	ring_on_unreachable(n->ring, uv_now(&n->loop), &f->msg, &n->out);
@@ -595,7 +599,8 @@ static bool consume(inconn *c)
 		uint32_t blen;
 		uint8_t type;
 		if (wire_header(c->buf + off, &blen, &type) < 0 ||
-		    (type != WIRE_RING && type != WIRE_KV && type != WIRE_MEMBER))
+		    (type != WIRE_RING && type != WIRE_KV && type != WIRE_CAST &&
+		     type != WIRE_QUERY && type != WIRE_MEMBER))
 			return false;
 		if (c->len - off < WIRE_HEADER + (size_t)blen)
 			break;
@@ -605,6 +610,19 @@ static bool consume(inconn *c)
 				return false;
 			off += WIRE_HEADER + blen;
 			continue;
+		}
+		if (type == WIRE_QUERY) {
+			if (nd_query_on_frame(n, c->buf + off + WIRE_HEADER, blen) < 0)
+				return false;
+			n->frames_in++;
+			off += WIRE_HEADER + blen;
+			continue;
+		}
+		if (type == WIRE_CAST) { /* a cast link: its socket goes to cast.c */
+			c->handed = !c->proven && off == 0 &&
+			            nd_cast_accept(n, &c->tcp, c->buf + WIRE_HEADER, blen,
+			                           n->keyed ? &c->sess : NULL, c->seq_in);
+			return false;
 		}
 		if (type == WIRE_KV) {
 			wire_kv kv;
@@ -738,7 +756,9 @@ static void in_read_frames(inconn *c, ssize_t nread, const uv_buf_t *b)
 		if (ok && rc == IN_OK)
 			c->len = left;
 	}
-	if (rc == IN_BAD) {
+	if (rc == IN_BAD && c->handed) {
+		/* not garbage: the socket lives on in cast.c */
+	} else if (rc == IN_BAD) {
 		n->bad_frames++;
 		nd_log_rl(n, LOG_BAD_FRAME, 1,
 		          "malformed frame from a peer connection: closing that connection");

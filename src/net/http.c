@@ -30,7 +30,7 @@ static const char *msg_names[] = {"",       "find_succ", "found", "get_pred", "p
 /* The loop's counters in Prometheus text format (HTTP counters are added on request). */
 static char *metrics_text(node *n)
 {
-	size_t cap = 16384, len = 0;
+	size_t cap = 24576, len = 0;
 	char *b = malloc(cap);
 	if (!b)
 		return NULL;
@@ -163,6 +163,8 @@ static char *metrics_text(node *n)
 	  (unsigned long long)(n->st ? store_count(n->st) : 0),
 	  (unsigned long long)(n->st ? store_tombstones(n->st) : 0));
 #undef P
+	if (len < cap)
+		len += nd_files_metrics(n, b + len, cap - len);
 	if (len >= cap) {
 		free(b);
 		return NULL;
@@ -287,6 +289,12 @@ static enum MHD_Result reply(http_req *q, struct MHD_Connection *c, unsigned sta
 	enum MHD_Result ok = MHD_queue_response(c, status, r);
 	MHD_destroy_response(r);
 	return ok;
+}
+
+enum MHD_Result nd_http_reply(http_req *q, struct MHD_Connection *c, unsigned status,
+                              const char *body)
+{
+	return reply(q, c, status, body);
 }
 
 static enum MHD_Result reply_json(http_req *q, struct MHD_Connection *c, unsigned status, json_t *j)
@@ -532,6 +540,14 @@ static enum MHD_Result on_http(void *cls, struct MHD_Connection *c, const char *
 			                   "Transfer-Encoding other than chunked is not supported: "
 			                   "send the body as is or chunked");
 		}
+		if (nd_files_route(url))
+			return nd_files_http(n, c, r, url, method, upload, upload_size);
+		return MHD_YES;
+	}
+	if (nd_files_route(url)) {
+		if (r->files)
+			return nd_files_http(n, c, r, url, method, upload, upload_size);
+		*upload_size = 0; /* answered at the first call */
 		return MHD_YES;
 	}
 	if (*upload_size) { /* body arrives in pieces; keep at most KV_BODY_MAX */
@@ -550,6 +566,8 @@ static enum MHD_Result on_http(void *cls, struct MHD_Connection *c, const char *
 		*upload_size = 0;
 		return MHD_YES;
 	}
+	if (r->qjob || !strncmp(url, "/query", 6)) /* query.c */
+		return nd_query_http(n, c, r, url, method);
 	if (r->job) { /* resumed: the loop has answered */
 		pthread_mutex_lock(&n->lock);
 		bool done = r->job->done;
@@ -571,7 +589,7 @@ static enum MHD_Result on_http(void *cls, struct MHD_Connection *c, const char *
 		char *snap[] = {n->snap_ring, n->snap_health, n->snap_peers, n->snap_metrics};
 		char *body = snap[i] ? strdup(snap[i]) : NULL;
 		if (body && i == 3)
-			body = add_http_metrics(n, body);
+			body = nd_query_metrics(n, add_http_metrics(n, body));
 		pthread_mutex_unlock(&n->lock);
 		if (!body)
 			return bad_request(r, c, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
@@ -588,6 +606,14 @@ static enum MHD_Result on_http(void *cls, struct MHD_Connection *c, const char *
 		if (!body)
 			return bad_request(r, c, MHD_HTTP_SERVICE_UNAVAILABLE, "starting");
 		enum MHD_Result rc = reply(r, c, MHD_HTTP_OK, body);
+		free(body);
+		return rc;
+	}
+	if (!strcmp(url, "/cast") || !strcmp(url, "/cast/status")) {
+		r->route = url[5] ? "/cast/status" : "/cast";
+		unsigned st = 500;
+		char *body = nd_cast_http(n, method, url, r->body, r->len, r->too_big, &st);
+		enum MHD_Result rc = reply(r, c, st, body ? body : "{}");
 		free(body);
 		return rc;
 	}
@@ -624,11 +650,11 @@ static void on_http_done(void *cls, struct MHD_Connection *c, void **state,
                          enum MHD_RequestTerminationCode why)
 {
 	(void)c;
-	(void)why;
 	http_req *r = *state;
 	if (!r)
 		return;
 	node *n = cls;
+	nd_files_http_done(n, r, why == MHD_REQUEST_TERMINATED_COMPLETED_OK);
 	if (r->route && r->status) {
 		pthread_mutex_lock(&n->lock);
 		unsigned i = 0;
@@ -645,6 +671,7 @@ static void on_http_done(void *cls, struct MHD_Connection *c, void **state,
 		}
 		pthread_mutex_unlock(&n->lock);
 	}
+	nd_query_job_free(r->qjob);
 	if (r->job) {
 		free(r->job->key);
 		free(r->job->rid);
@@ -725,7 +752,8 @@ struct MHD_Daemon *nd_http_start(node *n, const struct sockaddr_in *sa, int port
 	    n, MHD_OPTION_SOCK_ADDR, sa, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_TIMEOUT_S,
 	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP_MAX_CONNS,
 	    MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)HTTP_PER_IP, MHD_OPTION_NOTIFY_CONNECTION,
-	    on_http_conn, n, MHD_OPTION_NOTIFY_COMPLETED, on_http_done, n, MHD_OPTION_ARRAY,
+	    on_http_conn, n, MHD_OPTION_NOTIFY_COMPLETED, on_http_done, n,
+	    MHD_OPTION_UNESCAPE_CALLBACK, nd_files_unescape, n, MHD_OPTION_ARRAY,
 	    n->tls_cert ? tls : tls + 2, MHD_OPTION_END);
 }
 

@@ -321,6 +321,10 @@ static char *reply_body(node *n, const job *j, const kv_reply *r)
 static void d_reply(void *ctx, uint64_t client, const kv_reply *r)
 {
 	node *n = ctx;
+	if (nd_files_client(client)) {
+		nd_files_on_reply(n, client, r);
+		return;
+	}
 	job *j = kv_find(n, client);
 	if (!j)
 		return;
@@ -425,6 +429,16 @@ void nd_on_wake(uv_async_t *a)
 		KV_CALL(n, kv_client(n->kv, now, j->req, &r));
 	}
 	nd_batch_end(n);
+}
+
+void nd_kv_client(node *n, uint64_t client, const kv_request *r)
+{
+	if (!n->kv || n->kv_busy) {
+		kv_reply rep = {.status = KV_NOT_APPLIED, .why = "the node is busy or stopping"};
+		d_reply(n, client, &rep);
+		return;
+	}
+	KV_CALL(n, kv_client(n->kv, uv_now(&n->loop), client, r));
 }
 
 void nd_kv_expire(node *n, bool all)

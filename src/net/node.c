@@ -155,6 +155,7 @@ static void on_snapshot(uv_timer_t *t)
 	nd_publish(n);
 	nd_kv_tick(n);
 	nd_kv_expire(n, false);
+	nd_files_tick(n);
 	uint64_t now = uv_now(&n->loop);
 	nd_conn_sweep(n);
 	nd_anchor_lookup(n, now);
@@ -299,8 +300,20 @@ int node_run(const node_opts *o)
 		fprintf(stderr, "ringnet node: out of memory\n");
 		goto out_loop;
 	}
+	if (nd_cast_start(n) < 0) {
+		fprintf(stderr, "ringnet node: out of memory\n");
+		goto out_loop;
+	}
+	if (o->query_config[0] && nd_query_start(n) < 0) {
+		exit_code = 2; /* a bad cluster file: starting again would not help */
+		goto out_loop;
+	}
 	uv_async_init(&n->loop, &n->wake, nd_on_wake);
 	n->wake.data = n;
+	if (nd_files_start(n) < 0) {
+		fprintf(stderr, "ringnet node: --max-file is too large for one manifest\n");
+		goto out_loop;
+	}
 	nd_publish(n);
 	struct sockaddr_in hsa;
 	uv_ip4_addr(hhost, hport, &hsa);
@@ -343,15 +356,21 @@ out_loop:
 		if (n->wake.data)
 			nd_on_wake(&n->wake);
 		nd_kv_expire(n, true);
+		nd_files_stop(n);
+		nd_query_stop(n);
 		nd_http_stop(n);
 	}
+	nd_cast_stop(n);
 	for (uint32_t i = 0; i < n->npeers; i++)
 		nd_drop_connection(&n->peers[i]);
 	uv_walk(&n->loop, close_walk, n);
 	uv_run(&n->loop, UV_RUN_DEFAULT);
 	uv_loop_close(&n->loop);
+	nd_files_free(n);
+	nd_query_free(n);
 	nd_member_stop(n);
 	kv_free(n->kv);
+	nd_cast_free(n);
 	nd_api_auth_free(n);
 	store_close(n->st);
 	free(n->kvq);

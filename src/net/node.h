@@ -21,7 +21,9 @@ typedef struct {
 	/* --api-token: a file holding the HTTP API's bearer token, or "none"; "" means none on
 	 * a loopback --http, and DATA/api.token (made on first start) on any other address */
 	char api_token[256];
-	char http_tls[512]; /* --http-tls CERT,KEY: PEM files; "": plain HTTP */
+	char http_tls[512];          /* --http-tls CERT,KEY: PEM files; "": plain HTTP */
+	unsigned long long max_file; /* --max-file: bytes in one file (0: 4 GiB) */
+	char query_config[256];      /* a query cluster file: serve queries as process `name` */
 } node_opts;
 
 /* Parses "host:port" (an IPv4 address or "localhost"); 0 or -1. */

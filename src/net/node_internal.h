@@ -70,6 +70,7 @@ enum {
 };
 
 enum { FRAME_RING, FRAME_KV, FRAME_MEMBER };
+#define FRAME_QUERY 5 /* kv_req / kv_to name the query call, told if undeliverable */
 
 typedef struct pending {
 	struct pending *next;
@@ -125,6 +126,7 @@ typedef struct inconn {
 	uint8_t na[AUTH_NONCE];
 	auth_session sess;
 	uint64_t seq_in;
+	bool handed; /* its socket went to cast.c (a WIRE_CAST hello): closed quietly */
 } inconn;
 
 /* One HTTP key-value request: made by the HTTP thread, handed to the loop, answered by
@@ -171,6 +173,8 @@ typedef struct {
 	job *job;
 	const char *route; /* for /metrics: what was asked, and the answer's status */
 	unsigned status;
+	struct fx *files;  /* a file route's transfer (files.c) */
+	struct qjob *qjob; /* a /query request handed to the loop (query.c) */
 } http_req;
 
 typedef struct node {
@@ -250,6 +254,9 @@ typedef struct node {
 	struct MHD_Daemon *mhd;
 	pthread_mutex_t lock;
 	char *snap_ring, *snap_health;
+	struct nd_files *files; /* the file service (files.c) */
+	struct nd_cast *cast;   /* swarm broadcast (cast.c) */
+	struct nq *query;       /* --config CLUSTER: the query service (query.c), or NULL */
 	/* membership (member.c) */
 	struct nd_member *mem;
 } node;
@@ -314,9 +321,31 @@ void nd_kv_tick(node *n);
 void nd_kv_leave(node *n);
 /* Delivers what was queued for the kv core while it ran. */
 void nd_kv_pump(node *n);
+/* A client request made on the loop thread (the file service's); the answer comes
+ * through kv.c's reply, which hands handles nd_files_client claims to files.c. */
+void nd_kv_client(node *n, uint64_t client, const kv_request *r);
 void nd_on_wake(uv_async_t *a);
 /* Answers 503 to the requests past their deadline (to all of them when all). */
 void nd_kv_expire(node *n, bool all);
+
+/* ---- files.c ---- */
+
+/* The file core and its HTTP routes (/upload, /files, /files/<name>, /download/<name>). */
+int nd_files_start(node *n);
+void nd_files_tick(node *n);
+void nd_files_stop(node *n); /* answers every open transfer: the node stops */
+void nd_files_free(node *n);
+/* A kv client handle the file core made, and its answer (kv.c routes it here). */
+bool nd_files_client(uint64_t client);
+void nd_files_on_reply(node *n, uint64_t client, const kv_reply *r);
+/* The HTTP thread's side: whether a URL is a file route, a request on one, and its end. */
+bool nd_files_route(const char *url);
+size_t nd_files_unescape(void *cls, struct MHD_Connection *c, char *s);
+enum MHD_Result nd_files_http(node *n, struct MHD_Connection *c, http_req *q, const char *url,
+                              const char *method, const char *upload, size_t *upload_size);
+void nd_files_http_done(node *n, http_req *q, bool completed);
+/* Appends the file counters to /metrics; the bytes written. */
+size_t nd_files_metrics(node *n, char *b, size_t cap);
 
 /* ---- http.c ---- */
 
@@ -333,6 +362,47 @@ int nd_api_auth_setup(node *n, const char *host, char *err, size_t errlen);
 bool nd_api_authorized(const node *n, const char *authorization);
 void nd_api_auth_free(node *n);
 void nd_http_stop(node *n);
+/* A JSON answer (copied) with its status, counted for /metrics (HTTP thread). */
+enum MHD_Result nd_http_reply(http_req *q, struct MHD_Connection *c, unsigned status,
+                              const char *body);
+
+/* ---- cast.c ---- */
+
+/* Starts the cast driver (links to the --join addresses, its timer); 0 or RN_ENOMEM. */
+int nd_cast_start(node *n);
+/* Closes its links and handles (before the loop's last run); nd_cast_free after it. */
+void nd_cast_stop(node *n);
+void nd_cast_free(node *n);
+/* A WIRE_CAST hello came as the first frame of an incoming connection: cast.c takes the
+ * socket over (true; the caller closes its own handle, the socket lives on) or refuses. */
+/* with a cluster key, sess and seq_in are the connection's session and its next frame's
+ * number (the link goes on in them); without, sess is NULL */
+bool nd_cast_accept(node *n, uv_tcp_t *from, const uint8_t *body, size_t len,
+                    const auth_session *sess, uint64_t seq_in);
+/* POST /cast and GET /cast/status (HTTP thread): the answer's JSON text and status. */
+char *nd_cast_http(node *n, const char *method, const char *url, const char *body, size_t len,
+                   bool too_big, unsigned *status);
+
+/* ---- query.c ---- */
+
+typedef struct nq nq;
+struct qjob;
+struct q_config;
+/* Reads and checks a cluster file; 0, or an error with a message naming the field. */
+int nd_query_load_config(const char *path, struct q_config *c, char *err, size_t errlen);
+/* Loads this process's slices and starts the query core (o->query_config). 0 or RN_E*. */
+int nd_query_start(node *n);
+void nd_query_stop(node *n);
+void nd_query_free(node *n);
+/* A WIRE_QUERY frame's body; RN_EPROTO when malformed (the connection is dropped). */
+int nd_query_on_frame(node *n, const uint8_t *body, size_t len);
+void nd_query_unreachable(node *n, uint64_t req, ring_addr to);
+/* GET /query... (HTTP thread), and its resumed answer. */
+enum MHD_Result nd_query_http(node *n, struct MHD_Connection *c, http_req *r, const char *url,
+                              const char *method);
+void nd_query_job_free(struct qjob *j);
+/* Appends the query lines to /metrics' body (under n->lock). */
+char *nd_query_metrics(node *n, char *body);
 
 /* ---- member.c ---- */
 

@@ -18,7 +18,8 @@
 #define WIRE_MAX_FRAME ((1u << 20) + (1u << 16)) /* a 1 MiB value and its record fit */
 #define WIRE_ADDR_MAX  64                        /* "host:port", NUL included */
 
-enum { WIRE_RING = 1, WIRE_KV = 2 };
+enum { WIRE_RING = 1, WIRE_KV = 2, WIRE_CAST = 3 /* src/net/cast.c */ };
+enum { WIRE_QUERY = 5 };  /* query service frames: body as src/query/qwire.c says */
 enum { WIRE_MEMBER = 4 }; /* proto/member.proto, src/net/member.c */
 
 /* How the codec turns handles into addresses and back. */

@@ -3,6 +3,7 @@
 # corpus. Usage: run.sh SOURCE_DIR BUILD_DIR [SECONDS] [wire|http]
 #   wire: the peer frame decoders (tests/fuzz/fuzz_wire.c)
 #   http: a whole node's HTTP request path (tests/fuzz/fuzz_http.c)
+#   query: the query service's frame codec (tests/fuzz/fuzz_query.c)
 set -euo pipefail
 src=$1 build=$2 secs=${3:-20} target=${4:-wire}
 out=$build/fuzz
@@ -30,6 +31,18 @@ rec = field(1, 2, hashlib.sha1(b"color").digest()) + field(2, 2, b"color") + fie
 kv = field(1, 0, b"\x01") + field(2, 0, b"\x01") + field(5, 0, b"\x07") + field(6, 2, peer(idb, b"127.0.0.1:6001")) + field(7, 2, rec)
 open(os.path.join(sys.argv[1], "seed3"), "wb").write(struct.pack(">IB", len(kv) + 1, 2) + kv)
 PY
+elif [ "$target" = query ]; then
+  # the query frames' codec (src/query/qwire.c); seeds: a heartbeat, a request, an answer
+  clang "${flags[@]}" "$src/tests/fuzz/fuzz_query.c" "$src/src/query/qwire.c" -o "$out/fuzz_query"
+  python3 - "$out/corpus-query" <<'PY'
+import os, struct, sys
+hdr = lambda t, req: struct.pack(">BBBQ", t, 0, 1, req)
+open(os.path.join(sys.argv[1], "hb"), "wb").write(hdr(3, 0))
+req = hdr(1, 7) + struct.pack(">BddiiddddIIQ", 0, 10.0, 50.0, 0, 2**31 - 1, -90.0, 90.0, -180.0, 180.0, 100, 100, 63)
+open(os.path.join(sys.argv[1], "req"), "wb").write(req)
+rec = struct.pack(">dddiHBBBB", 37.5, -122.25, 12.5, 26000000, 51, 0, 1, 2, 1)
+open(os.path.join(sys.argv[1], "resp"), "wb").write(hdr(2, 7) + struct.pack(">BIQII", 0, 1, 0, 3, 1) + rec)
+PY
 else
   # every library and core the node is made of (not the command line or the simulator)
   mapfile -t srcs < <(find "$src/src" -name '*.c' -not -path '*/cli/*' -not -path '*/sim/*' | sort)
@@ -42,4 +55,4 @@ fi
 # new inputs go to the build's corpus; tests/fuzz/corpus/TARGET (a long run's, minimised,
 # see docs/testing.md) is read as seeds too, so a short run starts where that one ended
 "$out/fuzz_$target" -max_total_time="$secs" -rss_limit_mb=2048 -print_final_stats=1 \
-  -timeout=10 "$out/corpus-$target" "$src/tests/fuzz/corpus/$target" 2>&1 | tail -5
+  -timeout=10 "$out/corpus-$target" $( [ -d "$src/tests/fuzz/corpus/$target" ] && echo "$src/tests/fuzz/corpus/$target") 2>&1 | tail -5

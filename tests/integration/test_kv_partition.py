@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """A network partition, and its healing, with real nodes on two hosts.
 
-Two network namespaces on one bridge play two hosts: a1-a3 on 10.78.0.1, b1-b2 on
-10.78.0.2, one ring of five (R = 3, W = 2). Keys are written; then the bridge isolates
+Two network namespaces on one bridge play two hosts: a1-a3 on 10.78.X.1, b1-b2 on
+10.78.X.2 (X from the process id), one ring of five (R = 3, W = 2). Keys are written; then the bridge isolates
 the two hosts from each other (this test still reaches both). Each side goes on as a
 ring of its own, and clients keep writing on both sides: their own keys, and keys that
 both sides overwrite (the later write must win). After the partition heals, the two
@@ -26,7 +26,8 @@ t = Checks("kv_partition")
 check = t.check
 P = f"rnp{os.getpid() % 100000}"
 BR, NS = f"{P}br", {"a": f"{P}-a", "b": f"{P}-b"}
-IP = {"a": "10.78.0.1", "b": "10.78.0.2"}
+NET = f"10.78.{os.getpid() % 250}"  # a subnet of this run's own: runs side by side do not meet
+IP = {"a": f"{NET}.1", "b": f"{NET}.2"}
 
 
 def sh(*cmd):
@@ -101,7 +102,7 @@ def wait(pred, timeout):
 
 def setup():
     sh("ip", "link", "add", BR, "type", "bridge")
-    sh("ip", "addr", "add", "10.78.0.254/24", "dev", BR)
+    sh("ip", "addr", "add", f"{NET}.254/24", "dev", BR)
     sh("ip", "link", "set", BR, "up")
     for side, ns in NS.items():
         sh("ip", "netns", "add", ns)

@@ -617,6 +617,104 @@ static void test_stale_replica_loses(void **state)
 	net_free(t);
 }
 
+/* The check a driver can give (kv_set_check): here a value is good unless it starts with
+ * '!', which is how damage() spoils a copy on one node's "disk" (same version). */
+static bool check_bang(void *ctx, const kv_record *r)
+{
+	(void)ctx;
+	return !(r->vlen && r->val[0] == '!');
+}
+
+static void damage(net *t, uint32_t i, const char *key)
+{
+	rn_id kid;
+	kid_of(key, &kid);
+	kv_record cur;
+	assert_int_equal(memstore_get(NODE(t, i)->st, &kid, &cur), 0);
+	uint8_t k[64], v[64];
+	assert_true(cur.klen <= sizeof k && cur.vlen <= sizeof v && cur.vlen > 0);
+	memcpy(k, cur.key, cur.klen);
+	memcpy(v, cur.val, cur.vlen);
+	v[0] = '!';
+	kv_record r = cur;
+	r.key = k;
+	r.val = v;
+	r.rid = NULL;
+	r.ridlen = 0;
+	assert_int_equal(memstore_put(NODE(t, i)->st, &r), 0);
+}
+
+static bool copy_good(net *t, uint32_t i, const char *key, const kv_version *v)
+{
+	rn_id kid;
+	kid_of(key, &kid);
+	kv_record cur;
+	return memstore_get(NODE(t, i)->st, &kid, &cur) == 0 && check_bang(NULL, &cur) &&
+	       kv_version_cmp(&cur.v, v) == 0;
+}
+
+/* A copy damaged on disk has the version of a good one, so repair by versions cannot see
+ * it: a get must not serve it (not even the settled owner from its own copy), must answer
+ * with a good copy and rewrite the damaged one; with every copy damaged it is unsure. */
+static void test_damaged_copy(void **state)
+{
+	(void)state;
+	net *t = net_new(6, 31);
+	for (uint32_t i = 0; i < 6; i++)
+		kv_set_check(NODE(t, i)->kv, check_bang);
+	run(t, 1000);
+	size_t w = client(t, 0, KV_PUT, "blob", "\"good\"", NULL);
+	run(t, t->k->now + CFG(t).settle_ms + 1000); /* settled: the owner reads its own copy */
+	assert_int_equal(t->ops[w].status, KV_OK);
+	rn_id kid;
+	kid_of("blob", &kid);
+	uint32_t reps[KV_MAX_R];
+	assert_int_equal(true_replicas(t, &kid, reps), 3);
+	for (int k = 0; k < 3; k++)
+		assert_true(copy_good(t, reps[k], "blob", &t->ops[w].v));
+	/* the owner's copy damaged */
+	damage(t, reps[0], "blob");
+	size_t g = client(t, reps[2], KV_GET, "blob", NULL, NULL);
+	run(t, t->k->now + 2000);
+	assert_int_equal(t->ops[g].status, KV_OK);
+	assert_string_equal(t->ops[g].got, "\"good\"");
+	assert_true(copy_good(t, reps[0], "blob", &t->ops[w].v));
+	assert_true(kv_get_stats(NODE(t, reps[0])->kv)->damaged_repaired >= 1);
+	/* every copy damaged: unsure, never the damaged bytes, never "not found" */
+	for (int k = 0; k < 3; k++)
+		damage(t, reps[k], "blob");
+	g = client(t, reps[1], KV_GET, "blob", NULL, NULL);
+	run(t, t->k->now + 3000);
+	assert_true(t->ops[g].replied);
+	assert_int_equal(t->ops[g].status, KV_UNSURE);
+	/* one good copy left and the owner gone: the next replica coordinates, answers with
+	 * the good copy and rewrites its own */
+	for (int k = 0; k < 3; k++)
+		assert_false(copy_good(t, reps[k], "blob", &t->ops[w].v));
+	rn_id k2;
+	kid_of("blob", &k2);
+	kv_record cur;
+	assert_int_equal(memstore_get(NODE(t, reps[2])->st, &k2, &cur), 0);
+	kv_record fixed = cur;
+	uint8_t key[8], val[8];
+	memcpy(key, cur.key, cur.klen);
+	memcpy(val, "\"good\"", 6);
+	fixed.key = key;
+	fixed.val = val;
+	fixed.vlen = 6;
+	fixed.rid = NULL;
+	fixed.ridlen = 0;
+	assert_int_equal(memstore_put(NODE(t, reps[2])->st, &fixed), 0);
+	kill(t, reps[0]);
+	run(t, t->k->now + 2000);
+	g = client(t, reps[2], KV_GET, "blob", NULL, NULL);
+	run(t, t->k->now + 3000);
+	assert_int_equal(t->ops[g].status, KV_OK);
+	assert_string_equal(t->ops[g].got, "\"good\"");
+	assert_true(copy_good(t, reps[1], "blob", &t->ops[w].v));
+	net_free(t);
+}
+
 /* A retried write with the same request id is applied once. */
 static void test_idempotent_retry(void **state)
 {
@@ -787,6 +885,7 @@ int main(void)
 	    cmocka_unit_test(test_no_false_not_found),
 	    cmocka_unit_test(test_join_reads_and_repair),
 	    cmocka_unit_test(test_stale_replica_loses),
+	    cmocka_unit_test(test_damaged_copy),
 	    cmocka_unit_test(test_idempotent_retry),
 	    cmocka_unit_test(test_quorum_not_met),
 	    cmocka_unit_test(test_tombstone_collected),

@@ -1,0 +1,175 @@
+/* files.h — the file service core: files cut into chunks stored through the kv core (sans-IO).
+ *
+ * ---- Provided by the driver (files_driver) ----
+ * - kv: start one key-value operation (put, get or delete of a key) under a request id the
+ *   core made; answer it later with files_on_kv, never from inside the call (the core is
+ *   not re-entrant). Every operation must be answered once (the kv core's own timeout
+ *   makes sure of that in the node).
+ * - meta: a download's manifest was found; the driver sends its headers, then calls
+ *   files_download_start (or files_abort, for a HEAD).
+ * - data: a download's next bytes, in order; copy them before returning. Once the driver
+ *   has sent (or dropped) them it calls files_download_consumed, which lets the core
+ *   fetch more: a download never has more than `window` chunks in flight or waiting.
+ * - room: an upload that was full (files_upload_wants false) can take bytes again.
+ * - done: a transfer is over (upload stored, download sent, list or delete answered, or
+ *   failed); its handle is not used again. An aborted transfer gets no done.
+ * - time: every call takes `now` (ms on a clock that does not jump); files_tick no later
+ *   than files_wake_at(). The wall clock (for "uploaded at") is now + wall_offset_ms.
+ *
+ * Layout in the kv store. A chunk (at most chunk_size bytes) is stored under
+ * "\0F" "c" + its 32-byte SHA-256, so the same bytes are stored once, and a reader can
+ * check what it got. A file's manifest (name, size, SHA-256 of the whole, chunk size,
+ * upload time, the chunk hashes in order) is stored under "\0F" "m" + name. The list of
+ * files is one index record under "\0F" "i". User keys of the HTTP API cannot hold NUL,
+ * so none of these collide with them.
+ *
+ * Deletion and collection. Deleting a file deletes its manifest, takes it off the index,
+ * then deletes each of its chunks that no other listed manifest (nor an upload running
+ * on this node) refers to. An upload that is aborted collects the chunks it stored the
+ * same way. Known gap: the index is read, changed and written back; two nodes changing
+ * it at the same moment can lose one change (the later write wins), and a chunk shared
+ * with an upload running on another node at that moment can be collected. */
+#ifndef RN_FILES_H
+#define RN_FILES_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../kv/kv.h"
+
+#define FILES_HASH          32
+#define FILES_NAME_MAX      255
+#define FILES_CHUNK_DEFAULT (1u << 20)
+#define FILES_KEY_MAX       (3 + FILES_NAME_MAX)
+#define FILES_INDEX_MAX     (1u << 20) /* bytes of the index record (about 10,000 files) */
+
+typedef enum {
+	FILES_OK = 0,
+	FILES_NOT_FOUND, /* 404 */
+	FILES_BAD,       /* 400: a bad name or request */
+	FILES_TOO_BIG,   /* 413 */
+	FILES_UNAVAIL,   /* 503: the store did not answer in time, or could not tell */
+	FILES_CORRUPT,   /* 502: no good copy of a chunk could be found */
+	FILES_FULL,      /* 507: the index has no room */
+	FILES_ERROR,     /* 500 */
+} files_status;
+
+typedef struct {
+	uint32_t chunk_size;     /* bytes per chunk; 1 MiB by default, at most 1 MiB */
+	unsigned window;         /* chunk operations in flight per transfer */
+	uint64_t max_file;       /* bytes in one file */
+	unsigned retries;        /* an unsure kv answer is retried this many times */
+	uint32_t retry_ms;       /* ... this long apart */
+	uint64_t wall_offset_ms; /* Unix ms at now = 0 */
+} files_config;
+
+void files_config_default(files_config *c);
+
+/* A file's manifest. chunks points to nchunks * FILES_HASH bytes. */
+typedef struct {
+	char name[FILES_NAME_MAX + 1];
+	size_t nlen;
+	uint64_t size;
+	uint32_t chunk_size;
+	uint64_t uploaded_ms; /* Unix ms */
+	uint8_t sha[FILES_HASH];
+	uint32_t nchunks;
+	const uint8_t *chunks;
+} files_manifest;
+
+/* One file in a listing. */
+typedef struct {
+	char name[FILES_NAME_MAX + 1];
+	size_t nlen;
+	uint64_t size;
+	uint64_t uploaded_ms;
+	uint8_t sha[FILES_HASH];
+} files_entry;
+
+typedef struct {
+	files_status status;
+	const char *why;         /* for a person, when not OK */
+	const files_manifest *m; /* upload: what was stored; delete: what was removed */
+	const files_entry *list; /* list: the files, sorted by name */
+	size_t nlist;
+	uint32_t chunks_repaired; /* download: chunks that had to be fetched again */
+} files_result;
+
+typedef struct {
+	void *ctx;
+	void (*kv)(void *ctx, uint64_t req, kv_op op, const uint8_t *key, size_t klen,
+	           const uint8_t *val, size_t vlen);
+	void (*meta)(void *ctx, uint64_t xfer, const files_manifest *m);
+	void (*data)(void *ctx, uint64_t xfer, const uint8_t *buf, size_t len);
+	void (*room)(void *ctx, uint64_t xfer);
+	void (*done)(void *ctx, uint64_t xfer, const files_result *r);
+} files_driver;
+
+typedef struct {
+	uint64_t uploads, downloads, deletes;
+	uint64_t chunks_put, chunks_got, chunks_deleted;
+	uint64_t bad_chunks; /* a chunk that came back not matching its hash */
+	uint64_t bytes_in, bytes_out;
+	uint64_t aborted;
+} files_stats;
+
+typedef struct files_core files_core;
+
+files_core *files_new(const files_config *cfg, const files_driver *drv);
+void files_free(files_core *f);
+
+/* NULL when name is a good file name, else why not: empty, over FILES_NAME_MAX bytes,
+ * ".", "..", a '/' or '\\', NUL or control bytes, not UTF-8. */
+const char *files_name_problem(const char *name, size_t len);
+
+/* Uploads. begin: 0, or RN_EINVAL (bad name: done is not called) / RN_ENOMEM. size is the
+ * announced size (UINT64_MAX: unknown); over max_file gives RN_E2BIG-like FILES_TOO_BIG
+ * through done at once. data takes every byte given; the driver gives more only while
+ * files_upload_wants (room says when that is true again). end: no more bytes; done
+ * follows once the chunks, manifest and index are stored. */
+int files_upload_begin(files_core *f, uint64_t now, uint64_t xfer, const char *name, size_t nlen);
+void files_upload_data(files_core *f, uint64_t now, uint64_t xfer, const uint8_t *buf, size_t len);
+bool files_upload_wants(const files_core *f, uint64_t xfer);
+void files_upload_end(files_core *f, uint64_t now, uint64_t xfer);
+
+/* Downloads: meta comes first (or done with NOT_FOUND); then start sends bytes
+ * [off, off + len) of the file through data, and done. */
+int files_download(files_core *f, uint64_t now, uint64_t xfer, const char *name, size_t nlen);
+void files_download_start(files_core *f, uint64_t now, uint64_t xfer, uint64_t off, uint64_t len);
+/* The driver has sent one data call's bytes. */
+void files_download_consumed(files_core *f, uint64_t now, uint64_t xfer);
+
+int files_list(files_core *f, uint64_t now, uint64_t xfer);
+int files_delete(files_core *f, uint64_t now, uint64_t xfer, const char *name, size_t nlen);
+
+/* The client went away: an upload collects what it stored, anything else stops. */
+void files_abort(files_core *f, uint64_t now, uint64_t xfer);
+
+void files_on_kv(files_core *f, uint64_t now, uint64_t req, kv_status st, const uint8_t *val,
+                 size_t vlen);
+void files_tick(files_core *f, uint64_t now);
+uint64_t files_wake_at(const files_core *f);
+const files_stats *files_get_stats(const files_core *f);
+/* Transfers open (including collections after an abort). */
+size_t files_active(const files_core *f);
+
+/* ---- codecs (no state) ---- */
+
+/* Keys: out must hold FILES_KEY_MAX bytes; the key's length is returned. */
+size_t files_chunk_key(const uint8_t sha[FILES_HASH], uint8_t *out);
+size_t files_manifest_key(const char *name, size_t nlen, uint8_t *out);
+size_t files_index_key(uint8_t *out);
+/* True unless the key is a chunk's and the value's SHA-256 is not the one it names: the
+ * check a kv driver can make on a copy it read (kv_driver.valid). */
+bool files_record_valid(const uint8_t *key, size_t klen, const uint8_t *val, size_t vlen);
+
+size_t files_manifest_size(const files_manifest *m);
+void files_manifest_encode(const files_manifest *m, uint8_t *out);
+/* 0 or RN_EPROTO; m->chunks points into buf. */
+int files_manifest_decode(const uint8_t *buf, size_t len, files_manifest *m);
+
+void files_sha256(const uint8_t *buf, size_t len, uint8_t out[FILES_HASH]);
+void files_hex(const uint8_t *b, size_t n, char *out); /* 2n + 1 bytes */
+
+#endif

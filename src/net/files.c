@@ -1,0 +1,1193 @@
+/* files.c — the node's driver of the file core (src/files) and its HTTP routes.
+ *
+ * Two threads meet here. The HTTP thread (libmicrohttpd) moves bytes: an upload's body is
+ * gathered into one chunk's worth, handed to the loop, and the connection suspended until
+ * the loop wants more (the core has fewer than `window` chunks in flight), so an upload
+ * holds a few chunks, never the file. A download's response is a content reader that
+ * takes the bytes the loop queued and suspends the connection when there are none. The
+ * loop thread runs the file core; its kv operations become kv_client calls with
+ * FILES_KV_BIT set in the client handle, whose answers kv.c hands back here. Neither core
+ * is called from inside the other: the file core runs from this driver's own async
+ * callback only (kv operations are queued, kv answers are queued).
+ *
+ * A transfer (fx) is shared by the two threads under the node's lock and freed when the
+ * last of its holders (the HTTP request, the loop, a download's response) lets go. */
+#include <malloc.h>
+#include <microhttpd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "../files/files.h"
+#include "../lib/err.h"
+#include "../lib/grow.h"
+#include "node_internal.h"
+
+enum { FX_UP = 1, FX_DOWN, FX_HEAD, FX_LIST, FX_DEL };
+
+typedef struct dbuf {
+	struct dbuf *next;
+	size_t len, off;
+	uint8_t data[];
+} dbuf;
+
+typedef struct fx {
+	struct fx *next_work; /* in nf->work (under lock) */
+	node *node;
+	bool queued;
+	int refs;
+	struct MHD_Connection *conn;
+	uint64_t id;
+	int kind;
+	char name[FILES_NAME_MAX + 1];
+	size_t nlen;
+	/* HTTP thread only */
+	struct MHD_PostProcessor *pp;
+	bool multipart, got_field, field_over;
+	uint8_t *acc;
+	size_t alen, acap;
+	uint64_t received;
+	const char *err;
+	unsigned err_status;
+	bool submitted; /* list, delete, download: handed to the loop */
+	bool answered;  /* a response is queued */
+	/* shared, under lock */
+	bool has_hand, hand_end;
+	uint8_t *hand;
+	size_t hlen;
+	bool gone;      /* the client went away */
+	bool suspended; /* the HTTP thread suspended the connection: the loop resumes it */
+	bool want_room; /* loop: resume once the core wants bytes again */
+	bool started, loop_done;
+	bool meta;
+	files_manifest m; /* name, size, sha, time (no chunk list) */
+	bool go, stop;    /* HTTP -> loop: send [off, off + len) / stop this download */
+	uint64_t off, len;
+	dbuf *qh, *qt;
+	unsigned consumed; /* HTTP -> loop: data calls sent */
+	bool done;
+	unsigned status;
+	char *body;
+} fx;
+
+typedef struct kvop {
+	uint64_t req;
+	kv_op op;
+	uint8_t *key;
+	size_t klen;
+	const uint8_t *val;
+	size_t vlen;
+} kvop;
+
+typedef struct kvans {
+	uint64_t req;
+	kv_status st;
+	uint8_t *val;
+	size_t vlen;
+} kvans;
+
+typedef struct nd_files {
+	files_core *core;
+	files_config cfg;
+	uv_async_t wake;
+	bool started, stopping;
+	uint64_t seq;
+	fx *work; /* transfers with something for the loop (under lock) */
+	/* loop thread only */
+	fx **live; /* the transfers the core knows, by id */
+	size_t nlive, caplive;
+	kvop *ops;
+	size_t nops, capops;
+	kvans *ans;
+	size_t nans, capans;
+	bool running;
+	uint64_t bytes_in, bytes_out;
+	unsigned open;    /* transfers with an HTTP request (under lock) */
+	uint64_t refused; /* ... refused at FILES_MAX_OPEN */
+} nd_files;
+
+/* Transfers at once: each holds up to window + 2 chunks (about 6 MiB), so this bounds
+ * what file clients can make a node hold (the HTTP connection limits bound the rest). */
+#define FILES_MAX_OPEN 32
+
+#define FILES_KV_BIT (1ull << 61)
+
+/* ---- shared bookkeeping ---- */
+
+static void fx_unref_locked(fx *x)
+{
+	if (--x->refs > 0)
+		return;
+	free(x->acc);
+	free(x->hand);
+	free(x->body);
+	while (x->qh) {
+		dbuf *d = x->qh;
+		x->qh = d->next;
+		free(d);
+	}
+	free(x);
+}
+
+static void fx_unref(node *n, fx *x)
+{
+	pthread_mutex_lock(&n->lock);
+	fx_unref_locked(x);
+	pthread_mutex_unlock(&n->lock);
+}
+
+/* Puts x on the loop's work list (under lock). */
+static void fx_post_locked(nd_files *nf, fx *x)
+{
+	if (x->queued)
+		return;
+	x->queued = true;
+	x->refs++;
+	x->next_work = nf->work;
+	nf->work = x;
+}
+
+static void fx_post(node *n, fx *x)
+{
+	pthread_mutex_lock(&n->lock);
+	fx_post_locked(n->files, x);
+	pthread_mutex_unlock(&n->lock);
+	uv_async_send(&n->files->wake);
+}
+
+/* Resumes the connection if the HTTP thread suspended it (loop thread). */
+static void fx_resume(node *n, fx *x)
+{
+	pthread_mutex_lock(&n->lock);
+	bool resume = x->suspended && x->conn;
+	x->suspended = false;
+	pthread_mutex_unlock(&n->lock);
+	if (resume)
+		MHD_resume_connection(x->conn);
+}
+
+/* ---- the core's driver (loop thread) ---- */
+
+static fx *live_find(nd_files *nf, uint64_t id, size_t *at)
+{
+	for (size_t i = 0; i < nf->nlive; i++)
+		if (nf->live[i]->id == id) {
+			if (at)
+				*at = i;
+			return nf->live[i];
+		}
+	return NULL;
+}
+
+static void live_drop(node *n, fx *x)
+{
+	nd_files *nf = n->files;
+	size_t i;
+	if (!live_find(nf, x->id, &i))
+		return;
+	nf->live[i] = nf->live[--nf->nlive];
+	fx_unref(n, x);
+}
+
+static void d_kv(void *ctx, uint64_t req, kv_op op, const uint8_t *key, size_t klen,
+                 const uint8_t *val, size_t vlen)
+{
+	node *n = ctx;
+	nd_files *nf = n->files;
+	uint8_t *k = malloc(klen);
+	if (!k || rn_grow((void **)&nf->ops, &nf->capops, nf->nops + 1, sizeof *nf->ops, 16) < 0) {
+		free(k);
+		kvans a = {req, KV_NOT_APPLIED, NULL, 0};
+		if (rn_grow((void **)&nf->ans, &nf->capans, nf->nans + 1, sizeof *nf->ans, 16) == 0)
+			nf->ans[nf->nans++] = a;
+		return;
+	}
+	memcpy(k, key, klen);
+	/* val stays valid until the core has its answer: the kv core copies it when called */
+	nf->ops[nf->nops++] = (kvop){req, op, k, klen, val, vlen};
+}
+
+static char *json_err(const char *why)
+{
+	return nd_json_text(json_pack("{s:s}", "error", why ? why : "failed"));
+}
+
+static unsigned files_http_status(files_status s)
+{
+	static const unsigned map[] = {200, 404, 400, 413, 503, 502, 507, 500};
+	return s <= FILES_ERROR ? map[s] : 500;
+}
+
+static void d_meta(void *ctx, uint64_t id, const files_manifest *m)
+{
+	node *n = ctx;
+	fx *x = live_find(n->files, id, NULL);
+	if (!x)
+		return;
+	pthread_mutex_lock(&n->lock);
+	x->m = *m;
+	x->m.chunks = NULL;
+	x->meta = true;
+	pthread_mutex_unlock(&n->lock);
+	fx_resume(n, x);
+}
+
+static void d_data(void *ctx, uint64_t id, const uint8_t *buf, size_t len)
+{
+	node *n = ctx;
+	fx *x = live_find(n->files, id, NULL);
+	if (!x)
+		return;
+	dbuf *d = malloc(sizeof *d + len);
+	if (!d) { /* the download cannot go on: end it with an error, never a gap */
+		pthread_mutex_lock(&n->lock);
+		x->done = true;
+		x->status = 500;
+		pthread_mutex_unlock(&n->lock);
+		files_abort(n->files->core, uv_now(&n->loop), id);
+		live_drop(n, x);
+		fx_resume(n, x);
+		return;
+	}
+	d->next = NULL;
+	d->len = len;
+	d->off = 0;
+	memcpy(d->data, buf, len);
+	n->files->bytes_out += len;
+	pthread_mutex_lock(&n->lock);
+	if (x->qt)
+		x->qt->next = d;
+	else
+		x->qh = d;
+	x->qt = d;
+	pthread_mutex_unlock(&n->lock);
+	fx_resume(n, x);
+}
+
+static void d_room(void *ctx, uint64_t id)
+{
+	node *n = ctx;
+	fx *x = live_find(n->files, id, NULL);
+	if (!x || !x->want_room)
+		return;
+	x->want_room = false;
+	fx_resume(n, x);
+}
+
+static json_t *sha_json(const uint8_t *sha)
+{
+	char hex[2 * FILES_HASH + 1];
+	files_hex(sha, FILES_HASH, hex);
+	return json_string(hex);
+}
+
+static json_t *time_json(uint64_t ms)
+{
+	time_t t = (time_t)(ms / 1000);
+	struct tm tm;
+	char s[40];
+	gmtime_r(&t, &tm);
+	strftime(s, sizeof s, "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(s + strlen(s), sizeof s - strlen(s), ".%03uZ", (unsigned)(ms % 1000));
+	return json_string(s);
+}
+
+static void d_done(void *ctx, uint64_t id, const files_result *r)
+{
+	node *n = ctx;
+	fx *x = live_find(n->files, id, NULL);
+	if (!x)
+		return;
+	char *body = NULL;
+	if (r->status != FILES_OK) {
+		body = json_err(r->why);
+	} else if (x->kind == FX_UP) {
+		body = nd_json_text(json_pack("{s:s, s:s%, s:I, s:o, s:I}", "status", "uploaded",
+		                              "filename", r->m->name, r->m->nlen, "size",
+		                              (json_int_t)r->m->size, "sha256", sha_json(r->m->sha),
+		                              "chunks", (json_int_t)r->m->nchunks));
+	} else if (x->kind == FX_DEL) {
+		body =
+		    nd_json_text(json_pack("{s:s, s:s%, s:I}", "status", "deleted", "filename",
+		                           r->m->name, r->m->nlen, "size", (json_int_t)r->m->size));
+	} else if (x->kind == FX_LIST) {
+		json_t *a = json_array();
+		for (size_t i = 0; i < r->nlist; i++) {
+			const files_entry *e = &r->list[i];
+			json_array_append_new(
+			    a, json_pack("{s:s%, s:I, s:o, s:o}", "name", e->name, e->nlen, "size",
+			                 (json_int_t)e->size, "sha256", sha_json(e->sha),
+			                 "uploaded_at", time_json(e->uploaded_ms)));
+		}
+		body = nd_json_text(
+		    json_pack("{s:o, s:I}", "files", a, "count", (json_int_t)r->nlist));
+	}
+	if (r->chunks_repaired)
+		LOG_W(n,
+		      "download of %s: %u chunk reads came back damaged or failed and were read "
+		      "again",
+		      x->name, r->chunks_repaired);
+	pthread_mutex_lock(&n->lock);
+	x->done = true;
+	x->status = files_http_status(r->status);
+	free(x->body);
+	x->body = body;
+	x->loop_done = true;
+	pthread_mutex_unlock(&n->lock);
+	fx_resume(n, x);
+	live_drop(n, x);
+}
+
+/* ---- running the core (loop thread, from the async callback only) ---- */
+
+static void files_kv_issue(node *n)
+{
+	nd_files *nf = n->files;
+	/* ops may grow while we go (kv answers come back queued, not at once) */
+	for (size_t i = 0; i < nf->nops; i++) {
+		kvop *o = &nf->ops[i];
+		kv_request r = {o->op,
+		                o->key,
+		                o->klen,
+		                o->op == KV_PUT ? o->val : NULL,
+		                o->op == KV_PUT ? o->vlen : 0,
+		                NULL,
+		                0};
+		nd_kv_client(n, FILES_KV_BIT | o->req, &r);
+		free(o->key);
+	}
+	nf->nops = 0;
+}
+
+/* One pass: transfers the HTTP thread posted, kv answers, the operations they made. */
+static void files_run(node *n)
+{
+	nd_files *nf = n->files;
+	if (nf->running || !nf->core)
+		return;
+	nf->running = true;
+	uint64_t now = uv_now(&n->loop);
+	pthread_mutex_lock(&n->lock);
+	fx *list = nf->work;
+	nf->work = NULL;
+	pthread_mutex_unlock(&n->lock);
+	while (list) {
+		fx *x = list;
+		list = x->next_work;
+		pthread_mutex_lock(&n->lock);
+		x->queued = false;
+		bool gone = x->gone, stop = x->stop, go = x->go, has = x->has_hand,
+		     end = x->hand_end;
+		uint8_t *hand = x->hand;
+		size_t hlen = x->hlen;
+		unsigned consumed = x->consumed;
+		x->consumed = 0;
+		x->go = false;
+		x->hand = NULL;
+		x->has_hand = false;
+		uint64_t off = x->off, len = x->len;
+		pthread_mutex_unlock(&n->lock);
+		if (!x->started && !gone && !nf->stopping) {
+			int rc = 0;
+			x->started = true;
+			pthread_mutex_lock(&n->lock);
+			x->refs++; /* the loop's hold, until done or abort */
+			pthread_mutex_unlock(&n->lock);
+			if (rn_grow((void **)&nf->live, &nf->caplive, nf->nlive + 1,
+			            sizeof *nf->live, 16) < 0)
+				rc = RN_ENOMEM;
+			else
+				nf->live[nf->nlive++] = x;
+			if (rc == 0) {
+				if (x->kind == FX_UP)
+					rc = files_upload_begin(nf->core, now, x->id, x->name,
+					                        x->nlen);
+				else if (x->kind == FX_DOWN || x->kind == FX_HEAD)
+					rc = files_download(nf->core, now, x->id, x->name, x->nlen);
+				else if (x->kind == FX_LIST)
+					rc = files_list(nf->core, now, x->id);
+				else
+					rc = files_delete(nf->core, now, x->id, x->name, x->nlen);
+				if (rc < 0)
+					live_drop(n, x);
+			}
+			if (rc < 0) {
+				pthread_mutex_lock(&n->lock);
+				x->done = true;
+				x->status = rc == RN_EINVAL ? 400 : 500;
+				x->body =
+				    json_err(rc == RN_EINVAL ? "bad file name" : "out of memory");
+				pthread_mutex_unlock(&n->lock);
+				fx_resume(n, x);
+			}
+		}
+		bool live = live_find(nf, x->id, NULL) != NULL;
+		if (live && (gone || stop || nf->stopping)) {
+			files_abort(nf->core, now, x->id);
+			live_drop(n, x);
+			live = false;
+		}
+		if (live && x->kind == FX_UP && has) {
+			nf->bytes_in += hlen;
+			files_upload_data(nf->core, now, x->id, hand, hlen);
+			if (end)
+				files_upload_end(nf->core, now, x->id);
+			else if (files_upload_wants(nf->core, x->id))
+				fx_resume(n, x);
+			else
+				x->want_room = true;
+		}
+		free(hand);
+		if (live && go)
+			files_download_start(nf->core, now, x->id, off, len);
+		for (unsigned i = 0; i < consumed && live_find(nf, x->id, NULL); i++)
+			files_download_consumed(nf->core, now, x->id);
+		fx_unref(n, x); /* the work list's hold */
+	}
+	/* kv answers, then the operations they led to, until both are empty */
+	while (nf->nans || nf->nops) {
+		nd_batch_begin(n);
+		files_kv_issue(n);
+		nd_batch_end(n);
+		size_t na = nf->nans;
+		kvans *ans = nf->ans;
+		nf->ans = NULL;
+		nf->nans = nf->capans = 0;
+		for (size_t i = 0; i < na; i++) {
+			files_on_kv(nf->core, uv_now(&n->loop), ans[i].req, ans[i].st, ans[i].val,
+			            ans[i].vlen);
+			free(ans[i].val);
+		}
+		free(ans);
+		if (nf->nops) {
+			nd_batch_begin(n);
+			files_kv_issue(n);
+			nd_batch_end(n);
+		}
+		if (!nf->nans)
+			break; /* the rest answer later, through the kv core */
+	}
+	nf->running = false;
+}
+
+static void on_files_wake(uv_async_t *a)
+{
+	files_run(a->data);
+}
+
+/* A kv answer for the file core (from inside the kv core: queued, run later). */
+void nd_files_on_reply(node *n, uint64_t client, const kv_reply *r)
+{
+	nd_files *nf = n->files;
+	if (!nf || !nf->core)
+		return;
+	kvans a = {client & ~FILES_KV_BIT, r->status, NULL, 0};
+	if (r->status == KV_OK && r->has_rec && r->rec.val) {
+		a.val = malloc(r->rec.vlen ? r->rec.vlen : 1);
+		if (!a.val)
+			a.st = KV_UNSURE; /* retried */
+		else
+			memcpy(a.val, r->rec.val, r->rec.vlen);
+		a.vlen = a.val ? r->rec.vlen : 0;
+	}
+	if (rn_grow((void **)&nf->ans, &nf->capans, nf->nans + 1, sizeof *nf->ans, 16) < 0) {
+		free(a.val);
+		return; /* lost: the core's transfer stays open until the node stops */
+	}
+	nf->ans[nf->nans++] = a;
+	uv_async_send(&nf->wake);
+}
+
+bool nd_files_client(uint64_t client)
+{
+	return (client & FILES_KV_BIT) != 0;
+}
+
+void nd_files_tick(node *n)
+{
+	nd_files *nf = n->files;
+	if (!nf || !nf->core || nf->running)
+		return;
+	uint64_t now = uv_now(&n->loop);
+	if (now >= files_wake_at(nf->core)) {
+		files_tick(nf->core, now);
+		files_run(n);
+	}
+}
+
+/* The kv core's check of a copy it read: a chunk must hash to its key. */
+static bool record_check(void *ctx, const kv_record *r)
+{
+	(void)ctx;
+	return files_record_valid(r->key, r->klen, r->val, r->vlen);
+}
+
+int nd_files_start(node *n)
+{
+	nd_files *nf = calloc(1, sizeof *nf);
+	if (!nf)
+		return RN_ENOMEM;
+	/* chunks are 1 MiB buffers made and freed many times a second: above glibc's default
+	 * threshold (128 KiB) each would be its own mmap, page-faulted in and unmapped again
+	 * (a quarter of a download's CPU); from the heap they are reused */
+	mallopt(M_MMAP_THRESHOLD, 16 << 20);
+	mallopt(M_TRIM_THRESHOLD, 64 << 20);
+	files_config_default(&nf->cfg);
+	if (n->o->max_file)
+		nf->cfg.max_file = n->o->max_file;
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	nf->cfg.wall_offset_ms =
+	    (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000 - uv_now(&n->loop);
+	files_driver d = {n, d_kv, d_meta, d_data, d_room, d_done};
+	nf->core = files_new(&nf->cfg, &d);
+	if (!nf->core) {
+		free(nf);
+		return RN_EINVAL;
+	}
+	kv_set_check(n->kv, record_check);
+	uv_async_init(&n->loop, &nf->wake, on_files_wake);
+	nf->wake.data = n;
+	nf->started = true;
+	n->files = nf;
+	return 0;
+}
+
+/* The node is stopping: every transfer still open gets its answer (503), and the HTTP
+ * connections waiting on the loop are resumed so libmicrohttpd can close them. */
+void nd_files_stop(node *n)
+{
+	nd_files *nf = n->files;
+	if (!nf)
+		return;
+	nf->stopping = true;
+	files_run(n);
+	uint64_t now = uv_now(&n->loop);
+	while (nf->nlive) {
+		fx *x = nf->live[0];
+		files_abort(nf->core, now, x->id);
+		pthread_mutex_lock(&n->lock);
+		if (!x->done) {
+			x->done = true;
+			x->status = 503;
+			free(x->body);
+			x->body = json_err("the node is shutting down");
+		}
+		pthread_mutex_unlock(&n->lock);
+		fx_resume(n, x);
+		live_drop(n, x);
+	}
+}
+
+void nd_files_free(node *n)
+{
+	nd_files *nf = n->files;
+	if (!nf)
+		return;
+	files_free(nf->core);
+	for (size_t i = 0; i < nf->nops; i++)
+		free(nf->ops[i].key);
+	for (size_t i = 0; i < nf->nans; i++)
+		free(nf->ans[i].val);
+	pthread_mutex_lock(&n->lock);
+	while (nf->work) {
+		fx *x = nf->work;
+		nf->work = x->next_work;
+		fx_unref_locked(x);
+	}
+	pthread_mutex_unlock(&n->lock);
+	free(nf->ops);
+	free(nf->ans);
+	free(nf->live);
+	free(nf);
+	n->files = NULL;
+}
+
+size_t nd_files_metrics(node *n, char *b, size_t cap)
+{
+	nd_files *nf = n->files;
+	if (!nf || !nf->core)
+		return 0;
+	const files_stats *s = files_get_stats(nf->core);
+	const kv_stats *ks = n->kv ? kv_get_stats(n->kv) : NULL;
+	pthread_mutex_lock(&n->lock);
+	unsigned long long refused = nf->refused;
+	pthread_mutex_unlock(&n->lock);
+	int k = snprintf(
+	    b, cap,
+	    "# HELP ringnet_files_total File operations that entered here, by kind.\n"
+	    "# TYPE ringnet_files_total counter\n"
+	    "ringnet_files_total{op=\"upload\"} %llu\nringnet_files_total{op=\"download\"} %llu\n"
+	    "ringnet_files_total{op=\"delete\"} %llu\nringnet_files_total{op=\"aborted\"} %llu\n"
+	    "# HELP ringnet_files_chunks_total Chunks stored, read and collected by this node's "
+	    "transfers.\n# TYPE ringnet_files_chunks_total counter\n"
+	    "ringnet_files_chunks_total{op=\"put\"} %llu\nringnet_files_chunks_total{op=\"get\"} "
+	    "%llu\nringnet_files_chunks_total{op=\"deleted\"} %llu\n"
+	    "# HELP ringnet_files_bad_chunks_total Chunk reads whose bytes did not match their "
+	    "hash (read again elsewhere).\n# TYPE ringnet_files_bad_chunks_total counter\n"
+	    "ringnet_files_bad_chunks_total %llu\n"
+	    "# HELP ringnet_files_bytes_total File bytes through this node.\n"
+	    "# TYPE ringnet_files_bytes_total counter\n"
+	    "ringnet_files_bytes_total{dir=\"in\"} %llu\nringnet_files_bytes_total{dir=\"out\"} "
+	    "%llu\n"
+	    "# HELP ringnet_files_transfers Transfers open (uploads, downloads, collections).\n"
+	    "# TYPE ringnet_files_transfers gauge\nringnet_files_transfers %zu\n"
+	    "# HELP ringnet_files_refused_total File requests refused: %d transfers were open.\n"
+	    "# TYPE ringnet_files_refused_total counter\nringnet_files_refused_total %llu\n"
+	    "# HELP ringnet_kv_damaged_total Copies a get read here that failed their check (a "
+	    "chunk not matching its hash), and those rewritten with a good copy.\n"
+	    "# TYPE ringnet_kv_damaged_total counter\n"
+	    "ringnet_kv_damaged_total{what=\"seen\"} %llu\n"
+	    "ringnet_kv_damaged_total{what=\"repaired\"} %llu\n",
+	    (unsigned long long)s->uploads, (unsigned long long)s->downloads,
+	    (unsigned long long)s->deletes, (unsigned long long)s->aborted,
+	    (unsigned long long)s->chunks_put, (unsigned long long)s->chunks_got,
+	    (unsigned long long)s->chunks_deleted, (unsigned long long)s->bad_chunks,
+	    (unsigned long long)s->bytes_in, (unsigned long long)s->bytes_out,
+	    files_active(nf->core), FILES_MAX_OPEN, refused,
+	    (unsigned long long)(ks ? ks->damaged_seen : 0),
+	    (unsigned long long)(ks ? ks->damaged_repaired : 0));
+	return k < 0 ? 0 : (size_t)k;
+}
+
+/* ---- HTTP (HTTP thread) ---- */
+
+static enum MHD_Result answer_err(http_req *q, struct MHD_Connection *c, unsigned status,
+                                  const char *why)
+{
+	char *t = json_err(why);
+	enum MHD_Result rc = nd_http_reply(q, c, status, t ? t : "{}");
+	free(t);
+	return rc;
+}
+
+static fx *fx_new(node *n, struct MHD_Connection *c, int kind, const char *name, size_t nlen)
+{
+	fx *x = calloc(1, sizeof *x);
+	if (!x)
+		return NULL;
+	x->refs = 1; /* the HTTP request's */
+	x->node = n;
+	x->conn = c;
+	x->kind = kind;
+	if (name) {
+		memcpy(x->name, name, nlen);
+		x->nlen = nlen;
+	}
+	pthread_mutex_lock(&n->lock);
+	x->id = ++n->files->seq;
+	n->files->open++;
+	pthread_mutex_unlock(&n->lock);
+	return x;
+}
+
+/* Suspends the connection and hands x to the loop (with what the caller set under lock). */
+static void fx_submit(node *n, fx *x, struct MHD_Connection *c)
+{
+	pthread_mutex_lock(&n->lock);
+	x->suspended = true;
+	MHD_suspend_connection(c);
+	fx_post_locked(n->files, x);
+	pthread_mutex_unlock(&n->lock);
+	uv_async_send(&n->files->wake);
+}
+
+/* Hands the bytes gathered so far (and whether the body is over) to the loop. */
+static void hand_over(node *n, fx *x, struct MHD_Connection *c, bool end)
+{
+	pthread_mutex_lock(&n->lock);
+	x->hand = x->acc;
+	x->hlen = x->alen;
+	x->has_hand = true;
+	x->hand_end = end;
+	pthread_mutex_unlock(&n->lock);
+	x->acc = NULL;
+	x->alen = x->acap = 0;
+	fx_submit(n, x, c);
+}
+
+static bool take_bytes(fx *x, const char *data, size_t size)
+{
+	if (rn_grow((void **)&x->acc, &x->acap, x->alen + size, 1, FILES_CHUNK_DEFAULT + 65536) < 0)
+		return false;
+	memcpy(x->acc + x->alen, data, size);
+	x->alen += size;
+	return true;
+}
+
+static enum MHD_Result on_part(void *cls, enum MHD_ValueKind kind, const char *key,
+                               const char *filename, const char *content_type,
+                               const char *transfer_encoding, const char *data, uint64_t off,
+                               size_t size)
+{
+	(void)kind;
+	(void)content_type;
+	(void)transfer_encoding;
+	(void)off;
+	fx *x = cls;
+	if (x->err)
+		return MHD_YES;
+	if (!key || strcmp(key, "file") != 0) {
+		if (x->got_field)
+			x->field_over = true; /* only the first file field is taken */
+		return MHD_YES;
+	}
+	if (x->field_over)
+		return MHD_YES;
+	if (!x->got_field) {
+		x->got_field = true;
+		if (!filename) {
+			x->err = "the \"file\" field has no filename (send it as curl -F "
+			         "'file=@PATH' does)";
+			x->err_status = MHD_HTTP_BAD_REQUEST;
+			return MHD_YES;
+		}
+		size_t nl = strlen(filename);
+		const char *why = files_name_problem(filename, nl);
+		if (why) {
+			x->err = why;
+			x->err_status = MHD_HTTP_BAD_REQUEST;
+			return MHD_YES;
+		}
+		memcpy(x->name, filename, nl);
+		x->nlen = nl;
+	}
+	if (size && !take_bytes(x, data, size)) {
+		x->err = "out of memory";
+		x->err_status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+	}
+	return MHD_YES;
+}
+
+static const char *mime_type(const char *name, size_t nlen)
+{
+	static const char *const map[][2] = {{"txt", "text/plain; charset=utf-8"},
+	                                     {"html", "text/html; charset=utf-8"},
+	                                     {"htm", "text/html; charset=utf-8"},
+	                                     {"css", "text/css"},
+	                                     {"js", "text/javascript"},
+	                                     {"json", "application/json"},
+	                                     {"xml", "application/xml"},
+	                                     {"csv", "text/csv"},
+	                                     {"md", "text/markdown"},
+	                                     {"png", "image/png"},
+	                                     {"jpg", "image/jpeg"},
+	                                     {"jpeg", "image/jpeg"},
+	                                     {"gif", "image/gif"},
+	                                     {"svg", "image/svg+xml"},
+	                                     {"webp", "image/webp"},
+	                                     {"pdf", "application/pdf"},
+	                                     {"mp4", "video/mp4"},
+	                                     {"webm", "video/webm"},
+	                                     {"mp3", "audio/mpeg"},
+	                                     {"ogg", "audio/ogg"},
+	                                     {"wav", "audio/wav"},
+	                                     {"zip", "application/zip"},
+	                                     {"gz", "application/gzip"},
+	                                     {"tar", "application/x-tar"}};
+	const char *dot = NULL;
+	for (size_t i = 0; i < nlen; i++)
+		if (name[i] == '.')
+			dot = name + i + 1;
+	if (dot)
+		for (size_t i = 0; i < sizeof map / sizeof *map; i++)
+			if (!strcasecmp(dot, map[i][0]))
+				return map[i][1];
+	return "application/octet-stream";
+}
+
+/* inline; filename="..." (ASCII, quotes escaped) and filename*= for the UTF-8 name */
+static void disposition(const char *name, size_t nlen, char *out, size_t cap)
+{
+	size_t k = (size_t)snprintf(out, cap, "inline; filename=\"");
+	bool ascii = true;
+	for (size_t i = 0; i < nlen && k + 4 < cap; i++) {
+		unsigned char ch = (unsigned char)name[i];
+		if (ch >= 0x80) {
+			ascii = false;
+			out[k++] = '_';
+		} else {
+			if (ch == '"' || ch == '\\')
+				out[k++] = '\\';
+			out[k++] = (char)ch;
+		}
+	}
+	k += (size_t)snprintf(out + k, cap - k, "\"");
+	if (ascii)
+		return;
+	k += (size_t)snprintf(out + k, cap - k, "; filename*=UTF-8''");
+	for (size_t i = 0; i < nlen && k + 4 < cap; i++) {
+		unsigned char ch = (unsigned char)name[i];
+		bool plain = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		             (ch >= '0' && ch <= '9') || strchr("-._~", ch);
+		k += (size_t)snprintf(out + k, cap - k, plain ? "%c" : "%%%02X", ch);
+	}
+}
+
+/* Range: bytes=A-B, A-, -N (one range). 1: a range in [*off, *off + *len); 0: none or
+ * not one this server takes (the whole file is sent); -1: unsatisfiable. */
+static int parse_range(const char *h, uint64_t size, uint64_t *off, uint64_t *len)
+{
+	if (!h || strncmp(h, "bytes=", 6) != 0 || strchr(h, ','))
+		return 0;
+	const char *p = h + 6;
+	char *end;
+	if (*p == '-') {
+		unsigned long long nb = strtoull(p + 1, &end, 10);
+		if (end == p + 1 || *end)
+			return 0;
+		if (!nb || !size)
+			return -1;
+		if (nb > size)
+			nb = size;
+		*off = size - nb;
+		*len = nb;
+		return 1;
+	}
+	unsigned long long a = strtoull(p, &end, 10);
+	if (end == p || *end != '-')
+		return 0;
+	p = end + 1;
+	unsigned long long b = size ? size - 1 : 0;
+	if (*p) {
+		b = strtoull(p, &end, 10);
+		if (end == p || *end || b < a)
+			return 0;
+		if (b >= size)
+			b = size - 1;
+	}
+	if (a >= size)
+		return -1;
+	*off = a;
+	*len = b - a + 1;
+	return 1;
+}
+
+static ssize_t read_body(void *cls, uint64_t pos, char *buf, size_t max);
+static void free_body(void *cls);
+
+/* The manifest is known: the headers of a GET or HEAD, and the start of the bytes. */
+static enum MHD_Result answer_meta(node *n, http_req *q, struct MHD_Connection *c, fx *x)
+{
+	char etag[2 * FILES_HASH + 3];
+	etag[0] = '"';
+	files_hex(x->m.sha, FILES_HASH, etag + 1);
+	strcat(etag, "\"");
+	uint64_t size = x->m.size, off = 0, len = size;
+	unsigned status = MHD_HTTP_OK;
+	int rr = 0;
+	const char *range = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Range");
+	const char *if_range = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "If-Range");
+	if (range && (!if_range || !strcmp(if_range, etag)))
+		rr = parse_range(range, size, &off, &len);
+	if (rr < 0) {
+		pthread_mutex_lock(&n->lock);
+		x->stop = true;
+		pthread_mutex_unlock(&n->lock);
+		fx_post(n, x);
+		q->status = MHD_HTTP_RANGE_NOT_SATISFIABLE;
+		char *t = json_err("the range is outside the file");
+		struct MHD_Response *r =
+		    MHD_create_response_from_buffer(strlen(t), t, MHD_RESPMEM_MUST_FREE);
+		if (!r)
+			return MHD_NO;
+		char cr[64];
+		snprintf(cr, sizeof cr, "bytes */%llu", (unsigned long long)size);
+		MHD_add_response_header(r, "Content-Range", cr);
+		MHD_add_response_header(r, "Content-Type", "application/json");
+		enum MHD_Result ok = MHD_queue_response(c, MHD_HTTP_RANGE_NOT_SATISFIABLE, r);
+		MHD_destroy_response(r);
+		return ok;
+	}
+	if (rr > 0)
+		status = MHD_HTTP_PARTIAL_CONTENT;
+	pthread_mutex_lock(&n->lock);
+	x->refs++; /* the response's */
+	pthread_mutex_unlock(&n->lock);
+	struct MHD_Response *r =
+	    MHD_create_response_from_callback(len, 256 * 1024, read_body, x, free_body);
+	if (!r) {
+		fx_unref(n, x);
+		return MHD_NO;
+	}
+	MHD_add_response_header(r, "Content-Type", mime_type(x->m.name, x->m.nlen));
+	char cd[3 * FILES_NAME_MAX + 64];
+	disposition(x->m.name, x->m.nlen, cd, sizeof cd);
+	MHD_add_response_header(r, "Content-Disposition", cd);
+	MHD_add_response_header(r, "ETag", etag);
+	MHD_add_response_header(r, "Accept-Ranges", "bytes");
+	if (rr > 0) {
+		char cr[96];
+		snprintf(cr, sizeof cr, "bytes %llu-%llu/%llu", (unsigned long long)off,
+		         (unsigned long long)(off + len - 1), (unsigned long long)size);
+		MHD_add_response_header(r, "Content-Range", cr);
+	}
+	pthread_mutex_lock(&n->lock);
+	if (x->kind == FX_HEAD || !len) {
+		x->stop = true;
+	} else {
+		x->go = true;
+		x->off = off;
+		x->len = len;
+	}
+	pthread_mutex_unlock(&n->lock);
+	fx_post(n, x);
+	q->status = status;
+	enum MHD_Result ok = MHD_queue_response(c, status, r);
+	MHD_destroy_response(r);
+	return ok;
+}
+
+/* The download's bytes, as the loop queued them; none yet: suspend until there are. A
+ * download that failed after its headers ends with an error (the connection closes short
+ * of Content-Length), never with bytes that were not verified. */
+static ssize_t read_body(void *cls, uint64_t pos, char *buf, size_t max)
+{
+	(void)pos;
+	fx *x = cls;
+	node *n = x->node;
+	size_t k = 0;
+	bool post = false;
+	pthread_mutex_lock(&n->lock);
+	while (k < max && x->qh) {
+		dbuf *d = x->qh;
+		size_t take = d->len - d->off < max - k ? d->len - d->off : max - k;
+		memcpy(buf + k, d->data + d->off, take);
+		d->off += take;
+		k += take;
+		if (d->off == d->len) {
+			x->qh = d->next;
+			if (!x->qh)
+				x->qt = NULL;
+			free(d);
+			x->consumed++;
+			post = true;
+		}
+	}
+	ssize_t ret = (ssize_t)k;
+	if (!k && x->done)
+		ret = x->status == MHD_HTTP_OK ? MHD_CONTENT_READER_END_OF_STREAM
+		                               : MHD_CONTENT_READER_END_WITH_ERROR;
+	else if (!k) {
+		x->suspended = true;
+		MHD_suspend_connection(x->conn);
+	}
+	if (post)
+		fx_post_locked(n->files, x);
+	pthread_mutex_unlock(&n->lock);
+	if (post)
+		uv_async_send(&n->files->wake);
+	return ret;
+}
+
+static void free_body(void *cls)
+{
+	fx *x = cls;
+	fx_unref(x->node, x);
+}
+
+/* libmicrohttpd's unescaping of a URL, except that on a file route %00 becomes %01: the
+ * handler sees the path as a C string, where a NUL would cut the name short silently
+ * ("a%00b" stored as "a"); a control byte gets the 400 a NUL deserves. */
+size_t nd_files_unescape(void *cls, struct MHD_Connection *c, char *s)
+{
+	(void)cls;
+	(void)c;
+	if (nd_files_route(s))
+		for (char *p = strstr(s, "%00"); p; p = strstr(p + 3, "%00"))
+			p[2] = '1';
+	return MHD_http_unescape(s);
+}
+
+bool nd_files_route(const char *url)
+{
+	return !strcmp(url, "/upload") || !strcmp(url, "/files") || !strncmp(url, "/files/", 7) ||
+	       !strncmp(url, "/download/", 10);
+}
+
+enum MHD_Result nd_files_http(node *n, struct MHD_Connection *c, http_req *q, const char *url,
+                              const char *method, const char *upload, size_t *upload_size)
+{
+	fx *x = q->files;
+	if (!x) { /* the first call: headers only */
+		bool get = !strcmp(method, "GET"), head = !strcmp(method, "HEAD"),
+		     put = !strcmp(method, "PUT"), post = !strcmp(method, "POST"),
+		     del = !strcmp(method, "DELETE");
+		const char *name = NULL;
+		int kind = 0;
+		if (!strcmp(url, "/upload")) {
+			q->route = "/upload";
+			if (!post)
+				return answer_err(q, c, MHD_HTTP_METHOD_NOT_ALLOWED,
+				                  "POST /upload takes multipart/form-data with a "
+				                  "\"file\" field");
+			kind = FX_UP;
+		} else if (!strcmp(url, "/files") || !strcmp(url, "/files/")) {
+			q->route = "/files";
+			if (!get)
+				return answer_err(q, c, MHD_HTTP_METHOD_NOT_ALLOWED,
+				                  "GET /files lists; PUT or DELETE /files/<name>");
+			kind = FX_LIST;
+		} else if (!strncmp(url, "/files/", 7)) {
+			name = url + 7;
+			q->route = "/files/<name>";
+			if (!put && !del && !get && !head)
+				return answer_err(
+				    q, c, MHD_HTTP_METHOD_NOT_ALLOWED,
+				    "PUT /files/<name> stores the body, DELETE removes, "
+				    "GET or HEAD /download/<name> reads");
+			kind = put ? FX_UP : del ? FX_DEL : get ? FX_DOWN : FX_HEAD;
+		} else {
+			name = url + 10; /* "/download/" */
+			q->route = "/download/<name>";
+			if (!get && !head)
+				return answer_err(q, c, MHD_HTTP_METHOD_NOT_ALLOWED,
+				                  "use GET or HEAD on /download/<name>");
+			kind = get ? FX_DOWN : FX_HEAD;
+		}
+		if (name) {
+			/* libmicrohttpd has decoded %XX already; the name is the rest of the path
+			 */
+			const char *why = files_name_problem(name, strlen(name));
+			if (why)
+				return answer_err(q, c, MHD_HTTP_BAD_REQUEST, why);
+		}
+		if (kind == FX_UP) {
+			const char *cl = MHD_lookup_connection_value(
+			    c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+			uint64_t max = n->files->cfg.max_file;
+			uint64_t slack =
+			    name ? 0 : 64 * 1024; /* multipart's boundaries and headers */
+			if (cl && strtoull(cl, NULL, 10) > max + slack) {
+				char why[160];
+				snprintf(
+				    why, sizeof why,
+				    "the file is over this node's limit of %llu bytes (--max-file)",
+				    (unsigned long long)max);
+				return answer_err(q, c, MHD_HTTP_CONTENT_TOO_LARGE, why);
+			}
+		}
+		pthread_mutex_lock(&n->lock);
+		bool full = n->files->open >= FILES_MAX_OPEN;
+		n->files->refused += full;
+		pthread_mutex_unlock(&n->lock);
+		if (full) {
+			q->status = MHD_HTTP_SERVICE_UNAVAILABLE;
+			char *t = nd_json_text(json_pack(
+			    "{s:s, s:i}", "error",
+			    "too many file transfers on this node at once; try again shortly",
+			    "retry_after_ms", 1000));
+			enum MHD_Result rc =
+			    nd_http_reply(q, c, MHD_HTTP_SERVICE_UNAVAILABLE, t ? t : "{}");
+			free(t);
+			return rc;
+		}
+		x = fx_new(n, c, kind, name, name ? strlen(name) : 0);
+		if (!x)
+			return answer_err(q, c, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
+		q->files = x;
+		if (kind == FX_UP && !name) {
+			x->multipart = true;
+			x->pp = MHD_create_post_processor(c, 65536, on_part, x);
+			if (!x->pp)
+				return answer_err(
+				    q, c, MHD_HTTP_BAD_REQUEST,
+				    "send multipart/form-data with a \"file\" field (curl -F "
+				    "'file=@PATH')");
+		}
+		return MHD_YES;
+	}
+	pthread_mutex_lock(&n->lock);
+	bool done = x->done, meta = x->meta;
+	pthread_mutex_unlock(&n->lock);
+	if (x->answered) {
+		*upload_size = 0;
+		return MHD_YES;
+	}
+	if (x->kind == FX_UP && done) { /* the loop has answered (or the node stops) */
+		*upload_size = 0;
+		x->answered = true;
+		return nd_http_reply(q, c, x->status, x->body ? x->body : "{}");
+	}
+	if (x->kind == FX_UP) {
+		if (*upload_size) {
+			size_t size = *upload_size;
+			*upload_size = 0;
+			x->received += size;
+			if (x->received > n->files->cfg.max_file + (x->multipart ? 65536 : 0)) {
+				/* a body of no announced length went over: the connection closes */
+				pthread_mutex_lock(&n->lock);
+				x->gone = true;
+				pthread_mutex_unlock(&n->lock);
+				fx_post(n, x);
+				return MHD_NO;
+			}
+			if (x->err)
+				return MHD_YES; /* read and dropped; the error is the answer */
+			if (x->multipart)
+				MHD_post_process(x->pp, upload, size);
+			else if (!take_bytes(x, upload, size))
+				x->err = "out of memory", x->err_status = 500;
+			if (!x->err && x->alen >= n->files->cfg.chunk_size)
+				hand_over(n, x, c, false);
+			return MHD_YES;
+		}
+		/* the body is over */
+		if (x->err) {
+			pthread_mutex_lock(&n->lock);
+			x->gone = true;
+			pthread_mutex_unlock(&n->lock);
+			if (x->submitted || x->received)
+				fx_post(n, x);
+			return answer_err(q, c, x->err_status, x->err);
+		}
+		if (x->multipart && !x->got_field)
+			return answer_err(q, c, MHD_HTTP_BAD_REQUEST,
+			                  "no \"file\" field in the form (curl -F 'file=@PATH')");
+		if (!x->submitted) {
+			x->submitted = true;
+			hand_over(n, x, c, true);
+		}
+		return MHD_YES;
+	}
+	*upload_size = 0;
+	if (!x->submitted) {
+		x->submitted = true;
+		fx_submit(n, x, c);
+		return MHD_YES;
+	}
+	if (meta) { /* a download's manifest came: headers now */
+		x->answered = true;
+		return answer_meta(n, q, c, x);
+	}
+	if (done) {
+		x->answered = true;
+		return nd_http_reply(q, c, x->status, x->body ? x->body : "{}");
+	}
+	return MHD_YES;
+}
+
+void nd_files_http_done(node *n, http_req *q, bool completed)
+{
+	fx *x = q->files;
+	if (!x)
+		return;
+	if (x->pp)
+		MHD_destroy_post_processor(x->pp);
+	x->pp = NULL;
+	(void)completed;
+	pthread_mutex_lock(&n->lock);
+	bool tell = !x->done || x->kind == FX_DOWN; /* a download may still be fetching */
+	x->gone = true;
+	if (tell)
+		fx_post_locked(n->files, x);
+	x->conn = NULL;
+	n->files->open--;
+	fx_unref_locked(x);
+	pthread_mutex_unlock(&n->lock);
+	if (tell)
+		uv_async_send(&n->files->wake);
+	q->files = NULL;
+}

@@ -1,0 +1,627 @@
+/* test_files.c — the file core against a brute-force oracle.
+ *
+ * The kv store under the core is a map held here; every kv operation the core starts is
+ * queued and answered later in random order (answers overtake each other), some answers
+ * are "unsure" (the core must retry), and a chunk read can be made to return damaged bytes.
+ * The oracle is the bytes the test uploaded: every download (of random ranges) must give
+ * exactly them, and after uploads, overwrites, deletes and aborts the store must hold
+ * exactly the chunks of the files listed, their manifests and an index naming them. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "files/files.h"
+#include "lib/err.h"
+#include "lib/rng.h"
+
+#define MAXREC 4096
+#define MAXQ   4096
+#define MAXX   64
+
+typedef struct {
+	uint8_t key[FILES_KEY_MAX];
+	size_t klen;
+	uint8_t *val;
+	size_t vlen;
+} rec;
+
+typedef struct {
+	uint64_t req;
+	kv_op op;
+	uint8_t key[FILES_KEY_MAX];
+	size_t klen;
+	uint8_t *val;
+	size_t vlen;
+} qop;
+
+typedef struct {
+	bool done, meta;
+	files_status status;
+	uint8_t *got; /* download bytes */
+	size_t glen;
+	uint64_t size; /* meta */
+	unsigned outstanding, max_outstanding;
+	unsigned rooms;
+	size_t nlist;
+	char list[16][FILES_NAME_MAX + 1];
+	uint32_t repaired;
+} xstate;
+
+typedef struct {
+	files_core *f;
+	rn_rng rng;
+	rec recs[MAXREC];
+	size_t nrec;
+	qop q[MAXQ];
+	size_t nq;
+	uint64_t now;
+	unsigned unsure_pct;   /* answers that say "unsure" */
+	unsigned corrupt_left; /* chunk reads still to damage */
+	bool corrupt_always;
+	xstate xs[MAXX];
+	unsigned inflight_chunks, max_inflight_chunks;
+} world;
+
+static world W;
+
+static rec *find(const uint8_t *key, size_t klen)
+{
+	for (size_t i = 0; i < W.nrec; i++)
+		if (W.recs[i].klen == klen && !memcmp(W.recs[i].key, key, klen))
+			return &W.recs[i];
+	return NULL;
+}
+
+static void d_kv(void *ctx, uint64_t req, kv_op op, const uint8_t *key, size_t klen,
+                 const uint8_t *val, size_t vlen)
+{
+	(void)ctx;
+	assert_true(W.nq < MAXQ);
+	qop *o = &W.q[W.nq++];
+	o->req = req;
+	o->op = op;
+	memcpy(o->key, key, klen);
+	o->klen = klen;
+	o->val = NULL;
+	o->vlen = vlen;
+	if (op == KV_PUT) {
+		o->val = malloc(vlen ? vlen : 1);
+		memcpy(o->val, val, vlen);
+	}
+	if (klen == 3 + FILES_HASH && key[2] == 'c' && (op == KV_PUT || op == KV_GET))
+		if (++W.inflight_chunks > W.max_inflight_chunks)
+			W.max_inflight_chunks = W.inflight_chunks;
+}
+
+static void d_meta(void *ctx, uint64_t x, const files_manifest *m)
+{
+	(void)ctx;
+	W.xs[x].meta = true;
+	W.xs[x].size = m->size;
+}
+
+static void d_data(void *ctx, uint64_t x, const uint8_t *buf, size_t len)
+{
+	(void)ctx;
+	xstate *s = &W.xs[x];
+	s->got = realloc(s->got, s->glen + len + 1);
+	memcpy(s->got + s->glen, buf, len);
+	s->glen += len;
+	if (++s->outstanding > s->max_outstanding)
+		s->max_outstanding = s->outstanding;
+}
+
+static void d_room(void *ctx, uint64_t x)
+{
+	(void)ctx;
+	W.xs[x].rooms++;
+}
+
+static void d_done(void *ctx, uint64_t x, const files_result *r)
+{
+	(void)ctx;
+	xstate *s = &W.xs[x];
+	assert_false(s->done);
+	s->done = true;
+	s->status = r->status;
+	s->repaired = r->chunks_repaired;
+	s->nlist = r->nlist;
+	for (size_t i = 0; i < r->nlist && i < 16; i++)
+		snprintf(s->list[i], sizeof s->list[i], "%s", r->list[i].name);
+}
+
+/* Answers one queued operation, chosen at random. */
+static void answer_one(void)
+{
+	size_t i = rn_rng_below(&W.rng, W.nq);
+	qop o = W.q[i];
+	W.q[i] = W.q[--W.nq];
+	if (o.klen == 3 + FILES_HASH && o.key[2] == 'c' && (o.op == KV_PUT || o.op == KV_GET))
+		W.inflight_chunks--;
+	W.now += 1;
+	if (rn_rng_below(&W.rng, 100) < W.unsure_pct) {
+		free(o.val);
+		files_on_kv(W.f, W.now, o.req, KV_UNSURE, NULL, 0);
+		return;
+	}
+	rec *r = find(o.key, o.klen);
+	if (o.op == KV_PUT) {
+		if (!r) {
+			assert_true(W.nrec < MAXREC);
+			r = &W.recs[W.nrec++];
+			memcpy(r->key, o.key, o.klen);
+			r->klen = o.klen;
+		} else {
+			free(r->val);
+		}
+		r->val = o.val;
+		r->vlen = o.vlen;
+		files_on_kv(W.f, W.now, o.req, KV_OK, NULL, 0);
+	} else if (o.op == KV_DEL) {
+		if (r) {
+			free(r->val);
+			*r = W.recs[--W.nrec];
+		}
+		files_on_kv(W.f, W.now, o.req, r ? KV_OK : KV_NOT_FOUND, NULL, 0);
+	} else if (!r) {
+		files_on_kv(W.f, W.now, o.req, KV_NOT_FOUND, NULL, 0);
+	} else if (o.key[2] == 'c' && r->vlen && (W.corrupt_always || W.corrupt_left)) {
+		W.corrupt_left -= W.corrupt_left > 0;
+		uint8_t *bad = malloc(r->vlen);
+		memcpy(bad, r->val, r->vlen);
+		bad[rn_rng_below(&W.rng, r->vlen)] ^= 0x5a;
+		files_on_kv(W.f, W.now, o.req, KV_OK, bad, r->vlen);
+		free(bad);
+	} else {
+		uint8_t *copy = malloc(r->vlen ? r->vlen : 1); /* the store may change meanwhile */
+		memcpy(copy, r->val, r->vlen);
+		files_on_kv(W.f, W.now, o.req, KV_OK, copy, r->vlen);
+		free(copy);
+	}
+}
+
+/* Runs until nothing is queued: answers, ticks for the retries. */
+static void settle(void)
+{
+	for (int guard = 0; guard < 1000000; guard++) {
+		if (W.nq) {
+			answer_one();
+			continue;
+		}
+		uint64_t at = files_wake_at(W.f);
+		if (at == UINT64_MAX)
+			return;
+		W.now = at > W.now ? at : W.now;
+		files_tick(W.f, W.now);
+	}
+	fail_msg("the core never went quiet");
+}
+
+static void consume_all(uint64_t x)
+{
+	while (W.xs[x].outstanding) {
+		W.xs[x].outstanding--;
+		files_download_consumed(W.f, W.now, x);
+	}
+}
+
+static void world_init(uint32_t chunk, unsigned window, uint64_t seed)
+{
+	memset(&W, 0, sizeof W);
+	rn_rng_seed(&W.rng, seed);
+	files_config c;
+	files_config_default(&c);
+	c.chunk_size = chunk;
+	c.window = window;
+	c.max_file = (uint64_t)chunk * 1000;
+	c.retries = 30;
+	c.retry_ms = 10;
+	files_driver d = {NULL, d_kv, d_meta, d_data, d_room, d_done};
+	W.f = files_new(&c, &d);
+	assert_non_null(W.f);
+}
+
+static void world_free(void)
+{
+	files_free(W.f);
+	for (size_t i = 0; i < W.nrec; i++)
+		free(W.recs[i].val);
+	for (size_t i = 0; i < W.nq; i++)
+		free(W.q[i].val);
+	for (int i = 0; i < MAXX; i++)
+		free(W.xs[i].got);
+}
+
+static uint8_t *random_bytes(size_t n)
+{
+	uint8_t *b = malloc(n ? n : 1);
+	for (size_t i = 0; i < n; i++)
+		b[i] = (uint8_t)rn_rng_below(&W.rng, 256);
+	return b;
+}
+
+/* Feeds bytes in random pieces, only while the core wants them, answering kv operations
+ * in between (as the network would). Returns the status done gave. */
+static void feed(uint64_t x, const uint8_t *b, size_t n, size_t stop_at)
+{
+	size_t off = 0;
+	while (off < n && off < stop_at) {
+		if (!files_upload_wants(W.f, x)) {
+			assert_true(W.nq > 0); /* something must be in flight to make room */
+			answer_one();
+			continue;
+		}
+		size_t k = 1 + rn_rng_below(&W.rng, 200);
+		if (k > n - off)
+			k = n - off;
+		if (k > stop_at - off)
+			k = stop_at - off;
+		files_upload_data(W.f, W.now, x, b + off, k);
+		off += k;
+		if (W.nq && rn_rng_below(&W.rng, 2))
+			answer_one();
+	}
+}
+
+static void upload(uint64_t x, const char *name, const uint8_t *b, size_t n)
+{
+	memset(&W.xs[x], 0, sizeof W.xs[x]);
+	assert_int_equal(files_upload_begin(W.f, W.now, x, name, strlen(name)), 0);
+	feed(x, b, n, n);
+	files_upload_end(W.f, W.now, x);
+	settle();
+	assert_true(W.xs[x].done);
+	assert_int_equal(W.xs[x].status, FILES_OK);
+}
+
+/* Downloads [off, off + len) and checks it against the oracle's bytes. */
+static void download_check(uint64_t x, const char *name, const uint8_t *b, size_t n, uint64_t off,
+                           uint64_t len)
+{
+	free(W.xs[x].got);
+	memset(&W.xs[x], 0, sizeof W.xs[x]);
+	assert_int_equal(files_download(W.f, W.now, x, name, strlen(name)), 0);
+	settle();
+	assert_true(W.xs[x].meta);
+	assert_int_equal(W.xs[x].size, n);
+	files_download_start(W.f, W.now, x, off, len);
+	while (!W.xs[x].done) {
+		if (W.nq && rn_rng_below(&W.rng, 3))
+			answer_one();
+		else if (W.xs[x].outstanding)
+			consume_all(x);
+		else if (W.nq)
+			answer_one();
+		else
+			settle();
+	}
+	assert_int_equal(W.xs[x].status, FILES_OK);
+	assert_int_equal(W.xs[x].glen, len);
+	if (len)
+		assert_memory_equal(W.xs[x].got, b + off, len);
+	consume_all(x);
+}
+
+/* The store holds exactly: the index, each file's manifest, and the chunks they use. */
+static void check_store(const char **names, uint8_t **bytes, const size_t *sizes, size_t nf,
+                        uint32_t chunk)
+{
+	size_t want = nf ? 1 : 0; /* the index (absent until the first upload) */
+	uint8_t hashes[256][FILES_HASH];
+	size_t nh = 0;
+	for (size_t i = 0; i < nf; i++) {
+		uint8_t key[FILES_KEY_MAX];
+		size_t kl = files_manifest_key(names[i], strlen(names[i]), key);
+		rec *r = find(key, kl);
+		assert_non_null(r);
+		want++;
+		for (size_t off = 0; off < sizes[i]; off += chunk) {
+			size_t k = sizes[i] - off < chunk ? sizes[i] - off : chunk;
+			uint8_t h[FILES_HASH];
+			files_sha256(bytes[i] + off, k, h);
+			bool seen = false;
+			for (size_t j = 0; j < nh && !seen; j++)
+				seen = !memcmp(hashes[j], h, FILES_HASH);
+			if (!seen) {
+				assert_true(nh < 256);
+				memcpy(hashes[nh++], h, FILES_HASH);
+			}
+		}
+	}
+	for (size_t j = 0; j < nh; j++) {
+		uint8_t key[FILES_KEY_MAX];
+		size_t kl = files_chunk_key(hashes[j], key);
+		rec *r = find(key, kl);
+		assert_non_null(r);
+		assert_true(files_record_valid(r->key, r->klen, r->val, r->vlen));
+	}
+	want += nh;
+	size_t index_there = 0;
+	for (size_t i = 0; i < W.nrec; i++)
+		index_there += W.recs[i].klen == 3 && W.recs[i].key[2] == 'i';
+	if (!nf && index_there)
+		want++;
+	assert_int_equal(W.nrec, want);
+}
+
+static void list_check(uint64_t x, const char **sorted, size_t n)
+{
+	memset(&W.xs[x], 0, sizeof W.xs[x]);
+	assert_int_equal(files_list(W.f, W.now, x), 0);
+	settle();
+	assert_true(W.xs[x].done);
+	assert_int_equal(W.xs[x].status, FILES_OK);
+	assert_int_equal(W.xs[x].nlist, n);
+	for (size_t i = 0; i < n; i++)
+		assert_string_equal(W.xs[x].list[i], sorted[i]);
+}
+
+static void test_round_trips(void **state)
+{
+	(void)state;
+	for (uint64_t seed = 1; seed <= 4; seed++) {
+		const uint32_t cs = 64;
+		world_init(cs, 3, seed);
+		W.unsure_pct = seed > 2 ? 20 : 0; /* half the runs retry a fifth of everything */
+		size_t sizes[] = {0, 1, cs - 1, cs, cs + 1, 5 * cs + 7};
+		const char *names[] = {"zero", "one", "almost", "exact", "exact+1", "several"};
+		uint8_t *bytes[6];
+		for (int i = 0; i < 6; i++) {
+			bytes[i] = random_bytes(sizes[i]);
+			upload((uint64_t)i, names[i], bytes[i], sizes[i]);
+		}
+		assert_true(W.max_inflight_chunks <= 3);
+		for (int i = 0; i < 6; i++) {
+			download_check(10, names[i], bytes[i], sizes[i], 0, sizes[i]);
+			assert_true(W.xs[10].max_outstanding <= 3);
+			/* ranges at the edges and at random */
+			size_t n = sizes[i];
+			if (n) {
+				download_check(11, names[i], bytes[i], n, 0, 1);
+				download_check(11, names[i], bytes[i], n, n - 1, 1);
+				if (n > cs) {
+					download_check(11, names[i], bytes[i], n, cs - 1, 2);
+					download_check(11, names[i], bytes[i], n, cs, n - cs);
+				}
+				for (int k = 0; k < 5; k++) {
+					uint64_t a = rn_rng_below(&W.rng, n),
+					         b = rn_rng_below(&W.rng, n);
+					uint64_t lo = a < b ? a : b, hi = a < b ? b : a;
+					download_check(11, names[i], bytes[i], n, lo, hi - lo + 1);
+				}
+			}
+		}
+		assert_true(W.max_inflight_chunks <= 3);
+		const char *sorted[] = {"almost", "exact", "exact+1", "one", "several", "zero"};
+		list_check(20, sorted, 6);
+		check_store(names, bytes, sizes, 6, cs);
+		for (int i = 0; i < 6; i++)
+			free(bytes[i]);
+		world_free();
+	}
+}
+
+static void test_dedup_delete_overwrite(void **state)
+{
+	(void)state;
+	const uint32_t cs = 32;
+	world_init(cs, 2, 7);
+	uint8_t *a = random_bytes(4 * cs), *b = random_bytes(3 * cs + 5);
+	uint8_t *ab = malloc(7 * cs + 5); /* shares a's chunks */
+	memcpy(ab, a, 4 * cs);
+	memcpy(ab + 4 * cs, b, 3 * cs + 5);
+	upload(0, "a", a, 4 * cs);
+	upload(1, "a-copy", a, 4 * cs); /* the same bytes: no new chunks */
+	upload(2, "ab", ab, 7 * cs + 5);
+	{
+		const char *n[] = {"a", "a-copy", "ab"};
+		uint8_t *by[] = {a, a, ab};
+		size_t sz[] = {4 * cs, 4 * cs, 7 * cs + 5};
+		check_store(n, by, sz, 3, cs);
+	}
+	/* delete a: every chunk is still used by a-copy and ab */
+	memset(&W.xs[3], 0, sizeof W.xs[3]);
+	assert_int_equal(files_delete(W.f, W.now, 3, "a", 1), 0);
+	settle();
+	assert_int_equal(W.xs[3].status, FILES_OK);
+	{
+		const char *n[] = {"a-copy", "ab"};
+		uint8_t *by[] = {a, ab};
+		size_t sz[] = {4 * cs, 7 * cs + 5};
+		check_store(n, by, sz, 2, cs);
+		list_check(4, n, 2);
+	}
+	/* overwrite ab with b: its own tail chunks differ from b's (b starts a chunk there) */
+	upload(5, "ab", b, 3 * cs + 5);
+	{
+		const char *n[] = {"a-copy", "ab"};
+		uint8_t *by[] = {a, b};
+		size_t sz[] = {4 * cs, 3 * cs + 5};
+		check_store(n, by, sz, 2, cs);
+	}
+	download_check(6, "ab", b, 3 * cs + 5, 0, 3 * cs + 5);
+	/* a missing file */
+	memset(&W.xs[7], 0, sizeof W.xs[7]);
+	assert_int_equal(files_delete(W.f, W.now, 7, "nothing", 7), 0);
+	settle();
+	assert_int_equal(W.xs[7].status, FILES_NOT_FOUND);
+	memset(&W.xs[8], 0, sizeof W.xs[8]);
+	assert_int_equal(files_download(W.f, W.now, 8, "nothing", 7), 0);
+	settle();
+	assert_int_equal(W.xs[8].status, FILES_NOT_FOUND);
+	assert_false(W.xs[8].meta);
+	/* delete everything: only the (empty) index is left */
+	for (uint64_t x = 9; x <= 10; x++) {
+		const char *nm = x == 9 ? "a-copy" : "ab";
+		memset(&W.xs[x], 0, sizeof W.xs[x]);
+		assert_int_equal(files_delete(W.f, W.now, x, nm, strlen(nm)), 0);
+		settle();
+		assert_int_equal(W.xs[x].status, FILES_OK);
+	}
+	check_store(NULL, NULL, NULL, 0, cs);
+	list_check(11, NULL, 0);
+	assert_int_equal(files_active(W.f), 0);
+	free(a);
+	free(b);
+	free(ab);
+	world_free();
+}
+
+static void test_abort_collects(void **state)
+{
+	(void)state;
+	const uint32_t cs = 16;
+	for (uint64_t seed = 1; seed <= 10; seed++) {
+		world_init(cs, 3, 100 + seed);
+		W.unsure_pct = seed % 2 ? 10 : 0;
+		uint8_t *keep = random_bytes(5 * cs);
+		upload(0, "kept", keep, 5 * cs);
+		/* an upload that shares kept's first chunks, then the client goes */
+		uint8_t *b = random_bytes(20 * cs);
+		memcpy(b, keep, 2 * cs);
+		memset(&W.xs[1], 0, sizeof W.xs[1]);
+		assert_int_equal(files_upload_begin(W.f, W.now, 1, "gone", 4), 0);
+		feed(1, b, 20 * cs, 1 + rn_rng_below(&W.rng, 20 * cs - 1));
+		files_abort(W.f, W.now, 1);
+		settle();
+		assert_false(W.xs[1].done); /* nobody to tell */
+		assert_int_equal(files_active(W.f), 0);
+		const char *n[] = {"kept"};
+		uint8_t *by[] = {keep};
+		size_t sz[] = {5 * cs};
+		check_store(n, by, sz, 1, cs); /* no manifest for "gone", none of its own chunks */
+		download_check(2, "kept", keep, 5 * cs, 0, 5 * cs);
+		free(keep);
+		free(b);
+		world_free();
+	}
+}
+
+static void test_corrupt_chunks(void **state)
+{
+	(void)state;
+	const uint32_t cs = 64;
+	world_init(cs, 2, 9);
+	uint8_t *b = random_bytes(6 * cs + 3);
+	upload(0, "f", b, 6 * cs + 3);
+	/* a few damaged reads: another read gets good bytes, the download is right */
+	W.corrupt_left = 3;
+	download_check(1, "f", b, 6 * cs + 3, 0, 6 * cs + 3);
+	assert_int_equal(W.xs[1].repaired, 3);
+	assert_int_equal(files_get_stats(W.f)->bad_chunks, 3);
+	/* every read damaged: the download fails, and what it sent is a right prefix */
+	W.corrupt_always = true;
+	memset(&W.xs[2], 0, sizeof W.xs[2]);
+	assert_int_equal(files_download(W.f, W.now, 2, "f", 1), 0);
+	settle();
+	files_download_start(W.f, W.now, 2, 0, 6 * cs + 3);
+	settle();
+	assert_true(W.xs[2].done);
+	assert_int_equal(W.xs[2].status, FILES_CORRUPT);
+	assert_int_equal(W.xs[2].glen, 0);
+	assert_int_equal(files_active(W.f), 0);
+	free(b);
+	world_free();
+}
+
+static void test_limits_and_names(void **state)
+{
+	(void)state;
+	world_init(64, 2, 3);
+	const char *bad[] = {"", ".", "..", "a/b", "../x", "/abs", "a\\b", "tab\there", "nul\x01"};
+	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+		assert_non_null(files_name_problem(bad[i], strlen(bad[i])));
+		assert_int_equal(files_upload_begin(W.f, 0, 1, bad[i], strlen(bad[i])), RN_EINVAL);
+	}
+	assert_non_null(files_name_problem("a\0b", 3));
+	assert_non_null(files_name_problem("\xc3", 1));     /* cut UTF-8 */
+	assert_non_null(files_name_problem("\xc0\xaf", 2)); /* overlong '/' */
+	assert_null(files_name_problem("r\xc3\xa9sum\xc3\xa9.txt", 10));
+	assert_null(files_name_problem("..hidden", 8));
+	char longname[300];
+	memset(longname, 'x', sizeof longname);
+	assert_null(files_name_problem(longname, 255));
+	assert_non_null(files_name_problem(longname, 256));
+	/* over max_file: TOO_BIG, and nothing stays in the store */
+	uint8_t *b = random_bytes(1000);
+	memset(&W.xs[2], 0, sizeof W.xs[2]);
+	assert_int_equal(files_upload_begin(W.f, W.now, 2, "big", 3), 0);
+	size_t fed = 0;
+	while (!W.xs[2].done && fed < 64 * 1000 + 5000) {
+		if (!files_upload_wants(W.f, 2)) {
+			if (!W.nq)
+				break;
+			answer_one();
+			continue;
+		}
+		files_upload_data(W.f, W.now, 2, b, 1000);
+		fed += 1000;
+	}
+	settle();
+	assert_true(W.xs[2].done);
+	assert_int_equal(W.xs[2].status, FILES_TOO_BIG);
+	check_store(NULL, NULL, NULL, 0, 64);
+	assert_int_equal(W.nrec, 0);
+	free(b);
+	world_free();
+}
+
+static void test_manifest_codec(void **state)
+{
+	(void)state;
+	uint8_t hashes[3 * FILES_HASH];
+	for (size_t i = 0; i < sizeof hashes; i++)
+		hashes[i] = (uint8_t)i;
+	files_manifest m = {.nlen = 5,
+	                    .size = 2 * 100 + 1,
+	                    .chunk_size = 100,
+	                    .uploaded_ms = 42,
+	                    .nchunks = 3,
+	                    .chunks = hashes};
+	memcpy(m.name, "hello", 6);
+	memset(m.sha, 7, FILES_HASH);
+	size_t n = files_manifest_size(&m);
+	uint8_t *buf = malloc(n);
+	files_manifest_encode(&m, buf);
+	files_manifest d;
+	assert_int_equal(files_manifest_decode(buf, n, &d), 0);
+	assert_string_equal(d.name, "hello");
+	assert_int_equal(d.size, 201);
+	assert_int_equal(d.chunk_size, 100);
+	assert_int_equal(d.uploaded_ms, 42);
+	assert_int_equal(d.nchunks, 3);
+	assert_memory_equal(d.chunks, hashes, sizeof hashes);
+	assert_memory_equal(d.sha, m.sha, FILES_HASH);
+	for (size_t cut = 0; cut < n; cut++) /* every truncation is refused */
+		assert_int_equal(files_manifest_decode(buf, cut, &d), RN_EPROTO);
+	buf[6 + 5 + 11] ^= 1; /* chunk size 100 -> 101: the chunk count no longer fits */
+	assert_int_equal(files_manifest_decode(buf, n, &d), RN_EPROTO);
+	free(buf);
+	/* the record check the kv layer can make */
+	uint8_t key[FILES_KEY_MAX], h[FILES_HASH];
+	files_sha256((const uint8_t *)"abc", 3, h);
+	size_t kl = files_chunk_key(h, key);
+	assert_true(files_record_valid(key, kl, (const uint8_t *)"abc", 3));
+	assert_false(files_record_valid(key, kl, (const uint8_t *)"abd", 3));
+	assert_true(files_record_valid((const uint8_t *)"user", 4, (const uint8_t *)"x", 1));
+	char hex[2 * FILES_HASH + 1];
+	files_hex(h, FILES_HASH, hex);
+	assert_string_equal(hex,
+	                    "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_manifest_codec),         cmocka_unit_test(test_round_trips),
+	    cmocka_unit_test(test_dedup_delete_overwrite), cmocka_unit_test(test_abort_collects),
+	    cmocka_unit_test(test_corrupt_chunks),         cmocka_unit_test(test_limits_and_names),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
