@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 
 #ifndef RINGNET_VERSION
@@ -14,6 +15,8 @@
 int cli_sim(int argc, char **argv);
 /* `ringnet sim --replicas ...`: the key-value core under churn. */
 int cli_kvsim(int argc, char **argv);
+/* `ringnet sim --member ...`: the membership core with loss and crashes. */
+int cli_membersim(int argc, char **argv);
 int cli_node(int argc, char **argv);
 int cli_client(const char *cmd, int argc, char **argv);
 int cli_cluster(int argc, char **argv);
@@ -52,6 +55,9 @@ int cli_query(int argc, char **argv);
 int cli_query_metrics(int argc, char **argv);
 int cli_data(int argc, char **argv);
 int cli_bench_query(int argc, char **argv);
+
+/* "MIN-MAX" with MIN <= MAX, whole numbers (kvsim_cmd.c): 0, or -1 for anything else. */
+int cli_range(const char *s, uint32_t *lo, uint32_t *hi);
 
 /* Whether s is one of the n strings in list (an option or command name). */
 static inline bool cli_one_of(const char *s, const char *const *list, size_t n)

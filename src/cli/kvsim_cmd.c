@@ -49,7 +49,7 @@ static int num(const char *s, double lo, double hi, double *out)
 	return 0;
 }
 
-static int range(const char *s, uint32_t *lo, uint32_t *hi)
+int cli_range(const char *s, uint32_t *lo, uint32_t *hi)
 {
 	unsigned a, b;
 	char tail;
@@ -114,10 +114,10 @@ int cli_kvsim(int argc, char **argv)
 		else if (!strcmp(a, "--probe-ms") && num(v, 0, 1e7, &x) == 0)
 			p.net.probe_ms = (uint32_t)x;
 		else if (!strcmp(a, "--detect") &&
-		         range(v, &p.net.detect_min_ms, &p.net.detect_max_ms) == 0)
+		         cli_range(v, &p.net.detect_min_ms, &p.net.detect_max_ms) == 0)
 			;
 		else if (!strcmp(a, "--latency") &&
-		         range(v, &p.net.latency_min_ms, &p.net.latency_max_ms) == 0)
+		         cli_range(v, &p.net.latency_min_ms, &p.net.latency_max_ms) == 0)
 			;
 		else
 			return bad("bad value '%s' (see the ranges below)", v);

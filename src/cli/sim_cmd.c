@@ -33,6 +33,8 @@ static const char *sim_usage =
     "  --keys K            place K keys and report keys per node (with --vnodes V)\n"
     "  --replicas R        run the key-value core on every node instead (see\n"
     "                      'ringnet sim --replicas 3 --help')\n"
+    "  --member            run the membership core on every node instead (see\n"
+    "                      'ringnet sim --member --help')\n"
     "  --cast TOPOLOGY     run the cast scheduler on a topology file instead (see\n"
     "                      'ringnet sim --cast x --help')\n";
 
@@ -188,6 +190,8 @@ int cli_sim(int argc, char **argv)
 			return cli_kvsim(argc, argv); /* the key-value core under churn */
 		if (!strcmp(argv[i], "--cast"))
 			return cli_castsim(argc, argv); /* the cast core on a topology */
+		if (!strcmp(argv[i], "--member"))
+			return cli_membersim(argc, argv); /* the membership core */
 	}
 	sim_params p;
 	sim_params_default(&p);

@@ -3,9 +3,9 @@
  * dashboard adds to /metrics. Like /ring and /health, the /api/ answers are snapshots the
  * loop publishes under n->lock (nd_dash_publish); the HTTP thread only copies them out.
  *
- * Peer states come from ONE adapter, dash_peer_states(): until the membership service
- * exists it reads what the node knows now (the ring core's successors, fingers and
- * predecessor, the address book, connection failures, leave notices). */
+ * Peer states come from ONE adapter, dash_peer_states(): the failure detector's verdict
+ * (src/member) for every peer it knows, and for the others what the node knows now (the
+ * ring core's successors, fingers and predecessor, connection failures, leave notices). */
 #include <microhttpd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -150,7 +150,8 @@ typedef struct {
 	unsigned roles;
 } dash_peer;
 
-/* Every peer of the address book whose ring id is known, with its state:
+/* Every peer of the address book whose ring id is known, with its state: the membership
+ * core's (alive, suspect, dead, left) when it knows the peer; else
  *   left    it sent a leave notice and nothing since;
  *   suspect the last connection to it failed and it has sent nothing since, but the ring
  *           core still counts on it (successor, finger or predecessor);
@@ -189,10 +190,12 @@ static size_t dash_peer_states(node *n, dash_peer *out, size_t max)
 		unsigned roles = out[i].roles;
 		if (p->unused || !p->has_id)
 			continue;
-		const char *st = p->left          ? "left"
-		                 : !p->backoff_ms ? "alive"
-		                 : roles          ? "suspect"
-		                                  : "dead";
+		const char *st = nd_member_state(n, i);
+		if (!st)
+			st = p->left          ? "left"
+			     : !p->backoff_ms ? "alive"
+			     : roles          ? "suspect"
+			                      : "dead";
 		out[cnt++] = (dash_peer){i, st, roles};
 	}
 	return cnt;

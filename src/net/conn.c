@@ -108,6 +108,7 @@ static void book_evict(node *n)
 	uint32_t k = nc < BOOK_EVICT ? nc : BOOK_EVICT;
 	for (uint32_t i = 0; i < k; i++) {
 		peer *p = &n->peers[cand[i].slot];
+		nd_member_forget(n, cand[i].slot);
 		memset(p, 0, sizeof *p);
 		p->unused = true;
 		n->book_free[n->nbook_free++] = cand[i].slot;
@@ -163,6 +164,8 @@ static void hand_back(node *n, pending *f)
 	n->unreachable++;
 	if (f->kind == FRAME_DASH)
 		return; /* a stats frame (api.c): nothing waits for it */
+	if (f->kind == FRAME_MEMBER)
+		return; /* to the membership core, a lost message like any other */
 	if (f->kind == FRAME_KV) {
 		nd_kv_unreachable(n, f->kv_req, f->kv_to);
 		return;
@@ -585,6 +588,11 @@ static bool sender_ok(inconn *c, ring_addr from)
 	return false;
 }
 
+static bool member_sender_ok(void *c, ring_addr from)
+{
+	return sender_ok(c, from);
+}
+
 static bool consume(inconn *c)
 {
 	node *n = c->node;
@@ -594,7 +602,7 @@ static bool consume(inconn *c)
 		uint8_t type;
 		if (wire_header(c->buf + off, &blen, &type) < 0 ||
 		    (type != WIRE_RING && type != WIRE_KV && type != WIRE_CAST &&
-		     type != WIRE_QUERY && type != WIRE_STATS))
+		     type != WIRE_QUERY && type != WIRE_STATS && type != WIRE_MEMBER))
 			return false;
 		if (c->len - off < WIRE_HEADER + (size_t)blen)
 			break;
@@ -607,6 +615,13 @@ static bool consume(inconn *c)
 				               */
 			n->frames_in++;
 			nd_dash_on_stats(n, &st);
+			off += WIRE_HEADER + blen;
+			continue;
+		}
+		if (type == WIRE_MEMBER) {
+			if (!nd_member_on_frame(n, c->buf + off + WIRE_HEADER, blen,
+			                        member_sender_ok, c))
+				return false;
 			off += WIRE_HEADER + blen;
 			continue;
 		}

@@ -249,6 +249,17 @@ void nd_publish(node *n)
 	char *health_s = json_dumps(h, JSON_COMPACT);
 	json_decref(h);
 	char *metrics_s = nd_dash_metrics(n, metrics_text(n));
+	char *member_m = nd_member_metrics(n);
+	if (metrics_s && member_m) {
+		size_t a = strlen(metrics_s), b = strlen(member_m);
+		char *both = realloc(metrics_s, a + b + 1);
+		if (both) {
+			memcpy(both + a, member_m, b + 1);
+			metrics_s = both;
+		}
+	}
+	free(member_m);
+	nd_member_publish(n);
 	char *peers_s = peers_json(n);
 	pthread_mutex_lock(&n->lock);
 	free(n->snap_ring);
@@ -622,6 +633,18 @@ static enum MHD_Result on_http(void *cls, struct MHD_Connection *c, const char *
 		free(body);
 		return rc;
 	}
+	if (!strcmp(url, "/members")) {
+		r->route = "/members";
+		if (!get)
+			return bad_request(r, c, MHD_HTTP_METHOD_NOT_ALLOWED,
+			                   "use GET on this route");
+		char *body = nd_member_list(n);
+		if (!body)
+			return bad_request(r, c, MHD_HTTP_SERVICE_UNAVAILABLE, "starting");
+		enum MHD_Result rc = reply(r, c, MHD_HTTP_OK, body);
+		free(body);
+		return rc;
+	}
 	if (!strcmp(url, "/cast") || !strcmp(url, "/cast/status")) {
 		r->route = url[5] ? "/cast/status" : "/cast";
 		unsigned st = 500;
@@ -656,8 +679,9 @@ static enum MHD_Result on_http(void *cls, struct MHD_Connection *c, const char *
 	}
 	return bad_request(
 	    r, c, MHD_HTTP_NOT_FOUND,
-	    "no such route: try POST /kv, GET /kv/<key>, GET /ring, /peers, /health, /metrics, "
-	    "/ (the dashboard), /api/node, /api/ring, /api/peers, /api/traffic, /api/files");
+	    "no such route: try POST /kv, GET /kv/<key>, GET /ring, /peers, /members, /health, "
+	    "/metrics, / (the dashboard), /api/node, /api/ring, /api/peers, /api/traffic, "
+	    "/api/files");
 }
 
 static void on_http_done(void *cls, struct MHD_Connection *c, void **state,

@@ -243,6 +243,7 @@ static void on_signal(uv_signal_t *s, int sig)
 		      "stay in %s for its next start (nothing is lost)",
 		      sig, recs, n->o->data);
 	nd_kv_leave(n);
+	nd_member_leave(n);
 	ring_out_reset(&n->out);
 	ring_leave(n->ring, uv_now(&n->loop), &n->out);
 	nd_drain(n);
@@ -381,6 +382,10 @@ int node_run(const node_opts *o)
 	uv_signal_start(&n->sigterm, on_signal, SIGTERM);
 
 	nd_load_candidates(n);
+	if (nd_member_start(n) < 0) {
+		fprintf(stderr, "ringnet node: out of memory\n");
+		goto out_loop;
+	}
 	ring_out_reset(&n->out);
 	if (n->ncandidates == 0) {
 		ring_create(n->ring, uv_now(&n->loop), &n->out);
@@ -411,6 +416,7 @@ out_loop:
 	uv_loop_close(&n->loop);
 	nd_files_free(n);
 	nd_query_free(n);
+	nd_member_stop(n);
 	kv_free(n->kv);
 	nd_cast_free(n);
 	nd_api_auth_free(n);

@@ -78,7 +78,7 @@ enum {
 	LOG_SLOTS
 };
 
-enum { FRAME_RING, FRAME_KV, FRAME_DASH };
+enum { FRAME_RING, FRAME_KV, FRAME_DASH, FRAME_MEMBER };
 #define FRAME_QUERY 5 /* kv_req / kv_to name the query call, told if undeliverable */
 
 typedef struct pending {
@@ -284,6 +284,8 @@ typedef struct node {
 	bool dash_walking;
 	uint64_t dash_asked_at;           /* the last round of stats asks */
 	uint64_t dash_told_at, dash_told; /* tells sent in the current second */
+	/* membership (member.c) */
+	struct nd_member *mem;
 } node;
 
 /* ---- node.c ---- */
@@ -457,6 +459,31 @@ char *nd_dash_metrics(node *n, char *text);
 bool nd_dash_is_asset(const char *url);
 /* A GET of the page or of /api/...: true when url is one of them (HTTP thread). */
 bool nd_dash_get(node *n, struct MHD_Connection *c, const char *url, nd_answer *a);
+
+/* ---- member.c ---- */
+
+/* The membership core and its timer (after the ring core exists, the candidates are
+ * loaded and the loop runs). 0 or RN_ENOMEM. */
+int nd_member_start(node *n);
+void nd_member_stop(node *n); /* after the loop is closed */
+void nd_member_leave(node *n);
+/* A WIRE_MEMBER frame's body; false when malformed or when sender_ok(conn, from) says
+ * its claimed sender cannot have sent it (the connection is closed). */
+bool nd_member_on_frame(node *n, const uint8_t *body, size_t len,
+                        bool (*sender_ok)(void *conn, ring_addr from), void *conn);
+/* The address book is about to reuse slot a for another address. */
+void nd_member_forget(node *n, ring_addr a);
+/* Loop thread: swaps in the snapshot nd_member_list returns. */
+void nd_member_publish(node *n);
+/* Any thread: the members as JSON text, {"self": addr, "members": [{id, addr, state
+ * ("alive", "suspect", "dead", "left"), incarnation, since_ms, self}]} (the caller frees
+ * it; NULL before the first snapshot). Takes n->lock: do not hold it. */
+char *nd_member_list(node *n);
+/* Loop thread: what the failure detector says of the peer at handle a ("alive", "suspect",
+ * "dead", "left"), or NULL when it does not know it. */
+const char *nd_member_state(node *n, ring_addr a);
+/* Loop thread: the ringnet_member_* metrics, Prometheus text (the caller frees it). */
+char *nd_member_metrics(node *n);
 
 /* ---- join.c ---- */
 

@@ -7,7 +7,7 @@
 #include "../lib/err.h"
 #include "ringnet.pb-c.h"
 
-static uint8_t *frame_alloc(size_t body, uint8_t type)
+uint8_t *wire_frame_alloc(size_t body, uint8_t type)
 {
 	uint8_t *buf = malloc(WIRE_HEADER + body);
 	if (!buf)
@@ -63,7 +63,7 @@ int wire_encode_ring(const ring_msg *m, const wire_book *b, uint8_t **out, size_
 	w.n_peers = np;
 	w.peers = pp;
 	size_t body = ringnet__ring_msg__get_packed_size(&w);
-	uint8_t *buf = frame_alloc(body, WIRE_RING);
+	uint8_t *buf = wire_frame_alloc(body, WIRE_RING);
 	if (!buf)
 		return RN_ENOMEM;
 	ringnet__ring_msg__pack(&w, buf + WIRE_HEADER);
@@ -196,7 +196,7 @@ int wire_encode_kv(const kv_msg *m, const wire_book *b, uint8_t **out, size_t *l
 	if (body + 1 > WIRE_MAX_FRAME)
 		goto out;
 	rc = RN_ENOMEM;
-	uint8_t *buf = frame_alloc(body, WIRE_KV);
+	uint8_t *buf = wire_frame_alloc(body, WIRE_KV);
 	if (!buf)
 		goto out;
 	ringnet__kv_msg__pack(&w, buf + WIRE_HEADER);
@@ -355,7 +355,7 @@ int wire_encode_stats(const wire_stats *m, const wire_book *book, uint8_t **out,
 	if (!alen || alen >= WIRE_ADDR_MAX)
 		return RN_EINVAL;
 	size_t body = 1 + 16 + 1 + alen;
-	uint8_t *b = frame_alloc(body, WIRE_STATS);
+	uint8_t *b = wire_frame_alloc(body, WIRE_STATS);
 	if (!b)
 		return RN_ENOMEM;
 	b[5] = m->kind;

@@ -19,8 +19,9 @@
 #define WIRE_ADDR_MAX  64                        /* "host:port", NUL included */
 
 enum { WIRE_RING = 1, WIRE_KV = 2, WIRE_CAST = 3 /* src/net/cast.c */ };
-enum { WIRE_QUERY = 5 }; /* query service frames: body as src/query/qwire.c says */
-#define WIRE_STATS 16    /* the dashboard's ask / tell of a node's keys and bytes (api.c) */
+enum { WIRE_QUERY = 5 };  /* query service frames: body as src/query/qwire.c says */
+#define WIRE_STATS 16     /* the dashboard's ask / tell of a node's keys and bytes (api.c) */
+enum { WIRE_MEMBER = 4 }; /* proto/member.proto, src/net/member.c */
 
 /* How the codec turns handles into addresses and back. */
 typedef struct {
@@ -69,6 +70,9 @@ typedef struct {
 int wire_encode_stats(const wire_stats *m, const wire_book *book, uint8_t **out, size_t *len);
 /* RN_EPROTO for anything malformed; RN_ENOMEM when the address book is full. */
 int wire_decode_stats(const uint8_t *body, size_t len, const wire_book *book, wire_stats *m);
+/* A buffer for a frame of type with a body of that many bytes, its header written; the
+ * caller fills the body (from WIRE_HEADER on) and frees it. NULL when out of memory. */
+uint8_t *wire_frame_alloc(size_t body, uint8_t type);
 
 /* Reads a frame header: 0 and the body length and type, RN_EPROTO if the length is zero
  * or over WIRE_MAX_FRAME. */

@@ -934,6 +934,13 @@ void ring_on_unreachable(ring_node *n, uint64_t now, const ring_msg *m, ring_out
 	done(n, o);
 }
 
+void ring_forget(ring_node *n, uint64_t now, ring_addr addr, ring_out *o)
+{
+	(void)now;
+	forget(n, addr, o);
+	done(n, o);
+}
+
 void ring_tick(ring_node *n, uint64_t now, ring_out *o)
 {
 	const ring_config *c = n->cfg;

@@ -148,6 +148,10 @@ void ring_leave(ring_node *n, uint64_t now, ring_out *out);
 void ring_on_msg(ring_node *n, uint64_t now, const ring_msg *m, ring_out *out);
 /* A message this node sent could not be delivered: its destination is taken as dead. */
 void ring_on_unreachable(ring_node *n, uint64_t now, const ring_msg *m, ring_out *out);
+/* The membership service declared the peer at addr dead (or left): drop it from the
+ * successor list, the predecessor and the finger table at once, as if a message to it
+ * had come back undeliverable. The self address and RING_ADDR_NONE are ignored. */
+void ring_forget(ring_node *n, uint64_t now, ring_addr addr, ring_out *out);
 /* Periodic work that is due: stabilize, fix_fingers, check_predecessor, timeouts. */
 void ring_tick(ring_node *n, uint64_t now, ring_out *out);
 

@@ -34,6 +34,7 @@ typedef struct {
 	size_t head, tail;
 	uint64_t now;
 	ring_out out;
+	uint64_t bounced; /* messages handed back through ring_on_unreachable */
 	/* last lookup answer */
 	bool got;
 	ring_event ev;
@@ -90,6 +91,7 @@ static void pump(net *t)
 			ring_on_msg(t->node[to], t->now, &qm.m, &t->out);
 			collect(t, to);
 		} else if (t->alive[qm.from]) {
+			t->bounced++;
 			ring_on_unreachable(t->node[qm.from], t->now, &qm.m, &t->out);
 			collect(t, qm.from);
 		}
@@ -505,6 +507,61 @@ static void test_failures_repaired(void **state)
 	net_free(t);
 }
 
+/* ring_forget: the membership service's word that a peer is dead takes it out of every
+ * table at once, so lookups answer right without meeting a single dead node */
+static void test_forget_dead_peers(void **state)
+{
+	(void)state;
+	rn_rng rng;
+	rn_rng_seed(&rng, 91);
+	net *t = net_new(160, RING_LOOKUP_SCALABLE, 6);
+	build_static(t, 60, &rng);
+	ring_peer before[60][RING_MAX_SUCC];
+	size_t nbefore[60];
+	for (int i = 0; i < 60; i++)
+		nbefore[i] = ring_successors(t->node[i], before[i], RING_MAX_SUCC);
+	for (int i = 0; i < 60; i += 3)
+		t->alive[i] = false;
+	t->bounced = 0;
+	for (int i = 0; i < 60; i++)
+		if (t->alive[i]) {
+			for (int d = 0; d < 60; d += 3)
+				ring_forget(t->node[i], t->now, (ring_addr)d, &t->out);
+			ring_forget(t->node[i], t->now, (ring_addr)i, &t->out); /* self: ignored */
+			ring_forget(t->node[i], t->now, RING_ADDR_NONE, &t->out);
+			collect(t, (uint32_t)i);
+			pump(t);
+		}
+	for (int i = 0; i < 60; i++) {
+		if (!t->alive[i])
+			continue;
+		ring_peer s[RING_MAX_SUCC];
+		size_t ns = ring_successors(t->node[i], s, RING_MAX_SUCC);
+		assert_true(ns > 0);
+		for (size_t k = 0; k < ns; k++)
+			assert_true(t->alive[s[k].addr]);
+		/* the first live entry of the old list, when it had one, is the successor now */
+		for (size_t k = 0; k < nbefore[i]; k++)
+			if (t->alive[before[i][k].addr]) {
+				assert_int_equal(s[0].addr, before[i][k].addr);
+				assert_int_equal(s[0].addr, oracle_after(t, i));
+				break;
+			}
+		ring_peer p = ring_predecessor(t->node[i]);
+		assert_true(p.addr == RING_ADDR_NONE || t->alive[p.addr]);
+		for (unsigned f = 0; f < t->cfg.bits; f++) {
+			ring_peer fp = ring_finger(t->node[i], f);
+			assert_true(fp.addr == RING_ADDR_NONE || t->alive[fp.addr]);
+		}
+	}
+	/* the ring repairs the rest (successor lists that held only dead nodes) by
+	 * stabilizing, and from the forgetting on no message goes to a dead node */
+	assert_true(converge(t, 400) > 0);
+	check_lookups(t, &rng, 10, 161);
+	assert_int_equal(t->bounced, 0);
+	net_free(t);
+}
+
 static void test_finger_runs_match_plain_array(void **state)
 {
 	(void)state;
@@ -609,6 +666,7 @@ int main(void)
 	    cmocka_unit_test(test_two_nodes_and_leave),
 	    cmocka_unit_test(test_partitioned_rings_merge),
 	    cmocka_unit_test(test_failures_repaired),
+	    cmocka_unit_test(test_forget_dead_peers),
 	    cmocka_unit_test(test_finger_runs_match_plain_array),
 	    cmocka_unit_test(test_config_check),
 	};

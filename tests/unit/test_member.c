@@ -1,0 +1,492 @@
+/* test_member.c — the membership core under an event-heap network, against an oracle.
+ *
+ * The network: every message gets a random latency (so messages overtake each other),
+ * is lost with probability `loss`, and is dropped when its ends are on different sides
+ * of a partition or its addressee has crashed. The oracle is the truth the test keeps:
+ * which nodes run, and which side each is on. Each check scans every node's view of
+ * every other node and compares it with that truth. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "lib/rng.h"
+#include "member/member.h"
+
+#define MAXN 64
+
+typedef struct {
+	uint64_t at, order;
+	member_msg m;
+	member_update *u;
+} event;
+
+typedef struct {
+	member_config cfg;
+	member_node *node[MAXN];
+	bool up[MAXN];
+	int side[MAXN];
+	bool partitioned;
+	int n;
+	double loss;
+	rn_rng rng;
+	uint64_t now, order;
+	event *heap;
+	size_t nheap, cap;
+	/* a node declared dead while it ran and was reachable from the one declaring it */
+	uint64_t false_deaths;
+	uint64_t delivered;
+} net;
+
+static void heap_push(net *t, event e)
+{
+	if (t->nheap == t->cap) {
+		t->cap = t->cap ? 2 * t->cap : 1024;
+		t->heap = realloc(t->heap, t->cap * sizeof *t->heap);
+		assert_non_null(t->heap);
+	}
+	size_t i = t->nheap++;
+	while (i > 0) {
+		size_t p = (i - 1) / 2;
+		event *q = &t->heap[p];
+		if (q->at < e.at || (q->at == e.at && q->order < e.order))
+			break;
+		t->heap[i] = *q;
+		i = p;
+	}
+	t->heap[i] = e;
+}
+
+static event heap_pop(net *t)
+{
+	event top = t->heap[0], last = t->heap[--t->nheap];
+	size_t i = 0;
+	for (;;) {
+		size_t c = 2 * i + 1;
+		if (c >= t->nheap)
+			break;
+		if (c + 1 < t->nheap && (t->heap[c + 1].at < t->heap[c].at ||
+		                         (t->heap[c + 1].at == t->heap[c].at &&
+		                          t->heap[c + 1].order < t->heap[c].order)))
+			c++;
+		if (last.at < t->heap[c].at ||
+		    (last.at == t->heap[c].at && last.order < t->heap[c].order))
+			break;
+		t->heap[i] = t->heap[c];
+		i = c;
+	}
+	if (t->nheap)
+		t->heap[i] = last;
+	return top;
+}
+
+static bool reachable(const net *t, int a, int b)
+{
+	return !t->partitioned || t->side[a] == t->side[b];
+}
+
+static void on_send(void *ctx, const member_msg *m)
+{
+	net *t = ctx;
+	assert_true(m->to < (member_addr)t->n);
+	assert_true(m->nupdates <= (size_t)t->n);
+	if (rn_rng_unit(&t->rng) < t->loss)
+		return;
+	event e = {.at = t->now + 5 + rn_rng_below(&t->rng, 36), .order = t->order++, .m = *m};
+	e.u = malloc((m->nupdates + 1) * sizeof *e.u);
+	assert_non_null(e.u);
+	memcpy(e.u, m->updates, m->nupdates * sizeof *e.u);
+	e.m.updates = e.u;
+	heap_push(t, e);
+}
+
+static int cur; /* the node whose core is running, for on_changed */
+
+static void on_changed(void *ctx, member_addr a, member_state from, member_state to, uint32_t inc)
+{
+	net *t = ctx;
+	(void)from;
+	(void)inc;
+	if (to == MEMBER_DEAD && t->up[a] && reachable(t, cur, (int)a))
+		t->false_deaths++;
+}
+
+static net *net_new(int n, double loss, uint64_t seed)
+{
+	net *t = calloc(1, sizeof *t);
+	assert_non_null(t);
+	member_config_default(&t->cfg, MAXN);
+	t->cfg.pushpull_ms = 10000;
+	assert_int_equal(member_config_check(&t->cfg), 0);
+	t->n = n;
+	t->loss = loss;
+	rn_rng_seed(&t->rng, seed);
+	return t;
+}
+
+static void start(net *t, int i, uint32_t inc)
+{
+	member_driver d = {on_send, on_changed, t};
+	member_free(t->node[i]);
+	t->node[i] = member_new(&t->cfg, &d, (member_addr)i, inc, rn_rng_next(&t->rng), t->now);
+	assert_non_null(t->node[i]);
+	t->up[i] = true;
+	cur = i;
+	if (i != 0)
+		member_seed(t->node[i], t->now, 0);
+}
+
+static void net_free(net *t)
+{
+	for (int i = 0; i < t->n; i++)
+		member_free(t->node[i]);
+	for (size_t i = 0; i < t->nheap; i++)
+		free(t->heap[i].u);
+	free(t->heap);
+	free(t);
+}
+
+/* Runs the network for ms of virtual time. */
+static void run(net *t, uint64_t ms)
+{
+	uint64_t end = t->now + ms;
+	for (;;) {
+		uint64_t next = end;
+		int who = -1;
+		for (int i = 0; i < t->n; i++)
+			if (t->up[i] && member_wake_at(t->node[i]) < next) {
+				next = member_wake_at(t->node[i]);
+				who = i;
+			}
+		if (t->nheap && t->heap[0].at <= next) {
+			event e = heap_pop(t);
+			t->now = e.at;
+			int to = (int)e.m.to, from = (int)e.m.from;
+			if (t->up[to] && reachable(t, from, to)) {
+				cur = to;
+				t->delivered++;
+				member_on_msg(t->node[to], t->now, &e.m);
+			}
+			free(e.u);
+			continue;
+		}
+		if (who < 0)
+			break;
+		if (next > t->now) /* a wake-up already due is due now, not in the past */
+			t->now = next;
+		cur = who;
+		member_tick(t->node[who], t->now);
+	}
+	t->now = end;
+}
+
+static member_state view(const net *t, int i, int j)
+{
+	return member_get(t->node[i], (member_addr)j, NULL, NULL);
+}
+
+/* The oracle: every running node sees every running node it can reach as alive, and
+ * every crashed node as dead (and, with check_sides, every node across the partition
+ * as dead). Returns how many (viewer, member) pairs disagree. */
+static int disagreements(const net *t, bool check_sides)
+{
+	int bad = 0;
+	for (int i = 0; i < t->n; i++) {
+		if (!t->up[i])
+			continue;
+		for (int j = 0; j < t->n; j++) {
+			if (i == j)
+				continue;
+			member_state want =
+			    t->up[j] && reachable(t, i, j) ? MEMBER_ALIVE : MEMBER_DEAD;
+			if (!check_sides && t->up[j] && !reachable(t, i, j))
+				continue;
+			bad += view(t, i, j) != want;
+		}
+	}
+	return bad;
+}
+
+/* Runs until the views agree with the oracle, up to max_ms; the virtual ms it took. */
+static uint64_t run_until_agree(net *t, uint64_t max_ms, bool check_sides)
+{
+	uint64_t t0 = t->now;
+	while (t->now - t0 < max_ms) {
+		if (disagreements(t, check_sides) == 0)
+			return t->now - t0;
+		run(t, 250);
+	}
+	return disagreements(t, check_sides) == 0 ? t->now - t0 : UINT64_MAX;
+}
+
+static net *started(int n, double loss, uint64_t seed)
+{
+	net *t = net_new(n, loss, seed);
+	for (int i = 0; i < n; i++) {
+		start(t, i, 1);
+		run(t, 50);
+	}
+	/* everyone learns everyone from node 0's table and the gossip */
+	assert_true(run_until_agree(t, 120000, true) != UINT64_MAX);
+	return t;
+}
+
+static void test_crashed_become_dead_everywhere(void **state)
+{
+	(void)state;
+	net *t = started(40, 0.0, 11);
+	assert_int_equal(t->false_deaths, 0);
+	int crashed[] = {3, 17, 31};
+	for (size_t k = 0; k < 3; k++)
+		t->up[crashed[k]] = false;
+	uint64_t took = run_until_agree(t, 60000, true);
+	assert_true(took != UINT64_MAX);
+	/* and the views stay so: nobody is resurrected, nobody else dies */
+	run(t, 20000);
+	assert_int_equal(disagreements(t, true), 0);
+	assert_int_equal(t->false_deaths, 0);
+	for (int i = 0; i < t->n; i++)
+		if (t->up[i]) {
+			assert_int_equal(member_count(t->node[i], MEMBER_DEAD), 3);
+			assert_int_equal(member_count(t->node[i], MEMBER_ALIVE), 37);
+		}
+	net_free(t);
+}
+
+static void test_loss_without_crashes_kills_nobody(void **state)
+{
+	(void)state;
+	for (uint64_t seed = 1; seed <= 3; seed++) {
+		net *t = started(32, 0.05, 100 + seed);
+		uint64_t suspected = 0;
+		run(t, 300000);
+		for (int i = 0; i < t->n; i++)
+			suspected += member_get_stats(t->node[i])->suspected;
+		/* loss does make members suspect (so the test exercises refutation) ... */
+		assert_true(suspected > 0);
+		/* ... but with these parameters none is ever declared dead */
+		assert_int_equal(t->false_deaths, 0);
+		for (int i = 0; i < t->n; i++)
+			assert_int_equal(member_get_stats(t->node[i])->declared_dead, 0);
+		net_free(t);
+	}
+}
+
+static void test_crash_under_loss(void **state)
+{
+	(void)state;
+	net *t = started(32, 0.10, 7);
+	t->up[5] = t->up[20] = false;
+	assert_true(run_until_agree(t, 90000, true) != UINT64_MAX);
+	assert_int_equal(t->false_deaths, 0);
+	net_free(t);
+}
+
+static void test_partition_and_heal(void **state)
+{
+	(void)state;
+	net *t = started(20, 0.0, 23);
+	for (int i = 0; i < t->n; i++)
+		t->side[i] = i % 2;
+	t->partitioned = true;
+	/* each side takes the other for dead, and keeps its own alive */
+	assert_true(run_until_agree(t, 60000, true) != UINT64_MAX);
+	assert_int_equal(t->false_deaths, 0);
+	for (int i = 0; i < t->n; i++)
+		assert_int_equal(member_count(t->node[i], MEMBER_DEAD), 10);
+	t->partitioned = false;
+	/* healed: the push-pull to members taken for dead makes them refute, both ways */
+	assert_true(run_until_agree(t, 240000, true) != UINT64_MAX);
+	for (int i = 0; i < t->n; i++) {
+		assert_int_equal(member_count(t->node[i], MEMBER_ALIVE), 20);
+		assert_true(member_get_stats(t->node[i])->refuted > 0);
+	}
+	net_free(t);
+}
+
+static void test_restart_refutes_old_death(void **state)
+{
+	(void)state;
+	net *t = started(24, 0.02, 31);
+	uint32_t old_inc;
+	member_get(t->node[1], 9, &old_inc, NULL);
+	t->up[9] = false;
+	assert_true(run_until_agree(t, 60000, true) != UINT64_MAX);
+	/* back with the same incarnation its death notices carry: it must refute them */
+	start(t, 9, old_inc);
+	assert_true(run_until_agree(t, 60000, true) != UINT64_MAX);
+	assert_true(member_get_stats(t->node[9])->refuted > 0);
+	assert_true(member_incarnation(t->node[9]) > old_inc);
+	for (int i = 0; i < t->n; i++) {
+		uint32_t inc;
+		assert_int_equal(member_get(t->node[i], 9, &inc, NULL), MEMBER_ALIVE);
+		assert_int_equal(inc, member_incarnation(t->node[9]));
+	}
+	net_free(t);
+}
+
+static void test_leave_is_left_everywhere(void **state)
+{
+	(void)state;
+	net *t = started(16, 0.0, 41);
+	member_leave(t->node[4], t->now, 4);
+	run(t, 10);
+	t->up[4] = false;
+	run(t, 20000);
+	for (int i = 0; i < t->n; i++)
+		if (i != 4)
+			assert_int_equal(view(t, i, 4), MEMBER_LEFT);
+	net_free(t);
+}
+
+/* a stranger cannot make a node hold more than max_members, nor anything out of range */
+static void test_bounded_table(void **state)
+{
+	(void)state;
+	net *t = net_new(MAXN, 0.0, 5);
+	t->cfg.max_members = 8;
+	start(t, 0, 1);
+	member_update u[MAXN + 3];
+	for (int i = 0; i < MAXN; i++)
+		u[i] = (member_update){(member_addr)i, 1, MEMBER_ALIVE};
+	u[MAXN] = (member_update){MAXN + 5, 1, MEMBER_ALIVE};      /* out of range */
+	u[MAXN + 1] = (member_update){UINT32_MAX, 1, MEMBER_DEAD}; /* out of range */
+	u[MAXN + 2] = (member_update){7, 1, 9};                    /* no such state */
+	member_msg m = {
+	    .type = MEMBER_MSG_GOSSIP, .to = 0, .from = 1, .updates = u, .nupdates = MAXN + 3};
+	member_on_msg(t->node[0], t->now, &m);
+	assert_int_equal(member_count(t->node[0], MEMBER_NONE), 8);
+	const member_stats *st = member_get_stats(t->node[0]);
+	assert_int_equal(st->refused, MAXN - 8);
+	assert_int_equal(st->malformed, 3);
+	/* a message from an address out of range, or of no known type, is dropped */
+	m.from = MAXN + 1;
+	member_on_msg(t->node[0], t->now, &m);
+	m.from = 1;
+	m.type = 77;
+	member_on_msg(t->node[0], t->now, &m);
+	assert_int_equal(st->malformed, 5);
+	/* PING_REQs beyond MEMBER_RELAYS are refused, not queued without end */
+	member_msg pr = {.type = MEMBER_MSG_PING_REQ, .to = 0, .from = 1, .target = 2};
+	for (int i = 0; i < MEMBER_RELAYS + 10; i++) {
+		pr.seq = (uint64_t)i;
+		member_on_msg(t->node[0], t->now, &pr);
+	}
+	assert_int_equal(st->relays_refused, 10);
+	/* and a flood of PUSHes is answered with the whole table only so often */
+	member_msg push = {.type = MEMBER_MSG_PUSH, .to = 0, .from = 1};
+	for (int i = 0; i < MEMBER_PULLS_PER_S + 30; i++)
+		member_on_msg(t->node[0], t->now, &push);
+	assert_int_equal(st->pulls_refused, 30);
+	assert_int_equal(st->sent[MEMBER_MSG_PULL], MEMBER_PULLS_PER_S);
+	member_on_msg(t->node[0], t->now + 1000, &push); /* a second later: answered */
+	assert_int_equal(st->sent[MEMBER_MSG_PULL], MEMBER_PULLS_PER_S + 1);
+	net_free(t);
+}
+
+/* the last message a lone node sent, for the queue test */
+static member_update last_u[64];
+static size_t last_n;
+static void keep_last(void *ctx, const member_msg *m)
+{
+	(void)ctx;
+	last_n = m->nupdates < 64 ? m->nupdates : 64;
+	memcpy(last_u, m->updates, last_n * sizeof *last_u);
+}
+
+/* a change goes out on the very next message however full the queue, and each update
+ * goes out retransmit-limit times, no more */
+static void test_gossip_queue_order(void **state)
+{
+	(void)state;
+	member_config c;
+	member_config_default(&c, 64);
+	member_driver d = {keep_last, NULL, NULL};
+	member_node *n = member_new(&c, &d, 0, 1, 9, 0);
+	assert_non_null(n);
+	member_update u[60];
+	for (int i = 0; i < 60; i++)
+		u[i] = (member_update){(member_addr)(i + 1), 1, MEMBER_ALIVE};
+	member_msg g = {
+	    .type = MEMBER_MSG_GOSSIP, .to = 0, .from = 1, .updates = u, .nupdates = 60};
+	member_on_msg(n, 0, &g);
+	member_msg ping = {.type = MEMBER_MSG_PING, .to = 0, .from = 1, .target = 0};
+	for (int i = 0; i < 5; i++) { /* 5 answers take the 40 newest (21..60) once each */
+		ping.seq = (uint64_t)i;
+		member_on_msg(n, 0, &ping);
+		assert_int_equal(last_n, c.piggyback);
+	}
+	member_update news = {61, 1, MEMBER_SUSPECT};
+	member_msg g2 = {
+	    .type = MEMBER_MSG_GOSSIP, .to = 0, .from = 2, .updates = &news, .nupdates = 1};
+	member_on_msg(n, 0, &g2);
+	member_on_msg(n, 0, &ping);
+	assert_int_equal(last_u[0].addr, 61);
+	assert_int_equal(last_u[0].state, MEMBER_SUSPECT);
+	/* then some of the 21 never sent (self and 1..20) before any sent once */
+	bool seen[64] = {0};
+	for (size_t i = 1; i < last_n; i++)
+		seen[last_u[i].addr] = true;
+	int old_ones = 0;
+	for (int i = 1; i <= 20; i++)
+		old_ones += seen[i];
+	assert_int_equal(old_ones + seen[0], (int)c.piggyback - 1);
+	/* a newer change to a member still queued goes to the top too */
+	member_update news2 = {5, 1, MEMBER_SUSPECT};
+	g2.updates = &news2;
+	member_on_msg(n, 0, &g2);
+	member_on_msg(n, 0, &ping);
+	assert_int_equal(last_u[0].addr, 5);
+	/* every update is sent exactly the retransmit limit times in all */
+	unsigned limit = member_retransmit_limit(n);
+	unsigned count[64] = {0};
+	for (int i = 0; i < 400; i++) {
+		ping.seq = (uint64_t)(100 + i);
+		member_on_msg(n, 0, &ping);
+		for (size_t k = 0; k < last_n; k++)
+			count[last_u[k].addr]++;
+	}
+	assert_int_equal(count[61], limit - 1);
+	assert_int_equal(count[30], limit - 1); /* 30 went once in the first five answers */
+	assert_int_equal(count[5], limit - 1);
+	assert_int_equal(count[3], limit);
+	member_free(n);
+}
+
+static void test_config_check(void **state)
+{
+	(void)state;
+	member_config c;
+	member_config_default(&c, 100);
+	assert_int_equal(member_config_check(&c), 0);
+	c.probe_timeout_ms = c.interval_ms;
+	assert_true(member_config_check(&c) < 0);
+	member_config_default(&c, 100);
+	c.indirect_k = MEMBER_K_MAX + 1;
+	assert_true(member_config_check(&c) < 0);
+	member_config_default(&c, 100);
+	c.max_members = 101;
+	assert_true(member_config_check(&c) < 0);
+	member_config_default(&c, 0);
+	assert_true(member_config_check(&c) < 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_config_check),
+	    cmocka_unit_test(test_bounded_table),
+	    cmocka_unit_test(test_gossip_queue_order),
+	    cmocka_unit_test(test_crashed_become_dead_everywhere),
+	    cmocka_unit_test(test_loss_without_crashes_kills_nobody),
+	    cmocka_unit_test(test_crash_under_loss),
+	    cmocka_unit_test(test_partition_and_heal),
+	    cmocka_unit_test(test_restart_refutes_old_death),
+	    cmocka_unit_test(test_leave_is_left_everywhere),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
