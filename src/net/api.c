@@ -296,9 +296,9 @@ static void peer_docs(node *n, uint64_t now, char **peers_s, char **ring_s, unsi
 		                                       "state", st));
 	}
 	free(dp);
-	*peers_s = dumps_nl(json_pack(
-	    "{s:s, s:o, s:s}", "self", n->peers[0].addr, "peers", pl, "source",
-	    "ring view: successors, fingers, predecessor, connection failures, leave notices"));
+	*peers_s = dumps_nl(
+	    json_pack("{s:s, s:o, s:s}", "self", n->peers[0].addr, "peers", pl, "source",
+	              "the failure detector (SWIM), and the ring view for peers it does not know"));
 	json_t *fl = json_array();
 	ring_addr last = RING_ADDR_NONE;
 	for (unsigned i = 0; i < n->cfg.bits; i++) {
