@@ -455,40 +455,20 @@ static void send_hello(clink *l)
 	write_frame(l, buf, 2 + nl, false);
 }
 
-typedef struct {
-	uv_write_t req;
-	uint8_t buf[AUTH_HELLO];
-} auth_hello_req;
-
-static void on_auth_hello_written(uv_write_t *req, int status)
-{
-	(void)status; /* a failure shows as a failed frame write or a closed link */
-	free(req);
-}
-
 /* Dialler, with a cluster key: the acceptor's nonce is in; answer as a peer connection
  * does (auth.h), then the cast hello, sealed. The acceptor's address in the session is
  * the dialled one as the address book writes it, which is how the acceptor names itself. */
 static void send_auth_hello(clink *l)
 {
 	node *n = l->c->n;
-	auth_hello_req *h = malloc(sizeof *h);
 	ring_addr a = nd_book_intern(n, l->c->dials[l->dial].addr);
-	if (!h || a == RING_ADDR_NONE || a >= n->npeers || auth_random(h->buf, AUTH_NONCE) < 0) {
-		free(h);
+	if (a == RING_ADDR_NONE || a >= n->npeers ||
+	    nd_write_auth_hello(n, (uv_stream_t *)l->tcp, l->na, n->peers[a].addr, &l->tx) < 0) {
 		close_link(l);
 		return;
 	}
-	auth_session_init(&l->tx, n->key, l->na, h->buf, n->peers[a].addr);
-	auth_hello_tag(&l->tx, h->buf + AUTH_NONCE);
 	auth_session_back(&l->tx, &l->rx_s);
 	l->seq_tx = l->seq_rx = 0;
-	uv_buf_t b = uv_buf_init((char *)h->buf, sizeof h->buf);
-	if (uv_write(&h->req, (uv_stream_t *)l->tcp, &b, 1, on_auth_hello_written) < 0) {
-		free(h);
-		close_link(l);
-		return;
-	}
 	send_hello(l);
 }
 

@@ -312,24 +312,30 @@ static void on_hello_written(uv_write_t *req, int status)
 	free(req);
 }
 
-/* The acceptor's nonce is in: answer with ours and the proof that we know the key. */
-static void send_hello(peer *p)
+int nd_write_auth_hello(node *n, uv_stream_t *s, const uint8_t na[AUTH_NONCE], const char *acceptor,
+                        auth_session *sess)
 {
-	node *n = p->node;
 	hello_req *h = malloc(sizeof *h);
 	if (!h || auth_random(h->buf, AUTH_NONCE) < 0) {
 		free(h);
-		nd_drop_connection(p);
-		fail_queue(p);
-		return;
+		return -1;
 	}
-	auth_session_init(&p->sess, n->key, p->na, h->buf, p->addr);
-	auth_hello_tag(&p->sess, h->buf + AUTH_NONCE);
+	auth_session_init(sess, n->key, na, h->buf, acceptor);
+	auth_hello_tag(sess, h->buf + AUTH_NONCE);
+	uv_buf_t b = uv_buf_init((char *)h->buf, sizeof h->buf);
+	if (uv_write(&h->req, s, &b, 1, on_hello_written) < 0) {
+		free(h);
+		return -1;
+	}
+	return 0;
+}
+
+/* The acceptor's nonce is in: answer with ours and the proof that we know the key. */
+static void send_hello(peer *p)
+{
 	p->seq_out = 0;
 	p->authing = false;
-	uv_buf_t b = uv_buf_init((char *)h->buf, sizeof h->buf);
-	if (uv_write(&h->req, (uv_stream_t *)p->tcp, &b, 1, on_hello_written) < 0) {
-		free(h);
+	if (nd_write_auth_hello(p->node, (uv_stream_t *)p->tcp, p->na, p->addr, &p->sess) < 0) {
 		nd_drop_connection(p);
 		fail_queue(p);
 		return;

@@ -400,10 +400,14 @@ int nd_cast_start(node *n);
 /* Closes its links and handles (before the loop's last run); nd_cast_free after it. */
 void nd_cast_stop(node *n);
 void nd_cast_free(node *n);
+/* conn.c: the connector's hello (auth.h) on stream s: a fresh nonce Nc and HMAC(S,
+ * "hello") for the acceptor's nonce na and address; sets *sess. 0, or -1 (nothing sent). */
+int nd_write_auth_hello(node *n, uv_stream_t *s, const uint8_t na[AUTH_NONCE], const char *acceptor,
+                        auth_session *sess);
 /* A WIRE_CAST hello came as the first frame of an incoming connection: cast.c takes the
- * socket over (true; the caller closes its own handle, the socket lives on) or refuses. */
-/* with a cluster key, sess and seq_in are the connection's session and its next frame's
- * number (the link goes on in them); without, sess is NULL */
+ * socket over (true; the caller closes its own handle, the socket lives on) or refuses.
+ * With a cluster key, sess and seq_in are the connection's session and its next frame's
+ * number (the link goes on in them); without, sess is NULL. */
 bool nd_cast_accept(node *n, uv_tcp_t *from, const uint8_t *body, size_t len,
                     const auth_session *sess, uint64_t seq_in);
 /* POST /cast and GET /cast/status (HTTP thread): the answer's JSON text and status. */
