@@ -10,22 +10,35 @@ pkgs=(
   libprotobuf-c-dev protobuf-c-compiler libcurl4-openssl-dev
   python3 gnuplot-nox time
   clang libclang-rt-14-dev
-  chromium
   tar xz-utils # `ringnet data fetch` unpacks the AirNow archive (the query tests use it)
 )
 
+# the groups asked for: `scripts/deps.sh --test --bench` gives both
+bench=false test=false
+for a in "$@"; do
+  case "$a" in
+  --bench) bench=true ;;
+  --test) test=true ;;
+  *) echo "deps: unknown option '$a' (use --test, --bench)" >&2; exit 2 ;;
+  esac
+done
+
 # `scripts/deps.sh --bench` adds what the benchmarks measure ringnet against
-if [ "${1:-}" = "--bench" ]; then
+if $bench; then
   pkgs+=(wrk nginx-light etcd-server etcd-client hyperfine curl)
   pkgs+=(iproute2) # bench/query_netns.sh: network namespaces
   # the cast bench (bench/cast/run): ping, offloads, the BitTorrent baseline
   pkgs+=(iputils-ping ethtool aria2 opentracker)
 fi
 
-# `scripts/deps.sh --test` (make test) adds what tests/container runs the image with: podman
-# with the runc runtime, its network backend and DNS, and docker-compose for deploy/compose.yaml
-if [ "${1:-}" = "--test" ]; then
+# `scripts/deps.sh --test` (make test) adds what the tests run beside the node: podman
+# with the runc runtime, its network backend and DNS, and docker-compose for
+# deploy/compose.yaml (tests/container); chromium for the dashboard's browser test;
+# iproute2 (ip, bridge), curl and openssl for the tests that build network namespaces,
+# talk HTTPS or make certificates
+if $test; then
   pkgs+=(podman runc netavark aardvark-dns iptables docker-compose)
+  pkgs+=(chromium iproute2 curl openssl)
 fi
 
 missing=()
