@@ -239,6 +239,21 @@ def connect_from(src_ip, port, timeout=5):
     return s
 
 
+def closed(sock, wait=5):
+    """True when the node closes sock within wait seconds (a keyed node's nonce may come
+    first: what it sends before closing is read and dropped)."""
+    sock.settimeout(wait)
+    try:
+        for _ in range(32):
+            if sock.recv(64) == b"":
+                return True
+        return False
+    except ConnectionResetError:
+        return True
+    except OSError:
+        return False
+
+
 def rss_kb(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:

@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 
-from ringtest import (Checks, Node, connect_from, converge, free_port_range, get,
+from ringtest import (closed, Checks, Node, connect_from, converge, free_port_range, get,
                       kv_put_frame, metrics, owner, start_ring, stop_all, stop_process)
 
 BIN = sys.argv[1]
@@ -88,20 +88,6 @@ def sealed_session(sock, key, acceptor, frames):
         out += seal(ek, seq, fr)
     sock.sendall(out)
     return out
-
-
-def closed(sock, wait=5):
-    """True when the node closes sock within wait seconds (its nonce may come first)."""
-    sock.settimeout(wait)
-    try:
-        for _ in range(32):
-            if sock.recv(64) == b"":
-                return True
-        return False
-    except ConnectionResetError:
-        return True
-    except OSError:
-        return False
 
 
 def stored(node, key):

@@ -11,23 +11,13 @@ import sys
 import tempfile
 import time
 
-from ringtest import (RING_PING, Checks, connect_from, converge, get, metrics, ring_frame,
+from ringtest import (closed, RING_PING, Checks, connect_from, converge, get, metrics, ring_frame,
                       start_ring, stop_all)
 
 BIN = sys.argv[1]
 t = Checks("peer_spoof")
 check = t.check
 RING_NOTIFY, RING_LEAVE = 5, 8
-
-
-def closed(sock, wait=5):
-    sock.settimeout(wait)
-    try:
-        return sock.recv(64) == b""
-    except ConnectionResetError:
-        return True
-    except OSError:
-        return False
 
 
 def counter(node, name):
