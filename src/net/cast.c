@@ -196,7 +196,8 @@ static void on_written(uv_write_t *req, int status)
 	}
 }
 
-/* Writes a frame (buf: WIRE_HEADER free bytes, then the body of blen); takes buf. */
+/* Writes a frame (buf: WIRE_HEADER free bytes, then the body of blen, then AUTH_SEAL bytes
+ * of room for the tag on a sealed link); takes buf. */
 static void write_frame(clink *l, uint8_t *buf, size_t blen, bool piece)
 {
 	if (l->dead) {
@@ -210,14 +211,12 @@ static void write_frame(clink *l, uint8_t *buf, size_t blen, bool piece)
 	buf[3] = (uint8_t)len;
 	buf[4] = WIRE_CAST;
 	size_t flen = WIRE_HEADER + blen;
-	if (l->sealed) {
-		uint8_t *q = realloc(buf, flen + AUTH_SEAL);
-		if (!q || auth_seal(&l->tx, l->seq_tx++, q, flen, WIRE_HEADER, q + flen) < 0) {
-			free(q ? q : buf);
+	if (l->sealed) { /* in place: every frame buffer has room for the tag */
+		if (auth_seal(&l->tx, l->seq_tx++, buf, flen, WIRE_HEADER, buf + flen) < 0) {
+			free(buf);
 			close_link(l);
 			return;
 		}
-		buf = q;
 		flen += AUTH_SEAL;
 	}
 	cwreq *w = malloc(sizeof *w);
@@ -244,7 +243,7 @@ static void drv_send(void *ctx, uint32_t id, const cast_msg *m)
 	if (!l || l->dead)
 		return;
 	size_t blen = cast_encoded_size(m);
-	uint8_t *buf = malloc(WIRE_HEADER + blen);
+	uint8_t *buf = malloc(WIRE_HEADER + blen + AUTH_SEAL);
 	if (!buf) {
 		close_link(l);
 		return;
@@ -297,7 +296,7 @@ static int drv_send_piece(void *ctx, uint32_t id, const cast_info *x, uint32_t p
 		return RN_EIO;
 	uint32_t len = piece_len(x, p);
 	size_t blen = CAST_PIECE_HEAD + (size_t)len;
-	uint8_t *buf = malloc(WIRE_HEADER + blen);
+	uint8_t *buf = malloc(WIRE_HEADER + blen + AUTH_SEAL);
 	if (!buf)
 		return RN_ENOMEM;
 	uint8_t *data = buf + WIRE_HEADER + CAST_PIECE_HEAD;
@@ -444,7 +443,7 @@ static void send_hello(clink *l)
 {
 	nd_cast *c = l->c;
 	size_t nl = strlen(c->cfg.self);
-	uint8_t *buf = malloc(WIRE_HEADER + 2 + nl);
+	uint8_t *buf = malloc(WIRE_HEADER + 2 + nl + AUTH_SEAL);
 	if (!buf) {
 		close_link(l);
 		return;

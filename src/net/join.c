@@ -182,7 +182,7 @@ void nd_anchor_lookup(node *n, uint64_t now)
  * successor of our id (ring_probe). Two rings that formed apart, during a partition or
  * from nodes started without --join, find each other this way once their nodes can reach
  * each other again: the book still holds the addresses they knew. The peer is drawn at
- * random (the loop's time and a counter stir a small generator: no global state). */
+ * random. */
 void nd_merge_probe(node *n, uint64_t now)
 {
 	if (n->stopping || !ring_joined(n->ring) || now - n->merge_at < MERGE_EVERY_MS ||
@@ -191,10 +191,10 @@ void nd_merge_probe(node *n, uint64_t now)
 	n->merge_at = now;
 	ring_addr succ = ring_successor(n->ring).addr;
 	for (int tries = 0; tries < 8; tries++) {
-		uint64_t x =
-		    (now ^ (++n->merge_seq * 0x9e3779b97f4a7c15ull)) * 0xbf58476d1ce4e5b9ull;
-		x ^= x >> 31;
-		uint32_t i = 1 + (uint32_t)(x % (n->npeers - 1));
+		uint32_t x;
+		if (auth_random((uint8_t *)&x, sizeof x) < 0)
+			return;
+		uint32_t i = 1 + x % (n->npeers - 1);
 		if (n->peers[i].unused || i == succ)
 			continue;
 		ring_out_reset(&n->out);

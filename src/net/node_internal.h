@@ -264,8 +264,8 @@ typedef struct node {
 	bool restarted;   /* DATA/peers named peers: this node was in a ring before */
 	ring_peer anchor; /* successor(0), the ring's smallest id, saved with the peers */
 	uint64_t anchor_at, anchor_seq;
-	uint64_t merge_at, merge_seq; /* nd_merge_probe */
-	char *saved_peers;            /* what DATA/peers holds now */
+	uint64_t merge_at; /* nd_merge_probe */
+	char *saved_peers; /* what DATA/peers holds now */
 	/* HTTP */
 	struct MHD_Daemon *mhd;
 	pthread_mutex_t lock;
