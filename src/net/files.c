@@ -165,7 +165,7 @@ static void fx_resume(node *n, fx *x)
 	x->suspended = false;
 	pthread_mutex_unlock(&n->lock);
 	if (resume)
-		MHD_resume_connection(x->conn);
+		nd_http_resume(n, x->conn);
 }
 
 /* ---- the core's driver (loop thread) ---- */

@@ -145,8 +145,9 @@ typedef struct inconn {
 	bool handed; /* its socket went to cast.c (a WIRE_CAST hello): closed quietly */
 } inconn;
 
-/* One HTTP key-value request: made by the HTTP thread, handed to the loop, answered by
- * the loop, which then resumes the suspended connection and never touches it again. */
+/* One HTTP key-value request, run by its handler on the loop thread: answered at once when
+ * the kv core answers before it returns (and nothing waits for a commit), else its
+ * connection is suspended until kv.c resumes it with the answer. */
 typedef struct job {
 	struct job *next;
 	struct MHD_Connection *conn;
@@ -161,7 +162,8 @@ typedef struct job {
 	/* the answer */
 	unsigned status;
 	char *body;
-	bool done;
+	bool done;    /* the answer is ready (and committed) */
+	bool in_call; /* its handler is still running the kv core: answered without a resume */
 } job;
 
 /* A peer to join through; its ring id is known when an earlier run saved it. */
@@ -229,7 +231,7 @@ typedef struct node {
 	uint64_t auth_failed;
 	uint64_t msgs_in[RING_MSG_LEAVE + 1], msgs_out[RING_MSG_LEAVE + 1];
 	uint64_t lookups, lookup_hops, lookups_failed;
-	/* HTTP requests by route and status (HTTP thread, under lock) */
+	/* HTTP requests by route and status (counted by http.c) */
 	struct {
 		const char *route;
 		unsigned status;
@@ -250,9 +252,8 @@ typedef struct node {
 	kvq_item *kvq; /* inputs waiting for the core to return */
 	size_t kvq_head, kvq_len, kvq_cap;
 	bool kv_busy;
-	uv_async_t wake;
-	job *incoming; /* from the HTTP thread, under lock */
-	job *active;   /* waiting on the kv core (loop thread only) */
+	uint64_t st_writes, batch_writes0; /* store writes made, and at the batch's start */
+	job *active;                       /* waiting on the kv core */
 	uint64_t kv_seq;
 	uint64_t kv_msgs_in[KV_MSG_PURGE + 1], kv_msgs_out[KV_MSG_PURGE + 1];
 	uint64_t kv_replies[KV_ERROR + 1];
@@ -268,6 +269,9 @@ typedef struct node {
 	char *saved_peers; /* what DATA/peers holds now */
 	/* HTTP */
 	struct MHD_Daemon *mhd;
+	uv_poll_t http_poll;   /* libmicrohttpd's epoll descriptor, run on readiness */
+	uv_timer_t http_timer; /* ... and when MHD_get_timeout says */
+	bool http_kick;        /* a connection was resumed: run libmicrohttpd again */
 	pthread_mutex_t lock;
 	char *snap_ring, *snap_health;
 	struct nd_files *files; /* the file service (files.c) */
@@ -351,7 +355,9 @@ void nd_kv_pump(node *n);
 /* A client request made on the loop thread (the file service's); the answer comes
  * through kv.c's reply, which hands handles nd_files_client claims to files.c. */
 void nd_kv_client(node *n, uint64_t client, const kv_request *r);
-void nd_on_wake(uv_async_t *a);
+/* Runs an HTTP request's job through the kv core from its handler (http.c); j->done says
+ * whether it was answered before this returned, else kv.c resumes j->conn later. */
+void nd_kv_submit(node *n, job *j);
 /* Answers 503 to the requests past their deadline (to all of them when all). */
 void nd_kv_expire(node *n, bool all);
 
@@ -376,9 +382,13 @@ size_t nd_files_metrics(node *n, char *b, size_t cap);
 
 /* ---- http.c ---- */
 
+/* Resumes a suspended HTTP connection and has libmicrohttpd run soon to handle it (in
+ * external-event mode nothing else would wake it). */
+void nd_http_resume(node *n, struct MHD_Connection *c);
 /* Builds the snapshots of /ring, /health, /metrics and /peers and swaps them in. */
 void nd_publish(node *n);
-/* Starts libmicrohttpd on its own thread at sa; NULL when it cannot. */
+/* Starts libmicrohttpd at sa, run by the loop (its epoll descriptor polled, a timer for
+ * its timeouts); NULL when it cannot. */
 struct MHD_Daemon *nd_http_start(node *n, const struct sockaddr_in *sa, int port);
 
 /* api_auth.c */
@@ -389,7 +399,7 @@ int nd_api_auth_setup(node *n, const char *host, char *err, size_t errlen);
 bool nd_api_authorized(const node *n, const char *authorization);
 void nd_api_auth_free(node *n);
 void nd_http_stop(node *n);
-/* A JSON answer (copied) with its status, counted for /metrics (HTTP thread). */
+/* A JSON answer (copied) with its status, counted for /metrics. */
 enum MHD_Result nd_http_reply(http_req *q, struct MHD_Connection *c, unsigned status,
                               const char *body);
 

@@ -180,7 +180,7 @@ static void job_done(nq *q, struct qjob *j, unsigned status, char *body)
 	pthread_mutex_lock(&q->n->lock);
 	j->done = true;
 	pthread_mutex_unlock(&q->n->lock);
-	MHD_resume_connection(j->conn); /* the HTTP thread owns j from here on */
+	nd_http_resume(q->n, j->conn); /* http.c's handler owns j from here on */
 }
 
 static void d_reply(void *ctx, uint64_t req, const q_answer *a)
