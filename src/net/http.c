@@ -282,19 +282,11 @@ void nd_publish(node *n)
 
 /* ---- requests ---- */
 
-static enum MHD_Result reply(http_req *q, struct MHD_Connection *c, unsigned status,
-                             const char *body)
+/* Sends t (len bytes, malloc'd: the response frees it). */
+static enum MHD_Result send_text(http_req *q, struct MHD_Connection *c, unsigned status, char *t,
+                                 size_t len, bool prom)
 {
 	q->status = status;
-	bool prom = q->route && !strcmp(q->route, "/metrics") && status == 200;
-	/* JSON answers end with a newline, so that a shell prompt does not stick to them */
-	size_t len = strlen(body);
-	char *t = malloc(len + 2);
-	if (!t)
-		return MHD_NO;
-	memcpy(t, body, len);
-	if (!prom && (!len || body[len - 1] != '\n'))
-		t[len++] = '\n';
 	struct MHD_Response *r = MHD_create_response_from_buffer(len, t, MHD_RESPMEM_MUST_FREE);
 	if (!r) {
 		free(t);
@@ -307,6 +299,34 @@ static enum MHD_Result reply(http_req *q, struct MHD_Connection *c, unsigned sta
 	enum MHD_Result ok = MHD_queue_response(c, status, r);
 	MHD_destroy_response(r);
 	return ok;
+}
+
+static enum MHD_Result reply(http_req *q, struct MHD_Connection *c, unsigned status,
+                             const char *body)
+{
+	bool prom = q->route && !strcmp(q->route, "/metrics") && status == 200;
+	/* JSON answers end with a newline, so that a shell prompt does not stick to them */
+	size_t len = strlen(body);
+	char *t = malloc(len + 2);
+	if (!t)
+		return MHD_NO;
+	memcpy(t, body, len);
+	if (!prom && (!len || body[len - 1] != '\n'))
+		t[len++] = '\n';
+	return send_text(q, c, status, t, len, prom);
+}
+
+/* A kv job's answer: its body is handed to the response when it already ends a line. */
+static enum MHD_Result reply_job(http_req *q, struct MHD_Connection *c, job *j)
+{
+	if (!j->body) /* sent already */
+		return MHD_YES;
+	size_t len = strlen(j->body);
+	if (!len || j->body[len - 1] != '\n')
+		return reply(q, c, j->status, j->body);
+	char *t = j->body;
+	j->body = NULL;
+	return send_text(q, c, j->status, t, len, false);
 }
 
 enum MHD_Result nd_http_reply(http_req *q, struct MHD_Connection *c, unsigned status,
@@ -409,7 +429,7 @@ static enum MHD_Result submit(node *n, struct MHD_Connection *c, http_req *r, ui
 	r->job = j;
 	nd_kv_submit(n, j);
 	if (j->done)
-		return reply(r, c, j->status, j->body);
+		return reply_job(r, c, j);
 	MHD_suspend_connection(c);
 	return MHD_YES;
 }
@@ -606,7 +626,7 @@ static enum MHD_Result on_http(void *cls, struct MHD_Connection *c, const char *
 	if (r->qjob || !strncmp(url, "/query", 6)) /* query.c */
 		return nd_query_http(n, c, r, url, method);
 	if (r->job) /* resumed: kv.c has the answer */
-		return r->job->done ? reply(r, c, r->job->status, r->job->body) : MHD_YES;
+		return r->job->done ? reply_job(r, c, r->job) : MHD_YES;
 	bool get = !strcmp(method, "GET");
 	nd_answer dash;
 	if (get && nd_dash_get(n, c, url, &dash))
