@@ -371,7 +371,7 @@ void nd_files_free(node *n);
 /* A kv client handle the file core made, and its answer (kv.c routes it here). */
 bool nd_files_client(uint64_t client);
 void nd_files_on_reply(node *n, uint64_t client, const kv_reply *r);
-/* The HTTP thread's side: whether a URL is a file route, a request on one, and its end. */
+/* The HTTP side: whether a URL is a file route, a request on one, and its end. */
 bool nd_files_route(const char *url);
 size_t nd_files_unescape(void *cls, struct MHD_Connection *c, char *s);
 enum MHD_Result nd_files_http(node *n, struct MHD_Connection *c, http_req *q, const char *url,
@@ -420,7 +420,7 @@ int nd_write_auth_hello(node *n, uv_stream_t *s, const uint8_t na[AUTH_NONCE], c
  * number (the link goes on in them); without, sess is NULL. */
 bool nd_cast_accept(node *n, uv_tcp_t *from, const uint8_t *body, size_t len,
                     const auth_session *sess, uint64_t seq_in);
-/* POST /cast and GET /cast/status (HTTP thread): the answer's JSON text and status. */
+/* POST /cast and GET /cast/status (handlers): the answer's JSON text and status. */
 char *nd_cast_http(node *n, const char *method, const char *url, const char *body, size_t len,
                    bool too_big, unsigned *status);
 
@@ -438,11 +438,11 @@ void nd_query_free(node *n);
 /* A WIRE_QUERY frame's body; RN_EPROTO when malformed (the connection is dropped). */
 int nd_query_on_frame(node *n, const uint8_t *body, size_t len);
 void nd_query_unreachable(node *n, uint64_t req, ring_addr to);
-/* GET /query... (HTTP thread), and its resumed answer. */
+/* GET /query... (handlers), and its resumed answer. */
 enum MHD_Result nd_query_http(node *n, struct MHD_Connection *c, http_req *r, const char *url,
                               const char *method);
 void nd_query_job_free(struct qjob *j);
-/* Appends the query lines to /metrics' body (under n->lock). */
+/* Appends the query lines to /metrics' body. */
 char *nd_query_metrics(node *n, char *body);
 /* ---- api.c ---- */
 
@@ -489,9 +489,9 @@ bool nd_member_on_frame(node *n, const uint8_t *body, size_t len,
 void nd_member_forget(node *n, ring_addr a);
 /* Loop thread: swaps in the snapshot nd_member_list returns. */
 void nd_member_publish(node *n);
-/* Any thread: the members as JSON text, {"self": addr, "members": [{id, addr, state
+/* The members as JSON text, {"self": addr, "members": [{id, addr, state
  * ("alive", "suspect", "dead", "left"), incarnation, since_ms, self}]} (the caller frees
- * it; NULL before the first snapshot). Takes n->lock: do not hold it. */
+ * it; NULL before the first snapshot). */
 char *nd_member_list(node *n);
 /* Loop thread: what the failure detector says of the peer at handle a ("alive", "suspect",
  * "dead", "left"), or NULL when it does not know it. */
