@@ -119,3 +119,61 @@ for i in "${!names[@]}"; do
   python3 -c 'import sys; n,c,ns,s=map(float,sys.argv[2:]); print(f"| {sys.argv[1]} | {s/ns:.2f} | {c/n:.2f} |")' \
     "${names[$i]}" "$n" "$((b - a))" "$ns" "$calls"
 done
+
+# Instructions per GET (IR=1; valgrind's callgrind, so independent of the machine's load):
+# each server runs under callgrind, and the difference between the instructions counted
+# over 3000 and over 1000 keep-alive GETs (one connection) is divided by 2000.
+[ "${IR:-0}" = 1 ] || exit 0
+command -v valgrind >/dev/null || { echo "http_loop: valgrind missing" >&2; exit 1; }
+gets() { # port path count: keep-alive GETs on one connection
+  python3 - "$@" <<'PY'
+import http.client, sys
+c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=60)
+for _ in range(int(sys.argv[3])):
+    c.request("GET", sys.argv[2])
+    r = c.getresponse()
+    r.read()
+    assert r.status == 200, r.status
+PY
+}
+ir_of() { # kind binary count: total instructions of the server's run
+  local out="$TMP/cg.$1.$3" hp pid
+  hp=$(port)
+  rm -rf "$TMP/ir-data"
+  if [ "$1" = nginx ]; then
+    # one process (master_process off: the worker's own request path, and one profile)
+    sed -e "s/listen 127.0.0.1:$np/listen 127.0.0.1:$hp/" -e "s|nginx.pid|nginx-ir.pid|" \
+      -e "s/daemon off;/daemon off; master_process off;/" "$TMP/nginx.conf" > "$TMP/nginx-ir.conf"
+    valgrind --tool=callgrind --callgrind-out-file="$out.%p" \
+      nginx -c "$TMP/nginx-ir.conf" -p "$TMP" 2>/dev/null &
+    pid=$!
+    path=/bench-key
+  else
+    valgrind --tool=callgrind --callgrind-out-file="$out.%p" "$2" node --id ir --listen 127.0.0.1:$(port) \
+      --http 127.0.0.1:$hp --data "$TMP/ir-data" --log-level warn 2>/dev/null &
+    pid=$!
+    for _ in $(seq 300); do curl -s -o /dev/null "http://127.0.0.1:$hp/health" && break; sleep 0.2; done
+    curl -s -o /dev/null -X POST "http://127.0.0.1:$hp/kv" -d '{"key":"bench-key","value":"'"$(printf 'v%.0s' $(seq 64))"'"}'
+    path=/kv/bench-key
+  fi
+  for _ in $(seq 300); do curl -s -o /dev/null "http://127.0.0.1:$hp$path" && break; sleep 0.2; done
+  gets "$hp" "$path" "$3"
+  if [ "$1" = nginx ]; then kill -TERM "$(cat "$TMP/nginx-ir.pid")"; else kill -INT "$pid"; fi
+  wait "$pid" 2>/dev/null || true
+  cat "$out".* | awk '/^summary:/{s+=$2} END{print s}'
+  rm -f "$out".*
+}
+echo
+echo "### instructions per GET (callgrind, one keep-alive connection)"
+echo
+echo "| server | instructions | / nginx |"
+echo "|---|---|---|"
+ng_ir=$(( ($(ir_of nginx - 3000) - $(ir_of nginx - 1000)) / 2000 ))
+for i in "${!names[@]}"; do
+  [ "${names[$i]}" = nginx ] && continue
+  bin=$NEW
+  [ "${names[$i]}" = before ] && bin=$OLD
+  v=$(( ($(ir_of node "$bin" 3000) - $(ir_of node "$bin" 1000)) / 2000 ))
+  python3 -c 'import sys; print(f"| {sys.argv[1]} | {int(sys.argv[2]):,} | {int(sys.argv[2])/int(sys.argv[3]):.2f} |")' "${names[$i]}" "$v" "$ng_ir"
+done
+python3 -c 'import sys; print(f"| nginx | {int(sys.argv[1]):,} | 1.00 |")' "$ng_ir"

@@ -779,6 +779,12 @@ static void on_http_log(void *cls, const char *fmt, va_list ap)
 
 /* ---- the loop runs libmicrohttpd ---- */
 
+/* The memory libmicrohttpd gives one connection for its request line, headers and read
+ * buffer (nginx's header buffers are 8 KiB too; a longer header gets 431). Its default,
+ * 32 KiB, is cleared between the requests of a keep-alive connection: half the
+ * instructions of a GET went there. */
+#define HTTP_POOL_BYTES 8192
+
 static void on_http_timer(uv_timer_t *t);
 
 static void http_arm(node *n)
@@ -843,9 +849,10 @@ struct MHD_Daemon *nd_http_start(node *n, const struct sockaddr_in *sa, int port
 	    flags, (uint16_t)port, NULL, NULL, on_http, n, MHD_OPTION_EXTERNAL_LOGGER, on_http_log,
 	    n, MHD_OPTION_SOCK_ADDR, sa, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_TIMEOUT_S,
 	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP_MAX_CONNS,
-	    MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)HTTP_PER_IP, MHD_OPTION_NOTIFY_CONNECTION,
-	    on_http_conn, n, MHD_OPTION_NOTIFY_COMPLETED, on_http_done, n,
-	    MHD_OPTION_UNESCAPE_CALLBACK, nd_files_unescape, n, MHD_OPTION_ARRAY,
+	    MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)HTTP_PER_IP,
+	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_POOL_BYTES,
+	    MHD_OPTION_NOTIFY_CONNECTION, on_http_conn, n, MHD_OPTION_NOTIFY_COMPLETED,
+	    on_http_done, n, MHD_OPTION_UNESCAPE_CALLBACK, nd_files_unescape, n, MHD_OPTION_ARRAY,
 	    n->tls_cert ? tls : tls + 2, MHD_OPTION_END);
 	if (!d)
 		return NULL;

@@ -15,6 +15,7 @@ import sys
 import tempfile
 import threading
 import urllib.parse
+import urllib.request
 
 from ringtest import Checks, Node, converge, request, stop_all
 
@@ -104,6 +105,17 @@ def main():
                 if st != 200 or body.get("key") != k or body.get("value") != {"k": k}:
                     bad.append((k, st, body))
             check("keys with escapes come back as they were put", not bad, bad)
+            # a connection's request memory is 8 KiB: a longer header is refused, clearly
+            s = socket.create_connection(("127.0.0.1", a.http), timeout=5)
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 10000 + b"\r\n\r\n")
+            st, raw = answer(s)
+            s.close()
+            check("a 10 KB header gets 431 and says why", st == 431 and b"too big" in raw,
+                  (st, raw[:200]))
+            req = urllib.request.Request(f"http://127.0.0.1:{a.http}/health",
+                                         headers={"X-Fine": "b" * 6000})
+            with urllib.request.urlopen(req, timeout=10) as r:
+                check("a 6 KB header is served", r.status == 200, r.status)
 
             slow, heads = [], []
             for k, ip in enumerate(["127.0.0.2", "127.0.0.3", "127.0.0.4"]):
