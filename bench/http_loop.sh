@@ -9,6 +9,7 @@
 # Needs wrk, nginx (scripts/deps.sh --bench) and strace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/nginx_static.sh
 NEW=$(realpath "${1:?usage: http_loop.sh RINGNET [OLDER_RINGNET]}")
 OLD=${2:+$(realpath "$2")}
 RUNS=${RUNS:-5} SECS=${SECS:-3} CONNS_LIST=${CONNS_LIST:-"16 64"}
@@ -41,12 +42,7 @@ mkdir -p "$TMP/www" && chmod 755 "$TMP/www"
 curl -s "${urls[0]}" > "$TMP/www/bench-key"
 chmod 644 "$TMP/www/bench-key"
 np=$(port)
-printf '%s\n' "daemon off; worker_processes 1; pid $TMP/nginx.pid; error_log $TMP/nginx.err;" \
-  "events { worker_connections 1024; }" \
-  "http { access_log off; server { listen 127.0.0.1:$np; root $TMP/www; default_type application/json; } }" \
-  > "$TMP/nginx.conf"
-nginx -c "$TMP/nginx.conf" -p "$TMP" &
-pids+=($!)
+pids+=("$(nginx_static "$TMP" "$np")")
 wait_http "http://127.0.0.1:$np/bench-key"
 cmp -s <(curl -s "http://127.0.0.1:$np/bench-key") "$TMP/www/bench-key" || { echo "nginx does not serve the file" >&2; exit 1; }
 nginx_worker=$(pgrep -P "$(cat "$TMP/nginx.pid")" | head -1)
