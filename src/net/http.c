@@ -802,6 +802,8 @@ static void http_arm(node *n)
  * writable written, new connections accepted, idle ones closed. One group commit. */
 static void http_run(node *n)
 {
+	if (!n->mhd) /* stopped */
+		return;
 	n->http_kick = false; /* MHD_run handles the resumes made so far */
 	nd_batch_begin(n);
 	MHD_run(n->mhd);
@@ -816,8 +818,10 @@ static void on_http_timer(uv_timer_t *t)
 
 void nd_http_resume(node *n, struct MHD_Connection *c)
 {
+	if (!n->mhd) /* stopping: MHD_stop_daemon closes every connection */
+		return;
 	MHD_resume_connection(c);
-	if (!n->http_kick && n->mhd) {
+	if (!n->http_kick) {
 		n->http_kick = true;
 		uv_timer_start(&n->http_timer, on_http_timer, 0, 0);
 	}
@@ -871,8 +875,12 @@ struct MHD_Daemon *nd_http_start(node *n, const struct sockaddr_in *sa, int port
 
 void nd_http_stop(node *n)
 {
+	/* the answers just made for what was waiting (503s: the node stops) go out first */
+	for (int i = 0; i < 3 && n->http_kick; i++)
+		http_run(n);
+	struct MHD_Daemon *d = n->mhd;
+	n->mhd = NULL;               /* what its last callbacks resume is not run again */
 	uv_poll_stop(&n->http_poll); /* before MHD closes the descriptor it watches */
 	uv_timer_stop(&n->http_timer);
-	MHD_stop_daemon(n->mhd);
-	n->mhd = NULL;
+	MHD_stop_daemon(d);
 }

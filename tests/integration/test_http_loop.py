@@ -7,9 +7,12 @@ of their headers, some send a put's headers and half its body, a dozen ask for a
 value and never read the answer. With all of them open, a normal client puts and reads
 back 60 keys through A and B (each put is acknowledged by W = 2 replicas over the peer
 port), for at least four rounds of the stalled clients' trickles, and A's peers keep
-seeing it alive. Then the half-sent puts are finished: each must be stored and readable.
+seeing it alive. Then the half-sent puts are finished: each must be stored and readable. Last, with B and C
+stopped (SIGSTOP), puts to A wait for acks when A gets SIGTERM: each must still get an
+answer (a 503 saying the outcome), not a closed connection.
 Every request here has a timeout, and the stalled clients are closed at the end."""
 import json
+import signal
 import socket
 import sys
 import tempfile
@@ -86,7 +89,7 @@ def answer(s):
 
 def main():
     with tempfile.TemporaryDirectory() as logdir:
-        nodes, socks, stop = [], [], threading.Event()
+        nodes, socks, stop, frozen = [], [], threading.Event(), False
         try:
             a = Node(BIN, "loop-a", logdir)
             nodes.append(a)
@@ -174,7 +177,36 @@ def main():
             check("and readable through another node", not missing and len(slow) > 60,
                   (len(slow), missing[:3]))
             check("every node is alive", all(n.proc.poll() is None for n in nodes))
+
+            # puts waiting on replicas that do not answer (stopped) when A is told to stop:
+            # each still gets an answer, none a closed connection
+            for n in nodes[1:]:
+                n.proc.send_signal(signal.SIGSTOP)
+            frozen = True
+            waiting = []
+            for i in range(4):
+                body = json.dumps({"key": f"late-{i}", "value": i}).encode()
+                w = socket.create_connection(("127.0.0.1", a.http), timeout=30)
+                w.sendall(b"POST /kv HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+                          % len(body) + body)
+                waiting.append(w)
+            a.proc.send_signal(signal.SIGTERM)
+            answers = []
+            for w in waiting:
+                try:
+                    st, raw = answer(w)
+                    answers.append((st, json.loads(raw or b"{}")))
+                except (OSError, ValueError) as e:
+                    answers.append((0, str(e)))
+                w.close()
+            check("puts waiting at shutdown are answered (stored, or 503 with an outcome)",
+                  all(st == 200 or (st == 503 and b.get("outcome") in ("unknown", "not_applied"))
+                      for st, b in answers), answers)
+            check("and the node exits 0", a.proc.wait(timeout=30) == 0, a.proc.returncode)
         finally:
+            if frozen:
+                for n in nodes[1:]:
+                    n.proc.send_signal(signal.SIGCONT)
             stop.set()
             for s in socks:
                 s.close()
