@@ -60,6 +60,10 @@ int qh_get(void *curl, const char *url, long *status, qh_buf *out)
 	pthread_once(&bearer_once, make_bearer); /* bench-query's threads share it */
 	if (bearer)
 		curl_easy_setopt(c, CURLOPT_HTTPHEADER, bearer);
+	const char *ca = getenv("RINGNET_CACERT"); /* the CA of an https:// node */
+	if (ca && *ca)
+		curl_easy_setopt(c, CURLOPT_CAINFO, ca);
+	cli_tls_errors(c);
 	curl_easy_setopt(c, CURLOPT_URL, url);
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, grab);
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, out);
@@ -67,7 +71,7 @@ int qh_get(void *curl, const char *url, long *status, qh_buf *out)
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
 	CURLcode rc = curl_easy_perform(c);
 	if (rc != CURLE_OK) {
-		fprintf(stderr, "ringnet: cannot reach %s: %s\n", url, curl_easy_strerror(rc));
+		cli_curl_failed(c, url, rc);
 		return -1;
 	}
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);

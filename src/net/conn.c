@@ -632,7 +632,8 @@ static bool consume(inconn *c)
 			continue;
 		}
 		if (type == WIRE_QUERY) {
-			if (nd_query_on_frame(n, c->buf + off + WIRE_HEADER, blen) < 0)
+			if (nd_query_on_frame(n, c->buf + off + WIRE_HEADER, blen, member_sender_ok,
+			                      c) < 0)
 				return false;
 			n->frames_in++;
 			off += WIRE_HEADER + blen;

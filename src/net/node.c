@@ -331,7 +331,7 @@ int node_run(const node_opts *o)
 		        uv_strerror(rc));
 		goto out_loop;
 	}
-	char err[256];
+	char err[768];
 	if (store_open(&n->st, o->data, err, sizeof err) < 0) {
 		fprintf(stderr, "ringnet node: %s\n", err);
 		goto out_loop;

@@ -388,6 +388,11 @@ int nd_api_auth_setup(node *n, const char *host, char *err, size_t errlen);
 /* Whether an Authorization header value carries the node's token (true when none is asked). */
 bool nd_api_authorized(const node *n, const char *authorization);
 void nd_api_auth_free(node *n);
+/* api_tls.c: the certificate and key (their paths in crt and key, len bytes each) of a
+ * node that serves HTTPS on a non-loopback host without --http-tls, made when needed from
+ * its CA; the log says what it did. 0, or -1 with a message in err. */
+int nd_api_tls_auto(node *n, const char *host, char *crt, char *key, size_t len, char *err,
+                    size_t errlen);
 void nd_http_stop(node *n);
 /* A JSON answer (copied) with its status, counted for /metrics (HTTP thread). */
 enum MHD_Result nd_http_reply(http_req *q, struct MHD_Connection *c, unsigned status,
@@ -425,8 +430,11 @@ int nd_query_load_config(const char *path, struct q_config *c, char *err, size_t
 int nd_query_start(node *n);
 void nd_query_stop(node *n);
 void nd_query_free(node *n);
-/* A WIRE_QUERY frame's body; RN_EPROTO when malformed (the connection is dropped). */
-int nd_query_on_frame(node *n, const uint8_t *body, size_t len);
+/* A WIRE_QUERY frame's body; RN_EPROTO when malformed, or when sender_ok(conn, address of
+ * the process it claims to be from) says that process cannot have sent it (the
+ * connection is dropped). */
+int nd_query_on_frame(node *n, const uint8_t *body, size_t len,
+                      bool (*sender_ok)(void *conn, ring_addr from), void *conn);
 void nd_query_unreachable(node *n, uint64_t req, ring_addr to);
 /* GET /query... (HTTP thread), and its resumed answer. */
 enum MHD_Result nd_query_http(node *n, struct MHD_Connection *c, http_req *r, const char *url,

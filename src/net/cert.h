@@ -1,0 +1,52 @@
+/* cert.h — the cluster CA and node certificates for the HTTPS API (EC P-256, libcrypto).
+ *
+ * A CA is a folder holding ca.key (the signing key, 0600) and ca.crt (its self-signed
+ * certificate, which clients trust: RINGNET_CACERT=ca.crt, curl --cacert ca.crt). A node
+ * certificate names the node (its CN) and the addresses clients reach it by (IP and DNS
+ * subject alternative names); it is signed by the CA's key. `ringnet cert init` and
+ * `ringnet cert issue` (src/cli/cert_cmd.c) make them by hand; a node whose API listens
+ * beyond loopback makes its own from a CA it finds (api_tls.c). */
+#ifndef RN_CERT_H
+#define RN_CERT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define CERT_MAX_NAMES 16  /* --ip and --dns names in one certificate, each */
+#define CERT_CA_DAYS   3650 /* a CA's lifetime */
+#define CERT_NODE_DAYS 825  /* a node certificate's */
+
+typedef struct {
+	const char *ip[CERT_MAX_NAMES]; /* IPv4 or IPv6 addresses, as text */
+	int nip;
+	const char *dns[CERT_MAX_NAMES]; /* host names */
+	int ndns;
+} cert_names;
+
+/* Whether dir holds ca.crt, and (key) ca.key too. */
+bool cert_ca_exists(const char *dir, bool key);
+
+/* Makes a new CA in dir (created 0700 if missing): ca.key and ca.crt with the subject
+ * "ringnet cluster CA <cn>". Fails, touching nothing, when either file exists. 0, or -1
+ * with a message in err. */
+int cert_ca_init(const char *dir, const char *cn, char *err, size_t errlen);
+
+/* Issues a certificate for cn with the names in nm, signed by the CA in cadir, valid for
+ * days from an hour ago: the key goes to key_path (0600) and the certificate to crt_path,
+ * each written whole under a temporary name and renamed over any old file. 0, or -1 with a
+ * message in err. */
+int cert_issue(const char *cadir, const char *cn, const cert_names *nm, int days,
+               const char *crt_path, const char *key_path, char *err, size_t errlen);
+
+/* Checks that crt_path is a certificate that the CA certificate ca_path signed, that is
+ * valid now and for at least a day more, that key_path is its key, and that it names ip
+ * (when not NULL). 1 when all hold, 0 when one does not (why: the first that failed), -1
+ * when a file cannot be read or parsed (why says which). */
+int cert_check(const char *crt_path, const char *key_path, const char *ca_path, const char *ip,
+               char *why, size_t whylen);
+
+/* Copies the PEM certificate in from to to (written under a temporary name, then renamed;
+ * mode 0644). 0 or -1 with a message in err. */
+int cert_copy_file(const char *from, const char *to, char *err, size_t errlen);
+
+#endif
