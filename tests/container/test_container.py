@@ -305,8 +305,10 @@ def scenario(boxes):
     subnet = make_network()
     # configured by the environment; node 3's --id flag wins over its RINGNET_ID
     for i, b in enumerate(boxes, 1):
+        # plain HTTP on the published port (a node beyond loopback serves HTTPS by default:
+        # tests/integration/test_http_certs covers that); the token stays on
         env = {"RINGNET_ID": f"n{i}", "RINGNET_LISTEN": f"{b.name}:7000",
-               "RINGNET_HTTP": f"{b.name}:8080"}
+               "RINGNET_HTTP": f"{b.name}:8080", "RINGNET_HTTP_TLS": "none"}
         if i > 1:
             env["RINGNET_JOIN"] = f"{n1.name}:7000"
         args = ()
