@@ -109,7 +109,7 @@ int qh_load_config(const char *who, const char *path, q_config *c)
 static const char *qnode_usage =
     "usage: ringnet node --config CLUSTER.json --id NAME [--http HOST:PORT] [--data DIR]\n"
     "                    [--log-level error|warn|info|debug] [--api-token FILE|none]\n"
-    "                    [--http-tls CERT,KEY]\n"
+    "                    [--http-tls CERT,KEY|none]\n"
     "\n"
     "Runs process NAME of a query cluster file (configs/one_host.json): peers on its\n"
     "host:port, the HTTP API on port+1000 (or http_port, or --http). It loads only the\n"
