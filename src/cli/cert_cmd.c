@@ -9,8 +9,8 @@
 
 static const char *cert_usage =
     "usage: ringnet cert init [--dir DIR]\n"
-    "       ringnet cert issue NAME [--ip ADDRESS]... [--dns HOST]... [--dir DIR]\n"
-    "                          [--out DIR] [--days N]\n"
+    "       ringnet cert issue NAME [--ip ADDRESS]... [--dns HOST]... [--peer HOST:PORT]\n"
+    "                          [--dir DIR] [--out DIR] [--days N]\n"
     "\n"
     "init makes a cluster CA in DIR (default ringnet-ca): ca.key, its signing key (0600;\n"
     "keep it to yourself), and ca.crt, the certificate clients trust: RINGNET_CACERT=\n"
@@ -19,7 +19,9 @@ static const char *cert_usage =
     "addresses clients reach it by (--ip, --dns: at least one, up to 16 of each), valid\n"
     "for N days (default 825): OUT/NAME.crt and OUT/NAME.key (OUT defaults to DIR).\n"
     "Start the node with --http-tls OUT/NAME.crt,OUT/NAME.key. A node on a non-loopback\n"
-    "--http started with --ca DIR issues its own (DATA/tls/node.crt) instead.\n";
+    "--http started with --ca DIR issues its own (DATA/tls/node.crt) instead.\n"
+    "--peer names the node's --listen address: the certificate is then its identity on\n"
+    "the peer port too (ringnet node --peer-cert OUT/NAME.crt,OUT/NAME.key --ca DIR).\n";
 
 static int bad(const char *fmt, const char *arg)
 {
@@ -61,7 +63,8 @@ int cli_cert(int argc, char **argv)
 			name = a;
 			continue;
 		}
-		static const char *const opts[] = {"--dir", "--out", "--ip", "--dns", "--days"};
+		static const char *const opts[] = {"--dir", "--out",  "--ip",
+		                                   "--dns", "--days", "--peer"};
 		if (!cli_one_of(a, opts, CLI_NELEM(opts)) || (init && strcmp(a, "--dir")))
 			return bad("unknown option '%s'", a);
 		if (!v || !*v)
@@ -71,6 +74,8 @@ int cli_cert(int argc, char **argv)
 			dir = v;
 		} else if (!strcmp(a, "--out")) {
 			out = v;
+		} else if (!strcmp(a, "--peer")) {
+			nm.peer = v;
 		} else if (!strcmp(a, "--days")) {
 			char *end;
 			days = strtol(v, &end, 10);
@@ -92,24 +97,26 @@ int cli_cert(int argc, char **argv)
 			fprintf(stderr, "ringnet cert: %s\n", err);
 			return 1;
 		}
-		printf("made a CA in %s: %s/ca.key (the signing key: keep it private) and %s/ca.crt\n"
-		       "clients trust it with RINGNET_CACERT=%s/ca.crt (curl --cacert %s/ca.crt);\n"
-		       "nodes issue their own certificates from it with --ca %s, or issue one here:\n"
-		       "  ringnet cert issue NAME --dir %s --ip ADDRESS\n",
-		       dir, dir, dir, dir, dir, dir, dir);
+		printf(
+		    "made a CA in %s: %s/ca.key (the signing key: keep it private) and %s/ca.crt\n"
+		    "clients trust it with RINGNET_CACERT=%s/ca.crt (curl --cacert %s/ca.crt);\n"
+		    "nodes issue their own certificates from it with --ca %s, or issue one here:\n"
+		    "  ringnet cert issue NAME --dir %s --ip ADDRESS\n",
+		    dir, dir, dir, dir, dir, dir, dir);
 		return 0;
 	}
 	if (!name)
 		return bad("issue needs the node's NAME%s", "");
 	if (!good_name(name))
 		return bad("NAME is 1 to 63 letters, digits, '.', '-' or '_', not '%s'", name);
-	if (!nm.nip && !nm.ndns)
+	if (!nm.nip && !nm.ndns && !nm.peer)
 		return bad("name the addresses clients reach the node by: --ip ADDRESS or --dns "
 		           "HOST%s",
 		           "");
 	if (!cert_ca_exists(dir, true)) {
-		fprintf(stderr, "ringnet cert: no CA in %s (ca.crt and ca.key): make one with "
-		                "`ringnet cert init --dir %s`, or name yours with --dir\n",
+		fprintf(stderr,
+		        "ringnet cert: no CA in %s (ca.crt and ca.key): make one with "
+		        "`ringnet cert init --dir %s`, or name yours with --dir\n",
 		        dir, dir);
 		return 1;
 	}

@@ -35,8 +35,8 @@ int nd_api_tls_auto(node *n, const char *host, char *crt, char *key, size_t len,
 		snprintf(cadir, sizeof cadir, "%s/ca", o->data);
 	if (o->ca[0] && !cert_ca_exists(cadir, false)) {
 		snprintf(err, errlen,
-		         "--ca %s: no ca.crt there (`ringnet cert init --dir %s` makes a CA)", cadir,
-		         cadir);
+		         "--ca %s: no ca.crt there (`ringnet cert init --dir %s` makes a CA)",
+		         cadir, cadir);
 		return -1;
 	}
 	bool have_ca = cert_ca_exists(cadir, false), can_sign = cert_ca_exists(cadir, true);
@@ -44,28 +44,32 @@ int nd_api_tls_auto(node *n, const char *host, char *crt, char *key, size_t len,
 	snprintf(cacrt, sizeof cacrt, "%s/ca.crt", have_ca ? cadir : tls);
 	int ok = -2; /* no certificate yet */
 	if (access(crt, F_OK) == 0 || access(key, F_OK) == 0)
-		ok = access(cacrt, R_OK) == 0 ? cert_check(crt, key, cacrt, host, why, sizeof why)
-		                              : (snprintf(why, sizeof why, "%s is missing", cacrt), 0);
+		ok = access(cacrt, R_OK) == 0
+		         ? cert_check(crt, key, cacrt, host, why, sizeof why)
+		         : (snprintf(why, sizeof why, "%s is missing", cacrt), 0);
 	snprintf(did, sizeof did, "made on an earlier start");
 	if (ok != 1) {
 		if (!have_ca && !o->ca[0]) {
 			if (cert_ca_init(cadir, o->name, err, errlen) < 0)
 				return -1;
-			LOG_I(n,
-			      "http: no CA in %s and no --ca DIR, so this node made a CA of its own "
-			      "there (for a cluster, make one with `ringnet cert init --dir DIR` and "
-			      "start every node with --ca DIR)",
-			      cadir);
+			LOG_I(
+			    n,
+			    "http: no CA in %s and no --ca DIR, so this node made a CA of its own "
+			    "there (for a cluster, make one with `ringnet cert init --dir DIR` and "
+			    "start every node with --ca DIR)",
+			    cadir);
 			have_ca = can_sign = true;
 			snprintf(cacrt, sizeof cacrt, "%s/ca.crt", cadir);
 		}
 		if (!can_sign) {
-			snprintf(err, errlen,
-			         "the HTTPS certificate %s %s%s, and there is no CA key (%s/ca.key) "
-			         "to issue one; give the CA with --ca DIR, or --http-tls CERT,KEY, or "
-			         "--http-tls none for plain HTTP",
-			         crt, ok == -2 ? "does not exist" : "cannot be used: ",
-			         ok == -2 ? "" : why, cadir);
+			snprintf(
+			    err, errlen,
+			    "the HTTPS certificate %s %s%s, and there is no CA key (%s/ca.key) "
+			    "to issue one; give the CA with --ca DIR, or --http-tls CERT,KEY, or "
+			    "--http-tls none for plain HTTP",
+			    crt,
+			    ok == -2 ? "does not exist" : "cannot be used: ", ok == -2 ? "" : why,
+			    cadir);
 			return -1;
 		}
 		cert_names nm = {.ip = {host}, .nip = 1};

@@ -79,7 +79,8 @@ static int write_pem(const char *path, mode_t mode, bool excl, pem_fn fn, void *
 	ok = fflush(f) == 0 && fsync(fileno(f)) == 0 && ok;
 	ok = fclose(f) == 0 && ok;
 	if (!ok || rename(tmp, path) != 0) {
-		snprintf(err, errlen, "cannot write %s: %s", path, ok ? strerror(errno) : ssl_why());
+		snprintf(err, errlen, "cannot write %s: %s", path,
+		         ok ? strerror(errno) : ssl_why());
 		unlink(tmp);
 		return -1;
 	}
@@ -143,8 +144,8 @@ static X509 *new_cert(EVP_PKEY *key, const char *cn, int days, X509 *issuer)
 	X509_NAME *name = ok ? X509_get_subject_name(x) : NULL;
 	ok = ok && X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8,
 	                                      (const unsigned char *)"ringnet", -1, -1, 0) == 1;
-	ok = ok && X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
-	                                      (const unsigned char *)cn, -1, -1, 0) == 1;
+	ok = ok && X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)cn,
+	                                      -1, -1, 0) == 1;
 	ok = ok && X509_set_issuer_name(x, issuer ? X509_get_subject_name(issuer) : name) == 1;
 	if (!ok) {
 		X509_free(x);
@@ -199,18 +200,34 @@ static int alt_names(const cert_names *nm, char *out, size_t len, char *err, siz
 		bool ip = i < nm->nip;
 		const char *v = ip ? nm->ip[i] : nm->dns[i - nm->nip];
 		ASN1_OCTET_STRING *a = ip ? a2i_IPADDRESS(v) : NULL;
-		bool good = ip ? a != NULL : *v && strspn(v, "abcdefghijklmnopqrstuvwxyz"
-		                                             "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-		                                             "0123456789.-*") == strlen(v);
+		bool good = ip ? a != NULL
+		               : *v && strspn(v, "abcdefghijklmnopqrstuvwxyz"
+		                                 "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+		                                 "0123456789.-*") == strlen(v);
 		ASN1_OCTET_STRING_free(a);
 		if (!good) {
 			snprintf(err, errlen, "'%s' is not %s", v,
 			         ip ? "an IP address" : "a host name (letters, digits, '.', '-')");
 			return -1;
 		}
-		int w = snprintf(out + at, len - at, "%s%s:%s", at ? "," : "", ip ? "IP" : "DNS", v);
+		int w =
+		    snprintf(out + at, len - at, "%s%s:%s", at ? "," : "", ip ? "IP" : "DNS", v);
 		if (w < 0 || (size_t)w >= len - at) {
 			snprintf(err, errlen, "too many names for one certificate");
+			return -1;
+		}
+		at += (size_t)w;
+	}
+	if (nm->peer) {
+		bool good = *nm->peer && strlen(nm->peer) < 64 &&
+		            strspn(nm->peer, "0123456789.:abcdefghijklmnopqrstuvwxyz-") ==
+		                strlen(nm->peer) &&
+		            strchr(nm->peer, ':');
+		int w = good ? snprintf(out + at, len - at, "%sURI:" CERT_PEER_URI "%s",
+		                        at ? "," : "", nm->peer)
+		             : -1;
+		if (w < 0 || (size_t)w >= len - at) {
+			snprintf(err, errlen, "'%s' is not a peer address HOST:PORT", nm->peer);
 			return -1;
 		}
 		at += (size_t)w;
@@ -268,7 +285,8 @@ int cert_check(const char *crt_path, const char *key_path, const char *ca_path, 
 	if (k) {
 		time_t day = time(NULL) + 86400;
 		rc = 0;
-		if (X509_check_issued(ca, x) != X509_V_OK || X509_verify(x, X509_get0_pubkey(ca)) != 1)
+		if (X509_check_issued(ca, x) != X509_V_OK ||
+		    X509_verify(x, X509_get0_pubkey(ca)) != 1)
 			snprintf(why, whylen, "it is not signed by the CA of %s", ca_path);
 		else if (X509_cmp_current_time(X509_get0_notBefore(x)) >= 0)
 			snprintf(why, whylen, "it is not valid yet");

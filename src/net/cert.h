@@ -12,7 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#define CERT_MAX_NAMES 16  /* --ip and --dns names in one certificate, each */
+#define CERT_MAX_NAMES 16   /* --ip and --dns names in one certificate, each */
 #define CERT_CA_DAYS   3650 /* a CA's lifetime */
 #define CERT_NODE_DAYS 825  /* a node certificate's */
 
@@ -21,7 +21,10 @@ typedef struct {
 	int nip;
 	const char *dns[CERT_MAX_NAMES]; /* host names */
 	int ndns;
+	const char *peer; /* a peer port HOST:PORT, as the name CERT_PEER_URI HOST:PORT, or NULL */
 } cert_names;
+
+#define CERT_PEER_URI "ringnet://" /* peer_ident.c: the --listen a certificate is for */
 
 /* Whether dir holds ca.crt, and (key) ca.key too. */
 bool cert_ca_exists(const char *dir, bool key);

@@ -1,0 +1,245 @@
+/* peer_ident.c — node certificates on the peer port (--peer-cert CERT,KEY, with --ca DIR
+ * and --key FILE).
+ *
+ * The cluster key (auth.h) proves only that a connector is a member; this proves which
+ * one. After the hello, the connector's first sealed frame is WIRE_IDENT:
+ *   u16 n | its certificate (n bytes of DER) | an ECDSA-SHA256 signature (DER) by its
+ *   key over IDENT_LABEL | S                     (S: the session key, auth.h)
+ * The acceptor checks the certificate's chain against the cluster CA and the signature,
+ * which binds it to this session (S is new for every connection and known only to the
+ * two ends), and pins the connection to the certificate's CERT_PEER_URI HOST:PORT name
+ * and its CN: from then on every frame's claimed sender must be exactly that address,
+ * and a ring frame's sender id the SHA-1 of that CN (conn.c, sender_ok). Until then the
+ * connection may carry only the identity (and a cast link's hello). So a member holding
+ * the cluster key can speak for itself only; a stolen node key speaks for that node. */
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cert.h"
+#include "node_internal.h"
+
+#define IDENT_LABEL "ringnet peer identity v1"
+#define IDENT_MAX   4096 /* bytes of a certificate */
+
+struct nd_ident {
+	X509_STORE *store; /* the cluster CA */
+	EVP_PKEY *key;     /* this node's */
+	uint8_t *der;      /* its certificate */
+	int derlen;
+};
+
+/* The message a signature covers: the label and the session key. */
+static size_t ident_msg(const auth_session *s, uint8_t out[sizeof IDENT_LABEL + AUTH_TAG])
+{
+	memcpy(out, IDENT_LABEL, sizeof IDENT_LABEL);
+	memcpy(out + sizeof IDENT_LABEL, s->k, AUTH_TAG);
+	return sizeof IDENT_LABEL + AUTH_TAG;
+}
+
+/* The certificate's peer address (its CERT_PEER_URI name) into addr; false if none. */
+static bool peer_name(X509 *x, char *addr, size_t len)
+{
+	GENERAL_NAMES *g = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+	bool found = false;
+	for (int i = 0; g && i < sk_GENERAL_NAME_num(g) && !found; i++) {
+		const GENERAL_NAME *e = sk_GENERAL_NAME_value(g, i);
+		if (e->type != GEN_URI)
+			continue;
+		const char *u = (const char *)ASN1_STRING_get0_data(e->d.uniformResourceIdentifier);
+		int ulen = ASN1_STRING_length(e->d.uniformResourceIdentifier);
+		size_t plen = strlen(CERT_PEER_URI);
+		if (ulen > (int)plen && (size_t)ulen - plen < len && !memcmp(u, CERT_PEER_URI, plen) &&
+		    !memchr(u, '\0', (size_t)ulen)) {
+			memcpy(addr, u + plen, (size_t)ulen - plen);
+			addr[ulen - plen] = '\0';
+			found = true;
+		}
+	}
+	GENERAL_NAMES_free(g);
+	return found;
+}
+
+/* Checks x against the CA; its CN in cn and its peer address in addr. NULL, or why not. */
+static const char *vouch(struct nd_ident *id, X509 *x, char *cn, size_t cnlen, char *addr,
+                         size_t alen)
+{
+	X509_STORE_CTX *ctx = X509_STORE_CTX_new();
+	const char *why = NULL;
+	if (!ctx || X509_STORE_CTX_init(ctx, id->store, x, NULL) != 1)
+		why = "out of memory";
+	else if (X509_STORE_CTX_set_purpose(ctx, X509_PURPOSE_SSL_CLIENT),
+	         X509_verify_cert(ctx) != 1)
+		why = X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx));
+	else if (X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, cn,
+	                                   (int)cnlen) <= 0)
+		why = "it has no CN";
+	else if (!peer_name(x, addr, alen))
+		why = "it names no peer address (" CERT_PEER_URI "HOST:PORT)";
+	X509_STORE_CTX_free(ctx);
+	ERR_clear_error();
+	return why;
+}
+
+static X509 *pem_cert(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	X509 *x = f ? PEM_read_X509(f, NULL, NULL, NULL) : NULL;
+	if (f)
+		fclose(f);
+	return x;
+}
+
+int nd_ident_setup(node *n, char *err, size_t errlen)
+{
+	const node_opts *o = n->o;
+	char crt[512], key[512], cacrt[300], cn[64], addr[WIRE_ADDR_MAX];
+	const char *comma = strchr(o->peer_cert, ',');
+	if (!n->keyed || !o->ca[0]) {
+		snprintf(err, errlen,
+		         "--peer-cert needs --key FILE (its identity rides in the cluster key's "
+		         "session) and --ca DIR (the CA that vouches for every node)");
+		return -1;
+	}
+	if (!comma || comma == o->peer_cert || !comma[1] ||
+	    (size_t)(comma - o->peer_cert) >= sizeof crt || strlen(comma + 1) >= sizeof key) {
+		snprintf(err, errlen, "--peer-cert wants CERT,KEY (two PEM files), not '%s'",
+		         o->peer_cert);
+		return -1;
+	}
+	snprintf(crt, sizeof crt, "%.*s", (int)(comma - o->peer_cert), o->peer_cert);
+	snprintf(key, sizeof key, "%s", comma + 1);
+	snprintf(cacrt, sizeof cacrt, "%s/ca.crt", o->ca);
+	struct nd_ident *id = calloc(1, sizeof *id);
+	X509 *ca = pem_cert(cacrt), *x = pem_cert(crt);
+	FILE *f = fopen(key, "r");
+	if (id && f)
+		id->key = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+	if (f)
+		fclose(f);
+	const char *why;
+	int rc = -1;
+	n->ident = id;
+	if (!id || !(id->store = X509_STORE_new()))
+		snprintf(err, errlen, "out of memory");
+	else if (!ca || X509_STORE_add_cert(id->store, ca) != 1)
+		snprintf(err, errlen, "cannot read the CA certificate %s", cacrt);
+	else if (!x)
+		snprintf(err, errlen, "cannot read a PEM certificate from %s", crt);
+	else if (!id->key)
+		snprintf(err, errlen, "cannot read a PEM private key from %s", key);
+	else if (X509_check_private_key(x, id->key) != 1)
+		snprintf(err, errlen, "%s is not the key of %s", key, crt);
+	else if ((why = vouch(id, x, cn, sizeof cn, addr, sizeof addr)) != NULL)
+		snprintf(err, errlen, "%s would be refused by the other nodes: %s", crt, why);
+	else if (strcmp(cn, o->name) || nd_book_intern(n, addr) != 0)
+		snprintf(err, errlen,
+		         "%s is for node %s at %s, not for this one (--id %s, --listen %s)", crt, cn,
+		         addr, o->name, o->listen);
+	else if ((id->derlen = i2d_X509(x, &id->der)) <= 0 || id->derlen > IDENT_MAX)
+		snprintf(err, errlen, "%s is too big to send", crt);
+	else
+		rc = 0;
+	X509_free(x);
+	X509_free(ca);
+	ERR_clear_error();
+	if (rc < 0) {
+		nd_ident_free(n);
+		return -1;
+	}
+	LOG_I(n,
+	      "peer port: this node proves itself to its peers as %s at %s (%s, issued by %s); "
+	      "it takes frames only from peers that prove who they are the same way",
+	      cn, addr, crt, cacrt);
+	return 0;
+}
+
+void nd_ident_free(node *n)
+{
+	struct nd_ident *id = n->ident;
+	if (!id)
+		return;
+	X509_STORE_free(id->store);
+	EVP_PKEY_free(id->key);
+	OPENSSL_free(id->der);
+	free(id);
+	n->ident = NULL;
+}
+
+pending *nd_ident_frame(node *n, const auth_session *s)
+{
+	struct nd_ident *id = n->ident;
+	uint8_t msg[sizeof IDENT_LABEL + AUTH_TAG], sig[256];
+	size_t mlen = ident_msg(s, msg), siglen = sizeof sig;
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	bool ok = md && EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, id->key) == 1 &&
+	          EVP_DigestSign(md, sig, &siglen, msg, mlen) == 1;
+	EVP_MD_CTX_free(md);
+	ERR_clear_error();
+	size_t body = 2 + (size_t)id->derlen + siglen;
+	pending *f = ok ? calloc(1, sizeof *f) : NULL;
+	uint8_t *b = f ? malloc(WIRE_HEADER + body) : NULL;
+	if (!b) {
+		free(f);
+		return NULL;
+	}
+	uint32_t len = (uint32_t)(1 + body);
+	b[0] = (uint8_t)(len >> 24);
+	b[1] = (uint8_t)(len >> 16);
+	b[2] = (uint8_t)(len >> 8);
+	b[3] = (uint8_t)len;
+	b[4] = WIRE_IDENT;
+	b[5] = (uint8_t)(id->derlen >> 8);
+	b[6] = (uint8_t)id->derlen;
+	memcpy(b + 7, id->der, (size_t)id->derlen);
+	memcpy(b + 7 + id->derlen, sig, siglen);
+	f->buf = b;
+	f->len = WIRE_HEADER + body;
+	f->kind = FRAME_IDENT;
+	return f;
+}
+
+bool nd_ident_check(node *n, inconn *c, const uint8_t *body, size_t len)
+{
+	struct nd_ident *id = n->ident;
+	size_t dlen = len >= 2 ? (size_t)body[0] << 8 | body[1] : 0;
+	const uint8_t *p = body + 2;
+	X509 *x = dlen && dlen <= IDENT_MAX && len > 2 + dlen ? d2i_X509(NULL, &p, (long)dlen)
+	                                                      : NULL;
+	char cn[64] = "", addr[WIRE_ADDR_MAX] = "";
+	const char *why = !x || p != body + 2 + dlen ? "a malformed certificate"
+	                                             : vouch(id, x, cn, sizeof cn, addr, sizeof addr);
+	if (!why) {
+		uint8_t msg[sizeof IDENT_LABEL + AUTH_TAG];
+		size_t mlen = ident_msg(&c->sess, msg);
+		EVP_MD_CTX *md = EVP_MD_CTX_new();
+		bool good = md &&
+		            EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, X509_get0_pubkey(x)) ==
+		                1 &&
+		            EVP_DigestVerify(md, body + 2 + dlen, len - 2 - dlen, msg, mlen) == 1;
+		EVP_MD_CTX_free(md);
+		why = good ? NULL : "its signature of this session does not check out";
+	}
+	ring_addr a = why ? RING_ADDR_NONE : nd_book_intern(n, addr);
+	if (!why && (a == RING_ADDR_NONE || a == 0))
+		why = a ? "its peer address is not one the address book takes" : "it claims to be "
+		                                                                 "this node";
+	X509_free(x);
+	ERR_clear_error();
+	if (why) {
+		n->auth_failed++;
+		nd_log_rl(n, LOG_AUTH, 1,
+		          "a peer's certificate%s%s is refused: %s: closing that connection",
+		          cn[0] ? " for " : "", cn, why);
+		return false;
+	}
+	c->ident = a;
+	rn_id_hash(&c->ident_id, cn, strlen(cn), n->cfg.bits);
+	c->ident_ok = true;
+	return true;
+}
