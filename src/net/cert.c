@@ -87,32 +87,31 @@ static int write_pem(const char *path, mode_t mode, bool excl, pem_fn fn, void *
 	return 0;
 }
 
-static EVP_PKEY *read_key(const char *path, char *err, size_t errlen)
+/* The first key (key) or certificate in the PEM file at path; NULL with a message. */
+static void *read_pem(const char *path, bool key, char *err, size_t errlen)
 {
 	FILE *f = fopen(path, "r");
 	if (!f) {
 		snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
 		return NULL;
 	}
-	EVP_PKEY *k = PEM_read_PrivateKey(f, NULL, NULL, NULL);
-	fclose(f);
-	if (!k)
-		snprintf(err, errlen, "%s holds no PEM private key (%s)", path, ssl_why());
-	return k;
-}
-
-static X509 *read_cert(const char *path, char *err, size_t errlen)
-{
-	FILE *f = fopen(path, "r");
-	if (!f) {
-		snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
-		return NULL;
-	}
-	X509 *x = PEM_read_X509(f, NULL, NULL, NULL);
+	void *x = key ? (void *)PEM_read_PrivateKey(f, NULL, NULL, NULL)
+	              : (void *)PEM_read_X509(f, NULL, NULL, NULL);
 	fclose(f);
 	if (!x)
-		snprintf(err, errlen, "%s holds no PEM certificate (%s)", path, ssl_why());
+		snprintf(err, errlen, "%s holds no PEM %s (%s)", path,
+		         key ? "private key" : "certificate", ssl_why());
 	return x;
+}
+
+X509 *cert_read(const char *path, char *err, size_t errlen)
+{
+	return read_pem(path, false, err, errlen);
+}
+
+EVP_PKEY *cert_read_key(const char *path, char *err, size_t errlen)
+{
+	return read_pem(path, true, err, errlen);
 }
 
 static int add_ext(X509 *x, X509 *issuer, int nid, const char *value)
@@ -247,8 +246,8 @@ int cert_issue(const char *cadir, const char *cn, const cert_names *nm, int days
 		return -1;
 	path_in(kp, sizeof kp, cadir, "ca.key");
 	path_in(cp, sizeof cp, cadir, "ca.crt");
-	EVP_PKEY *cakey = read_key(kp, err, errlen);
-	X509 *ca = cakey ? read_cert(cp, err, errlen) : NULL;
+	EVP_PKEY *cakey = cert_read_key(kp, err, errlen);
+	X509 *ca = cakey ? cert_read(cp, err, errlen) : NULL;
 	if (ca && X509_check_private_key(ca, cakey) != 1) {
 		snprintf(err, errlen, "%s is not the key of %s", kp, cp);
 		X509_free(ca);
@@ -278,9 +277,9 @@ int cert_issue(const char *cadir, const char *cn, const cert_names *nm, int days
 int cert_check(const char *crt_path, const char *key_path, const char *ca_path, const char *ip,
                char *why, size_t whylen)
 {
-	X509 *x = read_cert(crt_path, why, whylen);
-	X509 *ca = x ? read_cert(ca_path, why, whylen) : NULL;
-	EVP_PKEY *k = ca ? read_key(key_path, why, whylen) : NULL;
+	X509 *x = cert_read(crt_path, why, whylen);
+	X509 *ca = x ? cert_read(ca_path, why, whylen) : NULL;
+	EVP_PKEY *k = ca ? cert_read_key(key_path, why, whylen) : NULL;
 	int rc = -1;
 	if (k) {
 		time_t day = time(NULL) + 86400;
@@ -308,7 +307,7 @@ int cert_check(const char *crt_path, const char *key_path, const char *ca_path, 
 
 int cert_copy_file(const char *from, const char *to, char *err, size_t errlen)
 {
-	X509 *x = read_cert(from, err, errlen);
+	X509 *x = cert_read(from, err, errlen);
 	if (!x)
 		return -1;
 	int rc = write_pem(to, 0644, false, pem_cert, x, err, errlen);

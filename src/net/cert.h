@@ -9,6 +9,8 @@
 #ifndef RN_CERT_H
 #define RN_CERT_H
 
+#include <openssl/evp.h>
+#include <openssl/x509.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -47,6 +49,11 @@ int cert_issue(const char *cadir, const char *cn, const cert_names *nm, int days
  * when a file cannot be read or parsed (why says which). */
 int cert_check(const char *crt_path, const char *key_path, const char *ca_path, const char *ip,
                char *why, size_t whylen);
+
+/* The first certificate, or private key, in the PEM file at path; NULL with a message in
+ * err when it cannot be read or holds none. */
+X509 *cert_read(const char *path, char *err, size_t errlen);
+EVP_PKEY *cert_read_key(const char *path, char *err, size_t errlen);
 
 /* Copies the PEM certificate in from to to (written under a temporary name, then renamed;
  * mode 0644). 0 or -1 with a message in err. */

@@ -14,7 +14,6 @@
  * the cluster key can speak for itself only; a stolen node key speaks for that node. */
 #include <openssl/err.h>
 #include <openssl/evp.h>
-#include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 #include <stdio.h>
@@ -54,8 +53,8 @@ static bool peer_name(X509 *x, char *addr, size_t len)
 		const char *u = (const char *)ASN1_STRING_get0_data(e->d.uniformResourceIdentifier);
 		int ulen = ASN1_STRING_length(e->d.uniformResourceIdentifier);
 		size_t plen = strlen(CERT_PEER_URI);
-		if (ulen > (int)plen && (size_t)ulen - plen < len && !memcmp(u, CERT_PEER_URI, plen) &&
-		    !memchr(u, '\0', (size_t)ulen)) {
+		if (ulen > (int)plen && (size_t)ulen - plen < len &&
+		    !memcmp(u, CERT_PEER_URI, plen) && !memchr(u, '\0', (size_t)ulen)) {
 			memcpy(addr, u + plen, (size_t)ulen - plen);
 			addr[ulen - plen] = '\0';
 			found = true;
@@ -86,15 +85,6 @@ static const char *vouch(struct nd_ident *id, X509 *x, char *cn, size_t cnlen, c
 	return why;
 }
 
-static X509 *pem_cert(const char *path)
-{
-	FILE *f = fopen(path, "r");
-	X509 *x = f ? PEM_read_X509(f, NULL, NULL, NULL) : NULL;
-	if (f)
-		fclose(f);
-	return x;
-}
-
 int nd_ident_setup(node *n, char *err, size_t errlen)
 {
 	const node_opts *o = n->o;
@@ -116,31 +106,25 @@ int nd_ident_setup(node *n, char *err, size_t errlen)
 	snprintf(key, sizeof key, "%s", comma + 1);
 	snprintf(cacrt, sizeof cacrt, "%s/ca.crt", o->ca);
 	struct nd_ident *id = calloc(1, sizeof *id);
-	X509 *ca = pem_cert(cacrt), *x = pem_cert(crt);
-	FILE *f = fopen(key, "r");
-	if (id && f)
-		id->key = PEM_read_PrivateKey(f, NULL, NULL, NULL);
-	if (f)
-		fclose(f);
+	X509 *ca = NULL, *x = NULL;
 	const char *why;
 	int rc = -1;
 	n->ident = id;
 	if (!id || !(id->store = X509_STORE_new()))
 		snprintf(err, errlen, "out of memory");
-	else if (!ca || X509_STORE_add_cert(id->store, ca) != 1)
-		snprintf(err, errlen, "cannot read the CA certificate %s", cacrt);
-	else if (!x)
-		snprintf(err, errlen, "cannot read a PEM certificate from %s", crt);
-	else if (!id->key)
-		snprintf(err, errlen, "cannot read a PEM private key from %s", key);
+	else if (!(ca = cert_read(cacrt, err, errlen)) || !(x = cert_read(crt, err, errlen)) ||
+	         !(id->key = cert_read_key(key, err, errlen))) {
+		/* err says which */
+	} else if (X509_STORE_add_cert(id->store, ca) != 1)
+		snprintf(err, errlen, "out of memory");
 	else if (X509_check_private_key(x, id->key) != 1)
 		snprintf(err, errlen, "%s is not the key of %s", key, crt);
 	else if ((why = vouch(id, x, cn, sizeof cn, addr, sizeof addr)) != NULL)
 		snprintf(err, errlen, "%s would be refused by the other nodes: %s", crt, why);
 	else if (strcmp(cn, o->name) || nd_book_intern(n, addr) != 0)
 		snprintf(err, errlen,
-		         "%s is for node %s at %s, not for this one (--id %s, --listen %s)", crt, cn,
-		         addr, o->name, o->listen);
+		         "%s is for node %s at %s, not for this one (--id %s, --listen %s)", crt,
+		         cn, addr, o->name, o->listen);
 	else if ((id->derlen = i2d_X509(x, &id->der)) <= 0 || id->derlen > IDENT_MAX)
 		snprintf(err, errlen, "%s is too big to send", crt);
 	else
@@ -183,17 +167,11 @@ pending *nd_ident_frame(node *n, const auth_session *s)
 	ERR_clear_error();
 	size_t body = 2 + (size_t)id->derlen + siglen;
 	pending *f = ok ? calloc(1, sizeof *f) : NULL;
-	uint8_t *b = f ? malloc(WIRE_HEADER + body) : NULL;
+	uint8_t *b = f ? wire_frame_alloc(body, WIRE_IDENT) : NULL;
 	if (!b) {
 		free(f);
 		return NULL;
 	}
-	uint32_t len = (uint32_t)(1 + body);
-	b[0] = (uint8_t)(len >> 24);
-	b[1] = (uint8_t)(len >> 16);
-	b[2] = (uint8_t)(len >> 8);
-	b[3] = (uint8_t)len;
-	b[4] = WIRE_IDENT;
 	b[5] = (uint8_t)(id->derlen >> 8);
 	b[6] = (uint8_t)id->derlen;
 	memcpy(b + 7, id->der, (size_t)id->derlen);
@@ -209,26 +187,28 @@ bool nd_ident_check(node *n, inconn *c, const uint8_t *body, size_t len)
 	struct nd_ident *id = n->ident;
 	size_t dlen = len >= 2 ? (size_t)body[0] << 8 | body[1] : 0;
 	const uint8_t *p = body + 2;
-	X509 *x = dlen && dlen <= IDENT_MAX && len > 2 + dlen ? d2i_X509(NULL, &p, (long)dlen)
-	                                                      : NULL;
+	X509 *x =
+	    dlen && dlen <= IDENT_MAX && len > 2 + dlen ? d2i_X509(NULL, &p, (long)dlen) : NULL;
 	char cn[64] = "", addr[WIRE_ADDR_MAX] = "";
-	const char *why = !x || p != body + 2 + dlen ? "a malformed certificate"
-	                                             : vouch(id, x, cn, sizeof cn, addr, sizeof addr);
+	const char *why = !x || p != body + 2 + dlen
+	                      ? "a malformed certificate"
+	                      : vouch(id, x, cn, sizeof cn, addr, sizeof addr);
 	if (!why) {
 		uint8_t msg[sizeof IDENT_LABEL + AUTH_TAG];
 		size_t mlen = ident_msg(&c->sess, msg);
 		EVP_MD_CTX *md = EVP_MD_CTX_new();
-		bool good = md &&
-		            EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, X509_get0_pubkey(x)) ==
-		                1 &&
-		            EVP_DigestVerify(md, body + 2 + dlen, len - 2 - dlen, msg, mlen) == 1;
+		bool good =
+		    md &&
+		    EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, X509_get0_pubkey(x)) == 1 &&
+		    EVP_DigestVerify(md, body + 2 + dlen, len - 2 - dlen, msg, mlen) == 1;
 		EVP_MD_CTX_free(md);
 		why = good ? NULL : "its signature of this session does not check out";
 	}
 	ring_addr a = why ? RING_ADDR_NONE : nd_book_intern(n, addr);
 	if (!why && (a == RING_ADDR_NONE || a == 0))
-		why = a ? "its peer address is not one the address book takes" : "it claims to be "
-		                                                                 "this node";
+		why = a ? "its peer address is not one the address book takes"
+		        : "it claims to be "
+		          "this node";
 	X509_free(x);
 	ERR_clear_error();
 	if (why) {

@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 
-from ringtest import Checks
+from ringtest import Checks, dump_logs
 
 BIN = sys.argv[1]
 t = Checks("http_certs")
@@ -259,9 +259,7 @@ def main():
         ca = cert_cli(tmp)
         in_namespace(tmp, ca)
         if t.failures:
-            for f in sorted(os.listdir(tmp)):
-                if f.endswith(".log"):
-                    print(f"--- {f}\n" + open(os.path.join(tmp, f)).read()[-1500:])
+            dump_logs(tmp)
     return t.finish()
 
 
