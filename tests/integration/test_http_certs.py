@@ -6,8 +6,8 @@ node certificate it signs (openssl verifies it) and refuses bad requests with ex
 network namespace of the test's own (prefix rnc; skipped without root), where 10.78.0.1
 is not loopback, a node started with --ca serves HTTPS by default with a certificate it
 issued itself for its address: curl with --cacert gets answers, curl without fails
-verification, plain HTTP gets none, the CLI with RINGNET_CACERT works and with another
-CA's certificate says the node is not signed by it, `ringnet health` finds the node's
+verification, plain HTTP gets none, the CLI with RINGNET_CACERT works (put, get,
+upload, download) and with another CA's certificate says the node is not signed by it, `ringnet health` finds the node's
 own copy of the CA. A restart reuses the certificate; a node with no CA makes its own and
 names the file clients need; switching it to the cluster CA issues a new certificate; a
 certificate for another address is refused by the CLI with that reason; `--http-tls
@@ -175,6 +175,19 @@ def in_namespace(tmp, ca):
         r = a.cli(["get", "color"], env)
         check("ringnet get reads it back", r.returncode == 0 and r.stdout.strip() == "blue",
               (r.returncode, r.stdout, r.stderr))
+        blob = os.urandom(200_000)
+        with open(f"{tmp}/blob.bin", "wb") as f:
+            f.write(blob)
+        r = a.cli(["upload", f"{tmp}/blob.bin"], env)
+        check("ringnet upload over HTTPS", r.returncode == 0, (r.returncode, r.stderr))
+        r = a.cli(["download", "blob.bin", "-o", f"{tmp}/back.bin"], env)
+        check("ringnet download over HTTPS gets the same bytes", r.returncode == 0
+              and open(f"{tmp}/back.bin", "rb").read() == blob, (r.returncode, r.stderr))
+        r = a.cli(["download", "blob.bin", "-o", f"{tmp}/no.bin"],
+                  dict(env, RINGNET_CACERT=f"{other}/ca.crt"))
+        check("ringnet download with another CA's certificate: refused, nothing written",
+              r.returncode != 0 and "not signed by" in r.stderr
+              and not os.path.exists(f"{tmp}/no.bin"), (r.returncode, r.stderr))
         r = a.cli(["get", "color"], dict(env, RINGNET_CACERT=f"{other}/ca.crt"))
         check("with another CA's certificate: exit 3, saying the node is not signed by it",
               r.returncode == 3 and "not signed by the CA in RINGNET_CACERT" in r.stderr
