@@ -314,3 +314,96 @@ int cert_copy_file(const char *from, const char *to, char *err, size_t errlen)
 	X509_free(x);
 	return rc;
 }
+
+/* ---- peer identities (peer_ident.c) ---- */
+
+/* The certificate's peer address (its CERT_PEER_URI name) into addr; false if none. */
+static bool peer_name(X509 *x, char *addr, size_t len)
+{
+	GENERAL_NAMES *g = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+	bool found = false;
+	for (int i = 0; g && i < sk_GENERAL_NAME_num(g) && !found; i++) {
+		const GENERAL_NAME *e = sk_GENERAL_NAME_value(g, i);
+		if (e->type != GEN_URI)
+			continue;
+		const char *u = (const char *)ASN1_STRING_get0_data(e->d.uniformResourceIdentifier);
+		int ulen = ASN1_STRING_length(e->d.uniformResourceIdentifier);
+		size_t plen = strlen(CERT_PEER_URI);
+		if (ulen > (int)plen && (size_t)ulen - plen < len &&
+		    !memcmp(u, CERT_PEER_URI, plen) && !memchr(u, '\0', (size_t)ulen)) {
+			memcpy(addr, u + plen, (size_t)ulen - plen);
+			addr[ulen - plen] = '\0';
+			found = true;
+		}
+	}
+	GENERAL_NAMES_free(g);
+	return found;
+}
+
+const char *cert_vouch(X509_STORE *store, X509 *x, char *cn, size_t cnlen, char *addr, size_t alen)
+{
+	X509_STORE_CTX *ctx = X509_STORE_CTX_new();
+	const char *why = NULL;
+	if (!ctx || X509_STORE_CTX_init(ctx, store, x, NULL) != 1)
+		why = "out of memory";
+	else if (X509_STORE_CTX_set_purpose(ctx, X509_PURPOSE_SSL_CLIENT),
+	         X509_verify_cert(ctx) != 1)
+		why = X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx));
+	else if (X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, cn,
+	                                   (int)cnlen) <= 0)
+		why = "it has no CN";
+	else if (!peer_name(x, addr, alen))
+		why = "it names no peer address (" CERT_PEER_URI "HOST:PORT)";
+	X509_STORE_CTX_free(ctx);
+	ERR_clear_error();
+	return why;
+}
+
+/* The message a signature covers: the label (its NUL too) and the session's secret. */
+static size_t ident_msg(const uint8_t *secret, size_t slen, uint8_t *out)
+{
+	memcpy(out, CERT_IDENT_LABEL, sizeof CERT_IDENT_LABEL);
+	memcpy(out + sizeof CERT_IDENT_LABEL, secret, slen);
+	return sizeof CERT_IDENT_LABEL + slen;
+}
+
+int cert_ident_sign(EVP_PKEY *key, const uint8_t *secret, size_t slen, uint8_t *sig, size_t *siglen)
+{
+	uint8_t msg[sizeof CERT_IDENT_LABEL + CERT_SECRET_MAX];
+	if (slen > CERT_SECRET_MAX)
+		return -1;
+	size_t mlen = ident_msg(secret, slen, msg);
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	bool ok = md && EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, key) == 1 &&
+	          EVP_DigestSign(md, sig, siglen, msg, mlen) == 1;
+	EVP_MD_CTX_free(md);
+	ERR_clear_error();
+	return ok ? 0 : -1;
+}
+
+const char *cert_ident_check(X509_STORE *store, const uint8_t *body, size_t len,
+                             const uint8_t *secret, size_t slen, char *cn, size_t cnlen, char *addr,
+                             size_t alen)
+{
+	size_t dlen = len >= 2 ? (size_t)body[0] << 8 | body[1] : 0;
+	const uint8_t *p = body + 2;
+	X509 *x = dlen && dlen <= CERT_IDENT_MAX && len > 2 + dlen && slen <= CERT_SECRET_MAX
+	              ? d2i_X509(NULL, &p, (long)dlen)
+	              : NULL;
+	const char *why = !x || p != body + 2 + dlen ? "a malformed certificate"
+	                                             : cert_vouch(store, x, cn, cnlen, addr, alen);
+	if (!why) {
+		uint8_t msg[sizeof CERT_IDENT_LABEL + CERT_SECRET_MAX];
+		size_t mlen = ident_msg(secret, slen, msg);
+		EVP_MD_CTX *md = EVP_MD_CTX_new();
+		bool good =
+		    md &&
+		    EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, X509_get0_pubkey(x)) == 1 &&
+		    EVP_DigestVerify(md, body + 2 + dlen, len - 2 - dlen, msg, mlen) == 1;
+		EVP_MD_CTX_free(md);
+		why = good ? NULL : "its signature of this session does not check out";
+	}
+	X509_free(x);
+	ERR_clear_error();
+	return why;
+}

@@ -13,6 +13,7 @@
 #include <openssl/x509.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define CERT_MAX_NAMES 16   /* --ip and --dns names in one certificate, each */
 #define CERT_CA_DAYS   3650 /* a CA's lifetime */
@@ -58,5 +59,27 @@ EVP_PKEY *cert_read_key(const char *path, char *err, size_t errlen);
 /* Copies the PEM certificate in from to to (written under a temporary name, then renamed;
  * mode 0644). 0 or -1 with a message in err. */
 int cert_copy_file(const char *from, const char *to, char *err, size_t errlen);
+
+/* ---- peer identities: a certificate proving, in one session, that it holds its key ----
+ * The proof (src/net/peer_ident.c sends it as a WIRE_IDENT frame body) is
+ *   u16 n | n bytes of the certificate (DER) | an ECDSA-SHA256 signature (DER) by its key
+ *   over CERT_IDENT_LABEL (its NUL too) | the session's secret */
+#define CERT_IDENT_LABEL "ringnet peer identity v1"
+#define CERT_IDENT_MAX   4096 /* bytes of a certificate in a proof */
+#define CERT_SECRET_MAX  64   /* bytes of a session secret */
+#define CERT_SIG_MAX     256  /* bytes of a signature */
+
+/* Checks x against the CA in store (chain, dates, client-auth purpose): NULL with its CN in
+ * cn and its CERT_PEER_URI address in addr, or why not. */
+const char *cert_vouch(X509_STORE *store, X509 *x, char *cn, size_t cnlen, char *addr, size_t alen);
+/* The signature of a proof for secret (slen bytes) into sig (*siglen: its room, then its
+ * length); 0 or -1. */
+int cert_ident_sign(EVP_PKEY *key, const uint8_t *secret, size_t slen, uint8_t *sig,
+                    size_t *siglen);
+/* Checks a proof (len bytes at body) for secret: NULL with the certificate's CN and
+ * address, or why it does not hold. Any bytes are safe here (tests/fuzz/fuzz_ident.c). */
+const char *cert_ident_check(X509_STORE *store, const uint8_t *body, size_t len,
+                             const uint8_t *secret, size_t slen, char *cn, size_t cnlen, char *addr,
+                             size_t alen);
 
 #endif

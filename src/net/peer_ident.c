@@ -4,7 +4,7 @@
  * The cluster key (auth.h) proves only that a connector is a member; this proves which
  * one. After the hello, the connector's first sealed frame is WIRE_IDENT:
  *   u16 n | its certificate (n bytes of DER) | an ECDSA-SHA256 signature (DER) by its
- *   key over IDENT_LABEL | S                     (S: the session key, auth.h)
+ *   key over CERT_IDENT_LABEL | S                     (S: the session key, auth.h)
  * The acceptor checks the certificate's chain against the cluster CA and the signature,
  * which binds it to this session (S is new for every connection and known only to the
  * two ends), and pins the connection to the certificate's CERT_PEER_URI HOST:PORT name
@@ -23,67 +23,12 @@
 #include "cert.h"
 #include "node_internal.h"
 
-#define IDENT_LABEL "ringnet peer identity v1"
-#define IDENT_MAX   4096 /* bytes of a certificate */
-
 struct nd_ident {
 	X509_STORE *store; /* the cluster CA */
 	EVP_PKEY *key;     /* this node's */
 	uint8_t *der;      /* its certificate */
 	int derlen;
 };
-
-/* The message a signature covers: the label and the session key. */
-static size_t ident_msg(const auth_session *s, uint8_t out[sizeof IDENT_LABEL + AUTH_TAG])
-{
-	memcpy(out, IDENT_LABEL, sizeof IDENT_LABEL);
-	memcpy(out + sizeof IDENT_LABEL, s->k, AUTH_TAG);
-	return sizeof IDENT_LABEL + AUTH_TAG;
-}
-
-/* The certificate's peer address (its CERT_PEER_URI name) into addr; false if none. */
-static bool peer_name(X509 *x, char *addr, size_t len)
-{
-	GENERAL_NAMES *g = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
-	bool found = false;
-	for (int i = 0; g && i < sk_GENERAL_NAME_num(g) && !found; i++) {
-		const GENERAL_NAME *e = sk_GENERAL_NAME_value(g, i);
-		if (e->type != GEN_URI)
-			continue;
-		const char *u = (const char *)ASN1_STRING_get0_data(e->d.uniformResourceIdentifier);
-		int ulen = ASN1_STRING_length(e->d.uniformResourceIdentifier);
-		size_t plen = strlen(CERT_PEER_URI);
-		if (ulen > (int)plen && (size_t)ulen - plen < len &&
-		    !memcmp(u, CERT_PEER_URI, plen) && !memchr(u, '\0', (size_t)ulen)) {
-			memcpy(addr, u + plen, (size_t)ulen - plen);
-			addr[ulen - plen] = '\0';
-			found = true;
-		}
-	}
-	GENERAL_NAMES_free(g);
-	return found;
-}
-
-/* Checks x against the CA; its CN in cn and its peer address in addr. NULL, or why not. */
-static const char *vouch(struct nd_ident *id, X509 *x, char *cn, size_t cnlen, char *addr,
-                         size_t alen)
-{
-	X509_STORE_CTX *ctx = X509_STORE_CTX_new();
-	const char *why = NULL;
-	if (!ctx || X509_STORE_CTX_init(ctx, id->store, x, NULL) != 1)
-		why = "out of memory";
-	else if (X509_STORE_CTX_set_purpose(ctx, X509_PURPOSE_SSL_CLIENT),
-	         X509_verify_cert(ctx) != 1)
-		why = X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx));
-	else if (X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, cn,
-	                                   (int)cnlen) <= 0)
-		why = "it has no CN";
-	else if (!peer_name(x, addr, alen))
-		why = "it names no peer address (" CERT_PEER_URI "HOST:PORT)";
-	X509_STORE_CTX_free(ctx);
-	ERR_clear_error();
-	return why;
-}
 
 int nd_ident_setup(node *n, char *err, size_t errlen)
 {
@@ -119,13 +64,13 @@ int nd_ident_setup(node *n, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory");
 	else if (X509_check_private_key(x, id->key) != 1)
 		snprintf(err, errlen, "%s is not the key of %s", key, crt);
-	else if ((why = vouch(id, x, cn, sizeof cn, addr, sizeof addr)) != NULL)
+	else if ((why = cert_vouch(id->store, x, cn, sizeof cn, addr, sizeof addr)) != NULL)
 		snprintf(err, errlen, "%s would be refused by the other nodes: %s", crt, why);
 	else if (strcmp(cn, o->name) || nd_book_intern(n, addr) != 0)
 		snprintf(err, errlen,
 		         "%s is for node %s at %s, not for this one (--id %s, --listen %s)", crt,
 		         cn, addr, o->name, o->listen);
-	else if ((id->derlen = i2d_X509(x, &id->der)) <= 0 || id->derlen > IDENT_MAX)
+	else if ((id->derlen = i2d_X509(x, &id->der)) <= 0 || id->derlen > CERT_IDENT_MAX)
 		snprintf(err, errlen, "%s is too big to send", crt);
 	else
 		rc = 0;
@@ -158,15 +103,12 @@ void nd_ident_free(node *n)
 pending *nd_ident_frame(node *n, const auth_session *s)
 {
 	struct nd_ident *id = n->ident;
-	uint8_t msg[sizeof IDENT_LABEL + AUTH_TAG], sig[256];
-	size_t mlen = ident_msg(s, msg), siglen = sizeof sig;
-	EVP_MD_CTX *md = EVP_MD_CTX_new();
-	bool ok = md && EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, id->key) == 1 &&
-	          EVP_DigestSign(md, sig, &siglen, msg, mlen) == 1;
-	EVP_MD_CTX_free(md);
-	ERR_clear_error();
+	uint8_t sig[CERT_SIG_MAX];
+	size_t siglen = sizeof sig;
+	if (cert_ident_sign(id->key, s->k, sizeof s->k, sig, &siglen) < 0)
+		return NULL;
 	size_t body = 2 + (size_t)id->derlen + siglen;
-	pending *f = ok ? calloc(1, sizeof *f) : NULL;
+	pending *f = calloc(1, sizeof *f);
 	uint8_t *b = f ? wire_frame_alloc(body, WIRE_IDENT) : NULL;
 	if (!b) {
 		free(f);
@@ -184,33 +126,13 @@ pending *nd_ident_frame(node *n, const auth_session *s)
 
 bool nd_ident_check(node *n, inconn *c, const uint8_t *body, size_t len)
 {
-	struct nd_ident *id = n->ident;
-	size_t dlen = len >= 2 ? (size_t)body[0] << 8 | body[1] : 0;
-	const uint8_t *p = body + 2;
-	X509 *x =
-	    dlen && dlen <= IDENT_MAX && len > 2 + dlen ? d2i_X509(NULL, &p, (long)dlen) : NULL;
 	char cn[64] = "", addr[WIRE_ADDR_MAX] = "";
-	const char *why = !x || p != body + 2 + dlen
-	                      ? "a malformed certificate"
-	                      : vouch(id, x, cn, sizeof cn, addr, sizeof addr);
-	if (!why) {
-		uint8_t msg[sizeof IDENT_LABEL + AUTH_TAG];
-		size_t mlen = ident_msg(&c->sess, msg);
-		EVP_MD_CTX *md = EVP_MD_CTX_new();
-		bool good =
-		    md &&
-		    EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, X509_get0_pubkey(x)) == 1 &&
-		    EVP_DigestVerify(md, body + 2 + dlen, len - 2 - dlen, msg, mlen) == 1;
-		EVP_MD_CTX_free(md);
-		why = good ? NULL : "its signature of this session does not check out";
-	}
+	const char *why = cert_ident_check(n->ident->store, body, len, c->sess.k, sizeof c->sess.k,
+	                                   cn, sizeof cn, addr, sizeof addr);
 	ring_addr a = why ? RING_ADDR_NONE : nd_book_intern(n, addr);
 	if (!why && (a == RING_ADDR_NONE || a == 0))
 		why = a ? "its peer address is not one the address book takes"
-		        : "it claims to be "
-		          "this node";
-	X509_free(x);
-	ERR_clear_error();
+		        : "it claims to be this node";
 	if (why) {
 		n->auth_failed++;
 		nd_log_rl(n, LOG_AUTH, 1,
