@@ -35,7 +35,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	if (!cert_ca_exists(dir, true) && cert_ca_init(dir, "fuzz", err, sizeof err) < 0)
 		fail("the CA", err);
 	cert_names nm = {.peer = "127.0.0.1:7000"};
-	if (access(crt, R_OK) != 0 && cert_issue(dir, "node", &nm, 30, crt, key, err, sizeof err) < 0)
+	if (access(crt, R_OK) != 0 &&
+	    cert_issue(dir, "node", &nm, 30, crt, key, err, sizeof err) < 0)
 		fail("the node certificate", err);
 	snprintf(crt, sizeof crt, "%s/ca.crt", dir);
 	X509 *ca = cert_read(crt, err, sizeof err);
@@ -57,8 +58,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	body[1] = (uint8_t)dlen;
 	size_t len = 2 + (size_t)dlen + siglen;
 	char cn[64], addr[64];
-	const char *why =
-	    cert_ident_check(store, body, len, secret, sizeof secret, cn, sizeof cn, addr, sizeof addr);
+	const char *why = cert_ident_check(store, body, len, secret, sizeof secret, cn, sizeof cn,
+	                                   addr, sizeof addr);
 	if (why || strcmp(cn, "node") || strcmp(addr, "127.0.0.1:7000"))
 		fail("the valid proof does not pass", why ? why : "another name");
 	FILE *f = fopen(seed, "wb");
@@ -72,8 +73,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	char cn[64] = "", addr[64] = "";
-	const char *why =
-	    cert_ident_check(store, data, size, secret, sizeof secret, cn, sizeof cn, addr, sizeof addr);
+	const char *why = cert_ident_check(store, data, size, secret, sizeof secret, cn, sizeof cn,
+	                                   addr, sizeof addr);
 	if (!why && strcmp(cn, "node") != 0)
 		abort(); /* only the CA's node can prove itself */
 	return 0;
