@@ -114,7 +114,8 @@ struct kv_node {
 	kv_stats st;
 	bool (*check)(void *ctx, const kv_record *rec); /* kv_set_check */
 	kvm_table mem;                                  /* the member table (one hop) */
-	struct owner_cache *cache;                      /* KV_CACHE_SIZE, made on first use */
+	bool fed; /* the driver gave members: without, routing is by successors and lookups */
+	struct owner_cache *cache; /* KV_CACHE_SIZE, made on first use */
 };
 
 /* A key's owner as a lookup or a MOVED hint last named it (routing without the table). */
@@ -359,7 +360,7 @@ enum { RT_LOCAL = 0, RT_SUCC, RT_ONEHOP, RT_CACHE, RT_LOOKUP };
 
 static bool onehop_on(const kv_node *k)
 {
-	return k->cfg.one_hop_max && k->mem.nup >= 2 && k->mem.nup <= k->cfg.one_hop_max;
+	return k->fed && k->mem.nup >= 2 && k->mem.nup <= k->cfg.one_hop_max;
 }
 
 static struct owner_cache *cache_slot(const kv_node *k, const rn_id *kid)
@@ -367,10 +368,11 @@ static struct owner_cache *cache_slot(const kv_node *k, const rn_id *kid)
 	return k->cache ? &k->cache[rn_id_top64(kid) % KV_CACHE_SIZE] : NULL;
 }
 
-/* The cache serves only when the member table does not: above one_hop_max members. */
+/* The cache serves only when the member table does not: above one_hop_max members (a
+ * node with no member feed routes as before, by its successors and lookups). */
 static void cache_put(kv_node *k, const rn_id *kid, ring_peer p)
 {
-	if (!k->cfg.one_hop_max || onehop_on(k) || p.addr == RING_ADDR_NONE)
+	if (!k->fed || k->mem.nup <= k->cfg.one_hop_max || p.addr == RING_ADDR_NONE)
 		return;
 	if (!k->cache)
 		k->cache = calloc(KV_CACHE_SIZE, sizeof *k->cache);
@@ -476,8 +478,10 @@ static int cmp_peer_id(const void *a, const void *b)
 void kv_member_up(kv_node *k, uint64_t now, ring_peer p)
 {
 	(void)now;
-	if (k->cfg.one_hop_max && !rn_id_eq(&p.id, &k->self))
+	if (k->cfg.one_hop_max && !rn_id_eq(&p.id, &k->self)) {
 		kvm_up(&k->mem, p, KVM_FEED);
+		k->fed = true;
+	}
 	k->st.members_up = k->mem.nup;
 }
 
@@ -1095,12 +1099,13 @@ static int entry_lookup(kv_node *k, uint64_t now, op *e)
 static bool entry_take_hint(kv_node *k, op *e, const kv_msg *m, ring_peer *to)
 {
 	bool found = false;
+	if (!k->fed)
+		return false; /* no member feed: as before, a lookup */
 	for (size_t i = 0; i < m->nacked; i++) {
 		const ring_peer *h = &m->acked[i];
 		if (h->addr == RING_ADDR_NONE || rn_id_eq(&h->id, &k->self))
 			continue;
-		if (k->cfg.one_hop_max)
-			kvm_up(&k->mem, *h, KVM_HINT);
+		kvm_up(&k->mem, *h, KVM_HINT);
 		size_t at = kvm_find(&k->mem, &h->id);
 		bool down = at < k->mem.n && !k->mem.e[at].up;
 		if (!found && !down && !rn_id_eq(&h->id, &m->from.id)) {
