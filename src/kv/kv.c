@@ -500,13 +500,14 @@ void kv_set_members(kv_node *k, uint64_t now, const ring_peer *p, size_t n)
 	ring_peer *sorted = n ? malloc(n * sizeof *sorted) : NULL;
 	if (n && !sorted)
 		return; /* the old table stays: routing corrects itself */
-	if (n)
+	if (n) {
 		memcpy(sorted, p, n * sizeof *sorted);
-	qsort(sorted, n, sizeof *sorted, cmp_peer_id);
+		qsort(sorted, n, sizeof *sorted, cmp_peer_id);
+	}
 	for (size_t i = 0; i < k->mem.n; i++) {
 		const kvm_entry *e = &k->mem.e[i];
 		if (e->up && e->src == KVM_FEED && !rn_id_eq(&e->p.id, &k->self) &&
-		    !bsearch(&e->p, sorted, n, sizeof *sorted, cmp_peer_id))
+		    (!n || !bsearch(&e->p, sorted, n, sizeof *sorted, cmp_peer_id)))
 			kvm_down(&k->mem, &e->p.id);
 	}
 	for (size_t i = 0; i < n; i++)

@@ -362,6 +362,13 @@ static void test_exact_table_routes_to_owner(void **state)
 				nlive += w->n[j].alive;
 			assert_int_equal(kv_get_stats(k)->members_up, nlive);
 		}
+		/* an empty list from the feed: everyone but this node goes down, and back */
+		kv_set_members(w->n[0].kv, w->now, NULL, 0);
+		assert_int_equal(kv_get_stats(w->n[0].kv)->members_up, 1);
+		kv_set_members(w->n[0].kv, w->now, all, na);
+		for (uint32_t j = 0; j < n; j++)
+			if (!w->n[j].alive)
+				kv_member_down(w->n[0].kv, w->now, &w->n[j].id);
 		for (int q = 0; q < 400; q++) {
 			uint32_t e = (uint32_t)rn_rng_below(&rng, n);
 			if (!w->n[e].alive)
