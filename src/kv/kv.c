@@ -504,12 +504,18 @@ void kv_set_members(kv_node *k, uint64_t now, const ring_peer *p, size_t n)
 		memcpy(sorted, p, n * sizeof *sorted);
 		qsort(sorted, n, sizeof *sorted, cmp_peer_id);
 	}
-	for (size_t i = 0; i < k->mem.n; i++) {
+	/* the ones to take down first (a down may compact the table under an index) */
+	size_t ngone = 0;
+	rn_id *gone = k->mem.n ? malloc(k->mem.n * sizeof *gone) : NULL;
+	for (size_t i = 0; gone && i < k->mem.n; i++) {
 		const kvm_entry *e = &k->mem.e[i];
 		if (e->up && e->src == KVM_FEED && !rn_id_eq(&e->p.id, &k->self) &&
 		    (!n || !bsearch(&e->p, sorted, n, sizeof *sorted, cmp_peer_id)))
-			kvm_down(&k->mem, &e->p.id);
+			gone[ngone++] = e->p.id;
 	}
+	for (size_t i = 0; i < ngone; i++)
+		kvm_down(&k->mem, &gone[i]);
+	free(gone);
 	for (size_t i = 0; i < n; i++)
 		kv_member_up(k, now, sorted[i]);
 	free(sorted);

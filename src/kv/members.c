@@ -85,6 +85,9 @@ int kvm_down(kvm_table *t, const rn_id *id)
 		return 0;
 	t->e[i].up = 0;
 	t->nup--;
+	size_t dead = t->n - t->nup;
+	if (dead > 64 && dead > t->nup / 8)
+		purge(t); /* the oldest news is old enough: keep lookups and inserts short */
 	return 1;
 }
 

@@ -2,7 +2,9 @@
  * of the nodes a node believes alive, sorted by id, for one-hop routing. Updates are
  * incremental (a binary search and one memmove), lookups a binary search. An entry that
  * went down stays as a tombstone, so that a stale hint cannot bring a dead node back; only
- * the member feed (or a hint about an id never seen) makes an entry up. */
+ * the member feed (or a hint about an id never seen) makes an entry up. Tombstones are
+ * dropped all at once when they pass an eighth of the live entries (and 64): a hint that
+ * then names a dead node again costs one failed send, after which it is down again. */
 #ifndef RN_KV_MEMBERS_H
 #define RN_KV_MEMBERS_H
 

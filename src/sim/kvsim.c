@@ -2,6 +2,7 @@
  * the experiment (workload, churn, the final check against what was acknowledged). */
 #include "kvsim.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1173,9 +1174,7 @@ static void routes_sum(kvs_net *t, kvsim_result *r, const kvsim_result *minus)
 static void routes_rates(const kvsim_params *p, kvsim_result *r, uint64_t hops, uint64_t done,
                          uint32_t nlive)
 {
-	double l = 0;
-	for (uint32_t n = nlive; n > 1; n >>= 1)
-		l += 0.5;
+	double l = nlive > 1 ? 0.5 * log2((double)nlive) : 0;
 	if (p->net.real_ring && done)
 		l = (double)hops / (double)done;
 	r->lookup_hops = l + 1;

@@ -13,7 +13,8 @@ import sys
 import tempfile
 import time
 
-from ringtest import Checks, Node, converge, metrics, owner, request, stop_all
+from ringtest import (Checks, Node, converge, metrics, owner, request, start_ring,
+                      stop_all)
 
 BIN = sys.argv[1]
 t = Checks("onehop_nodes")
@@ -110,10 +111,7 @@ def main():
     with tempfile.TemporaryDirectory() as logdir:
         nodes = []
         try:
-            nodes.append(Node(BIN, "oh-0", logdir))
-            for i in range(1, 5):
-                nodes.append(Node(BIN, f"oh-{i}", logdir, join=nodes[0]))
-            ok, state = converge(nodes)
+            ok, state = start_ring(BIN, [f"oh-{i}" for i in range(5)], logdir, nodes)
             t.check("5 nodes: ring converges", ok, state)
             ok, seen = wait_members(nodes, 5)
             t.check("5 nodes: every kv member table holds the 5 members", ok, seen)

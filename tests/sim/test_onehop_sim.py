@@ -8,24 +8,21 @@ show against plain Chord routing in the same run: fewer hops per request, reques
 first by the member table, no stale first send when nothing changes, some when nodes
 crash and join."""
 import json
+import os
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
+from ringtest import Checks  # noqa: E402
+
 BIN = sys.argv[1]
-failures, passed = [], 0
+t = Checks("onehop_sim")
+check = t.check
 
 
 def run(*args):
     return subprocess.run([BIN, "sim", "--replicas", *args], capture_output=True, text=True,
                           timeout=300)
-
-
-def check(name, cond, detail=""):
-    global passed
-    if cond:
-        passed += 1
-    else:
-        failures.append(f"{name}: {detail}")
 
 
 def sim(*args):
@@ -107,7 +104,4 @@ r = run(*base, "--churn", "1", "--one-hop", "on")
 check("the text report has the routing line",
       any(x.startswith("routing (one hop): ") for x in r.stdout.splitlines()), r.stdout)
 
-print(f"{passed} passed, {len(failures)} failed")
-for f in failures:
-    print("FAIL", f)
-sys.exit(1 if failures else 0)
+sys.exit(t.finish())

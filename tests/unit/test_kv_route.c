@@ -19,6 +19,7 @@
 #include <cmocka.h>
 
 #include "kv/kv.h"
+#include "kv/members.h"
 #include "kv/memstore.h"
 #include "lib/err.h"
 #include "lib/id.h"
@@ -549,9 +550,87 @@ static void test_cache_above_max(void **state)
 	world_free(w);
 }
 
+/* The table alone against a brute-force model: random ups (from the feed and from hints),
+ * downs, and successor queries over a small id space (collisions and wrap-around). */
+static void test_member_table_oracle(void **state)
+{
+	(void)state;
+	enum { IDS = 300 };
+	rn_rng rng;
+	rn_rng_seed(&rng, 3);
+	for (int round = 0; round < 20; round++) {
+		size_t max = 40 + rn_rng_below(&rng, 400);
+		kvm_table t;
+		kvm_init(&t, max);
+		/* the model: per id, 0 never seen, 1 up, 2 down; its address and source */
+		uint8_t st[IDS] = {0}, src[IDS] = {0};
+		uint32_t addr[IDS] = {0};
+		rn_id ids[IDS];
+		for (int i = 0; i < IDS; i++)
+			rn_id_from_u64(&ids[i], (uint64_t)i * 7919 % 1000, 10);
+		for (int i = 0; i < IDS; i++)
+			for (int j = 0; j < i; j++)
+				if (rn_id_eq(&ids[i], &ids[j]))
+					ids[i] = ids[0]; /* collisions stay collisions of id 0 */
+		for (int step = 0; step < 3000; step++) {
+			int i = (int)rn_rng_below(&rng, IDS);
+			int j = 0; /* the model's entry for this id: the first index with it */
+			while (!rn_id_eq(&ids[j], &ids[i]))
+				j++;
+			uint64_t dice = rn_rng_below(&rng, 10);
+			if (dice < 5) {
+				uint8_t from = dice < 3 ? KVM_FEED : KVM_HINT;
+				uint32_t a = (uint32_t)rn_rng_below(&rng, 1000);
+				int rc = kvm_up(&t, (ring_peer){ids[i], a}, from);
+				if (rc >= 0 && !(from == KVM_HINT && st[j])) {
+					st[j] = 1;
+					addr[j] = a;
+					src[j] = from;
+				}
+				if (rc < 0) /* full: only when max live entries are up */
+					assert_true(t.nup >= max || t.n >= max);
+			} else if (dice < 8) {
+				kvm_down(&t, &ids[i]);
+				if (st[j] == 1)
+					st[j] = 2;
+			} else {
+				rn_id pos;
+				rn_id_from_u64(&pos, rn_rng_below(&rng, 1000), 10);
+				ring_peer got[4];
+				size_t n = kvm_succ(&t, &pos, NULL, got, 4);
+				/* brute force: the live ids in ring order from pos */
+				ring_peer want[4];
+				size_t nw = 0;
+				for (uint64_t d = 0; d < 1024 && nw < 4; d++) {
+					rn_id p;
+					rn_id_from_u64(&p, (rn_id_to_u64(&pos, 10) + d) % 1024, 10);
+					for (int x = 0; x < IDS; x++)
+						if (st[x] == 1 && rn_id_eq(&ids[x], &p))
+							want[nw++] = (ring_peer){ids[x], addr[x]};
+				}
+				assert_int_equal(n, nw);
+				for (size_t x = 0; x < n; x++) {
+					assert_true(rn_id_eq(&got[x].id, &want[x].id));
+					assert_int_equal(got[x].addr, want[x].addr);
+				}
+			}
+			if (t.n == t.nup) /* no tombstone left: purged (or none was there) */
+				for (int x = 0; x < IDS; x++)
+					st[x] = st[x] == 2 ? 0 : st[x];
+			size_t up = 0;
+			for (int x = 0; x < IDS; x++)
+				up += st[x] == 1;
+			assert_int_equal(t.nup, up);
+			(void)src;
+		}
+		kvm_free(&t);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_member_table_oracle),
 	    cmocka_unit_test(test_exact_table_routes_to_owner),
 	    cmocka_unit_test(test_stale_tables_converge),
 	    cmocka_unit_test(test_cache_above_max),
