@@ -33,7 +33,7 @@ set output "docs/exp-onehop.png"
 set multiplot layout 1,2
 set logscale x 2
 set xlabel "crashes per second (and as many joins), 1,000 nodes"
-set key top left
+set key center right
 set ylabel "messages in sequence, entry to coordinator"
 set title "Hops per client request"
 set yrange [0:*]
@@ -41,7 +41,8 @@ plot "< awk '\$1==\"model\" && \$3==\"off\"' $OUT/onehop.csv" using 2:4 with lin
      "< awk '\$1==\"real\" && \$3==\"off\"' $OUT/onehop.csv" using 2:4 with linespoints title "Chord (real ring)", \
      "< awk '\$1==\"model\" && \$3==\"on\"' $OUT/onehop.csv" using 2:4 with linespoints title "one hop (modelled ring)", \
      "< awk '\$1==\"real\" && \$3==\"on\"' $OUT/onehop.csv" using 2:4 with linespoints title "one hop (real ring)"
-set ylabel "% of requests first sent to a node not responsible"
+set key top left
+set ylabel "% first sent to a node not responsible or down"
 set title "Stale first sends"
 plot "< awk '\$1==\"model\" && \$3==\"off\"' $OUT/onehop.csv" using 2:(\$5*100) with linespoints title "Chord (modelled ring)", \
      "< awk '\$1==\"real\" && \$3==\"off\"' $OUT/onehop.csv" using 2:(\$5*100) with linespoints title "Chord (real ring)", \
