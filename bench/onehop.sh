@@ -3,7 +3,8 @@
 # section 7): 1,000 nodes, R = 3, W = 2, 20,000 keys, 60 s of churn at 1..16 crashes and
 # as many joins per second, 500 client operations a second, the same seed for both;
 # on the modelled ring and on the real Chord ring (--ring real). CSV in
-# docs/data/onehop.csv, plot in docs/exp-onehop.png (gnuplot, when installed).
+# docs/data/onehop.csv, plot in docs/exp-onehop.png (gnuplot, when installed); then six
+# seeds of a smaller real-ring run, docs/data/onehop_seeds.csv.
 # About 15 minutes of one core.
 #   bash bench/onehop.sh [path/to/ringnet]
 set -euo pipefail
@@ -22,6 +23,15 @@ for ring in model real; do
       echo "$ring $churn $oh $($BIN sim --replicas 3 --nodes 1000 --keys 20000 --run-s 60 --ops 500 \
         --churn $churn --ring $ring --one-hop $oh --json | field $F)" >> $OUT/onehop.csv
     done
+  done
+done
+# the real ring's safety counters are noisy at heavy churn: six seeds at 200 nodes, 4
+# crashes and 4 joins a second (2% of the nodes a second), both routings
+echo "seed routing hops lost lost_explained stale_reads false_404 unsure" > $OUT/onehop_seeds.csv
+for seed in 1 2 3 4 5 6; do
+  for oh in off on; do
+    echo "$seed $oh $($BIN sim --replicas 3 --nodes 200 --keys 3000 --run-s 30 --ops 300 --churn 4 \
+      --ring real --seed $seed --one-hop $oh --json | field hops_per_request lost_writes lost_explained reads_stale reads_false_404 reads_unsure)" >> $OUT/onehop_seeds.csv
   done
 done
 fi
