@@ -1139,32 +1139,45 @@ int kvsim_params_check(const kvsim_params *p, char *err, size_t len)
 	return RN_EINVAL;
 }
 
+enum { ROUTE_FIELDS = 12 };
+
+/* A result's route counters, in the order of route_vals. */
+static void route_fields(kvsim_result *r, uint64_t *f[ROUTE_FIELDS])
+{
+	uint64_t *a[ROUTE_FIELDS] = {&r->client_ops,   &r->route_local, &r->route_succ,
+	                             &r->route_onehop, &r->route_cache, &r->route_lookup,
+	                             &r->route_first,  &r->route_stale, &r->route_hints,
+	                             &r->moved,        &r->forwarded,   &r->entry_lookups};
+	memcpy(f, a, sizeof a);
+}
+
+static void route_vals(const kv_stats *s, uint64_t v[ROUTE_FIELDS])
+{
+	const uint64_t a[ROUTE_FIELDS] = {s->client_ops,   s->route_local, s->route_succ,
+	                                  s->route_onehop, s->route_cache, s->route_lookup,
+	                                  s->route_first,  s->route_stale, s->route_hints,
+	                                  s->moved,        s->forwarded,   s->entry_lookups};
+	memcpy(v, a, sizeof a);
+}
+
 /* The route counters of every core (crashed ones keep theirs), less those of *minus. */
 static void routes_sum(kvs_net *t, kvsim_result *r, const kvsim_result *minus)
 {
-	uint64_t *f[] = {&r->client_ops,  &r->route_local,  &r->route_succ,  &r->route_onehop,
-	                 &r->route_cache, &r->route_lookup, &r->route_first, &r->route_stale,
-	                 &r->route_hints, &r->moved,        &r->forwarded,   &r->entry_lookups};
-	size_t nf = sizeof f / sizeof *f;
-	for (size_t j = 0; j < nf; j++)
+	uint64_t *f[ROUTE_FIELDS], v[ROUTE_FIELDS];
+	route_fields(r, f);
+	for (size_t j = 0; j < ROUTE_FIELDS; j++)
 		*f[j] = 0;
 	for (uint32_t i = 0; i < t->count; i++) {
-		const kv_stats *s = kv_get_stats(t->n[i]->kv);
-		const uint64_t v[] = {s->client_ops,   s->route_local, s->route_succ,
-		                      s->route_onehop, s->route_cache, s->route_lookup,
-		                      s->route_first,  s->route_stale, s->route_hints,
-		                      s->moved,        s->forwarded,   s->entry_lookups};
-		for (size_t j = 0; j < nf; j++)
+		route_vals(kv_get_stats(t->n[i]->kv), v);
+		for (size_t j = 0; j < ROUTE_FIELDS; j++)
 			*f[j] += v[j];
 	}
 	if (minus) {
-		const uint64_t *m[] = {
-		    &minus->client_ops,   &minus->route_local, &minus->route_succ,
-		    &minus->route_onehop, &minus->route_cache, &minus->route_lookup,
-		    &minus->route_first,  &minus->route_stale, &minus->route_hints,
-		    &minus->moved,        &minus->forwarded,   &minus->entry_lookups};
-		for (size_t j = 0; j < nf; j++)
-			*f[j] -= *m[j];
+		kvsim_result m = *minus;
+		uint64_t *g[ROUTE_FIELDS];
+		route_fields(&m, g);
+		for (size_t j = 0; j < ROUTE_FIELDS; j++)
+			*f[j] -= *g[j];
 	}
 }
 
