@@ -167,6 +167,8 @@ static char *metrics_text(node *n)
 #undef P
 	if (len < cap)
 		len += nd_files_metrics(n, b + len, cap - len);
+	if (len < cap)
+		len += nd_kv_route_metrics(n, b + len, cap - len);
 	if (len >= cap) {
 		free(b);
 		return NULL;

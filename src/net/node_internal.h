@@ -510,6 +510,9 @@ char *nd_member_list(node *n);
 const char *nd_member_state(node *n, ring_addr a);
 /* Loop thread: the ringnet_member_* metrics, Prometheus text (the caller frees it). */
 char *nd_member_metrics(node *n);
+/* Loop thread: the ringnet_kv_route_* metrics written at b (bytes they take, which may be
+ * cap or more when they did not fit). */
+size_t nd_kv_route_metrics(node *n, char *b, size_t cap);
 
 /* ---- join.c ---- */
 
