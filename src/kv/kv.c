@@ -64,6 +64,8 @@ typedef struct op {
 	uint8_t nsends;      /* REQs sent to other nodes */
 	uint8_t corrections; /* MOVED hints followed */
 	bool stale_counted;
+	bool has_cond; /* a conditional write: applied only if the version held is cond */
+	kv_version cond;
 	/* COORD */
 	ring_addr origin; /* the entry node (self addr: this node) */
 	uint64_t origin_req;
@@ -805,6 +807,18 @@ static void coord_finish(kv_node *k, uint64_t now, op *c, bool final)
 		coord_finish_write(k, now, c, final);
 }
 
+/* Whether a conditional write may go ahead, given what the store answered for its key (rc,
+ * cur). The write's own version already held is a retry of it, which goes ahead (and
+ * changes nothing). */
+static bool cond_holds(const kv_msg *m, int rc, const kv_record *cur)
+{
+	if (rc == 0 && kv_version_cmp(&cur->v, &m->rec.v) == 0)
+		return true;
+	if (!m->cond.stamp)
+		return rc == RN_ENOTFOUND || (rc == 0 && cur->v.tomb);
+	return rc == 0 && kv_version_cmp(&cur->v, &m->cond) == 0;
+}
+
 /* A request reached its coordinator (this node): m is a REQ, from the entry or local. */
 static void coordinate(kv_node *k, uint64_t now, ring_addr origin, uint64_t origin_req,
                        const kv_msg *m)
@@ -879,6 +893,14 @@ static void coordinate(kv_node *k, uint64_t now, ring_addr origin, uint64_t orig
 			/* a retry of a write already applied: keep that one */
 			c->replayed = true;
 			own_set(&c->rec, &cur);
+		}
+		if (m->has_cond && !c->replayed && !cond_holds(m, rc, &cur)) {
+			k->st.conflicts++;
+			coord_answer(k, now, c,
+			             rc < 0 && rc != RN_ENOTFOUND ? KV_ERROR : KV_CONFLICT, rc == 0,
+			             &cur);
+			op_free(k, c);
+			return;
 		}
 		kv_version held;
 		rc = apply(k, &c->rec.r, &held);
@@ -1012,6 +1034,8 @@ static void entry_send(kv_node *k, uint64_t now, op *e, ring_peer to)
 	m.req = e->req;
 	m.rec = e->rec.r;
 	m.has_rec = true;
+	m.has_cond = e->has_cond;
+	m.cond = e->cond;
 	e->coord = to;
 	e->stage = ST_SENT;
 	e->retry_at = now + 2 * (uint64_t)k->cfg.op_timeout_ms; /* no answer: fall back */
@@ -1151,6 +1175,8 @@ void kv_client(kv_node *k, uint64_t now, uint64_t client, const kv_request *r)
 	}
 	e->client = client;
 	e->kop = (uint8_t)r->op;
+	e->has_cond = r->op != KV_GET && r->has_cond;
+	e->cond = r->cond;
 	e->coord.addr = RING_ADDR_NONE;
 	e->deadline = now + k->cfg.req_timeout_ms;
 	if (!k->joined) {
@@ -1209,8 +1235,10 @@ static void on_resp(kv_node *k, uint64_t now, const kv_msg *m)
 	    [KV_UNKNOWN] = "the write reached fewer replicas than the write quorum: it may or "
 	                   "may not be applied; retry with the same request id",
 	    [KV_ERROR] = "a replica's store failed",
+	    [KV_CONFLICT] = "the key's version is not the one this write was conditional on",
 	};
-	kv_status st = m->status <= KV_ERROR ? (kv_status)m->status : KV_ERROR;
+	kv_status st =
+	    m->status <= KV_ERROR || m->status == KV_CONFLICT ? (kv_status)m->status : KV_ERROR;
 	reply_client(k, e, st, st == KV_OK ? NULL : whys[st], m);
 }
 

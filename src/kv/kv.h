@@ -126,6 +126,8 @@ typedef enum {
 	KV_NOT_APPLIED, /* 503: a write that reached no replica: safe to retry */
 	KV_ERROR,       /* 500: a store failed */
 	KV_MOVED,       /* between nodes only: "not my range", the entry looks the key up */
+	KV_CONFLICT,    /* 412: a conditional write whose condition did not hold; the reply's
+	                 * rec is the version the coordinator holds (has_rec false: none) */
 } kv_status;
 
 /* REQ flags */
@@ -166,6 +168,9 @@ typedef struct {
 	/* RESP */
 	const ring_peer *acked;
 	size_t nacked;
+	/* REQ: a conditional write (kv_request.has_cond) */
+	bool has_cond;
+	kv_version cond;
 } kv_msg;
 
 /* The answer to a client. Pointers are valid during the reply call only. */
@@ -189,6 +194,14 @@ typedef struct {
 	size_t vlen;
 	const uint8_t *rid; /* optional idempotency key */
 	size_t ridlen;
+	/* A conditional write (compare-and-set): applied only if the key's version at its
+	 * coordinator is cond (cond.stamp == 0: only if the key is absent or deleted), else
+	 * answered KV_CONFLICT with the version held. The coordinator (the owner) orders the
+	 * writes of a key, so of two writers that read the same version only one succeeds.
+	 * A coordinator whose copy lags (it just took over the range) answers KV_CONFLICT
+	 * with its older version until repair catches it up: a caller re-reads and retries. */
+	bool has_cond;
+	kv_version cond;
 } kv_request;
 
 typedef struct {
@@ -245,6 +258,7 @@ typedef struct {
 	                            * node's range (R-1 when all is repaired) */
 	uint64_t damaged_seen;     /* copies a get read that failed the driver's check */
 	uint64_t damaged_repaired; /* ... rewritten with a good copy of the same version */
+	uint64_t conflicts;        /* conditional writes refused here as coordinator */
 	/* routing: how each client request's first destination was chosen */
 	uint64_t route_local;   /* this node's own range */
 	uint64_t route_succ;    /* the successor list */

@@ -144,8 +144,18 @@ static void run(net *t, uint64_t until)
 	kvs_run(t->k, until);
 }
 
+static size_t client_if(net *t, uint32_t entry, uint8_t op, const char *key, const char *val,
+                        const char *rid, const kv_version *cond);
+
 static size_t client(net *t, uint32_t entry, uint8_t op, const char *key, const char *val,
                      const char *rid)
+{
+	return client_if(t, entry, op, key, val, rid, NULL);
+}
+
+/* A request, conditional on the key's version being *cond when cond is not NULL. */
+static size_t client_if(net *t, uint32_t entry, uint8_t op, const char *key, const char *val,
+                        const char *rid, const kv_version *cond)
 {
 	assert_true(t->nops < MAXOPS);
 	size_t id = t->nops++;
@@ -156,13 +166,17 @@ static size_t client(net *t, uint32_t entry, uint8_t op, const char *key, const 
 	snprintf(o->key, sizeof o->key, "%s", key);
 	if (val)
 		snprintf(o->val, sizeof o->val, "%s", val);
-	kv_request r = {(kv_op)op,
-	                (const uint8_t *)key,
-	                strlen(key),
-	                (const uint8_t *)val,
-	                val ? strlen(val) : 0,
-	                (const uint8_t *)rid,
-	                rid ? strlen(rid) : 0};
+	kv_request r = {.op = (kv_op)op,
+	                .key = (const uint8_t *)key,
+	                .klen = strlen(key),
+	                .val = (const uint8_t *)val,
+	                .vlen = val ? strlen(val) : 0,
+	                .rid = (const uint8_t *)rid,
+	                .ridlen = rid ? strlen(rid) : 0};
+	if (cond) {
+		r.has_cond = true;
+		r.cond = *cond;
+	}
 	kvs_client(t->k, entry, id, &r);
 	return id;
 }
@@ -737,6 +751,84 @@ static void test_idempotent_retry(void **state)
 	net_free(t);
 }
 
+/* Compare-and-set. Of two creations conditional on absence exactly one succeeds; a write
+ * conditional on an old version is refused with the version held and changes nothing; and
+ * clients on every node incrementing one counter by read, then write-if-unchanged, lose no
+ * increment: the counter ends at the number of conditional writes acknowledged. */
+static void test_conditional_writes(void **state)
+{
+	(void)state;
+	net *t = net_new(8, 11);
+	run(t, 1000);
+	kv_version absent = {0, 0, false};
+	size_t a = client_if(t, 1, KV_PUT, "lock", "\"a\"", NULL, &absent);
+	size_t b = client_if(t, 6, KV_PUT, "lock", "\"b\"", NULL, &absent);
+	run(t, t->k->now + 500);
+	assert_true(t->ops[a].replied && t->ops[b].replied);
+	assert_true((t->ops[a].status == KV_OK) != (t->ops[b].status == KV_OK));
+	size_t won = t->ops[a].status == KV_OK ? a : b, lost = won == a ? b : a;
+	assert_int_equal(t->ops[lost].status, KV_CONFLICT);
+	assert_true(t->ops[lost].has_v); /* told what is there */
+	assert_int_equal(kv_version_cmp(&t->ops[lost].v, &t->ops[won].v), 0);
+	/* the winner's version moves on; a write conditional on the old one is refused */
+	kv_version old = t->ops[won].v;
+	size_t c = client_if(t, 3, KV_PUT, "lock", "\"c\"", NULL, &old);
+	run(t, t->k->now + 500);
+	assert_int_equal(t->ops[c].status, KV_OK);
+	size_t d = client_if(t, 5, KV_PUT, "lock", "\"d\"", NULL, &old);
+	size_t e = client_if(t, 2, KV_DEL, "lock", NULL, NULL, &old);
+	run(t, t->k->now + 500);
+	assert_int_equal(t->ops[d].status, KV_CONFLICT);
+	assert_int_equal(t->ops[e].status, KV_CONFLICT);
+	assert_int_equal(kv_version_cmp(&t->ops[d].v, &t->ops[c].v), 0);
+	size_t g = client(t, 7, KV_GET, "lock", NULL, NULL);
+	run(t, t->k->now + 500);
+	assert_int_equal(t->ops[g].status, KV_OK);
+	assert_string_equal(t->ops[g].got, "\"c\"");
+
+	/* the counter: every node runs read-then-conditional-write loops at once */
+	enum { CLIENTS = 8, EACH = 6 };
+	size_t cur[CLIENTS];
+	unsigned done[CLIENTS] = {0}, acked = 0, conflicts = 0;
+	size_t z = client(t, 0, KV_PUT, "counter", "0", NULL);
+	run(t, t->k->now + 500);
+	assert_int_equal(t->ops[z].status, KV_OK);
+	for (unsigned i = 0; i < CLIENTS; i++)
+		cur[i] = client(t, i, KV_GET, "counter", NULL, NULL);
+	for (int step = 0; step < 4000 && acked < CLIENTS * EACH; step++) {
+		run(t, t->k->now + 3);
+		for (unsigned i = 0; i < CLIENTS; i++) {
+			cop *o = &t->ops[cur[i]];
+			if (!o->replied || done[i] == EACH)
+				continue;
+			if (o->op == KV_GET) {
+				assert_int_equal(o->status, KV_OK);
+				char next[32];
+				snprintf(next, sizeof next, "%ld", strtol(o->got, NULL, 10) + 1);
+				kv_version v = o->v;
+				cur[i] = client_if(t, i, KV_PUT, "counter", next, NULL, &v);
+				continue;
+			}
+			if (o->status == KV_OK) {
+				acked++;
+				done[i]++;
+			} else {
+				assert_int_equal(o->status, KV_CONFLICT);
+				conflicts++;
+			}
+			if (done[i] < EACH)
+				cur[i] = client(t, i, KV_GET, "counter", NULL, NULL);
+		}
+	}
+	assert_int_equal(acked, CLIENTS * EACH);
+	assert_true(conflicts > 0); /* they did race */
+	size_t f = client(t, 4, KV_GET, "counter", NULL, NULL);
+	run(t, t->k->now + 500);
+	assert_int_equal(t->ops[f].status, KV_OK);
+	assert_int_equal(strtol(t->ops[f].got, NULL, 10), CLIENTS * EACH);
+	net_free(t);
+}
+
 /* Writes fail honestly: with too few replicas up the answer is "unknown", never OK. */
 static void test_quorum_not_met(void **state)
 {
@@ -887,6 +979,7 @@ int main(void)
 	    cmocka_unit_test(test_stale_replica_loses),
 	    cmocka_unit_test(test_damaged_copy),
 	    cmocka_unit_test(test_idempotent_retry),
+	    cmocka_unit_test(test_conditional_writes),
 	    cmocka_unit_test(test_quorum_not_met),
 	    cmocka_unit_test(test_tombstone_collected),
 	    cmocka_unit_test(test_repair_sends_only_differences),
