@@ -105,6 +105,8 @@ struct kv_node {
 	unsigned nhandoffs;
 	cover covers[MAX_COVERS];
 	uint64_t sync_at, handoff_at;
+	uint64_t scrub_at; /* the next scrub step */
+	rn_id scrub_from;  /* it goes on after this key id */
 	uint32_t round;
 	bool dirty;   /* a record of this node's own range changed since the last round */
 	bool foreign; /* a record outside it was stored since the last handoff scan */
@@ -155,6 +157,8 @@ void kv_config_default(kv_config *c)
 	c->tomb_grace_ms = 600000;
 	c->owner_reads = true;
 	c->one_hop_max = 4096;
+	c->scrub_ms = 1000;
+	c->scrub_bytes = 8u << 20;
 }
 
 int kv_config_check(const kv_config *c)
@@ -543,6 +547,7 @@ kv_node *kv_new(const kv_config *cfg, const kv_driver *drv, const rn_id *self, r
 	}
 	k->sync_at = cfg->sync_ms;
 	k->handoff_at = cfg->cover_ms;
+	k->scrub_at = cfg->scrub_ms;
 	kvm_init(&k->mem, cfg->one_hop_max ? 2 * (size_t)cfg->one_hop_max + 64 : 0);
 	if (cfg->one_hop_max && kvm_up(&k->mem, (ring_peer){*self, addr}, KVM_FEED) < 0) {
 		kv_free(k);
@@ -1814,6 +1819,56 @@ static bool op_due(const op *o, uint64_t now)
 	return now >= o->deadline || (o->retry_at && now >= o->retry_at);
 }
 
+/* ---- scrub ---- */
+
+#define SCRUB_DROP_MAX 64   /* damaged copies dropped per step (the rest wait a step) */
+#define SCRUB_RECORDS  4096 /* records read per step, whatever their size */
+#define SCRUB_REST     30   /* after a whole pass, the next starts this many steps later */
+
+typedef struct {
+	kv_node *k;
+	uint64_t bytes;
+	rn_id last, drop[SCRUB_DROP_MAX];
+	size_t ndrop, seen;
+	bool any;
+} scrub_ctx;
+
+static int scrub_one(void *arg, const kv_record *r)
+{
+	scrub_ctx *s = arg;
+	if (s->ndrop == SCRUB_DROP_MAX)
+		return 1; /* this one is read again next step */
+	s->last = r->kid;
+	s->any = true;
+	s->seen++;
+	s->k->st.scrub_checked++;
+	if (damaged(s->k, r)) {
+		s->k->st.scrub_damaged++;
+		s->drop[s->ndrop++] = r->kid;
+	}
+	s->bytes += r->vlen + r->klen;
+	return s->bytes >= s->k->cfg.scrub_bytes || s->seen >= SCRUB_RECORDS;
+}
+
+/* Reads the next scrub_bytes of records after scrub_from (wrapping round the ring), and
+ * drops the copies that fail the check (the store must not change inside a scan). */
+static void scrub_step(kv_node *k, uint64_t now)
+{
+	k->scrub_at = now + k->cfg.scrub_ms;
+	scrub_ctx s = {.k = k};
+	k->d.scan(k->d.ctx, &k->scrub_from, &k->scrub_from, true, scrub_one, &s);
+	for (size_t i = 0; i < s.ndrop; i++)
+		k->d.del(k->d.ctx, &s.drop[i]);
+	if (!s.any)
+		return;
+	if (s.bytes < k->cfg.scrub_bytes && s.seen < SCRUB_RECORDS && s.ndrop < SCRUB_DROP_MAX) {
+		/* it read everything there is: the next pass starts after a rest */
+		k->st.scrub_passes++;
+		k->scrub_at = now + (uint64_t)SCRUB_REST * k->cfg.scrub_ms;
+	}
+	k->scrub_from = s.last;
+}
+
 void kv_tick(kv_node *k, uint64_t now)
 {
 	/* by request id: handling one op can finish others */
@@ -1856,11 +1911,15 @@ void kv_tick(kv_node *k, uint64_t now)
 		sync_round(k, now);
 	if (now >= k->handoff_at)
 		handoff_round(k, now);
+	if (k->check && k->cfg.scrub_ms && now >= k->scrub_at)
+		scrub_step(k, now);
 }
 
 uint64_t kv_wake_at(const kv_node *k)
 {
 	uint64_t at = k->sync_at < k->handoff_at ? k->sync_at : k->handoff_at;
+	if (k->check && k->cfg.scrub_ms && k->scrub_at < at)
+		at = k->scrub_at;
 	for (const op *o = k->ops; o; o = o->next) {
 		if (o->deadline < at)
 			at = o->deadline;

@@ -235,8 +235,10 @@ typedef struct {
 	uint32_t tomb_grace_ms;  /* tombstones live at least this long */
 	uint64_t wall_offset_ms; /* wall clock (Unix ms) at now = 0, for the HLC */
 	bool owner_reads;        /* a settled owner answers a get from its own copy */
-	uint32_t one_hop_max;    /* route by the member table while it holds at most this
-	                          * many members (self included); 0: never (4096) */
+	uint32_t scrub_ms;    /* with a check (kv_set_check): one scrub step this often (0: off) */
+	uint32_t scrub_bytes; /* value bytes one scrub step reads and checks */
+	uint32_t one_hop_max; /* route by the member table while it holds at most this
+	                       * many members (self included); 0: never (4096) */
 } kv_config;
 
 void kv_config_default(kv_config *c);
@@ -259,6 +261,9 @@ typedef struct {
 	uint64_t damaged_seen;     /* copies a get read that failed the driver's check */
 	uint64_t damaged_repaired; /* ... rewritten with a good copy of the same version */
 	uint64_t conflicts;        /* conditional writes refused here as coordinator */
+	uint64_t scrub_checked;    /* records the background scrub read and checked */
+	uint64_t scrub_damaged;    /* ... that failed the check: dropped, so repair restores them */
+	uint64_t scrub_passes;     /* times the scrub went round the whole store */
 	/* routing: how each client request's first destination was chosen */
 	uint64_t route_local;   /* this node's own range */
 	uint64_t route_succ;    /* the successor list */
@@ -321,6 +326,14 @@ const kv_stats *kv_get_stats(const kv_node *k);
  * version-based repair would not see the difference. When every copy read is damaged the
  * answer is KV_UNSURE, never the damaged bytes and never "not found". */
 void kv_set_check(kv_node *k, bool (*check)(void *ctx, const kv_record *rec));
+/* With a check set, a background scrub also reads every record this node stores, in ring
+ * order from where it stopped, scrub_bytes (at most 4096 records) every scrub_ms, resting
+ * 30 steps after each whole pass, so damage is found before a
+ * read needs the copy. A copy that fails the check is dropped from the store; the next
+ * anti-entropy round then sees this replica lacking that version and copies a good one
+ * back (from the primary, or, on the primary, pulled from a replica). A record whose every
+ * copy is damaged ends up absent, which a reader of its key is told, never given bad
+ * bytes. */
 /* The view the driver last gave: the predecessor, and up to max successors (their count). */
 size_t kv_get_view(const kv_node *k, ring_peer *pred, ring_peer *succ, size_t max);
 

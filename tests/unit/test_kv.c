@@ -729,6 +729,63 @@ static void test_damaged_copy(void **state)
 	net_free(t);
 }
 
+/* The background scrub finds damaged copies nobody reads, on the owner and on the other
+ * replicas, and anti-entropy puts good ones back; with every copy of a key damaged the key
+ * ends up absent (told, never served). */
+static void test_scrub(void **state)
+{
+	(void)state;
+	net *t = net_new(6, 33);
+	for (uint32_t i = 0; i < 6; i++)
+		kv_set_check(NODE(t, i)->kv, check_bang);
+	run(t, 1000);
+	enum { NK = 12 };
+	char keys[NK][16];
+	size_t w[NK];
+	for (int i = 0; i < NK; i++) {
+		snprintf(keys[i], sizeof keys[i], "cold-%d", i);
+		w[i] = client(t, (uint32_t)i % 6, KV_PUT, keys[i], "\"good\"", NULL);
+	}
+	run(t, t->k->now + 2000);
+	uint32_t reps[NK][KV_MAX_R];
+	for (int i = 0; i < NK; i++) {
+		assert_int_equal(t->ops[w[i]].status, KV_OK);
+		rn_id kid;
+		kid_of(keys[i], &kid);
+		assert_int_equal(true_replicas(t, &kid, reps[i]), 3);
+	}
+	uint64_t found0 = 0;
+	for (uint32_t n = 0; n < 6; n++)
+		found0 += kv_get_stats(NODE(t, n)->kv)->scrub_damaged;
+	/* key i: the copy on its replica i % 3 (0: the owner) is damaged; the last key on all */
+	for (int i = 0; i < NK - 1; i++)
+		damage(t, reps[i][i % 3], keys[i]);
+	for (int r = 0; r < 3; r++)
+		damage(t, reps[NK - 1][r], keys[NK - 1]);
+	run(t, t->k->now + 31 * CFG(t).scrub_ms + 3 * CFG(t).sync_ms); /* a pass and repair */
+	uint64_t found = 0, passes = 0;
+	for (uint32_t n = 0; n < 6; n++) {
+		found += kv_get_stats(NODE(t, n)->kv)->scrub_damaged;
+		passes += kv_get_stats(NODE(t, n)->kv)->scrub_passes;
+	}
+	assert_int_equal(found - found0, NK - 1 + 3);
+	assert_true(passes >= 6);
+	for (int i = 0; i < NK - 1; i++)
+		for (int r = 0; r < 3; r++)
+			assert_true(copy_good(t, reps[i][r], keys[i], &t->ops[w[i]].v));
+	rn_id kid;
+	kid_of(keys[NK - 1], &kid);
+	kv_record cur;
+	for (int r = 0; r < 3; r++)
+		assert_int_equal(memstore_get(NODE(t, reps[NK - 1][r])->st, &kid, &cur),
+		                 RN_ENOTFOUND);
+	size_t g = client(t, 2, KV_GET, keys[NK - 1], NULL, NULL);
+	run(t, t->k->now + 2000);
+	assert_true(t->ops[g].replied);
+	assert_true(t->ops[g].status == KV_NOT_FOUND || t->ops[g].status == KV_UNSURE);
+	net_free(t);
+}
+
 /* A retried write with the same request id is applied once. */
 static void test_idempotent_retry(void **state)
 {
@@ -980,6 +1037,7 @@ int main(void)
 	    cmocka_unit_test(test_damaged_copy),
 	    cmocka_unit_test(test_idempotent_retry),
 	    cmocka_unit_test(test_conditional_writes),
+	    cmocka_unit_test(test_scrub),
 	    cmocka_unit_test(test_quorum_not_met),
 	    cmocka_unit_test(test_tombstone_collected),
 	    cmocka_unit_test(test_repair_sends_only_differences),
