@@ -64,6 +64,8 @@ typedef struct op {
 	uint8_t nsends;      /* REQs sent to other nodes */
 	uint8_t corrections; /* MOVED hints followed */
 	bool stale_counted;
+	bool has_cond; /* a conditional write: applied only if the version held is cond */
+	kv_version cond;
 	/* COORD */
 	ring_addr origin; /* the entry node (self addr: this node) */
 	uint64_t origin_req;
@@ -103,6 +105,8 @@ struct kv_node {
 	unsigned nhandoffs;
 	cover covers[MAX_COVERS];
 	uint64_t sync_at, handoff_at;
+	uint64_t scrub_at; /* the next scrub step */
+	rn_id scrub_from;  /* it goes on after this key id */
 	uint32_t round;
 	bool dirty;   /* a record of this node's own range changed since the last round */
 	bool foreign; /* a record outside it was stored since the last handoff scan */
@@ -153,6 +157,8 @@ void kv_config_default(kv_config *c)
 	c->tomb_grace_ms = 600000;
 	c->owner_reads = true;
 	c->one_hop_max = 4096;
+	c->scrub_ms = 1000;
+	c->scrub_bytes = 8u << 20;
 }
 
 int kv_config_check(const kv_config *c)
@@ -548,6 +554,7 @@ kv_node *kv_new(const kv_config *cfg, const kv_driver *drv, const rn_id *self, r
 	}
 	k->sync_at = cfg->sync_ms;
 	k->handoff_at = cfg->cover_ms;
+	k->scrub_at = cfg->scrub_ms;
 	kvm_init(&k->mem, cfg->one_hop_max ? 2 * (size_t)cfg->one_hop_max + 64 : 0);
 	if (cfg->one_hop_max && kvm_up(&k->mem, (ring_peer){*self, addr}, KVM_FEED) < 0) {
 		kv_free(k);
@@ -812,6 +819,18 @@ static void coord_finish(kv_node *k, uint64_t now, op *c, bool final)
 		coord_finish_write(k, now, c, final);
 }
 
+/* Whether a conditional write may go ahead, given what the store answered for its key (rc,
+ * cur). The write's own version already held is a retry of it, which goes ahead (and
+ * changes nothing). */
+static bool cond_holds(const kv_msg *m, int rc, const kv_record *cur)
+{
+	if (rc == 0 && kv_version_cmp(&cur->v, &m->rec.v) == 0)
+		return true;
+	if (!m->cond.stamp)
+		return rc == RN_ENOTFOUND || (rc == 0 && cur->v.tomb);
+	return rc == 0 && kv_version_cmp(&cur->v, &m->cond) == 0;
+}
+
 /* A request reached its coordinator (this node): m is a REQ, from the entry or local. */
 static void coordinate(kv_node *k, uint64_t now, ring_addr origin, uint64_t origin_req,
                        const kv_msg *m)
@@ -886,6 +905,14 @@ static void coordinate(kv_node *k, uint64_t now, ring_addr origin, uint64_t orig
 			/* a retry of a write already applied: keep that one */
 			c->replayed = true;
 			own_set(&c->rec, &cur);
+		}
+		if (m->has_cond && !c->replayed && !cond_holds(m, rc, &cur)) {
+			k->st.conflicts++;
+			coord_answer(k, now, c,
+			             rc < 0 && rc != RN_ENOTFOUND ? KV_ERROR : KV_CONFLICT, rc == 0,
+			             &cur);
+			op_free(k, c);
+			return;
 		}
 		kv_version held;
 		rc = apply(k, &c->rec.r, &held);
@@ -1019,6 +1046,8 @@ static void entry_send(kv_node *k, uint64_t now, op *e, ring_peer to)
 	m.req = e->req;
 	m.rec = e->rec.r;
 	m.has_rec = true;
+	m.has_cond = e->has_cond;
+	m.cond = e->cond;
 	e->coord = to;
 	e->stage = ST_SENT;
 	e->retry_at = now + 2 * (uint64_t)k->cfg.op_timeout_ms; /* no answer: fall back */
@@ -1158,6 +1187,8 @@ void kv_client(kv_node *k, uint64_t now, uint64_t client, const kv_request *r)
 	}
 	e->client = client;
 	e->kop = (uint8_t)r->op;
+	e->has_cond = r->op != KV_GET && r->has_cond;
+	e->cond = r->cond;
 	e->coord.addr = RING_ADDR_NONE;
 	e->deadline = now + k->cfg.req_timeout_ms;
 	if (!k->joined) {
@@ -1216,8 +1247,10 @@ static void on_resp(kv_node *k, uint64_t now, const kv_msg *m)
 	    [KV_UNKNOWN] = "the write reached fewer replicas than the write quorum: it may or "
 	                   "may not be applied; retry with the same request id",
 	    [KV_ERROR] = "a replica's store failed",
+	    [KV_CONFLICT] = "the key's version is not the one this write was conditional on",
 	};
-	kv_status st = m->status <= KV_ERROR ? (kv_status)m->status : KV_ERROR;
+	kv_status st =
+	    m->status <= KV_ERROR || m->status == KV_CONFLICT ? (kv_status)m->status : KV_ERROR;
 	reply_client(k, e, st, st == KV_OK ? NULL : whys[st], m);
 }
 
@@ -1793,6 +1826,56 @@ static bool op_due(const op *o, uint64_t now)
 	return now >= o->deadline || (o->retry_at && now >= o->retry_at);
 }
 
+/* ---- scrub ---- */
+
+#define SCRUB_DROP_MAX 64   /* damaged copies dropped per step (the rest wait a step) */
+#define SCRUB_RECORDS  4096 /* records read per step, whatever their size */
+#define SCRUB_REST     30   /* after a whole pass, the next starts this many steps later */
+
+typedef struct {
+	kv_node *k;
+	uint64_t bytes;
+	rn_id last, drop[SCRUB_DROP_MAX];
+	size_t ndrop, seen;
+	bool any;
+} scrub_ctx;
+
+static int scrub_one(void *arg, const kv_record *r)
+{
+	scrub_ctx *s = arg;
+	if (s->ndrop == SCRUB_DROP_MAX)
+		return 1; /* this one is read again next step */
+	s->last = r->kid;
+	s->any = true;
+	s->seen++;
+	s->k->st.scrub_checked++;
+	if (damaged(s->k, r)) {
+		s->k->st.scrub_damaged++;
+		s->drop[s->ndrop++] = r->kid;
+	}
+	s->bytes += r->vlen + r->klen;
+	return s->bytes >= s->k->cfg.scrub_bytes || s->seen >= SCRUB_RECORDS;
+}
+
+/* Reads the next scrub_bytes of records after scrub_from (wrapping round the ring), and
+ * drops the copies that fail the check (the store must not change inside a scan). */
+static void scrub_step(kv_node *k, uint64_t now)
+{
+	k->scrub_at = now + k->cfg.scrub_ms;
+	scrub_ctx s = {.k = k};
+	k->d.scan(k->d.ctx, &k->scrub_from, &k->scrub_from, true, scrub_one, &s);
+	for (size_t i = 0; i < s.ndrop; i++)
+		k->d.del(k->d.ctx, &s.drop[i]);
+	if (!s.any)
+		return;
+	if (s.bytes < k->cfg.scrub_bytes && s.seen < SCRUB_RECORDS && s.ndrop < SCRUB_DROP_MAX) {
+		/* it read everything there is: the next pass starts after a rest */
+		k->st.scrub_passes++;
+		k->scrub_at = now + (uint64_t)SCRUB_REST * k->cfg.scrub_ms;
+	}
+	k->scrub_from = s.last;
+}
+
 void kv_tick(kv_node *k, uint64_t now)
 {
 	/* by request id: handling one op can finish others */
@@ -1835,11 +1918,15 @@ void kv_tick(kv_node *k, uint64_t now)
 		sync_round(k, now);
 	if (now >= k->handoff_at)
 		handoff_round(k, now);
+	if (k->check && k->cfg.scrub_ms && now >= k->scrub_at)
+		scrub_step(k, now);
 }
 
 uint64_t kv_wake_at(const kv_node *k)
 {
 	uint64_t at = k->sync_at < k->handoff_at ? k->sync_at : k->handoff_at;
+	if (k->check && k->cfg.scrub_ms && k->scrub_at < at)
+		at = k->scrub_at;
 	for (const op *o = k->ops; o; o = o->next) {
 		if (o->deadline < at)
 			at = o->deadline;

@@ -126,6 +126,8 @@ typedef enum {
 	KV_NOT_APPLIED, /* 503: a write that reached no replica: safe to retry */
 	KV_ERROR,       /* 500: a store failed */
 	KV_MOVED,       /* between nodes only: "not my range", the entry looks the key up */
+	KV_CONFLICT,    /* 412: a conditional write whose condition did not hold; the reply's
+	                 * rec is the version the coordinator holds (has_rec false: none) */
 } kv_status;
 
 /* REQ flags */
@@ -166,6 +168,9 @@ typedef struct {
 	/* RESP */
 	const ring_peer *acked;
 	size_t nacked;
+	/* REQ: a conditional write (kv_request.has_cond) */
+	bool has_cond;
+	kv_version cond;
 } kv_msg;
 
 /* The answer to a client. Pointers are valid during the reply call only. */
@@ -189,6 +194,14 @@ typedef struct {
 	size_t vlen;
 	const uint8_t *rid; /* optional idempotency key */
 	size_t ridlen;
+	/* A conditional write (compare-and-set): applied only if the key's version at its
+	 * coordinator is cond (cond.stamp == 0: only if the key is absent or deleted), else
+	 * answered KV_CONFLICT with the version held. The coordinator (the owner) orders the
+	 * writes of a key, so of two writers that read the same version only one succeeds.
+	 * A coordinator whose copy lags (it just took over the range) answers KV_CONFLICT
+	 * with its older version until repair catches it up: a caller re-reads and retries. */
+	bool has_cond;
+	kv_version cond;
 } kv_request;
 
 typedef struct {
@@ -222,8 +235,10 @@ typedef struct {
 	uint32_t tomb_grace_ms;  /* tombstones live at least this long */
 	uint64_t wall_offset_ms; /* wall clock (Unix ms) at now = 0, for the HLC */
 	bool owner_reads;        /* a settled owner answers a get from its own copy */
-	uint32_t one_hop_max;    /* route by the member table while it holds at most this
-	                          * many members (self included); 0: never (4096) */
+	uint32_t scrub_ms;    /* with a check (kv_set_check): one scrub step this often (0: off) */
+	uint32_t scrub_bytes; /* value bytes one scrub step reads and checks */
+	uint32_t one_hop_max; /* route by the member table while it holds at most this
+	                       * many members (self included); 0: never (4096) */
 } kv_config;
 
 void kv_config_default(kv_config *c);
@@ -245,6 +260,10 @@ typedef struct {
 	                            * node's range (R-1 when all is repaired) */
 	uint64_t damaged_seen;     /* copies a get read that failed the driver's check */
 	uint64_t damaged_repaired; /* ... rewritten with a good copy of the same version */
+	uint64_t conflicts;        /* conditional writes refused here as coordinator */
+	uint64_t scrub_checked;    /* records the background scrub read and checked */
+	uint64_t scrub_damaged;    /* ... that failed the check: dropped, so repair restores them */
+	uint64_t scrub_passes;     /* times the scrub went round the whole store */
 	/* routing: how each client request's first destination was chosen */
 	uint64_t route_local;   /* this node's own range */
 	uint64_t route_succ;    /* the successor list */
@@ -307,6 +326,14 @@ const kv_stats *kv_get_stats(const kv_node *k);
  * version-based repair would not see the difference. When every copy read is damaged the
  * answer is KV_UNSURE, never the damaged bytes and never "not found". */
 void kv_set_check(kv_node *k, bool (*check)(void *ctx, const kv_record *rec));
+/* With a check set, a background scrub also reads every record this node stores, in ring
+ * order from where it stopped, scrub_bytes (at most 4096 records) every scrub_ms, resting
+ * 30 steps after each whole pass, so damage is found before a
+ * read needs the copy. A copy that fails the check is dropped from the store; the next
+ * anti-entropy round then sees this replica lacking that version and copies a good one
+ * back (from the primary, or, on the primary, pulled from a replica). A record whose every
+ * copy is damaged ends up absent, which a reader of its key is told, never given bad
+ * bytes. */
 /* The view the driver last gave: the predecessor, and up to max successors (their count). */
 size_t kv_get_view(const kv_node *k, ring_peer *pred, ring_peer *succ, size_t max);
 

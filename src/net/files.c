@@ -79,6 +79,8 @@ typedef struct kvop {
 	size_t klen;
 	const uint8_t *val;
 	size_t vlen;
+	bool has_cond;
+	kv_version cond;
 } kvop;
 
 typedef struct kvans {
@@ -86,6 +88,8 @@ typedef struct kvans {
 	kv_status st;
 	uint8_t *val;
 	size_t vlen;
+	bool has_v; /* the version read, or held (a conditional write refused) */
+	kv_version v;
 } kvans;
 
 typedef struct nd_files {
@@ -192,21 +196,22 @@ static void live_drop(node *n, fx *x)
 }
 
 static void d_kv(void *ctx, uint64_t req, kv_op op, const uint8_t *key, size_t klen,
-                 const uint8_t *val, size_t vlen)
+                 const uint8_t *val, size_t vlen, const kv_version *cond)
 {
 	node *n = ctx;
 	nd_files *nf = n->files;
 	uint8_t *k = malloc(klen);
 	if (!k || rn_grow((void **)&nf->ops, &nf->capops, nf->nops + 1, sizeof *nf->ops, 16) < 0) {
 		free(k);
-		kvans a = {req, KV_NOT_APPLIED, NULL, 0};
+		kvans a = {.req = req, .st = KV_NOT_APPLIED};
 		if (rn_grow((void **)&nf->ans, &nf->capans, nf->nans + 1, sizeof *nf->ans, 16) == 0)
 			nf->ans[nf->nans++] = a;
 		return;
 	}
 	memcpy(k, key, klen);
 	/* val stays valid until the core has its answer: the kv core copies it when called */
-	nf->ops[nf->nops++] = (kvop){req, op, k, klen, val, vlen};
+	nf->ops[nf->nops++] =
+	    (kvop){req, op, k, klen, val, vlen, cond != NULL, cond ? *cond : (kv_version){0}};
 }
 
 static char *json_err(const char *why)
@@ -348,13 +353,13 @@ static void files_kv_issue(node *n)
 	/* ops may grow while we go (kv answers come back queued, not at once) */
 	for (size_t i = 0; i < nf->nops; i++) {
 		kvop *o = &nf->ops[i];
-		kv_request r = {o->op,
-		                o->key,
-		                o->klen,
-		                o->op == KV_PUT ? o->val : NULL,
-		                o->op == KV_PUT ? o->vlen : 0,
-		                NULL,
-		                0};
+		kv_request r = {.op = o->op,
+		                .key = o->key,
+		                .klen = o->klen,
+		                .val = o->op == KV_PUT ? o->val : NULL,
+		                .vlen = o->op == KV_PUT ? o->vlen : 0,
+		                .has_cond = o->has_cond,
+		                .cond = o->cond};
 		nd_kv_client(n, FILES_KV_BIT | o->req, &r);
 		free(o->key);
 	}
@@ -457,7 +462,7 @@ static void files_run(node *n)
 		nf->nans = nf->capans = 0;
 		for (size_t i = 0; i < na; i++) {
 			files_on_kv(nf->core, uv_now(&n->loop), ans[i].req, ans[i].st, ans[i].val,
-			            ans[i].vlen);
+			            ans[i].vlen, ans[i].has_v ? &ans[i].v : NULL);
 			free(ans[i].val);
 		}
 		free(ans);
@@ -483,7 +488,9 @@ void nd_files_on_reply(node *n, uint64_t client, const kv_reply *r)
 	nd_files *nf = n->files;
 	if (!nf || !nf->core)
 		return;
-	kvans a = {client & ~FILES_KV_BIT, r->status, NULL, 0};
+	kvans a = {.req = client & ~FILES_KV_BIT, .st = r->status, .has_v = r->has_rec};
+	if (r->has_rec)
+		a.v = r->rec.v;
 	if (r->status == KV_OK && r->has_rec && r->rec.val) {
 		a.val = malloc(r->rec.vlen ? r->rec.vlen : 1);
 		if (!a.val)
@@ -640,7 +647,20 @@ size_t nd_files_metrics(node *n, char *b, size_t cap)
 	    "chunk not matching its hash), and those rewritten with a good copy.\n"
 	    "# TYPE ringnet_kv_damaged_total counter\n"
 	    "ringnet_kv_damaged_total{what=\"seen\"} %llu\n"
-	    "ringnet_kv_damaged_total{what=\"repaired\"} %llu\n",
+	    "ringnet_kv_damaged_total{what=\"repaired\"} %llu\n"
+	    "# HELP ringnet_kv_conflicts_total Conditional writes (If-Match, If-None-Match, the "
+	    "file index's) this node refused as coordinator: the key had another version.\n"
+	    "# TYPE ringnet_kv_conflicts_total counter\nringnet_kv_conflicts_total %llu\n"
+	    "# HELP ringnet_files_index_conflicts_total File index writes refused because "
+	    "another node changed the index since it was read (the change was made again).\n"
+	    "# TYPE ringnet_files_index_conflicts_total counter\n"
+	    "ringnet_files_index_conflicts_total %llu\n"
+	    "# HELP ringnet_kv_scrub_total The background scrub: records read and checked, copies "
+	    "that failed (dropped, for repair to restore), whole passes over the store.\n"
+	    "# TYPE ringnet_kv_scrub_total counter\n"
+	    "ringnet_kv_scrub_total{what=\"checked\"} "
+	    "%llu\nringnet_kv_scrub_total{what=\"damaged\"} "
+	    "%llu\nringnet_kv_scrub_total{what=\"passes\"} %llu\n",
 	    (unsigned long long)s->uploads, (unsigned long long)s->downloads,
 	    (unsigned long long)s->deletes, (unsigned long long)s->aborted,
 	    (unsigned long long)s->chunks_put, (unsigned long long)s->chunks_got,
@@ -648,7 +668,11 @@ size_t nd_files_metrics(node *n, char *b, size_t cap)
 	    (unsigned long long)s->bytes_in, (unsigned long long)s->bytes_out,
 	    files_active(nf->core), FILES_MAX_OPEN, refused,
 	    (unsigned long long)(ks ? ks->damaged_seen : 0),
-	    (unsigned long long)(ks ? ks->damaged_repaired : 0));
+	    (unsigned long long)(ks ? ks->damaged_repaired : 0),
+	    (unsigned long long)(ks ? ks->conflicts : 0), (unsigned long long)s->index_conflicts,
+	    (unsigned long long)(ks ? ks->scrub_checked : 0),
+	    (unsigned long long)(ks ? ks->scrub_damaged : 0),
+	    (unsigned long long)(ks ? ks->scrub_passes : 0));
 	return k < 0 ? 0 : (size_t)k;
 }
 

@@ -160,7 +160,9 @@ typedef struct job {
 	size_t klen;
 	char *value; /* a put's JSON value, the bytes the client sent */
 	size_t vlen;
-	char *rid; /* the client's request id (Idempotency-Key), or NULL */
+	char *rid;     /* the client's request id (Idempotency-Key), or NULL */
+	bool has_cond; /* If-Match / If-None-Match: * (see kv_request.has_cond) */
+	kv_version cond;
 	uint64_t req;
 	uint64_t deadline;
 	/* the answer */
@@ -260,7 +262,7 @@ typedef struct node {
 	job *active;   /* waiting on the kv core (loop thread only) */
 	uint64_t kv_seq;
 	uint64_t kv_msgs_in[KV_MSG_PURGE + 1], kv_msgs_out[KV_MSG_PURGE + 1];
-	uint64_t kv_replies[KV_ERROR + 1];
+	uint64_t kv_replies[KV_CONFLICT + 1];
 	uint64_t leave_deadline;
 	/* joining: --join addresses, then the peers saved in DATA/peers by an earlier run */
 	candidate *candidates;

@@ -850,7 +850,11 @@ static int issue(experiment *x, uint32_t key, uint8_t op)
 	/* the value: the key's index and the op's, in value_bytes (at least 16) */
 	size_t vlen = x->p->value_bytes;
 	snprintf((char *)x->val, vlen + 1, "%08x%08x", key, (unsigned)id);
-	kv_request q = {(kv_op)op, (const uint8_t *)name, strlen(name), x->val, vlen, NULL, 0};
+	kv_request q = {.op = (kv_op)op,
+	                .key = (const uint8_t *)name,
+	                .klen = strlen(name),
+	                .val = x->val,
+	                .vlen = vlen};
 	kvs_client(x->t, kvs_random_live(x->t), id, &q);
 	return 0;
 }

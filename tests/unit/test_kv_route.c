@@ -423,9 +423,11 @@ static void run_stale(world *w, rn_rng *rng, double missing, double ghosts, uint
 			continue;
 		char key[32];
 		key_of(key, sizeof key, (uint64_t)q);
-		kv_request r = {
-		    KV_PUT, (const uint8_t *)key, strlen(key), (const uint8_t *)"\"v\"", 3, NULL,
-		    0};
+		kv_request r = {.op = KV_PUT,
+		                .key = (const uint8_t *)key,
+		                .klen = strlen(key),
+		                .val = (const uint8_t *)"\"v\"",
+		                .vlen = 3};
 		const kv_stats *s = kv_get_stats(w->n[e].kv);
 		uint64_t hints0 = s->route_hints, lk0 = w->lookups;
 		w->replied = false;
@@ -519,8 +521,11 @@ static void test_cache_above_max(void **state)
 	for (int q = 0; q < 50; q++) {
 		char key[32];
 		key_of(key, sizeof key, (uint64_t)q);
-		kv_request r = {
-		    KV_PUT, (const uint8_t *)key, strlen(key), (const uint8_t *)"1", 1, NULL, 0};
+		kv_request r = {.op = KV_PUT,
+		                .key = (const uint8_t *)key,
+		                .klen = strlen(key),
+		                .val = (const uint8_t *)"1",
+		                .vlen = 1};
 		rn_id kid;
 		rn_id_hash(&kid, key, strlen(key), RN_ID_BITS);
 		const char *how;
