@@ -3,8 +3,10 @@
 #
 #   docker build -t ringnet .            # builds the binary in a Debian stage (needs a registry)
 #   podman build --format docker --build-arg ROOTFS=host -t ringnet CONTEXT
+#   DOCKER_BUILDKIT=1 docker build --build-arg ROOTFS=host -t ringnet CONTEXT
 #                                        # no registry: CONTEXT/rootfs is a tree made on the host
-#                                        # by deploy/rootfs.sh (what tests/container does)
+#                                        # by deploy/rootfs.sh (what tests/container does);
+#                                        # Docker's legacy builder would still pull the base
 # podman 4.3 wants --format docker (its default OCI format drops HEALTHCHECK) and, for the
 # Debian stage, --build-arg ROOTFS=build (its buildah does not see the default below).
 ARG ROOTFS=build
