@@ -24,6 +24,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 
@@ -44,6 +45,14 @@ DOCKERD = "/usr/sbin/dockerd"
 # fault of the image or of the test): cgroup v1 without the devices controller, no cgroup
 # mounted at all, no storage driver that works on this kernel and file system (overlay2,
 # then vfs, are tried)
+T0 = time.time()
+
+
+def step(what):
+    """A line of progress with the seconds since the start: where the test's time goes."""
+    print(f"[{time.time() - T0:5.1f} s] {what}", flush=True)
+
+
 CANNOT = ("Devices cgroup isn't mounted", "cgroup mountpoint does not exist",
           "error initializing graphdriver")
 
@@ -282,7 +291,37 @@ class Cluster:
         return out
 
 
-def image_checks(d):
+def image_tree(d, tmp):
+    """The image's file tree, from its layers as `docker save` gives them (so nothing a
+    container adds, like /etc/mtab or /.dockerenv): {path: (type, uid)}."""
+    tar = os.path.join(tmp, "image.tar")
+    with open(tar, "wb") as out:
+        subprocess.run([DOCKER, "save", IMAGE], stdout=out, env=d.env, timeout=120)
+    tree = {}
+    with tarfile.open(tar) as saved:
+        manifest = json.load(saved.extractfile("manifest.json"))
+        for layer in manifest[0]["Layers"]:
+            with tarfile.open(fileobj=saved.extractfile(layer)) as tf:
+                for m in tf.getmembers():
+                    tree["/" + m.name.removeprefix("./").strip("/")] = (m.type, m.uid)
+    os.unlink(tar)
+    return tree
+
+
+def rootfs_tree(rootfs):
+    """What deploy/rootfs.sh made: the same {path: (type, uid)}, user/ given to 10001."""
+    tree = {}
+    for part, uid in (("system", 0), ("user", 10001)):
+        top = os.path.join(rootfs, part)
+        for root, dirs, files in os.walk(top):
+            for name in dirs + files:
+                full = os.path.join(root, name)
+                kind = tarfile.DIRTYPE if os.path.isdir(full) else tarfile.REGTYPE
+                tree["/" + os.path.relpath(full, top)] = (kind, uid)
+    return tree
+
+
+def image_checks(d, tmp):
     r = d.docker("image", "inspect", IMAGE)
     img = json.loads(r.stdout)[0] if r.returncode == 0 else {}
     cfg = img.get("Config") or {}
@@ -303,6 +342,15 @@ def image_checks(d):
           r.returncode == 0 and r.stdout.startswith("ringnet "), (r.returncode, r.stderr))
     r = d.docker("run", "--rm", "--entrypoint", "/bin/sh", IMAGE, "-c", "true")
     check("... and it has no shell", r.returncode != 0, r.returncode)
+    # files and their owners, beside the tree it was made of
+    got = image_tree(d, tmp)
+    want = rootfs_tree(os.path.join(tmp, "ctx", "rootfs"))
+    files = {p: v for p, v in got.items() if v[0] != tarfile.DIRTYPE}
+    wfiles = {p: v for p, v in want.items() if v[0] != tarfile.DIRTYPE}
+    check("the image holds exactly the files of deploy/rootfs.sh's tree, all root's",
+          files == wfiles, (sorted(set(files.items()) ^ set(wfiles.items()))[:10]))
+    check("... and /data belongs to 10001",
+          got.get("/data") == (tarfile.DIRTYPE, 10001), got.get("/data"))
 
 
 def up(d, extra):
@@ -318,12 +366,13 @@ def up(d, extra):
 
 
 def scenario(d, tmp):
-    image_checks(d)
+    image_checks(d, tmp)
     port = host_port()
     extra = {"RINGNET_IMAGE": IMAGE, "RINGNET_PORT": str(port),
              "RINGNET_SUBNET": free_subnet()}
     c = Cluster(d, port)
     r = up(d, extra)
+    step("compose up")
     check("docker-compose -f deploy/compose.yaml up -d starts five nodes",
           r.returncode == 0 and len(c.ids()) == 5, (r.returncode, r.stderr[-800:]))
     if r.returncode != 0:
@@ -334,6 +383,7 @@ def scenario(d, tmp):
     print(f"compose: node 1 on 127.0.0.1:{port}, network {extra['RINGNET_SUBNET']}.0/24 "
           f"(bridge {', '.join('br-' + n[:12] for n in net)})")
     ok, states = c.healthy()
+    step("five healthy")
     check("docker's health checks pass on all five nodes", ok, states)
     ok, ring = c.ring()
     check("node 1, through the published port, has the four others as successors", ok, ring)
@@ -390,6 +440,7 @@ def scenario(d, tmp):
 
     # down (containers and network go, the volumes stay) and up again
     r = d.compose("down", "-t", "10", extra=extra)
+    step("compose down")
     check("docker-compose down", r.returncode == 0 and not c.ids(), r.stderr[-500:])
     vols = c.volumes()
     check("the five volumes stay after down, each holding its node's store, owned by 10001",
@@ -397,11 +448,13 @@ def scenario(d, tmp):
                                  for _, fs in vols.values()),
           {v: (p, fs) for v, (p, fs) in vols.items()})
     r = up(d, extra)
+    step("compose up again")
     check("docker-compose up -d again, on the same volumes",
           r.returncode == 0 and len(c.ids()) == 5, (r.returncode, r.stderr[-800:]))
     d.networks.update(d.docker("network", "ls", "-q", "--no-trunc", "--filter",
                                f"label=com.docker.compose.project={PROJECT}").stdout.split())
     ok, states = c.healthy()
+    step("five healthy again")
     check("all five healthy again", ok, states)
     ok, ring = c.ring()
     check("the ring is whole again after down and up", ok, ring)
@@ -422,6 +475,7 @@ def scenario(d, tmp):
     cid = c.ids().get(victim, "?")
     r = d.docker("kill", cid)
     state = c.inspect(cid).get("State", {})
+    step(f"{victim} killed")
     check(f"docker kill {victim} (a holder of color)", r.returncode == 0
           and not state.get("Running"), (r.stderr, state.get("Status")))
     bad = c.unread(keys)
@@ -433,6 +487,7 @@ def scenario(d, tmp):
             print(f"--- {s}\n{(lg.stdout + lg.stderr)[-2000:]}")
 
     r = d.compose("down", "-v", "-t", "10", extra=extra)
+    step("compose down -v")
     check("docker-compose down -v removes containers and volumes",
           r.returncode == 0 and not c.ids() and not c.volumes(), r.stderr[-500:])
 
@@ -452,7 +507,6 @@ def main():
     if t.failures:
         return t.finish()
     before = host_state()
-    started = time.time()
     with open("/proc/filesystems") as f:
         driver = "overlay2" if "overlay" in f.read().split() else "vfs"
     tmp = tempfile.mkdtemp(prefix=f"{TAG}-")
@@ -478,6 +532,7 @@ def main():
             shutil.copy(os.path.join(REPO, "Dockerfile"), ctx)
             r = d.docker("build", "-q", "--build-arg", "ROOTFS=host", "-t", IMAGE, ctx,
                          env=dict(d.env, DOCKER_BUILDKIT="1"), timeout=300)
+            step("image built")
             check("DOCKER_BUILDKIT=1 docker build --build-arg ROOTFS=host", r.returncode == 0,
                   r.stderr[-800:])
             if r.returncode == 0:
@@ -504,7 +559,7 @@ def main():
         after = host_state()
         check("the host's firewall (no DOCKER chains) and ip_forward are as they were",
               after == before, (before, after))
-        print(f"docker test: {time.time() - started:.1f} s")
+        step("daemon stopped, all removed")
     return t.finish()
 
 
