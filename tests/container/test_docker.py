@@ -494,6 +494,9 @@ def scenario(d, tmp):
 
 def main():
     random.seed(os.getpid())
+    # a SIGTERM (ctest's timeout, a Ctrl-C'd make) still runs the cleanup below: the daemon
+    # lives in a session of its own and would outlive this process
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))
     if os.geteuid() != 0:
         print(f"SKIP: dockerd needs root (this is uid {os.geteuid()})")
         return 77
