@@ -66,7 +66,8 @@ class Daemon:
         self.log = os.path.join(dir_, "dockerd.log")
         self.proc = None
         self.env = dict(os.environ, DOCKER_HOST=f"unix://{self.sock}")
-        self.env.pop("DOCKER_CONTEXT", None)
+        for other in ("DOCKER_CONTEXT", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH"):
+            self.env.pop(other, None)  # a user's settings for another daemon
         self.networks = set()  # ids of the networks it made: their bridges must go too
 
     def start(self, driver):
