@@ -213,7 +213,7 @@ int nd_member_start(node *n)
 	/* real nodes get twice the simulator's suspicion timeout (4 s below 100 members,
 	 * memberlist's floor): a node starved of CPU (a loaded host, a sanitizer build)
 	 * answers late, and a false death here costs the ring a repair */
-	m->cfg.suspicion_ms = NODE_SUSPICION_MS;
+	m->cfg.suspicion_ms = n->o->suspicion_ms ? n->o->suspicion_ms : NODE_SUSPICION_MS;
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	/* a restarted process starts above its last incarnation: seconds since 2024 */
