@@ -361,7 +361,6 @@ let transfersDrawn = '';
 function drawTransfers(t) {
   const key = JSON.stringify(t);
   if (key === transfersDrawn) return; // nothing moved: the DOM stays as it is
-  transfersDrawn = key;
   const body = $('transfers').tBodies[0], dests = $('cast-dests');
   body.textContent = '';
   dests.textContent = '';
@@ -374,12 +373,11 @@ function drawTransfers(t) {
   if (c) {
     const others = (c.destinations || []).filter((d) => d.dest && !d.self);
     const isSource = !!state.node && c.source === state.node.name;
-    // this node's own pieces, then (at the source) every destination's
-    const held = c.held;
-    const state = held >= c.pieces ? 'done' : 'running';
-    running += state === 'running';
+    // this node's own pieces, then every destination's as this node has heard
+    const held = c.held, st = held >= c.pieces ? 'done' : 'running';
+    running += st === 'running';
     body.appendChild(transferRow(isSource ? 'cast (source)' : 'cast', c.file, held, c.pieces,
-      state, null, 'pieces'));
+      st, null, 'pieces'));
     if (others.length) {
       const whole = others.filter((d) => d.held >= d.total).length;
       const sum = others.reduce((a, d) => a + d.held, 0);
@@ -397,6 +395,7 @@ function drawTransfers(t) {
     }
   }
   $('transfers-count').textContent = running ? `${running} in progress` : 'none in progress';
+  transfersDrawn = key; // only once drawn whole
   const r = t.repair;
   $('repair').textContent = r ? `key-value repair from this node: ${fmtBytes(r.repair_bytes)} sent ` +
     `(${fmtBytes(r.repair_record_bytes)} of records), ${r.handoffs_done} handoffs done, ` +

@@ -3,7 +3,7 @@ processes. The page must show 5 alive peers and draw 5 nodes on the ring; its tr
 must move when keys are written; a slow upload (a client trickling a PUT body) must show
 in the transfers panel with the percentage the client has sent, then finished; a node
 stopped with SIGSTOP (it answers no probe) must turn suspect, and alive again once SIGCONT
-lets it refute; a node killed with -9 must turn suspect, then dead (the failure
+lets it refute, while a cast to all shows 3 of 4 destinations whole until it runs again; a node killed with -9 must turn suspect, then dead (the failure
 detector's verdicts, src/member; the nodes run with --suspicion-ms SUSPICION_MS, so a
 suspect stays one for 2 x SUSPICION_MS, long enough to be seen under load: the test polls
 /api/peers and the page, never a clock) and alive again after it restarts. Saves
@@ -176,10 +176,16 @@ def main():
         phase("the slow upload shown, then done")
 
         # SIGSTOP: the node answers no probe: suspect for 2 x SUSPICION_MS; SIGCONT before
-        # that, and it refutes the suspicion: alive again
+        # that, and it refutes the suspicion: alive again. Meanwhile this node casts a file
+        # to all: the frozen node gets no piece, so 3 of the 4 destinations are whole
         frozen = next(n for n in nodes if n is not view)
         frozen.proc.send_signal(signal.SIGSTOP)
         try:
+            cast_file = os.path.join(logdir, "dash-cast.bin")
+            with open(cast_file, "wb") as f:
+                f.write(os.urandom(2_000_000))
+            st, ans = ringtest.request(view.http, "/cast", "POST", {"path": cast_file, "to": "all"})
+            t.check("a cast to all started", st == 200, (st, ans))
             seen = wait_api_state(view, frozen.addr, "suspect", 30)
             t.check("a node stopped with SIGSTOP turns suspect on /api/peers", seen[-1] == "suspect", seen)
             t.check("... not dead on the way", "dead" not in seen, seen)
@@ -191,6 +197,13 @@ def main():
                 ".dataset?.state === 'suspect'", 3))
             t.check("... and still suspect, not dead, on /api/peers", api_state(view, frozen.addr) == "suspect",
                     api_state(view, frozen.addr))
+            cast_row = ("(() => { const r = document.querySelector('#transfers tr[data-kind=\"cast destinations\"]'); "
+                        "return r && [r.dataset.name, r.dataset.state, r.dataset.percent]; })()")
+            three = browser.wait_for(f"(() => {{ const r = {cast_row}; return r && r[0].endsWith('3 of 4 whole') && r; }})()", 30)
+            t.check("the transfers panel shows the cast: 3 of 4 destinations whole, 75 % of the pieces",
+                    three == ["dash-cast.bin: 3 of 4 whole", "running", "75.0"], browser.eval(cast_row))
+            least = browser.eval("(document.querySelector('#cast-dests span[data-dest]') || {}).dataset?.dest")
+            t.check("... the frozen node first among the destinations, at 0 pieces", least == frozen.name, least)
         finally:
             frozen.proc.send_signal(signal.SIGCONT)
         seen = wait_api_state(view, frozen.addr, "alive", 30)
@@ -198,7 +211,10 @@ def main():
         t.check("... and the page shows it alive", browser.wait_for(
             f"(() => {{ const s = new Map({PEER_STATES}); return s.get('{frozen.addr}'); }})() === 'alive'", 8),
             state_of(browser, frozen.addr))
-        phase("SIGSTOP shown suspect, SIGCONT alive again")
+        whole = browser.wait_for(f"(() => {{ const r = {cast_row}; return r && r[1] === 'done' && r; }})()", 30)
+        t.check("... and once it runs again, all 4 whole: done", whole == ["dash-cast.bin: 4 of 4 whole", "done", "100.0"],
+                browser.eval(cast_row))
+        phase("SIGSTOP shown suspect, SIGCONT alive again, the cast done")
         # kill -9 the node this one depends on most (its successor): it must turn not alive
         _, ring = ringtest.get(view.http, "/ring")
         victim = next(n for n in nodes if n.addr == ring["successors"][0]["addr"])
