@@ -399,6 +399,28 @@ static void keep_last(void *ctx, const member_msg *m)
 	memcpy(last_u, m->updates, last_n * sizeof *last_u);
 }
 
+/* One GOSSIP from member `from` with updates u to the lone node n. */
+static void tell(member_node *n, uint64_t now, member_addr from, const member_update *u, size_t k)
+{
+	member_msg g = {
+	    .type = MEMBER_MSG_GOSSIP, .to = 0, .from = from, .updates = u, .nupdates = k};
+	member_on_msg(n, now, &g);
+}
+
+/* A lone node 0 (its messages kept by keep_last) told members 1..count are alive. */
+static member_node *knowing(const member_config *c, unsigned count)
+{
+	member_driver d = {keep_last, NULL, NULL};
+	member_node *n = member_new(c, &d, 0, 1, 9, 0);
+	assert_non_null(n);
+	member_update u[64];
+	assert_true(count <= 64);
+	for (unsigned i = 0; i < count; i++)
+		u[i] = (member_update){(member_addr)(i + 1), 1, MEMBER_ALIVE, false, 0};
+	tell(n, 0, 1, u, count);
+	return n;
+}
+
 /* a change goes out on the very next message however full the queue, and each update
  * goes out retransmit-limit times, no more */
 static void test_gossip_queue_order(void **state)
@@ -406,15 +428,7 @@ static void test_gossip_queue_order(void **state)
 	(void)state;
 	member_config c;
 	member_config_default(&c, 64);
-	member_driver d = {keep_last, NULL, NULL};
-	member_node *n = member_new(&c, &d, 0, 1, 9, 0);
-	assert_non_null(n);
-	member_update u[60];
-	for (int i = 0; i < 60; i++)
-		u[i] = (member_update){(member_addr)(i + 1), 1, MEMBER_ALIVE, false, 0};
-	member_msg g = {
-	    .type = MEMBER_MSG_GOSSIP, .to = 0, .from = 1, .updates = u, .nupdates = 60};
-	member_on_msg(n, 0, &g);
+	member_node *n = knowing(&c, 60);
 	member_msg ping = {.type = MEMBER_MSG_PING, .to = 0, .from = 1, .target = 0};
 	for (int i = 0; i < 5; i++) { /* 5 answers take the 40 newest (21..60) once each */
 		ping.seq = (uint64_t)i;
@@ -482,22 +496,12 @@ static void test_lifeguard_confirmations(void **state)
 	c.interval_ms = 1000000; /* no probe of its own in the test's time: no confirmation */
 	c.suspicion_max_mult = 4;
 	c.suspicion_confirm = 3;
-	member_driver d = {keep_last, NULL, NULL};
-	member_node *n = member_new(&c, &d, 0, 1, 9, 0);
-	assert_non_null(n);
-	member_update u[20];
-	for (int i = 0; i < 20; i++)
-		u[i] = (member_update){(member_addr)(i + 1), 1, MEMBER_ALIVE, false, 0};
-	member_msg g = {
-	    .type = MEMBER_MSG_GOSSIP, .to = 0, .from = 1, .updates = u, .nupdates = 20};
-	member_on_msg(n, 0, &g);
+	member_node *n = knowing(&c, 20);
 	double min = (double)member_suspicion_timeout(n), max = 4 * min; /* 21 known: 2 s */
 	assert_int_equal((uint64_t)min, 2000);
 	/* unconfirmed: the whole max */
 	member_update sus = {5, 1, MEMBER_SUSPECT, true, 1};
-	g.updates = &sus;
-	g.nupdates = 1;
-	member_on_msg(n, 0, &g);
+	tell(n, 0, 1, &sus, 1);
 	assert_int_equal(state_at(n, (uint64_t)max - 5, 5), MEMBER_SUSPECT);
 	assert_int_equal(state_at(n, (uint64_t)max + 5, 5), MEMBER_DEAD);
 	/* suspected at t0 by member 1; then confirmed by 1, 2 or 3 others (member 6, 7, 8),
@@ -506,7 +510,7 @@ static void test_lifeguard_confirmations(void **state)
 	for (member_addr a = 6; a <= 9; a++) {
 		sus.addr = a;
 		sus.by = 1;
-		member_on_msg(n, t0, &g);
+		tell(n, t0, 1, &sus, 1);
 	}
 	static const member_addr by[4][3] = {{2}, {2, 3}, {2, 3, 4}, {1, 2, 2}};
 	static const unsigned nby[4] = {1, 2, 3, 3}, counted[4] = {1, 2, 3, 1};
@@ -515,7 +519,7 @@ static void test_lifeguard_confirmations(void **state)
 			if (j < nby[a - 6]) {
 				sus.addr = a;
 				sus.by = by[a - 6][j];
-				member_on_msg(n, t0 + 1000 + 100 * j, &g);
+				tell(n, t0 + 1000 + 100 * j, sus.by, &sus, 1);
 			}
 	assert_int_equal(member_get_stats(n)->confirmations, 1 + 2 + 3 + 1);
 	/* the suspicion goes round naming the newest confirmation */
@@ -550,20 +554,11 @@ static void test_lifeguard_off(void **state)
 	member_config c;
 	member_config_default(&c, 64);
 	c.interval_ms = 1000000;
-	member_driver d = {keep_last, NULL, NULL};
-	member_node *n = member_new(&c, &d, 0, 1, 9, 0);
-	member_update u[20];
-	for (int i = 0; i < 20; i++)
-		u[i] = (member_update){(member_addr)(i + 1), 1, MEMBER_ALIVE, false, 0};
-	member_msg g = {
-	    .type = MEMBER_MSG_GOSSIP, .to = 0, .from = 1, .updates = u, .nupdates = 20};
-	member_on_msg(n, 0, &g);
+	member_node *n = knowing(&c, 20);
 	member_update sus = {5, 1, MEMBER_SUSPECT, true, 1};
-	g.updates = &sus;
-	g.nupdates = 1;
-	member_on_msg(n, 0, &g);
+	tell(n, 0, 1, &sus, 1);
 	sus.by = 2;
-	member_on_msg(n, 500, &g);
+	tell(n, 500, 2, &sus, 1);
 	assert_int_equal(state_at(n, 1995, 5), MEMBER_SUSPECT);
 	assert_int_equal(state_at(n, 2005, 5), MEMBER_DEAD);
 	assert_int_equal(member_get_stats(n)->confirmations, 0);
