@@ -719,7 +719,7 @@ static enum MHD_Result on_http(void *cls, struct MHD_Connection *c, const char *
 	    r, c, MHD_HTTP_NOT_FOUND,
 	    "no such route: try POST /kv, GET /kv/<key>, GET /ring, /peers, /members, /health, "
 	    "/metrics, / (the dashboard), /api/node, /api/ring, /api/peers, /api/traffic, "
-	    "/api/files");
+	    "/api/files, /api/transfers");
 }
 
 static void on_http_done(void *cls, struct MHD_Connection *c, void **state,

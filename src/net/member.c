@@ -100,6 +100,9 @@ static void on_send(void *ctx, const member_msg *mm)
 		}
 		ul[k].inc = u->inc;
 		ul[k].state = u->state;
+		const char *by = u->has_by ? nd_book_name(n, u->by) : NULL;
+		if (by)
+			ul[k].by = (char *)(uintptr_t)by;
 		up[k] = &ul[k];
 		k++;
 	}
@@ -242,7 +245,7 @@ int nd_member_start(node *n)
 	/* real nodes get twice the simulator's suspicion timeout (4 s below 100 members,
 	 * memberlist's floor): a node starved of CPU (a loaded host, a sanitizer build)
 	 * answers late, and a false death here costs the ring a repair */
-	m->cfg.suspicion_ms = NODE_SUSPICION_MS;
+	m->cfg.suspicion_ms = n->o->suspicion_ms ? n->o->suspicion_ms : NODE_SUSPICION_MS;
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	/* a restarted process starts above its last incarnation: seconds since 2024 */
@@ -345,7 +348,13 @@ bool nd_member_on_frame(node *n, const uint8_t *body, size_t len,
 			continue; /* the book is full: not learned (counted by the book) */
 		if (a != 0)
 			learn_id(m, a, &x->id);
-		u[k++] = (member_update){a, x->inc, (uint8_t)x->state};
+		u[k] = (member_update){a, x->inc, (uint8_t)x->state, false, MEMBER_ADDR_NONE};
+		if (x->by && x->by[0] && x->state == MEMBER_SUSPECT) {
+			ring_addr by = intern_name(n, x->by);
+			u[k].has_by = by != RING_ADDR_NONE;
+			u[k].by = by;
+		}
+		k++;
 	}
 	mm.updates = u;
 	mm.nupdates = k;

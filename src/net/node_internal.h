@@ -284,7 +284,8 @@ typedef struct node {
 	/* the dashboard (api.c): traffic by type, and the /api/ snapshots under lock */
 	traffic tr;
 	uint64_t dash_started_at;
-	char *snap_api[3]; /* /api/node, /api/ring, /api/peers */
+	char *snap_api[3];    /* /api/node, /api/ring, /api/peers */
+	char *snap_transfers; /* /api/transfers (under lock) */
 	unsigned dash_states[4];
 	uint64_t dash_pub_at, dash_viewed_at; /* under lock: last publish, last /api/ring */
 	uint64_t dash_walk_at, dash_walk_seq, dash_walk_laps; /* the ring walk (api.c) */
@@ -381,6 +382,8 @@ enum MHD_Result nd_files_http(node *n, struct MHD_Connection *c, http_req *q, co
 void nd_files_http_done(node *n, http_req *q, bool completed);
 /* Appends the file counters to /metrics; the bytes written. */
 size_t nd_files_metrics(node *n, char *b, size_t cap);
+/* The uploads and downloads in progress and the last ones ended, as JSON (loop thread). */
+json_t *nd_files_transfers(node *n);
 
 /* ---- http.c ---- */
 
@@ -421,6 +424,8 @@ int nd_cast_start(node *n);
 /* Closes its links and handles (before the loop's last run); nd_cast_free after it. */
 void nd_cast_stop(node *n);
 void nd_cast_free(node *n);
+/* The current cast's progress (pieces held per destination), or JSON null (loop thread). */
+json_t *nd_cast_transfer(node *n);
 /* conn.c: the connector's hello (auth.h) on stream s: a fresh nonce Nc and HMAC(S,
  * "hello") for the acceptor's nonce na and address; sets *sess. 0, or -1 (nothing sent). */
 int nd_write_auth_hello(node *n, uv_stream_t *s, const uint8_t na[AUTH_NONCE], const char *acceptor,
