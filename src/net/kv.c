@@ -278,6 +278,8 @@ static unsigned http_status(kv_status s)
 		return 404;
 	case KV_ERROR:
 		return 500;
+	case KV_CONFLICT:
+		return 412;
 	default:
 		return 503;
 	}
@@ -404,7 +406,7 @@ static void d_reply(void *ctx, uint64_t client, const kv_reply *r)
 	job *j = kv_find(n, client);
 	if (!j)
 		return;
-	n->kv_replies[r->status <= KV_ERROR ? r->status : KV_ERROR]++;
+	n->kv_replies[r->status <= KV_CONFLICT ? r->status : KV_ERROR]++;
 	kv_finish(n, j, http_status(r->status), reply_body(n, j, r));
 }
 
@@ -481,13 +483,15 @@ void nd_kv_submit(node *n, job *j)
 		kv_fail(n, j, n->kv_busy ? "the node is busy" : "the node is shutting down", false);
 	} else {
 		kv_view(n); /* the ring may have changed since the last tick (or just started) */
-		kv_request r = {(kv_op)j->op,
-		                (const uint8_t *)j->key,
-		                j->klen,
-		                (const uint8_t *)j->value,
-		                j->vlen,
-		                (const uint8_t *)j->rid,
-		                j->rid ? strlen(j->rid) : 0};
+		kv_request r = {.op = (kv_op)j->op,
+		                .key = (const uint8_t *)j->key,
+		                .klen = j->klen,
+		                .val = (const uint8_t *)j->value,
+		                .vlen = j->vlen,
+		                .rid = (const uint8_t *)j->rid,
+		                .ridlen = j->rid ? strlen(j->rid) : 0,
+		                .has_cond = j->has_cond,
+		                .cond = j->cond};
 		KV_CALL(n, kv_client(n->kv, now, j->req, &r));
 	}
 	j->in_call = false;
