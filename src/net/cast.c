@@ -88,7 +88,6 @@ typedef struct post_job {
 	uint8_t *hashes;
 	char (*dests)[CAST_NAME_MAX];
 	int fd;
-	bool done;
 	int rc;
 } post_job;
 
@@ -97,7 +96,6 @@ typedef struct nd_cast {
 	cast_node *core;
 	cast_config cfg;
 	uv_timer_t timer;
-	uv_async_t async;
 	clink *links[CAST_MAX_LINKS];
 	uint32_t next_id;
 	dial_t dials[NODE_MAX_JOIN];
@@ -111,11 +109,7 @@ typedef struct nd_cast {
 	uint64_t info_at, snap_at;
 	bool busy; /* inside the core */
 	char cc[16];
-	/* the HTTP thread's side, under mu */
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	post_job *job;
-	char *snap;
+	char *snap; /* GET /cast/status */
 	uint64_t bytes_sent_piece, links_total;
 } nd_cast;
 
@@ -784,23 +778,14 @@ static void make_snapshot(nd_cast *c)
 	              "stalls", (json_int_t)st->stalls, "cancels", (json_int_t)st->cancels,
 	              "links_opened", (json_int_t)c->links_total, "congestion",
 	              c->cc[0] ? c->cc : "default"));
-	char *text = nd_json_text(j);
-	pthread_mutex_lock(&c->mu);
 	free(c->snap);
-	c->snap = text;
-	pthread_mutex_unlock(&c->mu);
+	c->snap = nd_json_text(j);
 }
 
-/* ---- the loop's side of POST /cast ---- */
+/* ---- POST /cast starts a transfer (from its HTTP handler, on the loop) ---- */
 
-static void on_async(uv_async_t *a)
+static void start_post(nd_cast *c, post_job *j)
 {
-	nd_cast *c = a->data;
-	pthread_mutex_lock(&c->mu);
-	post_job *j = c->job;
-	pthread_mutex_unlock(&c->mu);
-	if (!j || j->done)
-		return;
 	close_storage(c);
 	c->busy = true;
 	int rc = cast_start(c->core, uv_now(&c->n->loop), &j->info);
@@ -817,11 +802,7 @@ static void on_async(uv_async_t *a)
 	}
 	reap(c);
 	make_snapshot(c);
-	pthread_mutex_lock(&c->mu);
 	j->rc = rc;
-	j->done = true;
-	pthread_cond_broadcast(&c->cv);
-	pthread_mutex_unlock(&c->mu);
 }
 
 static void on_timer(uv_timer_t *t)
@@ -897,13 +878,9 @@ int nd_cast_start(node *n)
 		snprintf(dl->addr, sizeof dl->addr, "%s", n->o->join[i]);
 		c->ndial++;
 	}
-	pthread_mutex_init(&c->mu, NULL);
-	pthread_cond_init(&c->cv, NULL);
 	uv_timer_init(&n->loop, &c->timer);
 	c->timer.data = c;
 	uv_timer_start(&c->timer, on_timer, TIMER_MS, TIMER_MS);
-	uv_async_init(&n->loop, &c->async, on_async);
-	c->async.data = c;
 	n->cast = c;
 	make_snapshot(c);
 	return 0;
@@ -920,7 +897,6 @@ void nd_cast_stop(node *n)
 	c->busy = false;
 	reap(c);
 	uv_close((uv_handle_t *)&c->timer, NULL);
-	uv_close((uv_handle_t *)&c->async, NULL);
 }
 
 void nd_cast_free(node *n)
@@ -931,13 +907,11 @@ void nd_cast_free(node *n)
 	cast_free(c->core);
 	close_storage(c);
 	free(c->snap);
-	pthread_mutex_destroy(&c->mu);
-	pthread_cond_destroy(&c->cv);
 	free(c);
 	n->cast = NULL;
 }
 
-/* ---- HTTP (the HTTP thread) ---- */
+/* ---- HTTP (handlers, on the loop: prepare hashes the whole file before answering) ---- */
 
 static char *err_json(unsigned *status, unsigned code, const char *fmt, const char *arg)
 {
@@ -1071,18 +1045,11 @@ static char *post_cast(nd_cast *c, const char *body, size_t len, unsigned *statu
 		goto out;
 	j.info.start_wall_ms = start;
 	j.info.rate_cap = rate ? (uint64_t)json_integer_value(rate) : 0;
-	pthread_mutex_lock(&c->mu);
-	while (c->job) /* one POST at a time */
-		pthread_cond_wait(&c->cv, &c->mu);
-	c->job = &j;
-	pthread_mutex_unlock(&c->mu);
-	uv_async_send(&c->async);
-	pthread_mutex_lock(&c->mu);
-	while (!j.done)
-		pthread_cond_wait(&c->cv, &c->mu);
-	c->job = NULL;
-	pthread_cond_broadcast(&c->cv);
-	pthread_mutex_unlock(&c->mu);
+	if (c->busy) { /* cannot happen: handlers do not run inside the core */
+		ans = err_json(status, 503, "busy; try again%s", NULL);
+		goto out;
+	}
+	start_post(c, &j);
 	if (j.rc < 0) {
 		ans = err_json(status, 500, "the cast could not start (%s)", rn_strerror(j.rc));
 		goto out;
@@ -1113,9 +1080,7 @@ char *nd_cast_http(node *n, const char *method, const char *url, const char *bod
 	if (!strcmp(url, "/cast/status")) {
 		if (strcmp(method, "GET"))
 			return err_json(status, 405, "use GET on /cast/status%s", NULL);
-		pthread_mutex_lock(&c->mu);
 		char *s = strdup(c->snap ? c->snap : "{}");
-		pthread_mutex_unlock(&c->mu);
 		*status = 200;
 		return s;
 	}

@@ -1,17 +1,18 @@
 /* files.c — the node's driver of the file core (src/files) and its HTTP routes.
  *
- * Two threads meet here. The HTTP thread (libmicrohttpd) moves bytes: an upload's body is
- * gathered into one chunk's worth, handed to the loop, and the connection suspended until
- * the loop wants more (the core has fewer than `window` chunks in flight), so an upload
- * holds a few chunks, never the file. A download's response is a content reader that
- * takes the bytes the loop queued and suspends the connection when there are none. The
- * loop thread runs the file core; its kv operations become kv_client calls with
- * FILES_KV_BIT set in the client handle, whose answers kv.c hands back here. Neither core
- * is called from inside the other: the file core runs from this driver's own async
- * callback only (kv operations are queued, kv answers are queued).
+ * Everything here runs on the node's loop thread, libmicrohttpd's handlers included
+ * (http.c). The HTTP side moves bytes: an upload's body is gathered into one chunk's
+ * worth, posted to the file core's work list, and the connection suspended until the core
+ * wants more (it has fewer than `window` chunks in flight), so an upload holds a few
+ * chunks, never the file. A download's response is a content reader that takes the bytes
+ * the core queued and suspends the connection when there are none. The file core's kv
+ * operations become kv_client calls with FILES_KV_BIT set in the client handle, whose
+ * answers kv.c hands back here. Neither core is called from inside the other, nor from an
+ * HTTP handler: the file core runs from this driver's own async callback only (work from
+ * handlers, kv operations and kv answers are queued for it).
  *
- * A transfer (fx) is shared by the two threads under the node's lock and freed when the
- * last of its holders (the HTTP request, the loop, a download's response) lets go. */
+ * A transfer (fx) is freed when the last of its holders (the HTTP request, the core's
+ * side, a download's response) lets go. */
 #include <malloc.h>
 #include <microhttpd.h>
 #include <stdio.h>
@@ -34,7 +35,7 @@ typedef struct dbuf {
 } dbuf;
 
 typedef struct fx {
-	struct fx *next_work; /* in nf->work (under lock) */
+	struct fx *next_work; /* in nf->work */
 	node *node;
 	bool queued;
 	int refs;
@@ -43,7 +44,7 @@ typedef struct fx {
 	int kind;
 	char name[FILES_NAME_MAX + 1];
 	size_t nlen;
-	/* HTTP thread only */
+	/* the HTTP side's */
 	struct MHD_PostProcessor *pp;
 	bool multipart, got_field, field_over;
 	uint8_t *acc;
@@ -53,12 +54,12 @@ typedef struct fx {
 	unsigned err_status;
 	bool submitted; /* list, delete, download: handed to the loop */
 	bool answered;  /* a response is queued */
-	/* shared, under lock */
+	/* between the HTTP side and the core's */
 	bool has_hand, hand_end;
 	uint8_t *hand;
 	size_t hlen;
 	bool gone;      /* the client went away */
-	bool suspended; /* the HTTP thread suspended the connection: the loop resumes it */
+	bool suspended; /* the HTTP side suspended the connection: the core's side resumes it */
 	bool want_room; /* loop: resume once the core wants bytes again */
 	bool started, loop_done;
 	bool meta;
@@ -71,9 +72,9 @@ typedef struct fx {
 	unsigned status;
 	char *body;
 	/* progress, for /api/transfers (nd_files_transfers) */
-	uint64_t got;       /* upload: body bytes the HTTP thread has read (under lock) */
+	uint64_t got;       /* upload: body bytes the HTTP side has read */
 	uint64_t announced; /* upload: its Content-Length (0: none), set before the loop sees x */
-	uint64_t sent;      /* download: bytes handed to the HTTP thread (loop thread) */
+	uint64_t sent;      /* download: bytes handed to the HTTP side */
 	uint64_t begun_ms;  /* when the loop started it (loop thread) */
 } fx;
 
@@ -116,8 +117,7 @@ typedef struct nd_files {
 	uv_async_t wake;
 	bool started, stopping;
 	uint64_t seq;
-	fx *work; /* transfers with something for the loop (under lock) */
-	/* loop thread only */
+	fx *work;  /* transfers with something for the core's side */
 	fx **live; /* the transfers the core knows, by id */
 	size_t nlive, caplive;
 	kvop *ops;
@@ -126,7 +126,7 @@ typedef struct nd_files {
 	size_t nans, capans;
 	bool running;
 	uint64_t bytes_in, bytes_out;
-	unsigned open;                    /* transfers with an HTTP request (under lock) */
+	unsigned open;                    /* transfers with an HTTP request */
 	uint64_t refused;                 /* ... refused at FILES_MAX_OPEN */
 	fx_ended ended[FILES_ENDED_KEEP]; /* a ring of the last ones (loop thread) */
 	unsigned nended;
@@ -140,7 +140,7 @@ typedef struct nd_files {
 
 /* ---- shared bookkeeping ---- */
 
-static void fx_unref_locked(fx *x)
+static void fx_drop(fx *x)
 {
 	if (--x->refs > 0)
 		return;
@@ -157,13 +157,12 @@ static void fx_unref_locked(fx *x)
 
 static void fx_unref(node *n, fx *x)
 {
-	pthread_mutex_lock(&n->lock);
-	fx_unref_locked(x);
-	pthread_mutex_unlock(&n->lock);
+	(void)n;
+	fx_drop(x);
 }
 
-/* Puts x on the loop's work list (under lock). */
-static void fx_post_locked(nd_files *nf, fx *x)
+/* Puts x on the core's work list. */
+static void fx_enqueue(nd_files *nf, fx *x)
 {
 	if (x->queued)
 		return;
@@ -175,21 +174,17 @@ static void fx_post_locked(nd_files *nf, fx *x)
 
 static void fx_post(node *n, fx *x)
 {
-	pthread_mutex_lock(&n->lock);
-	fx_post_locked(n->files, x);
-	pthread_mutex_unlock(&n->lock);
+	fx_enqueue(n->files, x);
 	uv_async_send(&n->files->wake);
 }
 
-/* Resumes the connection if the HTTP thread suspended it (loop thread). */
+/* Resumes the connection if the HTTP side suspended it. */
 static void fx_resume(node *n, fx *x)
 {
-	pthread_mutex_lock(&n->lock);
 	bool resume = x->suspended && x->conn;
 	x->suspended = false;
-	pthread_mutex_unlock(&n->lock);
 	if (resume)
-		MHD_resume_connection(x->conn);
+		nd_http_resume(n, x->conn);
 }
 
 /* ---- the core's driver (loop thread) ---- */
@@ -208,7 +203,6 @@ static fx *live_find(nd_files *nf, uint64_t id, size_t *at)
 /* Bytes done and the total (false: not known) of an upload or download (loop thread). */
 static bool fx_progress(node *n, fx *x, uint64_t *done, uint64_t *total)
 {
-	pthread_mutex_lock(&n->lock);
 	bool known = true;
 	if (x->kind == FX_UP) {
 		*done = x->got;
@@ -219,7 +213,6 @@ static bool fx_progress(node *n, fx *x, uint64_t *done, uint64_t *total)
 		*total = x->len ? x->len : x->m.size; /* a range, or the whole file */
 		known = x->meta || x->len;
 	}
-	pthread_mutex_unlock(&n->lock);
 	return known;
 }
 
@@ -234,9 +227,7 @@ static void remember_ended(node *n, fx *x)
 	memcpy(e->name, x->name, x->nlen);
 	e->kind = x->kind;
 	e->has_total = fx_progress(n, x, &e->done, &e->total);
-	pthread_mutex_lock(&n->lock);
 	e->status = x->done ? x->status : 0;
-	pthread_mutex_unlock(&n->lock);
 	e->took_ms = now - x->begun_ms;
 	e->ended_ms = now;
 }
@@ -288,11 +279,9 @@ static void d_meta(void *ctx, uint64_t id, const files_manifest *m)
 	fx *x = live_find(n->files, id, NULL);
 	if (!x)
 		return;
-	pthread_mutex_lock(&n->lock);
 	x->m = *m;
 	x->m.chunks = NULL;
 	x->meta = true;
-	pthread_mutex_unlock(&n->lock);
 	fx_resume(n, x);
 }
 
@@ -304,10 +293,8 @@ static void d_data(void *ctx, uint64_t id, const uint8_t *buf, size_t len)
 		return;
 	dbuf *d = malloc(sizeof *d + len);
 	if (!d) { /* the download cannot go on: end it with an error, never a gap */
-		pthread_mutex_lock(&n->lock);
 		x->done = true;
 		x->status = 500;
-		pthread_mutex_unlock(&n->lock);
 		files_abort(n->files->core, uv_now(&n->loop), id);
 		live_drop(n, x);
 		fx_resume(n, x);
@@ -318,14 +305,12 @@ static void d_data(void *ctx, uint64_t id, const uint8_t *buf, size_t len)
 	d->off = 0;
 	memcpy(d->data, buf, len);
 	n->files->bytes_out += len;
-	pthread_mutex_lock(&n->lock);
 	x->sent += len;
 	if (x->qt)
 		x->qt->next = d;
 	else
 		x->qh = d;
 	x->qt = d;
-	pthread_mutex_unlock(&n->lock);
 	fx_resume(n, x);
 }
 
@@ -392,13 +377,11 @@ static void d_done(void *ctx, uint64_t id, const files_result *r)
 		      "download of %s: %u chunk reads came back damaged or failed and were read "
 		      "again",
 		      x->name, r->chunks_repaired);
-	pthread_mutex_lock(&n->lock);
 	x->done = true;
 	x->status = files_http_status(r->status);
 	free(x->body);
 	x->body = body;
 	x->loop_done = true;
-	pthread_mutex_unlock(&n->lock);
 	fx_resume(n, x);
 	live_drop(n, x);
 }
@@ -424,7 +407,7 @@ static void files_kv_issue(node *n)
 	nf->nops = 0;
 }
 
-/* One pass: transfers the HTTP thread posted, kv answers, the operations they made. */
+/* One pass: transfers the HTTP side posted, kv answers, the operations they made. */
 static void files_run(node *n)
 {
 	nd_files *nf = n->files;
@@ -432,14 +415,11 @@ static void files_run(node *n)
 		return;
 	nf->running = true;
 	uint64_t now = uv_now(&n->loop);
-	pthread_mutex_lock(&n->lock);
 	fx *list = nf->work;
 	nf->work = NULL;
-	pthread_mutex_unlock(&n->lock);
 	while (list) {
 		fx *x = list;
 		list = x->next_work;
-		pthread_mutex_lock(&n->lock);
 		x->queued = false;
 		bool gone = x->gone, stop = x->stop, go = x->go, has = x->has_hand,
 		     end = x->hand_end;
@@ -451,13 +431,10 @@ static void files_run(node *n)
 		x->hand = NULL;
 		x->has_hand = false;
 		uint64_t off = x->off, len = x->len;
-		pthread_mutex_unlock(&n->lock);
 		if (!x->started && !gone && !nf->stopping) {
 			int rc = 0;
 			x->started = true;
-			pthread_mutex_lock(&n->lock);
 			x->refs++; /* the loop's hold, until done or abort */
-			pthread_mutex_unlock(&n->lock);
 			x->begun_ms = now;
 			if (rn_grow((void **)&nf->live, &nf->caplive, nf->nlive + 1,
 			            sizeof *nf->live, 16) < 0)
@@ -478,12 +455,10 @@ static void files_run(node *n)
 					live_drop(n, x);
 			}
 			if (rc < 0) {
-				pthread_mutex_lock(&n->lock);
 				x->done = true;
 				x->status = rc == RN_EINVAL ? 400 : 500;
 				x->body =
 				    json_err(rc == RN_EINVAL ? "bad file name" : "out of memory");
-				pthread_mutex_unlock(&n->lock);
 				fx_resume(n, x);
 			}
 		}
@@ -634,14 +609,12 @@ void nd_files_stop(node *n)
 	while (nf->nlive) {
 		fx *x = nf->live[0];
 		files_abort(nf->core, now, x->id);
-		pthread_mutex_lock(&n->lock);
 		if (!x->done) {
 			x->done = true;
 			x->status = 503;
 			free(x->body);
 			x->body = json_err("the node is shutting down");
 		}
-		pthread_mutex_unlock(&n->lock);
 		fx_resume(n, x);
 		live_drop(n, x);
 	}
@@ -707,13 +680,11 @@ void nd_files_free(node *n)
 		free(nf->ops[i].key);
 	for (size_t i = 0; i < nf->nans; i++)
 		free(nf->ans[i].val);
-	pthread_mutex_lock(&n->lock);
 	while (nf->work) {
 		fx *x = nf->work;
 		nf->work = x->next_work;
-		fx_unref_locked(x);
+		fx_drop(x);
 	}
-	pthread_mutex_unlock(&n->lock);
 	free(nf->ops);
 	free(nf->ans);
 	free(nf->live);
@@ -728,9 +699,7 @@ size_t nd_files_metrics(node *n, char *b, size_t cap)
 		return 0;
 	const files_stats *s = files_get_stats(nf->core);
 	const kv_stats *ks = n->kv ? kv_get_stats(n->kv) : NULL;
-	pthread_mutex_lock(&n->lock);
 	unsigned long long refused = nf->refused;
-	pthread_mutex_unlock(&n->lock);
 	int k = snprintf(
 	    b, cap,
 	    "# HELP ringnet_files_total File operations that entered here, by kind.\n"
@@ -785,7 +754,7 @@ size_t nd_files_metrics(node *n, char *b, size_t cap)
 	return k < 0 ? 0 : (size_t)k;
 }
 
-/* ---- HTTP (HTTP thread) ---- */
+/* ---- HTTP (handlers, on the loop) ---- */
 
 static enum MHD_Result answer_err(http_req *q, struct MHD_Connection *c, unsigned status,
                                   const char *why)
@@ -809,33 +778,27 @@ static fx *fx_new(node *n, struct MHD_Connection *c, int kind, const char *name,
 		memcpy(x->name, name, nlen);
 		x->nlen = nlen;
 	}
-	pthread_mutex_lock(&n->lock);
 	x->id = ++n->files->seq;
 	n->files->open++;
-	pthread_mutex_unlock(&n->lock);
 	return x;
 }
 
-/* Suspends the connection and hands x to the loop (with what the caller set under lock). */
+/* Suspends the connection and posts x to the core (with what the caller set). */
 static void fx_submit(node *n, fx *x, struct MHD_Connection *c)
 {
-	pthread_mutex_lock(&n->lock);
 	x->suspended = true;
 	MHD_suspend_connection(c);
-	fx_post_locked(n->files, x);
-	pthread_mutex_unlock(&n->lock);
+	fx_enqueue(n->files, x);
 	uv_async_send(&n->files->wake);
 }
 
 /* Hands the bytes gathered so far (and whether the body is over) to the loop. */
 static void hand_over(node *n, fx *x, struct MHD_Connection *c, bool end)
 {
-	pthread_mutex_lock(&n->lock);
 	x->hand = x->acc;
 	x->hlen = x->alen;
 	x->has_hand = true;
 	x->hand_end = end;
-	pthread_mutex_unlock(&n->lock);
 	x->acc = NULL;
 	x->alen = x->acap = 0;
 	fx_submit(n, x, c);
@@ -1016,9 +979,7 @@ static enum MHD_Result answer_meta(node *n, http_req *q, struct MHD_Connection *
 	if (range && (!if_range || !strcmp(if_range, etag)))
 		rr = parse_range(range, size, &off, &len);
 	if (rr < 0) {
-		pthread_mutex_lock(&n->lock);
 		x->stop = true;
-		pthread_mutex_unlock(&n->lock);
 		fx_post(n, x);
 		q->status = MHD_HTTP_RANGE_NOT_SATISFIABLE;
 		char *t = json_err("the range is outside the file");
@@ -1036,9 +997,7 @@ static enum MHD_Result answer_meta(node *n, http_req *q, struct MHD_Connection *
 	}
 	if (rr > 0)
 		status = MHD_HTTP_PARTIAL_CONTENT;
-	pthread_mutex_lock(&n->lock);
 	x->refs++; /* the response's */
-	pthread_mutex_unlock(&n->lock);
 	struct MHD_Response *r =
 	    MHD_create_response_from_callback(len, 256 * 1024, read_body, x, free_body);
 	if (!r) {
@@ -1057,7 +1016,6 @@ static enum MHD_Result answer_meta(node *n, http_req *q, struct MHD_Connection *
 		         (unsigned long long)(off + len - 1), (unsigned long long)size);
 		MHD_add_response_header(r, "Content-Range", cr);
 	}
-	pthread_mutex_lock(&n->lock);
 	if (x->kind == FX_HEAD || !len) {
 		x->stop = true;
 	} else {
@@ -1065,7 +1023,6 @@ static enum MHD_Result answer_meta(node *n, http_req *q, struct MHD_Connection *
 		x->off = off;
 		x->len = len;
 	}
-	pthread_mutex_unlock(&n->lock);
 	fx_post(n, x);
 	q->status = status;
 	enum MHD_Result ok = MHD_queue_response(c, status, r);
@@ -1083,7 +1040,6 @@ static ssize_t read_body(void *cls, uint64_t pos, char *buf, size_t max)
 	node *n = x->node;
 	size_t k = 0;
 	bool post = false;
-	pthread_mutex_lock(&n->lock);
 	while (k < max && x->qh) {
 		dbuf *d = x->qh;
 		size_t take = d->len - d->off < max - k ? d->len - d->off : max - k;
@@ -1108,8 +1064,7 @@ static ssize_t read_body(void *cls, uint64_t pos, char *buf, size_t max)
 		MHD_suspend_connection(x->conn);
 	}
 	if (post)
-		fx_post_locked(n->files, x);
-	pthread_mutex_unlock(&n->lock);
+		fx_enqueue(n->files, x);
 	if (post)
 		uv_async_send(&n->files->wake);
 	return ret;
@@ -1202,10 +1157,8 @@ enum MHD_Result nd_files_http(node *n, struct MHD_Connection *c, http_req *q, co
 				return answer_err(q, c, MHD_HTTP_CONTENT_TOO_LARGE, why);
 			}
 		}
-		pthread_mutex_lock(&n->lock);
 		bool full = n->files->open >= FILES_MAX_OPEN;
 		n->files->refused += full;
-		pthread_mutex_unlock(&n->lock);
 		if (full) {
 			q->status = MHD_HTTP_SERVICE_UNAVAILABLE;
 			char *t = nd_json_text(json_pack(
@@ -1239,9 +1192,7 @@ enum MHD_Result nd_files_http(node *n, struct MHD_Connection *c, http_req *q, co
 		}
 		return MHD_YES;
 	}
-	pthread_mutex_lock(&n->lock);
 	bool done = x->done, meta = x->meta;
-	pthread_mutex_unlock(&n->lock);
 	if (x->answered) {
 		*upload_size = 0;
 		return MHD_YES;
@@ -1256,14 +1207,10 @@ enum MHD_Result nd_files_http(node *n, struct MHD_Connection *c, http_req *q, co
 			size_t size = *upload_size;
 			*upload_size = 0;
 			x->received += size;
-			pthread_mutex_lock(&n->lock);
 			x->got = x->received;
-			pthread_mutex_unlock(&n->lock);
 			if (x->received > n->files->cfg.max_file + (x->multipart ? 65536 : 0)) {
 				/* a body of no announced length went over: the connection closes */
-				pthread_mutex_lock(&n->lock);
 				x->gone = true;
-				pthread_mutex_unlock(&n->lock);
 				fx_post(n, x);
 				return MHD_NO;
 			}
@@ -1279,9 +1226,7 @@ enum MHD_Result nd_files_http(node *n, struct MHD_Connection *c, http_req *q, co
 		}
 		/* the body is over */
 		if (x->err) {
-			pthread_mutex_lock(&n->lock);
 			x->gone = true;
-			pthread_mutex_unlock(&n->lock);
 			if (x->submitted || x->received)
 				fx_post(n, x);
 			return answer_err(q, c, x->err_status, x->err);
@@ -1321,15 +1266,13 @@ void nd_files_http_done(node *n, http_req *q, bool completed)
 		MHD_destroy_post_processor(x->pp);
 	x->pp = NULL;
 	(void)completed;
-	pthread_mutex_lock(&n->lock);
 	bool tell = !x->done || x->kind == FX_DOWN; /* a download may still be fetching */
 	x->gone = true;
 	if (tell)
-		fx_post_locked(n->files, x);
+		fx_enqueue(n->files, x);
 	x->conn = NULL;
 	n->files->open--;
-	fx_unref_locked(x);
-	pthread_mutex_unlock(&n->lock);
+	fx_drop(x);
 	if (tell)
 		uv_async_send(&n->files->wake);
 	q->files = NULL;

@@ -1,9 +1,17 @@
-/* http.c — the HTTP API, served by libmicrohttpd on its own thread. The status routes (/ring,
- * /peers, /health, /metrics) answer from snapshots the loop publishes under a mutex every
- * SNAPSHOT_MS (nd_publish), so the loop never blocks on a client and the ring core is only
- * ever touched by the loop thread. A key-value request is validated here, then its connection
- * is suspended and a job handed to the loop (a locked list and uv_async_send); kv.c answers it
- * and resumes the connection. The HTTP request counters of /metrics are kept here. */
+/* http.c — the HTTP API, served by libmicrohttpd on the node's libuv loop: one thread for
+ * the ring, the services and HTTP. libmicrohttpd runs in its external-event mode on epoll:
+ * the loop polls its epoll descriptor (uv_poll) and calls MHD_run when it is readable and
+ * when a timer armed from MHD_get_timeout after every run fires (connection timeouts, data
+ * it has read but not yet handled). Every socket is non-blocking and every handler returns
+ * without waiting, so a slow client never holds the loop.
+ *
+ * A key-value request is validated here and run by its handler through the kv core
+ * (nd_kv_submit). A get the node answers from its own store is answered before the handler
+ * returns; anything else suspends the connection until kv.c resumes it with the answer.
+ * One MHD_run is one group commit (nd_batch_begin/end): the puts it reads share a store
+ * transaction, and their answers go out once it is on disk. The status routes (/ring,
+ * /peers, /health, /metrics) answer from snapshots the loop builds every SNAPSHOT_MS
+ * (nd_publish). The HTTP request counters of /metrics are kept here. */
 #include <microhttpd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -264,7 +272,6 @@ void nd_publish(node *n)
 	free(member_m);
 	nd_member_publish(n);
 	char *peers_s = peers_json(n);
-	pthread_mutex_lock(&n->lock);
 	free(n->snap_ring);
 	free(n->snap_health);
 	free(n->snap_metrics);
@@ -273,25 +280,16 @@ void nd_publish(node *n)
 	n->snap_health = health_s;
 	n->snap_metrics = metrics_s;
 	n->snap_peers = peers_s;
-	pthread_mutex_unlock(&n->lock);
 	nd_dash_publish(n);
 }
 
-/* ---- requests (HTTP thread) ---- */
+/* ---- requests ---- */
 
-static enum MHD_Result reply(http_req *q, struct MHD_Connection *c, unsigned status,
-                             const char *body)
+/* Sends t (len bytes, malloc'd: the response frees it). */
+static enum MHD_Result send_text(http_req *q, struct MHD_Connection *c, unsigned status, char *t,
+                                 size_t len, bool prom)
 {
 	q->status = status;
-	bool prom = q->route && !strcmp(q->route, "/metrics") && status == 200;
-	/* JSON answers end with a newline, so that a shell prompt does not stick to them */
-	size_t len = strlen(body);
-	char *t = malloc(len + 2);
-	if (!t)
-		return MHD_NO;
-	memcpy(t, body, len);
-	if (!prom && (!len || body[len - 1] != '\n'))
-		t[len++] = '\n';
 	struct MHD_Response *r = MHD_create_response_from_buffer(len, t, MHD_RESPMEM_MUST_FREE);
 	if (!r) {
 		free(t);
@@ -304,6 +302,34 @@ static enum MHD_Result reply(http_req *q, struct MHD_Connection *c, unsigned sta
 	enum MHD_Result ok = MHD_queue_response(c, status, r);
 	MHD_destroy_response(r);
 	return ok;
+}
+
+static enum MHD_Result reply(http_req *q, struct MHD_Connection *c, unsigned status,
+                             const char *body)
+{
+	bool prom = q->route && !strcmp(q->route, "/metrics") && status == 200;
+	/* JSON answers end with a newline, so that a shell prompt does not stick to them */
+	size_t len = strlen(body);
+	char *t = malloc(len + 2);
+	if (!t)
+		return MHD_NO;
+	memcpy(t, body, len);
+	if (!prom && (!len || body[len - 1] != '\n'))
+		t[len++] = '\n';
+	return send_text(q, c, status, t, len, prom);
+}
+
+/* A kv job's answer: its body is handed to the response when it already ends a line. */
+static enum MHD_Result reply_job(http_req *q, struct MHD_Connection *c, job *j)
+{
+	if (!j->body) /* sent already */
+		return MHD_YES;
+	size_t len = strlen(j->body);
+	if (!len || j->body[len - 1] != '\n')
+		return reply(q, c, j->status, j->body);
+	char *t = j->body;
+	j->body = NULL;
+	return send_text(q, c, j->status, t, len, false);
 }
 
 enum MHD_Result nd_http_reply(http_req *q, struct MHD_Connection *c, unsigned status,
@@ -347,7 +373,7 @@ static enum MHD_Result reply_answer(http_req *q, struct MHD_Connection *c, nd_an
 	return ok;
 }
 
-/* Appends the HTTP counters (kept by the HTTP thread) to the loop's metrics. Under lock. */
+/* Appends the HTTP counters to the snapshot of the loop's metrics. */
 static char *add_http_metrics(node *n, char *body)
 {
 	size_t len = strlen(body), cap = len + 1024 + n->nhttp_count * 96;
@@ -403,8 +429,8 @@ static const char *write_condition(struct MHD_Connection *c, bool *has, kv_versi
 	return NULL;
 }
 
-/* Hands a request to the loop and suspends the connection until the loop answers. Takes
- * value. */
+/* Runs a request through the kv core; answers it at once when the core did, else suspends
+ * the connection until kv.c resumes it. Takes value. */
 static enum MHD_Result submit(node *n, struct MHD_Connection *c, http_req *r, uint8_t op,
                               const char *key, size_t klen, char *value, size_t vlen)
 {
@@ -439,12 +465,10 @@ static enum MHD_Result submit(node *n, struct MHD_Connection *c, http_req *r, ui
 	j->has_cond = has_cond;
 	j->cond = cond;
 	r->job = j;
+	nd_kv_submit(n, j);
+	if (j->done)
+		return reply_job(r, c, j);
 	MHD_suspend_connection(c);
-	pthread_mutex_lock(&n->lock);
-	j->next = n->incoming;
-	n->incoming = j;
-	pthread_mutex_unlock(&n->lock);
-	uv_async_send(&n->wake);
 	return MHD_YES;
 }
 
@@ -639,14 +663,8 @@ static enum MHD_Result on_http(void *cls, struct MHD_Connection *c, const char *
 	}
 	if (r->qjob || !strncmp(url, "/query", 6)) /* query.c */
 		return nd_query_http(n, c, r, url, method);
-	if (r->job) { /* resumed: the loop has answered */
-		pthread_mutex_lock(&n->lock);
-		bool done = r->job->done;
-		pthread_mutex_unlock(&n->lock);
-		if (!done)
-			return MHD_YES;
-		return reply(r, c, r->job->status, r->job->body);
-	}
+	if (r->job) /* resumed: kv.c has the answer */
+		return r->job->done ? reply_job(r, c, r->job) : MHD_YES;
 	bool get = !strcmp(method, "GET");
 	nd_answer dash;
 	if (get && nd_dash_get(n, c, url, &dash))
@@ -659,12 +677,10 @@ static enum MHD_Result on_http(void *cls, struct MHD_Connection *c, const char *
 		if (!get)
 			return bad_request(r, c, MHD_HTTP_METHOD_NOT_ALLOWED,
 			                   "use GET on this route");
-		pthread_mutex_lock(&n->lock);
 		char *snap[] = {n->snap_ring, n->snap_health, n->snap_peers, n->snap_metrics};
 		char *body = snap[i] ? strdup(snap[i]) : NULL;
 		if (body && i == 3)
 			body = nd_query_metrics(n, add_http_metrics(n, body));
-		pthread_mutex_unlock(&n->lock);
 		if (!body)
 			return bad_request(r, c, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
 		enum MHD_Result rc = reply(r, c, MHD_HTTP_OK, body);
@@ -732,7 +748,6 @@ static void on_http_done(void *cls, struct MHD_Connection *c, void **state,
 	node *n = cls;
 	nd_files_http_done(n, r, why == MHD_REQUEST_TERMINATED_COMPLETED_OK);
 	if (r->route && r->status) {
-		pthread_mutex_lock(&n->lock);
 		unsigned i = 0;
 		while (i < n->nhttp_count &&
 		       (n->http_count[i].route != r->route || n->http_count[i].status != r->status))
@@ -745,7 +760,6 @@ static void on_http_done(void *cls, struct MHD_Connection *c, void **state,
 			}
 			n->http_count[i].count++;
 		}
-		pthread_mutex_unlock(&n->lock);
 	}
 	nd_query_job_free(r->qjob);
 	if (r->job) {
@@ -760,7 +774,7 @@ static void on_http_done(void *cls, struct MHD_Connection *c, void **state,
 	*state = NULL;
 }
 
-/* ---- connection limits (HTTP thread) ---- */
+/* ---- connection limits ---- */
 
 static void on_http_conn(void *cls, struct MHD_Connection *c, void **sock,
                          enum MHD_ConnectionNotificationCode toe)
@@ -768,12 +782,10 @@ static void on_http_conn(void *cls, struct MHD_Connection *c, void **sock,
 	(void)c;
 	(void)sock;
 	node *n = cls;
-	pthread_mutex_lock(&n->lock);
 	if (toe == MHD_CONNECTION_NOTIFY_STARTED)
 		n->http_conns++;
 	else if (n->http_conns)
 		n->http_conns--;
-	pthread_mutex_unlock(&n->lock);
 }
 
 /* libmicrohttpd's own log lines: at most one per LIMIT_LOG_MS, since a client can cause
@@ -785,10 +797,7 @@ static void on_http_log(void *cls, const char *fmt, va_list ap)
 	char line[256];
 	vsnprintf(line, sizeof line, fmt, ap);
 	line[strcspn(line, "\n")] = '\0';
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	uint64_t now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-	pthread_mutex_lock(&n->lock);
+	uint64_t now = uv_now(&n->loop);
 	if (strstr(line, "connection limit"))
 		n->http_refused++;
 	uint64_t quiet = n->http_log_quiet;
@@ -799,12 +808,68 @@ static void on_http_log(void *cls, const char *fmt, va_list ap)
 	} else {
 		n->http_log_quiet++;
 	}
-	pthread_mutex_unlock(&n->lock);
 	if (say && quiet)
 		nd_log(n, 1, "http: %s (and %llu more lines in the last %d s)", line,
 		       (unsigned long long)quiet, LIMIT_LOG_MS / 1000);
 	else if (say)
 		nd_log(n, 1, "http: %s", line);
+}
+
+/* ---- the loop runs libmicrohttpd ---- */
+
+/* The memory libmicrohttpd gives one connection for its request line, headers and read
+ * buffer (nginx's header buffers are 8 KiB too; a longer header gets 431). Its default,
+ * 32 KiB, is cleared between the requests of a keep-alive connection: half the
+ * instructions of a GET went there. */
+#define HTTP_POOL_BYTES 8192
+
+static void on_http_timer(uv_timer_t *t);
+
+static void http_arm(node *n)
+{
+	MHD_UNSIGNED_LONG_LONG ms;
+	if (n->http_kick)
+		uv_timer_start(&n->http_timer, on_http_timer, 0, 0);
+	else if (MHD_get_timeout(n->mhd, &ms) == MHD_YES)
+		uv_timer_start(&n->http_timer, on_http_timer, ms, 0);
+	else
+		uv_timer_stop(&n->http_timer);
+}
+
+/* One round of libmicrohttpd's work: what is readable is read and handled, what is
+ * writable written, new connections accepted, idle ones closed. One group commit. */
+static void http_run(node *n)
+{
+	if (!n->mhd) /* stopped */
+		return;
+	n->http_kick = false; /* MHD_run handles the resumes made so far */
+	nd_batch_begin(n);
+	MHD_run(n->mhd);
+	nd_batch_end(n);
+	http_arm(n);
+}
+
+static void on_http_timer(uv_timer_t *t)
+{
+	http_run(t->data);
+}
+
+void nd_http_resume(node *n, struct MHD_Connection *c)
+{
+	if (!n->mhd) /* stopping: MHD_stop_daemon closes every connection */
+		return;
+	MHD_resume_connection(c);
+	if (!n->http_kick) {
+		n->http_kick = true;
+		uv_timer_start(&n->http_timer, on_http_timer, 0, 0);
+	}
+}
+
+static void on_http_poll(uv_poll_t *p, int status, int events)
+{
+	(void)status; /* an error on the epoll descriptor: MHD_run finds it */
+	(void)events;
+	http_run(p->data);
 }
 
 /* ---- start and stop (loop thread) ---- */
@@ -819,21 +884,41 @@ struct MHD_Daemon *nd_http_start(node *n, const struct sockaddr_in *sa, int port
 	    {MHD_OPTION_HTTPS_MEM_KEY, 0, n->tls_key},
 	    {MHD_OPTION_END, 0, NULL},
 	};
-	unsigned flags =
-	    MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME;
+	unsigned flags = MHD_USE_EPOLL | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME;
 	if (n->tls_cert)
 		flags |= MHD_USE_TLS;
-	return MHD_start_daemon(
+	struct MHD_Daemon *d = MHD_start_daemon(
 	    flags, (uint16_t)port, NULL, NULL, on_http, n, MHD_OPTION_EXTERNAL_LOGGER, on_http_log,
 	    n, MHD_OPTION_SOCK_ADDR, sa, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_TIMEOUT_S,
 	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP_MAX_CONNS,
-	    MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)HTTP_PER_IP, MHD_OPTION_NOTIFY_CONNECTION,
-	    on_http_conn, n, MHD_OPTION_NOTIFY_COMPLETED, on_http_done, n,
-	    MHD_OPTION_UNESCAPE_CALLBACK, nd_files_unescape, n, MHD_OPTION_ARRAY,
+	    MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)HTTP_PER_IP,
+	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_POOL_BYTES,
+	    MHD_OPTION_NOTIFY_CONNECTION, on_http_conn, n, MHD_OPTION_NOTIFY_COMPLETED,
+	    on_http_done, n, MHD_OPTION_UNESCAPE_CALLBACK, nd_files_unescape, n, MHD_OPTION_ARRAY,
 	    n->tls_cert ? tls : tls + 2, MHD_OPTION_END);
+	if (!d)
+		return NULL;
+	const union MHD_DaemonInfo *ep = MHD_get_daemon_info(d, MHD_DAEMON_INFO_EPOLL_FD);
+	if (!ep || uv_poll_init(&n->loop, &n->http_poll, ep->epoll_fd) < 0) {
+		MHD_stop_daemon(d);
+		return NULL;
+	}
+	n->http_poll.data = n->http_timer.data = n;
+	uv_timer_init(&n->loop, &n->http_timer);
+	uv_poll_start(&n->http_poll, UV_READABLE, on_http_poll);
+	n->mhd = d;
+	http_arm(n);
+	return d;
 }
 
 void nd_http_stop(node *n)
 {
-	MHD_stop_daemon(n->mhd);
+	/* the answers just made for what was waiting (503s: the node stops) go out first */
+	for (int i = 0; i < 3 && n->http_kick; i++)
+		http_run(n);
+	struct MHD_Daemon *d = n->mhd;
+	n->mhd = NULL;               /* what its last callbacks resume is not run again */
+	uv_poll_stop(&n->http_poll); /* before MHD closes the descriptor it watches */
+	uv_timer_stop(&n->http_timer);
+	MHD_stop_daemon(d);
 }

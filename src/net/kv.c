@@ -5,8 +5,11 @@
  * lookup the ring answers at once, a frame handed back as undeliverable) is queued and
  * delivered by nd_kv_pump once the core has returned.
  *
- * An HTTP request (a job, see http.c) becomes one kv_client call; the core's reply
- * becomes the job's status and JSON body, and the loop resumes the HTTP connection. */
+ * An HTTP request (a job, see http.c) becomes one kv_client call, made from its handler
+ * (libmicrohttpd runs on this loop too); the core's reply becomes the job's status and
+ * JSON body. A reply made before kv_client returns is sent by the handler at once, unless
+ * the batch it came in has written to the store: then it waits for the commit like every
+ * other. A later reply resumes the suspended HTTP connection. */
 #include <microhttpd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,7 +24,10 @@
 
 void nd_batch_begin(node *n)
 {
-	if (n->st && !n->batch_depth++ && store_batch_begin(n->st) < 0)
+	if (n->batch_depth++)
+		return;
+	n->batch_writes0 = n->st_writes;
+	if (n->st && store_batch_begin(n->st) < 0)
 		LOG_W(n, "cannot open a store transaction; writes commit one by one");
 }
 
@@ -41,10 +47,9 @@ bool nd_batch_hold(node *n, ring_addr to, pending *f)
 
 static void job_resume(node *n, job *j)
 {
-	pthread_mutex_lock(&n->lock);
 	j->done = true;
-	pthread_mutex_unlock(&n->lock);
-	MHD_resume_connection(j->conn); /* the HTTP thread owns j from here on */
+	if (!j->in_call)
+		nd_http_resume(n, j->conn); /* http.c sends the answer and frees j */
 }
 
 void nd_batch_end(node *n)
@@ -231,7 +236,9 @@ static void kv_finish(node *n, job *j, unsigned status, char *body)
 		}
 	j->status = status;
 	j->body = body ? body : strdup("{\"error\":\"out of memory\"}");
-	if (n->batch_depth) { /* answered once the batch's writes are on disk */
+	/* answered once the batch's writes are on disk: a write's, and any answer that may
+	 * have read one (a get after a put of the same batch) */
+	if (n->batch_depth && (j->op != KV_GET || n->st_writes != n->batch_writes0)) {
 		j->next = n->held_jobs;
 		n->held_jobs = j;
 		return;
@@ -278,10 +285,74 @@ static unsigned http_status(kv_status s)
 	}
 }
 
+/* Appends s as a JSON string, escaped as jansson writes one (valid UTF-8 as it is). */
+static size_t put_jstr(char *b, const char *s, size_t len)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t o = 0;
+	b[o++] = '"';
+	for (size_t i = 0; i < len; i++) {
+		unsigned char ch = (unsigned char)s[i];
+		const char *esc = ch == '"'    ? "\\\""
+		                  : ch == '\\' ? "\\\\"
+		                  : ch == '\n' ? "\\n"
+		                  : ch == '\r' ? "\\r"
+		                  : ch == '\t' ? "\\t"
+		                  : ch == '\b' ? "\\b"
+		                  : ch == '\f' ? "\\f"
+		                               : NULL;
+		if (esc) {
+			b[o++] = esc[0];
+			b[o++] = esc[1];
+		} else if (ch < 0x20) {
+			memcpy(b + o, "\\u00", 4);
+			b[o + 4] = hex[ch >> 4];
+			b[o + 5] = hex[ch & 15];
+			o += 6;
+		} else {
+			b[o++] = (char)ch;
+		}
+	}
+	b[o++] = '"';
+	return o;
+}
+
+/* A found get's answer, written straight out: {"value":<the stored bytes>,"status":
+ * "found","key":...,"node":...,"replicas":[...],"version":...} and a newline, the bytes
+ * reply_body's general path would make, without building a JSON tree. */
+static char *found_body(const job *j, const kv_reply *r)
+{
+	size_t cap = r->rec.vlen + j->klen * 6 + (r->nacked + 1) * (RN_ID_HEX + 3) + 128;
+	char *b = malloc(cap);
+	if (!b)
+		return NULL;
+	static const char head[] = "{\"value\":", mid[] = ",\"status\":\"found\",\"key\":";
+	size_t o = sizeof head - 1;
+	memcpy(b, head, o);
+	memcpy(b + o, r->rec.val, r->rec.vlen);
+	o += r->rec.vlen;
+	memcpy(b + o, mid, sizeof mid - 1);
+	o += sizeof mid - 1;
+	o += put_jstr(b + o, j->key, j->klen);
+	char hex[RN_ID_HEX];
+	rn_id_to_hex(&r->coordinator, hex);
+	o += (size_t)snprintf(b + o, cap - o, ",\"node\":\"%s\",\"replicas\":[", hex);
+	for (size_t i = 0; i < r->nacked; i++) {
+		rn_id_to_hex(&r->acked[i].id, hex);
+		o += (size_t)snprintf(b + o, cap - o, "%s\"%s\"", i ? "," : "", hex);
+	}
+	o += (size_t)snprintf(b + o, cap - o, "],\"version\":\"%016llx-%016llx\"}\n",
+	                      (unsigned long long)r->rec.v.stamp,
+	                      (unsigned long long)r->rec.v.writer);
+	return b;
+}
+
 /* The JSON answer; a get's value goes out as the bytes stored, not parsed again. */
 static char *reply_body(node *n, const job *j, const kv_reply *r)
 {
 	(void)n;
+	if (j->op == KV_GET && r->status == KV_OK && r->has_rec && !r->replayed && !r->retry_ms)
+		return found_body(j, r);
 	json_t *o = json_object();
 	if (r->status == KV_OK)
 		json_object_set_new(o, "status",
@@ -346,12 +417,16 @@ static int nd_store_get(void *ctx, const rn_id *kid, kv_record *out)
 
 static int nd_store_put(void *ctx, const kv_record *rec)
 {
-	return store_put(((node *)ctx)->st, rec);
+	node *n = ctx;
+	n->st_writes++;
+	return store_put(n->st, rec);
 }
 
 static int nd_store_del(void *ctx, const rn_id *kid)
 {
-	return store_del(((node *)ctx)->st, kid);
+	node *n = ctx;
+	n->st_writes++;
+	return store_del(n->st, kid);
 }
 
 static int nd_store_scan(void *ctx, const rn_id *lo, const rn_id *hi, bool values,
@@ -386,7 +461,7 @@ int nd_kv_start(node *n)
 	return n->kv ? 0 : RN_ENOMEM;
 }
 
-/* ---- requests from the HTTP thread ---- */
+/* ---- HTTP requests ---- */
 
 static void kv_fail(node *n, job *j, const char *why, bool maybe)
 {
@@ -396,36 +471,18 @@ static void kv_fail(node *n, job *j, const char *why, bool maybe)
 	                                 "retry_after_ms", 1000)));
 }
 
-void nd_on_wake(uv_async_t *a)
+void nd_kv_submit(node *n, job *j)
 {
-	node *n = a->data;
-	pthread_mutex_lock(&n->lock);
-	job *list = n->incoming;
-	n->incoming = NULL;
-	pthread_mutex_unlock(&n->lock);
-	/* the list was pushed at the head: reverse it to keep arrival order */
-	job *rev = NULL;
-	while (list) {
-		job *next = list->next;
-		list->next = rev;
-		rev = list;
-		list = next;
-	}
 	uint64_t now = uv_now(&n->loop);
-	if (n->kv && !n->kv_busy)
+	j->req = ++n->kv_seq;
+	j->deadline = now + KV_DEADLINE_MS + 2000; /* the core answers first */
+	j->next = n->active;
+	n->active = j;
+	j->in_call = true;
+	if (n->stopping || !n->kv || n->kv_busy) {
+		kv_fail(n, j, n->kv_busy ? "the node is busy" : "the node is shutting down", false);
+	} else {
 		kv_view(n); /* the ring may have changed since the last tick (or just started) */
-	nd_batch_begin(n);  /* the puts of one wake-up share a commit */
-	while (rev) {
-		job *j = rev;
-		rev = rev->next;
-		j->req = ++n->kv_seq;
-		j->deadline = now + KV_DEADLINE_MS + 2000; /* the core answers first */
-		j->next = n->active;
-		n->active = j;
-		if (n->stopping || !n->kv) {
-			kv_fail(n, j, "the node is shutting down", false);
-			continue;
-		}
 		kv_request r = {.op = (kv_op)j->op,
 		                .key = (const uint8_t *)j->key,
 		                .klen = j->klen,
@@ -437,7 +494,7 @@ void nd_on_wake(uv_async_t *a)
 		                .cond = j->cond};
 		KV_CALL(n, kv_client(n->kv, now, j->req, &r));
 	}
-	nd_batch_end(n);
+	j->in_call = false;
 }
 
 void nd_kv_client(node *n, uint64_t client, const kv_request *r)

@@ -10,7 +10,7 @@
  * tick, from the ring's successors and predecessor.
  *
  * The list the HTTP layer serves (GET /members, nd_member_list) is a JSON snapshot made
- * on the loop thread with the node's other snapshots and swapped in under n->lock. */
+ * on the loop thread with the node's other snapshots. */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -44,7 +44,7 @@ struct nd_member {
 	rn_id *ids; /* MAX_PEERS: the ring id of each handle, when known */
 	uint8_t *has_id;
 	uint64_t frames_bad;
-	char *snap;      /* the /members JSON (under n->lock) */
+	char *snap;      /* the /members JSON */
 	uint64_t fed_at; /* the kv core's member table was last given then */
 	bool kv_dirty;   /* a verdict since */
 };
@@ -375,7 +375,7 @@ out:
 	return ok;
 }
 
-/* ---- what the HTTP thread reads ---- */
+/* ---- what the HTTP routes read ---- */
 
 static char *list_json(struct nd_member *m)
 {
@@ -411,10 +411,8 @@ void nd_member_publish(node *n)
 	if (!m)
 		return;
 	char *s = list_json(m);
-	pthread_mutex_lock(&n->lock);
 	free(m->snap);
 	m->snap = s;
-	pthread_mutex_unlock(&n->lock);
 }
 
 const char *nd_member_state(node *n, ring_addr a)
@@ -430,9 +428,7 @@ const char *nd_member_state(node *n, ring_addr a)
 
 char *nd_member_list(node *n)
 {
-	pthread_mutex_lock(&n->lock);
 	char *s = n->mem && n->mem->snap ? strdup(n->mem->snap) : NULL;
-	pthread_mutex_unlock(&n->lock);
 	return s;
 }
 

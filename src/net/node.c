@@ -361,8 +361,6 @@ int node_run(const node_opts *o)
 		exit_code = 2; /* a bad cluster file: starting again would not help */
 		goto out_loop;
 	}
-	uv_async_init(&n->loop, &n->wake, nd_on_wake);
-	n->wake.data = n;
 	if (nd_files_start(n) < 0) {
 		fprintf(stderr, "ringnet node: --max-file is too large for one manifest\n");
 		goto out_loop;
@@ -404,10 +402,8 @@ int node_run(const node_opts *o)
 	exit_code = 0;
 out_loop:
 	if (n->mhd) {
-		/* answer whatever is still waiting before the HTTP thread goes away */
+		/* answer whatever is still waiting before the HTTP server goes away */
 		n->stopping = true;
-		if (n->wake.data)
-			nd_on_wake(&n->wake);
 		nd_kv_expire(n, true);
 		nd_files_stop(n);
 		nd_query_stop(n);

@@ -150,8 +150,9 @@ typedef struct inconn {
 	rn_id ident_id;
 } inconn;
 
-/* One HTTP key-value request: made by the HTTP thread, handed to the loop, answered by
- * the loop, which then resumes the suspended connection and never touches it again. */
+/* One HTTP key-value request, run by its handler on the loop thread: answered at once when
+ * the kv core answers before it returns (and nothing waits for a commit), else its
+ * connection is suspended until kv.c resumes it with the answer. */
 typedef struct job {
 	struct job *next;
 	struct MHD_Connection *conn;
@@ -168,7 +169,8 @@ typedef struct job {
 	/* the answer */
 	unsigned status;
 	char *body;
-	bool done;
+	bool done;    /* the answer is ready (and committed) */
+	bool in_call; /* its handler is still running the kv core: answered without a resume */
 } job;
 
 /* A peer to join through; its ring id is known when an earlier run saved it. */
@@ -236,7 +238,7 @@ typedef struct node {
 	uint64_t auth_failed;
 	uint64_t msgs_in[RING_MSG_LEAVE + 1], msgs_out[RING_MSG_LEAVE + 1];
 	uint64_t lookups, lookup_hops, lookups_failed;
-	/* HTTP requests by route and status (HTTP thread, under lock) */
+	/* HTTP requests by route and status (counted by http.c) */
 	struct {
 		const char *route;
 		unsigned status;
@@ -257,9 +259,8 @@ typedef struct node {
 	kvq_item *kvq; /* inputs waiting for the core to return */
 	size_t kvq_head, kvq_len, kvq_cap;
 	bool kv_busy;
-	uv_async_t wake;
-	job *incoming; /* from the HTTP thread, under lock */
-	job *active;   /* waiting on the kv core (loop thread only) */
+	uint64_t st_writes, batch_writes0; /* store writes made, and at the batch's start */
+	job *active;                       /* waiting on the kv core */
 	uint64_t kv_seq;
 	uint64_t kv_msgs_in[KV_MSG_PURGE + 1], kv_msgs_out[KV_MSG_PURGE + 1];
 	uint64_t kv_replies[KV_CONFLICT + 1];
@@ -275,6 +276,9 @@ typedef struct node {
 	char *saved_peers; /* what DATA/peers holds now */
 	/* HTTP */
 	struct MHD_Daemon *mhd;
+	uv_poll_t http_poll;   /* libmicrohttpd's epoll descriptor, run on readiness */
+	uv_timer_t http_timer; /* ... and when MHD_get_timeout says */
+	bool http_kick;        /* a connection was resumed: run libmicrohttpd again */
 	pthread_mutex_t lock;
 	char *snap_ring, *snap_health;
 	struct nd_files *files; /* the file service (files.c) */
@@ -360,7 +364,9 @@ void nd_kv_pump(node *n);
 /* A client request made on the loop thread (the file service's); the answer comes
  * through kv.c's reply, which hands handles nd_files_client claims to files.c. */
 void nd_kv_client(node *n, uint64_t client, const kv_request *r);
-void nd_on_wake(uv_async_t *a);
+/* Runs an HTTP request's job through the kv core from its handler (http.c); j->done says
+ * whether it was answered before this returned, else kv.c resumes j->conn later. */
+void nd_kv_submit(node *n, job *j);
 /* Answers 503 to the requests past their deadline (to all of them when all). */
 void nd_kv_expire(node *n, bool all);
 
@@ -374,7 +380,7 @@ void nd_files_free(node *n);
 /* A kv client handle the file core made, and its answer (kv.c routes it here). */
 bool nd_files_client(uint64_t client);
 void nd_files_on_reply(node *n, uint64_t client, const kv_reply *r);
-/* The HTTP thread's side: whether a URL is a file route, a request on one, and its end. */
+/* The HTTP side: whether a URL is a file route, a request on one, and its end. */
 bool nd_files_route(const char *url);
 size_t nd_files_unescape(void *cls, struct MHD_Connection *c, char *s);
 enum MHD_Result nd_files_http(node *n, struct MHD_Connection *c, http_req *q, const char *url,
@@ -387,9 +393,13 @@ json_t *nd_files_transfers(node *n);
 
 /* ---- http.c ---- */
 
+/* Resumes a suspended HTTP connection and has libmicrohttpd run soon to handle it (in
+ * external-event mode nothing else would wake it). */
+void nd_http_resume(node *n, struct MHD_Connection *c);
 /* Builds the snapshots of /ring, /health, /metrics and /peers and swaps them in. */
 void nd_publish(node *n);
-/* Starts libmicrohttpd on its own thread at sa; NULL when it cannot. */
+/* Starts libmicrohttpd at sa, run by the loop (its epoll descriptor polled, a timer for
+ * its timeouts); NULL when it cannot. */
 struct MHD_Daemon *nd_http_start(node *n, const struct sockaddr_in *sa, int port);
 
 /* api_auth.c */
@@ -413,7 +423,7 @@ bool nd_ident_check(node *n, inconn *c, const uint8_t *body, size_t len);
 int nd_api_tls_auto(node *n, const char *host, char *crt, char *key, size_t len, char *err,
                     size_t errlen);
 void nd_http_stop(node *n);
-/* A JSON answer (copied) with its status, counted for /metrics (HTTP thread). */
+/* A JSON answer (copied) with its status, counted for /metrics. */
 enum MHD_Result nd_http_reply(http_req *q, struct MHD_Connection *c, unsigned status,
                               const char *body);
 
@@ -436,7 +446,7 @@ int nd_write_auth_hello(node *n, uv_stream_t *s, const uint8_t na[AUTH_NONCE], c
  * number (the link goes on in them); without, sess is NULL. */
 bool nd_cast_accept(node *n, uv_tcp_t *from, const uint8_t *body, size_t len,
                     const auth_session *sess, uint64_t seq_in);
-/* POST /cast and GET /cast/status (HTTP thread): the answer's JSON text and status. */
+/* POST /cast and GET /cast/status (handlers): the answer's JSON text and status. */
 char *nd_cast_http(node *n, const char *method, const char *url, const char *body, size_t len,
                    bool too_big, unsigned *status);
 
@@ -457,11 +467,11 @@ void nd_query_free(node *n);
 int nd_query_on_frame(node *n, const uint8_t *body, size_t len,
                       bool (*sender_ok)(void *conn, ring_addr from), void *conn);
 void nd_query_unreachable(node *n, uint64_t req, ring_addr to);
-/* GET /query... (HTTP thread), and its resumed answer. */
+/* GET /query... (handlers), and its resumed answer. */
 enum MHD_Result nd_query_http(node *n, struct MHD_Connection *c, http_req *r, const char *url,
                               const char *method);
 void nd_query_job_free(struct qjob *j);
-/* Appends the query lines to /metrics' body (under n->lock). */
+/* Appends the query lines to /metrics' body. */
 char *nd_query_metrics(node *n, char *body);
 /* ---- api.c ---- */
 
@@ -508,9 +518,9 @@ bool nd_member_on_frame(node *n, const uint8_t *body, size_t len,
 void nd_member_forget(node *n, ring_addr a);
 /* Loop thread: swaps in the snapshot nd_member_list returns. */
 void nd_member_publish(node *n);
-/* Any thread: the members as JSON text, {"self": addr, "members": [{id, addr, state
+/* The members as JSON text, {"self": addr, "members": [{id, addr, state
  * ("alive", "suspect", "dead", "left"), incarnation, since_ms, self}]} (the caller frees
- * it; NULL before the first snapshot). Takes n->lock: do not hold it. */
+ * it; NULL before the first snapshot). */
 char *nd_member_list(node *n);
 /* Loop thread: what the failure detector says of the peer at handle a ("alive", "suspect",
  * "dead", "left"), or NULL when it does not know it. */

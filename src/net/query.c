@@ -5,10 +5,10 @@
  * client replies, random numbers, log lines, and a timer at q_wake_at. The core is not
  * re-entrant: an undeliverable notice that arrives while it runs waits in a queue.
  *
- * HTTP (the HTTP thread): GET /query?..., GET /query/<uid>/chunk/<i> and GET /query/status
- * are checked there, then handed to the loop as jobs, like the key-value routes; the loop
- * answers and resumes the connection. /metrics gets the query lines from a snapshot the
- * loop publishes every SNAPSHOT_MS. */
+ * HTTP (handlers on the loop, http.c): GET /query?..., GET /query/<uid>/chunk/<i> and GET
+ * /query/status are checked there, then handed to the loop as jobs, like the key-value routes; the
+ * loop answers and resumes the connection. /metrics gets the query lines from a snapshot the loop
+ * publishes every SNAPSHOT_MS. */
 #include <errno.h>
 #include <math.h>
 #include <microhttpd.h>
@@ -66,7 +66,7 @@ struct nq {
 	bool busy;
 	unreach_item *uq;
 	size_t nuq, uqcap;
-	struct qjob *incoming; /* from the HTTP thread, under n->lock */
+	struct qjob *incoming; /* from the HTTP handlers */
 	struct qjob *active;   /* waiting on the core */
 	uint64_t seq;
 	rn_rng rng;
@@ -74,7 +74,7 @@ struct nq {
 	double load_ms, load_cpu_ms; /* wall and this process's CPU time to load its slices */
 	uint64_t slices;
 	q_data_stats ds;
-	char *snap_prom; /* the /metrics lines, under n->lock */
+	char *snap_prom; /* the /metrics lines */
 	uint64_t frames_in, frames_out, bad_frames;
 };
 
@@ -177,10 +177,8 @@ static void job_done(nq *q, struct qjob *j, unsigned status, char *body)
 		}
 	j->status = status;
 	j->body = body ? body : strdup("{\"error\":\"out of memory\"}");
-	pthread_mutex_lock(&q->n->lock);
 	j->done = true;
-	pthread_mutex_unlock(&q->n->lock);
-	MHD_resume_connection(j->conn); /* the HTTP thread owns j from here on */
+	nd_http_resume(q->n, j->conn); /* http.c's handler owns j from here on */
 }
 
 static void d_reply(void *ctx, uint64_t req, const q_answer *a)
@@ -493,21 +491,17 @@ static void on_snap(uv_timer_t *t)
 	q_stats s;
 	q_get_stats(q->core, uv_now(&q->n->loop), &s);
 	char *p = prom_text(q, &s);
-	pthread_mutex_lock(&q->n->lock);
 	free(q->snap_prom);
 	q->snap_prom = p;
-	pthread_mutex_unlock(&q->n->lock);
 }
 
-/* ---- jobs from the HTTP thread (loop thread) ---- */
+/* ---- jobs from the HTTP handlers ---- */
 
 static void on_wake(uv_async_t *a)
 {
 	nq *q = a->data;
-	pthread_mutex_lock(&q->n->lock);
 	struct qjob *list = q->incoming;
 	q->incoming = NULL;
-	pthread_mutex_unlock(&q->n->lock);
 	struct qjob *rev = NULL;
 	while (list) {
 		struct qjob *next = list->next;
@@ -549,7 +543,7 @@ static void on_wake(uv_async_t *a)
 	}
 }
 
-/* ---- HTTP (HTTP thread) ---- */
+/* ---- HTTP (handlers, on the loop) ---- */
 
 static enum MHD_Result send_reply(http_req *r, struct MHD_Connection *c, unsigned status,
                                   const char *body, unsigned retry_s)
@@ -605,10 +599,8 @@ static enum MHD_Result hand_over(nq *q, struct MHD_Connection *c, http_req *r, s
 	j->started_ns = uv_hrtime();
 	r->qjob = j;
 	MHD_suspend_connection(c);
-	pthread_mutex_lock(&q->n->lock);
 	j->next = q->incoming;
 	q->incoming = j;
-	pthread_mutex_unlock(&q->n->lock);
 	uv_async_send(&q->wake);
 	return MHD_YES;
 }
@@ -670,9 +662,7 @@ enum MHD_Result nd_query_http(node *n, struct MHD_Connection *c, http_req *r, co
 {
 	nq *q = n->query;
 	if (r->qjob) { /* resumed: the loop has answered */
-		pthread_mutex_lock(&n->lock);
 		bool done = r->qjob->done;
-		pthread_mutex_unlock(&n->lock);
 		if (!done)
 			return MHD_YES;
 		return send_reply(r, c, r->qjob->status, r->qjob->body, r->qjob->retry_s);
@@ -869,7 +859,7 @@ int nd_query_start(node *n)
 	return 0;
 }
 
-/* Answers what still waits (the HTTP thread goes away next). */
+/* Answers what still waits (the HTTP server goes away next). */
 void nd_query_stop(node *n)
 {
 	nq *q = n->query;
