@@ -27,7 +27,9 @@ void nd_batch_begin(node *n)
 
 bool nd_batch_hold(node *n, ring_addr to, pending *f)
 {
-	if (!n->batch_depth)
+	/* a request, a replication push or a read says nothing of what this node stored:
+	 * it goes out at once, so the replicas' commits run beside this one, not after it */
+	if (!n->batch_depth || f->claims_nothing)
 		return false;
 	f->held_to = to;
 	f->next = NULL;
@@ -49,8 +51,17 @@ static void job_resume(node *n, job *j)
 
 void nd_batch_end(node *n)
 {
-	if (!n->batch_depth || --n->batch_depth)
+	if (!n->batch_depth)
 		return;
+	if (--n->batch_depth) {
+		if (n->batch_depth > 1 || !n->iter_open)
+			return;
+		/* back at the iteration's batch: whoever ended this one may rely on its
+		 * writes being on disk now (files.c reads kv answers after it), so the
+		 * iteration's batch commits here, with it */
+		n->iter_open = false;
+		n->batch_depth = 0;
+	}
 	if (n->st && store_batch_end(n->st) < 0) {
 		/* the writes of this batch are not on disk, and what was held would say they
 		 * are: stop here, having said nothing (crash-only; the replicas have them) */
@@ -71,6 +82,22 @@ void nd_batch_end(node *n)
 		job_resume(n, j);
 		j = next;
 	}
+}
+
+void nd_batch_iter(node *n)
+{
+	if (n->iter_open)
+		return;
+	nd_batch_begin(n);
+	n->iter_open = true;
+}
+
+void nd_batch_iter_close(node *n)
+{
+	if (!n->iter_open)
+		return;
+	n->iter_open = false;
+	nd_batch_end(n);
 }
 
 /* ---- deferred inputs ---- */
@@ -200,6 +227,8 @@ static void d_send(void *ctx, const kv_msg *m)
 		return;
 	}
 	f->kind = FRAME_KV;
+	f->claims_nothing =
+	    m->type == KV_MSG_REQ || m->type == KV_MSG_REPL || m->type == KV_MSG_READ;
 	f->kv_req = m->req;
 	f->kv_to = m->to;
 	if (m->type <= KV_MSG_PURGE)
@@ -412,7 +441,7 @@ void nd_on_wake(uv_async_t *a)
 	uint64_t now = uv_now(&n->loop);
 	if (n->kv && !n->kv_busy)
 		kv_view(n); /* the ring may have changed since the last tick (or just started) */
-	nd_batch_begin(n);  /* the puts of one wake-up share a commit */
+	nd_batch_iter(n);   /* the puts of one iteration share a commit */
 	while (rev) {
 		job *j = rev;
 		rev = rev->next;
@@ -433,7 +462,8 @@ void nd_on_wake(uv_async_t *a)
 		                j->rid ? strlen(j->rid) : 0};
 		KV_CALL(n, kv_client(n->kv, now, j->req, &r));
 	}
-	nd_batch_end(n);
+	if (n->stopping) /* called by node_run after the loop: no iteration end comes */
+		nd_batch_iter_close(n);
 }
 
 void nd_kv_client(node *n, uint64_t client, const kv_request *r)
