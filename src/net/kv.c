@@ -25,11 +25,19 @@ void nd_batch_begin(node *n)
 		LOG_W(n, "cannot open a store transaction; writes commit one by one");
 }
 
+/* Whether what the node says now could depend on a write not yet on disk: only writes of
+ * the open batch can be (every batch before it has committed), and only once it has made
+ * one; what was said before that reflects committed state alone. */
+static bool batch_unsafe(const node *n)
+{
+	return n->batch_depth && n->st && store_batch_dirty(n->st) && !n->kv_acked_input;
+}
+
 bool nd_batch_hold(node *n, ring_addr to, pending *f)
 {
 	/* a request, a replication push or a read says nothing of what this node stored:
 	 * it goes out at once, so the replicas' commits run beside this one, not after it */
-	if (!n->batch_depth || f->claims_nothing)
+	if (!batch_unsafe(n) || f->claims_nothing)
 		return false;
 	f->held_to = to;
 	f->next = NULL;
@@ -190,7 +198,12 @@ void nd_kv_on_frame(node *n, const kv_msg *m)
 {
 	if (m->type <= KV_MSG_PURGE)
 		n->kv_msgs_in[m->type]++;
-	KV_CALL(n, kv_on_msg(n->kv, uv_now(&n->loop), m));
+	/* An acknowledgement, or a coordinator's answer, completes writes made in earlier
+	 * iterations (the coordinator writes before it sends a replica the record, and that
+	 * goes out at the iteration's end), whose batches have committed; what the core says
+	 * in answer to it (the coordinator's answer, the client's) waits for nothing here. */
+	n->kv_acked_input = m->type == KV_MSG_ACK || m->type == KV_MSG_RESP;
+	KV_CALL(n, kv_on_msg(n->kv, uv_now(&n->loop), m); n->kv_acked_input = false);
 }
 
 void nd_kv_tick(node *n)
@@ -260,7 +273,7 @@ static void kv_finish(node *n, job *j, unsigned status, char *body)
 		}
 	j->status = status;
 	j->body = body ? body : strdup("{\"error\":\"out of memory\"}");
-	if (n->batch_depth) { /* answered once the batch's writes are on disk */
+	if (batch_unsafe(n)) { /* answered once the batch's writes are on disk */
 		j->next = n->held_jobs;
 		n->held_jobs = j;
 		return;

@@ -259,7 +259,8 @@ typedef struct node {
 	kv_node *kv;
 	/* group commit: what a batch of work sent or answered waits for its commit */
 	unsigned batch_depth;
-	bool iter_open; /* nd_batch_iter's batch holds one level of batch_depth */
+	bool iter_open;      /* nd_batch_iter's batch holds one level of batch_depth */
+	bool kv_acked_input; /* the kv core handles an ACK or RESP (kv.c: batch_unsafe) */
 	pending *held_head, *held_tail;
 	job *held_jobs;
 	kvq_item *kvq; /* inputs waiting for the core to return */

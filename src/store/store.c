@@ -197,6 +197,11 @@ uint64_t store_migrated(const store *s)
 	return s->migrated;
 }
 
+bool store_batch_dirty(const store *s)
+{
+	return s->batch && s->batch_writes;
+}
+
 void store_commit_stats(const store *s, uint64_t *commits, uint64_t *writes)
 {
 	*commits = s->commits;

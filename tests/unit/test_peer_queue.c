@@ -29,8 +29,8 @@ typedef struct {
 	size_t ngot, capgot;
 	rn_rng r;
 	unsigned rounds, round, max_frames, max_body;
-	uint64_t seq;          /* frames sent */
-	size_t *lens;          /* the bytes of frame s, s from 1 */
+	uint64_t seq; /* frames sent */
+	size_t *lens; /* the bytes of frame s, s from 1 */
 	size_t caplens;
 	uint64_t bound_writes; /* at most this many writes: one per PEER_OUT_IOV of a round */
 	ring_addr to;
