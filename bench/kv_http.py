@@ -157,7 +157,31 @@ def wrk(url, script, conns, threads, pids):
     n = int(re.search(r"(\d+) requests in", t).group(1))
     m = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", t)
     p99 = float(m.group(1)) * {"us": 0.001, "ms": 1, "s": 1000}[m.group(2)]
-    return rps, p99, cpu / max(n, 1)
+    return rps, p99, cpu / max(n, 1), n
+
+
+COUNTERS = ("ringnet_peer_frames_total{dir=\"out\"}", "ringnet_peer_writes_total",
+            "ringnet_store_commits_total", "ringnet_store_commit_writes_total")
+
+
+def counters(ports):
+    """The sums over the nodes at ports of COUNTERS (None: a build without that one)."""
+    out = [0.0] * len(COUNTERS)
+    for port in ports:
+        _, text = request(port, "GET", "/metrics")
+        for i, name in enumerate(COUNTERS):
+            m = re.search(r"^" + re.escape(name) + r" ([\d.e+]+)$", text.decode(), re.M)
+            out[i] = None if m is None or out[i] is None else out[i] + float(m.group(1))
+    return out
+
+
+def counted(ports, run):
+    """run() (a wrk run) with what the nodes at ports did per request during it."""
+    a = counters(ports)
+    rps, p99, cpu, n = run()
+    b = counters(ports)
+    per = [None if x is None or y is None else (y - x) / max(n, 1) for x, y in zip(a, b)]
+    return rps, p99, cpu, n, per
 
 
 def lua(path, lines):
@@ -240,21 +264,17 @@ def main():
     tmp = tempfile.mkdtemp(prefix="kv_http.")
     os.chmod(tmp, 0o755)  # nginx's worker must read the files it serves
     log = open(f"{tmp}/servers.log", "w")
-    servers = {}  # name -> (http port, [pids to count], [pids to show memory of])
+    servers = {}  # name -> (first http port, process or processes[, nodes])
     try:
         need = set(ROWS)
-        if need & {"get1"}:
-            hp = free_port()
-            p = start([rn, "node", "--id", "bench-1", "--listen", f"127.0.0.1:{free_port()}",
-                       "--http", f"127.0.0.1:{hp}", "--data", f"{tmp}/n1", "--replicas", "1",
-                       "--write-quorum", "1", "--log-level", "warn"], log)
-            servers["one"] = (hp, p)
-        if need & {"put1"}:
-            hp = free_port()
-            p = start([rn, "node", "--id", "bench-p", "--listen", f"127.0.0.1:{free_port()}",
-                       "--http", f"127.0.0.1:{hp}", "--data", f"{tmp}/p1", "--replicas", "1",
-                       "--write-quorum", "1", "--log-level", "warn"], log)
-            servers["put1"] = (hp, p)
+        for name, row in (("one", "get1"), ("put1", "put1")):
+            if row in need:  # one node, alone: one copy of each key
+                hp = free_port()
+                p = start([rn, "node", "--id", f"bench-{name}", "--listen",
+                           f"127.0.0.1:{free_port()}", "--http", f"127.0.0.1:{hp}", "--data",
+                           f"{tmp}/{name}", "--replicas", "1", "--write-quorum", "1",
+                           "--log-level", "warn"], log)
+                servers[name] = (hp, p)
         for name, count in (("ring5", 5), ("ring3", 3)):
             if (name == "ring5" and need & {"get5", "get5all"}) or (name == "ring3" and
                                                                     "put3" in need):
@@ -350,8 +370,8 @@ def main():
             ng = f"http://127.0.0.1:{servers['nginx'][0]}" if "nginx" in servers else ""
             if row == "get1":
                 nginx_for(servers["one"][0], "one")
-                return (lambda: wrk(f"http://127.0.0.1:{servers['one'][0]}", g_rn, conns, 1,
-                                    pids_of("one")),
+                return (lambda: counted([servers["one"][0]], lambda: wrk(
+                    f"http://127.0.0.1:{servers['one'][0]}", g_rn, conns, 1, pids_of("one"))),
                         lambda: wrk(ng, g_ng, conns, 1, pids_of("nginx")))
             if row in ("get5", "get5all"):
                 base = servers["ring5"][0]
@@ -359,17 +379,18 @@ def main():
                 t = 1 if row == "get5" else min(5, conns)
                 script = g_rn if row == "get5" else get_script(
                     tmp, "rn_get5all", "/kv/k", [base + i for i in range(5)])
-                return (lambda: wrk(f"http://127.0.0.1:{base}", script, conns, t,
-                                    pids_of("ring5")),
+                return (lambda: counted([base + i for i in range(5)], lambda: wrk(
+                    f"http://127.0.0.1:{base}", script, conns, t, pids_of("ring5"))),
                         lambda: wrk(ng, g_ng, conns, t, pids_of("nginx")))
             if row == "put1":
-                return (lambda: wrk(f"http://127.0.0.1:{servers['put1'][0]}", rn_put, conns, 1,
-                                    pids_of("put1")),
+                return (lambda: counted([servers["put1"][0]], lambda: wrk(
+                    f"http://127.0.0.1:{servers['put1'][0]}", rn_put, conns, 1, pids_of("put1"))),
                         lambda: wrk(f"http://127.0.0.1:{servers['etcd1'][0]}", etcd_put, conns,
                                     1, pids_of("etcd1")))
             if row == "put3":
-                return (lambda: wrk(f"http://127.0.0.1:{servers['ring3'][0]}", rn_put, conns, 1,
-                                    pids_of("ring3")),
+                base = servers["ring3"][0]
+                return (lambda: counted([base + i for i in range(3)], lambda: wrk(
+                    f"http://127.0.0.1:{base}", rn_put, conns, 1, pids_of("ring3"))),
                         lambda: wrk(f"http://127.0.0.1:{servers['etcd3'][0]}", etcd_put, conns,
                                     1, pids_of("etcd3")))
             die(f"unknown row {row}")
@@ -434,6 +455,20 @@ def report(res, servers, sizes, pids_of):
         a, b = [med(ra, i) for i in range(3)], [med(rb, i) for i in range(3)]
         print(f"| {NAMES[row][0]} | {conns} | {a[0]:,.0f} | {a[1]:.2f} | {a[2]:.0f} | "
               f"{NAMES[row][1]} | {b[0]:,.0f} | {b[1]:.2f} | {b[2]:.0f} | **{a[0] / b[0]:.2f}** |")
+    print()
+    print("ringnet's nodes per client request, medians (all nodes of the row together; '-': "
+          "this build has no such counter):")
+    print()
+    print("| run | conns | peer frames | peer writes | store commits | writes per commit |")
+    print("|---|---|---|---|---|---|")
+    for (row, conns), (ra, _) in res.items():
+        def m(i):
+            v = [x[4][i] for x in ra]
+            return None if None in v else statistics.median(v)
+        fr, wr, co, cw = (m(i) for i in range(4))
+        f = lambda v, d=2: "-" if v is None else f"{v:.{d}f}"
+        per = None if not co or cw is None else cw / co
+        print(f"| {NAMES[row][0]} | {conns} | {f(fr)} | {f(wr)} | {f(co, 3)} | {f(per, 1)} |")
     print()
     print("resident memory at idle, after the runs (MiB):")
     for name in ("one", "put1", "ring5", "ring3"):

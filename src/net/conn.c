@@ -196,15 +196,21 @@ static size_t frame_cost(const pending *f)
 	return f->len + sizeof *f;
 }
 
-static void free_frames(node *n, pending *f, bool back)
+void nd_free_frames(pending *f)
 {
 	while (f) {
 		pending *next = f->next;
-		if (back)
-			hand_back(n, f);
 		nd_free_frame(f);
 		f = next;
 	}
+}
+
+/* Frees the frames from f on, handing each back to its core first when back. */
+static void free_frames(node *n, pending *f, bool back)
+{
+	for (pending *g = f; back && g; g = g->next)
+		hand_back(n, g);
+	nd_free_frames(f);
 }
 
 /* Every queued frame of p goes back to the core as undeliverable. */

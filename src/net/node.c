@@ -427,14 +427,8 @@ out_loop:
 	free(n->kvq);
 	ring_node_free(n->ring);
 out:
-	for (uint32_t i = 0; i < n->npeers; i++) {
-		pending *f = n->peers[i].head;
-		while (f) {
-			pending *next = f->next;
-			nd_free_frame(f);
-			f = next;
-		}
-	}
+	for (uint32_t i = 0; i < n->npeers; i++)
+		nd_free_frames(n->peers[i].head);
 	free(n->candidates);
 	free(n->saved_peers);
 	free(n->peers);

@@ -327,6 +327,7 @@ void nd_drain(node *n);
 const char *nd_book_name(void *ctx, ring_addr a);
 ring_addr nd_book_intern(void *ctx, const char *addr);
 void nd_free_frame(pending *f);
+void nd_free_frames(pending *f); /* f and every frame after it */
 void nd_drop_connection(peer *p);
 /* Sends a frame to a peer (connecting first if need be); takes f. */
 void nd_send_frame(node *n, ring_addr to, pending *f);

@@ -176,12 +176,7 @@ static void rig_free(rig *t)
 	uv_close((uv_handle_t *)&n->flush_check, close_cb);
 	uv_run(&n->loop, UV_RUN_DEFAULT); /* the cancelled writes hand their frames back */
 	assert_int_equal(uv_loop_close(&n->loop), 0);
-	pending *f = n->peers[t->to].head;
-	while (f) {
-		pending *next = f->next;
-		nd_free_frame(f);
-		f = next;
-	}
+	nd_free_frames(n->peers[t->to].head);
 	free(n->kvq);
 	free(n->peers);
 	free(n->book_free);
