@@ -168,7 +168,16 @@ def counters(ports):
     """The sums over the nodes at ports of COUNTERS (None: a build without that one)."""
     out = [0.0] * len(COUNTERS)
     for port in ports:
-        _, text = request(port, "GET", "/metrics")
+        for attempt in range(50):  # right after wrk, its 64 connections may still count
+            try:
+                status, text = request(port, "GET", "/metrics")
+                if status == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.1)
+        else:
+            die(f"no /metrics from port {port}")
         for i, name in enumerate(COUNTERS):
             m = re.search(r"^" + re.escape(name) + r" ([\d.e+]+)$", text.decode(), re.M)
             out[i] = None if m is None or out[i] is None else out[i] + float(m.group(1))
