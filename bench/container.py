@@ -89,7 +89,8 @@ def main():
             cmd = [*PM, "run", "-d", "--ulimit", "nofile=8192:8192", "--ulimit",
                    "nproc=4096:4096", "--name", name, "--network", f"{TAG}-net", "--ip",
                    f"{subnet}.{11 + i}", "-v", f"{name}:/data", "-e",
-                   "RINGNET_API_TOKEN_FILE=none", "-e", f"RINGNET_ID=c{i}", "-e",
+                   "RINGNET_API_TOKEN_FILE=none", "-e", "RINGNET_HTTP_TLS=none", "-e",
+                   f"RINGNET_ID=c{i}", "-e",
                    f"RINGNET_LISTEN={name}:7000", "-e", f"RINGNET_HTTP={name}:8080", "-e",
                    "RINGNET_LOG_LEVEL=warn"]
             if i == 0:

@@ -50,7 +50,7 @@ PY
 	pids=()
 	t0=$(date +%s%N)
 	for id in A B C D E F; do
-		ip netns exec "$(host_of $id)" "$bin" node --config "$cfg" --id $id --data "$tmp/ring-$strategy-$id" --log-level warn --api-token "$tmp/api.token" >"$tmp/$id.log" 2>&1 &
+		ip netns exec "$(host_of $id)" "$bin" node --config "$cfg" --id $id --data "$tmp/ring-$strategy-$id" --log-level warn --api-token "$tmp/api.token" --http-tls none >"$tmp/$id.log" 2>&1 &
 		pids+=($!)
 	done
 	for id in A B C D E F; do

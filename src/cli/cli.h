@@ -20,6 +20,8 @@ int cli_membersim(int argc, char **argv);
 int cli_node(int argc, char **argv);
 int cli_client(const char *cmd, int argc, char **argv);
 int cli_cluster(int argc, char **argv);
+/* `ringnet cert init|issue`: a cluster CA and node certificates (cert_cmd.c). */
+int cli_cert(int argc, char **argv);
 /* `ringnet upload|download|files|rm`: files on the ring. */
 int cli_files(const char *cmd, int argc, char **argv);
 
@@ -39,6 +41,12 @@ size_t cli_collect(char *p, size_t size, size_t n, void *ctx);
  * file c trusts (a CURL * and a struct curl_slist *; cli.h does not include libcurl). */
 struct curl_slist;
 struct curl_slist *cli_auth(void *c, struct curl_slist *h);
+/* Says on stderr why a request to url on curl handle c failed with libcurl code rc, in
+ * words a user can act on for TLS trouble (a certificate $RINGNET_CACERT does not vouch
+ * for, one that names another host, HTTP spoken to an HTTPS node or the other way). */
+void cli_curl_failed(void *c, const char *url, int rc);
+/* Points c's error buffer at the one cli_curl_failed reads (cli_auth does it too). */
+void cli_tls_errors(void *c);
 /* `ringnet cast FILE`: swarm broadcast from a node (cast_cmd.c). */
 int cli_cast(int argc, char **argv);
 /* `ringnet sim --cast TOPOLOGY`: the cast core on a simulated network (castsim_cmd.c). */

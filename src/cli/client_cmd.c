@@ -3,6 +3,7 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <jansson.h>
+#include <openssl/x509.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,18 +21,23 @@ static const char *client_usage =
     "       ringnet health [--node URL]\n"
     "\n"
     "Talks to any node of the ring; it forwards to the key's owner. URL is\n"
-    "http://HOST:PORT or just HOST:PORT; it defaults to $RINGNET_NODE, else\n"
+    "http://HOST:PORT, https://HOST:PORT or just HOST:PORT (https when $RINGNET_CACERT\n"
+    "is set, else http); it defaults to $RINGNET_NODE, else\n"
     "http://127.0.0.1:5001. VALUE is taken as JSON when it parses as\n"
     "JSON (42, true, {\"a\":1}) and as a string otherwise, or always with --string.\n"
     "A node that asks for a token (its --api-token) gets $RINGNET_API_TOKEN; for an\n"
-    "https:// node, $RINGNET_CACERT names the CA file to trust (else the system's).\n"
+    "https:// node, $RINGNET_CACERT names the CA file to trust (else the system's):\n"
+    "the cluster's ca.crt (ringnet cert init), or DATA/tls/ca.crt of a node that made\n"
+    "its own; the node's certificate must be signed by it and name the host in URL.\n"
     "VALUE '-' reads the value from standard input, '@FILE' from a file (up to 1 MiB);\n"
     "to store a string that starts with '@', or is '-', give it as JSON: '\"@x\"'.\n"
     "Exit status: 0 ok, 1 key not found, 2 usage error, 3 node unreachable or failing.\n"
     "`ringnet health` is a container's health check: it asks the node's GET /health\n"
     "(URL defaults to $RINGNET_NODE, else $RINGNET_HTTP, the address `ringnet node`\n"
-    "serves on, over HTTPS when $RINGNET_HTTP_TLS is set too) and exits 0 when the node\n"
-    "answers \"ok\", 1 otherwise.\n";
+    "serves on, over HTTPS when $RINGNET_HTTP_TLS is set too, or when that address is\n"
+    "not loopback and $RINGNET_HTTP_TLS is not none, trusting $RINGNET_CACERT, else\n"
+    "DATA/tls/ca.crt of $RINGNET_DATA) and exits 0 when the node answers \"ok\", 1\n"
+    "otherwise.\n";
 
 size_t cli_collect(char *p, size_t size, size_t n, void *ctx)
 {
@@ -75,7 +81,7 @@ int cli_http(const char *method, const char *url, const char *body, const char *
 	if (rc == CURLE_OK)
 		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
 	else
-		fprintf(stderr, "ringnet: cannot reach %s: %s\n", url, curl_easy_strerror(rc));
+		cli_curl_failed(c, url, rc);
 	curl_slist_free_all(h);
 	curl_easy_cleanup(c);
 	*out = b.data;
@@ -100,6 +106,22 @@ void cli_print_error(long status, const char *body)
 	json_decref(j);
 }
 
+/* For `ringnet health` of a node that serves HTTPS with a certificate of its own: its copy
+ * of the CA's certificate, DATA/tls/ca.crt, unless $RINGNET_CACERT names one. */
+static void own_ca(void)
+{
+	const char *ca = getenv("RINGNET_CACERT"), *data = getenv("RINGNET_DATA"),
+	           *id = getenv("RINGNET_ID");
+	char path[600];
+	if (ca && *ca)
+		return;
+	if (data && *data)
+		snprintf(path, sizeof path, "%s/tls/ca.crt", data);
+	else
+		snprintf(path, sizeof path, "ringnet-data/%s/tls/ca.crt", id ? id : "");
+	setenv("RINGNET_CACERT", path, 1);
+}
+
 int cli_client(const char *cmd, int argc, char **argv)
 {
 	bool health = !strcmp(cmd, "health"), tls = false;
@@ -107,7 +129,12 @@ int cli_client(const char *cmd, int argc, char **argv)
 	if (health && (!node || !*node)) {
 		node = getenv("RINGNET_HTTP");
 		const char *t = getenv("RINGNET_HTTP_TLS"); /* the node's own --http-tls */
-		tls = t && *t;
+		bool plain = t && !strcmp(t, "none");
+		tls = !plain &&
+		      ((t && *t) || (node && *node && !strstr(node, "://") &&
+		                     strncmp(node, "127.", 4) && strncmp(node, "localhost:", 10)));
+		if (tls && (!t || !*t))
+			own_ca(); /* its certificate is one it issued itself (api_tls.c) */
 	}
 	if (!node || !*node)
 		node = "http://127.0.0.1:5001";
@@ -284,17 +311,27 @@ struct curl_slist *cli_auth(void *c, struct curl_slist *h)
 	}
 	if (ca && *ca)
 		curl_easy_setopt(c, CURLOPT_CAINFO, ca);
+	cli_tls_errors(c);
 	return h;
+}
+
+/* libcurl's words for the last failure on this thread's handles (cli_curl_failed) */
+static _Thread_local char curl_err[CURL_ERROR_SIZE];
+
+void cli_tls_errors(void *c)
+{
+	curl_err[0] = '\0';
+	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, curl_err);
 }
 
 const char *cli_node_url(const char *node, char *out, size_t len)
 {
-	/* HOST:PORT is taken as http://HOST:PORT */
-	const char *colon = strrchr(node, ':');
+	/* HOST:PORT is taken as http://HOST:PORT, or https:// when a CA to trust is named */
+	const char *colon = strrchr(node, ':'), *ca = getenv("RINGNET_CACERT");
 	if (strncmp(node, "http://", 7) != 0 && !strstr(node, "://") && colon && colon != node &&
 	    colon[1] && strspn(colon + 1, "0123456789") == strlen(colon + 1) &&
-	    !strchr(node, '/') && strlen(node) + 8 < len) {
-		snprintf(out, len, "http://%s", node);
+	    !strchr(node, '/') && strlen(node) + 9 < len) {
+		snprintf(out, len, "%s://%s", ca && *ca ? "https" : "http", node);
 		return out;
 	}
 	if (strncmp(node, "http://", 7) != 0 && strncmp(node, "https://", 8) != 0)
@@ -356,4 +393,48 @@ char *cli_read_value(const char *arg, size_t *len)
 		*len = n;
 	}
 	return b;
+}
+
+void cli_curl_failed(void *c, const char *url, int rc)
+{
+	const char *ca = getenv("RINGNET_CACERT"), *what = curl_easy_strerror((CURLcode)rc);
+	bool https = !strncmp(url, "https://", 8);
+	long vr = 0;
+	char trust[700];
+	if (ca && *ca)
+		snprintf(trust, sizeof trust, "the CA in RINGNET_CACERT=%s", ca);
+	else
+		snprintf(
+		    trust, sizeof trust,
+		    "a CA this machine trusts (set RINGNET_CACERT to the cluster's ca.crt, or to "
+		    "DATA/tls/ca.crt of a node that made its own)");
+	/* a chain that does not end at the CA, as against a name that does not match */
+	bool chain = strstr(curl_err, "certificate problem") != NULL;
+	if (rc == CURLE_PEER_FAILED_VERIFICATION && chain &&
+	    curl_easy_getinfo(c, CURLINFO_SSL_VERIFYRESULT, &vr) == CURLE_OK && vr != 0)
+		fprintf(
+		    stderr,
+		    "ringnet: %s: the node's certificate is not signed by %s (%s): not trusting "
+		    "it\n",
+		    url, trust, X509_verify_cert_error_string(vr));
+	else if (rc == CURLE_PEER_FAILED_VERIFICATION)
+		fprintf(stderr,
+		        "ringnet: %s: the node's certificate does not name this host (%s): use the "
+		        "address it was issued for, or issue one that names this one\n",
+		        url, curl_err[0] ? curl_err : what);
+	else if (rc == CURLE_SSL_CACERT_BADFILE)
+		fprintf(stderr, "ringnet: %s: cannot use RINGNET_CACERT=%s as a CA file (%s)\n",
+		        url, ca ? ca : "", what);
+	else if (https && rc == CURLE_SSL_CONNECT_ERROR)
+		fprintf(stderr,
+		        "ringnet: %s: no TLS handshake (%s): does the node serve HTTPS? One on a "
+		        "loopback --http, or with --http-tls none, serves plain http://\n",
+		        url, what);
+	else if (!https && (rc == CURLE_GOT_NOTHING || rc == CURLE_RECV_ERROR))
+		fprintf(stderr,
+		        "ringnet: cannot reach %s: %s (a node whose --http is not loopback serves "
+		        "HTTPS by default: use https://HOST:PORT, with RINGNET_CACERT)\n",
+		        url, what);
+	else
+		fprintf(stderr, "ringnet: cannot reach %s: %s\n", url, what);
 }

@@ -135,7 +135,7 @@ static int perform(CURL *c, const char *url, long *status)
 {
 	CURLcode rc = curl_easy_perform(c);
 	if (rc != CURLE_OK) {
-		fprintf(stderr, "ringnet: %s: %s\n", url, curl_easy_strerror(rc));
+		cli_curl_failed(c, url, rc);
 		return -1;
 	}
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);

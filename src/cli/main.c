@@ -20,6 +20,7 @@ static void usage(FILE *f)
 	    "  upload, download, files, rm\n"
 	    "            files on the ring (ringnet upload --help)\n"
 	    "  health    exit 0 when a node answers GET /health (a container's health check)\n"
+	    "  cert      a cluster CA and node certificates for HTTPS (ringnet cert --help)\n"
 	    "  sim       simulate a Chord ring of up to millions of nodes (ringnet sim --help)\n"
 	    "  query, metrics, data, bench-query\n"
 	    "            the partitioned query service: ringnet node --config "
@@ -41,6 +42,8 @@ int main(int argc, char **argv)
 		return cli_node(argc - 1, argv + 1);
 	if (!strcmp(cmd, "cast"))
 		return cli_cast(argc - 1, argv + 1);
+	if (!strcmp(cmd, "cert"))
+		return cli_cert(argc - 1, argv + 1);
 	if (!strcmp(cmd, "cluster"))
 		return cli_cluster(argc - 1, argv + 1);
 	if (!strcmp(cmd, "query"))

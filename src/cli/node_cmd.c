@@ -14,7 +14,8 @@
 static const char *node_usage =
     "usage: ringnet node --id NAME --listen HOST:PORT --http HOST:PORT [--join HOST:PORT]...\n"
     "                    [--data DIR] [--key FILE] [--replicas R] [--write-quorum W]\n"
-    "                    [--api-token FILE|none] [--http-tls CERT,KEY]\n"
+    "                    [--api-token FILE|none] [--http-tls CERT,KEY|none] [--ca DIR]\n"
+    "                    [--peer-cert CERT,KEY]\n"
     "                    [--max-file SIZE]\n"
     "                    [--log-level error|warn|info|debug] [--config FILE]\n"
     "\n"
@@ -33,14 +34,22 @@ static const char *node_usage =
     "  --api-token FILE  HTTP requests (but /health) need 'Authorization: Bearer TOKEN',\n"
     "                  the token in FILE; none: they do not. Default: none on a loopback\n"
     "                  --http, else a token made in DATA/api.token on the first start\n"
-    "  --http-tls CERT,KEY  serve the API over HTTPS with these PEM files\n"
+    "  --http-tls CERT,KEY  serve the API over HTTPS with these PEM files; none: plain\n"
+    "                  HTTP. Default: plain on a loopback --http, else HTTPS with\n"
+    "                  DATA/tls/node.crt, issued at start by the CA of --ca (else DATA/ca,\n"
+    "                  made if missing); clients trust DATA/tls/ca.crt (RINGNET_CACERT)\n"
+    "  --ca DIR        the cluster CA (`ringnet cert init --dir DIR`) for that certificate\n"
+    "  --peer-cert CERT,KEY  with --key and --ca: prove to peers that this node is --id at\n"
+    "                  --listen (`ringnet cert issue NAME --peer HOST:PORT`), and take a\n"
+    "                  peer's frames only for the node its own certificate names\n"
     "  --config FILE   the same settings as JSON: {\"id\": ..., \"listen\": ..., \"http\": ...,\n"
     "                  \"join\": [...], \"data\": ..., \"key\": ..., \"log_level\": ...,\n"
-    "                  \"api_token\": ..., \"http_tls\": ...,\n"
+    "                  \"api_token\": ..., \"http_tls\": ..., \"ca\": ..., \"peer_cert\": ...,\n"
     "                  \"replicas\": 3, \"write_quorum\": 2}; flags win over it\n"
     "Environment: RINGNET_ID, RINGNET_LISTEN, RINGNET_HTTP, RINGNET_JOIN (addresses apart\n"
     "  by commas), RINGNET_DATA, RINGNET_KEY, RINGNET_API_TOKEN_FILE (--api-token),\n"
-    "  RINGNET_HTTP_TLS, RINGNET_REPLICAS, RINGNET_WRITE_QUORUM, RINGNET_MAX_FILE,\n"
+    "  RINGNET_HTTP_TLS, RINGNET_CA, RINGNET_PEER_CERT, RINGNET_REPLICAS, RINGNET_WRITE_QUORUM, "
+    "RINGNET_MAX_FILE,\n"
     "  RINGNET_LOG_LEVEL: the same settings; they win over --config, flags win over\n"
     "  them; an empty one is unset\n"
     "HTTP routes:\n"
@@ -77,13 +86,14 @@ static int copy(char *dst, size_t len, const char *src)
 static int set_option(node_opts *o, const char *a, const char *v);
 
 /* The settings, as a config file names them and as flags. */
-enum { NODE_NOPTS = 12, NODE_FIRST_NUMBER = 9 };
-static const char *const names[NODE_NOPTS] = {"id",       "listen",    "http",         "join",
-                                              "data",     "log_level", "key",          "api_token",
-                                              "http_tls", "replicas",  "write_quorum", "max_file"};
+enum { NODE_NOPTS = 14, NODE_FIRST_NUMBER = 11 };
+static const char *const names[NODE_NOPTS] = {
+    "id",        "listen",   "http", "join",      "data",     "log_level",    "key",
+    "api_token", "http_tls", "ca",   "peer_cert", "replicas", "write_quorum", "max_file"};
 static const char *const flags[NODE_NOPTS] = {
-    "--id",  "--listen",    "--http",     "--join",     "--data",         "--log-level",
-    "--key", "--api-token", "--http-tls", "--replicas", "--write-quorum", "--max-file"};
+    "--id",        "--listen",   "--http",         "--join",     "--data",
+    "--log-level", "--key",      "--api-token",    "--http-tls", "--ca",
+    "--peer-cert", "--replicas", "--write-quorum", "--max-file"};
 
 /* The same settings from the environment (see the usage). RINGNET_API_TOKEN is the clients'
  * token itself, so the node's --api-token FILE|none is RINGNET_API_TOKEN_FILE. */
@@ -98,6 +108,8 @@ static const struct {
             {"RINGNET_KEY", "--key"},
             {"RINGNET_API_TOKEN_FILE", "--api-token"},
             {"RINGNET_HTTP_TLS", "--http-tls"},
+            {"RINGNET_CA", "--ca"},
+            {"RINGNET_PEER_CERT", "--peer-cert"},
             {"RINGNET_REPLICAS", "--replicas"},
             {"RINGNET_WRITE_QUORUM", "--write-quorum"},
             {"RINGNET_MAX_FILE", "--max-file"}};
@@ -293,9 +305,14 @@ static int set_option(node_opts *o, const char *a, const char *v)
 				return bad("--id wants a name of 1 to 63 characters, not '%s'", v);
 		} else if (!strcmp(a, "--listen") || !strcmp(a, "--http") || !strcmp(a, "--join")) {
 			/* a name that is not an address is resolved once, here */
+			const char *given = v;
 			if (node_parse_hostport(v, host, sizeof host, &port) < 0 &&
 			    resolve_hostport(v, resolved, sizeof resolved) == 0)
 				v = resolved;
+			if (!strcmp(a, "--http")) /* the name goes in its HTTPS certificate */
+				snprintf(o->http_name, sizeof o->http_name, "%.*s",
+				         v == resolved ? (int)(strrchr(given, ':') - given) : 0,
+				         given);
 			if (node_parse_hostport(v, host, sizeof host, &port) < 0 ||
 			    !strcmp(host, "0.0.0.0")) {
 				char what[160];
@@ -361,11 +378,22 @@ static int set_option(node_opts *o, const char *a, const char *v)
 				    "or none, not '%s'",
 				    v);
 		} else if (!strcmp(a, "--http-tls")) {
-			if (!strchr(v, ',') || copy(o->http_tls, sizeof o->http_tls, v) < 0)
+			if ((!strchr(v, ',') && strcmp(v, "none")) ||
+			    copy(o->http_tls, sizeof o->http_tls, v) < 0)
 				return bad(
-				    "--http-tls wants CERT,KEY (the paths of two PEM files), "
+				    "--http-tls wants CERT,KEY (the paths of two PEM files) or "
+				    "none, not '%s'",
+				    v);
+		} else if (!strcmp(a, "--peer-cert")) {
+			if (!strchr(v, ',') || copy(o->peer_cert, sizeof o->peer_cert, v) < 0)
+				return bad(
+				    "--peer-cert wants CERT,KEY (the paths of two PEM files), "
 				    "not '%s'",
 				    v);
+		} else if (!strcmp(a, "--ca")) {
+			if (!*v || copy(o->ca, sizeof o->ca, v) < 0)
+				return bad(
+				    "--ca wants the folder of a CA (ca.crt, ca.key), not '%s'", v);
 		} else if (!strcmp(a, "--log-level")) {
 			static const char *levels[] = {"error", "warn", "info", "debug"};
 			o->log_level = -1;

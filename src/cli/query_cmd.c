@@ -60,6 +60,10 @@ int qh_get(void *curl, const char *url, long *status, qh_buf *out)
 	pthread_once(&bearer_once, make_bearer); /* bench-query's threads share it */
 	if (bearer)
 		curl_easy_setopt(c, CURLOPT_HTTPHEADER, bearer);
+	const char *ca = getenv("RINGNET_CACERT"); /* the CA of an https:// node */
+	if (ca && *ca)
+		curl_easy_setopt(c, CURLOPT_CAINFO, ca);
+	cli_tls_errors(c);
 	curl_easy_setopt(c, CURLOPT_URL, url);
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, grab);
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, out);
@@ -67,7 +71,7 @@ int qh_get(void *curl, const char *url, long *status, qh_buf *out)
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
 	CURLcode rc = curl_easy_perform(c);
 	if (rc != CURLE_OK) {
-		fprintf(stderr, "ringnet: cannot reach %s: %s\n", url, curl_easy_strerror(rc));
+		cli_curl_failed(c, url, rc);
 		return -1;
 	}
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
@@ -105,7 +109,7 @@ int qh_load_config(const char *who, const char *path, q_config *c)
 static const char *qnode_usage =
     "usage: ringnet node --config CLUSTER.json --id NAME [--http HOST:PORT] [--data DIR]\n"
     "                    [--log-level error|warn|info|debug] [--api-token FILE|none]\n"
-    "                    [--http-tls CERT,KEY]\n"
+    "                    [--http-tls CERT,KEY|none]\n"
     "\n"
     "Runs process NAME of a query cluster file (configs/one_host.json): peers on its\n"
     "host:port, the HTTP API on port+1000 (or http_port, or --http). It loads only the\n"

@@ -5,7 +5,8 @@
  * default: the token of --api-token FILE, or one it makes on its first start in
  * DATA/api.token (0600) and names in its log. `--api-token none` turns the check off, for
  * a network that is private by other means. /health is always open, so that a load
- * balancer or a container runtime can probe it. */
+ * balancer or a container runtime can probe it. Such a node serves HTTPS by default too
+ * (api_tls.c); `--http-tls CERT,KEY` names the files, `--http-tls none` turns it off. */
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/crypto.h>
@@ -117,23 +118,29 @@ int nd_api_auth_setup(node *n, const char *host, char *err, size_t errlen)
 		      "this off; /health stays open)",
 		      o->http, path);
 	}
-	if (o->http_tls[0]) {
-		char cert[512];
+	char cert[512], key[512];
+	if (!strcmp(o->http_tls, "none") || (!o->http_tls[0] && loopback(host)))
+		return 0;      /* plain HTTP */
+	if (!o->http_tls[0]) { /* beyond loopback: HTTPS with a certificate of its own */
+		if (nd_api_tls_auto(n, host, cert, key, sizeof cert, err, errlen) < 0)
+			return -1;
+	} else {
 		const char *comma = strchr(o->http_tls, ',');
 		size_t clen = comma ? (size_t)(comma - o->http_tls) : 0;
-		if (!comma || !clen || !comma[1] || clen >= sizeof cert) {
-			snprintf(err, errlen, "--http-tls wants CERT,KEY (two PEM files), not '%s'",
+		if (!comma || !clen || !comma[1] || clen >= sizeof cert ||
+		    strlen(comma + 1) >= sizeof key) {
+			snprintf(err, errlen,
+			         "--http-tls wants CERT,KEY (two PEM files) or none, not '%s'",
 			         o->http_tls);
 			return -1;
 		}
 		memcpy(cert, o->http_tls, clen);
 		cert[clen] = '\0';
-		n->tls_cert = slurp(cert, 1u << 20, err, errlen);
-		n->tls_key = n->tls_cert ? slurp(comma + 1, 1u << 20, err, errlen) : NULL;
-		if (!n->tls_key)
-			return -1;
+		snprintf(key, sizeof key, "%s", comma + 1);
 	}
-	return 0;
+	n->tls_cert = slurp(cert, 1u << 20, err, errlen);
+	n->tls_key = n->tls_cert ? slurp(key, 1u << 20, err, errlen) : NULL;
+	return n->tls_key ? 0 : -1;
 }
 
 bool nd_api_authorized(const node *n, const char *authorization)

@@ -166,8 +166,8 @@ ring_addr nd_book_intern(void *ctx, const char *addr)
 static void hand_back(node *n, pending *f)
 {
 	n->unreachable++;
-	if (f->kind == FRAME_DASH)
-		return; /* a stats frame (api.c): nothing waits for it */
+	if (f->kind == FRAME_DASH || f->kind == FRAME_IDENT)
+		return; /* a stats frame (api.c) or an identity: nothing waits for it */
 	if (f->kind == FRAME_MEMBER)
 		return; /* to the membership core, a lost message like any other */
 	if (f->kind == FRAME_KV) {
@@ -421,10 +421,16 @@ static void send_hello(peer *p)
 {
 	p->seq_out = 0;
 	p->authing = false;
-	if (nd_write_auth_hello(p->node, (uv_stream_t *)p->tcp, p->na, p->addr, &p->sess) < 0) {
+	pending *id = NULL; /* with --peer-cert, who this node is comes first */
+	if (nd_write_auth_hello(p->node, (uv_stream_t *)p->tcp, p->na, p->addr, &p->sess) < 0 ||
+	    (p->node->ident && !(id = nd_ident_frame(p->node, &p->sess)))) {
 		nd_drop_connection(p);
 		fail_queue(p);
 		return;
+	}
+	if (id) {
+		p->connected = true;
+		write_frame(p, id);
 	}
 	flush_queue(p);
 }
@@ -682,6 +688,17 @@ static bool in_keep(inconn *c, const uint8_t *data, size_t k)
 static bool sender_ok(inconn *c, ring_addr from)
 {
 	node *n = c->node;
+	if (n->ident && from != RING_ADDR_NONE) { /* --peer-cert: the very node it proved */
+		if (c->ident_ok && from == c->ident)
+			return true;
+		n->spoofed++;
+		nd_log_rl(n, LOG_BAD_FRAME, 1,
+		          "a frame claims to be from %s but its connection proved to be %s: "
+		          "closing that connection",
+		          from < n->npeers ? n->peers[from].addr : "?",
+		          c->ident_ok ? n->peers[c->ident].addr : "nobody yet");
+		return false;
+	}
 	if (from == RING_ADDR_NONE || from >= n->npeers ||
 	    n->peers[from].sa.sin_addr.s_addr == c->ip)
 		return true;
@@ -708,10 +725,26 @@ static bool consume(inconn *c)
 		uint8_t type;
 		if (wire_header(c->buf + off, &blen, &type) < 0 ||
 		    (type != WIRE_RING && type != WIRE_KV && type != WIRE_CAST &&
-		     type != WIRE_QUERY && type != WIRE_STATS && type != WIRE_MEMBER))
+		     type != WIRE_QUERY && type != WIRE_STATS && type != WIRE_MEMBER &&
+		     type != WIRE_IDENT))
 			return false;
 		if (c->len - off < WIRE_HEADER + (size_t)blen)
 			break;
+		if (type == WIRE_IDENT) { /* peer_ident.c: ignored by a node without --peer-cert */
+			if (n->ident && (c->ident_ok ||
+			                 !nd_ident_check(n, c, c->buf + off + WIRE_HEADER, blen)))
+				return false;
+			off += WIRE_HEADER + blen;
+			continue;
+		}
+		if (n->ident && !c->ident_ok && type != WIRE_CAST) {
+			n->auth_failed++;
+			nd_log_rl(
+			    n, LOG_AUTH, 1,
+			    "a peer sent frames before proving who it is (--peer-cert): closing "
+			    "that connection");
+			return false;
+		}
 		if (type == WIRE_STATS) { /* the dashboard's (api.c) */
 			wire_stats st;
 			if (wire_decode_stats(c->buf + off + WIRE_HEADER, blen, &n->book, &st) <
@@ -732,7 +765,8 @@ static bool consume(inconn *c)
 			continue;
 		}
 		if (type == WIRE_QUERY) {
-			if (nd_query_on_frame(n, c->buf + off + WIRE_HEADER, blen) < 0)
+			if (nd_query_on_frame(n, c->buf + off + WIRE_HEADER, blen, member_sender_ok,
+			                      c) < 0)
 				return false;
 			n->frames_in++;
 			off += WIRE_HEADER + blen;
@@ -765,6 +799,16 @@ static bool consume(inconn *c)
 		if (wire_decode_ring(c->buf + off + WIRE_HEADER, blen, &n->book, &m, peers) < 0 ||
 		    !sender_ok(c, m.from.addr))
 			return false;
+		if (n->ident && m.from.addr != RING_ADDR_NONE &&
+		    !rn_id_eq(&m.from.id, &c->ident_id)) {
+			n->spoofed++; /* the id is SHA-1 of the name its certificate gives */
+			nd_log_rl(
+			    n, LOG_BAD_FRAME, 1,
+			    "a ring frame from %s claims an id that is not its certificate's: "
+			    "closing that connection",
+			    n->peers[m.from.addr].addr);
+			return false;
+		}
 		m.to = 0;
 		if (m.from.addr != RING_ADDR_NONE && m.from.addr < n->npeers)
 			n->peers[m.from.addr].backoff_ms =

@@ -333,7 +333,7 @@ int node_run(const node_opts *o)
 		        uv_strerror(rc));
 		goto out_loop;
 	}
-	char err[256];
+	char err[768];
 	if (store_open(&n->st, o->data, err, sizeof err) < 0) {
 		fprintf(stderr, "ringnet node: %s\n", err);
 		goto out_loop;
@@ -341,6 +341,11 @@ int node_run(const node_opts *o)
 	if (store_migrated(n->st))
 		LOG_I(n, "moved %llu keys from the store layout of an older version",
 		      (unsigned long long)store_migrated(n->st));
+	if (o->peer_cert[0] && nd_ident_setup(n, err, sizeof err) < 0) {
+		fprintf(stderr, "ringnet node: %s\n", err);
+		exit_code = 2; /* like a bad flag: starting again would not help */
+		goto out_loop;
+	}
 	if (nd_api_auth_setup(n, hhost, err, sizeof err) < 0) {
 		fprintf(stderr, "ringnet node: %s\n", err);
 		exit_code = 2; /* like a bad flag: starting again would not help */
@@ -423,6 +428,7 @@ out_loop:
 	kv_free(n->kv);
 	nd_cast_free(n);
 	nd_api_auth_free(n);
+	nd_ident_free(n);
 	store_close(n->st);
 	free(n->kvq);
 	ring_node_free(n->ring);

@@ -21,7 +21,11 @@ typedef struct {
 	/* --api-token: a file holding the HTTP API's bearer token, or "none"; "" means none on
 	 * a loopback --http, and DATA/api.token (made on first start) on any other address */
 	char api_token[256];
-	char http_tls[512];          /* --http-tls CERT,KEY: PEM files; "": plain HTTP */
+	char http_tls[512];          /* --http-tls CERT,KEY: PEM files; "none": plain HTTP; "":
+	                              * plain on loopback, else HTTPS with DATA/tls (api_tls.c) */
+	char ca[256];                /* --ca DIR: the CA that issues DATA/tls ("": DATA/ca) */
+	char http_name[64];          /* the name --http was given as, when not an address */
+	char peer_cert[512];         /* --peer-cert CERT,KEY: this node's peer identity, or "" */
 	unsigned long long max_file; /* --max-file: bytes in one file (0: 4 GiB) */
 	char query_config[256];      /* a query cluster file: serve queries as process `name` */
 } node_opts;

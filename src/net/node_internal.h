@@ -83,6 +83,7 @@ enum {
 
 enum { FRAME_RING, FRAME_KV, FRAME_DASH, FRAME_MEMBER };
 #define FRAME_QUERY 5 /* kv_req / kv_to name the query call, told if undeliverable */
+#define FRAME_IDENT 6 /* a WIRE_IDENT frame (peer_ident.c): nothing waits for it */
 
 typedef struct pending {
 	struct pending *next;
@@ -150,6 +151,10 @@ typedef struct inconn {
 	auth_session sess;
 	uint64_t seq_in;
 	bool handed; /* its socket went to cast.c (a WIRE_CAST hello): closed quietly */
+	/* with --peer-cert: the sender its WIRE_IDENT proved (peer_ident.c) */
+	bool ident_ok;
+	ring_addr ident;
+	rn_id ident_id;
 } inconn;
 
 /* One HTTP key-value request: made by the HTTP thread, handed to the loop, answered by
@@ -289,6 +294,7 @@ typedef struct node {
 	struct nd_files *files; /* the file service (files.c) */
 	struct nd_cast *cast;   /* swarm broadcast (cast.c) */
 	struct nq *query;       /* --config CLUSTER: the query service (query.c), or NULL */
+	struct nd_ident *ident; /* --peer-cert: this node's certificate and the CA (peer_ident.c) */
 	/* the dashboard (api.c): traffic by type, and the /api/ snapshots under lock */
 	traffic tr;
 	uint64_t dash_started_at;
@@ -412,6 +418,19 @@ int nd_api_auth_setup(node *n, const char *host, char *err, size_t errlen);
 /* Whether an Authorization header value carries the node's token (true when none is asked). */
 bool nd_api_authorized(const node *n, const char *authorization);
 void nd_api_auth_free(node *n);
+/* peer_ident.c (--peer-cert): loads the node's certificate and key and the CA of --ca,
+ * checking they name this node (0, or -1 with a message in err); frees them; the
+ * WIRE_IDENT frame proving this node in session s (NULL when out of memory); checks one
+ * that came on c, pinning c to the sender it proves (false: refused, logged). */
+int nd_ident_setup(node *n, char *err, size_t errlen);
+void nd_ident_free(node *n);
+pending *nd_ident_frame(node *n, const auth_session *s);
+bool nd_ident_check(node *n, inconn *c, const uint8_t *body, size_t len);
+/* api_tls.c: the certificate and key (their paths in crt and key, len bytes each) of a
+ * node that serves HTTPS on a non-loopback host without --http-tls, made when needed from
+ * its CA; the log says what it did. 0, or -1 with a message in err. */
+int nd_api_tls_auto(node *n, const char *host, char *crt, char *key, size_t len, char *err,
+                    size_t errlen);
 void nd_http_stop(node *n);
 /* A JSON answer (copied) with its status, counted for /metrics (HTTP thread). */
 enum MHD_Result nd_http_reply(http_req *q, struct MHD_Connection *c, unsigned status,
@@ -449,8 +468,11 @@ int nd_query_load_config(const char *path, struct q_config *c, char *err, size_t
 int nd_query_start(node *n);
 void nd_query_stop(node *n);
 void nd_query_free(node *n);
-/* A WIRE_QUERY frame's body; RN_EPROTO when malformed (the connection is dropped). */
-int nd_query_on_frame(node *n, const uint8_t *body, size_t len);
+/* A WIRE_QUERY frame's body; RN_EPROTO when malformed, or when sender_ok(conn, address of
+ * the process it claims to be from) says that process cannot have sent it (the
+ * connection is dropped). */
+int nd_query_on_frame(node *n, const uint8_t *body, size_t len,
+                      bool (*sender_ok)(void *conn, ring_addr from), void *conn);
 void nd_query_unreachable(node *n, uint64_t req, ring_addr to);
 /* GET /query... (HTTP thread), and its resumed answer. */
 enum MHD_Result nd_query_http(node *n, struct MHD_Connection *c, http_req *r, const char *url,

@@ -265,7 +265,8 @@ void nd_query_unreachable(node *n, uint64_t req, ring_addr to)
 	pump(q);
 }
 
-int nd_query_on_frame(node *n, const uint8_t *body, size_t len)
+int nd_query_on_frame(node *n, const uint8_t *body, size_t len,
+                      bool (*sender_ok)(void *conn, ring_addr from), void *conn)
 {
 	nq *q = n->query;
 	if (!q)
@@ -275,6 +276,11 @@ int nd_query_on_frame(node *n, const uint8_t *body, size_t len)
 		q->bad_frames++;
 		return RN_EPROTO;
 	}
+	/* the process it claims to be from must listen on the host it came from (and not be
+	 * this one, whose frames never come over a connection) */
+	if (m.from == q->self || q->addr[m.from] == RING_ADDR_NONE ||
+	    !sender_ok(conn, q->addr[m.from]))
+		return RN_EPROTO;
 	q->frames_in++;
 	/* it is up: a frame to it may go at once, not after a connect backoff */
 	if (q->addr[m.from] != RING_ADDR_NONE)

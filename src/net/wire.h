@@ -22,6 +22,7 @@ enum { WIRE_RING = 1, WIRE_KV = 2, WIRE_CAST = 3 /* src/net/cast.c */ };
 enum { WIRE_QUERY = 5 };  /* query service frames: body as src/query/qwire.c says */
 #define WIRE_STATS 16     /* the dashboard's ask / tell of a node's keys and bytes (api.c) */
 enum { WIRE_MEMBER = 4 }; /* proto/member.proto, src/net/member.c */
+enum { WIRE_IDENT = 6 };  /* a node's certificate and signature (src/net/peer_ident.c) */
 
 /* How the codec turns handles into addresses and back. */
 typedef struct {

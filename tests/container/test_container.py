@@ -305,8 +305,10 @@ def scenario(boxes):
     subnet = make_network()
     # configured by the environment; node 3's --id flag wins over its RINGNET_ID
     for i, b in enumerate(boxes, 1):
+        # plain HTTP on the published port (a node beyond loopback serves HTTPS by default:
+        # tests/integration/test_http_certs covers that); the token stays on
         env = {"RINGNET_ID": f"n{i}", "RINGNET_LISTEN": f"{b.name}:7000",
-               "RINGNET_HTTP": f"{b.name}:8080"}
+               "RINGNET_HTTP": f"{b.name}:8080", "RINGNET_HTTP_TLS": "none"}
         if i > 1:
             env["RINGNET_JOIN"] = f"{n1.name}:7000"
         args = ()
@@ -402,6 +404,29 @@ def scenario(boxes):
             status, got = b.call("/download/blob.bin")
             check(f"the file downloads through {b.name} after the stop", status == 200
                   and got == blob, (status, len(got)))
+    https_default(Box(4), subnet, n1)
+
+
+def https_default(b, subnet, join):
+    """The image as it comes: beyond loopback it serves HTTPS with a certificate it issues
+    itself, its health check trusts the CA's copy in its volume, and so can a client."""
+    b.run(subnet, {"RINGNET_ID": "n4", "RINGNET_LISTEN": f"{b.name}:7000",
+                   "RINGNET_HTTP": f"{b.name}:8080", "RINGNET_JOIN": f"{join.name}:7000"})
+    check(f"{b.name} with the image's defaults passes its health check over HTTPS",
+          b.healthy(), b.logs())
+    path, fs = volume_files(b.volume)
+    check("it issued its certificate in its volume (tls/node.crt, tls/ca.crt)",
+          {"tls/node.crt", "tls/node.key", "tls/ca.crt"} <= set(fs), sorted(fs))
+    url = f"https://{b.name}:{b.http}/health"
+    curl = ["curl", "-s", "-m", "10", "-o", "/dev/null", "-w", "%{http_code}", "--resolve",
+            f"{b.name}:{b.http}:127.0.0.1"]
+    r = subprocess.run(curl + ["--cacert", os.path.join(path or "", "tls", "ca.crt"), url],
+                       capture_output=True, text=True, timeout=60)
+    check("curl from the host with --cacert tls/ca.crt, by the container's name: 200",
+          r.stdout == "200", (r.returncode, r.stdout))
+    r = subprocess.run(curl + [url], capture_output=True, text=True, timeout=60)
+    check("curl without it fails verification", r.returncode == 60, (r.returncode, r.stdout))
+    podman("rm", "-f", "-t", "10", b.name)
 
 
 def compose_scenario(tmp):

@@ -4,6 +4,7 @@
 #   wire: the peer frame decoders (tests/fuzz/fuzz_wire.c)
 #   http: a whole node's HTTP request path (tests/fuzz/fuzz_http.c)
 #   query: the query service's frame codec (tests/fuzz/fuzz_query.c)
+#   ident: the peer identity proof, WIRE_IDENT (tests/fuzz/fuzz_ident.c)
 set -euo pipefail
 src=$1 build=$2 secs=${3:-20} target=${4:-wire}
 out=$build/fuzz
@@ -33,6 +34,15 @@ open(os.path.join(sys.argv[1], "seed3"), "wb").write(struct.pack(">IB", len(kv) 
 st = bytes([2]) + struct.pack(">QQ", 18, 4096) + bytes([14]) + b"127.0.0.1:6001"  # a stats tell
 open(os.path.join(sys.argv[1], "seed4"), "wb").write(struct.pack(">IB", len(st) + 1, 16) + st)
 PY
+elif [ "$target" = ident ]; then
+  # src/net/cert.c alone; the first run makes a CA, a node certificate and a valid proof,
+  # the seed, in the build's fuzz folder
+  clang "${flags[@]}" "$src/tests/fuzz/fuzz_ident.c" "$src/src/net/cert.c" -lcrypto \
+    -o "$out/fuzz_ident"
+  export FUZZ_IDENT_DIR="$out/ident-ca"
+  mkdir -p "$FUZZ_IDENT_DIR"
+  "$out/fuzz_ident" -runs=0 >/dev/null 2>&1
+  cp "$FUZZ_IDENT_DIR/ident.seed" "$out/corpus-ident/"
 elif [ "$target" = query ]; then
   # the query frames' codec (src/query/qwire.c); seeds: a heartbeat, a request, an answer
   clang "${flags[@]}" "$src/tests/fuzz/fuzz_query.c" "$src/src/query/qwire.c" -o "$out/fuzz_query"

@@ -187,7 +187,8 @@ def non_loopback(logdir):
         log = open(f"{logdir}/wide.log", "w")
         p = subprocess.Popen(["ip", "netns", "exec", ns, BIN, "node", "--id", "wide",
                               "--listen", "10.77.0.1:7000", "--http", "10.77.0.1:8000",
-                              "--data", data], stdout=log, stderr=subprocess.STDOUT)
+                              "--data", data, "--http-tls", "none"],  # HTTPS: test_http_certs
+                             stdout=log, stderr=subprocess.STDOUT)
 
         def inside(*args):
             return subprocess.run(["ip", "netns", "exec", ns, "curl", "-s", "-o",

@@ -58,7 +58,8 @@ class N:
         self.id = sha1_hex(name)
         args = ["ip", "netns", "exec", NS[side], BIN, "node", "--id", name,
                 "--listen", self.addr, "--http", f"{self.host}:{self.http}",
-                "--data", f"{logdir}/d-{name}", "--api-token", "none"]
+                "--data", f"{logdir}/d-{name}", "--api-token", "none",
+                "--http-tls", "none"]
         if join:
             args += ["--join", join.addr]
         self.log = open(f"{logdir}/{name}.log", "w")
