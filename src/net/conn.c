@@ -428,9 +428,13 @@ static void send_hello(peer *p)
 		fail_queue(p);
 		return;
 	}
-	if (id) {
-		p->connected = true;
-		write_frame(p, id);
+	if (id) { /* first on the stream, ahead of what waited for the connection */
+		id->next = p->head;
+		p->head = id;
+		if (!p->tail)
+			p->tail = id;
+		p->nq++;
+		p->qbytes += frame_cost(id);
 	}
 	flush_queue(p);
 }
