@@ -3,8 +3,10 @@
 #
 #   docker build -t ringnet .            # builds the binary in a Debian stage (needs a registry)
 #   podman build --format docker --build-arg ROOTFS=host -t ringnet CONTEXT
+#   DOCKER_BUILDKIT=1 docker build --build-arg ROOTFS=host -t ringnet CONTEXT
 #                                        # no registry: CONTEXT/rootfs is a tree made on the host
-#                                        # by deploy/rootfs.sh (what tests/container does)
+#                                        # by deploy/rootfs.sh (what tests/container does);
+#                                        # Docker's legacy builder would still pull the base
 # podman 4.3 wants --format docker (its default OCI format drops HEALTHCHECK) and, for the
 # Debian stage, --build-arg ROOTFS=build (its buildah does not see the default below).
 ARG ROOTFS=build
@@ -19,13 +21,11 @@ RUN apt-get update && apt-get install -y --no-install-recommends \
         libcurl4-openssl-dev binutils \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY CMakeLists.txt ./
-COPY src src
-COPY proto proto
-COPY tests tests
-COPY deploy/rootfs.sh deploy/rootfs.sh
+# the whole tree but what .dockerignore names: CMakeLists.txt reaches into cmake/, web/ (the
+# dashboard, compiled in) and bench/ too, and a list of directories here fell behind it once
+COPY . .
 RUN cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF \
-    && cmake --build build -j"$(nproc)" \
+    && cmake --build build -j"$(nproc)" --target ringnet \
     && sh deploy/rootfs.sh build/ringnet /rootfs
 
 FROM scratch AS rootfs-build

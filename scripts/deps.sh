@@ -38,6 +38,7 @@ fi
 # talk HTTPS or make certificates
 if $test; then
   pkgs+=(podman runc netavark aardvark-dns iptables docker-compose)
+  pkgs+=(docker.io) # tests/container/test_docker.py: the Docker engine (20.10), a private dockerd
   pkgs+=(chromium iproute2 curl openssl)
 fi
 
@@ -52,4 +53,17 @@ sudo=""
 echo "deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
+# docker.io's package starts the system's dockerd, and a dockerd with its default iptables
+# rules would stand between the network-namespace tests' bridges; tests/container starts a
+# private one of its own. So when this script is what brings docker.io in, under systemd, the
+# system's daemon is masked during the install (nothing starts it) and left disabled after.
+quiet_docker=false
+if [[ " ${missing[*]} " == *" docker.io "* ]] && [ -d /run/systemd/system ]; then
+  quiet_docker=true
+  $sudo systemctl mask docker.service docker.socket >/dev/null
+fi
 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+if $quiet_docker; then
+  $sudo systemctl unmask docker.service docker.socket >/dev/null
+  $sudo systemctl disable docker.service docker.socket >/dev/null 2>&1 || true
+fi

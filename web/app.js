@@ -312,26 +312,94 @@ function drawTraffic() {
   }
 }
 
-// ---- files ----
+// ---- files and transfers ----
+
+function bar(done, total, cls) {
+  const b = el('div', { class: 'bar' + (cls ? ' ' + cls : '') }), fill = el('div');
+  fill.style.width = (total ? Math.min(100, 100 * done / total) : 0).toFixed(1) + '%';
+  b.appendChild(fill);
+  return b;
+}
 
 function drawFiles(f) {
   const body = $('files').tBodies[0];
   body.textContent = '';
-  const rows = (f.files || []).map((x) => ({ name: x.name, size: x.size, done: x.size, total: x.size }))
-    .concat((f.transfers || []).map((x) => ({ name: x.name, size: x.size, done: x.done, total: x.size })));
-  for (const r of rows) {
-    const tr = el('tr');
-    tr.appendChild(el('td', {}, r.name));
-    tr.appendChild(el('td', { class: 'num' }, fmtBytes(r.size)));
-    const td = el('td'), bar = el('div', { class: 'bar' }), fill = el('div');
-    fill.style.width = (r.total ? 100 * r.done / r.total : 0).toFixed(1) + '%';
-    bar.appendChild(fill);
-    td.appendChild(bar);
-    tr.appendChild(td);
+  for (const x of f.files || []) {
+    const tr = el('tr', { 'data-name': x.name });
+    tr.appendChild(el('td', {}, x.name));
+    tr.appendChild(el('td', { class: 'num' }, fmtBytes(x.size)));
+    tr.appendChild(el('td', {}, x.uploaded_at ? x.uploaded_at.replace('T', ' ').slice(0, 19) : ''));
     body.appendChild(tr);
   }
   $('files-note').textContent = f.note || '';
-  $('files').dataset.count = rows.length;
+  $('files').dataset.count = (f.files || []).length;
+}
+
+// One row of the transfers table; the test reads data-name, data-state and data-percent.
+function transferRow(kind, name, done, total, state, ms, unit) {
+  const pct = total ? 100 * done / total : null;
+  const tr = el('tr', { 'data-kind': kind, 'data-name': name, 'data-state': state,
+    'data-percent': pct === null ? '' : pct.toFixed(1) });
+  tr.appendChild(el('td', {}, kind));
+  tr.appendChild(el('td', {}, name));
+  const td = el('td');
+  td.appendChild(bar(done, total, total ? state : 'unknown'));
+  td.appendChild(document.createTextNode(pct === null ? ' ?' : ` ${pct.toFixed(1)} %`));
+  tr.appendChild(td);
+  const fmt = unit === 'pieces' ? (v) => v + ' pieces' : fmtBytes;
+  tr.appendChild(el('td', { class: 'num' }, fmt(done)));
+  tr.appendChild(el('td', { class: 'num' }, total === null ? 'unknown' : fmt(total)));
+  tr.appendChild(el('td', { class: state }, state));
+  tr.appendChild(el('td', { class: 'num' }, ms === null ? '' : (ms / 1000).toFixed(1) + ' s'));
+  return tr;
+}
+
+const CAST_SHOWN = 24; // destinations drawn one by one; the rest are summed up
+
+let transfersDrawn = '';
+
+function drawTransfers(t) {
+  const key = JSON.stringify(t);
+  if (key === transfersDrawn) return; // nothing moved: the DOM stays as it is
+  const body = $('transfers').tBodies[0], dests = $('cast-dests');
+  body.textContent = '';
+  dests.textContent = '';
+  let running = 0;
+  for (const x of t.files || []) {
+    running += x.state === 'running';
+    body.appendChild(transferRow(x.kind, x.name, x.done, x.total, x.state, x.ms, 'bytes'));
+  }
+  const c = t.cast;
+  if (c) {
+    const others = (c.destinations || []).filter((d) => d.dest && !d.self);
+    const isSource = !!state.node && c.source === state.node.name;
+    // this node's own pieces, then every destination's as this node has heard
+    const held = c.held, st = held >= c.pieces ? 'done' : 'running';
+    running += st === 'running';
+    body.appendChild(transferRow(isSource ? 'cast (source)' : 'cast', c.file, held, c.pieces,
+      st, null, 'pieces'));
+    if (others.length) {
+      const whole = others.filter((d) => d.held >= d.total).length;
+      const sum = others.reduce((a, d) => a + d.held, 0);
+      body.appendChild(transferRow('cast destinations', `${c.file}: ${whole} of ${others.length} whole`,
+        sum, others.length * c.pieces, whole === others.length ? 'done' : 'running', null, 'pieces'));
+      const slow = others.slice().sort((a, b) => a.held - b.held || (a.id < b.id ? -1 : 1));
+      for (const d of slow.slice(0, CAST_SHOWN)) {
+        const span = el('span', { 'data-dest': d.id, title: `${d.id}: ${d.held} of ${d.total} pieces` });
+        span.appendChild(el('b', {}, d.id));
+        span.appendChild(bar(d.held, d.total, d.held >= d.total ? 'done' : ''));
+        dests.appendChild(span);
+      }
+      if (slow.length > CAST_SHOWN)
+        dests.appendChild(el('span', {}, `and ${slow.length - CAST_SHOWN} more, the furthest along`));
+    }
+  }
+  $('transfers-count').textContent = running ? `${running} in progress` : 'none in progress';
+  transfersDrawn = key; // only once drawn whole
+  const r = t.repair;
+  $('repair').textContent = r ? `key-value repair from this node: ${fmtBytes(r.repair_bytes)} sent ` +
+    `(${fmtBytes(r.repair_record_bytes)} of records), ${r.handoffs_done} handoffs done, ` +
+    `${r.handoffs_pending} pending` : '';
 }
 
 // ---- polling ----
@@ -356,21 +424,29 @@ async function poll() {
   setTimeout(poll, state.failures ? 2000 : 1000);
 }
 
-// The files stored: the file service's own listing (GET /files, the whole ring's), with
-// what /api/files says of transfers in progress.
+// The files stored: the file service's own listing (GET /files, the whole ring's).
 async function pollFiles() {
   try {
     const f = await getJSON('/api/files');
     try {
       const listed = await getJSON('/files');
-      f.files = (listed.files || []).map((x) => ({ name: x.name, size: x.size }));
-      f.note = (f.files.length ? '' : 'no files stored; ') + 'transfers in progress are not reported yet';
+      f.files = listed.files || [];
+      f.note = f.files.length ? '' : 'no files stored';
     } catch (e) { /* no file service on this node: /api/files says so */ }
     drawFiles(f);
   } catch (e) { /* shown by poll() */ }
   setTimeout(pollFiles, 5000);
 }
 
+// Transfers in progress: this node's snapshot, every second.
+async function pollTransfers() {
+  try {
+    drawTransfers(await getJSON('/api/transfers'));
+  } catch (e) { /* shown by poll() */ }
+  setTimeout(pollTransfers, 1000);
+}
+
 $('ring').addEventListener('mouseleave', () => { state.hovered = null; drawRing(); });
 poll();
 pollFiles();
+pollTransfers();

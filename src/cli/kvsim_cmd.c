@@ -14,7 +14,8 @@ static const char *kvsim_usage =
     "                   [--churn PER_SEC] [--fail FRACTION] [--run-s S] [--ops PER_SEC]\n"
     "                   [--value-bytes B] [--sync-ms MS] [--detect MIN-MAX]\n"
     "                   [--latency MIN-MAX] [--ring model|real] [--unreach-ms MS]\n"
-    "                   [--probe-ms MS]\n"
+    "                   [--probe-ms MS] [--one-hop on|off] [--one-hop-max N]\n"
+    "                   [--join-known MIN-MAX] [--crash-known MIN-MAX]\n"
     "                   [--seed S] [--json]\n"
     "\n"
     "Runs the key-value core on every simulated node: K keys are written once, then for\n"
@@ -28,6 +29,14 @@ static const char *kvsim_usage =
     "and check_predecessor (a send to a crashed node fails after --unreach-ms, 1000),\n"
     "and every --probe-ms (5000, as the node; 0: never) each node asks a random node\n"
     "for the successor of its own id (ring_probe), which mends rings churn broke.\n"
+    "With --one-hop on every node also holds a member table and sends a request\n"
+    "straight to the key's owner (kv.h, Routing): a join becomes known to each node\n"
+    "after a delay drawn from --join-known (200-2000 ms), a crash after one drawn from\n"
+    "--crash-known (4600-7400, what sim --member measured at 1,000 nodes); above\n"
+    "--one-hop-max members (4096) the table is not used (an owner cache is). The\n"
+    "routing line reports hops per request (messages in sequence from the entry node\n"
+    "to the coordinator: REQs, MOVED corrections, lookups) and the stale rate (the\n"
+    "first node sent to was not responsible or did not answer).\n"
     "Defaults: 1000 nodes, 100000 keys, W = 2, values of 100 bytes, anti-entropy every\n"
     "2000 ms, latency 10-50 ms, seed 1.\n";
 
@@ -66,9 +75,10 @@ int cli_kvsim(int argc, char **argv)
 	kvsim_params_default(&p);
 	bool json = false, wq = false;
 	static const char *const opts[] = {
-	    "--replicas", "--write-quorum", "--nodes",       "--keys",    "--churn",  "--fail",
-	    "--run-s",    "--ops",          "--value-bytes", "--sync-ms", "--detect", "--latency",
-	    "--seed",     "--ring",         "--unreach-ms",  "--probe-ms"};
+	    "--replicas", "--write-quorum", "--nodes",       "--keys",        "--churn",
+	    "--fail",     "--run-s",        "--ops",         "--value-bytes", "--sync-ms",
+	    "--detect",   "--latency",      "--seed",        "--ring",        "--unreach-ms",
+	    "--probe-ms", "--one-hop",      "--one-hop-max", "--join-known",  "--crash-known"};
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		double x;
@@ -113,6 +123,16 @@ int cli_kvsim(int argc, char **argv)
 			p.net.unreach_ms = (uint32_t)x;
 		else if (!strcmp(a, "--probe-ms") && num(v, 0, 1e7, &x) == 0)
 			p.net.probe_ms = (uint32_t)x;
+		else if (!strcmp(a, "--one-hop") && (!strcmp(v, "on") || !strcmp(v, "off")))
+			p.net.members = !strcmp(v, "on");
+		else if (!strcmp(a, "--one-hop-max") && num(v, 0, 1e6, &x) == 0)
+			p.net.kv.one_hop_max = (uint32_t)x;
+		else if (!strcmp(a, "--join-known") &&
+		         cli_range(v, &p.net.join_known_min_ms, &p.net.join_known_max_ms) == 0)
+			;
+		else if (!strcmp(a, "--crash-known") &&
+		         cli_range(v, &p.net.crash_known_min_ms, &p.net.crash_known_max_ms) == 0)
+			;
 		else if (!strcmp(a, "--detect") &&
 		         cli_range(v, &p.net.detect_min_ms, &p.net.detect_max_ms) == 0)
 			;
@@ -152,7 +172,12 @@ int cli_kvsim(int argc, char **argv)
 		    "\"repair_data_over_forced\":%.3f,"
 		    "\"repair_bytes_per_node_sec\":%.1f,\"ring\":\"%s\",\"ring_messages\":%llu,"
 		    "\"ring_unjoined\":%u,\"ring_wrong_succ\":%u,\"ring_wrong_pred\":%u,"
-		    "\"messages\":%llu,\"events\":%llu,"
+		    "\"messages\":%llu,\"events\":%llu,\"one_hop\":%s,\"client_ops\":%llu,"
+		    "\"route_local\":%llu,\"route_successors\":%llu,\"route_onehop\":%llu,"
+		    "\"route_cache\":%llu,\"route_lookup\":%llu,\"route_first\":%llu,"
+		    "\"route_stale\":%llu,\"route_hints\":%llu,\"moved\":%llu,"
+		    "\"forwarded\":%llu,\"entry_lookups\":%llu,\"lookup_hops\":%.3f,"
+		    "\"hops_per_request\":%.4f,\"stale_rate\":%.5f,\"member_events\":%llu,"
 		    "\"virtual_ms\":%llu,\"wall_ms\":%.0f,\"peak_rss_kb\":%ld}\n",
 		    r.nodes, r.live_nodes, (unsigned long long)r.keys, p.net.kv.replicas,
 		    p.net.kv.write_quorum, p.churn, p.fail, (unsigned long long)p.net.seed,
@@ -170,6 +195,14 @@ int cli_kvsim(int argc, char **argv)
 		    p.net.real_ring ? "real" : "model", (unsigned long long)r.ring_messages,
 		    r.ring_unjoined, r.ring_wrong_succ, r.ring_wrong_pred,
 		    (unsigned long long)r.messages, (unsigned long long)r.events,
+		    p.net.members ? "true" : "false", (unsigned long long)r.client_ops,
+		    (unsigned long long)r.route_local, (unsigned long long)r.route_succ,
+		    (unsigned long long)r.route_onehop, (unsigned long long)r.route_cache,
+		    (unsigned long long)r.route_lookup, (unsigned long long)r.route_first,
+		    (unsigned long long)r.route_stale, (unsigned long long)r.route_hints,
+		    (unsigned long long)r.moved, (unsigned long long)r.forwarded,
+		    (unsigned long long)r.entry_lookups, r.lookup_hops, r.hops_per_request,
+		    r.stale_rate, (unsigned long long)r.member_events,
 		    (unsigned long long)r.virtual_ms, r.wall_ms, ru.ru_maxrss);
 		return 0;
 	}
@@ -193,6 +226,18 @@ int cli_kvsim(int argc, char **argv)
 	       r.repair_per_node_sec,
 	       r.repair_bytes ? 100.0 * (double)r.repair_data_bytes / (double)r.repair_bytes : 0,
 	       ratio);
+	double ops = r.client_ops ? (double)r.client_ops : 1;
+	printf("routing (%s): %.2f hops per request; first sent by own range %.1f%%, "
+	       "successors %.1f%%, member table %.1f%%, owner cache %.1f%%, lookup %.1f%%; "
+	       "stale %.2f%% of %llu sent to another node; %llu MOVED, %llu hints followed, "
+	       "%llu lookups (%.2f messages each)\n",
+	       p.net.members ? "one hop" : "Chord", r.hops_per_request,
+	       100.0 * (double)r.route_local / ops, 100.0 * (double)r.route_succ / ops,
+	       100.0 * (double)r.route_onehop / ops, 100.0 * (double)r.route_cache / ops,
+	       100.0 * (double)r.route_lookup / ops, 100.0 * r.stale_rate,
+	       (unsigned long long)r.route_first, (unsigned long long)r.moved,
+	       (unsigned long long)r.route_hints, (unsigned long long)r.entry_lookups,
+	       r.lookup_hops);
 	printf("memory: peak RSS %ld MB; %llu events in %.1f s\n", ru.ru_maxrss / 1024,
 	       (unsigned long long)r.events, r.wall_ms / 1000);
 	if (r.lost)

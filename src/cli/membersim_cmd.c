@@ -14,6 +14,7 @@ static const char *membersim_usage =
     "                   [--warmup-s S] [--latency MIN-MAX] [--interval-ms MS]\n"
     "                   [--probe-timeout-ms MS] [--indirect K] [--suspicion-ms MS]\n"
     "                   [--retransmit-mult M] [--gossip-ms MS] [--seed S] [--json]\n"
+    "                   [--lifeguard MULT] [--confirm K]\n"
     "\n"
     "Runs the SWIM membership core on every simulated node. All N nodes start knowing\n"
     "each other and run --warmup-s virtual seconds (default 20); then K nodes (--crash,\n"
@@ -23,7 +24,10 @@ static const char *membersim_usage =
     "declared it dead; live nodes declared dead (false positives); messages per node per\n"
     "second. Defaults: 1000 nodes, probe every 1000 ms, probe timeout 500 ms, 3 indirect\n"
     "probers, suspicion 1000 ms x max(2, log10 N), retransmit 6 x ceil(log10(N+1)),\n"
-    "gossip every 200 ms to 3 members, latency 10-50 ms, seed 1.\n";
+    "gossip every 200 ms to 3 members, latency 10-50 ms, seed 1.\n"
+    "--lifeguard MULT: a suspicion starts at MULT times the suspicion timeout and\n"
+    "shrinks with each member that confirms it, to the timeout after K (--confirm,\n"
+    "default 3) of them (Lifeguard's dynamic suspicion; default 1: off).\n";
 
 static int bad(const char *fmt, const char *arg)
 {
@@ -49,7 +53,8 @@ static const char *const opts[] = {"-n",          "--nodes",        "--loss",
                                    "--crash",     "--run-s",        "--warmup-s",
                                    "--latency",   "--interval-ms",  "--probe-timeout-ms",
                                    "--indirect",  "--suspicion-ms", "--retransmit-mult",
-                                   "--gossip-ms", "--seed"};
+                                   "--gossip-ms", "--seed",         "--lifeguard",
+                                   "--confirm"};
 
 static void print_ms(uint64_t ms)
 {
@@ -102,13 +107,18 @@ int cli_membersim(int argc, char **argv)
 			continue;
 		}
 		uint32_t u;
-		if (!strcmp(a, "--indirect") || !strcmp(a, "--retransmit-mult")) {
+		if (!strcmp(a, "--indirect") || !strcmp(a, "--retransmit-mult") ||
+		    !strcmp(a, "--lifeguard") || !strcmp(a, "--confirm")) {
 			if (whole(v, 1000, &u) < 0)
 				return bad("%s wants a whole number", a);
 			if (!strcmp(a, "--indirect"))
 				p.member.indirect_k = u;
-			else
+			else if (!strcmp(a, "--retransmit-mult"))
 				p.member.retransmit_mult = u;
+			else if (!strcmp(a, "--lifeguard"))
+				p.member.suspicion_max_mult = u;
+			else
+				p.member.suspicion_confirm = u;
 		} else if (!strcmp(a, "--seed")) {
 			char *end;
 			if (!*v || *v == '-')

@@ -16,7 +16,7 @@ static const char *node_usage =
     "                    [--data DIR] [--key FILE] [--replicas R] [--write-quorum W]\n"
     "                    [--api-token FILE|none] [--http-tls CERT,KEY|none] [--ca DIR]\n"
     "                    [--peer-cert CERT,KEY]\n"
-    "                    [--max-file SIZE]\n"
+    "                    [--max-file SIZE] [--suspicion-ms MS]\n"
     "                    [--log-level error|warn|info|debug] [--config FILE]\n"
     "\n"
     "Runs one node of a ring. Its ring id is SHA-1 of NAME. Without --join it starts a new\n"
@@ -31,6 +31,8 @@ static const char *node_usage =
     "  --replicas R    copies of every key, 1-8 (default 3; every node of a ring alike)\n"
     "  --write-quorum W  copies on disk before a write is acknowledged, 1-R (default 2)\n"
     "  --max-file SIZE the largest file it takes, in bytes or with K, M, G (default 4G)\n"
+    "  --suspicion-ms MS  the failure detector's suspicion timeout is MS x max(2, log10 N)\n"
+    "                  before a suspect member is declared dead (default 2000)\n"
     "  --api-token FILE  HTTP requests (but /health) need 'Authorization: Bearer TOKEN',\n"
     "                  the token in FILE; none: they do not. Default: none on a loopback\n"
     "                  --http, else a token made in DATA/api.token on the first start\n"
@@ -45,13 +47,14 @@ static const char *node_usage =
     "  --config FILE   the same settings as JSON: {\"id\": ..., \"listen\": ..., \"http\": ...,\n"
     "                  \"join\": [...], \"data\": ..., \"key\": ..., \"log_level\": ...,\n"
     "                  \"api_token\": ..., \"http_tls\": ..., \"ca\": ..., \"peer_cert\": ...,\n"
-    "                  \"replicas\": 3, \"write_quorum\": 2}; flags win over it\n"
+    "                  \"replicas\": 3, \"write_quorum\": 2, \"suspicion_ms\": 2000}; flags\n"
+    "                  win over it\n"
     "Environment: RINGNET_ID, RINGNET_LISTEN, RINGNET_HTTP, RINGNET_JOIN (addresses apart\n"
     "  by commas), RINGNET_DATA, RINGNET_KEY, RINGNET_API_TOKEN_FILE (--api-token),\n"
     "  RINGNET_HTTP_TLS, RINGNET_CA, RINGNET_PEER_CERT, RINGNET_REPLICAS, RINGNET_WRITE_QUORUM, "
     "RINGNET_MAX_FILE,\n"
-    "  RINGNET_LOG_LEVEL: the same settings; they win over --config, flags win over\n"
-    "  them; an empty one is unset\n"
+    "  RINGNET_SUSPICION_MS, RINGNET_LOG_LEVEL: the same settings; they win over --config,\n"
+    "  flags win over them; an empty one is unset\n"
     "HTTP routes:\n"
     "  POST /kv {\"key\": K, \"value\": V}   store V (any JSON) under K\n"
     "  GET /kv/KEY, DELETE /kv/KEY       read or remove a key (any node forwards to its owner,\n"
@@ -63,7 +66,7 @@ static const char *node_usage =
     "  GET /health   status and frame counters\n"
     "  GET /metrics  Prometheus text\n"
     "  GET /         the dashboard (its JSON: /api/node, /api/ring, /api/peers, /api/traffic,\n"
-    "                /api/files; docs/metrics.md)\n"
+    "                /api/files, /api/transfers; docs/metrics.md)\n"
     "SIGINT or SIGTERM pushes its keys to their new replica, leaves the ring and exits 0.\n"
     "Exit status: 0 after a signal, 1 when it cannot start, 2 on a usage error.\n";
 
@@ -86,14 +89,15 @@ static int copy(char *dst, size_t len, const char *src)
 static int set_option(node_opts *o, const char *a, const char *v);
 
 /* The settings, as a config file names them and as flags. */
-enum { NODE_NOPTS = 14, NODE_FIRST_NUMBER = 11 };
+enum { NODE_NOPTS = 15, NODE_FIRST_NUMBER = 11 };
 static const char *const names[NODE_NOPTS] = {
-    "id",        "listen",   "http", "join",      "data",     "log_level",    "key",
-    "api_token", "http_tls", "ca",   "peer_cert", "replicas", "write_quorum", "max_file"};
+    "id",        "listen",   "http",         "join",     "data",
+    "log_level", "key",      "api_token",    "http_tls", "ca",
+    "peer_cert", "replicas", "write_quorum", "max_file", "suspicion_ms"};
 static const char *const flags[NODE_NOPTS] = {
     "--id",        "--listen",   "--http",         "--join",     "--data",
     "--log-level", "--key",      "--api-token",    "--http-tls", "--ca",
-    "--peer-cert", "--replicas", "--write-quorum", "--max-file"};
+    "--peer-cert", "--replicas", "--write-quorum", "--max-file", "--suspicion-ms"};
 
 /* The same settings from the environment (see the usage). RINGNET_API_TOKEN is the clients'
  * token itself, so the node's --api-token FILE|none is RINGNET_API_TOKEN_FILE. */
@@ -112,7 +116,8 @@ static const struct {
             {"RINGNET_PEER_CERT", "--peer-cert"},
             {"RINGNET_REPLICAS", "--replicas"},
             {"RINGNET_WRITE_QUORUM", "--write-quorum"},
-            {"RINGNET_MAX_FILE", "--max-file"}};
+            {"RINGNET_MAX_FILE", "--max-file"},
+            {"RINGNET_SUSPICION_MS", "--suspicion-ms"}};
 
 static bool is_flag(const char *a)
 {
@@ -367,6 +372,14 @@ static int set_option(node_opts *o, const char *a, const char *v)
 				           "'%s'",
 				           v);
 			o->max_file = x << shift;
+		} else if (!strcmp(a, "--suspicion-ms")) {
+			char *end;
+			long x = strtol(v, &end, 10);
+			if (!*v || *end || x < 100 || x > 600000)
+				return bad(
+				    "--suspicion-ms wants milliseconds, 100 to 600000, not '%s'",
+				    v);
+			o->suspicion_ms = (unsigned)x;
 		} else if (!strcmp(a, "--key")) {
 			if (!*v || copy(o->key, sizeof o->key, v) < 0)
 				return bad("--key wants the path of a cluster key file, not '%s'",

@@ -86,6 +86,8 @@ typedef struct xfer {
 	files_entry *ents;
 	size_t nents, ecap;
 	uint8_t *ibuf;
+	kv_version idx_v; /* the version of the index read (stamp 0: there was none) */
+	unsigned idx_tries;
 	/* collection: candidate chunk hashes, sorted, and whether still to delete */
 	uint8_t *cand;
 	bool *keep;
@@ -106,6 +108,8 @@ typedef struct kop {
 	size_t klen;
 	const uint8_t *val; /* owned by x, valid until the operation ends */
 	size_t vlen;
+	bool has_cond;
+	kv_version cond;
 	unsigned tries;
 	uint64_t retry_at; /* waiting to be sent again (0: in flight) */
 } kop;
@@ -487,11 +491,13 @@ static void kop_send(files_core *f, kop *o)
 {
 	o->req = ++f->seq;
 	o->retry_at = 0;
-	f->d.kv(f->d.ctx, o->req, o->op, o->key, o->klen, o->val, o->vlen);
+	f->d.kv(f->d.ctx, o->req, o->op, o->key, o->klen, o->val, o->vlen,
+	        o->has_cond ? &o->cond : NULL);
 }
 
-static int kop_start(files_core *f, xfer *x, int tag, uint32_t idx, kv_op op, const uint8_t *key,
-                     size_t klen, const uint8_t *val, size_t vlen)
+/* Starts a kv operation; a write with cond is conditional on the version held being *cond. */
+static int kop_start_if(files_core *f, xfer *x, int tag, uint32_t idx, kv_op op, const uint8_t *key,
+                        size_t klen, const uint8_t *val, size_t vlen, const kv_version *cond)
 {
 	kop *o = calloc(1, sizeof *o);
 	if (!o)
@@ -504,11 +510,20 @@ static int kop_start(files_core *f, xfer *x, int tag, uint32_t idx, kv_op op, co
 	o->klen = klen;
 	o->val = val;
 	o->vlen = vlen;
+	o->has_cond = cond != NULL;
+	if (cond)
+		o->cond = *cond;
 	o->next = f->ops;
 	f->ops = o;
 	x->inflight++;
 	kop_send(f, o);
 	return 0;
+}
+
+static int kop_start(files_core *f, xfer *x, int tag, uint32_t idx, kv_op op, const uint8_t *key,
+                     size_t klen, const uint8_t *val, size_t vlen)
+{
+	return kop_start_if(f, x, tag, idx, op, key, klen, val, vlen, NULL);
 }
 
 static files_status kv_to_files(kv_status st)
@@ -530,7 +545,7 @@ static void on_answer(files_core *f, uint64_t now, kop *o, kv_status st, const u
                       size_t vlen);
 
 void files_on_kv(files_core *f, uint64_t now, uint64_t req, kv_status st, const uint8_t *val,
-                 size_t vlen)
+                 size_t vlen, const kv_version *v)
 {
 	kop *o = NULL, **pp;
 	for (pp = &f->ops; *pp; pp = &(*pp)->next)
@@ -541,6 +556,8 @@ void files_on_kv(files_core *f, uint64_t now, uint64_t req, kv_status st, const 
 	if (!o)
 		return;
 	xfer *x = o->x;
+	if (o->tag == T_IDX_GET)
+		x->idx_v = st == KV_OK && v ? *v : (kv_version){0, 0, false};
 	bool corrupt = false;
 	if (st == KV_OK && o->tag == T_CHUNK_GET) {
 		uint8_t h[FILES_HASH];
@@ -763,7 +780,7 @@ static void idx_update(files_core *f, uint64_t now, xfer *x, kv_status st, const
 	index_encode(x->ents, x->nents, x->ibuf);
 	uint8_t key[FILES_KEY_MAX];
 	size_t kl = files_index_key(key);
-	if (kop_start(f, x, T_IDX_PUT, 0, KV_PUT, key, kl, x->ibuf, sz) < 0)
+	if (kop_start_if(f, x, T_IDX_PUT, 0, KV_PUT, key, kl, x->ibuf, sz, &x->idx_v) < 0)
 		fail(f, now, x, FILES_ERROR, "out of memory");
 }
 
@@ -1301,7 +1318,20 @@ static void idx_on_answer(files_core *f, uint64_t now, xfer *x, kop *o, kv_statu
 		idx_update(f, now, x, st, val, vlen);
 		return;
 	}
+	if (st == KV_CONFLICT && ++x->idx_tries < FILES_IDX_TRIES) {
+		/* another node changed the index since it was read: change what is there now */
+		f->st.index_conflicts++;
+		uint8_t key[FILES_KEY_MAX];
+		size_t kl = files_index_key(key);
+		if (kop_start(f, x, T_IDX_GET, 0, KV_GET, key, kl, NULL, 0) < 0)
+			fail(f, now, x, FILES_ERROR, "out of memory");
+		return;
+	}
 	idx_release(f, now, x);
+	if (st == KV_CONFLICT) {
+		fail(f, now, x, FILES_UNAVAIL, "the file index is changing too fast; try again");
+		return;
+	}
 	if (x->kind == X_DEL)
 		gc_start(f, now, x, x->m.chunks, x->m.nchunks, FILES_OK, NULL);
 	else if (st != KV_OK)

@@ -26,9 +26,16 @@
  * Deletion and collection. Deleting a file deletes its manifest, takes it off the index,
  * then deletes each of its chunks that no other listed manifest (nor an upload running
  * on this node) refers to. An upload that is aborted collects the chunks it stored the
- * same way. Known gap: the index is read, changed and written back; two nodes changing
- * it at the same moment can lose one change (the later write wins), and a chunk shared
- * with an upload running on another node at that moment can be collected. */
+ * same way.
+ *
+ * The index is read, changed and written back conditional on the version read (a
+ * compare-and-set, kv_request.has_cond): when another node changed it in between, the
+ * write is refused (KV_CONFLICT) and the change is made again on what is there now, up
+ * to FILES_IDX_TRIES times. So two nodes listing or unlisting files at the same moment
+ * both get their change in. Known gap: a chunk shared with an upload running on another
+ * node at the moment of a delete's collection can be collected (the upload's manifest
+ * then names a chunk that is gone: its download fails with an error, never wrong bytes,
+ * and uploading the file again restores it). */
 #ifndef RN_FILES_H
 #define RN_FILES_H
 
@@ -43,6 +50,7 @@
 #define FILES_CHUNK_DEFAULT (1u << 20)
 #define FILES_KEY_MAX       (3 + FILES_NAME_MAX)
 #define FILES_INDEX_MAX     (1u << 20) /* bytes of the index record (about 10,000 files) */
+#define FILES_IDX_TRIES     32         /* conditional index writes refused before giving up */
 
 typedef enum {
 	FILES_OK = 0,
@@ -98,8 +106,9 @@ typedef struct {
 
 typedef struct {
 	void *ctx;
+	/* cond: a conditional write (kv_request.has_cond), or NULL */
 	void (*kv)(void *ctx, uint64_t req, kv_op op, const uint8_t *key, size_t klen,
-	           const uint8_t *val, size_t vlen);
+	           const uint8_t *val, size_t vlen, const kv_version *cond);
 	void (*meta)(void *ctx, uint64_t xfer, const files_manifest *m);
 	void (*data)(void *ctx, uint64_t xfer, const uint8_t *buf, size_t len);
 	void (*room)(void *ctx, uint64_t xfer);
@@ -112,6 +121,7 @@ typedef struct {
 	uint64_t bad_chunks; /* a chunk that came back not matching its hash */
 	uint64_t bytes_in, bytes_out;
 	uint64_t aborted;
+	uint64_t index_conflicts; /* index writes refused because another node changed it */
 } files_stats;
 
 typedef struct files_core files_core;
@@ -146,8 +156,9 @@ int files_delete(files_core *f, uint64_t now, uint64_t xfer, const char *name, s
 /* The client went away: an upload collects what it stored, anything else stops. */
 void files_abort(files_core *f, uint64_t now, uint64_t xfer);
 
+/* v: the version of the record read (a get), or held (KV_CONFLICT), or NULL */
 void files_on_kv(files_core *f, uint64_t now, uint64_t req, kv_status st, const uint8_t *val,
-                 size_t vlen);
+                 size_t vlen, const kv_version *v);
 void files_tick(files_core *f, uint64_t now);
 uint64_t files_wake_at(const files_core *f);
 const files_stats *files_get_stats(const files_core *f);

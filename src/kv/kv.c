@@ -16,6 +16,7 @@
 #include "../lib/err.h"
 #include "../lib/grow.h"
 #include "kv.h"
+#include "members.h"
 
 #define MAX_COVERS    16
 #define MAX_HANDOFFS  64 /* in flight at once */
@@ -59,6 +60,12 @@ typedef struct op {
 	uint64_t client;
 	ring_peer coord;
 	bool sent, fell_back, retried, looked;
+	bool table_fb;       /* fell back to the table's next member: a lookup may follow */
+	uint8_t nsends;      /* REQs sent to other nodes */
+	uint8_t corrections; /* MOVED hints followed */
+	bool stale_counted;
+	bool has_cond; /* a conditional write: applied only if the version held is cond */
+	kv_version cond;
 	/* COORD */
 	ring_addr origin; /* the entry node (self addr: this node) */
 	uint64_t origin_req;
@@ -98,6 +105,8 @@ struct kv_node {
 	unsigned nhandoffs;
 	cover covers[MAX_COVERS];
 	uint64_t sync_at, handoff_at;
+	uint64_t scrub_at; /* the next scrub step */
+	rn_id scrub_from;  /* it goes on after this key id */
 	uint32_t round;
 	bool dirty;   /* a record of this node's own range changed since the last round */
 	bool foreign; /* a record outside it was stored since the last handoff scan */
@@ -108,6 +117,16 @@ struct kv_node {
 	op *leave;
 	kv_stats st;
 	bool (*check)(void *ctx, const kv_record *rec); /* kv_set_check */
+	kvm_table mem;                                  /* the member table (one hop) */
+	bool fed; /* the driver gave members: without, routing is by successors and lookups */
+	struct owner_cache *cache; /* KV_CACHE_SIZE, made on first use */
+};
+
+/* A key's owner as a lookup or a MOVED hint last named it (routing without the table). */
+struct owner_cache {
+	rn_id kid;
+	ring_peer p;
+	bool set;
 };
 
 /* ---- small things ---- */
@@ -137,6 +156,9 @@ void kv_config_default(kv_config *c)
 	c->cover_ms = 8000;
 	c->tomb_grace_ms = 600000;
 	c->owner_reads = true;
+	c->one_hop_max = 4096;
+	c->scrub_ms = 1000;
+	c->scrub_bytes = 8u << 20;
 }
 
 int kv_config_check(const kv_config *c)
@@ -338,6 +360,174 @@ static bool own_range(const kv_node *k, const rn_id *pos)
 	return rn_id_in_oc(pos, &k->pred.id, &k->self);
 }
 
+/* ---- routing: who is a key's owner, as this node sees it ---- */
+
+enum { RT_LOCAL = 0, RT_SUCC, RT_ONEHOP, RT_CACHE, RT_LOOKUP };
+
+static bool onehop_on(const kv_node *k)
+{
+	return k->fed && k->mem.nup >= 2 && k->mem.nup <= k->cfg.one_hop_max;
+}
+
+static struct owner_cache *cache_slot(const kv_node *k, const rn_id *kid)
+{
+	return k->cache ? &k->cache[rn_id_top64(kid) % KV_CACHE_SIZE] : NULL;
+}
+
+/* The cache serves only when the member table does not: above one_hop_max members (a
+ * node with no member feed routes as before, by its successors and lookups). */
+static void cache_put(kv_node *k, const rn_id *kid, ring_peer p)
+{
+	if (!k->fed || k->mem.nup <= k->cfg.one_hop_max || p.addr == RING_ADDR_NONE)
+		return;
+	if (!k->cache)
+		k->cache = calloc(KV_CACHE_SIZE, sizeof *k->cache);
+	struct owner_cache *c = cache_slot(k, kid);
+	if (c)
+		*c = (struct owner_cache){*kid, p, true};
+}
+
+static void cache_drop(kv_node *k, const rn_id *kid)
+{
+	struct owner_cache *c = cache_slot(k, kid);
+	if (c && c->set && rn_id_eq(&c->kid, kid))
+		c->set = false;
+}
+
+/* The successor of pos among this node's distinct successors, when pos falls within
+ * them: its index in s (n when not). */
+static size_t succ_span(const kv_node *k, const rn_id *pos, const ring_peer *s, size_t n)
+{
+	rn_id prev = k->self;
+	for (size_t i = 0; i < n; i++) {
+		if (rn_id_in_oc(pos, &prev, &s[i].id))
+			return i;
+		prev = s[i].id;
+	}
+	return n;
+}
+
+/* Where a request for kid goes first (RT_*); *to is the node (addr NONE for a lookup). */
+static int route_of(const kv_node *k, const rn_id *kid, ring_peer *to)
+{
+	rn_id pos = pos_of(k, kid);
+	if (own_range(k, &pos)) {
+		*to = (ring_peer){k->self, k->addr};
+		return RT_LOCAL;
+	}
+	/* a key within this node's successor list: its owner is known without a lookup (the
+	 * whole ring, in a ring of up to 9 nodes). A view that is out of date sends it to a
+	 * neighbour of the owner, which coordinates the replicas it sees, as after a lookup
+	 * that raced a join. */
+	ring_peer s[VIEW_MAX_SUCC];
+	size_t ns = distinct_succ(k, s, VIEW_MAX_SUCC), i = succ_span(k, &pos, s, ns);
+	if (i < ns) {
+		*to = s[i];
+		return RT_SUCC;
+	}
+	if (onehop_on(k) && kvm_succ(&k->mem, &pos, &k->self, to, 1) == 1)
+		return RT_ONEHOP;
+	const struct owner_cache *c = cache_slot(k, kid);
+	if (c && c->set && rn_id_eq(&c->kid, kid)) {
+		*to = c->p;
+		return RT_CACHE;
+	}
+	to->addr = RING_ADDR_NONE;
+	return RT_LOOKUP;
+}
+
+/* A MOVED answer's hint: this node's view of the key's first R successors (pos is not in
+ * its own range). */
+static size_t hint_for(const kv_node *k, const rn_id *pos, ring_peer *out)
+{
+	size_t max = k->cfg.replicas, n = 0;
+	ring_peer s[VIEW_MAX_SUCC];
+	size_t ns = distinct_succ(k, s, VIEW_MAX_SUCC), i = succ_span(k, pos, s, ns);
+	if (i < ns) {
+		for (; i < ns && n < max; i++)
+			out[n++] = s[i];
+		return n;
+	}
+	if (onehop_on(k))
+		n = kvm_succ(&k->mem, pos, &k->self, out, max);
+	/* the predecessor is known better than the table: it goes first when it is nearer */
+	if (k->pred.addr == RING_ADDR_NONE || rn_id_eq(&k->pred.id, &k->self))
+		return n;
+	rn_id dp, d0;
+	rn_id_sub(&dp, &k->pred.id, pos);
+	if (n)
+		rn_id_sub(&d0, &out[0].id, pos);
+	if (n && (rn_id_eq(&out[0].id, &k->pred.id) || rn_id_cmp(&dp, &d0) > 0))
+		return n;
+	if (n == max)
+		n--;
+	memmove(&out[1], &out[0], n * sizeof *out);
+	out[0] = k->pred;
+	return n + 1;
+}
+
+ring_peer kv_route(const kv_node *k, const rn_id *kid, const char **how)
+{
+	static const char *const names[] = {"local", "successors", "onehop", "cache", "lookup"};
+	ring_peer to;
+	int rt = route_of(k, kid, &to);
+	if (how)
+		*how = names[rt];
+	return to;
+}
+
+static int cmp_peer_id(const void *a, const void *b)
+{
+	return rn_id_cmp(&((const ring_peer *)a)->id, &((const ring_peer *)b)->id);
+}
+
+void kv_member_up(kv_node *k, uint64_t now, ring_peer p)
+{
+	(void)now;
+	if (k->cfg.one_hop_max && !rn_id_eq(&p.id, &k->self)) {
+		kvm_up(&k->mem, p, KVM_FEED);
+		k->fed = true;
+	}
+	k->st.members_up = k->mem.nup;
+}
+
+void kv_member_down(kv_node *k, uint64_t now, const rn_id *id)
+{
+	(void)now;
+	if (!rn_id_eq(id, &k->self))
+		kvm_down(&k->mem, id);
+	k->st.members_up = k->mem.nup;
+}
+
+void kv_set_members(kv_node *k, uint64_t now, const ring_peer *p, size_t n)
+{
+	if (!k->cfg.one_hop_max)
+		return;
+	ring_peer *sorted = n ? malloc(n * sizeof *sorted) : NULL;
+	if (n && !sorted)
+		return; /* the old table stays: routing corrects itself */
+	if (n) {
+		memcpy(sorted, p, n * sizeof *sorted);
+		qsort(sorted, n, sizeof *sorted, cmp_peer_id);
+	}
+	/* the ones to take down first (a down may compact the table under an index) */
+	size_t ngone = 0;
+	rn_id *gone = k->mem.n ? malloc(k->mem.n * sizeof *gone) : NULL;
+	for (size_t i = 0; gone && i < k->mem.n; i++) {
+		const kvm_entry *e = &k->mem.e[i];
+		if (e->up && e->src == KVM_FEED && !rn_id_eq(&e->p.id, &k->self) &&
+		    (!n || !bsearch(&e->p, sorted, n, sizeof *sorted, cmp_peer_id)))
+			gone[ngone++] = e->p.id;
+	}
+	for (size_t i = 0; i < ngone; i++)
+		kvm_down(&k->mem, &gone[i]);
+	free(gone);
+	for (size_t i = 0; i < n; i++)
+		kv_member_up(k, now, sorted[i]);
+	free(sorted);
+	k->st.members_up = k->mem.nup;
+}
+
 /* ---- lifecycle ---- */
 
 kv_node *kv_new(const kv_config *cfg, const kv_driver *drv, const rn_id *self, ring_addr addr)
@@ -364,6 +554,13 @@ kv_node *kv_new(const kv_config *cfg, const kv_driver *drv, const rn_id *self, r
 	}
 	k->sync_at = cfg->sync_ms;
 	k->handoff_at = cfg->cover_ms;
+	k->scrub_at = cfg->scrub_ms;
+	kvm_init(&k->mem, cfg->one_hop_max ? 2 * (size_t)cfg->one_hop_max + 64 : 0);
+	if (cfg->one_hop_max && kvm_up(&k->mem, (ring_peer){*self, addr}, KVM_FEED) < 0) {
+		kv_free(k);
+		return NULL;
+	}
+	k->st.members_up = k->mem.nup;
 	return k;
 }
 
@@ -373,6 +570,8 @@ void kv_free(kv_node *k)
 		return;
 	while (k->ops)
 		op_free(k, k->ops);
+	kvm_free(&k->mem);
+	free(k->cache);
 	free(k);
 }
 
@@ -620,6 +819,18 @@ static void coord_finish(kv_node *k, uint64_t now, op *c, bool final)
 		coord_finish_write(k, now, c, final);
 }
 
+/* Whether a conditional write may go ahead, given what the store answered for its key (rc,
+ * cur). The write's own version already held is a retry of it, which goes ahead (and
+ * changes nothing). */
+static bool cond_holds(const kv_msg *m, int rc, const kv_record *cur)
+{
+	if (rc == 0 && kv_version_cmp(&cur->v, &m->rec.v) == 0)
+		return true;
+	if (!m->cond.stamp)
+		return rc == RN_ENOTFOUND || (rc == 0 && cur->v.tomb);
+	return rc == 0 && kv_version_cmp(&cur->v, &m->cond) == 0;
+}
+
 /* A request reached its coordinator (this node): m is a REQ, from the entry or local. */
 static void coordinate(kv_node *k, uint64_t now, ring_addr origin, uint64_t origin_req,
                        const kv_msg *m)
@@ -627,13 +838,17 @@ static void coordinate(kv_node *k, uint64_t now, ring_addr origin, uint64_t orig
 	rn_id pos = pos_of(k, &m->rec.kid);
 	if (origin != k->addr && !(m->flags & (KV_F_FALLBACK | KV_F_HANDOFF | KV_F_LOOKED)) &&
 	    !own_range(k, &pos)) {
-		/* the entry guessed from a successor list that has moved on: say so */
+		/* the entry guessed from a view that has moved on: say so, and what this node
+		 * takes for the key's successors */
+		ring_peer hint[KV_MAX_R];
 		kv_msg r;
 		memset(&r, 0, sizeof r);
 		r.type = KV_MSG_RESP;
 		r.to = origin;
 		r.req = origin_req;
 		r.status = KV_MOVED;
+		r.nacked = hint_for(k, &pos, hint);
+		r.acked = hint;
 		send_msg(k, &r);
 		return;
 	}
@@ -690,6 +905,14 @@ static void coordinate(kv_node *k, uint64_t now, ring_addr origin, uint64_t orig
 			/* a retry of a write already applied: keep that one */
 			c->replayed = true;
 			own_set(&c->rec, &cur);
+		}
+		if (m->has_cond && !c->replayed && !cond_holds(m, rc, &cur)) {
+			k->st.conflicts++;
+			coord_answer(k, now, c,
+			             rc < 0 && rc != RN_ENOTFOUND ? KV_ERROR : KV_CONFLICT, rc == 0,
+			             &cur);
+			op_free(k, c);
+			return;
 		}
 		kv_version held;
 		rc = apply(k, &c->rec.r, &held);
@@ -823,6 +1046,8 @@ static void entry_send(kv_node *k, uint64_t now, op *e, ring_peer to)
 	m.req = e->req;
 	m.rec = e->rec.r;
 	m.has_rec = true;
+	m.has_cond = e->has_cond;
+	m.cond = e->cond;
 	e->coord = to;
 	e->stage = ST_SENT;
 	e->retry_at = now + 2 * (uint64_t)k->cfg.op_timeout_ms; /* no answer: fall back */
@@ -832,23 +1057,50 @@ static void entry_send(kv_node *k, uint64_t now, op *e, ring_peer to)
 	}
 	e->sent = true;
 	k->st.forwarded++;
+	if (!e->nsends++)
+		k->st.route_first++;
 	m.to = to.addr;
 	send_msg(k, &m);
 }
 
-/* The owner did not answer: try the node after it, which holds a replica. */
+/* The first node a request went to was not the owner, or did not answer. */
+static void entry_stale(kv_node *k, op *e)
+{
+	if (e->nsends == 1 && !e->stale_counted) {
+		e->stale_counted = true;
+		k->st.route_stale++;
+	}
+}
+
+/* The owner did not answer: try the node after it, which holds a replica: the next
+ * member in the table (and if that one does not answer either, a lookup's answer), or
+ * the answer of a lookup. */
 static void entry_fall_back(kv_node *k, uint64_t now, op *e)
 {
-	if (e->fell_back || e->coord.addr == RING_ADDR_NONE) {
+	if ((e->fell_back && !e->table_fb) || e->coord.addr == RING_ADDR_NONE) {
 		e->stage = ST_RETRY_WAIT;
 		e->retry_at = UINT64_MAX; /* wait for an answer until the deadline */
 		return;
 	}
-	e->fell_back = true;
-	e->stage = ST_FALLBACK_LOOKUP;
-	e->retry_at = 0;
+	entry_stale(k, e);
+	cache_drop(k, &e->rec.r.kid);
+	size_t at = kvm_find(&k->mem, &e->coord.id);
+	if (at < k->mem.n && k->mem.e[at].src == KVM_HINT)
+		kvm_down(&k->mem, &e->coord.id); /* only a hint said it was there */
+	ring_peer next;
 	rn_id after = e->coord.id;
 	rn_id_add_pow2(&after, &after, RN_ID_BITS - k->cfg.bits); /* the next position */
+	if (!e->fell_back && onehop_on(k) &&
+	    kvm_succ(&k->mem, &after, &e->coord.id, &next, 1) == 1) {
+		e->fell_back = e->table_fb = true;
+		entry_send(k, now, e, next);
+		return;
+	}
+	e->fell_back = true;
+	e->table_fb = false;
+	k->st.entry_lookups++;
+	e->stage = ST_FALLBACK_LOOKUP;
+	e->retry_at = 0;
 	k->d.lookup(k->d.ctx, &after, e->req);
 }
 
@@ -858,32 +1110,49 @@ static void entry_ring_lookup(kv_node *k, op *e)
 	e->stage = ST_LOOKUP;
 	e->retry_at = 0;
 	e->looked = true;
+	k->st.entry_lookups++;
 	k->d.lookup(k->d.ctx, &pos, e->req);
 }
 
-static void entry_lookup(kv_node *k, uint64_t now, op *e)
+/* Sends e where route_of says (after a lookup once, only a lookup or this node); e may be
+ * gone when it returns. Returns the route taken (RT_*). */
+static int entry_lookup(kv_node *k, uint64_t now, op *e)
 {
-	rn_id pos = pos_of(k, &e->rec.r.kid);
-	if (own_range(k, &pos)) {
-		entry_send(k, now, e, (ring_peer){k->self, k->addr});
-		return;
-	}
-	/* a key within this node's successor list: its owner is known without a lookup (the
-	 * whole ring, in a ring of up to 9 nodes). A view that is out of date sends it to a
-	 * neighbour of the owner, which coordinates the replicas it sees, as after a lookup
-	 * that raced a join. */
-	rn_id prev = k->self;
-	for (size_t i = 0; !e->looked && i < k->nsucc && k->succ[i].addr != RING_ADDR_NONE; i++) {
-		const ring_peer *sp = &k->succ[i];
-		if (rn_id_eq(&sp->id, &k->self))
-			break;
-		if (rn_id_in_oc(&pos, &prev, &sp->id)) {
-			entry_send(k, now, e, *sp);
-			return;
+	ring_peer to;
+	int rt = route_of(k, &e->rec.r.kid, &to);
+	if (e->looked && rt != RT_LOCAL)
+		rt = RT_LOOKUP;
+	if (rt == RT_LOOKUP)
+		entry_ring_lookup(k, e);
+	else
+		entry_send(k, now, e, to);
+	return rt;
+}
+
+/* A MOVED answer named where the key is: learn the ids it names that this node had never
+ * seen, and take the first that is not known to be down, not this node, and not the one
+ * that answered. */
+static bool entry_take_hint(kv_node *k, op *e, const kv_msg *m, ring_peer *to)
+{
+	bool found = false;
+	if (!k->fed)
+		return false; /* no member feed: as before, a lookup */
+	for (size_t i = 0; i < m->nacked; i++) {
+		const ring_peer *h = &m->acked[i];
+		if (h->addr == RING_ADDR_NONE || rn_id_eq(&h->id, &k->self))
+			continue;
+		kvm_up(&k->mem, *h, KVM_HINT);
+		size_t at = kvm_find(&k->mem, &h->id);
+		bool down = at < k->mem.n && !k->mem.e[at].up;
+		if (!found && !down && !rn_id_eq(&h->id, &m->from.id)) {
+			*to = *h;
+			found = true;
 		}
-		prev = sp->id;
 	}
-	entry_ring_lookup(k, e);
+	k->st.members_up = k->mem.nup;
+	if (found)
+		cache_put(k, &e->rec.r.kid, *to);
+	return found;
 }
 
 static kv_status entry_failure(const op *e)
@@ -918,6 +1187,8 @@ void kv_client(kv_node *k, uint64_t now, uint64_t client, const kv_request *r)
 	}
 	e->client = client;
 	e->kop = (uint8_t)r->op;
+	e->has_cond = r->op != KV_GET && r->has_cond;
+	e->cond = r->cond;
 	e->coord.addr = RING_ADDR_NONE;
 	e->deadline = now + k->cfg.req_timeout_ms;
 	if (!k->joined) {
@@ -927,7 +1198,9 @@ void kv_client(kv_node *k, uint64_t now, uint64_t client, const kv_request *r)
 	}
 	if (r->op != KV_GET)
 		e->rec.r.v = stamp_new(k, now, r->op == KV_DEL);
-	entry_lookup(k, now, e);
+	uint64_t *routes[] = {&k->st.route_local, &k->st.route_succ, &k->st.route_onehop,
+	                      &k->st.route_cache, &k->st.route_lookup};
+	(*routes[entry_lookup(k, now, e)])++; /* e may be answered and gone */
 }
 
 static void on_resp(kv_node *k, uint64_t now, const kv_msg *m)
@@ -953,8 +1226,17 @@ static void on_resp(kv_node *k, uint64_t now, const kv_msg *m)
 		return;
 	if (m->from.addr != e->coord.addr && e->coord.addr != k->addr)
 		return;              /* not who we asked */
-	if (m->status == KV_MOVED) { /* our view was behind: ask the ring */
+	if (m->status == KV_MOVED) { /* our view was behind: follow the hint, or ask the ring */
 		k->st.moved++;
+		entry_stale(k, e);
+		cache_drop(k, &e->rec.r.kid);
+		ring_peer to;
+		if (e->corrections < KV_MAX_CORRECTIONS && entry_take_hint(k, e, m, &to)) {
+			e->corrections++;
+			k->st.route_hints++;
+			entry_send(k, now, e, to);
+			return;
+		}
 		entry_ring_lookup(k, e);
 		return;
 	}
@@ -965,8 +1247,10 @@ static void on_resp(kv_node *k, uint64_t now, const kv_msg *m)
 	    [KV_UNKNOWN] = "the write reached fewer replicas than the write quorum: it may or "
 	                   "may not be applied; retry with the same request id",
 	    [KV_ERROR] = "a replica's store failed",
+	    [KV_CONFLICT] = "the key's version is not the one this write was conditional on",
 	};
-	kv_status st = m->status <= KV_ERROR ? (kv_status)m->status : KV_ERROR;
+	kv_status st =
+	    m->status <= KV_ERROR || m->status == KV_CONFLICT ? (kv_status)m->status : KV_ERROR;
 	reply_client(k, e, st, st == KV_OK ? NULL : whys[st], m);
 }
 
@@ -1010,6 +1294,8 @@ void kv_on_lookup(kv_node *k, uint64_t now, uint64_t req, bool ok, ring_peer own
 		e->retry_at = now + RETRY_MS;
 		return;
 	}
+	if (e->stage == ST_LOOKUP)
+		cache_put(k, &e->rec.r.kid, owner);
 	entry_send(k, now, e, owner);
 }
 
@@ -1540,6 +1826,56 @@ static bool op_due(const op *o, uint64_t now)
 	return now >= o->deadline || (o->retry_at && now >= o->retry_at);
 }
 
+/* ---- scrub ---- */
+
+#define SCRUB_DROP_MAX 64   /* damaged copies dropped per step (the rest wait a step) */
+#define SCRUB_RECORDS  4096 /* records read per step, whatever their size */
+#define SCRUB_REST     30   /* after a whole pass, the next starts this many steps later */
+
+typedef struct {
+	kv_node *k;
+	uint64_t bytes;
+	rn_id last, drop[SCRUB_DROP_MAX];
+	size_t ndrop, seen;
+	bool any;
+} scrub_ctx;
+
+static int scrub_one(void *arg, const kv_record *r)
+{
+	scrub_ctx *s = arg;
+	if (s->ndrop == SCRUB_DROP_MAX)
+		return 1; /* this one is read again next step */
+	s->last = r->kid;
+	s->any = true;
+	s->seen++;
+	s->k->st.scrub_checked++;
+	if (damaged(s->k, r)) {
+		s->k->st.scrub_damaged++;
+		s->drop[s->ndrop++] = r->kid;
+	}
+	s->bytes += r->vlen + r->klen;
+	return s->bytes >= s->k->cfg.scrub_bytes || s->seen >= SCRUB_RECORDS;
+}
+
+/* Reads the next scrub_bytes of records after scrub_from (wrapping round the ring), and
+ * drops the copies that fail the check (the store must not change inside a scan). */
+static void scrub_step(kv_node *k, uint64_t now)
+{
+	k->scrub_at = now + k->cfg.scrub_ms;
+	scrub_ctx s = {.k = k};
+	k->d.scan(k->d.ctx, &k->scrub_from, &k->scrub_from, true, scrub_one, &s);
+	for (size_t i = 0; i < s.ndrop; i++)
+		k->d.del(k->d.ctx, &s.drop[i]);
+	if (!s.any)
+		return;
+	if (s.bytes < k->cfg.scrub_bytes && s.seen < SCRUB_RECORDS && s.ndrop < SCRUB_DROP_MAX) {
+		/* it read everything there is: the next pass starts after a rest */
+		k->st.scrub_passes++;
+		k->scrub_at = now + (uint64_t)SCRUB_REST * k->cfg.scrub_ms;
+	}
+	k->scrub_from = s.last;
+}
+
 void kv_tick(kv_node *k, uint64_t now)
 {
 	/* by request id: handling one op can finish others */
@@ -1582,11 +1918,15 @@ void kv_tick(kv_node *k, uint64_t now)
 		sync_round(k, now);
 	if (now >= k->handoff_at)
 		handoff_round(k, now);
+	if (k->check && k->cfg.scrub_ms && now >= k->scrub_at)
+		scrub_step(k, now);
 }
 
 uint64_t kv_wake_at(const kv_node *k)
 {
 	uint64_t at = k->sync_at < k->handoff_at ? k->sync_at : k->handoff_at;
+	if (k->check && k->cfg.scrub_ms && k->scrub_at < at)
+		at = k->scrub_at;
 	for (const op *o = k->ops; o; o = o->next) {
 		if (o->deadline < at)
 			at = o->deadline;

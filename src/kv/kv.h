@@ -26,6 +26,19 @@
  * version kept, and deleted here once the owner holds that version or a newer one.
  * A get that sees a stale or missing replica repairs it (read repair).
  *
+ * Routing. The entry node sends a request to the key's owner as the first of: itself (its
+ * own range), its successor list (a key within it), its member table (one hop: the id's
+ * successor among the members it takes for alive, while the table holds at most
+ * one_hop_max of them), its owner cache (keys it looked up lately, when the table is off
+ * or too large), a ring lookup. A node sent a request for a key outside its range answers
+ * KV_MOVED with a hint, its own view of the key's successors (RESP acked); the entry
+ * takes the hint (learning ids it had never seen) and sends again, at most
+ * KV_MAX_CORRECTIONS times, then looks the key up. An owner that does not answer is
+ * replaced by the next member in the table (KV_F_FALLBACK), or by a lookup of the next
+ * position. Routing only picks the coordinator: what the coordinator does (W acks after a
+ * durable store, the read quorum, "not found" only when settled) is the same whichever
+ * way the request came.
+ *
  * "Not found" is said only when the node is sure: every replica answered, none has the
  * key, and the node's view of the ring has not changed for settle_ms. Otherwise the
  * answer is KV_UNSURE (503 with a retry hint).
@@ -40,6 +53,9 @@
  * - reply: answer a client request made with kv_client.
  * - the view: the driver calls kv_set_view whenever the ring's predecessor or successor
  *   list may have changed (cheap when nothing did).
+ * - members (optional): the nodes the driver's membership takes for alive, through
+ *   kv_member_up / kv_member_down / kv_set_members. With them a request goes straight to
+ *   the key's owner (one hop); without them, the successor list or a ring lookup.
  * - time: every call takes `now`, milliseconds on a clock that does not jump; the HLC's
  *   physical part is now + wall_offset_ms (kv_config), the driver's wall clock at now=0.
  * - ticks: call kv_tick no later than kv_wake_at(). */
@@ -53,13 +69,15 @@
 #include "../lib/id.h"
 #include "../ring/ring.h"
 
-#define KV_MAX_R      8
-#define KV_KEY_MAX    1024 /* bytes in a key */
-#define KV_RID_MAX    64   /* bytes in a client's request id (idempotency key) */
-#define KV_BUCKETS    64   /* a range digest cuts the range into this many buckets */
-#define KV_ENTRY_MAX  8192 /* versions listed in one sync answer */
-#define KV_PULL_MAX   512  /* records asked for or pushed per bucket exchange */
-#define KV_REPAIR_MAX 1024 /* records pushed to one replica in one exchange */
+#define KV_MAX_R           8
+#define KV_KEY_MAX         1024 /* bytes in a key */
+#define KV_RID_MAX         64   /* bytes in a client's request id (idempotency key) */
+#define KV_BUCKETS         64   /* a range digest cuts the range into this many buckets */
+#define KV_ENTRY_MAX       8192 /* versions listed in one sync answer */
+#define KV_PULL_MAX        512  /* records asked for or pushed per bucket exchange */
+#define KV_REPAIR_MAX      1024 /* records pushed to one replica in one exchange */
+#define KV_MAX_CORRECTIONS 3    /* MOVED hints followed for one request before a lookup */
+#define KV_CACHE_SIZE      1024 /* owner cache entries (routing without the table) */
 
 typedef enum { KV_PUT = 1, KV_GET = 2, KV_DEL = 3 } kv_op;
 
@@ -108,6 +126,8 @@ typedef enum {
 	KV_NOT_APPLIED, /* 503: a write that reached no replica: safe to retry */
 	KV_ERROR,       /* 500: a store failed */
 	KV_MOVED,       /* between nodes only: "not my range", the entry looks the key up */
+	KV_CONFLICT,    /* 412: a conditional write whose condition did not hold; the reply's
+	                 * rec is the version the coordinator holds (has_rec false: none) */
 } kv_status;
 
 /* REQ flags */
@@ -148,6 +168,9 @@ typedef struct {
 	/* RESP */
 	const ring_peer *acked;
 	size_t nacked;
+	/* REQ: a conditional write (kv_request.has_cond) */
+	bool has_cond;
+	kv_version cond;
 } kv_msg;
 
 /* The answer to a client. Pointers are valid during the reply call only. */
@@ -171,6 +194,14 @@ typedef struct {
 	size_t vlen;
 	const uint8_t *rid; /* optional idempotency key */
 	size_t ridlen;
+	/* A conditional write (compare-and-set): applied only if the key's version at its
+	 * coordinator is cond (cond.stamp == 0: only if the key is absent or deleted), else
+	 * answered KV_CONFLICT with the version held. The coordinator (the owner) orders the
+	 * writes of a key, so of two writers that read the same version only one succeeds.
+	 * A coordinator whose copy lags (it just took over the range) answers KV_CONFLICT
+	 * with its older version until repair catches it up: a caller re-reads and retries. */
+	bool has_cond;
+	kv_version cond;
 } kv_request;
 
 typedef struct {
@@ -204,6 +235,10 @@ typedef struct {
 	uint32_t tomb_grace_ms;  /* tombstones live at least this long */
 	uint64_t wall_offset_ms; /* wall clock (Unix ms) at now = 0, for the HLC */
 	bool owner_reads;        /* a settled owner answers a get from its own copy */
+	uint32_t scrub_ms;    /* with a check (kv_set_check): one scrub step this often (0: off) */
+	uint32_t scrub_bytes; /* value bytes one scrub step reads and checks */
+	uint32_t one_hop_max; /* route by the member table while it holds at most this
+	                       * many members (self included); 0: never (4096) */
 } kv_config;
 
 void kv_config_default(kv_config *c);
@@ -225,6 +260,22 @@ typedef struct {
 	                            * node's range (R-1 when all is repaired) */
 	uint64_t damaged_seen;     /* copies a get read that failed the driver's check */
 	uint64_t damaged_repaired; /* ... rewritten with a good copy of the same version */
+	uint64_t conflicts;        /* conditional writes refused here as coordinator */
+	uint64_t scrub_checked;    /* records the background scrub read and checked */
+	uint64_t scrub_damaged;    /* ... that failed the check: dropped, so repair restores them */
+	uint64_t scrub_passes;     /* times the scrub went round the whole store */
+	/* routing: how each client request's first destination was chosen */
+	uint64_t route_local;   /* this node's own range */
+	uint64_t route_succ;    /* the successor list */
+	uint64_t route_onehop;  /* the member table */
+	uint64_t route_cache;   /* the owner cache */
+	uint64_t route_lookup;  /* a ring lookup */
+	uint64_t route_hints;   /* requests sent again to the node a MOVED answer named */
+	uint64_t route_first;   /* requests whose first destination was another node */
+	uint64_t route_stale;   /* ... which was not responsible (MOVED) or did not answer */
+	uint64_t entry_lookups; /* ring lookups of client requests: first route, after MOVED,
+	                         * fallbacks */
+	uint64_t members_up;    /* members in the table now (self included) */
 } kv_stats;
 
 typedef struct kv_node kv_node;
@@ -236,6 +287,18 @@ void kv_free(kv_node *k);
 /* The ring's view: joined, predecessor (addr NONE when unknown), successor list. */
 void kv_set_view(kv_node *k, uint64_t now, bool joined, ring_peer pred, const ring_peer *succ,
                  size_t nsucc);
+
+/* The member table. kv_member_up: p is alive (or suspect: still routed to); its address
+ * may be new. kv_member_down: dead or gone. kv_set_members: the whole list at once, in
+ * any order (members the feed gave before and not in it go down); cheap when nothing
+ * changed. This node is always a member. */
+void kv_member_up(kv_node *k, uint64_t now, ring_peer p);
+void kv_member_down(kv_node *k, uint64_t now, const rn_id *id);
+void kv_set_members(kv_node *k, uint64_t now, const ring_peer *p, size_t n);
+/* Where a request for kid would go first now (for tests and tools): its address and how
+ * it was chosen ("local", "successors", "onehop", "cache", "lookup"; addr NONE for a
+ * lookup). */
+ring_peer kv_route(const kv_node *k, const rn_id *kid, const char **how);
 
 /* A client request; the answer comes through drv.reply with the same client handle. */
 void kv_client(kv_node *k, uint64_t now, uint64_t client, const kv_request *r);
@@ -263,6 +326,14 @@ const kv_stats *kv_get_stats(const kv_node *k);
  * version-based repair would not see the difference. When every copy read is damaged the
  * answer is KV_UNSURE, never the damaged bytes and never "not found". */
 void kv_set_check(kv_node *k, bool (*check)(void *ctx, const kv_record *rec));
+/* With a check set, a background scrub also reads every record this node stores, in ring
+ * order from where it stopped, scrub_bytes (at most 4096 records) every scrub_ms, resting
+ * 30 steps after each whole pass, so damage is found before a
+ * read needs the copy. A copy that fails the check is dropped from the store; the next
+ * anti-entropy round then sees this replica lacking that version and copies a good one
+ * back (from the primary, or, on the primary, pulled from a replica). A record whose every
+ * copy is damaged ends up absent, which a reader of its key is told, never given bad
+ * bytes. */
 /* The view the driver last gave: the predecessor, and up to max successors (their count). */
 size_t kv_get_view(const kv_node *k, ring_peer *pred, ring_peer *succ, size_t max);
 

@@ -42,6 +42,10 @@ typedef struct {
 typedef struct {
 	member_addr a;
 	uint64_t deadline;
+	member_addr first; /* who suspected it first (MEMBER_ADDR_NONE: not said) */
+	member_addr last;  /* the newest confirmation's member, told on in gossip */
+	uint8_t nconf;     /* distinct members besides first that confirmed it */
+	member_addr conf[MEMBER_CONFIRM_MAX];
 } suspect;
 
 typedef struct {
@@ -107,6 +111,8 @@ void member_config_default(member_config *c, uint32_t max_addr)
 	c->probe_timeout_ms = 500;
 	c->indirect_k = 3;
 	c->suspicion_ms = 1000;
+	c->suspicion_max_mult = 1;
+	c->suspicion_confirm = 3;
 	c->retransmit_mult = 6;
 	c->gossip_ms = 200;
 	c->gossip_nodes = 3;
@@ -121,11 +127,12 @@ int member_config_check(const member_config *c)
 {
 	if (c->interval_ms == 0 || c->probe_timeout_ms == 0 ||
 	    c->probe_timeout_ms >= c->interval_ms || c->indirect_k > MEMBER_K_MAX ||
-	    c->suspicion_ms == 0 || c->retransmit_mult == 0 || c->retransmit_mult > 60 ||
-	    c->gossip_nodes > 64 || c->piggyback == 0 || c->piggyback > PIGGY_MAX ||
-	    c->pushpull_ms == 0 || c->max_addr == 0 || c->max_addr >= MEMBER_ADDR_NONE ||
-	    c->max_members == 0 || c->max_members > c->max_addr || c->gossip_queue == 0 ||
-	    c->gossip_queue > (1u << 20))
+	    c->suspicion_ms == 0 || c->suspicion_max_mult == 0 || c->suspicion_max_mult > 100 ||
+	    c->suspicion_confirm == 0 || c->suspicion_confirm > MEMBER_CONFIRM_MAX ||
+	    c->retransmit_mult == 0 || c->retransmit_mult > 60 || c->gossip_nodes > 64 ||
+	    c->piggyback == 0 || c->piggyback > PIGGY_MAX || c->pushpull_ms == 0 ||
+	    c->max_addr == 0 || c->max_addr >= MEMBER_ADDR_NONE || c->max_members == 0 ||
+	    c->max_members > c->max_addr || c->gossip_queue == 0 || c->gossip_queue > (1u << 20))
 		return RN_EINVAL;
 	return 0;
 }
@@ -139,6 +146,51 @@ uint64_t member_suspicion_timeout(const member_node *n)
 {
 	double l = log10((double)live_count(n));
 	return (uint64_t)((double)n->cfg->suspicion_ms * (l > 2.0 ? l : 2.0));
+}
+
+/* Confirmations that bring a suspicion down to the minimum: none in a ring too small to
+ * have that many other members to confirm (as memberlist). */
+static unsigned confirm_k(const member_node *n)
+{
+	unsigned k = n->cfg->suspicion_confirm;
+	return live_count(n) < k + 2 ? 0 : k;
+}
+
+/* A suspicion's timeout with c confirmations (Lifeguard): from max_mult times the minimum
+ * down to the minimum, by log(c + 1) / log(k + 1). */
+static uint64_t sus_timeout(const member_node *n, unsigned c)
+{
+	uint64_t min = member_suspicion_timeout(n);
+	unsigned k = confirm_k(n);
+	if (n->cfg->suspicion_max_mult <= 1 || c >= k)
+		return min;
+	uint64_t max = min * n->cfg->suspicion_max_mult;
+	double drop = (double)(max - min) * log((double)c + 1.0) / log((double)k + 1.0);
+	uint64_t t = max - (uint64_t)drop;
+	return t < min ? min : t;
+}
+
+static suspect *sus_find(member_node *n, member_addr a)
+{
+	if (!(n->e[a].flags & F_TIMER))
+		return NULL;
+	for (size_t i = 0; i < n->nsus; i++)
+		if (n->sus[i].a == a)
+			return &n->sus[i];
+	return NULL;
+}
+
+/* What this node tells of a: for a suspect, who suspects it (the newest confirmation). */
+static member_update update_of(member_node *n, member_addr a)
+{
+	const entry *e = &n->e[a];
+	member_update u = {a, e->inc, e->state, false, MEMBER_ADDR_NONE};
+	const suspect *s = e->state == MEMBER_SUSPECT ? sus_find(n, a) : NULL;
+	if (s && s->last != MEMBER_ADDR_NONE) {
+		u.has_by = true;
+		u.by = s->last;
+	}
+	return u;
 }
 
 unsigned member_retransmit_limit(const member_node *n)
@@ -234,7 +286,7 @@ static size_t gq_take(member_node *n, member_update *u, size_t max, member_addr 
 			held = slot;
 			continue;
 		}
-		u[k] = (member_update){s->a, e->inc, e->state};
+		u[k] = update_of(n, s->a);
 		taken[k++] = slot;
 		e->sent++;
 	}
@@ -264,7 +316,7 @@ static void send_msg(member_node *n, uint8_t type, member_addr to, uint64_t seq,
 	size_t k = 0;
 	/* what we think of the addressee when it is not "alive", so it can refute at once */
 	if (to < n->cfg->max_addr && n->e[to].state > MEMBER_ALIVE)
-		u[k++] = (member_update){to, n->e[to].inc, n->e[to].state};
+		u[k++] = update_of(n, to);
 	k += gq_take(n, u + k, n->cfg->piggyback, k ? to : MEMBER_ADDR_NONE);
 	if (type == MEMBER_MSG_GOSSIP && k == 0)
 		return;
@@ -289,7 +341,7 @@ static void send_table(member_node *n, uint8_t type, member_addr to)
 	size_t k = 0;
 	for (member_addr a = 0; a < n->cfg->max_addr && k < total; a++)
 		if (n->e[a].state != MEMBER_NONE)
-			u[k++] = (member_update){a, n->e[a].inc, n->e[a].state};
+			u[k++] = update_of(n, a);
 	member_msg m = {.type = type, .to = to, .from = n->self, .updates = u, .nupdates = k};
 	n->st.sent[type]++;
 	n->st.updates_sent += k;
@@ -360,8 +412,9 @@ static member_addr random_dead(member_node *n)
 	return MEMBER_ADDR_NONE;
 }
 
-static void set_state(member_node *n, uint64_t now, member_addr a, uint8_t state, uint32_t inc,
-                      bool tell)
+/* by: for a suspicion, the member that suspects a (MEMBER_ADDR_NONE: not known). */
+static void set_state_by(member_node *n, uint64_t now, member_addr a, uint8_t state, uint32_t inc,
+                         bool tell, member_addr by)
 {
 	entry *e = &n->e[a];
 	uint8_t old = e->state;
@@ -375,11 +428,15 @@ static void set_state(member_node *n, uint64_t now, member_addr a, uint8_t state
 	e->state = state;
 	e->inc = inc;
 	if (state == MEMBER_SUSPECT) {
-		e->at = now; /* a newer suspicion starts the timeout again */
-		if (!(e->flags & F_TIMER) &&
-		    rn_grow((void **)&n->sus, &n->sus_cap, n->nsus + 1, sizeof *n->sus, 16) == 0) {
+		e->at = now; /* a newer suspicion starts the timeout again, unconfirmed */
+		suspect fresh = {a, now + sus_timeout(n, 0), by, by, 0, {0}};
+		suspect *s = sus_find(n, a);
+		if (s) {
+			*s = fresh;
+		} else if (rn_grow((void **)&n->sus, &n->sus_cap, n->nsus + 1, sizeof *n->sus,
+		                   16) == 0) {
 			e->flags |= F_TIMER;
-			n->sus[n->nsus++] = (suspect){a, now + member_suspicion_timeout(n)};
+			n->sus[n->nsus++] = fresh;
 		}
 	}
 	if (state == MEMBER_ALIVE || state == MEMBER_SUSPECT)
@@ -388,6 +445,37 @@ static void set_state(member_node *n, uint64_t now, member_addr a, uint8_t state
 		gq_push(n, a);
 	if (old != state && n->d.changed)
 		n->d.changed(n->d.ctx, a, (member_state)old, (member_state)state, inc);
+}
+
+static void set_state(member_node *n, uint64_t now, member_addr a, uint8_t state, uint32_t inc,
+                      bool tell)
+{
+	set_state_by(n, now, a, state, inc, tell, MEMBER_ADDR_NONE);
+}
+
+/* Another member suspects a, which this node suspects already: a confirmation, when it is
+ * new (Lifeguard), shortens the timeout and goes round in gossip. */
+static void confirm(member_node *n, uint64_t now, member_addr a, member_addr by)
+{
+	suspect *s = n->e[a].state == MEMBER_SUSPECT ? sus_find(n, a) : NULL;
+	if (!s || by == a || by == s->first || n->cfg->suspicion_max_mult <= 1)
+		return;
+	if (s->first == MEMBER_ADDR_NONE) { /* the first notice did not say whose it was */
+		s->first = s->last = by;
+		return;
+	}
+	if (s->nconf >= confirm_k(n) || s->nconf >= MEMBER_CONFIRM_MAX)
+		return;
+	for (unsigned i = 0; i < s->nconf; i++)
+		if (s->conf[i] == by)
+			return;
+	s->conf[s->nconf++] = by;
+	s->last = by;
+	n->st.confirmations++;
+	uint64_t due = n->e[a].at + sus_timeout(n, s->nconf);
+	if (due < s->deadline)
+		s->deadline = due > now ? due : now;
+	gq_push(n, a);
 }
 
 /* One update from a peer; from_table: it came in a PUSH or PULL (a member merely listed
@@ -415,13 +503,16 @@ static void merge(member_node *n, uint64_t now, const member_update *u, bool fro
 		return;
 	}
 	entry *e = &n->e[u->addr];
+	member_addr suspecter = u->state == MEMBER_SUSPECT && u->has_by && u->by < n->cfg->max_addr
+	                            ? u->by
+	                            : MEMBER_ADDR_NONE;
 	if (e->state == MEMBER_NONE) {
 		if (n->count[MEMBER_NONE] >= n->cfg->max_members) {
 			n->st.refused++;
 			return;
 		}
-		set_state(n, now, u->addr, u->state, u->inc,
-		          !(from_table && u->state == MEMBER_ALIVE));
+		set_state_by(n, now, u->addr, u->state, u->inc,
+		             !(from_table && u->state == MEMBER_ALIVE), suspecter);
 		return;
 	}
 	bool take;
@@ -438,7 +529,10 @@ static void merge(member_node *n, uint64_t now, const member_update *u, bool fro
 		break;
 	}
 	if (take)
-		set_state(n, now, u->addr, u->state, u->inc, true);
+		set_state_by(n, now, u->addr, u->state, u->inc, true, suspecter);
+	else if (u->state == MEMBER_SUSPECT && e->state == MEMBER_SUSPECT && u->inc == e->inc &&
+	         suspecter != MEMBER_ADDR_NONE)
+		confirm(n, now, u->addr, suspecter);
 }
 
 /* ---- lifecycle ---- */
@@ -615,10 +709,13 @@ static void probe_next(member_node *n, uint64_t now)
 {
 	if (n->ptarget != MEMBER_ADDR_NONE && !n->packed) {
 		entry *e = &n->e[n->ptarget];
-		if (e->state == MEMBER_ALIVE) {
+		if (e->state == MEMBER_SUSPECT) {
+			/* this node's own probe failed too: a confirmation (Lifeguard) */
+			confirm(n, now, n->ptarget, n->self);
+		} else if (e->state == MEMBER_ALIVE) {
 			n->st.probes_failed++;
 			n->st.suspected++;
-			set_state(n, now, n->ptarget, MEMBER_SUSPECT, e->inc, true);
+			set_state_by(n, now, n->ptarget, MEMBER_SUSPECT, e->inc, true, n->self);
 			/* tell it, so that it can refute before anyone's timer runs out */
 			send_msg(n, MEMBER_MSG_GOSSIP, n->ptarget, 0, MEMBER_ADDR_NONE);
 			unsigned slot = 0;
@@ -679,19 +776,20 @@ static void expire_suspects(member_node *n, uint64_t now)
 			i++;
 			continue;
 		}
-		member_addr a = n->sus[i].a;
-		entry *e = &n->e[a];
+		suspect s = n->sus[i];
+		entry *e = &n->e[s.a];
 		n->sus[i] = n->sus[--n->nsus];
 		e->flags &= (uint8_t)~F_TIMER;
 		if (e->state != MEMBER_SUSPECT)
 			continue;
-		uint64_t due = e->at + member_suspicion_timeout(n);
+		uint64_t due = e->at + sus_timeout(n, s.nconf);
 		if (now >= due) {
 			n->st.declared_dead++;
-			set_state(n, now, a, MEMBER_DEAD, e->inc, true);
+			set_state(n, now, s.a, MEMBER_DEAD, e->inc, true);
 		} else { /* suspected again since, or the timeout grew */
 			e->flags |= F_TIMER;
-			n->sus[n->nsus++] = (suspect){a, due};
+			s.deadline = due;
+			n->sus[n->nsus++] = s;
 		}
 	}
 }

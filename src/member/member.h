@@ -41,6 +41,7 @@ typedef uint32_t member_addr;
 #define MEMBER_K_MAX       8  /* indirect probers at most */
 #define MEMBER_RELAYS      64 /* PING_REQs this node relays at once; more are refused */
 #define MEMBER_PULLS_PER_S 20 /* PUSHes answered with the whole table, per second */
+#define MEMBER_CONFIRM_MAX 8  /* confirmations of a suspicion counted at most */
 
 typedef enum {
 	MEMBER_NONE = 0, /* not known */
@@ -57,14 +58,21 @@ typedef struct {
 	uint32_t probe_timeout_ms; /* direct probe: then the indirect ones (500) */
 	unsigned indirect_k;       /* members asked to probe indirectly (3) */
 	uint32_t suspicion_ms;     /* suspicion timeout = suspicion_ms * max(2, log10 N) (1000) */
-	unsigned retransmit_mult;  /* each update is sent mult * ceil(log10(N + 1)) times (6) */
-	uint32_t gossip_ms;        /* pending updates go out this often (200; 0: only piggyback) */
-	unsigned gossip_nodes;     /* ... to this many random members (3) */
-	unsigned piggyback;        /* updates on one message at most (8) */
-	uint32_t pushpull_ms;      /* full table exchange with a random member (30000) */
-	uint32_t max_addr;         /* handles are below this (the table's size) */
-	uint32_t max_members;      /* entries at most, self included (max_addr) */
-	uint32_t gossip_queue;     /* updates waiting for retransmission at most (1024) */
+	/* Lifeguard's dynamic suspicion (off when suspicion_max_mult <= 1): a suspicion starts
+	 * at suspicion_max_mult times that timeout and shrinks, on a log scale, with each
+	 * independent confirmation (a suspect notice from another member), down to the
+	 * timeout above after suspicion_confirm of them. A live member wrongly suspected is
+	 * confirmed by few (the others reach it), so it keeps the long timeout to refute. */
+	unsigned suspicion_max_mult; /* (1: off) */
+	unsigned suspicion_confirm;  /* K, 1..MEMBER_CONFIRM_MAX (3) */
+	unsigned retransmit_mult;    /* each update is sent mult * ceil(log10(N + 1)) times (6) */
+	uint32_t gossip_ms;    /* pending updates go out this often (200; 0: only piggyback) */
+	unsigned gossip_nodes; /* ... to this many random members (3) */
+	unsigned piggyback;    /* updates on one message at most (8) */
+	uint32_t pushpull_ms;  /* full table exchange with a random member (30000) */
+	uint32_t max_addr;     /* handles are below this (the table's size) */
+	uint32_t max_members;  /* entries at most, self included (max_addr) */
+	uint32_t gossip_queue; /* updates waiting for retransmission at most (1024) */
 } member_config;
 
 void member_config_default(member_config *c, uint32_t max_addr);
@@ -83,7 +91,9 @@ typedef enum {
 typedef struct {
 	member_addr addr;
 	uint32_t inc;
-	uint8_t state; /* member_state */
+	uint8_t state;  /* member_state */
+	bool has_by;    /* SUSPECT: the notice names who suspects it */
+	member_addr by; /* ... that member (Lifeguard counts distinct ones as confirmations) */
 } member_update;
 
 typedef struct {
@@ -108,8 +118,9 @@ typedef struct {
 	uint64_t probes, probes_indirect, probes_failed; /* failed: the target became suspect */
 	uint64_t suspected, declared_dead;               /* by this node's own timers */
 	uint64_t refuted;                                /* notices about itself it refuted */
-	uint64_t refused;   /* members not learned: table full, or addr out of range */
-	uint64_t malformed; /* messages with a field out of range, dropped */
+	uint64_t confirmations; /* distinct suspecters heard of a suspect (Lifeguard) */
+	uint64_t refused;       /* members not learned: table full, or addr out of range */
+	uint64_t malformed;     /* messages with a field out of range, dropped */
 	uint64_t relays_refused;
 	uint64_t pulls_refused; /* PUSHes past MEMBER_PULLS_PER_S, not answered */
 } member_stats;

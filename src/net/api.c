@@ -326,6 +326,21 @@ static void peer_docs(node *n, uint64_t now, char **peers_s, char **ring_s, unsi
 	              "walk", "active", watched, "laps", (json_int_t)n->dash_walk_laps));
 }
 
+/* /api/transfers: uploads and downloads through this node (files.c), the cast in progress
+ * (cast.c), and the key-value repair the node is doing (kv core counters). */
+static char *transfers_doc(node *n)
+{
+	const kv_stats *ks = n->kv ? kv_get_stats(n->kv) : NULL;
+	json_t *repair = ks ? json_pack("{s:I, s:I, s:I, s:I}", "handoffs_pending",
+	                                (json_int_t)ks->pending_handoffs, "handoffs_done",
+	                                (json_int_t)ks->handoffs_done, "repair_bytes",
+	                                (json_int_t)ks->sync_bytes, "repair_record_bytes",
+	                                (json_int_t)ks->repair_data_bytes)
+	                    : json_null();
+	return dumps_nl(json_pack("{s:o, s:o, s:o}", "files", nd_files_transfers(n), "cast",
+	                          nd_cast_transfer(n), "repair", repair));
+}
+
 void nd_dash_publish(node *n)
 {
 	uint64_t now = uv_now(&n->loop);
@@ -337,6 +352,7 @@ void nd_dash_publish(node *n)
 	char *peers_s = NULL, *ring_s = NULL;
 	unsigned counts[4] = {0};
 	peer_docs(n, now, &peers_s, &ring_s, counts);
+	char *xfer_s = transfers_doc(n);
 	pthread_mutex_lock(&n->lock);
 	if (traffic_due(&n->tr, now))
 		traffic_sample(&n->tr, now);
@@ -346,6 +362,8 @@ void nd_dash_publish(node *n)
 	n->snap_api[0] = node_s;
 	n->snap_api[1] = ring_s;
 	n->snap_api[2] = peers_s;
+	free(n->snap_transfers);
+	n->snap_transfers = xfer_s;
 	memcpy(n->dash_states, counts, sizeof counts);
 	n->dash_pub_at = now;
 	pthread_mutex_unlock(&n->lock);
@@ -355,6 +373,7 @@ void nd_dash_free(node *n)
 {
 	for (int k = 0; k < 3; k++)
 		free(n->snap_api[k]);
+	free(n->snap_transfers);
 }
 
 /* ---- /metrics (loop thread) ---- */
@@ -466,7 +485,7 @@ static char *traffic_text(const traffic *t, uint64_t since)
 static const char files_doc[] =
     "{\"files\":[],\"transfers\":[],\"available\":false,"
     "\"note\":\"the files stored are listed by GET /files (the page reads it); transfers in "
-    "progress are not reported yet\"}\n";
+    "progress by GET /api/transfers\"}\n";
 
 static const rn_web_asset *asset(const char *url)
 {
@@ -494,10 +513,10 @@ bool nd_dash_get(node *n, struct MHD_Connection *c, const char *url, nd_answer *
 		a->owned = NULL;
 		return true;
 	}
-	static const char *routes[] = {"/api/node", "/api/ring", "/api/peers", "/api/traffic",
-	                               "/api/files"};
+	static const char *routes[] = {"/api/node",    "/api/ring",  "/api/peers",
+	                               "/api/traffic", "/api/files", "/api/transfers"};
 	int r = -1;
-	for (int k = 0; k < 5; k++)
+	for (int k = 0; k < 6; k++)
 		if (!strcmp(url, routes[k]))
 			r = k;
 	if (r < 0)
@@ -507,6 +526,10 @@ bool nd_dash_get(node *n, struct MHD_Connection *c, const char *url, nd_answer *
 	char *t = NULL;
 	if (r == 4) {
 		t = strdup(files_doc);
+	} else if (r == 5) {
+		pthread_mutex_lock(&n->lock);
+		t = n->snap_transfers ? strdup(n->snap_transfers) : NULL;
+		pthread_mutex_unlock(&n->lock);
 	} else if (r == 3) {
 		const char *s = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "since");
 		char *end = NULL;

@@ -728,6 +728,30 @@ static void status_one(void *arg, const cast_prog *p, bool dest, bool self)
 	json_array_append_new(s->dests, d);
 }
 
+/* The current transfer (pieces held, per destination and by this node), or JSON null. */
+static json_t *transfer_json(nd_cast *c)
+{
+	const cast_info *x = cast_current(c->core);
+	if (!x)
+		return json_null();
+	char id[17];
+	snprintf(id, sizeof id, "%016llx", (unsigned long long)x->xfer);
+	json_t *t = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:b}", "xfer", id, "file",
+	                      x->name, "source", x->source, "size", (json_int_t)x->size,
+	                      "piece_size", (json_int_t)x->piece_size, "pieces",
+	                      (json_int_t)x->npieces, "start_wall_ms", (json_int_t)x->start_wall_ms,
+	                      "held", (json_int_t)cast_held(c->core), "all", x->ndests == 0);
+	status_ctx s = {json_array(), x, 0};
+	cast_status(c->core, status_one, &s);
+	json_object_set_new(t, "destinations", s.dests);
+	return t;
+}
+
+json_t *nd_cast_transfer(node *n)
+{
+	return n->cast && n->cast->core ? transfer_json(n->cast) : json_null();
+}
+
 static void make_snapshot(nd_cast *c)
 {
 	json_t *j = json_object();
@@ -749,23 +773,7 @@ static void make_snapshot(nd_cast *c)
 		    kn, json_pack("{s:s, s:i}", "id", known[i].name, "hops", known[i].hops));
 	free(known);
 	json_object_set_new(j, "known", kn);
-	const cast_info *x = cast_current(c->core);
-	if (x) {
-		char id[17];
-		snprintf(id, sizeof id, "%016llx", (unsigned long long)x->xfer);
-		json_t *t =
-		    json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:b}", "xfer", id, "file",
-		              x->name, "source", x->source, "size", (json_int_t)x->size,
-		              "piece_size", (json_int_t)x->piece_size, "pieces",
-		              (json_int_t)x->npieces, "start_wall_ms", (json_int_t)x->start_wall_ms,
-		              "held", (json_int_t)cast_held(c->core), "all", x->ndests == 0);
-		status_ctx s = {json_array(), x, 0};
-		cast_status(c->core, status_one, &s);
-		json_object_set_new(t, "destinations", s.dests);
-		json_object_set_new(j, "transfer", t);
-	} else {
-		json_object_set_new(j, "transfer", json_null());
-	}
+	json_object_set_new(j, "transfer", transfer_json(c));
 	const cast_stats *st = cast_get_stats(c->core);
 	json_object_set_new(
 	    j, "stats",

@@ -70,7 +70,25 @@ typedef struct fx {
 	bool done;
 	unsigned status;
 	char *body;
+	/* progress, for /api/transfers (nd_files_transfers) */
+	uint64_t got;       /* upload: body bytes the HTTP thread has read (under lock) */
+	uint64_t announced; /* upload: its Content-Length (0: none), set before the loop sees x */
+	uint64_t sent;      /* download: bytes handed to the HTTP thread (loop thread) */
+	uint64_t begun_ms;  /* when the loop started it (loop thread) */
 } fx;
+
+/* A transfer that ended lately, as /api/transfers shows it (loop thread). */
+typedef struct {
+	char name[FILES_NAME_MAX + 1];
+	int kind;
+	uint64_t done, total, took_ms, ended_ms;
+	bool has_total;
+	unsigned status; /* the HTTP status it ended with; 0: aborted (the client went away) */
+} fx_ended;
+
+/* Ended transfers kept for the dashboard, and for how long. */
+#define FILES_ENDED_KEEP 8
+#define FILES_ENDED_MS   60000
 
 typedef struct kvop {
 	uint64_t req;
@@ -79,6 +97,8 @@ typedef struct kvop {
 	size_t klen;
 	const uint8_t *val;
 	size_t vlen;
+	bool has_cond;
+	kv_version cond;
 } kvop;
 
 typedef struct kvans {
@@ -86,6 +106,8 @@ typedef struct kvans {
 	kv_status st;
 	uint8_t *val;
 	size_t vlen;
+	bool has_v; /* the version read, or held (a conditional write refused) */
+	kv_version v;
 } kvans;
 
 typedef struct nd_files {
@@ -104,8 +126,10 @@ typedef struct nd_files {
 	size_t nans, capans;
 	bool running;
 	uint64_t bytes_in, bytes_out;
-	unsigned open;    /* transfers with an HTTP request (under lock) */
-	uint64_t refused; /* ... refused at FILES_MAX_OPEN */
+	unsigned open;                    /* transfers with an HTTP request (under lock) */
+	uint64_t refused;                 /* ... refused at FILES_MAX_OPEN */
+	fx_ended ended[FILES_ENDED_KEEP]; /* a ring of the last ones (loop thread) */
+	unsigned nended;
 } nd_files;
 
 /* Transfers at once: each holds up to window + 2 chunks (about 6 MiB), so this bounds
@@ -181,32 +205,70 @@ static fx *live_find(nd_files *nf, uint64_t id, size_t *at)
 	return NULL;
 }
 
+/* Bytes done and the total (false: not known) of an upload or download (loop thread). */
+static bool fx_progress(node *n, fx *x, uint64_t *done, uint64_t *total)
+{
+	pthread_mutex_lock(&n->lock);
+	bool known = true;
+	if (x->kind == FX_UP) {
+		*done = x->got;
+		*total = x->announced;
+		known = x->announced > 0;
+	} else {
+		*done = x->sent;
+		*total = x->len ? x->len : x->m.size; /* a range, or the whole file */
+		known = x->meta || x->len;
+	}
+	pthread_mutex_unlock(&n->lock);
+	return known;
+}
+
+static void remember_ended(node *n, fx *x)
+{
+	if (x->kind != FX_UP && x->kind != FX_DOWN)
+		return;
+	nd_files *nf = n->files;
+	uint64_t now = uv_now(&n->loop);
+	fx_ended *e = &nf->ended[nf->nended++ % FILES_ENDED_KEEP];
+	memset(e, 0, sizeof *e);
+	memcpy(e->name, x->name, x->nlen);
+	e->kind = x->kind;
+	e->has_total = fx_progress(n, x, &e->done, &e->total);
+	pthread_mutex_lock(&n->lock);
+	e->status = x->done ? x->status : 0;
+	pthread_mutex_unlock(&n->lock);
+	e->took_ms = now - x->begun_ms;
+	e->ended_ms = now;
+}
+
 static void live_drop(node *n, fx *x)
 {
 	nd_files *nf = n->files;
 	size_t i;
 	if (!live_find(nf, x->id, &i))
 		return;
+	remember_ended(n, x);
 	nf->live[i] = nf->live[--nf->nlive];
 	fx_unref(n, x);
 }
 
 static void d_kv(void *ctx, uint64_t req, kv_op op, const uint8_t *key, size_t klen,
-                 const uint8_t *val, size_t vlen)
+                 const uint8_t *val, size_t vlen, const kv_version *cond)
 {
 	node *n = ctx;
 	nd_files *nf = n->files;
 	uint8_t *k = malloc(klen);
 	if (!k || rn_grow((void **)&nf->ops, &nf->capops, nf->nops + 1, sizeof *nf->ops, 16) < 0) {
 		free(k);
-		kvans a = {req, KV_NOT_APPLIED, NULL, 0};
+		kvans a = {.req = req, .st = KV_NOT_APPLIED};
 		if (rn_grow((void **)&nf->ans, &nf->capans, nf->nans + 1, sizeof *nf->ans, 16) == 0)
 			nf->ans[nf->nans++] = a;
 		return;
 	}
 	memcpy(k, key, klen);
 	/* val stays valid until the core has its answer: the kv core copies it when called */
-	nf->ops[nf->nops++] = (kvop){req, op, k, klen, val, vlen};
+	nf->ops[nf->nops++] =
+	    (kvop){req, op, k, klen, val, vlen, cond != NULL, cond ? *cond : (kv_version){0}};
 }
 
 static char *json_err(const char *why)
@@ -257,6 +319,7 @@ static void d_data(void *ctx, uint64_t id, const uint8_t *buf, size_t len)
 	memcpy(d->data, buf, len);
 	n->files->bytes_out += len;
 	pthread_mutex_lock(&n->lock);
+	x->sent += len;
 	if (x->qt)
 		x->qt->next = d;
 	else
@@ -348,13 +411,13 @@ static void files_kv_issue(node *n)
 	/* ops may grow while we go (kv answers come back queued, not at once) */
 	for (size_t i = 0; i < nf->nops; i++) {
 		kvop *o = &nf->ops[i];
-		kv_request r = {o->op,
-		                o->key,
-		                o->klen,
-		                o->op == KV_PUT ? o->val : NULL,
-		                o->op == KV_PUT ? o->vlen : 0,
-		                NULL,
-		                0};
+		kv_request r = {.op = o->op,
+		                .key = o->key,
+		                .klen = o->klen,
+		                .val = o->op == KV_PUT ? o->val : NULL,
+		                .vlen = o->op == KV_PUT ? o->vlen : 0,
+		                .has_cond = o->has_cond,
+		                .cond = o->cond};
 		nd_kv_client(n, FILES_KV_BIT | o->req, &r);
 		free(o->key);
 	}
@@ -395,6 +458,7 @@ static void files_run(node *n)
 			pthread_mutex_lock(&n->lock);
 			x->refs++; /* the loop's hold, until done or abort */
 			pthread_mutex_unlock(&n->lock);
+			x->begun_ms = now;
 			if (rn_grow((void **)&nf->live, &nf->caplive, nf->nlive + 1,
 			            sizeof *nf->live, 16) < 0)
 				rc = RN_ENOMEM;
@@ -457,7 +521,7 @@ static void files_run(node *n)
 		nf->nans = nf->capans = 0;
 		for (size_t i = 0; i < na; i++) {
 			files_on_kv(nf->core, uv_now(&n->loop), ans[i].req, ans[i].st, ans[i].val,
-			            ans[i].vlen);
+			            ans[i].vlen, ans[i].has_v ? &ans[i].v : NULL);
 			free(ans[i].val);
 		}
 		free(ans);
@@ -483,7 +547,9 @@ void nd_files_on_reply(node *n, uint64_t client, const kv_reply *r)
 	nd_files *nf = n->files;
 	if (!nf || !nf->core)
 		return;
-	kvans a = {client & ~FILES_KV_BIT, r->status, NULL, 0};
+	kvans a = {.req = client & ~FILES_KV_BIT, .st = r->status, .has_v = r->has_rec};
+	if (r->has_rec)
+		a.v = r->rec.v;
 	if (r->status == KV_OK && r->has_rec && r->rec.val) {
 		a.val = malloc(r->rec.vlen ? r->rec.vlen : 1);
 		if (!a.val)
@@ -581,6 +647,56 @@ void nd_files_stop(node *n)
 	}
 }
 
+/* ---- progress (loop thread): the transfers in progress and the last ones ended ---- */
+
+static json_t *progress_json(const char *kind, const char *name, size_t nlen, uint64_t done,
+                             uint64_t total, bool has_total, const char *state, uint64_t ms)
+{
+	return json_pack("{s:s, s:s%, s:I, s:o, s:o, s:s, s:I}", "kind", kind, "name", name, nlen,
+	                 "done", (json_int_t)done, "total",
+	                 has_total ? json_integer((json_int_t)total) : json_null(), "percent",
+	                 has_total && total ? json_real(100.0 * (double)done / (double)total)
+	                 : has_total        ? json_real(100.0)
+	                                    : json_null(),
+	                 "state", state, "ms", (json_int_t)ms);
+}
+
+json_t *nd_files_transfers(node *n)
+{
+	json_t *a = json_array();
+	nd_files *nf = n->files;
+	if (!nf)
+		return a;
+	uint64_t now = uv_now(&n->loop);
+	for (size_t i = 0; i < nf->nlive; i++) {
+		fx *x = nf->live[i];
+		if (x->kind != FX_UP && x->kind != FX_DOWN)
+			continue;
+		uint64_t done, total;
+		bool known = fx_progress(n, x, &done, &total);
+		json_array_append_new(a, progress_json(x->kind == FX_UP ? "upload" : "download",
+		                                       x->name, x->nlen, done, total, known,
+		                                       "running", now - x->begun_ms));
+	}
+	unsigned kept = nf->nended < FILES_ENDED_KEEP ? nf->nended : FILES_ENDED_KEEP;
+	for (unsigned k = 0; k < kept; k++) { /* the newest first */
+		const fx_ended *e = &nf->ended[(nf->nended - 1 - k) % FILES_ENDED_KEEP];
+		if (now - e->ended_ms > FILES_ENDED_MS)
+			break;
+		json_t *j = progress_json(e->kind == FX_UP ? "upload" : "download", e->name,
+		                          strlen(e->name), e->done, e->total, e->has_total,
+		                          e->status == 200 ? "done"
+		                          : e->status      ? "failed"
+		                                           : "aborted",
+		                          e->took_ms);
+		json_object_set_new(j, "status", json_integer(e->status));
+		json_object_set_new(j, "ended_ms_ago",
+		                    json_integer((json_int_t)(now - e->ended_ms)));
+		json_array_append_new(a, j);
+	}
+	return a;
+}
+
 void nd_files_free(node *n)
 {
 	nd_files *nf = n->files;
@@ -640,7 +756,20 @@ size_t nd_files_metrics(node *n, char *b, size_t cap)
 	    "chunk not matching its hash), and those rewritten with a good copy.\n"
 	    "# TYPE ringnet_kv_damaged_total counter\n"
 	    "ringnet_kv_damaged_total{what=\"seen\"} %llu\n"
-	    "ringnet_kv_damaged_total{what=\"repaired\"} %llu\n",
+	    "ringnet_kv_damaged_total{what=\"repaired\"} %llu\n"
+	    "# HELP ringnet_kv_conflicts_total Conditional writes (If-Match, If-None-Match, the "
+	    "file index's) this node refused as coordinator: the key had another version.\n"
+	    "# TYPE ringnet_kv_conflicts_total counter\nringnet_kv_conflicts_total %llu\n"
+	    "# HELP ringnet_files_index_conflicts_total File index writes refused because "
+	    "another node changed the index since it was read (the change was made again).\n"
+	    "# TYPE ringnet_files_index_conflicts_total counter\n"
+	    "ringnet_files_index_conflicts_total %llu\n"
+	    "# HELP ringnet_kv_scrub_total The background scrub: records read and checked, copies "
+	    "that failed (dropped, for repair to restore), whole passes over the store.\n"
+	    "# TYPE ringnet_kv_scrub_total counter\n"
+	    "ringnet_kv_scrub_total{what=\"checked\"} "
+	    "%llu\nringnet_kv_scrub_total{what=\"damaged\"} "
+	    "%llu\nringnet_kv_scrub_total{what=\"passes\"} %llu\n",
 	    (unsigned long long)s->uploads, (unsigned long long)s->downloads,
 	    (unsigned long long)s->deletes, (unsigned long long)s->aborted,
 	    (unsigned long long)s->chunks_put, (unsigned long long)s->chunks_got,
@@ -648,7 +777,11 @@ size_t nd_files_metrics(node *n, char *b, size_t cap)
 	    (unsigned long long)s->bytes_in, (unsigned long long)s->bytes_out,
 	    files_active(nf->core), FILES_MAX_OPEN, refused,
 	    (unsigned long long)(ks ? ks->damaged_seen : 0),
-	    (unsigned long long)(ks ? ks->damaged_repaired : 0));
+	    (unsigned long long)(ks ? ks->damaged_repaired : 0),
+	    (unsigned long long)(ks ? ks->conflicts : 0), (unsigned long long)s->index_conflicts,
+	    (unsigned long long)(ks ? ks->scrub_checked : 0),
+	    (unsigned long long)(ks ? ks->scrub_damaged : 0),
+	    (unsigned long long)(ks ? ks->scrub_passes : 0));
 	return k < 0 ? 0 : (size_t)k;
 }
 
@@ -1088,6 +1221,13 @@ enum MHD_Result nd_files_http(node *n, struct MHD_Connection *c, http_req *q, co
 		if (!x)
 			return answer_err(q, c, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
 		q->files = x;
+		const char *cl =
+		    MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+		if (kind == FX_UP && name && cl) /* a form's length is not the file's */
+			x->announced = strtoull(cl, NULL, 10);
+		if (kind == FX_UP && name) /* the loop begins it now, so that its progress shows
+		                            * from byte 0 (a form's begins with its file name) */
+			fx_post(n, x);
 		if (kind == FX_UP && !name) {
 			x->multipart = true;
 			x->pp = MHD_create_post_processor(c, 65536, on_part, x);
@@ -1116,6 +1256,9 @@ enum MHD_Result nd_files_http(node *n, struct MHD_Connection *c, http_req *q, co
 			size_t size = *upload_size;
 			*upload_size = 0;
 			x->received += size;
+			pthread_mutex_lock(&n->lock);
+			x->got = x->received;
+			pthread_mutex_unlock(&n->lock);
 			if (x->received > n->files->cfg.max_file + (x->multipart ? 65536 : 0)) {
 				/* a body of no announced length went over: the connection closes */
 				pthread_mutex_lock(&n->lock);

@@ -100,8 +100,8 @@ static char *metrics_text(node *n)
 		static const char *kv_names[] = {"",     "req",  "resp",     "repl",
 		                                 "ack",  "read", "read_ans", "digest",
 		                                 "keys", "pull", "purge"};
-		static const char *st_names[] = {"ok",      "not_found",   "unsure",
-		                                 "unknown", "not_applied", "error"};
+		static const char *st_names[] = {"ok",          "not_found", "unsure", "unknown",
+		                                 "not_applied", "error",     "",       "conflict"};
 		P("# HELP ringnet_kv_messages_total Key-value peer messages by direction and "
 		  "type.\n"
 		  "# TYPE ringnet_kv_messages_total counter\n");
@@ -112,9 +112,10 @@ static char *metrics_text(node *n)
 			  (unsigned long long)n->kv_msgs_out[t]);
 		P("# HELP ringnet_kv_replies_total Answers to clients of this node, by outcome.\n"
 		  "# TYPE ringnet_kv_replies_total counter\n");
-		for (int t = 0; t <= KV_ERROR; t++)
-			P("ringnet_kv_replies_total{outcome=\"%s\"} %llu\n", st_names[t],
-			  (unsigned long long)n->kv_replies[t]);
+		for (int t = 0; t <= KV_CONFLICT; t++)
+			if (t != KV_MOVED) /* between nodes only */
+				P("ringnet_kv_replies_total{outcome=\"%s\"} %llu\n", st_names[t],
+				  (unsigned long long)n->kv_replies[t]);
 #define KVC(name, help, v)                                                                         \
 	P("# HELP ringnet_kv_" name " " help "\n# TYPE ringnet_kv_" name " counter\n"              \
 	  "ringnet_kv_" name " %llu\n",                                                            \
@@ -167,6 +168,8 @@ static char *metrics_text(node *n)
 #undef P
 	if (len < cap)
 		len += nd_files_metrics(n, b + len, cap - len);
+	if (len < cap)
+		len += nd_kv_route_metrics(n, b + len, cap - len);
 	if (len >= cap) {
 		free(b);
 		return NULL;
@@ -374,6 +377,32 @@ static char *add_http_metrics(node *n, char *body)
 	return b;
 }
 
+/* A write's precondition: If-Match: "<version>" (as the answers show it) or
+ * If-None-Match: * (only if absent). NULL, or what is wrong with the headers. */
+static const char *write_condition(struct MHD_Connection *c, bool *has, kv_version *v)
+{
+	const char *im = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "If-Match");
+	const char *inm = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "If-None-Match");
+	*has = im || inm;
+	*v = (kv_version){0, 0, false};
+	if (im && inm)
+		return "send If-Match or If-None-Match, not both";
+	if (inm)
+		return strcmp(inm, "*") ? "If-None-Match takes only * (write only if absent)"
+		                        : NULL;
+	if (!im)
+		return NULL;
+	unsigned long long st, wr;
+	int used = 0;
+	const char *p = im + (*im == '"');
+	if (sscanf(p, "%16llx-%16llx%n", &st, &wr, &used) != 2 || used != 33 ||
+	    strcmp(p + used, *im == '"' ? "\"" : "") || !st)
+		return "If-Match takes a version as the answers show it, "
+		       "\"0123456789abcdef-0123456789abcdef\"";
+	*v = (kv_version){st, wr, false};
+	return NULL;
+}
+
 /* Hands a request to the loop and suspends the connection until the loop answers. Takes
  * value. */
 static enum MHD_Result submit(node *n, struct MHD_Connection *c, http_req *r, uint8_t op,
@@ -384,6 +413,13 @@ static enum MHD_Result submit(node *n, struct MHD_Connection *c, http_req *r, ui
 		free(value);
 		return bad_request(r, c, MHD_HTTP_BAD_REQUEST,
 		                   "Idempotency-Key must be 1 to 64 bytes");
+	}
+	bool has_cond = false;
+	kv_version cond;
+	const char *bad = op == KV_GET ? NULL : write_condition(c, &has_cond, &cond);
+	if (bad) {
+		free(value);
+		return bad_request(r, c, MHD_HTTP_BAD_REQUEST, bad);
 	}
 	job *j = calloc(1, sizeof *j);
 	if (!j || !(j->key = malloc(klen + 1)) || (rid && !(j->rid = strdup(rid)))) {
@@ -400,6 +436,8 @@ static enum MHD_Result submit(node *n, struct MHD_Connection *c, http_req *r, ui
 	j->op = op;
 	j->value = value;
 	j->vlen = vlen;
+	j->has_cond = has_cond;
+	j->cond = cond;
 	r->job = j;
 	MHD_suspend_connection(c);
 	pthread_mutex_lock(&n->lock);
@@ -681,7 +719,7 @@ static enum MHD_Result on_http(void *cls, struct MHD_Connection *c, const char *
 	    r, c, MHD_HTTP_NOT_FOUND,
 	    "no such route: try POST /kv, GET /kv/<key>, GET /ring, /peers, /members, /health, "
 	    "/metrics, / (the dashboard), /api/node, /api/ring, /api/peers, /api/traffic, "
-	    "/api/files");
+	    "/api/files, /api/transfers");
 }
 
 static void on_http_done(void *cls, struct MHD_Connection *c, void **state,

@@ -313,6 +313,8 @@ static unsigned http_status(kv_status s)
 		return 404;
 	case KV_ERROR:
 		return 500;
+	case KV_CONFLICT:
+		return 412;
 	default:
 		return 503;
 	}
@@ -375,7 +377,7 @@ static void d_reply(void *ctx, uint64_t client, const kv_reply *r)
 	job *j = kv_find(n, client);
 	if (!j)
 		return;
-	n->kv_replies[r->status <= KV_ERROR ? r->status : KV_ERROR]++;
+	n->kv_replies[r->status <= KV_CONFLICT ? r->status : KV_ERROR]++;
 	kv_finish(n, j, http_status(r->status), reply_body(n, j, r));
 }
 
@@ -466,13 +468,15 @@ void nd_on_wake(uv_async_t *a)
 			kv_fail(n, j, "the node is shutting down", false);
 			continue;
 		}
-		kv_request r = {(kv_op)j->op,
-		                (const uint8_t *)j->key,
-		                j->klen,
-		                (const uint8_t *)j->value,
-		                j->vlen,
-		                (const uint8_t *)j->rid,
-		                j->rid ? strlen(j->rid) : 0};
+		kv_request r = {.op = (kv_op)j->op,
+		                .key = (const uint8_t *)j->key,
+		                .klen = j->klen,
+		                .val = (const uint8_t *)j->value,
+		                .vlen = j->vlen,
+		                .rid = (const uint8_t *)j->rid,
+		                .ridlen = j->rid ? strlen(j->rid) : 0,
+		                .has_cond = j->has_cond,
+		                .cond = j->cond};
 		KV_CALL(n, kv_client(n->kv, now, j->req, &r));
 	}
 	if (n->stopping) /* called by node_run after the loop: no iteration end comes */

@@ -24,6 +24,9 @@
 
 #define MEMBER_TICK_MS    50
 #define NODE_SUSPICION_MS 2000
+#define KV_FEED_MS                                                                                 \
+	1000 /* the kv core's member table is refreshed this often, and at                         \
+	      * once after a verdict */
 
 typedef struct {
 	member_addr a;
@@ -41,7 +44,9 @@ struct nd_member {
 	rn_id *ids; /* MAX_PEERS: the ring id of each handle, when known */
 	uint8_t *has_id;
 	uint64_t frames_bad;
-	char *snap; /* the /members JSON (under n->lock) */
+	char *snap;      /* the /members JSON (under n->lock) */
+	uint64_t fed_at; /* the kv core's member table was last given then */
+	bool kv_dirty;   /* a verdict since */
 };
 
 static const char *const type_names[] = {"", "ping", "ack", "ping_req", "gossip", "push", "pull"};
@@ -95,6 +100,9 @@ static void on_send(void *ctx, const member_msg *mm)
 		}
 		ul[k].inc = u->inc;
 		ul[k].state = u->state;
+		const char *by = u->has_by ? nd_book_name(n, u->by) : NULL;
+		if (by)
+			ul[k].by = (char *)(uintptr_t)by;
 		up[k] = &ul[k];
 		k++;
 	}
@@ -151,7 +159,30 @@ static void settle(struct nd_member *m)
 			      member_state_name((member_state)v.to), inc);
 		}
 	}
+	m->kv_dirty |= m->nq > 0;
 	m->nq = 0;
+}
+
+/* The kv core's member table (one-hop routing): every member taken for alive or suspect
+ * whose ring id is known, with its handle as the address the kv core sends to. */
+static void feed_kv(struct nd_member *m, uint64_t now)
+{
+	node *n = m->n;
+	if (!n->kv || n->kv_busy || (!m->kv_dirty && now - m->fed_at < KV_FEED_MS))
+		return;
+	ring_peer *l = malloc(MAX_PEERS * sizeof *l);
+	if (!l)
+		return; /* the next tick tries again; routing corrects itself meanwhile */
+	size_t k = 0;
+	for (ring_addr a = 1; a < n->npeers && a < MAX_PEERS; a++) {
+		member_state st = member_get(m->core, a, NULL, NULL);
+		if ((st == MEMBER_ALIVE || st == MEMBER_SUSPECT) && m->has_id[a])
+			l[k++] = (ring_peer){m->ids[a], a};
+	}
+	kv_set_members(n->kv, now, l, k);
+	free(l);
+	m->fed_at = now;
+	m->kv_dirty = false;
 }
 
 static void on_timer(uv_timer_t *t);
@@ -197,6 +228,7 @@ static void on_timer(uv_timer_t *t)
 	seed_ring_peers(m, now);
 	member_tick(m->core, now);
 	after(m);
+	feed_kv(m, now);
 }
 
 /* ---- the node's calls ---- */
@@ -213,7 +245,7 @@ int nd_member_start(node *n)
 	/* real nodes get twice the simulator's suspicion timeout (4 s below 100 members,
 	 * memberlist's floor): a node starved of CPU (a loaded host, a sanitizer build)
 	 * answers late, and a false death here costs the ring a repair */
-	m->cfg.suspicion_ms = NODE_SUSPICION_MS;
+	m->cfg.suspicion_ms = n->o->suspicion_ms ? n->o->suspicion_ms : NODE_SUSPICION_MS;
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	/* a restarted process starts above its last incarnation: seconds since 2024 */
@@ -316,7 +348,13 @@ bool nd_member_on_frame(node *n, const uint8_t *body, size_t len,
 			continue; /* the book is full: not learned (counted by the book) */
 		if (a != 0)
 			learn_id(m, a, &x->id);
-		u[k++] = (member_update){a, x->inc, (uint8_t)x->state};
+		u[k] = (member_update){a, x->inc, (uint8_t)x->state, false, MEMBER_ADDR_NONE};
+		if (x->by && x->by[0] && x->state == MEMBER_SUSPECT) {
+			ring_addr by = intern_name(n, x->by);
+			u[k].has_by = by != RING_ADDR_NONE;
+			u[k].by = by;
+		}
+		k++;
 	}
 	mm.updates = u;
 	mm.nupdates = k;
@@ -458,4 +496,43 @@ char *nd_member_metrics(node *n)
 		return NULL;
 	}
 	return b;
+}
+
+size_t nd_kv_route_metrics(node *n, char *b, size_t cap)
+{
+	if (!n->kv)
+		return 0;
+	const kv_stats *s = kv_get_stats(n->kv);
+	int k = snprintf(
+	    b, cap,
+	    "# HELP ringnet_kv_route_total Client requests by how their first destination was "
+	    "chosen (local: this node's range; successors: its successor list; onehop: the "
+	    "member table; cache: the owner cache; lookup: a ring lookup), and MOVED answers "
+	    "(moved) and the hints followed after them (hint).\n"
+	    "# TYPE ringnet_kv_route_total counter\n"
+	    "ringnet_kv_route_total{how=\"local\"} %llu\n"
+	    "ringnet_kv_route_total{how=\"successors\"} %llu\n"
+	    "ringnet_kv_route_total{how=\"onehop\"} %llu\n"
+	    "ringnet_kv_route_total{how=\"cache\"} %llu\n"
+	    "ringnet_kv_route_total{how=\"lookup\"} %llu\n"
+	    "ringnet_kv_route_total{how=\"moved\"} %llu\n"
+	    "ringnet_kv_route_total{how=\"hint\"} %llu\n"
+	    "# HELP ringnet_kv_route_stale_total Requests whose first destination (another "
+	    "node) was not responsible or did not answer.\n"
+	    "# TYPE ringnet_kv_route_stale_total counter\nringnet_kv_route_stale_total %llu\n"
+	    "# HELP ringnet_kv_route_remote_total Requests first sent to another node.\n"
+	    "# TYPE ringnet_kv_route_remote_total counter\nringnet_kv_route_remote_total %llu\n"
+	    "# HELP ringnet_kv_route_lookups_total Ring lookups for client requests (first "
+	    "route, after MOVED, fallbacks).\n"
+	    "# TYPE ringnet_kv_route_lookups_total counter\nringnet_kv_route_lookups_total "
+	    "%llu\n"
+	    "# HELP ringnet_kv_members Members in the kv core's routing table (itself "
+	    "included).\n# TYPE ringnet_kv_members gauge\nringnet_kv_members %llu\n",
+	    (unsigned long long)s->route_local, (unsigned long long)s->route_succ,
+	    (unsigned long long)s->route_onehop, (unsigned long long)s->route_cache,
+	    (unsigned long long)s->route_lookup, (unsigned long long)s->moved,
+	    (unsigned long long)s->route_hints, (unsigned long long)s->route_stale,
+	    (unsigned long long)s->route_first, (unsigned long long)s->entry_lookups,
+	    (unsigned long long)s->members_up);
+	return k < 0 ? 0 : (size_t)k;
 }

@@ -28,6 +28,7 @@ typedef struct {
 	char peer_cert[512];         /* --peer-cert CERT,KEY: this node's peer identity, or "" */
 	unsigned long long max_file; /* --max-file: bytes in one file (0: 4 GiB) */
 	char query_config[256];      /* a query cluster file: serve queries as process `name` */
+	unsigned suspicion_ms;       /* --suspicion-ms: the failure detector's (0: 2000) */
 } node_opts;
 
 /* Parses "host:port" (an IPv4 address or "localhost"); 0 or -1. */

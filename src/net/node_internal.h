@@ -167,7 +167,9 @@ typedef struct job {
 	size_t klen;
 	char *value; /* a put's JSON value, the bytes the client sent */
 	size_t vlen;
-	char *rid; /* the client's request id (Idempotency-Key), or NULL */
+	char *rid;     /* the client's request id (Idempotency-Key), or NULL */
+	bool has_cond; /* If-Match / If-None-Match: * (see kv_request.has_cond) */
+	kv_version cond;
 	uint64_t req;
 	uint64_t deadline;
 	/* the answer */
@@ -276,7 +278,7 @@ typedef struct node {
 	job *active;   /* waiting on the kv core (loop thread only) */
 	uint64_t kv_seq;
 	uint64_t kv_msgs_in[KV_MSG_PURGE + 1], kv_msgs_out[KV_MSG_PURGE + 1];
-	uint64_t kv_replies[KV_ERROR + 1];
+	uint64_t kv_replies[KV_CONFLICT + 1];
 	uint64_t leave_deadline;
 	/* joining: --join addresses, then the peers saved in DATA/peers by an earlier run */
 	candidate *candidates;
@@ -298,7 +300,8 @@ typedef struct node {
 	/* the dashboard (api.c): traffic by type, and the /api/ snapshots under lock */
 	traffic tr;
 	uint64_t dash_started_at;
-	char *snap_api[3]; /* /api/node, /api/ring, /api/peers */
+	char *snap_api[3];    /* /api/node, /api/ring, /api/peers */
+	char *snap_transfers; /* /api/transfers (under lock) */
 	unsigned dash_states[4];
 	uint64_t dash_pub_at, dash_viewed_at; /* under lock: last publish, last /api/ring */
 	uint64_t dash_walk_at, dash_walk_seq, dash_walk_laps; /* the ring walk (api.c) */
@@ -403,6 +406,8 @@ enum MHD_Result nd_files_http(node *n, struct MHD_Connection *c, http_req *q, co
 void nd_files_http_done(node *n, http_req *q, bool completed);
 /* Appends the file counters to /metrics; the bytes written. */
 size_t nd_files_metrics(node *n, char *b, size_t cap);
+/* The uploads and downloads in progress and the last ones ended, as JSON (loop thread). */
+json_t *nd_files_transfers(node *n);
 
 /* ---- http.c ---- */
 
@@ -443,6 +448,8 @@ int nd_cast_start(node *n);
 /* Closes its links and handles (before the loop's last run); nd_cast_free after it. */
 void nd_cast_stop(node *n);
 void nd_cast_free(node *n);
+/* The current cast's progress (pieces held per destination), or JSON null (loop thread). */
+json_t *nd_cast_transfer(node *n);
 /* conn.c: the connector's hello (auth.h) on stream s: a fresh nonce Nc and HMAC(S,
  * "hello") for the acceptor's nonce na and address; sets *sess. 0, or -1 (nothing sent). */
 int nd_write_auth_hello(node *n, uv_stream_t *s, const uint8_t na[AUTH_NONCE], const char *acceptor,
@@ -534,6 +541,9 @@ char *nd_member_list(node *n);
 const char *nd_member_state(node *n, ring_addr a);
 /* Loop thread: the ringnet_member_* metrics, Prometheus text (the caller frees it). */
 char *nd_member_metrics(node *n);
+/* Loop thread: the ringnet_kv_route_* metrics written at b (bytes they take, which may be
+ * cap or more when they did not fit). */
+size_t nd_kv_route_metrics(node *n, char *b, size_t cap);
 
 /* ---- join.c ---- */
 

@@ -192,6 +192,14 @@ int wire_encode_kv(const kv_msg *m, const wire_book *b, uint8_t **out, size_t *l
 	}
 	w.n_acked = na;
 	w.acked = ap;
+	Ringnet__KvEntry cond;
+	if (m->has_cond) {
+		ringnet__kv_entry__init(&cond);
+		cond.stamp = m->cond.stamp;
+		cond.writer = m->cond.writer;
+		cond.tomb = m->cond.tomb;
+		w.cond = &cond;
+	}
 	size_t body = ringnet__kv_msg__get_packed_size(&w);
 	if (body + 1 > WIRE_MAX_FRAME)
 		goto out;
@@ -227,9 +235,9 @@ int wire_decode_kv(const uint8_t *body, size_t len, const wire_book *b, wire_kv 
 	out->pb = w;
 	kv_msg *m = &out->m;
 	if (w->type < KV_MSG_REQ || w->type > KV_MSG_PURGE || w->op > KV_DEL ||
-	    w->status > KV_MOVED || w->flags > 0xff || (w->n_hashes && w->n_hashes != KV_BUCKETS) ||
-	    w->buckets.len > KV_BUCKETS || w->n_entries > KV_ENTRY_MAX || w->n_kids > KV_PULL_MAX ||
-	    w->n_acked > 2 * KV_MAX_R)
+	    w->status > KV_CONFLICT || w->flags > 0xff ||
+	    (w->n_hashes && w->n_hashes != KV_BUCKETS) || w->buckets.len > KV_BUCKETS ||
+	    w->n_entries > KV_ENTRY_MAX || w->n_kids > KV_PULL_MAX || w->n_acked > 2 * KV_MAX_R)
 		goto bad;
 	m->type = (uint8_t)w->type;
 	m->op = (uint8_t)w->op;
@@ -237,6 +245,10 @@ int wire_decode_kv(const uint8_t *body, size_t len, const wire_book *b, wire_kv 
 	m->flags = (uint8_t)w->flags;
 	m->req = w->req;
 	m->round = w->round;
+	if (w->cond) {
+		m->has_cond = true;
+		m->cond = (kv_version){w->cond->stamp, w->cond->writer, w->cond->tomb};
+	}
 	if (m->type == KV_MSG_REQ && (m->op < KV_PUT || !w->rec))
 		goto bad;
 	if (peer_in(w->from, b, &m->from) < 0 || m->from.addr == RING_ADDR_NONE)

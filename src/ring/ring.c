@@ -431,6 +431,10 @@ static void on_found(ring_node *n, uint64_t now, const ring_msg *m, ring_out *o)
 static void route(ring_node *n, uint64_t now, const ring_msg *in, ring_out *o)
 {
 	ring_peer succ = successor(n);
+	/* a node joining that this one still lists (restarted with its old id and address)
+	 * is not its own successor: the one after it in the list is */
+	if (in->purpose == RING_FOR_JOIN && succ.addr == in->origin.addr && n->nsucc > 1)
+		succ = n->succ[1];
 	uint64_t kt = rn_id_top64(&in->key), st = rn_id_top64(&n->self.id);
 	bool answer = rn_id_in_oc_t(&in->key, kt, &n->self.id, st, &succ.id, rn_id_top64(&succ.id));
 	bool fail = !answer && in->hops >= n->cfg->max_hops;

@@ -2,6 +2,7 @@
  * the experiment (workload, churn, the final check against what was acknowledged). */
 #include "kvsim.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,7 +11,17 @@
 #include "../lib/err.h"
 #include "../lib/grow.h"
 
-enum { EV_MSG = 1, EV_LOOKUP, EV_UNREACH, EV_VIEW, EV_TICK, EV_RING, EV_RING_BACK, EV_RING_TICK };
+enum {
+	EV_MSG = 1,
+	EV_LOOKUP,
+	EV_UNREACH,
+	EV_VIEW,
+	EV_TICK,
+	EV_RING,
+	EV_RING_BACK,
+	EV_RING_TICK,
+	EV_MEMBER
+};
 
 typedef struct kvs_event {
 	uint64_t at, seq;
@@ -21,7 +32,16 @@ typedef struct kvs_event {
 	kv_msg m;
 	ring_msg rm; /* EV_RING, EV_RING_BACK: its peers live in blob */
 	uint8_t *blob;
+	/* EV_MEMBER: node `from` went up or down (change number seq_of) at `base`; blob holds
+	 * the nodes that learn of it, by when, in order (member_news); next is the next one */
+	uint64_t base;
+	uint32_t seq_of, nnews, next;
+	bool up;
 } kvs_event;
+
+typedef struct {
+	uint32_t delay, node;
+} member_news;
 
 /* ---- event heap ---- */
 
@@ -141,6 +161,94 @@ static void views_changed(kvs_net *t, uint32_t k)
 		kvs_event e = {.kind = EV_VIEW, .to = i, .at = t->now + delay};
 		heap_push(t, e);
 	}
+}
+
+/* ---- members: tables fed by a model of membership dissemination ---- */
+
+static int news_cmp(const void *a, const void *b)
+{
+	const member_news *x = a, *y = b;
+	return x->delay < y->delay ? -1 : x->delay > y->delay;
+}
+
+static void member_apply(kvs_net *t, uint32_t to, uint32_t subj, bool up)
+{
+	kvs_node *x = t->n[to];
+	if (!x->alive || to == subj)
+		return;
+	if (up)
+		kv_member_up(x->kv, t->now, (ring_peer){t->n[subj]->id, subj});
+	else
+		kv_member_down(x->kv, t->now, &t->n[subj]->id);
+	t->member_events++;
+	schedule(t, to);
+}
+
+/* Node i went up or down: every other live node learns of it after its own delay. */
+static void members_changed(kvs_net *t, uint32_t i, bool up)
+{
+	t->n[i]->member_seq++;
+	if (!t->p.members || t->members_quiet || !t->nlive)
+		return;
+	uint32_t lo = up ? t->p.join_known_min_ms : t->p.crash_known_min_ms;
+	uint32_t hi = up ? t->p.join_known_max_ms : t->p.crash_known_max_ms;
+	member_news *nw = malloc(t->nlive * sizeof *nw);
+	if (!nw)
+		return; /* as news that never came: routing corrects itself */
+	uint32_t n = 0;
+	for (uint32_t k = 0; k < t->nlive; k++)
+		if (t->live[k] != i)
+			nw[n++] = (member_news){
+			    lo + (hi > lo ? (uint32_t)rn_rng_below(&t->rng, hi - lo + 1) : 0),
+			    t->live[k]};
+	qsort(nw, n, sizeof *nw, news_cmp);
+	if (!n) {
+		free(nw);
+		return;
+	}
+	kvs_event e = {.kind = EV_MEMBER, .from = i, .to = i, .base = t->now, .up = up};
+	e.seq_of = t->n[i]->member_seq;
+	e.nnews = n;
+	e.blob = (uint8_t *)nw;
+	e.at = t->now + nw[0].delay;
+	heap_push(t, e);
+}
+
+/* One node learns of the change; the event goes back in the heap for the next one.
+ * News overtaken by a newer change of the same node is dropped. */
+static void member_deliver(kvs_net *t, kvs_event *e)
+{
+	const member_news *nw = (const member_news *)e->blob;
+	if (e->seq_of != t->n[e->from]->member_seq)
+		return;
+	member_apply(t, nw[e->next].node, e->from, e->up);
+	if (++e->next >= e->nnews)
+		return;
+	kvs_event next = *e;
+	next.at = e->base + nw[e->next].delay;
+	e->blob = NULL; /* the next one owns it */
+	heap_push(t, next);
+}
+
+/* Node i's whole table: the live membership now. */
+static void members_all(kvs_net *t, uint32_t i)
+{
+	if (!t->p.members || !t->n[i]->alive)
+		return;
+	ring_peer *l = malloc((t->nlive + 1) * sizeof *l);
+	if (!l)
+		return;
+	for (uint32_t k = 0; k < t->nlive; k++)
+		l[k] = (ring_peer){t->n[t->live[k]]->id, t->live[k]};
+	kv_set_members(t->n[i]->kv, t->now, l, t->nlive);
+	free(l);
+	t->member_events++;
+}
+
+void kvs_members_bootstrap(kvs_net *t)
+{
+	for (uint32_t k = 0; k < t->nlive; k++)
+		members_all(t, t->live[k]);
 }
 
 static void live_insert(kvs_net *t, uint32_t i)
@@ -346,9 +454,11 @@ static void ring_drain(kvs_net *t, uint32_t i)
 	bool view = false;
 	for (size_t j = 0; j < o->nevents; j++) {
 		const ring_event *ev = &o->events[j];
-		if (ev->type == RING_EV_LOOKUP_DONE)
+		if (ev->type == RING_EV_LOOKUP_DONE) {
+			t->lookups_done++;
+			t->lookup_hops += ev->hops;
 			kv_on_lookup(x->kv, t->now, ev->req, ev->ok, ev->result);
-		else
+		} else
 			view = true;
 	}
 	uint64_t wake = o->wake_at;
@@ -533,6 +643,8 @@ uint32_t kvs_add(kvs_net *t, const rn_id *id)
 	if (!x->st || start_core(t, i) < 0)
 		return UINT32_MAX;
 	live_insert(t, i);
+	members_all(t, i);
+	members_changed(t, i, true);
 	set_view_now(t, i); /* a node that joins knows its neighbours from its join */
 	schedule(t, i);
 	return i;
@@ -544,6 +656,7 @@ void kvs_kill(kvs_net *t, uint32_t i)
 		return;
 	t->n[i]->alive = false;
 	live_remove(t, i);
+	members_changed(t, i, false);
 }
 
 void kvs_revive(kvs_net *t, uint32_t i)
@@ -552,6 +665,8 @@ void kvs_revive(kvs_net *t, uint32_t i)
 	start_core(t, i);
 	if (!t->n[i]->in_ring)
 		live_insert(t, i);
+	members_all(t, i);
+	members_changed(t, i, true);
 	set_view_now(t, i);
 	schedule(t, i);
 }
@@ -607,6 +722,9 @@ static void deliver(kvs_net *t, kvs_event *e)
 			set_view_now(t, e->to);
 			schedule(t, e->to);
 		}
+		break;
+	case EV_MEMBER:
+		member_deliver(t, e);
 		break;
 	case EV_TICK:
 		if (to->alive && to->tick_due == e->at) {
@@ -732,7 +850,11 @@ static int issue(experiment *x, uint32_t key, uint8_t op)
 	/* the value: the key's index and the op's, in value_bytes (at least 16) */
 	size_t vlen = x->p->value_bytes;
 	snprintf((char *)x->val, vlen + 1, "%08x%08x", key, (unsigned)id);
-	kv_request q = {(kv_op)op, (const uint8_t *)name, strlen(name), x->val, vlen, NULL, 0};
+	kv_request q = {.op = (kv_op)op,
+	                .key = (const uint8_t *)name,
+	                .klen = strlen(name),
+	                .val = x->val,
+	                .vlen = vlen};
 	kvs_client(x->t, kvs_random_live(x->t), id, &q);
 	return 0;
 }
@@ -984,6 +1106,13 @@ void kvsim_params_default(kvsim_params *p)
 	p->net.detect_max_ms = 3000;
 	p->net.unreach_ms = 1000; /* a connect to a crashed host gives up */
 	p->net.probe_ms = 5000;   /* as the node (MERGE_EVERY_MS) */
+	/* members: `sim --member` at 1,000 nodes: the first and the last live node to declare
+	 * a crashed node dead, 4.6 s and 7.4 s (the worst crash); a join spreads by gossip
+	 * alone (no suspicion timeout), a few 200 ms rounds */
+	p->net.join_known_min_ms = 200;
+	p->net.join_known_max_ms = 2000;
+	p->net.crash_known_min_ms = 4600;
+	p->net.crash_known_max_ms = 7400;
 	ring_config_default(&p->net.ring);
 	p->net.ring.bits = p->net.kv.bits;
 	p->net.seed = 1;
@@ -1006,9 +1135,71 @@ int kvsim_params_check(const kvsim_params *p, char *err, size_t len)
 		snprintf(err, len, "--value-bytes must be 16..65536");
 	else if (p->net.latency_min_ms > p->net.latency_max_ms)
 		snprintf(err, len, "--latency wants MIN-MAX with MIN <= MAX");
+	else if (p->net.join_known_min_ms > p->net.join_known_max_ms ||
+	         p->net.crash_known_min_ms > p->net.crash_known_max_ms)
+		snprintf(err, len, "--join-known and --crash-known want MIN-MAX with MIN <= MAX");
 	else
 		return 0;
 	return RN_EINVAL;
+}
+
+enum { ROUTE_FIELDS = 12 };
+
+/* A result's route counters, in the order of route_vals. */
+static void route_fields(kvsim_result *r, uint64_t *f[ROUTE_FIELDS])
+{
+	uint64_t *a[ROUTE_FIELDS] = {&r->client_ops,   &r->route_local, &r->route_succ,
+	                             &r->route_onehop, &r->route_cache, &r->route_lookup,
+	                             &r->route_first,  &r->route_stale, &r->route_hints,
+	                             &r->moved,        &r->forwarded,   &r->entry_lookups};
+	memcpy(f, a, sizeof a);
+}
+
+static void route_vals(const kv_stats *s, uint64_t v[ROUTE_FIELDS])
+{
+	const uint64_t a[ROUTE_FIELDS] = {s->client_ops,   s->route_local, s->route_succ,
+	                                  s->route_onehop, s->route_cache, s->route_lookup,
+	                                  s->route_first,  s->route_stale, s->route_hints,
+	                                  s->moved,        s->forwarded,   s->entry_lookups};
+	memcpy(v, a, sizeof a);
+}
+
+/* The route counters of every core (crashed ones keep theirs), less those of *minus. */
+static void routes_sum(kvs_net *t, kvsim_result *r, const kvsim_result *minus)
+{
+	uint64_t *f[ROUTE_FIELDS], v[ROUTE_FIELDS];
+	route_fields(r, f);
+	for (size_t j = 0; j < ROUTE_FIELDS; j++)
+		*f[j] = 0;
+	for (uint32_t i = 0; i < t->count; i++) {
+		route_vals(kv_get_stats(t->n[i]->kv), v);
+		for (size_t j = 0; j < ROUTE_FIELDS; j++)
+			*f[j] += v[j];
+	}
+	if (minus) {
+		kvsim_result m = *minus;
+		uint64_t *g[ROUTE_FIELDS];
+		route_fields(&m, g);
+		for (size_t j = 0; j < ROUTE_FIELDS; j++)
+			*f[j] -= *g[j];
+	}
+}
+
+/* Hops per request: every REQ an entry sent, and for each lookup the messages it takes:
+ * its hops and the answer (real_ring: as the ring cores counted them; the model: Chord's
+ * expected path, half of log2 N). */
+static void routes_rates(const kvsim_params *p, kvsim_result *r, uint64_t hops, uint64_t done,
+                         uint32_t nlive)
+{
+	double l = nlive > 1 ? 0.5 * log2((double)nlive) : 0;
+	if (p->net.real_ring && done)
+		l = (double)hops / (double)done;
+	r->lookup_hops = l + 1;
+	r->hops_per_request =
+	    r->client_ops ? ((double)r->forwarded + (double)r->entry_lookups * r->lookup_hops) /
+	                        (double)r->client_ops
+	                  : 0;
+	r->stale_rate = r->route_first ? (double)r->route_stale / (double)r->route_first : 0;
 }
 
 static double wall_now_ms(void)
@@ -1051,9 +1242,12 @@ int kvsim_run(const kvsim_params *p, kvsim_result *r)
 	if (ring_peers_sort(x.by_kid, p->keys) < 0)
 		goto out;
 	x.t->booting = p->net.real_ring;
+	x.t->members_quiet = true; /* at the start everyone knows everyone */
 	for (uint32_t i = 0; i < p->nodes; i++)
 		if (kvs_add(x.t, NULL) == UINT32_MAX)
 			goto out;
+	x.t->members_quiet = false;
+	kvs_members_bootstrap(x.t);
 	if (p->net.real_ring)
 		kvs_ring_bootstrap(x.t);
 	kvs_run(x.t, 5000); /* the views settle */
@@ -1078,7 +1272,14 @@ int kvsim_run(const kvsim_params *p, kvsim_result *r)
 		repair_before += kv_get_stats(x.t->n[i]->kv)->sync_bytes;
 		data_before += kv_get_stats(x.t->n[i]->kv)->repair_data_bytes;
 	}
+	kvsim_result before;
+	routes_sum(x.t, &before, NULL);
+	uint64_t hops_before = x.t->lookup_hops, done_before = x.t->lookups_done;
 	churn_phase(&x);
+	routes_sum(x.t, r, &before);
+	routes_rates(p, r, x.t->lookup_hops - hops_before, x.t->lookups_done - done_before,
+	             x.t->nlive);
+	r->member_events = x.t->member_events;
 	kvs_run(x.t, x.t->now + p->settle_ms);
 	for (uint32_t i = 0; i < x.t->count; i++) {
 		r->repair_bytes += kv_get_stats(x.t->n[i]->kv)->sync_bytes;

@@ -36,9 +36,10 @@ typedef struct {
 	uint64_t tick_due; /* a tick is scheduled for then (UINT64_MAX: none) */
 	kvs_net *t;        /* the driver's context: nodes never move */
 	uint32_t i;
-	ring_node *ring;   /* with real_ring: the node's Chord core (src/ring) */
-	uint64_t ring_due; /* its tick is scheduled for then (UINT64_MAX: none) */
-	uint64_t probe_at; /* its last ring_probe */
+	ring_node *ring;     /* with real_ring: the node's Chord core (src/ring) */
+	uint64_t ring_due;   /* its tick is scheduled for then (UINT64_MAX: none) */
+	uint64_t probe_at;   /* its last ring_probe */
+	uint32_t member_seq; /* members: its last change (a join or a crash) */
 } kvs_node;
 
 /* Called for every client reply: the client handle given to kvs_client. */
@@ -57,6 +58,14 @@ typedef struct {
 	uint32_t probe_ms;   /* real_ring: each node probes a random known node this often,
 	                      * as the node does (ring_probe); 0: never */
 	ring_config ring;    /* real_ring: the cores' settings (bits = kv.bits) */
+	/* Member tables (one-hop routing, kv.one_hop_max): a node that joins gets the whole
+	 * live membership (as from a push-pull with its contact); every other live node
+	 * learns of a join after a delay drawn from join_known_*, and of a crash after one
+	 * drawn from crash_known_* (what `sim --member` measured for the first and the last
+	 * node to declare a crashed one dead). Off: no member table, routing as before. */
+	bool members;
+	uint32_t join_known_min_ms, join_known_max_ms;
+	uint32_t crash_known_min_ms, crash_known_max_ms;
 	uint64_t seed;
 	kvs_reply_fn on_reply;
 	void *arg;
@@ -76,6 +85,10 @@ struct kvs_net {
 	uint64_t ring_messages; /* real_ring: Chord messages sent */
 	ring_out out;           /* real_ring: one core call's output (calls never nest) */
 	bool booting;           /* real_ring: nodes added now wait for kvs_ring_bootstrap */
+	bool members_quiet;     /* members: nodes added now are not disseminated (the start:
+	                         * kvs_members_bootstrap gives everyone the whole list) */
+	uint64_t member_events; /* members: table updates delivered */
+	uint64_t lookup_hops, lookups_done; /* real_ring: lookups the kv cores asked for */
 };
 
 kvs_net *kvs_new(const kvs_params *p);
@@ -86,6 +99,8 @@ uint32_t kvs_add(kvs_net *t, const rn_id *id);
  * predecessors and fingers from the true membership (as `ringnet sim` builds a static
  * ring); nodes added later join through the ring protocol. */
 void kvs_ring_bootstrap(kvs_net *t);
+/* members: every live node's table becomes the true live membership. */
+void kvs_members_bootstrap(kvs_net *t);
 /* Crash: the core stops, its store stays. */
 void kvs_kill(kvs_net *t, uint32_t i);
 /* Restart a crashed node: a new core on the old store. */
@@ -138,6 +153,13 @@ typedef struct {
 	uint64_t virtual_ms;
 	double wall_ms;
 	uint64_t store_bytes; /* records held, all nodes, at the end */
+	/* routing of the client requests of the churn phase (kv_stats' route_*, summed) */
+	uint64_t client_ops, route_local, route_succ, route_onehop, route_cache, route_lookup;
+	uint64_t route_first, route_stale, route_hints, moved, forwarded, entry_lookups;
+	double lookup_hops;      /* messages one lookup takes (its hops and the answer) */
+	double hops_per_request; /* (forwarded + entry_lookups * lookup_hops) / client_ops */
+	double stale_rate;       /* route_stale / route_first */
+	uint64_t member_events;
 } kvsim_result;
 
 void kvsim_params_default(kvsim_params *p);

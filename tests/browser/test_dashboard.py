@@ -1,13 +1,18 @@
 """The dashboard as a person sees it: headless chromium against a 5-node ring of real
 processes. The page must show 5 alive peers and draw 5 nodes on the ring; its traffic chart
-must move when keys are written; a node killed with -9 must turn not alive and then dead
-(the failure detector's verdicts, src/member: on a quiet machine the page shows suspect,
-then dead; under load its once-a-second poll can miss the few seconds of suspicion, so
-the test asks for dead and prints what it saw) and alive again after it restarts. Saves docs/dashboard.png for the README.
+must move when keys are written; a slow upload (a client trickling a PUT body) must show
+in the transfers panel with the percentage the client has sent, then finished; a node
+stopped with SIGSTOP (it answers no probe) must turn suspect, and alive again once SIGCONT
+lets it refute, while a cast to all shows 3 of 4 destinations whole until it runs again; a node killed with -9 must turn suspect, then dead (the failure
+detector's verdicts, src/member; the nodes run with --suspicion-ms SUSPICION_MS, so a
+suspect stays one for 2 x SUSPICION_MS, long enough to be seen under load: the test polls
+/api/peers and the page, never a clock) and alive again after it restarts. Saves
+docs/dashboard.png for the README.
 
 usage: test_dashboard.py RINGNET_BINARY"""
 import os
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -20,12 +25,79 @@ sys.path.insert(0, HERE)
 import ringtest  # noqa: E402
 from cdp import Browser  # noqa: E402
 
+SUSPICION_MS = 5000  # the nodes' --suspicion-ms: a suspect stays one 10 s (2 x, 5 nodes)
 PEER_STATES = "[...document.querySelectorAll('#peers tbody tr')].map(r => [r.dataset.addr, r.dataset.state])"
 RING_NODES = "document.querySelectorAll('#ring circle.node').length"
 
 
 def state_of(b, addr):
     return dict(b.eval(PEER_STATES) or []).get(addr)
+
+
+def api_state(node, addr):
+    """What node's /api/peers says of addr."""
+    _, doc = ringtest.get(node.http, "/api/peers")
+    return next((p["state"] for p in doc.get("peers", []) if p["addr"] == addr), None)
+
+
+def wait_api_state(node, addr, want, timeout):
+    """Polls node's /api/peers until it says addr is want; the states seen, in order."""
+    seen, deadline = [], time.time() + timeout
+    while time.time() < deadline:
+        st = api_state(node, addr)
+        if not seen or seen[-1] != st:
+            seen.append(st)
+        if st == want:
+            break
+        time.sleep(0.2)
+    return seen
+
+
+ROW = "document.querySelector('#transfers tr[data-name=\"slow.bin\"]')"
+
+
+def slow_upload(t, browser, view):
+    """A client trickles a 3,000,000-byte PUT /files/slow.bin: the page must show its
+    progress at each pause as the share the client has sent, then the upload finished."""
+    total = 3_000_000
+    up = socket.create_connection(("127.0.0.1", view.http), timeout=60)
+    up.sendall(f"PUT /files/slow.bin HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {total}\r\n"
+               "Connection: close\r\n\r\n".encode())
+    sent = 0
+    for share in (0.3, 0.7):
+        while sent < int(total * share):
+            n = min(65536, int(total * share) - sent)
+            up.sendall(b"s" * n)
+            sent += n
+        pct = 100 * sent / total
+        shown = browser.wait_for(
+            f"(() => {{ const r = {ROW}; return r && r.dataset.state === 'running' && "
+            f"Math.abs(+r.dataset.percent - {pct}) < 0.06 && +r.dataset.percent; }})()", 30)
+        t.check(f"the transfers panel shows the upload running at {pct:.1f} %", shown,
+                browser.eval(f"{ROW} && {ROW}.dataset.percent"))
+        width = browser.eval(f"{ROW} && parseFloat({ROW}.querySelector('.bar > div').style.width)")
+        t.check("... its progress bar that wide", width is not None and abs(width - pct) < 0.06, width)
+        _, doc = ringtest.get(view.http, "/api/transfers")
+        mine = [x for x in doc.get("files", []) if x["name"] == "slow.bin"]
+        t.check("... and /api/transfers has the bytes the client sent, of the length it announced",
+                len(mine) == 1 and (mine[0]["kind"], mine[0]["done"], mine[0]["total"], mine[0]["state"])
+                == ("upload", sent, total, "running"), mine)
+    while sent < total:
+        n = min(65536, total - sent)
+        up.sendall(b"s" * n)
+        sent += n
+    answer = b""
+    while True:
+        b = up.recv(65536)
+        if not b:
+            break
+        answer += b
+    up.close()
+    t.check("the slow upload is stored", answer.startswith(b"HTTP/1.1 200"), answer[:200])
+    done = browser.wait_for(f"(() => {{ const r = {ROW}; return r && r.dataset.state === 'done' && "
+                            "r.dataset.percent; })()", 15)
+    t.check("... and the page shows it done at 100 %", done == "100.0",
+            browser.eval(f"{ROW} && [{ROW}.dataset.state, {ROW}.dataset.percent]"))
 
 
 T0 = time.time()
@@ -41,7 +113,8 @@ def main():
     logdir = tempfile.mkdtemp(prefix="rnd-dash-")
     nodes, browser = [], None
     try:
-        ok, _ = ringtest.start_ring(binary, [f"dash-{i}" for i in range(1, 6)], logdir, nodes)
+        ok, _ = ringtest.start_ring(binary, [f"dash-{i}" for i in range(1, 6)], logdir, nodes,
+                                    args=["--suspicion-ms", str(SUSPICION_MS)])
         t.check("the 5-node ring converged", ok)
         phase("5 nodes up")
         view = nodes[0]
@@ -99,6 +172,49 @@ def main():
                                   "&& r[0].children[1].textContent; })()", 15)
         t.check("... and listed on the page with its size", listed == "4.9 KB", listed)
         phase("the file listed")
+        slow_upload(t, browser, view)
+        phase("the slow upload shown, then done")
+
+        # SIGSTOP: the node answers no probe: suspect for 2 x SUSPICION_MS; SIGCONT before
+        # that, and it refutes the suspicion: alive again. Meanwhile this node casts a file
+        # to all: the frozen node gets no piece, so 3 of the 4 destinations are whole
+        frozen = next(n for n in nodes if n is not view)
+        frozen.proc.send_signal(signal.SIGSTOP)
+        try:
+            cast_file = os.path.join(logdir, "dash-cast.bin")
+            with open(cast_file, "wb") as f:
+                f.write(os.urandom(2_000_000))
+            st, ans = ringtest.request(view.http, "/cast", "POST", {"path": cast_file, "to": "all"})
+            t.check("a cast to all started", st == 200, (st, ans))
+            seen = wait_api_state(view, frozen.addr, "suspect", 30)
+            t.check("a node stopped with SIGSTOP turns suspect on /api/peers", seen[-1] == "suspect", seen)
+            t.check("... not dead on the way", "dead" not in seen, seen)
+            shown = browser.wait_for(
+                f"(() => {{ const s = new Map({PEER_STATES}); return s.get('{frozen.addr}'); }})() === 'suspect'", 8)
+            t.check("... and the page shows it suspect", shown, state_of(browser, frozen.addr))
+            t.check("... the ring drawing too", browser.wait_for(
+                f"(document.querySelector('#ring circle[data-addr=\"{frozen.addr}\"]') || {{}})"
+                ".dataset?.state === 'suspect'", 3))
+            t.check("... and still suspect, not dead, on /api/peers", api_state(view, frozen.addr) == "suspect",
+                    api_state(view, frozen.addr))
+            cast_row = ("(() => { const r = document.querySelector('#transfers tr[data-kind=\"cast destinations\"]'); "
+                        "return r && [r.dataset.name, r.dataset.state, r.dataset.percent]; })()")
+            three = browser.wait_for(f"(() => {{ const r = {cast_row}; return r && r[0].endsWith('3 of 4 whole') && r; }})()", 30)
+            t.check("the transfers panel shows the cast: 3 of 4 destinations whole, 75 % of the pieces",
+                    three == ["dash-cast.bin: 3 of 4 whole", "running", "75.0"], browser.eval(cast_row))
+            least = browser.eval("(document.querySelector('#cast-dests span[data-dest]') || {}).dataset?.dest")
+            t.check("... the frozen node first among the destinations, at 0 pieces", least == frozen.name, least)
+        finally:
+            frozen.proc.send_signal(signal.SIGCONT)
+        seen = wait_api_state(view, frozen.addr, "alive", 30)
+        t.check("after SIGCONT it refutes: alive again", seen[-1] == "alive", seen)
+        t.check("... and the page shows it alive", browser.wait_for(
+            f"(() => {{ const s = new Map({PEER_STATES}); return s.get('{frozen.addr}'); }})() === 'alive'", 8),
+            state_of(browser, frozen.addr))
+        whole = browser.wait_for(f"(() => {{ const r = {cast_row}; return r && r[1] === 'done' && r; }})()", 30)
+        t.check("... and once it runs again, all 4 whole: done", whole == ["dash-cast.bin: 4 of 4 whole", "done", "100.0"],
+                browser.eval(cast_row))
+        phase("SIGSTOP shown suspect, SIGCONT alive again, the cast done")
         # kill -9 the node this one depends on most (its successor): it must turn not alive
         _, ring = ringtest.get(view.http, "/ring")
         victim = next(n for n in nodes if n.addr == ring["successors"][0]["addr"])
@@ -112,8 +228,8 @@ def main():
                 break
             time.sleep(0.25)
         print(f"states the page showed for the node killed with -9: {seen}")
-        t.check("the killed node is shown not alive", any(s in ("suspect", "dead") for s in seen), seen)
-        t.check("... dead once the ring dropped it", "dead" in seen, seen)
+        t.check("the killed node is shown suspect", "suspect" in seen, seen)
+        t.check("... then dead", "suspect" in seen and "dead" in seen[seen.index("suspect"):], seen)
         t.check("the ring drawing colours it so", browser.eval(
             f"(document.querySelector('#ring circle[data-addr=\"{victim.addr}\"]') || {{}}).dataset?.state")
             in ("suspect", "dead"))

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -121,13 +122,54 @@ def main():
 
         # every JSON answer ends with a newline, and has the JSON type
         for path in ("/api/node", "/api/ring", "/api/peers", "/api/traffic", "/api/files",
-                     "/ring", "/peers", "/health", "/kv/api-1", "/kv/none-such", "/nope"):
+                     "/api/transfers", "/ring", "/peers", "/health", "/kv/api-1", "/kv/none-such", "/nope"):
             status, ctype, body = raw(n0.http, path)
             t.check(f"{path} ends with a newline", body.endswith(b"\n"), body[-40:])
             t.check(f"{path} is JSON", ctype == "application/json", ctype)
         _, files = ringtest.get(n0.http, "/api/files")
         t.check("files: honestly empty", files["files"] == [] and files["transfers"] == []
                 and files["available"] is False, files)
+
+        # /api/transfers: a download whose client stops reading is shown running, with
+        # the bytes the node handed to the connection (bounded: 16 MiB cannot all be in
+        # flight), then done with all of them once the client reads the rest
+        size = 16 * 1024 * 1024
+        req = urllib.request.Request(f"http://127.0.0.1:{n0.http}/files/big.bin", data=os.urandom(size),
+                                     method="PUT")
+        with urllib.request.urlopen(req, timeout=120) as r:
+            t.check("a 16 MiB file stored", r.status == 200, r.status)
+        dl = socket.socket()
+        dl.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        dl.settimeout(60)
+        dl.connect(("127.0.0.1", nodes[1].http))
+        dl.sendall(b"GET /download/big.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        got = dl.recv(65536)
+        mine, deadline = [], time.time() + 30
+        while time.time() < deadline:  # until the node has handed it some bytes
+            _, tr = ringtest.get(nodes[1].http, "/api/transfers")
+            mine = [x for x in tr["files"] if x["name"] == "big.bin"]
+            if mine and mine[0]["done"] > 0:
+                break
+            time.sleep(0.2)
+        t.check("a download the client holds up is running, part done, of the file's size",
+                len(mine) == 1 and mine[0]["kind"] == "download" and mine[0]["state"] == "running"
+                and 0 < mine[0]["done"] < size and mine[0]["total"] == size, mine)
+        while True:
+            b = dl.recv(1 << 20)
+            if not b:
+                break
+            got += b
+        dl.close()
+        t.check("... the client gets all of it", len(got) > size and got.startswith(b"HTTP/1.1 200"), len(got))
+        mine, deadline = [], time.time() + 10
+        while time.time() < deadline:
+            _, tr = ringtest.get(nodes[1].http, "/api/transfers")
+            mine = [x for x in tr["files"] if x["name"] == "big.bin"]
+            if mine and mine[0]["state"] != "running":
+                break
+            time.sleep(0.2)
+        t.check("... then it is done, every byte", len(mine) == 1 and (mine[0]["state"], mine[0]["done"],
+                mine[0]["percent"]) == ("done", size, 100.0), mine)
 
         # the page and its files
         for path, typ, word in (("/", "text/html", b"<svg id=\"ring\""), ("/app.js", "text/javascript", b"/api/traffic"),

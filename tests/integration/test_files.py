@@ -317,10 +317,55 @@ def main():
             m = [metrics(n.http) for n in nodes]
             return (sum(x['ringnet_kv_damaged_total{what="seen"}'] for x in m),
                     sum(x['ringnet_kv_damaged_total{what="repaired"}'] for x in m))
-        wait_for(lambda: damage()[1] >= 1, 5)
+        def scrubbed(n):
+            return metrics(n.http)['ringnet_kv_scrub_total{what="damaged"}']
+        # the download rewrites the damaged copy, unless the owner's scrub found it first
+        # (then it was dropped and the read copied a good one back)
+        wait_for(lambda: damage()[1] >= 1 or scrubbed(owner) >= 1, 5)
         seen, fixed = damage()
-        t.check("the damaged copy was seen and rewritten", seen > seen0 and fixed >= 1,
-                f"seen {seen0}->{seen}, repaired {fixed}")
+        t.check("the damaged copy was seen and rewritten (by the read or the scrub)",
+                (seen > seen0 and fixed >= 1) or scrubbed(owner) >= 1,
+                f"seen {seen0}->{seen}, repaired {fixed}, scrubbed {scrubbed(owner)}")
+        # ---- a chunk damaged on a replica that nobody reads: the scrub finds it ----
+        name2 = next(k for k, v in files.items() if len(v) > 2 * MiB and k != "chunk+1.bin")
+        victim2 = files[name2][MiB:2 * MiB]
+        hold2 = holders(nodes, chunk_key(victim2))
+        replica = next(n for n in hold2[1:] if n is not owner)
+        replica.stop(signal.SIGKILL)
+        path = os.path.join(replica.data, "data.mdb")
+        raw = bytearray(open(path, "rb").read())
+        probe = victim2[5000:5064]
+        at = raw.find(probe)
+        t.check("the second chunk is in its replica's LMDB file", at >= 0)
+        while at >= 0:
+            for k in range(0, 64, 7):
+                raw[at + k] ^= 0xFF
+            at = raw.find(probe, at + 1)
+        open(path, "wb").write(bytes(raw))
+        replica.start()
+        ok, _ = converge(nodes)
+        t.check("the replica restarts with its damaged copy", ok)
+        t.check("its scrub finds the damaged copy without any read of it",
+                wait_for(lambda: scrubbed(replica) >= 1, 60), str(scrubbed(replica)))
+        # two whole anti-entropy rounds of the chunk's primary after that: the one that
+        # follows the drop pushes the copy back (the download below is the proof)
+        def rounds():
+            return metrics(hold2[0].http)["ringnet_kv_sync_rounds_total"]
+        r0 = rounds()
+        t.check("the chunk's primary runs two more anti-entropy rounds",
+                wait_for(lambda: rounds() >= r0 + 4, 30), f"{r0} -> {rounds()}")
+        others = [n for n in hold2 if n is not replica]
+        for n in others:  # the repaired copy is the only one left
+            n.stop(signal.SIGKILL)
+        reader = next(n for n in nodes if n not in hold2)
+        st, _, body = download(reader, name2)
+        t.check("with the chunk's two other holders down, the file downloads intact from "
+                "the scrubbed replica's copy", st == 200 and body == files[name2],
+                f"{st} {len(body)}")
+        for n in others:
+            n.start()
+        ok, _ = converge(nodes)
+        t.check("the two come back", ok)
         # ---- kill -9 the chunk's two other holders: two of five nodes ----
         for n in hold[1:]:
             n.stop(signal.SIGKILL)

@@ -140,6 +140,8 @@ def main():
         r.stdout)
     for args, word in ((["node", "--bogus"], "unknown option"),
                        (["node", "--id"], "needs a value"),
+                       (["node", "--suspicion-ms", "50"], "100 to 600000"),
+                       (["node", "--suspicion-ms", "2s"], "100 to 600000"),
                        (["cluster", "--bogus"], "unknown option"),
                        (["cluster", "--nodes"], "needs a value")):
         r = subprocess.run([BIN, *args], capture_output=True, text=True, timeout=10)

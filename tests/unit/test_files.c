@@ -29,6 +29,7 @@ typedef struct {
 	size_t klen;
 	uint8_t *val;
 	size_t vlen;
+	uint64_t ver; /* its version: a counter over the whole store */
 } rec;
 
 typedef struct {
@@ -38,6 +39,9 @@ typedef struct {
 	size_t klen;
 	uint8_t *val;
 	size_t vlen;
+	unsigned core; /* which core asked */
+	bool has_cond;
+	uint64_t cond;
 } qop;
 
 typedef struct {
@@ -55,6 +59,8 @@ typedef struct {
 
 typedef struct {
 	files_core *f;
+	files_core *f2; /* a second node's core over the same store, when a test makes one */
+	uint64_t vseq;
 	rn_rng rng;
 	rec recs[MAXREC];
 	size_t nrec;
@@ -78,12 +84,21 @@ static rec *find(const uint8_t *key, size_t klen)
 	return NULL;
 }
 
-static void d_kv(void *ctx, uint64_t req, kv_op op, const uint8_t *key, size_t klen,
-                 const uint8_t *val, size_t vlen)
+static unsigned core_ids[2] = {0, 1};
+
+static files_core *core_of(unsigned i)
 {
-	(void)ctx;
+	return i ? W.f2 : W.f;
+}
+
+static void d_kv(void *ctx, uint64_t req, kv_op op, const uint8_t *key, size_t klen,
+                 const uint8_t *val, size_t vlen, const kv_version *cond)
+{
 	assert_true(W.nq < MAXQ);
 	qop *o = &W.q[W.nq++];
+	o->core = *(const unsigned *)ctx;
+	o->has_cond = cond != NULL;
+	o->cond = cond ? cond->stamp : 0;
 	o->req = req;
 	o->op = op;
 	memcpy(o->key, key, klen);
@@ -145,12 +160,19 @@ static void answer_one(void)
 	if (o.klen == 3 + FILES_HASH && o.key[2] == 'c' && (o.op == KV_PUT || o.op == KV_GET))
 		W.inflight_chunks--;
 	W.now += 1;
+	files_core *f = core_of(o.core);
 	if (rn_rng_below(&W.rng, 100) < W.unsure_pct) {
 		free(o.val);
-		files_on_kv(W.f, W.now, o.req, KV_UNSURE, NULL, 0);
+		files_on_kv(f, W.now, o.req, KV_UNSURE, NULL, 0, NULL);
 		return;
 	}
 	rec *r = find(o.key, o.klen);
+	kv_version held = {r ? r->ver : 0, 0, false};
+	if (o.has_cond && o.op != KV_GET && o.cond != held.stamp) { /* compare-and-set */
+		free(o.val);
+		files_on_kv(f, W.now, o.req, KV_CONFLICT, NULL, 0, r ? &held : NULL);
+		return;
+	}
 	if (o.op == KV_PUT) {
 		if (!r) {
 			assert_true(W.nrec < MAXREC);
@@ -162,44 +184,57 @@ static void answer_one(void)
 		}
 		r->val = o.val;
 		r->vlen = o.vlen;
-		files_on_kv(W.f, W.now, o.req, KV_OK, NULL, 0);
+		r->ver = ++W.vseq;
+		kv_version v = {r->ver, 0, false};
+		files_on_kv(f, W.now, o.req, KV_OK, NULL, 0, &v);
 	} else if (o.op == KV_DEL) {
 		if (r) {
 			free(r->val);
 			*r = W.recs[--W.nrec];
 		}
-		files_on_kv(W.f, W.now, o.req, r ? KV_OK : KV_NOT_FOUND, NULL, 0);
+		files_on_kv(f, W.now, o.req, r ? KV_OK : KV_NOT_FOUND, NULL, 0, NULL);
 	} else if (!r) {
-		files_on_kv(W.f, W.now, o.req, KV_NOT_FOUND, NULL, 0);
+		files_on_kv(f, W.now, o.req, KV_NOT_FOUND, NULL, 0, NULL);
 	} else if (o.key[2] == 'c' && r->vlen && (W.corrupt_always || W.corrupt_left)) {
 		W.corrupt_left -= W.corrupt_left > 0;
 		uint8_t *bad = malloc(r->vlen);
 		memcpy(bad, r->val, r->vlen);
 		bad[rn_rng_below(&W.rng, r->vlen)] ^= 0x5a;
-		files_on_kv(W.f, W.now, o.req, KV_OK, bad, r->vlen);
+		files_on_kv(f, W.now, o.req, KV_OK, bad, r->vlen, &held);
 		free(bad);
 	} else {
 		uint8_t *copy = malloc(r->vlen ? r->vlen : 1); /* the store may change meanwhile */
 		memcpy(copy, r->val, r->vlen);
-		files_on_kv(W.f, W.now, o.req, KV_OK, copy, r->vlen);
+		files_on_kv(f, W.now, o.req, KV_OK, copy, r->vlen, &held);
 		free(copy);
 	}
+}
+
+/* One answer, or when none is queued the cores' next tick (their retries). False: quiet. */
+static bool step(void)
+{
+	if (W.nq) {
+		answer_one();
+		return true;
+	}
+	uint64_t at = files_wake_at(W.f), at2 = W.f2 ? files_wake_at(W.f2) : UINT64_MAX;
+	if (at2 < at)
+		at = at2;
+	if (at == UINT64_MAX)
+		return false;
+	W.now = at > W.now ? at : W.now;
+	files_tick(W.f, W.now);
+	if (W.f2)
+		files_tick(W.f2, W.now);
+	return true;
 }
 
 /* Runs until nothing is queued: answers, ticks for the retries. */
 static void settle(void)
 {
-	for (int guard = 0; guard < 1000000; guard++) {
-		if (W.nq) {
-			answer_one();
-			continue;
-		}
-		uint64_t at = files_wake_at(W.f);
-		if (at == UINT64_MAX)
+	for (int guard = 0; guard < 1000000; guard++)
+		if (!step())
 			return;
-		W.now = at > W.now ? at : W.now;
-		files_tick(W.f, W.now);
-	}
 	fail_msg("the core never went quiet");
 }
 
@@ -222,14 +257,18 @@ static void world_init(uint32_t chunk, unsigned window, uint64_t seed)
 	c.max_file = (uint64_t)chunk * 1000;
 	c.retries = 30;
 	c.retry_ms = 10;
-	files_driver d = {NULL, d_kv, d_meta, d_data, d_room, d_done};
+	files_driver d = {&core_ids[0], d_kv, d_meta, d_data, d_room, d_done};
 	W.f = files_new(&c, &d);
 	assert_non_null(W.f);
+	d.ctx = &core_ids[1];
+	W.f2 = files_new(&c, &d); /* idle unless a test gives it work */
+	assert_non_null(W.f2);
 }
 
 static void world_free(void)
 {
 	files_free(W.f);
+	files_free(W.f2);
 	for (size_t i = 0; i < W.nrec; i++)
 		free(W.recs[i].val);
 	for (size_t i = 0; i < W.nq; i++)
@@ -402,6 +441,87 @@ static void test_round_trips(void **state)
 		list_check(20, sorted, 6);
 		check_store(names, bytes, sizes, 6, cs);
 		for (int i = 0; i < 6; i++)
+			free(bytes[i]);
+		world_free();
+	}
+}
+
+/* Two nodes list and unlist files at the same moment: every change reaches the index. The
+ * uploads and deletes of both cores run interleaved, their kv answers in random order, so
+ * both often read the same index version; the store refuses the second conditional write
+ * and its core makes its change again on what is there. */
+static void test_index_two_nodes(void **state)
+{
+	(void)state;
+	for (uint64_t seed = 1; seed <= 6; seed++) {
+		const uint32_t cs = 16;
+		world_init(cs, 2, 40 + seed);
+		W.unsure_pct = seed > 3 ? 10 : 0;
+		enum { NF = 10 };
+		char names[NF][8];
+		uint8_t *bytes[NF];
+		size_t sizes[NF];
+		for (unsigned i = 0; i < NF; i++) {
+			snprintf(names[i], sizeof names[i], "f%u", i);
+			sizes[i] = 1 + rn_rng_below(&W.rng, 3 * cs);
+			bytes[i] = random_bytes(sizes[i]);
+			memset(&W.xs[i], 0, sizeof W.xs[i]);
+			assert_int_equal(files_upload_begin(core_of(i % 2), W.now, i, names[i],
+			                                    strlen(names[i])),
+			                 0);
+		}
+		size_t off[NF] = {0};
+		for (bool more = true; more;) { /* a piece of each in turn, while it wants bytes */
+			more = false;
+			for (unsigned i = 0; i < NF; i++) {
+				if (off[i] == sizes[i])
+					continue;
+				more = true;
+				if (!files_upload_wants(core_of(i % 2), i)) {
+					step(); /* an answer, or the retries' tick, makes room */
+					continue;
+				}
+				size_t k = 1 + rn_rng_below(&W.rng, cs);
+				k = k > sizes[i] - off[i] ? sizes[i] - off[i] : k;
+				files_upload_data(core_of(i % 2), W.now, i, bytes[i] + off[i], k);
+				off[i] += k;
+			}
+		}
+		for (unsigned i = 0; i < NF; i++)
+			files_upload_end(core_of(i % 2), W.now, i);
+		settle();
+		for (unsigned i = 0; i < NF; i++) {
+			assert_true(W.xs[i].done);
+			assert_int_equal(W.xs[i].status, FILES_OK);
+		}
+		const char *all[NF];
+		for (unsigned i = 0; i < NF; i++)
+			all[i] = names[i];
+		list_check(30, all, NF); /* f0..f9 sort as they are numbered */
+		/* both delete at once: the odd ones through one core, f2 and f4 through the other
+		 */
+		unsigned dels[] = {1, 3, 5, 7, 9, 2, 4};
+		for (unsigned k = 0; k < 7; k++) {
+			unsigned i = dels[k];
+			memset(&W.xs[40 + k], 0, sizeof W.xs[40 + k]);
+			assert_int_equal(files_delete(core_of(k >= 5), W.now, 40 + k, names[i],
+			                              strlen(names[i])),
+			                 0);
+		}
+		settle();
+		for (unsigned k = 0; k < 7; k++)
+			assert_int_equal(W.xs[40 + k].status, FILES_OK);
+		const char *left[] = {names[0], names[6], names[8]};
+		list_check(31, left, 3);
+		uint8_t *lb[] = {bytes[0], bytes[6], bytes[8]};
+		size_t ls[] = {sizes[0], sizes[6], sizes[8]};
+		check_store(left, lb, ls, 3, cs);
+		for (unsigned i = 0; i < 3; i++)
+			download_check(32, left[i], lb[i], ls[i], 0, ls[i]);
+		assert_true(files_get_stats(W.f)->index_conflicts +
+		                files_get_stats(W.f2)->index_conflicts >
+		            0); /* the race did happen */
+		for (unsigned i = 0; i < NF; i++)
 			free(bytes[i]);
 		world_free();
 	}
@@ -622,6 +742,7 @@ int main(void)
 	    cmocka_unit_test(test_manifest_codec),         cmocka_unit_test(test_round_trips),
 	    cmocka_unit_test(test_dedup_delete_overwrite), cmocka_unit_test(test_abort_collects),
 	    cmocka_unit_test(test_corrupt_chunks),         cmocka_unit_test(test_limits_and_names),
+	    cmocka_unit_test(test_index_two_nodes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -144,8 +144,18 @@ static void run(net *t, uint64_t until)
 	kvs_run(t->k, until);
 }
 
+static size_t client_if(net *t, uint32_t entry, uint8_t op, const char *key, const char *val,
+                        const char *rid, const kv_version *cond);
+
 static size_t client(net *t, uint32_t entry, uint8_t op, const char *key, const char *val,
                      const char *rid)
+{
+	return client_if(t, entry, op, key, val, rid, NULL);
+}
+
+/* A request, conditional on the key's version being *cond when cond is not NULL. */
+static size_t client_if(net *t, uint32_t entry, uint8_t op, const char *key, const char *val,
+                        const char *rid, const kv_version *cond)
 {
 	assert_true(t->nops < MAXOPS);
 	size_t id = t->nops++;
@@ -156,13 +166,17 @@ static size_t client(net *t, uint32_t entry, uint8_t op, const char *key, const 
 	snprintf(o->key, sizeof o->key, "%s", key);
 	if (val)
 		snprintf(o->val, sizeof o->val, "%s", val);
-	kv_request r = {(kv_op)op,
-	                (const uint8_t *)key,
-	                strlen(key),
-	                (const uint8_t *)val,
-	                val ? strlen(val) : 0,
-	                (const uint8_t *)rid,
-	                rid ? strlen(rid) : 0};
+	kv_request r = {.op = (kv_op)op,
+	                .key = (const uint8_t *)key,
+	                .klen = strlen(key),
+	                .val = (const uint8_t *)val,
+	                .vlen = val ? strlen(val) : 0,
+	                .rid = (const uint8_t *)rid,
+	                .ridlen = rid ? strlen(rid) : 0};
+	if (cond) {
+		r.has_cond = true;
+		r.cond = *cond;
+	}
 	kvs_client(t->k, entry, id, &r);
 	return id;
 }
@@ -715,6 +729,63 @@ static void test_damaged_copy(void **state)
 	net_free(t);
 }
 
+/* The background scrub finds damaged copies nobody reads, on the owner and on the other
+ * replicas, and anti-entropy puts good ones back; with every copy of a key damaged the key
+ * ends up absent (told, never served). */
+static void test_scrub(void **state)
+{
+	(void)state;
+	net *t = net_new(6, 33);
+	for (uint32_t i = 0; i < 6; i++)
+		kv_set_check(NODE(t, i)->kv, check_bang);
+	run(t, 1000);
+	enum { NK = 12 };
+	char keys[NK][16];
+	size_t w[NK];
+	for (int i = 0; i < NK; i++) {
+		snprintf(keys[i], sizeof keys[i], "cold-%d", i);
+		w[i] = client(t, (uint32_t)i % 6, KV_PUT, keys[i], "\"good\"", NULL);
+	}
+	run(t, t->k->now + 2000);
+	uint32_t reps[NK][KV_MAX_R];
+	for (int i = 0; i < NK; i++) {
+		assert_int_equal(t->ops[w[i]].status, KV_OK);
+		rn_id kid;
+		kid_of(keys[i], &kid);
+		assert_int_equal(true_replicas(t, &kid, reps[i]), 3);
+	}
+	uint64_t found0 = 0;
+	for (uint32_t n = 0; n < 6; n++)
+		found0 += kv_get_stats(NODE(t, n)->kv)->scrub_damaged;
+	/* key i: the copy on its replica i % 3 (0: the owner) is damaged; the last key on all */
+	for (int i = 0; i < NK - 1; i++)
+		damage(t, reps[i][i % 3], keys[i]);
+	for (int r = 0; r < 3; r++)
+		damage(t, reps[NK - 1][r], keys[NK - 1]);
+	run(t, t->k->now + 31 * CFG(t).scrub_ms + 3 * CFG(t).sync_ms); /* a pass and repair */
+	uint64_t found = 0, passes = 0;
+	for (uint32_t n = 0; n < 6; n++) {
+		found += kv_get_stats(NODE(t, n)->kv)->scrub_damaged;
+		passes += kv_get_stats(NODE(t, n)->kv)->scrub_passes;
+	}
+	assert_int_equal(found - found0, NK - 1 + 3);
+	assert_true(passes >= 6);
+	for (int i = 0; i < NK - 1; i++)
+		for (int r = 0; r < 3; r++)
+			assert_true(copy_good(t, reps[i][r], keys[i], &t->ops[w[i]].v));
+	rn_id kid;
+	kid_of(keys[NK - 1], &kid);
+	kv_record cur;
+	for (int r = 0; r < 3; r++)
+		assert_int_equal(memstore_get(NODE(t, reps[NK - 1][r])->st, &kid, &cur),
+		                 RN_ENOTFOUND);
+	size_t g = client(t, 2, KV_GET, keys[NK - 1], NULL, NULL);
+	run(t, t->k->now + 2000);
+	assert_true(t->ops[g].replied);
+	assert_true(t->ops[g].status == KV_NOT_FOUND || t->ops[g].status == KV_UNSURE);
+	net_free(t);
+}
+
 /* A retried write with the same request id is applied once. */
 static void test_idempotent_retry(void **state)
 {
@@ -734,6 +805,84 @@ static void test_idempotent_retry(void **state)
 	run(t, t->k->now + 500);
 	assert_false(t->ops[c].replayed);
 	assert_true(kv_version_cmp(&t->ops[c].v, &t->ops[a].v) > 0);
+	net_free(t);
+}
+
+/* Compare-and-set. Of two creations conditional on absence exactly one succeeds; a write
+ * conditional on an old version is refused with the version held and changes nothing; and
+ * clients on every node incrementing one counter by read, then write-if-unchanged, lose no
+ * increment: the counter ends at the number of conditional writes acknowledged. */
+static void test_conditional_writes(void **state)
+{
+	(void)state;
+	net *t = net_new(8, 11);
+	run(t, 1000);
+	kv_version absent = {0, 0, false};
+	size_t a = client_if(t, 1, KV_PUT, "lock", "\"a\"", NULL, &absent);
+	size_t b = client_if(t, 6, KV_PUT, "lock", "\"b\"", NULL, &absent);
+	run(t, t->k->now + 500);
+	assert_true(t->ops[a].replied && t->ops[b].replied);
+	assert_true((t->ops[a].status == KV_OK) != (t->ops[b].status == KV_OK));
+	size_t won = t->ops[a].status == KV_OK ? a : b, lost = won == a ? b : a;
+	assert_int_equal(t->ops[lost].status, KV_CONFLICT);
+	assert_true(t->ops[lost].has_v); /* told what is there */
+	assert_int_equal(kv_version_cmp(&t->ops[lost].v, &t->ops[won].v), 0);
+	/* the winner's version moves on; a write conditional on the old one is refused */
+	kv_version old = t->ops[won].v;
+	size_t c = client_if(t, 3, KV_PUT, "lock", "\"c\"", NULL, &old);
+	run(t, t->k->now + 500);
+	assert_int_equal(t->ops[c].status, KV_OK);
+	size_t d = client_if(t, 5, KV_PUT, "lock", "\"d\"", NULL, &old);
+	size_t e = client_if(t, 2, KV_DEL, "lock", NULL, NULL, &old);
+	run(t, t->k->now + 500);
+	assert_int_equal(t->ops[d].status, KV_CONFLICT);
+	assert_int_equal(t->ops[e].status, KV_CONFLICT);
+	assert_int_equal(kv_version_cmp(&t->ops[d].v, &t->ops[c].v), 0);
+	size_t g = client(t, 7, KV_GET, "lock", NULL, NULL);
+	run(t, t->k->now + 500);
+	assert_int_equal(t->ops[g].status, KV_OK);
+	assert_string_equal(t->ops[g].got, "\"c\"");
+
+	/* the counter: every node runs read-then-conditional-write loops at once */
+	enum { CLIENTS = 8, EACH = 6 };
+	size_t cur[CLIENTS];
+	unsigned done[CLIENTS] = {0}, acked = 0, conflicts = 0;
+	size_t z = client(t, 0, KV_PUT, "counter", "0", NULL);
+	run(t, t->k->now + 500);
+	assert_int_equal(t->ops[z].status, KV_OK);
+	for (unsigned i = 0; i < CLIENTS; i++)
+		cur[i] = client(t, i, KV_GET, "counter", NULL, NULL);
+	for (int step = 0; step < 4000 && acked < CLIENTS * EACH; step++) {
+		run(t, t->k->now + 3);
+		for (unsigned i = 0; i < CLIENTS; i++) {
+			cop *o = &t->ops[cur[i]];
+			if (!o->replied || done[i] == EACH)
+				continue;
+			if (o->op == KV_GET) {
+				assert_int_equal(o->status, KV_OK);
+				char next[32];
+				snprintf(next, sizeof next, "%ld", strtol(o->got, NULL, 10) + 1);
+				kv_version v = o->v;
+				cur[i] = client_if(t, i, KV_PUT, "counter", next, NULL, &v);
+				continue;
+			}
+			if (o->status == KV_OK) {
+				acked++;
+				done[i]++;
+			} else {
+				assert_int_equal(o->status, KV_CONFLICT);
+				conflicts++;
+			}
+			if (done[i] < EACH)
+				cur[i] = client(t, i, KV_GET, "counter", NULL, NULL);
+		}
+	}
+	assert_int_equal(acked, CLIENTS * EACH);
+	assert_true(conflicts > 0); /* they did race */
+	size_t f = client(t, 4, KV_GET, "counter", NULL, NULL);
+	run(t, t->k->now + 500);
+	assert_int_equal(t->ops[f].status, KV_OK);
+	assert_int_equal(strtol(t->ops[f].got, NULL, 10), CLIENTS * EACH);
 	net_free(t);
 }
 
@@ -887,6 +1036,8 @@ int main(void)
 	    cmocka_unit_test(test_stale_replica_loses),
 	    cmocka_unit_test(test_damaged_copy),
 	    cmocka_unit_test(test_idempotent_retry),
+	    cmocka_unit_test(test_conditional_writes),
+	    cmocka_unit_test(test_scrub),
 	    cmocka_unit_test(test_quorum_not_met),
 	    cmocka_unit_test(test_tombstone_collected),
 	    cmocka_unit_test(test_repair_sends_only_differences),

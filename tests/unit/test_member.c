@@ -5,6 +5,7 @@
  * of a partition or its addressee has crashed. The oracle is the truth the test keeps:
  * which nodes run, and which side each is on. Each check scans every node's view of
  * every other node and compares it with that truth. */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -352,10 +353,10 @@ static void test_bounded_table(void **state)
 	start(t, 0, 1);
 	member_update u[MAXN + 3];
 	for (int i = 0; i < MAXN; i++)
-		u[i] = (member_update){(member_addr)i, 1, MEMBER_ALIVE};
-	u[MAXN] = (member_update){MAXN + 5, 1, MEMBER_ALIVE};      /* out of range */
-	u[MAXN + 1] = (member_update){UINT32_MAX, 1, MEMBER_DEAD}; /* out of range */
-	u[MAXN + 2] = (member_update){7, 1, 9};                    /* no such state */
+		u[i] = (member_update){(member_addr)i, 1, MEMBER_ALIVE, false, 0};
+	u[MAXN] = (member_update){MAXN + 5, 1, MEMBER_ALIVE, false, 0};      /* out of range */
+	u[MAXN + 1] = (member_update){UINT32_MAX, 1, MEMBER_DEAD, false, 0}; /* out of range */
+	u[MAXN + 2] = (member_update){7, 1, 9, false, 0};                    /* no such state */
 	member_msg m = {
 	    .type = MEMBER_MSG_GOSSIP, .to = 0, .from = 1, .updates = u, .nupdates = MAXN + 3};
 	member_on_msg(t->node[0], t->now, &m);
@@ -398,6 +399,28 @@ static void keep_last(void *ctx, const member_msg *m)
 	memcpy(last_u, m->updates, last_n * sizeof *last_u);
 }
 
+/* One GOSSIP from member `from` with updates u to the lone node n. */
+static void tell(member_node *n, uint64_t now, member_addr from, const member_update *u, size_t k)
+{
+	member_msg g = {
+	    .type = MEMBER_MSG_GOSSIP, .to = 0, .from = from, .updates = u, .nupdates = k};
+	member_on_msg(n, now, &g);
+}
+
+/* A lone node 0 (its messages kept by keep_last) told members 1..count are alive. */
+static member_node *knowing(const member_config *c, unsigned count)
+{
+	member_driver d = {keep_last, NULL, NULL};
+	member_node *n = member_new(c, &d, 0, 1, 9, 0);
+	assert_non_null(n);
+	member_update u[64];
+	assert_true(count <= 64);
+	for (unsigned i = 0; i < count; i++)
+		u[i] = (member_update){(member_addr)(i + 1), 1, MEMBER_ALIVE, false, 0};
+	tell(n, 0, 1, u, count);
+	return n;
+}
+
 /* a change goes out on the very next message however full the queue, and each update
  * goes out retransmit-limit times, no more */
 static void test_gossip_queue_order(void **state)
@@ -405,22 +428,14 @@ static void test_gossip_queue_order(void **state)
 	(void)state;
 	member_config c;
 	member_config_default(&c, 64);
-	member_driver d = {keep_last, NULL, NULL};
-	member_node *n = member_new(&c, &d, 0, 1, 9, 0);
-	assert_non_null(n);
-	member_update u[60];
-	for (int i = 0; i < 60; i++)
-		u[i] = (member_update){(member_addr)(i + 1), 1, MEMBER_ALIVE};
-	member_msg g = {
-	    .type = MEMBER_MSG_GOSSIP, .to = 0, .from = 1, .updates = u, .nupdates = 60};
-	member_on_msg(n, 0, &g);
+	member_node *n = knowing(&c, 60);
 	member_msg ping = {.type = MEMBER_MSG_PING, .to = 0, .from = 1, .target = 0};
 	for (int i = 0; i < 5; i++) { /* 5 answers take the 40 newest (21..60) once each */
 		ping.seq = (uint64_t)i;
 		member_on_msg(n, 0, &ping);
 		assert_int_equal(last_n, c.piggyback);
 	}
-	member_update news = {61, 1, MEMBER_SUSPECT};
+	member_update news = {61, 1, MEMBER_SUSPECT, false, 0};
 	member_msg g2 = {
 	    .type = MEMBER_MSG_GOSSIP, .to = 0, .from = 2, .updates = &news, .nupdates = 1};
 	member_on_msg(n, 0, &g2);
@@ -436,7 +451,7 @@ static void test_gossip_queue_order(void **state)
 		old_ones += seen[i];
 	assert_int_equal(old_ones + seen[0], (int)c.piggyback - 1);
 	/* a newer change to a member still queued goes to the top too */
-	member_update news2 = {5, 1, MEMBER_SUSPECT};
+	member_update news2 = {5, 1, MEMBER_SUSPECT, false, 0};
 	g2.updates = &news2;
 	member_on_msg(n, 0, &g2);
 	member_on_msg(n, 0, &ping);
@@ -454,6 +469,99 @@ static void test_gossip_queue_order(void **state)
 	assert_int_equal(count[30], limit - 1); /* 30 went once in the first five answers */
 	assert_int_equal(count[5], limit - 1);
 	assert_int_equal(count[3], limit);
+	member_free(n);
+}
+
+/* Lifeguard's timeout, as the paper and memberlist write it: max - (max - min) *
+ * log(c + 1) / log(k + 1), never below min */
+static double lifeguard_ms(double min, double max, unsigned c, unsigned k)
+{
+	double t = max - (max - min) * log(c + 1.0) / log(k + 1.0);
+	return c >= k || t < min ? min : t;
+}
+
+static member_state state_at(member_node *n, uint64_t now, member_addr a)
+{
+	member_tick(n, now);
+	return member_get(n, a, NULL, NULL);
+}
+
+/* A suspicion starts at max_mult times the timeout; each distinct member that confirms
+ * it shortens it; the first suspecter again, or one already counted, does not. */
+static void test_lifeguard_confirmations(void **state)
+{
+	(void)state;
+	member_config c;
+	member_config_default(&c, 64);
+	c.interval_ms = 1000000; /* no probe of its own in the test's time: no confirmation */
+	c.suspicion_max_mult = 4;
+	c.suspicion_confirm = 3;
+	member_node *n = knowing(&c, 20);
+	double min = (double)member_suspicion_timeout(n), max = 4 * min; /* 21 known: 2 s */
+	assert_int_equal((uint64_t)min, 2000);
+	/* unconfirmed: the whole max */
+	member_update sus = {5, 1, MEMBER_SUSPECT, true, 1};
+	tell(n, 0, 1, &sus, 1);
+	assert_int_equal(state_at(n, (uint64_t)max - 5, 5), MEMBER_SUSPECT);
+	assert_int_equal(state_at(n, (uint64_t)max + 5, 5), MEMBER_DEAD);
+	/* suspected at t0 by member 1; then confirmed by 1, 2 or 3 others (member 6, 7, 8),
+	 * and member 9 by the first suspecter again and one other twice: 1 confirmation */
+	uint64_t t0 = 10000;
+	for (member_addr a = 6; a <= 9; a++) {
+		sus.addr = a;
+		sus.by = 1;
+		tell(n, t0, 1, &sus, 1);
+	}
+	static const member_addr by[4][3] = {{2}, {2, 3}, {2, 3, 4}, {1, 2, 2}};
+	static const unsigned nby[4] = {1, 2, 3, 3}, counted[4] = {1, 2, 3, 1};
+	for (unsigned j = 0; j < 3; j++)
+		for (member_addr a = 6; a <= 9; a++)
+			if (j < nby[a - 6]) {
+				sus.addr = a;
+				sus.by = by[a - 6][j];
+				tell(n, t0 + 1000 + 100 * j, sus.by, &sus, 1);
+			}
+	assert_int_equal(member_get_stats(n)->confirmations, 1 + 2 + 3 + 1);
+	/* the suspicion goes round naming the newest confirmation */
+	member_msg ping = {.type = MEMBER_MSG_PING, .to = 0, .from = 2, .seq = 1};
+	member_on_msg(n, t0 + 1300, &ping);
+	bool told = false;
+	for (size_t k = 0; k < last_n; k++)
+		told |= last_u[k].addr == 7 && last_u[k].has_by && last_u[k].by == 3;
+	assert_true(told);
+	/* each dead when its own timeout has run out (the minimum, for 3: at once) */
+	double due[4];
+	for (member_addr a = 6; a <= 9; a++)
+		due[a - 6] = (double)t0 + lifeguard_ms(min, max, counted[a - 6], 3);
+	for (uint64_t now = t0 + 1300; now < t0 + (uint64_t)max + 100; now += 10) {
+		member_tick(n, now);
+		for (member_addr a = 6; a <= 9; a++) {
+			member_state st = member_get(n, a, NULL, NULL);
+			double d2 = due[a - 6] < (double)t0 + 1200 ? (double)t0 + 1200 : due[a - 6];
+			if ((double)now < d2 - 10)
+				assert_int_equal(st, MEMBER_SUSPECT);
+			else if ((double)now > d2 + 10)
+				assert_int_equal(st, MEMBER_DEAD);
+		}
+	}
+	member_free(n);
+}
+
+/* Off (the default), confirmations change nothing: the timeout is the minimum. */
+static void test_lifeguard_off(void **state)
+{
+	(void)state;
+	member_config c;
+	member_config_default(&c, 64);
+	c.interval_ms = 1000000;
+	member_node *n = knowing(&c, 20);
+	member_update sus = {5, 1, MEMBER_SUSPECT, true, 1};
+	tell(n, 0, 1, &sus, 1);
+	sus.by = 2;
+	tell(n, 500, 2, &sus, 1);
+	assert_int_equal(state_at(n, 1995, 5), MEMBER_SUSPECT);
+	assert_int_equal(state_at(n, 2005, 5), MEMBER_DEAD);
+	assert_int_equal(member_get_stats(n)->confirmations, 0);
 	member_free(n);
 }
 
@@ -487,6 +595,8 @@ int main(void)
 	    cmocka_unit_test(test_partition_and_heal),
 	    cmocka_unit_test(test_restart_refutes_old_death),
 	    cmocka_unit_test(test_leave_is_left_everywhere),
+	    cmocka_unit_test(test_lifeguard_confirmations),
+	    cmocka_unit_test(test_lifeguard_off),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

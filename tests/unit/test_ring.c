@@ -38,6 +38,9 @@ typedef struct {
 	/* last lookup answer */
 	bool got;
 	ring_event ev;
+	/* the last RING_EV_JOINED, and how many there were */
+	int joins;
+	ring_event joined;
 } net;
 
 static net *net_new(unsigned bits, ring_lookup_mode mode, unsigned r)
@@ -75,6 +78,9 @@ static void collect(net *t, uint32_t from)
 		if (t->out.events[k].type == RING_EV_LOOKUP_DONE) {
 			t->got = true;
 			t->ev = t->out.events[k];
+		} else if (t->out.events[k].type == RING_EV_JOINED) {
+			t->joins++;
+			t->joined = t->out.events[k];
 		}
 	assert_int_equal(t->out.dropped, 0);
 	ring_out_reset(&t->out);
@@ -507,6 +513,36 @@ static void test_failures_repaired(void **state)
 	net_free(t);
 }
 
+/* A node restarts (a new core, same id and address) and joins while the ring still lists
+ * it from before: its join must name its true successor at once, not the node itself. */
+static void test_restarted_node_joins_its_successor(void **state)
+{
+	(void)state;
+	static const unsigned bits[] = {8, 160};
+	for (size_t b = 0; b < 2; b++) {
+		rn_rng rng;
+		rn_rng_seed(&rng, 91 + b);
+		net *t = net_new(bits[b], RING_LOOKUP_SCALABLE, 4);
+		build_static(t, 24, &rng);
+		for (int r = 0; r < 24; r += 5) {
+			rn_id id = *ring_self_id(t->node[r]);
+			ring_node_free(t->node[r]);
+			t->node[r] = ring_node_new(&t->cfg, &id, (ring_addr)r);
+			int via = (r + 7) % 24;
+			t->joins = 0;
+			ring_join(t->node[r], t->now, (ring_addr)via, &t->out);
+			collect(t, (uint32_t)r);
+			pump(t);
+			assert_int_equal(t->joins, 1);
+			assert_int_equal(t->joined.result.addr, oracle_after(t, r));
+			assert_int_equal(ring_successor(t->node[r]).addr, oracle_after(t, r));
+		}
+		assert_true(converge(t, 200) > 0);
+		check_lookups(t, &rng, 10, bits[b] + 1);
+		net_free(t);
+	}
+}
+
 /* ring_forget: the membership service's word that a peer is dead takes it out of every
  * table at once, so lookups answer right without meeting a single dead node */
 static void test_forget_dead_peers(void **state)
@@ -667,6 +703,7 @@ int main(void)
 	    cmocka_unit_test(test_partitioned_rings_merge),
 	    cmocka_unit_test(test_failures_repaired),
 	    cmocka_unit_test(test_forget_dead_peers),
+	    cmocka_unit_test(test_restarted_node_joins_its_successor),
 	    cmocka_unit_test(test_finger_runs_match_plain_array),
 	    cmocka_unit_test(test_config_check),
 	};
