@@ -422,6 +422,19 @@ char *nd_dash_metrics(node *n, char *text)
 	  "ringnet_peer_frames_total{dir=\"in\"} %llu\nringnet_peer_frames_total{dir=\"out\"} "
 	  "%llu\n",
 	  (unsigned long long)n->frames_in, (unsigned long long)n->frames_out);
+	uint64_t commits = 0, writes = 0;
+	if (n->st)
+		store_commit_stats(n->st, &commits, &writes);
+	P("# HELP ringnet_peer_writes_total Writes on outgoing peer connections (each one "
+	  "writev of the frames queued in a loop iteration).\n"
+	  "# TYPE ringnet_peer_writes_total counter\nringnet_peer_writes_total %llu\n"
+	  "# HELP ringnet_store_commits_total Store commits (one fsync each) that wrote "
+	  "records.\n# TYPE ringnet_store_commits_total counter\nringnet_store_commits_total "
+	  "%llu\n# HELP ringnet_store_commit_writes_total Puts and deletes those commits "
+	  "carried.\n# TYPE ringnet_store_commit_writes_total counter\n"
+	  "ringnet_store_commit_writes_total %llu\n",
+	  (unsigned long long)n->peer_writes, (unsigned long long)commits,
+	  (unsigned long long)writes);
 	P("# HELP ringnet_peer_message_bytes_total Bytes of peer messages (frame header "
 	  "included) by direction and type, ring and key-value alike (out: when queued).\n"
 	  "# TYPE ringnet_peer_message_bytes_total counter\n");

@@ -15,11 +15,14 @@
 
 #include "node_internal.h"
 
+/* One write of up to PEER_OUT_IOV frames to a peer (one writev). */
 typedef struct {
 	uv_write_t req;
 	peer *p;
-	uv_tcp_t *tcp; /* the connection it went out on (p may have a newer one by now) */
-	pending *frame;
+	uv_tcp_t *tcp;   /* the connection it went out on (p may have a newer one by now) */
+	pending *frames; /* in the order written */
+	unsigned nframes;
+	size_t cost; /* frame_cost of them, for p->wbytes */
 } wreq;
 
 /* ---- addresses ----
@@ -28,7 +31,8 @@ typedef struct {
  * can make a node learn addresses (every frame names some), so when the book is full the
  * BOOK_EVICT least recently seen entries that nothing holds are forgotten and their slots
  * reused: not this node, not a successor, the predecessor, a finger, the anchor or a join
- * candidate, and not a peer with a connection, queued frames or writes under way.
+ * candidate, and not a peer with a connection, queued frames or writes under way (nor
+ * one in the list of peers to flush).
  * Addresses are compared in their canonical form, "a.b.c.d:port", so "localhost:6001",
  * "127.0.0.1:06001" and "127.0.0.1:6001" are one entry. */
 
@@ -101,7 +105,7 @@ static void book_evict(node *n)
 	uint32_t nc = 0;
 	for (uint32_t i = 1; i < n->npeers; i++) {
 		const peer *p = &n->peers[i];
-		if (!p->unused && !pinned[i] && !p->tcp && !p->nq && !p->inflight)
+		if (!p->unused && !pinned[i] && !p->tcp && !p->nq && !p->inflight && !p->dirty)
 			cand[nc++] = (lru_entry){p->seen, i};
 	}
 	qsort(cand, nc, sizeof *cand, by_seen);
@@ -186,18 +190,37 @@ void nd_free_frame(pending *f)
 	free(f);
 }
 
+/* What a frame queued to a peer counts against PEER_OUT_BYTES: its bytes and its record. */
+static size_t frame_cost(const pending *f)
+{
+	return f->len + sizeof *f;
+}
+
+void nd_free_frames(pending *f)
+{
+	while (f) {
+		pending *next = f->next;
+		nd_free_frame(f);
+		f = next;
+	}
+}
+
+/* Frees the frames from f on, handing each back to its core first when back. */
+static void free_frames(node *n, pending *f, bool back)
+{
+	for (pending *g = f; back && g; g = g->next)
+		hand_back(n, g);
+	nd_free_frames(f);
+}
+
 /* Every queued frame of p goes back to the core as undeliverable. */
 static void fail_queue(peer *p)
 {
 	pending *f = p->head;
 	p->head = p->tail = NULL;
 	p->nq = 0;
-	while (f) {
-		pending *next = f->next;
-		hand_back(p->node, f);
-		nd_free_frame(f);
-		f = next;
-	}
+	p->qbytes = 0;
+	free_frames(p->node, f, true);
 }
 
 static void on_closed(uv_handle_t *h)
@@ -222,8 +245,9 @@ static void on_write(uv_write_t *req, int status)
 	wreq *w = (wreq *)req;
 	node *n = w->p->node;
 	w->p->inflight--;
+	w->p->wbytes -= w->cost;
 	if (status < 0) {
-		/* reset, broken pipe, or cancelled by a close: the frame goes back to the
+		/* reset, broken pipe, or cancelled by a close: the frames go back to the
 		 * core, and the connection (if it is still this one) is dropped, so that the
 		 * next frame opens a fresh one */
 		LOG_D(n, "write to %s failed: %s", w->p->addr, uv_strerror(status));
@@ -231,52 +255,121 @@ static void on_write(uv_write_t *req, int status)
 			nd_drop_connection(w->p);
 			fail_queue(w->p);
 		}
-		hand_back(n, w->frame);
 	} else {
-		n->frames_out++;
-		n->bytes_out += w->frame->len;
+		n->frames_out += w->nframes;
+		for (pending *f = w->frames; f; f = f->next)
+			n->bytes_out += f->len;
 	}
-	nd_free_frame(w->frame);
+	free_frames(n, w->frames, status < 0);
 	free(w);
 }
 
-static void write_frame(peer *p, pending *f)
+/* Seals f for p's keyed link (the body sealed, its tag after it: auth.h); false when it
+ * cannot (out of memory). */
+static bool seal_frame(peer *p, pending *f)
 {
-	wreq *w = p->tcp && p->connected ? malloc(sizeof *w) : NULL;
-	if (!w) { /* out of memory, or an earlier write of the same batch dropped it */
-		hand_back(p->node, f);
-		nd_free_frame(f);
-		return;
-	}
-	w->p = p;
-	w->tcp = p->tcp;
-	w->frame = f;
-	if (p->node->keyed) { /* the body is sealed, its tag follows it (auth.h) */
-		uint8_t *q = realloc(f->buf, f->len + AUTH_SEAL);
-		if (q)
-			f->buf = q;
-		if (!q ||
-		    auth_seal(&p->sess, p->seq_out++, q, f->len, WIRE_HEADER, q + f->len) < 0) {
-			if (q) /* the stream's sequence has a gap now */
-				nd_drop_connection(p);
+	uint8_t *q = realloc(f->buf, f->len + AUTH_SEAL);
+	if (!q)
+		return false;
+	f->buf = q;
+	if (auth_seal(&p->sess, p->seq_out++, q, f->len, WIRE_HEADER, q + f->len) < 0)
+		return false;
+	f->len += AUTH_SEAL;
+	return true;
+}
+
+/* Writes what p has queued, PEER_OUT_IOV frames to a write, in the order queued. A
+ * connection that cannot take them is dropped and the frames go back to the cores. */
+static void flush_peer(peer *p)
+{
+	node *n = p->node;
+	while (p->head && p->tcp && p->connected) {
+		uv_buf_t bufs[PEER_OUT_IOV];
+		wreq *w = malloc(sizeof *w);
+		unsigned k = 0;
+		size_t cost = 0;
+		pending *f = p->head, *last = NULL;
+		for (; w && f && k < PEER_OUT_IOV; last = f, f = f->next) {
+			cost += frame_cost(f);
+			if (n->keyed && !seal_frame(p, f))
+				break;
+			bufs[k++] = uv_buf_init((char *)f->buf, (unsigned)f->len);
+		}
+		if (!w || (f && k < PEER_OUT_IOV)) { /* out of memory; the stream has a gap */
 			free(w);
-			hand_back(p->node, f);
-			nd_free_frame(f);
+			nd_drop_connection(p);
+			fail_queue(p);
 			return;
 		}
-		f->len += AUTH_SEAL;
+		/* the first k frames leave the queue for the write */
+		w->p = p;
+		w->tcp = p->tcp;
+		w->frames = p->head;
+		w->nframes = k;
+		w->cost = cost;
+		p->head = f;
+		if (!f)
+			p->tail = NULL;
+		last->next = NULL;
+		p->nq -= k;
+		p->qbytes -= cost;
+		int rc = uv_write(&w->req, (uv_stream_t *)p->tcp, bufs, k, on_write);
+		if (rc < 0) {
+			LOG_D(n, "cannot write to %s: %s", p->addr, uv_strerror(rc));
+			nd_drop_connection(p);
+			free_frames(n, w->frames, true);
+			free(w);
+			fail_queue(p);
+			return;
+		}
+		p->inflight++;
+		p->wbytes += cost;
+		n->peer_writes++;
 	}
-	uv_buf_t b = uv_buf_init((char *)f->buf, (unsigned)f->len);
-	int rc = uv_write(&w->req, (uv_stream_t *)p->tcp, &b, 1, on_write);
-	if (rc < 0) {
-		LOG_D(p->node, "cannot write to %s: %s", p->addr, uv_strerror(rc));
-		free(w);
-		nd_drop_connection(p);
-		hand_back(p->node, f);
-		nd_free_frame(f);
-		return;
+}
+
+/* Every peer with frames queued gets them in one write. */
+static void flush_dirty(node *n)
+{
+	while (n->ndirty) { /* a hand-back may queue more (to other peers) */
+		peer *p = &n->peers[n->dirty[--n->ndirty]];
+		p->dirty = false;
+		if (!p->unused)
+			flush_peer(p);
 	}
-	p->inflight++;
+}
+
+/* The end of a loop iteration (before it polls, and after): the frames that claim
+ * nothing go out first, so that the replicas' commits run beside this node's; then the
+ * iteration's batch commits and what it held is written too. */
+static void iteration_end(node *n)
+{
+	flush_dirty(n);
+	nd_batch_iter_close(n);
+	flush_dirty(n);
+}
+
+static void on_flush_prep(uv_prepare_t *h)
+{
+	iteration_end(h->data);
+}
+
+static void on_flush_check(uv_check_t *h)
+{
+	iteration_end(h->data);
+}
+
+void nd_conn_start(node *n)
+{
+	n->peer_out_max = n->peer_out_max ? n->peer_out_max : PEER_OUT_BYTES;
+	uv_prepare_init(&n->loop, &n->flush_prep);
+	uv_check_init(&n->loop, &n->flush_check);
+	n->flush_prep.data = n->flush_check.data = n;
+	uv_prepare_start(&n->flush_prep, on_flush_prep);
+	uv_check_start(&n->flush_check, on_flush_check);
+	/* they must not keep the loop alive at shutdown */
+	uv_unref((uv_handle_t *)&n->flush_prep);
+	uv_unref((uv_handle_t *)&n->flush_check);
 }
 
 static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *b)
@@ -287,18 +380,11 @@ static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *b)
 	*b = uv_buf_init(discard, sizeof discard);
 }
 
-/* Writes the queued frames of a peer whose connection is ready. */
+/* The connection is ready: what waited for it goes out now. */
 static void flush_queue(peer *p)
 {
 	p->connected = true;
-	pending *f = p->head;
-	p->head = p->tail = NULL;
-	p->nq = 0;
-	while (f) {
-		pending *next = f->next;
-		write_frame(p, f);
-		f = next;
-	}
+	flush_peer(p);
 }
 
 typedef struct {
@@ -342,9 +428,13 @@ static void send_hello(peer *p)
 		fail_queue(p);
 		return;
 	}
-	if (id) {
-		p->connected = true;
-		write_frame(p, id);
+	if (id) { /* first on the stream, ahead of what waited for the connection */
+		id->next = p->head;
+		p->head = id;
+		if (!p->tail)
+			p->tail = id;
+		p->nq++;
+		p->qbytes += frame_cost(id);
 	}
 	flush_queue(p);
 }
@@ -439,13 +529,19 @@ void nd_send_frame(node *n, ring_addr to, pending *f)
 	}
 	p->used_at = uv_now(&n->loop);
 	p->seen = ++n->book_clock;
-	if (p->connected) {
-		write_frame(p, f);
+	uint64_t now = uv_now(&n->loop);
+	size_t cost = frame_cost(f);
+	if (p->qbytes + p->wbytes + cost > n->peer_out_max) {
+		/* a peer that does not read what it is sent holds no more than this */
+		nd_limit(n, LIM_PEER_OUT,
+		         "%zu bytes queued or unwritten to %s (at most %zu): refusing frames to it",
+		         p->qbytes + p->wbytes, p->addr, n->peer_out_max);
+		hand_back(n, f);
+		nd_free_frame(f);
 		return;
 	}
-	uint64_t now = uv_now(&n->loop);
-	if (p->nq >= MAX_QUEUE ||
-	    (!p->tcp && p->backoff_ms && now - p->failed_at < p->backoff_ms)) {
+	if (!p->connected && (p->nq >= MAX_QUEUE ||
+	                      (!p->tcp && p->backoff_ms && now - p->failed_at < p->backoff_ms))) {
 		hand_back(n, f); /* queue full, or it refused us a moment ago */
 		nd_free_frame(f);
 		return;
@@ -457,6 +553,14 @@ void nd_send_frame(node *n, ring_addr to, pending *f)
 		p->head = f;
 	p->tail = f;
 	p->nq++;
+	p->qbytes += cost;
+	if (p->connected) { /* written at the end of this loop iteration (flush_dirty) */
+		if (!p->dirty) {
+			p->dirty = true;
+			n->dirty[n->ndirty++] = to;
+		}
+		return;
+	}
 	if (p->tcp)
 		return; /* connecting */
 	if (n->nout >= MAX_OUT_CONNS)
@@ -798,10 +902,9 @@ static void in_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 	}
 	if (nread == 0)
 		return;
-	/* every frame of this read, one store commit (see nd_batch_begin) */
-	nd_batch_begin(n);
+	/* every frame of this iteration's reads, one store commit (see nd_batch_iter) */
+	nd_batch_iter(n);
 	in_read_frames(c, nread, b);
-	nd_batch_end(n);
 }
 
 static void in_read_frames(inconn *c, ssize_t nread, const uv_buf_t *b)

@@ -26,14 +26,23 @@ void nd_batch_begin(node *n)
 {
 	if (n->batch_depth++)
 		return;
-	n->batch_writes0 = n->st_writes;
 	if (n->st && store_batch_begin(n->st) < 0)
 		LOG_W(n, "cannot open a store transaction; writes commit one by one");
 }
 
+/* Whether what the node says now could depend on a write not yet on disk: only writes of
+ * the open batch can be (every batch before it has committed), and only once it has made
+ * one; what was said before that reflects committed state alone. */
+static bool batch_unsafe(const node *n)
+{
+	return n->batch_depth && n->st && store_batch_dirty(n->st) && !n->kv_acked_input;
+}
+
 bool nd_batch_hold(node *n, ring_addr to, pending *f)
 {
-	if (!n->batch_depth)
+	/* a request, a replication push or a read says nothing of what this node stored:
+	 * it goes out at once, so the replicas' commits run beside this one, not after it */
+	if (!batch_unsafe(n) || f->claims_nothing)
 		return false;
 	f->held_to = to;
 	f->next = NULL;
@@ -54,8 +63,17 @@ static void job_resume(node *n, job *j)
 
 void nd_batch_end(node *n)
 {
-	if (!n->batch_depth || --n->batch_depth)
+	if (!n->batch_depth)
 		return;
+	if (--n->batch_depth) {
+		if (n->batch_depth > 1 || !n->iter_open)
+			return;
+		/* back at the iteration's batch: whoever ended this one may rely on its
+		 * writes being on disk now (files.c reads kv answers after it), so the
+		 * iteration's batch commits here, with it */
+		n->iter_open = false;
+		n->batch_depth = 0;
+	}
 	if (n->st && store_batch_end(n->st) < 0) {
 		/* the writes of this batch are not on disk, and what was held would say they
 		 * are: stop here, having said nothing (crash-only; the replicas have them) */
@@ -76,6 +94,22 @@ void nd_batch_end(node *n)
 		job_resume(n, j);
 		j = next;
 	}
+}
+
+void nd_batch_iter(node *n)
+{
+	if (n->iter_open)
+		return;
+	nd_batch_begin(n);
+	n->iter_open = true;
+}
+
+void nd_batch_iter_close(node *n)
+{
+	if (!n->iter_open)
+		return;
+	n->iter_open = false;
+	nd_batch_end(n);
 }
 
 /* ---- deferred inputs ---- */
@@ -168,7 +202,12 @@ void nd_kv_on_frame(node *n, const kv_msg *m)
 {
 	if (m->type <= KV_MSG_PURGE)
 		n->kv_msgs_in[m->type]++;
-	KV_CALL(n, kv_on_msg(n->kv, uv_now(&n->loop), m));
+	/* An acknowledgement, or a coordinator's answer, completes writes made in earlier
+	 * iterations (the coordinator writes before it sends a replica the record, and that
+	 * goes out at the iteration's end), whose batches have committed; what the core says
+	 * in answer to it (the coordinator's answer, the client's) waits for nothing here. */
+	n->kv_acked_input = m->type == KV_MSG_ACK || m->type == KV_MSG_RESP;
+	KV_CALL(n, kv_on_msg(n->kv, uv_now(&n->loop), m); n->kv_acked_input = false);
 }
 
 void nd_kv_tick(node *n)
@@ -205,6 +244,8 @@ static void d_send(void *ctx, const kv_msg *m)
 		return;
 	}
 	f->kind = FRAME_KV;
+	f->claims_nothing =
+	    m->type == KV_MSG_REQ || m->type == KV_MSG_REPL || m->type == KV_MSG_READ;
 	f->kv_req = m->req;
 	f->kv_to = m->to;
 	if (m->type <= KV_MSG_PURGE)
@@ -236,9 +277,7 @@ static void kv_finish(node *n, job *j, unsigned status, char *body)
 		}
 	j->status = status;
 	j->body = body ? body : strdup("{\"error\":\"out of memory\"}");
-	/* answered once the batch's writes are on disk: a write's, and any answer that may
-	 * have read one (a get after a put of the same batch) */
-	if (n->batch_depth && (j->op != KV_GET || n->st_writes != n->batch_writes0)) {
+	if (batch_unsafe(n)) { /* answered once the batch's writes are on disk */
 		j->next = n->held_jobs;
 		n->held_jobs = j;
 		return;
@@ -418,14 +457,12 @@ static int nd_store_get(void *ctx, const rn_id *kid, kv_record *out)
 static int nd_store_put(void *ctx, const kv_record *rec)
 {
 	node *n = ctx;
-	n->st_writes++;
 	return store_put(n->st, rec);
 }
 
 static int nd_store_del(void *ctx, const rn_id *kid)
 {
 	node *n = ctx;
-	n->st_writes++;
 	return store_del(n->st, kid);
 }
 

@@ -57,8 +57,9 @@ void nd_log(const node *n, int level, const char *fmt, ...)
 }
 
 const char *const nd_limit_names[LIM_COUNT] = {
-    "in_connections",  "in_per_address", "in_replaced",  "frame_read_timeout",
-    "in_idle_timeout", "in_buffer",      "book_evicted", "book_full"};
+    "in_connections",     "in_per_address",  "in_replaced",
+    "frame_read_timeout", "in_idle_timeout", "in_buffer",
+    "book_evicted",       "book_full",       "peer_out"};
 
 static void log_rl_v(node *n, int slot, int level, const char *fmt, va_list ap)
 {
@@ -321,6 +322,7 @@ int node_run(const node_opts *o)
 	rn_id_hash(&id, o->name, strlen(o->name), n->cfg.bits);
 	n->ring = ring_node_new(&n->cfg, &id, self);
 	uv_loop_init(&n->loop);
+	nd_conn_start(n);
 	uv_tcp_init(&n->loop, &n->listener);
 	n->listener.data = n;
 	int rc = uv_tcp_bind(&n->listener, (const struct sockaddr *)&n->peers[0].sa, 0);
@@ -401,6 +403,7 @@ int node_run(const node_opts *o)
 	uv_run(&n->loop, UV_RUN_DEFAULT);
 	exit_code = 0;
 out_loop:
+	nd_batch_iter_close(n); /* (the last iteration's end closed it, unless it stopped) */
 	if (n->mhd) {
 		/* answer whatever is still waiting before the HTTP server goes away */
 		n->stopping = true;
@@ -426,14 +429,8 @@ out_loop:
 	free(n->kvq);
 	ring_node_free(n->ring);
 out:
-	for (uint32_t i = 0; i < n->npeers; i++) {
-		pending *f = n->peers[i].head;
-		while (f) {
-			pending *next = f->next;
-			nd_free_frame(f);
-			f = next;
-		}
-	}
+	for (uint32_t i = 0; i < n->npeers; i++)
+		nd_free_frames(n->peers[i].head);
 	free(n->candidates);
 	free(n->saved_peers);
 	free(n->peers);

@@ -23,7 +23,9 @@ struct MHD_Daemon;
 struct MHD_Connection;
 
 #define MAX_PEERS           4096
-#define MAX_QUEUE           1024 /* frames waiting for one peer's connection */
+#define MAX_QUEUE           1024        /* frames waiting for one peer's connection */
+#define PEER_OUT_BYTES      (64u << 20) /* queued + unwritten frame bytes to one peer */
+#define PEER_OUT_IOV        64          /* frames in one write (writev) to a peer */
 #define MAX_OUT_CONNS       256  /* outgoing connections; the least recently used idle one goes */
 #define MAX_IN_CONNS        1024 /* incoming connections; more are closed at once */
 #define SNAPSHOT_MS         100
@@ -72,6 +74,7 @@ enum {
 	LIM_IN_BUFFER,     /* a partial frame that would take the total over IN_BUF_TOTAL */
 	LIM_BOOK_EVICTED,  /* address book entries forgotten to make room */
 	LIM_BOOK_FULL,     /* an address not learned: every entry in use */
+	LIM_PEER_OUT,      /* a frame refused: PEER_OUT_BYTES to that peer already */
 	LIM_COUNT,
 	LOG_BAD_FRAME = LIM_COUNT, /* not a bound, but logged at the same pace */
 	LOG_AUTH,                  /* a peer that does not know the cluster key */
@@ -89,8 +92,9 @@ typedef struct pending {
 	uint8_t kind;    /* FRAME_RING: msg goes back to the core if undeliverable */
 	uint64_t kv_req; /* FRAME_KV: the kv core's request id, told if undeliverable */
 	ring_addr kv_to;
-	ring_addr held_to; /* held until the store's batch commits (nd_batch_end) */
-	ring_msg msg;      /* handed back to the core if it cannot be delivered */
+	ring_addr held_to;   /* held until the store's batch commits (nd_batch_end) */
+	bool claims_nothing; /* says nothing of what this node stored: not held (kv.c) */
+	ring_msg msg;        /* handed back to the core if it cannot be delivered */
 	ring_peer peers[RING_MAX_SUCC];
 } pending;
 
@@ -109,6 +113,9 @@ typedef struct {
 	uint32_t backoff_ms; /* how long, from failed_at (0: try at once) */
 	uint64_t used_at;    /* last frame sent: for closing idle connections */
 	unsigned inflight;   /* writes not yet completed (their callbacks still name p) */
+	size_t qbytes;       /* what the frames in head..tail cost (frame_cost, conn.c) */
+	size_t wbytes;       /* ... and those in writes not yet completed */
+	bool dirty;          /* in node.dirty: frames to write at the end of the iteration */
 	uint64_t seen;       /* book clock when last named or used: the LRU order */
 	bool unused;         /* a free slot of the address book */
 	/* with a cluster key (auth.h): connected means the handshake is done */
@@ -210,6 +217,13 @@ typedef struct node {
 	ring_out out;
 	uv_tcp_t listener;
 	uv_timer_t tick, snap;
+	/* peer frames queued in one loop iteration go out in one write per peer (conn.c) */
+	uv_prepare_t flush_prep;
+	uv_check_t flush_check;
+	uint32_t dirty[MAX_PEERS];
+	uint32_t ndirty;
+	size_t peer_out_max;  /* PEER_OUT_BYTES; a test may lower it */
+	uint64_t peer_writes; /* writes (each one writev) on outgoing peer connections */
 	uv_signal_t sigint, sigterm;
 	uint64_t tick_at;
 	peer *peers;
@@ -254,12 +268,13 @@ typedef struct node {
 	kv_node *kv;
 	/* group commit: what a batch of work sent or answered waits for its commit */
 	unsigned batch_depth;
+	bool iter_open;      /* nd_batch_iter's batch holds one level of batch_depth */
+	bool kv_acked_input; /* the kv core handles an ACK or RESP (kv.c: batch_unsafe) */
 	pending *held_head, *held_tail;
 	job *held_jobs;
 	kvq_item *kvq; /* inputs waiting for the core to return */
 	size_t kvq_head, kvq_len, kvq_cap;
 	bool kv_busy;
-	uint64_t st_writes, batch_writes0; /* store writes made, and at the batch's start */
 	job *active;                       /* waiting on the kv core */
 	uint64_t kv_seq;
 	uint64_t kv_msgs_in[KV_MSG_PURGE + 1], kv_msgs_out[KV_MSG_PURGE + 1];
@@ -324,6 +339,7 @@ void nd_drain(node *n);
 const char *nd_book_name(void *ctx, ring_addr a);
 ring_addr nd_book_intern(void *ctx, const char *addr);
 void nd_free_frame(pending *f);
+void nd_free_frames(pending *f); /* f and every frame after it */
 void nd_drop_connection(peer *p);
 /* Sends a frame to a peer (connecting first if need be); takes f. */
 void nd_send_frame(node *n, ring_addr to, pending *f);
@@ -335,6 +351,8 @@ void nd_on_connection(uv_stream_t *server, int status);
 /* Closes incoming connections whose frame is overdue or that sent none for too long, and
  * outgoing ones whose handshake is overdue. */
 void nd_conn_sweep(node *n);
+/* Starts the end-of-iteration flush of peer frames (one write per peer). */
+void nd_conn_start(node *n);
 /* Live entries of the address book. */
 unsigned nd_book_used(const node *n);
 
@@ -345,6 +363,11 @@ unsigned nd_book_used(const node *n);
  * answer made meanwhile is held and goes out only once that transaction is on disk. */
 void nd_batch_begin(node *n);
 void nd_batch_end(node *n);
+/* Opens the loop iteration's batch (once per iteration): what the peer reads and HTTP
+ * wake-ups of one iteration write shares one commit, made by nd_batch_iter_close at the
+ * iteration's end (conn.c's flush), or by the next nd_batch_end that returns to it. */
+void nd_batch_iter(node *n);
+void nd_batch_iter_close(node *n);
 /* Queues f for `to` while a batch is open; true when it did. */
 bool nd_batch_hold(node *n, ring_addr to, pending *f);
 

@@ -21,6 +21,8 @@ struct store {
 	uint64_t tombs; /* records that are tombstones, kept as they are written */
 	MDB_txn *batch; /* store_batch_begin's write transaction, which every call then uses */
 	unsigned depth;
+	uint64_t batch_writes;     /* puts and deletes in the open batch */
+	uint64_t commits, written; /* store_commit_stats */
 };
 
 /* The transaction a call runs in: the open batch, or one of its own (*own). */
@@ -34,12 +36,18 @@ static int txn_for(store *s, bool write, MDB_txn **txn, bool *own)
 	return mdb_txn_begin(s->env, NULL, write ? 0 : MDB_RDONLY, txn) == 0 ? 0 : RN_EIO;
 }
 
-static int txn_done(MDB_txn *txn, bool own, bool commit)
+static int txn_done(store *s, MDB_txn *txn, bool own, bool commit)
 {
+	if (commit)
+		s->batch_writes++;
 	if (!own)
 		return 0;
-	if (commit)
+	if (commit) {
+		s->commits++;
+		s->written += s->batch_writes;
+		s->batch_writes = 0;
 		return mdb_txn_commit(txn) == 0 ? 0 : RN_EIO;
+	}
 	mdb_txn_abort(txn);
 	return 0;
 }
@@ -62,6 +70,9 @@ int store_batch_end(store *s)
 		return 0;
 	MDB_txn *txn = s->batch;
 	s->batch = NULL;
+	s->commits += s->batch_writes > 0;
+	s->written += s->batch_writes;
+	s->batch_writes = 0;
 	return txn && mdb_txn_commit(txn) != 0 ? RN_EIO : 0;
 }
 
@@ -186,6 +197,17 @@ uint64_t store_migrated(const store *s)
 	return s->migrated;
 }
 
+bool store_batch_dirty(const store *s)
+{
+	return s->batch && s->batch_writes;
+}
+
+void store_commit_stats(const store *s, uint64_t *commits, uint64_t *writes)
+{
+	*commits = s->commits;
+	*writes = s->written;
+}
+
 uint64_t store_tombstones(const store *s)
 {
 	return s->tombs;
@@ -211,7 +233,7 @@ int store_get(void *ctx, const rn_id *kid, kv_record *out)
 	}
 	if (rc == 0)
 		memcpy(s->buf, v.mv_data, v.mv_size);
-	txn_done(txn, own, false);
+	txn_done(s, txn, own, false);
 	if (rc == MDB_NOTFOUND)
 		return RN_ENOTFOUND;
 	if (rc != 0)
@@ -231,11 +253,11 @@ int store_put(void *ctx, const kv_record *rec)
 	bool was = mdb_get(txn, s->dbi, &k, &old) == 0 && is_tomb(&old);
 	/* reserve the space and encode straight into the page */
 	if (mdb_put(txn, s->dbi, &k, &v, MDB_RESERVE) != 0) {
-		txn_done(txn, own, false);
+		txn_done(s, txn, own, false);
 		return RN_EIO;
 	}
 	kv_record_encode(rec, v.mv_data);
-	if (txn_done(txn, own, true) < 0)
+	if (txn_done(s, txn, own, true) < 0)
 		return RN_EIO;
 	s->tombs += (uint64_t)rec->v.tomb - (uint64_t)was;
 	return 0;
@@ -252,10 +274,10 @@ int store_del(void *ctx, const rn_id *kid)
 	bool was = mdb_get(txn, s->dbi, &k, &old) == 0 && is_tomb(&old);
 	int rc = mdb_del(txn, s->dbi, &k, NULL);
 	if (rc != 0) {
-		txn_done(txn, own, false);
+		txn_done(s, txn, own, false);
 		return rc == MDB_NOTFOUND ? RN_ENOTFOUND : RN_EIO;
 	}
-	if (txn_done(txn, own, true) < 0)
+	if (txn_done(s, txn, own, true) < 0)
 		return RN_EIO;
 	s->tombs -= was;
 	return 0;
@@ -269,7 +291,7 @@ static int db_stat(store *s, MDB_stat *st)
 	if (txn_for(s, false, &txn, &own) < 0)
 		return RN_EIO;
 	int rc = mdb_stat(txn, s->dbi, st);
-	txn_done(txn, own, false);
+	txn_done(s, txn, own, false);
 	return rc == 0 ? 0 : RN_EIO;
 }
 
@@ -325,7 +347,7 @@ int store_scan(void *ctx, const rn_id *lo, const rn_id *hi, bool values,
 	if (txn_for(s, false, &txn, &own) < 0)
 		return RN_EIO;
 	if (mdb_cursor_open(txn, s->dbi, &cur) != 0) {
-		txn_done(txn, own, false);
+		txn_done(s, txn, own, false);
 		return RN_EIO;
 	}
 	/* the first id after lo: position at lo, step over it if it is there */
@@ -344,6 +366,6 @@ int store_scan(void *ctx, const rn_id *lo, const rn_id *hi, bool values,
 		}
 	}
 	mdb_cursor_close(cur);
-	txn_done(txn, own, false);
+	txn_done(s, txn, own, false);
 	return 0;
 }

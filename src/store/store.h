@@ -37,6 +37,11 @@ uint64_t store_migrated(const store *s);
  * acknowledgement made in between until end has returned 0. */
 int store_batch_begin(store *s);
 int store_batch_end(store *s);
+/* Whether the open batch has written anything that is not committed yet. */
+bool store_batch_dirty(const store *s);
+/* Commits that wrote something, and the puts and deletes they carried: their ratio is
+ * how many writes share one fsync. */
+void store_commit_stats(const store *s, uint64_t *commits, uint64_t *writes);
 /* How many of the records are tombstones (deletes not yet collected). */
 uint64_t store_tombstones(const store *s);
 /* Bytes of the store's B-tree pages: what its records take on disk. */
