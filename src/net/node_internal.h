@@ -275,7 +275,7 @@ typedef struct node {
 	kvq_item *kvq; /* inputs waiting for the core to return */
 	size_t kvq_head, kvq_len, kvq_cap;
 	bool kv_busy;
-	job *active;                       /* waiting on the kv core */
+	job *active; /* waiting on the kv core */
 	uint64_t kv_seq;
 	uint64_t kv_msgs_in[KV_MSG_PURGE + 1], kv_msgs_out[KV_MSG_PURGE + 1];
 	uint64_t kv_replies[KV_CONFLICT + 1];
