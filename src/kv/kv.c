@@ -1565,11 +1565,12 @@ static int ring_cmp(const rn_id *base, const rn_id *a, const rn_id *b)
 	return rn_id_cmp(&da, &db);
 }
 
-static void push_record(kv_node *k, ring_addr to, const rn_id *kid)
+/* Sends one stored record to a replica; the bytes it sent (0: the record is gone). */
+static size_t push_record(kv_node *k, ring_addr to, const rn_id *kid)
 {
 	kv_record r;
 	if (k->d.get(k->d.ctx, kid, &r) < 0)
-		return;
+		return 0;
 	kv_msg m;
 	memset(&m, 0, sizeof m);
 	m.type = KV_MSG_REPL;
@@ -1580,6 +1581,18 @@ static void push_record(kv_node *k, ring_addr to, const rn_id *kid)
 	k->st.sync_bytes += r.klen + r.vlen + 48;
 	k->st.repair_data_bytes += r.klen + r.vlen + 48;
 	send_msg(k, &m);
+	return r.klen + r.vlen + 48;
+}
+
+/* Pushes records until KV_REPAIR_BYTES have gone (a replica lacking many file chunks is
+ * sent 16 MiB an exchange, not 1,024 chunks at once: what is left differs next round).
+ * Returns how many were pushed. */
+static size_t push_records(kv_node *k, ring_addr to, const rn_id *kids, size_t n)
+{
+	size_t i = 0, sent = 0;
+	while (i < n && sent < KV_REPAIR_BYTES)
+		sent += push_record(k, to, &kids[i++]);
+	return i;
 }
 
 /* The primary's half of a bucket exchange: push what the replica lacks or has older, ask
@@ -1640,9 +1653,7 @@ static void on_keys(kv_node *k, uint64_t now, const kv_msg *m)
 			j++;
 		}
 	}
-	for (size_t p = 0; p < npush; p++)
-		push_record(k, m->from.addr, &push[p]);
-	k->st.sync_keys_pushed += npush;
+	k->st.sync_keys_pushed += push_records(k, m->from.addr, push, npush);
 	if (npull) {
 		kv_msg q;
 		memset(&q, 0, sizeof q);
@@ -1664,8 +1675,7 @@ static void on_keys(kv_node *k, uint64_t now, const kv_msg *m)
 
 static void on_pull(kv_node *k, const kv_msg *m)
 {
-	for (size_t i = 0; i < m->nkids && i < KV_PULL_MAX; i++)
-		push_record(k, m->from.addr, &m->kids[i]);
+	push_records(k, m->from.addr, m->kids, m->nkids < KV_PULL_MAX ? m->nkids : KV_PULL_MAX);
 }
 
 typedef struct {

@@ -69,13 +69,15 @@
 #include "../lib/id.h"
 #include "../ring/ring.h"
 
-#define KV_MAX_R           8
-#define KV_KEY_MAX         1024 /* bytes in a key */
-#define KV_RID_MAX         64   /* bytes in a client's request id (idempotency key) */
-#define KV_BUCKETS         64   /* a range digest cuts the range into this many buckets */
-#define KV_ENTRY_MAX       8192 /* versions listed in one sync answer */
-#define KV_PULL_MAX        512  /* records asked for or pushed per bucket exchange */
-#define KV_REPAIR_MAX      1024 /* records pushed to one replica in one exchange */
+#define KV_MAX_R      8
+#define KV_KEY_MAX    1024 /* bytes in a key */
+#define KV_RID_MAX    64   /* bytes in a client's request id (idempotency key) */
+#define KV_BUCKETS    64   /* a range digest cuts the range into this many buckets */
+#define KV_ENTRY_MAX  8192 /* versions listed in one sync answer */
+#define KV_PULL_MAX   512  /* records asked for or pushed per bucket exchange */
+#define KV_REPAIR_MAX 1024 /* records pushed to one replica in one exchange */
+/* record bytes pushed in one exchange or pull answer (at least one record) */
+#define KV_REPAIR_BYTES    (16u << 20)
 #define KV_MAX_CORRECTIONS 3    /* MOVED hints followed for one request before a lookup */
 #define KV_CACHE_SIZE      1024 /* owner cache entries (routing without the table) */
 
