@@ -1,7 +1,7 @@
 /* api.c — the dashboard's side of the node: the web page (web/, compiled in), the small JSON
  * routes under /api/ it polls, the per-type traffic history (traffic.h) and the metrics the
  * dashboard adds to /metrics. Like /ring and /health, the /api/ answers are snapshots the
- * loop publishes under n->lock (nd_dash_publish); the HTTP thread only copies them out.
+ * loop publishes every SNAPSHOT_MS (nd_dash_publish); a request copies one out.
  *
  * Peer states come from ONE adapter, dash_peer_states(): the failure detector's verdict
  * (src/member) for every peer it knows, and for the others what the node knows now (the
@@ -52,9 +52,7 @@ static void ask_stats(node *n, uint64_t now);
 
 void nd_dash_walk(node *n, uint64_t now)
 {
-	pthread_mutex_lock(&n->lock);
 	uint64_t viewed = n->dash_viewed_at;
-	pthread_mutex_unlock(&n->lock);
 	if (n->stopping || !ring_joined(n->ring) || !viewed || now > viewed + DASH_VIEW_MS)
 		return;
 	ask_stats(n, now);
@@ -316,9 +314,7 @@ static void peer_docs(node *n, uint64_t now, char **peers_s, char **ring_s, unsi
 		if (succ[k].addr < n->npeers)
 			json_array_append_new(sl, json_string(n->peers[succ[k].addr].addr));
 	ring_peer pred = ring_predecessor(n->ring);
-	pthread_mutex_lock(&n->lock);
 	bool watched = n->dash_viewed_at && now <= n->dash_viewed_at + DASH_VIEW_MS;
-	pthread_mutex_unlock(&n->lock);
 	*ring_s = dumps_nl(
 	    json_pack("{s:s, s:o, s:o, s:o, s:o, s:{s:b, s:I}}", "self", n->peers[0].addr, "nodes",
 	              nodes, "successors", sl, "fingers", fl, "predecessor",
@@ -353,7 +349,6 @@ void nd_dash_publish(node *n)
 	unsigned counts[4] = {0};
 	peer_docs(n, now, &peers_s, &ring_s, counts);
 	char *xfer_s = transfers_doc(n);
-	pthread_mutex_lock(&n->lock);
 	if (traffic_due(&n->tr, now))
 		traffic_sample(&n->tr, now);
 	free(n->snap_api[0]);
@@ -366,7 +361,6 @@ void nd_dash_publish(node *n)
 	n->snap_transfers = xfer_s;
 	memcpy(n->dash_states, counts, sizeof counts);
 	n->dash_pub_at = now;
-	pthread_mutex_unlock(&n->lock);
 }
 
 void nd_dash_free(node *n)
@@ -527,32 +521,18 @@ bool nd_dash_get(node *n, struct MHD_Connection *c, const char *url, nd_answer *
 	if (r == 4) {
 		t = strdup(files_doc);
 	} else if (r == 5) {
-		pthread_mutex_lock(&n->lock);
 		t = n->snap_transfers ? strdup(n->snap_transfers) : NULL;
-		pthread_mutex_unlock(&n->lock);
 	} else if (r == 3) {
 		const char *s = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "since");
 		char *end = NULL;
 		unsigned long long since = s ? strtoull(s, &end, 10) : 0;
 		if (s && (!*s || *end))
-			since = 0;                    /* not a number: everything kept */
-		traffic *copy = malloc(sizeof *copy); /* ~80 KB: copied under the lock, */
-		if (copy) {                           /* the JSON is built outside it */
-			pthread_mutex_lock(&n->lock);
-			/* only what traffic_sample writes under the lock: the loop counts into
-			 * the totals without it */
-			copy->seq = n->tr.seq;
-			memcpy(copy->hist, n->tr.hist, sizeof copy->hist);
-			pthread_mutex_unlock(&n->lock);
-			t = traffic_text(copy, since);
-			free(copy);
-		}
+			since = 0;               /* not a number: everything kept */
+		t = traffic_text(&n->tr, since); /* one thread: the history as it is */
 	} else {
-		pthread_mutex_lock(&n->lock);
 		t = n->snap_api[r] ? strdup(n->snap_api[r]) : NULL;
 		if (r == 1) /* someone watches the ring: walk it (nd_dash_walk) */
 			n->dash_viewed_at = n->dash_pub_at;
-		pthread_mutex_unlock(&n->lock);
 	}
 	a->owned = t;
 	a->body = t;

@@ -292,7 +292,6 @@ int node_run(const node_opts *o)
 	n->anchor.addr = RING_ADDR_NONE;
 	n->peers = calloc(MAX_PEERS, sizeof *n->peers);
 	n->book_free = calloc(MAX_PEERS, sizeof *n->book_free);
-	pthread_mutex_init(&n->lock, NULL);
 	n->book = (wire_book){nd_book_name, nd_book_intern, n};
 	int exit_code = 1;
 	char host[64];
@@ -440,7 +439,6 @@ out:
 	free(n->snap_metrics);
 	free(n->snap_peers);
 	nd_dash_free(n);
-	pthread_mutex_destroy(&n->lock);
 	free(n);
 	return exit_code;
 }

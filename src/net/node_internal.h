@@ -5,7 +5,6 @@
 #define RN_NODE_INTERNAL_H
 
 #include <jansson.h>
-#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -294,7 +293,6 @@ typedef struct node {
 	uv_poll_t http_poll;   /* libmicrohttpd's epoll descriptor, run on readiness */
 	uv_timer_t http_timer; /* ... and when MHD_get_timeout says */
 	bool http_kick;        /* a connection was resumed: run libmicrohttpd again */
-	pthread_mutex_t lock;
 	char *snap_ring, *snap_health;
 	struct nd_files *files; /* the file service (files.c) */
 	struct nd_cast *cast;   /* swarm broadcast (cast.c) */
