@@ -726,19 +726,10 @@ size_t nd_files_metrics(node *n, char *b, size_t cap)
 	    "# TYPE ringnet_kv_damaged_total counter\n"
 	    "ringnet_kv_damaged_total{what=\"seen\"} %llu\n"
 	    "ringnet_kv_damaged_total{what=\"repaired\"} %llu\n"
-	    "# HELP ringnet_kv_conflicts_total Conditional writes (If-Match, If-None-Match, the "
-	    "file index's) this node refused as coordinator: the key had another version.\n"
-	    "# TYPE ringnet_kv_conflicts_total counter\nringnet_kv_conflicts_total %llu\n"
 	    "# HELP ringnet_files_index_conflicts_total File index writes refused because "
 	    "another node changed the index since it was read (the change was made again).\n"
 	    "# TYPE ringnet_files_index_conflicts_total counter\n"
-	    "ringnet_files_index_conflicts_total %llu\n"
-	    "# HELP ringnet_kv_scrub_total The background scrub: records read and checked, copies "
-	    "that failed (dropped, for repair to restore), whole passes over the store.\n"
-	    "# TYPE ringnet_kv_scrub_total counter\n"
-	    "ringnet_kv_scrub_total{what=\"checked\"} "
-	    "%llu\nringnet_kv_scrub_total{what=\"damaged\"} "
-	    "%llu\nringnet_kv_scrub_total{what=\"passes\"} %llu\n",
+	    "ringnet_files_index_conflicts_total %llu\n",
 	    (unsigned long long)s->uploads, (unsigned long long)s->downloads,
 	    (unsigned long long)s->deletes, (unsigned long long)s->aborted,
 	    (unsigned long long)s->chunks_put, (unsigned long long)s->chunks_got,
@@ -747,10 +738,7 @@ size_t nd_files_metrics(node *n, char *b, size_t cap)
 	    files_active(nf->core), FILES_MAX_OPEN, refused,
 	    (unsigned long long)(ks ? ks->damaged_seen : 0),
 	    (unsigned long long)(ks ? ks->damaged_repaired : 0),
-	    (unsigned long long)(ks ? ks->conflicts : 0), (unsigned long long)s->index_conflicts,
-	    (unsigned long long)(ks ? ks->scrub_checked : 0),
-	    (unsigned long long)(ks ? ks->scrub_damaged : 0),
-	    (unsigned long long)(ks ? ks->scrub_passes : 0));
+	    (unsigned long long)s->index_conflicts);
 	return k < 0 ? 0 : (size_t)k;
 }
 

@@ -154,7 +154,20 @@ static char *metrics_text(node *n)
 		    ks->handoffs_done);
 		KVC("tombstones_purged_total", "Tombstones dropped after the grace period.",
 		    ks->tombs_purged);
+		KVC("conflicts_total",
+		    "Conditional writes (If-Match, If-None-Match, the file index's) this node "
+		    "refused as coordinator: the key had another version.",
+		    ks->conflicts);
 #undef KVC
+		P("# HELP ringnet_kv_scrub_total The background scrub: records read and checked, "
+		  "copies that failed (dropped, for repair to restore), whole passes over the "
+		  "store.\n"
+		  "# TYPE ringnet_kv_scrub_total counter\n"
+		  "ringnet_kv_scrub_total{what=\"checked\"} %llu\n"
+		  "ringnet_kv_scrub_total{what=\"damaged\"} %llu\n"
+		  "ringnet_kv_scrub_total{what=\"passes\"} %llu\n",
+		  (unsigned long long)ks->scrub_checked, (unsigned long long)ks->scrub_damaged,
+		  (unsigned long long)ks->scrub_passes);
 		P("# HELP ringnet_kv_replicas_in_sync Replicas of this node's range whose digests "
 		  "matched in the last round (R-1 once repaired).\n"
 		  "# TYPE ringnet_kv_replicas_in_sync gauge\nringnet_kv_replicas_in_sync %llu\n",
