@@ -84,6 +84,11 @@ struct member_node {
 	uint64_t told_until[TOLD_MAX];
 	uint64_t pull_window; /* PULLs answered since then (a one-second window) */
 	unsigned pulls;
+	/* a death this node just learned, or a refutation it just made: gossiped at once
+	 * (an eager round) rather than at the next tick; eager rounds since eager_window */
+	bool eager;
+	uint64_t eager_window;
+	unsigned eager_rounds;
 	uint64_t seq;
 	uint64_t next_probe, next_gossip, next_pushpull, wake;
 	member_stats st;
@@ -116,6 +121,7 @@ void member_config_default(member_config *c, uint32_t max_addr)
 	c->retransmit_mult = 6;
 	c->gossip_ms = 200;
 	c->gossip_nodes = 3;
+	c->eager_per_s = 10;
 	c->piggyback = 8;
 	c->pushpull_ms = 30000;
 	c->max_addr = max_addr;
@@ -130,9 +136,10 @@ int member_config_check(const member_config *c)
 	    c->suspicion_ms == 0 || c->suspicion_max_mult == 0 || c->suspicion_max_mult > 100 ||
 	    c->suspicion_confirm == 0 || c->suspicion_confirm > MEMBER_CONFIRM_MAX ||
 	    c->retransmit_mult == 0 || c->retransmit_mult > 60 || c->gossip_nodes > 64 ||
-	    c->piggyback == 0 || c->piggyback > PIGGY_MAX || c->pushpull_ms == 0 ||
-	    c->max_addr == 0 || c->max_addr >= MEMBER_ADDR_NONE || c->max_members == 0 ||
-	    c->max_members > c->max_addr || c->gossip_queue == 0 || c->gossip_queue > (1u << 20))
+	    c->eager_per_s > 1000 || c->piggyback == 0 || c->piggyback > PIGGY_MAX ||
+	    c->pushpull_ms == 0 || c->max_addr == 0 || c->max_addr >= MEMBER_ADDR_NONE ||
+	    c->max_members == 0 || c->max_members > c->max_addr || c->gossip_queue == 0 ||
+	    c->gossip_queue > (1u << 20))
 		return RN_EINVAL;
 	return 0;
 }
@@ -443,6 +450,8 @@ static void set_state_by(member_node *n, uint64_t now, member_addr a, uint8_t st
 		order_add(n, a);
 	if (tell)
 		gq_push(n, a);
+	if (tell && state == MEMBER_DEAD && old != MEMBER_DEAD)
+		n->eager = true;
 	if (old != state && n->d.changed)
 		n->d.changed(n->d.ctx, a, (member_state)old, (member_state)state, inc);
 }
@@ -495,6 +504,7 @@ static void merge(member_node *n, uint64_t now, const member_update *u, bool fro
 			n->e[n->self].inc = n->inc;
 			gq_push(n, n->self);
 			n->st.refuted++;
+			n->eager = true;
 		} else if (u->state != MEMBER_ALIVE) {
 			/* a notice this node refuted already is still going round: send the
 			 * refutation round again (from the front of the queue) */
@@ -533,6 +543,33 @@ static void merge(member_node *n, uint64_t now, const member_update *u, bool fro
 	else if (u->state == MEMBER_SUSPECT && e->state == MEMBER_SUSPECT && u->inc == e->inc &&
 	         suspecter != MEMBER_ADDR_NONE)
 		confirm(n, now, u->addr, suspecter);
+}
+
+/* A gossip round now, to gossip_nodes random members, when a death was just learned or a
+ * refutation just made: each hop of such news then costs a message's latency, not the
+ * wait for the next gossip tick (up to gossip_ms), which at 10,000 members is most of the
+ * time a verdict takes to reach everyone. Bounded: eager_per_s rounds a second, so that
+ * notices from a stranger cannot make this node send more than that. */
+static void gossip_eager(member_node *n, uint64_t now)
+{
+	if (!n->eager)
+		return;
+	n->eager = false;
+	if (!n->cfg->eager_per_s || !n->cfg->gossip_ms)
+		return;
+	if (now >= n->eager_window + 1000) {
+		n->eager_window = now;
+		n->eager_rounds = 0;
+	}
+	if (n->eager_rounds >= n->cfg->eager_per_s)
+		return; /* the next tick's round carries it */
+	n->eager_rounds++;
+	n->st.eager_rounds++;
+	for (unsigned i = 0; i < n->cfg->gossip_nodes && n->gq_len; i++) {
+		member_addr a = random_member(n, MEMBER_ADDR_NONE);
+		if (a != MEMBER_ADDR_NONE)
+			send_msg(n, MEMBER_MSG_GOSSIP, a, 0, MEMBER_ADDR_NONE);
+	}
 }
 
 /* ---- lifecycle ---- */
@@ -702,6 +739,7 @@ void member_on_msg(member_node *n, uint64_t now, const member_msg *m)
 	default: /* GOSSIP, PULL: the updates were all */
 		break;
 	}
+	gossip_eager(n, now);
 	rewake(n);
 }
 
@@ -817,6 +855,7 @@ void member_tick(member_node *n, uint64_t now)
 	}
 	expire_suspects(n, now);
 	if (n->cfg->gossip_ms && now >= n->next_gossip) {
+		n->eager = false; /* this round carries it */
 		n->next_gossip = now + n->cfg->gossip_ms;
 		for (unsigned i = 0; i < n->cfg->gossip_nodes && n->gq_len; i++) {
 			member_addr a = random_member(n, MEMBER_ADDR_NONE);
@@ -841,6 +880,7 @@ void member_tick(member_node *n, uint64_t now)
 	} else if (now >= n->next_pushpull) {
 		n->next_pushpull = now + pushpull_period(n);
 	}
+	gossip_eager(n, now);
 	rewake(n);
 }
 

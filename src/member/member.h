@@ -68,6 +68,10 @@ typedef struct {
 	unsigned retransmit_mult;    /* each update is sent mult * ceil(log10(N + 1)) times (6) */
 	uint32_t gossip_ms;    /* pending updates go out this often (200; 0: only piggyback) */
 	unsigned gossip_nodes; /* ... to this many random members (3) */
+	/* a death this node just learned (declared or heard) and a refutation it just made
+	 * go out at once, to gossip_nodes members, rather than at the next gossip round;
+	 * this many such eager rounds a second at most (10; 0: off) */
+	unsigned eager_per_s;
 	unsigned piggyback;    /* updates on one message at most (8) */
 	uint32_t pushpull_ms;  /* full table exchange with a random member (30000) */
 	uint32_t max_addr;     /* handles are below this (the table's size) */
@@ -119,6 +123,7 @@ typedef struct {
 	uint64_t suspected, declared_dead;               /* by this node's own timers */
 	uint64_t refuted;                                /* notices about itself it refuted */
 	uint64_t confirmations; /* distinct suspecters heard of a suspect (Lifeguard) */
+	uint64_t eager_rounds;  /* gossip rounds sent at once for a death or a refutation */
 	uint64_t refused;       /* members not learned: table full, or addr out of range */
 	uint64_t malformed;     /* messages with a field out of range, dropped */
 	uint64_t relays_refused;

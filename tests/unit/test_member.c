@@ -565,6 +565,99 @@ static void test_lifeguard_off(void **state)
 	member_free(n);
 }
 
+/* every message a lone node sent, for the eager test: its type, addressee, and whether it
+ * carried `watch` in state `watch_state` */
+static member_addr watch;
+static uint8_t watch_state;
+static unsigned sent_gossip, sent_watch;
+static void count_sent(void *ctx, const member_msg *m)
+{
+	(void)ctx;
+	sent_gossip += m->type == MEMBER_MSG_GOSSIP;
+	for (size_t k = 0; k < m->nupdates; k++)
+		if (m->updates[k].addr == watch && m->updates[k].state == watch_state) {
+			sent_watch++;
+			break;
+		}
+}
+
+/* A death this node learns goes out at once to gossip_nodes members, not at the next
+ * gossip round; so does a refutation; news it had already does not; and no more than
+ * eager_per_s such rounds a second, whatever a peer sends (the rest wait for the tick). */
+static void test_eager_gossip(void **state)
+{
+	(void)state;
+	member_config c;
+	member_config_default(&c, 64);
+	c.interval_ms = 1000000; /* no probes in the test's time */
+	c.pushpull_ms = 1000000;
+	c.eager_per_s = 4;
+	member_driver d = {count_sent, NULL, NULL};
+	member_node *n = member_new(&c, &d, 0, 1, 9, 0);
+	assert_non_null(n);
+	member_update u[40];
+	for (unsigned i = 0; i < 40; i++)
+		u[i] = (member_update){(member_addr)(i + 1), 1, MEMBER_ALIVE, false, 0};
+	tell(n, 0, 1, u, 40);
+	/* drain what learning 40 members queued: the ticks' rounds carry it all */
+	for (uint64_t now = 0; now < 200000 && member_wake_at(n) < 1000000;)
+		member_tick(n, now = member_wake_at(n));
+	uint64_t now = 300000;
+	sent_gossip = sent_watch = 0;
+	/* a death heard from member 2: three GOSSIPs carrying it, before any tick */
+	watch = 7;
+	watch_state = MEMBER_DEAD;
+	member_update dead = {7, 1, MEMBER_DEAD, false, 0};
+	tell(n, now, 2, &dead, 1);
+	assert_int_equal(sent_gossip, c.gossip_nodes);
+	assert_int_equal(sent_watch, c.gossip_nodes);
+	assert_int_equal(member_get_stats(n)->eager_rounds, 1);
+	/* the same death again, and a suspicion: no eager round */
+	tell(n, now + 1, 3, &dead, 1);
+	member_update sus = {8, 1, MEMBER_SUSPECT, true, 3};
+	tell(n, now + 2, 3, &sus, 1);
+	assert_int_equal(sent_gossip, c.gossip_nodes);
+	/* a notice of its own death: it refutes, and the refutation goes at once */
+	watch = 0;
+	watch_state = MEMBER_ALIVE;
+	sent_watch = 0;
+	member_update me = {0, 1, MEMBER_DEAD, false, 0};
+	tell(n, now + 3, 4, &me, 1);
+	assert_int_equal(member_get_stats(n)->refuted, 1);
+	assert_int_equal(sent_gossip, 2 * c.gossip_nodes);
+	assert_int_equal(sent_watch, c.gossip_nodes);
+	/* a flood of deaths in one second: eager_per_s rounds in all, then only the ticks */
+	for (member_addr a = 10; a < 30; a++) {
+		dead.addr = a;
+		tell(n, now + 10 + a, 5, &dead, 1);
+	}
+	assert_int_equal(member_get_stats(n)->eager_rounds, c.eager_per_s);
+	assert_int_equal(sent_gossip, c.eager_per_s * c.gossip_nodes);
+	/* ... and every one of those deaths still goes out, on the gossip rounds */
+	watch = 29;
+	watch_state = MEMBER_DEAD;
+	sent_watch = 0;
+	for (uint64_t end = now + 3000; member_wake_at(n) < end;)
+		member_tick(n, member_wake_at(n));
+	assert_true(sent_watch > 0);
+	/* a second later the bound starts again */
+	dead.addr = 31;
+	unsigned before = sent_gossip;
+	tell(n, now + 5000, 5, &dead, 1);
+	assert_int_equal(sent_gossip, before + c.gossip_nodes);
+	member_free(n);
+	/* off: nothing but the ticks */
+	c.eager_per_s = 0;
+	n = member_new(&c, &d, 0, 1, 9, 0);
+	assert_non_null(n);
+	tell(n, 0, 1, u, 40);
+	sent_gossip = 0;
+	dead.addr = 7;
+	tell(n, 10, 2, &dead, 1);
+	assert_int_equal(sent_gossip, 0);
+	member_free(n);
+}
+
 static void test_config_check(void **state)
 {
 	(void)state;
@@ -597,6 +690,7 @@ int main(void)
 	    cmocka_unit_test(test_leave_is_left_everywhere),
 	    cmocka_unit_test(test_lifeguard_confirmations),
 	    cmocka_unit_test(test_lifeguard_off),
+	    cmocka_unit_test(test_eager_gossip),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
