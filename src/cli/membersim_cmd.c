@@ -14,7 +14,8 @@ static const char *membersim_usage =
     "                   [--warmup-s S] [--latency MIN-MAX] [--interval-ms MS]\n"
     "                   [--probe-timeout-ms MS] [--indirect K] [--suspicion-ms MS]\n"
     "                   [--retransmit-mult M] [--gossip-ms MS] [--seed S] [--json]\n"
-    "                   [--lifeguard MULT] [--confirm K] [--eager R]\n"
+    "                   [--lifeguard MULT] [--confirm K] [--eager-gossip R]\n"
+    "                   [--suspect-probes P]\n"
     "\n"
     "Runs the SWIM membership core on every simulated node. All N nodes start knowing\n"
     "each other and run --warmup-s virtual seconds (default 20); then K nodes (--crash,\n"
@@ -28,9 +29,11 @@ static const char *membersim_usage =
     "--lifeguard MULT: a suspicion starts at MULT times the suspicion timeout and\n"
     "shrinks with each member that confirms it, to the timeout after K (--confirm,\n"
     "default 3) of them (Lifeguard's dynamic suspicion; default 1: off).\n"
-    "--eager R: a death a node learns, and a refutation it makes, go out to the gossip\n"
+    "--eager-gossip R: a death a node learns, and a refutation it makes, go out to the gossip\n"
     "members at once, not at the next gossip round; R such rounds a second at most\n"
-    "(default 10; 0: off).\n";
+    "(default 10; 0: off).\n"
+    "--suspect-probes P: about P members that hear of a fresh suspicion probe the\n"
+    "suspect at once, out of turn (default 3; 0: off).\n";
 
 static int bad(const char *fmt, const char *arg)
 {
@@ -57,7 +60,7 @@ static const char *const opts[] = {"-n",          "--nodes",        "--loss",
                                    "--latency",   "--interval-ms",  "--probe-timeout-ms",
                                    "--indirect",  "--suspicion-ms", "--retransmit-mult",
                                    "--gossip-ms", "--seed",         "--lifeguard",
-                                   "--confirm",   "--eager"};
+                                   "--confirm",   "--eager-gossip", "--suspect-probes"};
 
 static void print_ms(uint64_t ms)
 {
@@ -111,7 +114,8 @@ int cli_membersim(int argc, char **argv)
 		}
 		uint32_t u;
 		if (!strcmp(a, "--indirect") || !strcmp(a, "--retransmit-mult") ||
-		    !strcmp(a, "--lifeguard") || !strcmp(a, "--confirm") || !strcmp(a, "--eager")) {
+		    !strcmp(a, "--lifeguard") || !strcmp(a, "--confirm") ||
+		    !strcmp(a, "--eager-gossip") || !strcmp(a, "--suspect-probes")) {
 			if (whole(v, 1000, &u) < 0)
 				return bad("%s wants a whole number", a);
 			if (!strcmp(a, "--indirect"))
@@ -120,8 +124,10 @@ int cli_membersim(int argc, char **argv)
 				p.member.retransmit_mult = u;
 			else if (!strcmp(a, "--lifeguard"))
 				p.member.suspicion_max_mult = u;
-			else if (!strcmp(a, "--eager"))
+			else if (!strcmp(a, "--eager-gossip"))
 				p.member.eager_per_s = u;
+			else if (!strcmp(a, "--suspect-probes"))
+				p.member.suspect_probes = u;
 			else
 				p.member.suspicion_confirm = u;
 		} else if (!strcmp(a, "--seed")) {

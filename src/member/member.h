@@ -72,6 +72,10 @@ typedef struct {
 	 * go out at once, to gossip_nodes members, rather than at the next gossip round;
 	 * this many such eager rounds a second at most (10; 0: off) */
 	unsigned eager_per_s;
+	/* a member that hears of a fresh suspicion probes the suspect at once (out of turn)
+	 * with probability suspect_probes / N, so about this many members check each one
+	 * whatever N (3; 0: off): their failed probes are the confirmations Lifeguard counts */
+	unsigned suspect_probes;
 	unsigned piggyback;    /* updates on one message at most (8) */
 	uint32_t pushpull_ms;  /* full table exchange with a random member (30000) */
 	uint32_t max_addr;     /* handles are below this (the table's size) */
@@ -122,10 +126,11 @@ typedef struct {
 	uint64_t probes, probes_indirect, probes_failed; /* failed: the target became suspect */
 	uint64_t suspected, declared_dead;               /* by this node's own timers */
 	uint64_t refuted;                                /* notices about itself it refuted */
-	uint64_t confirmations; /* distinct suspecters heard of a suspect (Lifeguard) */
-	uint64_t eager_rounds;  /* gossip rounds sent at once for a death or a refutation */
-	uint64_t refused;       /* members not learned: table full, or addr out of range */
-	uint64_t malformed;     /* messages with a field out of range, dropped */
+	uint64_t confirmations;      /* distinct suspecters heard of a suspect (Lifeguard) */
+	uint64_t eager_rounds;       /* gossip rounds sent at once for a death or a refutation */
+	uint64_t probes_out_of_turn; /* probes of a suspect heard of (suspect_probes) */
+	uint64_t refused;            /* members not learned: table full, or addr out of range */
+	uint64_t malformed;          /* messages with a field out of range, dropped */
 	uint64_t relays_refused;
 	uint64_t pulls_refused; /* PUSHes past MEMBER_PULLS_PER_S, not answered */
 } member_stats;

@@ -658,6 +658,85 @@ static void test_eager_gossip(void **state)
 	member_free(n);
 }
 
+/* the PINGs a lone node sent to `watch` */
+static unsigned pings_to_watch;
+static void count_pings(void *ctx, const member_msg *m)
+{
+	(void)ctx;
+	pings_to_watch += m->type == MEMBER_MSG_PING && m->to == watch;
+}
+
+/* A member that hears of a fresh suspicion and draws to check it probes the suspect at
+ * once, or, while its own probe waits for an answer, first at its next interval; news of
+ * a suspect it knew already, a table, or suspect_probes 0 do not make it probe. */
+static void test_suspect_probes(void **state)
+{
+	(void)state;
+	member_config c;
+	member_config_default(&c, 64);
+	c.pushpull_ms = 1000000;
+	c.suspect_probes = 64; /* more than the members: every draw checks */
+	c.suspicion_max_mult = 4;
+	member_driver d = {count_pings, NULL, NULL};
+	member_node *n = member_new(&c, &d, 0, 1, 9, 0);
+	assert_non_null(n);
+	member_update u[40];
+	for (unsigned i = 0; i < 40; i++)
+		u[i] = (member_update){(member_addr)(i + 1), 1, MEMBER_ALIVE, false, 0};
+	tell(n, 0, 1, u, 40);
+	watch = 7;
+	pings_to_watch = 0;
+	member_update sus = {7, 1, MEMBER_SUSPECT, true, 3};
+	tell(n, 10, 3, &sus, 1); /* no probe of its own out yet: at once */
+	assert_int_equal(pings_to_watch, 1);
+	assert_int_equal(member_get_stats(n)->probes_out_of_turn, 1);
+	/* the same suspicion again, from another member: a confirmation, no new probe */
+	sus.by = 4;
+	tell(n, 20, 4, &sus, 1);
+	assert_int_equal(pings_to_watch, 1);
+	/* its probe of 7 is not answered: at the next interval, 7 is confirmed (by itself) */
+	uint64_t conf = member_get_stats(n)->confirmations;
+	for (uint64_t now = 20; now < 1200;)
+		member_tick(n, now = member_wake_at(n));
+	assert_int_equal(member_get_stats(n)->confirmations, conf + 1);
+	/* a suspicion heard while its own probe is out waits for the next interval */
+	const member_stats *st = member_get_stats(n);
+	uint64_t probes = st->probes;
+	uint64_t at = member_wake_at(n);
+	while (st->probes == probes) /* the next regular probe goes out */
+		member_tick(n, at = member_wake_at(n));
+	watch = 9;
+	pings_to_watch = 0;
+	sus = (member_update){9, 1, MEMBER_SUSPECT, true, 3};
+	tell(n, at + 1, 3, &sus, 1);
+	assert_int_equal(pings_to_watch, 0);
+	for (uint64_t now = at + 1; now < at + 1001;)
+		member_tick(n, now = member_wake_at(n));
+	assert_int_equal(pings_to_watch, 1);
+	/* a suspect listed in a table is not probed out of turn */
+	watch = 11;
+	pings_to_watch = 0;
+	sus.addr = 11;
+	member_msg pull = {
+	    .type = MEMBER_MSG_PULL, .to = 0, .from = 3, .updates = &sus, .nupdates = 1};
+	member_on_msg(n, at + 1500, &pull);
+	assert_int_equal(member_get(n, 11, NULL, NULL), MEMBER_SUSPECT);
+	assert_int_equal(pings_to_watch, 0);
+	member_free(n);
+	/* off */
+	c.suspect_probes = 0;
+	n = member_new(&c, &d, 0, 1, 9, 0);
+	assert_non_null(n);
+	tell(n, 0, 1, u, 40);
+	watch = 7;
+	pings_to_watch = 0;
+	sus = (member_update){7, 1, MEMBER_SUSPECT, true, 3};
+	tell(n, 10, 3, &sus, 1);
+	assert_int_equal(pings_to_watch, 0);
+	assert_int_equal(member_get_stats(n)->probes_out_of_turn, 0);
+	member_free(n);
+}
+
 static void test_config_check(void **state)
 {
 	(void)state;
@@ -691,6 +770,7 @@ int main(void)
 	    cmocka_unit_test(test_lifeguard_confirmations),
 	    cmocka_unit_test(test_lifeguard_off),
 	    cmocka_unit_test(test_eager_gossip),
+	    cmocka_unit_test(test_suspect_probes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
