@@ -24,6 +24,8 @@
 
 #define MEMBER_TICK_MS    50
 #define NODE_SUSPICION_MS 2000
+#define NODE_LIFEGUARD    1 /* Lifeguard's multiple (1: off) */
+#define NODE_CONFIRM      3
 #define KV_FEED_MS                                                                                 \
 	1000 /* the kv core's member table is refreshed this often, and at                         \
 	      * once after a verdict */
@@ -246,6 +248,10 @@ int nd_member_start(node *n)
 	 * memberlist's floor): a node starved of CPU (a loaded host, a sanitizer build)
 	 * answers late, and a false death here costs the ring a repair */
 	m->cfg.suspicion_ms = n->o->suspicion_ms ? n->o->suspicion_ms : NODE_SUSPICION_MS;
+	m->cfg.suspicion_max_mult = n->o->lifeguard ? n->o->lifeguard : NODE_LIFEGUARD;
+	m->cfg.suspicion_confirm = n->o->confirm ? n->o->confirm : NODE_CONFIRM;
+	if (n->o->eager_gossip_set)
+		m->cfg.eager_per_s = n->o->eager_gossip;
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	/* a restarted process starts above its last incarnation: seconds since 2024 */
