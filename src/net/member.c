@@ -252,6 +252,8 @@ int nd_member_start(node *n)
 	m->cfg.suspicion_confirm = n->o->confirm ? n->o->confirm : NODE_CONFIRM;
 	if (n->o->eager_gossip_set)
 		m->cfg.eager_per_s = n->o->eager_gossip;
+	if (n->o->suspect_probes_set)
+		m->cfg.suspect_probes = n->o->suspect_probes;
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	/* a restarted process starts above its last incarnation: seconds since 2024 */

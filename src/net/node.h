@@ -35,6 +35,8 @@ typedef struct {
 	unsigned confirm;            /* --confirm K: confirmations to the minimum (0: default) */
 	unsigned eager_gossip;       /* --eager-gossip R: eager rounds a second ... */
 	bool eager_gossip_set;       /* ... when given (0 is off) */
+	unsigned suspect_probes;     /* --suspect-probes P: members that check a suspect ... */
+	bool suspect_probes_set;     /* ... when given (0 is off) */
 } node_opts;
 
 /* Parses "host:port" (an IPv4 address or "localhost"); 0 or -1. */
