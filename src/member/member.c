@@ -117,9 +117,9 @@ void member_config_default(member_config *c, uint32_t max_addr)
 	c->interval_ms = 1000;
 	c->probe_timeout_ms = 500;
 	c->indirect_k = 3;
-	c->suspicion_ms = 1000;
-	c->suspicion_max_mult = 1;
-	c->suspicion_confirm = 3;
+	c->suspicion_ms = 400;
+	c->suspicion_max_mult = 4;
+	c->suspicion_confirm = 1;
 	c->retransmit_mult = 6;
 	c->gossip_ms = 200;
 	c->gossip_nodes = 3;

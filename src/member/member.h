@@ -5,16 +5,19 @@
  * if not, PING_REQs ask k other members to probe it on its behalf, and their ACKs are
  * relayed back. A member that no probe reached before the next interval becomes suspect;
  * a suspect that has not refuted within the suspicion timeout (which grows with log10 of
- * the members known) is declared dead. A member refutes a suspicion or death notice
+ * the members known, and starts longer and shrinks as other members confirm the
+ * suspicion: Lifeguard) is declared dead. About suspect_probes members that hear of a
+ * fresh suspicion probe the suspect at once, so that a crashed member is confirmed within
+ * a probe period. A member refutes a suspicion or death notice
  * about itself by raising its incarnation number: a newer incarnation beats any older
  * notice. Changes (alive, suspect, dead, left) ride on every message as gossip, each
  * retransmitted about retransmit_mult * log10(N) times; while any is pending the node
  * also sends it to gossip_nodes random members every gossip_ms (as HashiCorp
- * memberlist does). Every pushpull_ms a node swaps its whole table with a random member,
- * which heals what gossip missed and lets a new node learn everyone, and pushes it to
- * one member it takes for dead: a live one refutes, so a healed partition or a restarted
- * node comes back by itself. (Past 32 members the period grows, as memberlist's does:
- * once more for every doubling.)
+ * memberlist does), and a death it learns or a refutation it makes at once. Every pushpull_ms a
+ * node swaps its whole table with a random member, which heals what gossip missed and lets a new
+ * node learn everyone, and pushes it to one member it takes for dead: a live one refutes, so a
+ * healed partition or a restarted node comes back by itself. (Past 32 members the period grows, as
+ * memberlist's does: once more for every doubling.)
  *
  * Members are named by a member_addr, a handle below cfg.max_addr that the driver maps
  * to a transport address (the node's address book, the simulator's node index). The
@@ -57,14 +60,14 @@ typedef struct {
 	uint32_t interval_ms;      /* one probe per interval (1000) */
 	uint32_t probe_timeout_ms; /* direct probe: then the indirect ones (500) */
 	unsigned indirect_k;       /* members asked to probe indirectly (3) */
-	uint32_t suspicion_ms;     /* suspicion timeout = suspicion_ms * max(2, log10 N) (1000) */
+	uint32_t suspicion_ms;     /* suspicion timeout = suspicion_ms * max(2, log10 N) (400) */
 	/* Lifeguard's dynamic suspicion (off when suspicion_max_mult <= 1): a suspicion starts
 	 * at suspicion_max_mult times that timeout and shrinks, on a log scale, with each
 	 * independent confirmation (a suspect notice from another member), down to the
 	 * timeout above after suspicion_confirm of them. A live member wrongly suspected is
 	 * confirmed by few (the others reach it), so it keeps the long timeout to refute. */
-	unsigned suspicion_max_mult; /* (1: off) */
-	unsigned suspicion_confirm;  /* K, 1..MEMBER_CONFIRM_MAX (3) */
+	unsigned suspicion_max_mult; /* (4; 1: off) */
+	unsigned suspicion_confirm;  /* K, 1..MEMBER_CONFIRM_MAX (1) */
 	unsigned retransmit_mult;    /* each update is sent mult * ceil(log10(N + 1)) times (6) */
 	uint32_t gossip_ms;    /* pending updates go out this often (200; 0: only piggyback) */
 	unsigned gossip_nodes; /* ... to this many random members (3) */

@@ -542,6 +542,7 @@ static void test_lifeguard_confirmations(void **state)
 	member_config c;
 	member_config_default(&c, 64);
 	c.interval_ms = 1000000; /* no probe of its own in the test's time: no confirmation */
+	c.suspicion_ms = 1000;
 	c.suspicion_max_mult = 4;
 	c.suspicion_confirm = 3;
 	member_node *n = knowing(&c, 20);
@@ -595,13 +596,15 @@ static void test_lifeguard_confirmations(void **state)
 	member_free(n);
 }
 
-/* Off (the default), confirmations change nothing: the timeout is the minimum. */
+/* Off (--lifeguard 1), confirmations change nothing: the timeout is the minimum. */
 static void test_lifeguard_off(void **state)
 {
 	(void)state;
 	member_config c;
 	member_config_default(&c, 64);
 	c.interval_ms = 1000000;
+	c.suspicion_ms = 1000;
+	c.suspicion_max_mult = 1;
 	member_node *n = knowing(&c, 20);
 	member_update sus = {5, 1, MEMBER_SUSPECT, true, 1};
 	tell(n, 0, 1, &sus, 1);
@@ -725,6 +728,7 @@ static void test_suspect_probes(void **state)
 	c.pushpull_ms = 1000000;
 	c.suspect_probes = 64; /* more than the members: every draw checks */
 	c.suspicion_max_mult = 4;
+	c.suspicion_confirm = 3; /* room for more than one confirmation */
 	member_driver d = {count_pings, NULL, NULL};
 	member_node *n = member_new(&c, &d, 0, 1, 9, 0);
 	assert_non_null(n);
