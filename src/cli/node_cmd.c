@@ -33,11 +33,11 @@ static const char *node_usage =
     "  --write-quorum W  copies on disk before a write is acknowledged, 1-R (default 2)\n"
     "  --max-file SIZE the largest file it takes, in bytes or with K, M, G (default 4G)\n"
     "  --suspicion-ms MS  the failure detector's suspicion timeout is MS x max(2, log10 N)\n"
-    "                  before a suspect member is declared dead (default 2000)\n"
+    "                  before a suspect member is declared dead (default 1000)\n"
     "  --lifeguard MULT  a suspicion starts at MULT times that timeout and shrinks to it\n"
-    "                  as other members confirm it (Lifeguard; 1 to 100, default 1: off)\n"
+    "                  as other members confirm it (Lifeguard; 1 to 100, default 4; 1: off)\n"
     "  --confirm K     confirmations that bring a suspicion down to the timeout, 1-8\n"
-    "                  (default 3)\n"
+    "                  (default 1)\n"
     "  --eager-gossip R  a death this node learns, or a refutation it makes, goes to 3\n"
     "                  members at once; R such rounds a second at most (0-1000, default\n"
     "                  10; 0: only the 200 ms gossip rounds)\n"
@@ -57,8 +57,8 @@ static const char *node_usage =
     "  --config FILE   the same settings as JSON: {\"id\": ..., \"listen\": ..., \"http\": ...,\n"
     "                  \"join\": [...], \"data\": ..., \"key\": ..., \"log_level\": ...,\n"
     "                  \"api_token\": ..., \"http_tls\": ..., \"ca\": ..., \"peer_cert\": ...,\n"
-    "                  \"replicas\": 3, \"write_quorum\": 2, \"suspicion_ms\": 2000,\n"
-    "                  \"lifeguard\": 1, \"confirm\": 3, \"eager_gossip\": 10,\n"
+    "                  \"replicas\": 3, \"write_quorum\": 2, \"suspicion_ms\": 1000,\n"
+    "                  \"lifeguard\": 4, \"confirm\": 1, \"eager_gossip\": 10,\n"
     "                  \"suspect_probes\": 3}; flags win\n"
     "                  over it\n"
     "Environment: RINGNET_ID, RINGNET_LISTEN, RINGNET_HTTP, RINGNET_JOIN (addresses apart\n"
@@ -104,9 +104,10 @@ static int set_option(node_opts *o, const char *a, const char *v);
 /* The settings, as a config file names them and as flags. */
 enum { NODE_NOPTS = 19, NODE_FIRST_NUMBER = 11 };
 static const char *const names[NODE_NOPTS] = {
-    "id",           "listen",    "http",         "join",      "data",      "log_level",
-    "key",          "api_token", "http_tls",     "ca",        "peer_cert", "replicas",
-    "write_quorum", "max_file",  "suspicion_ms", "lifeguard", "confirm",   "eager_gossip"};
+    "id",        "listen",   "http",         "join",          "data",
+    "log_level", "key",      "api_token",    "http_tls",      "ca",
+    "peer_cert", "replicas", "write_quorum", "max_file",      "suspicion_ms",
+    "lifeguard", "confirm",  "eager_gossip", "suspect_probes"};
 static const char *const flags[NODE_NOPTS] = {
     "--id",        "--listen",   "--http",         "--join",          "--data",
     "--log-level", "--key",      "--api-token",    "--http-tls",      "--ca",

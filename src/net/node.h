@@ -29,7 +29,7 @@ typedef struct {
 	char peer_cert[512];         /* --peer-cert CERT,KEY: this node's peer identity, or "" */
 	unsigned long long max_file; /* --max-file: bytes in one file (0: 4 GiB) */
 	char query_config[256];      /* a query cluster file: serve queries as process `name` */
-	unsigned suspicion_ms;       /* --suspicion-ms: the failure detector's (0: 2000) */
+	unsigned suspicion_ms;       /* --suspicion-ms: the failure detector's (0: 1000) */
 	unsigned lifeguard;          /* --lifeguard MULT: Lifeguard's max multiple (0: the
 	                              * node's default; 1: off) */
 	unsigned confirm;            /* --confirm K: confirmations to the minimum (0: default) */
