@@ -455,10 +455,11 @@ static void tell(member_node *n, uint64_t now, member_addr from, const member_up
 	member_on_msg(n, now, &g);
 }
 
-/* A lone node 0 (its messages kept by keep_last) told members 1..count are alive. */
-static member_node *knowing(const member_config *c, unsigned count)
+/* A lone node 0 whose messages go to send, told members 1..count are alive. */
+static member_node *lone(const member_config *c, void (*send)(void *, const member_msg *),
+                         unsigned count)
 {
-	member_driver d = {keep_last, NULL, NULL};
+	member_driver d = {send, NULL, NULL};
 	member_node *n = member_new(c, &d, 0, 1, 9, 0);
 	assert_non_null(n);
 	member_update u[64];
@@ -467,6 +468,12 @@ static member_node *knowing(const member_config *c, unsigned count)
 		u[i] = (member_update){(member_addr)(i + 1), 1, MEMBER_ALIVE, false, 0};
 	tell(n, 0, 1, u, count);
 	return n;
+}
+
+/* ... its messages kept by keep_last */
+static member_node *knowing(const member_config *c, unsigned count)
+{
+	return lone(c, keep_last, count);
 }
 
 /* a change goes out on the very next message however full the queue, and each update
@@ -643,13 +650,7 @@ static void test_eager_gossip(void **state)
 	c.interval_ms = 1000000; /* no probes in the test's time */
 	c.pushpull_ms = 1000000;
 	c.eager_per_s = 4;
-	member_driver d = {count_sent, NULL, NULL};
-	member_node *n = member_new(&c, &d, 0, 1, 9, 0);
-	assert_non_null(n);
-	member_update u[40];
-	for (unsigned i = 0; i < 40; i++)
-		u[i] = (member_update){(member_addr)(i + 1), 1, MEMBER_ALIVE, false, 0};
-	tell(n, 0, 1, u, 40);
+	member_node *n = lone(&c, count_sent, 40);
 	/* drain what learning 40 members queued: the ticks' rounds carry it all */
 	for (uint64_t now = 0; now < 200000 && member_wake_at(n) < 1000000;)
 		member_tick(n, now = member_wake_at(n));
@@ -699,9 +700,7 @@ static void test_eager_gossip(void **state)
 	member_free(n);
 	/* off: nothing but the ticks */
 	c.eager_per_s = 0;
-	n = member_new(&c, &d, 0, 1, 9, 0);
-	assert_non_null(n);
-	tell(n, 0, 1, u, 40);
+	n = lone(&c, count_sent, 40);
 	sent_gossip = 0;
 	dead.addr = 7;
 	tell(n, 10, 2, &dead, 1);
@@ -729,13 +728,7 @@ static void test_suspect_probes(void **state)
 	c.suspect_probes = 64; /* more than the members: every draw checks */
 	c.suspicion_max_mult = 4;
 	c.suspicion_confirm = 3; /* room for more than one confirmation */
-	member_driver d = {count_pings, NULL, NULL};
-	member_node *n = member_new(&c, &d, 0, 1, 9, 0);
-	assert_non_null(n);
-	member_update u[40];
-	for (unsigned i = 0; i < 40; i++)
-		u[i] = (member_update){(member_addr)(i + 1), 1, MEMBER_ALIVE, false, 0};
-	tell(n, 0, 1, u, 40);
+	member_node *n = lone(&c, count_pings, 40);
 	watch = 7;
 	pings_to_watch = 0;
 	member_update sus = {7, 1, MEMBER_SUSPECT, true, 3};
@@ -777,9 +770,7 @@ static void test_suspect_probes(void **state)
 	member_free(n);
 	/* off */
 	c.suspect_probes = 0;
-	n = member_new(&c, &d, 0, 1, 9, 0);
-	assert_non_null(n);
-	tell(n, 0, 1, u, 40);
+	n = lone(&c, count_pings, 40);
 	watch = 7;
 	pings_to_watch = 0;
 	sus = (member_update){7, 1, MEMBER_SUSPECT, true, 3};
