@@ -22,14 +22,24 @@
 
 static const char *cluster_usage =
     "usage: ringnet cluster [--nodes N] [--base-http PORT] [--base-peer PORT] [--data DIR]\n"
-    "                       [--log-level error|warn|info|debug]\n"
+    "                       [--log-level error|warn|info|debug] [--suspicion-ms MS]\n"
+    "                       [--lifeguard MULT] [--confirm K] [--eager-gossip R]\n"
+    "                       [--suspect-probes P]\n"
     "\n"
     "Starts N nodes (default 5) on 127.0.0.1: node-i serves HTTP on base-http + i - 1\n"
     "(default 5001..) and peers on base-peer + i - 1 (default 6001..), keeps its data in\n"
     "DIR/node-i (default ringnet-data), and joins through node-1. The nodes accept frames\n"
     "only from peers that know the cluster key in DIR/cluster.key, made on the first run.\n"
     "Restarts a node that dies, but not one that exits with status 2 (a usage error):\n"
-    "then it stops them all and exits 2. Ctrl-C stops them all and exits 0.\n";
+    "then it stops them all and exits 2. Ctrl-C stops them all and exits 0.\n"
+    "--suspicion-ms, --lifeguard, --confirm, --eager-gossip and --suspect-probes are\n"
+    "given to every node (the failure detector's settings; see ringnet node --help).\n";
+
+/* the failure detector's flags, handed to every node as given (the node checks them) */
+static const char *const member_flags[] = {"--suspicion-ms", "--lifeguard", "--confirm",
+                                           "--eager-gossip", "--suspect-probes"};
+static const char *member_args[2 * CLI_NELEM(member_flags)];
+static int nmember_args;
 
 static volatile sig_atomic_t stop_requested;
 
@@ -53,7 +63,7 @@ static pid_t spawn(const char *exe, child *c, const char *join, const char *leve
 	pid_t pid = fork();
 	if (pid == 0) {
 		signal(SIGINT, SIG_IGN); /* the terminal's Ctrl-C is for the supervisor to relay */
-		char *args[20];
+		char *args[20 + 2 * CLI_NELEM(member_flags)];
 		int k = 0;
 		args[k++] = (char *)exe;
 		args[k++] = "node";
@@ -73,6 +83,8 @@ static pid_t spawn(const char *exe, child *c, const char *join, const char *leve
 			args[k++] = "--join";
 			args[k++] = (char *)join;
 		}
+		for (int i = 0; i < nmember_args; i++)
+			args[k++] = (char *)member_args[i];
 		args[k] = NULL;
 		execv(exe, args);
 		fprintf(stderr, "ringnet cluster: cannot run %s: %s\n", exe, strerror(errno));
@@ -157,7 +169,8 @@ int cli_cluster(int argc, char **argv)
 		}
 		static const char *const known[] = {"--nodes", "--base-http", "--base-peer",
 		                                    "--data", "--log-level"};
-		bool is_known = cli_one_of(a, known, CLI_NELEM(known));
+		bool is_member = cli_one_of(a, member_flags, CLI_NELEM(member_flags));
+		bool is_known = is_member || cli_one_of(a, known, CLI_NELEM(known));
 		if (!is_known || !v) {
 			fprintf(stderr,
 			        is_known ? "ringnet cluster: %s needs a value\n%s"
@@ -167,7 +180,18 @@ int cli_cluster(int argc, char **argv)
 		}
 		i++;
 		int bad = 0;
-		if (!strcmp(a, "--nodes"))
+		if (is_member) {
+			int at = -1; /* given twice: the last one wins */
+			for (int j = 0; j < nmember_args; j += 2)
+				if (!strcmp(member_args[j], a))
+					at = j;
+			if (at < 0) {
+				at = nmember_args;
+				nmember_args += 2;
+			}
+			member_args[at] = a;
+			member_args[at + 1] = v;
+		} else if (!strcmp(a, "--nodes"))
 			bad = parse_port(v, &n) < 0 || n > MAX_NODES;
 		else if (!strcmp(a, "--base-http"))
 			bad = parse_port(v, &base_http) < 0;

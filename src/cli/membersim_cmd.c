@@ -14,7 +14,8 @@ static const char *membersim_usage =
     "                   [--warmup-s S] [--latency MIN-MAX] [--interval-ms MS]\n"
     "                   [--probe-timeout-ms MS] [--indirect K] [--suspicion-ms MS]\n"
     "                   [--retransmit-mult M] [--gossip-ms MS] [--seed S] [--json]\n"
-    "                   [--lifeguard MULT] [--confirm K]\n"
+    "                   [--lifeguard MULT] [--confirm K] [--eager-gossip R]\n"
+    "                   [--suspect-probes P]\n"
     "\n"
     "Runs the SWIM membership core on every simulated node. All N nodes start knowing\n"
     "each other and run --warmup-s virtual seconds (default 20); then K nodes (--crash,\n"
@@ -27,7 +28,12 @@ static const char *membersim_usage =
     "gossip every 200 ms to 3 members, latency 10-50 ms, seed 1.\n"
     "--lifeguard MULT: a suspicion starts at MULT times the suspicion timeout and\n"
     "shrinks with each member that confirms it, to the timeout after K (--confirm,\n"
-    "default 3) of them (Lifeguard's dynamic suspicion; default 1: off).\n";
+    "default 3) of them (Lifeguard's dynamic suspicion; default 1: off).\n"
+    "--eager-gossip R: a death a node learns, and a refutation it makes, go out to the gossip\n"
+    "members at once, not at the next gossip round; R such rounds a second at most\n"
+    "(default 10; 0: off).\n"
+    "--suspect-probes P: about P members that hear of a fresh suspicion probe the\n"
+    "suspect at once, out of turn (default 3; 0: off).\n";
 
 static int bad(const char *fmt, const char *arg)
 {
@@ -54,7 +60,7 @@ static const char *const opts[] = {"-n",          "--nodes",        "--loss",
                                    "--latency",   "--interval-ms",  "--probe-timeout-ms",
                                    "--indirect",  "--suspicion-ms", "--retransmit-mult",
                                    "--gossip-ms", "--seed",         "--lifeguard",
-                                   "--confirm"};
+                                   "--confirm",   "--eager-gossip", "--suspect-probes"};
 
 static void print_ms(uint64_t ms)
 {
@@ -108,7 +114,8 @@ int cli_membersim(int argc, char **argv)
 		}
 		uint32_t u;
 		if (!strcmp(a, "--indirect") || !strcmp(a, "--retransmit-mult") ||
-		    !strcmp(a, "--lifeguard") || !strcmp(a, "--confirm")) {
+		    !strcmp(a, "--lifeguard") || !strcmp(a, "--confirm") ||
+		    !strcmp(a, "--eager-gossip") || !strcmp(a, "--suspect-probes")) {
 			if (whole(v, 1000, &u) < 0)
 				return bad("%s wants a whole number", a);
 			if (!strcmp(a, "--indirect"))
@@ -117,6 +124,10 @@ int cli_membersim(int argc, char **argv)
 				p.member.retransmit_mult = u;
 			else if (!strcmp(a, "--lifeguard"))
 				p.member.suspicion_max_mult = u;
+			else if (!strcmp(a, "--eager-gossip"))
+				p.member.eager_per_s = u;
+			else if (!strcmp(a, "--suspect-probes"))
+				p.member.suspect_probes = u;
 			else
 				p.member.suspicion_confirm = u;
 		} else if (!strcmp(a, "--seed")) {
@@ -154,6 +165,7 @@ int cli_membersim(int argc, char **argv)
 		    "\"crashes_known_everywhere\":%u,\"median_first_suspect_ms\":%llu,"
 		    "\"median_last_suspect_ms\":%llu,\"median_first_dead_ms\":%llu,"
 		    "\"median_last_dead_ms\":%llu,\"max_last_dead_ms\":%llu,"
+		    "\"median_first_probe_ms\":%llu,\"median_p90_dead_ms\":%llu,"
 		    "\"false_deaths\":%llu,\"false_dead_nodes\":%llu,\"live_suspicions\":%llu,"
 		    "\"refutations\":%llu,\"msgs_per_node_s\":%.3f,\"updates_per_msg\":%.3f,"
 		    "\"bytes_per_node_s\":%.0f,\"messages\":%llu,\"lost\":%llu,\"events\":%llu,"
@@ -163,22 +175,27 @@ int cli_membersim(int argc, char **argv)
 		    r.crashes_known_everywhere, (unsigned long long)r.med_first_suspect_ms,
 		    (unsigned long long)r.med_last_suspect_ms,
 		    (unsigned long long)r.med_first_dead_ms, (unsigned long long)r.med_last_dead_ms,
-		    (unsigned long long)r.max_last_dead_ms, (unsigned long long)r.false_deaths,
-		    (unsigned long long)r.false_dead_nodes, (unsigned long long)r.live_suspicions,
-		    (unsigned long long)r.refutations, r.msgs_per_node_s, r.updates_per_msg,
-		    r.bytes_per_node_s, (unsigned long long)r.messages, (unsigned long long)r.lost,
+		    (unsigned long long)r.max_last_dead_ms,
+		    (unsigned long long)r.med_first_probe_ms, (unsigned long long)r.med_p90_dead_ms,
+		    (unsigned long long)r.false_deaths, (unsigned long long)r.false_dead_nodes,
+		    (unsigned long long)r.live_suspicions, (unsigned long long)r.refutations,
+		    r.msgs_per_node_s, r.updates_per_msg, r.bytes_per_node_s,
+		    (unsigned long long)r.messages, (unsigned long long)r.lost,
 		    (unsigned long long)r.events, (unsigned long long)r.node_bytes, r.wall_ms,
 		    ru.ru_maxrss);
 		for (uint32_t k = 0; k < r.crashes; k++) {
 			const membersim_crash *c = &r.crash[k];
 			printf(
 			    "%s{\"known_by\":%u,\"first_suspect_ms\":%llu,\"last_suspect_ms\":%llu,"
-			    "\"first_dead_ms\":%llu,\"median_dead_ms\":%llu,\"last_dead_ms\":%llu}",
+			    "\"first_dead_ms\":%llu,\"median_dead_ms\":%llu,\"p90_dead_ms\":%llu,"
+			    "\"last_dead_ms\":%llu,\"first_probe_ms\":%lld,\"dead_by_timer\":%u}",
 			    k ? "," : "", c->known_by, (unsigned long long)c->first_suspect_ms,
 			    (unsigned long long)c->last_suspect_ms,
 			    (unsigned long long)c->first_dead_ms,
 			    (unsigned long long)c->median_dead_ms,
-			    (unsigned long long)c->last_dead_ms);
+			    (unsigned long long)c->p90_dead_ms, (unsigned long long)c->last_dead_ms,
+			    c->first_probe_ms == UINT64_MAX ? -1LL : (long long)c->first_probe_ms,
+			    c->dead_by_timer);
 		}
 		printf("]}\n");
 		membersim_result_free(&r);
@@ -202,6 +219,17 @@ int cli_membersim(int argc, char **argv)
 		printf(" (worst ");
 		print_ms(r.max_last_dead_ms);
 		printf(")\n");
+		printf("where the time goes (medians): first probe of the crashed node ");
+		print_ms(r.med_first_probe_ms);
+		printf(", first suspect ");
+		print_ms(r.med_first_suspect_ms);
+		printf(", first dead ");
+		print_ms(r.med_first_dead_ms);
+		printf(", 90%% of live nodes know ");
+		print_ms(r.med_p90_dead_ms);
+		printf(", all ");
+		print_ms(r.med_last_dead_ms);
+		printf("\n");
 	}
 	for (uint32_t k = 0; k < r.crashes; k++)
 		if (r.crash[k].known_by < r.live_nodes)

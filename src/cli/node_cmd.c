@@ -16,7 +16,8 @@ static const char *node_usage =
     "                    [--data DIR] [--key FILE] [--replicas R] [--write-quorum W]\n"
     "                    [--api-token FILE|none] [--http-tls CERT,KEY|none] [--ca DIR]\n"
     "                    [--peer-cert CERT,KEY]\n"
-    "                    [--max-file SIZE] [--suspicion-ms MS]\n"
+    "                    [--max-file SIZE] [--suspicion-ms MS] [--lifeguard MULT]\n"
+    "                    [--confirm K] [--eager-gossip R] [--suspect-probes P]\n"
     "                    [--log-level error|warn|info|debug] [--config FILE]\n"
     "\n"
     "Runs one node of a ring. Its ring id is SHA-1 of NAME. Without --join it starts a new\n"
@@ -32,7 +33,16 @@ static const char *node_usage =
     "  --write-quorum W  copies on disk before a write is acknowledged, 1-R (default 2)\n"
     "  --max-file SIZE the largest file it takes, in bytes or with K, M, G (default 4G)\n"
     "  --suspicion-ms MS  the failure detector's suspicion timeout is MS x max(2, log10 N)\n"
-    "                  before a suspect member is declared dead (default 2000)\n"
+    "                  before a suspect member is declared dead (default 1000)\n"
+    "  --lifeguard MULT  a suspicion starts at MULT times that timeout and shrinks to it\n"
+    "                  as other members confirm it (Lifeguard; 1 to 100, default 4; 1: off)\n"
+    "  --confirm K     confirmations that bring a suspicion down to the timeout, 1-8\n"
+    "                  (default 1)\n"
+    "  --eager-gossip R  a death this node learns, or a refutation it makes, goes to 3\n"
+    "                  members at once; R such rounds a second at most (0-1000, default\n"
+    "                  10; 0: only the 200 ms gossip rounds)\n"
+    "  --suspect-probes P  about P members that hear of a fresh suspicion probe the\n"
+    "                  suspect at once, out of turn (0-64, default 3; 0: off)\n"
     "  --api-token FILE  HTTP requests (but /health) need 'Authorization: Bearer TOKEN',\n"
     "                  the token in FILE; none: they do not. Default: none on a loopback\n"
     "                  --http, else a token made in DATA/api.token on the first start\n"
@@ -47,13 +57,16 @@ static const char *node_usage =
     "  --config FILE   the same settings as JSON: {\"id\": ..., \"listen\": ..., \"http\": ...,\n"
     "                  \"join\": [...], \"data\": ..., \"key\": ..., \"log_level\": ...,\n"
     "                  \"api_token\": ..., \"http_tls\": ..., \"ca\": ..., \"peer_cert\": ...,\n"
-    "                  \"replicas\": 3, \"write_quorum\": 2, \"suspicion_ms\": 2000}; flags\n"
-    "                  win over it\n"
+    "                  \"replicas\": 3, \"write_quorum\": 2, \"suspicion_ms\": 1000,\n"
+    "                  \"lifeguard\": 4, \"confirm\": 1, \"eager_gossip\": 10,\n"
+    "                  \"suspect_probes\": 3}; flags win\n"
+    "                  over it\n"
     "Environment: RINGNET_ID, RINGNET_LISTEN, RINGNET_HTTP, RINGNET_JOIN (addresses apart\n"
     "  by commas), RINGNET_DATA, RINGNET_KEY, RINGNET_API_TOKEN_FILE (--api-token),\n"
     "  RINGNET_HTTP_TLS, RINGNET_CA, RINGNET_PEER_CERT, RINGNET_REPLICAS, RINGNET_WRITE_QUORUM, "
     "RINGNET_MAX_FILE,\n"
-    "  RINGNET_SUSPICION_MS, RINGNET_LOG_LEVEL: the same settings; they win over --config,\n"
+    "  RINGNET_SUSPICION_MS, RINGNET_LIFEGUARD, RINGNET_CONFIRM, RINGNET_EAGER_GOSSIP,\n"
+    "  RINGNET_SUSPECT_PROBES, RINGNET_LOG_LEVEL: the same settings; they win over --config,\n"
     "  flags win over them; an empty one is unset\n"
     "HTTP routes:\n"
     "  POST /kv {\"key\": K, \"value\": V}   store V (any JSON) under K\n"
@@ -89,15 +102,17 @@ static int copy(char *dst, size_t len, const char *src)
 static int set_option(node_opts *o, const char *a, const char *v);
 
 /* The settings, as a config file names them and as flags. */
-enum { NODE_NOPTS = 15, NODE_FIRST_NUMBER = 11 };
+enum { NODE_NOPTS = 19, NODE_FIRST_NUMBER = 11 };
 static const char *const names[NODE_NOPTS] = {
-    "id",        "listen",   "http",         "join",     "data",
-    "log_level", "key",      "api_token",    "http_tls", "ca",
-    "peer_cert", "replicas", "write_quorum", "max_file", "suspicion_ms"};
+    "id",        "listen",   "http",         "join",          "data",
+    "log_level", "key",      "api_token",    "http_tls",      "ca",
+    "peer_cert", "replicas", "write_quorum", "max_file",      "suspicion_ms",
+    "lifeguard", "confirm",  "eager_gossip", "suspect_probes"};
 static const char *const flags[NODE_NOPTS] = {
-    "--id",        "--listen",   "--http",         "--join",     "--data",
-    "--log-level", "--key",      "--api-token",    "--http-tls", "--ca",
-    "--peer-cert", "--replicas", "--write-quorum", "--max-file", "--suspicion-ms"};
+    "--id",        "--listen",   "--http",         "--join",          "--data",
+    "--log-level", "--key",      "--api-token",    "--http-tls",      "--ca",
+    "--peer-cert", "--replicas", "--write-quorum", "--max-file",      "--suspicion-ms",
+    "--lifeguard", "--confirm",  "--eager-gossip", "--suspect-probes"};
 
 /* The same settings from the environment (see the usage). RINGNET_API_TOKEN is the clients'
  * token itself, so the node's --api-token FILE|none is RINGNET_API_TOKEN_FILE. */
@@ -117,7 +132,11 @@ static const struct {
             {"RINGNET_REPLICAS", "--replicas"},
             {"RINGNET_WRITE_QUORUM", "--write-quorum"},
             {"RINGNET_MAX_FILE", "--max-file"},
-            {"RINGNET_SUSPICION_MS", "--suspicion-ms"}};
+            {"RINGNET_SUSPICION_MS", "--suspicion-ms"},
+            {"RINGNET_LIFEGUARD", "--lifeguard"},
+            {"RINGNET_CONFIRM", "--confirm"},
+            {"RINGNET_EAGER_GOSSIP", "--eager-gossip"},
+            {"RINGNET_SUSPECT_PROBES", "--suspect-probes"}};
 
 static bool is_flag(const char *a)
 {
@@ -380,6 +399,31 @@ static int set_option(node_opts *o, const char *a, const char *v)
 				    "--suspicion-ms wants milliseconds, 100 to 600000, not '%s'",
 				    v);
 			o->suspicion_ms = (unsigned)x;
+		} else if (!strcmp(a, "--lifeguard") || !strcmp(a, "--confirm") ||
+		           !strcmp(a, "--eager-gossip") || !strcmp(a, "--suspect-probes")) {
+			char *end;
+			long x = strtol(v, &end, 10);
+			bool lg = !strcmp(a, "--lifeguard"), cf = !strcmp(a, "--confirm");
+			bool sp = !strcmp(a, "--suspect-probes");
+			long lo = lg || cf ? 1 : 0, hi = lg ? 100 : cf ? 8 : sp ? 64 : 1000;
+			if (!*v || *end || x < lo || x > hi) {
+				char msg[96];
+				snprintf(msg, sizeof msg,
+				         "%s wants a whole number, %ld to %ld, not '%%s'", a, lo,
+				         hi);
+				return bad(msg, v);
+			}
+			if (lg)
+				o->lifeguard = (unsigned)x;
+			else if (cf)
+				o->confirm = (unsigned)x;
+			else if (sp) {
+				o->suspect_probes = (unsigned)x;
+				o->suspect_probes_set = true;
+			} else {
+				o->eager_gossip = (unsigned)x;
+				o->eager_gossip_set = true;
+			}
 		} else if (!strcmp(a, "--key")) {
 			if (!*v || copy(o->key, sizeof o->key, v) < 0)
 				return bad("--key wants the path of a cluster key file, not '%s'",

@@ -72,6 +72,8 @@ struct member_node {
 	gslot *gq;
 	uint32_t gq_top[GQ_BUCKETS], gq_freel, gq_len;
 	unsigned gq_lo, gq_hi; /* no slot below lo, none above hi */
+	/* a member this node heard became suspect and probes out of turn (none: NONE) */
+	member_addr prio;
 	/* the probe in flight */
 	member_addr ptarget;
 	uint64_t pseq, psent;
@@ -84,6 +86,11 @@ struct member_node {
 	uint64_t told_until[TOLD_MAX];
 	uint64_t pull_window; /* PULLs answered since then (a one-second window) */
 	unsigned pulls;
+	/* a death this node just learned, or a refutation it just made: gossiped at once
+	 * (an eager round) rather than at the next tick; eager rounds since eager_window */
+	bool eager;
+	uint64_t eager_window;
+	unsigned eager_rounds;
 	uint64_t seq;
 	uint64_t next_probe, next_gossip, next_pushpull, wake;
 	member_stats st;
@@ -110,12 +117,14 @@ void member_config_default(member_config *c, uint32_t max_addr)
 	c->interval_ms = 1000;
 	c->probe_timeout_ms = 500;
 	c->indirect_k = 3;
-	c->suspicion_ms = 1000;
-	c->suspicion_max_mult = 1;
-	c->suspicion_confirm = 3;
+	c->suspicion_ms = 400;
+	c->suspicion_max_mult = 4;
+	c->suspicion_confirm = 1;
 	c->retransmit_mult = 6;
 	c->gossip_ms = 200;
 	c->gossip_nodes = 3;
+	c->eager_per_s = 10;
+	c->suspect_probes = 3;
 	c->piggyback = 8;
 	c->pushpull_ms = 30000;
 	c->max_addr = max_addr;
@@ -130,8 +139,9 @@ int member_config_check(const member_config *c)
 	    c->suspicion_ms == 0 || c->suspicion_max_mult == 0 || c->suspicion_max_mult > 100 ||
 	    c->suspicion_confirm == 0 || c->suspicion_confirm > MEMBER_CONFIRM_MAX ||
 	    c->retransmit_mult == 0 || c->retransmit_mult > 60 || c->gossip_nodes > 64 ||
-	    c->piggyback == 0 || c->piggyback > PIGGY_MAX || c->pushpull_ms == 0 ||
-	    c->max_addr == 0 || c->max_addr >= MEMBER_ADDR_NONE || c->max_members == 0 ||
+	    c->eager_per_s > 1000 || c->suspect_probes > 64 || c->piggyback == 0 ||
+	    c->piggyback > PIGGY_MAX || c->pushpull_ms == 0 || c->max_addr == 0 ||
+	    c->max_addr >= MEMBER_ADDR_NONE || c->max_members == 0 ||
 	    c->max_members > c->max_addr || c->gossip_queue == 0 || c->gossip_queue > (1u << 20))
 		return RN_EINVAL;
 	return 0;
@@ -443,6 +453,8 @@ static void set_state_by(member_node *n, uint64_t now, member_addr a, uint8_t st
 		order_add(n, a);
 	if (tell)
 		gq_push(n, a);
+	if (tell && state == MEMBER_DEAD && old != MEMBER_DEAD)
+		n->eager = true;
 	if (old != state && n->d.changed)
 		n->d.changed(n->d.ctx, a, (member_state)old, (member_state)state, inc);
 }
@@ -495,6 +507,7 @@ static void merge(member_node *n, uint64_t now, const member_update *u, bool fro
 			n->e[n->self].inc = n->inc;
 			gq_push(n, n->self);
 			n->st.refuted++;
+			n->eager = true;
 		} else if (u->state != MEMBER_ALIVE) {
 			/* a notice this node refuted already is still going round: send the
 			 * refutation round again (from the front of the queue) */
@@ -528,11 +541,41 @@ static void merge(member_node *n, uint64_t now, const member_update *u, bool fro
 		                                                                : u->inc > e->inc;
 		break;
 	}
+	if (take && u->state == MEMBER_SUSPECT && e->state == MEMBER_ALIVE && !from_table &&
+	    n->cfg->suspect_probes && rn_rng_below(&n->rng, live_count(n)) < n->cfg->suspect_probes)
+		n->prio = u->addr; /* one of about suspect_probes members to check it at once */
 	if (take)
 		set_state_by(n, now, u->addr, u->state, u->inc, true, suspecter);
 	else if (u->state == MEMBER_SUSPECT && e->state == MEMBER_SUSPECT && u->inc == e->inc &&
 	         suspecter != MEMBER_ADDR_NONE)
 		confirm(n, now, u->addr, suspecter);
+}
+
+/* A gossip round now, to gossip_nodes random members, when a death was just learned or a
+ * refutation just made: each hop of such news then costs a message's latency, not the
+ * wait for the next gossip tick (up to gossip_ms), which at 10,000 members is most of the
+ * time a verdict takes to reach everyone. Bounded: eager_per_s rounds a second, so that
+ * notices from a stranger cannot make this node send more than that. */
+static void gossip_eager(member_node *n, uint64_t now)
+{
+	if (!n->eager)
+		return;
+	n->eager = false;
+	if (!n->cfg->eager_per_s || !n->cfg->gossip_ms)
+		return;
+	if (now >= n->eager_window + 1000) {
+		n->eager_window = now;
+		n->eager_rounds = 0;
+	}
+	if (n->eager_rounds >= n->cfg->eager_per_s)
+		return; /* the next tick's round carries it */
+	n->eager_rounds++;
+	n->st.eager_rounds++;
+	for (unsigned i = 0; i < n->cfg->gossip_nodes && n->gq_len; i++) {
+		member_addr a = random_member(n, MEMBER_ADDR_NONE);
+		if (a != MEMBER_ADDR_NONE)
+			send_msg(n, MEMBER_MSG_GOSSIP, a, 0, MEMBER_ADDR_NONE);
+	}
 }
 
 /* ---- lifecycle ---- */
@@ -582,7 +625,7 @@ member_node *member_new(const member_config *cfg, const member_driver *d, member
 	rn_rng_seed(&n->rng, seed);
 	n->self = self;
 	n->inc = inc;
-	n->ptarget = MEMBER_ADDR_NONE;
+	n->ptarget = n->prio = MEMBER_ADDR_NONE;
 	set_state(n, now, self, MEMBER_ALIVE, inc, true);
 	/* random phases, so that a thousand nodes started together do not probe in step */
 	n->next_probe = now + rn_rng_below(&n->rng, cfg->interval_ms);
@@ -637,6 +680,8 @@ static relay *relay_slot(member_node *n, uint64_t now)
 			return &n->relays[i];
 	return NULL;
 }
+
+static void probe_prio(member_node *n, uint64_t now);
 
 void member_on_msg(member_node *n, uint64_t now, const member_msg *m)
 {
@@ -702,7 +747,19 @@ void member_on_msg(member_node *n, uint64_t now, const member_msg *m)
 	default: /* GOSSIP, PULL: the updates were all */
 		break;
 	}
+	probe_prio(n, now);
+	gossip_eager(n, now);
 	rewake(n);
+}
+
+static void probe_start(member_node *n, uint64_t now, member_addr t)
+{
+	n->ptarget = t;
+	n->pseq = ++n->seq;
+	n->psent = now;
+	n->packed = n->pindirect = false;
+	n->st.probes++;
+	send_msg(n, MEMBER_MSG_PING, t, n->pseq, t);
 }
 
 static void probe_next(member_node *n, uint64_t now)
@@ -728,6 +785,10 @@ static void probe_next(member_node *n, uint64_t now)
 	}
 	n->ptarget = MEMBER_ADDR_NONE;
 	member_addr t = MEMBER_ADDR_NONE;
+	if (n->prio != MEMBER_ADDR_NONE && n->prio != n->self &&
+	    n->e[n->prio].state == MEMBER_SUSPECT)
+		t = n->prio; /* a suspect heard of while the last probe was out: first */
+	n->prio = MEMBER_ADDR_NONE;
 	for (int pass = 0; pass < 2 && t == MEMBER_ADDR_NONE; pass++) {
 		while (n->next < n->norder && t == MEMBER_ADDR_NONE) {
 			member_addr a = n->order[n->next++];
@@ -737,14 +798,27 @@ static void probe_next(member_node *n, uint64_t now)
 		if (t == MEMBER_ADDR_NONE)
 			order_rebuild(n);
 	}
-	if (t == MEMBER_ADDR_NONE)
+	if (t != MEMBER_ADDR_NONE)
+		probe_start(n, now, t);
+}
+
+/* A member this node just heard became suspect, and drew to check (about suspect_probes
+ * members do, whatever N): probed now, out of turn, once this node's own probe is done
+ * (else first at the next interval). Its failure is a confirmation sooner than the
+ * members' turns bring one (about one probe a second reaches any member), which is what
+ * lets Lifeguard's timeout shrink for a crashed member; a live one mostly answers. */
+static void probe_prio(member_node *n, uint64_t now)
+{
+	if (n->prio == MEMBER_ADDR_NONE || n->leaving ||
+	    (n->ptarget != MEMBER_ADDR_NONE && !n->packed))
 		return;
-	n->ptarget = t;
-	n->pseq = ++n->seq;
-	n->psent = now;
-	n->packed = n->pindirect = false;
-	n->st.probes++;
-	send_msg(n, MEMBER_MSG_PING, t, n->pseq, t);
+	member_addr t = n->prio;
+	n->prio = MEMBER_ADDR_NONE;
+	if (t == n->self || n->e[t].state != MEMBER_SUSPECT)
+		return;
+	n->st.probes_out_of_turn++;
+	n->next_probe = now + n->cfg->interval_ms; /* a whole interval for it, as for any */
+	probe_start(n, now, t);
 }
 
 static void probe_indirect(member_node *n)
@@ -817,6 +891,7 @@ void member_tick(member_node *n, uint64_t now)
 	}
 	expire_suspects(n, now);
 	if (n->cfg->gossip_ms && now >= n->next_gossip) {
+		n->eager = false; /* this round carries it */
 		n->next_gossip = now + n->cfg->gossip_ms;
 		for (unsigned i = 0; i < n->cfg->gossip_nodes && n->gq_len; i++) {
 			member_addr a = random_member(n, MEMBER_ADDR_NONE);
@@ -841,6 +916,8 @@ void member_tick(member_node *n, uint64_t now)
 	} else if (now >= n->next_pushpull) {
 		n->next_pushpull = now + pushpull_period(n);
 	}
+	probe_prio(n, now);
+	gossip_eager(n, now);
 	rewake(n);
 }
 
@@ -876,6 +953,8 @@ void member_drop(member_node *n, member_addr a)
 	n->count[MEMBER_NONE]--;
 	if (n->ptarget == a)
 		n->ptarget = MEMBER_ADDR_NONE;
+	if (n->prio == a)
+		n->prio = MEMBER_ADDR_NONE;
 	/* the flags stay: the lists they mark skip an entry with no state */
 	*e = (entry){.flags = e->flags};
 	rewake(n);

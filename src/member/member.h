@@ -5,16 +5,19 @@
  * if not, PING_REQs ask k other members to probe it on its behalf, and their ACKs are
  * relayed back. A member that no probe reached before the next interval becomes suspect;
  * a suspect that has not refuted within the suspicion timeout (which grows with log10 of
- * the members known) is declared dead. A member refutes a suspicion or death notice
+ * the members known, and starts longer and shrinks as other members confirm the
+ * suspicion: Lifeguard) is declared dead. About suspect_probes members that hear of a
+ * fresh suspicion probe the suspect at once, so that a crashed member is confirmed within
+ * a probe period. A member refutes a suspicion or death notice
  * about itself by raising its incarnation number: a newer incarnation beats any older
  * notice. Changes (alive, suspect, dead, left) ride on every message as gossip, each
  * retransmitted about retransmit_mult * log10(N) times; while any is pending the node
  * also sends it to gossip_nodes random members every gossip_ms (as HashiCorp
- * memberlist does). Every pushpull_ms a node swaps its whole table with a random member,
- * which heals what gossip missed and lets a new node learn everyone, and pushes it to
- * one member it takes for dead: a live one refutes, so a healed partition or a restarted
- * node comes back by itself. (Past 32 members the period grows, as memberlist's does:
- * once more for every doubling.)
+ * memberlist does), and a death it learns or a refutation it makes at once. Every pushpull_ms a
+ * node swaps its whole table with a random member, which heals what gossip missed and lets a new
+ * node learn everyone, and pushes it to one member it takes for dead: a live one refutes, so a
+ * healed partition or a restarted node comes back by itself. (Past 32 members the period grows, as
+ * memberlist's does: once more for every doubling.)
  *
  * Members are named by a member_addr, a handle below cfg.max_addr that the driver maps
  * to a transport address (the node's address book, the simulator's node index). The
@@ -57,17 +60,25 @@ typedef struct {
 	uint32_t interval_ms;      /* one probe per interval (1000) */
 	uint32_t probe_timeout_ms; /* direct probe: then the indirect ones (500) */
 	unsigned indirect_k;       /* members asked to probe indirectly (3) */
-	uint32_t suspicion_ms;     /* suspicion timeout = suspicion_ms * max(2, log10 N) (1000) */
+	uint32_t suspicion_ms;     /* suspicion timeout = suspicion_ms * max(2, log10 N) (400) */
 	/* Lifeguard's dynamic suspicion (off when suspicion_max_mult <= 1): a suspicion starts
 	 * at suspicion_max_mult times that timeout and shrinks, on a log scale, with each
 	 * independent confirmation (a suspect notice from another member), down to the
 	 * timeout above after suspicion_confirm of them. A live member wrongly suspected is
 	 * confirmed by few (the others reach it), so it keeps the long timeout to refute. */
-	unsigned suspicion_max_mult; /* (1: off) */
-	unsigned suspicion_confirm;  /* K, 1..MEMBER_CONFIRM_MAX (3) */
+	unsigned suspicion_max_mult; /* (4; 1: off) */
+	unsigned suspicion_confirm;  /* K, 1..MEMBER_CONFIRM_MAX (1) */
 	unsigned retransmit_mult;    /* each update is sent mult * ceil(log10(N + 1)) times (6) */
 	uint32_t gossip_ms;    /* pending updates go out this often (200; 0: only piggyback) */
 	unsigned gossip_nodes; /* ... to this many random members (3) */
+	/* a death this node just learned (declared or heard) and a refutation it just made
+	 * go out at once, to gossip_nodes members, rather than at the next gossip round;
+	 * this many such eager rounds a second at most (10; 0: off) */
+	unsigned eager_per_s;
+	/* a member that hears of a fresh suspicion probes the suspect at once (out of turn)
+	 * with probability suspect_probes / N, so about this many members check each one
+	 * whatever N (3; 0: off): their failed probes are the confirmations Lifeguard counts */
+	unsigned suspect_probes;
 	unsigned piggyback;    /* updates on one message at most (8) */
 	uint32_t pushpull_ms;  /* full table exchange with a random member (30000) */
 	uint32_t max_addr;     /* handles are below this (the table's size) */
@@ -118,9 +129,11 @@ typedef struct {
 	uint64_t probes, probes_indirect, probes_failed; /* failed: the target became suspect */
 	uint64_t suspected, declared_dead;               /* by this node's own timers */
 	uint64_t refuted;                                /* notices about itself it refuted */
-	uint64_t confirmations; /* distinct suspecters heard of a suspect (Lifeguard) */
-	uint64_t refused;       /* members not learned: table full, or addr out of range */
-	uint64_t malformed;     /* messages with a field out of range, dropped */
+	uint64_t confirmations;      /* distinct suspecters heard of a suspect (Lifeguard) */
+	uint64_t eager_rounds;       /* gossip rounds sent at once for a death or a refutation */
+	uint64_t probes_out_of_turn; /* probes of a suspect heard of (suspect_probes) */
+	uint64_t refused;            /* members not learned: table full, or addr out of range */
+	uint64_t malformed;          /* messages with a field out of range, dropped */
 	uint64_t relays_refused;
 	uint64_t pulls_refused; /* PUSHes past MEMBER_PULLS_PER_S, not answered */
 } member_stats;

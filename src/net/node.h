@@ -3,6 +3,7 @@
 #ifndef RN_NODE_H
 #define RN_NODE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #define NODE_MAX_JOIN 8
@@ -28,7 +29,14 @@ typedef struct {
 	char peer_cert[512];         /* --peer-cert CERT,KEY: this node's peer identity, or "" */
 	unsigned long long max_file; /* --max-file: bytes in one file (0: 4 GiB) */
 	char query_config[256];      /* a query cluster file: serve queries as process `name` */
-	unsigned suspicion_ms;       /* --suspicion-ms: the failure detector's (0: 2000) */
+	unsigned suspicion_ms;       /* --suspicion-ms: the failure detector's (0: 1000) */
+	unsigned lifeguard;          /* --lifeguard MULT: Lifeguard's max multiple (0: the
+	                              * node's default; 1: off) */
+	unsigned confirm;            /* --confirm K: confirmations to the minimum (0: default) */
+	unsigned eager_gossip;       /* --eager-gossip R: eager rounds a second ... */
+	bool eager_gossip_set;       /* ... when given (0 is off) */
+	unsigned suspect_probes;     /* --suspect-probes P: members that check a suspect ... */
+	bool suspect_probes_set;     /* ... when given (0 is off) */
 } node_opts;
 
 /* Parses "host:port" (an IPv4 address or "localhost"); 0 or -1. */

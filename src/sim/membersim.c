@@ -43,6 +43,9 @@ typedef struct msim {
 	uint64_t *crash_at;
 	uint64_t *sus_at, *dead_at; /* [crash * nodes + viewer], UINT64_MAX: not yet */
 	bool *falsely_dead;
+	uint64_t *first_probe;   /* [crash]: the first PING to it after the crash */
+	uint32_t *dead_by_timer; /* [crash]: live nodes whose own timer declared it */
+	uint64_t *declared;      /* [node]: its declared_dead counter when last seen */
 	bool measuring;
 	uint64_t false_deaths, live_suspicions, msgs, updates, bytes, lost;
 	uint64_t events;
@@ -201,6 +204,9 @@ static void on_send(void *ctx, const member_msg *m)
 		 * address (~20 bytes of "host:port"), a 20-byte id, incarnation and state */
 		s->bytes += 5 + 8 + 4 + 24 + 46 * (uint64_t)m->nupdates;
 	}
+	if (m->type == MEMBER_MSG_PING && m->to < s->p->nodes && !s->up[m->to] &&
+	    s->crash_of[m->to] >= 0 && s->first_probe[s->crash_of[m->to]] == UINT64_MAX)
+		s->first_probe[s->crash_of[m->to]] = s->now;
 	if (rn_rng_unit(&s->rng) < s->p->loss) {
 		s->lost++;
 		return;
@@ -228,6 +234,10 @@ static void on_changed(void *ctx, member_addr a, member_state from, member_state
 	uint32_t viewer = ((who *)ctx)->i;
 	if (to == MEMBER_ALIVE)
 		return;
+	/* the core counts a death of its own timer just before it reports it */
+	uint64_t declared = member_get_stats(s->node[viewer])->declared_dead;
+	bool by_timer = to == MEMBER_DEAD && declared != s->declared[viewer];
+	s->declared[viewer] = declared;
 	if (s->up[a]) {
 		if (to == MEMBER_DEAD) {
 			s->false_deaths++;
@@ -243,8 +253,10 @@ static void on_changed(void *ctx, member_addr a, member_state from, member_state
 	size_t at = (size_t)k * s->p->nodes + viewer;
 	if (s->sus_at[at] == UINT64_MAX)
 		s->sus_at[at] = s->now;
-	if (to == MEMBER_DEAD && s->dead_at[at] == UINT64_MAX)
+	if (to == MEMBER_DEAD && s->dead_at[at] == UINT64_MAX) {
 		s->dead_at[at] = s->now;
+		s->dead_by_timer[k] += by_timer;
+	}
 }
 
 static double wall_ms(void)
@@ -300,12 +312,13 @@ static void measure(msim *s, membersim_result *r)
 {
 	const membersim_params *p = s->p;
 	uint32_t n = p->nodes, K = p->crashes;
-	uint64_t *tmp = malloc((size_t)(n > K ? n : K) * 5 * sizeof *tmp);
+	uint64_t *tmp = malloc((size_t)(n > K ? n : K) * 7 * sizeof *tmp);
 	if (!tmp) {
 		s->err = RN_ENOMEM;
 		return;
 	}
-	uint64_t *fd = tmp + n, *ld = fd + K, *fs = ld + K, *ls = fs + K;
+	uint64_t *fd = tmp + n, *ld = fd + K, *fs = ld + K, *ls = fs + K, *fp = ls + K,
+	         *p9 = fp + K;
 	uint32_t everywhere = 0;
 	for (uint32_t k = 0; k < K; k++) {
 		membersim_crash *c = &r->crash[k];
@@ -335,12 +348,19 @@ static void measure(msim *s, membersim_result *r)
 			}
 		}
 		c->known_by = known;
-		c->median_dead_ms = median(tmp, nt);
+		c->median_dead_ms = median(tmp, nt); /* sorts tmp */
+		c->p90_dead_ms = nt ? tmp[(nt * 9) / 10 < nt ? (nt * 9) / 10 : nt - 1] : 0;
+		c->first_probe_ms = s->first_probe[k] == UINT64_MAX
+		                        ? UINT64_MAX
+		                        : s->first_probe[k] - s->crash_at[k];
+		c->dead_by_timer = s->dead_by_timer[k];
 		if (known == r->live_nodes && suspected == r->live_nodes) {
 			fd[everywhere] = c->first_dead_ms;
 			ld[everywhere] = c->last_dead_ms;
 			fs[everywhere] = c->first_suspect_ms;
 			ls[everywhere] = c->last_suspect_ms;
+			fp[everywhere] = c->first_probe_ms;
+			p9[everywhere] = c->p90_dead_ms;
 			if (c->last_dead_ms > r->max_last_dead_ms)
 				r->max_last_dead_ms = c->last_dead_ms;
 			everywhere++;
@@ -351,6 +371,8 @@ static void measure(msim *s, membersim_result *r)
 	r->med_last_dead_ms = median(ld, everywhere);
 	r->med_first_suspect_ms = median(fs, everywhere);
 	r->med_last_suspect_ms = median(ls, everywhere);
+	r->med_first_probe_ms = median(fp, everywhere);
+	r->med_p90_dead_ms = median(p9, everywhere);
 	free(tmp);
 }
 
@@ -373,6 +395,9 @@ static void msim_free(msim *s)
 	free(s->sus_at);
 	free(s->dead_at);
 	free(s->falsely_dead);
+	free(s->first_probe);
+	free(s->dead_by_timer);
+	free(s->declared);
 }
 
 int membersim_run(const membersim_params *p, membersim_result *r)
@@ -396,11 +421,17 @@ int membersim_run(const membersim_params *p, membersim_result *r)
 	s.sus_at = malloc(((size_t)K * n + 1) * sizeof *s.sus_at);
 	s.dead_at = malloc(((size_t)K * n + 1) * sizeof *s.dead_at);
 	s.falsely_dead = calloc(n, sizeof *s.falsely_dead);
+	s.first_probe = malloc((K + 1) * sizeof *s.first_probe);
+	s.dead_by_timer = calloc(K + 1, sizeof *s.dead_by_timer);
+	s.declared = calloc(n, sizeof *s.declared);
 	r->crash = calloc(K + 1, sizeof *r->crash);
 	int rc = RN_ENOMEM;
 	if (!s.node || !s.ctx || !s.up || !s.th || !s.tpos || !s.crash_of || !s.crashed ||
-	    !s.crash_at || !s.sus_at || !s.dead_at || !s.falsely_dead || !r->crash)
+	    !s.crash_at || !s.sus_at || !s.dead_at || !s.falsely_dead || !s.first_probe ||
+	    !s.dead_by_timer || !s.declared || !r->crash)
 		goto out;
+	for (uint32_t k = 0; k <= K; k++)
+		s.first_probe[k] = UINT64_MAX;
 	for (size_t i = 0; i < (size_t)K * n; i++)
 		s.sus_at[i] = s.dead_at[i] = UINT64_MAX;
 	for (uint32_t i = 0; i < n; i++) {

@@ -31,6 +31,11 @@ typedef struct {
 	 * every live node did by the end; else known_by says how many did) */
 	uint64_t first_suspect_ms, last_suspect_ms, first_dead_ms, last_dead_ms, median_dead_ms;
 	uint32_t known_by;
+	/* where the time goes: the first PING sent to it after the crash (UINT64_MAX: none),
+	 * when 90% of the live nodes had declared it dead, and how many live nodes did so
+	 * by their own suspicion timer (the others heard it) */
+	uint64_t first_probe_ms, p90_dead_ms;
+	uint32_t dead_by_timer;
 } membersim_crash;
 
 typedef struct {
@@ -38,7 +43,7 @@ typedef struct {
 	membersim_crash *crash; /* crashes of them; free with membersim_result_free */
 	/* medians and maxima over the crashes known everywhere */
 	uint64_t med_first_dead_ms, med_last_dead_ms, max_last_dead_ms;
-	uint64_t med_first_suspect_ms, med_last_suspect_ms;
+	uint64_t med_first_suspect_ms, med_last_suspect_ms, med_first_probe_ms, med_p90_dead_ms;
 	uint32_t crashes_known_everywhere;
 	/* live nodes: declared dead (transitions), distinct nodes so declared, suspected */
 	uint64_t false_deaths, false_dead_nodes, live_suspicions, refutations;

@@ -43,6 +43,13 @@ def main():
               and "; starting it again" not in r.stderr,
               (r.stderr.count("--data wants a directory path"), r.stderr[:300]))
 
+        # the failure detector's flags go to every node, which checks them
+        r = run("cluster", "--nodes", "2", "--base-http", str(base), "--base-peer",
+                str(base + 50), "--data", f"{tmp}/lg", "--lifeguard", "0")
+        check("cluster --lifeguard 0: the nodes refuse it, the cluster exits 2",
+              r.returncode == 2 and "--lifeguard wants a whole number, 1 to 100" in r.stderr,
+              (r.returncode, r.stderr[-400:]))
+
     # ringnet node --help names every option and every route
     r = run("node", "--help")
     words = ("--id", "--listen", "--http", "--join", "--data", "--config", "--log-level",

@@ -10,6 +10,7 @@ import sys
 import tempfile
 import time
 
+import ringtest
 from ringtest import Checks
 
 BIN = sys.argv[1]
@@ -31,10 +32,11 @@ def cli(*args, node):
     return r.returncode, r.stdout.strip(), r.stderr
 
 
-def cluster(base, tmp):
+def cluster(base, tmp, *args):
     """`ringnet cluster` of 5 on ports from base, data under tmp."""
     return subprocess.Popen([BIN, "cluster", "--nodes", "5", "--base-http", str(base),
-                             "--base-peer", str(base + 50), "--data", os.path.join(tmp, "d")],
+                             "--base-peer", str(base + 50), "--data", os.path.join(tmp, "d"),
+                             *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -115,7 +117,8 @@ def main():
         # `make run` a second time: the same cluster on the same data comes back whole,
         # with no --join telling the first node where a ring is
         if rc == 0:
-            proc = cluster(base, tmp)
+            # ... started with the failure detector's flags, which reach every node
+            proc = cluster(base, tmp, "--suspicion-ms", "1500", "--lifeguard", "1")
             try:
                 deadline = time.time() + 40
                 while time.time() < deadline:
@@ -131,6 +134,10 @@ def main():
                         all(joined), joined)
                 t.check("after a restart of the cluster every key is readable",
                         all(g[0] == 0 and g[1] == str(i) for i, g in enumerate(got)), got)
+                timeouts = [ringtest.metrics(base + i).get(
+                    "ringnet_member_suspicion_timeout_seconds") for i in range(5)]
+                t.check("--suspicion-ms 1500 reached every node: a 3 s timeout (2 x, 5 nodes)",
+                        timeouts == [3.0] * 5, timeouts)
                 rc, out, err = cli("put", "after", "restart", node=nodes[4])
                 t.check("writes work after the restart", rc == 0, (rc, out, err))
                 t.check("and read back through another node",

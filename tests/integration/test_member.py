@@ -100,6 +100,12 @@ def main():
                     str({k: v for k, v in m.items() if k.startswith("ringnet_member_members")}))
             t.check("/metrics has the probe counter",
                     m.get("ringnet_member_probes_total", 0) > 0, "")
+            # every node that learned the death sent a gossip round at once (eager)
+            t.check("the death went out in an eager gossip round on every other node",
+                    all(ringtest.metrics(n.http).get("ringnet_member_eager_rounds_total", 0)
+                        >= 1 for n in rest), "")
+            t.check("the default timeout: 1 s x max(2, log10 N) = 2 s",
+                    m.get("ringnet_member_suspicion_timeout_seconds") == 2.0, "")
 
             # restarted with its data: rejoins, and its new incarnation beats the notices
             victim.start()

@@ -8,6 +8,7 @@ import sys
 import tempfile
 import time
 
+import ringtest
 from ringtest import Checks, free_port, get, request
 
 BIN = sys.argv[1]
@@ -16,7 +17,8 @@ check = t.check
 VARS = ("RINGNET_ID", "RINGNET_LISTEN", "RINGNET_HTTP", "RINGNET_JOIN", "RINGNET_DATA",
         "RINGNET_KEY", "RINGNET_REPLICAS", "RINGNET_WRITE_QUORUM", "RINGNET_LOG_LEVEL",
         "RINGNET_NODE", "RINGNET_API_TOKEN", "RINGNET_API_TOKEN_FILE", "RINGNET_HTTP_TLS",
-        "RINGNET_CACERT")
+        "RINGNET_CACERT", "RINGNET_SUSPICION_MS", "RINGNET_LIFEGUARD", "RINGNET_CONFIRM",
+        "RINGNET_EAGER_GOSSIP", "RINGNET_SUSPECT_PROBES")
 
 
 def env_with(**kw):
@@ -69,12 +71,23 @@ def main():
             a = start(tmp, "a", env_with(RINGNET_ID="env-a", RINGNET_LISTEN=f"127.0.0.1:{p1}",
                                          RINGNET_HTTP=f"127.0.0.1:{h1}",
                                          RINGNET_DATA=f"{tmp}/a", RINGNET_JOIN="",
-                                         RINGNET_LOG_LEVEL="debug", RINGNET_REPLICAS="2"))
+                                         RINGNET_LOG_LEVEL="debug", RINGNET_REPLICAS="2",
+                                         RINGNET_SUSPICION_MS="1500", RINGNET_LIFEGUARD="2",
+                                         RINGNET_CONFIRM="2", RINGNET_EAGER_GOSSIP="5",
+                                         RINGNET_SUSPECT_PROBES="0"))
             procs.append(a)
             check("a node starts from RINGNET_* alone (an empty RINGNET_JOIN is unset)",
                   wait_http(h1, a), a.poll())
             _, hj = get(h1, "/health")
             check("... named by RINGNET_ID", hj.get("name") == "env-a", hj)
+            gauge = None
+            for _ in range(100):  # the membership service starts with the ring
+                gauge = ringtest.metrics(h1).get("ringnet_member_suspicion_timeout_seconds")
+                if gauge is not None:
+                    break
+                time.sleep(0.1)
+            check("... its suspicion timeout from RINGNET_SUSPICION_MS (2 x 1500 ms)",
+                  gauge == 3.0, gauge)
             _, r = get(h1, "/ring")
             check("... its peer address is RINGNET_LISTEN",
                   r["self"]["addr"] == f"127.0.0.1:{p1}", r["self"])

@@ -101,7 +101,9 @@ def main():
             with open(f"{logdir}/cfg.json", "w") as f:
                 json.dump({"id": "node-cfg", "listen": f"127.0.0.1:{cfg_peer}",
                            "http": f"127.0.0.1:{cfg_http}", "join": [nodes[1].addr],
-                           "data": f"{logdir}/data-cfg", "log_level": "info"}, f)
+                           "data": f"{logdir}/data-cfg", "log_level": "info",
+                           "suspicion_ms": 1500, "lifeguard": 3, "confirm": 2,
+                           "eager_gossip": 5, "suspect_probes": 2}, f)
             cfg_node = Node.__new__(Node)
             cfg_node.name, cfg_node.peer, cfg_node.http = "node-cfg", cfg_peer, cfg_http
             cfg_node.addr, cfg_node.id = f"127.0.0.1:{cfg_peer}", sha1_hex("node-cfg")
@@ -116,6 +118,8 @@ def main():
             nodes.append(cfg_node)
             ok, state = converge(nodes, timeout=40)
             check("a late joiner is placed correctly", ok, state)
+            check("its failure detector's settings came from the file (2 x 1500 ms)",
+                  metrics(cfg_http).get("ringnet_member_suspicion_timeout_seconds") == 3.0)
 
             # graceful stop: exit 0
             leaver = nodes.pop(1)
@@ -142,6 +146,10 @@ def main():
                        (["node", "--id"], "needs a value"),
                        (["node", "--suspicion-ms", "50"], "100 to 600000"),
                        (["node", "--suspicion-ms", "2s"], "100 to 600000"),
+                       (["node", "--lifeguard", "0"], "1 to 100"),
+                       (["node", "--confirm", "9"], "1 to 8"),
+                       (["node", "--eager-gossip", "x"], "0 to 1000"),
+                       (["node", "--suspect-probes", "65"], "0 to 64"),
                        (["cluster", "--bogus"], "unknown option"),
                        (["cluster", "--nodes"], "needs a value")):
         r = subprocess.run([BIN, *args], capture_output=True, text=True, timeout=10)

@@ -33,6 +33,9 @@ for args, word in [
     (["--latency", "10-900"], "--latency"),
     (["--bogus", "1"], "unknown option"),
     (["--crash"], "needs a value"),
+    (["--eager-gossip", "x"], "--eager-gossip"),
+    (["--suspect-probes", "-1"], "--suspect-probes"),
+    (["--lifeguard", "0"], "out of range"),
 ]:
     r = run(*args)
     check(f"{args} exits 2", r.returncode == 2, (r.returncode, r.stderr[-200:]))
@@ -57,10 +60,21 @@ check("without loss no live node is suspected or declared dead",
 check("first before last", all(c["first_dead_ms"] <= c["median_dead_ms"] <= c["last_dead_ms"]
                                and c["first_suspect_ms"] <= c["first_dead_ms"]
                                for c in ja["crash"]), ja["crash"])
-# the timeout is 1000 ms x log10 of the members alive or suspect: 296 after the crashes
+# the shortest timeout is 400 ms x log10 of the members alive or suspect: 296 after the
+# crashes (Lifeguard starts at 4 times that and shrinks to it once another member confirms)
 check("dead no sooner than the suspicion timeout after a suspicion",
-      all(c["first_dead_ms"] >= c["first_suspect_ms"] + int(1000 * math.log10(296))
+      all(c["first_dead_ms"] >= c["first_suspect_ms"] + int(400 * math.log10(296))
           for c in ja["crash"]), ja["crash"])
+check("where the time goes: the first probe, then the suspicion, 90% knowing before all",
+      all(0 <= c["first_probe_ms"] <= c["first_suspect_ms"] and
+          c["median_dead_ms"] <= c["p90_dead_ms"] <= c["last_dead_ms"] and
+          1 <= c["dead_by_timer"] <= c["known_by"] for c in ja["crash"]), ja["crash"])
+plain = json.loads(run(*common, "--seed", "3", "--lifeguard", "1", "--suspicion-ms", "1000",
+                       "--eager-gossip", "0", "--suspect-probes", "0").stdout)
+check("plain SWIM (no Lifeguard): dead no sooner than 1000 ms x log10 N after a suspicion",
+      plain["crashes_known_everywhere"] == 4 and
+      all(c["first_dead_ms"] >= c["first_suspect_ms"] + int(1000 * math.log10(296))
+          for c in plain["crash"]), plain["crash"])
 
 lossy = json.loads(run(*common, "--loss", "0.05").stdout)
 check("with 5% loss crashes are still found everywhere", lossy["crashes_known_everywhere"] == 4,

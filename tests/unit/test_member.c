@@ -116,12 +116,22 @@ static void on_changed(void *ctx, member_addr a, member_state from, member_state
 		t->false_deaths++;
 }
 
+/* The settings a test's network runs: 0 the defaults (Lifeguard, eager gossip, out-of-turn
+ * probes of suspects); 1 plain SWIM as before them (a fixed suspicion timeout, gossip only
+ * on the 200 ms rounds, probes only in turn). */
+static int variant;
+
 static net *net_new(int n, double loss, uint64_t seed)
 {
 	net *t = calloc(1, sizeof *t);
 	assert_non_null(t);
 	member_config_default(&t->cfg, MAXN);
 	t->cfg.pushpull_ms = 10000;
+	if (variant == 1) {
+		t->cfg.suspicion_max_mult = 1;
+		t->cfg.eager_per_s = 0;
+		t->cfg.suspect_probes = 0;
+	}
 	assert_int_equal(member_config_check(&t->cfg), 0);
 	t->n = n;
 	t->loss = loss;
@@ -261,30 +271,68 @@ static void test_crashed_become_dead_everywhere(void **state)
 static void test_loss_without_crashes_kills_nobody(void **state)
 {
 	(void)state;
-	for (uint64_t seed = 1; seed <= 3; seed++) {
-		net *t = started(32, 0.05, 100 + seed);
-		uint64_t suspected = 0;
-		run(t, 300000);
-		for (int i = 0; i < t->n; i++)
-			suspected += member_get_stats(t->node[i])->suspected;
-		/* loss does make members suspect (so the test exercises refutation) ... */
-		assert_true(suspected > 0);
-		/* ... but with these parameters none is ever declared dead */
-		assert_int_equal(t->false_deaths, 0);
-		for (int i = 0; i < t->n; i++)
-			assert_int_equal(member_get_stats(t->node[i])->declared_dead, 0);
-		net_free(t);
-	}
+	for (int v = 0; v < 2; v++)
+		for (uint64_t seed = 1; seed <= 3; seed++) {
+			variant = v;
+			net *t = started(32, 0.05, 100 + seed);
+			uint64_t suspected = 0;
+			run(t, 300000);
+			for (int i = 0; i < t->n; i++)
+				suspected += member_get_stats(t->node[i])->suspected;
+			/* loss does make members suspect (so the test exercises refutation) ... */
+			assert_true(suspected > 0);
+			/* ... but with these parameters none is ever declared dead */
+			assert_int_equal(t->false_deaths, 0);
+			for (int i = 0; i < t->n; i++)
+				assert_int_equal(member_get_stats(t->node[i])->declared_dead, 0);
+			net_free(t);
+		}
 }
 
 static void test_crash_under_loss(void **state)
 {
 	(void)state;
-	net *t = started(32, 0.10, 7);
-	t->up[5] = t->up[20] = false;
-	assert_true(run_until_agree(t, 90000, true) != UINT64_MAX);
-	assert_int_equal(t->false_deaths, 0);
-	net_free(t);
+	for (variant = 0; variant < 2; variant++) {
+		net *t = started(32, 0.10, 7);
+		t->up[5] = t->up[20] = false;
+		assert_true(run_until_agree(t, 90000, true) != UINT64_MAX);
+		assert_int_equal(t->false_deaths, 0);
+		net_free(t);
+	}
+	variant = 0;
+}
+
+/* A partition under 5% loss with a crash on one side: each side takes the other side and
+ * the crashed node for dead, and none of its own; healed, everyone running is alive
+ * everywhere again and the crashed node stays dead. (While it heals, a side's verdicts
+ * reach the other side's members before their refutations do, as in memberlist: a dead
+ * notice beats "alive" at the same incarnation; so deaths are not counted then.) */
+static void test_partition_under_loss(void **state)
+{
+	(void)state;
+	for (variant = 0; variant < 2; variant++) {
+		net *t = started(24, 0.05, 61);
+		for (int i = 0; i < t->n; i++)
+			t->side[i] = i < 10;
+		t->partitioned = true;
+		t->up[3] = false;
+		assert_true(run_until_agree(t, 90000, true) != UINT64_MAX);
+		assert_int_equal(t->false_deaths, 0);
+		for (int i = 0; i < t->n; i++)
+			if (t->up[i])
+				assert_int_equal(member_count(t->node[i], MEMBER_DEAD),
+				                 i < 10 ? 14 + 1 : 10);
+		t->partitioned = false;
+		assert_true(run_until_agree(t, 240000, true) != UINT64_MAX);
+		uint64_t healed = t->false_deaths;
+		run(t, 30000); /* and it stays so: no live node dies again */
+		assert_int_equal(disagreements(t, true), 0);
+		assert_int_equal(t->false_deaths, healed);
+		assert_int_equal(view(t, 0, 3), MEMBER_DEAD);
+		assert_int_equal(view(t, 20, 3), MEMBER_DEAD);
+		net_free(t);
+	}
+	variant = 0;
 }
 
 static void test_partition_and_heal(void **state)
@@ -407,10 +455,11 @@ static void tell(member_node *n, uint64_t now, member_addr from, const member_up
 	member_on_msg(n, now, &g);
 }
 
-/* A lone node 0 (its messages kept by keep_last) told members 1..count are alive. */
-static member_node *knowing(const member_config *c, unsigned count)
+/* A lone node 0 whose messages go to send, told members 1..count are alive. */
+static member_node *lone(const member_config *c, void (*send)(void *, const member_msg *),
+                         unsigned count)
 {
-	member_driver d = {keep_last, NULL, NULL};
+	member_driver d = {send, NULL, NULL};
 	member_node *n = member_new(c, &d, 0, 1, 9, 0);
 	assert_non_null(n);
 	member_update u[64];
@@ -419,6 +468,12 @@ static member_node *knowing(const member_config *c, unsigned count)
 		u[i] = (member_update){(member_addr)(i + 1), 1, MEMBER_ALIVE, false, 0};
 	tell(n, 0, 1, u, count);
 	return n;
+}
+
+/* ... its messages kept by keep_last */
+static member_node *knowing(const member_config *c, unsigned count)
+{
+	return lone(c, keep_last, count);
 }
 
 /* a change goes out on the very next message however full the queue, and each update
@@ -494,6 +549,7 @@ static void test_lifeguard_confirmations(void **state)
 	member_config c;
 	member_config_default(&c, 64);
 	c.interval_ms = 1000000; /* no probe of its own in the test's time: no confirmation */
+	c.suspicion_ms = 1000;
 	c.suspicion_max_mult = 4;
 	c.suspicion_confirm = 3;
 	member_node *n = knowing(&c, 20);
@@ -547,13 +603,15 @@ static void test_lifeguard_confirmations(void **state)
 	member_free(n);
 }
 
-/* Off (the default), confirmations change nothing: the timeout is the minimum. */
+/* Off (--lifeguard 1), confirmations change nothing: the timeout is the minimum. */
 static void test_lifeguard_off(void **state)
 {
 	(void)state;
 	member_config c;
 	member_config_default(&c, 64);
 	c.interval_ms = 1000000;
+	c.suspicion_ms = 1000;
+	c.suspicion_max_mult = 1;
 	member_node *n = knowing(&c, 20);
 	member_update sus = {5, 1, MEMBER_SUSPECT, true, 1};
 	tell(n, 0, 1, &sus, 1);
@@ -562,6 +620,163 @@ static void test_lifeguard_off(void **state)
 	assert_int_equal(state_at(n, 1995, 5), MEMBER_SUSPECT);
 	assert_int_equal(state_at(n, 2005, 5), MEMBER_DEAD);
 	assert_int_equal(member_get_stats(n)->confirmations, 0);
+	member_free(n);
+}
+
+/* every message a lone node sent, for the eager test: its type, addressee, and whether it
+ * carried `watch` in state `watch_state` */
+static member_addr watch;
+static uint8_t watch_state;
+static unsigned sent_gossip, sent_watch;
+static void count_sent(void *ctx, const member_msg *m)
+{
+	(void)ctx;
+	sent_gossip += m->type == MEMBER_MSG_GOSSIP;
+	for (size_t k = 0; k < m->nupdates; k++)
+		if (m->updates[k].addr == watch && m->updates[k].state == watch_state) {
+			sent_watch++;
+			break;
+		}
+}
+
+/* A death this node learns goes out at once to gossip_nodes members, not at the next
+ * gossip round; so does a refutation; news it had already does not; and no more than
+ * eager_per_s such rounds a second, whatever a peer sends (the rest wait for the tick). */
+static void test_eager_gossip(void **state)
+{
+	(void)state;
+	member_config c;
+	member_config_default(&c, 64);
+	c.interval_ms = 1000000; /* no probes in the test's time */
+	c.pushpull_ms = 1000000;
+	c.eager_per_s = 4;
+	member_node *n = lone(&c, count_sent, 40);
+	/* drain what learning 40 members queued: the ticks' rounds carry it all */
+	for (uint64_t now = 0; now < 200000 && member_wake_at(n) < 1000000;)
+		member_tick(n, now = member_wake_at(n));
+	uint64_t now = 300000;
+	sent_gossip = sent_watch = 0;
+	/* a death heard from member 2: three GOSSIPs carrying it, before any tick */
+	watch = 7;
+	watch_state = MEMBER_DEAD;
+	member_update dead = {7, 1, MEMBER_DEAD, false, 0};
+	tell(n, now, 2, &dead, 1);
+	assert_int_equal(sent_gossip, c.gossip_nodes);
+	assert_int_equal(sent_watch, c.gossip_nodes);
+	assert_int_equal(member_get_stats(n)->eager_rounds, 1);
+	/* the same death again, and a suspicion: no eager round */
+	tell(n, now + 1, 3, &dead, 1);
+	member_update sus = {8, 1, MEMBER_SUSPECT, true, 3};
+	tell(n, now + 2, 3, &sus, 1);
+	assert_int_equal(sent_gossip, c.gossip_nodes);
+	/* a notice of its own death: it refutes, and the refutation goes at once */
+	watch = 0;
+	watch_state = MEMBER_ALIVE;
+	sent_watch = 0;
+	member_update me = {0, 1, MEMBER_DEAD, false, 0};
+	tell(n, now + 3, 4, &me, 1);
+	assert_int_equal(member_get_stats(n)->refuted, 1);
+	assert_int_equal(sent_gossip, 2 * c.gossip_nodes);
+	assert_int_equal(sent_watch, c.gossip_nodes);
+	/* a flood of deaths in one second: eager_per_s rounds in all, then only the ticks */
+	for (member_addr a = 10; a < 30; a++) {
+		dead.addr = a;
+		tell(n, now + 10 + a, 5, &dead, 1);
+	}
+	assert_int_equal(member_get_stats(n)->eager_rounds, c.eager_per_s);
+	assert_int_equal(sent_gossip, c.eager_per_s * c.gossip_nodes);
+	/* ... and every one of those deaths still goes out, on the gossip rounds */
+	watch = 29;
+	watch_state = MEMBER_DEAD;
+	sent_watch = 0;
+	for (uint64_t end = now + 3000; member_wake_at(n) < end;)
+		member_tick(n, member_wake_at(n));
+	assert_true(sent_watch > 0);
+	/* a second later the bound starts again */
+	dead.addr = 31;
+	unsigned before = sent_gossip;
+	tell(n, now + 5000, 5, &dead, 1);
+	assert_int_equal(sent_gossip, before + c.gossip_nodes);
+	member_free(n);
+	/* off: nothing but the ticks */
+	c.eager_per_s = 0;
+	n = lone(&c, count_sent, 40);
+	sent_gossip = 0;
+	dead.addr = 7;
+	tell(n, 10, 2, &dead, 1);
+	assert_int_equal(sent_gossip, 0);
+	member_free(n);
+}
+
+/* the PINGs a lone node sent to `watch` */
+static unsigned pings_to_watch;
+static void count_pings(void *ctx, const member_msg *m)
+{
+	(void)ctx;
+	pings_to_watch += m->type == MEMBER_MSG_PING && m->to == watch;
+}
+
+/* A member that hears of a fresh suspicion and draws to check it probes the suspect at
+ * once, or, while its own probe waits for an answer, first at its next interval; news of
+ * a suspect it knew already, a table, or suspect_probes 0 do not make it probe. */
+static void test_suspect_probes(void **state)
+{
+	(void)state;
+	member_config c;
+	member_config_default(&c, 64);
+	c.pushpull_ms = 1000000;
+	c.suspect_probes = 64; /* more than the members: every draw checks */
+	c.suspicion_max_mult = 4;
+	c.suspicion_confirm = 3; /* room for more than one confirmation */
+	member_node *n = lone(&c, count_pings, 40);
+	watch = 7;
+	pings_to_watch = 0;
+	member_update sus = {7, 1, MEMBER_SUSPECT, true, 3};
+	tell(n, 10, 3, &sus, 1); /* no probe of its own out yet: at once */
+	assert_int_equal(pings_to_watch, 1);
+	assert_int_equal(member_get_stats(n)->probes_out_of_turn, 1);
+	/* the same suspicion again, from another member: a confirmation, no new probe */
+	sus.by = 4;
+	tell(n, 20, 4, &sus, 1);
+	assert_int_equal(pings_to_watch, 1);
+	/* its probe of 7 is not answered: at the next interval, 7 is confirmed (by itself) */
+	uint64_t conf = member_get_stats(n)->confirmations;
+	for (uint64_t now = 20; now < 1200;)
+		member_tick(n, now = member_wake_at(n));
+	assert_int_equal(member_get_stats(n)->confirmations, conf + 1);
+	/* a suspicion heard while its own probe is out waits for the next interval */
+	const member_stats *st = member_get_stats(n);
+	uint64_t probes = st->probes;
+	uint64_t at = member_wake_at(n);
+	while (st->probes == probes) /* the next regular probe goes out */
+		member_tick(n, at = member_wake_at(n));
+	watch = 9;
+	pings_to_watch = 0;
+	sus = (member_update){9, 1, MEMBER_SUSPECT, true, 3};
+	tell(n, at + 1, 3, &sus, 1);
+	assert_int_equal(pings_to_watch, 0);
+	for (uint64_t now = at + 1; now < at + 1001;)
+		member_tick(n, now = member_wake_at(n));
+	assert_int_equal(pings_to_watch, 1);
+	/* a suspect listed in a table is not probed out of turn */
+	watch = 11;
+	pings_to_watch = 0;
+	sus.addr = 11;
+	member_msg pull = {
+	    .type = MEMBER_MSG_PULL, .to = 0, .from = 3, .updates = &sus, .nupdates = 1};
+	member_on_msg(n, at + 1500, &pull);
+	assert_int_equal(member_get(n, 11, NULL, NULL), MEMBER_SUSPECT);
+	assert_int_equal(pings_to_watch, 0);
+	member_free(n);
+	/* off */
+	c.suspect_probes = 0;
+	n = lone(&c, count_pings, 40);
+	watch = 7;
+	pings_to_watch = 0;
+	sus = (member_update){7, 1, MEMBER_SUSPECT, true, 3};
+	tell(n, 10, 3, &sus, 1);
+	assert_int_equal(pings_to_watch, 0);
+	assert_int_equal(member_get_stats(n)->probes_out_of_turn, 0);
 	member_free(n);
 }
 
@@ -592,11 +807,14 @@ int main(void)
 	    cmocka_unit_test(test_crashed_become_dead_everywhere),
 	    cmocka_unit_test(test_loss_without_crashes_kills_nobody),
 	    cmocka_unit_test(test_crash_under_loss),
+	    cmocka_unit_test(test_partition_under_loss),
 	    cmocka_unit_test(test_partition_and_heal),
 	    cmocka_unit_test(test_restart_refutes_old_death),
 	    cmocka_unit_test(test_leave_is_left_everywhere),
 	    cmocka_unit_test(test_lifeguard_confirmations),
 	    cmocka_unit_test(test_lifeguard_off),
+	    cmocka_unit_test(test_eager_gossip),
+	    cmocka_unit_test(test_suspect_probes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
