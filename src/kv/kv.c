@@ -324,6 +324,16 @@ void kv_set_check(kv_node *k, bool (*check)(void *ctx, const kv_record *rec))
 	k->check = check;
 }
 
+bool kv_drop_damaged(kv_node *k, uint64_t now, const rn_id *kid)
+{
+	(void)now;
+	kv_record cur;
+	if (k->d.get(k->d.ctx, kid, &cur) != 0 || !damaged(k, &cur))
+		return false;
+	k->st.damaged_seen++;
+	return k->d.del(k->d.ctx, kid) == 0;
+}
+
 static bool settled(const kv_node *k, uint64_t now)
 {
 	return k->joined && now - k->view_at >= k->cfg.settle_ms;

@@ -328,6 +328,10 @@ const kv_stats *kv_get_stats(const kv_node *k);
  * version-based repair would not see the difference. When every copy read is damaged the
  * answer is KV_UNSURE, never the damaged bytes and never "not found". */
 void kv_set_check(kv_node *k, bool (*check)(void *ctx, const kv_record *rec));
+/* Someone outside the core (the file driver's reads of its own copies) found the copy
+ * under kid damaged: the core reads it again, and if it fails the check drops it from the
+ * store as the scrub does, so anti-entropy brings a good copy back. True if dropped. */
+bool kv_drop_damaged(kv_node *k, uint64_t now, const rn_id *kid);
 /* With a check set, a background scrub also reads every record this node stores, in ring
  * order from where it stopped, scrub_bytes (at most 4096 records) every scrub_ms, resting
  * 30 steps after each whole pass, so damage is found before a
