@@ -844,6 +844,10 @@ size_t nd_files_metrics(node *n, char *b, size_t cap)
 	    "transfers.\n# TYPE ringnet_files_chunks_total counter\n"
 	    "ringnet_files_chunks_total{op=\"put\"} %llu\nringnet_files_chunks_total{op=\"get\"} "
 	    "%llu\nringnet_files_chunks_total{op=\"deleted\"} %llu\n"
+	    "ringnet_files_chunks_total{op=\"get_local\"} %llu\n"
+	    "# HELP ringnet_files_bad_local_total Chunk reads from this node's own copy that did "
+	    "not match their hash (the copy is dropped, the chunk read from the store).\n"
+	    "# TYPE ringnet_files_bad_local_total counter\nringnet_files_bad_local_total %llu\n"
 	    "# HELP ringnet_files_bad_chunks_total Chunk reads whose bytes did not match their "
 	    "hash (read again elsewhere).\n# TYPE ringnet_files_bad_chunks_total counter\n"
 	    "ringnet_files_bad_chunks_total %llu\n"
@@ -867,7 +871,8 @@ size_t nd_files_metrics(node *n, char *b, size_t cap)
 	    (unsigned long long)s->uploads, (unsigned long long)s->downloads,
 	    (unsigned long long)s->deletes, (unsigned long long)s->aborted,
 	    (unsigned long long)s->chunks_put, (unsigned long long)s->chunks_got,
-	    (unsigned long long)s->chunks_deleted, (unsigned long long)s->bad_chunks,
+	    (unsigned long long)s->chunks_deleted, (unsigned long long)s->chunks_local,
+	    (unsigned long long)s->bad_local, (unsigned long long)s->bad_chunks,
 	    (unsigned long long)s->bytes_in, (unsigned long long)s->bytes_out,
 	    files_active(nf->core), FILES_MAX_OPEN, refused,
 	    (unsigned long long)(ks ? ks->damaged_seen : 0),
