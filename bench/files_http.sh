@@ -7,6 +7,8 @@
 #      to the same disk (followed by sync)
 #   3. the nodes' peak RSS during each, against their RSS before, and for a download of a
 #      file 16 times smaller (memory must not grow with the file's size)
+#   4. CPU seconds per GiB downloaded: the entry node, the other four, nginx's worker, and
+#      curl (the client shares the machine with both)
 # Needs: scripts/deps.sh --bench (nginx-light, curl). Loopback only.
 #   bash bench/files_http.sh [path/to/ringnet]      (SIZE=1G RUNS=3 by default)
 set -euo pipefail
@@ -47,6 +49,7 @@ printf '%s\n' "daemon off; worker_processes 1; pid $TMP/nginx.pid; error_log $TM
 nginx -c "$TMP/nginx.conf" -p "$TMP" &
 pids+=($!)
 wait_http http://127.0.0.1:18980/
+ngx_worker=$(pgrep -P "${pids[-1]}" | head -1)
 
 head -c "$SIZE" /dev/urandom > "$TMP/www/big.bin"
 head -c "$(($(stat -c %s "$TMP/www/big.bin") / 16))" "$TMP/www/big.bin" > "$TMP/www/small.bin"
@@ -70,6 +73,10 @@ print(max(peaks), sum(peaks))
 PY
 }
 base_rss() { local m=0; for p in "${node_pids[@]}"; do r=$(rss "$p"); [ "$r" -gt "$m" ] && m=$r; done; echo $m; }
+# CPU ticks (user + system) of a process so far
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# "wall_seconds client_cpu_seconds" of a command
+secs_cpu() { python3 -c 'import sys,time,resource,subprocess; t=time.time(); subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); u=resource.getrusage(resource.RUSAGE_CHILDREN); print(time.time()-t, u.ru_utime+u.ru_stime)' "$@"; }
 secs() { python3 -c 'import sys,time; t=time.time(); import subprocess; subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); print(time.time()-t)' "$@"; }
 median() { python3 -c 'import sys,statistics; print(statistics.median(float(x) for x in sys.argv[1:]))' "$@"; }
 mbs() { python3 -c "import sys; print(f'{$BYTES/float(sys.argv[1])/1048576:,.0f}')" "$1"; }
@@ -93,11 +100,20 @@ curl -s http://127.0.0.1:$HB/files | grep -q "$SUM" || { echo "the upload's sha2
 curl -sf -T "$TMP/www/small.bin" http://127.0.0.1:$HB/files/small.bin -o /dev/null
 got=$(curl -sf http://127.0.0.1:$((HB + 2))/download/big.bin | sha256sum | cut -d' ' -f1)
 [ "$got" = "$SUM" ] || { echo "the download is not the file" >&2; exit 1; }
-dl=(); dlng=()
+dl=(); dlng=(); c_entry=0; c_rest=0; c_ngx=0; c_curl=0; c_curlng=0
 for r in $(seq "$RUNS"); do
-  dl+=("$(secs curl -sf -o /dev/null http://127.0.0.1:$((HB + 2))/download/big.bin)")
-  dlng+=("$(secs curl -sf -o /dev/null http://127.0.0.1:18980/big.bin)")
+  e0=$(ticks "${node_pids[2]}"); o0=0; for i in 0 1 3 4; do o0=$((o0 + $(ticks "${node_pids[$i]}"))); done
+  read -r w c < <(secs_cpu curl -sf -o /dev/null http://127.0.0.1:$((HB + 2))/download/big.bin)
+  dl+=("$w"); c_curl=$(python3 -c "print($c_curl + $c)")
+  o1=0; for i in 0 1 3 4; do o1=$((o1 + $(ticks "${node_pids[$i]}"))); done
+  c_entry=$((c_entry + $(ticks "${node_pids[2]}") - e0)); c_rest=$((c_rest + o1 - o0))
+  g0=$(ticks "$ngx_worker")
+  read -r w c < <(secs_cpu curl -sf -o /dev/null http://127.0.0.1:18980/big.bin)
+  dlng+=("$w"); c_curlng=$(python3 -c "print($c_curlng + $c)")
+  c_ngx=$((c_ngx + $(ticks "$ngx_worker") - g0))
 done
+per_gib() { python3 -c "import sys,os; print(f'{float(sys.argv[1]) / $RUNS / ($BYTES / 2**30):.2f}')" "$1"; }
+hz=$(getconf CLK_TCK)
 dlrss=$(with_rss curl -sf -o /dev/null http://127.0.0.1:$((HB + 2))/download/big.bin)
 smrss=$(with_rss curl -sf -o /dev/null http://127.0.0.1:$((HB + 2))/download/small.bin)
 
@@ -112,4 +128,7 @@ echo "| upload $SIZE through 1 of 5 nodes | $(mbs "$m_up") MiB/s | cp + sync to 
 echo
 echo "node anonymous RSS (KiB; LMDB's mapped file pages left out): before $before (largest node); peak of the largest node during an upload $(echo "$uprss" | cut -d' ' -f1)," \
   "a download of $SIZE $(echo "$dlrss" | cut -d' ' -f1), a download of 1/16 of it $(echo "$smrss" | cut -d' ' -f1)"
+echo "CPU seconds per GiB downloaded (mean of $RUNS): ringnet entry node $(per_gib "$(python3 -c "print($c_entry / $hz)")"), the other four nodes $(per_gib "$(python3 -c "print($c_rest / $hz)")"), curl $(per_gib "$c_curl");" \
+  "nginx worker $(per_gib "$(python3 -c "print($c_ngx / $hz)")"), curl $(per_gib "$c_curlng")"
+echo "load: $(uptime)"
 echo "limit hits: $(for i in 1 2 3 4 5; do curl -s http://127.0.0.1:$((HB + i - 1))/metrics | awk '/^ringnet_limit_hits_total/ && $2 > 0 {printf "%s=%s ", $1, $2}'; done)"

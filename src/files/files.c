@@ -112,6 +112,7 @@ typedef struct kop {
 	kv_version cond;
 	unsigned tries;
 	uint64_t retry_at; /* waiting to be sent again (0: in flight) */
+	bool local;        /* a chunk get asked of this node's own store first (driver.local) */
 } kop;
 
 struct files_core {
@@ -491,8 +492,11 @@ static void kop_send(files_core *f, kop *o)
 {
 	o->req = ++f->seq;
 	o->retry_at = 0;
-	f->d.kv(f->d.ctx, o->req, o->op, o->key, o->klen, o->val, o->vlen,
-	        o->has_cond ? &o->cond : NULL);
+	if (o->local)
+		f->d.local(f->d.ctx, o->req, o->key, o->klen);
+	else
+		f->d.kv(f->d.ctx, o->req, o->op, o->key, o->klen, o->val, o->vlen,
+		        o->has_cond ? &o->cond : NULL);
 }
 
 /* Starts a kv operation; a write with cond is conditional on the version held being *cond. */
@@ -513,6 +517,7 @@ static int kop_start_if(files_core *f, xfer *x, int tag, uint32_t idx, kv_op op,
 	o->has_cond = cond != NULL;
 	if (cond)
 		o->cond = *cond;
+	o->local = tag == T_CHUNK_GET && f->d.local;
 	o->next = f->ops;
 	f->ops = o;
 	x->inflight++;
@@ -542,10 +547,12 @@ static files_status kv_to_files(kv_status st)
 
 static void fail(files_core *f, uint64_t now, xfer *x, files_status st, const char *why);
 static void on_answer(files_core *f, uint64_t now, kop *o, kv_status st, const uint8_t *val,
-                      size_t vlen);
+                      size_t vlen, uint8_t *own);
 
-void files_on_kv(files_core *f, uint64_t now, uint64_t req, kv_status st, const uint8_t *val,
-                 size_t vlen, const kv_version *v)
+/* The answer to operation req. own: val is the core's to keep or free (files_on_kv_take);
+ * sha: val's SHA-256 as the driver computed it, or NULL. */
+static void on_kv(files_core *f, uint64_t now, uint64_t req, kv_status st, const uint8_t *val,
+                  size_t vlen, const kv_version *v, uint8_t *own, const uint8_t *sha)
 {
 	kop *o = NULL, **pp;
 	for (pp = &f->ops; *pp; pp = &(*pp)->next)
@@ -553,30 +560,71 @@ void files_on_kv(files_core *f, uint64_t now, uint64_t req, kv_status st, const 
 			o = *pp;
 			break;
 		}
-	if (!o)
+	if (!o) {
+		free(own);
 		return;
+	}
 	xfer *x = o->x;
 	if (o->tag == T_IDX_GET)
 		x->idx_v = st == KV_OK && v ? *v : (kv_version){0, 0, false};
 	bool corrupt = false;
 	if (st == KV_OK && o->tag == T_CHUNK_GET) {
 		uint8_t h[FILES_HASH];
-		files_sha256(val, vlen, h);
-		corrupt = memcmp(h, o->key + 3, FILES_HASH) != 0;
-		f->st.bad_chunks += corrupt;
+		if (!sha) {
+			files_sha256(val, vlen, h);
+			sha = h;
+		}
+		corrupt = !val || memcmp(sha, o->key + 3, FILES_HASH) != 0;
+		if (o->local)
+			f->st.bad_local += corrupt;
+		else
+			f->st.bad_chunks += corrupt;
 	}
+	if (o->local && (st != KV_OK || corrupt)) {
+		/* not held here, or damaged here: ask the store (its owner and replicas) */
+		if (corrupt && f->d.damaged)
+			f->d.damaged(f->d.ctx, o->key, o->klen);
+		free(own);
+		own = NULL;
+		if (!(x->aborted && !x->orphaned)) {
+			o->local = false;
+			kop_send(f, o);
+			return;
+		}
+		st = KV_UNSURE; /* the download is over: the answer only drains it */
+		corrupt = false;
+		val = NULL;
+		vlen = 0;
+	}
+	if (o->local && st == KV_OK)
+		f->st.chunks_local++;
 	bool unsure = st == KV_UNSURE || st == KV_UNKNOWN || st == KV_NOT_APPLIED || st == KV_ERROR;
 	if ((unsure || corrupt) && o->tries < f->cfg.retries && !(x->aborted && !x->orphaned)) {
 		o->tries++;
 		o->retry_at = now + f->cfg.retry_ms;
 		if (corrupt)
 			x->repaired++;
+		free(own);
 		return;
 	}
 	*pp = o->next;
 	x->inflight--;
-	on_answer(f, now, o, corrupt ? KV_CORRUPT : st, val, vlen);
+	on_answer(f, now, o, corrupt ? KV_CORRUPT : st, val, vlen, corrupt ? NULL : own);
+	if (corrupt)
+		free(own);
 	free(o);
+}
+
+void files_on_kv(files_core *f, uint64_t now, uint64_t req, kv_status st, const uint8_t *val,
+                 size_t vlen, const kv_version *v)
+{
+	on_kv(f, now, req, st, val, vlen, v, NULL, NULL);
+}
+
+void files_on_kv_take(files_core *f, uint64_t now, uint64_t req, kv_status st, uint8_t *val,
+                      size_t vlen, const kv_version *v, const uint8_t sha[FILES_HASH])
+{
+	on_kv(f, now, req, st, val, vlen, v, val, sha);
 }
 
 /* Drops the operations of x that wait to be sent again (x is failing or aborted). */
@@ -1102,8 +1150,10 @@ static void dl_pump(files_core *f, uint64_t now, xfer *x)
 				to = (size_t)(x->end - start);
 			x->outstanding++;
 			f->st.bytes_out += to - from;
-			f->d.data(f->d.ctx, x->id, s->data + from, to - from);
+			uint8_t *buf = s->data;
+			s->data = NULL; /* the driver's now */
 			slot_drop(x, si);
+			f->d.data(f->d.ctx, x->id, buf, from, to - from);
 			if (x->next_emit++ == x->last) {
 				finish(f, now, x, FILES_OK, NULL);
 				return;
@@ -1181,7 +1231,7 @@ static bool take_manifest(files_core *f, uint64_t now, xfer *x, kv_status st, co
 }
 
 static void dl_on_answer(files_core *f, uint64_t now, xfer *x, kop *o, kv_status st,
-                         const uint8_t *val, size_t vlen)
+                         const uint8_t *val, size_t vlen, uint8_t **own)
 {
 	if (x->state == S_DRAIN) {
 		if (!x->inflight)
@@ -1218,12 +1268,17 @@ static void dl_on_answer(files_core *f, uint64_t now, xfer *x, kop *o, kv_status
 		fail(f, now, x, FILES_CORRUPT, "a chunk has the wrong length");
 		return;
 	}
-	s->data = malloc(vlen ? vlen : 1);
-	if (!s->data) {
-		fail(f, now, x, FILES_ERROR, "out of memory");
-		return;
+	if (*own) { /* the driver's buffer, kept as it is */
+		s->data = *own;
+		*own = NULL;
+	} else {
+		s->data = malloc(vlen ? vlen : 1);
+		if (!s->data) {
+			fail(f, now, x, FILES_ERROR, "out of memory");
+			return;
+		}
+		memcpy(s->data, val, vlen);
 	}
-	memcpy(s->data, val, vlen);
 	s->len = vlen;
 	s->have = true;
 	f->st.chunks_got++;
@@ -1340,8 +1395,8 @@ static void idx_on_answer(files_core *f, uint64_t now, xfer *x, kop *o, kv_statu
 		up_after_index(f, now, x);
 }
 
-static void on_answer(files_core *f, uint64_t now, kop *o, kv_status st, const uint8_t *val,
-                      size_t vlen)
+static void answer_to(files_core *f, uint64_t now, kop *o, kv_status st, const uint8_t *val,
+                      size_t vlen, uint8_t **own)
 {
 	xfer *x = o->x;
 	if (x->state == S_IDX && (o->tag == T_IDX_GET || o->tag == T_IDX_PUT)) {
@@ -1357,7 +1412,7 @@ static void on_answer(files_core *f, uint64_t now, kop *o, kv_status st, const u
 		up_on_answer(f, now, x, o, st, val, vlen);
 		break;
 	case X_DOWN:
-		dl_on_answer(f, now, x, o, st, val, vlen);
+		dl_on_answer(f, now, x, o, st, val, vlen, own);
 		break;
 	case X_LIST:
 		if (x->state == S_DRAIN) {
@@ -1381,6 +1436,14 @@ static void on_answer(files_core *f, uint64_t now, kop *o, kv_status st, const u
 		del_on_answer(f, now, x, o, st, val, vlen);
 		break;
 	}
+}
+
+/* own: val's buffer when the core may keep it (freed here unless a download kept it) */
+static void on_answer(files_core *f, uint64_t now, kop *o, kv_status st, const uint8_t *val,
+                      size_t vlen, uint8_t *own)
+{
+	answer_to(f, now, o, st, val, vlen, &own);
+	free(own);
 }
 
 void files_abort(files_core *f, uint64_t now, uint64_t xfer_id)

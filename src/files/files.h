@@ -7,9 +7,19 @@
  *   makes sure of that in the node).
  * - meta: a download's manifest was found; the driver sends its headers, then calls
  *   files_download_start (or files_abort, for a HEAD).
- * - data: a download's next bytes, in order; copy them before returning. Once the driver
- *   has sent (or dropped) them it calls files_download_consumed, which lets the core
- *   fetch more: a download never has more than `window` chunks in flight or waiting.
+ * - data: a download's next bytes, in order: bytes [off, off + len) of chunk, a buffer from
+ *   malloc that is the driver's from then on (it frees it, so the bytes are not copied
+ *   again). Once the driver has sent (or dropped) them it calls files_download_consumed,
+ *   which lets the core fetch more: a download never has more than `window` chunks in
+ *   flight or waiting.
+ * - local (optional, NULL: none): read a chunk from this node's own store, if it holds a
+ *   copy, without asking the kv core; answer with files_on_kv(_take) under req, KV_OK with
+ *   the bytes or anything else when there is none. Chunks are named by their hash, so any
+ *   copy that matches it is the chunk, whatever its version: the core checks it as it
+ *   checks every chunk and asks the kv core when it does not match or is missing. The
+ *   driver may do the read (and the hashing, files_on_kv_take) on another thread.
+ * - damaged (optional): the copy local gave failed its hash; the driver drops it from its
+ *   store the way the kv core's scrub does (kv_drop_damaged), so repair restores it.
  * - room: an upload that was full (files_upload_wants false) can take bytes again.
  * - done: a transfer is over (upload stored, download sent, list or delete answered, or
  *   failed); its handle is not used again. An aborted transfer gets no done.
@@ -110,15 +120,19 @@ typedef struct {
 	void (*kv)(void *ctx, uint64_t req, kv_op op, const uint8_t *key, size_t klen,
 	           const uint8_t *val, size_t vlen, const kv_version *cond);
 	void (*meta)(void *ctx, uint64_t xfer, const files_manifest *m);
-	void (*data)(void *ctx, uint64_t xfer, const uint8_t *buf, size_t len);
+	void (*data)(void *ctx, uint64_t xfer, uint8_t *chunk, size_t off, size_t len);
 	void (*room)(void *ctx, uint64_t xfer);
 	void (*done)(void *ctx, uint64_t xfer, const files_result *r);
+	void (*local)(void *ctx, uint64_t req, const uint8_t *key, size_t klen);
+	void (*damaged)(void *ctx, const uint8_t *key, size_t klen);
 } files_driver;
 
 typedef struct {
 	uint64_t uploads, downloads, deletes;
 	uint64_t chunks_put, chunks_got, chunks_deleted;
-	uint64_t bad_chunks; /* a chunk that came back not matching its hash */
+	uint64_t bad_chunks;   /* a chunk that came back not matching its hash */
+	uint64_t chunks_local; /* chunk reads answered by this node's own copy (driver.local) */
+	uint64_t bad_local;    /* ... whose copy did not match its hash (asked of the store) */
 	uint64_t bytes_in, bytes_out;
 	uint64_t aborted;
 	uint64_t index_conflicts; /* index writes refused because another node changed it */
@@ -159,6 +173,11 @@ void files_abort(files_core *f, uint64_t now, uint64_t xfer);
 /* v: the version of the record read (a get), or held (KV_CONFLICT), or NULL */
 void files_on_kv(files_core *f, uint64_t now, uint64_t req, kv_status st, const uint8_t *val,
                  size_t vlen, const kv_version *v);
+/* The same, without a copy: val (from malloc, or NULL) is the core's to keep or free. sha,
+ * when not NULL, is val's SHA-256 as the driver computed it (off the loop thread): a
+ * chunk is checked by comparing it with the chunk's name instead of hashing here. */
+void files_on_kv_take(files_core *f, uint64_t now, uint64_t req, kv_status st, uint8_t *val,
+                      size_t vlen, const kv_version *v, const uint8_t sha[FILES_HASH]);
 void files_tick(files_core *f, uint64_t now);
 uint64_t files_wake_at(const files_core *f);
 const files_stats *files_get_stats(const files_core *f);

@@ -78,6 +78,9 @@ typedef struct op {
 	kv_version hv;
 	/* LEAVE */
 	unsigned outstanding;
+	ring_addr leave_to;
+	rn_id leave_from, leave_hi; /* the next batch: the records in (leave_from, leave_hi] */
+	bool leave_more;            /* the last batch stopped at leave_bytes */
 } op;
 
 typedef struct {
@@ -159,6 +162,7 @@ void kv_config_default(kv_config *c)
 	c->one_hop_max = 4096;
 	c->scrub_ms = 1000;
 	c->scrub_bytes = 8u << 20;
+	c->leave_bytes = 16u << 20;
 }
 
 int kv_config_check(const kv_config *c)
@@ -166,7 +170,7 @@ int kv_config_check(const kv_config *c)
 	if (c->bits < 1 || c->bits > RN_ID_BITS || c->replicas < 1 || c->replicas > KV_MAX_R ||
 	    c->write_quorum < 1 || c->write_quorum > c->replicas || c->read_quorum < 1 ||
 	    c->read_quorum > c->replicas || !c->op_timeout_ms || !c->req_timeout_ms ||
-	    !c->sync_ms || c->cover_ms < c->sync_ms)
+	    !c->sync_ms || c->cover_ms < c->sync_ms || !c->leave_bytes)
 		return RN_EINVAL;
 	return 0;
 }
@@ -263,6 +267,8 @@ static op *op_new(kv_node *k, uint8_t kind)
 	return o;
 }
 
+static void leave_acked(kv_node *k, op *o, bool more);
+
 static void op_free(kv_node *k, op *x)
 {
 	for (op **pp = &k->ops; *pp; pp = &(*pp)->next)
@@ -322,6 +328,16 @@ static bool damaged(const kv_node *k, const kv_record *r)
 void kv_set_check(kv_node *k, bool (*check)(void *ctx, const kv_record *rec))
 {
 	k->check = check;
+}
+
+bool kv_drop_damaged(kv_node *k, uint64_t now, const rn_id *kid)
+{
+	(void)now;
+	kv_record cur;
+	if (k->d.get(k->d.ctx, kid, &cur) != 0 || !damaged(k, &cur))
+		return false;
+	k->st.damaged_seen++;
+	return k->d.del(k->d.ctx, kid) == 0;
 }
 
 static bool settled(const kv_node *k, uint64_t now)
@@ -943,8 +959,7 @@ static void on_ack(kv_node *k, uint64_t now, const kv_msg *m)
 {
 	op *c = op_find(k, m->req);
 	if (c && c->kind == OP_LEAVE) {
-		if (c->outstanding && !--c->outstanding)
-			op_free(k, c);
+		leave_acked(k, c, true);
 		return;
 	}
 	if (!c || c->kind != OP_COORD || c->kop == KV_GET)
@@ -1325,8 +1340,7 @@ void kv_on_unreachable(kv_node *k, uint64_t now, uint64_t req, ring_addr to)
 		op_free(k, o);
 		break;
 	case OP_LEAVE:
-		if (o->outstanding && !--o->outstanding)
-			op_free(k, o);
+		leave_acked(k, o, false);
 		break;
 	}
 }
@@ -1949,23 +1963,57 @@ uint64_t kv_wake_at(const kv_node *k)
 typedef struct {
 	kv_node *k;
 	op *o;
-	ring_addr to;
+	uint64_t bytes;
 } leave_ctx;
 
 static int leave_one(void *arg, const kv_record *r)
 {
 	leave_ctx *l = arg;
+	if (l->bytes >= l->k->cfg.leave_bytes) {
+		l->o->leave_more = true; /* this one goes in the next batch */
+		return 1;
+	}
 	kv_msg m;
 	memset(&m, 0, sizeof m);
 	m.type = KV_MSG_REPL;
-	m.to = l->to;
+	m.to = l->o->leave_to;
 	m.req = l->o->req;
 	m.rec = *r;
 	m.has_rec = true;
 	l->o->outstanding++;
+	l->o->leave_from = r->kid;
+	l->bytes += r->klen + r->vlen + r->ridlen + 48;
 	l->k->st.repl_sent++;
+	l->k->st.leave_pushed++;
 	send_msg(l->k, &m);
 	return 0;
+}
+
+/* Pushes the leave's next batch; frees the operation when there was nothing left. */
+static void leave_batch(kv_node *k, op *o)
+{
+	leave_ctx l = {k, o, 0};
+	o->leave_more = false;
+	rn_id lo = o->leave_from;
+	k->d.scan(k->d.ctx, &lo, &o->leave_hi, true, leave_one, &l);
+	if (l.bytes) {
+		k->st.leave_batches++;
+		if (l.bytes > k->st.leave_batch_max)
+			k->st.leave_batch_max = l.bytes;
+	}
+	if (!o->outstanding)
+		op_free(k, o);
+}
+
+/* One of the leave's pushes was acknowledged, or could not be delivered (more: false). */
+static void leave_acked(kv_node *k, op *o, bool more)
+{
+	if (!o->outstanding || --o->outstanding)
+		return;
+	if (more && o->leave_more)
+		leave_batch(k, o);
+	else
+		op_free(k, o);
 }
 
 void kv_leave(kv_node *k, uint64_t now)
@@ -1980,13 +2028,12 @@ void kv_leave(kv_node *k, uint64_t now)
 	o->deadline = now + k->cfg.req_timeout_ms;
 	k->leave = o;
 	/* the node that becomes a replica of this range once this node is gone */
-	leave_ctx l = {k, o, s[ns - 1].addr};
-	rn_id lo = ext_of(k, &k->pred.id), hi = ext_of(k, &k->self);
+	o->leave_to = s[ns - 1].addr;
+	o->leave_from = ext_of(k, &k->pred.id);
+	o->leave_hi = ext_of(k, &k->self);
 	if (k->pred.addr == RING_ADDR_NONE)
-		lo = hi; /* the whole ring */
-	k->d.scan(k->d.ctx, &lo, &hi, true, leave_one, &l);
-	if (!o->outstanding)
-		op_free(k, o);
+		o->leave_from = o->leave_hi; /* the whole ring */
+	leave_batch(k, o);
 }
 
 bool kv_leaving(const kv_node *k)

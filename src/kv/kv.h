@@ -241,6 +241,8 @@ typedef struct {
 	uint32_t scrub_bytes; /* value bytes one scrub step reads and checks */
 	uint32_t one_hop_max; /* route by the member table while it holds at most this
 	                       * many members (self included); 0: never (4096) */
+	uint32_t leave_bytes; /* a graceful leave pushes this many bytes of records, then the
+	                       * next ones once those are acknowledged (16 MiB) */
 } kv_config;
 
 void kv_config_default(kv_config *c);
@@ -266,6 +268,9 @@ typedef struct {
 	uint64_t scrub_checked;    /* records the background scrub read and checked */
 	uint64_t scrub_damaged;    /* ... that failed the check: dropped, so repair restores them */
 	uint64_t scrub_passes;     /* times the scrub went round the whole store */
+	uint64_t leave_pushed;     /* records a graceful leave pushed to the new replica */
+	uint64_t leave_batches;    /* ... in this many batches, each after the last was acked */
+	uint64_t leave_batch_max;  /* bytes of the largest batch */
 	/* routing: how each client request's first destination was chosen */
 	uint64_t route_local;   /* this node's own range */
 	uint64_t route_succ;    /* the successor list */
@@ -314,6 +319,11 @@ uint64_t kv_wake_at(const kv_node *k);
 
 /* Graceful leave: push this node's own range to the node that becomes a new replica.
  * kv_leaving() is true while those pushes wait for acknowledgements. */
+/* Graceful leave: pushes this node's own range to the successor that becomes its new
+ * replica, leave_bytes at a time (the next batch once the last is acknowledged, so a peer
+ * queue never holds the whole range); the leave is over when all is acknowledged, or at
+ * req_timeout_ms, or when a push cannot be delivered: what was not pushed by then is on
+ * the other R - 1 replicas, and anti-entropy copies it. */
 void kv_leave(kv_node *k, uint64_t now);
 bool kv_leaving(const kv_node *k);
 /* Answers every open client request (KV_UNSURE / KV_UNKNOWN: the node is stopping). */
@@ -328,6 +338,10 @@ const kv_stats *kv_get_stats(const kv_node *k);
  * version-based repair would not see the difference. When every copy read is damaged the
  * answer is KV_UNSURE, never the damaged bytes and never "not found". */
 void kv_set_check(kv_node *k, bool (*check)(void *ctx, const kv_record *rec));
+/* Someone outside the core (the file driver's reads of its own copies) found the copy
+ * under kid damaged: the core reads it again, and if it fails the check drops it from the
+ * store as the scrub does, so anti-entropy brings a good copy back. True if dropped. */
+bool kv_drop_damaged(kv_node *k, uint64_t now, const rn_id *kid);
 /* With a check set, a background scrub also reads every record this node stores, in ring
  * order from where it stopped, scrub_bytes (at most 4096 records) every scrub_ms, resting
  * 30 steps after each whole pass, so damage is found before a

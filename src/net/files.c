@@ -15,6 +15,7 @@
  * side, a download's response) lets go. */
 #include <malloc.h>
 #include <microhttpd.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,10 +29,12 @@
 
 enum { FX_UP = 1, FX_DOWN, FX_HEAD, FX_LIST, FX_DEL };
 
+/* A download's bytes waiting for libmicrohttpd: [off, end) of a chunk the core handed
+ * over (no copy until the response callback's). */
 typedef struct dbuf {
 	struct dbuf *next;
-	size_t len, off;
-	uint8_t data[];
+	uint8_t *chunk;
+	size_t off, end;
 } dbuf;
 
 typedef struct fx {
@@ -105,11 +108,24 @@ typedef struct kvop {
 typedef struct kvans {
 	uint64_t req;
 	kv_status st;
-	uint8_t *val;
+	uint8_t *val; /* from malloc: the file core takes it */
 	size_t vlen;
 	bool has_v; /* the version read, or held (a conditional write refused) */
 	kv_version v;
+	bool has_sha; /* a chunk's bytes, hashed by a worker */
+	uint8_t sha[FILES_HASH];
 } kvans;
+
+/* Work for the libuv thread pool (the second core): a chunk read from this node's own
+ * store (the file core's local call), or a chunk a kv get brought, to hash. */
+typedef struct cjob {
+	uv_work_t w;
+	node *n;
+	bool local;
+	rn_id kid;
+	uint8_t key[3 + FILES_HASH];
+	kvans a;
+} cjob;
 
 typedef struct nd_files {
 	files_core *core;
@@ -130,6 +146,7 @@ typedef struct nd_files {
 	uint64_t refused;                 /* ... refused at FILES_MAX_OPEN */
 	fx_ended ended[FILES_ENDED_KEEP]; /* a ring of the last ones (loop thread) */
 	unsigned nended;
+	unsigned jobs; /* cjobs in the thread pool */
 } nd_files;
 
 /* Transfers at once: each holds up to window + 2 chunks (about 6 MiB), so this bounds
@@ -150,6 +167,7 @@ static void fx_drop(fx *x)
 	while (x->qh) {
 		dbuf *d = x->qh;
 		x->qh = d->next;
+		free(d->chunk);
 		free(d);
 	}
 	free(x);
@@ -285,25 +303,26 @@ static void d_meta(void *ctx, uint64_t id, const files_manifest *m)
 	fx_resume(n, x);
 }
 
-static void d_data(void *ctx, uint64_t id, const uint8_t *buf, size_t len)
+static void d_data(void *ctx, uint64_t id, uint8_t *chunk, size_t off, size_t len)
 {
 	node *n = ctx;
 	fx *x = live_find(n->files, id, NULL);
-	if (!x)
-		return;
-	dbuf *d = malloc(sizeof *d + len);
-	if (!d) { /* the download cannot go on: end it with an error, never a gap */
-		x->done = true;
-		x->status = 500;
-		files_abort(n->files->core, uv_now(&n->loop), id);
-		live_drop(n, x);
-		fx_resume(n, x);
+	dbuf *d = x ? malloc(sizeof *d) : NULL;
+	if (!d) {
+		free(chunk);
+		if (x) { /* the download cannot go on: it ends short, with an error, never a gap */
+			x->done = true;
+			x->status = 500;
+			x->stop = true;
+			fx_post(n, x);
+			fx_resume(n, x);
+		}
 		return;
 	}
 	d->next = NULL;
-	d->len = len;
-	d->off = 0;
-	memcpy(d->data, buf, len);
+	d->chunk = chunk;
+	d->off = off;
+	d->end = off + len;
 	n->files->bytes_out += len;
 	x->sent += len;
 	if (x->qt)
@@ -312,6 +331,118 @@ static void d_data(void *ctx, uint64_t id, const uint8_t *buf, size_t len)
 		x->qh = d;
 	x->qt = d;
 	fx_resume(n, x);
+}
+
+static bool is_chunk_key(const uint8_t *key, size_t klen)
+{
+	return klen == 3 + FILES_HASH && !key[0] && key[1] == 'F' && key[2] == 'c';
+}
+
+static void push_ans(nd_files *nf, const kvans *a)
+{
+	if (rn_grow((void **)&nf->ans, &nf->capans, nf->nans + 1, sizeof *nf->ans, 16) < 0) {
+		free(a->val);
+		return; /* lost: the core's transfer stays open until the node stops */
+	}
+	nf->ans[nf->nans++] = *a;
+	uv_async_send(&nf->wake);
+}
+
+/* A worker's copy of a record's value, hashed as it is copied (in pieces that stay in
+ * the cache between the copy and the hash). */
+static int copy_hashed(void *arg, const kv_record *r)
+{
+	cjob *j = arg;
+	if (r->v.tomb || !r->val || r->klen != sizeof j->key || memcmp(r->key, j->key, r->klen))
+		return RN_ENOTFOUND;
+	uint8_t *b = malloc(r->vlen ? r->vlen : 1);
+	if (!b)
+		return RN_ENOMEM;
+	EVP_MD_CTX *h = EVP_MD_CTX_new();
+	if (!h || !EVP_DigestInit_ex(h, EVP_sha256(), NULL)) {
+		EVP_MD_CTX_free(h);
+		free(b);
+		return RN_ENOMEM;
+	}
+	for (size_t at = 0; at < r->vlen;) {
+		size_t k = r->vlen - at < 65536 ? r->vlen - at : 65536;
+		memcpy(b + at, r->val + at, k);
+		EVP_DigestUpdate(h, b + at, k);
+		at += k;
+	}
+	EVP_DigestFinal_ex(h, j->a.sha, NULL);
+	EVP_MD_CTX_free(h);
+	j->a.val = b;
+	j->a.vlen = r->vlen;
+	j->a.has_sha = true;
+	return 0;
+}
+
+static void job_run(uv_work_t *w)
+{
+	cjob *j = w->data;
+	if (!j->local) {
+		files_sha256(j->a.val, j->a.vlen, j->a.sha);
+		j->a.has_sha = true;
+		return;
+	}
+	j->a.st = store_peek(j->n->st, &j->kid, copy_hashed, j) == 0 ? KV_OK : KV_NOT_FOUND;
+}
+
+static void job_done(uv_work_t *w, int status)
+{
+	(void)status;
+	cjob *j = w->data;
+	nd_files *nf = j->n->files;
+	nf->jobs--;
+	if (status < 0) { /* cancelled: the read is answered as missing, the bytes unhashed */
+		if (j->local) {
+			free(j->a.val);
+			j->a = (kvans){.req = j->a.req, .st = KV_NOT_FOUND};
+		}
+		j->a.has_sha = false;
+	}
+	push_ans(nf, &j->a);
+	free(j);
+}
+
+/* Queues j on the thread pool; false: it could not be (the caller answers instead). */
+static bool job_queue(node *n, cjob *j)
+{
+	j->n = n;
+	j->w.data = j;
+	if (uv_queue_work(&n->loop, &j->w, job_run, job_done) < 0)
+		return false;
+	n->files->jobs++;
+	return true;
+}
+
+static void d_local(void *ctx, uint64_t req, const uint8_t *key, size_t klen)
+{
+	node *n = ctx;
+	cjob *j = is_chunk_key(key, klen) && n->st ? calloc(1, sizeof *j) : NULL;
+	if (j) {
+		j->local = true;
+		j->a.req = req;
+		memcpy(j->key, key, klen);
+		rn_id_hash(&j->kid, key, klen, RN_ID_BITS);
+		if (job_queue(n, j))
+			return;
+		free(j);
+	}
+	push_ans(n->files, &(kvans){.req = req, .st = KV_NOT_FOUND});
+}
+
+static void d_damaged(void *ctx, const uint8_t *key, size_t klen)
+{
+	node *n = ctx;
+	rn_id kid;
+	rn_id_hash(&kid, key, klen, RN_ID_BITS);
+	nd_batch_begin(n);
+	if (n->kv && kv_drop_damaged(n->kv, uv_now(&n->loop), &kid))
+		LOG_W(n, "a file chunk's copy here did not match its hash: dropped, so that "
+		         "repair brings a good one back");
+	nd_batch_end(n);
 }
 
 static void d_room(void *ctx, uint64_t id)
@@ -494,11 +625,10 @@ static void files_run(node *n)
 		kvans *ans = nf->ans;
 		nf->ans = NULL;
 		nf->nans = nf->capans = 0;
-		for (size_t i = 0; i < na; i++) {
-			files_on_kv(nf->core, uv_now(&n->loop), ans[i].req, ans[i].st, ans[i].val,
-			            ans[i].vlen, ans[i].has_v ? &ans[i].v : NULL);
-			free(ans[i].val);
-		}
+		for (size_t i = 0; i < na; i++)
+			files_on_kv_take(nf->core, uv_now(&n->loop), ans[i].req, ans[i].st,
+			                 ans[i].val, ans[i].vlen, ans[i].has_v ? &ans[i].v : NULL,
+			                 ans[i].has_sha ? ans[i].sha : NULL);
 		free(ans);
 		if (nf->nops) {
 			nd_batch_begin(n);
@@ -533,12 +663,16 @@ void nd_files_on_reply(node *n, uint64_t client, const kv_reply *r)
 			memcpy(a.val, r->rec.val, r->rec.vlen);
 		a.vlen = a.val ? r->rec.vlen : 0;
 	}
-	if (rn_grow((void **)&nf->ans, &nf->capans, nf->nans + 1, sizeof *nf->ans, 16) < 0) {
-		free(a.val);
-		return; /* lost: the core's transfer stays open until the node stops */
+	cjob *j = a.val && r->rec.key && is_chunk_key(r->rec.key, r->rec.klen)
+	              ? calloc(1, sizeof *j)
+	              : NULL;
+	if (j) { /* a chunk: hashed on the thread pool, then to the core */
+		j->a = a;
+		if (job_queue(n, j))
+			return;
+		free(j);
 	}
-	nf->ans[nf->nans++] = a;
-	uv_async_send(&nf->wake);
+	push_ans(nf, &a);
 }
 
 bool nd_files_client(uint64_t client)
@@ -582,7 +716,7 @@ int nd_files_start(node *n)
 	clock_gettime(CLOCK_REALTIME, &ts);
 	nf->cfg.wall_offset_ms =
 	    (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000 - uv_now(&n->loop);
-	files_driver d = {n, d_kv, d_meta, d_data, d_room, d_done};
+	files_driver d = {n, d_kv, d_meta, d_data, d_room, d_done, d_local, d_damaged};
 	nf->core = files_new(&nf->cfg, &d);
 	if (!nf->core) {
 		free(nf);
@@ -710,6 +844,10 @@ size_t nd_files_metrics(node *n, char *b, size_t cap)
 	    "transfers.\n# TYPE ringnet_files_chunks_total counter\n"
 	    "ringnet_files_chunks_total{op=\"put\"} %llu\nringnet_files_chunks_total{op=\"get\"} "
 	    "%llu\nringnet_files_chunks_total{op=\"deleted\"} %llu\n"
+	    "ringnet_files_chunks_total{op=\"get_local\"} %llu\n"
+	    "# HELP ringnet_files_bad_local_total Chunk reads from this node's own copy that did "
+	    "not match their hash (the copy is dropped, the chunk read from the store).\n"
+	    "# TYPE ringnet_files_bad_local_total counter\nringnet_files_bad_local_total %llu\n"
 	    "# HELP ringnet_files_bad_chunks_total Chunk reads whose bytes did not match their "
 	    "hash (read again elsewhere).\n# TYPE ringnet_files_bad_chunks_total counter\n"
 	    "ringnet_files_bad_chunks_total %llu\n"
@@ -733,7 +871,8 @@ size_t nd_files_metrics(node *n, char *b, size_t cap)
 	    (unsigned long long)s->uploads, (unsigned long long)s->downloads,
 	    (unsigned long long)s->deletes, (unsigned long long)s->aborted,
 	    (unsigned long long)s->chunks_put, (unsigned long long)s->chunks_got,
-	    (unsigned long long)s->chunks_deleted, (unsigned long long)s->bad_chunks,
+	    (unsigned long long)s->chunks_deleted, (unsigned long long)s->chunks_local,
+	    (unsigned long long)s->bad_local, (unsigned long long)s->bad_chunks,
 	    (unsigned long long)s->bytes_in, (unsigned long long)s->bytes_out,
 	    files_active(nf->core), FILES_MAX_OPEN, refused,
 	    (unsigned long long)(ks ? ks->damaged_seen : 0),
@@ -1030,14 +1169,15 @@ static ssize_t read_body(void *cls, uint64_t pos, char *buf, size_t max)
 	bool post = false;
 	while (k < max && x->qh) {
 		dbuf *d = x->qh;
-		size_t take = d->len - d->off < max - k ? d->len - d->off : max - k;
-		memcpy(buf + k, d->data + d->off, take);
+		size_t take = d->end - d->off < max - k ? d->end - d->off : max - k;
+		memcpy(buf + k, d->chunk + d->off, take);
 		d->off += take;
 		k += take;
-		if (d->off == d->len) {
+		if (d->off == d->end) {
 			x->qh = d->next;
 			if (!x->qh)
 				x->qt = NULL;
+			free(d->chunk);
 			free(d);
 			x->consumed++;
 			post = true;

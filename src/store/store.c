@@ -241,6 +241,22 @@ int store_get(void *ctx, const rn_id *kid, kv_record *out)
 	return kv_record_decode(s->buf, v.mv_size, kid, out) < 0 ? RN_EIO : 0;
 }
 
+int store_peek(store *s, const rn_id *kid, int (*fn)(void *arg, const kv_record *rec), void *arg)
+{
+	MDB_txn *txn;
+	if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn) != 0)
+		return RN_EIO;
+	MDB_val k = {RN_ID_BYTES, (void *)(uintptr_t)kid->b}, v;
+	int rc = mdb_get(txn, s->dbi, &k, &v);
+	kv_record r;
+	if (rc == 0)
+		rc = kv_record_decode(v.mv_data, v.mv_size, kid, &r) < 0 ? RN_EIO : fn(arg, &r);
+	else
+		rc = rc == MDB_NOTFOUND ? RN_ENOTFOUND : RN_EIO;
+	mdb_txn_abort(txn);
+	return rc;
+}
+
 int store_put(void *ctx, const kv_record *rec)
 {
 	store *s = ctx;

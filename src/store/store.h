@@ -30,6 +30,11 @@ int store_del(void *ctx, const rn_id *kid);
 int store_scan(void *ctx, const rn_id *lo, const rn_id *hi, bool values,
                int (*fn)(void *arg, const kv_record *rec), void *arg);
 uint64_t store_count(void *ctx);
+/* Reads the record under kid in a read transaction of its own (never the open batch), so
+ * any thread may call it while the loop thread writes: fn sees the record, its value in
+ * LMDB's mapped pages (no copy), valid during fn only; fn's result is returned. 0 from
+ * fn, RN_ENOTFOUND or RN_EIO otherwise. */
+int store_peek(store *s, const rn_id *kid, int (*fn)(void *arg, const kv_record *rec), void *arg);
 /* Records moved from the old layout when the store was opened. */
 uint64_t store_migrated(const store *s);
 /* Group commit: between begin and end every call runs in one write transaction, committed

@@ -72,6 +72,11 @@ typedef struct {
 	bool corrupt_always;
 	xstate xs[MAXX];
 	unsigned inflight_chunks, max_inflight_chunks;
+	/* the node's own copies (driver.local): which chunks it holds, which are damaged */
+	bool local_on, take_on;
+	unsigned local_good, local_bad, local_missing; /* local reads answered each way */
+	unsigned kv_chunk_gets;                        /* chunk gets that reached the store */
+	unsigned reported;                             /* damaged calls, all for a damaged copy */
 } world;
 
 static world W;
@@ -112,6 +117,81 @@ static void d_kv(void *ctx, uint64_t req, kv_op op, const uint8_t *key, size_t k
 	if (klen == 3 + FILES_HASH && key[2] == 'c' && (op == KV_PUT || op == KV_GET))
 		if (++W.inflight_chunks > W.max_inflight_chunks)
 			W.max_inflight_chunks = W.inflight_chunks;
+	W.kv_chunk_gets += klen == 3 + FILES_HASH && key[2] == 'c' && op == KV_GET;
+}
+
+#define OP_LOCAL ((kv_op)0) /* a queued driver.local read */
+
+/* This node's own copies: about 3 chunks in 4 are held here, and some of those damaged. */
+static bool held_here(const uint8_t *key)
+{
+	return key[3] % 4 != 0;
+}
+static bool damaged_here(const uint8_t *key)
+{
+	return key[4] % 5 == 0;
+}
+
+static void d_local(void *ctx, uint64_t req, const uint8_t *key, size_t klen)
+{
+	assert_true(W.nq < MAXQ);
+	assert_true(klen == 3 + FILES_HASH && key[2] == 'c'); /* only chunks are read here */
+	qop *o = &W.q[W.nq++];
+	memset(o, 0, sizeof *o);
+	o->core = *(const unsigned *)ctx;
+	o->req = req;
+	o->op = OP_LOCAL;
+	memcpy(o->key, key, klen);
+	o->klen = klen;
+	if (++W.inflight_chunks > W.max_inflight_chunks)
+		W.max_inflight_chunks = W.inflight_chunks;
+}
+
+static void d_damaged(void *ctx, const uint8_t *key, size_t klen)
+{
+	(void)ctx;
+	assert_true(klen == 3 + FILES_HASH && held_here(key) && damaged_here(key));
+	W.reported++;
+}
+
+/* An answer with the bytes in a buffer the core takes, hashed here half the time (as the
+ * node's worker does) and by the core otherwise. */
+static void answer_take(files_core *f, uint64_t req, kv_status st, const uint8_t *val, size_t vlen,
+                        const kv_version *v)
+{
+	uint8_t *b = NULL;
+	if (val) {
+		b = malloc(vlen ? vlen : 1);
+		memcpy(b, val, vlen);
+	}
+	uint8_t h[FILES_HASH];
+	bool hashed = b && rn_rng_below(&W.rng, 2);
+	if (hashed)
+		files_sha256(b, vlen, h);
+	files_on_kv_take(f, W.now, req, st, b, vlen, v, hashed ? h : NULL);
+}
+
+/* Answers a local read from the store map: the copy is the stored chunk (a chunk's bytes
+ * are its name's), one byte off when damaged here. */
+static void answer_local(files_core *f, const qop *o)
+{
+	rec *r = find(o->key, o->klen);
+	if (!r || !held_here(o->key)) {
+		W.local_missing++;
+		files_on_kv(f, W.now, o->req, rn_rng_below(&W.rng, 2) ? KV_NOT_FOUND : KV_ERROR,
+		            NULL, 0, NULL);
+		return;
+	}
+	uint8_t *b = malloc(r->vlen ? r->vlen : 1);
+	memcpy(b, r->val, r->vlen);
+	if (damaged_here(o->key) && r->vlen) {
+		b[rn_rng_below(&W.rng, r->vlen)] ^= 0x21;
+		W.local_bad++;
+	} else {
+		W.local_good++;
+	}
+	answer_take(f, o->req, KV_OK, b, r->vlen, NULL);
+	free(b);
 }
 
 static void d_meta(void *ctx, uint64_t x, const files_manifest *m)
@@ -121,12 +201,13 @@ static void d_meta(void *ctx, uint64_t x, const files_manifest *m)
 	W.xs[x].size = m->size;
 }
 
-static void d_data(void *ctx, uint64_t x, const uint8_t *buf, size_t len)
+static void d_data(void *ctx, uint64_t x, uint8_t *chunk, size_t off, size_t len)
 {
 	(void)ctx;
 	xstate *s = &W.xs[x];
 	s->got = realloc(s->got, s->glen + len + 1);
-	memcpy(s->got + s->glen, buf, len);
+	memcpy(s->got + s->glen, chunk + off, len);
+	free(chunk); /* the driver's to free */
 	s->glen += len;
 	if (++s->outstanding > s->max_outstanding)
 		s->max_outstanding = s->outstanding;
@@ -157,10 +238,15 @@ static void answer_one(void)
 	size_t i = rn_rng_below(&W.rng, W.nq);
 	qop o = W.q[i];
 	W.q[i] = W.q[--W.nq];
-	if (o.klen == 3 + FILES_HASH && o.key[2] == 'c' && (o.op == KV_PUT || o.op == KV_GET))
+	if (o.klen == 3 + FILES_HASH && o.key[2] == 'c' &&
+	    (o.op == KV_PUT || o.op == KV_GET || o.op == OP_LOCAL))
 		W.inflight_chunks--;
 	W.now += 1;
 	files_core *f = core_of(o.core);
+	if (o.op == OP_LOCAL) {
+		answer_local(f, &o);
+		return;
+	}
 	if (rn_rng_below(&W.rng, 100) < W.unsure_pct) {
 		free(o.val);
 		files_on_kv(f, W.now, o.req, KV_UNSURE, NULL, 0, NULL);
@@ -202,6 +288,8 @@ static void answer_one(void)
 		bad[rn_rng_below(&W.rng, r->vlen)] ^= 0x5a;
 		files_on_kv(f, W.now, o.req, KV_OK, bad, r->vlen, &held);
 		free(bad);
+	} else if (W.take_on && rn_rng_below(&W.rng, 2)) {
+		answer_take(f, o.req, KV_OK, r->val, r->vlen, &held);
 	} else {
 		uint8_t *copy = malloc(r->vlen ? r->vlen : 1); /* the store may change meanwhile */
 		memcpy(copy, r->val, r->vlen);
@@ -246,7 +334,7 @@ static void consume_all(uint64_t x)
 	}
 }
 
-static void world_init(uint32_t chunk, unsigned window, uint64_t seed)
+static void world_init_with(uint32_t chunk, unsigned window, uint64_t seed, bool local)
 {
 	memset(&W, 0, sizeof W);
 	rn_rng_seed(&W.rng, seed);
@@ -257,12 +345,25 @@ static void world_init(uint32_t chunk, unsigned window, uint64_t seed)
 	c.max_file = (uint64_t)chunk * 1000;
 	c.retries = 30;
 	c.retry_ms = 10;
-	files_driver d = {&core_ids[0], d_kv, d_meta, d_data, d_room, d_done};
+	files_driver d = {&core_ids[0],
+	                  d_kv,
+	                  d_meta,
+	                  d_data,
+	                  d_room,
+	                  d_done,
+	                  local ? d_local : NULL,
+	                  local ? d_damaged : NULL};
+	W.local_on = W.take_on = local;
 	W.f = files_new(&c, &d);
 	assert_non_null(W.f);
 	d.ctx = &core_ids[1];
 	W.f2 = files_new(&c, &d); /* idle unless a test gives it work */
 	assert_non_null(W.f2);
+}
+
+static void world_init(uint32_t chunk, unsigned window, uint64_t seed)
+{
+	world_init_with(chunk, window, seed, false);
 }
 
 static void world_free(void)
@@ -650,6 +751,65 @@ static void test_corrupt_chunks(void **state)
 	world_free();
 }
 
+/* With the driver's local reads (this node's own copies, chunks named by their hash):
+ * every download is still exactly the bytes uploaded; a chunk held here and good is never
+ * asked of the store, one missing or damaged here is (and a damaged one is reported to the
+ * driver, once per read, and only those); the window bounds local and store reads alike;
+ * answers whose buffers the core takes, hashed by the driver or not, in random order. */
+static void test_local_copies(void **state)
+{
+	(void)state;
+	for (uint64_t seed = 1; seed <= 4; seed++) {
+		const uint32_t cs = 32;
+		world_init_with(cs, 3, 70 + seed, true);
+		size_t n = 40 * cs + 5;
+		uint8_t *b = random_bytes(n);
+		upload(0, "f", b, n);
+		uint8_t *b2 = random_bytes(3 * cs);
+		upload(1, "g", b2, 3 * cs);
+		W.kv_chunk_gets = 0;
+		W.unsure_pct = seed > 2 ? 15 : 0;
+		download_check(10, "f", b, n, 0, n);
+		for (int k = 0; k < 6; k++) {
+			uint64_t lo = rn_rng_below(&W.rng, n), hi = rn_rng_below(&W.rng, n);
+			if (lo > hi) {
+				uint64_t t = lo;
+				lo = hi;
+				hi = t;
+			}
+			download_check(11, "f", b, n, lo, hi - lo + 1);
+		}
+		download_check(12, "g", b2, 3 * cs, 0, 3 * cs);
+		assert_true(W.max_inflight_chunks <= 3);
+		const files_stats *st = files_get_stats(W.f);
+		assert_true(W.local_good > 0 && W.local_bad > 0 && W.local_missing > 0);
+		assert_int_equal(st->chunks_local, W.local_good);
+		assert_int_equal(st->bad_local, W.local_bad);
+		assert_int_equal(W.reported, W.local_bad);
+		if (!W.unsure_pct) /* exactly the reads this node could not serve went out */
+			assert_int_equal(W.kv_chunk_gets, W.local_bad + W.local_missing);
+		/* a download given up mid-way, local reads still out: nothing leaks */
+		memset(&W.xs[13], 0, sizeof W.xs[13]);
+		assert_int_equal(files_download(W.f, W.now, 13, "f", 1), 0);
+		settle();
+		files_download_start(W.f, W.now, 13, 0, n);
+		for (int i = 0; i < 3 && W.nq; i++)
+			answer_one();
+		files_abort(W.f, W.now, 13);
+		settle();
+		consume_all(13);
+		assert_int_equal(files_active(W.f), 0);
+		W.unsure_pct = 0;
+		const char *names[] = {"f", "g"};
+		uint8_t *bytes[] = {b, b2};
+		size_t sizes[] = {n, 3 * cs};
+		check_store(names, bytes, sizes, 2, cs);
+		free(b);
+		free(b2);
+		world_free();
+	}
+}
+
 static void test_limits_and_names(void **state)
 {
 	(void)state;
@@ -742,7 +902,7 @@ int main(void)
 	    cmocka_unit_test(test_manifest_codec),         cmocka_unit_test(test_round_trips),
 	    cmocka_unit_test(test_dedup_delete_overwrite), cmocka_unit_test(test_abort_collects),
 	    cmocka_unit_test(test_corrupt_chunks),         cmocka_unit_test(test_limits_and_names),
-	    cmocka_unit_test(test_index_two_nodes),
+	    cmocka_unit_test(test_index_two_nodes),        cmocka_unit_test(test_local_copies),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

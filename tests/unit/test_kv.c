@@ -67,6 +67,9 @@ static void on_reply(void *arg, uint64_t client, const kv_reply *r)
 #define CFG(t)     ((t)->k->p.kv)
 #define NODE(t, i) ((t)->k->n[i])
 
+/* a test's own changes to the kv config of the next net made, or NULL */
+static void (*kv_tweak)(kv_config *c);
+
 /* real: every node runs the Chord core too (kvs_params.real_ring), with fast timers */
 static net *net_new_ring(uint32_t n, uint64_t seed, bool real)
 {
@@ -90,6 +93,8 @@ static net *net_new_ring(uint32_t n, uint64_t seed, bool real)
 	p.kv.cover_ms = 800;
 	p.kv.tomb_grace_ms = 600000; /* test_tombstone_collected sets its own */
 	p.kv.wall_offset_ms = 1700000000000ull;
+	if (kv_tweak)
+		kv_tweak(&p.kv);
 	t->k = kvs_new(&p);
 	assert_non_null(t->k);
 	t->ops = calloc(MAXOPS, sizeof *t->ops);
@@ -978,6 +983,75 @@ static void test_repair_sends_only_differences(void **state)
 	net_free(t);
 }
 
+static void leave_config(kv_config *c)
+{
+	c->leave_bytes = 1000; /* a few records a batch */
+	c->sync_ms = 600000;   /* no anti-entropy while the test runs: only the leave moves */
+	c->cover_ms = 600000;
+	c->req_timeout_ms = 60000;
+}
+
+/* A graceful leave of a node holding many times leave_bytes: it pushes its range in
+ * batches of at most leave_bytes (plus the record that crossed it), each after the last
+ * was acknowledged, and in the end the node that becomes a replica of that range holds
+ * every record of it at the version acknowledged: after the leaver is gone, each of its
+ * keys is on exactly its new true replicas. Anti-entropy is off, so only the leave can
+ * have put them there. */
+static void test_leave_paced(void **state)
+{
+	(void)state;
+	kv_tweak = leave_config;
+	net *t = net_new(6, 21);
+	kv_tweak = NULL;
+	run(t, 1000);
+	char key[32];
+	enum { NK = 400 };
+	for (int i = 0; i < NK; i++) {
+		snprintf(key, sizeof key, "leave-%d", i);
+		client(t, random_live(t), KV_PUT, key, "some value of thirty bytes..", NULL);
+		run(t, t->k->now + 2);
+	}
+	run(t, t->k->now + 1000);
+	for (size_t i = 0; i < t->nops; i++)
+		assert_int_equal(t->ops[i].status, KV_OK);
+	/* the leaver: the node that is primary of the most keys */
+	uint32_t prim[MAXN] = {0}, reps[KV_MAX_R];
+	for (int i = 0; i < NK; i++) {
+		snprintf(key, sizeof key, "leave-%d", i);
+		rn_id kid;
+		kid_of(key, &kid);
+		true_replicas(t, &kid, reps);
+		prim[reps[0]]++;
+	}
+	uint32_t L = 0;
+	for (uint32_t i = 1; i < t->k->count; i++)
+		if (prim[i] > prim[L])
+			L = i;
+	const kv_stats *ls = kv_get_stats(NODE(t, L)->kv);
+	kv_leave(NODE(t, L)->kv, t->k->now);
+	run(t, t->k->now + 2000);
+	assert_false(kv_leaving(NODE(t, L)->kv)); /* every batch acknowledged */
+	assert_int_equal(ls->leave_pushed, prim[L]);
+	/* each record is about 80 bytes: many batches, none much over the bound */
+	assert_true(ls->leave_batches >= prim[L] * 60 / 1000);
+	assert_true(ls->leave_batch_max < 1000 + 100);
+	bool primary[NK]; /* (the keys it was a second or third replica of wait for repair) */
+	for (int i = 0; i < NK; i++) {
+		snprintf(key, sizeof key, "leave-%d", i);
+		rn_id kid;
+		kid_of(key, &kid);
+		true_replicas(t, &kid, reps);
+		primary[i] = reps[0] == L;
+	}
+	kill(t, L);
+	for (int i = 0; i < NK; i++) {
+		snprintf(key, sizeof key, "leave-%d", i);
+		if (primary[i])
+			check_placement(t, key);
+	}
+	net_free(t);
+}
+
 /* The simulator's driver: after joins and crashes in any order, and once the detection
  * delay has passed, every node's view is what a scan of all live ids gives. */
 static void test_sim_views_follow_membership(void **state)
@@ -1041,6 +1115,7 @@ int main(void)
 	    cmocka_unit_test(test_quorum_not_met),
 	    cmocka_unit_test(test_tombstone_collected),
 	    cmocka_unit_test(test_repair_sends_only_differences),
+	    cmocka_unit_test(test_leave_paced),
 	    cmocka_unit_test(test_sim_views_follow_membership),
 	    cmocka_unit_test(test_churn_r3w2),
 	    cmocka_unit_test(test_churn_r2w1_r5w3),
