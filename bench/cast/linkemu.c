@@ -4,7 +4,7 @@
  *   LINK: --a NETNS:IFNAME --b NETNS:IFNAME --rate MBITS [--delay MS] [--queue PKTS]
  *         [--loss PCT] [--gso]        (each --a starts the next link)
  *
- * One process emulates every link it is given, in one poll loop: on a busy machine one
+ * One process emulates every link it is given, in one epoll loop: on a busy machine one
  * process that handles whatever frames are ready at each wake-up costs far less than one
  * process per link woken once per frame (star20's 20 links: see docs/benchmarks.md).
  *
@@ -37,7 +37,6 @@
 #include <linux/if.h>
 #include <linux/if_tun.h>
 #include <linux/virtio_net.h>
-#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -45,6 +44,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <time.h>
 #include <unistd.h>
@@ -403,15 +403,10 @@ static void free_ring(dir *d)
 		free(d->ring[d->head % RING_CAP].data);
 }
 
-int main(int argc, char **argv)
+static int run(int argc, char **argv, emu_link *links)
 {
-	emu_link *links = calloc(LINKS_MAX, sizeof *links); /* large rings: on the heap */
 	int n = 0;
 	uint64_t seed = 1;
-	if (!links) {
-		fprintf(stderr, "linkemu: out of memory\n");
-		return 1;
-	}
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		emu_link *l = n ? &links[n - 1] : NULL;
@@ -471,10 +466,11 @@ int main(int argc, char **argv)
 		fprintf(stderr, "linkemu: cannot open its netns: %s\n", strerror(errno));
 		return 1;
 	}
-	int nfd = 2 * n + 1;
-	struct pollfd *pf = calloc((size_t)nfd, sizeof *pf);
-	if (!pf) {
-		fprintf(stderr, "linkemu: out of memory\n");
+	/* epoll: a wake-up costs the taps that are ready, not all of them (poll's cost) */
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)(2 * n)};
+	if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, 0, &ev) < 0) {
+		fprintf(stderr, "linkemu: epoll: %s\n", strerror(errno));
 		return 1;
 	}
 	for (int i = 0; i < n; i++) {
@@ -485,10 +481,15 @@ int main(int argc, char **argv)
 			return 1;
 		l->ab.in = ta, l->ab.out = tb, l->ba.in = tb, l->ba.out = ta;
 		rn_rng_seed(&l->rng, seed + (uint64_t)i);
-		pf[2 * i] = (struct pollfd){.fd = ta, .events = POLLIN};
-		pf[2 * i + 1] = (struct pollfd){.fd = tb, .events = POLLIN};
+		for (int e = 0; e < 2; e++) {
+			ev = (struct epoll_event){.events = EPOLLIN,
+			                          .data.u32 = (uint32_t)(2 * i + e)};
+			if (epoll_ctl(ep, EPOLL_CTL_ADD, e ? tb : ta, &ev) < 0) {
+				fprintf(stderr, "linkemu: epoll: %s\n", strerror(errno));
+				return 1;
+			}
+		}
 	}
-	pf[2 * n] = (struct pollfd){.fd = 0, .events = POLLIN};
 	struct sched_param sp = {.sched_priority = 50};
 	got_rt = sched_setscheduler(0, SCHED_FIFO, &sp) == 0;
 
@@ -522,19 +523,24 @@ int main(int argc, char **argv)
 			ts.tv_nsec = (long)(wait % 1000000000u);
 			tp = &ts;
 		}
-		if (ppoll(pf, (nfds_t)nfd, tp, NULL) < 0) {
+		struct epoll_event evs[64];
+		int nev = epoll_pwait2(ep, evs, 64, tp, NULL);
+		if (nev < 0) {
 			if (errno == EINTR)
 				continue;
-			fprintf(stderr, "linkemu: poll: %s\n", strerror(errno));
+			fprintf(stderr, "linkemu: epoll_wait: %s\n", strerror(errno));
 			break;
 		}
-		for (int i = 0; i < n; i++) {
-			if (pf[2 * i].revents & POLLIN)
-				drain_input(&links[i], &links[i].ab, buf);
-			if (pf[2 * i + 1].revents & POLLIN)
-				drain_input(&links[i], &links[i].ba, buf);
+		bool ctl = false;
+		for (int e = 0; e < nev; e++) {
+			uint32_t k = evs[e].data.u32;
+			if (k == (uint32_t)(2 * n))
+				ctl = true;
+			else
+				drain_input(&links[k / 2],
+				            k % 2 ? &links[k / 2].ba : &links[k / 2].ab, buf);
 		}
-		if (pf[2 * n].revents & (POLLIN | POLLHUP)) {
+		if (ctl) {
 			ssize_t r = read(0, line + line_len, sizeof line - 1 - line_len);
 			if (r <= 0) {
 				stdin_open = false;
@@ -559,7 +565,18 @@ int main(int argc, char **argv)
 		free_ring(&links[i].ab);
 		free_ring(&links[i].ba);
 	}
-	free(pf);
-	free(links);
+	close(ep);
 	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	emu_link *links = calloc(LINKS_MAX, sizeof *links); /* large rings: on the heap */
+	if (!links) {
+		fprintf(stderr, "linkemu: out of memory\n");
+		return 1;
+	}
+	int rc = run(argc, argv, links);
+	free(links);
+	return rc;
 }
