@@ -4,8 +4,11 @@ Net(topo, tag).build() makes, for a topology parsed by topo.py:
   - a namespace rnb-TAG-h-NAME per host (loopback up, IP forwarding off) whose one address
     (10.0.X.Y/32, on each of its taps) is the host's identity;
   - a namespace rnb-TAG-s-NAME per switch holding bridge rnb-br;
-  - per link, one linkemu process owning tap rnb-Ia at one end and rnb-Ib at the other (in
-    the host's namespace, or enslaved to the switch's bridge), shaping both directions;
+  - per link, tap rnb-Ia at one end and rnb-Ib at the other (in the host's namespace, or
+    enslaved to the switch's bridge), both owned by the one linkemu process that shapes
+    every link in both directions; links that never lose packets (gso_links) pass TCP bursts
+    through whole (linkemu --gso: a read and a write per burst, not per packet), the others
+    one packet at a time;
   - per host, a /32 route to each host that shares a link or a switch with it (the route a
     `path` line names when there is one) and to no other: hosts never forward, so data that
     must cross a host is relayed by a program on it.
@@ -43,12 +46,13 @@ def stop_all(procs, timeout=5.0):
 
 
 class Net:
-    def __init__(self, topo, tag, linkemu, seed=1):
+    def __init__(self, topo, tag, linkemu, seed=1, gso_links=()):
         self.topo, self.tag, self.linkemu, self.seed = topo, tag, linkemu, seed
+        self.gso_links = set(gso_links)
         self.ns = {h: f"rnb-{tag}-h-{h}" for h in topo["hosts"]}
         self.ns.update({s: f"rnb-{tag}-s-{s}" for s in topo["switches"]})
         self.ip = {h: f"10.0.{(i + 1) // 256}.{(i + 1) % 256}" for i, h in enumerate(topo["hosts"])}
-        self.emus = []  # one Popen per link, in topology order
+        self.emus = []  # the linkemu process (one for every link)
         self.procs = []  # everything else started in a namespace
         self.nodes = []  # the ringnet nodes among them
         self.made = []  # namespaces made
@@ -98,20 +102,23 @@ class Net:
                 sh("ip", "-n", ns, "link", "add", "rnb-br", "type", "bridge", "forward_delay", "0")
                 sh("ip", "-n", ns, "link", "set", "rnb-br", "up")
         taps = {}  # (link index, end name) -> tap name
+        cmd = [self.linkemu, "--seed", str(self.seed)]
+        for i, l in enumerate(t["links"]):
+            cmd += ["--a", f"{self.ns[l['a']]}:rnb-{i}a", "--b", f"{self.ns[l['b']]}:rnb-{i}b",
+                    "--rate", str(l["mbits"]), "--delay", str(l["delay_ms"]), "--queue",
+                    str(l["queue"]), "--loss", str(l["loss"])]
+            cmd += ["--gso"] if i in self.gso_links else []
+        p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.emus.append(p)
+        if p.stdout.readline().strip() != "ready":
+            raise RuntimeError("linkemu did not start")
         for i, l in enumerate(t["links"]):
             a, b = f"rnb-{i}a", f"rnb-{i}b"
-            p = subprocess.Popen(
-                [self.linkemu, "--a", f"{self.ns[l['a']]}:{a}", "--b", f"{self.ns[l['b']]}:{b}",
-                 "--rate", str(l["mbits"]), "--delay", str(l["delay_ms"]), "--queue",
-                 str(l["queue"]), "--loss", str(l["loss"]), "--seed", str(self.seed + i)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-            self.emus.append(p)
-            if p.stdout.readline().strip() != "ready":
-                raise RuntimeError(f"linkemu for link {l['a']}-{l['b']} did not start")
             taps[(i, l["a"])], taps[(i, l["b"])] = a, b
             for end, tap in ((l["a"], a), (l["b"], b)):
                 ns = self.ns[end]
-                if shutil.which("ethtool"):  # single packets on the wire: loss hits each one
+                if i not in self.gso_links and shutil.which("ethtool"):
+                    # single packets on the wire: loss hits each one
                     sh("ip", "netns", "exec", ns, "ethtool", "-K", tap, "tso", "off", "gso", "off",
                        "gro", "off", check=False)
                 if end in t["switches"]:
@@ -187,27 +194,26 @@ class Net:
 
     def set_link(self, i, link):
         """Sets link i to the settings of `link` (a topology link dict)."""
-        p = self.emus[i]
-        if p.poll() is None:
-            p.stdin.write(f"bw={link['mbits']} delay={link['delay_ms']} loss={link['loss']} "
-                          f"max_queue_size={link['queue']}\n")
+        p = self.emus[0] if self.emus else None
+        if p and p.poll() is None:
+            p.stdin.write(f"@{i} bw={link['mbits']} delay={link['delay_ms']} "
+                          f"loss={link['loss']} max_queue_size={link['queue']}\n")
             p.stdin.flush()
 
     def emu_stats(self):
-        """Asks every link for its counters; returns a list of dicts (None for a dead one)."""
-        out = []
-        for p in self.emus:
-            if p.poll() is not None:
-                out.append(None)
-                continue
-            p.stdin.write("stats\n")
-            p.stdin.flush()
-            line = p.stdout.readline()
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                out.append(None)
-        return out
+        """The emulator's counters: a list of dicts, one per link (each with the process's
+        lateness figures), or Nones when it is gone."""
+        p = self.emus[0] if self.emus else None
+        if not p or p.poll() is not None:
+            return [None] * len(self.topo["links"])
+        p.stdin.write("stats\n")
+        p.stdin.flush()
+        try:
+            st = json.loads(p.stdout.readline())
+        except ValueError:
+            return [None] * len(self.topo["links"])
+        common = {k: v for k, v in st.items() if k not in ("a2b", "b2a", "links")}
+        return [{**common, "a2b": l["a2b"], "b2a": l["b2a"]} for l in st["links"]]
 
     def teardown(self):
         stop_all(self.procs)

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """The link emulator on its own, between two namespaces: loss 100% delivers nothing, loss 0
-delivers every frame, and whatever a lossy link delivers comes in order. Also the topology
-parser and the lower bound against answers worked out by hand. No timing is asserted.
+delivers every frame, and whatever a lossy link delivers comes in order; two links in one
+process are set apart by "@LINK" control lines; a --gso link carries a TCP stream intact in
+bursts of several segments. Also the topology parser and the lower bound against answers
+worked out by hand. No timing is asserted.
 
 usage: test_linkemu.py LINKEMU     (exits 77, skipped, when not root or netns cannot be made)
 """
@@ -65,17 +67,21 @@ class Pair:
     """Two namespaces joined by one linkemu link, with static neighbour entries (so that even
     a link that loses everything carries the test's datagrams to the emulator)."""
 
-    def __init__(self, linkemu, tag, loss, rate=200, delay=1, queue=5000):
+    def __init__(self, linkemu, tag, loss, rate=200, delay=1, queue=5000, extra=(), gso=False):
         self.a, self.b = f"rnb-{tag}-ea", f"rnb-{tag}-eb"
-        for ns in (self.a, self.b):
+        self.more = [f"rnb-{tag}-e{x}" for x in "cd"] if extra else []
+        for ns in (self.a, self.b, *self.more):
             sh("ip", "netns", "add", ns)
             sh("ip", "-n", ns, "link", "set", "lo", "up")
             sh("ip", "netns", "exec", ns, "sh", "-c",
                "echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6")
-        self.p = subprocess.Popen(
-            [linkemu, "--a", f"{self.a}:rnb-ta", "--b", f"{self.b}:rnb-tb", "--rate", str(rate),
-             "--delay", str(delay), "--queue", str(queue), "--loss", str(loss), "--seed", "7"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        link = ["--rate", str(rate), "--delay", str(delay), "--queue", str(queue)]
+        cmd = [linkemu, "--seed", "7", "--a", f"{self.a}:rnb-ta", "--b", f"{self.b}:rnb-tb",
+               *link, "--loss", str(loss), *(["--gso"] if gso else [])]
+        if extra:  # a second link in the same process, between two more namespaces
+            cmd += ["--a", f"{self.more[0]}:rnb-tc", "--b", f"{self.more[1]}:rnb-td", *link,
+                    *extra]
+        self.p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         if self.p.stdout.readline().strip() != "ready":
             raise RuntimeError("linkemu did not start")
         macs = {}
@@ -95,7 +101,7 @@ class Pair:
         if self.p.poll() is None:
             self.p.stdin.close()
             self.p.wait(timeout=10)
-        for ns in (self.a, self.b):
+        for ns in (self.a, self.b, *self.more):
             sh("ip", "netns", "del", ns, check_rc=False)
 
 
@@ -125,6 +131,32 @@ for i in range(n):
     s.sendto(b"%08d" % i + b"x" * 1000, ("10.9.0.2", 9100))
     if i % 50 == 49:
         time.sleep(0.005)  # stay inside the tap's own queue; the emulator's is what is tested
+"""
+
+
+TCP_RECV = r"""
+import hashlib, socket
+s = socket.socket()
+s.bind(("10.9.0.2", 9101))
+s.listen(1)
+print("ready", flush=True)
+c, _ = s.accept()
+h = hashlib.sha256()
+while True:
+    b = c.recv(1 << 16)
+    if not b:
+        break
+    h.update(b)
+print(h.hexdigest(), flush=True)
+"""
+
+TCP_SEND = r"""
+import hashlib, os, socket
+data = os.urandom(4 << 20)
+s = socket.create_connection(("10.9.0.2", 9101))
+s.sendall(data)
+s.close()
+print(hashlib.sha256(data).hexdigest())
 """
 
 
@@ -172,6 +204,44 @@ def test_links(linkemu):
         pair.p.stdin.flush()
         got = send_and_receive(pair, 200, 2.0)
         check(got == list(range(200)), f"after 'loss=0' on stdin every datagram arrives ({len(got)})")
+    finally:
+        pair.close()
+    # two links in one process: "@1 loss=100" silences the second one only
+    pair = Pair(linkemu, tag, loss=0, extra=["--loss", "0"])
+    try:
+        pair.p.stdin.write("@1 loss=100\n")
+        pair.p.stdin.flush()
+        got = send_and_receive(pair, 200, 2.0)
+        st = pair.stats()
+        check(got == list(range(200)), f"two links: link 0 still delivers all ({len(got)})")
+        check(len(st["links"]) == 2 and st["links"][1]["a2b"]["frames_out"] == 0,
+              "two links: the stats list both, and link 1 was not used")
+        other = Pair.__new__(Pair)  # the second link's namespaces, seen as a pair
+        other.a, other.b = pair.more
+        sh("ip", "-n", other.a, "addr", "add", "10.9.0.1/24", "dev", "rnb-tc")
+        sh("ip", "-n", other.b, "addr", "add", "10.9.0.2/24", "dev", "rnb-td")
+        for ns, dev in ((other.a, "rnb-tc"), (other.b, "rnb-td")):
+            sh("ip", "-n", ns, "link", "set", dev, "up")
+        sh("ip", "-n", other.a, "neigh", "replace", "10.9.0.2", "lladdr", "02:00:00:00:00:02",
+           "dev", "rnb-tc")
+        got = send_and_receive(other, 100, 1.5)
+        st = pair.stats()
+        check(got == [] and st["links"][1]["a2b"]["lost"] >= 100,
+              f"two links: after '@1 loss=100' link 1 delivers nothing (got {len(got)})")
+    finally:
+        pair.close()
+    # a --gso link: a TCP stream crosses it intact, in bursts of more than one segment
+    pair = Pair(linkemu, tag, loss=0, rate=100, delay=2, queue=200, gso=True)
+    try:
+        r = subprocess.Popen(["ip", "netns", "exec", pair.b, sys.executable, "-c", TCP_RECV],
+                             stdout=subprocess.PIPE, text=True)
+        assert r.stdout.readline().strip() == "ready"
+        sent = sh("ip", "netns", "exec", pair.a, sys.executable, "-c", TCP_SEND).stdout.strip()
+        out, _ = r.communicate(timeout=60)
+        st = pair.stats()["a2b"]
+        check(out.strip() == sent and len(sent) == 64, "--gso: 4 MiB over TCP arrive intact")
+        check(st["packets_out"] > st["frames_out"] > 0,
+              f"--gso: {st['frames_out']} frames carried {st['packets_out']} segments")
     finally:
         pair.close()
     r = subprocess.run([linkemu, "--a", "x:y"], capture_output=True, text=True)
