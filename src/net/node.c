@@ -428,8 +428,10 @@ out_loop:
 	free(n->kvq);
 	ring_node_free(n->ring);
 out:
-	for (uint32_t i = 0; i < n->npeers; i++)
+	for (uint32_t i = 0; i < n->npeers; i++) {
 		nd_free_frames(n->peers[i].head);
+		auth_session_clear(&n->peers[i].sess);
+	}
 	free(n->candidates);
 	free(n->saved_peers);
 	free(n->peers);
