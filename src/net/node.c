@@ -403,6 +403,7 @@ int node_run(const node_opts *o)
 	exit_code = 0;
 out_loop:
 	nd_batch_iter_close(n); /* (the last iteration's end closed it, unless it stopped) */
+	nd_batch_drain(n);      /* on disk, and what waited for it sent or answered */
 	if (n->mhd) {
 		/* answer whatever is still waiting before the HTTP server goes away */
 		n->stopping = true;
