@@ -115,7 +115,8 @@ static void test_durability_model(void **state)
 			check_all(s, model);
 			assert_int_equal(store_batch_end(s), 0);
 			if (nw) {
-				durable = committed; /* (this commit's sync carried the ones before) */
+				durable =
+				    committed; /* (this commit's sync carried the ones before) */
 				committed++;
 			}
 		} else if (what == 2) { /* a flush, as the node's thread pool runs it */
