@@ -55,14 +55,24 @@ static bool batch_unsafe(const node *n)
 	return n->st && says_upto(n) > store_durable(n->st);
 }
 
+static void release_durable(node *n);
+
 bool nd_batch_hold(node *n, ring_addr to, pending *f)
 {
 	/* a request, a replication push or a read says nothing of what this node stored:
 	 * it goes out at once, so the replicas' commits run beside this one, not after it */
-	if (f->released || f->claims_nothing || !batch_unsafe(n))
+	if (f->released || f->claims_nothing)
 		return false;
+	if (!batch_unsafe(n)) {
+		if (n->held_head) /* what waited for commits now on disk goes first */
+			release_durable(n);
+		if (!n->held_head)
+			return false;
+	}
+	/* (behind frames still held, whatever it says: nothing overtakes them) */
+	uint64_t upto = says_upto(n);
 	f->held_to = to;
-	f->held_seq = says_upto(n);
+	f->held_seq = n->held_tail && n->held_tail->held_seq > upto ? n->held_tail->held_seq : upto;
 	f->next = NULL;
 	if (n->held_tail)
 		n->held_tail->next = f;
@@ -534,8 +544,11 @@ static void d_reply(void *ctx, uint64_t client, const kv_reply *r)
 	if (nd_files_client(client)) {
 		/* files.c acts on an answer at once (an upload's end answers its client):
 		 * what has committed goes to disk first, as nd_batch_end would have it */
-		if (nd_batch_undurable(n) && store_sync(n->st) < 0)
-			stop_on_store_error(n);
+		if (nd_batch_undurable(n)) {
+			if (store_sync(n->st) < 0)
+				stop_on_store_error(n);
+			release_durable(n);
+		}
 		nd_files_on_reply(n, client, r);
 		return;
 	}
