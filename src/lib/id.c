@@ -2,6 +2,7 @@
 #include "id.h"
 
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <string.h>
 
 #include "rng.h"
@@ -26,10 +27,22 @@ void rn_id_truncate(rn_id *x, unsigned m)
 	memset(x->b + full, 0, RN_ID_BYTES - full);
 }
 
+/* SHA-1 fetched from libcrypto's provider once: EVP_sha1() names the algorithm only, and
+ * every EVP_Digest given it looked the implementation up again (name tables, locks),
+ * which cost more than hashing a key. Set once, read-only after: no state of any core. */
+static EVP_MD *sha1_md;
+static pthread_once_t sha1_once = PTHREAD_ONCE_INIT;
+
+static void sha1_fetch(void)
+{
+	sha1_md = EVP_MD_fetch(NULL, "SHA1", NULL);
+}
+
 void rn_id_hash(rn_id *out, const void *data, size_t len, unsigned m)
 {
 	unsigned int n = 0;
-	EVP_Digest(data, len, out->b, &n, EVP_sha1(), NULL);
+	pthread_once(&sha1_once, sha1_fetch);
+	EVP_Digest(data, len, out->b, &n, sha1_md ? sha1_md : EVP_sha1(), NULL);
 	rn_id_truncate(out, m);
 }
 

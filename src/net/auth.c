@@ -119,12 +119,22 @@ void auth_session_init(auth_session *s, const uint8_t key[AUTH_KEY], const uint8
 	len += alen;
 	hmac(key, AUTH_KEY, in, len, s->k);
 	hmac(s->k, sizeof s->k, (const uint8_t *)"seal", 4, s->ek);
+	s->cx = NULL;
+	s->cx_enc = 0;
+}
+
+void auth_session_clear(auth_session *s)
+{
+	EVP_CIPHER_CTX_free(s->cx); /* (NULL is fine) */
+	OPENSSL_cleanse(s, sizeof *s);
 }
 
 void auth_session_back(const auth_session *s, auth_session *back)
 {
 	memcpy(back->k, s->k, sizeof back->k);
 	hmac(s->k, sizeof s->k, (const uint8_t *)"seal back", 9, back->ek);
+	back->cx = NULL;
+	back->cx_enc = 0;
 }
 
 void auth_hello_tag(const auth_session *s, uint8_t tag[AUTH_TAG])
@@ -141,34 +151,50 @@ static void seal_iv(uint64_t seq, uint8_t iv[12])
 		iv[4 + i] = (uint8_t)(seq >> (56 - 8 * i));
 }
 
-/* One AES-256-GCM pass over frame[aad, len) in place; enc 1 seals, 0 opens. */
-static bool gcm(const auth_session *s, uint64_t seq, uint8_t *frame, size_t len, size_t aad,
+/* The session's cipher context, keyed for enc (1 seal, 0 open): made and keyed (the AES key
+ * schedule) once, not per frame; NULL if libcrypto fails. */
+static EVP_CIPHER_CTX *keyed(auth_session *s, int enc)
+{
+	if (s->cx && s->cx_enc == enc)
+		return s->cx;
+	if (!s->cx && !(s->cx = EVP_CIPHER_CTX_new()))
+		return NULL;
+	if (EVP_CipherInit_ex(s->cx, EVP_aes_256_gcm(), NULL, s->ek, NULL, enc) != 1) {
+		EVP_CIPHER_CTX_free(s->cx);
+		s->cx = NULL;
+		return NULL;
+	}
+	s->cx_enc = enc;
+	return s->cx;
+}
+
+/* One AES-256-GCM pass over frame[aad, len) in place; enc 1 seals, 0 opens. Setting the
+ * nonce restarts the context's GCM state (counter, hash, tag) and keeps its key. */
+static bool gcm(auth_session *s, uint64_t seq, uint8_t *frame, size_t len, size_t aad,
                 uint8_t tag[AUTH_SEAL], int enc)
 {
 	if (aad > len || len - aad > INT_MAX || aad > INT_MAX)
 		return false;
 	uint8_t iv[12], fin[16];
 	seal_iv(seq, iv);
-	EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+	EVP_CIPHER_CTX *c = keyed(s, enc);
 	int n = 0;
-	bool ok = c && EVP_CipherInit_ex(c, EVP_aes_256_gcm(), NULL, s->ek, iv, enc) == 1 &&
-	          (aad == 0 || EVP_CipherUpdate(c, NULL, &n, frame, (int)aad) == 1) &&
-	          (len == aad ||
-	           EVP_CipherUpdate(c, frame + aad, &n, frame + aad, (int)(len - aad)) == 1) &&
-	          (enc || EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, AUTH_SEAL, tag) == 1) &&
-	          EVP_CipherFinal_ex(c, fin, &n) == 1 /* GCM writes nothing */ &&
-	          (!enc || EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, AUTH_SEAL, tag) == 1);
-	EVP_CIPHER_CTX_free(c);
-	return ok;
+	return c && EVP_CipherInit_ex(c, NULL, NULL, NULL, iv, enc) == 1 &&
+	       (aad == 0 || EVP_CipherUpdate(c, NULL, &n, frame, (int)aad) == 1) &&
+	       (len == aad ||
+	        EVP_CipherUpdate(c, frame + aad, &n, frame + aad, (int)(len - aad)) == 1) &&
+	       (enc || EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, AUTH_SEAL, tag) == 1) &&
+	       EVP_CipherFinal_ex(c, fin, &n) == 1 /* GCM writes nothing */ &&
+	       (!enc || EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, AUTH_SEAL, tag) == 1);
 }
 
-int auth_seal(const auth_session *s, uint64_t seq, uint8_t *frame, size_t len, size_t aad,
+int auth_seal(auth_session *s, uint64_t seq, uint8_t *frame, size_t len, size_t aad,
               uint8_t tag[AUTH_SEAL])
 {
 	return gcm(s, seq, frame, len, aad, tag, 1) ? 0 : -1;
 }
 
-bool auth_open(const auth_session *s, uint64_t seq, uint8_t *frame, size_t len, size_t aad,
+bool auth_open(auth_session *s, uint64_t seq, uint8_t *frame, size_t len, size_t aad,
                const uint8_t tag[AUTH_SEAL])
 {
 	uint8_t t[AUTH_SEAL];

@@ -29,6 +29,10 @@
 typedef struct {
 	uint8_t k[AUTH_TAG];  /* S */
 	uint8_t ek[AUTH_TAG]; /* E: the frames' AES-256 key */
+	/* E's expanded key, made by the first seal or open and kept (libcrypto's cipher
+	 * context, opaque here), so a frame only sets its nonce; and which way it runs */
+	void *cx;
+	int cx_enc;
 } auth_session;
 
 /* Reads a key file (64 hex digits; surrounding white space is fine). 0, or -1 with a
@@ -39,19 +43,27 @@ int auth_new_key_file(const char *path, char *err, size_t errlen);
 /* Random bytes from the system's generator; 0 or -1. */
 int auth_random(uint8_t *out, size_t len);
 
+/* Sets *s (whatever it held: a session made before must be cleared first, or its cipher
+ * context leaks). */
 void auth_session_init(auth_session *s, const uint8_t key[AUTH_KEY], const uint8_t na[AUTH_NONCE],
                        const uint8_t nc[AUTH_NONCE], const char *acceptor);
+/* Frees what seal and open kept and wipes the keys; the session is all zero afterwards, and
+ * clearing it again is harmless. Every session set by init or back is cleared once done. */
+void auth_session_clear(auth_session *s);
 void auth_hello_tag(const auth_session *s, uint8_t tag[AUTH_TAG]);
 /* The session for frames going the other way on the same connection (cast links carry
- * frames both ways): the same S, its own key E' = HMAC(S, "seal back"), its own seq. */
+ * frames both ways): the same S, its own key E' = HMAC(S, "seal back"), its own seq. Sets
+ * *back as init does. */
 void auth_session_back(const auth_session *s, auth_session *back);
 /* Encrypts frame[aad, len) in place as frame number seq of the session, the first aad bytes
- * authenticated as they are, and writes the tag; 0 or -1 (libcrypto failed). */
-int auth_seal(const auth_session *s, uint64_t seq, uint8_t *frame, size_t len, size_t aad,
+ * authenticated as they are, and writes the tag; 0 or -1 (libcrypto failed). The first
+ * seal or open of a session expands its key; later ones reuse it (switching between
+ * sealing and opening expands it again). */
+int auth_seal(auth_session *s, uint64_t seq, uint8_t *frame, size_t len, size_t aad,
               uint8_t tag[AUTH_SEAL]);
 /* Checks and decrypts, in place, what auth_seal made: true when the tag is right (then
  * frame holds the plain bytes), false otherwise (then frame holds garbage). */
-bool auth_open(const auth_session *s, uint64_t seq, uint8_t *frame, size_t len, size_t aad,
+bool auth_open(auth_session *s, uint64_t seq, uint8_t *frame, size_t len, size_t aad,
                const uint8_t tag[AUTH_SEAL]);
 /* Constant-time comparison of two tags. */
 bool auth_tag_eq(const uint8_t a[AUTH_TAG], const uint8_t b[AUTH_TAG]);

@@ -133,6 +133,8 @@ static clink *link_by_id(nd_cast *c, uint32_t id)
 static void on_link_closed(uv_handle_t *h)
 {
 	clink *l = h->data;
+	auth_session_clear(&l->tx);
+	auth_session_clear(&l->rx_s);
 	free(l->rx);
 	free(l);
 	free(h);
@@ -680,6 +682,7 @@ bool nd_cast_accept(node *n, uv_tcp_t *from, const uint8_t *body, size_t len,
 	if (n->keyed) { /* the dialler's frames go on in its session; ours the other way */
 		l->sealed = true;
 		l->rx_s = *sess;
+		l->rx_s.cx = NULL; /* the connection's cipher context goes with it; ours is new */
 		l->seq_rx = seq_in;
 		auth_session_back(sess, &l->tx);
 		l->seq_tx = 0;

@@ -113,6 +113,7 @@ static void book_evict(node *n)
 	for (uint32_t i = 0; i < k; i++) {
 		peer *p = &n->peers[cand[i].slot];
 		nd_member_forget(n, cand[i].slot);
+		auth_session_clear(&p->sess);
 		memset(p, 0, sizeof *p);
 		p->unused = true;
 		n->book_free[n->nbook_free++] = cand[i].slot;
@@ -406,6 +407,7 @@ int nd_write_auth_hello(node *n, uv_stream_t *s, const uint8_t na[AUTH_NONCE], c
 		free(h);
 		return -1;
 	}
+	auth_session_clear(sess); /* the session of a connection before, if any */
 	auth_session_init(sess, n->key, na, h->buf, acceptor);
 	auth_hello_tag(sess, h->buf + AUTH_NONCE);
 	uv_buf_t b = uv_buf_init((char *)h->buf, sizeof h->buf);
@@ -636,6 +638,7 @@ void nd_in_closed(uv_handle_t *h)
 	inconn *c = (inconn *)h;
 	in_unlink(c);
 	c->node->in_buffered -= c->cap;
+	auth_session_clear(&c->sess);
 	free(c->buf);
 	free(c);
 }

@@ -858,7 +858,7 @@ static void http_run(node *n)
 	n->http_kick = false; /* MHD_run handles the resumes made so far */
 	nd_batch_begin(n);
 	MHD_run(n->mhd);
-	nd_batch_end(n);
+	nd_batch_end_async(n);
 	http_arm(n);
 }
 

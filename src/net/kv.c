@@ -30,21 +30,49 @@ void nd_batch_begin(node *n)
 		LOG_W(n, "cannot open a store transaction; writes commit one by one");
 }
 
-/* Whether what the node says now could depend on a write not yet on disk: only writes of
- * the open batch can be (every batch before it has committed), and only once it has made
- * one; what was said before that reflects committed state alone. */
+/* The store commit that what the node says now may depend on: the open batch once it has
+ * written (it commits next), else the last commit (which need not be on disk yet: see
+ * store.h, "Durability"). An acknowledgement or a coordinator's answer completes writes
+ * of earlier iterations (the coordinator writes before it sends a replica the record,
+ * and that goes out at the iteration's end), so what answers it needs only what has
+ * committed. 0: nothing. */
+static uint64_t says_upto(const node *n)
+{
+	if (!n->st)
+		return 0;
+	uint64_t c = store_committed(n->st);
+	return n->batch_depth && store_batch_dirty(n->st) && !n->kv_acked_input ? c + 1 : c;
+}
+
+bool nd_batch_undurable(const node *n)
+{
+	return n->st && store_durable(n->st) < store_committed(n->st);
+}
+
+/* What the node says now must wait: it may depend on a write not yet on disk. */
 static bool batch_unsafe(const node *n)
 {
-	return n->batch_depth && n->st && store_batch_dirty(n->st) && !n->kv_acked_input;
+	return n->st && says_upto(n) > store_durable(n->st);
 }
+
+static void release_durable(node *n);
 
 bool nd_batch_hold(node *n, ring_addr to, pending *f)
 {
 	/* a request, a replication push or a read says nothing of what this node stored:
 	 * it goes out at once, so the replicas' commits run beside this one, not after it */
-	if (!batch_unsafe(n) || f->claims_nothing)
+	if (f->released || f->claims_nothing)
 		return false;
+	if (!batch_unsafe(n)) {
+		if (n->held_head) /* what waited for commits now on disk goes first */
+			release_durable(n);
+		if (!n->held_head)
+			return false;
+	}
+	/* (behind frames still held, whatever it says: nothing overtakes them) */
+	uint64_t upto = says_upto(n);
 	f->held_to = to;
+	f->held_seq = n->held_tail && n->held_tail->held_seq > upto ? n->held_tail->held_seq : upto;
 	f->next = NULL;
 	if (n->held_tail)
 		n->held_tail->next = f;
@@ -61,7 +89,74 @@ static void job_resume(node *n, job *j)
 		nd_http_resume(n, j->conn); /* http.c sends the answer and frees j */
 }
 
-void nd_batch_end(node *n)
+/* Sends and answers what waited for commits that are on disk now, in the order held. */
+static void release_durable(node *n)
+{
+	uint64_t d = n->st ? store_durable(n->st) : UINT64_MAX;
+	while (n->held_head && n->held_head->held_seq <= d) {
+		pending *f = n->held_head;
+		n->held_head = f->next;
+		if (!n->held_head)
+			n->held_tail = NULL;
+		f->released = true;
+		nd_send_frame(n, f->held_to, f);
+	}
+	while (n->held_jobs && n->held_jobs->held_seq <= d) {
+		job *j = n->held_jobs;
+		n->held_jobs = j->next;
+		if (!n->held_jobs)
+			n->held_jobs_tail = NULL;
+		job_resume(n, j);
+	}
+}
+
+static void stop_on_store_error(node *n)
+{
+	/* the writes are not on disk, and what was held would say they are: stop here,
+	 * having said nothing (crash-only; the replicas have them) */
+	LOG_E(n, "the store cannot commit (disk full or failing): stopping the node");
+	abort();
+}
+
+static void sync_start(node *n);
+
+static void sync_work(uv_work_t *w)
+{
+	node *n = w->data;
+	n->sync_rc = store_flush(n->st); /* the one store call off the loop (store.h) */
+}
+
+static void sync_done(uv_work_t *w, int status)
+{
+	node *n = w->data;
+	n->sync_busy = false;
+	if (status < 0 || n->sync_rc < 0)
+		stop_on_store_error(n);
+	store_set_durable(n->st, n->sync_upto);
+	if (n->stopping)
+		return; /* nd_batch_drain answered everything */
+	release_durable(n);
+	sync_start(n);
+}
+
+/* A sync of what has committed, on the thread pool, unless one runs (then its end starts
+ * the next). */
+static void sync_start(node *n)
+{
+	if (n->sync_busy || !nd_batch_undurable(n))
+		return;
+	n->sync_upto = store_committed(n->st);
+	n->sync_work.data = n;
+	if (uv_queue_work(&n->loop, &n->sync_work, sync_work, sync_done) < 0) {
+		if (store_sync(n->st) < 0) /* (the pool refused: sync here) */
+			stop_on_store_error(n);
+		release_durable(n);
+		return;
+	}
+	n->sync_busy = true;
+}
+
+static void batch_end(node *n, bool wait)
 {
 	if (!n->batch_depth)
 		return;
@@ -74,26 +169,30 @@ void nd_batch_end(node *n)
 		n->iter_open = false;
 		n->batch_depth = 0;
 	}
-	if (n->st && store_batch_end(n->st) < 0) {
-		/* the writes of this batch are not on disk, and what was held would say they
-		 * are: stop here, having said nothing (crash-only; the replicas have them) */
-		LOG_E(n, "the store cannot commit (disk full or failing): stopping the node");
-		abort();
-	}
-	pending *f = n->held_head;
-	n->held_head = n->held_tail = NULL;
-	while (f) {
-		pending *next = f->next;
-		nd_send_frame(n, f->held_to, f);
-		f = next;
-	}
-	job *j = n->held_jobs;
-	n->held_jobs = NULL;
-	while (j) {
-		job *next = j->next;
-		job_resume(n, j);
-		j = next;
-	}
+	if (n->st && store_batch_end(n->st) < 0)
+		stop_on_store_error(n);
+	if (n->st && wait && store_sync(n->st) < 0)
+		stop_on_store_error(n);
+	release_durable(n); /* (this commit's own sync made the ones before it durable) */
+	if (n->st)
+		sync_start(n);
+}
+
+void nd_batch_end(node *n)
+{
+	batch_end(n, true);
+}
+
+void nd_batch_end_async(node *n)
+{
+	batch_end(n, false);
+}
+
+void nd_batch_drain(node *n)
+{
+	if (n->st && store_sync(n->st) < 0)
+		stop_on_store_error(n);
+	release_durable(n);
 }
 
 void nd_batch_iter(node *n)
@@ -109,7 +208,7 @@ void nd_batch_iter_close(node *n)
 	if (!n->iter_open)
 		return;
 	n->iter_open = false;
-	nd_batch_end(n);
+	nd_batch_end_async(n);
 }
 
 /* ---- deferred inputs ---- */
@@ -203,9 +302,8 @@ void nd_kv_on_frame(node *n, const kv_msg *m)
 	if (m->type <= KV_MSG_PURGE)
 		n->kv_msgs_in[m->type]++;
 	/* An acknowledgement, or a coordinator's answer, completes writes made in earlier
-	 * iterations (the coordinator writes before it sends a replica the record, and that
-	 * goes out at the iteration's end), whose batches have committed; what the core says
-	 * in answer to it (the coordinator's answer, the client's) waits for nothing here. */
+	 * iterations, whose batches have committed; what the core says in answer to it (the
+	 * coordinator's answer, the client's) waits for those commits only (says_upto). */
 	n->kv_acked_input = m->type == KV_MSG_ACK || m->type == KV_MSG_RESP;
 	KV_CALL(n, kv_on_msg(n->kv, uv_now(&n->loop), m); n->kv_acked_input = false);
 }
@@ -221,7 +319,7 @@ void nd_kv_tick(node *n)
 	if (now >= kv_wake_at(n->kv)) {
 		nd_batch_begin(n);
 		KV_CALL(n, kv_tick(n->kv, now));
-		nd_batch_end(n);
+		nd_batch_end_async(n);
 	}
 }
 
@@ -277,9 +375,14 @@ static void kv_finish(node *n, job *j, unsigned status, char *body)
 		}
 	j->status = status;
 	j->body = body ? body : strdup("{\"error\":\"out of memory\"}");
-	if (batch_unsafe(n)) { /* answered once the batch's writes are on disk */
-		j->next = n->held_jobs;
-		n->held_jobs = j;
+	if (batch_unsafe(n)) { /* answered once the writes it may report are on disk */
+		j->held_seq = says_upto(n);
+		j->next = NULL;
+		if (n->held_jobs_tail)
+			n->held_jobs_tail->next = j;
+		else
+			n->held_jobs = j;
+		n->held_jobs_tail = j;
 		return;
 	}
 	job_resume(n, j);
@@ -439,6 +542,13 @@ static void d_reply(void *ctx, uint64_t client, const kv_reply *r)
 {
 	node *n = ctx;
 	if (nd_files_client(client)) {
+		/* files.c acts on an answer at once (an upload's end answers its client):
+		 * what has committed goes to disk first, as nd_batch_end would have it */
+		if (nd_batch_undurable(n)) {
+			if (store_sync(n->st) < 0)
+				stop_on_store_error(n);
+			release_durable(n);
+		}
 		nd_files_on_reply(n, client, r);
 		return;
 	}

@@ -403,6 +403,7 @@ int node_run(const node_opts *o)
 	exit_code = 0;
 out_loop:
 	nd_batch_iter_close(n); /* (the last iteration's end closed it, unless it stopped) */
+	nd_batch_drain(n);      /* on disk, and what waited for it sent or answered */
 	if (n->mhd) {
 		/* answer whatever is still waiting before the HTTP server goes away */
 		n->stopping = true;
@@ -428,8 +429,10 @@ out_loop:
 	free(n->kvq);
 	ring_node_free(n->ring);
 out:
-	for (uint32_t i = 0; i < n->npeers; i++)
+	for (uint32_t i = 0; i < n->npeers; i++) {
 		nd_free_frames(n->peers[i].head);
+		auth_session_clear(&n->peers[i].sess);
+	}
 	free(n->candidates);
 	free(n->saved_peers);
 	free(n->peers);

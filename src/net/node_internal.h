@@ -91,7 +91,9 @@ typedef struct pending {
 	uint8_t kind;    /* FRAME_RING: msg goes back to the core if undeliverable */
 	uint64_t kv_req; /* FRAME_KV: the kv core's request id, told if undeliverable */
 	ring_addr kv_to;
-	ring_addr held_to;   /* held until the store's batch commits (nd_batch_end) */
+	ring_addr held_to;   /* held until the store's batch is durable (kv.c) */
+	uint64_t held_seq;   /* ... the store commit it waits for (store_durable) */
+	bool released;       /* it waited, and goes out now: not held again */
 	bool claims_nothing; /* says nothing of what this node stored: not held (kv.c) */
 	ring_msg msg;        /* handed back to the core if it cannot be delivered */
 	ring_peer peers[RING_MAX_SUCC];
@@ -175,8 +177,9 @@ typedef struct job {
 	/* the answer */
 	unsigned status;
 	char *body;
-	bool done;    /* the answer is ready (and committed) */
-	bool in_call; /* its handler is still running the kv core: answered without a resume */
+	bool done;         /* the answer is ready (and committed) */
+	bool in_call;      /* its handler is still running the kv core: answered without a resume */
+	uint64_t held_seq; /* held: the store commit it waits for (kv.c) */
 } job;
 
 /* A peer to join through; its ring id is known when an earlier run saved it. */
@@ -269,8 +272,13 @@ typedef struct node {
 	unsigned batch_depth;
 	bool iter_open;      /* nd_batch_iter's batch holds one level of batch_depth */
 	bool kv_acked_input; /* the kv core handles an ACK or RESP (kv.c: batch_unsafe) */
-	pending *held_head, *held_tail;
-	job *held_jobs;
+	pending *held_head, *held_tail; /* in the order of held_seq */
+	job *held_jobs, *held_jobs_tail;
+	/* the background sync (kv.c): one at a time, on libuv's thread pool */
+	uv_work_t sync_work;
+	bool sync_busy;
+	uint64_t sync_upto; /* store_committed when it began */
+	int sync_rc;
 	kvq_item *kvq; /* inputs waiting for the core to return */
 	size_t kvq_head, kvq_len, kvq_cap;
 	bool kv_busy;
@@ -358,9 +366,17 @@ unsigned nd_book_used(const node *n);
 
 /* Group commit: the work between begin and end (the frames of one read, the HTTP jobs of
  * one wake-up, one tick) writes in one store transaction; every frame sent and every HTTP
- * answer made meanwhile is held and goes out only once that transaction is on disk. */
+ * answer made meanwhile is held and goes out only once that transaction is on disk.
+ * nd_batch_end returns with the batch on disk (what files.c relies on); nd_batch_end_async
+ * commits and leaves the last sync to the thread pool (kv.c), the loop going on meanwhile,
+ * and what was held goes out when that sync, or a later commit's, returns. */
 void nd_batch_begin(node *n);
 void nd_batch_end(node *n);
+void nd_batch_end_async(node *n);
+/* Makes every commit durable now and sends what waited for it (the node stopping). */
+void nd_batch_drain(node *n);
+/* Whether a store commit is not known to be on disk yet (kv.c). */
+bool nd_batch_undurable(const node *n);
 /* Opens the loop iteration's batch (once per iteration): what the peer reads and HTTP
  * wake-ups of one iteration write shares one commit, made by nd_batch_iter_close at the
  * iteration's end (conn.c's flush), or by the next nd_batch_end that returns to it. */

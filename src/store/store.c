@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "../lib/err.h"
 #include "../lib/grow.h"
@@ -22,8 +23,20 @@ struct store {
 	MDB_txn *batch; /* store_batch_begin's write transaction, which every call then uses */
 	unsigned depth;
 	uint64_t batch_writes;     /* puts and deletes in the open batch */
-	uint64_t commits, written; /* store_commit_stats */
+	uint64_t commits, written; /* store_commit_stats; commits numbers them too */
+	uint64_t durable;          /* commits up to this one are on disk, meta page too */
+	int fd;                    /* the data file's descriptor (store_flush) */
 };
+
+/* After a commit that wrote, on an environment opened with MDB_NOMETASYNC: LMDB wrote its
+ * data pages and fdatasync'ed them, then wrote its meta page (the root that makes it
+ * visible after a restart) without syncing it. That sync also carried every meta page
+ * written before it, so every commit before this one is on disk now. */
+static void committed(store *s)
+{
+	if (s->commits && s->durable < s->commits - 1)
+		s->durable = s->commits - 1;
+}
 
 /* The transaction a call runs in: the open batch, or one of its own (*own). */
 static int txn_for(store *s, bool write, MDB_txn **txn, bool *own)
@@ -42,11 +55,11 @@ static int txn_done(store *s, MDB_txn *txn, bool own, bool commit)
 		s->batch_writes++;
 	if (!own)
 		return 0;
-	if (commit) {
+	if (commit) { /* a call on its own is on disk, meta page too, when it returns */
 		s->commits++;
 		s->written += s->batch_writes;
 		s->batch_writes = 0;
-		return mdb_txn_commit(txn) == 0 ? 0 : RN_EIO;
+		return mdb_txn_commit(txn) == 0 ? store_sync(s) : RN_EIO;
 	}
 	mdb_txn_abort(txn);
 	return 0;
@@ -69,11 +82,50 @@ int store_batch_end(store *s)
 	if (!s->depth || --s->depth)
 		return 0;
 	MDB_txn *txn = s->batch;
+	bool wrote = s->batch_writes > 0;
 	s->batch = NULL;
-	s->commits += s->batch_writes > 0;
+	s->commits += wrote;
 	s->written += s->batch_writes;
 	s->batch_writes = 0;
-	return txn && mdb_txn_commit(txn) != 0 ? RN_EIO : 0;
+	if (txn && mdb_txn_commit(txn) != 0)
+		return RN_EIO;
+	if (wrote)
+		committed(s);
+	return 0;
+}
+
+uint64_t store_committed(const store *s)
+{
+	return s->commits;
+}
+
+uint64_t store_durable(const store *s)
+{
+	return s->durable;
+}
+
+int store_flush(store *s)
+{
+	/* what mdb_env_sync does without MDB_WRITEMAP, on the descriptor alone: no state of
+	 * the environment is read while the loop commits */
+	return fdatasync(s->fd) == 0 ? 0 : RN_EIO;
+}
+
+void store_set_durable(store *s, uint64_t upto)
+{
+	if (upto > s->durable)
+		s->durable = upto;
+}
+
+int store_sync(store *s)
+{
+	if (s->durable == s->commits)
+		return 0;
+	uint64_t upto = s->commits;
+	if (store_flush(s) < 0)
+		return RN_EIO;
+	store_set_durable(s, upto);
+	return 0;
 }
 
 /* Whether the bytes at rest are a tombstone (kv_record_encode's flags byte). */
@@ -150,7 +202,7 @@ int store_open(store **out, const char *dir, char *err, size_t errlen)
 	if (rc == 0)
 		rc = mdb_env_set_maxdbs(s->env, 4);
 	if (rc == 0)
-		rc = mdb_env_open(s->env, dir, 0, 0644);
+		rc = mdb_env_open(s->env, dir, MDB_NOMETASYNC, 0644);
 	MDB_txn *txn = NULL;
 	if (rc == 0)
 		rc = mdb_txn_begin(s->env, NULL, 0, &txn);
@@ -172,6 +224,10 @@ int store_open(store **out, const char *dir, char *err, size_t errlen)
 		rc = mdb_txn_commit(txn);
 	else if (txn)
 		mdb_txn_abort(txn);
+	if (rc == 0)
+		rc = mdb_env_sync(s->env, 1); /* (what open wrote: its meta page too) */
+	if (rc == 0)
+		rc = mdb_env_get_fd(s->env, &s->fd);
 	if (rc != 0) {
 		snprintf(err, errlen, "cannot open the store in %s: %s", dir, mdb_strerror(rc));
 		if (s->env)
@@ -187,6 +243,7 @@ void store_close(store *s)
 {
 	if (!s)
 		return;
+	mdb_env_sync(s->env, 1); /* the last commit's meta page (closing does not sync it) */
 	mdb_env_close(s->env);
 	free(s->buf);
 	free(s);

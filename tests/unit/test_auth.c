@@ -126,7 +126,7 @@ static void test_seal_open(void **state)
 	assert_int_equal(auth_seal(&s, 6, g, LEN, 5, tag2), 0);
 	assert_memory_not_equal(g + 5, f + 5, LEN - 5);
 	struct {
-		const auth_session *s;
+		auth_session *s;
 		uint64_t seq;
 		int flip; /* byte of the frame to change, -1 none, LEN: the tag */
 	} bad[] = {{&s, 6, -1}, {&t, 5, -1},      {&s, 5, 0},  {&s, 5, 4},
@@ -146,6 +146,60 @@ static void test_seal_open(void **state)
 	assert_true(auth_open(&s, 0, g, 5, 5, tag));
 	g[1] ^= 1;
 	assert_false(auth_open(&s, 0, g, 5, 5, tag));
+	auth_session_clear(&s);
+	auth_session_clear(&t);
+}
+
+/* A session keeps its expanded key across frames: a stream of frames of varied lengths
+ * sealed by one session is, frame by frame, exactly what a session made afresh for each
+ * frame seals (the oracle: nothing carried over), and opens in order on the receiving
+ * session; a frame that fails to open (a flipped bit) leaves the next one unharmed, and a
+ * session cleared and made again works as new. */
+static void test_kept_context(void **state)
+{
+	(void)state;
+	uint8_t key[AUTH_KEY] = {9}, na[AUTH_NONCE] = {1}, nc[AUTH_NONCE] = {2};
+	auth_session tx, rx;
+	auth_session_init(&tx, key, na, nc, "127.0.0.1:6001");
+	auth_session_init(&rx, key, na, nc, "127.0.0.1:6001");
+	enum { MAX = 5 + 2000 };
+	static uint8_t plain[MAX], f[MAX], g[MAX];
+	uint8_t tag[AUTH_SEAL], tag2[AUTH_SEAL];
+	uint32_t x = 12345;
+	for (uint64_t seq = 0; seq < 200; seq++) {
+		x = x * 1103515245u + 12345u;
+		size_t len = 5 + (x >> 8) % (MAX - 5 + 1);
+		for (size_t i = 0; i < len; i++)
+			plain[i] = (uint8_t)(i * 31 + seq);
+		memcpy(f, plain, len);
+		assert_int_equal(auth_seal(&tx, seq, f, len, 5, tag), 0);
+		auth_session fresh;
+		auth_session_init(&fresh, key, na, nc, "127.0.0.1:6001");
+		memcpy(g, plain, len);
+		assert_int_equal(auth_seal(&fresh, seq, g, len, 5, tag2), 0);
+		auth_session_clear(&fresh);
+		assert_memory_equal(f, g, len);
+		assert_memory_equal(tag, tag2, AUTH_SEAL);
+		if (seq % 17 == 3) { /* damaged on the way: refused, and the next still opens */
+			memcpy(g, f, len);
+			g[len - 1] ^= 0x10;
+			assert_false(auth_open(&rx, seq, g, len, 5, tag));
+		}
+		assert_true(auth_open(&rx, seq, f, len, 5, tag));
+		assert_memory_equal(f, plain, len);
+	}
+	auth_session_clear(&tx);
+	uint8_t zero[sizeof tx];
+	memset(zero, 0, sizeof zero);
+	assert_memory_equal(&tx, zero, sizeof tx);
+	auth_session_clear(&tx); /* twice is harmless */
+	auth_session_init(&tx, key, na, nc, "127.0.0.1:6001");
+	memcpy(f, plain, 105);
+	assert_int_equal(auth_seal(&tx, 7, f, 105, 5, tag), 0);
+	assert_true(auth_open(&rx, 7, f, 105, 5, tag));
+	assert_memory_equal(f, plain, 105);
+	auth_session_clear(&tx);
+	auth_session_clear(&rx);
 }
 
 static int setup(void **state)
@@ -170,6 +224,7 @@ int main(void)
 	    cmocka_unit_test(test_new_key_file),
 	    cmocka_unit_test(test_tags_depend_on_every_input),
 	    cmocka_unit_test(test_seal_open),
+	    cmocka_unit_test(test_kept_context),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
