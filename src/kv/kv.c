@@ -1565,12 +1565,17 @@ static int ring_cmp(const rn_id *base, const rn_id *a, const rn_id *b)
 	return rn_id_cmp(&da, &db);
 }
 
-/* Sends one stored record to a replica; the bytes it sent (0: the record is gone). */
-static size_t push_record(kv_node *k, ring_addr to, const rn_id *kid)
+/* Sends one stored record to a replica unless its bytes would take `sent` past `cap`
+ * (one record always goes when nothing has: a record larger than the cap still moves).
+ * Returns the bytes it sent: 0 when the record is gone, SIZE_MAX when it did not fit. */
+static size_t push_record(kv_node *k, ring_addr to, const rn_id *kid, size_t sent, size_t cap)
 {
 	kv_record r;
 	if (k->d.get(k->d.ctx, kid, &r) < 0)
 		return 0;
+	size_t bytes = r.klen + r.vlen + 48;
+	if (sent && bytes > cap - sent)
+		return SIZE_MAX;
 	kv_msg m;
 	memset(&m, 0, sizeof m);
 	m.type = KV_MSG_REPL;
@@ -1578,20 +1583,25 @@ static size_t push_record(kv_node *k, ring_addr to, const rn_id *kid)
 	m.rec = r;
 	m.has_rec = true;
 	k->st.repl_sent++;
-	k->st.sync_bytes += r.klen + r.vlen + 48;
-	k->st.repair_data_bytes += r.klen + r.vlen + 48;
+	k->st.sync_bytes += bytes;
+	k->st.repair_data_bytes += bytes;
 	send_msg(k, &m);
-	return r.klen + r.vlen + 48;
+	return bytes;
 }
 
-/* Pushes records until KV_REPAIR_BYTES have gone (a replica lacking many file chunks is
- * sent 16 MiB an exchange, not 1,024 chunks at once: what is left differs next round).
- * Returns how many were pushed. */
+/* Pushes records while they fit in KV_REPAIR_BYTES (a replica lacking many file chunks is
+ * sent at most 16 MiB an exchange, not 1,024 chunks at once: what is left differs next
+ * round). Returns how many were pushed. */
 static size_t push_records(kv_node *k, ring_addr to, const rn_id *kids, size_t n)
 {
 	size_t i = 0, sent = 0;
-	while (i < n && sent < KV_REPAIR_BYTES)
-		sent += push_record(k, to, &kids[i++]);
+	while (i < n) {
+		size_t b = push_record(k, to, &kids[i], sent, KV_REPAIR_BYTES);
+		if (b == SIZE_MAX)
+			break;
+		sent += b;
+		i++;
+	}
 	return i;
 }
 

@@ -374,6 +374,8 @@ static void d_send(void *ctx, const kv_msg *m)
 	kvs_net *t = net_of(ctx);
 	if (m->to >= t->count)
 		return;
+	if (t->p.on_send)
+		t->p.on_send(t->p.arg, index_of(ctx), m);
 	kvs_event e = {.kind = EV_MSG, .from = index_of(ctx), .to = m->to};
 	uint32_t span = t->p.latency_max_ms - t->p.latency_min_ms;
 	e.at = t->now + t->p.latency_min_ms + (span ? rn_rng_below(&t->rng, span + 1) : 0);
