@@ -16,7 +16,7 @@ static const char *node_usage =
     "                    [--data DIR] [--key FILE] [--replicas R] [--write-quorum W]\n"
     "                    [--api-token FILE|none] [--http-tls CERT,KEY|none] [--ca DIR]\n"
     "                    [--peer-cert CERT,KEY]\n"
-    "                    [--max-file SIZE] [--suspicion-ms MS]\n"
+    "                    [--max-file SIZE] [--suspicion-ms MS] [--files-gc-delay-ms MS]\n"
     "                    [--log-level error|warn|info|debug] [--config FILE]\n"
     "\n"
     "Runs one node of a ring. Its ring id is SHA-1 of NAME. Without --join it starts a new\n"
@@ -33,6 +33,9 @@ static const char *node_usage =
     "  --max-file SIZE the largest file it takes, in bytes or with K, M, G (default 4G)\n"
     "  --suspicion-ms MS  the failure detector's suspicion timeout is MS x max(2, log10 N)\n"
     "                  before a suspect member is declared dead (default 2000)\n"
+    "  --files-gc-delay-ms MS  a deleted or replaced file's chunks are collected MS later\n"
+    "                  (default 600000; every node of a ring alike: it also bounds the\n"
+    "                  clock skew between nodes that collection tolerates, MS / 4)\n"
     "  --api-token FILE  HTTP requests (but /health) need 'Authorization: Bearer TOKEN',\n"
     "                  the token in FILE; none: they do not. Default: none on a loopback\n"
     "                  --http, else a token made in DATA/api.token on the first start\n"
@@ -47,13 +50,15 @@ static const char *node_usage =
     "  --config FILE   the same settings as JSON: {\"id\": ..., \"listen\": ..., \"http\": ...,\n"
     "                  \"join\": [...], \"data\": ..., \"key\": ..., \"log_level\": ...,\n"
     "                  \"api_token\": ..., \"http_tls\": ..., \"ca\": ..., \"peer_cert\": ...,\n"
-    "                  \"replicas\": 3, \"write_quorum\": 2, \"suspicion_ms\": 2000}; flags\n"
+    "                  \"replicas\": 3, \"write_quorum\": 2, \"suspicion_ms\": 2000,\n"
+    "                  \"files_gc_delay_ms\": 600000}; flags\n"
     "                  win over it\n"
     "Environment: RINGNET_ID, RINGNET_LISTEN, RINGNET_HTTP, RINGNET_JOIN (addresses apart\n"
     "  by commas), RINGNET_DATA, RINGNET_KEY, RINGNET_API_TOKEN_FILE (--api-token),\n"
     "  RINGNET_HTTP_TLS, RINGNET_CA, RINGNET_PEER_CERT, RINGNET_REPLICAS, RINGNET_WRITE_QUORUM, "
     "RINGNET_MAX_FILE,\n"
-    "  RINGNET_SUSPICION_MS, RINGNET_LOG_LEVEL: the same settings; they win over --config,\n"
+    "  RINGNET_SUSPICION_MS, RINGNET_FILES_GC_DELAY_MS, RINGNET_LOG_LEVEL: the same settings; they "
+    "win over --config,\n"
     "  flags win over them; an empty one is unset\n"
     "HTTP routes:\n"
     "  POST /kv {\"key\": K, \"value\": V}   store V (any JSON) under K\n"
@@ -89,15 +94,16 @@ static int copy(char *dst, size_t len, const char *src)
 static int set_option(node_opts *o, const char *a, const char *v);
 
 /* The settings, as a config file names them and as flags. */
-enum { NODE_NOPTS = 15, NODE_FIRST_NUMBER = 11 };
+enum { NODE_NOPTS = 16, NODE_FIRST_NUMBER = 11 };
 static const char *const names[NODE_NOPTS] = {
-    "id",        "listen",   "http",         "join",     "data",
-    "log_level", "key",      "api_token",    "http_tls", "ca",
-    "peer_cert", "replicas", "write_quorum", "max_file", "suspicion_ms"};
+    "id",           "listen",           "http", "join",      "data",     "log_level",    "key",
+    "api_token",    "http_tls",         "ca",   "peer_cert", "replicas", "write_quorum", "max_file",
+    "suspicion_ms", "files_gc_delay_ms"};
 static const char *const flags[NODE_NOPTS] = {
-    "--id",        "--listen",   "--http",         "--join",     "--data",
-    "--log-level", "--key",      "--api-token",    "--http-tls", "--ca",
-    "--peer-cert", "--replicas", "--write-quorum", "--max-file", "--suspicion-ms"};
+    "--id",           "--listen",    "--http",         "--join",
+    "--data",         "--log-level", "--key",          "--api-token",
+    "--http-tls",     "--ca",        "--peer-cert",    "--replicas",
+    "--write-quorum", "--max-file",  "--suspicion-ms", "--files-gc-delay-ms"};
 
 /* The same settings from the environment (see the usage). RINGNET_API_TOKEN is the clients'
  * token itself, so the node's --api-token FILE|none is RINGNET_API_TOKEN_FILE. */
@@ -117,7 +123,8 @@ static const struct {
             {"RINGNET_REPLICAS", "--replicas"},
             {"RINGNET_WRITE_QUORUM", "--write-quorum"},
             {"RINGNET_MAX_FILE", "--max-file"},
-            {"RINGNET_SUSPICION_MS", "--suspicion-ms"}};
+            {"RINGNET_SUSPICION_MS", "--suspicion-ms"},
+            {"RINGNET_FILES_GC_DELAY_MS", "--files-gc-delay-ms"}};
 
 static bool is_flag(const char *a)
 {
@@ -380,6 +387,15 @@ static int set_option(node_opts *o, const char *a, const char *v)
 				    "--suspicion-ms wants milliseconds, 100 to 600000, not '%s'",
 				    v);
 			o->suspicion_ms = (unsigned)x;
+		} else if (!strcmp(a, "--files-gc-delay-ms")) {
+			char *end;
+			long x = strtol(v, &end, 10);
+			if (!*v || *end || x < 100 || x > 86400000)
+				return bad(
+				    "--files-gc-delay-ms wants milliseconds, 100 to 86400000, "
+				    "not '%s'",
+				    v);
+			o->files_gc_delay_ms = (unsigned)x;
 		} else if (!strcmp(a, "--key")) {
 			if (!*v || copy(o->key, sizeof o->key, v) < 0)
 				return bad("--key wants the path of a cluster key file, not '%s'",

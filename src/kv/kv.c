@@ -914,6 +914,14 @@ static void coordinate(kv_node *k, uint64_t now, ring_addr origin, uint64_t orig
 			op_free(k, c);
 			return;
 		}
+		if (m->has_cond && !c->replayed && rc == 0 &&
+		    kv_version_cmp(&c->rec.r.v, &cur.v) <= 0) {
+			/* the writer saw the version held, so its write comes after it, whatever
+			 * its node's clock said (one behind stamped it older): stamp it just
+			 * above, or it would be acknowledged and never stored */
+			c->rec.r.v.stamp = cur.v.stamp + 1;
+			hlc_seen(k, c->rec.r.v.stamp);
+		}
 		kv_version held;
 		rc = apply(k, &c->rec.r, &held);
 		c->t[0].state = rc >= 0 ? RS_DONE : RS_FAILED;
@@ -1198,6 +1206,8 @@ void kv_client(kv_node *k, uint64_t now, uint64_t client, const kv_request *r)
 	}
 	if (r->op != KV_GET)
 		e->rec.r.v = stamp_new(k, now, r->op == KV_DEL);
+	if (r->op == KV_DEL && r->at_ms && (r->at_ms << 16) < e->rec.r.v.stamp)
+		e->rec.r.v.stamp = r->at_ms << 16; /* dated: loses to what was written since */
 	uint64_t *routes[] = {&k->st.route_local, &k->st.route_succ, &k->st.route_onehop,
 	                      &k->st.route_cache, &k->st.route_lookup};
 	(*routes[entry_lookup(k, now, e)])++; /* e may be answered and gone */

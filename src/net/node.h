@@ -29,6 +29,7 @@ typedef struct {
 	unsigned long long max_file; /* --max-file: bytes in one file (0: 4 GiB) */
 	char query_config[256];      /* a query cluster file: serve queries as process `name` */
 	unsigned suspicion_ms;       /* --suspicion-ms: the failure detector's (0: 2000) */
+	unsigned files_gc_delay_ms;  /* --files-gc-delay-ms: collection's delay (0: 10 min) */
 } node_opts;
 
 /* Parses "host:port" (an IPv4 address or "localhost"); 0 or -1. */

@@ -577,7 +577,10 @@ static int start_core(kvs_net *t, uint32_t i)
 	x->t = t;
 	x->i = i;
 	kv_driver d = {x, d_get, d_put, d_del, d_scan, d_count, d_send, d_lookup, d_reply};
-	x->kv = kv_new(&t->p.kv, &d, &x->id, i);
+	kv_config c = t->p.kv;
+	if (i % 2) /* the odd nodes' clocks are off by odd_skew_ms */
+		c.wall_offset_ms = (uint64_t)((int64_t)c.wall_offset_ms + t->p.odd_skew_ms);
+	x->kv = kv_new(&c, &d, &x->id, i);
 	if (!x->kv)
 		return RN_ENOMEM;
 	x->alive = true;

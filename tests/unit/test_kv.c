@@ -1008,6 +1008,67 @@ static void test_repair_sends_only_differences(void **state)
 	net_free(t);
 }
 
+/* A node whose clock is behind writes conditionally on a version a node ahead made: the
+ * write is newer than what it replaces (the writer read it), so it must be stored, not
+ * acknowledged and dropped as older. Found by the file core's tests (the file index is
+ * changed that way from every node). */
+static void test_conditional_write_clock_behind(void **state)
+{
+	(void)state;
+	for (int64_t skew = -60000; skew <= 60000; skew += 120000) {
+		net *t = calloc(1, sizeof *t);
+		assert_non_null(t);
+		kvs_params p = {.latency_min_ms = 1,
+		                .latency_max_ms = 5,
+		                .seed = 77,
+		                .on_reply = on_reply,
+		                .arg = t,
+		                .odd_skew_ms = skew};
+		kv_config_default(&p.kv);
+		p.kv.op_timeout_ms = 100;
+		p.kv.req_timeout_ms = 1000;
+		p.kv.wall_offset_ms = 1700000000000ull;
+		t->k = kvs_new(&p);
+		t->ops = calloc(MAXOPS, sizeof *t->ops);
+		for (int i = 0; i < 4; i++)
+			assert_int_not_equal(kvs_add(t->k, NULL), UINT32_MAX);
+		run(t, 1000);
+		uint32_t ahead = skew < 0 ? 0 : 1, behind = 1 - ahead;
+		/* a key the behind node holds no copy of (a copy would advance its clock) */
+		char key[16];
+		for (unsigned c = 0;; c++) {
+			snprintf(key, sizeof key, "idx%u", c);
+			rn_id kid;
+			kid_of(key, &kid);
+			uint32_t reps[KV_MAX_R], nr = true_replicas(t, &kid, reps);
+			bool holds = false;
+			for (uint32_t r = 0; r < nr; r++)
+				holds |= reps[r] == behind;
+			if (!holds)
+				break;
+		}
+		size_t w = client(t, ahead, KV_PUT, key, "\"v1\"", NULL);
+		run(t, t->k->now + 500);
+		assert_int_equal(t->ops[w].status, KV_OK);
+		kv_version v1 = t->ops[w].v;
+		size_t c = client_if(t, behind, KV_PUT, key, "\"v2\"", NULL, &v1);
+		run(t, t->k->now + 500);
+		assert_int_equal(t->ops[c].status, KV_OK);
+		assert_true(kv_version_cmp(&t->ops[c].v, &v1) > 0); /* told a newer version */
+		for (uint32_t e = 0; e < 4; e++) {
+			size_t g = client(t, e, KV_GET, key, NULL, NULL);
+			run(t, t->k->now + 500);
+			assert_int_equal(t->ops[g].status, KV_OK);
+			assert_string_equal(t->ops[g].got, "\"v2\"");
+		}
+		/* and a write conditional on v1 again is refused: v2 is what is held */
+		size_t d = client_if(t, ahead, KV_PUT, key, "\"v3\"", NULL, &v1);
+		run(t, t->k->now + 500);
+		assert_int_equal(t->ops[d].status, KV_CONFLICT);
+		net_free(t);
+	}
+}
+
 /* A chunk-sized value for big record i: bytes only it has. */
 static void big_value(uint32_t i, uint8_t *v, size_t n)
 {
@@ -1193,6 +1254,7 @@ int main(void)
 	    cmocka_unit_test(test_damaged_copy),
 	    cmocka_unit_test(test_idempotent_retry),
 	    cmocka_unit_test(test_conditional_writes),
+	    cmocka_unit_test(test_conditional_write_clock_behind),
 	    cmocka_unit_test(test_scrub),
 	    cmocka_unit_test(test_quorum_not_met),
 	    cmocka_unit_test(test_tombstone_collected),
