@@ -15,48 +15,19 @@ still for settle_ms, until the first node's handoff (451 false 404s in one such 
 Further rounds (argument ROUNDS): the owner of the most keys, the first node, a random one.
 
 usage: test_kill_read.py RINGNET [KEYS [READ_S [ROUNDS]]]"""
-import http.client
-import json
 import random
 import sys
 import tempfile
 import threading
 import time
 
-from ringtest import Checks, Node, converge, dump_logs, owner
+from ringtest import Checks, Client, Node, converge, dump_logs, owner
 
 BIN = sys.argv[1]
 KEYS = int(sys.argv[2]) if len(sys.argv) > 2 else 300
 READ_S = float(sys.argv[3]) if len(sys.argv) > 3 else 10
 ROUNDS = int(sys.argv[4]) if len(sys.argv) > 4 else 2
 t = Checks("kill_read")
-
-
-class Client:
-    """A keep-alive connection per node, for one thread."""
-
-    def __init__(self):
-        self.conns = {}
-
-    def req(self, node, method, path, body=None, headers=None, timeout=6):
-        for attempt in range(2):
-            c = self.conns.get(node.http)
-            if c is None:
-                c = http.client.HTTPConnection("127.0.0.1", node.http, timeout=timeout)
-                self.conns[node.http] = c
-            try:
-                h = {"Content-Type": "application/json"}
-                h.update(headers or {})
-                c.request(method, path, body=json.dumps(body) if body is not None else None,
-                          headers=h)
-                r = c.getresponse()
-                return r.status, json.loads(r.read() or b"{}")
-            except (OSError, http.client.HTTPException, ValueError):
-                c.close()
-                self.conns.pop(node.http, None)
-                if attempt:
-                    return None, {}
-        return None, {}
 
 
 def write_all(nodes, keys, rnd):
