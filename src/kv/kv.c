@@ -66,7 +66,6 @@ typedef struct op {
 	bool stale_counted;
 	bool has_cond; /* a conditional write: applied only if the version held is cond */
 	kv_version cond;
-	bool keep; /* HANDOFF: a copy to the owner only; this node keeps its own */
 	/* COORD */
 	ring_addr origin; /* the entry node (self addr: this node) */
 	uint64_t origin_req;
@@ -106,9 +105,8 @@ struct kv_node {
 	unsigned nhandoffs;
 	cover covers[MAX_COVERS];
 	uint64_t sync_at, handoff_at;
-	uint64_t copied_view; /* the view (view_at) whose early handoff copies went out */
-	uint64_t scrub_at;    /* the next scrub step */
-	rn_id scrub_from;     /* it goes on after this key id */
+	uint64_t scrub_at; /* the next scrub step */
+	rn_id scrub_from;  /* it goes on after this key id */
 	uint32_t round;
 	bool dirty;   /* a record of this node's own range changed since the last round */
 	bool foreign; /* a record outside it was stored since the last handoff scan */
@@ -1226,8 +1224,7 @@ static void on_resp(kv_node *k, uint64_t now, const kv_msg *m)
 		    k->d.get(k->d.ctx, &e->rec.r.kid, &cur) == 0 &&
 		    kv_version_cmp(&cur.v, &e->hv) == 0) {
 			rn_id pos = pos_of(k, &e->rec.r.kid);
-			if (!e->keep &&
-			    !own_range(k, &pos)) { /* still not ours: the owner has it */
+			if (!own_range(k, &pos)) { /* still not ours: the owner has it now */
 				k->d.del(k->d.ctx, &e->rec.r.kid);
 				k->st.handoffs_done++;
 			}
@@ -1761,7 +1758,6 @@ typedef struct {
 	kv_node *k;
 	uint64_t now;
 	unsigned found;
-	bool keep; /* copies only: the view moved lately */
 } handoff_ctx;
 
 static int handoff_one(void *arg, const kv_record *r)
@@ -1785,7 +1781,6 @@ static int handoff_one(void *arg, const kv_record *r)
 		return 1;
 	}
 	o->hv = r->v;
-	o->keep = h->keep;
 	o->stage = ST_LOOKUP;
 	o->deadline = h->now + k->cfg.req_timeout_ms;
 	k->d.lookup(k->d.ctx, &pos, o->req);
@@ -1795,31 +1790,17 @@ static int handoff_one(void *arg, const kv_record *r)
 static void handoff_round(kv_node *k, uint64_t now)
 {
 	k->handoff_at = now + k->cfg.sync_ms;
-	if (!k->joined || k->pred.addr == RING_ADDR_NONE || rn_id_eq(&k->pred.id, &k->self) ||
-	    k->nhandoffs >= MAX_HANDOFFS)
-		return;
 	/* only a node whose view has been still long enough to have heard every range it
-	 * replicates knows what is out of place, and may delete its copy once the owner has
-	 * it. Before that, once per change of view, it copies what it holds outside its own
-	 * range and the ranges it heard of lately to the owner, keeping its own: the owner
-	 * is sure of "not found" once its view is still for settle_ms, sooner than cover_ms,
-	 * and a record that only an old owner held (the ring grew, then moved) answered 404
-	 * until the handoff (test_kill_read.py) */
-	if (now - k->view_at < k->cfg.cover_ms) {
-		if (k->copied_view == k->view_at)
-			return;
-		k->copied_view = k->view_at;
-		handoff_ctx h = {k, now, 0, true};
-		rn_id lo = ext_of(k, &k->self), hi = ext_of(k, &k->pred.id);
-		k->d.scan(k->d.ctx, &lo, &hi, true, handoff_one, &h);
+	 * replicates knows what is out of place */
+	if (!k->joined || k->pred.addr == RING_ADDR_NONE || rn_id_eq(&k->pred.id, &k->self) ||
+	    now - k->view_at < k->cfg.cover_ms || k->nhandoffs >= MAX_HANDOFFS)
 		return;
-	}
 	/* a scan that found nothing, with nothing stored outside this node's range since,
 	 * finds nothing again until a cover runs out: scan every fourth period then */
 	if (!k->foreign && k->idle_scans++ % 4 != 3)
 		return;
 	k->foreign = false;
-	handoff_ctx h = {k, now, 0, false};
+	handoff_ctx h = {k, now, 0};
 	rn_id lo = ext_of(k, &k->self), hi = ext_of(k, &k->pred.id);
 	k->d.scan(k->d.ctx, &lo, &hi, true, handoff_one, &h);
 	if (h.found)
