@@ -16,6 +16,7 @@ Further rounds (argument ROUNDS): the owner of the most keys, the first node, a 
 
 usage: test_kill_read.py RINGNET [KEYS [READ_S [ROUNDS]]]"""
 import random
+import shutil
 import sys
 import tempfile
 import threading
@@ -163,6 +164,8 @@ def main():
         one_round(rnd, logdir, r, picks[r % 4], r % 4 != 1)
     if t.failures:
         dump_logs(logdir)
+    else:
+        shutil.rmtree(logdir, ignore_errors=True)
     return t.finish()
 
 
