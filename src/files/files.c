@@ -9,10 +9,11 @@
 #include "../lib/err.h"
 #include "../lib/grow.h"
 
-enum { X_UP = 1, X_DOWN, X_LIST, X_DEL };
+enum { X_UP = 1, X_DOWN, X_LIST, X_DEL, X_GC /* a collection, waiting or running */ };
 
 enum {
 	S_UP_DATA = 1, /* taking bytes, chunks going out */
+	S_UP_REFRESH,  /* putting again the chunks put too long ago */
 	S_UP_OLD,      /* reading the manifest this one replaces */
 	S_UP_MANIFEST, /* writing the manifest */
 	S_IDX_WAIT,    /* waiting for this node's turn at the index */
@@ -23,7 +24,8 @@ enum {
 	S_LIST,
 	S_DEL_GET,
 	S_DEL_MANIFEST,
-	S_GC_INDEX, /* collection: which manifests are there */
+	S_GC_WAIT,  /* collection: waiting for gc_at */
+	S_GC_INDEX, /* ... which manifests are there */
 	S_GC_SCAN,  /* ... reading them one by one */
 	S_GC_DELETE,
 	S_DRAIN, /* aborted: waiting for the operations in flight, then collect or free */
@@ -68,9 +70,14 @@ typedef struct xfer {
 	uint64_t size;
 	uint8_t *hashes; /* the chunk hashes, in order */
 	size_t nhash, hcap;
+	uint64_t *put_ms; /* wall ms each chunk was first put (0: not yet) */
+	size_t pcap;
+	size_t refresh_at;       /* S_UP_REFRESH: the next chunk to look at */
+	unsigned refresh_passes; /* ... passes made */
 	slot *slots;
 	size_t nslots, scap;
 	bool ended, full;
+	bool collect; /* failed before its manifest: collect its chunks once drained */
 	uint64_t uploaded_ms;
 	/* a manifest: the upload's own, or the one read (download, delete, collection) */
 	uint8_t *mbuf;
@@ -95,6 +102,8 @@ typedef struct xfer {
 	size_t scan_at, del_at;
 	files_status final; /* what done says once collection is over */
 	const char *final_why;
+	uint64_t gc_at;      /* X_GC: when it runs */
+	uint64_t gc_date_ms; /* X_GC: the wall ms its tombstones carry */
 } xfer;
 
 typedef struct kop {
@@ -110,6 +119,7 @@ typedef struct kop {
 	size_t vlen;
 	bool has_cond;
 	kv_version cond;
+	uint64_t at_ms; /* a dated delete */
 	unsigned tries;
 	uint64_t retry_at; /* waiting to be sent again (0: in flight) */
 	bool local;        /* a chunk get asked of this node's own store first (driver.local) */
@@ -359,11 +369,13 @@ void files_config_default(files_config *c)
 	c->max_file = 4ull << 30;
 	c->retries = 20;
 	c->retry_ms = 500;
+	c->gc_delay_ms = 60 * 60 * 1000;
 }
 
 files_core *files_new(const files_config *cfg, const files_driver *drv)
 {
-	if (!cfg->chunk_size || cfg->chunk_size > FILES_CHUNK_DEFAULT || !cfg->window)
+	if (!cfg->chunk_size || cfg->chunk_size > FILES_CHUNK_DEFAULT || !cfg->window ||
+	    cfg->gc_delay_ms < 4)
 		return NULL;
 	/* the manifest of the largest file must fit in one kv value */
 	if ((cfg->max_file / cfg->chunk_size + 1) * FILES_HASH + MAN_FIXED + FILES_NAME_MAX >
@@ -383,6 +395,7 @@ static void xfer_free(xfer *x)
 	if (x->whole)
 		EVP_MD_CTX_free(x->whole);
 	free(x->hashes);
+	free(x->put_ms);
 	for (size_t i = 0; i < x->nslots; i++)
 		free(x->slots[i].data);
 	free(x->slots);
@@ -496,12 +509,14 @@ static void kop_send(files_core *f, kop *o)
 		f->d.local(f->d.ctx, o->req, o->key, o->klen);
 	else
 		f->d.kv(f->d.ctx, o->req, o->op, o->key, o->klen, o->val, o->vlen,
-		        o->has_cond ? &o->cond : NULL);
+		        o->has_cond ? &o->cond : NULL, o->at_ms);
 }
 
-/* Starts a kv operation; a write with cond is conditional on the version held being *cond. */
-static int kop_start_if(files_core *f, xfer *x, int tag, uint32_t idx, kv_op op, const uint8_t *key,
-                        size_t klen, const uint8_t *val, size_t vlen, const kv_version *cond)
+/* Starts a kv operation; a write with cond is conditional on the version held being *cond;
+ * a delete with at_ms is dated then. */
+static int kop_start_full(files_core *f, xfer *x, int tag, uint32_t idx, kv_op op,
+                          const uint8_t *key, size_t klen, const uint8_t *val, size_t vlen,
+                          const kv_version *cond, uint64_t at_ms)
 {
 	kop *o = calloc(1, sizeof *o);
 	if (!o)
@@ -518,6 +533,7 @@ static int kop_start_if(files_core *f, xfer *x, int tag, uint32_t idx, kv_op op,
 	if (cond)
 		o->cond = *cond;
 	o->local = tag == T_CHUNK_GET && f->d.local;
+	o->at_ms = at_ms;
 	o->next = f->ops;
 	f->ops = o;
 	x->inflight++;
@@ -525,10 +541,16 @@ static int kop_start_if(files_core *f, xfer *x, int tag, uint32_t idx, kv_op op,
 	return 0;
 }
 
+static int kop_start_if(files_core *f, xfer *x, int tag, uint32_t idx, kv_op op, const uint8_t *key,
+                        size_t klen, const uint8_t *val, size_t vlen, const kv_version *cond)
+{
+	return kop_start_full(f, x, tag, idx, op, key, klen, val, vlen, cond, 0);
+}
+
 static int kop_start(files_core *f, xfer *x, int tag, uint32_t idx, kv_op op, const uint8_t *key,
                      size_t klen, const uint8_t *val, size_t vlen)
 {
-	return kop_start_if(f, x, tag, idx, op, key, klen, val, vlen, NULL);
+	return kop_start_full(f, x, tag, idx, op, key, klen, val, vlen, NULL, 0);
 }
 
 static files_status kv_to_files(kv_status st)
@@ -642,11 +664,22 @@ static void kop_cancel_waiting(files_core *f, xfer *x)
 	}
 }
 
+static void gc_run(files_core *f, uint64_t now, xfer *x);
+
 void files_tick(files_core *f, uint64_t now)
 {
 	for (kop *o = f->ops; o; o = o->next)
 		if (o->retry_at && o->retry_at <= now)
 			kop_send(f, o);
+	for (bool again = true; again;) { /* a collection that runs may end at once */
+		again = false;
+		for (xfer *x = f->xs; x; x = x->next)
+			if (x->kind == X_GC && x->state == S_GC_WAIT && x->gc_at <= now) {
+				gc_run(f, now, x);
+				again = true;
+				break;
+			}
+	}
 }
 
 uint64_t files_wake_at(const files_core *f)
@@ -655,6 +688,9 @@ uint64_t files_wake_at(const files_core *f)
 	for (const kop *o = f->ops; o; o = o->next)
 		if (o->retry_at && o->retry_at < at)
 			at = o->retry_at;
+	for (const xfer *x = f->xs; x; x = x->next)
+		if (x->kind == X_GC && x->state == S_GC_WAIT && x->gc_at < at)
+			at = x->gc_at;
 	return at;
 }
 
@@ -673,26 +709,63 @@ static long cand_find(const xfer *x, const uint8_t *h)
 
 static void gc_step(files_core *f, uint64_t now, xfer *x);
 
-/* Collects the chunks in hashes (n of them) that nothing else refers to, then ends x with
- * status st. */
+/* Asks for the chunks in hashes (n of them) to be collected once gc_delay_ms has passed,
+ * then ends x with status st (the client is answered now). The collection is a transfer
+ * of its own (X_GC, no client), its tombstones dated now: see files.h. */
 static void gc_start(files_core *f, uint64_t now, xfer *x, const uint8_t *hashes, size_t n,
                      files_status st, const char *why)
 {
-	x->final = st;
-	x->final_why = why;
-	free(x->cand);
+	size_t cands = 0, jobs = 0;
+	xfer *newest = NULL; /* the list is newest first */
+	for (xfer *y = f->xs; y; y = y->next)
+		if (y->kind == X_GC) {
+			cands += y->ncand;
+			jobs++;
+			if (!newest && y->state == S_GC_WAIT)
+				newest = y;
+		}
+	xfer *g = NULL;
+	if (n && cands + n <= FILES_GC_CANDS) {
+		if (jobs < FILES_GC_JOBS && (g = xfer_new(f, 0, X_GC, NULL, 0))) {
+			f->st.gc_waiting++;
+			g->aborted = g->orphaned = true; /* nobody to answer; never found by id */
+			g->state = S_GC_WAIT;
+			g->gc_at = now + f->cfg.gc_delay_ms;
+			g->gc_date_ms = now + f->cfg.wall_offset_ms;
+			g->final = FILES_OK;
+		} else {
+			g = newest; /* dated earlier and run sooner: still safe, maybe orphans */
+		}
+	}
+	uint8_t *c = g ? realloc(g->cand, (g->ncand + n) * FILES_HASH) : NULL;
+	if (c) {
+		g->cand = c;
+		memcpy(g->cand + g->ncand * FILES_HASH, hashes, n * FILES_HASH);
+		g->ncand += n;
+	} else {
+		f->st.gc_dropped += n; /* orphans remain; nothing wrong is deleted */
+		if (g && !g->ncand) {
+			f->st.gc_waiting--;
+			xfer_end(f, now, g);
+		}
+	}
+	finish(f, now, x, st, why);
+}
+
+/* A collection's delay is over: keep what a listed manifest or an upload running here
+ * uses, delete the rest. */
+static void gc_run(files_core *f, uint64_t now, xfer *x)
+{
+	size_t n = x->ncand;
+	f->st.gc_waiting--;
 	free(x->keep);
-	x->cand = n ? malloc(n * FILES_HASH) : NULL;
 	x->keep = n ? calloc(n, sizeof *x->keep) : NULL;
-	x->ncand = 0;
-	if (n && (!x->cand || !x->keep)) {
-		finish(f, now, x, st, why); /* orphans remain; nothing wrong is deleted */
+	if (!x->keep) {
+		finish(f, now, x, x->final, NULL);
 		return;
 	}
-	if (n)
-		memcpy(x->cand, hashes, n * FILES_HASH);
-	if (n)
-		qsort(x->cand, n, FILES_HASH, hash_cmp);
+	qsort(x->cand, n, FILES_HASH, hash_cmp);
+	x->ncand = 0;
 	for (size_t i = 0; i < n; i++)
 		if (!x->ncand || memcmp(x->cand + (x->ncand - 1) * FILES_HASH,
 		                        x->cand + i * FILES_HASH, FILES_HASH) != 0)
@@ -706,15 +779,11 @@ static void gc_start(files_core *f, uint64_t now, xfer *x, const uint8_t *hashes
 				if (k >= 0)
 					x->keep[k] = true;
 			}
-	if (!x->ncand) {
-		finish(f, now, x, st, why);
-		return;
-	}
 	x->state = S_GC_INDEX;
 	uint8_t key[FILES_KEY_MAX];
 	size_t kl = files_index_key(key);
 	if (kop_start(f, x, T_IDX_GET, 0, KV_GET, key, kl, NULL, 0) < 0)
-		finish(f, now, x, st, why);
+		finish(f, now, x, x->final, NULL);
 }
 
 static void gc_step(files_core *f, uint64_t now, xfer *x)
@@ -737,7 +806,8 @@ static void gc_step(files_core *f, uint64_t now, xfer *x)
 		if (x->keep[i])
 			continue;
 		size_t kl = files_chunk_key(x->cand + i * FILES_HASH, key);
-		if (kop_start(f, x, T_CHUNK_DEL, (uint32_t)i, KV_DEL, key, kl, NULL, 0) < 0)
+		if (kop_start_full(f, x, T_CHUNK_DEL, (uint32_t)i, KV_DEL, key, kl, NULL, 0, NULL,
+		                   x->gc_date_ms) < 0)
 			break;
 	}
 	if (!x->inflight && x->del_at >= x->ncand)
@@ -791,6 +861,15 @@ static void idx_update(files_core *f, uint64_t now, xfer *x, kv_status st, const
 		i++;
 	bool there = i < x->nents && !name_cmp(x->ents[i].name, x->ents[i].nlen, x->name, x->nlen);
 	if (x->kind == X_UP) {
+		uint64_t oldest = UINT64_MAX;
+		for (size_t c = 0; c < x->nhash; c++)
+			oldest = x->put_ms[c] < oldest ? x->put_ms[c] : oldest;
+		if (x->nhash && oldest + f->cfg.gc_delay_ms / 4 * 3 < now + f->cfg.wall_offset_ms) {
+			/* a collection may have passed this file by: do not list it */
+			fail(f, now, x, FILES_UNAVAIL,
+			     "the upload took too long to list; upload again");
+			return;
+		}
 		if (!there) {
 			if (rn_grow((void **)&x->ents, &x->ecap, x->nents + 1, sizeof *x->ents,
 			            16) < 0) {
@@ -840,10 +919,12 @@ static void fail(files_core *f, uint64_t now, xfer *x, files_status st, const ch
 {
 	idx_release(f, now, x);
 	kop_cancel_waiting(f, x);
-	bool collect = x->kind == X_UP && (x->state == S_UP_DATA || x->state == S_UP_OLD);
+	bool collect = x->kind == X_UP &&
+	               (x->state == S_UP_DATA || x->state == S_UP_REFRESH || x->state == S_UP_OLD);
 	x->final = st;
 	x->final_why = why;
 	x->state = S_DRAIN;
+	x->collect = collect;
 	if (x->inflight)
 		return; /* wait for the answers, then collect or end */
 	if (collect)
@@ -887,7 +968,7 @@ static void slot_drop(xfer *x, size_t i)
 }
 
 /* Sends queued chunks while fewer than window are in flight. */
-static bool up_send(files_core *f, xfer *x)
+static bool up_send(files_core *f, uint64_t now, xfer *x)
 {
 	unsigned busy = 0;
 	for (size_t i = 0; i < x->nslots; i++)
@@ -900,6 +981,8 @@ static bool up_send(files_core *f, xfer *x)
 		busy++;
 		uint8_t key[FILES_KEY_MAX];
 		size_t kl = files_chunk_key(x->hashes + (size_t)s->idx * FILES_HASH, key);
+		/* at most the stamp of any attempt (a retry's is later still) */
+		x->put_ms[s->idx] = now + f->cfg.wall_offset_ms;
 		if (kop_start(f, x, T_CHUNK_PUT, s->idx, KV_PUT, key, kl, s->data, s->len) < 0)
 			return false;
 	}
@@ -911,8 +994,10 @@ static bool up_chunk(files_core *f, uint64_t now, xfer *x)
 	uint8_t h[FILES_HASH];
 	files_sha256(x->cur, x->curlen, h);
 	if (rn_grow((void **)&x->hashes, &x->hcap, (x->nhash + 1) * FILES_HASH, 1,
-	            64 * FILES_HASH) < 0)
+	            64 * FILES_HASH) < 0 ||
+	    rn_grow((void **)&x->put_ms, &x->pcap, x->nhash + 1, sizeof *x->put_ms, 64) < 0)
 		return false;
+	x->put_ms[x->nhash] = 0;
 	slot *s = slot_add(x);
 	if (!s)
 		return false;
@@ -922,7 +1007,7 @@ static bool up_chunk(files_core *f, uint64_t now, xfer *x)
 	s->len = x->curlen;
 	x->cur = NULL;
 	x->curlen = 0;
-	return up_send(f, x);
+	return up_send(f, now, x);
 }
 
 void files_upload_data(files_core *f, uint64_t now, uint64_t xfer_id, const uint8_t *buf,
@@ -964,6 +1049,8 @@ bool files_upload_wants(const files_core *f, uint64_t xfer_id)
 	return x && x->kind == X_UP && x->state == S_UP_DATA && x->nslots < f->cfg.window;
 }
 
+static void up_refresh(files_core *f, uint64_t now, xfer *x);
+
 static void up_manifest(files_core *f, uint64_t now, xfer *x)
 {
 	files_manifest *m = &x->m;
@@ -976,6 +1063,40 @@ static void up_manifest(files_core *f, uint64_t now, xfer *x)
 	EVP_DigestFinal_ex(x->whole, m->sha, &n);
 	m->nchunks = (uint32_t)x->nhash;
 	m->chunks = x->hashes;
+	x->state = S_UP_REFRESH;
+	x->refresh_at = 0;
+	up_refresh(f, now, x);
+}
+
+/* Chunks put more than gc_delay_ms / 4 ago are read and put again, window at a time, so
+ * that every put is newer than the dated tombstones of any collection that has not seen
+ * this file listed (files.h); then the old manifest. */
+static void up_refresh(files_core *f, uint64_t now, xfer *x)
+{
+	uint64_t wall = now + f->cfg.wall_offset_ms;
+	while (x->inflight < f->cfg.window && x->refresh_at < x->nhash) {
+		size_t i = x->refresh_at++;
+		if (x->put_ms[i] + f->cfg.gc_delay_ms / 4 >= wall)
+			continue;
+		uint8_t key[FILES_KEY_MAX];
+		size_t kl = files_chunk_key(x->hashes + i * FILES_HASH, key);
+		if (kop_start(f, x, T_CHUNK_GET, (uint32_t)i, KV_GET, key, kl, NULL, 0) < 0) {
+			fail(f, now, x, FILES_ERROR, "out of memory");
+			return;
+		}
+	}
+	if (x->inflight || x->refresh_at < x->nhash)
+		return;
+	/* chunks that aged while the pass ran: another pass (a few at most; then the listing's
+	 * own check decides) */
+	bool aged = false;
+	for (size_t i = 0; i < x->nhash && !aged; i++)
+		aged = x->put_ms[i] + f->cfg.gc_delay_ms / 4 < wall;
+	if (aged && ++x->refresh_passes < 3) {
+		x->refresh_at = 0;
+		up_refresh(f, now, x);
+		return;
+	}
 	/* first the manifest this one replaces, whose chunks may then be unreferenced */
 	x->state = S_UP_OLD;
 	uint8_t key[FILES_KEY_MAX];
@@ -1009,8 +1130,10 @@ static void up_on_answer(files_core *f, uint64_t now, xfer *x, kop *o, kv_status
 				break;
 			}
 		if (x->state == S_DRAIN) {
-			if (!x->inflight)
+			if (!x->inflight && x->collect)
 				gc_start(f, now, x, x->hashes, x->nhash, x->final, x->final_why);
+			else if (!x->inflight)
+				finish(f, now, x, x->final, x->final_why);
 			return;
 		}
 		if (st != KV_OK) {
@@ -1020,7 +1143,11 @@ static void up_on_answer(files_core *f, uint64_t now, xfer *x, kop *o, kv_status
 			return;
 		}
 		f->st.chunks_put++;
-		if (!up_send(f, x)) {
+		if (x->state == S_UP_REFRESH) {
+			up_refresh(f, now, x);
+			return;
+		}
+		if (!up_send(f, now, x)) {
 			fail(f, now, x, FILES_ERROR, "out of memory");
 			return;
 		}
@@ -1034,8 +1161,40 @@ static void up_on_answer(files_core *f, uint64_t now, xfer *x, kop *o, kv_status
 		return;
 	}
 	if (x->state == S_DRAIN) {
-		if (!x->inflight)
+		if (!x->inflight && x->collect)
+			gc_start(f, now, x, x->hashes, x->nhash, x->final, x->final_why);
+		else if (!x->inflight)
 			finish(f, now, x, x->final, x->final_why);
+		return;
+	}
+	if (o->tag == T_CHUNK_GET && x->state == S_UP_REFRESH) {
+		if (st != KV_OK) {
+			fail(f, now, x, FILES_UNAVAIL,
+			     st == KV_NOT_FOUND
+			         ? "a chunk this upload stored was collected meanwhile "
+			           "(a file with the same bytes was deleted); upload again"
+			         : "a chunk could not be read again; try again");
+			return;
+		}
+		slot *sl = slot_add(x);
+		uint8_t *copy = sl ? malloc(vlen ? vlen : 1) : NULL;
+		if (!copy) {
+			if (sl)
+				x->nslots--;
+			fail(f, now, x, FILES_ERROR, "out of memory");
+			return;
+		}
+		memcpy(copy, val, vlen);
+		sl->idx = o->idx;
+		sl->data = copy;
+		sl->len = vlen;
+		sl->busy = true;
+		x->put_ms[o->idx] = now + f->cfg.wall_offset_ms;
+		f->st.chunks_refreshed++;
+		uint8_t key[FILES_KEY_MAX];
+		size_t kl = files_chunk_key(x->hashes + (size_t)o->idx * FILES_HASH, key);
+		if (kop_start(f, x, T_CHUNK_PUT, o->idx, KV_PUT, key, kl, copy, vlen) < 0)
+			fail(f, now, x, FILES_ERROR, "out of memory");
 		return;
 	}
 	if (o->tag == T_MAN_GET && x->state == S_UP_OLD) {
@@ -1456,6 +1615,7 @@ void files_abort(files_core *f, uint64_t now, uint64_t xfer_id)
 		kop_cancel_waiting(f, x);
 		x->aborted = true;
 		x->state = S_DRAIN;
+		x->collect = true;
 		x->final = FILES_ERROR;
 		free(x->cur);
 		x->cur = NULL;

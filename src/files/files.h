@@ -4,7 +4,9 @@
  * - kv: start one key-value operation (put, get or delete of a key) under a request id the
  *   core made; answer it later with files_on_kv, never from inside the call (the core is
  *   not re-entrant). Every operation must be answered once (the kv core's own timeout
- *   makes sure of that in the node).
+ *   makes sure of that in the node). A delete may be dated (at_ms, kv_request.at_ms):
+ *   its tombstone then carries that wall-clock time, so any version written after it
+ *   wins over it, wherever and in whatever order they meet.
  * - meta: a download's manifest was found; the driver sends its headers, then calls
  *   files_download_start (or files_abort, for a HEAD).
  * - data: a download's next bytes, in order: bytes [off, off + len) of chunk, a buffer from
@@ -33,19 +35,30 @@
  * files is one index record under "\0F" "i". User keys of the HTTP API cannot hold NUL,
  * so none of these collide with them.
  *
- * Deletion and collection. Deleting a file deletes its manifest, takes it off the index,
- * then deletes each of its chunks that no other listed manifest (nor an upload running
- * on this node) refers to. An upload that is aborted collects the chunks it stored the
- * same way.
+ * Deletion and collection. Deleting a file deletes its manifest and takes it off the
+ * index (then the client is answered); its chunks become candidates for collection, as do
+ * those an aborted or failed upload stored and those an overwritten manifest alone used.
+ * Collection waits gc_delay_ms, then deletes each candidate that no listed manifest (nor an
+ * upload running on this node) refers to, with a tombstone dated when it was asked for.
+ * An upload on another node that shares a chunk and has not written its manifest yet is
+ * safe without any lock: an upload re-puts, before its manifest, every chunk it put more
+ * than gc_delay_ms / 4 ago, and lists itself within 3/4 gc_delay_ms of every chunk put (or
+ * fails), so it is either listed when the collection reads the index (the chunk is kept)
+ * or its put of the chunk is newer than the dated tombstone (the put wins). The margin
+ * covers clocks up to gc_delay_ms / 4 apart between nodes. An upload whose refresh cannot
+ * finish within about gc_delay_ms / 2 (a file too large for its link) fails with
+ * FILES_UNAVAIL rather than list itself. A refresh that finds its chunk
+ * collected fails the upload (the client uploads again; nothing acknowledged is lost).
+ * Pending collections are bounded (FILES_GC_JOBS jobs, FILES_GC_CANDS chunks): past that
+ * new candidates join the newest job (dated earlier, which is safe) or, when even that is
+ * full, are left as orphans (stats gc_dropped). A restart forgets pending collections:
+ * their chunks stay, orphans over data loss.
  *
  * The index is read, changed and written back conditional on the version read (a
  * compare-and-set, kv_request.has_cond): when another node changed it in between, the
  * write is refused (KV_CONFLICT) and the change is made again on what is there now, up
  * to FILES_IDX_TRIES times. So two nodes listing or unlisting files at the same moment
- * both get their change in. Known gap: a chunk shared with an upload running on another
- * node at the moment of a delete's collection can be collected (the upload's manifest
- * then names a chunk that is gone: its download fails with an error, never wrong bytes,
- * and uploading the file again restores it). */
+ * both get their change in. */
 #ifndef RN_FILES_H
 #define RN_FILES_H
 
@@ -61,6 +74,8 @@
 #define FILES_KEY_MAX       (3 + FILES_NAME_MAX)
 #define FILES_INDEX_MAX     (1u << 20) /* bytes of the index record (about 10,000 files) */
 #define FILES_IDX_TRIES     32         /* conditional index writes refused before giving up */
+#define FILES_GC_JOBS       64         /* collections waiting their delay */
+#define FILES_GC_CANDS      (1u << 18) /* candidate chunks they hold in all (8 MiB) */
 
 typedef enum {
 	FILES_OK = 0,
@@ -80,6 +95,7 @@ typedef struct {
 	unsigned retries;        /* an unsure kv answer is retried this many times */
 	uint32_t retry_ms;       /* ... this long apart */
 	uint64_t wall_offset_ms; /* Unix ms at now = 0 */
+	uint32_t gc_delay_ms;    /* a collection waits this long (1 h; at least 4 ms) */
 } files_config;
 
 void files_config_default(files_config *c);
@@ -117,8 +133,9 @@ typedef struct {
 typedef struct {
 	void *ctx;
 	/* cond: a conditional write (kv_request.has_cond), or NULL */
+	/* at_ms: a delete dated this wall-clock ms (kv_request.at_ms), or 0 */
 	void (*kv)(void *ctx, uint64_t req, kv_op op, const uint8_t *key, size_t klen,
-	           const uint8_t *val, size_t vlen, const kv_version *cond);
+	           const uint8_t *val, size_t vlen, const kv_version *cond, uint64_t at_ms);
 	void (*meta)(void *ctx, uint64_t xfer, const files_manifest *m);
 	void (*data)(void *ctx, uint64_t xfer, uint8_t *chunk, size_t off, size_t len);
 	void (*room)(void *ctx, uint64_t xfer);
@@ -135,7 +152,10 @@ typedef struct {
 	uint64_t bad_local;    /* ... whose copy did not match its hash (asked of the store) */
 	uint64_t bytes_in, bytes_out;
 	uint64_t aborted;
-	uint64_t index_conflicts; /* index writes refused because another node changed it */
+	uint64_t index_conflicts;  /* index writes refused because another node changed it */
+	uint64_t chunks_refreshed; /* chunks an upload put again before its manifest */
+	uint64_t gc_waiting;       /* collections waiting their delay now */
+	uint64_t gc_dropped;       /* candidate chunks left as orphans: the bounds were full */
 } files_stats;
 
 typedef struct files_core files_core;
@@ -181,7 +201,7 @@ void files_on_kv_take(files_core *f, uint64_t now, uint64_t req, kv_status st, u
 void files_tick(files_core *f, uint64_t now);
 uint64_t files_wake_at(const files_core *f);
 const files_stats *files_get_stats(const files_core *f);
-/* Transfers open (including collections after an abort). */
+/* Transfers open (including collections waiting or running). */
 size_t files_active(const files_core *f);
 
 /* ---- codecs (no state) ---- */

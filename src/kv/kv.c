@@ -930,6 +930,14 @@ static void coordinate(kv_node *k, uint64_t now, ring_addr origin, uint64_t orig
 			op_free(k, c);
 			return;
 		}
+		if (m->has_cond && !c->replayed && rc == 0 &&
+		    kv_version_cmp(&c->rec.r.v, &cur.v) <= 0) {
+			/* the writer saw the version held, so its write comes after it, whatever
+			 * its node's clock said (one behind stamped it older): stamp it just
+			 * above, or it would be acknowledged and never stored */
+			c->rec.r.v.stamp = cur.v.stamp + 1;
+			hlc_seen(k, c->rec.r.v.stamp);
+		}
 		kv_version held;
 		rc = apply(k, &c->rec.r, &held);
 		c->t[0].state = rc >= 0 ? RS_DONE : RS_FAILED;
@@ -1213,6 +1221,8 @@ void kv_client(kv_node *k, uint64_t now, uint64_t client, const kv_request *r)
 	}
 	if (r->op != KV_GET)
 		e->rec.r.v = stamp_new(k, now, r->op == KV_DEL);
+	if (r->op == KV_DEL && r->at_ms && (r->at_ms << 16) < e->rec.r.v.stamp)
+		e->rec.r.v.stamp = r->at_ms << 16; /* dated: loses to what was written since */
 	uint64_t *routes[] = {&k->st.route_local, &k->st.route_succ, &k->st.route_onehop,
 	                      &k->st.route_cache, &k->st.route_lookup};
 	(*routes[entry_lookup(k, now, e)])++; /* e may be answered and gone */
@@ -1579,12 +1589,17 @@ static int ring_cmp(const rn_id *base, const rn_id *a, const rn_id *b)
 	return rn_id_cmp(&da, &db);
 }
 
-/* Sends one stored record to a replica; the bytes it sent (0: the record is gone). */
-static size_t push_record(kv_node *k, ring_addr to, const rn_id *kid)
+/* Sends one stored record to a replica unless its bytes would take `sent` past `cap`
+ * (one record always goes when nothing has: a record larger than the cap still moves).
+ * Returns the bytes it sent: 0 when the record is gone, SIZE_MAX when it did not fit. */
+static size_t push_record(kv_node *k, ring_addr to, const rn_id *kid, size_t sent, size_t cap)
 {
 	kv_record r;
 	if (k->d.get(k->d.ctx, kid, &r) < 0)
 		return 0;
+	size_t bytes = r.klen + r.vlen + 48;
+	if (sent && bytes > cap - sent)
+		return SIZE_MAX;
 	kv_msg m;
 	memset(&m, 0, sizeof m);
 	m.type = KV_MSG_REPL;
@@ -1592,20 +1607,25 @@ static size_t push_record(kv_node *k, ring_addr to, const rn_id *kid)
 	m.rec = r;
 	m.has_rec = true;
 	k->st.repl_sent++;
-	k->st.sync_bytes += r.klen + r.vlen + 48;
-	k->st.repair_data_bytes += r.klen + r.vlen + 48;
+	k->st.sync_bytes += bytes;
+	k->st.repair_data_bytes += bytes;
 	send_msg(k, &m);
-	return r.klen + r.vlen + 48;
+	return bytes;
 }
 
-/* Pushes records until KV_REPAIR_BYTES have gone (a replica lacking many file chunks is
- * sent 16 MiB an exchange, not 1,024 chunks at once: what is left differs next round).
- * Returns how many were pushed. */
+/* Pushes records while they fit in KV_REPAIR_BYTES (a replica lacking many file chunks is
+ * sent at most 16 MiB an exchange, not 1,024 chunks at once: what is left differs next
+ * round). Returns how many were pushed. */
 static size_t push_records(kv_node *k, ring_addr to, const rn_id *kids, size_t n)
 {
 	size_t i = 0, sent = 0;
-	while (i < n && sent < KV_REPAIR_BYTES)
-		sent += push_record(k, to, &kids[i++]);
+	while (i < n) {
+		size_t b = push_record(k, to, &kids[i], sent, KV_REPAIR_BYTES);
+		if (b == SIZE_MAX)
+			break;
+		sent += b;
+		i++;
+	}
 	return i;
 }
 

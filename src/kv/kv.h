@@ -204,6 +204,10 @@ typedef struct {
 	 * with its older version until repair catches it up: a caller re-reads and retries. */
 	bool has_cond;
 	kv_version cond;
+	/* A dated delete (KV_DEL only; 0: now): the tombstone's version is this wall-clock ms
+	 * (at most now), so any write stamped after it wins over it. The file service's
+	 * collection uses it to lose against an upload's concurrent put of the same chunk. */
+	uint64_t at_ms;
 } kv_request;
 
 typedef struct {

@@ -103,6 +103,7 @@ typedef struct kvop {
 	size_t vlen;
 	bool has_cond;
 	kv_version cond;
+	uint64_t at_ms; /* a dated delete (a collection's) */
 } kvop;
 
 typedef struct kvans {
@@ -262,7 +263,7 @@ static void live_drop(node *n, fx *x)
 }
 
 static void d_kv(void *ctx, uint64_t req, kv_op op, const uint8_t *key, size_t klen,
-                 const uint8_t *val, size_t vlen, const kv_version *cond)
+                 const uint8_t *val, size_t vlen, const kv_version *cond, uint64_t at_ms)
 {
 	node *n = ctx;
 	nd_files *nf = n->files;
@@ -276,8 +277,8 @@ static void d_kv(void *ctx, uint64_t req, kv_op op, const uint8_t *key, size_t k
 	}
 	memcpy(k, key, klen);
 	/* val stays valid until the core has its answer: the kv core copies it when called */
-	nf->ops[nf->nops++] =
-	    (kvop){req, op, k, klen, val, vlen, cond != NULL, cond ? *cond : (kv_version){0}};
+	nf->ops[nf->nops++] = (kvop){
+	    req, op, k, klen, val, vlen, cond != NULL, cond ? *cond : (kv_version){0}, at_ms};
 }
 
 static char *json_err(const char *why)
@@ -531,7 +532,8 @@ static void files_kv_issue(node *n)
 		                .val = o->op == KV_PUT ? o->val : NULL,
 		                .vlen = o->op == KV_PUT ? o->vlen : 0,
 		                .has_cond = o->has_cond,
-		                .cond = o->cond};
+		                .cond = o->cond,
+		                .at_ms = o->at_ms};
 		nd_kv_client(n, FILES_KV_BIT | o->req, &r);
 		free(o->key);
 	}
@@ -712,6 +714,8 @@ int nd_files_start(node *n)
 	files_config_default(&nf->cfg);
 	if (n->o->max_file)
 		nf->cfg.max_file = n->o->max_file;
+	if (n->o->files_gc_delay_ms)
+		nf->cfg.gc_delay_ms = n->o->files_gc_delay_ms;
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	nf->cfg.wall_offset_ms =
@@ -867,7 +871,17 @@ size_t nd_files_metrics(node *n, char *b, size_t cap)
 	    "# HELP ringnet_files_index_conflicts_total File index writes refused because "
 	    "another node changed the index since it was read (the change was made again).\n"
 	    "# TYPE ringnet_files_index_conflicts_total counter\n"
-	    "ringnet_files_index_conflicts_total %llu\n",
+	    "ringnet_files_index_conflicts_total %llu\n"
+	    "# HELP ringnet_files_collections_waiting Chunk collections waiting their delay.\n"
+	    "# TYPE ringnet_files_collections_waiting gauge\nringnet_files_collections_waiting "
+	    "%llu\n"
+	    "# HELP ringnet_files_chunks_refreshed_total Chunks an upload put again before its "
+	    "manifest (put more than a quarter of the collection delay before).\n"
+	    "# TYPE ringnet_files_chunks_refreshed_total counter\n"
+	    "ringnet_files_chunks_refreshed_total %llu\n"
+	    "# HELP ringnet_files_gc_dropped_total Candidate chunks left uncollected: the bound "
+	    "on waiting collections was full.\n# TYPE ringnet_files_gc_dropped_total counter\n"
+	    "ringnet_files_gc_dropped_total %llu\n",
 	    (unsigned long long)s->uploads, (unsigned long long)s->downloads,
 	    (unsigned long long)s->deletes, (unsigned long long)s->aborted,
 	    (unsigned long long)s->chunks_put, (unsigned long long)s->chunks_got,
@@ -877,7 +891,8 @@ size_t nd_files_metrics(node *n, char *b, size_t cap)
 	    files_active(nf->core), FILES_MAX_OPEN, refused,
 	    (unsigned long long)(ks ? ks->damaged_seen : 0),
 	    (unsigned long long)(ks ? ks->damaged_repaired : 0),
-	    (unsigned long long)s->index_conflicts);
+	    (unsigned long long)s->index_conflicts, (unsigned long long)s->gc_waiting,
+	    (unsigned long long)s->chunks_refreshed, (unsigned long long)s->gc_dropped);
 	return k < 0 ? 0 : (size_t)k;
 }
 

@@ -37,6 +37,7 @@ typedef struct {
 	bool eager_gossip_set;       /* ... when given (0 is off) */
 	unsigned suspect_probes;     /* --suspect-probes P: members that check a suspect ... */
 	bool suspect_probes_set;     /* ... when given (0 is off) */
+	unsigned files_gc_delay_ms;  /* --files-gc-delay-ms: collection's delay (0: 1 h) */
 } node_opts;
 
 /* Parses "host:port" (an IPv4 address or "localhost"); 0 or -1. */

@@ -374,6 +374,8 @@ static void d_send(void *ctx, const kv_msg *m)
 	kvs_net *t = net_of(ctx);
 	if (m->to >= t->count)
 		return;
+	if (t->p.on_send)
+		t->p.on_send(t->p.arg, index_of(ctx), m);
 	kvs_event e = {.kind = EV_MSG, .from = index_of(ctx), .to = m->to};
 	uint32_t span = t->p.latency_max_ms - t->p.latency_min_ms;
 	e.at = t->now + t->p.latency_min_ms + (span ? rn_rng_below(&t->rng, span + 1) : 0);
@@ -575,7 +577,10 @@ static int start_core(kvs_net *t, uint32_t i)
 	x->t = t;
 	x->i = i;
 	kv_driver d = {x, d_get, d_put, d_del, d_scan, d_count, d_send, d_lookup, d_reply};
-	x->kv = kv_new(&t->p.kv, &d, &x->id, i);
+	kv_config c = t->p.kv;
+	if (i % 2) /* the odd nodes' clocks are off by odd_skew_ms */
+		c.wall_offset_ms = (uint64_t)((int64_t)c.wall_offset_ms + t->p.odd_skew_ms);
+	x->kv = kv_new(&c, &d, &x->id, i);
 	if (!x->kv)
 		return RN_ENOMEM;
 	x->alive = true;

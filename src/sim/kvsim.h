@@ -69,6 +69,10 @@ typedef struct {
 	uint64_t seed;
 	kvs_reply_fn on_reply;
 	void *arg;
+	/* Optional: every kv message a node sends, before latency (tests watch repair traffic
+	 * with it; t->events tells which delivery the sender was handling). */
+	void (*on_send)(void *arg, uint32_t from, const kv_msg *m);
+	int64_t odd_skew_ms; /* the wall clock of odd-numbered nodes is off by this */
 } kvs_params;
 
 struct kvs_net {

@@ -1,5 +1,6 @@
 """Helpers for tests that run real `ringnet node` processes on 127.0.0.1."""
 import hashlib
+import http.client
 import json
 import os
 import random
@@ -66,6 +67,34 @@ def request(port, path, method="GET", body=None, timeout=10):
             return e.code, json.loads(raw or b"{}")
         except ValueError:
             return e.code, {"raw": raw.decode(errors="replace")}
+
+
+class Client:
+    """One keep-alive connection per node, for one thread."""
+
+    def __init__(self):
+        self.conns = {}
+
+    def req(self, node, method, path, body=None, headers=None, timeout=6):
+        for attempt in range(2):
+            c = self.conns.get(node.http)
+            if c is None:
+                c = http.client.HTTPConnection("127.0.0.1", node.http, timeout=timeout)
+                self.conns[node.http] = c
+            try:
+                h = {"Content-Type": "application/json"}
+                h.update(headers or {})
+                c.request(method, path, body=json.dumps(body) if body is not None else None,
+                          headers=h)
+                r = c.getresponse()
+                data = r.read()
+                return r.status, json.loads(data or b"{}")
+            except (OSError, http.client.HTTPException, ValueError):
+                c.close()
+                self.conns.pop(node.http, None)
+                if attempt:
+                    return None, {}
+        return None, {}
 
 
 def get(port, path):

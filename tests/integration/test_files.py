@@ -151,7 +151,8 @@ def main():
     rng = random.Random(11)
     try:
         ok, _ = start_ring(BIN, [f"f{i}" for i in range(5)], logdir, nodes,
-                           args=["--max-file", "60M", "--log-level", "warn"])
+                           args=["--max-file", "60M", "--log-level", "warn",
+                                 "--files-gc-delay-ms", "12000"])
         t.check("5 nodes converge", ok)
         files = {
             "empty": b"",
@@ -261,11 +262,11 @@ def main():
         time.sleep(1.5)
         s.close()
         quiet = wait_for(lambda: metrics(nodes[2].http)["ringnet_files_transfers"] == 0 and
-                         metrics(nodes[2].http)['ringnet_files_total{op="aborted"}'] >= 1, 30)
+                         metrics(nodes[2].http)['ringnet_files_total{op="aborted"}'] >= 1, 45)
         t.check("the aborted upload ends on its node", quiet)
         st, _, _ = call(nodes[0], "GET", "/download/gone.bin")
         t.check("a disconnected upload leaves no manifest", st == 404, str(st))
-        back = wait_for(lambda: live_records(nodes) == before, 30)
+        back = wait_for(lambda: live_records(nodes) == before, 45)
         t.check("... and its chunks are collected (live records as before)", back,
                 f"{before} before, {live_records(nodes)} now")
         # ---- at most 32 transfers at once per node ----

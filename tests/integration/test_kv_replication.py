@@ -10,8 +10,6 @@ again (the records stored over all nodes add up to 3 per key), nothing deleted c
 back (a delete's tombstone may since have been collected). Then a kill -9 of all five and a restart: the same holds. Then a graceful restart of
 all five, reading from the first moment on: every answer is the right value or a 503,
 never a 404."""
-import http.client
-import json
 import random
 import signal
 import sys
@@ -19,40 +17,12 @@ import tempfile
 import threading
 import time
 
-from ringtest import Checks, Node, converge, dump_logs, get, metrics
+from ringtest import Checks, Client, Node, converge, dump_logs, get, metrics
 
 BIN = sys.argv[1]
 KEYS = int(sys.argv[2]) if len(sys.argv) > 2 else 10000
 WRITERS = 20
 t = Checks("kv_replication")
-
-
-class Client:
-    """One keep-alive connection per node, for one thread."""
-
-    def __init__(self):
-        self.conns = {}
-
-    def req(self, node, method, path, body=None, headers=None, timeout=6):
-        for attempt in range(2):
-            c = self.conns.get(node.http)
-            if c is None:
-                c = http.client.HTTPConnection("127.0.0.1", node.http, timeout=timeout)
-                self.conns[node.http] = c
-            try:
-                h = {"Content-Type": "application/json"}
-                h.update(headers or {})
-                c.request(method, path, body=json.dumps(body) if body is not None else None,
-                          headers=h)
-                r = c.getresponse()
-                data = r.read()
-                return r.status, json.loads(data or b"{}")
-            except (OSError, http.client.HTTPException, ValueError):
-                c.close()
-                self.conns.pop(node.http, None)
-                if attempt:
-                    return None, {}
-        return None, {}
 
 
 class Cluster:

@@ -1,8 +1,11 @@
 /* test_files.c — the file core against a brute-force oracle.
  *
- * The kv store under the core is a map held here; every kv operation the core starts is
- * queued and answered later in random order (answers overtake each other), some answers
- * are "unsure" (the core must retry), and a chunk read can be made to return damaged bytes.
+ * The kv store under the core is a map held here, versioned as the kv core is: a write is
+ * stamped when the core asks for it (its wall-clock time, then a sequence number), the
+ * newest stamp wins whatever order writes arrive in, and a delete leaves a tombstone. Every
+ * kv operation the core starts is queued and answered later in random order (answers
+ * overtake each other), some answers are "unsure" (the core must retry), and a chunk read
+ * can be made to return damaged bytes.
  * The oracle is the bytes the test uploaded: every download (of random ranges) must give
  * exactly them, and after uploads, overwrites, deletes and aborts the store must hold
  * exactly the chunks of the files listed, their manifests and an index naming them. */
@@ -29,7 +32,8 @@ typedef struct {
 	size_t klen;
 	uint8_t *val;
 	size_t vlen;
-	uint64_t ver; /* its version: a counter over the whole store */
+	uint64_t ver; /* its version: the stamp of the write that made it */
+	bool tomb;    /* deleted: a tombstone, absent to readers */
 } rec;
 
 typedef struct {
@@ -42,6 +46,7 @@ typedef struct {
 	unsigned core; /* which core asked */
 	bool has_cond;
 	uint64_t cond;
+	uint64_t stamp; /* a write's version, made when the core asked (newest wins) */
 } qop;
 
 typedef struct {
@@ -77,16 +82,50 @@ typedef struct {
 	unsigned local_good, local_bad, local_missing; /* local reads answered each way */
 	unsigned kv_chunk_gets;                        /* chunk gets that reached the store */
 	unsigned reported;                             /* damaged calls, all for a damaged copy */
+	int64_t skew_ms; /* the second core's clock against the first's */
 } world;
 
 static world W;
 
-static rec *find(const uint8_t *key, size_t klen)
+/* The record under key, tombstones included. */
+static rec *find_any(const uint8_t *key, size_t klen)
 {
 	for (size_t i = 0; i < W.nrec; i++)
 		if (W.recs[i].klen == klen && !memcmp(W.recs[i].key, key, klen))
 			return &W.recs[i];
 	return NULL;
+}
+
+/* The live record under key (NULL: absent or deleted). */
+static rec *find(const uint8_t *key, size_t klen)
+{
+	rec *r = find_any(key, klen);
+	return r && !r->tomb ? r : NULL;
+}
+
+static size_t live_count(void)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < W.nrec; i++)
+		n += !W.recs[i].tomb;
+	return n;
+}
+
+/* A write's stamp: wall-clock ms (now + offset) and a sequence number, as an HLC. */
+#define STAMP(ms) ((uint64_t)(ms) << 20)
+
+/* Each core's wall clock is now + its offset: the second node's may be off (skew). */
+#define WALL_BASE (24ull * 3600 * 1000)
+static int64_t next_skew_ms; /* the second core's clock, ahead (> 0) or behind, by this */
+
+static uint64_t wall_of(unsigned core)
+{
+	return W.now + WALL_BASE + (core ? (uint64_t)W.skew_ms : 0);
+}
+
+static uint64_t stamp_now(unsigned core)
+{
+	return STAMP(wall_of(core)) + ++W.vseq;
 }
 
 static unsigned core_ids[2] = {0, 1};
@@ -97,7 +136,7 @@ static files_core *core_of(unsigned i)
 }
 
 static void d_kv(void *ctx, uint64_t req, kv_op op, const uint8_t *key, size_t klen,
-                 const uint8_t *val, size_t vlen, const kv_version *cond)
+                 const uint8_t *val, size_t vlen, const kv_version *cond, uint64_t at_ms)
 {
 	assert_true(W.nq < MAXQ);
 	qop *o = &W.q[W.nq++];
@@ -106,6 +145,9 @@ static void d_kv(void *ctx, uint64_t req, kv_op op, const uint8_t *key, size_t k
 	o->cond = cond ? cond->stamp : 0;
 	o->req = req;
 	o->op = op;
+	o->stamp = stamp_now(o->core);
+	if (op == KV_DEL && at_ms && STAMP(at_ms) < o->stamp)
+		o->stamp = STAMP(at_ms); /* dated: loses to what was written since */
 	memcpy(o->key, key, klen);
 	o->klen = klen;
 	o->val = NULL;
@@ -252,33 +294,38 @@ static void answer_one(void)
 		files_on_kv(f, W.now, o.req, KV_UNSURE, NULL, 0, NULL);
 		return;
 	}
-	rec *r = find(o.key, o.klen);
+	rec *r = find(o.key, o.klen), *any = find_any(o.key, o.klen);
 	kv_version held = {r ? r->ver : 0, 0, false};
 	if (o.has_cond && o.op != KV_GET && o.cond != held.stamp) { /* compare-and-set */
 		free(o.val);
 		files_on_kv(f, W.now, o.req, KV_CONFLICT, NULL, 0, r ? &held : NULL);
 		return;
 	}
-	if (o.op == KV_PUT) {
-		if (!r) {
+	if (o.has_cond && r && o.stamp <= r->ver)
+		o.stamp = r->ver + 1; /* as the kv coordinator: the writer saw r, so it is newer */
+	if (o.op == KV_PUT || o.op == KV_DEL) {
+		bool live = r != NULL;
+		if (!any) {
 			assert_true(W.nrec < MAXREC);
-			r = &W.recs[W.nrec++];
-			memcpy(r->key, o.key, o.klen);
-			r->klen = o.klen;
+			any = &W.recs[W.nrec++];
+			memset(any, 0, sizeof *any);
+			memcpy(any->key, o.key, o.klen);
+			any->klen = o.klen;
+		}
+		if (o.stamp > any->ver) { /* the newest version wins; an older write is stale */
+			free(any->val);
+			any->val = o.op == KV_PUT ? o.val : NULL;
+			any->vlen = o.op == KV_PUT ? o.vlen : 0;
+			any->ver = o.stamp;
+			any->tomb = o.op == KV_DEL;
 		} else {
-			free(r->val);
+			free(o.val);
 		}
-		r->val = o.val;
-		r->vlen = o.vlen;
-		r->ver = ++W.vseq;
-		kv_version v = {r->ver, 0, false};
-		files_on_kv(f, W.now, o.req, KV_OK, NULL, 0, &v);
-	} else if (o.op == KV_DEL) {
-		if (r) {
-			free(r->val);
-			*r = W.recs[--W.nrec];
-		}
-		files_on_kv(f, W.now, o.req, r ? KV_OK : KV_NOT_FOUND, NULL, 0, NULL);
+		kv_version v = {any->ver, 0, any->tomb};
+		if (o.op == KV_PUT)
+			files_on_kv(f, W.now, o.req, KV_OK, NULL, 0, &v);
+		else
+			files_on_kv(f, W.now, o.req, live ? KV_OK : KV_NOT_FOUND, NULL, 0, NULL);
 	} else if (!r) {
 		files_on_kv(f, W.now, o.req, KV_NOT_FOUND, NULL, 0, NULL);
 	} else if (o.key[2] == 'c' && r->vlen && (W.corrupt_always || W.corrupt_left)) {
@@ -345,6 +392,7 @@ static void world_init_with(uint32_t chunk, unsigned window, uint64_t seed, bool
 	c.max_file = (uint64_t)chunk * 1000;
 	c.retries = 30;
 	c.retry_ms = 10;
+	c.wall_offset_ms = WALL_BASE;
 	files_driver d = {&core_ids[0],
 	                  d_kv,
 	                  d_meta,
@@ -357,6 +405,8 @@ static void world_init_with(uint32_t chunk, unsigned window, uint64_t seed, bool
 	W.f = files_new(&c, &d);
 	assert_non_null(W.f);
 	d.ctx = &core_ids[1];
+	W.skew_ms = next_skew_ms;
+	c.wall_offset_ms = (uint64_t)((int64_t)WALL_BASE + W.skew_ms);
 	W.f2 = files_new(&c, &d); /* idle unless a test gives it work */
 	assert_non_null(W.f2);
 }
@@ -388,11 +438,11 @@ static uint8_t *random_bytes(size_t n)
 
 /* Feeds bytes in random pieces, only while the core wants them, answering kv operations
  * in between (as the network would). Returns the status done gave. */
-static void feed(uint64_t x, const uint8_t *b, size_t n, size_t stop_at)
+static void feed_core(files_core *f, uint64_t x, const uint8_t *b, size_t n, size_t stop_at)
 {
 	size_t off = 0;
 	while (off < n && off < stop_at) {
-		if (!files_upload_wants(W.f, x)) {
+		if (!files_upload_wants(f, x)) {
 			assert_true(W.nq > 0); /* something must be in flight to make room */
 			answer_one();
 			continue;
@@ -402,11 +452,16 @@ static void feed(uint64_t x, const uint8_t *b, size_t n, size_t stop_at)
 			k = n - off;
 		if (k > stop_at - off)
 			k = stop_at - off;
-		files_upload_data(W.f, W.now, x, b + off, k);
+		files_upload_data(f, W.now, x, b + off, k);
 		off += k;
 		if (W.nq && rn_rng_below(&W.rng, 2))
 			answer_one();
 	}
+}
+
+static void feed(uint64_t x, const uint8_t *b, size_t n, size_t stop_at)
+{
+	feed_core(W.f, x, b, n, stop_at);
 }
 
 static void upload(uint64_t x, const char *name, const uint8_t *b, size_t n)
@@ -482,12 +537,14 @@ static void check_store(const char **names, uint8_t **bytes, const size_t *sizes
 		assert_true(files_record_valid(r->key, r->klen, r->val, r->vlen));
 	}
 	want += nh;
-	size_t index_there = 0;
-	for (size_t i = 0; i < W.nrec; i++)
-		index_there += W.recs[i].klen == 3 && W.recs[i].key[2] == 'i';
+	size_t index_there = 0, live = 0;
+	for (size_t i = 0; i < W.nrec; i++) {
+		index_there += !W.recs[i].tomb && W.recs[i].klen == 3 && W.recs[i].key[2] == 'i';
+		live += !W.recs[i].tomb;
+	}
 	if (!nf && index_there)
 		want++;
-	assert_int_equal(W.nrec, want);
+	assert_int_equal(live, want);
 }
 
 static void list_check(uint64_t x, const char **sorted, size_t n)
@@ -847,9 +904,123 @@ static void test_limits_and_names(void **state)
 	assert_true(W.xs[2].done);
 	assert_int_equal(W.xs[2].status, FILES_TOO_BIG);
 	check_store(NULL, NULL, NULL, 0, 64);
-	assert_int_equal(W.nrec, 0);
+	assert_int_equal(live_count(), 0);
 	free(b);
 	world_free();
+}
+
+/* Answers everything queued and runs both cores' timers due by t; the clock ends at t. */
+static void run_until(uint64_t t)
+{
+	for (int guard = 0; guard < 1000000; guard++) {
+		if (W.nq) {
+			answer_one();
+			continue;
+		}
+		uint64_t at = files_wake_at(W.f), at2 = files_wake_at(W.f2);
+		at = at2 < at ? at2 : at;
+		if (at > t)
+			break;
+		W.now = at > W.now ? at : W.now;
+		files_tick(W.f, W.now);
+		files_tick(W.f2, W.now);
+	}
+	if (W.now < t)
+		W.now = t;
+}
+
+#define GC_DELAY_MS (60 * 60 * 1000u) /* files_config's default gc_delay_ms */
+
+/* A delete's collection on one node races an upload on another that shares a chunk (the
+ * same bytes): the upload has stored the chunk but not yet written its manifest when the
+ * delete unlists the old file. Whatever the order (the chunk put before or after the
+ * delete, the upload ending at once or long after), an upload that says OK downloads
+ * intact through the other node, and the store ends exact: the old file's own chunk
+ * collected, the shared one kept. The one upload that cannot land (its chunk put before
+ * the delete, itself still running when the collection ran) fails and leaves nothing:
+ * never listed with a chunk missing. The uploading node's clock is right, ahead or behind
+ * (by less than the tolerated gc_delay_ms / 4). Before the fix (an immediate collection,
+ * tombstones stamped when written) the download of "new" failed with FILES_CORRUPT. */
+static void test_collect_races_upload(void **state)
+{
+	(void)state;
+	const uint32_t cs = 16;
+	/* the upload ends: at once; before it must refresh; after (its chunks re-put); just
+	 * before the collection runs (the refresh and the collection interleave); long after */
+	const uint64_t waits[] = {0, GC_DELAY_MS / 8, GC_DELAY_MS / 2, GC_DELAY_MS - 3,
+	                          2 * GC_DELAY_MS};
+	/* the uploading node's clock: right, ahead, behind (less than gc_delay_ms / 4) */
+	const int64_t skews[] = {0, GC_DELAY_MS / 8, -(int64_t)GC_DELAY_MS / 8};
+	for (unsigned put_first = 0; put_first < 2; put_first++)
+		for (unsigned wi = 0; wi < 5; wi++)
+			for (uint64_t seed = 1; seed <= 3; seed++) {
+				next_skew_ms = skews[seed - 1];
+				world_init(cs, 2, 500 + seed * 10 + wi + 100 * put_first);
+				next_skew_ms = 0;
+				W.unsure_pct = seed == 3 ? 10 : 0;
+				uint8_t *old = random_bytes(2 * cs), *nw = random_bytes(2 * cs + 5);
+				memcpy(nw, old, cs); /* chunk 0 is the same bytes in both */
+				upload(0, "old", old, 2 * cs);
+				run_until(W.now + 1000);
+				/* node B's upload; node A's delete of the old file */
+				memset(&W.xs[2], 0, sizeof W.xs[2]);
+				assert_int_equal(files_upload_begin(W.f2, W.now, 2, "new", 3), 0);
+				memset(&W.xs[1], 0, sizeof W.xs[1]);
+				if (put_first) { /* the shared chunk is stored before the delete */
+					feed_core(W.f2, 2, nw, 2 * cs + 5, cs);
+					run_until(W.now + 1000);
+				}
+				uint64_t t_del = W.now;
+				assert_int_equal(files_delete(W.f, W.now, 1, "old", 3), 0);
+				run_until(W.now + 1000);
+				if (!put_first) {
+					feed_core(W.f2, 2, nw, 2 * cs + 5, cs);
+					run_until(W.now + 1000);
+				}
+				assert_true(W.xs[1].done);
+				assert_int_equal(W.xs[1].status, FILES_OK);
+				if (t_del + waits[wi] > W.now)
+					run_until(t_del +
+					          waits[wi]); /* waits count from the delete */
+				feed_core(W.f2, 2, nw + cs, cs + 5, cs + 5);
+				files_upload_end(W.f2, W.now, 2);
+				settle();
+				assert_true(W.xs[2].done);
+				assert_int_equal(files_active(W.f), 0);
+				assert_int_equal(files_active(W.f2), 0);
+				/* its chunk put before the delete and collected before it ended:
+				 * the refresh finds it gone and the upload fails; everything else
+				 * lands */
+				bool late = waits[wi] >= GC_DELAY_MS;
+				/* with clocks apart, which of the put and the dated delete is newer
+				 * depends on them: either outcome, both checked below */
+				bool lost = W.xs[2].status == FILES_UNAVAIL;
+				if (!W.skew_ms)
+					assert_int_equal(lost, put_first && late);
+				else if (!late || (!put_first && W.skew_ms > 0))
+					assert_false(lost);
+				assert_true(lost || W.xs[2].status == FILES_OK);
+				uint64_t refreshed = files_get_stats(W.f2)->chunks_refreshed;
+				if (!lost && waits[wi] >= GC_DELAY_MS / 2)
+					assert_true(refreshed >=
+					            1); /* the shared chunk, put again */
+				else
+					assert_int_equal(refreshed, 0);
+				if (W.xs[2].status == FILES_OK) {
+					download_check(3, "new", nw, 2 * cs + 5, 0, 2 * cs + 5);
+					const char *n[] = {"new"};
+					uint8_t *by[] = {nw};
+					size_t sz[] = {2 * cs + 5};
+					check_store(n, by, sz, 1, cs);
+					list_check(4, n, 1);
+				} else {
+					check_store(NULL, NULL, NULL, 0, cs);
+					list_check(4, NULL, 0);
+				}
+				free(old);
+				free(nw);
+				world_free();
+			}
 }
 
 static void test_manifest_codec(void **state)
@@ -903,6 +1074,7 @@ int main(void)
 	    cmocka_unit_test(test_dedup_delete_overwrite), cmocka_unit_test(test_abort_collects),
 	    cmocka_unit_test(test_corrupt_chunks),         cmocka_unit_test(test_limits_and_names),
 	    cmocka_unit_test(test_index_two_nodes),        cmocka_unit_test(test_local_copies),
+	    cmocka_unit_test(test_collect_races_upload),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
