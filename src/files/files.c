@@ -123,6 +123,7 @@ typedef struct kop {
 	unsigned tries;
 	uint64_t retry_at; /* waiting to be sent again (0: in flight) */
 	bool local;        /* a chunk get asked of this node's own store first (driver.local) */
+	bool store_checks; /* a chunk get that came back damaged: the store checks its copies */
 } kop;
 
 struct files_core {
@@ -509,7 +510,8 @@ static void kop_send(files_core *f, kop *o)
 		f->d.local(f->d.ctx, o->req, o->key, o->klen);
 	else
 		f->d.kv(f->d.ctx, o->req, o->op, o->key, o->klen, o->val, o->vlen,
-		        o->has_cond ? &o->cond : NULL, o->at_ms);
+		        o->has_cond ? &o->cond : NULL, o->at_ms,
+		        o->tag == T_CHUNK_GET && !o->store_checks);
 }
 
 /* Starts a kv operation; a write with cond is conditional on the version held being *cond;
@@ -624,8 +626,10 @@ static void on_kv(files_core *f, uint64_t now, uint64_t req, kv_status st, const
 	if ((unsure || corrupt) && o->tries < f->cfg.retries && !(x->aborted && !x->orphaned)) {
 		o->tries++;
 		o->retry_at = now + f->cfg.retry_ms;
-		if (corrupt)
+		if (corrupt) {
 			x->repaired++;
+			o->store_checks = true; /* the copy served unchecked was bad */
+		}
 		free(own);
 		return;
 	}

@@ -134,8 +134,12 @@ typedef struct {
 	void *ctx;
 	/* cond: a conditional write (kv_request.has_cond), or NULL */
 	/* at_ms: a delete dated this wall-clock ms (kv_request.at_ms), or 0 */
+	/* unchecked: a chunk get the core will check against its hash, so the store need not
+	 * check its copy first (kv_request.unchecked); false once a copy came back damaged,
+	 * so that the store checks every copy it reads and repairs the bad one */
 	void (*kv)(void *ctx, uint64_t req, kv_op op, const uint8_t *key, size_t klen,
-	           const uint8_t *val, size_t vlen, const kv_version *cond, uint64_t at_ms);
+	           const uint8_t *val, size_t vlen, const kv_version *cond, uint64_t at_ms,
+	           bool unchecked);
 	void (*meta)(void *ctx, uint64_t xfer, const files_manifest *m);
 	void (*data)(void *ctx, uint64_t xfer, uint8_t *chunk, size_t off, size_t len);
 	void (*room)(void *ctx, uint64_t xfer);

@@ -890,7 +890,16 @@ static void coordinate(kv_node *k, uint64_t now, ring_addr origin, uint64_t orig
 	kv_record cur;
 	int rc = k->d.get(k->d.ctx, &c->rec.r.kid, &cur);
 	if (c->kop == KV_GET) {
-		if (rc == 0 && damaged(k, &cur)) {
+		/* the owner of a range that has been still for settle_ms (two anti-entropy rounds
+		 * or more: any newer copy on a replica has been pulled here) answers from its own
+		 * copy; otherwise, and for a key it does not have, it asks every replica */
+		bool owner_read = rc == 0 && settled(k, now) && own_range(k, &pos) &&
+		                  !(c->flags & KV_F_FALLBACK) && k->cfg.owner_reads;
+		/* a requester that checks the value itself is sent the copy unchecked: if it is
+		 * damaged, the requester asks again without the flag and the check below finds
+		 * it and has it rewritten */
+		bool trust = owner_read && (c->flags & KV_F_UNCHECKED);
+		if (rc == 0 && !trust && damaged(k, &cur)) {
 			k->st.damaged_seen++;
 			c->t[0].damaged = true; /* answered, but not a copy to serve */
 			c->t[0].v = cur.v;
@@ -900,11 +909,7 @@ static void coordinate(kv_node *k, uint64_t now, ring_addr origin, uint64_t orig
 			if (own_set(&c->best, &cur) == 0)
 				c->has_best = true;
 		}
-		/* the owner of a range that has been still for settle_ms (two anti-entropy rounds
-		 * or more: any newer copy on a replica has been pulled here) answers from its own
-		 * copy; otherwise, and for a key it does not have, it asks every replica */
-		if (rc == 0 && c->has_best && settled(k, now) && own_range(k, &pos) &&
-		    !(c->flags & KV_F_FALLBACK) && k->cfg.owner_reads) {
+		if (owner_read && c->has_best) {
 			k->st.owner_reads++;
 			c->t[0].state = RS_DONE; /* it answers for itself: "replicas" names it */
 			c->answers = 1;
@@ -1212,6 +1217,7 @@ void kv_client(kv_node *k, uint64_t now, uint64_t client, const kv_request *r)
 	e->kop = (uint8_t)r->op;
 	e->has_cond = r->op != KV_GET && r->has_cond;
 	e->cond = r->cond;
+	e->flags = r->op == KV_GET && r->unchecked ? KV_F_UNCHECKED : 0;
 	e->coord.addr = RING_ADDR_NONE;
 	e->deadline = now + k->cfg.req_timeout_ms;
 	if (!k->joined) {

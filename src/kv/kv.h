@@ -141,6 +141,9 @@ typedef enum {
 #define KV_F_LOOKED                                                                                \
 	8u /* the entry found this node by a ring lookup: coordinate even if                       \
 	    * the key looks outside this node's range (views lag) */
+#define KV_F_UNCHECKED                                                                             \
+	32u /* REQ of a get: the requester checks the value itself (kv_request.unchecked), so      \
+	     * a settled owner answering from its own copy skips the driver's check */
 
 typedef struct {
 	rn_id kid;
@@ -208,6 +211,12 @@ typedef struct {
 	 * (at most now), so any write stamped after it wins over it. The file service's
 	 * collection uses it to lose against an upload's concurrent put of the same chunk. */
 	uint64_t at_ms;
+	/* A get whose caller checks the value itself (a file chunk against the hash that names
+	 * it): an owner that answers from its own copy sends it without the driver's check
+	 * (kv_set_check), which would only repeat the caller's. A caller that finds the value
+	 * bad asks again without it: then every copy read is checked and a damaged one is
+	 * rewritten (read repair), so the bad copy is still found and replaced. */
+	bool unchecked;
 } kv_request;
 
 typedef struct {

@@ -104,6 +104,7 @@ typedef struct kvop {
 	bool has_cond;
 	kv_version cond;
 	uint64_t at_ms; /* a dated delete (a collection's) */
+	bool unchecked; /* a chunk get the file core checks itself (kv_request.unchecked) */
 } kvop;
 
 typedef struct kvans {
@@ -263,7 +264,8 @@ static void live_drop(node *n, fx *x)
 }
 
 static void d_kv(void *ctx, uint64_t req, kv_op op, const uint8_t *key, size_t klen,
-                 const uint8_t *val, size_t vlen, const kv_version *cond, uint64_t at_ms)
+                 const uint8_t *val, size_t vlen, const kv_version *cond, uint64_t at_ms,
+                 bool unchecked)
 {
 	node *n = ctx;
 	nd_files *nf = n->files;
@@ -278,7 +280,8 @@ static void d_kv(void *ctx, uint64_t req, kv_op op, const uint8_t *key, size_t k
 	memcpy(k, key, klen);
 	/* val stays valid until the core has its answer: the kv core copies it when called */
 	nf->ops[nf->nops++] = (kvop){
-	    req, op, k, klen, val, vlen, cond != NULL, cond ? *cond : (kv_version){0}, at_ms};
+	    req,   op,       k, klen, val, vlen, cond != NULL, cond ? *cond : (kv_version){0},
+	    at_ms, unchecked};
 }
 
 static char *json_err(const char *why)
@@ -533,7 +536,8 @@ static void files_kv_issue(node *n)
 		                .vlen = o->op == KV_PUT ? o->vlen : 0,
 		                .has_cond = o->has_cond,
 		                .cond = o->cond,
-		                .at_ms = o->at_ms};
+		                .at_ms = o->at_ms,
+		                .unchecked = o->unchecked};
 		nd_kv_client(n, FILES_KV_BIT | o->req, &r);
 		free(o->key);
 	}

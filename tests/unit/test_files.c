@@ -81,8 +81,10 @@ typedef struct {
 	bool local_on, take_on;
 	unsigned local_good, local_bad, local_missing; /* local reads answered each way */
 	unsigned kv_chunk_gets;                        /* chunk gets that reached the store */
-	unsigned reported;                             /* damaged calls, all for a damaged copy */
-	int64_t skew_ms; /* the second core's clock against the first's */
+	/* ... asking the store to skip its own check of the copy (the core checks), or not */
+	unsigned chunk_gets_unchecked, chunk_gets_checked;
+	unsigned reported; /* damaged calls, all for a damaged copy */
+	int64_t skew_ms;   /* the second core's clock against the first's */
 } world;
 
 static world W;
@@ -136,9 +138,15 @@ static files_core *core_of(unsigned i)
 }
 
 static void d_kv(void *ctx, uint64_t req, kv_op op, const uint8_t *key, size_t klen,
-                 const uint8_t *val, size_t vlen, const kv_version *cond, uint64_t at_ms)
+                 const uint8_t *val, size_t vlen, const kv_version *cond, uint64_t at_ms,
+                 bool unchecked)
 {
 	assert_true(W.nq < MAXQ);
+	bool chunk_get = klen == 3 + FILES_HASH && key[2] == 'c' && op == KV_GET;
+	/* only a chunk, which the core checks against its name, may skip the store's check */
+	assert_true(!unchecked || chunk_get);
+	W.chunk_gets_unchecked += chunk_get && unchecked;
+	W.chunk_gets_checked += chunk_get && !unchecked;
 	qop *o = &W.q[W.nq++];
 	o->core = *(const unsigned *)ctx;
 	o->has_cond = cond != NULL;
@@ -790,9 +798,14 @@ static void test_corrupt_chunks(void **state)
 	upload(0, "f", b, 6 * cs + 3);
 	/* a few damaged reads: another read gets good bytes, the download is right */
 	W.corrupt_left = 3;
+	W.chunk_gets_unchecked = W.chunk_gets_checked = 0;
 	download_check(1, "f", b, 6 * cs + 3, 0, 6 * cs + 3);
 	assert_int_equal(W.xs[1].repaired, 3);
 	assert_int_equal(files_get_stats(W.f)->bad_chunks, 3);
+	/* each chunk is first asked for unchecked (the core checks it); each read again after
+	 * a damaged answer asks the store to check its copies, so the bad one is repaired */
+	assert_int_equal(W.chunk_gets_unchecked, 7);
+	assert_int_equal(W.chunk_gets_checked, 3);
 	/* every read damaged: the download fails, and what it sent is a right prefix */
 	W.corrupt_always = true;
 	memset(&W.xs[2], 0, sizeof W.xs[2]);

@@ -57,6 +57,7 @@ typedef struct {
 	cop *ops;
 	size_t nops;
 	push_watch *watch;
+	bool unchecked; /* gets ask to skip the check of the copy (kv_request.unchecked) */
 } net;
 
 static void on_reply(void *arg, uint64_t client, const kv_reply *r)
@@ -207,7 +208,8 @@ static size_t client_if(net *t, uint32_t entry, uint8_t op, const char *key, con
 	                .val = (const uint8_t *)val,
 	                .vlen = val ? strlen(val) : 0,
 	                .rid = (const uint8_t *)rid,
-	                .ridlen = rid ? strlen(rid) : 0};
+	                .ridlen = rid ? strlen(rid) : 0,
+	                .unchecked = t->unchecked};
 	if (cond) {
 		r.has_cond = true;
 		r.cond = *cond;
@@ -714,25 +716,34 @@ static bool copy_good(net *t, uint32_t i, const char *key, const kv_version *v)
 	       kv_version_cmp(&cur.v, v) == 0;
 }
 
+/* Six nodes with the check, "blob" written and the ring settled (the owner reads its own
+ * copy); *w is the write, reps its 3 replicas, whose copies are good. */
+static net *blob_net(uint64_t seed, size_t *w, uint32_t reps[KV_MAX_R])
+{
+	net *t = net_new(6, seed);
+	for (uint32_t i = 0; i < 6; i++)
+		kv_set_check(NODE(t, i)->kv, check_bang);
+	run(t, 1000);
+	*w = client(t, 0, KV_PUT, "blob", "\"good\"", NULL);
+	run(t, t->k->now + CFG(t).settle_ms + 1000);
+	assert_int_equal(t->ops[*w].status, KV_OK);
+	rn_id kid;
+	kid_of("blob", &kid);
+	assert_int_equal(true_replicas(t, &kid, reps), 3);
+	for (int k = 0; k < 3; k++)
+		assert_true(copy_good(t, reps[k], "blob", &t->ops[*w].v));
+	return t;
+}
+
 /* A copy damaged on disk has the version of a good one, so repair by versions cannot see
  * it: a get must not serve it (not even the settled owner from its own copy), must answer
  * with a good copy and rewrite the damaged one; with every copy damaged it is unsure. */
 static void test_damaged_copy(void **state)
 {
 	(void)state;
-	net *t = net_new(6, 31);
-	for (uint32_t i = 0; i < 6; i++)
-		kv_set_check(NODE(t, i)->kv, check_bang);
-	run(t, 1000);
-	size_t w = client(t, 0, KV_PUT, "blob", "\"good\"", NULL);
-	run(t, t->k->now + CFG(t).settle_ms + 1000); /* settled: the owner reads its own copy */
-	assert_int_equal(t->ops[w].status, KV_OK);
-	rn_id kid;
-	kid_of("blob", &kid);
+	size_t w;
 	uint32_t reps[KV_MAX_R];
-	assert_int_equal(true_replicas(t, &kid, reps), 3);
-	for (int k = 0; k < 3; k++)
-		assert_true(copy_good(t, reps[k], "blob", &t->ops[w].v));
+	net *t = blob_net(31, &w, reps);
 	/* the owner's copy damaged */
 	damage(t, reps[0], "blob");
 	size_t g = client(t, reps[2], KV_GET, "blob", NULL, NULL);
@@ -773,6 +784,38 @@ static void test_damaged_copy(void **state)
 	assert_int_equal(t->ops[g].status, KV_OK);
 	assert_string_equal(t->ops[g].got, "\"good\"");
 	assert_true(copy_good(t, reps[1], "blob", &t->ops[w].v));
+	net_free(t);
+}
+
+/* A get whose caller checks the value itself (kv_request.unchecked) is served from the
+ * settled owner's copy without the check, damaged or not; the caller's get without the
+ * flag then finds the damage, answers with a good copy and rewrites the owner's. */
+static void test_unchecked_get(void **state)
+{
+	(void)state;
+	size_t w;
+	uint32_t reps[KV_MAX_R];
+	net *t = blob_net(37, &w, reps);
+	damage(t, reps[0], "blob");
+	uint32_t entry = reps[2];
+	t->unchecked = true;
+	size_t g = client(t, entry, KV_GET, "blob", NULL, NULL);
+	run(t, t->k->now + 2000);
+	assert_int_equal(t->ops[g].status, KV_OK);
+	assert_string_equal(t->ops[g].got, "!good\""); /* the owner's copy, as it is */
+	assert_false(copy_good(t, reps[0], "blob", &t->ops[w].v));
+	t->unchecked = false;
+	g = client(t, entry, KV_GET, "blob", NULL, NULL);
+	run(t, t->k->now + 2000);
+	assert_int_equal(t->ops[g].status, KV_OK);
+	assert_string_equal(t->ops[g].got, "\"good\"");
+	assert_true(copy_good(t, reps[0], "blob", &t->ops[w].v));
+	/* a good copy asked for unchecked is the same answer */
+	t->unchecked = true;
+	g = client(t, entry, KV_GET, "blob", NULL, NULL);
+	run(t, t->k->now + 2000);
+	assert_int_equal(t->ops[g].status, KV_OK);
+	assert_string_equal(t->ops[g].got, "\"good\"");
 	net_free(t);
 }
 
@@ -1338,6 +1381,7 @@ int main(void)
 	    cmocka_unit_test(test_join_reads_and_repair),
 	    cmocka_unit_test(test_stale_replica_loses),
 	    cmocka_unit_test(test_damaged_copy),
+	    cmocka_unit_test(test_unchecked_get),
 	    cmocka_unit_test(test_idempotent_retry),
 	    cmocka_unit_test(test_conditional_writes),
 	    cmocka_unit_test(test_conditional_write_clock_behind),
