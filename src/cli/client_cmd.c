@@ -241,7 +241,8 @@ int cli_client(const char *cmd, int argc, char **argv)
 			fclose(ur);
 	}
 	/* 503 says "cannot tell now, try again" (the ring is still settling, a replica did not
-	 * answer): retry as the node suggests, for up to 10 s */
+	 * answer): retry as the node suggests, for up to 20 s, longer than the 12 s an owner
+	 * waits after its view changed before it may say "not found" */
 	long status = 0;
 	int rc;
 	for (int waited = 0;;) {
@@ -251,7 +252,7 @@ int cli_client(const char *cmd, int argc, char **argv)
 		json_t *j = rc == 0 && status == 503 && out ? json_loads(out, 0, NULL) : NULL;
 		json_int_t after = json_integer_value(json_object_get(j, "retry_after_ms"));
 		json_decref(j);
-		if (!after || waited + after > 10000)
+		if (!after || waited + after > 20000)
 			break;
 		waited += (int)after;
 		struct timespec ts = {after / 1000, (after % 1000) * 1000000L};

@@ -345,6 +345,20 @@ static bool settled(const kv_node *k, uint64_t now)
 	return k->joined && now - k->view_at >= k->cfg.settle_ms;
 }
 
+/* Still long enough to be sure a key its replicas lack is absent: a record of this range
+ * that only an old owner holds (written while the ring grew) moves here by handoff, which
+ * that node starts once its own view has been still for cover_ms, at its next handoff
+ * round (sync_ms later at most), and which lands within a round more. Sure at settle_ms,
+ * sooner than that, an owner answered 404 for such keys after a kill -9
+ * (tests/integration/test_kill_read.py). */
+static bool sure_absent(const kv_node *k, uint64_t now)
+{
+	uint64_t still = (uint64_t)k->cfg.cover_ms + 2 * (uint64_t)k->cfg.sync_ms;
+	if (still < k->cfg.settle_ms)
+		still = k->cfg.settle_ms;
+	return k->joined && now - k->view_at >= still;
+}
+
 /* Up to max distinct successors, not this node, in ring order. */
 static size_t distinct_succ(const kv_node *k, ring_peer *out, size_t max)
 {
@@ -813,9 +827,9 @@ static void coord_finish_read(kv_node *k, uint64_t now, op *c, bool final)
 			coord_answer(k, now, c, KV_UNSURE, false, NULL); /* no good copy answered */
 		else if (c->has_best)                                    /* deleted: say when */
 			coord_answer(k, now, c, KV_NOT_FOUND, true, &c->best.r);
-		else if (c->answers == c->nt && c->nt >= k->cfg.replicas && settled(k, now))
+		else if (c->answers == c->nt && c->nt >= k->cfg.replicas && sure_absent(k, now))
 			coord_answer(k, now, c, KV_NOT_FOUND, false, NULL);
-		else if (c->answers == c->nt && c->failed == 0 && settled(k, now) &&
+		else if (c->answers == c->nt && c->failed == 0 && sure_absent(k, now) &&
 		         c->nt == ring_seen(k))
 			coord_answer(k, now, c, KV_NOT_FOUND, false,
 			             NULL); /* a ring smaller than R */

@@ -40,8 +40,10 @@
  * way the request came.
  *
  * "Not found" is said only when the node is sure: every replica answered, none has the
- * key, and the node's view of the ring has not changed for settle_ms. Otherwise the
- * answer is KV_UNSURE (503 with a retry hint).
+ * key, and the node's view of the ring has not changed for cover_ms + 2 sync_ms (at least
+ * settle_ms): longer than an old owner, whose view changed at the same time, keeps a
+ * record of this range before handing it on. Otherwise the answer is KV_UNSURE (503 with
+ * a retry hint).
  *
  * ---- Provided by the driver (kv_driver) ----
  * - store: get / put / del / scan over records sorted by key id (ring order), count.
@@ -245,7 +247,8 @@ typedef struct {
 	uint32_t op_timeout_ms;  /* a coordinator's wait for its replicas */
 	uint32_t req_timeout_ms; /* a client request, end to end */
 	uint32_t sync_ms;        /* anti-entropy period */
-	uint32_t settle_ms;      /* a view this fresh is not sure enough for "not found" */
+	uint32_t settle_ms;      /* a view this fresh does not answer from the owner's copy
+	                          * (nor say "not found": that waits cover_ms + 2 sync_ms) */
 	uint32_t cover_ms;       /* a replica range not synced this long is no longer ours */
 	uint32_t tomb_grace_ms;  /* tombstones live at least this long */
 	uint64_t wall_offset_ms; /* wall clock (Unix ms) at now = 0, for the HLC */

@@ -9,10 +9,12 @@ readers then GET every key in turn through the four others: an answer is the
 acknowledged value or a 503 (unsure, retry), never a 404 and never another value. Then
 every key must read back through every live node. Round 0 kills the node after the first
 one: the first held every key written while it was alone, and is a replica of none of
-that node's keys once it is gone; before the early handoff copies (kv.c, handoff_round)
-its new owner answered 404 for them from about 6 s after the kill, once its view had been
-still for settle_ms, until the first node's handoff (451 false 404s in one such round).
-Further rounds (argument ROUNDS): the owner of the most keys, the first node, a random one.
+that node's keys once it is gone. Their new owner used to be sure of "not found" once its
+view had been still for settle_ms (5 s), before the first node's handoff, which waits for
+its own view to be still for cover_ms (8 s): 451 false 404s from about 7 s after the kill
+in one such round. Now "not found" waits cover_ms + 2 sync_ms (kv.c, sure_absent), so
+READ_S should reach well past it (CTest: 20 s). Further rounds (argument ROUNDS): the
+owner of the most keys, the first node, a random one.
 
 usage: test_kill_read.py RINGNET [KEYS [READ_S [ROUNDS]]]"""
 import random

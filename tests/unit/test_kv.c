@@ -517,11 +517,72 @@ static void test_no_false_not_found(void **state)
 	run(t, t->k->now + 300);
 	assert_true(t->ops[g].replied);
 	assert_int_equal(t->ops[g].status, KV_UNSURE);
+	/* still for settle_ms: the owner would answer from its own copy, but a key no replica
+	 * holds may still be on its way from an old owner (the test below) */
 	run(t, t->k->now + CFG(t).settle_ms);
+	g = client(t, 0, KV_GET, key, NULL, NULL);
+	run(t, t->k->now + 50);
+	assert_int_equal(t->ops[g].status, KV_UNSURE);
+	run(t, t->k->now + CFG(t).cover_ms + 2 * CFG(t).sync_ms);
 	g = client(t, 0, KV_GET, key, NULL, NULL);
 	run(t, t->k->now + 300);
 	assert_int_equal(t->ops[g].status, KV_NOT_FOUND);
 	net_free(t);
+}
+
+/* A record only an old owner holds (written while the ring grew), and a change of the ring
+ * that reaches the key's owner and that node at the same moment: the owner must not be
+ * sure the key is absent before that node's handoff, which waits for its view to be still
+ * for cover_ms. Every read until then is the value or unsure, never "not found"; then
+ * the value. */
+static void test_no_not_found_before_handoff(void **state)
+{
+	(void)state;
+	for (uint64_t seed = 1; seed <= 4; seed++) {
+		net *t = net_new(8, seed);
+		run(t, 3000);
+		const char *key = "held-by-an-old-owner";
+		rn_id kid;
+		kid_of(key, &kid);
+		uint32_t reps[KV_MAX_R];
+		true_replicas(t, &kid, reps);
+		uint32_t n = t->k->nlive, at = 0;
+		while (t->k->live[at] != reps[0])
+			at++;
+		uint32_t old = t->k->live[(at + 3) % n]; /* the node after the key's replicas */
+		kv_record r = {.kid = kid,
+		               .key = (const uint8_t *)key,
+		               .klen = strlen(key),
+		               .val = (const uint8_t *)"\"kept\"",
+		               .vlen = 6,
+		               .v = {(t->k->now + CFG(t).wall_offset_ms) << 16, 1, false}};
+		assert_int_equal(memstore_put(NODE(t, old)->st, &r), 0);
+		/* a node just before it: its predecessor changes, and so does the owner's third
+		 * successor, at once */
+		rn_id id, one;
+		memset(&one, 0, sizeof one);
+		one.b[RN_ID_BYTES - 1] = 1;
+		rn_id_sub(&id, &NODE(t, old)->id, &one);
+		kvs_add(t->k, &id);
+		size_t first = t->nops;
+		for (uint32_t i = 0; i < 3 * CFG(t).cover_ms / 20; i++) {
+			client(t, random_live(t), KV_GET, key, NULL, NULL);
+			run(t, t->k->now + 20);
+		}
+		run(t, t->k->now + 1000);
+		for (size_t i = first; i < t->nops; i++) {
+			assert_true(t->ops[i].replied);
+			if (t->ops[i].status == KV_NOT_FOUND)
+				fail_msg("seed %llu: read %zu of %zu answered not found",
+				         (unsigned long long)seed, i - first, t->nops - first);
+			if (t->ops[i].status == KV_OK)
+				assert_string_equal(t->ops[i].got, "\"kept\"");
+		}
+		size_t g = client(t, random_live(t), KV_GET, key, NULL, NULL);
+		run(t, t->k->now + 500);
+		assert_int_equal(t->ops[g].status, KV_OK);
+		net_free(t);
+	}
 }
 
 /* A node that joins owns keys it does not hold yet: reads still find them. */
@@ -1378,6 +1439,7 @@ int main(void)
 	    cmocka_unit_test(test_memstore_scan),
 	    cmocka_unit_test(test_put_get_delete),
 	    cmocka_unit_test(test_no_false_not_found),
+	    cmocka_unit_test(test_no_not_found_before_handoff),
 	    cmocka_unit_test(test_join_reads_and_repair),
 	    cmocka_unit_test(test_stale_replica_loses),
 	    cmocka_unit_test(test_damaged_copy),
