@@ -368,7 +368,9 @@ void files_config_default(files_config *c)
 	c->chunk_size = FILES_CHUNK_DEFAULT;
 	c->window = 4;
 	c->max_file = 4ull << 30;
-	c->retries = 20;
+	/* 20 s of retries: longer than the 12 s after a view change in which an owner cannot yet
+	 * be sure a key (a new file's manifest, the first index) is absent */
+	c->retries = 40;
 	c->retry_ms = 500;
 	c->gc_delay_ms = 60 * 60 * 1000;
 }
