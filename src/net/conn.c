@@ -280,45 +280,71 @@ static bool seal_frame(peer *p, pending *f)
 }
 
 /* Writes what p has queued, PEER_OUT_IOV frames to a write, in the order queued. A
- * connection that cannot take them is dropped and the frames go back to the cores. */
+ * connection that cannot take them is dropped and the frames go back to the cores.
+ * The write is tried at once (uv_try_write): when the socket takes it all, as it does
+ * unless the peer is slow to read, the frames are done here, with no request, no
+ * callback and no change to the socket's epoll registration (uv_write would re-arm it
+ * after every write); whatever it does not take goes through uv_write, in order. */
 static void flush_peer(peer *p)
 {
 	node *n = p->node;
 	while (p->head && p->tcp && p->connected) {
 		uv_buf_t bufs[PEER_OUT_IOV];
-		wreq *w = malloc(sizeof *w);
 		unsigned k = 0;
-		size_t cost = 0;
+		size_t cost = 0, bytes = 0;
 		pending *f = p->head, *last = NULL;
-		for (; w && f && k < PEER_OUT_IOV; last = f, f = f->next) {
+		for (; f && k < PEER_OUT_IOV; last = f, f = f->next) {
 			cost += frame_cost(f);
 			if (n->keyed && !seal_frame(p, f))
 				break;
 			bufs[k++] = uv_buf_init((char *)f->buf, (unsigned)f->len);
+			bytes += f->len;
 		}
-		if (!w || (f && k < PEER_OUT_IOV)) { /* out of memory; the stream has a gap */
-			free(w);
+		if (f && k < PEER_OUT_IOV) { /* out of memory; the stream has a gap */
 			nd_drop_connection(p);
 			fail_queue(p);
 			return;
 		}
 		/* the first k frames leave the queue for the write */
-		w->p = p;
-		w->tcp = p->tcp;
-		w->frames = p->head;
-		w->nframes = k;
-		w->cost = cost;
+		pending *frames = p->head;
 		p->head = f;
 		if (!f)
 			p->tail = NULL;
 		last->next = NULL;
 		p->nq -= k;
 		p->qbytes -= cost;
-		int rc = uv_write(&w->req, (uv_stream_t *)p->tcp, bufs, k, on_write);
+		int done = uv_try_write((uv_stream_t *)p->tcp, bufs, k);
+		if (done > 0 && (size_t)done == bytes) {
+			n->peer_writes++;
+			n->frames_out += k;
+			n->bytes_out += bytes;
+			free_frames(n, frames, false);
+			continue;
+		}
+		/* the rest (an error, too, is left for uv_write to report in on_write) */
+		unsigned s = 0;
+		for (size_t left = done > 0 ? (size_t)done : 0; left;) {
+			size_t take = left < bufs[s].len ? left : bufs[s].len;
+			bufs[s].base += take;
+			bufs[s].len -= (unsigned)take;
+			left -= take;
+			if (!bufs[s].len)
+				s++;
+		}
+		wreq *w = malloc(sizeof *w);
+		if (w) {
+			w->p = p;
+			w->tcp = p->tcp;
+			w->frames = frames;
+			w->nframes = k;
+			w->cost = cost;
+		}
+		int rc = w ? uv_write(&w->req, (uv_stream_t *)p->tcp, bufs + s, k - s, on_write)
+		           : UV_ENOMEM;
 		if (rc < 0) {
 			LOG_D(n, "cannot write to %s: %s", p->addr, uv_strerror(rc));
 			nd_drop_connection(p);
-			free_frames(n, w->frames, true);
+			free_frames(n, frames, true);
 			free(w);
 			fail_queue(p);
 			return;

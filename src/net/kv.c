@@ -459,6 +459,28 @@ static size_t put_jstr(char *b, const char *s, size_t len)
 	return o;
 }
 
+/* The pieces of found_body, each returning the bytes it wrote (no terminator). */
+static size_t put_lit(char *b, const char *s, size_t len)
+{
+	memcpy(b, s, len);
+	return len;
+}
+
+static size_t put_id(char *b, const rn_id *id)
+{
+	char hex[RN_ID_HEX];
+	rn_id_to_hex(id, hex);
+	return put_lit(b, hex, RN_ID_HEX - 1);
+}
+
+static size_t put_hex64(char *b, uint64_t v) /* as %016llx */
+{
+	static const char digits[] = "0123456789abcdef";
+	for (int i = 15; i >= 0; i--, v >>= 4)
+		b[i] = digits[v & 15];
+	return 16;
+}
+
 /* A found get's answer, written straight out: {"value":<the stored bytes>,"status":
  * "found","key":...,"node":...,"replicas":[...],"version":...} and a newline, the bytes
  * reply_body's general path would make, without building a JSON tree. */
@@ -476,16 +498,24 @@ static char *found_body(const job *j, const kv_reply *r)
 	memcpy(b + o, mid, sizeof mid - 1);
 	o += sizeof mid - 1;
 	o += put_jstr(b + o, j->key, j->klen);
-	char hex[RN_ID_HEX];
-	rn_id_to_hex(&r->coordinator, hex);
-	o += (size_t)snprintf(b + o, cap - o, ",\"node\":\"%s\",\"replicas\":[", hex);
+	static const char nodek[] = ",\"node\":\"", reps[] = "\",\"replicas\":[",
+	                  ver[] = "],\"version\":\"";
+	o += put_lit(b + o, nodek, sizeof nodek - 1);
+	o += put_id(b + o, &r->coordinator);
+	o += put_lit(b + o, reps, sizeof reps - 1);
 	for (size_t i = 0; i < r->nacked; i++) {
-		rn_id_to_hex(&r->acked[i].id, hex);
-		o += (size_t)snprintf(b + o, cap - o, "%s\"%s\"", i ? "," : "", hex);
+		if (i)
+			b[o++] = ',';
+		b[o++] = '"';
+		o += put_id(b + o, &r->acked[i].id);
+		b[o++] = '"';
 	}
-	o += (size_t)snprintf(b + o, cap - o, "],\"version\":\"%016llx-%016llx\"}\n",
-	                      (unsigned long long)r->rec.v.stamp,
-	                      (unsigned long long)r->rec.v.writer);
+	o += put_lit(b + o, ver, sizeof ver - 1);
+	o += put_hex64(b + o, r->rec.v.stamp);
+	b[o++] = '-';
+	o += put_hex64(b + o, r->rec.v.writer);
+	o += put_lit(b + o, "\"}\n", 3);
+	b[o] = '\0';
 	return b;
 }
 
