@@ -796,6 +796,15 @@ static net *blob_net(uint64_t seed, size_t *w, uint32_t reps[KV_MAX_R])
 	return t;
 }
 
+/* A get of "blob" through node at, run for ms: it must be found with the value want. */
+static void get_blob_is(net *t, uint32_t at, uint64_t ms, const char *want)
+{
+	size_t g = client(t, at, KV_GET, "blob", NULL, NULL);
+	run(t, t->k->now + ms);
+	assert_int_equal(t->ops[g].status, KV_OK);
+	assert_string_equal(t->ops[g].got, want);
+}
+
 /* A copy damaged on disk has the version of a good one, so repair by versions cannot see
  * it: a get must not serve it (not even the settled owner from its own copy), must answer
  * with a good copy and rewrite the damaged one; with every copy damaged it is unsure. */
@@ -807,16 +816,13 @@ static void test_damaged_copy(void **state)
 	net *t = blob_net(31, &w, reps);
 	/* the owner's copy damaged */
 	damage(t, reps[0], "blob");
-	size_t g = client(t, reps[2], KV_GET, "blob", NULL, NULL);
-	run(t, t->k->now + 2000);
-	assert_int_equal(t->ops[g].status, KV_OK);
-	assert_string_equal(t->ops[g].got, "\"good\"");
+	get_blob_is(t, reps[2], 2000, "\"good\"");
 	assert_true(copy_good(t, reps[0], "blob", &t->ops[w].v));
 	assert_true(kv_get_stats(NODE(t, reps[0])->kv)->damaged_repaired >= 1);
 	/* every copy damaged: unsure, never the damaged bytes, never "not found" */
 	for (int k = 0; k < 3; k++)
 		damage(t, reps[k], "blob");
-	g = client(t, reps[1], KV_GET, "blob", NULL, NULL);
+	size_t g = client(t, reps[1], KV_GET, "blob", NULL, NULL);
 	run(t, t->k->now + 3000);
 	assert_true(t->ops[g].replied);
 	assert_int_equal(t->ops[g].status, KV_UNSURE);
@@ -840,10 +846,7 @@ static void test_damaged_copy(void **state)
 	assert_int_equal(memstore_put(NODE(t, reps[2])->st, &fixed), 0);
 	kill(t, reps[0]);
 	run(t, t->k->now + 2000);
-	g = client(t, reps[2], KV_GET, "blob", NULL, NULL);
-	run(t, t->k->now + 3000);
-	assert_int_equal(t->ops[g].status, KV_OK);
-	assert_string_equal(t->ops[g].got, "\"good\"");
+	get_blob_is(t, reps[2], 3000, "\"good\"");
 	assert_true(copy_good(t, reps[1], "blob", &t->ops[w].v));
 	net_free(t);
 }
@@ -860,23 +863,14 @@ static void test_unchecked_get(void **state)
 	damage(t, reps[0], "blob");
 	uint32_t entry = reps[2];
 	t->unchecked = true;
-	size_t g = client(t, entry, KV_GET, "blob", NULL, NULL);
-	run(t, t->k->now + 2000);
-	assert_int_equal(t->ops[g].status, KV_OK);
-	assert_string_equal(t->ops[g].got, "!good\""); /* the owner's copy, as it is */
+	get_blob_is(t, entry, 2000, "!good\""); /* the owner's copy, as it is */
 	assert_false(copy_good(t, reps[0], "blob", &t->ops[w].v));
 	t->unchecked = false;
-	g = client(t, entry, KV_GET, "blob", NULL, NULL);
-	run(t, t->k->now + 2000);
-	assert_int_equal(t->ops[g].status, KV_OK);
-	assert_string_equal(t->ops[g].got, "\"good\"");
+	get_blob_is(t, entry, 2000, "\"good\"");
 	assert_true(copy_good(t, reps[0], "blob", &t->ops[w].v));
 	/* a good copy asked for unchecked is the same answer */
 	t->unchecked = true;
-	g = client(t, entry, KV_GET, "blob", NULL, NULL);
-	run(t, t->k->now + 2000);
-	assert_int_equal(t->ops[g].status, KV_OK);
-	assert_string_equal(t->ops[g].got, "\"good\"");
+	get_blob_is(t, entry, 2000, "\"good\"");
 	net_free(t);
 }
 
