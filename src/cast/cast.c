@@ -65,6 +65,9 @@ struct cast_node {
 	uint8_t *inflight; /* links asked for each piece */
 	uint16_t *avail;   /* links holding each piece */
 	uint16_t *pending; /* links that said they are fetching it */
+	uint16_t *given;   /* GIVEN hints: neighbours that sent it on to another of theirs */
+	uint16_t *sent;    /* copies this node sent */
+	uint8_t *hinted;   /* this node took a request for it (and said GIVEN) */
 	uint32_t held;
 	uint32_t missing_free; /* missing pieces nobody was asked for */
 	bool done, source, dest;
@@ -143,8 +146,11 @@ static void xfer_free(cast_node *k)
 	free(k->inflight);
 	free(k->avail);
 	free(k->pending);
-	k->hashes = k->have = k->inflight = NULL;
-	k->avail = k->pending = NULL;
+	free(k->given);
+	free(k->sent);
+	free(k->hinted);
+	k->hashes = k->have = k->inflight = k->hinted = NULL;
+	k->avail = k->pending = k->given = k->sent = NULL;
 	k->dests = NULL;
 	k->active = false;
 	for (int i = 0; i < CAST_MAX_LINKS; i++) {
@@ -319,7 +325,7 @@ static void schedule(cast_node *k, uint64_t now, link_t *l)
 		if (k->inflight[p] && (!endgame || k->inflight[p] >= CAST_ENDGAME))
 			continue;
 		/* rarest first; in the end-game, pieces nobody was asked for first */
-		uint64_t rarity = (uint64_t)k->avail[p] + k->pending[p];
+		uint64_t rarity = (uint64_t)k->avail[p] + k->pending[p] + k->given[p];
 		uint64_t key = ((uint64_t)k->inflight[p] << 48) | (rarity << 32) |
 		               (rn_rng_next(&k->rng) & 0xffffffffu);
 		keep(best, &nb, want, key, p);
@@ -455,6 +461,41 @@ static void got_piece(cast_node *k, uint64_t now, link_t *l, const cast_msg *m)
 
 /* ---- serving ---- */
 
+/* Takes the next piece to send l off its queue: the first one this node never sent, or
+ * else the oldest request. */
+static uint32_t serve_next(cast_node *k, link_t *l)
+{
+	uint32_t at = 0;
+	for (uint32_t i = 0; i < l->nserve; i++)
+		if (!k->sent[l->serve[(l->serve_head + i) % SERVE_MAX]]) {
+			at = i;
+			break;
+		}
+	uint32_t *head = &l->serve[l->serve_head],
+	         *pick = &l->serve[(l->serve_head + at) % SERVE_MAX];
+	uint32_t p = *pick;
+	*pick = *head; /* the skipped request moves to the pick's place */
+	l->serve_head = (l->serve_head + 1) % SERVE_MAX;
+	l->nserve--;
+	return p;
+}
+
+/* GIVEN to every link but l: the pieces of list this node had not taken a request for. */
+static void hint_given(cast_node *k, link_t *l, const uint32_t *list, uint32_t n)
+{
+	uint32_t fresh[CAST_BATCH_MAX], nf = 0;
+	for (uint32_t i = 0; i < n; i++)
+		if (!k->hinted[list[i]]) {
+			k->hinted[list[i]] = 1;
+			fresh[nf++] = list[i];
+		}
+	if (!nf)
+		return;
+	for (int i = 0; i < CAST_MAX_LINKS; i++)
+		if (k->links[i].used && k->links[i].has && &k->links[i] != l)
+			send_list(k, &k->links[i], CAST_MSG_GIVEN, fresh, nf);
+}
+
 static void pump(cast_node *k, uint64_t now)
 {
 	if (!k->active)
@@ -472,9 +513,7 @@ static void pump(cast_node *k, uint64_t now)
 		}
 		if (!best)
 			return;
-		uint32_t p = best->serve[best->serve_head];
-		best->serve_head = (best->serve_head + 1) % SERVE_MAX;
-		best->nserve--;
+		uint32_t p = serve_next(k, best);
 		if (!k->have[p] || (best->has && best->has[p]))
 			continue;
 		int rc = k->drv.send_piece(k->drv.ctx, best->id, &k->x, p);
@@ -485,6 +524,8 @@ static void pump(cast_node *k, uint64_t now)
 		if (rc < 0)
 			continue;
 		best->ahead++;
+		if (k->sent[p] < UINT16_MAX)
+			k->sent[p]++;
 		uint32_t len = p + 1 == k->x.npieces
 		                   ? (uint32_t)(k->x.size - (uint64_t)p * k->x.piece_size)
 		                   : k->x.piece_size;
@@ -535,7 +576,11 @@ static int adopt(cast_node *k, uint64_t now, const cast_info *x, bool source)
 	k->inflight = calloc(n, 1);
 	k->avail = calloc(n, sizeof *k->avail);
 	k->pending = calloc(n, sizeof *k->pending);
-	if (!k->hashes || !k->dests || !k->have || !k->inflight || !k->avail || !k->pending) {
+	k->given = calloc(n, sizeof *k->given);
+	k->sent = calloc(n, sizeof *k->sent);
+	k->hinted = calloc(n, 1);
+	if (!k->hashes || !k->dests || !k->have || !k->inflight || !k->avail || !k->pending ||
+	    !k->given || !k->sent || !k->hinted) {
 		xfer_free(k);
 		return RN_ENOMEM;
 	}
@@ -766,16 +811,20 @@ void cast_on_msg(cast_node *k, uint64_t now, uint32_t id, const cast_msg *m)
 			unask(k, l, m->pieces[i]);
 		}
 		break;
-	case CAST_MSG_REQUEST:
-		for (uint32_t i = 0; i < m->npieces; i++) {
+	case CAST_MSG_REQUEST: {
+		uint32_t took[CAST_BATCH_MAX], nt = 0;
+		for (uint32_t i = 0; i < m->npieces && i < CAST_BATCH_MAX; i++) {
 			uint32_t p = m->pieces[i];
 			if (p < k->x.npieces && k->have[p] && l->nserve < SERVE_MAX) {
 				l->serve[(l->serve_head + l->nserve) % SERVE_MAX] = p;
 				l->nserve++;
+				took[nt++] = p;
 			}
 		}
+		hint_given(k, l, took, nt);
 		pump(k, now);
 		return;
+	}
 	case CAST_MSG_CANCEL:
 		for (uint32_t i = 0; i < m->npieces; i++)
 			serve_remove(l, m->pieces[i]);
@@ -783,6 +832,11 @@ void cast_on_msg(cast_node *k, uint64_t now, uint32_t id, const cast_msg *m)
 	case CAST_MSG_PENDING:
 		for (uint32_t i = 0; i < m->npieces; i++)
 			set_pend(k, l, m->pieces[i], true);
+		return;
+	case CAST_MSG_GIVEN:
+		for (uint32_t i = 0; i < m->npieces; i++)
+			if (m->pieces[i] < k->x.npieces && k->given[m->pieces[i]] < UINT16_MAX)
+				k->given[m->pieces[i]]++;
 		return;
 	case CAST_MSG_PIECE:
 		got_piece(k, now, l, m);

@@ -21,8 +21,14 @@
  *   rest;
  * - rarest first among the pieces a neighbour offers (fewest neighbours holding it or
  *   about to: a node tells its neighbours which pieces it asked for, PENDING, so two
- *   neighbours do not both fetch the same piece from a common source), ties broken at
- *   random by the core's own seeded generator;
+ *   neighbours do not both fetch the same piece from a common source; and a sender tells
+ *   its other links the first time it takes a request for a piece, GIVEN, so that two
+ *   receivers that cannot see each other's PENDING, both linked to the source, do not
+ *   both spend the source's upload on it), ties broken at random by the core's own
+ *   seeded generator;
+ * - a sender serves the pieces it never sent before the ones it did, within a link's
+ *   requests: a copy already out is the one a receiver can also get elsewhere (and
+ *   often does: its CANCEL then spares the sender's upload);
  * - a sender serves the requests of its links in order of their measured rate (faster
  *   receivers first, so they become seeders sooner), each link at most CAST_SEND_AHEAD
  *   pieces ahead of what the driver has written; both directions of every link carry data
@@ -79,6 +85,9 @@ typedef enum {
 	CAST_MSG_PING,      /* keeps a quiet link alive */
 	CAST_MSG_PENDING,   /* xfer, pieces: the sender asked a neighbour for these (a hint:
 	                     * the receiver prefers other pieces from common sources) */
+	CAST_MSG_GIVEN,     /* xfer, pieces: the sender took requests for these from another
+	                     * of its links (a hint, sent once a piece: a copy is on its way
+	                     * two hops from the receiver, which prefers other pieces) */
 } cast_msg_type;
 
 /* A transfer as announced. hashes: npieces * 32 bytes. dests: the destination names

@@ -71,6 +71,7 @@ size_t cast_encoded_size(const cast_msg *m)
 	case CAST_MSG_REQUEST:
 	case CAST_MSG_CANCEL:
 	case CAST_MSG_PENDING:
+	case CAST_MSG_GIVEN:
 		n += 2 + 4 * (size_t)m->npieces;
 		break;
 	case CAST_MSG_PIECE:
@@ -124,6 +125,7 @@ void cast_encode(const cast_msg *m, uint8_t *out)
 	case CAST_MSG_REQUEST:
 	case CAST_MSG_CANCEL:
 	case CAST_MSG_PENDING:
+	case CAST_MSG_GIVEN:
 		put16(&w, (uint16_t)m->npieces);
 		for (uint32_t i = 0; i < m->npieces; i++)
 			put32(&w, m->pieces[i]);
@@ -266,7 +268,8 @@ int cast_decode(const uint8_t *body, size_t len, cast_msg *m, cast_info *info, v
 	case CAST_MSG_LOST:
 	case CAST_MSG_REQUEST:
 	case CAST_MSG_CANCEL:
-	case CAST_MSG_PENDING: {
+	case CAST_MSG_PENDING:
+	case CAST_MSG_GIVEN: {
 		uint32_t n;
 		uint32_t *p = get_list(&r, CAST_BATCH_MAX, sizeof *p, &n, scratch);
 		if (!p)

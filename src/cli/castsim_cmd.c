@@ -120,18 +120,19 @@ int cli_castsim(int argc, char **argv)
 	       "%.3f\n",
 	       r.u_s, b.bound_s, b.cut_s, b.upload_s, b.delay_s, eff);
 	printf("pieces %u of %u bytes; %llu delivered, %llu duplicates (at most %u of one piece "
-	       "at one host), %llu end-game requests, %llu stalls\n",
+	       "at one host), %llu end-game requests, %llu stalls; the source sent %llu\n",
 	       r.npieces, r.piece_size, (unsigned long long)r.deliveries,
 	       (unsigned long long)r.dup_arrivals, r.max_dup_per_piece,
-	       (unsigned long long)r.total.endgame_req, (unsigned long long)r.total.stalls);
+	       (unsigned long long)r.total.endgame_req, (unsigned long long)r.total.stalls,
+	       (unsigned long long)r.src_pieces_out);
 	if (as_json) {
 		json_t *j = json_pack(
-		    "{s:s, s:I, s:I, s:I, s:o, s:f, s:f, s:f, s:f, s:f, s:o, s:I}", "topology",
+		    "{s:s, s:I, s:I, s:I, s:o, s:f, s:f, s:f, s:f, s:f, s:o, s:I, s:I}", "topology",
 		    topo, "size", (json_int_t)size, "pieces", (json_int_t)r.npieces, "piece_size",
 		    (json_int_t)r.piece_size, "u_s", r.complete ? json_real(r.u_s) : json_null(),
 		    "bound_s", b.bound_s, "cut_s", b.cut_s, "upload_s", b.upload_s, "delay_s",
 		    b.delay_s, "efficiency", eff, "destinations", dests, "duplicates",
-		    (json_int_t)r.dup_arrivals);
+		    (json_int_t)r.dup_arrivals, "source_pieces_out", (json_int_t)r.src_pieces_out);
 		char *text = json_dumps(j, JSON_COMPACT);
 		printf("%s\n", text);
 		free(text);

@@ -42,7 +42,8 @@
 #define HELLO_WAIT_MS 3000
 #define DIAL_MIN_MS   250
 #define DIAL_MAX_MS   2000
-#define HELLO_TYPE    0 /* a body whose first byte is 0 is the driver's hello, not a msg */
+#define CAST_LOWAT    131072 /* TCP_NOTSENT_LOWAT of a link (below) */
+#define HELLO_TYPE    0      /* a body whose first byte is 0 is the driver's hello, not a msg */
 
 typedef struct clink {
 	struct nd_cast *c;
@@ -109,7 +110,8 @@ typedef struct nd_cast {
 	uint64_t info_at, snap_at;
 	bool busy; /* inside the core */
 	char cc[16];
-	char *snap; /* GET /cast/status */
+	unsigned lowat; /* TCP_NOTSENT_LOWAT of every link (0: the kernel's default) */
+	char *snap;     /* GET /cast/status */
 	uint64_t bytes_sent_piece, links_total;
 } nd_cast;
 
@@ -515,6 +517,8 @@ static void link_up(clink *l)
 	int fd;
 	if (c->cc[0] && uv_fileno((uv_handle_t *)l->tcp, &fd) == 0)
 		cast_tcp_congestion(fd, c->cc);
+	if (c->lowat && uv_fileno((uv_handle_t *)l->tcp, &fd) == 0)
+		cast_tcp_notsent_lowat(fd, c->lowat);
 	LOG_D(c->n, "cast: link to %s up", l->peer);
 	c->busy = true;
 	cast_link_up(c->core, uv_now(&c->n->loop), l->id, l->peer);
@@ -864,6 +868,11 @@ int nd_cast_start(node *n)
 	snprintf(c->cc, sizeof c->cc, "%s", cc ? cc : "bbr");
 	if (!strcmp(c->cc, "default"))
 		c->cc[0] = 0;
+	/* the bytes a link's socket holds unsent: the kernel's default let it take 4 MB of
+	 * pieces (1.6 s at 20 Mbit/s), committing them to one receiver long before the link
+	 * could carry them and queueing every HAVE, REQUEST and CANCEL behind them */
+	const char *lw = getenv("RINGNET_CAST_LOWAT");
+	c->lowat = lw ? (unsigned)strtoul(lw, NULL, 10) : CAST_LOWAT;
 	snprintf(c->dir, sizeof c->dir, "%s/cast", n->o->data);
 	cast_driver d = {c, drv_send, drv_send_piece, drv_open, drv_store, drv_complete};
 	c->core = cast_new(&c->cfg, &d);

@@ -1,5 +1,5 @@
-/* cast_tcp.c — TCP_INFO and TCP_CONGESTION for the cast links, in a file of its own
- * because <linux/tcp.h> (which has tcpi_delivery_rate) cannot share a file with the
+/* cast_tcp.c — TCP_INFO, TCP_CONGESTION and TCP_NOTSENT_LOWAT for the cast links, in a file of its
+ * own because <linux/tcp.h> (which has tcpi_delivery_rate) cannot share a file with the
  * <netinet/tcp.h> that uv.h includes. */
 #include <linux/tcp.h>
 #include <netinet/in.h>
@@ -27,4 +27,9 @@ int cast_tcp_info(int fd, cast_tcp_sample *s)
 int cast_tcp_congestion(int fd, const char *name)
 {
 	return setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, name, (socklen_t)strlen(name));
+}
+
+int cast_tcp_notsent_lowat(int fd, unsigned bytes)
+{
+	return setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &bytes, sizeof bytes);
 }

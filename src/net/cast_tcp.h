@@ -16,5 +16,8 @@ typedef struct {
 int cast_tcp_info(int fd, cast_tcp_sample *s);
 /* Sets the congestion control ("bbr", "cubic"); 0 or -1 (not available). */
 int cast_tcp_congestion(int fd, const char *name);
+/* Caps the bytes a socket holds that are not sent yet (beyond what is in flight): a write
+ * waits until they are below it. 0 or -1. */
+int cast_tcp_notsent_lowat(int fd, unsigned bytes);
 
 #endif

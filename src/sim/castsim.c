@@ -870,6 +870,8 @@ int cs_run(const cs_topo *t, const cs_opts *o, cs_result *r)
 			r->u_s = fmax(r->u_s, h->done);
 		}
 		const cast_stats *st = cast_get_stats(h->core);
+		if (v == t->src)
+			r->src_pieces_out = st->pieces_out;
 		r->total.pieces_in += st->pieces_in;
 		r->total.pieces_out += st->pieces_out;
 		r->total.bytes_in += st->bytes_in;

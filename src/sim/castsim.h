@@ -82,6 +82,7 @@ typedef struct {
 	uint64_t corrupt_injected;
 	uint64_t preheld_received; /* arrivals of pieces a host held before the start */
 	cast_stats total;          /* summed over hosts */
+	uint64_t src_pieces_out;   /* pieces the source sent: npieces when none went twice */
 	uint64_t events;
 	uint32_t npieces, piece_size;
 } cs_result;

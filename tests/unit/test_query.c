@@ -258,7 +258,7 @@ static char *make_csv(rn_rng *g, int32_t day0, int ndays, int per_day, recset *a
 	char *b = malloc(cap);
 	for (int d = 0; d < ndays; d++)
 		for (int k = 0; k < per_day; k++) {
-			q_rec r;
+			q_rec r = {0};
 			r.minute = (day0 + d) * 1440 + (int32_t)rn_rng_below(g, 24) * 60;
 			r.param = (uint8_t)rn_rng_below(g, Q_NPARAMS);
 			r.lat = 25 + (double)rn_rng_below(g, 2500000) / 100000.0;
