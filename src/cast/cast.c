@@ -66,7 +66,7 @@ struct cast_node {
 	uint16_t *avail;   /* links holding each piece */
 	uint16_t *pending; /* links that said they are fetching it */
 	uint16_t *given;   /* GIVEN hints: neighbours that sent it on to another of theirs */
-	uint16_t *sent;    /* copies this node sent */
+	uint8_t *sent;     /* this node sent it at least once */
 	uint8_t *hinted;   /* this node took a request for it (and said GIVEN) */
 	uint32_t held;
 	uint32_t missing_free; /* missing pieces nobody was asked for */
@@ -149,8 +149,8 @@ static void xfer_free(cast_node *k)
 	free(k->given);
 	free(k->sent);
 	free(k->hinted);
-	k->hashes = k->have = k->inflight = k->hinted = NULL;
-	k->avail = k->pending = k->given = k->sent = NULL;
+	k->hashes = k->have = k->inflight = k->sent = k->hinted = NULL;
+	k->avail = k->pending = k->given = NULL;
 	k->dests = NULL;
 	k->active = false;
 	for (int i = 0; i < CAST_MAX_LINKS; i++) {
@@ -524,8 +524,7 @@ static void pump(cast_node *k, uint64_t now)
 		if (rc < 0)
 			continue;
 		best->ahead++;
-		if (k->sent[p] < UINT16_MAX)
-			k->sent[p]++;
+		k->sent[p] = 1;
 		uint32_t len = p + 1 == k->x.npieces
 		                   ? (uint32_t)(k->x.size - (uint64_t)p * k->x.piece_size)
 		                   : k->x.piece_size;
@@ -577,7 +576,7 @@ static int adopt(cast_node *k, uint64_t now, const cast_info *x, bool source)
 	k->avail = calloc(n, sizeof *k->avail);
 	k->pending = calloc(n, sizeof *k->pending);
 	k->given = calloc(n, sizeof *k->given);
-	k->sent = calloc(n, sizeof *k->sent);
+	k->sent = calloc(n, 1);
 	k->hinted = calloc(n, 1);
 	if (!k->hashes || !k->dests || !k->have || !k->inflight || !k->avail || !k->pending ||
 	    !k->given || !k->sent || !k->hinted) {

@@ -515,10 +515,12 @@ static void link_up(clink *l)
 	l->up = true;
 	l->told = true;
 	int fd;
-	if (c->cc[0] && uv_fileno((uv_handle_t *)l->tcp, &fd) == 0)
-		cast_tcp_congestion(fd, c->cc);
-	if (c->lowat && uv_fileno((uv_handle_t *)l->tcp, &fd) == 0)
-		cast_tcp_notsent_lowat(fd, c->lowat);
+	if (uv_fileno((uv_handle_t *)l->tcp, &fd) == 0) {
+		if (c->cc[0])
+			cast_tcp_congestion(fd, c->cc);
+		if (c->lowat)
+			cast_tcp_notsent_lowat(fd, c->lowat);
+	}
 	LOG_D(c->n, "cast: link to %s up", l->peer);
 	c->busy = true;
 	cast_link_up(c->core, uv_now(&c->n->loop), l->id, l->peer);
@@ -872,7 +874,16 @@ int nd_cast_start(node *n)
 	 * pieces (1.6 s at 20 Mbit/s), committing them to one receiver long before the link
 	 * could carry them and queueing every HAVE, REQUEST and CANCEL behind them */
 	const char *lw = getenv("RINGNET_CAST_LOWAT");
-	c->lowat = lw ? (unsigned)strtoul(lw, NULL, 10) : CAST_LOWAT;
+	c->lowat = CAST_LOWAT;
+	if (lw) {
+		char *end;
+		unsigned long v = strtoul(lw, &end, 10);
+		if (*lw && !*end && v <= UINT32_MAX)
+			c->lowat = (unsigned)v;
+		else
+			LOG_W(n, "RINGNET_CAST_LOWAT=%s is not a byte count: cast links keep %u",
+			      lw, CAST_LOWAT);
+	}
 	snprintf(c->dir, sizeof c->dir, "%s/cast", n->o->data);
 	cast_driver d = {c, drv_send, drv_send_piece, drv_open, drv_store, drv_complete};
 	c->core = cast_new(&c->cfg, &d);

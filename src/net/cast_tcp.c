@@ -1,6 +1,6 @@
-/* cast_tcp.c — TCP_INFO, TCP_CONGESTION and TCP_NOTSENT_LOWAT for the cast links, in a file of its
- * own because <linux/tcp.h> (which has tcpi_delivery_rate) cannot share a file with the
- * <netinet/tcp.h> that uv.h includes. */
+/* cast_tcp.c — TCP_INFO, TCP_CONGESTION and TCP_NOTSENT_LOWAT for the cast links, in a
+ * file of its own because <linux/tcp.h> (which has tcpi_delivery_rate) cannot share a file
+ * with the <netinet/tcp.h> that uv.h includes. */
 #include <linux/tcp.h>
 #include <netinet/in.h>
 #include <string.h>
