@@ -9,6 +9,8 @@
 #      file 16 times smaller (memory must not grow with the file's size)
 #   4. CPU seconds per GiB downloaded: the entry node, the other four, nginx's worker, and
 #      curl (the client shares the machine with both)
+#   5. the first download of another file through that node (it checks with SHA-256 the
+#      chunks it has not checked before, instead of by their tag: src/files/seen.h)
 # Needs: scripts/deps.sh --bench (nginx-light, curl). Loopback only.
 #   bash bench/files_http.sh [path/to/ringnet]      (SIZE=1G RUNS=3 by default)
 set -euo pipefail
@@ -117,12 +119,31 @@ hz=$(getconf CLK_TCK)
 dlrss=$(with_rss curl -sf -o /dev/null http://127.0.0.1:$((HB + 2))/download/big.bin)
 smrss=$(with_rss curl -sf -o /dev/null http://127.0.0.1:$((HB + 2))/download/small.bin)
 
+# --- a cold read: a file this node has never read ---------------------------------------
+# (src/files/seen.h: a node checks a chunk by its tag only once it has checked those
+# contents with SHA-256; the runs above read through node 3, which the check download
+# warmed). A second file, uploaded through node 1 as the first was, read once through node
+# 3: its chunks are known there only if its scrub checked them meanwhile (the metrics say)
+head -c "$BYTES" /dev/urandom > "$TMP/cold.bin"
+curl -sf -T "$TMP/cold.bin" http://127.0.0.1:$HB/files/cold.bin -o /dev/null
+sleep 1
+checks() { curl -s http://127.0.0.1:$((HB + 2))/metrics | awk '/^ringnet_files_checks_total/{split($1, a, "\""); printf "%s %s ", a[2], $2}'; }
+m0=$(checks)
+c0=$(ticks "${node_pids[2]}")
+read -r cold _ < <(secs_cpu curl -sf -o /dev/null http://127.0.0.1:$((HB + 2))/download/cold.bin)
+c_cold=$(($(ticks "${node_pids[2]}") - c0))
+read -r coldng _ < <(secs_cpu curl -sf -o /dev/null http://127.0.0.1:18980/big.bin) # beside it
+sleep 0.3
+m1=$(checks)
+rm -f "$TMP/cold.bin"
+
 m_up=$(median "${up[@]}") m_upng=$(median "${upng[@]}") m_upcp=$(median "${upcp[@]}")
 m_dl=$(median "${dl[@]}") m_dlng=$(median "${dlng[@]}")
 ratio() { python3 -c "import sys; print(f'{float(sys.argv[2])/float(sys.argv[1]):.2f}')" "$1" "$2"; }
 echo "| run | ringnet | reference | ratio (ringnet / reference throughput) |"
 echo "|---|---|---|---|"
 echo "| download $SIZE through 1 of 5 nodes | $(mbs "$m_dl") MiB/s ($m_dl s) | nginx GET from disk: $(mbs "$m_dlng") MiB/s | $(ratio "$m_dl" "$m_dlng") |"
+echo "| the same, another file's first read through that node (SHA-256 of the chunks it has not checked) | $(mbs "$cold") MiB/s ($cold s) | nginx GET right after it: $(mbs "$coldng") MiB/s | $(ratio "$cold" "$coldng") |"
 echo "| upload $SIZE through 1 of 5 nodes (R = 3, W = 2) | $(mbs "$m_up") MiB/s ($m_up s) | nginx WebDAV PUT: $(mbs "$m_upng") MiB/s | $(ratio "$m_up" "$m_upng") |"
 echo "| upload $SIZE through 1 of 5 nodes | $(mbs "$m_up") MiB/s | cp + sync to the same disk: $(mbs "$m_upcp") MiB/s | $(ratio "$m_up" "$m_upcp") |"
 echo
@@ -130,5 +151,6 @@ echo "node anonymous RSS (KiB; LMDB's mapped file pages left out): before $befor
   "a download of $SIZE $(echo "$dlrss" | cut -d' ' -f1), a download of 1/16 of it $(echo "$smrss" | cut -d' ' -f1)"
 echo "CPU seconds per GiB downloaded (mean of $RUNS): ringnet entry node $(per_gib "$(python3 -c "print($c_entry / $hz)")"), the other four nodes $(per_gib "$(python3 -c "print($c_rest / $hz)")"), curl $(per_gib "$c_curl");" \
   "nginx worker $(per_gib "$(python3 -c "print($c_ngx / $hz)")"), curl $(per_gib "$c_curlng")"
+echo "the first read: entry node CPU $(python3 -c "print(f'{$c_cold / $hz / ($BYTES / 2**30):.2f}')") s per GiB; its chunk checks (by tag, by sha256) before: $m0; after: $m1"
 echo "load: $(uptime)"
 echo "limit hits: $(for i in 1 2 3 4 5; do curl -s http://127.0.0.1:$((HB + i - 1))/metrics | awk '/^ringnet_limit_hits_total/ && $2 > 0 {printf "%s=%s ", $1, $2}'; done)"

@@ -15,6 +15,7 @@
  * side, a download's response) lets go. */
 #include <malloc.h>
 #include <microhttpd.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +24,7 @@
 #include <time.h>
 
 #include "../files/files.h"
+#include "../files/seen.h"
 #include "../lib/err.h"
 #include "../lib/grow.h"
 #include "node_internal.h"
@@ -119,7 +121,7 @@ typedef struct kvans {
 } kvans;
 
 /* Work for the libuv thread pool (the second core): a chunk read from this node's own
- * store (the file core's local call), or a chunk a kv get brought, to hash. */
+ * store (the file core's local call), or a chunk a kv get brought, to check. */
 typedef struct cjob {
 	uv_work_t w;
 	node *n;
@@ -127,6 +129,11 @@ typedef struct cjob {
 	rn_id kid;
 	uint8_t key[3 + FILES_HASH];
 	kvans a;
+	bool has_want; /* the tag remembered for the chunk (files/seen.h), taken on the loop */
+	uint8_t want[FILES_TAG];
+	bool has_tag; /* the bytes' own tag, taken by the worker */
+	uint8_t tag[FILES_TAG];
+	bool by_mac; /* the bytes are the chunk by their tag (no SHA-256 taken) */
 } cjob;
 
 typedef struct nd_files {
@@ -148,7 +155,9 @@ typedef struct nd_files {
 	uint64_t refused;                 /* ... refused at FILES_MAX_OPEN */
 	fx_ended ended[FILES_ENDED_KEEP]; /* a ring of the last ones (loop thread) */
 	unsigned nended;
-	unsigned jobs; /* cjobs in the thread pool */
+	unsigned jobs;    /* cjobs in the thread pool */
+	files_seen *seen; /* chunk contents checked here, by tag (NULL: SHA-256 every time) */
+	uint64_t checks_mac, checks_sha; /* chunk copies checked by their tag, by SHA-256 */
 } nd_files;
 
 /* Transfers at once: each holds up to window + 2 chunks (about 6 MiB), so this bounds
@@ -263,6 +272,11 @@ static void live_drop(node *n, fx *x)
 	fx_unref(n, x);
 }
 
+static bool is_chunk_key(const uint8_t *key, size_t klen)
+{
+	return klen == 3 + FILES_HASH && !key[0] && key[1] == 'F' && key[2] == 'c';
+}
+
 static void d_kv(void *ctx, uint64_t req, kv_op op, const uint8_t *key, size_t klen,
                  const uint8_t *val, size_t vlen, const kv_version *cond, uint64_t at_ms,
                  bool unchecked)
@@ -278,6 +292,11 @@ static void d_kv(void *ctx, uint64_t req, kv_op op, const uint8_t *key, size_t k
 		return;
 	}
 	memcpy(k, key, klen);
+	uint8_t tag[FILES_TAG];
+	if (op == KV_PUT && val && nf->seen && is_chunk_key(key, klen) &&
+	    files_seen_tag(nf->seen, val, vlen, tag) == 0)
+		files_seen_put(nf->seen, key + 3,
+		               tag); /* the core named these bytes by their hash */
 	/* val stays valid until the core has its answer: the kv core copies it when called */
 	nf->ops[nf->nops++] = (kvop){
 	    req,   op,       k, klen, val, vlen, cond != NULL, cond ? *cond : (kv_version){0},
@@ -337,11 +356,6 @@ static void d_data(void *ctx, uint64_t id, uint8_t *chunk, size_t off, size_t le
 	fx_resume(n, x);
 }
 
-static bool is_chunk_key(const uint8_t *key, size_t klen)
-{
-	return klen == 3 + FILES_HASH && !key[0] && key[1] == 'F' && key[2] == 'c';
-}
-
 static void push_ans(nd_files *nf, const kvans *a)
 {
 	if (rn_grow((void **)&nf->ans, &nf->capans, nf->nans + 1, sizeof *nf->ans, 16) < 0) {
@@ -352,9 +366,44 @@ static void push_ans(nd_files *nf, const kvans *a)
 	uv_async_send(&nf->wake);
 }
 
-/* A worker's copy of a record's value, hashed as it is copied (in pieces that stay in
- * the cache between the copy and the hash). */
-static int copy_hashed(void *arg, const kv_record *r)
+/* On a worker: a chunk's bytes checked as they are copied from src to dst (in place when
+ * src is dst), 64 KiB at a time so that each piece is still in the cache for the next
+ * pass. The bytes' tag is always taken; their SHA-256 only when no tag is remembered for
+ * the chunk's name or the tag differs from it. j->a.sha is then what the bytes' SHA-256
+ * is known to be: the name itself when the tags agree (files/seen.h says why that is as
+ * good as hashing them). */
+static void check_copy(cjob *j, uint8_t *dst, const uint8_t *src, size_t len)
+{
+	files_seen *seen = j->n->files->seen;
+	files_tagger *t = seen ? files_tagger_begin(seen) : NULL;
+	EVP_MD_CTX *h = j->has_want && t ? NULL : EVP_MD_CTX_new();
+	if (h && !EVP_DigestInit_ex(h, EVP_sha256(), NULL)) {
+		EVP_MD_CTX_free(h);
+		h = NULL;
+	}
+	for (size_t at = 0; at < len;) {
+		size_t k = len - at < 65536 ? len - at : 65536;
+		if (dst != src)
+			memcpy(dst + at, src + at, k);
+		files_tagger_update(t, dst + at, k);
+		if (h)
+			EVP_DigestUpdate(h, dst + at, k);
+		at += k;
+	}
+	j->has_tag = t && files_tagger_end(t, j->tag) == 0;
+	j->by_mac = !h && j->has_want && j->has_tag && !CRYPTO_memcmp(j->tag, j->want, FILES_TAG);
+	if (h)
+		EVP_DigestFinal_ex(h, j->a.sha, NULL);
+	else if (j->by_mac)
+		memcpy(j->a.sha, j->key + 3, FILES_HASH);
+	else
+		files_sha256(dst, len, j->a.sha); /* the tag differs (damage), or none was taken */
+	EVP_MD_CTX_free(h);
+	j->a.has_sha = true;
+}
+
+/* A worker's copy of a record's value, checked as it is copied. */
+static int copy_checked(void *arg, const kv_record *r)
 {
 	cjob *j = arg;
 	if (r->v.tomb || !r->val || r->klen != sizeof j->key || memcmp(r->key, j->key, r->klen))
@@ -362,23 +411,9 @@ static int copy_hashed(void *arg, const kv_record *r)
 	uint8_t *b = malloc(r->vlen ? r->vlen : 1);
 	if (!b)
 		return RN_ENOMEM;
-	EVP_MD_CTX *h = EVP_MD_CTX_new();
-	if (!h || !EVP_DigestInit_ex(h, EVP_sha256(), NULL)) {
-		EVP_MD_CTX_free(h);
-		free(b);
-		return RN_ENOMEM;
-	}
-	for (size_t at = 0; at < r->vlen;) {
-		size_t k = r->vlen - at < 65536 ? r->vlen - at : 65536;
-		memcpy(b + at, r->val + at, k);
-		EVP_DigestUpdate(h, b + at, k);
-		at += k;
-	}
-	EVP_DigestFinal_ex(h, j->a.sha, NULL);
-	EVP_MD_CTX_free(h);
+	check_copy(j, b, r->val, r->vlen);
 	j->a.val = b;
 	j->a.vlen = r->vlen;
-	j->a.has_sha = true;
 	return 0;
 }
 
@@ -386,11 +421,10 @@ static void job_run(uv_work_t *w)
 {
 	cjob *j = w->data;
 	if (!j->local) {
-		files_sha256(j->a.val, j->a.vlen, j->a.sha);
-		j->a.has_sha = true;
+		check_copy(j, j->a.val, j->a.val, j->a.vlen);
 		return;
 	}
-	j->a.st = store_peek(j->n->st, &j->kid, copy_hashed, j) == 0 ? KV_OK : KV_NOT_FOUND;
+	j->a.st = store_peek(j->n->st, &j->kid, copy_checked, j) == 0 ? KV_OK : KV_NOT_FOUND;
 }
 
 static void job_done(uv_work_t *w, int status)
@@ -405,6 +439,13 @@ static void job_done(uv_work_t *w, int status)
 			j->a = (kvans){.req = j->a.req, .st = KV_NOT_FOUND};
 		}
 		j->a.has_sha = false;
+	} else if (j->a.has_sha) {
+		nf->checks_mac += j->by_mac;
+		nf->checks_sha += !j->by_mac;
+		/* bytes that hash to their name: their tag is worth remembering */
+		if (!j->by_mac && j->has_tag && nf->seen &&
+		    !memcmp(j->a.sha, j->key + 3, FILES_HASH))
+			files_seen_put(nf->seen, j->key + 3, j->tag);
 	}
 	push_ans(nf, &j->a);
 	free(j);
@@ -414,6 +455,7 @@ static void job_done(uv_work_t *w, int status)
 static bool job_queue(node *n, cjob *j)
 {
 	j->n = n;
+	j->has_want = n->files->seen && files_seen_get(n->files->seen, j->key + 3, j->want);
 	j->w.data = j;
 	if (uv_queue_work(&n->loop, &j->w, job_run, job_done) < 0)
 		return false;
@@ -672,8 +714,9 @@ void nd_files_on_reply(node *n, uint64_t client, const kv_reply *r)
 	cjob *j = a.val && r->rec.key && is_chunk_key(r->rec.key, r->rec.klen)
 	              ? calloc(1, sizeof *j)
 	              : NULL;
-	if (j) { /* a chunk: hashed on the thread pool, then to the core */
+	if (j) { /* a chunk: checked on the thread pool, then to the core */
 		j->a = a;
+		memcpy(j->key, r->rec.key, sizeof j->key);
 		if (job_queue(n, j))
 			return;
 		free(j);
@@ -698,11 +741,19 @@ void nd_files_tick(node *n)
 	}
 }
 
-/* The kv core's check of a copy it read: a chunk must hash to its key. */
+/* The kv core's check of a copy it read: a chunk must hash to its key (by its tag, when
+ * this node has checked those contents before). */
 static bool record_check(void *ctx, const kv_record *r)
 {
-	(void)ctx;
-	return files_record_valid(r->key, r->klen, r->val, r->vlen);
+	node *n = ctx;
+	nd_files *nf = n->files;
+	if (!nf || !nf->seen || !r->val || !is_chunk_key(r->key, r->klen))
+		return files_record_valid(r->key, r->klen, r->val, r->vlen);
+	bool by_mac;
+	bool ok = files_seen_check(nf->seen, r->key + 3, r->val, r->vlen, &by_mac);
+	nf->checks_mac += by_mac;
+	nf->checks_sha += !by_mac;
+	return ok;
 }
 
 int nd_files_start(node *n)
@@ -730,6 +781,10 @@ int nd_files_start(node *n)
 		free(nf);
 		return RN_EINVAL;
 	}
+	nf->seen = files_seen_new(); /* NULL: every check by SHA-256, as before */
+	if (!nf->seen)
+		LOG_W(n, "no table of checked chunks (out of memory or randomness): every chunk "
+		         "copy is checked with SHA-256");
 	kv_set_check(n->kv, record_check);
 	uv_async_init(&n->loop, &nf->wake, on_files_wake);
 	nf->wake.data = n;
@@ -830,6 +885,7 @@ void nd_files_free(node *n)
 	free(nf->ops);
 	free(nf->ans);
 	free(nf->live);
+	files_seen_free(nf->seen);
 	free(nf);
 	n->files = NULL;
 }
@@ -885,7 +941,12 @@ size_t nd_files_metrics(node *n, char *b, size_t cap)
 	    "ringnet_files_chunks_refreshed_total %llu\n"
 	    "# HELP ringnet_files_gc_dropped_total Candidate chunks left uncollected: the bound "
 	    "on waiting collections was full.\n# TYPE ringnet_files_gc_dropped_total counter\n"
-	    "ringnet_files_gc_dropped_total %llu\n",
+	    "ringnet_files_gc_dropped_total %llu\n"
+	    "# HELP ringnet_files_checks_total Chunk copies checked against their name: by the "
+	    "tag of contents this node checked before (GMAC), or by SHA-256.\n"
+	    "# TYPE ringnet_files_checks_total counter\n"
+	    "ringnet_files_checks_total{by=\"tag\"} %llu\n"
+	    "ringnet_files_checks_total{by=\"sha256\"} %llu\n",
 	    (unsigned long long)s->uploads, (unsigned long long)s->downloads,
 	    (unsigned long long)s->deletes, (unsigned long long)s->aborted,
 	    (unsigned long long)s->chunks_put, (unsigned long long)s->chunks_got,
@@ -896,7 +957,8 @@ size_t nd_files_metrics(node *n, char *b, size_t cap)
 	    (unsigned long long)(ks ? ks->damaged_seen : 0),
 	    (unsigned long long)(ks ? ks->damaged_repaired : 0),
 	    (unsigned long long)s->index_conflicts, (unsigned long long)s->gc_waiting,
-	    (unsigned long long)s->chunks_refreshed, (unsigned long long)s->gc_dropped);
+	    (unsigned long long)s->chunks_refreshed, (unsigned long long)s->gc_dropped,
+	    (unsigned long long)nf->checks_mac, (unsigned long long)nf->checks_sha);
 	return k < 0 ? 0 : (size_t)k;
 }
 

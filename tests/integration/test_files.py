@@ -367,6 +367,51 @@ def main():
             n.start()
         ok, _ = converge(nodes)
         t.check("the two come back", ok)
+        # ---- a copy damaged under a running node that has checked it before ----
+        # (src/files/seen.h: a node that has checked a chunk's contents with SHA-256 checks
+        # them again by their GMAC tag; damage must still be caught)
+        big = files["big.bin"]
+        victim3 = big[7 * MiB:8 * MiB]
+        entry = holders(nodes, chunk_key(victim3))[1]  # a replica: it reads its own copy
+        def checks(n, by):
+            return metrics(n.http)[f'ringnet_files_checks_total{{by="{by}"}}']
+        st, _, body = download(entry, "big.bin")  # checks what it has not seen yet
+        t.check("a download through a chunk's replica", st == 200 and body == big, str(st))
+        time.sleep(0.3)  # the metrics are snapshots, at most 100 ms old
+        tag0 = checks(entry, "tag")
+        st, _, body = download(entry, "big.bin")
+        t.check("the same again: every chunk, its own copies and the others' alike, is "
+                "checked by its tag", st == 200 and body == big and wait_for(
+                    lambda: checks(entry, "tag") >= tag0 + len(big) // MiB, 5),
+                f"{st} tag checks {tag0} -> {checks(entry, 'tag')}")
+        path = os.path.join(entry.data, "data.mdb")
+        raw = open(path, "rb").read()
+        probe = victim3[9000:9064]
+        spots = []
+        at = raw.find(probe)
+        while at >= 0:
+            spots.append(at)
+            at = raw.find(probe, at + 1)
+        t.check("the chunk is in the replica's LMDB file", spots != [])
+        with open(path, "r+b") as f:  # under the running node: its map sees the change
+            for at in spots:
+                f.seek(at)
+                f.write(bytes(b ^ 0xFF for b in probe))
+        bad0, scr0 = metrics(entry.http)["ringnet_files_bad_local_total"], scrubbed(entry)
+        st, _, body = download(entry, "big.bin")
+        t.check("its copy damaged while it runs: the download is still right", st == 200 and
+                body == big, f"{st} {len(body)}")
+        # caught by the download's read of its own copy, unless the scrub came first
+        t.check("... and the damaged copy was caught", wait_for(
+            lambda: metrics(entry.http)["ringnet_files_bad_local_total"] >= bad0 + 1 or
+            scrubbed(entry) >= scr0 + 1, 5),
+                f"bad local reads {bad0} -> {metrics(entry.http)['ringnet_files_bad_local_total']}")
+        # the copy was dropped: two rounds of the chunk's primary bring it back before two
+        # of its holders may go down below
+        prim3 = holders(nodes, chunk_key(victim3))[0]
+        r3 = metrics(prim3.http)["ringnet_kv_sync_rounds_total"]
+        t.check("the chunk's primary runs two more anti-entropy rounds", wait_for(
+            lambda: metrics(prim3.http)["ringnet_kv_sync_rounds_total"] >= r3 + 4, 30))
         # ---- kill -9 the chunk's two other holders: two of five nodes ----
         for n in hold[1:]:
             n.stop(signal.SIGKILL)
