@@ -141,8 +141,8 @@ int files_seen_tag(const files_seen *s, const uint8_t *buf, size_t len, uint8_t 
 	return files_tagger_end(t, tag);
 }
 
-bool files_seen_check(files_seen *s, const uint8_t name[FILES_HASH], const uint8_t *buf,
-                      size_t len, bool *by_mac)
+bool files_seen_check(files_seen *s, const uint8_t name[FILES_HASH], const uint8_t *buf, size_t len,
+                      bool *by_mac)
 {
 	uint8_t want[FILES_TAG], got[FILES_TAG];
 	*by_mac = false;

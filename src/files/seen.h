@@ -61,7 +61,7 @@ int files_tagger_end(files_tagger *t, uint8_t tag[FILES_TAG]);
 /* Is this copy of the chunk called name good? With a remembered tag, the copy's tag must
  * equal it (by_mac set true); otherwise its SHA-256 must equal name, and then its tag is
  * remembered. This is the whole check, for callers that hold the bytes at once. */
-bool files_seen_check(files_seen *s, const uint8_t name[FILES_HASH], const uint8_t *buf,
-                      size_t len, bool *by_mac);
+bool files_seen_check(files_seen *s, const uint8_t name[FILES_HASH], const uint8_t *buf, size_t len,
+                      bool *by_mac);
 
 #endif

@@ -19,7 +19,7 @@
 #include "lib/err.h"
 #include "lib/rng.h"
 
-#define POOL 64 /* names, in NSETS sets */
+#define POOL  64 /* names, in NSETS sets */
 #define NSETS 5
 
 typedef struct {
@@ -168,9 +168,9 @@ static void test_check(void **state)
 	assert_true(files_seen_get(s, na, tag)); /* ... and now remembered */
 	assert_true(files_seen_check(s, na, a, n, &by_mac));
 	assert_true(by_mac);
-	assert_false(files_seen_check(s, na, c, n, &by_mac)); /* another chunk's bytes */
+	assert_false(files_seen_check(s, na, c, n, &by_mac));     /* another chunk's bytes */
 	assert_false(files_seen_check(s, na, a, n - 1, &by_mac)); /* cut short */
-	a[n / 2] ^= 0x10;                                       /* damaged */
+	a[n / 2] ^= 0x10;                                         /* damaged */
 	assert_false(files_seen_check(s, na, a, n, &by_mac));
 	assert_false(by_mac);
 	a[n / 2] ^= 0x10;
