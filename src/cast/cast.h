@@ -70,6 +70,7 @@
 #define CAST_SEND_AHEAD 2  /* pieces handed to the driver per link, not yet written */
 #define CAST_WIN_MIN    2  /* outstanding requests per link */
 #define CAST_WIN_MAX    64 /* ... */
+#define CAST_NODE_SPARE 4  /* pieces over the node-wide cap (cast.c, node_cap) */
 #define CAST_BATCH_MAX  64 /* pieces named in one REQUEST / CANCEL / HAVE message */
 
 typedef enum {
@@ -166,6 +167,7 @@ typedef struct {
 	uint64_t resumed;     /* pieces found held at open */
 	uint64_t stalls;      /* links whose requests were moved elsewhere */
 	uint64_t cancels;
+	uint64_t capped; /* requests held back by the node-wide cap (cast.c, node_cap) */
 } cast_stats;
 
 typedef struct cast_node cast_node;

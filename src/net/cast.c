@@ -780,13 +780,13 @@ static void make_snapshot(nd_cast *c)
 	const cast_stats *st = cast_get_stats(c->core);
 	json_object_set_new(
 	    j, "stats",
-	    json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s}", "pieces_in",
+	    json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s}", "pieces_in",
 	              (json_int_t)st->pieces_in, "pieces_out", (json_int_t)st->pieces_out, "dup_in",
 	              (json_int_t)st->dup_in, "endgame_requests", (json_int_t)st->endgame_req,
 	              "corrupt", (json_int_t)st->corrupt, "resumed", (json_int_t)st->resumed,
 	              "stalls", (json_int_t)st->stalls, "cancels", (json_int_t)st->cancels,
-	              "links_opened", (json_int_t)c->links_total, "congestion",
-	              c->cc[0] ? c->cc : "default"));
+	              "capped", (json_int_t)st->capped, "links_opened", (json_int_t)c->links_total,
+	              "congestion", c->cc[0] ? c->cc : "default"));
 	free(c->snap);
 	c->snap = nd_json_text(j);
 }

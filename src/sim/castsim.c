@@ -882,6 +882,7 @@ int cs_run(const cs_topo *t, const cs_opts *o, cs_result *r)
 		r->total.resumed += st->resumed;
 		r->total.stalls += st->stalls;
 		r->total.cancels += st->cancels;
+		r->total.capped += st->capped;
 	}
 	if (!r->complete)
 		r->u_s = -1;

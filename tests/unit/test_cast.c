@@ -168,6 +168,31 @@ static void test_star_uneven(void **state)
 	}
 }
 
+/* Incast: one host behind a slow link among fast ones asks each of them for pieces. The
+ * node-wide cap (twice its measured receive rate over the rtt + 0.1 s, plus
+ * CAST_NODE_SPARE pieces) holds requests back there, and the file still arrives whole,
+ * the slow host no later than its link allows (its own rate alone bounds it below). */
+static void test_incast_capped(void **state)
+{
+	(void)state;
+	double rates[16];
+	for (int i = 0; i < 16; i++)
+		rates[i] = 100;
+	rates[9] = 4; /* h9: 4 Mbit/s */
+	cs_topo t;
+	star(&t, 16, rates);
+	cs_result r;
+	uint64_t size = 4u << 20;
+	run(&t, size, 65536, 5, &r);
+	check_all_hold(&t, &r);
+	assert_true(r.total.capped > 0);
+	double floor_s = (double)size * 8 / 4e6;
+	assert_true(r.done_s[10] >= floor_s);          /* vertex 10 is h9 (0 is the switch) */
+	assert_true(r.done_s[10] < 1.5 * floor_s + 1); /* ... and not starved by the cap */
+	cs_result_free(&r);
+	topo_free(&t);
+}
+
 static void test_random_mesh(void **state)
 {
 	(void)state;
@@ -441,10 +466,15 @@ static void test_codec(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_codec),        cmocka_unit_test(test_lower_bound),
-	    cmocka_unit_test(test_chain_relays), cmocka_unit_test(test_star_uneven),
-	    cmocka_unit_test(test_random_mesh),  cmocka_unit_test(test_source_sends_few_twice),
-	    cmocka_unit_test(test_resume),       cmocka_unit_test(test_corrupt_pieces),
+	    cmocka_unit_test(test_codec),
+	    cmocka_unit_test(test_lower_bound),
+	    cmocka_unit_test(test_chain_relays),
+	    cmocka_unit_test(test_star_uneven),
+	    cmocka_unit_test(test_random_mesh),
+	    cmocka_unit_test(test_incast_capped),
+	    cmocka_unit_test(test_source_sends_few_twice),
+	    cmocka_unit_test(test_resume),
+	    cmocka_unit_test(test_corrupt_pieces),
 	    cmocka_unit_test(test_link_dies),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
