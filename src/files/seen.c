@@ -1,8 +1,8 @@
 /* seen.c — the table of checked chunk contents and their GMAC tags (seen.h). */
 #include "seen.h"
 
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/rand.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,7 +20,7 @@ typedef struct {
 } set;
 
 struct files_seen {
-	uint8_t key[16];
+	uint8_t key[FILES_SEEN_KEY];
 	set *sets;
 };
 
@@ -28,16 +28,17 @@ struct files_tagger {
 	EVP_CIPHER_CTX *c;
 };
 
-files_seen *files_seen_new(void)
+files_seen *files_seen_new(const uint8_t key[FILES_SEEN_KEY])
 {
 	files_seen *s = calloc(1, sizeof *s);
 	if (!s)
 		return NULL;
 	s->sets = calloc(FILES_SEEN_SETS, sizeof *s->sets);
-	if (!s->sets || RAND_bytes(s->key, sizeof s->key) != 1) {
+	if (!s->sets) {
 		files_seen_free(s);
 		return NULL;
 	}
+	memcpy(s->key, key, sizeof s->key);
 	return s;
 }
 

@@ -6,8 +6,8 @@
  * the CPU's SHA extensions): on a 2-core machine it was half of an entry node's CPU during
  * a download. Once this node has seen bytes that hash to their name (it cut them from an
  * upload, or checked them with SHA-256), it remembers their tag: AES-128-GMAC under a key
- * drawn at random when the table is made, kept in this process only, never stored or
- * sent. A copy (from this node's disk or from a peer) whose tag equals the remembered one
+ * the driver draws at random when it makes the table, kept in this process only, never
+ * stored or sent. A copy (from this node's disk or from a peer) whose tag equals the remembered one
  * is those bytes unless whoever made it found a GHASH forgery without knowing the key:
  * GHASH under a secret key is almost XOR-universal, so for any copy chosen without the
  * key the chance is at most (16-byte blocks + 1) / 2^128 (2^-112 for a 1 MiB chunk), and
@@ -34,11 +34,14 @@
 
 #define FILES_TAG       16
 #define FILES_SEEN_SETS 8192
+#define FILES_SEEN_KEY  16 /* AES-128 */
 
 typedef struct files_seen files_seen;
 
-/* A new, empty table with a fresh random key (NULL: out of memory, or no randomness). */
-files_seen *files_seen_new(void);
+/* A new, empty table whose tags are taken under key: FILES_SEEN_KEY bytes the driver
+ * drew at random for this process (this module draws nothing: it stays sans-IO, like the
+ * cores beside it). NULL: out of memory. */
+files_seen *files_seen_new(const uint8_t key[FILES_SEEN_KEY]);
 void files_seen_free(files_seen *s);
 
 /* The tag remembered for name; false when the table does not know name. */

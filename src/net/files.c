@@ -17,6 +17,7 @@
 #include <microhttpd.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -292,11 +293,11 @@ static void d_kv(void *ctx, uint64_t req, kv_op op, const uint8_t *key, size_t k
 		return;
 	}
 	memcpy(k, key, klen);
+	/* a chunk put: the core named these bytes by their hash, so their tag is good */
 	uint8_t tag[FILES_TAG];
 	if (op == KV_PUT && val && nf->seen && is_chunk_key(key, klen) &&
 	    files_seen_tag(nf->seen, val, vlen, tag) == 0)
-		files_seen_put(nf->seen, key + 3,
-		               tag); /* the core named these bytes by their hash */
+		files_seen_put(nf->seen, key + 3, tag);
 	/* val stays valid until the core has its answer: the kv core copies it when called */
 	nf->ops[nf->nops++] = (kvop){
 	    req,   op,       k, klen, val, vlen, cond != NULL, cond ? *cond : (kv_version){0},
@@ -781,8 +782,11 @@ int nd_files_start(node *n)
 		free(nf);
 		return RN_EINVAL;
 	}
-	nf->seen = files_seen_new(); /* NULL: every check by SHA-256, as before */
-	if (!nf->seen)
+	/* the tags' key: drawn here, for this process only (files/seen.h) */
+	uint8_t key[FILES_SEEN_KEY];
+	nf->seen = RAND_bytes(key, sizeof key) == 1 ? files_seen_new(key) : NULL;
+	OPENSSL_cleanse(key, sizeof key);
+	if (!nf->seen) /* every check by SHA-256, as before */
 		LOG_W(n, "no table of checked chunks (out of memory or randomness): every chunk "
 		         "copy is checked with SHA-256");
 	kv_set_check(n->kv, record_check);
