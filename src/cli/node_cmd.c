@@ -18,7 +18,7 @@ static const char *node_usage =
     "                    [--peer-cert CERT,KEY]\n"
     "                    [--max-file SIZE] [--suspicion-ms MS] [--lifeguard MULT]\n"
     "                    [--confirm K] [--eager-gossip R] [--suspect-probes P]\n"
-    "                    [--files-gc-delay-ms MS]\n"
+    "                    [--files-gc-delay-ms MS] [--read-lease-ms MS]\n"
     "                    [--log-level error|warn|info|debug] [--config FILE]\n"
     "\n"
     "Runs one node of a ring. Its ring id is SHA-1 of NAME. Without --join it starts a new\n"
@@ -47,6 +47,9 @@ static const char *node_usage =
     "  --files-gc-delay-ms MS  a deleted or replaced file's chunks are collected MS later\n"
     "                  (default 3600000, 1 h; every node of a ring alike: it also bounds the\n"
     "                  clock skew between nodes that collection tolerates, MS / 4)\n"
+    "  --read-lease-ms MS  a replica the key's owner granted a read lease answers gets\n"
+    "                  from its own copy; the owner acknowledges a write only once every\n"
+    "                  holder has it (0-900, default 600; 0: every get goes to the owner)\n"
     "  --api-token FILE  HTTP requests (but /health) need 'Authorization: Bearer TOKEN',\n"
     "                  the token in FILE; none: they do not. Default: none on a loopback\n"
     "                  --http, else a token made in DATA/api.token on the first start\n"
@@ -63,14 +66,15 @@ static const char *node_usage =
     "                  \"api_token\": ..., \"http_tls\": ..., \"ca\": ..., \"peer_cert\": ...,\n"
     "                  \"replicas\": 3, \"write_quorum\": 2, \"suspicion_ms\": 1000,\n"
     "                  \"lifeguard\": 4, \"confirm\": 1, \"eager_gossip\": 10,\n"
-    "                  \"suspect_probes\": 3, \"files_gc_delay_ms\": 3600000}; flags win\n"
+    "                  \"suspect_probes\": 3, \"files_gc_delay_ms\": 3600000,\n"
+    "                  \"read_lease_ms\": 600}; flags win\n"
     "                  over it\n"
     "Environment: RINGNET_ID, RINGNET_LISTEN, RINGNET_HTTP, RINGNET_JOIN (addresses apart\n"
     "  by commas), RINGNET_DATA, RINGNET_KEY, RINGNET_API_TOKEN_FILE (--api-token),\n"
     "  RINGNET_HTTP_TLS, RINGNET_CA, RINGNET_PEER_CERT, RINGNET_REPLICAS, RINGNET_WRITE_QUORUM, "
     "RINGNET_MAX_FILE,\n"
     "  RINGNET_SUSPICION_MS, RINGNET_LIFEGUARD, RINGNET_CONFIRM, RINGNET_EAGER_GOSSIP,\n"
-    "  RINGNET_SUSPECT_PROBES, RINGNET_FILES_GC_DELAY_MS,\n"
+    "  RINGNET_SUSPECT_PROBES, RINGNET_FILES_GC_DELAY_MS, RINGNET_READ_LEASE_MS,\n"
     "  RINGNET_LOG_LEVEL: the same settings; they win over --config,\n"
     "  flags win over them; an empty one is unset\n"
     "HTTP routes:\n"
@@ -107,17 +111,19 @@ static int copy(char *dst, size_t len, const char *src)
 static int set_option(node_opts *o, const char *a, const char *v);
 
 /* The settings, as a config file names them and as flags. */
-enum { NODE_NOPTS = 20, NODE_FIRST_NUMBER = 11 };
+enum { NODE_NOPTS = 21, NODE_FIRST_NUMBER = 11 };
 static const char *const names[NODE_NOPTS] = {
-    "id",        "listen",   "http",         "join",           "data",
-    "log_level", "key",      "api_token",    "http_tls",       "ca",
-    "peer_cert", "replicas", "write_quorum", "max_file",       "suspicion_ms",
-    "lifeguard", "confirm",  "eager_gossip", "suspect_probes", "files_gc_delay_ms"};
+    "id",           "listen",   "http",         "join",           "data",
+    "log_level",    "key",      "api_token",    "http_tls",       "ca",
+    "peer_cert",    "replicas", "write_quorum", "max_file",       "suspicion_ms",
+    "lifeguard",    "confirm",  "eager_gossip", "suspect_probes", "files_gc_delay_ms",
+    "read_lease_ms"};
 static const char *const flags[NODE_NOPTS] = {
-    "--id",        "--listen",   "--http",         "--join",           "--data",
-    "--log-level", "--key",      "--api-token",    "--http-tls",       "--ca",
-    "--peer-cert", "--replicas", "--write-quorum", "--max-file",       "--suspicion-ms",
-    "--lifeguard", "--confirm",  "--eager-gossip", "--suspect-probes", "--files-gc-delay-ms"};
+    "--id",           "--listen",   "--http",         "--join",           "--data",
+    "--log-level",    "--key",      "--api-token",    "--http-tls",       "--ca",
+    "--peer-cert",    "--replicas", "--write-quorum", "--max-file",       "--suspicion-ms",
+    "--lifeguard",    "--confirm",  "--eager-gossip", "--suspect-probes", "--files-gc-delay-ms",
+    "--read-lease-ms"};
 
 /* The same settings from the environment (see the usage). RINGNET_API_TOKEN is the clients'
  * token itself, so the node's --api-token FILE|none is RINGNET_API_TOKEN_FILE. */
@@ -142,7 +148,8 @@ static const struct {
             {"RINGNET_CONFIRM", "--confirm"},
             {"RINGNET_EAGER_GOSSIP", "--eager-gossip"},
             {"RINGNET_SUSPECT_PROBES", "--suspect-probes"},
-            {"RINGNET_FILES_GC_DELAY_MS", "--files-gc-delay-ms"}};
+            {"RINGNET_FILES_GC_DELAY_MS", "--files-gc-delay-ms"},
+            {"RINGNET_READ_LEASE_MS", "--read-lease-ms"}};
 
 static bool is_flag(const char *a)
 {
@@ -439,6 +446,15 @@ static int set_option(node_opts *o, const char *a, const char *v)
 				    "not '%s'",
 				    v);
 			o->files_gc_delay_ms = (unsigned)x;
+		} else if (!strcmp(a, "--read-lease-ms")) {
+			char *end;
+			long x = strtol(v, &end, 10);
+			if (!*v || *end || x < 0 || x > 900)
+				return bad(
+				    "--read-lease-ms wants milliseconds, 0 (off) to 900, not '%s'",
+				    v);
+			o->read_lease_ms = (unsigned)x;
+			o->read_lease_set = true;
 		} else if (!strcmp(a, "--key")) {
 			if (!*v || copy(o->key, sizeof o->key, v) < 0)
 				return bad("--key wants the path of a cluster key file, not '%s'",

@@ -27,6 +27,11 @@
 #define REQ_SEQ_LIMIT (1ull << 62)
 #define PURGE_MAX     256
 #define VIEW_MAX_SUCC RING_MAX_SUCC
+/* a holder's lease ends this much before the owner's record of it: far more than clocks'
+ * rates differ by over a lease */
+#define LEASE_SLACK(k) ((k)->cfg.lease_ms / 12)
+#define LEASE_WANT_MS  2000 /* a replica asks for leases while it forwarded gets this lately */
+#define LEASE_PEERS    (KV_MAX_R * 2)
 
 enum { OP_ENTRY = 1, OP_COORD, OP_HANDOFF, OP_LEAVE };
 enum { ST_LOOKUP = 1, ST_SENT, ST_FALLBACK_LOOKUP, ST_RETRY_WAIT };
@@ -72,7 +77,9 @@ typedef struct op {
 	target t[MAX_TARGETS];
 	unsigned nt, acks, answers, failed, need; /* need: W for a write, read quorum for a get */
 	bool replied, replayed;
-	own_rec best; /* a get: the newest record seen */
+	bool waited;   /* a write held back for a lease holder's ack */
+	uint64_t w_at; /* ... since then (it had W acks) */
+	own_rec best;  /* a get: the newest record seen */
 	bool has_best;
 	/* HANDOFF */
 	kv_version hv;
@@ -90,6 +97,29 @@ typedef struct {
 	bool used;
 } cover;
 
+/* A replica's side of a read lease: an owner whose digests this node answers. */
+typedef struct {
+	rn_id from; /* the owner */
+	ring_addr addr;
+	rn_id lo, hi;   /* the range granted */
+	rn_id dlo, dhi; /* the range of its last digest */
+	uint64_t until; /* this node's clock: answer gets of (lo, hi] before it */
+	uint64_t at;    /* the owner's last digest */
+	uint64_t asked_at, req, wanted_at;
+	bool clean; /* a digest from it matched this node's copy since this node started */
+	bool used;
+} lease_in;
+
+/* An owner's side: a replica that holds, or may ask for, a lease of this node's range. */
+typedef struct {
+	rn_id id;
+	ring_addr addr;
+	uint64_t until;        /* this node's clock: writes wait for its ack before it */
+	uint32_t missed_round; /* a write was acknowledged without it in this round */
+	bool synced; /* it matched a digest, and no write was acknowledged without it since */
+	bool used;
+} lease_out;
+
 struct kv_node {
 	kv_config cfg;
 	kv_driver d;
@@ -98,6 +128,8 @@ struct kv_node {
 	uint64_t self_top;
 	rn_id ext; /* 2^(160 - bits) - 1: the low bits a position leaves out of a key id */
 	bool joined;
+	bool had_pred; /* a predecessor has been known since this core started */
+	bool had_succ; /* ... a successor other than itself (it joined a ring) */
 	ring_peer pred;
 	ring_peer succ[VIEW_MAX_SUCC];
 	size_t nsucc;
@@ -123,6 +155,9 @@ struct kv_node {
 	kvm_table mem;                                  /* the member table (one hop) */
 	bool fed; /* the driver gave members: without, routing is by successors and lookups */
 	struct owner_cache *cache; /* KV_CACHE_SIZE, made on first use */
+	lease_in lin[MAX_COVERS];
+	lease_out lout[LEASE_PEERS];
+	uint64_t lease_at; /* the next round of lease requests */
 };
 
 /* A key's owner as a lookup or a MOVED hint last named it (routing without the table). */
@@ -163,6 +198,7 @@ void kv_config_default(kv_config *c)
 	c->scrub_ms = 1000;
 	c->scrub_bytes = 8u << 20;
 	c->leave_bytes = 16u << 20;
+	c->lease_ms = 600;
 }
 
 int kv_config_check(const kv_config *c)
@@ -170,7 +206,8 @@ int kv_config_check(const kv_config *c)
 	if (c->bits < 1 || c->bits > RN_ID_BITS || c->replicas < 1 || c->replicas > KV_MAX_R ||
 	    c->write_quorum < 1 || c->write_quorum > c->replicas || c->read_quorum < 1 ||
 	    c->read_quorum > c->replicas || !c->op_timeout_ms || !c->req_timeout_ms ||
-	    !c->sync_ms || c->cover_ms < c->sync_ms || !c->leave_bytes)
+	    !c->sync_ms || c->cover_ms < c->sync_ms || !c->leave_bytes ||
+	    (c->lease_ms && c->lease_ms >= c->op_timeout_ms))
 		return RN_EINVAL;
 	return 0;
 }
@@ -633,11 +670,16 @@ void kv_set_view(kv_node *k, uint64_t now, bool joined, ring_peer pred, const ri
 		changed = succ[i].addr != k->succ[i].addr || !rn_id_eq(&succ[i].id, &k->succ[i].id);
 	k->joined = joined;
 	k->pred = pred;
+	k->had_pred = k->had_pred || pred.addr != RING_ADDR_NONE;
+	for (size_t i = 0; i < nsucc && !k->had_succ; i++)
+		k->had_succ = succ[i].addr != RING_ADDR_NONE && !rn_id_eq(&succ[i].id, &k->self);
 	memcpy(k->succ, succ, nsucc * sizeof *succ);
 	k->nsucc = nsucc;
 	if (changed) {
 		k->view_at = now;
 		memset(k->matched, 0, sizeof k->matched); /* the replicas may be others now */
+		for (size_t i = 0; i < LEASE_PEERS; i++)
+			k->lout[i].synced = false; /* ... and missed writes it did not count */
 		k->dirty = k->foreign = true;
 		if (joined && k->sync_at > now + SYNC_AGAIN_MS)
 			k->sync_at = now + SYNC_AGAIN_MS; /* the ranges moved: compare soon */
@@ -700,6 +742,225 @@ static void coord_answer(kv_node *k, uint64_t now, op *c, kv_status st, bool has
 	}
 }
 
+/* ---- read leases ----
+ * An owner lets each replica that matched its digest, and missed no write it has
+ * acknowledged since, answer gets of its range for lease_ms from when the replica asked;
+ * until the lease it granted ends, it acknowledges a write only once that replica holds
+ * it too. So a replica under a lease holds every write acknowledged before a get it
+ * answers. See kv.h, "Read leases". */
+
+static size_t sync_targets(kv_node *k, ring_peer *out);
+
+static bool leases_on(const kv_node *k)
+{
+	return k->cfg.lease_ms != 0;
+}
+
+static lease_in *lin_of(kv_node *k, const rn_id *from)
+{
+	for (int i = 0; i < MAX_COVERS; i++)
+		if (k->lin[i].used && rn_id_eq(&k->lin[i].from, from))
+			return &k->lin[i];
+	return NULL;
+}
+
+/* The record of an owner that sent this node a digest: found, or a free or lapsed one. */
+static lease_in *lin_make(kv_node *k, uint64_t now, const ring_peer *from)
+{
+	lease_in *l = lin_of(k, &from->id), *best = NULL;
+	if (l) {
+		l->addr = from->addr;
+		return l;
+	}
+	for (int i = 0; i < MAX_COVERS && !(best && !best->used); i++) {
+		lease_in *c = &k->lin[i];
+		if (!c->used || (c->until <= now && (!best || c->at < best->at)))
+			best = c;
+	}
+	if (best)
+		*best = (lease_in){.from = from->id, .addr = from->addr, .used = true};
+	return best;
+}
+
+static lease_out *lout_of(kv_node *k, const rn_id *id)
+{
+	for (int i = 0; i < LEASE_PEERS; i++)
+		if (k->lout[i].used && rn_id_eq(&k->lout[i].id, id))
+			return &k->lout[i];
+	return NULL;
+}
+
+/* An entry for a replica, made before a digest goes to it, so that a write acknowledged
+ * without it from then on is counted. One whose lease still runs is never reused. */
+static void lout_make(kv_node *k, uint64_t now, const ring_peer *p)
+{
+	if (lout_of(k, &p->id))
+		return;
+	lease_out *slot = NULL;
+	for (int i = 0; i < LEASE_PEERS && !(slot && !slot->used); i++) {
+		lease_out *l = &k->lout[i];
+		if (!l->used || (l->until <= now && (!slot || slot->synced)))
+			slot = l; /* unused, else lapsed, and one not in step before one in step */
+	}
+	if (slot)
+		*slot = (lease_out){
+		    .id = p->id, .addr = p->addr, .missed_round = k->round, .used = true};
+}
+
+static bool acked_by(const op *c, const rn_id *id)
+{
+	for (unsigned j = 0; j < c->nt; j++)
+		if (c->t[j].state == RS_DONE && rn_id_eq(&c->t[j].p.id, id))
+			return true;
+	return false;
+}
+
+/* A write is acknowledged: a replica that does not hold it is no longer in step. */
+static void lease_missed(kv_node *k, const op *c)
+{
+	for (int i = 0; i < LEASE_PEERS; i++) {
+		lease_out *l = &k->lout[i];
+		if (l->used && !acked_by(c, &l->id)) {
+			l->synced = false;
+			l->missed_round = k->round;
+		}
+	}
+}
+
+/* The earliest end of a lease whose holder has not acknowledged c (0: none). */
+static uint64_t lease_wait(const kv_node *k, uint64_t now, const op *c)
+{
+	uint64_t at = 0;
+	for (int i = 0; i < LEASE_PEERS; i++) {
+		const lease_out *l = &k->lout[i];
+		if (l->used && l->until > now && !acked_by(c, &l->id) && (!at || l->until < at))
+			at = l->until;
+	}
+	return at;
+}
+
+/* A write this node coordinates goes to every holder of a running lease too. One that
+ * another owner's leases may still cover (a key outside this node's range, or the view
+ * changed within a lease's length: the range may be newly this node's) needs every
+ * replica, whose successors those holders are. */
+static void lease_targets(kv_node *k, uint64_t now, op *c, const rn_id *pos)
+{
+	if (!own_range(k, pos) || now - k->view_at < (uint64_t)k->cfg.lease_ms + LEASE_SLACK(k))
+		c->need = c->nt;
+	for (int i = 0; i < LEASE_PEERS; i++) {
+		const lease_out *l = &k->lout[i];
+		bool in = false;
+		for (unsigned j = 0; j < c->nt && !in; j++)
+			in = rn_id_eq(&c->t[j].p.id, &l->id);
+		if (l->used && l->until > now && !in && c->nt < MAX_TARGETS)
+			c->t[c->nt++] = (target){.p = {l->id, l->addr}};
+	}
+}
+
+static void on_lease_req(kv_node *k, uint64_t now, const kv_msg *m)
+{
+	kv_msg a;
+	memset(&a, 0, sizeof a);
+	a.type = KV_MSG_LEASE;
+	a.to = m->from.addr;
+	a.req = m->req;
+	a.status = KV_UNSURE;
+	ring_peer to[KV_MAX_R];
+	size_t nto = sync_targets(k, to);
+	bool is_target = false;
+	for (size_t i = 0; i < nto && !is_target; i++)
+		is_target = rn_id_eq(&to[i].id, &m->from.id);
+	lease_out *l = lout_of(k, &m->from.id);
+	if (leases_on(k) && l && l->synced && is_target && settled(k, now) &&
+	    k->pred.addr != RING_ADDR_NONE && !rn_id_eq(&k->pred.id, &k->self)) {
+		l->until = now + k->cfg.lease_ms;
+		l->addr = m->from.addr;
+		a.status = KV_OK;
+		a.lo = k->pred.id;
+		a.hi = k->self;
+		k->st.leases_granted++;
+	}
+	send_msg(k, &a);
+}
+
+static void on_lease(kv_node *k, const kv_msg *m)
+{
+	lease_in *l = lin_of(k, &m->from.id);
+	if (!l || !l->req || m->req != l->req || m->status != KV_OK)
+		return;
+	l->lo = m->lo;
+	l->hi = m->hi;
+	l->until = l->asked_at + k->cfg.lease_ms - LEASE_SLACK(k);
+}
+
+/* Asks again, every third of a lease, each owner whose digests matched this node's copy
+ * and to which it forwarded gets lately (a node that only writes holds no lease, so its
+ * owners' writes wait for no one more than W). */
+static void lease_round(kv_node *k, uint64_t now)
+{
+	k->lease_at = now + k->cfg.lease_ms / 3;
+	unsigned held = 0;
+	for (int i = 0; i < MAX_COVERS; i++) {
+		lease_in *l = &k->lin[i];
+		if (!l->used)
+			continue;
+		held += l->until > now;
+		if (!l->clean || l->addr == RING_ADDR_NONE || now - l->at > k->cfg.cover_ms ||
+		    !l->wanted_at || now - l->wanted_at > LEASE_WANT_MS)
+			continue;
+		kv_msg m;
+		memset(&m, 0, sizeof m);
+		m.type = KV_MSG_LEASE_REQ;
+		m.to = l->addr;
+		m.req = l->req = next_req(k);
+		l->asked_at = now;
+		send_msg(k, &m);
+	}
+	k->st.leases_held = held;
+}
+
+/* A get this node can answer from its own copy, under a lease of the key's range whose
+ * owner is not known to have changed (the view names no other): answered (true). A key it
+ * lacks goes to the owner: only there is "not found" sure. */
+static bool replica_read(kv_node *k, uint64_t now, op *e)
+{
+	if (!leases_on(k) || !settled(k, now))
+		return false;
+	ring_peer to;
+	int rt = route_of(k, &e->rec.r.kid, &to);
+	if (rt == RT_LOCAL)
+		return false;
+	rn_id pos = pos_of(k, &e->rec.r.kid);
+	lease_in *l = NULL;
+	for (int i = 0; i < MAX_COVERS && !l; i++) {
+		lease_in *c = &k->lin[i];
+		if (c->used && rn_id_in_oc(&pos, &c->dlo, &c->dhi))
+			l = c;
+	}
+	if (!l || (rt != RT_LOOKUP && !rn_id_eq(&to.id, &l->from)))
+		return false;
+	l->wanted_at = now; /* gets of its range come here: ask it for a lease */
+	kv_record cur;
+	if (now >= l->until || !rn_id_in_oc(&pos, &l->lo, &l->hi) ||
+	    k->d.get(k->d.ctx, &e->rec.r.kid, &cur) != 0)
+		return false;
+	if (!(e->flags & KV_F_UNCHECKED) && damaged(k, &cur)) {
+		k->st.damaged_seen++;
+		return false; /* the owner's read finds a good copy and repairs this one */
+	}
+	k->st.replica_reads++;
+	ring_peer me = {k->self, k->addr};
+	kv_msg m;
+	memset(&m, 0, sizeof m);
+	m.has_rec = true;
+	m.rec = cur;
+	m.from = me;
+	m.acked = &me;
+	m.nacked = 1;
+	reply_client(k, e, cur.v.tomb ? KV_NOT_FOUND : KV_OK, NULL, &m);
+	return true;
+}
+
 /* ---- coordinating ---- */
 
 static void coord_targets(kv_node *k, op *c)
@@ -752,7 +1013,22 @@ static void coord_request_msg(const op *c, kv_msg *m)
 static void coord_finish_write(kv_node *k, uint64_t now, op *c, bool final)
 {
 	unsigned live = c->nt - c->failed;
-	if (!c->replied && c->acks >= c->need) {
+	uint64_t hold = c->replied ? 0 : lease_wait(k, now, c);
+	if (hold && c->acks >= c->need) {
+		if (!c->waited)
+			c->w_at = now;
+		c->waited = true;
+		/* a holder that has not stored it a quarter lease after W did is renewed no
+		 * more, so its lease ends and the write is answered */
+		uint64_t late = c->w_at + k->cfg.lease_ms / 4;
+		if (now >= late)
+			lease_missed(k, c);
+		else if (late < hold)
+			hold = late;
+	}
+	if (!c->replied && c->acks >= c->need && !lease_wait(k, now, c)) {
+		lease_missed(k, c);
+		k->st.lease_waits += c->waited;
 		coord_answer(k, now, c, KV_OK, true, &c->rec.r);
 	} else if (!c->replied && (final || live < c->need)) {
 		if (c->acks)
@@ -761,7 +1037,10 @@ static void coord_finish_write(kv_node *k, uint64_t now, op *c, bool final)
 		else
 			coord_answer(k, now, c, KV_ERROR, false, NULL);
 	}
-	if (final || c->acks + c->failed >= c->nt)
+	if (c->replied)
+		hold = 0;
+	c->retry_at = hold; /* a tick looks again when that lease ends */
+	if (final || (!hold && c->acks + c->failed >= c->nt))
 		op_free(k, c);
 }
 
@@ -861,11 +1140,42 @@ static bool cond_holds(const kv_msg *m, int rc, const kv_record *cur)
 	return rc == 0 && kv_version_cmp(&cur->v, &m->cond) == 0;
 }
 
+/* An answer to a request this node will not coordinate, with no op made for it. */
+static void coord_refuse(kv_node *k, uint64_t now, ring_addr origin, uint64_t origin_req,
+                         kv_status st)
+{
+	kv_msg r;
+	memset(&r, 0, sizeof r);
+	r.type = KV_MSG_RESP;
+	r.to = origin;
+	r.req = origin_req;
+	r.status = (uint8_t)st;
+	if (origin == k->addr) {
+		r.from = (ring_peer){k->self, k->addr};
+		on_resp(k, now, &r);
+	} else {
+		send_msg(k, &r);
+	}
+}
+
 /* A request reached its coordinator (this node): m is a REQ, from the entry or local. */
 static void coordinate(kv_node *k, uint64_t now, ring_addr origin, uint64_t origin_req,
                        const kv_msg *m)
 {
 	rn_id pos = pos_of(k, &m->rec.kid);
+	if (!k->had_pred && k->had_succ && k->pred.addr == RING_ADDR_NONE &&
+	    !(m->flags & KV_F_HANDOFF)) {
+		/* it has just joined and knows no predecessor yet, so every key looks like its
+		 * own: a write it took (a lookup that raced the join sent it here, or its own
+		 * client's once its only successor died and it looked alone, a ring of one that
+		 * acknowledges one copy) would sit on this node and its successors, far from
+		 * the key's replicas, until a handoff that a young node's moving view keeps
+		 * putting off (the simulator lost such writes under churn). The client tries
+		 * again in a moment. */
+		coord_refuse(k, now, origin, origin_req,
+		             m->op == KV_GET ? KV_UNSURE : KV_NOT_APPLIED);
+		return;
+	}
 	if (origin != k->addr && !(m->flags & (KV_F_FALLBACK | KV_F_HANDOFF | KV_F_LOOKED)) &&
 	    !own_range(k, &pos)) {
 		/* the entry guessed from a view that has moved on: say so, and what this node
@@ -899,6 +1209,8 @@ static void coordinate(kv_node *k, uint64_t now, ring_addr origin, uint64_t orig
 	c->need = m->op == KV_GET ? k->cfg.read_quorum : k->cfg.write_quorum;
 	if (c->need > c->nt)
 		c->need = c->nt; /* a ring of fewer than R nodes */
+	if (c->kop != KV_GET && leases_on(k))
+		lease_targets(k, now, c, &pos);
 	hlc_seen(k, c->rec.r.v.stamp);
 	/* this node first */
 	kv_record cur;
@@ -1239,6 +1551,8 @@ void kv_client(kv_node *k, uint64_t now, uint64_t client, const kv_request *r)
 		             "this node is not in a ring yet (joining); try again shortly", NULL);
 		return;
 	}
+	if (r->op == KV_GET && replica_read(k, now, e))
+		return;
 	if (r->op != KV_GET)
 		e->rec.r.v = stamp_new(k, now, r->op == KV_DEL);
 	if (r->op == KV_DEL && r->at_ms && (r->at_ms << 16) < e->rec.r.v.stamp)
@@ -1291,6 +1605,8 @@ static void on_resp(kv_node *k, uint64_t now, const kv_msg *m)
 	                  "a node is down); try again",
 	    [KV_UNKNOWN] = "the write reached fewer replicas than the write quorum: it may or "
 	                   "may not be applied; retry with the same request id",
+	    [KV_NOT_APPLIED] = "the node a lookup found for the key has just joined and does not "
+	                       "know its range yet: nothing was written; try again",
 	    [KV_ERROR] = "a replica's store failed",
 	    [KV_CONFLICT] = "the key's version is not the one this write was conditional on",
 	};
@@ -1500,6 +1816,8 @@ static void sync_round(kv_node *k, uint64_t now)
 	k->dirty = false;
 	memset(k->matched, 0, sizeof k->matched);
 	k->nmatched_targets = (unsigned)nto;
+	for (size_t i = 0; i < nto; i++)
+		lout_make(k, now, &to[i]);
 	uint64_t hashes[KV_BUCKETS];
 	range_digest(k, &k->pred.id, &k->self, hashes);
 	k->round++;
@@ -1550,6 +1868,7 @@ static bool covered(const kv_node *k, uint64_t now, const rn_id *pos)
 static void on_digest(kv_node *k, uint64_t now, const kv_msg *m)
 {
 	note_cover(k, now, m);
+	lease_in *lease = lin_make(k, now, &m->from);
 	uint64_t mine[KV_BUCKETS];
 	range_digest(k, &m->lo, &m->hi, mine);
 	bool want[KV_BUCKETS];
@@ -1559,6 +1878,12 @@ static void on_digest(kv_node *k, uint64_t now, const kv_msg *m)
 		want[b] = mine[b] != m->hashes[b];
 		if (want[b])
 			diff[nd++] = (uint8_t)b;
+	}
+	if (lease) {
+		lease->at = now;
+		lease->dlo = m->lo;
+		lease->dhi = m->hi;
+		lease->clean = lease->clean || nd == 0;
 	}
 	kv_entry *ents = NULL;
 	size_t ne = 0;
@@ -1662,8 +1987,13 @@ static void on_keys(kv_node *k, uint64_t now, const kv_msg *m)
 		if (rn_id_eq(&to[i].id, &m->from.id))
 			idx = i;
 	if (m->nbuckets == 0) {
-		if (idx < nto && m->round == k->round)
+		if (idx < nto && m->round == k->round) {
 			k->matched[idx] = true;
+			lease_out *l = lout_of(k, &m->from.id);
+			if (l && l->missed_round != m->round)
+				l->synced = true; /* it held all this node held at the digest, and
+				                   * every write acknowledged since */
+		}
 		return;
 	}
 	bool want[KV_BUCKETS] = {false};
@@ -1880,6 +2210,13 @@ void kv_on_msg(kv_node *k, uint64_t now, const kv_msg *m)
 	case KV_MSG_PURGE:
 		on_purge(k, m);
 		break;
+	case KV_MSG_LEASE_REQ:
+		if (k->joined)
+			on_lease_req(k, now, m);
+		break;
+	case KV_MSG_LEASE:
+		on_lease(k, m);
+		break;
 	default:
 		break;
 	}
@@ -1971,7 +2308,7 @@ void kv_tick(kv_node *k, uint64_t now)
 				o->retry_at = 0;
 			break;
 		case OP_COORD:
-			coord_finish(k, now, o, true);
+			coord_finish(k, now, o, now >= o->deadline);
 			break;
 		default:
 			op_free(k, o);
@@ -1984,6 +2321,8 @@ void kv_tick(kv_node *k, uint64_t now)
 		handoff_round(k, now);
 	if (k->check && k->cfg.scrub_ms && now >= k->scrub_at)
 		scrub_step(k, now);
+	if (leases_on(k) && now >= k->lease_at)
+		lease_round(k, now);
 }
 
 uint64_t kv_wake_at(const kv_node *k)
@@ -1991,6 +2330,8 @@ uint64_t kv_wake_at(const kv_node *k)
 	uint64_t at = k->sync_at < k->handoff_at ? k->sync_at : k->handoff_at;
 	if (k->check && k->cfg.scrub_ms && k->scrub_at < at)
 		at = k->scrub_at;
+	if (leases_on(k) && k->lease_at < at)
+		at = k->lease_at;
 	for (const op *o = k->ops; o; o = o->next) {
 		if (o->deadline < at)
 			at = o->deadline;

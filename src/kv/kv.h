@@ -26,6 +26,16 @@
  * version kept, and deleted here once the owner holds that version or a newer one.
  * A get that sees a stale or missing replica repairs it (read repair).
  *
+ * Read leases (lease_ms, 0: off). A replica that forwarded gets of an owner's range
+ * lately asks the owner for a lease; the owner grants one (its range, for lease_ms from
+ * when the replica asked) to a replica that matched its last digest and missed no write it
+ * acknowledged since, while its own view is settled. Until a lease it granted ends, the
+ * owner acknowledges a write only once that holder stored it too; a holder that has not
+ * stored it a quarter lease after W did is renewed no more. So a holder has every write
+ * acknowledged before a get, and answers gets of keys it holds in that range itself,
+ * while its own view names no other owner. A write coordinated outside the coordinator's
+ * range, or within a lease of its view changing, needs every replica.
+ *
  * Routing. The entry node sends a request to the key's owner as the first of: itself (its
  * own range), its successor list (a key within it), its member table (one hop: the id's
  * successor among the members it takes for alive, while the table holds at most
@@ -107,20 +117,24 @@ typedef struct {
 } kv_record;
 
 typedef enum {
-	KV_MSG_REQ = 1,  /* entry -> coordinator: op, req, rec (key; value and version for
-	                  * a write), flags */
-	KV_MSG_RESP,     /* coordinator -> entry: req, status, rec (a get's answer),
-	                  * acked (the replicas that answered) */
-	KV_MSG_REPL,     /* -> replica: store rec if newer; req != 0 asks for an ACK */
-	KV_MSG_ACK,      /* req, rec.v = the version the replica now holds */
-	KV_MSG_READ,     /* coordinator -> replica: req, rec.kid / key */
-	KV_MSG_READ_ANS, /* req, has_rec, rec */
-	KV_MSG_DIGEST,   /* primary -> replica: round, lo, hi, hashes[KV_BUCKETS] */
-	KV_MSG_KEYS,     /* replica -> primary: round, lo, hi, the differing buckets and
-	                  * the replica's versions in them (entries) */
-	KV_MSG_PULL,     /* primary -> replica: send me these records (kids) */
-	KV_MSG_PURGE,    /* primary -> replica: drop these tombstones if still as listed */
+	KV_MSG_REQ = 1,   /* entry -> coordinator: op, req, rec (key; value and version for
+	                   * a write), flags */
+	KV_MSG_RESP,      /* coordinator -> entry: req, status, rec (a get's answer),
+	                   * acked (the replicas that answered) */
+	KV_MSG_REPL,      /* -> replica: store rec if newer; req != 0 asks for an ACK */
+	KV_MSG_ACK,       /* req, rec.v = the version the replica now holds */
+	KV_MSG_READ,      /* coordinator -> replica: req, rec.kid / key */
+	KV_MSG_READ_ANS,  /* req, has_rec, rec */
+	KV_MSG_DIGEST,    /* primary -> replica: round, lo, hi, hashes[KV_BUCKETS] */
+	KV_MSG_KEYS,      /* replica -> primary: round, lo, hi, the differing buckets and
+	                   * the replica's versions in them (entries) */
+	KV_MSG_PULL,      /* primary -> replica: send me these records (kids) */
+	KV_MSG_PURGE,     /* primary -> replica: drop these tombstones if still as listed */
+	KV_MSG_LEASE_REQ, /* replica -> owner: req; may I answer gets of your range? */
+	KV_MSG_LEASE,     /* owner -> replica: req, status (KV_OK: granted), lo, hi: the
+	                   * range, for lease_ms from when the replica asked */
 } kv_msg_type;
+#define KV_MSG_LAST KV_MSG_LEASE
 
 typedef enum {
 	KV_OK = 0,
@@ -259,6 +273,9 @@ typedef struct {
 	                       * many members (self included); 0: never (4096) */
 	uint32_t leave_bytes; /* a graceful leave pushes this many bytes of records, then the
 	                       * next ones once those are acknowledged (16 MiB) */
+	uint32_t lease_ms;    /* read leases: a replica the owner granted one answers gets of
+	                       * the owner's range from its own copy; less than op_timeout_ms
+	                       * (600; 0: off, every get goes to the owner) */
 } kv_config;
 
 void kv_config_default(kv_config *c);
@@ -299,6 +316,11 @@ typedef struct {
 	uint64_t entry_lookups; /* ring lookups of client requests: first route, after MOVED,
 	                         * fallbacks */
 	uint64_t members_up;    /* members in the table now (self included) */
+	/* read leases */
+	uint64_t replica_reads;  /* gets this node answered from its copy under a lease */
+	uint64_t leases_granted; /* leases (and renewals) this node granted as owner */
+	uint64_t leases_held;    /* owners whose lease this node holds now */
+	uint64_t lease_waits;    /* writes whose answer waited for a lease holder's ack */
 } kv_stats;
 
 typedef struct kv_node kv_node;

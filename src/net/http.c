@@ -105,15 +105,15 @@ static char *metrics_text(node *n)
 	  (unsigned long long)n->lookups_failed);
 	const kv_stats *ks = n->kv ? kv_get_stats(n->kv) : NULL;
 	if (ks) {
-		static const char *kv_names[] = {"",     "req",  "resp",     "repl",
-		                                 "ack",  "read", "read_ans", "digest",
-		                                 "keys", "pull", "purge"};
+		static const char *kv_names[] = {"",      "req",       "resp",   "repl", "ack",
+		                                 "read",  "read_ans",  "digest", "keys", "pull",
+		                                 "purge", "lease_req", "lease"};
 		static const char *st_names[] = {"ok",          "not_found", "unsure", "unknown",
 		                                 "not_applied", "error",     "",       "conflict"};
 		P("# HELP ringnet_kv_messages_total Key-value peer messages by direction and "
 		  "type.\n"
 		  "# TYPE ringnet_kv_messages_total counter\n");
-		for (int t = 1; t <= KV_MSG_PURGE; t++)
+		for (int t = 1; t <= KV_MSG_LAST; t++)
 			P("ringnet_kv_messages_total{dir=\"in\",type=\"%s\"} %llu\n"
 			  "ringnet_kv_messages_total{dir=\"out\",type=\"%s\"} %llu\n",
 			  kv_names[t], (unsigned long long)n->kv_msgs_in[t], kv_names[t],
@@ -158,6 +158,15 @@ static char *metrics_text(node *n)
 		    "Conditional writes (If-Match, If-None-Match, the file index's) this node "
 		    "refused as coordinator: the key had another version.",
 		    ks->conflicts);
+		KVC("replica_reads_total",
+		    "Gets this node answered from its own copy under the owner's read lease.",
+		    ks->replica_reads);
+		KVC("leases_granted_total",
+		    "Read leases (and renewals) this node granted its replicas as owner.",
+		    ks->leases_granted);
+		KVC("lease_waits_total",
+		    "Writes whose answer waited for a read lease holder's acknowledgement.",
+		    ks->lease_waits);
 #undef KVC
 		P("# HELP ringnet_kv_scrub_total The background scrub: records read and checked, "
 		  "copies that failed (dropped, for repair to restore), whole passes over the "
@@ -172,6 +181,9 @@ static char *metrics_text(node *n)
 		  "matched in the last round (R-1 once repaired).\n"
 		  "# TYPE ringnet_kv_replicas_in_sync gauge\nringnet_kv_replicas_in_sync %llu\n",
 		  (unsigned long long)ks->replicas_in_sync);
+		P("# HELP ringnet_kv_leases_held Owners whose read lease this node holds.\n"
+		  "# TYPE ringnet_kv_leases_held gauge\nringnet_kv_leases_held %llu\n",
+		  (unsigned long long)ks->leases_held);
 		P("# HELP ringnet_kv_pending_handoffs Handoffs in flight.\n"
 		  "# TYPE ringnet_kv_pending_handoffs gauge\nringnet_kv_pending_handoffs %llu\n"
 		  "# HELP ringnet_kv_pending_ops Client requests and replica operations in "

@@ -299,7 +299,7 @@ void nd_kv_on_lookup(node *n, const ring_event *e)
 
 void nd_kv_on_frame(node *n, const kv_msg *m)
 {
-	if (m->type <= KV_MSG_PURGE)
+	if (m->type <= KV_MSG_LAST)
 		n->kv_msgs_in[m->type]++;
 	/* An acknowledgement, or a coordinator's answer, completes writes made in earlier
 	 * iterations, whose batches have committed; what the core says in answer to it (the
@@ -342,11 +342,12 @@ static void d_send(void *ctx, const kv_msg *m)
 		return;
 	}
 	f->kind = FRAME_KV;
-	f->claims_nothing =
-	    m->type == KV_MSG_REQ || m->type == KV_MSG_REPL || m->type == KV_MSG_READ;
+	f->claims_nothing = m->type == KV_MSG_REQ || m->type == KV_MSG_REPL ||
+	                    m->type == KV_MSG_READ || m->type == KV_MSG_LEASE_REQ ||
+	                    m->type == KV_MSG_LEASE;
 	f->kv_req = m->req;
 	f->kv_to = m->to;
-	if (m->type <= KV_MSG_PURGE)
+	if (m->type <= KV_MSG_LAST)
 		n->kv_msgs_out[m->type]++;
 	traffic_count(&n->tr, traffic_kv_type(m->type), TR_OUT, f->len);
 	nd_send_frame(n, m->to, f);
@@ -626,6 +627,8 @@ int nd_kv_start(node *n)
 	if (c.write_quorum > c.replicas)
 		c.write_quorum = c.replicas;
 	c.read_quorum = c.replicas + 1 - c.write_quorum;
+	if (n->o->read_lease_set)
+		c.lease_ms = n->o->read_lease_ms;
 	c.req_timeout_ms = KV_DEADLINE_MS;
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);

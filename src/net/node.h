@@ -38,6 +38,8 @@ typedef struct {
 	unsigned suspect_probes;     /* --suspect-probes P: members that check a suspect ... */
 	bool suspect_probes_set;     /* ... when given (0 is off) */
 	unsigned files_gc_delay_ms;  /* --files-gc-delay-ms: collection's delay (0: 1 h) */
+	unsigned read_lease_ms;      /* --read-lease-ms: read leases' length ... */
+	bool read_lease_set;         /* ... when given (0 is off; else the kv core's 600) */
 } node_opts;
 
 /* Parses "host:port" (an IPv4 address or "localhost"); 0 or -1. */

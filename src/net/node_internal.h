@@ -284,7 +284,7 @@ typedef struct node {
 	bool kv_busy;
 	job *active; /* waiting on the kv core */
 	uint64_t kv_seq;
-	uint64_t kv_msgs_in[KV_MSG_PURGE + 1], kv_msgs_out[KV_MSG_PURGE + 1];
+	uint64_t kv_msgs_in[KV_MSG_LAST + 1], kv_msgs_out[KV_MSG_LAST + 1];
 	uint64_t kv_replies[KV_CONFLICT + 1];
 	uint64_t leave_deadline;
 	/* joining: --join addresses, then the peers saved in DATA/peers by an earlier run */

@@ -4,9 +4,9 @@
 #include <string.h>
 
 static const char *const names[TR_TYPES] = {
-    "find_succ", "found",       "get_pred",  "pred_reply", "notify",  "ping",
-    "pong",      "leave",       "kv_req",    "kv_resp",    "kv_repl", "kv_ack",
-    "kv_read",   "kv_read_ans", "kv_digest", "kv_keys",    "kv_pull", "kv_purge"};
+    "find_succ", "found",   "get_pred", "pred_reply", "notify",       "ping",    "pong",
+    "leave",     "kv_req",  "kv_resp",  "kv_repl",    "kv_ack",       "kv_read", "kv_read_ans",
+    "kv_digest", "kv_keys", "kv_pull",  "kv_purge",   "kv_lease_req", "kv_lease"};
 
 const char *traffic_type_name(unsigned type)
 {

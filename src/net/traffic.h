@@ -13,8 +13,8 @@
 #define TR_SLOTS     180  /* samples kept: three minutes at the default interval */
 #define TR_INTERVAL  1000 /* ms between samples */
 #define TR_RING_BASE 0    /* ring message type t (1..8) counts as TR_RING_BASE + t - 1 */
-#define TR_KV_BASE   8    /* key-value message type t (1..10) as TR_KV_BASE + t - 1 */
-#define TR_TYPES     18
+#define TR_KV_BASE   8    /* key-value message type t (1..12) as TR_KV_BASE + t - 1 */
+#define TR_TYPES     20
 
 enum { TR_IN, TR_OUT };
 
@@ -26,7 +26,7 @@ static inline unsigned traffic_ring_type(unsigned t)
 }
 static inline unsigned traffic_kv_type(unsigned t)
 {
-	return t >= 1 && t <= 10 ? TR_KV_BASE + t - 1 : TR_TYPES;
+	return t >= 1 && t <= 12 ? TR_KV_BASE + t - 1 : TR_TYPES;
 }
 
 /* One sample: what was counted between two traffic_sample calls, and how long that was. */

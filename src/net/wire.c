@@ -144,7 +144,8 @@ int wire_encode_kv(const kv_msg *m, const wire_book *b, uint8_t **out, size_t *l
 		rec.tomb = m->rec.v.tomb;
 		w.rec = &rec;
 	}
-	if (m->type == KV_MSG_DIGEST || m->type == KV_MSG_KEYS) {
+	if (m->type == KV_MSG_DIGEST || m->type == KV_MSG_KEYS ||
+	    (m->type == KV_MSG_LEASE && m->status == KV_OK)) {
 		w.lo = (ProtobufCBinaryData){RN_ID_BYTES, (uint8_t *)(uintptr_t)m->lo.b};
 		w.hi = (ProtobufCBinaryData){RN_ID_BYTES, (uint8_t *)(uintptr_t)m->hi.b};
 	}
@@ -234,7 +235,7 @@ int wire_decode_kv(const uint8_t *body, size_t len, const wire_book *b, wire_kv 
 		return RN_EPROTO;
 	out->pb = w;
 	kv_msg *m = &out->m;
-	if (w->type < KV_MSG_REQ || w->type > KV_MSG_PURGE || w->op > KV_DEL ||
+	if (w->type < KV_MSG_REQ || w->type > KV_MSG_LAST || w->op > KV_DEL ||
 	    w->status > KV_CONFLICT || w->flags > 0xff ||
 	    (w->n_hashes && w->n_hashes != KV_BUCKETS) || w->buckets.len > KV_BUCKETS ||
 	    w->n_entries > KV_ENTRY_MAX || w->n_kids > KV_PULL_MAX || w->n_acked > 2 * KV_MAX_R)
@@ -275,7 +276,8 @@ int wire_decode_kv(const uint8_t *body, size_t len, const wire_book *b, wire_kv 
 		m->rec.ridlen = r->rid.len;
 		m->rec.v = (kv_version){r->stamp, r->writer, r->tomb};
 	}
-	if (m->type == KV_MSG_DIGEST || m->type == KV_MSG_KEYS) {
+	if (m->type == KV_MSG_DIGEST || m->type == KV_MSG_KEYS ||
+	    (m->type == KV_MSG_LEASE && m->status == KV_OK)) {
 		if (!id_field(&w->lo, &m->lo) || !id_field(&w->hi, &m->hi))
 			goto bad;
 	}

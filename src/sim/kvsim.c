@@ -376,6 +376,8 @@ static void d_send(void *ctx, const kv_msg *m)
 		return;
 	if (t->p.on_send)
 		t->p.on_send(t->p.arg, index_of(ctx), m);
+	if (t->p.drop && t->p.drop(t->p.arg, index_of(ctx), m))
+		return;
 	kvs_event e = {.kind = EV_MSG, .from = index_of(ctx), .to = m->to};
 	uint32_t span = t->p.latency_max_ms - t->p.latency_min_ms;
 	e.at = t->now + t->p.latency_min_ms + (span ? rn_rng_below(&t->rng, span + 1) : 0);
@@ -1130,8 +1132,10 @@ int kvsim_params_check(const kvsim_params *p, char *err, size_t len)
 	else if (p->keys < 1 || p->keys > 100000000)
 		snprintf(err, len, "--keys must be 1..100000000 with --replicas");
 	else if (kv_config_check(&p->net.kv) < 0)
-		snprintf(err, len, "--replicas must be 1..%d and --write-quorum 1..replicas",
-		         KV_MAX_R);
+		snprintf(err, len,
+		         "--replicas must be 1..%d, --write-quorum 1..replicas and --lease-ms "
+		         "below the replica timeout (%u ms)",
+		         KV_MAX_R, p->net.kv.op_timeout_ms);
 	else if (p->churn < 0 || p->churn > 1000)
 		snprintf(err, len, "--churn must be 0..1000 per second");
 	else if (p->fail < 0 || p->fail >= 1)
@@ -1148,7 +1152,7 @@ int kvsim_params_check(const kvsim_params *p, char *err, size_t len)
 	return RN_EINVAL;
 }
 
-enum { ROUTE_FIELDS = 12 };
+enum { ROUTE_FIELDS = 13 };
 
 /* A result's route counters, in the order of route_vals. */
 static void route_fields(kvsim_result *r, uint64_t *f[ROUTE_FIELDS])
@@ -1156,16 +1160,17 @@ static void route_fields(kvsim_result *r, uint64_t *f[ROUTE_FIELDS])
 	uint64_t *a[ROUTE_FIELDS] = {&r->client_ops,   &r->route_local, &r->route_succ,
 	                             &r->route_onehop, &r->route_cache, &r->route_lookup,
 	                             &r->route_first,  &r->route_stale, &r->route_hints,
-	                             &r->moved,        &r->forwarded,   &r->entry_lookups};
+	                             &r->moved,        &r->forwarded,   &r->entry_lookups,
+	                             &r->replica_reads};
 	memcpy(f, a, sizeof a);
 }
 
 static void route_vals(const kv_stats *s, uint64_t v[ROUTE_FIELDS])
 {
-	const uint64_t a[ROUTE_FIELDS] = {s->client_ops,   s->route_local, s->route_succ,
-	                                  s->route_onehop, s->route_cache, s->route_lookup,
-	                                  s->route_first,  s->route_stale, s->route_hints,
-	                                  s->moved,        s->forwarded,   s->entry_lookups};
+	const uint64_t a[ROUTE_FIELDS] = {
+	    s->client_ops,   s->route_local,   s->route_succ,   s->route_onehop, s->route_cache,
+	    s->route_lookup, s->route_first,   s->route_stale,  s->route_hints,  s->moved,
+	    s->forwarded,    s->entry_lookups, s->replica_reads};
 	memcpy(v, a, sizeof a);
 }
 

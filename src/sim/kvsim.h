@@ -72,6 +72,10 @@ typedef struct {
 	/* Optional: every kv message a node sends, before latency (tests watch repair traffic
 	 * with it; t->events tells which delivery the sender was handling). */
 	void (*on_send)(void *arg, uint32_t from, const kv_msg *m);
+	/* Optional: a message for which it answers true is lost on the way (never delivered,
+	 * never reported undeliverable): a link that drops some frames, or a replica whose
+	 * store takes nothing. */
+	bool (*drop)(void *arg, uint32_t from, const kv_msg *m);
 	int64_t odd_skew_ms; /* the wall clock of odd-numbered nodes is off by this */
 } kvs_params;
 
@@ -160,6 +164,7 @@ typedef struct {
 	/* routing of the client requests of the churn phase (kv_stats' route_*, summed) */
 	uint64_t client_ops, route_local, route_succ, route_onehop, route_cache, route_lookup;
 	uint64_t route_first, route_stale, route_hints, moved, forwarded, entry_lookups;
+	uint64_t replica_reads;  /* gets a replica answered itself under a read lease */
 	double lookup_hops;      /* messages one lookup takes (its hops and the answer) */
 	double hops_per_request; /* (forwarded + entry_lookups * lookup_hops) / client_ops */
 	double stale_rate;       /* route_stale / route_first */

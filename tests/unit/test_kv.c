@@ -58,6 +58,9 @@ typedef struct {
 	size_t nops;
 	push_watch *watch;
 	bool unchecked; /* gets ask to skip the check of the copy (kv_request.unchecked) */
+	uint64_t reqs_from[MAXN]; /* requests (REQ) each node sent */
+	bool cutting;             /* replication to node `cut` is lost on the way */
+	uint32_t cut;
 } net;
 
 static void on_reply(void *arg, uint64_t client, const kv_reply *r)
@@ -77,9 +80,18 @@ static void on_reply(void *arg, uint64_t client, const kv_reply *r)
 	}
 }
 
+static bool drop(void *arg, uint32_t from, const kv_msg *m)
+{
+	net *t = arg;
+	(void)from;
+	return t->cutting && m->to == t->cut && m->type == KV_MSG_REPL;
+}
+
 static void on_send(void *arg, uint32_t from, const kv_msg *m)
 {
 	net *t = arg;
+	if (m->type == KV_MSG_REQ && from < MAXN)
+		t->reqs_from[from]++;
 	push_watch *w = t->watch;
 	if (!w || m->type != KV_MSG_REPL || m->req || !m->has_rec || m->to != w->to)
 		return;
@@ -108,6 +120,7 @@ static net *net_new_ring(uint32_t n, uint64_t seed, bool real)
 	kvs_params p = {
 	    .latency_min_ms = 1, .latency_max_ms = 5, .seed = seed, .on_reply = on_reply, .arg = t};
 	p.on_send = on_send;
+	p.drop = drop;
 	p.real_ring = real;
 	p.unreach_ms = 20;
 	p.probe_ms = 250; /* as the node probes (ring_probe), on the fast timers */
@@ -118,6 +131,7 @@ static net *net_new_ring(uint32_t n, uint64_t seed, bool real)
 	p.ring.rpc_timeout_ms = 150;
 	kv_config_default(&p.kv);
 	p.kv.op_timeout_ms = 100;
+	p.kv.lease_ms = 60;
 	p.kv.req_timeout_ms = 1000;
 	p.kv.sync_ms = 200;
 	p.kv.settle_ms = 500;
@@ -861,7 +875,9 @@ static void test_unchecked_get(void **state)
 	uint32_t reps[KV_MAX_R];
 	net *t = blob_net(37, &w, reps);
 	damage(t, reps[0], "blob");
-	uint32_t entry = reps[2];
+	uint32_t entry = 0; /* not a replica: a replica under a lease answers itself */
+	while (entry == reps[0] || entry == reps[1] || entry == reps[2])
+		entry++;
 	t->unchecked = true;
 	get_blob_is(t, entry, 2000, "!good\""); /* the owner's copy, as it is */
 	assert_false(copy_good(t, reps[0], "blob", &t->ops[w].v));
@@ -1210,6 +1226,7 @@ static void test_conditional_write_clock_behind(void **state)
 		                .odd_skew_ms = skew};
 		kv_config_default(&p.kv);
 		p.kv.op_timeout_ms = 100;
+		p.kv.lease_ms = 60;
 		p.kv.req_timeout_ms = 1000;
 		p.kv.wall_offset_ms = 1700000000000ull;
 		t->k = kvs_new(&p);
@@ -1426,6 +1443,127 @@ static void test_sim_views_follow_membership(void **state)
 	}
 }
 
+/* ---- read leases ---- */
+
+static uint64_t sum_stat(net *t, size_t off)
+{
+	uint64_t n = 0;
+	for (uint32_t i = 0; i < t->k->count; i++)
+		n += *(const uint64_t *)((const char *)kv_get_stats(NODE(t, i)->kv) + off);
+	return n;
+}
+
+/* Gets of key at node at, one every 20 ms, until one is answered there from the node's
+ * own copy under a lease (at most tries of them); each must be found with value want. */
+static bool replica_read_at(net *t, uint32_t at, const char *key, const char *want, int tries)
+{
+	for (int i = 0; i < tries; i++) {
+		uint64_t before = kv_get_stats(NODE(t, at)->kv)->replica_reads;
+		uint64_t reqs = t->reqs_from[at];
+		size_t g = client(t, at, KV_GET, key, NULL, NULL);
+		run(t, t->k->now + 20);
+		assert_true(t->ops[g].replied);
+		assert_int_equal(t->ops[g].status, KV_OK);
+		assert_string_equal(t->ops[g].got, want);
+		if (kv_get_stats(NODE(t, at)->kv)->replica_reads > before) {
+			assert_int_equal(t->reqs_from[at], reqs); /* it asked no one */
+			return true;
+		}
+	}
+	return false;
+}
+
+/* Writes alone take no leases (their owners wait for W, no more); gets forwarded from a
+ * replica make it ask its owner for one, after which it answers them itself, with the
+ * newest acknowledged value, also right after a write. */
+static void test_replica_reads(void **state)
+{
+	(void)state;
+	net *t = net_new(6, 41);
+	run(t, 1000);
+	enum { NK = 16 };
+	char keys[NK][16], val[16];
+	for (int i = 0; i < NK; i++) {
+		snprintf(keys[i], sizeof keys[i], "lk-%d", i);
+		client(t, (uint32_t)i % 6, KV_PUT, keys[i], "\"a\"", NULL);
+	}
+	run(t, t->k->now + CFG(t).settle_ms + 1000);
+	for (size_t j = 0; j < t->nops; j++) {
+		assert_true(t->ops[j].replied);
+		assert_int_equal(t->ops[j].status, KV_OK);
+	}
+	assert_int_equal(sum_stat(t, offsetof(kv_stats, leases_granted)), 0);
+	assert_int_equal(sum_stat(t, offsetof(kv_stats, leases_held)), 0);
+	for (int i = 0; i < NK; i++) {
+		rn_id kid;
+		uint32_t reps[KV_MAX_R];
+		kid_of(keys[i], &kid);
+		assert_int_equal(true_replicas(t, &kid, reps), 3);
+		for (int r = 1; r < 3; r++)
+			assert_true(replica_read_at(t, reps[r], keys[i], "\"a\"", 10));
+		/* a write through any node, then gets at the replicas right after its answer */
+		snprintf(val, sizeof val, "\"b%d\"", i);
+		size_t w = client(t, (uint32_t)(i + 3) % 6, KV_PUT, keys[i], val, NULL);
+		while (!t->ops[w].replied)
+			run(t, t->k->now + 1);
+		assert_int_equal(t->ops[w].status, KV_OK);
+		for (int r = 0; r < 3; r++) {
+			size_t g = client(t, reps[r], KV_GET, keys[i], NULL, NULL);
+			run(t, t->k->now + 20);
+			assert_int_equal(t->ops[g].status, KV_OK);
+			assert_string_equal(t->ops[g].got, val);
+		}
+	}
+	assert_true(sum_stat(t, offsetof(kv_stats, leases_granted)) > 0);
+	net_free(t);
+}
+
+/* A holder that stops storing the owner's writes (they are lost on the way): the owner
+ * answers a write only once that holder's lease has ended, and from the answer on the
+ * holder no longer answers from its old copy; once repaired it takes a lease again. */
+static void test_lease_holder_cut_off(void **state)
+{
+	(void)state;
+	net *t = net_new(6, 43);
+	run(t, 1000);
+	size_t w = client(t, 0, KV_PUT, "cut", "\"old\"", NULL);
+	run(t, t->k->now + CFG(t).settle_ms + 1000);
+	assert_int_equal(t->ops[w].status, KV_OK);
+	rn_id kid;
+	uint32_t reps[KV_MAX_R];
+	kid_of("cut", &kid);
+	assert_int_equal(true_replicas(t, &kid, reps), 3);
+	uint32_t owner = reps[0], x = reps[1];
+	assert_true(replica_read_at(t, x, "cut", "\"old\"", 10));
+	t->cut = x;
+	t->cutting = true;
+	uint64_t waits = kv_get_stats(NODE(t, owner)->kv)->lease_waits;
+	w = client(t, owner, KV_PUT, "cut", "\"new\"", NULL);
+	size_t during[64];
+	int nd = 0;
+	while (!t->ops[w].replied) {
+		if (nd < 64)
+			during[nd++] = client(t, x, KV_GET, "cut", NULL, NULL);
+		run(t, t->k->now + 5);
+	}
+	assert_int_equal(t->ops[w].status, KV_OK);
+	assert_true(kv_get_stats(NODE(t, owner)->kv)->lease_waits > waits);
+	assert_true(nd > 1);           /* it did wait */
+	for (int i = 0; i < 10; i++) { /* after the answer: never the old value */
+		size_t g = client(t, x, KV_GET, "cut", NULL, NULL);
+		run(t, t->k->now + 30);
+		assert_int_equal(t->ops[g].status, KV_OK);
+		assert_string_equal(t->ops[g].got, "\"new\"");
+	}
+	run(t, t->k->now + 200);
+	for (int i = 0; i < nd; i++) /* while it waited: either, answered */
+		assert_true(t->ops[during[i]].replied);
+	t->cutting = false;
+	run(t, t->k->now + 3 * CFG(t).sync_ms);
+	assert_true(replica_read_at(t, x, "cut", "\"new\"", 20));
+	net_free(t);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1438,6 +1576,8 @@ int main(void)
 	    cmocka_unit_test(test_stale_replica_loses),
 	    cmocka_unit_test(test_damaged_copy),
 	    cmocka_unit_test(test_unchecked_get),
+	    cmocka_unit_test(test_replica_reads),
+	    cmocka_unit_test(test_lease_holder_cut_off),
 	    cmocka_unit_test(test_idempotent_retry),
 	    cmocka_unit_test(test_conditional_writes),
 	    cmocka_unit_test(test_conditional_write_clock_behind),

@@ -125,7 +125,7 @@ static void test_names(void **state)
 	assert_int_equal(traffic_ring_type(0), TR_TYPES);
 	assert_int_equal(traffic_ring_type(9), TR_TYPES);
 	assert_int_equal(traffic_kv_type(0), TR_TYPES);
-	assert_int_equal(traffic_kv_type(11), TR_TYPES);
+	assert_int_equal(traffic_kv_type(13), TR_TYPES);
 	assert_string_equal(traffic_type_name(traffic_ring_type(8)), "leave");
 	assert_string_equal(traffic_type_name(traffic_kv_type(1)), "kv_req");
 	assert_string_equal(traffic_type_name(traffic_kv_type(10)), "kv_purge");

@@ -1,0 +1,151 @@
+#!/usr/bin/env python3
+"""Read leases on real node processes, as a user and an operator see them.
+
+Five nodes, R = 3. A GET through a replica of the key (not its owner) is answered by that
+replica itself once it holds the owner's lease: ringnet_kv_replica_reads_total grows there
+and the node forwards nothing for it. Every answer is the value last acknowledged, also
+right after a write through another node (the owner acknowledges only once the lease
+holders have it). Writes alone take no lease. Then the holder of a lease is killed: the
+owner's write waits for that lease to end and is acknowledged, and every node reads it.
+With --read-lease-ms 0 no lease is granted and every get goes to the owner."""
+import signal
+import sys
+import tempfile
+import time
+
+from ringtest import Checks, metrics, owner, request, start_ring, stop_all
+
+BIN = sys.argv[1]
+t = Checks("kv_leases")
+
+
+def ring_order(nodes):
+    return sorted(nodes, key=lambda y: y.id)
+
+
+def replicas(nodes, key):
+    ring = ring_order(nodes)
+    i = ring.index(owner(nodes, key))
+    return [ring[(i + j) % len(ring)] for j in range(3)]
+
+
+def m(node, name):
+    return metrics(node.http).get(name, 0)
+
+
+def put(node, key, value):
+    return request(node.http, "/kv", "POST", {"key": key, "value": value})
+
+
+def wait_ready(nodes, keys, timeout=60):
+    """Until a get of every key through every node answers 200 (the ring is settled)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if all(request(n.http, f"/kv/{k}")[0] == 200 for n in nodes for k in keys):
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def run(args, logdir):
+    nodes = []
+    try:
+        ok, state = start_ring(BIN, [f"l{i}" for i in range(5)], logdir, nodes, args)
+        t.check("ring converged", ok, state)
+        keys = [f"lease-{i}" for i in range(30)]
+        for i, k in enumerate(keys):
+            st, body = put(nodes[i % 5], k, {"v": 0})
+            t.check(f"put {k}", st == 200, body)
+        time.sleep(1)
+        granted = sum(m(n, "ringnet_kv_leases_granted_total") for n in nodes)
+        t.check("writes alone take no lease", granted == 0, granted)
+        t.check("every key readable", wait_ready(nodes, keys))
+        return nodes, keys
+    except Exception:
+        stop_all(nodes, t, logdir)
+        raise
+
+
+def main():
+    with tempfile.TemporaryDirectory(prefix="rn-leases-") as logdir:
+        nodes, keys = run([], logdir)
+        try:
+            # gets through the replicas that do not own the key, until the ring has been
+            # still long enough (5 s) for owners to grant leases
+            deadline = time.time() + 30
+            served = {}
+            while time.time() < deadline and sum(served.values()) == 0:
+                for k in keys:
+                    for r in replicas(nodes, k)[1:]:
+                        st, body = request(r.http, f"/kv/{k}")
+                        t.check(f"get {k} at a replica",
+                                st == 200 and body["value"] == {"v": 0}, (st, body))
+                time.sleep(0.2)
+                served = {n.name: m(n, "ringnet_kv_replica_reads_total") for n in nodes}
+            t.check("replicas answered gets themselves", sum(served.values()) > 0, served)
+            t.check("leases granted", sum(m(n, "ringnet_kv_leases_granted_total")
+                                          for n in nodes) > 0)
+            # a forward-free get: a replica holding the lease answers without a request
+            k = keys[0]
+            r = replicas(nodes, k)[1]
+            for _ in range(20):
+                before = (m(r, "ringnet_kv_forwarded_total"),
+                          m(r, "ringnet_kv_replica_reads_total"))
+                st, body = request(r.http, f"/kv/{k}")
+                after = (m(r, "ringnet_kv_forwarded_total"),
+                         m(r, "ringnet_kv_replica_reads_total"))
+                if after[1] > before[1]:
+                    break
+                time.sleep(0.1)
+            t.check("a replica's own answer forwards nothing",
+                    after[1] == before[1] + 1 and after[0] == before[0], (before, after))
+            # writes through one node, reads right after through every node
+            for round_ in range(1, 4):
+                for i, k in enumerate(keys):
+                    st, body = put(nodes[(i + round_) % 5], k, {"v": round_})
+                    t.check(f"write {k} round {round_}", st == 200, body)
+                    for n in replicas(nodes, k):
+                        st, body = request(n.http, f"/kv/{k}")
+                        t.check(f"read {k} right after the write at {n.name}",
+                                st == 200 and body["value"] == {"v": round_}, (st, body))
+            # the holder of a lease dies: the owner's writes still complete
+            k = keys[1]
+            own, holder = replicas(nodes, k)[0], replicas(nodes, k)[1]
+            for _ in range(5):
+                request(holder.http, f"/kv/{k}")
+                time.sleep(0.1)
+            holder.stop(signal.SIGKILL)
+            st, body = put(own, k, {"v": "after"})
+            t.check("a write with a dead lease holder is acknowledged", st == 200, (st, body))
+            live = [n for n in nodes if n is not holder]
+            deadline = time.time() + 20
+            seen = None
+            while time.time() < deadline:
+                seen = [request(n.http, f"/kv/{k}") for n in live]
+                if all(s == 200 and b["value"] == {"v": "after"} for s, b in seen):
+                    break
+                time.sleep(0.3)
+            t.check("every live node reads the write", all(
+                s == 200 and b["value"] == {"v": "after"} for s, b in seen), seen)
+        finally:
+            stop_all(nodes, t, logdir)
+
+    with tempfile.TemporaryDirectory(prefix="rn-leases-off-") as logdir:
+        nodes, keys = run(["--read-lease-ms", "0"], logdir)
+        try:
+            for k in keys[:10]:
+                for r in replicas(nodes, k)[1:]:
+                    for _ in range(3):
+                        st, body = request(r.http, f"/kv/{k}")
+                        t.check(f"get {k} with leases off", st == 200, (st, body))
+                    time.sleep(0.05)
+            t.check("leases off: none granted",
+                    sum(m(n, "ringnet_kv_leases_granted_total") for n in nodes) == 0)
+            t.check("leases off: no replica answers itself",
+                    sum(m(n, "ringnet_kv_replica_reads_total") for n in nodes) == 0)
+        finally:
+            stop_all(nodes, t, logdir)
+    return t.finish()
+
+
+sys.exit(main())
