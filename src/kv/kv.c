@@ -1163,15 +1163,19 @@ static void coordinate(kv_node *k, uint64_t now, ring_addr origin, uint64_t orig
                        const kv_msg *m)
 {
 	rn_id pos = pos_of(k, &m->rec.kid);
+	ring_peer first;
 	if (!k->had_pred && k->had_succ && k->pred.addr == RING_ADDR_NONE &&
-	    !(m->flags & KV_F_HANDOFF)) {
+	    !(m->flags & KV_F_HANDOFF) &&
+	    !(onehop_on(k) && kvm_succ(&k->mem, &pos, NULL, &first, 1) == 1 &&
+	      rn_id_eq(&first.id, &k->self))) {
 		/* it has just joined and knows no predecessor yet, so every key looks like its
 		 * own: a write it took (a lookup that raced the join sent it here, or its own
 		 * client's once its only successor died and it looked alone, a ring of one that
 		 * acknowledges one copy) would sit on this node and its successors, far from
 		 * the key's replicas, until a handoff that a young node's moving view keeps
 		 * putting off (the simulator lost such writes under churn). The client tries
-		 * again in a moment. */
+		 * again in a moment. A key its member table says is its own (the entries' tables
+		 * sent it here) it takes: its own successors are that key's replicas. */
 		coord_refuse(k, now, origin, origin_req,
 		             m->op == KV_GET ? KV_UNSURE : KV_NOT_APPLIED);
 		return;
