@@ -24,7 +24,7 @@ static const char *cluster_usage =
     "usage: ringnet cluster [--nodes N] [--base-http PORT] [--base-peer PORT] [--data DIR]\n"
     "                       [--log-level error|warn|info|debug] [--suspicion-ms MS]\n"
     "                       [--lifeguard MULT] [--confirm K] [--eager-gossip R]\n"
-    "                       [--suspect-probes P]\n"
+    "                       [--suspect-probes P] [--read-lease-ms MS]\n"
     "\n"
     "Starts N nodes (default 5) on 127.0.0.1: node-i serves HTTP on base-http + i - 1\n"
     "(default 5001..) and peers on base-peer + i - 1 (default 6001..), keeps its data in\n"
@@ -32,12 +32,14 @@ static const char *cluster_usage =
     "only from peers that know the cluster key in DIR/cluster.key, made on the first run.\n"
     "Restarts a node that dies, but not one that exits with status 2 (a usage error):\n"
     "then it stops them all and exits 2. Ctrl-C stops them all and exits 0.\n"
-    "--suspicion-ms, --lifeguard, --confirm, --eager-gossip and --suspect-probes are\n"
-    "given to every node (the failure detector's settings; see ringnet node --help).\n";
+    "--suspicion-ms, --lifeguard, --confirm, --eager-gossip and --suspect-probes (the\n"
+    "failure detector's settings) and --read-lease-ms are given to every node (see\n"
+    "ringnet node --help).\n";
 
-/* the failure detector's flags, handed to every node as given (the node checks them) */
-static const char *const member_flags[] = {"--suspicion-ms", "--lifeguard", "--confirm",
-                                           "--eager-gossip", "--suspect-probes"};
+/* the failure detector's flags and the read leases', handed to every node as given (the
+ * node checks them) */
+static const char *const member_flags[] = {"--suspicion-ms", "--lifeguard",      "--confirm",
+                                           "--eager-gossip", "--suspect-probes", "--read-lease-ms"};
 static const char *member_args[2 * CLI_NELEM(member_flags)];
 static int nmember_args;
 
