@@ -673,7 +673,8 @@ void kv_set_view(kv_node *k, uint64_t now, bool joined, ring_peer pred, const ri
 	k->had_pred = k->had_pred || pred.addr != RING_ADDR_NONE;
 	for (size_t i = 0; i < nsucc && !k->had_succ; i++)
 		k->had_succ = succ[i].addr != RING_ADDR_NONE && !rn_id_eq(&succ[i].id, &k->self);
-	memcpy(k->succ, succ, nsucc * sizeof *succ);
+	if (nsucc)
+		memcpy(k->succ, succ, nsucc * sizeof *succ);
 	k->nsucc = nsucc;
 	if (changed) {
 		k->view_at = now;
@@ -1211,6 +1212,14 @@ static void coordinate(kv_node *k, uint64_t now, ring_addr origin, uint64_t orig
 	c->deadline = now + k->cfg.op_timeout_ms;
 	coord_targets(k, c);
 	c->need = m->op == KV_GET ? k->cfg.read_quorum : k->cfg.write_quorum;
+	if (m->op != KV_GET && c->nt < c->need && k->fed && k->mem.nup >= c->need) {
+		/* fewer replicas in its view than W while its member table holds W live nodes:
+		 * this node is cut off from its successors, not in a ring smaller than W, and
+		 * acknowledging fewer copies than W would promise what its crash takes back */
+		coord_answer(k, now, c, KV_NOT_APPLIED, false, NULL);
+		op_free(k, c);
+		return;
+	}
 	if (c->need > c->nt)
 		c->need = c->nt; /* a ring of fewer than R nodes */
 	if (c->kop != KV_GET && leases_on(k))
@@ -1609,8 +1618,8 @@ static void on_resp(kv_node *k, uint64_t now, const kv_msg *m)
 	                  "a node is down); try again",
 	    [KV_UNKNOWN] = "the write reached fewer replicas than the write quorum: it may or "
 	                   "may not be applied; retry with the same request id",
-	    [KV_NOT_APPLIED] = "the node a lookup found for the key has just joined and does not "
-	                       "know its range yet: nothing was written; try again",
+	    [KV_NOT_APPLIED] = "the key's coordinator has just joined, or sees fewer replicas "
+	                       "than the write quorum: nothing was written; try again",
 	    [KV_ERROR] = "a replica's store failed",
 	    [KV_CONFLICT] = "the key's version is not the one this write was conditional on",
 	};

@@ -243,8 +243,15 @@ static void deliver_all(world *w)
 	}
 }
 
-/* A world of n live nodes with random ids, R replicas; every view exact. */
+/* A world of n live nodes with random ids, R replicas, W; every view exact. */
+static world *world_new_w(uint32_t n, uint64_t seed, unsigned replicas, unsigned w_quorum);
+
 static world *world_new(uint32_t n, uint64_t seed, unsigned replicas)
+{
+	return world_new_w(n, seed, replicas, 1);
+}
+
+static world *world_new_w(uint32_t n, uint64_t seed, unsigned replicas, unsigned w_quorum)
 {
 	world *w = calloc(1, sizeof *w);
 	assert_non_null(w);
@@ -254,7 +261,7 @@ static world *world_new(uint32_t n, uint64_t seed, unsigned replicas)
 	kv_config_default(&c);
 	c.bits = BITS;
 	c.replicas = replicas;
-	c.write_quorum = 1;
+	c.write_quorum = w_quorum;
 	c.read_quorum = 1;
 	c.wall_offset_ms = 1700000000000ull;
 	c.sync_ms = c.cover_ms = 1u << 30; /* no anti-entropy: only the client path */
@@ -632,6 +639,55 @@ static void test_member_table_oracle(void **state)
 	}
 }
 
+/* A node cut off from every successor while its member table still holds the others: a
+ * write it coordinates is refused (nothing applied) instead of acknowledged with one copy
+ * at W = 2; once the table too says it is alone, it is a ring of one and takes it. */
+static void test_cut_off_node_refuses_writes(void **state)
+{
+	(void)state;
+	world *w = world_new_w(5, 21, 3, 2);
+	world_views(w);
+	ring_peer all[5];
+	for (uint32_t i = 0; i < 5; i++)
+		all[i] = (ring_peer){w->n[i].id, i};
+	for (uint32_t i = 0; i < 5; i++)
+		kv_set_members(w->n[i].kv, w->now, all, 5);
+	/* a key node 0 owns */
+	char key[32];
+	uint64_t q = 0;
+	for (;; q++) {
+		key_of(key, sizeof key, q);
+		rn_id pos;
+		rn_id_hash(&pos, key, strlen(key), RN_ID_BITS);
+		rn_id_truncate(&pos, BITS);
+		if (true_owner(w, &pos) == 0)
+			break;
+	}
+	kv_request r = {.op = KV_PUT,
+	                .key = (const uint8_t *)key,
+	                .klen = strlen(key),
+	                .val = (const uint8_t *)"\"v\"",
+	                .vlen = 3};
+	w->replied = false;
+	kv_client(w->n[0].kv, w->now, 1, &r); /* the whole ring in view: stored */
+	run_to_reply(w);
+	assert_int_equal(w->last.status, KV_OK);
+	assert_int_equal(w->last.nacked, 3);
+	ring_peer pred = {w->n[neighbour(w, 0, true)].id, neighbour(w, 0, true)};
+	kv_set_view(w->n[0].kv, w->now, true, pred, NULL, 0); /* its successors are gone */
+	w->replied = false;
+	kv_client(w->n[0].kv, w->now, 2, &r);
+	run_to_reply(w);
+	assert_int_equal(w->last.status, KV_NOT_APPLIED);
+	ring_peer self = {w->n[0].id, 0};
+	kv_set_members(w->n[0].kv, w->now, &self, 1); /* the others are gone: alone */
+	w->replied = false;
+	kv_client(w->n[0].kv, w->now, 3, &r);
+	run_to_reply(w);
+	assert_int_equal(w->last.status, KV_OK);
+	world_free(w);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -639,6 +695,7 @@ int main(void)
 	    cmocka_unit_test(test_exact_table_routes_to_owner),
 	    cmocka_unit_test(test_stale_tables_converge),
 	    cmocka_unit_test(test_cache_above_max),
+	    cmocka_unit_test(test_cut_off_node_refuses_writes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
