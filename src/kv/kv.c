@@ -90,25 +90,19 @@ typedef struct op {
 	bool leave_more;            /* the last batch stopped at leave_bytes */
 } op;
 
+/* A range this node replicates: an owner whose digests it answers, and its side of that
+ * owner's read lease. */
 typedef struct {
-	rn_id lo, hi; /* positions */
-	rn_id from;
-	uint64_t at;
+	rn_id lo, hi; /* positions: the range of the owner's last digest */
+	rn_id from;   /* the owner */
+	uint64_t at;  /* ... and when it came */
 	bool used;
-} cover;
-
-/* A replica's side of a read lease: an owner whose digests this node answers. */
-typedef struct {
-	rn_id from; /* the owner */
 	ring_addr addr;
-	rn_id lo, hi;   /* the range granted */
-	rn_id dlo, dhi; /* the range of its last digest */
-	uint64_t until; /* this node's clock: answer gets of (lo, hi] before it */
-	uint64_t at;    /* the owner's last digest */
+	rn_id glo, ghi; /* the range the lease was granted for */
+	uint64_t until; /* this node's clock: answer gets of (glo, ghi] before it */
 	uint64_t asked_at, req, wanted_at;
 	bool clean; /* a digest from it matched this node's copy since this node started */
-	bool used;
-} lease_in;
+} cover;
 
 /* An owner's side: a replica that holds, or may ask for, a lease of this node's range. */
 typedef struct {
@@ -155,7 +149,6 @@ struct kv_node {
 	kvm_table mem;                                  /* the member table (one hop) */
 	bool fed; /* the driver gave members: without, routing is by successors and lookups */
 	struct owner_cache *cache; /* KV_CACHE_SIZE, made on first use */
-	lease_in lin[MAX_COVERS];
 	lease_out lout[LEASE_PEERS];
 	uint64_t lease_at; /* the next round of lease requests */
 };
@@ -329,6 +322,15 @@ static void send_msg(kv_node *k, kv_msg *m)
 {
 	m->from = (ring_peer){k->self, k->addr};
 	k->d.send(k->d.ctx, m);
+}
+
+/* *a, empty, as an answer of this type to m: to its sender, with its request id. */
+static void answer_to(kv_msg *a, uint8_t type, const kv_msg *m)
+{
+	memset(a, 0, sizeof *a);
+	a->type = type;
+	a->to = m->from.addr;
+	a->req = m->req;
 }
 
 /* Stores r unless a version at least as new is there; *held is what is there after.
@@ -757,30 +759,12 @@ static bool leases_on(const kv_node *k)
 	return k->cfg.lease_ms != 0;
 }
 
-static lease_in *lin_of(kv_node *k, const rn_id *from)
+static cover *cover_of(kv_node *k, const rn_id *from)
 {
 	for (int i = 0; i < MAX_COVERS; i++)
-		if (k->lin[i].used && rn_id_eq(&k->lin[i].from, from))
-			return &k->lin[i];
+		if (k->covers[i].used && rn_id_eq(&k->covers[i].from, from))
+			return &k->covers[i];
 	return NULL;
-}
-
-/* The record of an owner that sent this node a digest: found, or a free or lapsed one. */
-static lease_in *lin_make(kv_node *k, uint64_t now, const ring_peer *from)
-{
-	lease_in *l = lin_of(k, &from->id), *best = NULL;
-	if (l) {
-		l->addr = from->addr;
-		return l;
-	}
-	for (int i = 0; i < MAX_COVERS && !(best && !best->used); i++) {
-		lease_in *c = &k->lin[i];
-		if (!c->used || (c->until <= now && (!best || c->at < best->at)))
-			best = c;
-	}
-	if (best)
-		*best = (lease_in){.from = from->id, .addr = from->addr, .used = true};
-	return best;
 }
 
 static lease_out *lout_of(kv_node *k, const rn_id *id)
@@ -861,10 +845,7 @@ static void lease_targets(kv_node *k, uint64_t now, op *c, const rn_id *pos)
 static void on_lease_req(kv_node *k, uint64_t now, const kv_msg *m)
 {
 	kv_msg a;
-	memset(&a, 0, sizeof a);
-	a.type = KV_MSG_LEASE;
-	a.to = m->from.addr;
-	a.req = m->req;
+	answer_to(&a, KV_MSG_LEASE, m);
 	a.status = KV_UNSURE;
 	ring_peer to[KV_MAX_R];
 	size_t nto = sync_targets(k, to);
@@ -886,11 +867,11 @@ static void on_lease_req(kv_node *k, uint64_t now, const kv_msg *m)
 
 static void on_lease(kv_node *k, const kv_msg *m)
 {
-	lease_in *l = lin_of(k, &m->from.id);
+	cover *l = cover_of(k, &m->from.id);
 	if (!l || !l->req || m->req != l->req || m->status != KV_OK)
 		return;
-	l->lo = m->lo;
-	l->hi = m->hi;
+	l->glo = m->lo;
+	l->ghi = m->hi;
 	l->until = l->asked_at + k->cfg.lease_ms - LEASE_SLACK(k);
 }
 
@@ -902,7 +883,7 @@ static void lease_round(kv_node *k, uint64_t now)
 	k->lease_at = now + k->cfg.lease_ms / 3;
 	unsigned held = 0;
 	for (int i = 0; i < MAX_COVERS; i++) {
-		lease_in *l = &k->lin[i];
+		cover *l = &k->covers[i];
 		if (!l->used)
 			continue;
 		held += l->until > now;
@@ -927,22 +908,22 @@ static bool replica_read(kv_node *k, uint64_t now, op *e)
 {
 	if (!leases_on(k) || !settled(k, now))
 		return false;
-	ring_peer to;
-	int rt = route_of(k, &e->rec.r.kid, &to);
-	if (rt == RT_LOCAL)
-		return false;
 	rn_id pos = pos_of(k, &e->rec.r.kid);
-	lease_in *l = NULL;
+	cover *l = NULL;
 	for (int i = 0; i < MAX_COVERS && !l; i++) {
-		lease_in *c = &k->lin[i];
-		if (c->used && rn_id_in_oc(&pos, &c->dlo, &c->dhi))
+		cover *c = &k->covers[i];
+		if (c->used && rn_id_in_oc(&pos, &c->lo, &c->hi))
 			l = c;
 	}
-	if (!l || (rt != RT_LOOKUP && !rn_id_eq(&to.id, &l->from)))
+	if (!l) /* not a key this node replicates: the route alone (entry_lookup) */
+		return false;
+	ring_peer to;
+	int rt = route_of(k, &e->rec.r.kid, &to);
+	if (rt == RT_LOCAL || (rt != RT_LOOKUP && !rn_id_eq(&to.id, &l->from)))
 		return false;
 	l->wanted_at = now; /* gets of its range come here: ask it for a lease */
 	kv_record cur;
-	if (now >= l->until || !rn_id_in_oc(&pos, &l->lo, &l->hi) ||
+	if (now >= l->until || !rn_id_in_oc(&pos, &l->glo, &l->ghi) ||
 	    k->d.get(k->d.ctx, &e->rec.r.kid, &cur) != 0)
 		return false;
 	if (!(e->flags & KV_F_UNCHECKED) && damaged(k, &cur)) {
@@ -1014,8 +995,8 @@ static void coord_request_msg(const op *c, kv_msg *m)
 static void coord_finish_write(kv_node *k, uint64_t now, op *c, bool final)
 {
 	unsigned live = c->nt - c->failed;
-	uint64_t hold = c->replied ? 0 : lease_wait(k, now, c);
-	if (hold && c->acks >= c->need) {
+	uint64_t wait = c->replied ? 0 : lease_wait(k, now, c), hold = wait;
+	if (wait && c->acks >= c->need) {
 		if (!c->waited)
 			c->w_at = now;
 		c->waited = true;
@@ -1027,7 +1008,7 @@ static void coord_finish_write(kv_node *k, uint64_t now, op *c, bool final)
 		else if (late < hold)
 			hold = late;
 	}
-	if (!c->replied && c->acks >= c->need && !lease_wait(k, now, c)) {
+	if (!c->replied && c->acks >= c->need && !wait) {
 		lease_missed(k, c);
 		k->st.lease_waits += c->waited;
 		coord_answer(k, now, c, KV_OK, true, &c->rec.r);
@@ -1373,10 +1354,7 @@ static void on_repl(kv_node *k, const kv_msg *m)
 	if (!m->req || rc < 0)
 		return; /* no ACK for a failed store: the coordinator counts it as not stored */
 	kv_msg a;
-	memset(&a, 0, sizeof a);
-	a.type = KV_MSG_ACK;
-	a.to = m->from.addr;
-	a.req = m->req;
+	answer_to(&a, KV_MSG_ACK, m);
 	a.has_rec = true;
 	a.rec.kid = m->rec.kid;
 	a.rec.v = held;
@@ -1386,10 +1364,7 @@ static void on_repl(kv_node *k, const kv_msg *m)
 static void on_read(kv_node *k, const kv_msg *m)
 {
 	kv_msg a;
-	memset(&a, 0, sizeof a);
-	a.type = KV_MSG_READ_ANS;
-	a.to = m->from.addr;
-	a.req = m->req;
+	answer_to(&a, KV_MSG_READ_ANS, m);
 	kv_record cur;
 	int rc = k->d.get(k->d.ctx, &m->rec.kid, &cur);
 	if (rc < 0 && rc != RN_ENOTFOUND)
@@ -1849,7 +1824,7 @@ static void sync_round(kv_node *k, uint64_t now)
 	}
 }
 
-static void note_cover(kv_node *k, uint64_t now, const kv_msg *m)
+static cover *note_cover(kv_node *k, uint64_t now, const kv_msg *m)
 {
 	cover *slot = NULL, *oldest = &k->covers[0];
 	for (int i = 0; i < MAX_COVERS; i++) {
@@ -1864,8 +1839,14 @@ static void note_cover(kv_node *k, uint64_t now, const kv_msg *m)
 			oldest = c;
 	}
 	if (!slot)
-		slot = oldest;
-	*slot = (cover){m->lo, m->hi, m->from.id, now, true};
+		slot = oldest; /* (a lease it held ends here: a holder may always drop one) */
+	if (!slot->used || !rn_id_eq(&slot->from, &m->from.id))
+		*slot = (cover){.from = m->from.id, .used = true};
+	slot->lo = m->lo;
+	slot->hi = m->hi;
+	slot->at = now;
+	slot->addr = m->from.addr;
+	return slot;
 }
 
 static bool covered(const kv_node *k, uint64_t now, const rn_id *pos)
@@ -1880,8 +1861,7 @@ static bool covered(const kv_node *k, uint64_t now, const rn_id *pos)
 
 static void on_digest(kv_node *k, uint64_t now, const kv_msg *m)
 {
-	note_cover(k, now, m);
-	lease_in *lease = lin_make(k, now, &m->from);
+	cover *c = note_cover(k, now, m);
 	uint64_t mine[KV_BUCKETS];
 	range_digest(k, &m->lo, &m->hi, mine);
 	bool want[KV_BUCKETS];
@@ -1892,12 +1872,7 @@ static void on_digest(kv_node *k, uint64_t now, const kv_msg *m)
 		if (want[b])
 			diff[nd++] = (uint8_t)b;
 	}
-	if (lease) {
-		lease->at = now;
-		lease->dlo = m->lo;
-		lease->dhi = m->hi;
-		lease->clean = lease->clean || nd == 0;
-	}
+	c->clean = c->clean || nd == 0;
 	kv_entry *ents = NULL;
 	size_t ne = 0;
 	if (nd) {
