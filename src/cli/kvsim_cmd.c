@@ -164,53 +164,54 @@ int cli_kvsim(int argc, char **argv)
 	getrusage(RUSAGE_SELF, &ru);
 	double ratio = r.forced_bytes ? (double)r.repair_data_bytes / (double)r.forced_bytes : 0;
 	if (json) {
-		printf("{\"nodes\":%u,\"live_nodes\":%u,\"keys\":%llu,\"replicas\":%u,"
-		       "\"write_quorum\":%u,\"churn\":%g,\"fail\":%g,\"seed\":%llu,"
-		       "\"joins\":%llu,\"crashes\":%llu,\"writes\":%llu,\"writes_acked\":%llu,"
-		       "\"writes_unknown\":%llu,\"writes_failed\":%llu,\"reads\":%llu,"
-		       "\"reads_ok\":%llu,\"reads_not_found\":%llu,\"reads_unsure\":%llu,"
-		       "\"reads_stale\":%llu,\"reads_false_404\":%llu,\"reads_of_lost\":%llu,"
-		       "\"lost_writes\":%llu,\"lost_explained\":%llu,\"repair_interval_ms\":%llu,"
-		       "\"under_replicated\":%llu,\"over_replicated\":%llu,"
-		       "\"repair_bytes\":%llu,\"repair_data_bytes\":%llu,\"forced_bytes\":%llu,"
-		       "\"repair_data_over_forced\":%.3f,"
-		       "\"repair_bytes_per_node_sec\":%.1f,\"ring\":\"%s\",\"ring_messages\":%llu,"
-		       "\"ring_unjoined\":%u,\"ring_wrong_succ\":%u,\"ring_wrong_pred\":%u,"
-		       "\"messages\":%llu,\"events\":%llu,\"one_hop\":%s,\"client_ops\":%llu,"
-		       "\"route_local\":%llu,\"route_successors\":%llu,\"route_onehop\":%llu,"
-		       "\"route_cache\":%llu,\"route_lookup\":%llu,\"route_first\":%llu,"
-		       "\"route_stale\":%llu,\"route_hints\":%llu,\"moved\":%llu,"
-		       "\"forwarded\":%llu,\"entry_lookups\":%llu,\"replica_reads\":%llu,"
-		       "\"lookup_hops\":%.3f,"
-		       "\"hops_per_request\":%.4f,\"stale_rate\":%.5f,\"member_events\":%llu,"
-		       "\"virtual_ms\":%llu,\"wall_ms\":%.0f,\"peak_rss_kb\":%ld}\n",
-		       r.nodes, r.live_nodes, (unsigned long long)r.keys, p.net.kv.replicas,
-		       p.net.kv.write_quorum, p.churn, p.fail, (unsigned long long)p.net.seed,
-		       (unsigned long long)r.joins, (unsigned long long)r.crashes,
-		       (unsigned long long)r.writes, (unsigned long long)r.writes_acked,
-		       (unsigned long long)r.writes_unknown, (unsigned long long)r.writes_failed,
-		       (unsigned long long)r.reads, (unsigned long long)r.reads_ok,
-		       (unsigned long long)r.reads_not_found, (unsigned long long)r.reads_unsure,
-		       (unsigned long long)r.reads_stale, (unsigned long long)r.reads_false_404,
-		       (unsigned long long)r.reads_of_lost, (unsigned long long)r.lost,
-		       (unsigned long long)r.lost_explained,
-		       (unsigned long long)r.repair_interval_ms,
-		       (unsigned long long)r.under_replicated,
-		       (unsigned long long)r.over_replicated, (unsigned long long)r.repair_bytes,
-		       (unsigned long long)r.repair_data_bytes, (unsigned long long)r.forced_bytes,
-		       ratio, r.repair_per_node_sec, p.net.real_ring ? "real" : "model",
-		       (unsigned long long)r.ring_messages, r.ring_unjoined, r.ring_wrong_succ,
-		       r.ring_wrong_pred, (unsigned long long)r.messages,
-		       (unsigned long long)r.events, p.net.members ? "true" : "false",
-		       (unsigned long long)r.client_ops, (unsigned long long)r.route_local,
-		       (unsigned long long)r.route_succ, (unsigned long long)r.route_onehop,
-		       (unsigned long long)r.route_cache, (unsigned long long)r.route_lookup,
-		       (unsigned long long)r.route_first, (unsigned long long)r.route_stale,
-		       (unsigned long long)r.route_hints, (unsigned long long)r.moved,
-		       (unsigned long long)r.forwarded, (unsigned long long)r.entry_lookups,
-		       (unsigned long long)r.replica_reads, r.lookup_hops, r.hops_per_request,
-		       r.stale_rate, (unsigned long long)r.member_events,
-		       (unsigned long long)r.virtual_ms, r.wall_ms, ru.ru_maxrss);
+		printf(
+		    "{\"nodes\":%u,\"live_nodes\":%u,\"keys\":%llu,\"replicas\":%u,"
+		    "\"write_quorum\":%u,\"churn\":%g,\"fail\":%g,\"seed\":%llu,"
+		    "\"joins\":%llu,\"crashes\":%llu,\"writes\":%llu,\"writes_acked\":%llu,"
+		    "\"writes_unknown\":%llu,\"writes_failed\":%llu,\"reads\":%llu,"
+		    "\"reads_ok\":%llu,\"reads_not_found\":%llu,\"reads_unsure\":%llu,"
+		    "\"reads_stale\":%llu,\"reads_false_404\":%llu,\"reads_of_lost\":%llu,"
+		    "\"lost_writes\":%llu,\"lost_explained\":%llu,\"repair_interval_ms\":%llu,"
+		    "\"under_replicated\":%llu,\"over_replicated\":%llu,"
+		    "\"repair_bytes\":%llu,\"repair_data_bytes\":%llu,\"forced_bytes\":%llu,"
+		    "\"repair_data_over_forced\":%.3f,"
+		    "\"repair_bytes_per_node_sec\":%.1f,\"ring\":\"%s\",\"ring_messages\":%llu,"
+		    "\"ring_unjoined\":%u,\"ring_wrong_succ\":%u,\"ring_wrong_pred\":%u,"
+		    "\"messages\":%llu,\"events\":%llu,\"one_hop\":%s,\"client_ops\":%llu,"
+		    "\"route_local\":%llu,\"route_successors\":%llu,\"route_onehop\":%llu,"
+		    "\"route_cache\":%llu,\"route_lookup\":%llu,\"route_first\":%llu,"
+		    "\"route_stale\":%llu,\"route_hints\":%llu,\"moved\":%llu,"
+		    "\"forwarded\":%llu,\"entry_lookups\":%llu,\"replica_reads\":%llu,"
+		    "\"cache_reads\":%llu,"
+		    "\"lookup_hops\":%.3f,"
+		    "\"hops_per_request\":%.4f,\"stale_rate\":%.5f,\"member_events\":%llu,"
+		    "\"virtual_ms\":%llu,\"wall_ms\":%.0f,\"peak_rss_kb\":%ld}\n",
+		    r.nodes, r.live_nodes, (unsigned long long)r.keys, p.net.kv.replicas,
+		    p.net.kv.write_quorum, p.churn, p.fail, (unsigned long long)p.net.seed,
+		    (unsigned long long)r.joins, (unsigned long long)r.crashes,
+		    (unsigned long long)r.writes, (unsigned long long)r.writes_acked,
+		    (unsigned long long)r.writes_unknown, (unsigned long long)r.writes_failed,
+		    (unsigned long long)r.reads, (unsigned long long)r.reads_ok,
+		    (unsigned long long)r.reads_not_found, (unsigned long long)r.reads_unsure,
+		    (unsigned long long)r.reads_stale, (unsigned long long)r.reads_false_404,
+		    (unsigned long long)r.reads_of_lost, (unsigned long long)r.lost,
+		    (unsigned long long)r.lost_explained, (unsigned long long)r.repair_interval_ms,
+		    (unsigned long long)r.under_replicated, (unsigned long long)r.over_replicated,
+		    (unsigned long long)r.repair_bytes, (unsigned long long)r.repair_data_bytes,
+		    (unsigned long long)r.forced_bytes, ratio, r.repair_per_node_sec,
+		    p.net.real_ring ? "real" : "model", (unsigned long long)r.ring_messages,
+		    r.ring_unjoined, r.ring_wrong_succ, r.ring_wrong_pred,
+		    (unsigned long long)r.messages, (unsigned long long)r.events,
+		    p.net.members ? "true" : "false", (unsigned long long)r.client_ops,
+		    (unsigned long long)r.route_local, (unsigned long long)r.route_succ,
+		    (unsigned long long)r.route_onehop, (unsigned long long)r.route_cache,
+		    (unsigned long long)r.route_lookup, (unsigned long long)r.route_first,
+		    (unsigned long long)r.route_stale, (unsigned long long)r.route_hints,
+		    (unsigned long long)r.moved, (unsigned long long)r.forwarded,
+		    (unsigned long long)r.entry_lookups, (unsigned long long)r.replica_reads,
+		    (unsigned long long)r.cache_reads, r.lookup_hops, r.hops_per_request,
+		    r.stale_rate, (unsigned long long)r.member_events,
+		    (unsigned long long)r.virtual_ms, r.wall_ms, ru.ru_maxrss);
 		return 0;
 	}
 	printf("ringnet sim: %u nodes (%u live at the end), %llu keys, R = %u, W = %u, churn "
@@ -224,10 +225,11 @@ int cli_kvsim(int argc, char **argv)
 	       (unsigned long long)r.writes_acked, (unsigned long long)r.writes_unknown,
 	       (unsigned long long)r.writes_failed, (unsigned long long)r.writes);
 	printf("reads: %llu found, %llu not found, %llu unsure (503); %llu stale, %llu false "
-	       "404; %llu answered by a replica under a lease\n",
+	       "404; %llu answered by a replica under a lease, %llu from a read cache\n",
 	       (unsigned long long)r.reads_ok, (unsigned long long)r.reads_not_found,
 	       (unsigned long long)r.reads_unsure, (unsigned long long)r.reads_stale,
-	       (unsigned long long)r.reads_false_404, (unsigned long long)r.replica_reads);
+	       (unsigned long long)r.reads_false_404, (unsigned long long)r.replica_reads,
+	       (unsigned long long)r.cache_reads);
 	printf("repair: %.1f bytes per node per second (%.0f%% records, the rest digests); "
 	       "records %.2fx what the churn forces\n",
 	       r.repair_per_node_sec,

@@ -17,6 +17,7 @@
 #include "../lib/grow.h"
 #include "kv.h"
 #include "members.h"
+#include "near.h"
 
 #define MAX_COVERS    16
 #define MAX_HANDOFFS  64 /* in flight at once */
@@ -31,9 +32,14 @@
  * rates differ by over a lease */
 #define LEASE_SLACK(k) ((k)->cfg.lease_ms / 12)
 #define LEASE_WANT_MS  2000 /* a replica asks for leases while it forwarded gets this lately */
-#define LEASE_PEERS    (KV_MAX_R * 2)
+#define NEAR_HOLDERS   16   /* cache leases an owner grants at once */
+#define LEASE_PEERS    (KV_MAX_R * 2 + NEAR_HOLDERS) /* at most 32: op's masks */
+#define NEAR_OWNERS    16         /* owners whose cache leases a node holds or asks for */
+#define NEAR_SETS      1024       /* the read cache: 4,096 records ... */
+#define NEAR_BYTES     (8u << 20) /* ... of at most 8 MiB of keys and values ... */
+#define NEAR_VAL_MAX   4096       /* ... none larger than this */
 
-enum { OP_ENTRY = 1, OP_COORD, OP_HANDOFF, OP_LEAVE };
+enum { OP_ENTRY = 1, OP_COORD, OP_HANDOFF, OP_LEAVE, OP_RELAY };
 enum { ST_LOOKUP = 1, ST_SENT, ST_FALLBACK_LOOKUP, ST_RETRY_WAIT };
 enum { RS_WAIT = 0, RS_DONE, RS_FAILED };
 
@@ -71,15 +77,23 @@ typedef struct op {
 	bool stale_counted;
 	bool has_cond; /* a conditional write: applied only if the version held is cond */
 	kv_version cond;
-	/* COORD */
+	/* ... a get sent to an owner whose cache lease was running: the lease and the pushes
+	 * from that owner then, so that its answer is kept only if neither changed */
+	bool near_ok;
+	uint32_t near_epoch, near_ninval;
+	/* COORD (and RELAY: origin, origin_req, the cache pushes) */
 	ring_addr origin; /* the entry node (self addr: this node) */
 	uint64_t origin_req;
 	target t[MAX_TARGETS];
 	unsigned nt, acks, answers, failed, need; /* need: W for a write, read quorum for a get */
 	bool replied, replayed;
-	bool waited;   /* a write held back for a lease holder's ack */
-	uint64_t w_at; /* ... since then (it had W acks) */
-	own_rec best;  /* a get: the newest record seen */
+	bool waited;         /* a write held back for a lease holder's ack */
+	uint64_t w_at;       /* ... since then (it had W acks) */
+	uint64_t not_before; /* a write coordinated for a range not (long) this node's own:
+	                      * answered no earlier, when a crashed owner's cache leases end */
+	uint32_t near_sent, near_acked; /* cache holders (lout indices) pushed to, and acked */
+	uint64_t near_at;               /* ... when */
+	own_rec best;                   /* a get: the newest record seen */
 	bool has_best;
 	/* HANDOFF */
 	kv_version hv;
@@ -110,9 +124,27 @@ typedef struct {
 	ring_addr addr;
 	uint64_t until;        /* this node's clock: writes wait for its ack before it */
 	uint32_t missed_round; /* a write was acknowledged without it in this round */
-	bool synced; /* it matched a digest, and no write was acknowledged without it since */
+	bool synced; /* it matched a digest, and no write was acknowledged without it since
+	              * (a cache holder: none was acknowledged without it in this lease) */
 	bool used;
+	bool cache;      /* a cache lease: the holder does not replicate this range */
+	uint32_t gen;    /* ... its number: a new one after every lapse */
+	uint64_t gen_at; /* ... since when (the holder's copies are all filled after it) */
+	rn_id glo, ghi;  /* ... the range it was granted for: what is pushed to it */
 } lease_out;
+
+/* A holder's side of an owner's cache lease. */
+typedef struct {
+	rn_id owner;
+	ring_addr addr;
+	bool used;
+	rn_id glo, ghi; /* the range granted */
+	uint64_t until; /* this node's clock: answer gets of (glo, ghi] from the cache before it */
+	uint64_t asked_at, req, wanted_at;
+	uint32_t gen;    /* the owner's number for the lease */
+	uint32_t epoch;  /* this node's tag for the copies filled under it (0: none yet) */
+	uint32_t ninval; /* pushes from the owner so far */
+} near_lease;
 
 struct kv_node {
 	kv_config cfg;
@@ -128,6 +160,7 @@ struct kv_node {
 	ring_peer succ[VIEW_MAX_SUCC];
 	size_t nsucc;
 	uint64_t view_at;
+	uint64_t pred_at; /* when the predecessor last changed */
 	uint64_t hlc;
 	uint64_t seq;
 	op *ops;
@@ -151,6 +184,10 @@ struct kv_node {
 	struct owner_cache *cache; /* KV_CACHE_SIZE, made on first use */
 	lease_out lout[LEASE_PEERS];
 	uint64_t lease_at; /* the next round of lease requests */
+	near_lease near[NEAR_OWNERS];
+	kvn_cache *ncache;   /* made at the first fill */
+	uint32_t near_epoch; /* the last tag given */
+	uint32_t near_gen;   /* the last cache lease number this node granted */
 };
 
 /* A key's owner as a lookup or a MOVED hint last named it (routing without the table). */
@@ -640,6 +677,7 @@ void kv_free(kv_node *k)
 	while (k->ops)
 		op_free(k, k->ops);
 	kvm_free(&k->mem);
+	kvn_free(k->ncache);
 	free(k->cache);
 	free(k);
 }
@@ -670,6 +708,8 @@ void kv_set_view(kv_node *k, uint64_t now, bool joined, ring_peer pred, const ri
 	               watch != oldwatch;
 	for (size_t i = 0; i < watch && !changed; i++)
 		changed = succ[i].addr != k->succ[i].addr || !rn_id_eq(&succ[i].id, &k->succ[i].id);
+	if (pred.addr != k->pred.addr || !rn_id_eq(&pred.id, &k->pred.id))
+		k->pred_at = now;
 	k->joined = joined;
 	k->pred = pred;
 	k->had_pred = k->had_pred || pred.addr != RING_ADDR_NONE;
@@ -779,7 +819,10 @@ static lease_out *lout_of(kv_node *k, const rn_id *id)
  * without it from then on is counted. One whose lease still runs is never reused. */
 static void lout_make(kv_node *k, uint64_t now, const ring_peer *p)
 {
-	if (lout_of(k, &p->id))
+	lease_out *had = lout_of(k, &p->id);
+	if (had && had->cache && had->until <= now)
+		had->used = false; /* a cache holder that became a replica: a replica's entry */
+	else if (had)
 		return;
 	lease_out *slot = NULL;
 	for (int i = 0; i < LEASE_PEERS && !(slot && !slot->used); i++) {
@@ -800,12 +843,22 @@ static bool acked_by(const op *c, const rn_id *id)
 	return false;
 }
 
+/* Holder i has c's record: a replica among c's targets acknowledged it; a cache holder
+ * acknowledged the push, or was not pushed it (its lease began after c's write). */
+static bool holder_has(const kv_node *k, const op *c, int i)
+{
+	if (k->lout[i].cache) /* (or it holds a new lease, begun after the push) */
+		return !(c->near_sent >> i & 1) || (c->near_acked >> i & 1) ||
+		       k->lout[i].gen_at > c->near_at;
+	return c->kind == OP_RELAY || acked_by(c, &k->lout[i].id); /* (a relay: only caches) */
+}
+
 /* A write is acknowledged: a replica that does not hold it is no longer in step. */
 static void lease_missed(kv_node *k, const op *c)
 {
 	for (int i = 0; i < LEASE_PEERS; i++) {
 		lease_out *l = &k->lout[i];
-		if (l->used && !acked_by(c, &l->id)) {
+		if (l->used && !holder_has(k, c, i)) {
 			l->synced = false;
 			l->missed_round = k->round;
 		}
@@ -818,7 +871,7 @@ static uint64_t lease_wait(const kv_node *k, uint64_t now, const op *c)
 	uint64_t at = 0;
 	for (int i = 0; i < LEASE_PEERS; i++) {
 		const lease_out *l = &k->lout[i];
-		if (l->used && l->until > now && !acked_by(c, &l->id) && (!at || l->until < at))
+		if (l->used && l->until > now && !holder_has(k, c, i) && (!at || l->until < at))
 			at = l->until;
 	}
 	return at;
@@ -837,13 +890,87 @@ static void lease_targets(kv_node *k, uint64_t now, op *c, const rn_id *pos)
 		bool in = false;
 		for (unsigned j = 0; j < c->nt && !in; j++)
 			in = rn_id_eq(&c->t[j].p.id, &l->id);
-		if (l->used && l->until > now && !in && c->nt < MAX_TARGETS)
+		if (l->used && !l->cache && l->until > now && !in && c->nt < MAX_TARGETS)
 			c->t[c->nt++] = (target){.p = {l->id, l->addr}};
 	}
 }
 
+/* The owner grants its range now (settled, a predecessor known): the answer's range. */
+static bool lease_grantable(const kv_node *k, uint64_t now, kv_msg *a)
+{
+	if (!leases_on(k) || !settled(k, now) || k->pred.addr == RING_ADDR_NONE ||
+	    rn_id_eq(&k->pred.id, &k->self))
+		return false;
+	a->lo = k->pred.id;
+	a->hi = k->self;
+	return true;
+}
+
+/* A slot for a cache holder: its own, else an unused one, else one whose cache lease
+ * lapsed (a replica's entry is not taken: lout_make keeps those). NULL when NEAR_HOLDERS
+ * leases run, or the asker has a replica's entry. */
+static lease_out *lout_cache_slot(kv_node *k, uint64_t now, const rn_id *id)
+{
+	lease_out *l = lout_of(k, id);
+	if (l && !l->cache && l->until <= now) {
+		ring_peer to[KV_MAX_R];
+		size_t nto = sync_targets(k, to);
+		bool is_target = false;
+		for (size_t i = 0; i < nto && !is_target; i++)
+			is_target = rn_id_eq(&to[i].id, id);
+		if (!is_target)
+			l->used = false; /* a replica's entry from before the ring moved */
+	}
+	if (l && l->used)
+		return l->cache ? l : NULL;
+	l = NULL;
+	unsigned running = 0;
+	for (int i = 0; i < LEASE_PEERS; i++) {
+		lease_out *x = &k->lout[i];
+		running += x->used && x->cache && x->until > now;
+		/* (lapsed longer than an op lives: no write still counts its pushes) */
+		if (!x->used ||
+		    (x->cache && x->until + k->cfg.op_timeout_ms <= now && (!l || l->used)))
+			l = x;
+	}
+	if (running >= NEAR_HOLDERS || !l)
+		return NULL;
+	*l = (lease_out){.id = *id, .used = true, .cache = true};
+	return l;
+}
+
+/* A cache lease: granted for lease_ms, under the same number while it runs without a
+ * missed push, under a new one after a lapse (the holder's copies go with the old). */
+static void on_cache_lease_req(kv_node *k, uint64_t now, const kv_msg *m)
+{
+	kv_msg a;
+	answer_to(&a, KV_MSG_LEASE, m);
+	a.flags = KV_F_CACHE;
+	a.status = KV_UNSURE;
+	lease_out *l = lout_cache_slot(k, now, &m->from.id);
+	if (l && (l->synced || l->until <= now) && lease_grantable(k, now, &a)) {
+		if (l->until <= now || !l->synced) {
+			l->gen = ++k->near_gen;
+			l->gen_at = now;
+			l->synced = true;
+		}
+		l->until = now + k->cfg.lease_ms;
+		l->addr = m->from.addr;
+		l->glo = a.lo;
+		l->ghi = a.hi;
+		a.status = KV_OK;
+		a.round = l->gen;
+		k->st.leases_granted++;
+	}
+	send_msg(k, &a);
+}
+
 static void on_lease_req(kv_node *k, uint64_t now, const kv_msg *m)
 {
+	if (m->flags & KV_F_CACHE) {
+		on_cache_lease_req(k, now, m);
+		return;
+	}
 	kv_msg a;
 	answer_to(&a, KV_MSG_LEASE, m);
 	a.status = KV_UNSURE;
@@ -853,20 +980,45 @@ static void on_lease_req(kv_node *k, uint64_t now, const kv_msg *m)
 	for (size_t i = 0; i < nto && !is_target; i++)
 		is_target = rn_id_eq(&to[i].id, &m->from.id);
 	lease_out *l = lout_of(k, &m->from.id);
-	if (leases_on(k) && l && l->synced && is_target && settled(k, now) &&
-	    k->pred.addr != RING_ADDR_NONE && !rn_id_eq(&k->pred.id, &k->self)) {
+	if (l && !l->cache && l->synced && is_target && lease_grantable(k, now, &a)) {
 		l->until = now + k->cfg.lease_ms;
 		l->addr = m->from.addr;
 		a.status = KV_OK;
-		a.lo = k->pred.id;
-		a.hi = k->self;
 		k->st.leases_granted++;
 	}
 	send_msg(k, &a);
 }
 
+static near_lease *near_of(kv_node *k, const rn_id *owner)
+{
+	for (int i = 0; i < NEAR_OWNERS; i++)
+		if (k->near[i].used && rn_id_eq(&k->near[i].owner, owner))
+			return &k->near[i];
+	return NULL;
+}
+
+static void on_near_lease(kv_node *k, const kv_msg *m)
+{
+	near_lease *s = near_of(k, &m->from.id);
+	if (!s || !s->req || m->req != s->req || m->status != KV_OK)
+		return;
+	if (!s->epoch || m->round != s->gen) { /* a new lease: nothing cached under an old one */
+		s->gen = m->round;
+		if (!++k->near_epoch)
+			++k->near_epoch;
+		s->epoch = k->near_epoch;
+	}
+	s->glo = m->lo;
+	s->ghi = m->hi;
+	s->until = s->asked_at + k->cfg.lease_ms - LEASE_SLACK(k);
+}
+
 static void on_lease(kv_node *k, const kv_msg *m)
 {
+	if (m->flags & KV_F_CACHE) {
+		on_near_lease(k, m);
+		return;
+	}
 	cover *l = cover_of(k, &m->from.id);
 	if (!l || !l->req || m->req != l->req || m->status != KV_OK)
 		return;
@@ -899,6 +1051,27 @@ static void lease_round(kv_node *k, uint64_t now)
 		send_msg(k, &m);
 	}
 	k->st.leases_held = held;
+	unsigned nheld = 0, holders = 0;
+	for (int i = 0; i < NEAR_OWNERS; i++) {
+		near_lease *s = &k->near[i];
+		if (!s->used)
+			continue;
+		nheld += s->until > now;
+		if (s->addr == RING_ADDR_NONE || now - s->wanted_at > LEASE_WANT_MS)
+			continue;
+		kv_msg m;
+		memset(&m, 0, sizeof m);
+		m.type = KV_MSG_LEASE_REQ;
+		m.flags = KV_F_CACHE;
+		m.to = s->addr;
+		m.req = s->req = next_req(k);
+		s->asked_at = now;
+		send_msg(k, &m);
+	}
+	for (int i = 0; i < LEASE_PEERS; i++)
+		holders += k->lout[i].used && k->lout[i].cache && k->lout[i].until > now;
+	k->st.cache_leases = nheld;
+	k->st.cache_holders = holders;
 }
 
 /* A get this node can answer from its own copy, under a lease of the key's range whose
@@ -941,6 +1114,205 @@ static bool replica_read(kv_node *k, uint64_t now, op *e)
 	m.nacked = 1;
 	reply_client(k, e, cur.v.tomb ? KV_NOT_FOUND : KV_OK, NULL, &m);
 	return true;
+}
+
+/* ---- cache leases (kv.h, "Cache leases") ---- */
+
+/* The owner stored r: push it to every cache holder whose running lease covers it, with
+ * req (0: no ACK wanted). Returns the holders pushed to (lout indices). */
+static uint32_t near_push(kv_node *k, uint64_t now, const kv_record *r, uint64_t req)
+{
+	if (!leases_on(k))
+		return 0;
+	rn_id pos = pos_of(k, &r->kid);
+	uint32_t mask = 0;
+	for (int i = 0; i < LEASE_PEERS; i++) {
+		const lease_out *l = &k->lout[i];
+		if (!l->used || !l->cache || l->until <= now ||
+		    !rn_id_in_oc(&pos, &l->glo, &l->ghi))
+			continue;
+		kv_msg m;
+		memset(&m, 0, sizeof m);
+		m.type = KV_MSG_REPL;
+		m.flags = KV_F_CACHE;
+		m.to = l->addr;
+		m.req = req;
+		m.has_rec = true;
+		m.rec = *r;
+		send_msg(k, &m);
+		k->st.cache_pushes++;
+		mask |= 1u << i;
+	}
+	return mask;
+}
+
+/* A running cache lease this node granted covers kid. */
+static bool near_covered(const kv_node *k, uint64_t now, const rn_id *kid)
+{
+	if (!leases_on(k))
+		return false;
+	rn_id pos = pos_of(k, kid);
+	for (int i = 0; i < LEASE_PEERS; i++) {
+		const lease_out *l = &k->lout[i];
+		if (l->used && l->cache && l->until > now && rn_id_in_oc(&pos, &l->glo, &l->ghi))
+			return true;
+	}
+	return false;
+}
+
+/* A holder: the owner stored a newer version; a copy older than it goes (or is replaced). */
+static void on_near_push(kv_node *k, const kv_msg *m)
+{
+	near_lease *s = near_of(k, &m->from.id);
+	if (s)
+		s->ninval++; /* an answer of this owner's that was out now is not kept */
+	if (k->ncache) {
+		kvn_update(k->ncache, &m->rec);
+		k->st.cache_entries = kvn_count(k->ncache);
+		k->st.cache_bytes = kvn_bytes(k->ncache);
+	}
+	if (!m->req)
+		return;
+	kv_msg a;
+	answer_to(&a, KV_MSG_ACK, m);
+	a.flags = KV_F_CACHE;
+	a.has_rec = true;
+	a.rec.kid = m->rec.kid;
+	a.rec.v = m->rec.v;
+	send_msg(k, &a);
+}
+
+static bool near_valid(const near_lease *s, uint64_t now, const rn_id *pos)
+{
+	return s->epoch && now < s->until && rn_id_in_oc(pos, &s->glo, &s->ghi);
+}
+
+/* A get of a key this node does not replicate went to `owner`, which answered: ask it for
+ * a cache lease from now on (a slot for it: unused, else the one wanted least lately whose
+ * lease has lapsed). */
+static void near_note(kv_node *k, uint64_t now, const ring_peer *owner, const rn_id *pos)
+{
+	for (int i = 0; i < MAX_COVERS; i++) {
+		const cover *c = &k->covers[i];
+		if (c->used && now - c->at <= k->cfg.cover_ms && rn_id_in_oc(pos, &c->lo, &c->hi))
+			return; /* a replica of it: the read lease is the way */
+	}
+	near_lease *s = near_of(k, &owner->id);
+	for (int i = 0; i < NEAR_OWNERS && !s; i++)
+		if (!k->near[i].used)
+			s = &k->near[i];
+	near_lease *old = NULL;
+	for (int i = 0; i < NEAR_OWNERS && !s; i++) {
+		near_lease *x = &k->near[i];
+		if (x->until <= now && (!old || x->wanted_at < old->wanted_at))
+			old = x;
+	}
+	if (!s && !(s = old))
+		return;
+	if (!s->used || !rn_id_eq(&s->owner, &owner->id))
+		*s = (near_lease){.owner = owner->id, .used = true};
+	s->addr = owner->addr;
+	s->wanted_at = now;
+}
+
+/* A get answered from the cache: a copy filled under the cache lease of the owner that
+ * this node's view names for the key, while that lease runs. */
+static bool near_read(kv_node *k, uint64_t now, op *e)
+{
+	if (!leases_on(k) || !k->ncache || !settled(k, now))
+		return false;
+	ring_peer to;
+	int rt = route_of(k, &e->rec.r.kid, &to);
+	near_lease *s = rt == RT_LOCAL || rt == RT_LOOKUP ? NULL : near_of(k, &to.id);
+	if (!s)
+		return false;
+	s->wanted_at = now;
+	rn_id pos = pos_of(k, &e->rec.r.kid);
+	kv_record cur;
+	if (!near_valid(s, now, &pos) || !kvn_get(k->ncache, &e->rec.r.kid, s->epoch, &cur, now))
+		return false;
+	k->st.cache_reads++;
+	kv_msg m;
+	memset(&m, 0, sizeof m);
+	m.has_rec = true;
+	m.rec = cur;
+	m.from = (ring_peer){k->self, k->addr};
+	m.acked = &to; /* the owner whose copy it is */
+	m.nacked = 1;
+	reply_client(k, e, KV_OK, NULL, &m);
+	return true;
+}
+
+/* A get about to go to `to`: whether its answer may be kept (a cache lease of to's runs). */
+static void near_mark(kv_node *k, uint64_t now, op *e, const ring_peer *to)
+{
+	e->near_ok = false;
+	if (e->kop != KV_GET || !leases_on(k))
+		return;
+	near_lease *s = near_of(k, &to->id);
+	rn_id pos = pos_of(k, &e->rec.r.kid);
+	if (!s || !near_valid(s, now, &pos))
+		return;
+	e->near_ok = true;
+	e->near_epoch = s->epoch;
+	e->near_ninval = s->ninval;
+}
+
+/* The owner's answer to a get: kept if it came under the lease that ran when the get went
+ * out, with no push from that owner since (a push may have overtaken it), and the lease
+ * still runs. */
+static void near_fill(kv_node *k, uint64_t now, const op *e, const kv_msg *m)
+{
+	if (e->kop != KV_GET || !leases_on(k) || m->from.addr == k->addr ||
+	    (m->status != KV_OK && m->status != KV_NOT_FOUND))
+		return;
+	rn_id pos = pos_of(k, &e->rec.r.kid);
+	near_note(k, now, &m->from, &pos);
+	near_lease *s = near_of(k, &m->from.id);
+	if (!e->near_ok || !s || s->epoch != e->near_epoch || s->ninval != e->near_ninval ||
+	    !near_valid(s, now, &pos) || m->status != KV_OK || !m->has_rec || m->rec.v.tomb ||
+	    (e->flags & KV_F_UNCHECKED) || !rn_id_eq(&m->rec.kid, &e->rec.r.kid))
+		return;
+	if (!k->ncache && !(k->ncache = kvn_new(NEAR_SETS, NEAR_BYTES, NEAR_VAL_MAX)))
+		return;
+	if (kvn_put(k->ncache, &m->rec, s->epoch, now))
+		k->st.cache_fills++;
+	k->st.cache_entries = kvn_count(k->ncache);
+	k->st.cache_bytes = kvn_bytes(k->ncache);
+}
+
+/* A holder acknowledged the push of op o (a COORD's write or a RELAY): true if it was one. */
+static bool near_acked(kv_node *k, op *o, const kv_msg *m)
+{
+	for (int i = 0; i < LEASE_PEERS; i++)
+		if ((o->near_sent >> i & 1) && k->lout[i].used && k->lout[i].cache &&
+		    rn_id_eq(&k->lout[i].id, &m->from.id)) {
+			o->near_acked |= 1u << i;
+			return true;
+		}
+	return false;
+}
+
+/* A replica write from another coordinator, pushed on to cache holders: its ACK goes once
+ * they have it, or their leases have ended. */
+static void relay_finish(kv_node *k, uint64_t now, op *o, bool final)
+{
+	uint64_t wait = lease_wait(k, now, o);
+	if (wait && !final) {
+		o->retry_at = wait;
+		return;
+	}
+	lease_missed(k, o);
+	kv_msg a;
+	memset(&a, 0, sizeof a);
+	a.type = KV_MSG_ACK;
+	a.to = o->origin;
+	a.req = o->origin_req;
+	a.has_rec = true;
+	a.rec.kid = o->rec.r.kid;
+	a.rec.v = o->hv;
+	send_msg(k, &a);
+	op_free(k, o);
 }
 
 /* ---- coordinating ---- */
@@ -996,6 +1368,9 @@ static void coord_finish_write(kv_node *k, uint64_t now, op *c, bool final)
 {
 	unsigned live = c->nt - c->failed;
 	uint64_t wait = c->replied ? 0 : lease_wait(k, now, c), hold = wait;
+	uint64_t nb = !c->replied && c->not_before > now ? c->not_before : 0;
+	if (nb && (!hold || nb < hold))
+		hold = nb;
 	if (wait && c->acks >= c->need) {
 		if (!c->waited)
 			c->w_at = now;
@@ -1008,7 +1383,7 @@ static void coord_finish_write(kv_node *k, uint64_t now, op *c, bool final)
 		else if (late < hold)
 			hold = late;
 	}
-	if (!c->replied && c->acks >= c->need && !wait) {
+	if (!c->replied && c->acks >= c->need && !wait && !nb) {
 		lease_missed(k, c);
 		k->st.lease_waits += c->waited;
 		coord_answer(k, now, c, KV_OK, true, &c->rec.r);
@@ -1268,6 +1643,20 @@ static void coordinate(kv_node *k, uint64_t now, ring_addr origin, uint64_t orig
 		c->t[0].state = rc >= 0 ? RS_DONE : RS_FAILED;
 		c->acks += rc >= 0;
 		c->failed += rc < 0;
+		if (rc == 1) {
+			c->near_sent = near_push(k, now, &c->rec.r, c->req);
+			c->near_at = now;
+		}
+		uint64_t gap = (uint64_t)k->cfg.lease_ms + LEASE_SLACK(k);
+		if (leases_on(k) && !(c->flags & KV_F_HANDOFF)) {
+			/* another node may have been this key's owner a moment ago, and may have
+			 * crashed holding cache leases no one here knows of: answer once they
+			 * have ended */
+			if (!own_range(k, &pos) || (c->flags & KV_F_FALLBACK))
+				c->not_before = now + gap;
+			else if (now - k->pred_at < gap)
+				c->not_before = k->pred_at + gap;
+		}
 	}
 	kv_msg r;
 	coord_request_msg(c, &r);
@@ -1295,13 +1684,20 @@ static void on_ack(kv_node *k, uint64_t now, const kv_msg *m)
 		leave_acked(k, c, true);
 		return;
 	}
+	if (c && c->kind == OP_RELAY) {
+		if (near_acked(k, c, m))
+			relay_finish(k, now, c, false);
+		return;
+	}
 	if (!c || c->kind != OP_COORD || c->kop == KV_GET)
 		return;
-	target *t = coord_target(c, m->from.addr, &m->from.id);
-	if (!t)
+	target *t = (m->flags & KV_F_CACHE) ? NULL : coord_target(c, m->from.addr, &m->from.id);
+	if (t) {
+		t->state = RS_DONE;
+		c->acks++;
+	} else if (!near_acked(k, c, m)) {
 		return;
-	t->state = RS_DONE;
-	c->acks++;
+	}
 	coord_finish(k, now, c, false);
 }
 
@@ -1333,10 +1729,14 @@ static void on_read_ans(kv_node *k, uint64_t now, const kv_msg *m)
 
 /* ---- replicas ---- */
 
-static void on_repl(kv_node *k, const kv_msg *m)
+static void on_repl(kv_node *k, uint64_t now, const kv_msg *m)
 {
 	if (!m->has_rec)
 		return;
+	if (m->flags & KV_F_CACHE) {
+		on_near_push(k, m);
+		return;
+	}
 	hlc_seen(k, m->rec.v.stamp);
 	kv_version held = m->rec.v;
 	int rc;
@@ -1351,8 +1751,27 @@ static void on_repl(kv_node *k, const kv_msg *m)
 		k->st.repl_applied++;
 	else if (rc == 0)
 		k->st.repl_stale++;
-	if (!m->req || rc < 0)
+	if (!m->req || rc < 0) {
+		if (rc == 1)
+			near_push(k, now, &m->rec, 0);
 		return; /* no ACK for a failed store: the coordinator counts it as not stored */
+	}
+	op *r = NULL;
+	if (rc == 1 && near_covered(k, now, &m->rec.kid) && (r = op_new(k, OP_RELAY))) {
+		/* cache holders of this range first: the coordinator's answer counts on it */
+		r->near_sent = near_push(k, now, &m->rec, r->req);
+		r->near_at = now;
+		if (r->near_sent) {
+			r->origin = m->from.addr;
+			r->origin_req = m->req;
+			r->rec.r.kid = m->rec.kid;
+			r->hv = held;
+			r->deadline = now + k->cfg.op_timeout_ms;
+			relay_finish(k, now, r, false);
+			return;
+		}
+		op_free(k, r);
+	}
 	kv_msg a;
 	answer_to(&a, KV_MSG_ACK, m);
 	a.has_rec = true;
@@ -1398,6 +1817,7 @@ static void entry_send(kv_node *k, uint64_t now, op *e, ring_peer to)
 		return;
 	}
 	e->sent = true;
+	near_mark(k, now, e, &to);
 	k->st.forwarded++;
 	if (!e->nsends++)
 		k->st.route_first++;
@@ -1539,7 +1959,7 @@ void kv_client(kv_node *k, uint64_t now, uint64_t client, const kv_request *r)
 		             "this node is not in a ring yet (joining); try again shortly", NULL);
 		return;
 	}
-	if (r->op == KV_GET && replica_read(k, now, e))
+	if (r->op == KV_GET && (replica_read(k, now, e) || near_read(k, now, e)))
 		return;
 	if (r->op != KV_GET)
 		e->rec.r.v = stamp_new(k, now, r->op == KV_DEL);
@@ -1600,6 +2020,7 @@ static void on_resp(kv_node *k, uint64_t now, const kv_msg *m)
 	};
 	kv_status st =
 	    m->status <= KV_ERROR || m->status == KV_CONFLICT ? (kv_status)m->status : KV_ERROR;
+	near_fill(k, now, e, m);
 	reply_client(k, e, st, st == KV_OK ? NULL : whys[st], m);
 }
 
@@ -2174,7 +2595,7 @@ void kv_on_msg(kv_node *k, uint64_t now, const kv_msg *m)
 		on_resp(k, now, m);
 		break;
 	case KV_MSG_REPL:
-		on_repl(k, m);
+		on_repl(k, now, m);
 		break;
 	case KV_MSG_ACK:
 		on_ack(k, now, m);
@@ -2297,6 +2718,9 @@ void kv_tick(kv_node *k, uint64_t now)
 			break;
 		case OP_COORD:
 			coord_finish(k, now, o, now >= o->deadline);
+			break;
+		case OP_RELAY:
+			relay_finish(k, now, o, now >= o->deadline);
 			break;
 		default:
 			op_free(k, o);

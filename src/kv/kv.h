@@ -36,6 +36,22 @@
  * while its own view names no other owner. A write coordinated outside the coordinator's
  * range, or within a lease of its view changing, needs every replica.
  *
+ * Cache leases (the same lease_ms). A node that forwards gets to an owner whose range it
+ * does not replicate asks for a cache lease (KV_MSG_LEASE_REQ with KV_F_CACHE); the owner
+ * grants it (its range, for lease_ms, numbered: a lease that lapsed comes back with a new
+ * number) to at most 16 nodes at once. While it runs, every record the owner stores in
+ * that range (its own writes, a replica write another coordinator sent it) is pushed to
+ * the holder (KV_MSG_REPL with KV_F_CACHE), and the write's acknowledgement (the client's
+ * answer, or the owner's ACK to that coordinator) waits until the holder has it or its
+ * lease has ended; one that lags a quarter lease is renewed no more. The holder keeps
+ * the values of the owner's answers to its forwarded gets (filled only when no push from
+ * that owner came while the get was out, and only under the lease that was running when
+ * it went out) and answers later gets of those keys itself, while the lease runs and its
+ * own view names that owner. So its answers are as fresh as the owner's own reads. A
+ * write coordinated by a node that is not the key's owner (a fallback, or a range that
+ * became its own within a lease) is answered a lease after it began at the earliest: by
+ * then every cache lease its crashed owner granted has ended.
+ *
  * Routing. The entry node sends a request to the key's owner as the first of: itself (its
  * own range), its successor list (a key within it), its member table (one hop: the id's
  * successor among the members it takes for alive, while the table holds at most
@@ -157,6 +173,9 @@ typedef enum {
 #define KV_F_LOOKED                                                                                \
 	8u /* the entry found this node by a ring lookup: coordinate even if                       \
 	    * the key looks outside this node's range (views lag) */
+#define KV_F_CACHE                                                                                 \
+	64u /* LEASE_REQ / LEASE: a cache lease (the asker does not replicate the range);          \
+	     * REPL: a push to a cache holder, which updates its cache and stores nothing */
 #define KV_F_UNCHECKED                                                                             \
 	32u /* REQ of a get: the requester checks the value itself (kv_request.unchecked), so      \
 	     * a settled owner answering from its own copy skips the driver's check */
@@ -321,6 +340,14 @@ typedef struct {
 	uint64_t leases_granted; /* leases (and renewals) this node granted as owner */
 	uint64_t leases_held;    /* owners whose lease this node holds now */
 	uint64_t lease_waits;    /* writes whose answer waited for a lease holder's ack */
+	/* cache leases */
+	uint64_t cache_reads;   /* gets this node answered from its read cache */
+	uint64_t cache_fills;   /* owners' answers kept in it */
+	uint64_t cache_entries; /* records in it now */
+	uint64_t cache_bytes;   /* ... their keys' and values' bytes */
+	uint64_t cache_leases;  /* owners whose cache lease this node holds now */
+	uint64_t cache_holders; /* nodes holding a cache lease of this node's range now */
+	uint64_t cache_pushes;  /* records this node pushed to cache holders */
 } kv_stats;
 
 typedef struct kv_node kv_node;

@@ -167,6 +167,14 @@ static char *metrics_text(node *n)
 		KVC("lease_waits_total",
 		    "Writes whose answer waited for a read lease holder's acknowledgement.",
 		    ks->lease_waits);
+		KVC("cache_reads_total",
+		    "Gets this node answered from its read cache, under the owner's cache lease.",
+		    ks->cache_reads);
+		KVC("cache_fills_total", "Owners' answers this node kept in its read cache.",
+		    ks->cache_fills);
+		KVC("cache_pushes_total",
+		    "Records this node pushed, as owner, to the holders of its cache leases.",
+		    ks->cache_pushes);
 #undef KVC
 		P("# HELP ringnet_kv_scrub_total The background scrub: records read and checked, "
 		  "copies that failed (dropped, for repair to restore), whole passes over the "
@@ -184,6 +192,18 @@ static char *metrics_text(node *n)
 		P("# HELP ringnet_kv_leases_held Owners whose read lease this node holds.\n"
 		  "# TYPE ringnet_kv_leases_held gauge\nringnet_kv_leases_held %llu\n",
 		  (unsigned long long)ks->leases_held);
+		P("# HELP ringnet_kv_cache_leases_held Owners whose cache lease this node holds.\n"
+		  "# TYPE ringnet_kv_cache_leases_held gauge\nringnet_kv_cache_leases_held %llu\n"
+		  "# HELP ringnet_kv_cache_holders Nodes holding a cache lease of this node's "
+		  "range.\n"
+		  "# TYPE ringnet_kv_cache_holders gauge\nringnet_kv_cache_holders %llu\n"
+		  "# HELP ringnet_kv_cache_entries Records in this node's read cache.\n"
+		  "# TYPE ringnet_kv_cache_entries gauge\nringnet_kv_cache_entries %llu\n"
+		  "# HELP ringnet_kv_cache_bytes Bytes of keys and values in this node's read "
+		  "cache.\n"
+		  "# TYPE ringnet_kv_cache_bytes gauge\nringnet_kv_cache_bytes %llu\n",
+		  (unsigned long long)ks->cache_leases, (unsigned long long)ks->cache_holders,
+		  (unsigned long long)ks->cache_entries, (unsigned long long)ks->cache_bytes);
 		P("# HELP ringnet_kv_pending_handoffs Handoffs in flight.\n"
 		  "# TYPE ringnet_kv_pending_handoffs gauge\nringnet_kv_pending_handoffs %llu\n"
 		  "# HELP ringnet_kv_pending_ops Client requests and replica operations in "

@@ -1152,25 +1152,25 @@ int kvsim_params_check(const kvsim_params *p, char *err, size_t len)
 	return RN_EINVAL;
 }
 
-enum { ROUTE_FIELDS = 13 };
+enum { ROUTE_FIELDS = 14 };
 
 /* A result's route counters, in the order of route_vals. */
 static void route_fields(kvsim_result *r, uint64_t *f[ROUTE_FIELDS])
 {
-	uint64_t *a[ROUTE_FIELDS] = {&r->client_ops,   &r->route_local, &r->route_succ,
-	                             &r->route_onehop, &r->route_cache, &r->route_lookup,
-	                             &r->route_first,  &r->route_stale, &r->route_hints,
-	                             &r->moved,        &r->forwarded,   &r->entry_lookups,
-	                             &r->replica_reads};
+	uint64_t *a[ROUTE_FIELDS] = {&r->client_ops,    &r->route_local, &r->route_succ,
+	                             &r->route_onehop,  &r->route_cache, &r->route_lookup,
+	                             &r->route_first,   &r->route_stale, &r->route_hints,
+	                             &r->moved,         &r->forwarded,   &r->entry_lookups,
+	                             &r->replica_reads, &r->cache_reads};
 	memcpy(f, a, sizeof a);
 }
 
 static void route_vals(const kv_stats *s, uint64_t v[ROUTE_FIELDS])
 {
 	const uint64_t a[ROUTE_FIELDS] = {
-	    s->client_ops,   s->route_local,   s->route_succ,   s->route_onehop, s->route_cache,
-	    s->route_lookup, s->route_first,   s->route_stale,  s->route_hints,  s->moved,
-	    s->forwarded,    s->entry_lookups, s->replica_reads};
+	    s->client_ops,   s->route_local,   s->route_succ,    s->route_onehop, s->route_cache,
+	    s->route_lookup, s->route_first,   s->route_stale,   s->route_hints,  s->moved,
+	    s->forwarded,    s->entry_lookups, s->replica_reads, s->cache_reads};
 	memcpy(v, a, sizeof a);
 }
 

@@ -165,6 +165,7 @@ typedef struct {
 	uint64_t client_ops, route_local, route_succ, route_onehop, route_cache, route_lookup;
 	uint64_t route_first, route_stale, route_hints, moved, forwarded, entry_lookups;
 	uint64_t replica_reads;  /* gets a replica answered itself under a read lease */
+	uint64_t cache_reads;    /* gets a node answered from its read cache (cache lease) */
 	double lookup_hops;      /* messages one lookup takes (its hops and the answer) */
 	double hops_per_request; /* (forwarded + entry_lookups * lookup_hops) / client_ops */
 	double stale_rate;       /* route_stale / route_first */

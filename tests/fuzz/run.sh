@@ -14,7 +14,7 @@ flags=(-std=c17 -g -O1 -fsanitize=fuzzer,address,undefined -D_POSIX_C_SOURCE=200
 if [ "$target" = wire ]; then
   clang "${flags[@]}" "$src/tests/fuzz/fuzz_wire.c" "$src/src/net/wire.c" "$build/proto/ringnet.pb-c.c" \
     "$src/src/lib/id.c" "$src/src/lib/rng.c" "$src/src/lib/err.c" "$src/src/kv/kv.c" \
-    "$src/src/kv/record.c" "$src/src/kv/members.c" "$src/src/lib/grow.c" -lprotobuf-c -lcrypto -lm \
+    "$src/src/kv/record.c" "$src/src/kv/members.c" "$src/src/kv/near.c" "$src/src/lib/grow.c" -lprotobuf-c -lcrypto -lm \
     -o "$out/fuzz_wire"
   # seeds: a few valid frames, made through python's view of the schema
   python3 - "$out/corpus-wire" <<'PY'

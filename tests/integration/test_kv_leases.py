@@ -7,7 +7,12 @@ and the node forwards nothing for it. Every answer is the value last acknowledge
 right after a write through another node (the owner acknowledges only once the lease
 holders have it). Writes alone take no lease. Then the holder of a lease is killed: the
 owner's write waits for that lease to end and is acknowledged, and every node reads it.
-With --read-lease-ms 0 no lease is granted and every get goes to the owner."""
+A GET through a node that holds no replica of the key makes that node take a cache lease
+of the owner's range: later GETs of the key there are answered from its read cache
+(ringnet_kv_cache_reads_total), forwarding nothing, and a write through any node is
+pushed to it before the write is acknowledged. A killed cache holder delays the owner's
+writes by at most one lease. With --read-lease-ms 0 no lease is granted and every get
+goes to the owner."""
 import signal
 import sys
 import tempfile
@@ -99,12 +104,36 @@ def main():
                 time.sleep(0.1)
             t.check("a replica's own answer forwards nothing",
                     after[1] == before[1] + 1 and after[0] == before[0], (before, after))
+            # gets through nodes outside the key's replicas: their read caches
+            others = {k: [n for n in nodes if n not in replicas(nodes, k)] for k in keys}
+            deadline = time.time() + 30
+            cached = 0
+            while time.time() < deadline and cached == 0:
+                for k in keys:
+                    for n in others[k]:
+                        st, body = request(n.http, f"/kv/{k}")
+                        t.check(f"get {k} outside its replicas",
+                                st == 200 and body["value"] == {"v": 0}, (st, body))
+                time.sleep(0.2)
+                cached = sum(m(n, "ringnet_kv_cache_reads_total") for n in nodes)
+            t.check("nodes answered gets from their read caches", cached > 0, cached)
+            k = keys[2]
+            c = others[k][0]
+            for _ in range(150):
+                before = (m(c, "ringnet_kv_forwarded_total"), m(c, "ringnet_kv_cache_reads_total"))
+                st, body = request(c.http, f"/kv/{k}")
+                after = (m(c, "ringnet_kv_forwarded_total"), m(c, "ringnet_kv_cache_reads_total"))
+                if after[1] > before[1]:
+                    break
+                time.sleep(0.1)
+            t.check("a cached answer forwards nothing",
+                    after[1] == before[1] + 1 and after[0] == before[0], (before, after))
             # writes through one node, reads right after through every node
             for round_ in range(1, 4):
                 for i, k in enumerate(keys):
                     st, body = put(nodes[(i + round_) % 5], k, {"v": round_})
                     t.check(f"write {k} round {round_}", st == 200, body)
-                    for n in replicas(nodes, k):
+                    for n in nodes:
                         st, body = request(n.http, f"/kv/{k}")
                         t.check(f"read {k} right after the write at {n.name}",
                                 st == 200 and body["value"] == {"v": round_}, (st, body))
@@ -127,6 +156,29 @@ def main():
                 time.sleep(0.3)
             t.check("every live node reads the write", all(
                 s == 200 and b["value"] == {"v": "after"} for s, b in seen), seen)
+            # a cache holder dies: the owner's writes still complete, and are read everywhere
+            # (a key whose replicas are all alive, and a live node outside them)
+            k = next(x for x in keys if holder not in replicas(nodes, x))
+            own = replicas(nodes, k)[0]
+            ch = next(n for n in live if n not in replicas(nodes, k))
+            pushes = m(own, "ringnet_kv_cache_pushes_total")
+            for _ in range(10):
+                request(ch.http, f"/kv/{k}")
+                time.sleep(0.1)
+            ch.stop(signal.SIGKILL)
+            st, body = put(own, k, {"v": "after-cache"})
+            t.check("a write with a dead cache holder is acknowledged", st == 200, (st, body))
+            t.check("the owner pushed writes to cache holders",
+                    m(own, "ringnet_kv_cache_pushes_total") > pushes)
+            alive = [n for n in live if n is not ch]
+            deadline = time.time() + 20
+            while time.time() < deadline:
+                seen = [request(n.http, f"/kv/{k}") for n in alive]
+                if all(s == 200 and b["value"] == {"v": "after-cache"} for s, b in seen):
+                    break
+                time.sleep(0.3)
+            t.check("every live node reads it", all(
+                s == 200 and b["value"] == {"v": "after-cache"} for s, b in seen), seen)
         finally:
             stop_all(nodes, t, logdir)
 
@@ -143,6 +195,13 @@ def main():
                     sum(m(n, "ringnet_kv_leases_granted_total") for n in nodes) == 0)
             t.check("leases off: no replica answers itself",
                     sum(m(n, "ringnet_kv_replica_reads_total") for n in nodes) == 0)
+            for k in keys[:10]:
+                for n in [x for x in nodes if x not in replicas(nodes, k)]:
+                    for _ in range(3):
+                        st, body = request(n.http, f"/kv/{k}")
+                        t.check(f"get {k} outside its replicas, leases off", st == 200)
+            t.check("leases off: no read cache",
+                    sum(m(n, "ringnet_kv_cache_reads_total") for n in nodes) == 0)
         finally:
             stop_all(nodes, t, logdir)
     return t.finish()

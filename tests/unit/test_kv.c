@@ -18,6 +18,7 @@
 
 #include "kv/kv.h"
 #include "kv/memstore.h"
+#include "kv/near.h"
 #include "lib/err.h"
 #include "lib/id.h"
 #include "lib/rng.h"
@@ -1564,6 +1565,314 @@ static void test_lease_holder_cut_off(void **state)
 	net_free(t);
 }
 
+/* ---- cache leases ---- */
+
+/* The read cache against a model of what it was last told for each key: a hit is always
+ * that (value, version, tag); a copy just put is there; a tombstone or a newer version
+ * replaces any copy; the bounds hold. */
+static void test_near_cache_oracle(void **state)
+{
+	(void)state;
+	enum { NKEYS = 48, SETS = 4, MAXB = 900, VMAX = 40 };
+	struct {
+		bool has;
+		uint32_t tag;
+		kv_version v;
+		char val[VMAX + 8];
+		size_t vlen;
+	} model[NKEYS];
+	memset(model, 0, sizeof model);
+	char keys[NKEYS][12];
+	rn_id kids[NKEYS];
+	for (int i = 0; i < NKEYS; i++) {
+		snprintf(keys[i], sizeof keys[i], "n%d", i);
+		kid_of(keys[i], &kids[i]);
+	}
+	kvn_cache *c = kvn_new(SETS, MAXB, VMAX);
+	assert_non_null(c);
+	rn_rng rng;
+	rn_rng_seed(&rng, 7);
+	uint64_t stamp = 1, hits = 0;
+	for (uint64_t now = 1; now < 40000; now++) {
+		int i = (int)rn_rng_below(&rng, NKEYS);
+		kv_record r;
+		memset(&r, 0, sizeof r);
+		r.kid = kids[i];
+		r.key = (const uint8_t *)keys[i];
+		r.klen = strlen(keys[i]);
+		char val[VMAX + 8];
+		size_t vlen = rn_rng_below(&rng, VMAX + 8);
+		memset(val, 'a' + (int)(now % 26), vlen);
+		r.val = (const uint8_t *)val;
+		r.vlen = vlen;
+		r.v.stamp = stamp++;
+		uint32_t tag = 1 + (uint32_t)rn_rng_below(&rng, 3);
+		switch (rn_rng_below(&rng, 4)) {
+		case 0: { /* put */
+			bool kept = kvn_put(c, &r, tag, now);
+			assert_true(kept || vlen > VMAX || r.klen + vlen > MAXB ||
+			            kvn_bytes(c) + r.klen + vlen > MAXB);
+			model[i].has = kept;
+			if (kept) {
+				model[i].tag = tag;
+				model[i].v = r.v;
+				memcpy(model[i].val, val, vlen);
+				model[i].vlen = vlen;
+				kv_record g;
+				assert_true(kvn_get(c, &kids[i], tag, &g, now));
+			}
+			break;
+		}
+		case 1: { /* a newer version, or a tombstone, or an older one */
+			int kind = (int)rn_rng_below(&rng, 3);
+			if (kind == 1) {
+				r.v.tomb = true;
+				r.vlen = 0;
+				r.val = NULL;
+			} else if (kind == 2 && model[i].has) {
+				r.v = model[i].v; /* not newer: no change */
+			}
+			kvn_update(c, &r);
+			if (model[i].has && kv_version_cmp(&model[i].v, &r.v) < 0) {
+				if (r.v.tomb || vlen > VMAX) {
+					model[i].has = false;
+				} else {
+					model[i].v = r.v;
+					memcpy(model[i].val, val, vlen);
+					model[i].vlen = vlen;
+				}
+			}
+			break;
+		}
+		default: { /* get */
+			kv_record g;
+			bool hit = kvn_get(c, &kids[i], tag, &g, now);
+			if (hit) {
+				hits++;
+				assert_true(model[i].has);
+				assert_int_equal(model[i].tag, tag);
+				assert_int_equal(g.v.stamp, model[i].v.stamp);
+				assert_int_equal(g.vlen, model[i].vlen);
+				assert_memory_equal(g.val, model[i].val, g.vlen);
+				assert_int_equal(g.klen, strlen(keys[i]));
+				assert_memory_equal(g.key, keys[i], g.klen);
+			}
+			break;
+		}
+		}
+		assert_true(kvn_count(c) <= SETS * 4);
+		assert_true(kvn_bytes(c) <= MAXB);
+	}
+	assert_true(hits > 1000);
+	kvn_free(c);
+}
+
+/* A node of the 6 that holds no replica of key. */
+static uint32_t non_replica(net *t, const char *key, uint32_t skip)
+{
+	rn_id kid;
+	uint32_t reps[KV_MAX_R];
+	kid_of(key, &kid);
+	uint32_t nr = true_replicas(t, &kid, reps);
+	for (uint32_t i = 0; i < t->k->count; i++) {
+		bool rep = i == skip || !t->k->n[i]->alive;
+		for (uint32_t r = 0; r < nr && !rep; r++)
+			rep = reps[r] == i;
+		if (!rep)
+			return i;
+	}
+	fail_msg("no node outside %s's replicas", key);
+	return 0;
+}
+
+/* Gets of key at node at, one every 20 ms, until one is answered from its read cache (at
+ * most tries); each must be found with value want, and the cached one sent no request. */
+static bool cache_read_at(net *t, uint32_t at, const char *key, const char *want, int tries)
+{
+	for (int i = 0; i < tries; i++) {
+		uint64_t before = kv_get_stats(NODE(t, at)->kv)->cache_reads;
+		uint64_t reqs = t->reqs_from[at];
+		size_t g = client(t, at, KV_GET, key, NULL, NULL);
+		run(t, t->k->now + 20);
+		assert_true(t->ops[g].replied);
+		assert_int_equal(t->ops[g].status, KV_OK);
+		assert_string_equal(t->ops[g].got, want);
+		if (kv_get_stats(NODE(t, at)->kv)->cache_reads > before) {
+			assert_int_equal(t->reqs_from[at], reqs); /* it asked no one */
+			return true;
+		}
+	}
+	return false;
+}
+
+/* A node that forwards gets of keys it does not replicate takes a cache lease of their
+ * owners and answers later gets itself; a write through any node is pushed to it before
+ * the write's answer, so a get right after the answer sees the new value. */
+static void test_cache_reads(void **state)
+{
+	(void)state;
+	net *t = net_new(6, 47);
+	run(t, 1000);
+	enum { NK = 12 };
+	char keys[NK][16], val[16];
+	for (int i = 0; i < NK; i++) {
+		snprintf(keys[i], sizeof keys[i], "ck-%d", i);
+		client(t, (uint32_t)i % 6, KV_PUT, keys[i], "\"a\"", NULL);
+	}
+	run(t, t->k->now + CFG(t).settle_ms + 1000);
+	for (size_t j = 0; j < t->nops; j++)
+		assert_int_equal(t->ops[j].status, KV_OK);
+	assert_int_equal(sum_stat(t, offsetof(kv_stats, cache_leases)), 0); /* writes: none */
+	for (int i = 0; i < NK; i++) {
+		uint32_t x = non_replica(t, keys[i], UINT32_MAX);
+		uint32_t y = non_replica(t, keys[i], x);
+		assert_true(cache_read_at(t, x, keys[i], "\"a\"", 10));
+		assert_true(cache_read_at(t, y, keys[i], "\"a\"", 10));
+		snprintf(val, sizeof val, "\"b%d\"", i);
+		size_t w = client(t, (uint32_t)(i + 3) % 6, KV_PUT, keys[i], val, NULL);
+		while (!t->ops[w].replied)
+			run(t, t->k->now + 1);
+		assert_int_equal(t->ops[w].status, KV_OK);
+		for (uint32_t at = 0; at < 6; at++) { /* right after the answer, everywhere */
+			size_t g = client(t, at, KV_GET, keys[i], NULL, NULL);
+			run(t, t->k->now + 20);
+			assert_int_equal(t->ops[g].status, KV_OK);
+			assert_string_equal(t->ops[g].got, val);
+		}
+		assert_true(cache_read_at(t, x, keys[i], val, 10)); /* the push refilled it */
+	}
+	assert_true(sum_stat(t, offsetof(kv_stats, cache_pushes)) > 0);
+	assert_true(sum_stat(t, offsetof(kv_stats, cache_fills)) > 0);
+	net_free(t);
+}
+
+/* A cache holder whose pushes are lost: the owner answers the write only once the holder's
+ * lease has ended, after which the holder never answers the old value; later it takes a
+ * new lease (its old copies go with the old one) and caches the new value. */
+static void test_cache_holder_cut_off(void **state)
+{
+	(void)state;
+	net *t = net_new(6, 53);
+	run(t, 1000);
+	size_t w = client(t, 0, KV_PUT, "cc", "\"old\"", NULL);
+	run(t, t->k->now + CFG(t).settle_ms + 1000);
+	assert_int_equal(t->ops[w].status, KV_OK);
+	uint32_t x = non_replica(t, "cc", UINT32_MAX);
+	assert_true(cache_read_at(t, x, "cc", "\"old\"", 10));
+	t->cut = x;
+	t->cutting = true;
+	w = client(t, (x + 1) % 6, KV_PUT, "cc", "\"new\"", NULL);
+	int nd = 0;
+	while (!t->ops[w].replied) {
+		client(t, x, KV_GET, "cc", NULL, NULL);
+		nd++;
+		run(t, t->k->now + 5);
+	}
+	assert_int_equal(t->ops[w].status, KV_OK);
+	assert_true(nd > 2); /* it waited for the lease */
+	for (int i = 0; i < 10; i++) {
+		size_t g = client(t, x, KV_GET, "cc", NULL, NULL);
+		run(t, t->k->now + 30);
+		assert_int_equal(t->ops[g].status, KV_OK);
+		assert_string_equal(t->ops[g].got, "\"new\"");
+	}
+	t->cutting = false;
+	run(t, t->k->now + 200);
+	assert_true(cache_read_at(t, x, "cc", "\"new\"", 20));
+	net_free(t);
+}
+
+/* Gets at a cache holder racing writes at the owner: the owner's answer (the old value)
+ * may arrive after the push of the write (messages take 1-5 ms each, in any order); such
+ * an answer is not kept, so after a write's answer the holder never serves older. */
+static void test_cache_fill_race(void **state)
+{
+	(void)state;
+	net *t = net_new(6, 59);
+	run(t, 1000);
+	size_t w = client(t, 0, KV_PUT, "race", "\"v0\"", NULL);
+	run(t, t->k->now + CFG(t).settle_ms + 1000);
+	assert_int_equal(t->ops[w].status, KV_OK);
+	rn_id kid;
+	uint32_t reps[KV_MAX_R];
+	kid_of("race", &kid);
+	assert_int_equal(true_replicas(t, &kid, reps), 3);
+	uint32_t x = non_replica(t, "race", UINT32_MAX);
+	assert_true(cache_read_at(t, x, "race", "\"v0\"", 10));
+	rn_rng rng;
+	rn_rng_seed(&rng, 59);
+	char val[16];
+	for (int i = 1; i <= 300; i++) {
+		/* a delete's push takes the copy out of the holder's cache; the get then goes
+		 * to the owner, and the next write races its answer */
+		w = client(t, reps[0], KV_DEL, "race", NULL, NULL);
+		while (!t->ops[w].replied)
+			run(t, t->k->now + 1);
+		w = client(t, reps[0], KV_PUT, "race", "\"before\"", NULL);
+		while (!t->ops[w].replied)
+			run(t, t->k->now + 1);
+		run(t, t->k->now + 6);
+		client(t, x, KV_GET, "race", NULL, NULL);
+		run(t, t->k->now + 1 + rn_rng_below(&rng, 6));
+		snprintf(val, sizeof val, "\"v%d\"", i);
+		w = client(t, reps[0], KV_PUT, "race", val, NULL);
+		while (!t->ops[w].replied)
+			run(t, t->k->now + 1);
+		assert_int_equal(t->ops[w].status, KV_OK);
+		run(t, t->k->now + 6); /* every message sent before the answer has arrived */
+		size_t g = client(t, x, KV_GET, "race", NULL, NULL);
+		run(t, t->k->now + 20);
+		assert_int_equal(t->ops[g].status, KV_OK);
+		assert_string_equal(t->ops[g].got, val);
+	}
+	assert_true(kv_get_stats(NODE(t, x)->kv)->cache_fills > 100);
+	net_free(t);
+}
+
+/* The owner crashes while a node holds its cache lease: a write the next replica then
+ * coordinates (a fallback) is answered only once that lease has ended, so the holder
+ * never answers the old value after the write's answer. */
+static void test_cache_owner_crash(void **state)
+{
+	(void)state;
+	for (uint64_t seed = 61; seed < 64; seed++) {
+		net *t = net_new_ring(6, seed, true);
+		run(t, t->k->now + 3000);
+		check_ring(t);
+		size_t w = client(t, 0, KV_PUT, "oc", "\"old\"", NULL);
+		run(t, t->k->now + CFG(t).settle_ms + 1000);
+		assert_int_equal(t->ops[w].status, KV_OK);
+		rn_id kid;
+		uint32_t reps[KV_MAX_R];
+		kid_of("oc", &kid);
+		assert_int_equal(true_replicas(t, &kid, reps), 3);
+		uint32_t x = non_replica(t, "oc", UINT32_MAX);
+		uint32_t e = non_replica(t, "oc", x);
+		bool ok = cache_read_at(t, x, "oc", "\"old\"", 10);
+		const kv_stats *xs = kv_get_stats(NODE(t, x)->kv);
+		const char *how;
+		kv_route(NODE(t, x)->kv, &kid, &how);
+		print_message("x %u fills %llu leases %llu route %s owner %u\n", x,
+		              (unsigned long long)xs->cache_fills,
+		              (unsigned long long)xs->cache_leases, how, reps[0]);
+		assert_true(ok);
+		run(t, t->k->now + 7); /* in the middle of a lease */
+		kill(t, reps[0]);
+		w = client(t, e, KV_PUT, "oc", "\"new\"", NULL);
+		while (!t->ops[w].replied)
+			run(t, t->k->now + 1);
+		assert_int_equal(t->ops[w].status, KV_OK);
+		for (int i = 0; i < 20; i++) {
+			size_t g = client(t, x, KV_GET, "oc", NULL, NULL);
+			run(t, t->k->now + 2);
+			if (t->ops[g].replied && t->ops[g].status == KV_OK)
+				assert_string_equal(t->ops[g].got, "\"new\"");
+		}
+		run(t, t->k->now + 1000);
+		net_free(t);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1578,6 +1887,11 @@ int main(void)
 	    cmocka_unit_test(test_unchecked_get),
 	    cmocka_unit_test(test_replica_reads),
 	    cmocka_unit_test(test_lease_holder_cut_off),
+	    cmocka_unit_test(test_near_cache_oracle),
+	    cmocka_unit_test(test_cache_reads),
+	    cmocka_unit_test(test_cache_holder_cut_off),
+	    cmocka_unit_test(test_cache_fill_race),
+	    cmocka_unit_test(test_cache_owner_crash),
 	    cmocka_unit_test(test_idempotent_retry),
 	    cmocka_unit_test(test_conditional_writes),
 	    cmocka_unit_test(test_conditional_write_clock_behind),

@@ -97,11 +97,13 @@ static uint64_t d_count(void *ctx)
 	return memstore_count(((wnode *)ctx)->st);
 }
 
-/* Appends a copy of n bytes at *p; returns where it went (NULL for none). */
+/* Appends a copy of n bytes at *p, 8-byte aligned (the lists hold 64-bit fields); returns
+ * where it went (NULL for none). */
 static const void *copy_in(uint8_t **p, const void *src, size_t n)
 {
 	if (!src || !n)
 		return src;
+	*p = (uint8_t *)(((uintptr_t)*p + 7) & ~(uintptr_t)7);
 	memcpy(*p, src, n);
 	*p += n;
 	return *p - n;
@@ -117,7 +119,7 @@ static void d_send(void *ctx, const kv_msg *m)
 	size_t n = m->rec.klen + m->rec.vlen + m->rec.ridlen + m->nacked * sizeof(ring_peer) +
 	           (m->hashes ? KV_BUCKETS * sizeof(uint64_t) : 0) + m->nbuckets +
 	           m->nentries * sizeof(kv_entry) + m->nkids * sizeof(rn_id);
-	q->blob = malloc(n + 1);
+	q->blob = malloc(n + 8 * 8); /* (room for each list's alignment) */
 	assert_non_null(q->blob);
 	q->kind = Q_MSG;
 	q->from = x->i;
