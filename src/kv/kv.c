@@ -1027,6 +1027,20 @@ static void on_lease(kv_node *k, const kv_msg *m)
 	l->until = l->asked_at + k->cfg.lease_ms - LEASE_SLACK(k);
 }
 
+/* A lease request (flags: KV_F_CACHE for a cache lease) to an owner; its id in *req. */
+static void lease_ask(kv_node *k, uint64_t now, ring_addr to, uint8_t flags, uint64_t *req,
+                      uint64_t *asked_at)
+{
+	kv_msg m;
+	memset(&m, 0, sizeof m);
+	m.type = KV_MSG_LEASE_REQ;
+	m.flags = flags;
+	m.to = to;
+	m.req = *req = next_req(k);
+	*asked_at = now;
+	send_msg(k, &m);
+}
+
 /* Asks again, every third of a lease, each owner whose digests matched this node's copy
  * and to which it forwarded gets lately (a node that only writes holds no lease, so its
  * owners' writes wait for no one more than W). */
@@ -1042,13 +1056,7 @@ static void lease_round(kv_node *k, uint64_t now)
 		if (!l->clean || l->addr == RING_ADDR_NONE || now - l->at > k->cfg.cover_ms ||
 		    !l->wanted_at || now - l->wanted_at > LEASE_WANT_MS)
 			continue;
-		kv_msg m;
-		memset(&m, 0, sizeof m);
-		m.type = KV_MSG_LEASE_REQ;
-		m.to = l->addr;
-		m.req = l->req = next_req(k);
-		l->asked_at = now;
-		send_msg(k, &m);
+		lease_ask(k, now, l->addr, 0, &l->req, &l->asked_at);
 	}
 	k->st.leases_held = held;
 	unsigned nheld = 0, holders = 0;
@@ -1059,14 +1067,7 @@ static void lease_round(kv_node *k, uint64_t now)
 		nheld += s->until > now;
 		if (s->addr == RING_ADDR_NONE || now - s->wanted_at > LEASE_WANT_MS)
 			continue;
-		kv_msg m;
-		memset(&m, 0, sizeof m);
-		m.type = KV_MSG_LEASE_REQ;
-		m.flags = KV_F_CACHE;
-		m.to = s->addr;
-		m.req = s->req = next_req(k);
-		s->asked_at = now;
-		send_msg(k, &m);
+		lease_ask(k, now, s->addr, KV_F_CACHE, &s->req, &s->asked_at);
 	}
 	for (int i = 0; i < LEASE_PEERS; i++)
 		holders += k->lout[i].used && k->lout[i].cache && k->lout[i].until > now;

@@ -42,6 +42,16 @@ def put(node, key, value):
     return request(node.http, "/kv", "POST", {"key": key, "value": value})
 
 
+def read_everywhere(nodes, key, value, timeout=20):
+    """Gets of key through every node until all answer 200 with value: the answers."""
+    deadline = time.time() + timeout
+    while True:
+        seen = [request(n.http, f"/kv/{key}") for n in nodes]
+        if all(s == 200 and b["value"] == value for s, b in seen) or time.time() > deadline:
+            return seen
+        time.sleep(0.3)
+
+
 def wait_ready(nodes, keys, timeout=60):
     """Until a get of every key through every node answers 200 (the ring is settled)."""
     deadline = time.time() + timeout
@@ -147,13 +157,7 @@ def main():
             st, body = put(own, k, {"v": "after"})
             t.check("a write with a dead lease holder is acknowledged", st == 200, (st, body))
             live = [n for n in nodes if n is not holder]
-            deadline = time.time() + 20
-            seen = None
-            while time.time() < deadline:
-                seen = [request(n.http, f"/kv/{k}") for n in live]
-                if all(s == 200 and b["value"] == {"v": "after"} for s, b in seen):
-                    break
-                time.sleep(0.3)
+            seen = read_everywhere(live, k, {"v": "after"})
             t.check("every live node reads the write", all(
                 s == 200 and b["value"] == {"v": "after"} for s, b in seen), seen)
             # a cache holder dies: the owner's writes still complete, and are read everywhere
@@ -170,13 +174,7 @@ def main():
             t.check("a write with a dead cache holder is acknowledged", st == 200, (st, body))
             t.check("the owner pushed writes to cache holders",
                     m(own, "ringnet_kv_cache_pushes_total") > pushes)
-            alive = [n for n in live if n is not ch]
-            deadline = time.time() + 20
-            while time.time() < deadline:
-                seen = [request(n.http, f"/kv/{k}") for n in alive]
-                if all(s == 200 and b["value"] == {"v": "after-cache"} for s, b in seen):
-                    break
-                time.sleep(0.3)
+            seen = read_everywhere([n for n in live if n is not ch], k, {"v": "after-cache"})
             t.check("every live node reads it", all(
                 s == 200 and b["value"] == {"v": "after-cache"} for s, b in seen), seen)
         finally:

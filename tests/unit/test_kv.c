@@ -1454,24 +1454,33 @@ static uint64_t sum_stat(net *t, size_t off)
 	return n;
 }
 
-/* Gets of key at node at, one every 20 ms, until one is answered there from the node's
- * own copy under a lease (at most tries of them); each must be found with value want. */
-static bool replica_read_at(net *t, uint32_t at, const char *key, const char *want, int tries)
+/* Gets of key at node at, one every 20 ms, until one is answered there by the path whose
+ * counter (a kv_stats field at offset stat) grows (at most tries of them); each must be
+ * found with value want, and that one asked no one. */
+static bool local_read_at(net *t, uint32_t at, const char *key, const char *want, int tries,
+                          size_t stat)
 {
 	for (int i = 0; i < tries; i++) {
-		uint64_t before = kv_get_stats(NODE(t, at)->kv)->replica_reads;
+		const char *st = (const char *)kv_get_stats(NODE(t, at)->kv) + stat;
+		uint64_t before = *(const uint64_t *)st;
 		uint64_t reqs = t->reqs_from[at];
 		size_t g = client(t, at, KV_GET, key, NULL, NULL);
 		run(t, t->k->now + 20);
 		assert_true(t->ops[g].replied);
 		assert_int_equal(t->ops[g].status, KV_OK);
 		assert_string_equal(t->ops[g].got, want);
-		if (kv_get_stats(NODE(t, at)->kv)->replica_reads > before) {
+		if (*(const uint64_t *)st > before) {
 			assert_int_equal(t->reqs_from[at], reqs); /* it asked no one */
 			return true;
 		}
 	}
 	return false;
+}
+
+/* ... answered from the node's own copy under a read lease */
+static bool replica_read_at(net *t, uint32_t at, const char *key, const char *want, int tries)
+{
+	return local_read_at(t, at, key, want, tries, offsetof(kv_stats, replica_reads));
 }
 
 /* Writes alone take no leases (their owners wait for W, no more); gets forwarded from a
@@ -1685,24 +1694,10 @@ static uint32_t non_replica(net *t, const char *key, uint32_t skip)
 	return 0;
 }
 
-/* Gets of key at node at, one every 20 ms, until one is answered from its read cache (at
- * most tries); each must be found with value want, and the cached one sent no request. */
+/* ... answered from its read cache under a cache lease */
 static bool cache_read_at(net *t, uint32_t at, const char *key, const char *want, int tries)
 {
-	for (int i = 0; i < tries; i++) {
-		uint64_t before = kv_get_stats(NODE(t, at)->kv)->cache_reads;
-		uint64_t reqs = t->reqs_from[at];
-		size_t g = client(t, at, KV_GET, key, NULL, NULL);
-		run(t, t->k->now + 20);
-		assert_true(t->ops[g].replied);
-		assert_int_equal(t->ops[g].status, KV_OK);
-		assert_string_equal(t->ops[g].got, want);
-		if (kv_get_stats(NODE(t, at)->kv)->cache_reads > before) {
-			assert_int_equal(t->reqs_from[at], reqs); /* it asked no one */
-			return true;
-		}
-	}
-	return false;
+	return local_read_at(t, at, key, want, tries, offsetof(kv_stats, cache_reads));
 }
 
 /* A node that forwards gets of keys it does not replicate takes a cache lease of their
