@@ -237,7 +237,7 @@ int kv_config_check(const kv_config *c)
 	    c->write_quorum < 1 || c->write_quorum > c->replicas || c->read_quorum < 1 ||
 	    c->read_quorum > c->replicas || !c->op_timeout_ms || !c->req_timeout_ms ||
 	    !c->sync_ms || c->cover_ms < c->sync_ms || !c->leave_bytes ||
-	    (c->lease_ms && c->lease_ms >= c->op_timeout_ms))
+	    (c->lease_ms && c->lease_ms + c->lease_ms / 12 >= c->op_timeout_ms))
 		return RN_EINVAL;
 	return 0;
 }
@@ -997,12 +997,14 @@ static near_lease *near_of(kv_node *k, const rn_id *owner)
 	return NULL;
 }
 
-static void on_near_lease(kv_node *k, const kv_msg *m)
+static void on_near_lease(kv_node *k, uint64_t now, const kv_msg *m)
 {
 	near_lease *s = near_of(k, &m->from.id);
 	if (!s || !s->req || m->req != s->req || m->status != KV_OK)
 		return;
-	if (!s->epoch || m->round != s->gen) { /* a new lease: nothing cached under an old one */
+	/* a new lease: nothing cached under an old one (also after a lapse here, as a restarted
+	 * owner numbers its leases from 1 again) */
+	if (!s->epoch || m->round != s->gen || s->until <= now) {
 		s->gen = m->round;
 		if (!++k->near_epoch)
 			++k->near_epoch;
@@ -1013,10 +1015,10 @@ static void on_near_lease(kv_node *k, const kv_msg *m)
 	s->until = s->asked_at + k->cfg.lease_ms - LEASE_SLACK(k);
 }
 
-static void on_lease(kv_node *k, const kv_msg *m)
+static void on_lease(kv_node *k, uint64_t now, const kv_msg *m)
 {
 	if (m->flags & KV_F_CACHE) {
-		on_near_lease(k, m);
+		on_near_lease(k, now, m);
 		return;
 	}
 	cover *l = cover_of(k, &m->from.id);
@@ -1299,8 +1301,18 @@ static bool near_acked(kv_node *k, op *o, const kv_msg *m)
 static void relay_finish(kv_node *k, uint64_t now, op *o, bool final)
 {
 	uint64_t wait = lease_wait(k, now, o);
-	if (wait && !final) {
-		o->retry_at = wait;
+	if (wait) {
+		/* a holder that has not acknowledged it a quarter lease on is renewed no more,
+		 * so its lease ends and the ACK goes */
+		uint64_t late = o->w_at + k->cfg.lease_ms / 4;
+		if (now >= late)
+			lease_missed(k, o);
+		if (final) {
+			op_free(
+			    k, o); /* a lease still runs: no ACK (the write counts as not stored) */
+			return;
+		}
+		o->retry_at = now < late && late < wait ? late : wait;
 		return;
 	}
 	lease_missed(k, o);
@@ -1389,6 +1401,7 @@ static void coord_finish_write(kv_node *k, uint64_t now, op *c, bool final)
 		k->st.lease_waits += c->waited;
 		coord_answer(k, now, c, KV_OK, true, &c->rec.r);
 	} else if (!c->replied && (final || live < c->need)) {
+		lease_missed(k, c); /* it may be applied: a holder without it is not in step */
 		if (c->acks)
 			coord_answer(k, now, c, KV_UNKNOWN, false,
 			             NULL); /* on some replicas: may be applied */
@@ -1403,7 +1416,7 @@ static void coord_finish_write(kv_node *k, uint64_t now, op *c, bool final)
 }
 
 /* Sends the newest record to every replica that answered with less (read repair). */
-static void read_repair(kv_node *k, op *c)
+static void read_repair(kv_node *k, uint64_t now, op *c)
 {
 	if (!c->has_best)
 		return;
@@ -1427,8 +1440,8 @@ static void read_repair(kv_node *k, op *c)
 			kv_version held;
 			if (fix)
 				k->d.put(k->d.ctx, &c->best.r); /* same version, good bytes */
-			else
-				apply(k, &c->best.r, &held);
+			else if (apply(k, &c->best.r, &held) == 1)
+				near_push(k, now, &c->best.r, 0);
 			continue;
 		}
 		m.flags = fix ? KV_F_DAMAGED : 0;
@@ -1473,7 +1486,7 @@ static void coord_finish_read(kv_node *k, uint64_t now, op *c, bool final)
 		else
 			coord_answer(k, now, c, KV_UNSURE, false, NULL);
 	}
-	read_repair(k, c);
+	read_repair(k, now, c);
 	if (all || final)
 		op_free(k, c);
 }
@@ -1644,7 +1657,9 @@ static void coordinate(kv_node *k, uint64_t now, ring_addr origin, uint64_t orig
 		c->t[0].state = rc >= 0 ? RS_DONE : RS_FAILED;
 		c->acks += rc >= 0;
 		c->failed += rc < 0;
-		if (rc == 1) {
+		if (rc >= 0) {
+			/* (also when it was already here: a retry, or an older write than one
+			 * whose push a holder may not have yet: it waits for the holders too) */
 			c->near_sent = near_push(k, now, &c->rec.r, c->req);
 			c->near_at = now;
 		}
@@ -1758,10 +1773,12 @@ static void on_repl(kv_node *k, uint64_t now, const kv_msg *m)
 		return; /* no ACK for a failed store: the coordinator counts it as not stored */
 	}
 	op *r = NULL;
-	if (rc == 1 && near_covered(k, now, &m->rec.kid) && (r = op_new(k, OP_RELAY))) {
+	if (near_covered(k, now, &m->rec.kid)) {
+		if (!(r = op_new(k, OP_RELAY)))
+			return; /* no ACK: the coordinator counts it as not stored */
 		/* cache holders of this range first: the coordinator's answer counts on it */
 		r->near_sent = near_push(k, now, &m->rec, r->req);
-		r->near_at = now;
+		r->near_at = r->w_at = now;
 		if (r->near_sent) {
 			r->origin = m->from.addr;
 			r->origin_req = m->req;
@@ -1818,7 +1835,12 @@ static void entry_send(kv_node *k, uint64_t now, op *e, ring_peer to)
 		return;
 	}
 	e->sent = true;
-	near_mark(k, now, e, &to);
+	/* (a get sent again keeps no answer: a late one to an earlier send would pass a
+	 * snapshot taken now) */
+	if (e->nsends)
+		e->near_ok = false;
+	else
+		near_mark(k, now, e, &to);
 	k->st.forwarded++;
 	if (!e->nsends++)
 		k->st.route_first++;
@@ -2625,7 +2647,7 @@ void kv_on_msg(kv_node *k, uint64_t now, const kv_msg *m)
 			on_lease_req(k, now, m);
 		break;
 	case KV_MSG_LEASE:
-		on_lease(k, m);
+		on_lease(k, now, m);
 		break;
 	default:
 		break;
