@@ -52,6 +52,29 @@ def read_everywhere(nodes, key, value, timeout=20):
         time.sleep(0.3)
 
 
+def local_answer(node, key, counter):
+    """Gets of key at node, until one is answered by the path counter counts (its lease
+    granted, at most 150 tries): (forwarded, counter) before and after that get."""
+    for _ in range(150):
+        before = (m(node, "ringnet_kv_forwarded_total"), m(node, counter))
+        request(node.http, f"/kv/{key}")
+        after = (m(node, "ringnet_kv_forwarded_total"), m(node, counter))
+        if after[1] > before[1]:
+            break
+        time.sleep(0.1)
+    return before, after
+
+
+def kill_then_write(victim, key, own, value):
+    """victim gets key a few times (so it holds a lease), is killed, then a write of key
+    through own: the write's (status, body)."""
+    for _ in range(10):
+        request(victim.http, f"/kv/{key}")
+        time.sleep(0.1)
+    victim.stop(signal.SIGKILL)
+    return put(own, key, value)
+
+
 def wait_ready(nodes, keys, timeout=60):
     """Until a get of every key through every node answers 200 (the ring is settled)."""
     deadline = time.time() + timeout
@@ -101,17 +124,8 @@ def main():
             t.check("leases granted", sum(m(n, "ringnet_kv_leases_granted_total")
                                           for n in nodes) > 0)
             # a forward-free get: a replica holding the lease answers without a request
-            k = keys[0]
-            r = replicas(nodes, k)[1]
-            for _ in range(150):  # until its lease of that owner's range is granted
-                before = (m(r, "ringnet_kv_forwarded_total"),
-                          m(r, "ringnet_kv_replica_reads_total"))
-                st, body = request(r.http, f"/kv/{k}")
-                after = (m(r, "ringnet_kv_forwarded_total"),
-                         m(r, "ringnet_kv_replica_reads_total"))
-                if after[1] > before[1]:
-                    break
-                time.sleep(0.1)
+            before, after = local_answer(replicas(nodes, keys[0])[1], keys[0],
+                                         "ringnet_kv_replica_reads_total")
             t.check("a replica's own answer forwards nothing",
                     after[1] == before[1] + 1 and after[0] == before[0], (before, after))
             # gets through nodes outside the key's replicas: their read caches
@@ -127,15 +141,8 @@ def main():
                 time.sleep(0.2)
                 cached = sum(m(n, "ringnet_kv_cache_reads_total") for n in nodes)
             t.check("nodes answered gets from their read caches", cached > 0, cached)
-            k = keys[2]
-            c = others[k][0]
-            for _ in range(150):
-                before = (m(c, "ringnet_kv_forwarded_total"), m(c, "ringnet_kv_cache_reads_total"))
-                st, body = request(c.http, f"/kv/{k}")
-                after = (m(c, "ringnet_kv_forwarded_total"), m(c, "ringnet_kv_cache_reads_total"))
-                if after[1] > before[1]:
-                    break
-                time.sleep(0.1)
+            before, after = local_answer(others[keys[2]][0], keys[2],
+                                         "ringnet_kv_cache_reads_total")
             t.check("a cached answer forwards nothing",
                     after[1] == before[1] + 1 and after[0] == before[0], (before, after))
             # writes through one node, reads right after through every node
@@ -150,11 +157,7 @@ def main():
             # the holder of a lease dies: the owner's writes still complete
             k = keys[1]
             own, holder = replicas(nodes, k)[0], replicas(nodes, k)[1]
-            for _ in range(5):
-                request(holder.http, f"/kv/{k}")
-                time.sleep(0.1)
-            holder.stop(signal.SIGKILL)
-            st, body = put(own, k, {"v": "after"})
+            st, body = kill_then_write(holder, k, own, {"v": "after"})
             t.check("a write with a dead lease holder is acknowledged", st == 200, (st, body))
             live = [n for n in nodes if n is not holder]
             seen = read_everywhere(live, k, {"v": "after"})
@@ -166,11 +169,7 @@ def main():
             own = replicas(nodes, k)[0]
             ch = next(n for n in live if n not in replicas(nodes, k))
             pushes = m(own, "ringnet_kv_cache_pushes_total")
-            for _ in range(10):
-                request(ch.http, f"/kv/{k}")
-                time.sleep(0.1)
-            ch.stop(signal.SIGKILL)
-            st, body = put(own, k, {"v": "after-cache"})
+            st, body = kill_then_write(ch, k, own, {"v": "after-cache"})
             t.check("a write with a dead cache holder is acknowledged", st == 200, (st, body))
             t.check("the owner pushed writes to cache holders",
                     m(own, "ringnet_kv_cache_pushes_total") > pushes)
