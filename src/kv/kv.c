@@ -1168,8 +1168,8 @@ static void on_near_push(kv_node *k, const kv_msg *m)
 {
 	near_lease *s = near_of(k, &m->from.id);
 	if (s)
-		s->ninval++; /* an answer of this owner's that was out now is not kept */
-	if (k->ncache) {
+		s->ninval++;  /* an answer of this owner's that was out now is not kept */
+	if (s && k->ncache) { /* (only an owner this node asked for a lease changes its cache) */
 		kvn_update(k->ncache, &m->rec);
 		k->st.cache_entries = kvn_count(k->ncache);
 		k->st.cache_bytes = kvn_bytes(k->ncache);
