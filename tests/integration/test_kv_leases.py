@@ -52,27 +52,36 @@ def read_everywhere(nodes, key, value, timeout=20):
         time.sleep(0.3)
 
 
-def local_answer(node, key, counter):
+LOCAL = ("ringnet_kv_forwarded_total", "ringnet_kv_replica_reads_total",
+         "ringnet_kv_cache_reads_total", 'ringnet_kv_route_total{how="local"}',
+         'ringnet_kv_route_total{how="successors"}')
+
+
+def local_answer(node, key, counter, timeout=40):
     """Gets of key at node, until one is answered by the path counter counts (its lease
-    granted, at most 150 tries): (forwarded, counter) before and after that get."""
-    for _ in range(150):
-        before = (m(node, "ringnet_kv_forwarded_total"), m(node, counter))
-        request(node.http, f"/kv/{key}")
-        after = (m(node, "ringnet_kv_forwarded_total"), m(node, counter))
-        if after[1] > before[1]:
-            break
+    granted; an owner grants none until its view has been still for 5 s, which after a
+    kill is once the failure is detected, a few seconds more): (forwarded, counter) before
+    and after that get, and what the last get saw (its answer and the counters of every
+    local path, before and after), for a failure's message."""
+    deadline = time.time() + timeout
+    while True:
+        was = metrics(node.http)
+        got = request(node.http, f"/kv/{key}")
+        now = metrics(node.http)
+        before = (was.get(LOCAL[0], 0), was.get(counter, 0))
+        after = (now.get(LOCAL[0], 0), now.get(counter, 0))
+        if after[1] > before[1] or time.time() > deadline:
+            return before, after, (got, [(was.get(x, 0), now.get(x, 0)) for x in LOCAL])
         time.sleep(0.1)
-    return before, after
 
 
-def kill_then_write(victim, key, own, value):
-    """victim gets key a few times (so it holds a lease), is killed, then a write of key
-    through own: the write's (status, body)."""
-    for _ in range(10):
-        request(victim.http, f"/kv/{key}")
-        time.sleep(0.1)
+def kill_then_write(victim, key, own, value, counter):
+    """victim gets key until it answers one itself (the path counter counts: it holds a
+    lease), is killed, then a write of key through own: whether victim held the lease, the
+    write's (status, body), and what victim's last get saw."""
+    before, after, seen = local_answer(victim, key, counter)
     victim.stop(signal.SIGKILL)
-    return put(own, key, value)
+    return after[1] > before[1], put(own, key, value), seen
 
 
 def wait_ready(nodes, keys, timeout=60):
@@ -124,10 +133,10 @@ def main():
             t.check("leases granted", sum(m(n, "ringnet_kv_leases_granted_total")
                                           for n in nodes) > 0)
             # a forward-free get: a replica holding the lease answers without a request
-            before, after = local_answer(replicas(nodes, keys[0])[1], keys[0],
-                                         "ringnet_kv_replica_reads_total")
+            before, after, seen = local_answer(replicas(nodes, keys[0])[1], keys[0],
+                                               "ringnet_kv_replica_reads_total")
             t.check("a replica's own answer forwards nothing",
-                    after[1] == before[1] + 1 and after[0] == before[0], (before, after))
+                    after[1] == before[1] + 1 and after[0] == before[0], seen)
             # gets through nodes outside the key's replicas: their read caches
             others = {k: [n for n in nodes if n not in replicas(nodes, k)] for k in keys}
             deadline = time.time() + 30
@@ -141,10 +150,10 @@ def main():
                 time.sleep(0.2)
                 cached = sum(m(n, "ringnet_kv_cache_reads_total") for n in nodes)
             t.check("nodes answered gets from their read caches", cached > 0, cached)
-            before, after = local_answer(others[keys[2]][0], keys[2],
-                                         "ringnet_kv_cache_reads_total")
+            before, after, seen = local_answer(others[keys[2]][0], keys[2],
+                                               "ringnet_kv_cache_reads_total")
             t.check("a cached answer forwards nothing",
-                    after[1] == before[1] + 1 and after[0] == before[0], (before, after))
+                    after[1] == before[1] + 1 and after[0] == before[0], seen)
             # writes through one node, reads right after through every node
             for round_ in range(1, 4):
                 for i, k in enumerate(keys):
@@ -157,7 +166,9 @@ def main():
             # the holder of a lease dies: the owner's writes still complete
             k = keys[1]
             own, holder = replicas(nodes, k)[0], replicas(nodes, k)[1]
-            st, body = kill_then_write(holder, k, own, {"v": "after"})
+            held, (st, body), seen = kill_then_write(holder, k, own, {"v": "after"},
+                                                     "ringnet_kv_replica_reads_total")
+            t.check("the killed replica held a read lease", held, seen)
             t.check("a write with a dead lease holder is acknowledged", st == 200, (st, body))
             live = [n for n in nodes if n is not holder]
             seen = read_everywhere(live, k, {"v": "after"})
@@ -169,7 +180,9 @@ def main():
             own = replicas(nodes, k)[0]
             ch = next(n for n in live if n not in replicas(nodes, k))
             pushes = m(own, "ringnet_kv_cache_pushes_total")
-            st, body = kill_then_write(ch, k, own, {"v": "after-cache"})
+            held, (st, body), seen = kill_then_write(ch, k, own, {"v": "after-cache"},
+                                                     "ringnet_kv_cache_reads_total")
+            t.check("the killed node held a cache lease", held, seen)
             t.check("a write with a dead cache holder is acknowledged", st == 200, (st, body))
             t.check("the owner pushed writes to cache holders",
                     m(own, "ringnet_kv_cache_pushes_total") > pushes)
