@@ -292,7 +292,8 @@ def rss_kb(pid):
 
 
 def metrics(port):
-    """The node's Prometheus samples as {name{labels}: value}."""
+    """The node's Prometheus samples as {name{labels}: value}: a snapshot the node takes
+    every 100 ms, so a counter read right after a request may not count it yet."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
         text = r.read().decode()
     out = {}

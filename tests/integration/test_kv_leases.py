@@ -34,6 +34,9 @@ def replicas(nodes, key):
     return [ring[(i + j) % len(ring)] for j in range(3)]
 
 
+SNAPSHOT_S = 0.25  # /metrics is a snapshot the node takes every 100 ms: wait for the next
+
+
 def m(node, name):
     return metrics(node.http).get(name, 0)
 
@@ -54,7 +57,7 @@ def read_everywhere(nodes, key, value, timeout=20):
 
 LOCAL = ("ringnet_kv_forwarded_total", "ringnet_kv_replica_reads_total",
          "ringnet_kv_cache_reads_total", 'ringnet_kv_route_total{how="local"}',
-         'ringnet_kv_route_total{how="successors"}')
+         'ringnet_kv_route_total{how="successors"}', "ringnet_kv_client_requests_total")
 
 
 def local_answer(node, key, counter, timeout=40):
@@ -62,17 +65,20 @@ def local_answer(node, key, counter, timeout=40):
     granted; an owner grants none until its view has been still for 5 s, which after a
     kill is once the failure is detected, a few seconds more): (forwarded, counter) before
     and after that get, and what the last get saw (its answer and the counters of every
-    local path, before and after), for a failure's message."""
+    local path, before and after), for a failure's message. Each get's counters are read
+    once the node has taken a new snapshot of its metrics."""
     deadline = time.time() + timeout
+    tries = 0
     while True:
+        tries += 1
         was = metrics(node.http)
         got = request(node.http, f"/kv/{key}")
+        time.sleep(SNAPSHOT_S)
         now = metrics(node.http)
         before = (was.get(LOCAL[0], 0), was.get(counter, 0))
         after = (now.get(LOCAL[0], 0), now.get(counter, 0))
         if after[1] > before[1] or time.time() > deadline:
-            return before, after, (got, [(was.get(x, 0), now.get(x, 0)) for x in LOCAL])
-        time.sleep(0.1)
+            return before, after, (got, tries, [(was.get(x, 0), now.get(x, 0)) for x in LOCAL])
 
 
 def kill_then_write(victim, key, own, value, counter):
@@ -184,6 +190,7 @@ def main():
                                                      "ringnet_kv_cache_reads_total")
             t.check("the killed node held a cache lease", held, seen)
             t.check("a write with a dead cache holder is acknowledged", st == 200, (st, body))
+            time.sleep(SNAPSHOT_S)
             t.check("the owner pushed writes to cache holders",
                     m(own, "ringnet_kv_cache_pushes_total") > pushes)
             seen = read_everywhere([n for n in live if n is not ch], k, {"v": "after-cache"})
@@ -201,6 +208,7 @@ def main():
                         st, body = request(r.http, f"/kv/{k}")
                         t.check(f"get {k} with leases off", st == 200, (st, body))
                     time.sleep(0.05)
+            time.sleep(SNAPSHOT_S)
             t.check("leases off: none granted",
                     sum(m(n, "ringnet_kv_leases_granted_total") for n in nodes) == 0)
             t.check("leases off: no replica answers itself",
@@ -210,6 +218,7 @@ def main():
                     for _ in range(3):
                         st, body = request(n.http, f"/kv/{k}")
                         t.check(f"get {k} outside its replicas, leases off", st == 200)
+            time.sleep(SNAPSHOT_S)
             t.check("leases off: no read cache",
                     sum(m(n, "ringnet_kv_cache_reads_total") for n in nodes) == 0)
         finally:
