@@ -77,7 +77,7 @@ static void new_lap(wal *w)
 		clock_gettime(CLOCK_MONOTONIC, &ts);
 		lap = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 	}
-	w->lap = lap ^ w->lap ^ 1; /* never the lap before */
+	w->lap = lap == w->lap ? lap + 1 : lap; /* never the lap before */
 	w->seq = 0;
 	w->off = 0;
 }
