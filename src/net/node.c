@@ -343,8 +343,8 @@ int node_run(const node_opts *o)
 		      (unsigned long long)store_migrated(n->st));
 	if (store_replayed(n->st))
 		LOG_I(n,
-		      "applied %llu records from the write-ahead log (written before the machine "
-		      "stopped, not yet in the store's file)",
+		      "applied %llu records from the write-ahead log (the node or its machine "
+		      "stopped before the store's file had them)",
 		      (unsigned long long)store_replayed(n->st));
 	if (o->peer_cert[0] && nd_ident_setup(n, err, sizeof err) < 0) {
 		fprintf(stderr, "ringnet node: %s\n", err);

@@ -41,7 +41,7 @@ int store_peek(store *s, const rn_id *kid, int (*fn)(void *arg, const kv_record 
 /* Records moved from the old layout when the store was opened. */
 uint64_t store_migrated(const store *s);
 /* Records the write-ahead log gave back when the store was opened (commits LMDB had not
- * made durable before the machine stopped). */
+ * committed, or not made durable, before the process or its machine stopped). */
 uint64_t store_replayed(const store *s);
 /* Group commit: the calls between begin and end are one commit, made by the outermost end;
  * 0 or RN_EIO. Whoever batches must hold back every acknowledgement
