@@ -7,23 +7,13 @@
  * it, byte for byte. */
 #include <string.h>
 
+#include "../lib/bytes.h"
 #include "../lib/err.h"
 #include "kv.h"
 
 #define REC_MAGIC  'K'
 #define REC_FORMAT 1
 #define REC_HEAD   (3 + 8 + 8 + 2 + 1)
-
-static void put64(uint8_t *p, uint64_t v)
-{
-	for (int i = 7; i >= 0; i--, v >>= 8)
-		p[i] = (uint8_t)v;
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-	return rn_id_load64_(p); /* big-endian, one load */
-}
 
 size_t kv_record_size(const kv_record *r)
 {
@@ -35,8 +25,8 @@ void kv_record_encode(const kv_record *r, uint8_t *out)
 	out[0] = REC_MAGIC;
 	out[1] = REC_FORMAT;
 	out[2] = r->v.tomb ? 1 : 0;
-	put64(out + 3, r->v.stamp);
-	put64(out + 11, r->v.writer);
+	rn_put64(out + 3, r->v.stamp);
+	rn_put64(out + 11, r->v.writer);
 	out[19] = (uint8_t)(r->klen >> 8);
 	out[20] = (uint8_t)r->klen;
 	out[21] = (uint8_t)r->ridlen;
@@ -61,8 +51,8 @@ int kv_record_decode(const uint8_t *buf, size_t len, const rn_id *kid, kv_record
 	memset(r, 0, sizeof *r);
 	r->kid = *kid;
 	r->v.tomb = buf[2] == 1;
-	r->v.stamp = get64(buf + 3);
-	r->v.writer = get64(buf + 11);
+	r->v.stamp = rn_get64(buf + 3);
+	r->v.writer = rn_get64(buf + 11);
 	r->key = buf + REC_HEAD;
 	r->klen = klen;
 	r->rid = ridlen ? buf + REC_HEAD + klen : NULL;

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../lib/bytes.h"
 #include "../lib/err.h"
 #include "ringnet.pb-c.h"
 
@@ -348,20 +349,6 @@ void wire_kv_free(wire_kv *w)
 
 /* ---- WIRE_STATS ---- */
 
-static void put64(uint8_t *p, uint64_t v)
-{
-	for (int k = 7; k >= 0; k--, v >>= 8)
-		p[k] = (uint8_t)v;
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-	uint64_t v = 0;
-	for (int k = 0; k < 8; k++)
-		v = v << 8 | p[k];
-	return v;
-}
-
 int wire_encode_stats(const wire_stats *m, const wire_book *book, uint8_t **out, size_t *len)
 {
 	const char *a = book->name(book->ctx, m->from);
@@ -373,8 +360,8 @@ int wire_encode_stats(const wire_stats *m, const wire_book *book, uint8_t **out,
 	if (!b)
 		return RN_ENOMEM;
 	b[5] = m->kind;
-	put64(b + 6, m->keys);
-	put64(b + 14, m->bytes);
+	rn_put64(b + 6, m->keys);
+	rn_put64(b + 14, m->bytes);
 	b[22] = (uint8_t)alen;
 	memcpy(b + 23, a, alen);
 	*out = b;
@@ -393,8 +380,8 @@ int wire_decode_stats(const uint8_t *body, size_t len, const wire_book *book, wi
 	memcpy(a, body + 18, alen);
 	a[alen] = '\0';
 	m->kind = body[0];
-	m->keys = get64(body + 1);
-	m->bytes = get64(body + 9);
+	m->keys = rn_get64(body + 1);
+	m->bytes = rn_get64(body + 9);
 	m->from = book->intern(book->ctx, a);
 	return m->from == RING_ADDR_NONE ? RN_ENOMEM : 0;
 }

@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../lib/bytes.h"
 #include "../lib/err.h"
 #include "../lib/grow.h"
 
@@ -27,34 +28,6 @@ struct wal {
 	bool broken; /* an operation could not be held: the frame is too big */
 	uint32_t crc[256];
 };
-
-static void put32(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-	uint32_t v = 0;
-	for (int i = 3; i >= 0; i--)
-		v = v << 8 | p[i];
-	return v;
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-	uint64_t v = 0;
-	for (int i = 7; i >= 0; i--)
-		v = v << 8 | p[i];
-	return v;
-}
 
 /* CRC-32 (the reflected 0xEDB88320 polynomial) of a frame's lap, sequence, length and
  * payload: bytes 4..7 and 8..23 of its header, then the rest. */
@@ -99,8 +72,11 @@ int wal_open(wal **out, const char *path, size_t size, char *err, size_t errlen)
 {
 	wal *w = calloc(1, sizeof *w);
 	if (!w || size < 2 * HDR) {
+		snprintf(err, errlen, "cannot open the write-ahead log %s: %s", path,
+		         w ? "a log must hold two frame headers" : "out of memory");
+		int bad = w ? RN_EINVAL : RN_ENOMEM;
 		free(w);
-		return RN_ENOMEM;
+		return bad;
 	}
 	for (uint32_t i = 0; i < 256; i++) {
 		uint32_t c = i;
@@ -149,7 +125,7 @@ static int each_op(const uint8_t *p, size_t n,
 		uint8_t kind = p[at];
 		rn_id kid;
 		memcpy(kid.b, p + at + 1, RN_ID_BYTES);
-		size_t len = get32(p + at + 1 + RN_ID_BYTES);
+		size_t len = rn_get32(p + at + 1 + RN_ID_BYTES);
 		at += OP_HDR;
 		if ((kind != 1 && kind != 2) || len > n - at)
 			return RN_EIO;
@@ -170,16 +146,16 @@ int wal_replay(wal *w,
 	int frames = 0;
 	uint8_t hdr[HDR];
 	while (off + HDR <= w->size && pread(w->fd, hdr, HDR, (off_t)off) == HDR) {
-		size_t n = get32(hdr + 4);
-		uint64_t l = get64(hdr + 8), s = get64(hdr + 16);
-		if (get32(hdr) != WAL_MAGIC || n > w->size - off - HDR ||
+		size_t n = rn_get32(hdr + 4);
+		uint64_t l = rn_get64(hdr + 8), s = rn_get64(hdr + 16);
+		if (rn_get32(hdr) != WAL_MAGIC || n > w->size - off - HDR ||
 		    (frames && (l != lap || s != seq + 1)))
 			break;
 		uint8_t *p = malloc(n ? n : 1);
 		if (!p)
 			return RN_ENOMEM;
 		if (pread(w->fd, p, n, (off_t)(off + HDR)) != (ssize_t)n ||
-		    frame_crc(w, hdr, p, n) != get32(hdr + 24)) {
+		    frame_crc(w, hdr, p, n) != rn_get32(hdr + 24)) {
 			free(p);
 			break;
 		}
@@ -207,7 +183,7 @@ void wal_add(wal *w, bool put, const rn_id *kid, const uint8_t *b, size_t len)
 	uint8_t *p = w->buf + w->len;
 	p[0] = put ? 1 : 2;
 	memcpy(p + 1, kid->b, RN_ID_BYTES);
-	put32(p + 1 + RN_ID_BYTES, (uint32_t)len);
+	rn_put32(p + 1 + RN_ID_BYTES, (uint32_t)len);
 	if (len)
 		memcpy(p + OP_HDR, b, len);
 	w->len += OP_HDR + len;
@@ -234,19 +210,19 @@ int wal_write(wal *w)
 		return WAL_FULL;
 	uint8_t *h = w->buf;
 	size_t n = w->len - HDR;
-	put32(h, WAL_MAGIC);
-	put32(h + 4, (uint32_t)n);
-	put64(h + 8, w->lap);
-	put64(h + 16, w->seq + (w->off ? 1 : 0));
-	put32(h + 24, frame_crc(w, h, h + HDR, n));
-	put32(h + 28, 0);
+	rn_put32(h, WAL_MAGIC);
+	rn_put32(h + 4, (uint32_t)n);
+	rn_put64(h + 8, w->lap);
+	rn_put64(h + 16, w->seq + (w->off ? 1 : 0));
+	rn_put32(h + 24, frame_crc(w, h, h + HDR, n));
+	rn_put32(h + 28, 0);
 	for (size_t at = 0; at < w->len;) {
 		ssize_t k = pwrite(w->fd, h + at, w->len - at, (off_t)(w->off + at));
 		if (k <= 0)
 			return RN_EIO;
 		at += (size_t)k;
 	}
-	w->seq = get64(h + 16);
+	w->seq = rn_get64(h + 16);
 	w->off += w->len;
 	wal_drop(w);
 	return 0;

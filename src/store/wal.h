@@ -8,9 +8,9 @@
  * Frame: magic (4 bytes), payload length (4), lap (8), sequence number in the lap (8),
  * CRC-32 of lap, sequence, length and payload (4), 4 zero bytes, then the payload: per
  * operation a kind (1: put, 2: delete), the 20-byte key id, a length (4) and that many
- * bytes (a put's encoded record; none for a delete). Little-endian. Reading stops at the
- * first frame that is torn, fails its CRC, or is not the next of the first frame's lap:
- * frames left from an earlier lap are never read as this one's.
+ * bytes (a put's encoded record; none for a delete). Big-endian (src/lib/bytes.h). Reading stops at
+ * the first frame that is torn, fails its CRC, or is not the next of the first frame's lap: frames
+ * left from an earlier lap are never read as this one's.
  *
  * Driver-side, owned by one thread (the store's), except wal_sync, which another thread
  * may run while the owner writes frames. */
