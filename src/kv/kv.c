@@ -2138,7 +2138,7 @@ static uint64_t mix64(uint64_t x)
 static uint64_t entry_hash(const rn_id *kid, const kv_version *v)
 {
 	uint64_t h = mix64(rn_id_top64(kid) ^ 0x9e3779b97f4a7c15ull);
-	h = mix64(h ^ rn_id_load64_(kid->b + 8));
+	h = mix64(h ^ rn_get64(kid->b + 8));
 	h = mix64(h ^ v->stamp);
 	h = mix64(h ^ v->writer ^ (v->tomb ? 0x5bd1e995ull : 0));
 	return h;

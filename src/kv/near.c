@@ -56,7 +56,7 @@ void kvn_free(kvn_cache *c)
 static way *set_of(const kvn_cache *c, const rn_id *kid)
 {
 	/* key ids are SHA-1 digests: any of their bytes are evenly spread */
-	return &c->w[(rn_id_load64_(kid->b + RN_ID_BYTES - 8) % c->sets) * WAYS];
+	return &c->w[(rn_get64(kid->b + RN_ID_BYTES - 8) % c->sets) * WAYS];
 }
 
 static way *find(const kvn_cache *c, const rn_id *kid)

@@ -11,6 +11,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "bytes.h"
+
 #define RN_ID_BYTES 20
 #define RN_ID_BITS  160
 #define RN_ID_HEX   41 /* 40 hex digits and the terminator */
@@ -21,54 +23,35 @@ typedef struct {
 
 struct rn_rng;
 
-/* Ids are compared and subtracted as three big-endian words (64, 64, 32 bits): this is
- * done on every routing step, and byte loops or a call into memcmp were a fifth of the
- * simulator's time. */
-static inline uint64_t rn_id_load64_(const uint8_t *p)
-{
-	uint64_t v;
-	memcpy(&v, p, 8);
-#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-	v = __builtin_bswap64(v);
-#endif
-	return v;
-}
-
-static inline uint32_t rn_id_load32_(const uint8_t *p)
-{
-	uint32_t v;
-	memcpy(&v, p, 4);
-#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-	v = __builtin_bswap32(v);
-#endif
-	return v;
-}
+/* Ids are compared and subtracted as three big-endian words (64, 64, 32 bits, one load
+ * each: rn_get64, rn_get32 in bytes.h): this is done on every routing step, and byte loops
+ * or a call into memcmp were a fifth of the simulator's time. */
 
 /* The top 64 bits of x. */
 static inline uint64_t rn_id_top64(const rn_id *x)
 {
-	return rn_id_load64_(x->b);
+	return rn_get64(x->b);
 }
 
 static inline int rn_id_cmp(const rn_id *a, const rn_id *b)
 {
-	uint64_t x = rn_id_load64_(a->b), y = rn_id_load64_(b->b);
+	uint64_t x = rn_get64(a->b), y = rn_get64(b->b);
 	if (x != y)
 		return x < y ? -1 : 1;
-	x = rn_id_load64_(a->b + 8);
-	y = rn_id_load64_(b->b + 8);
+	x = rn_get64(a->b + 8);
+	y = rn_get64(b->b + 8);
 	if (x != y)
 		return x < y ? -1 : 1;
-	uint32_t u = rn_id_load32_(a->b + 16), v = rn_id_load32_(b->b + 16);
+	uint32_t u = rn_get32(a->b + 16), v = rn_get32(b->b + 16);
 	return u < v ? -1 : u > v;
 }
 
 /* Number of significant bits of a - b (mod 2^160): log2 of the clockwise distance. */
 static inline unsigned rn_id_dist_bitlen(const rn_id *a, const rn_id *b)
 {
-	uint32_t a2 = rn_id_load32_(a->b + 16), b2 = rn_id_load32_(b->b + 16);
-	uint64_t a1 = rn_id_load64_(a->b + 8), b1 = rn_id_load64_(b->b + 8);
-	uint64_t a0 = rn_id_load64_(a->b), b0 = rn_id_load64_(b->b);
+	uint32_t a2 = rn_get32(a->b + 16), b2 = rn_get32(b->b + 16);
+	uint64_t a1 = rn_get64(a->b + 8), b1 = rn_get64(b->b + 8);
+	uint64_t a0 = rn_get64(a->b), b0 = rn_get64(b->b);
 	uint32_t d2 = a2 - b2;
 	uint64_t borrow = a2 < b2;
 	uint64_t d1 = a1 - b1 - borrow;
