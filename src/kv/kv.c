@@ -87,6 +87,8 @@ typedef struct op {
 	target t[MAX_TARGETS];
 	unsigned nt, acks, answers, failed, need; /* need: W for a write, read quorum for a get */
 	bool replied, replayed;
+	bool replay_old;     /* ... of a write a newer one replaced: answered with replay_v */
+	kv_version replay_v; /* ... */
 	bool waited;         /* a write held back for a lease holder's ack */
 	uint64_t w_at;       /* ... since then (it had W acks) */
 	uint64_t not_before; /* a write coordinated for a range not (long) this node's own:
@@ -244,22 +246,30 @@ int kv_config_check(const kv_config *c)
 
 static int own_set(own_rec *o, const kv_record *r)
 {
-	size_t n = r->klen + r->vlen + r->ridlen;
+	size_t n = r->klen + r->vlen + r->ridlen + r->histlen;
 	uint8_t *m = malloc(n ? n : 1);
 	if (!m)
 		return RN_ENOMEM;
-	free(o->mem);
-	o->mem = m;
-	o->r = *r;
+	uint8_t *p = m;
+	kv_record c = *r;
 	if (r->klen)
-		memcpy(m, r->key, r->klen);
-	o->r.key = m;
+		memcpy(p, r->key, r->klen);
+	c.key = p;
+	p += r->klen;
 	if (r->vlen)
-		memcpy(m + r->klen, r->val, r->vlen);
-	o->r.val = r->val ? m + r->klen : NULL;
+		memcpy(p, r->val, r->vlen);
+	c.val = r->val ? p : NULL;
+	p += r->vlen;
 	if (r->ridlen)
-		memcpy(m + r->klen + r->vlen, r->rid, r->ridlen);
-	o->r.rid = r->ridlen ? m + r->klen + r->vlen : NULL;
+		memcpy(p, r->rid, r->ridlen);
+	c.rid = r->ridlen ? p : NULL;
+	p += r->ridlen;
+	if (r->histlen)
+		memcpy(p, r->hist, r->histlen);
+	c.hist = r->histlen ? p : NULL;
+	free(o->mem); /* last: r may point into it */
+	o->mem = m;
+	o->r = c;
 	o->set = true;
 	return 0;
 }
@@ -373,6 +383,56 @@ static void answer_to(kv_msg *a, uint8_t type, const kv_msg *m)
 /* Stores r unless a version at least as new is there; *held is what is there after.
  * 1 stored, 0 kept the newer one, or a negative RN_E*. */
 static bool own_range(const kv_node *k, const rn_id *pos);
+
+/* ---- request-id history (kv_record.hist) ---- */
+
+static uint64_t rid_hash(const uint8_t *rid, size_t len)
+{
+	rn_id h;
+	rn_id_hash(&h, rid, len, RN_ID_BITS);
+	return rn_get64(h.b);
+}
+
+/* The history a write replacing cur carries, into out: cur's own request id first, then
+ * cur's history, KV_HIST_MAX entries at most. Its length in bytes. */
+static size_t hist_after(const kv_record *cur, uint8_t *out)
+{
+	size_t n = 0;
+	if (cur->ridlen) {
+		rn_put64(out, rid_hash(cur->rid, cur->ridlen));
+		rn_put64(out + 8, cur->v.stamp);
+		rn_put64(out + 16, cur->v.writer);
+		out[24] = cur->v.tomb;
+		n = KV_HIST_ENTRY;
+	}
+	size_t keep = cur->histlen;
+	if (n + keep > KV_HIST_MAX * KV_HIST_ENTRY)
+		keep = KV_HIST_MAX * KV_HIST_ENTRY - n;
+	if (keep)
+		memcpy(out + n, cur->hist, keep);
+	return n + keep;
+}
+
+/* Whether w's request id made cur (0) or a write cur replaced (1 + its place in cur's
+ * history, its version into *v); -1: neither, or w has none. */
+static int rid_seen(const kv_record *cur, const kv_record *w, kv_version *v)
+{
+	if (!w->ridlen)
+		return -1;
+	if (cur->ridlen == w->ridlen && !memcmp(cur->rid, w->rid, w->ridlen))
+		return 0;
+	if (!cur->histlen)
+		return -1;
+	uint64_t h = rid_hash(w->rid, w->ridlen);
+	for (size_t i = 0; i + KV_HIST_ENTRY <= cur->histlen; i += KV_HIST_ENTRY) {
+		const uint8_t *e = cur->hist + i;
+		if (rn_get64(e) == h) {
+			*v = (kv_version){rn_get64(e + 8), rn_get64(e + 16), e[24] != 0};
+			return 1 + (int)(i / KV_HIST_ENTRY);
+		}
+	}
+	return -1;
+}
 
 static int apply(kv_node *k, const kv_record *r, kv_version *held)
 {
@@ -773,8 +833,11 @@ static void coord_answer(kv_node *k, uint64_t now, op *c, kv_status st, bool has
 	m.status = (uint8_t)st;
 	m.flags = c->replayed ? F_REPLAYED : 0;
 	m.has_rec = has_rec;
-	if (has_rec)
+	if (has_rec) {
 		m.rec = *rec;
+		m.rec.hist = NULL; /* the entry node has no use for it */
+		m.rec.histlen = 0;
+	}
 	m.acked = acked;
 	m.nacked = na;
 	if (c->origin == k->addr) {
@@ -1399,7 +1462,13 @@ static void coord_finish_write(kv_node *k, uint64_t now, op *c, bool final)
 	if (!c->replied && c->acks >= c->need && !wait && !nb) {
 		lease_missed(k, c);
 		k->st.lease_waits += c->waited;
-		coord_answer(k, now, c, KV_OK, true, &c->rec.r);
+		kv_record a = c->rec.r;
+		if (c->replay_old) { /* that write's version, not the value that replaced it */
+			a.v = c->replay_v;
+			a.val = NULL;
+			a.vlen = 0;
+		}
+		coord_answer(k, now, c, KV_OK, true, &a);
 	} else if (!c->replied && (final || live < c->need)) {
 		lease_missed(k, c); /* it may be applied: a holder without it is not in step */
 		if (c->acks)
@@ -1630,11 +1699,27 @@ static void coordinate(kv_node *k, uint64_t now, ring_addr origin, uint64_t orig
 		c->answers += c->t[0].state == RS_DONE;
 		c->failed += c->t[0].state == RS_FAILED;
 	} else {
-		if (rc == 0 && c->rec.r.ridlen && cur.ridlen == c->rec.r.ridlen &&
-		    !memcmp(cur.rid, c->rec.r.rid, cur.ridlen) && !(c->flags & KV_F_HANDOFF)) {
-			/* a retry of a write already applied: keep that one */
+		int seen = rc == 0 && !(c->flags & KV_F_HANDOFF)
+		               ? rid_seen(&cur, &c->rec.r, &c->replay_v)
+		               : -1;
+		if (seen >= 0) {
+			/* a retry of a write already applied (seen 0: the one held; else one that a
+			 * newer write replaced): keep what is held, and answer with that write's
+			 * version once W replicas hold what is held */
 			c->replayed = true;
+			c->replay_old = seen > 0;
 			own_set(&c->rec, &cur);
+		} else if (!(c->flags & KV_F_HANDOFF)) {
+			/* a new write: it carries the request ids of the ones it replaces */
+			uint8_t h[KV_HIST_MAX * KV_HIST_ENTRY];
+			kv_record w = c->rec.r;
+			w.hist = h;
+			w.histlen = rc == 0 ? hist_after(&cur, h) : 0;
+			if (own_set(&c->rec, &w) < 0) {
+				coord_answer(k, now, c, KV_ERROR, false, NULL);
+				op_free(k, c);
+				return;
+			}
 		}
 		if (m->has_cond && !c->replayed && !cond_holds(m, rc, &cur)) {
 			k->st.conflicts++;

@@ -97,9 +97,14 @@
 #include "../lib/id.h"
 #include "../ring/ring.h"
 
-#define KV_MAX_R      8
-#define KV_KEY_MAX    1024 /* bytes in a key */
-#define KV_RID_MAX    64   /* bytes in a client's request id (idempotency key) */
+#define KV_MAX_R   8
+#define KV_KEY_MAX 1024 /* bytes in a key */
+#define KV_RID_MAX 64   /* bytes in a client's request id (idempotency key) */
+/* Request ids of the writes a record replaced, kept with it (kv_record.hist): each entry
+ * is the id's hash (u64) and that write's version (u64 stamp, u64 writer, u8 tombstone),
+ * big-endian, newest first; at most KV_HIST_MAX of them. */
+#define KV_HIST_ENTRY 25
+#define KV_HIST_MAX   4
 #define KV_BUCKETS    64   /* a range digest cuts the range into this many buckets */
 #define KV_ENTRY_MAX  8192 /* versions listed in one sync answer */
 #define KV_PULL_MAX   512  /* records asked for or pushed per bucket exchange */
@@ -130,7 +135,18 @@ typedef struct {
 	size_t vlen;
 	const uint8_t *rid; /* the request id of the client write that made it, if any */
 	size_t ridlen;
+	/* the request ids of the writes it replaced (KV_HIST_ENTRY bytes each, newest first):
+	 * a retry of one of them, or its request read late (a node stopped with it in a
+	 * socket), is answered as a replay instead of being applied over newer writes */
+	const uint8_t *hist;
+	size_t histlen;
 } kv_record;
+
+/* Whether len bytes can be a record's history. */
+static inline bool kv_hist_len_ok(size_t len)
+{
+	return len % KV_HIST_ENTRY == 0 && len <= KV_HIST_MAX * KV_HIST_ENTRY;
+}
 
 typedef enum {
 	KV_MSG_REQ = 1,   /* entry -> coordinator: op, req, rec (key; value and version for

@@ -140,6 +140,7 @@ int wire_encode_kv(const kv_msg *m, const wire_book *b, uint8_t **out, size_t *l
 		rec.key = (ProtobufCBinaryData){m->rec.klen, (uint8_t *)(uintptr_t)m->rec.key};
 		rec.value = (ProtobufCBinaryData){m->rec.vlen, (uint8_t *)(uintptr_t)m->rec.val};
 		rec.rid = (ProtobufCBinaryData){m->rec.ridlen, (uint8_t *)(uintptr_t)m->rec.rid};
+		rec.hist = (ProtobufCBinaryData){m->rec.histlen, (uint8_t *)(uintptr_t)m->rec.hist};
 		rec.stamp = m->rec.v.stamp;
 		rec.writer = m->rec.v.writer;
 		rec.tomb = m->rec.v.tomb;
@@ -258,7 +259,7 @@ int wire_decode_kv(const uint8_t *body, size_t len, const wire_book *b, wire_kv 
 	if (w->rec) {
 		Ringnet__KvRecord *r = w->rec;
 		if (!id_field(&r->kid, &m->rec.kid) || r->key.len > KV_KEY_MAX ||
-		    r->rid.len > KV_RID_MAX)
+		    r->rid.len > KV_RID_MAX || !kv_hist_len_ok(r->hist.len))
 			goto bad;
 		if (r->key.len) { /* a key travels with its id: they must agree */
 			rn_id h;
@@ -275,6 +276,8 @@ int wire_decode_kv(const uint8_t *body, size_t len, const wire_book *b, wire_kv 
 		m->rec.vlen = r->value.len;
 		m->rec.rid = r->rid.len ? r->rid.data : NULL;
 		m->rec.ridlen = r->rid.len;
+		m->rec.hist = r->hist.len ? r->hist.data : NULL;
+		m->rec.histlen = r->hist.len;
 		m->rec.v = (kv_version){r->stamp, r->writer, r->tomb};
 	}
 	if (m->type == KV_MSG_DIGEST || m->type == KV_MSG_KEYS ||

@@ -316,9 +316,9 @@ static uint64_t d_count(void *ctx)
 /* A deep copy of m: its arrays and bytes in one blob, as a wire would carry them. */
 static uint8_t *copy_msg(const kv_msg *m, kv_msg *out, size_t *bytes)
 {
-	size_t n = m->rec.klen + m->rec.vlen + m->rec.ridlen + (m->hashes ? KV_BUCKETS * 8 : 0) +
-	           m->nbuckets + m->nentries * sizeof(kv_entry) + m->nkids * sizeof(rn_id) +
-	           m->nacked * sizeof(ring_peer) + 64;
+	size_t n = m->rec.klen + m->rec.vlen + m->rec.ridlen + m->rec.histlen +
+	           (m->hashes ? KV_BUCKETS * 8 : 0) + m->nbuckets + m->nentries * sizeof(kv_entry) +
+	           m->nkids * sizeof(rn_id) + m->nacked * sizeof(ring_peer) + 64;
 	uint8_t *b = malloc(n), *p = b;
 	if (!b)
 		return NULL;
@@ -340,6 +340,7 @@ static uint8_t *copy_msg(const kv_msg *m, kv_msg *out, size_t *bytes)
 	COPY(rec.key, m->rec.klen);
 	COPY(rec.val, m->rec.vlen);
 	COPY(rec.rid, m->rec.ridlen);
+	COPY(rec.hist, m->rec.histlen);
 	COPY(buckets, m->nbuckets);
 #undef COPY
 	return b;

@@ -54,10 +54,10 @@ def free_port_range(n):
     raise RuntimeError("no free ports")
 
 
-def request(port, path, method="GET", body=None, timeout=10):
+def request(port, path, method="GET", body=None, timeout=10, headers=None):
     data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
     req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
+                                 headers={"Content-Type": "application/json", **(headers or {})})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return r.status, json.loads(r.read() or b"{}")

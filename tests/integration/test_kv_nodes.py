@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """The key-value API as a user would use it, on 5 real node processes."""
+import json
 import random
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -81,6 +83,38 @@ def main():
             status, body = request(nodes[4].http, "/kv/key-2", "DELETE")
             t.check("deleting again is a new delete (idempotent)",
                     status == 200 and body.get("status") == "deleted", body)
+
+            # a request read late (its node was stopped with it in a socket, the client
+            # gave up and retried elsewhere) after a newer write: a replay, not a write
+            # over the newer one
+            ok_owner = owner(nodes, "key-2")
+            status, body = request(nodes[1].http, "/kv", "POST",
+                                   {"key": "key-2", "value": "late"}, headers={"Idempotency-Key": "late-a"})
+            first = body.get("version")
+            held = set(body.get("replicas", [])) | {ok_owner.id}
+            late = next(n for n in nodes if n.id not in held and n is not nodes[1])
+            late.proc.send_signal(signal.SIGSTOP)
+            try:
+                raw = json.dumps({"key": "key-2", "value": "late"}).encode()
+                with socket.create_connection(("127.0.0.1", late.http), timeout=5) as s:
+                    s.sendall(b"POST /kv HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                              b"\r\nIdempotency-Key: late-a\r\nContent-Length: %d\r\n\r\n%s"
+                              % (len(raw), raw))
+                status, body = request(nodes[1].http, "/kv/key-2", "DELETE",
+                                       headers={"Idempotency-Key": "late-b"})
+                t.check("a delete after the write", status == 200, (status, body))
+            finally:
+                late.proc.send_signal(signal.SIGCONT)
+            time.sleep(2)  # it reads the request and sends it on
+            status, body = request(nodes[1].http, "/kv", "POST", {"key": "key-2", "value": "late"},
+                                   headers={"Idempotency-Key": "late-a"})
+            t.check("a retry of the replaced write is a replay, with its first version",
+                    status == 200 and body.get("replayed") is True and body.get("version") == first,
+                    (status, body, first))
+            for n in nodes:
+                status, body = request(n.http, "/kv/key-2")
+                t.check(f"the late request did not undo the delete (via {n.name})",
+                        status == 404, (status, body))
 
             # bad input: its status and a message, and the node keeps serving
             n = nodes[0]

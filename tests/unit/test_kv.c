@@ -393,10 +393,14 @@ static void test_record_codec(void **state)
 	rn_rng_seed(&rng, 7);
 	uint8_t buf[4096];
 	for (int i = 0; i < 2000; i++) {
-		uint8_t key[300], val[1000], rid[KV_RID_MAX];
+		uint8_t key[300], val[1000], rid[KV_RID_MAX], hist[KV_HIST_MAX * KV_HIST_ENTRY];
 		kv_record r = {.klen = 1 + rn_rng_below(&rng, sizeof key),
 		               .vlen = rn_rng_below(&rng, sizeof val),
-		               .ridlen = rn_rng_below(&rng, KV_RID_MAX + 1)};
+		               .ridlen = rn_rng_below(&rng, KV_RID_MAX + 1),
+		               .histlen = KV_HIST_ENTRY * rn_rng_below(&rng, KV_HIST_MAX + 1)};
+		for (size_t j = 0; j < sizeof hist; j++)
+			hist[j] = (uint8_t)rn_rng_next(&rng);
+		r.hist = hist;
 		for (size_t j = 0; j < sizeof key; j++)
 			key[j] = (uint8_t)rn_rng_next(&rng);
 		for (size_t j = 0; j < sizeof val; j++)
@@ -419,12 +423,35 @@ static void test_record_codec(void **state)
 		assert_int_equal(d.vlen, r.vlen);
 		assert_memory_equal(d.val, val, r.vlen);
 		assert_int_equal(d.ridlen, r.ridlen);
+		assert_memory_equal(d.rid, rid, r.ridlen);
+		assert_int_equal(d.histlen, r.histlen);
+		assert_memory_equal(d.hist, hist, r.histlen);
 		/* cut short or bad bytes: an error, never a record pointing past the end */
 		size_t cut = rn_rng_below(&rng, 22);
 		assert_int_equal(kv_record_decode(buf, cut, &r.kid, &d), RN_EPROTO);
 		buf[0] ^= 0xff;
 		assert_int_equal(kv_record_decode(buf, n, &r.kid, &d), RN_EPROTO);
+		buf[0] ^= 0xff;
+		buf[22] = KV_HIST_ENTRY + 1; /* not a whole number of entries */
+		assert_int_equal(kv_record_decode(buf, n, &r.kid, &d), RN_EPROTO);
 	}
+	/* format 1, as stores wrote it before the history: no history length, no history */
+	static const uint8_t old[] = {'K', 1, 1,   0,   0,   0,   0,   0,   0,   0,
+	                              7,   0, 0,   0,   0,   0,   0,   0,   9,   0,
+	                              2,   3, 'k', '1', 'r', 'i', 'd', '"', 'x', '"'};
+	kv_record d;
+	rn_id kid = {0};
+	assert_int_equal(kv_record_decode(old, sizeof old, &kid, &d), 0);
+	assert_true(d.v.tomb);
+	assert_int_equal(d.v.stamp, 7);
+	assert_int_equal(d.v.writer, 9);
+	assert_int_equal(d.klen, 2);
+	assert_memory_equal(d.key, "k1", 2);
+	assert_int_equal(d.ridlen, 3);
+	assert_memory_equal(d.rid, "rid", 3);
+	assert_int_equal(d.histlen, 0);
+	assert_int_equal(d.vlen, 3);
+	assert_memory_equal(d.val, "\"x\"", 3);
 }
 
 /* memstore's ring-interval scan against a filter over every record. */
@@ -967,6 +994,89 @@ static void test_idempotent_retry(void **state)
 	run(t, t->k->now + 500);
 	assert_false(t->ops[c].replayed);
 	assert_true(kv_version_cmp(&t->ops[c].v, &t->ops[a].v) > 0);
+	/* a newer write replaced it, and then the first request arrives again (a node that
+	 * was stopped with it in a socket reads it, a client retries late): a replay with the
+	 * first write's version, not a write over the newer one */
+	size_t d = client(t, 2, KV_DEL, "order-17", NULL, "req-ghi");
+	run(t, t->k->now + 500);
+	assert_int_equal(t->ops[d].status, KV_OK);
+	size_t late = client(t, 3, KV_PUT, "order-17", "\"paid\"", "req-abc");
+	run(t, t->k->now + 500);
+	assert_int_equal(t->ops[late].status, KV_OK);
+	assert_true(t->ops[late].replayed);
+	assert_int_equal(kv_version_cmp(&t->ops[late].v, &t->ops[a].v), 0);
+	size_t g = client(t, 1, KV_GET, "order-17", NULL, NULL);
+	run(t, t->k->now + 500);
+	assert_int_equal(t->ops[g].status, KV_NOT_FOUND);
+	net_free(t);
+}
+
+/* Request ids against a brute-force log of every write applied to each key: a request
+ * sent again is a replay (the version of the newest write it made; nothing changes) when
+ * it made one of the key's last KV_HIST_MAX + 1 writes, and a new write otherwise; after
+ * each, a get reads what the log's last write made the key. */
+static void test_request_id_history(void **state)
+{
+	(void)state;
+	enum { KEYS = 3, STEPS = 300 };
+	static size_t log[KEYS][STEPS]; /* the requests (t->ops) that made each key's writes */
+	static char rids[STEPS][16];    /* the new requests' ids */
+	static size_t rid_of[MAXOPS];   /* a request's id (rids index) */
+	size_t nlog[KEYS] = {0}, nrid = 0, replays = 0, applied_again = 0;
+	net *t = net_new(6, 21);
+	run(t, 1000);
+	rn_rng rng;
+	rn_rng_seed(&rng, 5);
+	for (int i = 0; i < STEPS; i++) {
+		int kk = (int)rn_rng_below(&rng, KEYS);
+		char key[8], val[32];
+		snprintf(key, sizeof key, "h-%d", kk);
+		size_t n = nlog[kk], r, o;
+		bool again = n && rn_rng_below(&rng, 3) == 0;
+		if (again) { /* one of the last 8 writes half the time, else any */
+			size_t back = rn_rng_below(&rng, 2) ? n : (n < 8 ? n : 8);
+			const cop *a = &t->ops[log[kk][n - 1 - rn_rng_below(&rng, (uint32_t)back)]];
+			r = rid_of[a - t->ops];
+			snprintf(val, sizeof val, "%s", a->val);
+			o = client(t, random_live(t), a->op, key, a->op == KV_PUT ? val : NULL,
+			           rids[r]);
+		} else {
+			r = nrid++;
+			snprintf(rids[r], sizeof rids[r], "r-%d", i);
+			bool del = rn_rng_below(&rng, 4) == 0;
+			snprintf(val, sizeof val, "\"v%d\"", i);
+			o = client(t, random_live(t), del ? KV_DEL : KV_PUT, key, del ? NULL : val,
+			           rids[r]);
+		}
+		rid_of[o] = r;
+		run(t, t->k->now + 500);
+		assert_true(t->ops[o].replied);
+		assert_int_equal(t->ops[o].status, KV_OK);
+		size_t newest = SIZE_MAX; /* the newest of the last KV_HIST_MAX + 1 with its id */
+		for (size_t j = n > KV_HIST_MAX + 1 ? n - KV_HIST_MAX - 1 : 0; again && j < n; j++)
+			if (rid_of[log[kk][j]] == r)
+				newest = log[kk][j];
+		if (newest != SIZE_MAX) {
+			assert_true(t->ops[o].replayed);
+			assert_int_equal(kv_version_cmp(&t->ops[o].v, &t->ops[newest].v), 0);
+			replays++;
+		} else {
+			assert_false(t->ops[o].replayed);
+			log[kk][nlog[kk]++] = o;
+			applied_again += again;
+		}
+		const cop *last = &t->ops[log[kk][nlog[kk] - 1]];
+		size_t g = client(t, random_live(t), KV_GET, key, NULL, NULL);
+		run(t, t->k->now + 500);
+		if (last->op == KV_DEL) {
+			assert_int_equal(t->ops[g].status, KV_NOT_FOUND);
+		} else {
+			assert_int_equal(t->ops[g].status, KV_OK);
+			assert_string_equal(t->ops[g].got, last->val);
+		}
+	}
+	assert_true(replays >= 20);
+	assert_true(applied_again >= 20);
 	net_free(t);
 }
 
@@ -1888,6 +1998,7 @@ int main(void)
 	    cmocka_unit_test(test_cache_fill_race),
 	    cmocka_unit_test(test_cache_owner_crash),
 	    cmocka_unit_test(test_idempotent_retry),
+	    cmocka_unit_test(test_request_id_history),
 	    cmocka_unit_test(test_conditional_writes),
 	    cmocka_unit_test(test_conditional_write_clock_behind),
 	    cmocka_unit_test(test_scrub),

@@ -116,9 +116,9 @@ static void d_send(void *ctx, const kv_msg *m)
 	world *w = x->w;
 	qitem *q = calloc(1, sizeof *q);
 	assert_non_null(q);
-	size_t n = m->rec.klen + m->rec.vlen + m->rec.ridlen + m->nacked * sizeof(ring_peer) +
-	           (m->hashes ? KV_BUCKETS * sizeof(uint64_t) : 0) + m->nbuckets +
-	           m->nentries * sizeof(kv_entry) + m->nkids * sizeof(rn_id);
+	size_t n = m->rec.klen + m->rec.vlen + m->rec.ridlen + m->rec.histlen +
+	           m->nacked * sizeof(ring_peer) + (m->hashes ? KV_BUCKETS * sizeof(uint64_t) : 0) +
+	           m->nbuckets + m->nentries * sizeof(kv_entry) + m->nkids * sizeof(rn_id);
 	q->blob = malloc(n + 8 * 8); /* (room for each list's alignment) */
 	assert_non_null(q->blob);
 	q->kind = Q_MSG;
@@ -130,6 +130,7 @@ static void d_send(void *ctx, const kv_msg *m)
 	q->m.rec.key = copy_in(&p, m->rec.key, m->rec.klen);
 	q->m.rec.val = copy_in(&p, m->rec.val, m->rec.vlen);
 	q->m.rec.rid = copy_in(&p, m->rec.rid, m->rec.ridlen);
+	q->m.rec.hist = copy_in(&p, m->rec.hist, m->rec.histlen);
 	q->m.hashes = copy_in(&p, m->hashes, m->hashes ? KV_BUCKETS * sizeof(uint64_t) : 0);
 	q->m.buckets = copy_in(&p, m->buckets, m->nbuckets);
 	q->m.entries = copy_in(&p, m->entries, m->nentries * sizeof(kv_entry));
