@@ -18,10 +18,10 @@ Beside each: p99, the ratio of requests per second, and CPU microseconds per req
 across the wrk run, divided by the requests wrk counted). At the end: resident memory of
 each node, nginx and each etcd member at idle, after the runs.
 
-Both stores answer a write only once it is on disk: ringnet commits the writes of one loop
-iteration in one LMDB transaction (its data pages fdatasync'ed, MDB_NOMETASYNC) and holds
-every answer that depends on them until a second fdatasync has made the commit's meta page
-durable too (src/store/store.h, "Durability"); etcd fsyncs its WAL before it answers.
+Both stores answer a write only once it is on disk: ringnet writes the puts of one loop
+iteration as one frame into its write-ahead log and holds every answer that depends on
+them until an fdatasync of the log has returned (src/store/store.h, "Durability"); etcd
+fsyncs its WAL before it answers.
 
 Environment: RUNS (5), SECS (3), CONNS ("1 16 64"), ROWS (all), QUICK=1 (RUNS=1 SECS=1
 CONNS=16: a smoke run). Usage: bench/kv_http.py path/to/ringnet"""

@@ -422,7 +422,7 @@ char *nd_dash_metrics(node *n, char *text)
 	P("# HELP ringnet_peer_writes_total Writes on outgoing peer connections (each one "
 	  "writev of the frames queued in a loop iteration).\n"
 	  "# TYPE ringnet_peer_writes_total counter\nringnet_peer_writes_total %llu\n"
-	  "# HELP ringnet_store_commits_total Store commits (one fsync each) that wrote "
+	  "# HELP ringnet_store_commits_total Store commits (one log frame each) that wrote "
 	  "records.\n# TYPE ringnet_store_commits_total counter\nringnet_store_commits_total "
 	  "%llu\n# HELP ringnet_store_commit_writes_total Puts and deletes those commits "
 	  "carried.\n# TYPE ringnet_store_commit_writes_total counter\n"

@@ -473,6 +473,7 @@ static void d_local(void *ctx, uint64_t req, const uint8_t *key, size_t klen)
 		j->a.req = req;
 		memcpy(j->key, key, klen);
 		rn_id_hash(&j->kid, key, klen, RN_ID_BITS);
+		nd_store_publish(n); /* (the worker's read sees only what LMDB committed) */
 		if (job_queue(n, j))
 			return;
 		free(j);

@@ -188,6 +188,18 @@ void nd_batch_end_async(node *n)
 	batch_end(n, false);
 }
 
+void nd_store_publish(node *n)
+{
+	if (n->st && store_publish(n->st) < 0)
+		stop_on_store_error(n);
+}
+
+void nd_store_tick(node *n)
+{
+	if (n->st && store_tick(n->st) < 0)
+		stop_on_store_error(n);
+}
+
 void nd_batch_drain(node *n)
 {
 	if (n->st && store_sync(n->st) < 0)

@@ -193,6 +193,7 @@ static void on_snapshot(uv_timer_t *t)
 	node *n = t->data;
 	nd_publish(n);
 	nd_kv_tick(n);
+	nd_store_tick(n);
 	nd_kv_expire(n, false);
 	nd_files_tick(n);
 	uint64_t now = uv_now(&n->loop);
@@ -340,6 +341,11 @@ int node_run(const node_opts *o)
 	if (store_migrated(n->st))
 		LOG_I(n, "moved %llu keys from the store layout of an older version",
 		      (unsigned long long)store_migrated(n->st));
+	if (store_replayed(n->st))
+		LOG_I(n,
+		      "applied %llu records from the write-ahead log (the node or its machine "
+		      "stopped before the store's file had them)",
+		      (unsigned long long)store_replayed(n->st));
 	if (o->peer_cert[0] && nd_ident_setup(n, err, sizeof err) < 0) {
 		fprintf(stderr, "ringnet node: %s\n", err);
 		exit_code = 2; /* like a bad flag: starting again would not help */

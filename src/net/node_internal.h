@@ -375,6 +375,10 @@ void nd_batch_end(node *n);
 void nd_batch_end_async(node *n);
 /* Makes every commit durable now and sends what waited for it (the node stopping). */
 void nd_batch_drain(node *n);
+/* The store's LMDB transaction committed, so that a read on the thread pool (store_peek)
+ * sees every write made so far; and the snapshot timer's idle commit (store.h). */
+void nd_store_publish(node *n);
+void nd_store_tick(node *n);
 /* Whether a store commit is not known to be on disk yet (kv.c). */
 bool nd_batch_undurable(const node *n);
 /* Opens the loop iteration's batch (once per iteration): what the peer reads and HTTP

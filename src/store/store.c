@@ -3,6 +3,7 @@
 #include "store.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <lmdb.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +13,11 @@
 
 #include "../lib/err.h"
 #include "../lib/grow.h"
+#include "wal.h"
+
+#define WAL_BYTES ((size_t)8 << 20) /* the log: a frame larger goes to LMDB's own syncs */
+
+#define CHECKPOINT_WRITES 2048 /* LMDB commits at least every this many puts and deletes */
 
 struct store {
 	MDB_env *env;
@@ -20,60 +26,99 @@ struct store {
 	size_t cap;
 	uint64_t migrated;
 	uint64_t tombs; /* records that are tombstones, kept as they are written */
-	MDB_txn *batch; /* store_batch_begin's write transaction, which every call then uses */
-	unsigned depth;
-	uint64_t batch_writes;     /* puts and deletes in the open batch */
-	uint64_t commits, written; /* store_commit_stats; commits numbers them too */
-	uint64_t durable;          /* commits up to this one are on disk, meta page too */
-	int fd;                    /* the data file's descriptor (store_flush) */
+	MDB_txn *txn;   /* the write transaction every call uses: open from the first write
+	                 * until LMDB commits it (checkpoint, store_publish, store_tick) */
+	uint64_t txn_writes, tick_writes; /* puts and deletes in it; as the last tick saw */
+	unsigned depth;                   /* batches open */
+	uint64_t batch_writes;            /* puts and deletes in the open batch */
+	uint64_t commits, written;        /* store_commit_stats; commits numbers them too */
+	uint64_t durable;                 /* commits up to this one are on disk */
+	int fd;                           /* the data file's descriptor */
+	wal *log;                         /* every commit's frame (wal.h) */
+	uint64_t replayed;                /* records the log gave back at store_open */
 };
 
-/* After a commit that wrote, on an environment opened with MDB_NOMETASYNC: LMDB wrote its
- * data pages and fdatasync'ed them, then wrote its meta page (the root that makes it
- * visible after a restart) without syncing it. That sync also carried every meta page
- * written before it, so every commit before this one is on disk now. */
-static void committed(store *s)
+/* The transaction a call runs in: the write transaction (begun for a write if none is
+ * open), else, for a read, one of its own (*ro: the caller aborts it). */
+static int txn_for(store *s, bool write, MDB_txn **txn, bool *ro)
 {
-	if (s->commits && s->durable < s->commits - 1)
-		s->durable = s->commits - 1;
-}
-
-/* The transaction a call runs in: the open batch, or one of its own (*own). */
-static int txn_for(store *s, bool write, MDB_txn **txn, bool *own)
-{
-	*own = !s->batch;
-	if (s->batch) {
-		*txn = s->batch;
+	*ro = false;
+	if (!s->txn && write && mdb_txn_begin(s->env, NULL, 0, &s->txn) != 0) {
+		s->txn = NULL;
+		return RN_EIO;
+	}
+	if (s->txn) {
+		*txn = s->txn;
 		return 0;
 	}
-	return mdb_txn_begin(s->env, NULL, write ? 0 : MDB_RDONLY, txn) == 0 ? 0 : RN_EIO;
+	*ro = true;
+	return mdb_txn_begin(s->env, NULL, MDB_RDONLY, txn) == 0 ? 0 : RN_EIO;
 }
 
-static int txn_done(store *s, MDB_txn *txn, bool own, bool commit)
+/* LMDB commits what the write transaction holds: its data pages written and fdatasync'ed,
+ * its meta page written (MDB_NOMETASYNC: not synced). */
+static int lmdb_commit(store *s)
 {
-	if (commit)
-		s->batch_writes++;
-	if (!own)
+	if (!s->txn)
 		return 0;
-	if (commit) { /* a call on its own is on disk, meta page too, when it returns */
-		s->commits++;
-		s->written += s->batch_writes;
-		s->batch_writes = 0;
-		return mdb_txn_commit(txn) == 0 ? store_sync(s) : RN_EIO;
-	}
-	mdb_txn_abort(txn);
+	MDB_txn *t = s->txn;
+	s->txn = NULL;
+	s->txn_writes = s->tick_writes = 0;
+	return mdb_txn_commit(t) == 0 ? 0 : RN_EIO;
+}
+
+/* LMDB holds every commit so far durably, meta page too: the log need not. */
+static int checkpoint(store *s)
+{
+	if (lmdb_commit(s) < 0 || fdatasync(s->fd) != 0)
+		return RN_EIO;
+	store_set_durable(s, s->commits);
 	return 0;
+}
+
+/* A commit of the writes made since the last: its frame goes into the log (durable once
+ * the log is synced). A frame that does not fit after the last one waits for a
+ * checkpoint, then starts a new lap; one larger than the log is not logged: a checkpoint
+ * makes the commit durable at once, and the log is cleared (its frames, older than this
+ * commit, must not be replayed over it). LMDB commits every CHECKPOINT_WRITES writes. */
+static int commit(store *s)
+{
+	s->written += s->batch_writes;
+	s->txn_writes += s->batch_writes;
+	s->batch_writes = 0;
+	int rc = wal_write(s->log);
+	if (rc == WAL_FULL) {
+		if (checkpoint(s) < 0)
+			return RN_EIO;
+		wal_rewind(s->log);
+		rc = wal_write(s->log);
+	}
+	if (rc < 0)
+		return RN_EIO;
+	s->commits++;
+	if (rc == WAL_TOO_BIG)
+		return checkpoint(s) < 0 || wal_clear(s->log) < 0 ? RN_EIO : 0;
+	return s->txn_writes >= CHECKPOINT_WRITES ? lmdb_commit(s) : 0;
+}
+
+/* The end of a call: a read's own transaction ends; a write outside a batch is a commit of
+ * its own, on disk when the call returns. */
+static int txn_done(store *s, MDB_txn *txn, bool ro, bool wrote)
+{
+	if (ro) {
+		mdb_txn_abort(txn);
+		return 0;
+	}
+	if (wrote)
+		s->batch_writes++;
+	if (s->depth || !wrote)
+		return 0;
+	return commit(s) < 0 ? RN_EIO : store_sync(s);
 }
 
 int store_batch_begin(store *s)
 {
-	if (s->depth++)
-		return 0;
-	if (mdb_txn_begin(s->env, NULL, 0, &s->batch) != 0) {
-		s->batch = NULL;
-		s->depth = 0;
-		return RN_EIO;
-	}
+	s->depth++;
 	return 0;
 }
 
@@ -81,16 +126,23 @@ int store_batch_end(store *s)
 {
 	if (!s->depth || --s->depth)
 		return 0;
-	MDB_txn *txn = s->batch;
-	bool wrote = s->batch_writes > 0;
-	s->batch = NULL;
-	s->commits += wrote;
-	s->written += s->batch_writes;
-	s->batch_writes = 0;
-	if (txn && mdb_txn_commit(txn) != 0)
-		return RN_EIO;
-	if (wrote)
-		committed(s);
+	if (s->batch_writes)
+		return commit(s);
+	wal_drop(s->log);
+	return 0;
+}
+
+int store_publish(store *s)
+{
+	return s->txn_writes || s->batch_writes ? lmdb_commit(s) : 0;
+}
+
+int store_tick(store *s)
+{
+	uint64_t w = s->txn_writes + s->batch_writes;
+	if (w && w == s->tick_writes)
+		return lmdb_commit(s);
+	s->tick_writes = w;
 	return 0;
 }
 
@@ -106,9 +158,8 @@ uint64_t store_durable(const store *s)
 
 int store_flush(store *s)
 {
-	/* what mdb_env_sync does without MDB_WRITEMAP, on the descriptor alone: no state of
-	 * the environment is read while the loop commits */
-	return fdatasync(s->fd) == 0 ? 0 : RN_EIO;
+	/* the log's descriptor alone: no state of the store is read while the loop commits */
+	return wal_sync(s->log);
 }
 
 void store_set_durable(store *s, uint64_t upto)
@@ -187,7 +238,61 @@ static int migrate(store *s, MDB_txn *txn)
 	return err ? RN_EIO : 0;
 }
 
+typedef struct {
+	store *s;
+	MDB_txn *txn;
+} replay_ctx;
+
+/* One operation of a logged commit, again: a put unless the store holds that version or a
+ * newer one (it committed, or a later write did), a delete always (the frames that follow
+ * put back whatever came after it). */
+static int replay_op(void *arg, bool put, const rn_id *kid, const uint8_t *b, size_t len)
+{
+	replay_ctx *c = arg;
+	MDB_val k = {RN_ID_BYTES, (void *)(uintptr_t)kid->b}, old, v = {len, (void *)(uintptr_t)b};
+	if (!put) {
+		int rc = mdb_del(c->txn, c->s->dbi, &k, NULL);
+		return rc == 0 || rc == MDB_NOTFOUND ? 0 : RN_EIO;
+	}
+	kv_record r, cur;
+	if (kv_record_decode(b, len, kid, &r) < 0)
+		return RN_EIO;
+	if (mdb_get(c->txn, c->s->dbi, &k, &old) == 0 &&
+	    kv_record_decode(old.mv_data, old.mv_size, kid, &cur) == 0 &&
+	    kv_version_cmp(&cur.v, &r.v) >= 0)
+		return 0;
+	c->s->replayed++;
+	return mdb_put(c->txn, c->s->dbi, &k, &v, 0) == 0 ? 0 : RN_EIO;
+}
+
+/* Opens the log in dir (made: its directory entry synced) and applies its frames in txn. */
+static int open_log(store *s, const char *dir, size_t bytes, MDB_txn *txn, char *err, size_t errlen)
+{
+	char path[4096];
+	snprintf(path, sizeof path, "%s/kv.wal", dir);
+	bool made = access(path, F_OK) != 0;
+	int rc = wal_open(&s->log, path, bytes, err, errlen);
+	if (rc < 0)
+		return rc;
+	int d = made ? open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+	if (d >= 0) {
+		fsync(d);
+		close(d);
+	}
+	replay_ctx c = {s, txn};
+	if (wal_replay(s->log, replay_op, &c) < 0) {
+		snprintf(err, errlen, "cannot apply the write-ahead log %s", path);
+		return RN_EIO;
+	}
+	return 0;
+}
+
 int store_open(store **out, const char *dir, char *err, size_t errlen)
+{
+	return store_open_sized(out, dir, WAL_BYTES, err, errlen);
+}
+
+int store_open_sized(store **out, const char *dir, size_t log_bytes, char *err, size_t errlen)
 {
 	if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
 		snprintf(err, errlen, "cannot create data directory %s: %s", dir, strerror(errno));
@@ -210,6 +315,11 @@ int store_open(store **out, const char *dir, char *err, size_t errlen)
 		rc = mdb_dbi_open(txn, "records", MDB_CREATE, &s->dbi);
 	if (rc == 0 && migrate(s, txn) < 0)
 		rc = MDB_PANIC;
+	bool log_failed = false;
+	if (rc == 0 && open_log(s, dir, log_bytes, txn, err, errlen) < 0) {
+		log_failed = true;
+		rc = MDB_PANIC;
+	}
 	if (rc == 0) { /* count the tombstones once; puts and deletes keep the count */
 		MDB_cursor *cur;
 		MDB_val k, v;
@@ -226,12 +336,17 @@ int store_open(store **out, const char *dir, char *err, size_t errlen)
 		mdb_txn_abort(txn);
 	if (rc == 0)
 		rc = mdb_env_sync(s->env, 1); /* (what open wrote: its meta page too) */
+	if (rc == 0 && wal_clear(s->log) < 0) /* ... so the log's frames are in it now */
+		rc = EIO;
 	if (rc == 0)
 		rc = mdb_env_get_fd(s->env, &s->fd);
 	if (rc != 0) {
-		snprintf(err, errlen, "cannot open the store in %s: %s", dir, mdb_strerror(rc));
+		if (!log_failed)
+			snprintf(err, errlen, "cannot open the store in %s: %s", dir,
+			         mdb_strerror(rc));
 		if (s->env)
 			mdb_env_close(s->env);
+		wal_close(s->log);
 		free(s);
 		return RN_EIO;
 	}
@@ -243,8 +358,11 @@ void store_close(store *s)
 {
 	if (!s)
 		return;
-	mdb_env_sync(s->env, 1); /* the last commit's meta page (closing does not sync it) */
+	/* every commit in LMDB, meta page too; then nothing is left for the log to give back */
+	if (checkpoint(s) == 0)
+		wal_clear(s->log);
 	mdb_env_close(s->env);
+	wal_close(s->log);
 	free(s->buf);
 	free(s);
 }
@@ -254,9 +372,14 @@ uint64_t store_migrated(const store *s)
 	return s->migrated;
 }
 
+uint64_t store_replayed(const store *s)
+{
+	return s->replayed;
+}
+
 bool store_batch_dirty(const store *s)
 {
-	return s->batch && s->batch_writes;
+	return s->depth && s->batch_writes;
 }
 
 void store_commit_stats(const store *s, uint64_t *commits, uint64_t *writes)
@@ -274,8 +397,8 @@ int store_get(void *ctx, const rn_id *kid, kv_record *out)
 {
 	store *s = ctx;
 	MDB_txn *txn;
-	bool own;
-	if (txn_for(s, false, &txn, &own) < 0)
+	bool ro;
+	if (txn_for(s, false, &txn, &ro) < 0)
 		return RN_EIO;
 	MDB_val k = {RN_ID_BYTES, (void *)(uintptr_t)kid->b}, v;
 	int rc = mdb_get(txn, s->dbi, &k, &v);
@@ -290,7 +413,7 @@ int store_get(void *ctx, const rn_id *kid, kv_record *out)
 	}
 	if (rc == 0)
 		memcpy(s->buf, v.mv_data, v.mv_size);
-	txn_done(s, txn, own, false);
+	txn_done(s, txn, ro, false);
 	if (rc == MDB_NOTFOUND)
 		return RN_ENOTFOUND;
 	if (rc != 0)
@@ -319,18 +442,19 @@ int store_put(void *ctx, const kv_record *rec)
 	store *s = ctx;
 	size_t n = kv_record_size(rec);
 	MDB_txn *txn;
-	bool own;
-	if (txn_for(s, true, &txn, &own) < 0)
+	bool ro;
+	if (txn_for(s, true, &txn, &ro) < 0)
 		return RN_EIO;
 	MDB_val k = {RN_ID_BYTES, (void *)(uintptr_t)rec->kid.b}, v = {n, NULL}, old;
 	bool was = mdb_get(txn, s->dbi, &k, &old) == 0 && is_tomb(&old);
 	/* reserve the space and encode straight into the page */
 	if (mdb_put(txn, s->dbi, &k, &v, MDB_RESERVE) != 0) {
-		txn_done(s, txn, own, false);
+		txn_done(s, txn, ro, false);
 		return RN_EIO;
 	}
 	kv_record_encode(rec, v.mv_data);
-	if (txn_done(s, txn, own, true) < 0)
+	wal_add(s->log, true, &rec->kid, v.mv_data, n);
+	if (txn_done(s, txn, ro, true) < 0)
 		return RN_EIO;
 	s->tombs += (uint64_t)rec->v.tomb - (uint64_t)was;
 	return 0;
@@ -340,17 +464,18 @@ int store_del(void *ctx, const rn_id *kid)
 {
 	store *s = ctx;
 	MDB_txn *txn;
-	bool own;
-	if (txn_for(s, true, &txn, &own) < 0)
+	bool ro;
+	if (txn_for(s, true, &txn, &ro) < 0)
 		return RN_EIO;
 	MDB_val k = {RN_ID_BYTES, (void *)(uintptr_t)kid->b}, old;
 	bool was = mdb_get(txn, s->dbi, &k, &old) == 0 && is_tomb(&old);
 	int rc = mdb_del(txn, s->dbi, &k, NULL);
 	if (rc != 0) {
-		txn_done(s, txn, own, false);
+		txn_done(s, txn, ro, false);
 		return rc == MDB_NOTFOUND ? RN_ENOTFOUND : RN_EIO;
 	}
-	if (txn_done(s, txn, own, true) < 0)
+	wal_add(s->log, false, kid, NULL, 0);
+	if (txn_done(s, txn, ro, true) < 0)
 		return RN_EIO;
 	s->tombs -= was;
 	return 0;
@@ -360,11 +485,11 @@ int store_del(void *ctx, const rn_id *kid)
 static int db_stat(store *s, MDB_stat *st)
 {
 	MDB_txn *txn;
-	bool own;
-	if (txn_for(s, false, &txn, &own) < 0)
+	bool ro;
+	if (txn_for(s, false, &txn, &ro) < 0)
 		return RN_EIO;
 	int rc = mdb_stat(txn, s->dbi, st);
-	txn_done(s, txn, own, false);
+	txn_done(s, txn, ro, false);
 	return rc == 0 ? 0 : RN_EIO;
 }
 
@@ -416,11 +541,11 @@ int store_scan(void *ctx, const rn_id *lo, const rn_id *hi, bool values,
 	store *s = ctx;
 	MDB_txn *txn;
 	MDB_cursor *cur;
-	bool own;
-	if (txn_for(s, false, &txn, &own) < 0)
+	bool ro;
+	if (txn_for(s, false, &txn, &ro) < 0)
 		return RN_EIO;
 	if (mdb_cursor_open(txn, s->dbi, &cur) != 0) {
-		txn_done(s, txn, own, false);
+		txn_done(s, txn, ro, false);
 		return RN_EIO;
 	}
 	/* the first id after lo: position at lo, step over it if it is there */
@@ -439,6 +564,6 @@ int store_scan(void *ctx, const rn_id *lo, const rn_id *hi, bool values,
 		}
 	}
 	mdb_cursor_close(cur);
-	txn_done(s, txn, own, false);
+	txn_done(s, txn, ro, false);
 	return 0;
 }
