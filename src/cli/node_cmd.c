@@ -1,7 +1,5 @@
 /* node_cmd.c — `ringnet node`: arguments, then the real driver. */
-#include <arpa/inet.h>
 #include <jansson.h>
-#include <netdb.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,7 +23,8 @@ static const char *node_usage =
     "ring (or, restarted on the same --data, rejoins the peers it knew); with --join (up\n"
     "to 8) it joins the ring of the node listening there. Peers talk to it on --listen (an\n"
     "IPv4 address other nodes can reach, not 0.0.0.0); the HTTP API is on --http. A HOST\n"
-    "may be a name (a container's, say): it is resolved to its IPv4 address at start.\n"
+    "may be a name (a container's, say): --listen's and --http's are resolved at start, a\n"
+    "--join name on every try to join (one that does not resolve yet is waited for).\n"
     "  --data DIR      its LMDB key-value store and saved peers (default ringnet-data/NAME)\n"
     "  --key FILE      the cluster key (64 hex digits): only peers that know it may send\n"
     "                  this node frames, and it sends its own only to them; without it, anyone\n"
@@ -255,27 +254,6 @@ static int load_env(node_opts *o, int argc, char **argv)
 	return 0;
 }
 
-/* "NAME:PORT" as "A.B.C.D:PORT", NAME's first IPv4 address; 0, or -1 when it has none. */
-static int resolve_hostport(const char *v, char *out, size_t len)
-{
-	const char *colon = strrchr(v, ':');
-	char host[256];
-	if (!colon || colon == v || (size_t)(colon - v) >= sizeof host)
-		return -1;
-	memcpy(host, v, (size_t)(colon - v));
-	host[colon - v] = '\0';
-	struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *res = NULL;
-	if (getaddrinfo(host, NULL, &hints, &res) != 0 || !res)
-		return -1;
-	char ip[INET_ADDRSTRLEN];
-	const struct sockaddr_in *sa = (const struct sockaddr_in *)res->ai_addr;
-	int ok = inet_ntop(AF_INET, &sa->sin_addr, ip, sizeof ip) != NULL;
-	freeaddrinfo(res);
-	if (!ok || (size_t)snprintf(out, len, "%s%s", ip, colon) >= len)
-		return -1;
-	return 0;
-}
-
 int cli_node(int argc, char **argv)
 {
 	if (cli_query_is_cluster(argc, argv)) /* a query cluster file (query_cmd.c) */
@@ -345,15 +323,22 @@ static int set_option(node_opts *o, const char *a, const char *v)
 		} else if (!strcmp(a, "--listen") || !strcmp(a, "--http") || !strcmp(a, "--join")) {
 			/* a name that is not an address is resolved once, here */
 			const char *given = v;
-			if (node_parse_hostport(v, host, sizeof host, &port) < 0 &&
-			    resolve_hostport(v, resolved, sizeof resolved) == 0)
+			if (strcmp(a, "--join") &&
+			    node_parse_hostport(v, host, sizeof host, &port) < 0 &&
+			    node_resolve_hostport(v, resolved, sizeof resolved) == 0)
 				v = resolved;
 			if (!strcmp(a, "--http")) /* the name goes in its HTTPS certificate */
 				snprintf(o->http_name, sizeof o->http_name, "%.*s",
 				         v == resolved ? (int)(strrchr(given, ':') - given) : 0,
 				         given);
-			if (node_parse_hostport(v, host, sizeof host, &port) < 0 ||
-			    !strcmp(host, "0.0.0.0")) {
+			/* a --join name is kept as a name: the node looks it up on every try to
+			 * join (join.c), so a peer container that is not up yet, or came back on
+			 * another address, is still found */
+			bool later = !strcmp(a, "--join") &&
+			             node_parse_hostport(given, host, sizeof host, &port) < 0 &&
+			             node_is_hostname_port(given);
+			if (!later && (node_parse_hostport(v, host, sizeof host, &port) < 0 ||
+			               !strcmp(host, "0.0.0.0"))) {
 				char what[160];
 				snprintf(what, sizeof what,
 				         "%s wants HOST:PORT with an IPv4 address, localhost or a "

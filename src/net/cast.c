@@ -895,10 +895,15 @@ int nd_cast_start(node *n)
 		char host[24];
 		int port;
 		dial_t *dl = &c->dials[c->ndial];
-		if (node_parse_hostport(n->o->join[i], host, sizeof host, &port) < 0 ||
+		char addr[64]; /* a --join name: its address now, if it has one */
+		snprintf(addr, sizeof addr, "%s", n->o->join[i]);
+		if (node_parse_hostport(addr, host, sizeof host, &port) < 0 &&
+		    node_resolve_hostport(n->o->join[i], addr, sizeof addr) < 0)
+			continue;
+		if (node_parse_hostport(addr, host, sizeof host, &port) < 0 ||
 		    uv_ip4_addr(host, port, &dl->sa) != 0)
 			continue;
-		snprintf(dl->addr, sizeof dl->addr, "%s", n->o->join[i]);
+		snprintf(dl->addr, sizeof dl->addr, "%s", addr);
 		c->ndial++;
 	}
 	uv_timer_init(&n->loop, &c->timer);

@@ -45,11 +45,41 @@ static int add_candidate(node *n, const char *addr, const rn_id *id)
 	return added;
 }
 
+/* Looks the --join names up again: a peer container that is not up yet has no address,
+ * and one that came back may have another. Blocking, but only while not in a ring. */
+static void resolve_join_names(node *n)
+{
+	for (unsigned i = 0; i < n->njoin_names; i++) {
+		char addr[64];
+		if (node_resolve_hostport(n->join_names[i], addr, sizeof addr) < 0) {
+			if (!n->join_name_warned[i])
+				LOG_W(n,
+				      "--join %s does not resolve (yet): looking it up again on "
+				      "every try to join",
+				      n->join_names[i]);
+			n->join_name_warned[i] = true;
+		} else if (add_candidate(n, addr, NULL)) {
+			LOG_I(n, "--join %s is %s", n->join_names[i], addr);
+		}
+	}
+}
+
+bool nd_has_join_peers(const node *n)
+{
+	return n->ncandidates || n->njoin_names;
+}
+
 /* --join addresses first, then the peers an earlier run of this node knew. */
 void nd_load_candidates(node *n)
 {
+	char host[24];
+	int port;
 	for (int i = 0; i < n->o->njoin; i++)
-		add_candidate(n, n->o->join[i], NULL);
+		if (node_parse_hostport(n->o->join[i], host, sizeof host, &port) == 0)
+			add_candidate(n, n->o->join[i], NULL);
+		else if (n->njoin_names < NODE_MAX_JOIN)
+			n->join_names[n->njoin_names++] = n->o->join[i];
+	resolve_join_names(n);
 	char path[512];
 	snprintf(path, sizeof path, "%s/peers", n->o->data);
 	FILE *f = fopen(path, "r");
@@ -109,14 +139,17 @@ bool nd_restart_ring(node *n)
 
 void nd_try_join(node *n)
 {
-	if (!n->ncandidates || ring_joined(n->ring))
+	if (ring_joined(n->ring))
+		return;
+	resolve_join_names(n);
+	n->join_tried_at = uv_now(&n->loop);
+	if (!n->ncandidates)
 		return;
 	const char *addr = n->candidates[n->next_candidate++ % n->ncandidates].addr;
 	n->join_tries++;
 	ring_addr via = nd_book_intern(n, addr);
 	if (via == RING_ADDR_NONE)
 		return;
-	n->join_tried_at = uv_now(&n->loop);
 	LOG_I(n, "joining through %s", addr);
 	ring_out_reset(&n->out);
 	ring_join(n->ring, uv_now(&n->loop), via, &n->out);

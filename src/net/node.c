@@ -4,7 +4,9 @@
  * address book, peer connections, framing, the core's timer), kv.c (the key-value path and
  * the key handoff), http.c (the HTTP API), join.c (joining and the saved peers);
  * node_internal.h holds what they share. */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netdb.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -121,6 +123,45 @@ int node_parse_hostport(const char *s, char *host, size_t hostlen, int *port)
 	return 0;
 }
 
+int node_resolve_hostport(const char *v, char *out, size_t len)
+{
+	const char *colon = strrchr(v, ':');
+	char host[256];
+	if (!colon || colon == v || (size_t)(colon - v) >= sizeof host)
+		return -1;
+	memcpy(host, v, (size_t)(colon - v));
+	host[colon - v] = '\0';
+	struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *res = NULL;
+	if (getaddrinfo(host, NULL, &hints, &res) != 0 || !res)
+		return -1;
+	char ip[INET_ADDRSTRLEN];
+	const struct sockaddr_in *sa = (const struct sockaddr_in *)res->ai_addr;
+	int ok = inet_ntop(AF_INET, &sa->sin_addr, ip, sizeof ip) != NULL;
+	freeaddrinfo(res);
+	if (!ok || (size_t)snprintf(out, len, "%s%s", ip, colon) >= len)
+		return -1;
+	return 0;
+}
+
+bool node_is_hostname_port(const char *v)
+{
+	const char *colon = strrchr(v, ':');
+	if (!colon || colon == v || colon - v > 63)
+		return false;
+	for (const char *c = v; c < colon; c++)
+		if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
+		      (*c >= '0' && *c <= '9') || *c == '-' || *c == '.'))
+			return false;
+	if (*v == '-' || *v == '.')
+		return false;
+	char probe[16];
+	char host[24];
+	int port;
+	if ((size_t)snprintf(probe, sizeof probe, "127.0.0.1%s", colon) >= sizeof probe)
+		return false;
+	return node_parse_hostport(probe, host, sizeof host, &port) == 0;
+}
+
 /* ---- the ring core's output ---- */
 
 /* Sends what the core put in n->out, reports its events, and re-arms the tick timer.
@@ -202,7 +243,7 @@ static void on_snapshot(uv_timer_t *t)
 	nd_merge_probe(n, now);
 	nd_dash_walk(n, now);
 	nd_save_peers(n);
-	if (!n->stopping && !ring_joined(n->ring) && n->ncandidates &&
+	if (!n->stopping && !ring_joined(n->ring) && nd_has_join_peers(n) &&
 	    now - n->join_tried_at >= REJOIN_EVERY_MS) {
 		if (!nd_restart_ring(n))
 			nd_try_join(n);
@@ -397,7 +438,7 @@ int node_run(const node_opts *o)
 		goto out_loop;
 	}
 	ring_out_reset(&n->out);
-	if (n->ncandidates == 0) {
+	if (!nd_has_join_peers(n)) {
 		ring_create(n->ring, uv_now(&n->loop), &n->out);
 		LOG_I(n, "started a new ring at %s (http %s, data %s%s)", o->listen, o->http,
 		      o->data, n->keyed ? ", peers need the cluster key" : "");

@@ -45,6 +45,14 @@ typedef struct {
 /* Parses "host:port" (an IPv4 address or "localhost"); 0 or -1. */
 int node_parse_hostport(const char *s, char *host, size_t hostlen, int *port);
 
+/* "NAME:PORT" as "A.B.C.D:PORT", NAME's first IPv4 address (a blocking lookup); 0, or -1
+ * when it has none. */
+int node_resolve_hostport(const char *v, char *out, size_t len);
+
+/* Whether v is NAME:PORT with a host name's characters and a port 1 to 65535 (a --join name
+ * that does not resolve yet is kept, and looked up again on every try). */
+bool node_is_hostname_port(const char *v);
+
 /* Runs a node until SIGINT or SIGTERM; returns the process exit code. */
 int node_run(const node_opts *o);
 

@@ -290,6 +290,10 @@ typedef struct node {
 	/* joining: --join addresses, then the peers saved in DATA/peers by an earlier run */
 	candidate *candidates;
 	unsigned ncandidates, next_candidate, join_tries;
+	/* --join names (not addresses): looked up on every try; warned: not resolving, said */
+	const char *join_names[NODE_MAX_JOIN];
+	bool join_name_warned[NODE_MAX_JOIN];
+	unsigned njoin_names;
 	uint64_t join_tried_at;
 	bool restarted;   /* DATA/peers named peers: this node was in a ring before */
 	ring_peer anchor; /* successor(0), the ring's smallest id, saved with the peers */
@@ -575,6 +579,7 @@ size_t nd_kv_route_metrics(node *n, char *b, size_t cap);
 /* ---- join.c ---- */
 
 void nd_load_candidates(node *n);
+bool nd_has_join_peers(const node *n); /* a candidate, or a --join name to look up */
 bool nd_restart_ring(node *n);
 void nd_try_join(node *n);
 void nd_save_peers(node *n);

@@ -62,6 +62,46 @@ def health(port_or_env):
                           timeout=30)
 
 
+def late_join_name(tmp, procs, p1, h1):
+    """A --join name that does not resolve yet (a peer container not up) is waited for, and
+    looked up again on every try: the node neither exits nor starts a ring of its own. The
+    node gets an /etc/hosts of its own (a private mount namespace), which the test fills in
+    later; glibc reads the file on every lookup."""
+    hosts = os.path.join(tmp, "hosts")
+    with open(hosts, "w") as f:
+        f.write("127.0.0.1 localhost\n")
+    hl = free_port()
+    listen = f"127.0.0.1:{free_port()}"
+    cmd = (f"mount --bind {hosts} /etc/hosts && exec {BIN} node --id late --listen {listen}"
+           f" --http 127.0.0.1:{hl} --data {tmp}/late --join ringnet-late-peer:{p1}")
+    late = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", cmd],
+                            env=env_with(), stdout=open(f"{tmp}/late.log", "a"),
+                            stderr=subprocess.STDOUT)
+    procs.append(late)
+    check("a node whose --join name does not resolve yet starts (no usage error)",
+          wait_http(hl, late), (late.poll(), open(f"{tmp}/late.log").read()[-400:]))
+    time.sleep(2.5)  # two tries to join, at least
+    _, hj = get(hl, "/health")
+    check("... and waits: it is in no ring (it did not start one of its own)",
+          hj.get("joined") is False, hj)
+    log = open(f"{tmp}/late.log").read()
+    check("... its log says the name does not resolve, once",
+          log.count("ringnet-late-peer:%d does not resolve" % p1) == 1, log[-600:])
+    with open(hosts, "w") as f:  # the peer container comes up: its name resolves
+        f.write("127.0.0.1 localhost\n127.0.0.1 ringnet-late-peer\n")
+    joined = False
+    for _ in range(150):
+        _, r = get(h1, "/ring")
+        if any(s["addr"] == listen for s in r["successors"]):
+            joined = True
+            break
+        time.sleep(0.1)
+    check("... and joins the peer once its name resolves", joined, r)
+    log = open(f"{tmp}/late.log").read()
+    check("... saying what it resolved to", f"ringnet-late-peer:{p1} is 127.0.0.1:{p1}" in log,
+          log[-600:])
+
+
 def main():
     procs = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -126,7 +166,8 @@ def main():
 
             # a bad value is named with the variable it came from; nothing starts
             for var, val in (("RINGNET_REPLICAS", "many"), ("RINGNET_LISTEN", "0.0.0.0:7"),
-                             ("RINGNET_JOIN", "no-such-host.invalid:7000"),
+                             ("RINGNET_JOIN", "no_such_host!:7000"),
+                             ("RINGNET_JOIN", "no-such-host.invalid"),
                              ("RINGNET_LOG_LEVEL", "loud")):
                 env = env_with(RINGNET_ID="x", RINGNET_LISTEN=f"127.0.0.1:{free_port()}",
                                RINGNET_HTTP=f"127.0.0.1:{free_port()}",
@@ -145,6 +186,8 @@ def main():
             procs.append(c)
             check("a bad variable overridden by its flag is not looked at",
                   wait_http(int(env["RINGNET_HTTP"].split(":")[1]), c), c.poll())
+
+            late_join_name(tmp, procs, p1, h1)
 
             # RINGNET_API_TOKEN_FILE is the node's --api-token (RINGNET_API_TOKEN, the
             # clients' token itself, is not read by the node)
